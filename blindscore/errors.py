@@ -1,0 +1,43 @@
+"""The one exception hierarchy every blindscore component raises."""
+
+from __future__ import annotations
+
+
+class BlindscoreError(Exception):
+    """Base class of every error blindscore raises on purpose."""
+
+
+class InvalidInputError(BlindscoreError):
+    """Input that can never be valid: wrong shape, out of range, malformed (INVALID_ARGUMENT)."""
+
+
+class EncodingError(InvalidInputError):
+    """A feature value that cannot be encoded: NaN, infinite, out of range or of the wrong type."""
+
+    def __init__(self, feature: str, message: str) -> None:
+        super().__init__(f"feature {feature!r}: {message}")
+        self.feature = feature
+
+
+class KeySizeError(InvalidInputError):
+    """A key size below the 2048-bit floor or otherwise not allowed."""
+
+
+class ModelFormatError(InvalidInputError):
+    """A model file or model description that cannot be loaded safely."""
+
+
+class NotFoundError(BlindscoreError):
+    """An unknown key id, model, bank or application (NOT_FOUND)."""
+
+
+class AlreadyExistsError(BlindscoreError):
+    """Something registered twice in a way that conflicts (ALREADY_EXISTS)."""
+
+
+class PreconditionError(BlindscoreError):
+    """The system is not in a state where the request can run (FAILED_PRECONDITION)."""
+
+
+class CryptoError(BlindscoreError):
+    """A cryptographic check failed. Details stay in local logs; peers get one vague status."""
