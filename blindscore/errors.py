@@ -41,3 +41,16 @@ class PreconditionError(BlindscoreError):
 
 class CryptoError(BlindscoreError):
     """A cryptographic check failed. Details stay in local logs; peers get one vague status."""
+
+
+class UnavailableError(BlindscoreError):
+    """A peer node could not be reached (UNAVAILABLE); the request may be retried."""
+
+
+class PeerError(BlindscoreError):
+    """A peer node refused a call; carries the peer's gRPC status code name and message."""
+
+    def __init__(self, peer: str, code: str, message: str) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer
+        self.code = code

@@ -1,0 +1,198 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeatureValue(_message.Message):
+    __slots__ = ("number", "text")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    text: str
+    def __init__(self, number: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("application_id", "bank_id", "model_id", "key_id", "consent_reference", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureValue, _Mapping]] = ...) -> None: ...
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    bank_id: str
+    model_id: str
+    key_id: str
+    consent_reference: str
+    features: _containers.MessageMap[str, FeatureValue]
+    def __init__(self, application_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+
+class ScoreReceipt(_message.Message):
+    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    accepted: bool
+    encrypt_ms: float
+    total_ms: float
+    error_code: int
+    error_message: str
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class RegisterBankRequest(_message.Message):
+    __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key")
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    DGK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    bank_id: str
+    address: str
+    paillier_public_key: str
+    dgk_public_key: str
+    def __init__(self, bank_id: _Optional[str] = ..., address: _Optional[str] = ..., paillier_public_key: _Optional[str] = ..., dgk_public_key: _Optional[str] = ...) -> None: ...
+
+class RegisterBankResponse(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class GetBankKeyRequest(_message.Message):
+    __slots__ = ("bank_id", "key_id")
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    bank_id: str
+    key_id: str
+    def __init__(self, bank_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class BankKey(_message.Message):
+    __slots__ = ("bank_id", "key_id", "paillier_public_key")
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    bank_id: str
+    key_id: str
+    paillier_public_key: str
+    def __init__(self, bank_id: _Optional[str] = ..., key_id: _Optional[str] = ..., paillier_public_key: _Optional[str] = ...) -> None: ...
+
+class GetModelSpecRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("model_id", "feature_spec")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SPEC_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    feature_spec: str
+    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ...) -> None: ...
+
+class EncryptedApplication(_message.Message):
+    __slots__ = ("application_id", "platform_id", "bank_id", "model_id", "key_id", "consent_reference", "count", "ciphertexts")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    platform_id: str
+    bank_id: str
+    model_id: str
+    key_id: str
+    consent_reference: str
+    count: int
+    ciphertexts: bytes
+    def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+
+class SubmitReceipt(_message.Message):
+    __slots__ = ("application_id", "accepted")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    accepted: bool
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ...) -> None: ...
+
+class MaskedRequest(_message.Message):
+    __slots__ = ("application_id", "key_id", "count", "bits", "slot_bits", "ciphertexts")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    key_id: str
+    count: int
+    bits: int
+    slot_bits: int
+    ciphertexts: bytes
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., slot_bits: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+
+class BitsResponse(_message.Message):
+    __slots__ = ("bit_ciphertexts", "high_sum")
+    BIT_CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    HIGH_SUM_FIELD_NUMBER: _ClassVar[int]
+    bit_ciphertexts: bytes
+    high_sum: bytes
+    def __init__(self, bit_ciphertexts: _Optional[bytes] = ..., high_sum: _Optional[bytes] = ...) -> None: ...
+
+class BlindedRequest(_message.Message):
+    __slots__ = ("application_id", "key_id", "count", "bits", "groups")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    key_id: str
+    count: int
+    bits: int
+    groups: bytes
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., groups: _Optional[bytes] = ...) -> None: ...
+
+class FinalResponse(_message.Message):
+    __slots__ = ("deltas",)
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
+    deltas: bytes
+    def __init__(self, deltas: _Optional[bytes] = ...) -> None: ...
+
+class BandDelivery(_message.Message):
+    __slots__ = ("application_id", "key_id", "model_id", "band_labels", "band_ciphertext")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BAND_LABELS_FIELD_NUMBER: _ClassVar[int]
+    BAND_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    key_id: str
+    model_id: str
+    band_labels: _containers.RepeatedScalarFieldContainer[str]
+    band_ciphertext: bytes
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., band_ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class BandReceipt(_message.Message):
+    __slots__ = ("application_id", "stored")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    stored: bool
+    def __init__(self, application_id: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,8 @@
+"""The credit bureau node: holds the models, scores ciphertexts blind, runs the band protocol."""
+
+from __future__ import annotations
+
+from bureau.flow import Bureau
+from bureau.registry import BankRecord, BankRegistry, ModelStore
+
+__all__ = ["BankRecord", "BankRegistry", "Bureau", "ModelStore"]

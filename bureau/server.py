@@ -1,0 +1,74 @@
+"""The bureau's gRPC face: a thin servicer over Bureau."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+
+import grpc
+
+from blindscore import serde
+from blindscore.status import grpc_errors
+from blindscore.transport import INSECURE, TransportSecurity, create_server
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from bureau.bank_link import BankChannels
+from bureau.flow import Bureau
+
+log = logging.getLogger(__name__)
+
+
+class BureauServicer(pb_grpc.BureauServicer):
+    """Converts protos to domain objects, calls Bureau, converts back."""
+
+    def __init__(self, bureau: Bureau, channels: BankChannels) -> None:
+        self.bureau = bureau
+        self.channels = channels
+
+    @grpc_errors
+    def RegisterBank(self, request: pb.RegisterBankRequest, context: grpc.ServicerContext) -> pb.RegisterBankResponse:
+        key_id = self.bureau.register_bank(
+            request.bank_id,
+            request.address,
+            serde.paillier_key_from_json(request.paillier_public_key),
+            serde.dgk_key_from_json(request.dgk_public_key),
+        )
+        return pb.RegisterBankResponse(key_id=key_id)
+
+    @grpc_errors
+    def GetBankKey(self, request: pb.GetBankKeyRequest, context: grpc.ServicerContext) -> pb.BankKey:
+        key = self.bureau.bank_key(request.bank_id, request.key_id)
+        return pb.BankKey(
+            bank_id=request.bank_id, key_id=key.key_id, paillier_public_key=serde.paillier_key_to_json(key)
+        )
+
+    @grpc_errors
+    def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
+        spec = self.bureau.model_spec(request.model_id)
+        return pb.ModelSpec(model_id=request.model_id, feature_spec=json.dumps(spec, sort_keys=True))
+
+    @grpc_errors
+    def SubmitApplication(
+        self, request: pb.EncryptedApplication, context: grpc.ServicerContext
+    ) -> pb.SubmitReceipt:
+        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
+        app = serde.encrypted_application_from_proto(request, key)
+        timings = self.bureau.score(app, self.channels.link)
+        log.debug("scored %s: %s", app.application_id, timings)
+        return pb.SubmitReceipt(application_id=app.application_id, accepted=True)
+
+
+def start_bureau_server(
+    bureau: Bureau, address: str, *, security: TransportSecurity = INSECURE
+) -> tuple[grpc.Server, int, BankChannels]:
+    """Serve the Bureau service on ``address``; returns (server, bound port, bank channels)."""
+    channels = BankChannels(security)
+    servicer = BureauServicer(bureau, channels)
+    server, port = create_server(
+        address,
+        [partial(pb_grpc.add_BureauServicer_to_server, servicer)],
+        security=security,
+        service_names=("blindscore.v1.Bureau",),
+    )
+    return server, port, channels

@@ -1,0 +1,7 @@
+"""The platform node: holds applicants' features, encrypts them under the bank's key, submits them."""
+
+from __future__ import annotations
+
+from platform_node.flow import PlatformNode
+
+__all__ = ["PlatformNode"]

@@ -1,0 +1,52 @@
+"""How the platform reaches the bureau: an interface and its gRPC implementation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import grpc
+
+from blindscore import serde
+from blindscore.application import EncryptedApplication
+from blindscore.errors import InvalidInputError
+from blindscore.paillier import PublicKey
+from blindscore.status import call
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+
+RPC_TIMEOUT_S = 60.0
+
+
+class BureauLink(Protocol):
+    def model_spec(self, model_id: str) -> dict[str, Any]: ...
+
+    def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
+
+    def submit(self, app: EncryptedApplication, key: PublicKey) -> None: ...
+
+
+class GrpcBureauLink:
+    """BureauLink over a gRPC channel."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub: Any = pb_grpc.BureauStub(channel)
+
+    def model_spec(self, model_id: str) -> dict[str, Any]:
+        resp = call("bureau", self._stub.GetModelSpec, pb.GetModelSpecRequest(model_id=model_id), timeout=10)
+        try:
+            spec = json.loads(resp.feature_spec)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}") from exc
+        if not isinstance(spec, dict):
+            raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}")
+        return spec
+
+    def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
+        req = pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)
+        resp = call("bureau", self._stub.GetBankKey, req, timeout=10)
+        return serde.paillier_key_from_json(resp.paillier_public_key)
+
+    def submit(self, app: EncryptedApplication, key: PublicKey) -> None:
+        msg = serde.encrypted_application_to_proto(app, key)
+        call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
