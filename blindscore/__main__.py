@@ -1,0 +1,7 @@
+"""Run the blindscore command line: python -m blindscore."""
+
+from __future__ import annotations
+
+from blindscore.cli import main
+
+raise SystemExit(main())

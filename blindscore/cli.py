@@ -1,0 +1,287 @@
+"""The blindscore command line: run the nodes, the demo, and batch scoring of a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blindscore import __version__
+from blindscore._files import write_json
+from blindscore.errors import BlindscoreError
+
+log = logging.getLogger("blindscore")
+
+DEFAULT_BUREAU = "127.0.0.1:50051"
+DEFAULT_BANK = "127.0.0.1:50052"
+DEFAULT_PLATFORM = "127.0.0.1:50053"
+
+
+class CliError(BlindscoreError):
+    """A problem with the command line itself: a bad flag, a missing file, a malformed CSV."""
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _wait_for_shutdown(stop: Any) -> None:
+    """Block until SIGTERM or SIGINT, then stop the server with a short grace period."""
+    done = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    done.wait()
+    stop()
+
+
+def _ready(path: str | None, info: dict[str, Any]) -> None:
+    """Tell whoever started us where we listen (written atomically, so never half-read)."""
+    if path:
+        write_json(Path(path), info)
+
+
+def _parse_cutoffs(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CliError(f"--cutoffs {text!r}: expected comma-separated numbers such as 0.1,0.2,0.4") from None
+    if not values:
+        raise CliError("--cutoffs: give at least one cutoff")
+    return values
+
+
+# ---------------------------------------------------------------------- node commands
+
+
+def cmd_bureau_serve(args: argparse.Namespace) -> int:
+    from bureau.flow import Bureau
+    from bureau.server import start_bureau_server
+    from blindscore.transport import host_port
+
+    bureau = Bureau.open(Path(args.data_dir))
+    server, port, channels = start_bureau_server(bureau, args.listen)
+    address = host_port(args.listen, port)
+    log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
+    _ready(args.ready_file, {"role": "bureau", "address": address})
+
+    def stop() -> None:
+        server.stop(grace=2).wait()
+        channels.close()
+
+    _wait_for_shutdown(stop)
+    return 0
+
+
+def cmd_bank_serve(args: argparse.Namespace) -> int:
+    from bank_node.flow import BankNode
+    from bank_node.server import register_with_bureau, start_bank_server
+    from blindscore.transport import host_port
+
+    node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits)
+    server, port = start_bank_server(node, args.listen)
+    address = args.advertise or host_port(args.listen, port)
+    log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
+    if args.bureau:
+        register_with_bureau(node, args.bureau, address)
+    _ready(args.ready_file, {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id})
+
+    def stop() -> None:
+        server.stop(grace=2).wait()
+        node.store.close()
+
+    _wait_for_shutdown(stop)
+    return 0
+
+
+def cmd_platform_serve(args: argparse.Namespace) -> int:
+    from blindscore.transport import host_port, open_channel
+    from platform_node.bureau_link import GrpcBureauLink
+    from platform_node.flow import PlatformNode
+    from platform_node.server import start_platform_server
+
+    channel = open_channel(args.bureau)
+    node = PlatformNode(args.platform_id, GrpcBureauLink(channel))
+    server, port = start_platform_server(node, args.listen)
+    address = host_port(args.listen, port)
+    log.warning("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
+    _ready(args.ready_file, {"role": "platform", "address": address})
+
+    def stop() -> None:
+        server.stop(grace=2).wait()
+        channel.close()
+
+    _wait_for_shutdown(stop)
+    return 0
+
+
+def cmd_bank_results(args: argparse.Namespace) -> int:
+    from bank_node.store import ResultStore
+
+    path = Path(args.data_dir) / "results.sqlite3"
+    if not path.exists():
+        raise CliError(f"no results database at {path}: is --data-dir the bank's data directory?")
+    store = ResultStore(path)
+    records = store.all()
+    store.close()
+    out = csv.writer(sys.stdout)
+    out.writerow(["application_id", "model_id", "band", "band_label", "received_at"])
+    for r in records:
+        out.writerow(
+            [r.application_id, r.model_id, r.band, r.band_label, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.received_at))]
+        )
+    return 0
+
+
+def cmd_bank_key_id(args: argparse.Namespace) -> int:
+    from blindscore.paillier import PUBLIC_FILE, PublicKey
+    from blindscore._files import read_json
+
+    path = Path(args.data_dir) / "keys" / PUBLIC_FILE
+    if not path.exists():
+        raise CliError(f"no public key at {path}: start the bank once with 'blindscore bank serve'")
+    key = PublicKey.from_dict(read_json(path))
+    print(key.key_id)
+    print(f"fingerprint sha256:{key.fingerprint}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- demo and score
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from blindscore.demo import run_demo
+
+    return run_demo(applicants=args.applicants, key_bits=args.key_bits, workdir=args.workdir)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from blindscore.batch import score_csv
+
+    return score_csv(
+        model_path=Path(args.model),
+        input_path=Path(args.input),
+        output_path=Path(args.output),
+        cutoffs=_parse_cutoffs(args.cutoffs),
+        labels=tuple(args.labels.split(",")) if args.labels else None,
+        id_column=args.id_column,
+        key_bits=args.key_bits,
+    )
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blindscore",
+        description="Privacy-preserving credit scoring: the platform encrypts, the bureau scores blind, "
+        "the bank learns only the risk band.",
+    )
+    p.add_argument("--version", action="version", version=f"blindscore {__version__}")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--config", help="TOML file with [bureau], [bank] and [platform] tables of flag defaults")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def serve_flags(sp: argparse.ArgumentParser, default_listen: str) -> None:
+        sp.add_argument("--listen", default=default_listen, help=f"host:port to listen on (default {default_listen})")
+        sp.add_argument("--ready-file", help="write a JSON file with the bound address once serving")
+
+    bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(dest="action", required=True)
+    sp = bureau.add_parser("serve", help="run the bureau's gRPC server")
+    serve_flags(sp, DEFAULT_BUREAU)
+    sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
+    sp.set_defaults(func=cmd_bureau_serve, role="bureau")
+
+    bank = sub.add_parser("bank", help="the bank node").add_subparsers(dest="action", required=True)
+    sp = bank.add_parser("serve", help="run the bank's gRPC server (creates keys on first start)")
+    serve_flags(sp, DEFAULT_BANK)
+    sp.add_argument("--data-dir", default="blindscore-data/bank", help="keys and results")
+    sp.add_argument("--bank-id", default="bank-1")
+    sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address to register with ('' to skip)")
+    sp.add_argument("--advertise", help="address the bureau should call back on (default: the bound one)")
+    sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072")
+    sp.set_defaults(func=cmd_bank_serve, role="bank")
+    sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.set_defaults(func=cmd_bank_results, role="bank")
+    sp = bank.add_parser("key-id", help="print the bank's key id (platforms name it in applications)")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.set_defaults(func=cmd_bank_key_id, role="bank")
+
+    platform = sub.add_parser("platform", help="the platform node").add_subparsers(dest="action", required=True)
+    sp = platform.add_parser("serve", help="run the platform's gRPC server")
+    serve_flags(sp, DEFAULT_PLATFORM)
+    sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address")
+    sp.add_argument("--platform-id", default="platform-1")
+    sp.set_defaults(func=cmd_platform_serve, role="platform")
+
+    sp = sub.add_parser("demo", help="start the three nodes locally and score the German credit applicants")
+    sp.add_argument("--applicants", type=int, default=1000, help="how many of the 1000 applicants (default all)")
+    sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
+    sp.add_argument("--workdir", help="keep node data and logs here instead of a temporary directory")
+    sp.set_defaults(func=cmd_demo, role="demo")
+
+    sp = sub.add_parser("score", help="score every row of a CSV through the three-node protocol")
+    sp.add_argument("--model", required=True, help="skops file of a scikit-learn linear model")
+    sp.add_argument("--input", required=True, help="CSV with one applicant per row")
+    sp.add_argument("--output", required=True, help="CSV to write: application_id,band,band_label")
+    sp.add_argument("--cutoffs", help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors)")
+    sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
+    sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
+    sp.add_argument("--key-bits", type=int, default=2048)
+    sp.set_defaults(func=cmd_score, role="score")
+    return p
+
+
+def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if not args.config:
+        return args
+    try:
+        with open(args.config, "rb") as fh:
+            config = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CliError(f"--config {args.config}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"--config {args.config}: not valid TOML ({exc})") from None
+    table = config.get(args.role, {})
+    if not isinstance(table, dict):
+        raise CliError(f"--config {args.config}: [{args.role}] must be a table")
+    known = set(vars(args))
+    unknown = sorted(k for k in table if k.replace("-", "_") not in known)
+    if unknown:
+        raise CliError(f"--config {args.config}: unknown keys in [{args.role}]: {', '.join(unknown)}")
+    # argparse fills in a default only where the namespace has no value yet, so pre-filling it
+    # from the file makes the file's values the defaults and flags on the command line win.
+    defaults = {k.replace("-", "_"): v for k, v in table.items()}
+    return parser.parse_args(argv, namespace=argparse.Namespace(**defaults))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _apply_config(parser, argv)
+        logging.basicConfig(
+            level=getattr(logging, args.log_level), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        return int(args.func(args))
+    except BlindscoreError as exc:
+        print(f"blindscore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+

@@ -1,0 +1,182 @@
+"""Start the three nodes as separate local processes on free loopback ports, and stop them again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from blindscore.errors import BlindscoreError, UnavailableError
+from blindscore.model import LinearModel
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass
+class NodeProcess:
+    role: str
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+    info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.info["address"]
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class LocalNetwork:
+    """Bureau, bank and platform as three processes under one working directory.
+
+    Each node listens on 127.0.0.1 port 0 and reports the port it bound in a ready file, so
+    there is no race for free ports.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        key_bits: int = 2048,
+        bank_id: str = "demo-bank",
+        platform_id: str = "demo-platform",
+        models: dict[str, LinearModel] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.workdir = workdir
+        self.key_bits = key_bits
+        self.bank_id = bank_id
+        self.platform_id = platform_id
+        self.models = models or {}
+        self.log_level = log_level
+        self.nodes: dict[str, NodeProcess] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalNetwork:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def bureau_dir(self) -> Path:
+        return self.workdir / "bureau"
+
+    @property
+    def bank_dir(self) -> Path:
+        return self.workdir / "bank"
+
+    def start(self) -> None:
+        for model_id, model in self.models.items():
+            model.save(self.bureau_dir / "models" / f"{model_id}.json")
+        bureau = self._spawn("bureau", ["bureau", "serve", "--data-dir", str(self.bureau_dir)])
+        self._wait(bureau)
+        bank = self._spawn(
+            "bank",
+            [
+                "bank",
+                "serve",
+                "--data-dir",
+                str(self.bank_dir),
+                "--bank-id",
+                self.bank_id,
+                "--bureau",
+                bureau.address,
+                "--key-bits",
+                str(self.key_bits),
+            ],
+        )
+        platform = self._spawn(
+            "platform",
+            ["platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id],
+        )
+        self._wait(bank)
+        self._wait(platform)
+
+    def stop(self) -> None:
+        for node in reversed(list(self.nodes.values())):
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes.values():
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def platform_address(self) -> str:
+        return self.nodes["platform"].address
+
+    @property
+    def bureau_address(self) -> str:
+        return self.nodes["bureau"].address
+
+    @property
+    def bank_address(self) -> str:
+        return self.nodes["bank"].address
+
+    @property
+    def key_id(self) -> str:
+        return self.nodes["bank"].info["key_id"]
+
+    def pids(self) -> dict[str, int]:
+        return {role: node.process.pid for role, node in self.nodes.items()}
+
+    # ------------------------------------------------------------------ internals
+    def _spawn(self, role: str, args: list[str]) -> NodeProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ready = self.workdir / f"{role}.ready.json"
+        ready.unlink(missing_ok=True)
+        log_file = self.workdir / f"{role}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "blindscore",
+            "--log-level",
+            self.log_level,
+            *args,
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+        ]
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log_file, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        node = NodeProcess(role, proc, ready, log_file)
+        self.nodes[role] = node
+        return node
+
+    def _wait(self, node: NodeProcess) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if node.ready_file.exists():
+                node.info = json.loads(node.ready_file.read_text())
+                return
+            if node.process.poll() is not None:
+                raise BlindscoreError(
+                    f"the {node.role} node exited with status {node.process.returncode}:\n{node.log_tail()}"
+                )
+            time.sleep(0.05)
+        raise UnavailableError(f"the {node.role} node did not become ready in {READY_TIMEOUT_S:.0f} s")
