@@ -147,10 +147,11 @@ class PublicKey:
         return cls(n, hs)
 
     # encryption ---------------------------------------------------------------------------
-    def _obfuscator(self) -> Any:
+    def _obfuscator(self, exponent: int | None = None) -> Any:
+        """hs^r for a fresh random r of n_bits/2 bits (or the given r, for fixed test vectors)."""
         if self._table is None:
             self._table = FixedBaseTable(self.hs, self.nsquare, self.r_bits)
-        return self._table.pow(secrets.randbits(self.r_bits))
+        return self._table.pow(secrets.randbits(self.r_bits) if exponent is None else exponent)
 
     def plaintext(self, m: int) -> Any:
         """Map a signed integer into Z_n, refusing values without headroom."""
@@ -158,10 +159,10 @@ class PublicKey:
             raise InvalidInputError("plaintext outside (-n/2, n/2]: it would wrap around")
         return gmpy2.mpz(m) % self.n
 
-    def encrypt(self, m: int) -> Any:
-        """Encrypt a signed integer m with |m| < n/2."""
+    def encrypt(self, m: int, *, _r: int | None = None) -> Any:
+        """Encrypt a signed integer m with |m| < n/2 (``_r`` pins the randomness in test vectors)."""
         nude = (self.n * self.plaintext(m) + 1) % self.nsquare
-        return nude * self._obfuscator() % self.nsquare
+        return nude * self._obfuscator(_r) % self.nsquare
 
     def encrypt_many(self, values: Iterable[int]) -> list[Any]:
         return [self.encrypt(v) for v in values]
