@@ -19,9 +19,11 @@ public declared ranges, which the platform enforces when it encodes.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import numbers
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,14 +301,14 @@ class BinnedFeature:
         if isinstance(self.edges, str) or not isinstance(self.edges, Sequence) or not self.edges:
             raise ModelFormatError(f"feature {self.name!r}: edges must be a non-empty sequence of numbers")
         edges = tuple(_as_real(e, f"feature {self.name!r}: edge") for e in self.edges)
-        if any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(edges)):
             raise ModelFormatError(f"feature {self.name!r}: edges must be strictly ascending")
         object.__setattr__(self, "edges", edges)
 
     @property
     def columns(self) -> tuple[str, ...]:
         e = [fmt_real(x) for x in self.edges]
-        inner = [f"{self.name}[{a},{b})" for a, b in zip(e, e[1:], strict=False)]
+        inner = [f"{self.name}[{a},{b})" for a, b in itertools.pairwise(e)]
         return (f"{self.name}<{e[0]}", *inner, f"{self.name}>={e[-1]}")
 
     @property
@@ -384,8 +386,7 @@ class FeatureSpec:
             if not isinstance(f, NumericFeature | CategoricalFeature | BinnedFeature):
                 raise ModelFormatError(f"not a feature: {type(f).__name__}")
         for what, names in (("feature", [f.name for f in feats]), ("encoded column", _flat(feats))):
-            seen: set[str] = set()
-            dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
             if dupes:
                 raise ModelFormatError(f"duplicate {what} name(s): {_listing(dupes)}")
         object.__setattr__(self, "features", feats)
@@ -514,12 +515,14 @@ class BandPolicy:
         if isinstance(self.cutoffs, str) or not isinstance(self.cutoffs, Sequence) or not self.cutoffs:
             raise ModelFormatError("a band policy needs a non-empty sequence of cutoffs")
         cutoffs = tuple(_as_real(c, "cutoff") for c in self.cutoffs)
-        if any(a >= b for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(cutoffs)):
             raise ModelFormatError(f"cutoffs must be strictly ascending, got {list(cutoffs)}")
         if self.output not in OUTPUTS:
             raise ModelFormatError(f"output must be one of {list(OUTPUTS)}, got {self.output!r}")
         if self.output == "probability" and not all(0.0 < c < 1.0 for c in cutoffs):
-            raise ModelFormatError(f"probability cutoffs must lie strictly between 0 and 1, got {list(cutoffs)}")
+            raise ModelFormatError(
+                f"probability cutoffs must lie strictly between 0 and 1, got {list(cutoffs)}"
+            )
         if self.labels is None:
             if len(cutoffs) + 1 > 26:
                 raise ModelFormatError("more than 26 bands: give labels explicitly")
@@ -529,7 +532,9 @@ class BandPolicy:
                 raise ModelFormatError("labels must be a sequence of strings")
             labels = tuple(self.labels)
             if len(labels) != len(cutoffs) + 1:
-                raise ModelFormatError(f"{len(cutoffs)} cutoffs need {len(cutoffs) + 1} labels, got {len(labels)}")
+                raise ModelFormatError(
+                    f"{len(cutoffs)} cutoffs need {len(cutoffs) + 1} labels, got {len(labels)}"
+                )
             if not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
                 raise ModelFormatError("labels must be distinct non-empty strings")
         object.__setattr__(self, "cutoffs", cutoffs)
@@ -547,7 +552,9 @@ class BandPolicy:
 
     def band_of(self, value: float) -> int:
         """The number of cutoffs that ``value`` is at or above."""
-        x = _as_real(value, "a banded value") if not isinstance(value, float) else value
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InvalidInputError(f"cannot band a {type(value).__name__}")
+        x = float(value)
         if math.isnan(x):
             raise InvalidInputError("cannot band NaN")
         return bisect.bisect_right(self.cutoffs, x)
@@ -624,11 +631,15 @@ class LinearModel:
         if link not in LINKS:
             raise ModelFormatError(f"link must be one of {list(LINKS)}, got {link!r}")
         if policy.output == "probability" and link != "logit":
-            raise ModelFormatError("probability cutoffs need link 'logit'; use output 'raw' for a linear score")
+            raise ModelFormatError(
+                "probability cutoffs need link 'logit'; use output 'raw' for a linear score"
+            )
         if isinstance(coef, str) or not hasattr(coef, "__len__") or not hasattr(coef, "__iter__"):
             raise ModelFormatError("coef must be a sequence of numbers")
         if len(coef) != spec.encoded_width:
-            raise ModelFormatError(f"coef has {len(coef)} entries; the spec has {spec.encoded_width} encoded columns")
+            raise ModelFormatError(
+                f"coef has {len(coef)} entries; the spec has {spec.encoded_width} encoded columns"
+            )
         self.name = name
         self.spec = spec
         self.coef: tuple[float, ...] = tuple(
@@ -672,6 +683,14 @@ class LinearModel:
         return a, t
 
     def _derive(self) -> _Encoded:
+        try:
+            return self._derive_unchecked()
+        except OverflowError as exc:
+            raise ModelFormatError(
+                f"model {self.name!r}: a weight, intercept or cutoff is too large for the score scale"
+            ) from exc
+
+    def _derive_unchecked(self) -> _Encoded:
         a, t = self._error_terms()
         if a >= self.precision:
             raise ModelFormatError(
@@ -683,7 +702,9 @@ class LinearModel:
         while a + math.ldexp(float(t), -(s + 1)) > self.precision:
             s += 1
             if s > MAX_SCORE_FRAC_BITS:
-                raise ModelFormatError(f"model {self.name!r}: precision {self.precision:g} needs an absurd scale")
+                raise ModelFormatError(
+                    f"model {self.name!r}: precision {self.precision:g} needs an absurd scale"
+                )
         max_error = a + math.ldexp(float(t), -(s + 1))
         frac = self.spec.column_frac_bits
         weights = tuple(round(math.ldexp(w, s - e)) for w, e in zip(self.coef, frac, strict=True))
@@ -897,16 +918,18 @@ class LinearModel:
         lines = [
             f"model {self.name}",
             f"  link {self.link}, bands on {self.policy.output}",
-            f"  features {len(self.spec.features)} ({n_num} numeric), encoded columns {self.spec.encoded_width}",
+            f"  features {len(self.spec.features)} ({n_num} numeric), "
+            f"encoded columns {self.spec.encoded_width}",
             f"  score scale 2^{enc.score_frac_bits}, max error {enc.max_abs_error:.3g} "
             f"(precision {self.precision:g}), comparison bits {enc.comparison_bits}",
         ]
         labels = self.policy.band_labels
         cut = [fmt_real(c) for c in self.policy.cutoffs]
+        banded = "probability" if self.policy.output == "probability" else "score"
         for i, label in enumerate(labels):
             lower = f"{cut[i - 1]} <= " if i > 0 else ""
             upper = f" < {cut[i]}" if i < len(cut) else ""
-            lines.append(f"  band {label}: {lower}{self.policy.output}{upper}")
+            lines.append(f"  band {label}: {lower}{banded}{upper}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

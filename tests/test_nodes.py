@@ -1,0 +1,234 @@
+"""The three gRPC services in-process on port 0: happy path and a precise status for each refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from bank_node.flow import BankNode
+from bank_node.server import register_with_bureau, start_bank_server
+from bank_node.store import ResultStore
+from blindscore import serde
+from blindscore.application import Application
+from blindscore.client import score_one
+from blindscore.dgk import DGKKeyPair
+from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.paillier import KeyPair
+from blindscore.transport import open_channel
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from bureau.flow import Bureau
+from bureau.server import start_bureau_server
+from platform_node.bureau_link import GrpcBureauLink
+from platform_node.flow import PlatformNode
+from platform_node.server import start_platform_server
+
+
+@dataclass
+class Net:
+    platform: str
+    bureau: str
+    bank: str
+    bank_node: BankNode
+    bureau_obj: Bureau
+    key_id: str
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("nodes")
+    bureau = Bureau.open(tmp / "bureau")
+    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
+    bureau_addr = f"127.0.0.1:{bureau_port}"
+    bank = BankNode("bank-a", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank" / "results.sqlite3"))
+    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
+    bank_addr = f"127.0.0.1:{bank_port}"
+    key_id = register_with_bureau(bank, bureau_addr, bank_addr)
+    channel = open_channel(bureau_addr)
+    platform = PlatformNode("platform-a", GrpcBureauLink(channel))
+    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
+    yield Net(f"127.0.0.1:{platform_port}", bureau_addr, bank_addr, bank, bureau, key_id)
+    for server in (platform_server, bank_server, bureau_server):
+        server.stop(None)
+    channel.close()
+    channels.close()
+
+
+def german_app(net: Net, i: int, **overrides: Any) -> Application:
+    rows, _ = load_german_credit()
+    fields: dict[str, Any] = {
+        "application_id": f"app-{i}",
+        "bank_id": "bank-a",
+        "model_id": DEFAULT_MODEL_ID,
+        "key_id": net.key_id,
+        "consent_reference": f"consent-{i}",
+        "features": rows[i],
+    }
+    fields.update(overrides)
+    return Application(**fields)
+
+
+def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_bands_match_plaintext(net: Net) -> None:
+    rows, _ = load_german_credit()
+    model = default_model()
+    for i in range(6):
+        outcome = score_one(net.platform, german_app(net, i))
+        assert outcome.accepted and outcome.application_id == f"app-{i}"
+        record = net.bank_node.store.get(f"app-{i}")
+        assert record is not None
+        assert record.band == model.band(rows[i])
+        assert record.band_label == model.policy.labels[record.band]
+        assert record.model_id == DEFAULT_MODEL_ID
+
+
+def test_resubmission_is_idempotent(net: Net) -> None:
+    score_one(net.platform, german_app(net, 20))
+    before = net.bank_node.store.count()
+    score_one(net.platform, german_app(net, 20))
+    assert net.bank_node.store.count() == before
+
+
+def test_unknown_model_key_bank(net: Net) -> None:
+    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 1, application_id="x1", model_id="nope")))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in msg
+    code, msg = status_of(
+        lambda: score_one(net.platform, german_app(net, 1, application_id="x2", key_id="pk-" + "0" * 32))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND and "pk-000" in msg
+    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 1, application_id="x3", bank_id="ghost")))
+    assert code == grpc.StatusCode.NOT_FOUND and "ghost" in msg
+
+
+def test_bad_features_name_the_feature(net: Net) -> None:
+    rows, _ = load_german_credit()
+    before = net.bank_node.store.count()
+    for bad in (-5.0, float("nan"), float("inf"), "many"):
+        features = {**rows[2], "duration_in_month": bad}
+        code, msg = status_of(
+            lambda f=features: score_one(net.platform, german_app(net, 2, application_id="bad", features=f))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad, msg)
+        assert "duration_in_month" in msg
+    features = {k: v for k, v in rows[2].items() if k != "age_in_years"}
+    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 2, application_id="bad", features=features)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "age_in_years" in msg
+    assert net.bank_node.store.count() == before
+    assert net.bank_node.store.get("bad") is None
+
+
+def test_missing_consent_and_bad_ids(net: Net) -> None:
+    stub: Any = pb_grpc.PlatformStub(open_channel(net.platform))
+    msg = serde.application_to_proto(german_app(net, 3))
+    msg.consent_reference = ""
+    code, text = status_of(lambda: stub.ScoreApplication(msg, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "consent" in text
+    msg = serde.application_to_proto(german_app(net, 3))
+    msg.application_id = "../etc/passwd"
+    code, text = status_of(lambda: stub.ScoreApplication(msg, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "application id" in text
+
+
+def test_bureau_refuses_bad_ciphertexts(net: Net) -> None:
+    stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
+    key = net.bank_node.keypair.public_key
+    width = default_model().spec.encoded_width
+    good = [key.encrypt(0) for _ in range(width)]
+    base = {
+        "application_id": "cipher-1",
+        "platform_id": "p",
+        "bank_id": "bank-a",
+        "model_id": DEFAULT_MODEL_ID,
+        "key_id": net.key_id,
+        "consent_reference": "c",
+    }
+    cases = {
+        "count": pb.EncryptedApplication(**base, count=width - 1, ciphertexts=key.pack(good[:-1])),
+        "zero": pb.EncryptedApplication(**base, count=width, ciphertexts=key.pack([0, *good[1:]])),
+        "n": pb.EncryptedApplication(**base, count=width, ciphertexts=key.pack([key.n, *good[1:]])),
+        "length": pb.EncryptedApplication(**base, count=width, ciphertexts=key.pack(good)[:-1]),
+        "mismatch": pb.EncryptedApplication(**base, count=width + 1, ciphertexts=key.pack(good)),
+    }
+    for name, msg in cases.items():
+        code, text = status_of(lambda m=msg: stub.SubmitApplication(m, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, text)
+    assert net.bank_node.store.get("cipher-1") is None
+
+
+def test_bank_refuses_unknown_key_and_bad_band(net: Net) -> None:
+    stub: Any = pb_grpc.BankStub(open_channel(net.bank))
+    key = net.bank_node.keypair.public_key
+    code, _ = status_of(
+        lambda: stub.DeliverBand(
+            pb.BandDelivery(application_id="b1", key_id="pk-" + "1" * 32, model_id="m", band_labels=["A", "B"]),
+            timeout=10,
+        )
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    out_of_range = pb.BandDelivery(
+        application_id="b2", key_id=net.key_id, model_id="m", band_labels=["A", "B"],
+        band_ciphertext=key.pack([key.encrypt(7)]),
+    )
+    code, text = status_of(lambda: stub.DeliverBand(out_of_range, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and text == "cryptographic check failed"
+    assert net.bank_node.store.get("b2") is None
+    code, _ = status_of(
+        lambda: stub.CompareMasked(pb.MaskedRequest(application_id="b3", key_id=net.key_id, count=0, bits=8), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_conflicting_band_refused(net: Net) -> None:
+    stub: Any = pb_grpc.BankStub(open_channel(net.bank))
+    key = net.bank_node.keypair.public_key
+
+    def deliver(band: int) -> Any:
+        return stub.DeliverBand(
+            pb.BandDelivery(
+                application_id="conflict", key_id=net.key_id, model_id="m", band_labels=["A", "B", "C"],
+                band_ciphertext=key.pack([key.encrypt(band)]),
+            ),
+            timeout=10,
+        )
+
+    assert deliver(1).stored
+    assert deliver(1).stored  # same band again: idempotent
+    code, _ = status_of(lambda: deliver(2))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    record = net.bank_node.store.get("conflict")
+    assert record is not None and record.band == 1
+
+
+def test_registration_refusals(net: Net) -> None:
+    stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
+    code, _ = status_of(
+        lambda: stub.RegisterBank(pb.RegisterBankRequest(bank_id="b", address="x:1", paillier_public_key="{"), timeout=10)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = status_of(lambda: stub.GetModelSpec(pb.GetModelSpecRequest(model_id="missing"), timeout=10))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_spec_has_no_weights(net: Net) -> None:
+    stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
+    spec = stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID), timeout=10).feature_spec
+    model = default_model()
+    assert "coef" not in spec and "intercept" not in spec and "cutoff" not in spec
+    for w in model.encoded_weights[:5]:
+        assert str(w) not in spec or abs(w) < 1000
+
+
+def test_bureau_state_survives_restart(net: Net, tmp_path: Path) -> None:
+    reopened = Bureau.open(net.bureau_obj.banks.directory.parent)
+    assert reopened.bank_key("bank-a", net.key_id) == net.bank_node.keypair.public_key
+    assert DEFAULT_MODEL_ID in reopened.models.ids()

@@ -1,0 +1,144 @@
+"""`blindscore score` with scikit-learn models saved by skops, through three local node processes."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from blindscore.german import load_german_credit
+
+pytestmark = pytest.mark.slow
+
+NUMERIC = [
+    "duration_in_month",
+    "credit_amount",
+    "installment_rate_in_percentage_of_disposable_income",
+    "present_residence_since",
+    "age_in_years",
+    "number_of_existing_credits_at_this_bank",
+    "number_of_people_being_liable_to_provide_maintenance_for",
+]
+ROWS = 150
+
+
+def frame() -> tuple[object, np.ndarray]:
+    import pandas as pd
+
+    rows, target = load_german_credit()
+    df = pd.DataFrame([{k: float(r[k]) for k in NUMERIC} for r in rows])
+    return df, np.asarray(target)
+
+
+def write_input(path: Path, n: int) -> None:
+    rows, _ = load_german_credit()
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["customer", *NUMERIC, "unused_column"])
+        for i, r in enumerate(rows[:n]):
+            w.writerow([f"cust-{i}", *[r[k] for k in NUMERIC], "x"])
+
+
+def run_score(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blindscore", "score", *args],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+    )
+
+
+def read_output(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def expected_bands(values: np.ndarray, cutoffs: list[float]) -> np.ndarray:
+    return (values[:, None] >= np.asarray(cutoffs)[None, :]).sum(axis=1)
+
+
+def far_from_cutoffs(values: np.ndarray, cutoffs: list[float]) -> np.ndarray:
+    return np.min(np.abs(values[:, None] - np.asarray(cutoffs)[None, :]), axis=1) > 1e-6
+
+
+@pytest.mark.parametrize("kind", ["pipeline-logistic", "ridge"])
+def test_score_matches_sklearn(tmp_path: Path, kind: str) -> None:
+    X, y = frame()
+    if kind == "pipeline-logistic":
+        model = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression(max_iter=1000))]).fit(X, y)
+        values = model.predict_proba(X)[:ROWS, 1]
+        cutoffs = [0.15, 0.25, 0.4, 0.6]
+    else:
+        model = Ridge(alpha=1.0).fit(X, y)
+        values = model.predict(X)[:ROWS]
+        cutoffs = [0.2, 0.3, 0.4]
+    model_file = tmp_path / f"{kind}.skops"
+    sio.dump(model, model_file)
+    write_input(tmp_path / "in.csv", ROWS)
+    out = tmp_path / "out.csv"
+    result = run_score(
+        "--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out),
+        "--cutoffs", ",".join(map(str, cutoffs)), "--id-column", "customer",
+    )
+    assert result.returncode == 0, result.stderr
+    got = read_output(out)
+    assert list(got[0]) == ["application_id", "band", "band_label"]
+    assert [g["application_id"] for g in got] == [f"cust-{i}" for i in range(ROWS)]
+    bands = np.array([int(g["band"]) for g in got])
+    want = expected_bands(values, cutoffs)
+    mask = far_from_cutoffs(values, cutoffs)
+    assert mask.sum() >= ROWS - 2
+    assert (bands[mask] == want[mask]).all()
+    labels = "ABCDE"
+    assert all(g["band_label"] == labels[int(g["band"])] for g in got)
+    assert len(set(bands.tolist())) >= 3  # the cutoffs split the sample
+
+
+def test_score_missing_column_named(tmp_path: Path) -> None:
+    X, y = frame()
+    model_file = tmp_path / "lr.skops"
+    sio.dump(LogisticRegression(max_iter=1000).fit(X, y), model_file)
+    bad = tmp_path / "in.csv"
+    bad.write_text("age_in_years,credit_amount\n30,1000\n")
+    out = tmp_path / "out.csv"
+    result = run_score("--model", str(model_file), "--input", str(bad), "--output", str(out), "--cutoffs", "0.3")
+    assert result.returncode == 2
+    assert "duration_in_month" in result.stderr
+    assert not out.exists()
+
+
+def test_score_refuses_other_model_types(tmp_path: Path) -> None:
+    X, y = frame()
+    model_file = tmp_path / "rf.skops"
+    sio.dump(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y), model_file)
+    write_input(tmp_path / "in.csv", 3)
+    out = tmp_path / "out.csv"
+    result = run_score("--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out), "--cutoffs", "0.3")
+    assert result.returncode == 2
+    assert "RandomForestClassifier" in result.stderr
+    assert "LogisticRegression" in result.stderr  # the message lists what is supported
+    assert not out.exists()
+
+
+def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
+    X, y = frame()
+    model_file = tmp_path / "lr.skops"
+    sio.dump(LogisticRegression(max_iter=1000).fit(X, y), model_file)
+    write_input(tmp_path / "in.csv", 3)
+    text = (tmp_path / "in.csv").read_text().splitlines()
+    cells = text[2].split(",")
+    cells[1 + NUMERIC.index("age_in_years")] = "nan"
+    text[2] = ",".join(cells)
+    (tmp_path / "in.csv").write_text("\n".join(text) + "\n")
+    out = tmp_path / "out.csv"
+    result = run_score("--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out), "--cutoffs", "0.3")
+    assert result.returncode == 2
+    assert "row 2" in result.stderr and "age_in_years" in result.stderr
+    assert not out.exists()
