@@ -1,0 +1,468 @@
+"""DGK (Damgard-Geisler-Kroigaard) keys and ciphertext recipes for the secure comparison protocol.
+
+No maintained Python library offers DGK, so this module is hand-written on gmpy2 and ``secrets``.
+
+The scheme (DGK, ACISP 2007, and its published correction). n = p q with
+
+    p - 1 = 2 u v_p r_p,    q - 1 = 2 u v_q r_q,
+
+u a small public prime (the plaintext space Z_u), v_p and v_q secret t-bit primes, and r_p, r_q
+random cofactors coprime to u v_p v_q. g has order u v_p v_q and h has order v_p v_q. A plaintext
+m in Z_u encrypts as
+
+    c = g^m h^r mod n,    r uniform of 2.5 t bits.
+
+2.5 t bits (rather than 2 t) make h^r statistically close to uniform in <h>, whose order
+v_p v_q has 2 t bits: the distance is below 2^-(t/2). Hence a re-randomised
+ciphertext is a fresh encryption even in the eyes of the key holder, which the comparison
+protocol relies on.
+
+The secret key needs no full decryption: since h^(v_p) = 1 mod p and g^(v_p) has order u mod p,
+c^(v_p) mod p = 1 exactly when m = 0 mod u. ``decrypt`` (a baby-step giant-step search in the
+order-u group, about 2 sqrt(u) multiplications) exists for tests and audits.
+
+Parameters: n of 2048 bits (less is refused without ``allow_insecure_for_tests``), u = 65537
+(the comparison needs values up to 3 (l + 1) + 2 for l <= 256 to fit), t = 160 by default.
+Security caveat: h mod p has the t-bit prime order v_p, so a generic square-root search for a
+multiple x of v_p (baby steps h^j, giant steps, collisions modulo the unknown p found with
+polynomial evaluation and gcd(h^x - 1, n)) factors n in about 2^(t/2) work. t = 160 therefore
+gives about 80-bit security, below the 112 bits of a 2048-bit modulus; ``t_bits=224`` matches
+it for about 1.3x the encryption and zero-test cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import gmpy2
+
+from blindscore._files import read_json, write_json
+from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
+from blindscore.paillier import FixedBaseTable
+
+MIN_KEY_BITS = 2048
+ALLOWED_KEY_BITS = (2048, 3072, 4096)
+DEFAULT_T_BITS = 224  # 112-bit security against square-root attacks on the subgroup, like the 2048-bit modulus
+MIN_T_BITS = 160
+MAX_T_BITS = 512
+DEFAULT_U = 65537
+FORMAT_VERSION = 1
+_FP_DOMAIN = b"blindscore/dgk/public-key/v1"
+_MR_ROUNDS = 30
+_MPZ = type(gmpy2.mpz(0))
+
+
+def _randomness_bits(t: int) -> int:
+    return (5 * t + 1) // 2  # ceil(2.5 t)
+
+
+class DGKPublicKey:
+    """A DGK public key (n, g, h, u, t) with its fingerprint; all DGK ciphertext recipes live here."""
+
+    def __init__(
+        self,
+        n: int,
+        g: int,
+        h: int,
+        u: int,
+        t: int,
+        *,
+        _min_bits: int = MIN_KEY_BITS,
+        _min_t: int = MIN_T_BITS,
+    ) -> None:
+        self.n = gmpy2.mpz(n)
+        self.g = gmpy2.mpz(g)
+        self.h = gmpy2.mpz(h)
+        self.u = int(u)
+        self.t = int(t)
+        self.bits = int(self.n.bit_length())
+        if self.bits < _min_bits:
+            raise KeySizeError(f"DGK modulus has {self.bits} bits; at least {MIN_KEY_BITS} required")
+        if not _min_t <= self.t <= MAX_T_BITS:
+            raise KeySizeError(f"DGK subgroup size t={self.t} outside {MIN_T_BITS}..{MAX_T_BITS} bits")
+        if not 3 <= self.u < 1 << 32 or not gmpy2.is_prime(self.u):
+            raise InvalidInputError(f"DGK plaintext modulus u={self.u} is not a prime below 2^32")
+        for name, x in (("g", self.g), ("h", self.h)):
+            if not 1 < x < self.n or gmpy2.gcd(x, self.n) != 1:
+                raise InvalidInputError(f"DGK public key: {name} is not a unit modulo n")
+        self.ciphertext_bytes = (self.bits + 7) // 8
+        self.r_bits = _randomness_bits(self.t)
+        self._h_table: FixedBaseTable | None = None
+        self._g_table: FixedBaseTable | None = None
+        self._bit_bases: tuple[Any, Any] | None = None
+        self._fingerprint = hashlib.sha256(
+            _FP_DOMAIN + b"".join(_len_prefixed(x) for x in (self.n, self.g, self.h, self.u, self.t))
+        ).hexdigest()
+
+    # identity -----------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the length-prefixed encoding of (n, g, h, u, t), hex."""
+        return self._fingerprint
+
+    @property
+    def key_id(self) -> str:
+        return "dgk-" + self._fingerprint[:32]
+
+    def matches_key_id(self, key_id: str) -> bool:
+        return secrets.compare_digest(self.key_id, key_id)
+
+    def __repr__(self) -> str:
+        return f"DGKPublicKey(bits={self.bits}, u={self.u}, t={self.t}, key_id={self.key_id})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DGKPublicKey) and self._fingerprint == other._fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self._fingerprint)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The tables are a cache; shipping megabytes of them would be pointless.
+        return {"n": int(self.n), "g": int(self.g), "h": int(self.h), "u": self.u, "t": self.t}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["n"], state["g"], state["h"], state["u"], state["t"], _min_bits=0, _min_t=1
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "kind": "dgk-public",
+            "n": hex(self.n),
+            "g": hex(self.g),
+            "h": hex(self.h),
+            "u": self.u,
+            "t": self.t,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DGKPublicKey:
+        if not isinstance(d, dict) or d.get("format") != FORMAT_VERSION or d.get("kind") != "dgk-public":
+            raise InvalidInputError("not a blindscore DGK public key (format 1)")
+        try:
+            n, g, h = (int(d[k], 16) for k in ("n", "g", "h"))
+            u, t = d["u"], d["t"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"DGK public key: malformed field ({exc})") from exc
+        if type(u) is not int or type(t) is not int:
+            raise InvalidInputError("DGK public key: u and t must be integers")
+        return cls(n, g, h, u, t)
+
+    # encryption ---------------------------------------------------------------------------
+    def _h_pow(self, r: int) -> Any:
+        if self._h_table is None:
+            self._h_table = FixedBaseTable(self.h, self.n, self.r_bits)
+        return self._h_table.pow(r)
+
+    def plaintext(self, m: int) -> int:
+        """Map a signed integer with |m| < u into Z_u; anything larger would silently wrap."""
+        if not -self.u < m < self.u:
+            raise InvalidInputError(f"DGK plaintext {m} outside (-u, u) with u = {self.u}")
+        return int(m) % self.u
+
+    def encrypt_trivial(self, m: int) -> Any:
+        """g^m: an encryption with randomness 0, only for terms folded into a random one."""
+        if self._g_table is None:
+            self._g_table = FixedBaseTable(self.g, self.n, self.u.bit_length())
+        return self._g_table.pow(self.plaintext(m))
+
+    def _encrypt_with(self, m: int, r: int) -> Any:
+        """g^m h^r for a given r; public only to pin regression vectors in tests."""
+        return self.encrypt_trivial(m) * self._h_pow(r) % self.n
+
+    def encrypt(self, m: int) -> Any:
+        """Encrypt a signed integer m with |m| < u."""
+        return self._encrypt_with(m, secrets.randbits(self.r_bits))
+
+    def encrypt_bit(self, b: int) -> Any:
+        """Encrypt a bit with the same sequence of operations for 0 and 1.
+
+        0 is encoded as g^u (a non-trivial element of <h>, since g has order u v_p v_q) rather
+        than 1, so both bits go through the same full-size operations (gmpy2 itself is not
+        constant-time, so this narrows a timing channel rather than closing it).
+        """
+        if b not in (0, 1):
+            raise InvalidInputError(f"encrypt_bit takes 0 or 1, not {b!r}")
+        if self._bit_bases is None:
+            self._bit_bases = (gmpy2.powmod(self.g, self.u, self.n), self.g)
+        return self._bit_bases[b] * self._h_pow(secrets.randbits(self.r_bits)) % self.n
+
+    def rerandomize(self, c: Any) -> Any:
+        """Fresh randomness on c; statistically hiding even against the key holder (r is 2.5 t bits)."""
+        return c * self._h_pow(secrets.randbits(self.r_bits)) % self.n
+
+    # homomorphic operations ---------------------------------------------------------------
+    def add(self, a: Any, b: Any) -> Any:
+        return a * b % self.n
+
+    def neg(self, c: Any) -> Any:
+        return gmpy2.invert(c, self.n)
+
+    def sub(self, a: Any, b: Any) -> Any:
+        return a * gmpy2.invert(b, self.n) % self.n
+
+    def add_plain(self, c: Any, m: int) -> Any:
+        return c * self.encrypt_trivial(m) % self.n
+
+    def mul_plain(self, c: Any, k: int) -> Any:
+        """[k m] from [m]; k is reduced mod u, which leaves the plaintext product unchanged."""
+        return gmpy2.powmod(c, int(k) % self.u, self.n)
+
+    # wire ---------------------------------------------------------------------------------
+    def validate(self, c: Any) -> Any:
+        """Check that c is a unit modulo n: 0 < c < n and gcd(c, n) = 1."""
+        if type(c) is not int and not isinstance(c, _MPZ):
+            raise InvalidInputError(f"DGK ciphertext must be an integer, not {type(c).__name__}")
+        c = gmpy2.mpz(c)
+        if not 0 < c < self.n or gmpy2.gcd(c, self.n) != 1:
+            raise InvalidInputError("DGK ciphertext is not a unit modulo n of this key")
+        return c
+
+    def pack(self, ciphertexts: Sequence[Any]) -> bytes:
+        """Concatenate ciphertexts as fixed-width big-endian integers."""
+        w = self.ciphertext_bytes
+        return b"".join(int(c).to_bytes(w, "big") for c in ciphertexts)
+
+    def unpack(self, data: bytes, count: int | None = None) -> list[Any]:
+        """Split and validate a packed DGK ciphertext array; count, when given, must match."""
+        w = self.ciphertext_bytes
+        if len(data) % w:
+            raise InvalidInputError(f"DGK ciphertext bytes: length {len(data)} is not a multiple of {w}")
+        got = len(data) // w
+        if count is not None and got != count:
+            raise InvalidInputError(f"expected {count} DGK ciphertexts, got {got}")
+        return [self.validate(int.from_bytes(data[i : i + w], "big")) for i in range(0, len(data), w)]
+
+
+class DGKSecretKey:
+    """The DGK secret key (p, q, v_p, v_q). It cannot be printed, logged, pickled or copied."""
+
+    __slots__ = ("_bsgs", "_gvp", "_p", "_q", "_vp", "_vq", "public_key")
+
+    def __init__(self, public_key: DGKPublicKey, p: int, q: int, vp: int, vq: int) -> None:
+        pk = public_key
+        p, q, vp, vq = (gmpy2.mpz(x) for x in (p, q, vp, vq))
+        u = pk.u
+        # Check every property the zero test depends on, so a corrupted key file fails loudly
+        # here instead of giving wrong comparison results later.
+        if p * q != pk.n or p == q:
+            raise CryptoError("DGK secret key does not match the public key")
+        if (p - 1) % (u * vp) or (q - 1) % (u * vq):
+            raise CryptoError("DGK secret key: u v_p does not divide p - 1 (or u v_q, q - 1)")
+        if gmpy2.powmod(pk.h, vp, p) != 1 or gmpy2.powmod(pk.h, vq, q) != 1:
+            raise CryptoError("DGK secret key: h is not in the order-v_p v_q subgroup")
+        gvp = gmpy2.powmod(pk.g, vp, p)
+        if gvp == 1 or gmpy2.powmod(gvp, u, p) != 1:
+            raise CryptoError("DGK secret key: g^(v_p) does not have order u modulo p")
+        self.public_key = pk
+        self._p, self._q, self._vp, self._vq = p, q, vp, vq
+        self._gvp = gvp
+        self._bsgs: tuple[dict[Any, int], Any, int] | None = None
+
+    def is_zero(self, c: Any) -> bool:
+        """True when c encrypts 0 mod u: c^(v_p) = 1 mod p."""
+        p = self._p
+        return bool(gmpy2.powmod(gmpy2.mpz(c) % p, self._vp, p) == 1)
+
+    def decrypt(self, c: Any) -> int:
+        """Full decryption to [0, u) by baby-step giant-step; the protocol itself only zero-tests."""
+        p = self._p
+        if self._bsgs is None:
+            step = gmpy2.isqrt(self.public_key.u) + 1
+            baby: dict[Any, int] = {}
+            x = gmpy2.mpz(1)
+            for k in range(int(step)):
+                baby[x] = k
+                x = x * self._gvp % p
+            self._bsgs = (baby, gmpy2.invert(x, p), int(step))  # x = gvp^step
+        baby, giant, step = self._bsgs
+        y = gmpy2.powmod(gmpy2.mpz(c) % p, self._vp, p)
+        for i in range(step + 1):
+            found = baby.get(y)
+            if found is not None:
+                return (i * step + found) % self.public_key.u
+            y = y * giant % p
+        raise CryptoError("DGK ciphertext does not decrypt: not in the subgroup generated by g and h")
+
+    def __repr__(self) -> str:
+        return f"DGKSecretKey(key_id={self.public_key.key_id}, <secret>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a blindscore DGKSecretKey cannot be pickled; use save_dgk_keypair() to persist it")
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError("a blindscore DGKSecretKey cannot be pickled; use save_dgk_keypair() to persist it")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a blindscore DGKSecretKey cannot be copied")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("a blindscore DGKSecretKey cannot be copied")
+
+    def _export(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "kind": "dgk-secret",
+            "public": self.public_key.to_dict(),
+            "p": hex(self._p),
+            "q": hex(self._q),
+            "vp": hex(self._vp),
+            "vq": hex(self._vq),
+        }
+
+
+@dataclass(frozen=True, repr=False)
+class DGKKeyPair:
+    public_key: DGKPublicKey
+    secret_key: DGKSecretKey
+
+    def __repr__(self) -> str:
+        return f"DGKKeyPair(key_id={self.public_key.key_id})"
+
+
+# key generation ---------------------------------------------------------------------------
+
+
+def check_dgk_key_bits(bits: int, t_bits: int, *, allow_insecure_for_tests: bool = False) -> None:
+    """Refuse key sizes below the 2048-bit floor (and t below 160) unless a test says otherwise."""
+    if allow_insecure_for_tests:
+        # Small keys are still required to have room for the random cofactor r_p.
+        if bits < 128 or t_bits < 8 or bits // 2 - t_bits - DEFAULT_U.bit_length() - 1 < 16:
+            raise KeySizeError(f"no room for a DGK key with {bits}-bit n and t = {t_bits}")
+        return
+    if bits < MIN_KEY_BITS:
+        raise KeySizeError(f"{bits}-bit DGK keys are refused: at least {MIN_KEY_BITS} bits are required")
+    if bits not in ALLOWED_KEY_BITS:
+        raise KeySizeError(f"DGK key size must be one of {ALLOWED_KEY_BITS}, not {bits}")
+    if not MIN_T_BITS <= t_bits <= MAX_T_BITS:
+        raise KeySizeError(f"DGK subgroup size t must be {MIN_T_BITS}..{MAX_T_BITS} bits, not {t_bits}")
+
+
+def _random_prime(bits: int) -> Any:
+    # Uniform candidates tested one by one (not next_prime, whose output favours primes after
+    # long gaps).
+    while True:
+        c = gmpy2.mpz(secrets.randbits(bits) | (1 << (bits - 1)) | 1)
+        if gmpy2.is_prime(c, _MR_ROUNDS):
+            return c
+
+
+def _structured_prime(bits: int, u: int, v: Any, avoid: Any) -> Any:
+    """A prime p = 2 u v r + 1 of exactly ``bits`` bits with the top two bits set.
+
+    The top two bits make n = p q exactly 2 * bits long. r is drawn coprime to ``avoid`` so that
+    the subgroups of order u, v_p and v_q are the unique ones of those orders.
+    """
+    m = 2 * u * v
+    lo = ((3 << (bits - 2)) - 1 + m - 1) // m  # smallest r with m r + 1 >= 3 * 2^(bits-2)
+    hi = ((1 << bits) - 2) // m  # largest r with m r + 1 < 2^bits
+    if hi <= lo:
+        raise KeySizeError(f"no room for a {bits}-bit DGK prime with these subgroup sizes")
+    while True:
+        r = lo + gmpy2.mpz(secrets.randbelow(int(hi - lo + 1)))
+        if gmpy2.gcd(r, avoid) != 1:
+            continue
+        p = m * r + 1
+        if gmpy2.is_prime(p, _MR_ROUNDS):
+            return p
+
+
+def _element_of_order(p: Any, order: Any, prime_factors: Sequence[Any]) -> Any:
+    """A uniformly random element of exact order ``order`` (a product of distinct primes) mod p."""
+    cofactor = (p - 1) // order
+    while True:
+        y = gmpy2.powmod(gmpy2.mpz(secrets.randbelow(int(p) - 3) + 2), cofactor, p)
+        if all(gmpy2.powmod(y, order // f, p) != 1 for f in prime_factors):
+            return y
+
+
+def _crt(ap: Any, p: Any, aq: Any, q: Any) -> Any:
+    return ap + p * ((aq - ap) * gmpy2.invert(p, q) % q)
+
+
+def generate_dgk_keypair(
+    bits: int = 2048, *, t_bits: int = DEFAULT_T_BITS, allow_insecure_for_tests: bool = False
+) -> DGKKeyPair:
+    """Generate a DGK key pair with u = 65537; sizes below 2048 bits (or t < 160) are refused.
+
+    Primes come from ``secrets`` candidates and gmpy2's BPSW + Miller-Rabin test; a 2048-bit key
+    takes a fraction of a second. ``allow_insecure_for_tests`` admits small keys for tests that
+    say so; nothing else may set it.
+    """
+    check_dgk_key_bits(bits, t_bits, allow_insecure_for_tests=allow_insecure_for_tests)
+    u = DEFAULT_U
+    half = bits // 2
+    while True:
+        vp = _random_prime(t_bits)
+        vq = _random_prime(t_bits)
+        if vp == vq:
+            continue
+        avoid = u * vp * vq
+        p = _structured_prime(half, u, vp, avoid)
+        q = _structured_prime(bits - half, u, vq, avoid)
+        if p != q and (p * q).bit_length() == bits:
+            break
+    n = p * q
+    g = _crt(_element_of_order(p, u * vp, (u, vp)), p, _element_of_order(q, u * vq, (u, vq)), q)
+    h = _crt(_element_of_order(p, vp, (vp,)), p, _element_of_order(q, vq, (vq,)), q)
+    public = DGKPublicKey(
+        n,
+        g,
+        h,
+        u,
+        t_bits,
+        _min_bits=0 if allow_insecure_for_tests else MIN_KEY_BITS,
+        _min_t=1 if allow_insecure_for_tests else MIN_T_BITS,
+    )
+    return DGKKeyPair(public, DGKSecretKey(public, p, q, vp, vq))
+
+
+# persistence ------------------------------------------------------------------------------
+
+DGK_PUBLIC_FILE = "dgk_public.json"
+DGK_SECRET_FILE = "dgk_secret.json"
+
+
+def save_dgk_keypair(directory: Path, keypair: DGKKeyPair) -> None:
+    """Persist a DGK key pair: the secret file is created 0600, the public file 0644."""
+    directory = Path(directory)
+    write_json(directory / DGK_SECRET_FILE, keypair.secret_key._export(), secret=True)
+    write_json(directory / DGK_PUBLIC_FILE, keypair.public_key.to_dict())
+
+
+def load_dgk_keypair(directory: Path) -> DGKKeyPair:
+    """Load the DGK key pair saved in ``directory``; a group- or world-readable secret is refused."""
+    path = Path(directory) / DGK_SECRET_FILE
+    d = read_json(path, secret=True)
+    if not isinstance(d, dict) or d.get("format") != FORMAT_VERSION or d.get("kind") != "dgk-secret":
+        raise InvalidInputError(f"{path}: not a blindscore DGK secret key (format 1)")
+    public = DGKPublicKey.from_dict(d.get("public", {}))
+    try:
+        p, q, vp, vq = (int(d[k], 16) for k in ("p", "q", "vp", "vq"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{path}: malformed DGK secret key ({exc})") from exc
+    return DGKKeyPair(public, DGKSecretKey(public, p, q, vp, vq))
+
+
+def load_or_generate_dgk_keypair(directory: Path, bits: int = 2048) -> tuple[DGKKeyPair, bool]:
+    """Load the DGK key pair in ``directory`` or make and save one. Returns (keypair, created)."""
+    directory = Path(directory)
+    if (directory / DGK_SECRET_FILE).exists():
+        return load_dgk_keypair(directory), False
+    kp = generate_dgk_keypair(bits)
+    save_dgk_keypair(directory, kp)
+    return kp, True
+
+
+def _len_prefixed(x: Any) -> bytes:
+    x = int(x)
+    body = x.to_bytes(max(1, (x.bit_length() + 7) // 8), "big")
+    return len(body).to_bytes(4, "big") + body
