@@ -75,7 +75,9 @@ class BankNode:
         pk = self.keypair.public_key
         band = self.keypair.secret_key.decrypt(pk.validate(delivery.band_ciphertext))
         if not 0 <= band < len(labels):
-            raise CryptoError(f"band ciphertext for {delivery.application_id} decrypts outside 0..{len(labels) - 1}")
+            raise CryptoError(
+                f"band ciphertext for {delivery.application_id} decrypts outside 0..{len(labels) - 1}"
+            )
         record = BandRecord(
             application_id=delivery.application_id,
             model_id=delivery.model_id,

@@ -35,7 +35,7 @@ class BandRecord:
 
 
 class ResultStore:
-    """Bands by application id. A repeated delivery of the same band is a no-op; a different one is refused."""
+    """Bands by application id: a repeated delivery of the same band is a no-op, a different one refused."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

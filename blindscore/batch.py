@@ -62,7 +62,9 @@ def score_csv(
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:
-        raise InvalidInputError(f"--input {input_path}: missing column(s) the model needs: {', '.join(missing)}")
+        raise InvalidInputError(
+            f"--input {input_path}: missing column(s) the model needs: {', '.join(missing)}"
+        )
     if id_column is not None and id_column not in header:
         raise InvalidInputError(f"--id-column {id_column!r} is not a column of {input_path}")
     ids = [row[id_column] if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
@@ -74,27 +76,31 @@ def score_csv(
             model.spec.encode_row({k: row[k] for k in model.spec.input_names})
         except EncodingError as exc:
             raise InvalidInputError(f"--input {input_path}, row {i + 1} ({ids[i]}): {exc}") from None
-    with tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp:
-        with LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net:
-            apps = [
-                Application(
-                    application_id=app_id,
-                    bank_id=net.bank_id,
-                    model_id=model_id,
-                    key_id=net.key_id,
-                    consent_reference=f"blindscore-score:{input_path.name}",
-                    features={k: row[k] for k in model.spec.input_names},
-                )
-                for app_id, row in zip(ids, rows)
-            ]
-            with tqdm(total=len(apps), unit="row", desc="scoring", file=sys.stderr, leave=False) as bar:
-                outcomes = score_applications(net.platform_address, apps, on_outcome=lambda o: bar.update())
-            store = ResultStore(net.bank_dir / "results.sqlite3")
-            records = {r.application_id: r for r in store.all()}
-            store.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net,
+    ):
+        apps = [
+            Application(
+                application_id=app_id,
+                bank_id=net.bank_id,
+                model_id=model_id,
+                key_id=net.key_id,
+                consent_reference=f"blindscore-score:{input_path.name}",
+                features={k: row[k] for k in model.spec.input_names},
+            )
+            for app_id, row in zip(ids, rows, strict=True)
+        ]
+        with tqdm(total=len(apps), unit="row", desc="scoring", file=sys.stderr, leave=False) as bar:
+            outcomes = score_applications(net.platform_address, apps, on_outcome=lambda o: bar.update())
+        store = ResultStore(net.bank_dir / "results.sqlite3")
+        records = {r.application_id: r for r in store.all()}
+        store.close()
     failed = [o for o in outcomes if not o.accepted]
     if failed:
-        raise BlindscoreError(f"{len(failed)} rows failed; first {failed[0].application_id}: {failed[0].error}")
+        raise BlindscoreError(
+            f"{len(failed)} rows failed; first {failed[0].application_id}: {failed[0].error}"
+        )
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["application_id", "band", "band_label"])

@@ -67,9 +67,9 @@ def _parse_cutoffs(text: str | None) -> tuple[float, ...] | None:
 
 
 def cmd_bureau_serve(args: argparse.Namespace) -> int:
+    from blindscore.transport import host_port
     from bureau.flow import Bureau
     from bureau.server import start_bureau_server
-    from blindscore.transport import host_port
 
     bureau = Bureau.open(Path(args.data_dir))
     server, port, channels = start_bureau_server(bureau, args.listen)
@@ -96,7 +96,9 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
     if args.bureau:
         register_with_bureau(node, args.bureau, address)
-    _ready(args.ready_file, {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id})
+    _ready(
+        args.ready_file, {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id}
+    )
 
     def stop() -> None:
         server.stop(grace=2).wait()
@@ -140,14 +142,20 @@ def cmd_bank_results(args: argparse.Namespace) -> int:
     out.writerow(["application_id", "model_id", "band", "band_label", "received_at"])
     for r in records:
         out.writerow(
-            [r.application_id, r.model_id, r.band, r.band_label, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.received_at))]
+            [
+                r.application_id,
+                r.model_id,
+                r.band,
+                r.band_label,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.received_at)),
+            ]
         )
     return 0
 
 
 def cmd_bank_key_id(args: argparse.Namespace) -> int:
-    from blindscore.paillier import PUBLIC_FILE, PublicKey
     from blindscore._files import read_json
+    from blindscore.paillier import PUBLIC_FILE, PublicKey
 
     path = Path(args.data_dir) / "keys" / PUBLIC_FILE
     if not path.exists():
@@ -196,10 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def serve_flags(sp: argparse.ArgumentParser, default_listen: str) -> None:
-        sp.add_argument("--listen", default=default_listen, help=f"host:port to listen on (default {default_listen})")
+        sp.add_argument(
+            "--listen", default=default_listen, help=f"host:port to listen on (default {default_listen})"
+        )
         sp.add_argument("--ready-file", help="write a JSON file with the bound address once serving")
 
-    bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(dest="action", required=True)
+    bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(
+        dest="action", required=True
+    )
     sp = bureau.add_parser("serve", help="run the bureau's gRPC server")
     serve_flags(sp, DEFAULT_BUREAU)
     sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
@@ -212,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bank-id", default="bank-1")
     sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address to register with ('' to skip)")
     sp.add_argument("--advertise", help="address the bureau should call back on (default: the bound one)")
-    sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072")
+    sp.add_argument(
+        "--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072"
+    )
     sp.set_defaults(func=cmd_bank_serve, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
@@ -221,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", default="blindscore-data/bank")
     sp.set_defaults(func=cmd_bank_key_id, role="bank")
 
-    platform = sub.add_parser("platform", help="the platform node").add_subparsers(dest="action", required=True)
+    platform = sub.add_parser("platform", help="the platform node").add_subparsers(
+        dest="action", required=True
+    )
     sp = platform.add_parser("serve", help="run the platform's gRPC server")
     serve_flags(sp, DEFAULT_PLATFORM)
     sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address")
@@ -229,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_platform_serve, role="platform")
 
     sp = sub.add_parser("demo", help="start the three nodes locally and score the German credit applicants")
-    sp.add_argument("--applicants", type=int, default=1000, help="how many of the 1000 applicants (default all)")
+    sp.add_argument(
+        "--applicants", type=int, default=1000, help="how many of the 1000 applicants (default all)"
+    )
     sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
     sp.add_argument("--workdir", help="keep node data and logs here instead of a temporary directory")
     sp.set_defaults(func=cmd_demo, role="demo")
@@ -238,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, help="skops file of a scikit-learn linear model")
     sp.add_argument("--input", required=True, help="CSV with one applicant per row")
     sp.add_argument("--output", required=True, help="CSV to write: application_id,band,band_label")
-    sp.add_argument("--cutoffs", help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors)")
+    sp.add_argument(
+        "--cutoffs", help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors)"
+    )
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
     sp.add_argument("--key-bits", type=int, default=2048)
@@ -284,4 +304,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

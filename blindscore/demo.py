@@ -56,7 +56,10 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
             store = ResultStore(net.bank_dir / "results.sqlite3")
             records = {r.application_id: r for r in store.all()}
             store.close()
-        print(f"scored {len(outcomes)} applications in {t2 - t1:.1f} s ({len(outcomes) / (t2 - t1):.1f} per second)")
+        print(
+            f"scored {len(outcomes)} applications in {t2 - t1:.1f} s "
+            f"({len(outcomes) / (t2 - t1):.1f} per second)"
+        )
         return report(model, apps, rows, target, outcomes, records)
 
 
@@ -75,7 +78,7 @@ def report(
     bads = [0] * len(labels)
     agree = 0
     missing = 0
-    for app, row, bad in zip(apps, rows, target):
+    for app, row, bad in zip(apps, rows, target, strict=True):
         rec = records.get(app.application_id)
         if rec is None:
             missing += 1
@@ -93,7 +96,10 @@ def report(
         print(f"{label:<6}{counts[i]:>7}{share:>9}{bads[i]:>6}{rate:>10}   {cut[i]}")
     print(f"{'all':<6}{total:>7}{'':>9}{sum(bads):>6}{(sum(bads) / total if total else 0):>10.1%}")
     print()
-    print(f"band agreement with plaintext scoring of the same model: {agree}/{total} ({agree / max(total, 1):.2%})")
+    print(
+        "band agreement with plaintext scoring of the same model: "
+        f"{agree}/{total} ({agree / max(total, 1):.2%})"
+    )
     lat = sorted(o.total_ms for o in outcomes if o.accepted)
     if lat:
         p50 = statistics.median(lat)

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+
 from blindscore.errors import EncodingError, ModelFormatError
 
 __all__ = ["MAX_FRAC_BITS", "FixedPointCodec", "fmt_real", "parse_number"]
@@ -32,7 +34,7 @@ def parse_number(feature: str, value: object) -> int | float:
     """
     if value is None:
         raise EncodingError(feature, "value is missing (None)")
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool | np.bool_):
         raise EncodingError(feature, f"expected a number, got a boolean {value!r}")
     if isinstance(value, str):
         return _parse_literal(feature, value)
@@ -119,8 +121,10 @@ class FixedPointCodec:
                 raise ModelFormatError(f"{where}: an integer feature has frac_bits 0")
             if not (lo.is_integer() and hi.is_integer()):
                 raise ModelFormatError(f"{where}: an integer feature needs integer bounds")
-        if not math.isfinite(math.ldexp(max(abs(lo), abs(hi)), self.frac_bits)):
-            raise ModelFormatError(f"{where}: range too wide for {self.frac_bits} fractional bits")
+        try:
+            math.ldexp(max(abs(lo), abs(hi)), self.frac_bits)
+        except OverflowError:
+            raise ModelFormatError(f"{where}: range too wide for {self.frac_bits} fractional bits") from None
         object.__setattr__(self, "lo", lo)
         object.__setattr__(self, "hi", hi)
 

@@ -27,6 +27,7 @@ from blindscore.model import BandPolicy, CategoricalFeature, FeatureSpec, Linear
 
 __all__ = [
     "CATEGORIES",
+    "DEFAULT_MODEL_ID",
     "GERMAN_C",
     "GERMAN_MODEL_NAME",
     "GERMAN_PD_CUTOFFS",
@@ -42,6 +43,8 @@ __all__ = [
 
 TARGET = "creditability"
 GERMAN_MODEL_NAME = "german-credit-lr"
+#: The id under which nodes install the shipped model.
+DEFAULT_MODEL_ID = GERMAN_MODEL_NAME
 GERMAN_MODEL_FILE = "german_credit_lr.json"
 GERMAN_C = 1.0
 #: Rounded in-sample PD quintiles of the C=1 fit; band A: PD < 0.07, ..., band E: PD >= 0.54.
@@ -198,7 +201,7 @@ def design_matrix(spec: FeatureSpec, rows: Sequence[Mapping[str, object]]) -> np
 
 
 def train_german_model(
-    C: float = GERMAN_C,  # noqa: N803 - scikit-learn's name for the inverse regularisation
+    C: float = GERMAN_C,
     cutoffs: Sequence[float] = GERMAN_PD_CUTOFFS,
     precision: float = GERMAN_PRECISION,
 ) -> LinearModel:

@@ -163,7 +163,9 @@ class LocalNetwork:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_file, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
         node = NodeProcess(role, proc, ready, log_file)
         self.nodes[role] = node
         return node

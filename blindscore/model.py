@@ -157,16 +157,18 @@ class NumericFeature:
     integer: bool = False
     kind: ClassVar[str] = "numeric"
     one_hot: ClassVar[bool] = False
+    _codec: FixedPointCodec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         codec = FixedPointCodec(self.name, self.lo, self.hi, self.frac_bits, self.integer)
         object.__setattr__(self, "lo", codec.lo)
         object.__setattr__(self, "hi", codec.hi)
+        object.__setattr__(self, "_codec", codec)
 
     @property
     def codec(self) -> FixedPointCodec:
         """The fixed-point codec of this feature."""
-        return FixedPointCodec(self.name, self.lo, self.hi, self.frac_bits, self.integer)
+        return self._codec
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -187,12 +189,12 @@ class NumericFeature:
     def transform(self, value: object) -> list[float]:
         """Validate ``value`` exactly as :meth:`encode` does and return it unquantised."""
         x = parse_number(self.name, value)
-        self.codec.encode(x)
+        self._codec.encode(x)
         return [float(x)]
 
     def encode(self, value: object) -> list[int]:
         """The fixed-point encoding of ``value``, as a one-element list."""
-        return [self.codec.encode(value)]
+        return [self._codec.encode(value)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -504,11 +506,12 @@ class BandPolicy:
 
     ``output="probability"`` puts the cutoffs on the predicted probability (each in (0, 1), link
     logit required); ``output="raw"`` puts them on the model's linear score. Band 0 holds the
-    lowest outputs; with probabilities of default that is the best risk.
+    lowest outputs; with probabilities of default that is the best risk. Empty ``labels`` means
+    "A", "B", "C", ...
     """
 
     cutoffs: tuple[float, ...]
-    labels: tuple[str, ...] | None = None
+    labels: tuple[str, ...] = ()
     output: Literal["probability", "raw"] = "probability"
 
     def __post_init__(self) -> None:
@@ -523,7 +526,7 @@ class BandPolicy:
             raise ModelFormatError(
                 f"probability cutoffs must lie strictly between 0 and 1, got {list(cutoffs)}"
             )
-        if self.labels is None:
+        if not self.labels:
             if len(cutoffs) + 1 > 26:
                 raise ModelFormatError("more than 26 bands: give labels explicitly")
             labels = tuple(chr(ord("A") + i) for i in range(len(cutoffs) + 1))
@@ -544,12 +547,6 @@ class BandPolicy:
     def n_bands(self) -> int:
         return len(self.cutoffs) + 1
 
-    @property
-    def band_labels(self) -> tuple[str, ...]:
-        """The labels, lowest band first (never None after construction)."""
-        assert self.labels is not None
-        return self.labels
-
     def band_of(self, value: float) -> int:
         """The number of cutoffs that ``value`` is at or above."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -561,10 +558,10 @@ class BandPolicy:
 
     def label_of(self, value: float) -> str:
         """The label of the band of ``value``."""
-        return self.band_labels[self.band_of(value)]
+        return self.labels[self.band_of(value)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cutoffs": list(self.cutoffs), "labels": list(self.band_labels), "output": self.output}
+        return {"cutoffs": list(self.cutoffs), "labels": list(self.labels), "output": self.output}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "band policy") -> BandPolicy:
@@ -572,9 +569,12 @@ class BandPolicy:
         output = _get_str(d, "output", where)
         if output not in OUTPUTS:
             raise ModelFormatError(f"{where}: output must be one of {list(OUTPUTS)}, got {output!r}")
+        labels = _get_list(d, "labels", where)
+        if not labels:
+            raise ModelFormatError(f"{where}: 'labels' must list one label per band")
         return cls(
             tuple(_get_list(d, "cutoffs", where)),
-            tuple(_get_list(d, "labels", where)),
+            tuple(labels),
             "probability" if output == "probability" else "raw",
         )
 
@@ -923,7 +923,7 @@ class LinearModel:
             f"  score scale 2^{enc.score_frac_bits}, max error {enc.max_abs_error:.3g} "
             f"(precision {self.precision:g}), comparison bits {enc.comparison_bits}",
         ]
-        labels = self.policy.band_labels
+        labels = self.policy.labels
         cut = [fmt_real(c) for c in self.policy.cutoffs]
         banded = "probability" if self.policy.output == "probability" else "score"
         for i, label in enumerate(labels):

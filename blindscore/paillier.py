@@ -201,11 +201,13 @@ class PublicKey:
         inversion is paid, and gmpy2's powmod does the exponentiations.
         """
         if len(ciphertexts) != len(weights):
-            raise InvalidInputError(f"dot product of {len(ciphertexts)} ciphertexts with {len(weights)} weights")
+            raise InvalidInputError(
+                f"dot product of {len(ciphertexts)} ciphertexts with {len(weights)} weights"
+            )
         pos = gmpy2.mpz(1)
         neg = gmpy2.mpz(1)
         ns = self.nsquare
-        for c, w in zip(ciphertexts, weights):
+        for c, w in zip(ciphertexts, weights, strict=True):
             if w > 0:
                 pos = pos * gmpy2.powmod(c, w, ns) % ns
             elif w < 0:

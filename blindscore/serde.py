@@ -148,7 +148,9 @@ def masked_request_from_proto(msg: pb.MaskedRequest, key: PublicKey) -> comparis
     )
 
 
-def bits_response_to_proto(resp: comparison.BitsResponse, key: PublicKey, dgk: DGKPublicKey) -> pb.BitsResponse:
+def bits_response_to_proto(
+    resp: comparison.BitsResponse, key: PublicKey, dgk: DGKPublicKey
+) -> pb.BitsResponse:
     flat = [c for group in resp.bit_ciphertexts for c in group]
     return pb.BitsResponse(bit_ciphertexts=dgk.pack(flat), high_sum=key.pack([resp.high_sum]))
 
@@ -180,7 +182,9 @@ def blinded_request_from_proto(msg: pb.BlindedRequest, dgk: DGKPublicKey) -> com
     _check_shape(msg.count, msg.bits)
     width = msg.bits + 1
     flat = dgk.unpack(msg.groups, msg.count * width)
-    return comparison.BlindedRequest(groups=tuple(tuple(flat[k * width : (k + 1) * width]) for k in range(msg.count)))
+    return comparison.BlindedRequest(
+        groups=tuple(tuple(flat[k * width : (k + 1) * width]) for k in range(msg.count))
+    )
 
 
 def final_response_to_proto(resp: comparison.FinalResponse, key: PublicKey) -> pb.FinalResponse:

@@ -21,7 +21,9 @@ RPC_TIMEOUT_S = 30.0
 class BankLink(Protocol):
     """The three calls the bureau makes to a bank for one application."""
 
-    def compare_masked(self, application_id: str, request: comparison.MaskedRequest) -> comparison.BitsResponse: ...
+    def compare_masked(
+        self, application_id: str, request: comparison.MaskedRequest
+    ) -> comparison.BitsResponse: ...
 
     def compare_blinded(
         self, application_id: str, request: comparison.BlindedRequest
@@ -38,18 +40,27 @@ class GrpcBankLink:
         self.key = key
         self.dgk = dgk
 
-    def compare_masked(self, application_id: str, request: comparison.MaskedRequest) -> comparison.BitsResponse:
+    def compare_masked(
+        self, application_id: str, request: comparison.MaskedRequest
+    ) -> comparison.BitsResponse:
         msg = serde.masked_request_to_proto(application_id, self.key, request)
         resp = call("bank", self._stub.CompareMasked, msg, timeout=RPC_TIMEOUT_S)
         return serde.bits_response_from_proto(resp, self.key, self.dgk, request.count, request.bits)
 
-    def compare_blinded(self, application_id: str, request: comparison.BlindedRequest) -> comparison.FinalResponse:
+    def compare_blinded(
+        self, application_id: str, request: comparison.BlindedRequest
+    ) -> comparison.FinalResponse:
         msg = serde.blinded_request_to_proto(application_id, self.key, self.dgk, request)
         resp = call("bank", self._stub.CompareBlinded, msg, timeout=RPC_TIMEOUT_S)
         return serde.final_response_from_proto(resp, self.key, len(request.groups))
 
     def deliver_band(self, delivery: BandDelivery) -> None:
-        call("bank", self._stub.DeliverBand, serde.band_delivery_to_proto(delivery, self.key), timeout=RPC_TIMEOUT_S)
+        call(
+            "bank",
+            self._stub.DeliverBand,
+            serde.band_delivery_to_proto(delivery, self.key),
+            timeout=RPC_TIMEOUT_S,
+        )
 
 
 class BankChannels:

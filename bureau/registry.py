@@ -33,7 +33,9 @@ class BankRecord:
             "format": 1,
             "bank_id": self.bank_id,
             "address": self.address,
-            "keys": {kid: {"paillier": pk.to_dict(), "dgk": dgk.to_dict()} for kid, (pk, dgk) in self.keys.items()},
+            "keys": {
+                kid: {"paillier": pk.to_dict(), "dgk": dgk.to_dict()} for kid, (pk, dgk) in self.keys.items()
+            },
         }
 
     @classmethod

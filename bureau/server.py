@@ -27,7 +27,9 @@ class BureauServicer(pb_grpc.BureauServicer):
         self.channels = channels
 
     @grpc_errors
-    def RegisterBank(self, request: pb.RegisterBankRequest, context: grpc.ServicerContext) -> pb.RegisterBankResponse:
+    def RegisterBank(
+        self, request: pb.RegisterBankRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterBankResponse:
         key_id = self.bureau.register_bank(
             request.bank_id,
             request.address,

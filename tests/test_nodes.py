@@ -40,7 +40,9 @@ class Net:
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Net]:
+def net(
+    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("nodes")
     bureau = Bureau.open(tmp / "bureau")
     bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
@@ -100,13 +102,17 @@ def test_resubmission_is_idempotent(net: Net) -> None:
 
 
 def test_unknown_model_key_bank(net: Net) -> None:
-    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 1, application_id="x1", model_id="nope")))
+    code, msg = status_of(
+        lambda: score_one(net.platform, german_app(net, 1, application_id="x1", model_id="nope"))
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in msg
     code, msg = status_of(
         lambda: score_one(net.platform, german_app(net, 1, application_id="x2", key_id="pk-" + "0" * 32))
     )
     assert code == grpc.StatusCode.NOT_FOUND and "pk-000" in msg
-    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 1, application_id="x3", bank_id="ghost")))
+    code, msg = status_of(
+        lambda: score_one(net.platform, german_app(net, 1, application_id="x3", bank_id="ghost"))
+    )
     assert code == grpc.StatusCode.NOT_FOUND and "ghost" in msg
 
 
@@ -121,7 +127,9 @@ def test_bad_features_name_the_feature(net: Net) -> None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad, msg)
         assert "duration_in_month" in msg
     features = {k: v for k, v in rows[2].items() if k != "age_in_years"}
-    code, msg = status_of(lambda: score_one(net.platform, german_app(net, 2, application_id="bad", features=features)))
+    code, msg = status_of(
+        lambda: score_one(net.platform, german_app(net, 2, application_id="bad", features=features))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "age_in_years" in msg
     assert net.bank_node.store.count() == before
     assert net.bank_node.store.get("bad") is None
@@ -170,20 +178,27 @@ def test_bank_refuses_unknown_key_and_bad_band(net: Net) -> None:
     key = net.bank_node.keypair.public_key
     code, _ = status_of(
         lambda: stub.DeliverBand(
-            pb.BandDelivery(application_id="b1", key_id="pk-" + "1" * 32, model_id="m", band_labels=["A", "B"]),
+            pb.BandDelivery(
+                application_id="b1", key_id="pk-" + "1" * 32, model_id="m", band_labels=["A", "B"]
+            ),
             timeout=10,
         )
     )
     assert code == grpc.StatusCode.NOT_FOUND
     out_of_range = pb.BandDelivery(
-        application_id="b2", key_id=net.key_id, model_id="m", band_labels=["A", "B"],
+        application_id="b2",
+        key_id=net.key_id,
+        model_id="m",
+        band_labels=["A", "B"],
         band_ciphertext=key.pack([key.encrypt(7)]),
     )
     code, text = status_of(lambda: stub.DeliverBand(out_of_range, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and text == "cryptographic check failed"
     assert net.bank_node.store.get("b2") is None
     code, _ = status_of(
-        lambda: stub.CompareMasked(pb.MaskedRequest(application_id="b3", key_id=net.key_id, count=0, bits=8), timeout=10)
+        lambda: stub.CompareMasked(
+            pb.MaskedRequest(application_id="b3", key_id=net.key_id, count=0, bits=8), timeout=10
+        )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -195,7 +210,10 @@ def test_conflicting_band_refused(net: Net) -> None:
     def deliver(band: int) -> Any:
         return stub.DeliverBand(
             pb.BandDelivery(
-                application_id="conflict", key_id=net.key_id, model_id="m", band_labels=["A", "B", "C"],
+                application_id="conflict",
+                key_id=net.key_id,
+                model_id="m",
+                band_labels=["A", "B", "C"],
                 band_ciphertext=key.pack([key.encrypt(band)]),
             ),
             timeout=10,
@@ -212,7 +230,9 @@ def test_conflicting_band_refused(net: Net) -> None:
 def test_registration_refusals(net: Net) -> None:
     stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
     code, _ = status_of(
-        lambda: stub.RegisterBank(pb.RegisterBankRequest(bank_id="b", address="x:1", paillier_public_key="{"), timeout=10)
+        lambda: stub.RegisterBank(
+            pb.RegisterBankRequest(bank_id="b", address="x:1", paillier_public_key="{"), timeout=10
+        )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = status_of(lambda: stub.GetModelSpec(pb.GetModelSpecRequest(model_id="missing"), timeout=10))

@@ -79,7 +79,7 @@ def test_homomorphic_dot_add_mul(paillier_keypair: KeyPair, xs: list[int], data:
     pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
     ws = data.draw(st.lists(st.integers(-(2**30), 2**30), min_size=len(xs), max_size=len(xs)))
     cs = [pk.encrypt(x) for x in xs]
-    assert sk.decrypt_signed(pk.dot(cs, ws)) == sum(x * w for x, w in zip(xs, ws))
+    assert sk.decrypt_signed(pk.dot(cs, ws)) == sum(x * w for x, w in zip(xs, ws, strict=True))
     assert sk.decrypt_signed(pk.add(cs[0], cs[-1])) == xs[0] + xs[-1]
     assert sk.decrypt_signed(pk.sub(cs[0], cs[-1])) == xs[0] - xs[-1]
     assert sk.decrypt_signed(pk.mul_plain(cs[0], ws[0])) == xs[0] * ws[0]

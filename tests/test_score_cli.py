@@ -51,7 +51,10 @@ def write_input(path: Path, n: int) -> None:
 def run_score(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "blindscore", "score", *args],
-        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -84,8 +87,16 @@ def test_score_matches_sklearn(tmp_path: Path, kind: str) -> None:
     write_input(tmp_path / "in.csv", ROWS)
     out = tmp_path / "out.csv"
     result = run_score(
-        "--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out),
-        "--cutoffs", ",".join(map(str, cutoffs)), "--id-column", "customer",
+        "--model",
+        str(model_file),
+        "--input",
+        str(tmp_path / "in.csv"),
+        "--output",
+        str(out),
+        "--cutoffs",
+        ",".join(map(str, cutoffs)),
+        "--id-column",
+        "customer",
     )
     assert result.returncode == 0, result.stderr
     got = read_output(out)
@@ -108,7 +119,9 @@ def test_score_missing_column_named(tmp_path: Path) -> None:
     bad = tmp_path / "in.csv"
     bad.write_text("age_in_years,credit_amount\n30,1000\n")
     out = tmp_path / "out.csv"
-    result = run_score("--model", str(model_file), "--input", str(bad), "--output", str(out), "--cutoffs", "0.3")
+    result = run_score(
+        "--model", str(model_file), "--input", str(bad), "--output", str(out), "--cutoffs", "0.3"
+    )
     assert result.returncode == 2
     assert "duration_in_month" in result.stderr
     assert not out.exists()
@@ -120,7 +133,16 @@ def test_score_refuses_other_model_types(tmp_path: Path) -> None:
     sio.dump(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y), model_file)
     write_input(tmp_path / "in.csv", 3)
     out = tmp_path / "out.csv"
-    result = run_score("--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out), "--cutoffs", "0.3")
+    result = run_score(
+        "--model",
+        str(model_file),
+        "--input",
+        str(tmp_path / "in.csv"),
+        "--output",
+        str(out),
+        "--cutoffs",
+        "0.3",
+    )
     assert result.returncode == 2
     assert "RandomForestClassifier" in result.stderr
     assert "LogisticRegression" in result.stderr  # the message lists what is supported
@@ -138,7 +160,16 @@ def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
     text[2] = ",".join(cells)
     (tmp_path / "in.csv").write_text("\n".join(text) + "\n")
     out = tmp_path / "out.csv"
-    result = run_score("--model", str(model_file), "--input", str(tmp_path / "in.csv"), "--output", str(out), "--cutoffs", "0.3")
+    result = run_score(
+        "--model",
+        str(model_file),
+        "--input",
+        str(tmp_path / "in.csv"),
+        "--output",
+        str(out),
+        "--cutoffs",
+        "0.3",
+    )
     assert result.returncode == 2
     assert "row 2" in result.stderr and "age_in_years" in result.stderr
     assert not out.exists()
