@@ -22,8 +22,8 @@ def write_atomic(path: Path, data: bytes, *, secret: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        if secret:
-            os.fchmod(fd, 0o600)
+        # mkstemp creates 0600; a public file gets the usual 0644 so other users can read it.
+        os.fchmod(fd, 0o600 if secret else 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
