@@ -25,18 +25,14 @@ class Outcome:
     error: str = ""
 
 
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
 def _outcome(r: pb.ScoreReceipt) -> Outcome:
     error = ""
     if not r.accepted:
-        error = f"{grpc.StatusCode(_code(r.error_code)).name}: {r.error_message}"
+        error = f"{_CODE_NAMES.get(r.error_code, 'UNKNOWN')}: {r.error_message}"
     return Outcome(r.application_id, r.accepted, r.total_ms, r.encrypt_ms, error)
-
-
-def _code(value: int) -> tuple[int, str]:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code.value  # type: ignore[no-any-return]
-    return grpc.StatusCode.UNKNOWN.value  # type: ignore[no-any-return]
 
 
 def score_applications(

@@ -6,7 +6,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,10 +23,11 @@ from blindscore.paillier import check_key_bits
 
 def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | None = None) -> int:
     check_key_bits(key_bits)
-    rows, target = load_german_credit()
+    rows, labels = load_german_credit()
     if not 1 <= applicants <= len(rows):
         raise InvalidInputError(f"--applicants must be between 1 and {len(rows)}, not {applicants}")
-    rows, target = rows[:applicants], target[:applicants]
+    rows = rows[:applicants]
+    target = [int(t) for t in labels[:applicants]]
     model = default_model()
     with tempfile.TemporaryDirectory(prefix="blindscore-demo-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
@@ -66,7 +67,7 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
 def report(
     model: LinearModel,
     apps: Sequence[Application],
-    rows: Sequence[dict[str, object]],
+    rows: Sequence[Mapping[str, object]],
     target: Sequence[int],
     outcomes: Sequence[Outcome],
     records: dict[str, BandRecord],

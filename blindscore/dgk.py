@@ -47,7 +47,8 @@ from blindscore.paillier import FixedBaseTable
 
 MIN_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
-DEFAULT_T_BITS = 224  # 112-bit security against square-root attacks on the subgroup, like the 2048-bit modulus
+# t = 224: square-root attacks on the v_p subgroup then cost 2^112, matching a 2048-bit modulus.
+DEFAULT_T_BITS = 224
 MIN_T_BITS = 160
 MAX_T_BITS = 512
 DEFAULT_U = 65537
