@@ -13,7 +13,7 @@ from bank_node.flow import BankNode
 from blindscore import serde
 from blindscore.errors import UnavailableError
 from blindscore.status import call, grpc_errors
-from blindscore.transport import INSECURE, TransportSecurity, create_server, open_channel
+from blindscore.transport import INSECURE, TransportSecurity, create_server, open_channel, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
@@ -28,25 +28,37 @@ class BankServicer(pb_grpc.BankServicer):
 
     @grpc_errors
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
+        t0 = time.perf_counter()
+        require_role(context, "bureau")
         pk = self.node.keypair.public_key
         self.node.check_key(request.key_id)
         req = serde.masked_request_from_proto(request, pk)
         resp = self.node.compare_masked(request.key_id, req)
-        return serde.bits_response_to_proto(resp, pk, self.node.dgk.public_key)
+        msg = serde.bits_response_to_proto(resp, pk, self.node.dgk.public_key)
+        msg.server_ms = (time.perf_counter() - t0) * 1e3
+        return msg
 
     @grpc_errors
     def CompareBlinded(self, request: pb.BlindedRequest, context: grpc.ServicerContext) -> pb.FinalResponse:
+        t0 = time.perf_counter()
+        require_role(context, "bureau")
         self.node.check_key(request.key_id)
         req = serde.blinded_request_from_proto(request, self.node.dgk.public_key)
         resp = self.node.compare_blinded(request.key_id, req)
-        return serde.final_response_to_proto(resp, self.node.keypair.public_key)
+        msg = serde.final_response_to_proto(resp, self.node.keypair.public_key)
+        msg.server_ms = (time.perf_counter() - t0) * 1e3
+        return msg
 
     @grpc_errors
     def DeliverBand(self, request: pb.BandDelivery, context: grpc.ServicerContext) -> pb.BandReceipt:
+        t0 = time.perf_counter()
+        require_role(context, "bureau")
         self.node.check_key(request.key_id)
         delivery = serde.band_delivery_from_proto(request, self.node.keypair.public_key)
         record = self.node.deliver_band(delivery)
-        return pb.BandReceipt(application_id=record.application_id, stored=True)
+        return pb.BandReceipt(
+            application_id=record.application_id, stored=True, server_ms=(time.perf_counter() - t0) * 1e3
+        )
 
 
 def start_bank_server(
@@ -78,7 +90,7 @@ def register_with_bureau(
         paillier_public_key=serde.paillier_key_to_json(node.keypair.public_key),
         dgk_public_key=serde.dgk_key_to_json(node.dgk.public_key),
     )
-    with open_channel(bureau_address, security=security) as channel:
+    with open_channel(bureau_address, security=security.expecting("bureau")) as channel:
         stub: Any = pb_grpc.BureauStub(channel)
         for attempt in range(attempts):
             try:

@@ -92,7 +92,9 @@ def score_csv(
             for app_id, row in zip(ids, rows, strict=True)
         ]
         with tqdm(total=len(apps), unit="row", desc="scoring", file=sys.stderr, leave=False) as bar:
-            outcomes = score_applications(net.platform_address, apps, on_outcome=lambda o: bar.update())
+            outcomes = score_applications(
+                net.platform_address, apps, on_outcome=lambda o: bar.update(), security=net.client_security
+            )
         store = ResultStore(net.bank_dir / "results.sqlite3")
         records = {r.application_id: r for r in store.all()}
         store.close()

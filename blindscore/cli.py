@@ -51,6 +51,23 @@ def _ready(path: str | None, info: dict[str, Any]) -> None:
         write_json(Path(path), info)
 
 
+def _security(args: argparse.Namespace, party_id: str) -> Any:
+    """Mutual TLS as ``party_id`` from --pki, or plaintext only when --insecure says so."""
+    from blindscore.transport import INSECURE, TransportSecurity
+
+    if args.insecure:
+        if args.pki:
+            raise CliError("give either --pki or --insecure, not both")
+        log.warning("--insecure: plaintext transport, for local development only")
+        return INSECURE
+    if not args.pki:
+        raise CliError(
+            "no transport security: pass --pki DIR (create one with 'blindscore certs init DIR') "
+            "or --insecure for plaintext local development"
+        )
+    return TransportSecurity.from_pki(Path(args.pki), party_id)
+
+
 def _parse_cutoffs(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -71,8 +88,9 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
     from bureau.flow import Bureau
     from bureau.server import start_bureau_server
 
+    security = _security(args, args.bureau_id)
     bureau = Bureau.open(Path(args.data_dir))
-    server, port, channels = start_bureau_server(bureau, args.listen)
+    server, port, channels = start_bureau_server(bureau, args.listen, security=security)
     address = host_port(args.listen, port)
     log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
     _ready(args.ready_file, {"role": "bureau", "address": address})
@@ -90,12 +108,13 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
     from bank_node.server import register_with_bureau, start_bank_server
     from blindscore.transport import host_port
 
+    security = _security(args, args.bank_id)
     node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits)
-    server, port = start_bank_server(node, args.listen)
+    server, port = start_bank_server(node, args.listen, security=security)
     address = args.advertise or host_port(args.listen, port)
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
     if args.bureau:
-        register_with_bureau(node, args.bureau, address)
+        register_with_bureau(node, args.bureau, address, security=security)
     _ready(
         args.ready_file, {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id}
     )
@@ -114,9 +133,10 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     from platform_node.flow import PlatformNode
     from platform_node.server import start_platform_server
 
-    channel = open_channel(args.bureau)
+    security = _security(args, args.platform_id)
+    channel = open_channel(args.bureau, security=security.expecting("bureau"))
     node = PlatformNode(args.platform_id, GrpcBureauLink(channel))
-    server, port = start_platform_server(node, args.listen)
+    server, port = start_platform_server(node, args.listen, security=security)
     address = host_port(args.listen, port)
     log.warning("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
     _ready(args.ready_file, {"role": "platform", "address": address})
@@ -166,6 +186,24 @@ def cmd_bank_key_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from blindscore.certs import DEFAULT_HOSTS, init_pki
+
+    nodes = [("bureau", args.bureau_id)]
+    nodes += [("bank", b) for b in (args.bank_id or ["bank-1"])]
+    nodes += [("platform", p) for p in (args.platform_id or ["platform-1"])]
+    try:
+        files = init_pki(
+            Path(args.directory), nodes, hosts=tuple(args.host or DEFAULT_HOSTS), force=args.force
+        )
+    except BlindscoreError as exc:
+        raise CliError(str(exc).replace("force=True", "--force")) from None
+    for f in files:
+        print(f"{f.identity.role:<9} {f.identity.party_id:<16} {f.cert}")
+    print(f"CA certificate: {Path(args.directory) / 'ca.pem'} (keep ca.key off the nodes)")
+    return 0
+
+
 # ---------------------------------------------------------------------- demo and score
 
 
@@ -173,6 +211,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from blindscore.demo import run_demo
 
     return run_demo(applicants=args.applicants, key_bits=args.key_bits, workdir=args.workdir)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from blindscore.bench import main as bench_main
+
+    return bench_main(args.bench_args)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -208,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--listen", default=default_listen, help=f"host:port to listen on (default {default_listen})"
         )
         sp.add_argument("--ready-file", help="write a JSON file with the bound address once serving")
+        sp.add_argument(
+            "--pki", help="directory from 'blindscore certs init': mutual TLS with this node's cert"
+        )
+        sp.add_argument(
+            "--insecure", action="store_true", help="plaintext transport (local development only)"
+        )
 
     bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(
         dest="action", required=True
@@ -215,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = bureau.add_parser("serve", help="run the bureau's gRPC server")
     serve_flags(sp, DEFAULT_BUREAU)
     sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
+    sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
     sp.set_defaults(func=cmd_bureau_serve, role="bureau")
 
     bank = sub.add_parser("bank", help="the bank node").add_subparsers(dest="action", required=True)
@@ -244,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--platform-id", default="platform-1")
     sp.set_defaults(func=cmd_platform_serve, role="platform")
 
+    certs = sub.add_parser("certs", help="certificates for mutual TLS").add_subparsers(
+        dest="action", required=True
+    )
+    sp = certs.add_parser("init", help="create a local CA and one certificate per node in DIR")
+    sp.add_argument("directory")
+    sp.add_argument("--bureau-id", default="bureau-1")
+    sp.add_argument("--bank-id", action="append", help="one per bank (default bank-1)")
+    sp.add_argument("--platform-id", action="append", help="one per platform (default platform-1)")
+    sp.add_argument("--host", action="append", help="host names/IPs in the certificates (default loopback)")
+    sp.add_argument("--force", action="store_true", help="replace an existing CA")
+    sp.set_defaults(func=cmd_certs_init, role="certs")
+
     sp = sub.add_parser("demo", help="start the three nodes locally and score the German credit applicants")
     sp.add_argument(
         "--applicants", type=int, default=1000, help="how many of the 1000 applicants (default all)"
@@ -251,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
     sp.add_argument("--workdir", help="keep node data and logs here instead of a temporary directory")
     sp.set_defaults(func=cmd_demo, role="demo")
+
+    sp = sub.add_parser(
+        "bench", help="run a benchmark workload (online, batch, german, naive, plots)", add_help=False
+    )
+    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_bench, role="bench")
 
     sp = sub.add_parser("score", help="score every row of a CSV through the three-node protocol")
     sp.add_argument("--model", required=True, help="skops file of a scikit-learn linear model")
@@ -284,10 +353,12 @@ def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpa
     unknown = sorted(k for k in table if k.replace("-", "_") not in known)
     if unknown:
         raise CliError(f"--config {args.config}: unknown keys in [{args.role}]: {', '.join(unknown)}")
-    # argparse fills in a default only where the namespace has no value yet, so pre-filling it
-    # from the file makes the file's values the defaults and flags on the command line win.
-    defaults = {k.replace("-", "_"): v for k, v in table.items()}
-    return parser.parse_args(argv, namespace=argparse.Namespace(**defaults))
+    # Values from the file replace argparse's defaults; a flag given on the command line wins.
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    for key, value in table.items():
+        if "--" + key.replace("_", "-") not in given:
+            setattr(args, key.replace("-", "_"), value)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -23,6 +23,8 @@ class Outcome:
     total_ms: float
     encrypt_ms: float
     error: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    wire_bytes: int = 0
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -32,7 +34,9 @@ def _outcome(r: pb.ScoreReceipt) -> Outcome:
     error = ""
     if not r.accepted:
         error = f"{_CODE_NAMES.get(r.error_code, 'UNKNOWN')}: {r.error_message}"
-    return Outcome(r.application_id, r.accepted, r.total_ms, r.encrypt_ms, error)
+    return Outcome(
+        r.application_id, r.accepted, r.total_ms, r.encrypt_ms, error, dict(r.stage_ms), r.wire_bytes
+    )
 
 
 def score_applications(
@@ -63,11 +67,30 @@ def score_applications(
     return outcomes
 
 
+class PlatformClient:
+    """A long-lived channel to a platform node for unary calls (one application at a time)."""
+
+    def __init__(self, platform_address: str, *, security: TransportSecurity = INSECURE) -> None:
+        self._channel = open_channel(platform_address, security=security)
+        self._stub: Any = pb_grpc.PlatformStub(self._channel)
+
+    def score(self, application: Application, *, timeout: float = 120) -> Outcome:
+        """Score one application; gRPC errors propagate as grpc.RpcError with the node's status."""
+        return _outcome(self._stub.ScoreApplication(serde.application_to_proto(application), timeout=timeout))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> PlatformClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def score_one(
     platform_address: str, application: Application, *, security: TransportSecurity = INSECURE
 ) -> Outcome:
-    """Score a single application with the unary call; gRPC errors propagate as grpc.RpcError."""
-    with open_channel(platform_address, security=security) as channel:
-        stub: Any = pb_grpc.PlatformStub(channel)
-        receipt = stub.ScoreApplication(serde.application_to_proto(application), timeout=120)
-    return _outcome(receipt)
+    """Score a single application over a fresh channel; gRPC errors propagate as grpc.RpcError."""
+    with PlatformClient(platform_address, security=security) as client:
+        return client.score(application)

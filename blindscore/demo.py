@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,10 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
     with tempfile.TemporaryDirectory(prefix="blindscore-demo-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
         print(f"blindscore demo: {applicants} German credit applicants, {key_bits}-bit Paillier keys")
-        print("starting bureau, bank and platform as separate processes on 127.0.0.1 ...", flush=True)
+        print(
+            "starting bureau, bank and platform as separate processes on 127.0.0.1, mutual TLS ...",
+            flush=True,
+        )
         t0 = time.perf_counter()
         with LocalNetwork(base, key_bits=key_bits) as net:
             t1 = time.perf_counter()
@@ -52,7 +56,12 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
                 for i, row in enumerate(rows)
             ]
             with tqdm(total=len(apps), unit="app", desc="scoring", file=sys.stderr, leave=False) as bar:
-                outcomes = score_applications(net.platform_address, apps, on_outcome=lambda o: bar.update())
+                outcomes = score_applications(
+                    net.platform_address,
+                    apps,
+                    on_outcome=lambda o: bar.update(),
+                    security=net.client_security,
+                )
             t2 = time.perf_counter()
             store = ResultStore(net.bank_dir / "results.sqlite3")
             records = {r.application_id: r for r in store.all()}
@@ -89,8 +98,12 @@ def report(
         agree += rec.band == model.band(row)
     total = sum(counts)
     print()
-    print(f"{'band':<6}{'count':>7}{'share':>9}{'bad':>6}{'bad rate':>10}   cutoff (probability of default)")
-    cut = ["", *[f">= {c:g}" for c in model.policy.cutoffs]]
+    unit = "probability of default" if model.policy.output == "probability" else "model output"
+    print(f"{'band':<6}{'count':>7}{'share':>9}{'bad':>6}{'bad rate':>10}   {unit}")
+    edges = list(model.policy.cutoffs)
+    cut = [f"< {edges[0]:g}"]
+    cut += [f"{lo:g} to < {hi:g}" for lo, hi in itertools.pairwise(edges)]
+    cut += [f">= {edges[-1]:g}"]
     for i, label in enumerate(labels):
         rate = f"{bads[i] / counts[i]:.1%}" if counts[i] else "-"
         share = f"{counts[i] / total:.1%}" if total else "-"

@@ -17,23 +17,32 @@ v_p v_q has 2 t bits: the distance is below 2^-(t/2). Hence a re-randomised
 ciphertext is a fresh encryption even in the eyes of the key holder, which the comparison
 protocol relies on.
 
+Fresh randomness h^r is the one expensive step of encryption and re-randomisation (a 2.5 t-bit
+exponent: about 70 multiplications with the fixed-base table). Each (n, h) keeps a pool of
+precomputed values (:data:`POOL_CAPACITY`) that a daemon thread fills from idle CPU only, so on
+the request path an encryption or re-randomisation is one multiplication; a dry pool falls back
+to computing inline. :meth:`DGKPublicKey.warm` fills it synchronously. Pools and tables are
+process-local caches: they are never pickled.
+
 The secret key needs no full decryption: since h^(v_p) = 1 mod p and g^(v_p) has order u mod p,
 c^(v_p) mod p = 1 exactly when m = 0 mod u. ``decrypt`` (a baby-step giant-step search in the
 order-u group, about 2 sqrt(u) multiplications) exists for tests and audits.
 
 Parameters: n of 2048 bits (less is refused without ``allow_insecure_for_tests``), u = 65537
-(the comparison needs values up to 3 (l + 1) + 2 for l <= 256 to fit), t = 160 by default.
+(the comparison needs values up to 3 (l + 1) + 2 for l <= 256 to fit), t = 224 by default.
 Security caveat: h mod p has the t-bit prime order v_p, so a generic square-root search for a
 multiple x of v_p (baby steps h^j, giant steps, collisions modulo the unknown p found with
 polynomial evaluation and gcd(h^x - 1, n)) factors n in about 2^(t/2) work. t = 160 therefore
-gives about 80-bit security, below the 112 bits of a 2048-bit modulus; ``t_bits=224`` matches
-it for about 1.3x the encryption and zero-test cost.
+gives about 80-bit security, below the 112 bits of a 2048-bit modulus; t = 224 (the default)
+matches it for about 1.3x the encryption and zero-test cost, and 160 is the floor.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +51,7 @@ from typing import Any, NoReturn
 import gmpy2
 
 from blindscore._files import read_json, write_json
+from blindscore._pool import RandomnessPool
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 from blindscore.paillier import FixedBaseTable
 
@@ -56,6 +66,51 @@ FORMAT_VERSION = 1
 _FP_DOMAIN = b"blindscore/dgk/public-key/v1"
 _MR_ROUNDS = 30
 _MPZ = type(gmpy2.mpz(0))
+#: Precomputed h^r values kept per (n, h): 4096 of them are 1 MiB at 2048 bits, the randomness of
+#: about 30 band computations (K = 4, l = 27) before the pool runs dry.
+POOL_CAPACITY = 4096
+_LOCK = threading.Lock()
+
+
+class _Randomness:
+    """h^r for fresh r of r_bits bits: a fixed-base table and a pool of precomputed values.
+
+    Shared by every DGKPublicKey object with the same (n, h, r_bits), so a key loaded or
+    unpickled twice does not build a second 4.6 MB table or start a second filling thread. The
+    pool holds no reference to a key object.
+    """
+
+    __slots__ = ("pool", "r_bits", "table")
+
+    def __init__(self, h: Any, n: Any, r_bits: int) -> None:
+        self.table = FixedBaseTable(h, n, r_bits)
+        self.r_bits = r_bits
+        self.pool = RandomnessPool(self.fresh, POOL_CAPACITY, name="dgk-randomness")
+
+    def fresh(self) -> Any:
+        return self.table.pow(secrets.randbits(self.r_bits))
+
+
+_RANDOMNESS: dict[tuple[int, int, int], _Randomness] = {}
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork; the lock may have been held by another thread.
+    # (The pools restart their own filling threads: see blindscore._pool.)
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _randomness_for(n: Any, h: Any, r_bits: int) -> _Randomness:
+    key = (int(n), int(h), r_bits)
+    with _LOCK:
+        found = _RANDOMNESS.get(key)
+        if found is None:
+            found = _RANDOMNESS[key] = _Randomness(h, n, r_bits)
+        return found
 
 
 def _randomness_bits(t: int) -> int:
@@ -93,7 +148,7 @@ class DGKPublicKey:
                 raise InvalidInputError(f"DGK public key: {name} is not a unit modulo n")
         self.ciphertext_bytes = (self.bits + 7) // 8
         self.r_bits = _randomness_bits(self.t)
-        self._h_table: FixedBaseTable | None = None
+        self._randomness: _Randomness | None = None
         self._g_table: FixedBaseTable | None = None
         self._bit_bases: tuple[Any, Any] | None = None
         self._fingerprint = hashlib.sha256(
@@ -123,7 +178,7 @@ class DGKPublicKey:
         return hash(self._fingerprint)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The tables are a cache; shipping megabytes of them would be pointless.
+        # Tables and the randomness pool are caches (and a pool owns a thread): never pickled.
         return {"n": int(self.n), "g": int(self.g), "h": int(self.h), "u": self.u, "t": self.t}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -156,10 +211,32 @@ class DGKPublicKey:
         return cls(n, g, h, u, t)
 
     # encryption ---------------------------------------------------------------------------
+    def _rand(self) -> _Randomness:
+        found = self._randomness
+        if found is None:
+            found = self._randomness = _randomness_for(self.n, self.h, self.r_bits)
+        return found
+
     def _h_pow(self, r: int) -> Any:
-        if self._h_table is None:
-            self._h_table = FixedBaseTable(self.h, self.n, self.r_bits)
-        return self._h_table.pow(r)
+        return self._rand().table.pow(r)
+
+    def _fresh_h(self) -> Any:
+        """h^r for a fresh uniform r of r_bits bits: one pool value, or computed now if the pool is dry."""
+        return self._rand().pool.take()
+
+    def warm(self, count: int | None = None) -> None:
+        """Precompute ``count`` h^r values now (default: the pool's capacity, POOL_CAPACITY).
+
+        For servers before they take traffic and for benchmarks; otherwise a daemon thread
+        starts filling the pool on first use and tops it up after every draw.
+        """
+        self._rand().pool.warm(count)
+
+    @property
+    def pooled_randomness(self) -> int:
+        """How many precomputed h^r values are ready (0 before the first use of this key)."""
+        found = self._randomness or _RANDOMNESS.get((int(self.n), int(self.h), self.r_bits))
+        return 0 if found is None else len(found.pool)
 
     def plaintext(self, m: int) -> int:
         """Map a signed integer with |m| < u into Z_u; anything larger would silently wrap."""
@@ -170,7 +247,9 @@ class DGKPublicKey:
     def encrypt_trivial(self, m: int) -> Any:
         """g^m: an encryption with randomness 0, only for terms folded into a random one."""
         if self._g_table is None:
-            self._g_table = FixedBaseTable(self.g, self.n, self.u.bit_length())
+            with _LOCK:
+                if self._g_table is None:
+                    self._g_table = FixedBaseTable(self.g, self.n, self.u.bit_length())
         return self._g_table.pow(self.plaintext(m))
 
     def _encrypt_with(self, m: int, r: int) -> Any:
@@ -179,24 +258,25 @@ class DGKPublicKey:
 
     def encrypt(self, m: int) -> Any:
         """Encrypt a signed integer m with |m| < u."""
-        return self._encrypt_with(m, secrets.randbits(self.r_bits))
+        return self.encrypt_trivial(m) * self._fresh_h() % self.n
 
     def encrypt_bit(self, b: int) -> Any:
         """Encrypt a bit with the same sequence of operations for 0 and 1.
 
         0 is encoded as g^u (a non-trivial element of <h>, since g has order u v_p v_q) rather
         than 1, so both bits go through the same full-size operations (gmpy2 itself is not
-        constant-time, so this narrows a timing channel rather than closing it).
+        constant-time, so this narrows a timing channel rather than closing it). With a warm
+        pool this is one multiplication.
         """
         if b not in (0, 1):
             raise InvalidInputError(f"encrypt_bit takes 0 or 1, not {b!r}")
         if self._bit_bases is None:
             self._bit_bases = (gmpy2.powmod(self.g, self.u, self.n), self.g)
-        return self._bit_bases[b] * self._h_pow(secrets.randbits(self.r_bits)) % self.n
+        return self._bit_bases[b] * self._fresh_h() % self.n
 
     def rerandomize(self, c: Any) -> Any:
         """Fresh randomness on c; statistically hiding even against the key holder (r is 2.5 t bits)."""
-        return c * self._h_pow(secrets.randbits(self.r_bits)) % self.n
+        return c * self._fresh_h() % self.n
 
     # homomorphic operations ---------------------------------------------------------------
     def add(self, a: Any, b: Any) -> Any:
@@ -224,6 +304,29 @@ class DGKPublicKey:
         if not 0 < c < self.n or gmpy2.gcd(c, self.n) != 1:
             raise InvalidInputError("DGK ciphertext is not a unit modulo n of this key")
         return c
+
+    def validate_many(self, ciphertexts: Sequence[Any]) -> list[Any]:
+        """:meth:`validate` for a batch, with one gcd for all of them.
+
+        The product of the values modulo n is a unit exactly when every value is (a value
+        divisible by p makes the product divisible by p), so a batch costs one multiplication
+        per value and a single gcd. On failure the first offending value is named.
+        """
+        n = self.n
+        out = []
+        product = gmpy2.mpz(1)
+        for i, c in enumerate(ciphertexts):
+            if type(c) is not int and not isinstance(c, _MPZ):
+                raise InvalidInputError(f"DGK ciphertext {i} must be an integer, not {type(c).__name__}")
+            c = gmpy2.mpz(c)
+            if not 0 < c < n:
+                raise InvalidInputError(f"DGK ciphertext {i} is not a unit modulo n of this key")
+            product = product * c % n
+            out.append(c)
+        if gmpy2.gcd(product, n) != 1:
+            bad = next(i for i, c in enumerate(out) if gmpy2.gcd(c, n) != 1)
+            raise InvalidInputError(f"DGK ciphertext {bad} is not a unit modulo n of this key")
+        return out
 
     def pack(self, ciphertexts: Sequence[Any]) -> bytes:
         """Concatenate ciphertexts as fixed-width big-endian integers."""

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from blindscore.certs import init_pki
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.model import LinearModel
+from blindscore.transport import INSECURE, TransportSecurity
 
 READY_TIMEOUT_S = 120.0
 
@@ -53,6 +55,7 @@ class LocalNetwork:
         platform_id: str = "demo-platform",
         models: dict[str, LinearModel] | None = None,
         log_level: str = "WARNING",
+        insecure: bool = False,
     ) -> None:
         self.workdir = workdir
         self.key_bits = key_bits
@@ -60,6 +63,8 @@ class LocalNetwork:
         self.platform_id = platform_id
         self.models = models or {}
         self.log_level = log_level
+        self.insecure = insecure
+        self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -84,10 +89,33 @@ class LocalNetwork:
     def bank_dir(self) -> Path:
         return self.workdir / "bank"
 
+    @property
+    def pki_dir(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def client_security(self) -> TransportSecurity:
+        """How the platform's operator tools reach the platform node: as the platform itself."""
+        if self.insecure:
+            return INSECURE
+        return TransportSecurity.from_pki(self.pki_dir, self.platform_id).expecting(
+            "platform", self.platform_id
+        )
+
+    def _security_flags(self) -> list[str]:
+        return ["--insecure"] if self.insecure else ["--pki", str(self.pki_dir)]
+
     def start(self) -> None:
         for model_id, model in self.models.items():
             model.save(self.bureau_dir / "models" / f"{model_id}.json")
-        bureau = self._spawn("bureau", ["bureau", "serve", "--data-dir", str(self.bureau_dir)])
+        if not self.insecure and not (self.pki_dir / "ca.pem").exists():
+            init_pki(
+                self.pki_dir,
+                [("bureau", self.bureau_id), ("bank", self.bank_id), ("platform", self.platform_id)],
+            )
+        bureau = self._spawn(
+            "bureau", ["bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id]
+        )
         self._wait(bureau)
         bank = self._spawn(
             "bank",
@@ -155,6 +183,7 @@ class LocalNetwork:
             "--log-level",
             self.log_level,
             *args,
+            *self._security_flags(),
             "--listen",
             "127.0.0.1:0",
             "--ready-file",

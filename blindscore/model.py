@@ -10,10 +10,14 @@ scale 2^(S - e_i), so every product and the intercept land at the common score s
 
     s_enc = B + sum_i W_i X_i,   W_i = round(w_i 2^(S - e_i)),   B = round(b 2^S)
 
-S is the smallest scale whose worst-case error over the declared ranges is within ``precision``
-(see :attr:`LinearModel.max_abs_error`). Cutoffs in score units are scaled by 2^S and rounded up,
-so ``s_enc >= c_enc`` holds exactly when ``s_enc / 2^S >= c``. Every bound is computed from the
-public declared ranges, which the platform enforces when it encodes.
+Cutoffs in score units are scaled by 2^S and rounded up, so ``s_enc >= c_enc`` holds exactly
+when ``s_enc / 2^S >= c``. The band protocol (:mod:`blindscore.comparison`) compares the score
+truncated by T bits, i.e. to one ulp of 2^(T-S) in score units, with a random carry: it decides
+exactly whenever ``|s_enc - c_enc| >= 2^T``. The precision budget is split between the two
+errors (see :meth:`LinearModel._scales`): the computational error (feature and weight rounding)
+gets at most half, and the truncation ulp, a power of two, the rest. Fewer significant bits in
+the comparison mean a shorter comparison: l shrinks by one for every bit of T. Every bound is
+computed from the public declared ranges, which the platform enforces when it encodes.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeAlias
 
+from blindscore import comparison
 from blindscore._files import read_json, write_json
 from blindscore.encoding import FixedPointCodec, fmt_real, parse_number
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError, ModelFormatError
 
 __all__ = [
     "FORMAT_VERSION",
+    "MODEL_FORMAT_VERSION",
     "BandPolicy",
     "BinnedFeature",
     "CategoricalFeature",
@@ -46,7 +52,16 @@ __all__ = [
     "sigmoid",
 ]
 
+#: Format of a serialised feature spec.
 FORMAT_VERSION = 1
+#: Format of a serialised model. 2: the encoded section gained ``truncate_bits`` (truncated band
+#: comparisons), and S and l follow the precision split described in the module docstring.
+MODEL_FORMAT_VERSION = 2
+#: A bigger scale than the precision split needs, spent to double the truncation ulp (one bit of
+#: l) when that takes at most this many bits: a bit of S costs about half a multiplication modulo
+#: n^2 per encoded column in the dot product, a bit of l costs K + 1 DGK ciphertexts (256 B each)
+#: and K zero tests.
+MAX_EXTRA_SCALE_BITS = 4
 SPEC_KIND = "blindscore-feature-spec"
 MODEL_KIND = "blindscore-linear-model"
 LINKS = ("logit", "identity")
@@ -124,10 +139,10 @@ def _get_list(d: Mapping[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def _check_format(d: Mapping[str, Any], kind: str, where: str) -> None:
-    if d.get("format") != FORMAT_VERSION or isinstance(d.get("format"), bool):
+def _check_format(d: Mapping[str, Any], kind: str, where: str, version: int = FORMAT_VERSION) -> None:
+    if d.get("format") != version or isinstance(d.get("format"), bool):
         raise ModelFormatError(
-            f"{where}: unsupported format {d.get('format')!r}; this version reads format {FORMAT_VERSION}"
+            f"{where}: unsupported format {d.get('format')!r}; this version reads format {version}"
         )
     if d.get("kind") != kind:
         raise ModelFormatError(f"{where}: kind must be {kind!r}, got {d.get('kind')!r}")
@@ -593,6 +608,7 @@ class _Encoded:
     cutoffs: tuple[int, ...]
     max_abs_error: float
     score_bounds: tuple[int, int]
+    truncate_bits: int
     comparison_bits: int
     score_cutoffs: tuple[float, ...] = field(repr=False)
 
@@ -605,9 +621,10 @@ class LinearModel:
     ``link="logit"`` the score is the log-odds and :meth:`predict` is a probability.
 
     The constructor derives the integer parameters of the encrypted path (learned-style
-    attributes: :attr:`score_frac_bits`, :attr:`encoded_weights`, :attr:`encoded_intercept`,
-    :attr:`encoded_cutoffs`, :attr:`max_abs_error`, :attr:`comparison_bits`) and raises
-    :class:`ModelFormatError` if ``precision`` cannot be met.
+    attributes: :attr:`score_frac_bits`, :attr:`truncate_bits`, :attr:`encoded_weights`,
+    :attr:`encoded_intercept`, :attr:`encoded_cutoffs`, :attr:`encoded_score_bounds`,
+    :attr:`max_abs_error`, :attr:`comparison_bits`) and raises :class:`ModelFormatError` if
+    ``precision`` cannot be met or the comparison would need more than 256 bits.
     """
 
     def __init__(
@@ -690,6 +707,43 @@ class LinearModel:
                 f"model {self.name!r}: a weight, intercept or cutoff is too large for the score scale"
             ) from exc
 
+    def _scales(self, a: float, t: int) -> tuple[int, int]:
+        """Choose (S, T) for feature-rounding error ``a`` and weight-rounding count ``t``.
+
+        The computational error is ``a + t 2^-(S+1)`` (see :meth:`_error_terms`) and the
+        truncation adds one ulp 2^(T-S) when T > 0. Of the room ``precision - a`` left by the
+        features, S first gives the weight rounding at most half (for integer features that is
+        "computational error at most precision / 2"), and T takes the largest power of two of
+        what remains. As the ulp is a power of two, that can waste up to half of the rest; if up
+        to MAX_EXTRA_SCALE_BITS more bits of S shrink the weight rounding enough to double the
+        ulp (one comparison bit less), S takes them. Returns (S, T), T >= 0.
+        """
+        room = self.precision - a
+
+        def weight_error(s: int) -> float:
+            return math.ldexp(float(t), -(s + 1))
+
+        def fits(s: int, e: int) -> bool:  # e: log2 of the ulp
+            return a + weight_error(s) + math.ldexp(1.0, e) <= self.precision
+
+        s_half = 0
+        while weight_error(s_half) > room / 2:
+            s_half += 1
+            if s_half > MAX_SCORE_FRAC_BITS:
+                raise ModelFormatError(
+                    f"model {self.name!r}: precision {self.precision:g} needs an absurd scale"
+                )
+        # The largest ulp that fits at s_half (at least room / 4: the weight error is <= room / 2).
+        e = math.frexp(room)[1]  # 2^(e-1) <= room < 2^e
+        while not fits(s_half, e):
+            e -= 1
+        s = s_half
+        for extra in range(1, MAX_EXTRA_SCALE_BITS + 1):
+            if s_half + extra <= MAX_SCORE_FRAC_BITS and fits(s_half + extra, e + 1):
+                s, e = s_half + extra, e + 1
+                break
+        return s, max(0, s + e)
+
     def _derive_unchecked(self) -> _Encoded:
         a, t = self._error_terms()
         if a >= self.precision:
@@ -698,14 +752,8 @@ class LinearModel:
                 f"units, above the precision {self.precision:g}; raise frac_bits of the numeric features "
                 "(or declare integer-valued ones integer)"
             )
-        s = 0
-        while a + math.ldexp(float(t), -(s + 1)) > self.precision:
-            s += 1
-            if s > MAX_SCORE_FRAC_BITS:
-                raise ModelFormatError(
-                    f"model {self.name!r}: precision {self.precision:g} needs an absurd scale"
-                )
-        max_error = a + math.ldexp(float(t), -(s + 1))
+        s, trunc = self._scales(a, t)
+        max_error = a + math.ldexp(float(t), -(s + 1)) + (math.ldexp(1.0, trunc - s) if trunc else 0.0)
         frac = self.spec.column_frac_bits
         weights = tuple(round(math.ldexp(w, s - e)) for w, e in zip(self.coef, frac, strict=True))
         b = round(math.ldexp(self.intercept, s))
@@ -727,7 +775,10 @@ class LinearModel:
                 ends = (min(ws), max(ws))
             lo_total += min(ends)
             hi_total += max(ends)
-        reach = max(max(abs(hi_total - c), abs(lo_total - c)) for c in cutoffs)
+        try:
+            bits = comparison.comparison_bits(lo_total, hi_total, list(cutoffs), trunc)
+        except InvalidInputError as exc:
+            raise ModelFormatError(f"model {self.name!r}: {exc}") from None
         return _Encoded(
             score_frac_bits=s,
             weights=weights,
@@ -735,7 +786,8 @@ class LinearModel:
             cutoffs=cutoffs,
             max_abs_error=max_error,
             score_bounds=(lo_total, hi_total),
-            comparison_bits=max(1, reach.bit_length()),
+            truncate_bits=trunc,
+            comparison_bits=bits,
             score_cutoffs=score_cutoffs,
         )
 
@@ -765,18 +817,28 @@ class LinearModel:
         return list(self._enc.cutoffs)
 
     @property
+    def truncate_bits(self) -> int:
+        """T: the band protocol compares s_enc truncated by T bits, to one ulp of 2^(T-S)."""
+        return self._enc.truncate_bits
+
+    @property
     def max_abs_error(self) -> float:
-        """A guaranteed bound on ``|s_enc 2^-S - linear_score(row)|`` over the declared ranges."""
+        """A guaranteed bound on how far the encrypted path's decision value is from the exact score.
+
+        The computational error ``|s_enc 2^-S - linear_score(row)|`` over the declared ranges,
+        plus one truncation ulp 2^(T-S) when T > 0. The encrypted band equals :meth:`band`
+        whenever the exact score is more than this from every cutoff.
+        """
         return self._enc.max_abs_error
 
     @property
     def encoded_score_bounds(self) -> tuple[int, int]:
-        """The exact smallest and largest s_enc over every input the declared ranges allow."""
+        """(s_min, s_max): the exact smallest and largest s_enc the declared ranges allow."""
         return self._enc.score_bounds
 
     @property
     def comparison_bits(self) -> int:
-        """l: the smallest l with ``|s_enc - c_enc| < 2^l`` for every allowed input and cutoff."""
+        """l, as the band protocol computes it (:func:`blindscore.comparison.comparison_bits`)."""
         return self._enc.comparison_bits
 
     # -- plaintext path -------------------------------------------------------------------------
@@ -812,10 +874,18 @@ class LinearModel:
         xs = self.spec.check_encoded_row(encoded_row)
         return self._enc.intercept + sum(w * x for w, x in zip(self._enc.weights, xs, strict=True))
 
-    def band_from_encoded(self, encoded_row: Sequence[int]) -> int:
-        """The band the secure comparisons yield: the number of c_enc with s_enc >= c_enc."""
+    def band_from_encoded(self, encoded_row: Sequence[int], carry: int = 0) -> int:
+        """The band the band protocol yields for this row when its truncation carry is ``carry``.
+
+        The protocol compares floor((s_enc - s_min) / 2^T) plus a random carry in {0, 1} with
+        the truncated cutoffs (:func:`blindscore.comparison.truncated_band`), so it yields
+        ``band_from_encoded(row, 0)`` or ``band_from_encoded(row, 1)``. The two differ only when
+        s_enc is within 2^T below a truncated cutoff, and both equal #{k: s_enc >= c_enc}
+        whenever every |s_enc - c_enc| >= 2^T. With T = 0 the carry is always 0.
+        """
         s = self.encoded_score(encoded_row)
-        return sum(1 for c in self._enc.cutoffs if s >= c)
+        lo, hi = self._enc.score_bounds
+        return comparison.truncated_band(s, list(self._enc.cutoffs), lo, hi, self._enc.truncate_bits, carry)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -824,6 +894,7 @@ class LinearModel:
         names = self.spec.encoded_names
         return {
             "score_frac_bits": enc.score_frac_bits,
+            "truncate_bits": enc.truncate_bits,
             "weights": dict(zip(names, enc.weights, strict=True)),
             "intercept": enc.intercept,
             "cutoffs": list(enc.cutoffs),
@@ -834,7 +905,7 @@ class LinearModel:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, including the derived integers for cross-checking on load."""
         return {
-            "format": FORMAT_VERSION,
+            "format": MODEL_FORMAT_VERSION,
             "kind": MODEL_KIND,
             "name": self.name,
             "link": self.link,
@@ -858,7 +929,13 @@ class LinearModel:
         where = "model"
         keys = {"format", "kind", "name", "link", "precision", "spec", "coef", "intercept", "policy"}
         _check_keys(d, where, keys | {"metadata", "encoded"})
-        _check_format(d, MODEL_KIND, where)
+        if d.get("format") == 1 and d.get("kind") == MODEL_KIND:
+            raise ModelFormatError(
+                f"{where}: format 1 predates truncated band comparisons (format {MODEL_FORMAT_VERSION}); "
+                "rebuild the model from its source (retrain, re-import the skops file, or rerun "
+                "scripts/train_german_model.py for the shipped model) and save it again"
+            )
+        _check_format(d, MODEL_KIND, where, MODEL_FORMAT_VERSION)
         spec_d = d["spec"]
         if not isinstance(spec_d, Mapping):
             raise ModelFormatError(f"{where}: 'spec' must be an object")
@@ -920,8 +997,8 @@ class LinearModel:
             f"  link {self.link}, bands on {self.policy.output}",
             f"  features {len(self.spec.features)} ({n_num} numeric), "
             f"encoded columns {self.spec.encoded_width}",
-            f"  score scale 2^{enc.score_frac_bits}, max error {enc.max_abs_error:.3g} "
-            f"(precision {self.precision:g}), comparison bits {enc.comparison_bits}",
+            f"  score scale 2^{enc.score_frac_bits}, truncated by {enc.truncate_bits} bits, max error "
+            f"{enc.max_abs_error:.3g} (precision {self.precision:g}), comparison bits {enc.comparison_bits}",
         ]
         labels = self.policy.labels
         cut = [fmt_real(c) for c in self.policy.cutoffs]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,16 @@ import gmpy2
 from phe import paillier as _phe
 
 from blindscore._files import read_json, write_json
+from blindscore._pool import RandomnessPool
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
 MIN_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
 FORMAT_VERSION = 1
 _FP_DOMAIN = b"blindscore/paillier/public-key/v1"
+# Precomputed hs^r values kept per key: 2048 of them are 1 MiB at 2048 bits.
+POOL_CAPACITY = 2048
+_TABLE_LOCK = threading.Lock()
 
 
 class FixedBaseTable:
@@ -90,6 +95,7 @@ class PublicKey:
         self.r_bits = self.bits // 2
         self.max_plaintext = self.n // 2  # signed plaintexts live in (-n/2, n/2]
         self._table: FixedBaseTable | None = None
+        self._pool: RandomnessPool | None = None
         self._fingerprint = hashlib.sha256(
             _FP_DOMAIN + _int_bytes(self.n) + b"|" + _int_bytes(self.hs)
         ).hexdigest()
@@ -147,11 +153,33 @@ class PublicKey:
         return cls(n, hs)
 
     # encryption ---------------------------------------------------------------------------
-    def _obfuscator(self, exponent: int | None = None) -> Any:
-        """hs^r for a fresh random r of n_bits/2 bits (or the given r, for fixed test vectors)."""
+    def _base_table(self) -> FixedBaseTable:
         if self._table is None:
-            self._table = FixedBaseTable(self.hs, self.nsquare, self.r_bits)
-        return self._table.pow(secrets.randbits(self.r_bits) if exponent is None else exponent)
+            with _TABLE_LOCK:
+                if self._table is None:
+                    self._table = FixedBaseTable(self.hs, self.nsquare, self.r_bits)
+        return self._table
+
+    def _fresh_obfuscator(self) -> Any:
+        return self._base_table().pow(secrets.randbits(self.r_bits))
+
+    def _obfuscator(self, exponent: int | None = None) -> Any:
+        """hs^r for a fresh random r of n_bits/2 bits (or the given r, for fixed test vectors).
+
+        Fresh values come from a pool that a background thread keeps filled, so encryption and
+        re-randomisation on the request path cost one multiplication.
+        """
+        if exponent is not None:
+            return self._base_table().pow(exponent)
+        if self._pool is None:
+            self._pool = RandomnessPool(self._fresh_obfuscator, POOL_CAPACITY)
+        return self._pool.take()
+
+    def warm(self, count: int | None = None) -> None:
+        """Precompute randomness for ``count`` encryptions now (default: the pool's capacity)."""
+        if self._pool is None:
+            self._pool = RandomnessPool(self._fresh_obfuscator, POOL_CAPACITY)
+        self._pool.warm(count)
 
     def plaintext(self, m: int) -> Any:
         """Map a signed integer into Z_n, refusing values without headroom."""
@@ -197,24 +225,22 @@ class PublicKey:
     def dot(self, ciphertexts: Sequence[Any], weights: Sequence[int]) -> Any:
         """[sum_i w_i m_i] from [m_i] and signed integer weights.
 
-        Positive and negative weights are gathered into two products so that only one modular
-        inversion is paid, and gmpy2's powmod does the exponentiations.
+        Simultaneous multi-exponentiation (Straus' trick, hand-written: neither phe nor gmpy2
+        has one): all terms share one chain of squarings, so k terms of b-bit weights cost about
+        b squarings and k*b/2 multiplications instead of k separate powmods (k*1.5b). Negative
+        weights are gathered in a second product and cost a single inversion at the end.
         """
         if len(ciphertexts) != len(weights):
             raise InvalidInputError(
                 f"dot product of {len(ciphertexts)} ciphertexts with {len(weights)} weights"
             )
-        pos = gmpy2.mpz(1)
-        neg = gmpy2.mpz(1)
+        pos = [(c, w) for c, w in zip(ciphertexts, weights, strict=True) if w > 0]
+        neg = [(c, -w) for c, w in zip(ciphertexts, weights, strict=True) if w < 0]
         ns = self.nsquare
-        for c, w in zip(ciphertexts, weights, strict=True):
-            if w > 0:
-                pos = pos * gmpy2.powmod(c, w, ns) % ns
-            elif w < 0:
-                neg = neg * gmpy2.powmod(c, -w, ns) % ns
-        if neg == 1:
-            return pos
-        return pos * gmpy2.invert(neg, ns) % ns
+        result = _multi_exp(pos, ns)
+        if neg:
+            result = result * gmpy2.invert(_multi_exp(neg, ns), ns) % ns
+        return result
 
     # wire ---------------------------------------------------------------------------------
     def validate(self, c: int) -> Any:
@@ -254,6 +280,16 @@ class SecretKey:
     def decrypt(self, c: Any) -> int:
         """Decrypt to the plaintext in [0, n)."""
         return int(self._sk.raw_decrypt(int(c)))
+
+    def decrypt_small(self, c: Any) -> int:
+        """Decrypt a plaintext known to lie in [0, p): half of CRT decryption, the p-part only.
+
+        The comparison protocol's masked values and band indices are a few hundred bits at most,
+        far below the 1024-bit prime p, so m mod p is m itself.
+        """
+        sk = self._sk
+        mp = sk.l_function(gmpy2.powmod(int(c), sk.p - 1, sk.psquare), sk.p) * sk.hp % sk.p
+        return int(mp)
 
     def decrypt_signed(self, c: Any) -> int:
         """Decrypt to the signed plaintext in (-n/2, n/2]."""
@@ -352,6 +388,20 @@ def load_or_generate_keypair(directory: Path, bits: int = 2048) -> tuple[KeyPair
     kp = generate_keypair(bits)
     save_keypair(directory, kp)
     return kp, True
+
+
+def _multi_exp(terms: Sequence[tuple[Any, int]], modulus: Any) -> Any:
+    """prod c^e mod m for non-negative e, sharing the squarings (Straus, window of one bit)."""
+    if not terms:
+        return gmpy2.mpz(1)
+    top = max(e.bit_length() for _, e in terms)
+    acc = gmpy2.mpz(1)
+    for bit in range(top - 1, -1, -1):
+        acc = acc * acc % modulus
+        for c, e in terms:
+            if (e >> bit) & 1:
+                acc = acc * c % modulus
+    return acc
 
 
 def _int_bytes(x: Any, width: int | None = None) -> bytes:

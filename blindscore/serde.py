@@ -133,35 +133,35 @@ def masked_request_to_proto(
         key_id=key.key_id,
         count=req.count,
         bits=req.bits,
-        slot_bits=req.slot_bits,
-        ciphertexts=key.pack(req.ciphertexts),
+        truncate_bits=req.truncate_bits,
+        width_bits=req.width_bits,
+        ciphertext=key.pack([req.ciphertext]),
     )
 
 
 def masked_request_from_proto(msg: pb.MaskedRequest, key: PublicKey) -> comparison.MaskedRequest:
     _check_shape(msg.count, msg.bits)
+    (ciphertext,) = key.unpack(msg.ciphertext, 1)
     return comparison.MaskedRequest(
-        ciphertexts=tuple(key.unpack(msg.ciphertexts)),
+        ciphertext=ciphertext,
         count=msg.count,
         bits=msg.bits,
-        slot_bits=msg.slot_bits,
+        truncate_bits=msg.truncate_bits,
+        width_bits=msg.width_bits,
     )
 
 
 def bits_response_to_proto(
     resp: comparison.BitsResponse, key: PublicKey, dgk: DGKPublicKey
 ) -> pb.BitsResponse:
-    flat = [c for group in resp.bit_ciphertexts for c in group]
-    return pb.BitsResponse(bit_ciphertexts=dgk.pack(flat), high_sum=key.pack([resp.high_sum]))
+    return pb.BitsResponse(bit_ciphertexts=dgk.pack(resp.bit_ciphertexts), high=key.pack([resp.high]))
 
 
 def bits_response_from_proto(
-    msg: pb.BitsResponse, key: PublicKey, dgk: DGKPublicKey, count: int, bits: int
+    msg: pb.BitsResponse, key: PublicKey, dgk: DGKPublicKey, bits: int
 ) -> comparison.BitsResponse:
-    flat = dgk.unpack(msg.bit_ciphertexts, count * bits)
-    (high_sum,) = key.unpack(msg.high_sum, 1)
-    groups = tuple(tuple(flat[k * bits : (k + 1) * bits]) for k in range(count))
-    return comparison.BitsResponse(bit_ciphertexts=groups, high_sum=high_sum)
+    (high,) = key.unpack(msg.high, 1)
+    return comparison.BitsResponse(bit_ciphertexts=tuple(dgk.unpack(msg.bit_ciphertexts, bits)), high=high)
 
 
 def blinded_request_to_proto(

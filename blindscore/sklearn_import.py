@@ -10,7 +10,8 @@ Declared ranges. Each input becomes a :class:`NumericFeature`. Without ``feature
 feature is declared to lie in [-1e6, 1e6] (:data:`DEFAULT_RANGE`). Its fractional bits f are
 shared by every feature given no explicit encoding: the smallest f for which the feature
 rounding error, ``sum_i |w_i| 2^-(f+1)``, is at most half of ``precision``; the other half goes
-to rounding the weights, which fixes the score scale S. Because f grows with log2(sum |w_i|),
+to rounding the weights (which fixes the score scale S) and to truncating the score for the band
+comparison (see :class:`~blindscore.model.LinearModel`). Because f grows with log2(sum |w_i|),
 the public spec reveals that one coarse number about the weights; pass ``frac_bits`` (or
 NumericFeature entries in ``feature_ranges``) to fix it independently of them. Wide ranges and a
 fine precision cost comparison bits: narrow ranges that fit the data make comparisons cheaper.

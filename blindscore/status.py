@@ -60,6 +60,8 @@ def grpc_errors(method: F) -> F:
             code, message = status_of(exc)
             context.abort(code, message)
         except Exception:
+            if getattr(context, "code", lambda: None)() is not None:
+                raise  # context.abort() already chose the status (e.g. require_role)
             log.exception("unexpected error in %s", method.__qualname__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; see the node's log")
 

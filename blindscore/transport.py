@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import cast
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from blindscore.errors import InvalidInputError
+from blindscore.certs import (
+    Identity,
+    check_role,
+    check_secret_file,
+    load_identity,
+    node_files,
+    role_peer_name,
+    verify_node_cert,
+)
+from blindscore.errors import InvalidInputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +37,171 @@ _OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+# Keys of the per-call auth context that gRPC fills in from the TLS handshake.
+_SECURITY_TYPE = "transport_security_type"
+_PEM_CERT = "x509_pem_cert"
+
 
 @dataclass(frozen=True)
 class TransportSecurity:
-    """How a node protects its links. Only plaintext loopback exists so far; mTLS plugs in here.
+    """How a node protects its links: plaintext (the default) or mutual TLS under one local CA.
 
-    Every server and channel is built from this one object, so turning on mutual TLS means
-    filling in server_credentials()/channel_credentials() and nothing else.
+    Every server and channel is built from this one object. With mutual TLS a server accepts
+    only clients whose certificate the CA signed (require_client_auth), and a channel presents
+    the node's own certificate and checks the server's against the CA and the target host.
+    Build one with :meth:`mutual_tls` or :meth:`from_pki`; the fields are not meant to be set
+    by hand. The private key is kept out of ``repr`` and refuses to be pickled.
+
+    Server name check: gRPC compares the server certificate with the host in the channel target,
+    and does so for IP literals against the IP SANs (``127.0.0.1:port`` checks ``IP:127.0.0.1``,
+    ``[::1]:port`` checks ``IP:::1``), so no override is needed to reach a node on loopback. But
+    every node of a local PKI carries the same host SANs, so the host check proves only "some
+    node of our PKI". :meth:`expecting` pins the role (and party) the server must hold instead:
+    it sets ``grpc.ssl_target_name_override`` to a name only such certificates carry (see
+    ``blindscore.certs``). The override changes the name checked and sent as SNI/authority,
+    never the address dialled, and the certificate chain is still verified against the CA.
     """
 
     insecure: bool = True
+    ca_pem: bytes | None = field(default=None, repr=False)
+    cert_pem: bytes | None = field(default=None, repr=False)
+    key_pem: bytes | None = field(default=None, repr=False, compare=False)
+    identity: Identity | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        material = (self.ca_pem, self.cert_pem, self.key_pem, self.identity)
+        if self.insecure and any(m is not None for m in (*material, self.server_name)):
+            raise InvalidInputError("a plaintext TransportSecurity cannot carry TLS material")
+        if not self.insecure and any(m is None for m in material):
+            raise InvalidInputError(
+                "mutual TLS needs a CA, a certificate and a key: use TransportSecurity.from_pki()"
+            )
+
+    @classmethod
+    def mutual_tls(
+        cls, ca_file: Path | str, cert_file: Path | str, key_file: Path | str
+    ) -> TransportSecurity:
+        """Mutual TLS with this node's certificate and key, trusting only the CA in ``ca_file``.
+
+        Checked here rather than at the first handshake: the key file must be owner-only
+        (PreconditionError), the certificate must be a current node certificate signed by the CA
+        and the key must belong to it (InvalidInputError).
+        """
+        key_path = Path(key_file)
+        try:
+            ca_pem, cert_pem = Path(ca_file).read_bytes(), Path(cert_file).read_bytes()
+            check_secret_file(key_path)
+            key_pem = key_path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{exc.filename}: TLS file not found") from None
+        identity = verify_node_cert(cert_pem, ca_pem)
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{key_path}: not an unencrypted PEM private key ({exc})") from None
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        if key.public_key() != cert.public_key():
+            raise InvalidInputError(f"{key_path} is not the private key of {cert_file}")
+        return cls(insecure=False, ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, identity=identity)
+
+    @classmethod
+    def from_pki(cls, directory: Path | str, party_id: str) -> TransportSecurity:
+        """Mutual TLS as node ``party_id`` of the PKI in ``directory`` (made by certs.init_pki)."""
+        files = node_files(directory, party_id)
+        return cls.mutual_tls(files.ca, files.cert, files.key)
+
+    def expecting(self, role: str, party_id: str | None = None) -> TransportSecurity:
+        """The same credentials, but channels accept only a server of ``role`` (and ``party_id``).
+
+        Plaintext cannot check anyone, so on an insecure object this returns it unchanged.
+        """
+        name = role_peer_name(role) if party_id is None else Identity(role, party_id).peer_name
+        return self if self.insecure else replace(self, server_name=name)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
-        return None
+        if self.insecure:
+            return None
+        assert self.key_pem is not None and self.cert_pem is not None
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)], root_certificates=self.ca_pem, require_client_auth=True
+        )
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        return None
+        if self.insecure:
+            return None
+        return grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        """gRPC channel options: the message limits, plus the pinned server name if any."""
+        if self.server_name is None:
+            return list(_OPTIONS)
+        return [*_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
+
+    def __getstate__(self) -> object:
+        if self.key_pem is not None:
+            raise TypeError("TransportSecurity holds a private key and cannot be pickled")
+        return self.__dict__
 
 
 INSECURE = TransportSecurity(insecure=True)
+
+
+def peer_identity(context: grpc.ServicerContext) -> Identity | None:
+    """The role and party id of the client on this call, from its verified TLS certificate.
+
+    None when the call carries no client certificate (a plaintext server) or one that names no
+    blindscore identity. The certificate is trusted as gRPC hands it over: servers made by
+    :func:`create_server` with mutual TLS verify it against the CA during the handshake and
+    refuse the connection otherwise, so only use this with such servers.
+    """
+    pems = _auth_context(context).get(_PEM_CERT)
+    if not pems:
+        return None
+    try:
+        return load_identity(pems[0])
+    except InvalidInputError as exc:
+        log.warning("client %s: certificate names no blindscore identity (%s)", context.peer(), exc)
+        return None
+
+
+def require_role(context: grpc.ServicerContext, *roles: str) -> Identity | None:
+    """Let the call go on only if the client holds one of ``roles``; return its identity.
+
+    Meant to open every servicer method, unconditionally:
+
+    * plaintext connection (a server built with INSECURE, which logged a warning at start):
+      nothing can be checked, so this is a no-op and returns None;
+    * TLS connection without a usable client certificate: aborts with UNAUTHENTICATED;
+    * client certificate of another role: aborts with PERMISSION_DENIED.
+
+    The plaintext exemption is decided per call from the transport gRPC reports for the
+    connection, not from configuration, and only for the exact ``insecure`` transport type: a
+    connection over anything else (TLS, ALTS, local credentials) without a blindscore client
+    certificate is refused. A port opened with TLS never carries a plaintext call, so a mutual
+    TLS node cannot be talked into skipping the check.
+    """
+    if not roles:
+        raise InvalidInputError("require_role needs at least one role")
+    for role in roles:
+        check_role(role)
+    if _auth_context(context).get(_SECURITY_TYPE) == [b"insecure"]:
+        return None
+    identity = peer_identity(context)
+    if identity is None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate from the node CA is required")
+    if identity.role not in roles:
+        log.warning("refused %s from %s: needs role %s", identity, context.peer(), " or ".join(roles))
+        context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{identity.role} {identity.party_id!r} may not call this method (allowed: {', '.join(roles)})",
+        )
+    return identity
+
+
+def _auth_context(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]]:
+    # grpc-stubs types the values as bytes; gRPC returns a list of bytes per property.
+    return cast("Mapping[str, Sequence[bytes]]", context.auth_context())
 
 
 def create_server(
@@ -69,6 +229,10 @@ def create_server(
     if port == 0:
         raise InvalidInputError(f"cannot listen on {address!r}: address in use or invalid")
     server.start()
+    if creds is None:
+        log.warning("plaintext transport: only for local development (server on %s)", address)
+    else:
+        log.info("mutual TLS as %s on %s", security.identity, address)
     return server, port
 
 
@@ -78,7 +242,7 @@ def open_channel(address: str, *, security: TransportSecurity = INSECURE) -> grp
         raise InvalidInputError(f"node address {address!r} must look like host:port")
     creds = security.channel_credentials()
     if creds is not None:
-        return grpc.secure_channel(address, creds, options=_OPTIONS)
+        return grpc.secure_channel(address, creds, options=security.channel_options())
     return grpc.insecure_channel(address, options=_OPTIONS)
 
 

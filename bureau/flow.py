@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ScoreTimings:
-    evaluate_ms: float
-    compare_ms: float
-    deliver_ms: float
+class ScoreReport:
+    """Milliseconds per stage (the bureau's own and, as it measured them, the bank's) and bytes."""
+
+    stage_ms: dict[str, float]
+    wire_bytes: int
 
 
 class Bureau:
@@ -55,8 +56,8 @@ class Bureau:
         return self.models.get(model_id).spec.to_dict()
 
     def score(
-        self, app: EncryptedApplication, link_for: Callable[[str, PublicKey, DGKPublicKey], BankLink]
-    ) -> ScoreTimings:
+        self, app: EncryptedApplication, link_for: Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
+    ) -> ScoreReport:
         """Score ``app`` under the bank's key, run the band protocol, hand the bank [band]."""
         bank = self.banks.get(app.bank_id)
         pk, dgk = bank.key(app.key_id)
@@ -66,16 +67,24 @@ class Bureau:
             raise InvalidInputError(
                 f"model {app.model_id!r} takes {width} encrypted features, got {len(app.ciphertexts)}"
             )
+        link = link_for(bank.bank_id, bank.address, pk, dgk)
+        stages: dict[str, float] = {}
         t0 = time.perf_counter()
         score = pk.add_plain(pk.dot(app.ciphertexts, model.encoded_weights), model.encoded_intercept)
-        diffs = [pk.add_plain(score, -c) for c in model.encoded_cutoffs]
         t1 = time.perf_counter()
-        link = link_for(bank.address, pk, dgk)
-        protocol = BandComparison(pk, dgk, diffs, model.comparison_bits)
-        bits = link.compare_masked(app.application_id, protocol.masked_request())
-        final = link.compare_blinded(app.application_id, protocol.blinded_request(bits))
-        band = protocol.band_ciphertext(final)
+        protocol = BandComparison(
+            pk, dgk, score, model.encoded_cutoffs, *model.encoded_score_bounds, model.truncate_bits
+        )
+        masked = protocol.masked_request()
         t2 = time.perf_counter()
+        bits = link.compare_masked(app.application_id, masked)
+        t3 = time.perf_counter()
+        blinded = protocol.blinded_request(bits)
+        t4 = time.perf_counter()
+        final = link.compare_blinded(app.application_id, blinded)
+        t5 = time.perf_counter()
+        band = protocol.band_ciphertext(final)
+        t6 = time.perf_counter()
         link.deliver_band(
             BandDelivery(
                 application_id=app.application_id,
@@ -85,5 +94,9 @@ class Bureau:
                 band_ciphertext=band,
             )
         )
-        t3 = time.perf_counter()
-        return ScoreTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        stages["bureau.evaluate"] = (t1 - t0) * 1e3
+        stages["bureau.round1"] = (t2 - t1) * 1e3
+        stages["bureau.round2"] = (t4 - t3) * 1e3
+        stages["bureau.finish"] = (t6 - t5) * 1e3
+        stages.update(link.stage_ms)
+        return ScoreReport(stages, link.wire_bytes)

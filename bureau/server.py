@@ -10,7 +10,7 @@ import grpc
 
 from blindscore import serde
 from blindscore.status import grpc_errors
-from blindscore.transport import INSECURE, TransportSecurity, create_server
+from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from bureau.bank_link import BankChannels
@@ -40,6 +40,7 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def GetBankKey(self, request: pb.GetBankKeyRequest, context: grpc.ServicerContext) -> pb.BankKey:
+        require_role(context, "platform")
         key = self.bureau.bank_key(request.bank_id, request.key_id)
         return pb.BankKey(
             bank_id=request.bank_id, key_id=key.key_id, paillier_public_key=serde.paillier_key_to_json(key)
@@ -47,6 +48,7 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
+        require_role(context, "platform")
         spec = self.bureau.model_spec(request.model_id)
         return pb.ModelSpec(model_id=request.model_id, feature_spec=json.dumps(spec, sort_keys=True))
 
@@ -54,11 +56,21 @@ class BureauServicer(pb_grpc.BureauServicer):
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
     ) -> pb.SubmitReceipt:
+        identity = require_role(context, "platform")
+        if identity is not None and identity.party_id != request.platform_id:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"platform {identity.party_id!r} may not submit as platform {request.platform_id!r}",
+            )
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         app = serde.encrypted_application_from_proto(request, key)
-        timings = self.bureau.score(app, self.channels.link)
-        log.debug("scored %s: %s", app.application_id, timings)
-        return pb.SubmitReceipt(application_id=app.application_id, accepted=True)
+        report = self.bureau.score(app, self.channels.link)
+        return pb.SubmitReceipt(
+            application_id=app.application_id,
+            accepted=True,
+            stage_ms=report.stage_ms,
+            wire_bytes=report.wire_bytes,
+        )
 
 
 def start_bureau_server(

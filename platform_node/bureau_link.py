@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -18,12 +20,20 @@ from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 RPC_TIMEOUT_S = 60.0
 
 
+@dataclass(frozen=True)
+class SubmitResult:
+    """What the bureau's receipt and the call itself cost, for monitoring."""
+
+    stage_ms: dict[str, float]
+    wire_bytes: int
+
+
 class BureauLink(Protocol):
     def model_spec(self, model_id: str) -> dict[str, Any]: ...
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
-    def submit(self, app: EncryptedApplication, key: PublicKey) -> None: ...
+    def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult: ...
 
 
 class GrpcBureauLink:
@@ -47,6 +57,12 @@ class GrpcBureauLink:
         resp = call("bureau", self._stub.GetBankKey, req, timeout=10)
         return serde.paillier_key_from_json(resp.paillier_public_key)
 
-    def submit(self, app: EncryptedApplication, key: PublicKey) -> None:
+    def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult:
         msg = serde.encrypted_application_to_proto(app, key)
-        call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
+        t0 = time.perf_counter()
+        resp = call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        stages = dict(resp.stage_ms)
+        bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))
+        stages["transport.platform.submit"] = max(0.0, elapsed - bureau_total)
+        return SubmitResult(stages, msg.ByteSize() + resp.ByteSize() + resp.wire_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from blindscore.application import Application, EncryptedApplication, check_id
 from blindscore.errors import CryptoError
@@ -21,6 +21,8 @@ class Receipt:
     application_id: str
     encrypt_ms: float
     total_ms: float
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    wire_bytes: int = 0
 
 
 class PlatformNode:
@@ -65,7 +67,7 @@ class PlatformNode:
         encoded = spec.encode_row(app.features)
         ciphertexts = tuple(key.encrypt(v) for v in encoded)
         t1 = time.perf_counter()
-        self.bureau.submit(
+        result = self.bureau.submit(
             EncryptedApplication(
                 application_id=app.application_id,
                 platform_id=self.platform_id,
@@ -78,4 +80,5 @@ class PlatformNode:
             key,
         )
         t2 = time.perf_counter()
-        return Receipt(app.application_id, (t1 - t0) * 1e3, (t2 - t0) * 1e3)
+        stages = {"platform.encrypt": (t1 - t0) * 1e3, **result.stage_ms}
+        return Receipt(app.application_id, (t1 - t0) * 1e3, (t2 - t0) * 1e3, stages, result.wire_bytes)

@@ -14,7 +14,7 @@ import grpc
 from blindscore import serde
 from blindscore.errors import BlindscoreError
 from blindscore.status import grpc_errors, status_of
-from blindscore.transport import INSECURE, TransportSecurity, create_server
+from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from platform_node.flow import PlatformNode
@@ -38,16 +38,20 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             accepted=True,
             encrypt_ms=receipt.encrypt_ms,
             total_ms=receipt.total_ms,
+            stage_ms=receipt.stage_ms,
+            wire_bytes=receipt.wire_bytes,
         )
 
     @grpc_errors
     def ScoreApplication(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreReceipt:
+        require_role(context, "platform")
         return self._score(request)
 
     def ScoreApplications(
         self, request_iterator: Iterator[pb.ScoreRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ScoreReceipt]:
         """Score a stream concurrently; a failed application yields a receipt carrying its status."""
+        require_role(context, "platform")
         done: queue.Queue[pb.ScoreReceipt | None] = queue.Queue()
         window = threading.Semaphore(STREAM_CONCURRENCY * 2)
 

@@ -1,9 +1,10 @@
-"""Band protocol: correct bands below, at and above every cutoff, packing, refusal of bad messages."""
+"""Band protocol: parameters, correct bands around every cutoff and at the bounds, messages, refusals."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import gmpy2
 import pytest
@@ -19,26 +20,57 @@ from blindscore.comparison import (
     MaskedRequest,
     answer_blinded,
     answer_masked,
+    comparison_bits,
     run_band_protocol,
+    truncated_band,
 )
 from blindscore.dgk import DGKKeyPair, DGKPublicKey
 from blindscore.errors import InvalidInputError, PreconditionError
-from blindscore.paillier import KeyPair, PublicKey, generate_keypair
+from blindscore.paillier import KeyPair, PublicKey
+
+CUTOFFS = [300, 500, 650, 800]
+LO, HI = -1000, 5000
 
 
-def band_of(kp: KeyPair, dk: DGKKeyPair, diffs: Sequence[int], bits: int, kappa: int = 40) -> int:
-    cts = [kp.public_key.encrypt(d) for d in diffs]
-    return kp.secret_key.decrypt(run_band_protocol(kp, dk, cts, bits, kappa))
+def band_of(
+    kp: KeyPair,
+    dk: DGKKeyPair,
+    score: int,
+    cutoffs: Sequence[int],
+    lo: int,
+    hi: int,
+    truncate: int,
+    kappa: int = 40,
+) -> int:
+    ct = kp.public_key.encrypt(score)
+    return kp.secret_key.decrypt(run_band_protocol(kp, dk, ct, cutoffs, lo, hi, truncate, kappa))
 
 
-def expected_band(score: int, cutoffs: Sequence[int]) -> int:
+def exact_band(score: int, cutoffs: Sequence[int]) -> int:
     return sum(score >= c for c in cutoffs)
 
 
+def possible_bands(score: int, cutoffs: Sequence[int], lo: int, hi: int, truncate: int) -> set[int]:
+    """What the protocol may yield: the carry is 0, or 1 when 2^T does not divide score - lo."""
+    carries = (0, 1) if (score - lo) % 2**truncate else (0,)
+    return {truncated_band(score, cutoffs, lo, hi, truncate, e) for e in carries}
+
+
+def replaced(message: Any, **changes: Any) -> Any:
+    """dataclasses.replace without type checks: the refusal tests need ill-typed fields."""
+    return dataclasses.replace(message, **changes)
+
+
+def far_from_cutoffs(score: int, cutoffs: Sequence[int], truncate: int) -> bool:
+    return all(abs(score - c) >= 2**truncate for c in cutoffs)
+
+
 def run_rounds(
-    kp: KeyPair, dk: DGKKeyPair, diffs: Sequence[int], bits: int
+    kp: KeyPair, dk: DGKKeyPair, score: int, cutoffs: Sequence[int], lo: int, hi: int, truncate: int
 ) -> tuple[BandComparison, MaskedRequest, BitsResponse, BlindedRequest, FinalResponse]:
-    bureau = BandComparison(kp.public_key, dk.public_key, [kp.public_key.encrypt(d) for d in diffs], bits)
+    bureau = BandComparison(
+        kp.public_key, dk.public_key, kp.public_key.encrypt(score), cutoffs, lo, hi, truncate
+    )
     masked = bureau.masked_request()
     bits_resp = answer_masked(kp, dk.public_key, masked)
     blinded = bureau.blinded_request(bits_resp)
@@ -46,86 +78,206 @@ def run_rounds(
     return bureau, masked, bits_resp, blinded, final
 
 
-# ---------------------------------------------------------------- correctness
+# ---------------------------------------------------------------- parameters (plain arithmetic)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 16, 48])
-def test_single_cutoff_edges(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, bits: int) -> None:
-    top = 2**bits - 1
-    ds = sorted(d for d in {-top, -2, -1, 0, 1, 2, top} if abs(d) <= top)
-    got = [band_of(paillier_keypair, dgk_keypair, [d], bits) for d in ds]
-    assert got == [int(d >= 0) for d in ds]
+def test_plan_by_hand() -> None:
+    # W = 6000, T = 4: sigma in [0, H] with H = ceil(6000 / 16) = 375; gamma_k = ceil((c + 1000) / 16).
+    plan = comparison._plan(LO, HI, CUTOFFS, 4)
+    assert plan.thresholds == (82, 94, 104, 113)  # 1300/16 = 81.25 -> 82, 1500/16 = 93.75 -> 94, ...
+    assert plan.bits == (375 - 82).bit_length() == 9
+    assert plan.offset == 2 ** (9 + 4) + 1000
+    assert comparison_bits(LO, HI, CUTOFFS, 4) == 9
+    # Without truncation: |s - c| reaches 5000 + 1000 - 1300 = 4700 < 2^13.
+    assert comparison_bits(LO, HI, CUTOFFS, 0) == 13
+    # Every 4 bits of truncation take about 4 bits off l.
+    assert [comparison_bits(0, 2**40, [2**39], t) for t in (0, 4, 8, 20, 39, 40, 41)] == [
+        40,
+        36,
+        32,
+        20,
+        1,
+        1,
+        1,
+    ]
+
+
+def test_cutoffs_outside_the_range_do_not_inflate_l() -> None:
+    # A cutoff below s_min is reached by every score, one above s_max by none: clamped to 0 and H + 1.
+    plan = comparison._plan(0, 1000, [-(10**30), 500, 10**30], 0)
+    assert plan.thresholds == (0, 500, 1001)
+    assert plan.bits == comparison_bits(0, 1000, [0], 0) == 10
+    assert [truncated_band(s, [-(10**30), 500, 10**30], 0, 1000, 0) for s in (0, 499, 500, 1000)] == [
+        1,
+        1,
+        2,
+        2,
+    ]
+
+
+def test_l_above_256_refused() -> None:
+    with pytest.raises(InvalidInputError, match="need l = 257 comparison bits; at most 256"):
+        comparison_bits(0, 2**257 - 1, [0], 0)
+    with pytest.raises(InvalidInputError, match="l = 257"):  # T = 1: ceil((2^257 - 1) / 2) = 2^256
+        comparison_bits(0, 2**257 - 1, [0], 1)
+    assert comparison_bits(0, 2**257 - 1, [0], 2) == 256
+    assert comparison_bits(-(2**255), 2**255, [0], 0) == 256  # a centred cutoff needs half the range
+
+
+@settings(max_examples=300)
+@given(
+    lo=st.integers(-(2**40), 2**40),
+    width=st.integers(0, 2**24),
+    cut=st.lists(st.integers(-(2**25), 2**25), min_size=1, max_size=8),
+    truncate=st.integers(0, 12),
+    at=st.floats(0, 1),
+)
+def test_truncated_band_is_exact_beyond_one_step(
+    lo: int, width: int, cut: list[int], truncate: int, at: float
+) -> None:
+    """The rounding argument of the module docstring, checked over random parameters."""
+    hi = lo + width
+    cutoffs = [lo + c for c in cut]
+    score = lo + round(at * width)
+    bands = possible_bands(score, cutoffs, lo, hi, truncate)
+    exact = exact_band(score, cutoffs)
+    if truncate == 0 or far_from_cutoffs(score, cutoffs, truncate):
+        assert bands == {exact}
+    assert all(abs(b - exact) <= sum(abs(score - c) < 2**truncate for c in cutoffs) for b in bands)
+    l_bits = comparison_bits(lo, hi, cutoffs, truncate)
+    plan = comparison._plan(lo, hi, cutoffs, truncate)
+    top = -(-width // 2**truncate)
+    assert all(abs(sigma - g) < 2**l_bits for g in plan.thresholds for sigma in (0, top))
+    assert l_bits == 1 or any(max(g, top - g) >= 2 ** (l_bits - 1) for g in plan.thresholds)
+
+
+def test_truncated_band_refusals() -> None:
+    with pytest.raises(InvalidInputError, match=r"score = 5001 outside -1000\.\.5000"):
+        truncated_band(5001, CUTOFFS, LO, HI, 0)
+    with pytest.raises(InvalidInputError, match=r"carry = 2 outside 0\.\.1"):
+        truncated_band(0, CUTOFFS, LO, HI, 2, 2)
+
+
+# ---------------------------------------------------------------- correctness of the protocol
+
+
+def test_every_cutoff_without_truncation(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    scores = sorted({c + e for c in CUTOFFS for e in (-1, 0, 1)} | {LO, 299, 801, HI})
+    got = [band_of(paillier_keypair, dgk_keypair, s, CUTOFFS, LO, HI, 0) for s in scores]
+    assert got == [exact_band(s, CUTOFFS) for s in scores]
+    assert got[:4] == [0, 0, 1, 1]  # -1000, 299, 300, 301: s == c_k counts as at-or-above
+
+
+def test_every_cutoff_with_truncation(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    """T = 4: exact one step (16) or more from a cutoff; within a step, one of the two carries."""
+    far = sorted({c + e for c in CUTOFFS for e in (-17, -16, 16, 17)} | {LO, HI})
+    got = [band_of(paillier_keypair, dgk_keypair, s, CUTOFFS, LO, HI, 4) for s in far]
+    assert got == [exact_band(s, CUTOFFS) for s in far]
+    near = [c + e for c in CUTOFFS for e in (-15, -1, 0, 15)]
+    for s in near:
+        assert band_of(paillier_keypair, dgk_keypair, s, CUTOFFS, LO, HI, 4) in possible_bands(
+            s, CUTOFFS, LO, HI, 4
+        )
+
+
+@pytest.mark.parametrize("truncate", [0, 3])
+def test_scores_at_the_bounds(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, truncate: int) -> None:
+    cutoffs = [LO, LO + 8, HI - 8, HI]
+    assert band_of(paillier_keypair, dgk_keypair, LO, cutoffs, LO, HI, truncate) == 1
+    assert band_of(paillier_keypair, dgk_keypair, HI, cutoffs, LO, HI, truncate) == 4
+    assert band_of(paillier_keypair, dgk_keypair, HI, [HI + 1], LO, HI, truncate) == 0
+    assert band_of(paillier_keypair, dgk_keypair, LO, [LO - 1], LO, HI, truncate) == 1
+    assert band_of(paillier_keypair, dgk_keypair, 7, [7], 7, 7, truncate) == 1  # a one-point range
+
+
+def test_cutoffs_outside_the_score_range(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    cutoffs = [-(10**40), LO - 1, 500, HI + 1, 10**40]
+    for s, want in ((LO, 2), (495, 2), (500, 3), (HI, 3)):  # T = 2: 495 is a step below 500
+        assert band_of(paillier_keypair, dgk_keypair, s, cutoffs, LO, HI, 2) == want
+
+
+@pytest.mark.parametrize("count", [1, 4, 8])
+@pytest.mark.parametrize("truncate", [0, 5])
+def test_one_four_and_eight_cutoffs(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, count: int, truncate: int
+) -> None:
+    lo, hi = -(2**30), 2**30
+    cutoffs = [lo + (k + 1) * (hi - lo) // (count + 1) for k in range(count)]
+    for s in (lo, cutoffs[0] - 2**truncate, cutoffs[-1] + 2**truncate, hi):
+        assert band_of(paillier_keypair, dgk_keypair, s, cutoffs, lo, hi, truncate) == exact_band(s, cutoffs)
 
 
 @pytest.mark.parametrize("sign", [1, -1])
-@pytest.mark.parametrize("d", [-(2**20 - 1), -1, 0, 1, 2**20 - 1, 0b1010_1010_1010_1010_1010])
+@pytest.mark.parametrize("score", [-(2**20) + 1, -1, 0, 1, 2**20 - 1, 0b1010_1010_1010_1010_1010])
 def test_both_sign_branches(
-    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, monkeypatch: pytest.MonkeyPatch, sign: int, d: int
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, monkeypatch: pytest.MonkeyPatch, sign: int, score: int
 ) -> None:
     """Fix the random sign to exercise each branch of Veugen's comparison deterministically."""
     monkeypatch.setattr(comparison, "_random_sign", lambda: sign)
-    assert band_of(paillier_keypair, dgk_keypair, [d, -d], 20) == int(d >= 0) + int(-d >= 0)
+    cutoffs = [-1, 0, 1, score]
+    got = band_of(paillier_keypair, dgk_keypair, score, cutoffs, -(2**20), 2**20, 0)
+    assert got == exact_band(score, cutoffs)
 
 
-def test_four_cutoffs_around_each_cutoff(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    cutoffs = [300, 500, 650, 800]
-    scores = sorted({c + e for c in cutoffs for e in (-1, 0, 1)} | {0, 299, 801, 4000})
-    got = [band_of(paillier_keypair, dgk_keypair, [s - c for c in cutoffs], 12) for s in scores]
-    assert got == [expected_band(s, cutoffs) for s in scores]
-    assert got[:4] == [0, 0, 1, 1]  # 0, 299, 300, 301: s == c_k counts as at-or-above
-
-
-def test_eight_cutoffs_with_extremes(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    bits = 32
-    top = 2**bits - 1
-    diffs = [-top, top, -1, 0, 1, -(2**31), 2**31, 12345]
-    assert band_of(paillier_keypair, dgk_keypair, diffs, bits) == 5
-    assert band_of(paillier_keypair, dgk_keypair, [-top] * 8, bits) == 0
-    assert band_of(paillier_keypair, dgk_keypair, [top] * 8, bits) == 8
-    assert band_of(paillier_keypair, dgk_keypair, [0] * 8, bits) == 8
+@pytest.mark.parametrize(("mask_low", "carry"), [(0, 0), (15, 1)])
+def test_the_carry_comes_from_the_low_bits_of_the_mask(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, mask_low: int, carry: int
+) -> None:
+    """s just below a cutoff, s - s_min = 16 m + 9: R mod 16 = 0 gives carry 0, R mod 16 = 15 gives 1."""
+    kp, dk = paillier_keypair, dgk_keypair
+    lo, hi, score, cutoffs = 0, 4095, 16 * 100 + 9, [16 * 101]
+    bureau = BandComparison(kp.public_key, dk.public_key, kp.public_key.encrypt(score), cutoffs, lo, hi, 4)
+    bureau._mask = (bureau._mask & ~15) | mask_low
+    final = answer_blinded(
+        kp.public_key,
+        dk.secret_key,
+        bureau.blinded_request(answer_masked(kp, dk.public_key, bureau.masked_request())),
+    )
+    band = kp.secret_key.decrypt(bureau.band_ciphertext(final))
+    assert band == truncated_band(score, cutoffs, lo, hi, 4, carry) == carry
 
 
 def test_maximum_bit_length(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    top = 2**256 - 1
-    bureau, masked, bits_resp, blinded, final = run_rounds(paillier_keypair, dgk_keypair, [-top, top, 0], 256)
-    assert masked.slot_bits == 298 and len(masked.ciphertexts) == 1
-    assert [len(g) for g in bits_resp.bit_ciphertexts] == [256] * 3
-    assert [len(g) for g in blinded.groups] == [257] * 3
-    assert paillier_keypair.secret_key.decrypt(bureau.band_ciphertext(final)) == 2
-
-
-def test_many_cutoffs_split_over_ciphertexts(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    # slot = 48 + 2 + 40 = 90 bits, so a 2048-bit plaintext holds (2048 - 2) // 90 = 22 values.
-    diffs = [(-1) ** k * (k * 1_000_003 + k % 2) for k in range(30)]
-    bureau, masked, bits_resp, _, final = run_rounds(paillier_keypair, dgk_keypair, diffs, 48)
-    assert (masked.count, masked.bits, masked.slot_bits, len(masked.ciphertexts)) == (30, 48, 90, 2)
-    assert len(bits_resp.bit_ciphertexts) == 30 and len(final.deltas) == 30
-    assert paillier_keypair.secret_key.decrypt(bureau.band_ciphertext(final)) == sum(d >= 0 for d in diffs)
-
-
-def test_packing_on_a_small_key(dgk_keypair: DGKKeyPair) -> None:
-    kp = generate_keypair(512, allow_insecure_for_tests=True)
-    diffs = [5, -5, 0, -1, 2**47, -(2**47), 7, 9]
-    # (512 - 2) // 90 = 5 values per ciphertext: 8 cutoffs need 2 ciphertexts.
-    assert comparison.ciphertext_count(8, kp.public_key.bits, 90) == 2
-    assert band_of(kp, dgk_keypair, diffs, 48) == 5
+    lo, hi = 0, 2**256 - 1
+    bureau, masked, bits_resp, blinded, final = run_rounds(
+        paillier_keypair, dgk_keypair, 2**255, [0, 2**255 + 1], lo, hi, 0
+    )
+    assert masked.bits == bureau.bits == 256
+    assert len(bits_resp.bit_ciphertexts) == 256
+    assert [len(g) for g in blinded.groups] == [257, 257]
+    assert paillier_keypair.secret_key.decrypt(bureau.band_ciphertext(final)) == 1
 
 
 @pytest.mark.parametrize("kappa", [40, 64, 128])
 def test_kappa_values(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, kappa: int) -> None:
-    assert band_of(paillier_keypair, dgk_keypair, [3, -3, 0], 16, kappa) == 2
+    # s - s_min = 104 is even, so T = 1 has no carry and the score may sit on a cutoff.
+    assert band_of(paillier_keypair, dgk_keypair, 3, [-3, 3, 4], -101, 100, 1, kappa) == 2
 
 
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(
-    score=st.integers(0, 2**19 - 1),
-    cutoffs=st.lists(st.integers(0, 2**19 - 1), min_size=1, max_size=8),
+    lo=st.integers(-(2**45), 2**45),
+    width=st.integers(0, 2**40),
+    cut=st.lists(st.integers(-(2**38), 2**41), min_size=1, max_size=6),
+    truncate=st.sampled_from([0, 1, 7, 20]),
+    at=st.floats(0, 1),
 )
-def test_random_scores_and_cutoffs(
-    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score: int, cutoffs: list[int]
+def test_random_scores_match_the_plaintext_decision(
+    paillier_keypair: KeyPair,
+    dgk_keypair: DGKKeyPair,
+    lo: int,
+    width: int,
+    cut: list[int],
+    truncate: int,
+    at: float,
 ) -> None:
-    diffs = [score - c for c in cutoffs]
-    assert band_of(paillier_keypair, dgk_keypair, diffs, 20) == expected_band(score, cutoffs)
+    hi = lo + width
+    cutoffs = [lo + c for c in cut]
+    score = lo + round(at * width)
+    band = band_of(paillier_keypair, dgk_keypair, score, cutoffs, lo, hi, truncate)
+    assert band in possible_bands(score, cutoffs, lo, hi, truncate)
+    if far_from_cutoffs(score, cutoffs, truncate):
+        assert band == exact_band(score, cutoffs)
 
 
 # ---------------------------------------------------------------- messages
@@ -134,43 +286,72 @@ def test_random_scores_and_cutoffs(
 def test_messages_are_plain_integers_of_the_documented_shape(
     paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
-    bureau, masked, bits_resp, blinded, final = run_rounds(paillier_keypair, dgk_keypair, [1, -1, 0, 7], 48)
+    bureau, masked, bits_resp, blinded, final = run_rounds(
+        paillier_keypair, dgk_keypair, 1234, CUTOFFS, LO, HI, 4
+    )
+    assert (masked.count, masked.bits, masked.truncate_bits) == (4, 9, 4) == (4, bureau.bits, 4)
+    assert (
+        masked.width_bits
+        == bureau.width_bits
+        == ((2**13 + 1000 + 5000) + 2 ** (13 + 1 + 40) - 1).bit_length()
+    )
     flat = [
-        *masked.ciphertexts,
-        bits_resp.high_sum,
-        *(c for g in bits_resp.bit_ciphertexts for c in g),
+        masked.ciphertext,
+        bits_resp.high,
+        *bits_resp.bit_ciphertexts,
         *(c for g in blinded.groups for c in g),
         *final.deltas,
     ]
     assert all(type(c) is int for c in flat)
-    assert len(masked.ciphertexts) == 1
-    assert [len(g) for g in bits_resp.bit_ciphertexts] == [48] * 4
-    assert [len(g) for g in blinded.groups] == [49] * 4
+    assert len(bits_resp.bit_ciphertexts) == 9
+    assert [len(g) for g in blinded.groups] == [10] * 4
     assert len(final.deltas) == 4
     band = bureau.band_ciphertext(final)
-    assert type(band) is int and paillier_keypair.secret_key.decrypt(band) == 3
+    assert type(band) is int and paillier_keypair.secret_key.decrypt(band) == 4
+
+
+def test_message_sizes_for_four_cutoffs(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    """The byte count documented in the module docstring: 1280 l + 4608 for K = 4 at 2048 bits."""
+    pw, dw = paillier_keypair.public_key.ciphertext_bytes, dgk_keypair.public_key.ciphertext_bytes
+    assert (pw, dw) == (512, 256)
+    bureau, _, bits_resp, blinded, final = run_rounds(paillier_keypair, dgk_keypair, 1234, CUTOFFS, LO, HI, 0)
+    l_bits = bureau.bits
+    total = (
+        pw  # [z]
+        + dw * len(bits_resp.bit_ciphertexts)
+        + pw  # [z_h]
+        + dw * sum(len(g) for g in blinded.groups)
+        + pw * len(final.deltas)
+        + pw  # [band]
+    )
+    assert total == 1280 * l_bits + 4608
+    assert 1280 * 27 + 4608 == 39_168  # the German model (l = 27)
 
 
 def test_what_the_bank_decrypts(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    """Each group holds at most one zero, and the bank's delta bits say nothing on their own."""
-    diffs = [1, -1, 0, 2**40]
-    _, masked, _, blinded, final = run_rounds(paillier_keypair, dgk_keypair, diffs, 48)
+    """One masked z per application; each group at most one zero; the delta bits match the groups."""
+    score = 777
+    bureau, masked, bits_resp, blinded, final = run_rounds(
+        paillier_keypair, dgk_keypair, score, CUTOFFS, LO, HI, 4
+    )
+    plan = comparison._plan(LO, HI, CUTOFFS, 4)
+    z = paillier_keypair.secret_key.decrypt(masked.ciphertext)
+    assert z == score + plan.offset + bureau._mask
+    assert z < 2**masked.width_bits and bureau._mask.bit_length() <= (HI - LO).bit_length() + 1 + 40
     sk = dgk_keypair.secret_key
+    beta = (z >> 4) % 2**9
+    assert [sk.decrypt(c) for c in bits_resp.bit_ciphertexts] == [(beta >> i) & 1 for i in range(9)]
+    assert paillier_keypair.secret_key.decrypt(bits_resp.high) == z >> (4 + 9)
     for group, delta in zip(blinded.groups, final.deltas, strict=True):
         zeros = sum(sk.is_zero(c) for c in group)
         assert zeros <= 1
         assert zeros == paillier_keypair.secret_key.decrypt(delta)
-    # The packed plaintext holds z_k = d_k + 2^48 + r_k in 90-bit slots, never d_k itself.
-    v = paillier_keypair.secret_key.decrypt(masked.ciphertexts[0])
-    zs = [(v >> (90 * k)) & (2**90 - 1) for k in range(4)]
-    assert all(z >= d + 2**48 for z, d in zip(zs, diffs, strict=True))
-    assert v < 2 ** (4 * 90)
 
 
 def test_band_ciphertext_is_rerandomised(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    cts = [paillier_keypair.public_key.encrypt(d) for d in (4, -4)]
-    a = run_band_protocol(paillier_keypair, dgk_keypair, cts, 8)
-    b = run_band_protocol(paillier_keypair, dgk_keypair, cts, 8)
+    ct = paillier_keypair.public_key.encrypt(4)
+    a = run_band_protocol(paillier_keypair, dgk_keypair, ct, [0, 5], -8, 8, 0)
+    b = run_band_protocol(paillier_keypair, dgk_keypair, ct, [0, 5], -8, 8, 0)
     assert a != b
     assert paillier_keypair.secret_key.decrypt(a) == paillier_keypair.secret_key.decrypt(b) == 1
 
@@ -179,85 +360,97 @@ def test_band_ciphertext_is_rerandomised(paillier_keypair: KeyPair, dgk_keypair:
 
 
 @pytest.fixture(scope="module")
-def diff_cts(paillier_keypair: KeyPair) -> list[int]:
-    return [int(paillier_keypair.public_key.encrypt(d)) for d in (3, -3, 0)]
+def score_ct(paillier_keypair: KeyPair) -> int:
+    return int(paillier_keypair.public_key.encrypt(123))
 
 
 @pytest.mark.parametrize("kappa", [39, 20, 0])
 def test_weak_kappa_refused(
-    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, diff_cts: list[int], kappa: int
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score_ct: int, kappa: int
 ) -> None:
     with pytest.raises(InvalidInputError, match=f"kappa = {kappa} is refused"):
-        BandComparison(paillier_keypair.public_key, dgk_keypair.public_key, diff_cts, 16, kappa)
+        BandComparison(
+            paillier_keypair.public_key, dgk_keypair.public_key, score_ct, CUTOFFS, LO, HI, 0, kappa
+        )
 
 
 def test_weak_kappa_needs_the_test_only_flag(
-    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, diff_cts: list[int]
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score_ct: int
 ) -> None:
     bc = BandComparison(
-        paillier_keypair.public_key, dgk_keypair.public_key, diff_cts, 16, 0, _allow_weak_mask_for_tests=True
+        paillier_keypair.public_key,
+        dgk_keypair.public_key,
+        score_ct,
+        [0],
+        0,
+        2**16 - 1,
+        0,
+        0,
+        _allow_weak_mask_for_tests=True,
     )
-    assert bc.masked_request().slot_bits == 18
+    assert bc.bits == 16 and bc.width_bits == 18  # 2^16 offset + 2^16 range + a 17-bit mask
 
 
 @pytest.mark.parametrize(
-    ("bits", "kappa", "message"),
+    ("args", "message"),
     [
-        (0, 40, r"bits = 0 outside 1\.\.256"),
-        (257, 40, r"bits = 257 outside 1\.\.256"),
-        (True, 40, "bits must be an integer"),
-        (16, 129, r"kappa = 129 outside 40\.\.128"),
-        (16, 40.0, "kappa must be an integer"),
+        ((CUTOFFS, LO, HI, 0, 129), r"kappa = 129 outside 40\.\.128"),
+        ((CUTOFFS, LO, HI, 0, 40.0), "kappa must be an integer"),
+        ((CUTOFFS, LO, HI, -1), r"truncate_bits = -1 outside 0\.\.1024"),
+        ((CUTOFFS, LO, HI, 1025), r"truncate_bits = 1025 outside 0\.\.1024"),
+        ((CUTOFFS, LO, HI, True), "truncate_bits must be an integer"),
+        ((CUTOFFS, HI, LO, 0), "score bounds 5000 > -1000"),
+        ((CUTOFFS, 0.5, HI, 0), "score bounds must be integers"),
+        (([], LO, HI, 0), r"number of cutoffs 0 outside 1\.\.64"),
+        (([1] * 65, LO, HI, 0), r"number of cutoffs 65 outside 1\.\.64"),
+        (([1, 2.0], LO, HI, 0), r"cutoffs\[1\] must be an integer"),
+        (("12", LO, HI, 0), "cutoffs must be a sequence"),
+        (([0], 0, 2**257 - 1, 0), "need l = 257 comparison bits"),
     ],
 )
 def test_bad_parameters_refused(
-    paillier_keypair: KeyPair,
-    dgk_keypair: DGKKeyPair,
-    diff_cts: list[int],
-    bits: int,
-    kappa: int,
-    message: str,
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score_ct: int, args: tuple[object, ...], message: str
 ) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        BandComparison(paillier_keypair.public_key, dgk_keypair.public_key, diff_cts, bits, kappa)
+        BandComparison(paillier_keypair.public_key, dgk_keypair.public_key, score_ct, *args)  # type: ignore[arg-type]
 
 
-def test_bad_diffs_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, diff_cts: list[int]) -> None:
+def test_bad_score_ciphertext_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
     pk, dgk = paillier_keypair.public_key, dgk_keypair.public_key
-    with pytest.raises(InvalidInputError, match=r"number of cutoffs 0 outside 1\.\.64"):
-        BandComparison(pk, dgk, [], 16)
-    with pytest.raises(InvalidInputError, match=r"number of cutoffs 65 outside 1\.\.64"):
-        BandComparison(pk, dgk, diff_cts[:1] * 65, 16)
     for bad in (0, int(pk.nsquare), int(pk.n), "123"):
-        with pytest.raises(InvalidInputError, match=r"diffs\[1\]"):
-            BandComparison(pk, dgk, [diff_cts[0], bad, diff_cts[2]], 16)
+        with pytest.raises(InvalidInputError, match="score_ciphertext"):
+            BandComparison(pk, dgk, bad, CUTOFFS, LO, HI, 0)
 
 
-def test_bit_length_beyond_headroom_refused(dgk_keypair: DGKKeyPair) -> None:
+def test_width_beyond_headroom_refused(dgk_keypair: DGKKeyPair) -> None:
     p, q = gmpy2.next_prime(3 * 2**126), gmpy2.next_prime(3 * 2**126 + 2**100)
-    tiny = PublicKey(p * q, 4, _min_bits=0)  # a 256-bit toy key: room for slots up to 254 bits
+    tiny = PublicKey(p * q, 4, _min_bits=0)  # a 256-bit toy key: z may have up to 254 bits
     assert tiny.bits == 256
-    with pytest.raises(InvalidInputError, match="does not fit below n/4"):
-        BandComparison(tiny, dgk_keypair.public_key, [2], 213)  # slot = 213 + 2 + 40 = 255
-    assert BandComparison(tiny, dgk_keypair.public_key, [2], 212).slot_bits == 254
+    ct = tiny.encrypt(1)
+    # Range 2^200 - 1, cutoff 0: l = 200, offset 2^200, mask 200 + 1 + 40 bits: z < 2^242.
+    assert BandComparison(tiny, dgk_keypair.public_key, ct, [0], 0, 2**200 - 1, 0).width_bits == 242
+    # 2^212 - 1: l = 212, mask 253 bits, z < 2^254: still fits; 2^213 - 1 needs 255 bits.
+    assert BandComparison(tiny, dgk_keypair.public_key, ct, [0], 0, 2**212 - 1, 0).width_bits == 254
+    with pytest.raises(InvalidInputError, match=r"255-bit masked score .* does not fit below n/4"):
+        BandComparison(tiny, dgk_keypair.public_key, ct, [0], 0, 2**213 - 1, 0)
 
 
 def test_bit_length_beyond_dgk_plaintext_space_refused(
-    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score_ct: int
 ) -> None:
     dk = dgk_keypair.public_key
     small_u = DGKPublicKey(dk.n, dk.g, dk.h, 101, dk.t)  # values up to 3 (l + 1) + 2 must stay below u
-    ct = [paillier_keypair.public_key.encrypt(1)]
+    pk = paillier_keypair.public_key
     with pytest.raises(InvalidInputError, match="too long for DGK plaintext space u = 101"):
-        BandComparison(paillier_keypair.public_key, small_u, ct, 32)
-    assert BandComparison(paillier_keypair.public_key, small_u, ct, 31).bits == 31
+        BandComparison(pk, small_u, score_ct, [0], 0, 2**32 - 1, 0)
+    assert BandComparison(pk, small_u, score_ct, [0], 0, 2**31 - 1, 0).bits == 31
 
 
 def test_rounds_must_run_once_in_order(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
     kp, dk = paillier_keypair, dgk_keypair
-    bureau = BandComparison(kp.public_key, dk.public_key, [kp.public_key.encrypt(1)], 8)
+    bureau = BandComparison(kp.public_key, dk.public_key, kp.public_key.encrypt(1), [0], -8, 8, 0)
     with pytest.raises(PreconditionError, match="blinded_request"):
-        bureau.blinded_request(BitsResponse(bit_ciphertexts=((1,) * 8,), high_sum=1))
+        bureau.blinded_request(BitsResponse(bit_ciphertexts=(1,) * bureau.bits, high=1))
     masked = bureau.masked_request()
     with pytest.raises(PreconditionError, match="masked_request"):
         bureau.masked_request()
@@ -277,7 +470,8 @@ def round_one(
     paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> tuple[BandComparison, MaskedRequest, BitsResponse]:
     kp, dk = paillier_keypair, dgk_keypair
-    bureau = BandComparison(kp.public_key, dk.public_key, [kp.public_key.encrypt(d) for d in (2, -2)], 8)
+    bureau = BandComparison(kp.public_key, dk.public_key, kp.public_key.encrypt(2), [0, 9], -100, 155, 0)
+    assert bureau.bits == 8
     masked = bureau.masked_request()
     return bureau, masked, answer_masked(kp, dk.public_key, masked)
 
@@ -286,20 +480,19 @@ def test_bad_bits_response_refused(
     round_one: tuple[BandComparison, MaskedRequest, BitsResponse], dgk_keypair: DGKKeyPair
 ) -> None:
     bureau, _, resp = round_one
-    groups = resp.bit_ciphertexts
+    cts = resp.bit_ciphertexts
     n = int(dgk_keypair.public_key.n)
     p = int(dgk_keypair.secret_key._export()["p"], 16)
     bad_cases = [
-        (dataclasses.replace(resp, bit_ciphertexts=groups[:1]), "expected 2 groups, got 1"),
-        (dataclasses.replace(resp, bit_ciphertexts=(groups[0], groups[1][:7])), r"\[1\]: expected 8 DGK"),
-        (dataclasses.replace(resp, bit_ciphertexts=(groups[0], (*groups[1][:7], 0))), "not a unit modulo n"),
-        (dataclasses.replace(resp, bit_ciphertexts=(groups[0], (*groups[1][:7], n))), "not a unit modulo n"),
-        (
-            dataclasses.replace(resp, bit_ciphertexts=(groups[0], (*groups[1][:7], 5 * p))),
-            "not a unit modulo n",
-        ),
-        (dataclasses.replace(resp, bit_ciphertexts=b"\x00" * 16), "must be a sequence"),  # type: ignore[arg-type]
-        (dataclasses.replace(resp, high_sum=0), "high_sum: ciphertext is not a unit"),
+        (replaced(resp, bit_ciphertexts=cts[:7]), "expected 8 DGK ciphertexts, got 7"),
+        (replaced(resp, bit_ciphertexts=(*cts, cts[0])), "expected 8 DGK ciphertexts, got 9"),
+        (replaced(resp, bit_ciphertexts=(*cts[:7], 0)), "ciphertext 7 is not a unit modulo n"),
+        (replaced(resp, bit_ciphertexts=(n, *cts[1:])), "ciphertext 0 is not a unit modulo n"),
+        (replaced(resp, bit_ciphertexts=(*cts[:3], 5 * p, *cts[4:])), "ciphertext 3 is not a unit"),
+        (replaced(resp, bit_ciphertexts=(*cts[:7], "1")), "ciphertext 7 must be an integer"),
+        (replaced(resp, bit_ciphertexts=b"\x00" * 16), "must be a sequence"),
+        (replaced(resp, high=0), "high: ciphertext is not a unit"),
+        (replaced(resp, high=1.5), "high must be an integer ciphertext"),
     ]
     for bad, message in bad_cases:
         with pytest.raises(InvalidInputError, match=message):
@@ -340,23 +533,24 @@ def test_bad_masked_request_refused(
     _, masked, _ = round_one
     kp, dk = paillier_keypair, dgk_keypair.public_key
     n = int(kp.public_key.n)
+    assert (masked.bits, masked.truncate_bits) == (8, 0)
     for bad, message in [
-        (dataclasses.replace(masked, count=0), r"count = 0 outside 1\.\.64"),
-        (dataclasses.replace(masked, count=65), r"count = 65 outside 1\.\.64"),
-        (dataclasses.replace(masked, bits=0), r"bits = 0 outside"),
-        (dataclasses.replace(masked, bits=257), r"bits = 257 outside"),
-        (dataclasses.replace(masked, slot_bits=9), r"slot_bits = 9 outside 10\.\.138"),
-        (dataclasses.replace(masked, slot_bits=139), r"slot_bits = 139 outside 10\.\.138"),
-        (dataclasses.replace(masked, slot_bits="50"), "slot_bits must be an integer"),  # type: ignore[arg-type]
-        (dataclasses.replace(masked, ciphertexts=()), "expected 1 Paillier ciphertexts, got 0"),
-        (
-            dataclasses.replace(masked, ciphertexts=masked.ciphertexts * 2),
-            "expected 1 Paillier ciphertexts, got 2",
-        ),
-        (dataclasses.replace(masked, ciphertexts=(0,)), "not a unit modulo n"),
-        (dataclasses.replace(masked, ciphertexts=(n,)), "not a unit modulo n"),
-        (dataclasses.replace(masked, ciphertexts=(n * n + 1,)), "not a unit modulo n"),
-        (dataclasses.replace(masked, ciphertexts=(b"\x01",)), "must be an integer ciphertext"),  # type: ignore[arg-type]
+        (replaced(masked, count=0), r"count = 0 outside 1\.\.64"),
+        (replaced(masked, count=65), r"count = 65 outside 1\.\.64"),
+        (replaced(masked, count=2.0), "count must be an integer"),
+        (replaced(masked, bits=0), r"bits = 0 outside 1\.\.256"),
+        (replaced(masked, bits=257), r"bits = 257 outside 1\.\.256"),
+        (replaced(masked, truncate_bits=-1), r"truncate_bits = -1 outside 0\.\.1024"),
+        (replaced(masked, truncate_bits="0"), "truncate_bits must be an integer"),
+        (replaced(masked, width_bits=8), r"width_bits = 8 outside 9\.\.2046"),
+        (replaced(masked, width_bits=2047), r"width_bits = 2047 outside 9\.\.2046"),
+        (replaced(masked, truncate_bits=40, width_bits=48), r"width_bits = 48 outside 49\.\.2046"),
+        (replaced(masked, width_bits=None), "width_bits must be an integer"),
+        (replaced(masked, ciphertext=0), "ciphertext: ciphertext is not a unit modulo n"),
+        (replaced(masked, ciphertext=n), "ciphertext: ciphertext is not a unit modulo n"),
+        (replaced(masked, ciphertext=n * n + 1), "ciphertext: ciphertext is not a unit modulo n"),
+        (replaced(masked, ciphertext=b"\x01"), "ciphertext must be an integer ciphertext"),
+        (replaced(masked, ciphertext=(masked.ciphertext,)), "must be an integer ciphertext"),
     ]:
         with pytest.raises(InvalidInputError, match=message):
             answer_masked(kp, dk, bad)
@@ -364,23 +558,28 @@ def test_bad_masked_request_refused(
         answer_masked(kp, dk, BlindedRequest(groups=()))  # type: ignore[arg-type]
 
 
-def test_masked_request_beyond_headroom_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    """30 values of 90 bits need two 2048-bit plaintexts; one ciphertext claiming all 30 is refused."""
+def test_z_wider_than_declared_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
     pk = paillier_keypair.public_key
-    req = MaskedRequest(ciphertexts=(int(pk.encrypt(1)),), count=30, bits=48, slot_bits=90)
-    with pytest.raises(InvalidInputError, match="expected 2 Paillier ciphertexts, got 1"):
-        answer_masked(paillier_keypair, dgk_keypair.public_key, req)
+    dk = dgk_keypair.public_key
+    for z in (2**60, 2**61 - 1, -1):
+        req = MaskedRequest(ciphertext=int(pk.encrypt(z)), count=1, bits=16, truncate_bits=4, width_bits=60)
+        with pytest.raises(InvalidInputError, match="wider than width_bits = 60"):
+            answer_masked(paillier_keypair, dk, req)
+    ok = MaskedRequest(
+        ciphertext=int(pk.encrypt(2**60 - 1)), count=1, bits=16, truncate_bits=4, width_bits=60
+    )
+    assert len(answer_masked(paillier_keypair, dk, ok).bit_ciphertexts) == 16
 
 
-def test_broken_promise_detected_by_the_bank(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
-    """A difference far below -2^l makes z_k negative, which wraps modulo n: the bank refuses it."""
+@pytest.mark.parametrize("score", [5000 + 2**80, -1000 - 2**2000])
+def test_broken_score_bound_detected_by_the_bank(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score: int
+) -> None:
+    """A score far outside its declared bounds gives a z above width_bits (or wrapped mod n): refused."""
     pk = paillier_keypair.public_key
-    bureau = BandComparison(pk, dgk_keypair.public_key, [pk.encrypt(1), pk.encrypt(-(2**100))], 48)
-    with pytest.raises(InvalidInputError, match=r"ciphertexts\[0\] holds more than 2 x 90 bits"):
+    bureau = BandComparison(pk, dgk_keypair.public_key, pk.encrypt(score), CUTOFFS, LO, HI, 0)
+    with pytest.raises(InvalidInputError, match="wider than width_bits"):
         answer_masked(paillier_keypair, dgk_keypair.public_key, bureau.masked_request())
-    too_wide = MaskedRequest(ciphertexts=(int(pk.encrypt(2**180)),), count=2, bits=48, slot_bits=90)
-    with pytest.raises(InvalidInputError, match="holds more than 2 x 90 bits"):
-        answer_masked(paillier_keypair, dgk_keypair.public_key, too_wide)
 
 
 def test_bad_blinded_request_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
@@ -393,8 +592,8 @@ def test_bad_blinded_request_refused(paillier_keypair: KeyPair, dgk_keypair: DGK
         (((ok,),), r"group size = 1 outside 2\.\.257"),
         (((ok,) * 258,), r"group size = 258 outside 2\.\.257"),
         (((ok, ok, ok), (ok, ok)), r"groups\[1\]: expected 3 DGK ciphertexts, got 2"),
-        (((ok, ok), (ok, 0)), r"groups\[1\]: DGK ciphertext is not a unit"),
-        (((ok, n), (ok, ok)), r"groups\[0\]: DGK ciphertext is not a unit"),
+        (((ok, ok), (ok, 0)), r"groups\[1\]: DGK ciphertext 1 is not a unit"),
+        (((ok, n), (ok, ok)), r"groups\[0\]: DGK ciphertext 1 is not a unit"),
         (((ok, 1.5),), "must be an integer"),
         ("abc", "must be a sequence"),
     ]:
@@ -428,9 +627,9 @@ def test_every_outgoing_paillier_ciphertext_is_rerandomised(
 
     monkeypatch.setattr(PublicKey, "rerandomize", spy)
     monkeypatch.setattr(comparison, "_rerandomize_smudged", spy_smudge)
-    bureau = BandComparison(pk, dk.public_key, [pk.encrypt(d) for d in (9, -9, 0)], 8)
+    bureau = BandComparison(pk, dk.public_key, pk.encrypt(8), [-9, 0, 10], -20, 20, 1)
     masked = bureau.masked_request()
-    assert [out for _, out in seen] == list(masked.ciphertexts)
+    assert [out for _, out in seen] == [masked.ciphertext]
     final = answer_blinded(
         pk, dk.secret_key, bureau.blinded_request(answer_masked(kp, dk.public_key, masked))
     )
@@ -440,9 +639,45 @@ def test_every_outgoing_paillier_ciphertext_is_rerandomised(
     assert before != after and kp.secret_key.decrypt(before) == kp.secret_key.decrypt(after) == 2
 
 
+def test_every_outgoing_dgk_value_is_blinded_and_rerandomised(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kp, dk = paillier_keypair, dgk_keypair
+    outputs: list[int] = []
+    plain = DGKPublicKey.rerandomize
+
+    def spy(self: DGKPublicKey, c: int) -> int:
+        out = plain(self, c)
+        outputs.append(int(out))
+        return out
+
+    bureau = BandComparison(kp.public_key, dk.public_key, kp.public_key.encrypt(3), [0, 5, 9], -16, 15, 0)
+    resp = answer_masked(kp, dk.public_key, bureau.masked_request())
+    monkeypatch.setattr(DGKPublicKey, "rerandomize", spy)
+    blinded = bureau.blinded_request(resp)
+    assert sorted(outputs) == sorted(c for g in blinded.groups for c in g)
+    assert len(set(outputs)) == 3 * (bureau.bits + 1)
+    assert not set(outputs) & set(resp.bit_ciphertexts)
+
+
 def test_smudged_rerandomisation_keeps_the_plaintext(paillier_keypair: KeyPair) -> None:
     pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
     c = pk.encrypt(-17)
     outs = {int(comparison._rerandomize_smudged(pk, c, 4)) for _ in range(5)}
     assert len(outs) == 5 and int(c) not in outs
     assert {sk.decrypt_signed(o) for o in outs} == {-17}
+
+
+def test_random_units_and_shuffle_are_uniform_in_shape() -> None:
+    units = comparison._random_units(2000, 65537)
+    assert all(1 <= x <= 65536 for x in units) and len(set(units)) > 1900
+    odd = comparison._random_units(2000, 101)  # u - 1 not a power of two: the reduction path
+    assert set(odd) <= set(range(1, 101)) and len(set(odd)) == 100
+    values = list(range(10))
+    seen = set()
+    for _ in range(200):
+        shuffled = list(values)
+        comparison._shuffle(shuffled)
+        assert sorted(shuffled) == values
+        seen.add(tuple(shuffled))
+    assert len(seen) > 190

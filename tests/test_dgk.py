@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import pickle
+import select
+import signal
 import stat
+import threading
+import time
 from pathlib import Path
 
 import gmpy2
 import pytest
 
+from blindscore._pool import RandomnessPool
 from blindscore.dgk import (
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
@@ -255,6 +261,177 @@ def test_public_key_pickles_without_tables(dgk_keypair: DGKKeyPair) -> None:
     data = pickle.dumps(pk)
     assert len(data) < 2000
     assert pickle.loads(data) == pk
+
+
+def test_validate_many(dgk_keypair: DGKKeyPair) -> None:
+    pk = dgk_keypair.public_key
+    p = int(dgk_keypair.secret_key._export()["p"], 16)
+    good = [pk.encrypt(m) for m in (0, 1, 2)]
+    assert pk.validate_many(good) == good
+    assert pk.validate_many([int(c) for c in good]) == good
+    assert pk.validate_many([]) == []
+    for bad, message in [
+        ([*good, 0], "ciphertext 3 is not a unit"),
+        ([good[0], int(pk.n), good[1]], "ciphertext 1 is not a unit"),
+        ([good[0], good[1], 7 * p], "ciphertext 2 is not a unit"),  # in range, but shares p with n
+        ([good[0], -1], "ciphertext 1 is not a unit"),
+        ([good[0], "5"], "ciphertext 1 must be an integer"),
+        ([1.0], "ciphertext 0 must be an integer"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            pk.validate_many(bad)
+
+
+# ---------------------------------------------------------------- precomputed randomness
+
+
+@pytest.fixture(scope="module")
+def small_key() -> DGKKeyPair:
+    """A fresh 256-bit key (t = 16): its pool is its own and a value costs microseconds."""
+    return generate_dgk_keypair(256, t_bits=16, allow_insecure_for_tests=True)
+
+
+def test_pooled_values_are_fresh_powers_of_h(dgk_keypair: DGKKeyPair) -> None:
+    pk, sk = dgk_keypair.public_key, dgk_keypair.secret_key
+    pk.warm(64)
+    assert pk.pooled_randomness >= 64
+    exported = sk._export()
+    order = int(exported["vp"], 16) * int(exported["vq"], 16)
+    values = [pk._fresh_h() for _ in range(16)]
+    assert len({int(v) for v in values}) == 16
+    assert all(pow(int(v), order, int(pk.n)) == 1 and sk.is_zero(v) for v in values)  # in <h>
+    # Every recipe that draws from the pool still decrypts to its plaintext.
+    assert [sk.decrypt(pk.encrypt_bit(b)) for b in (0, 1, 1, 0)] == [0, 1, 1, 0]
+    assert [sk.decrypt(pk.encrypt(m)) for m in (5, -5, 0)] == [5, 65537 - 5, 0]
+    c = pk.encrypt(77)
+    assert sk.decrypt(pk.rerandomize(c)) == 77 and pk.rerandomize(c) != c
+
+
+def test_encryption_consumes_the_pool_in_order(small_key: DGKKeyPair) -> None:
+    pk, sk = small_key.public_key, small_key.secret_key
+    assert pk.pooled_randomness == 0  # nothing is computed before first use
+    pk.warm(10)
+    assert pk.pooled_randomness == 10
+    queued = list(pk._rand().pool._values)
+    cts = [pk.encrypt_bit(1) for _ in range(10)]
+    # The first ten draws are exactly the precomputed values (the thread appends behind them).
+    assert [int(c * gmpy2.invert(pk.g, pk.n) % pk.n) for c in cts] == [int(v) for v in queued]
+    assert [sk.decrypt(c) for c in cts] == [1] * 10
+
+
+def test_pool_refills_when_idle_and_holds_off_when_busy() -> None:
+    made = itertools.count()
+    makers: set[str] = set()
+
+    def make() -> int:
+        makers.add(threading.current_thread().name)
+        return next(made)
+
+    pool = RandomnessPool(make, 50, name="dgk-randomness")
+    assert len(pool) == 0
+    assert pool.take() == 0 and makers == {threading.current_thread().name}  # dry: computed inline
+    deadline = time.monotonic() + 30  # other threads' work (e.g. Paillier pools) comes first
+    while len(pool) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)  # idle: the daemon thread fills the pool
+    assert len(pool) == 50 and "dgk-randomness" in makers
+    time.sleep(0.2)
+    assert len(pool) == 50  # bounded
+    taken = [pool.take() for _ in range(50)]
+    assert taken == sorted(taken) and len(set(taken)) == 50
+    # While this thread keeps a core busy, the filler waits for idle time instead of competing.
+    before = len(pool)
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        pass
+    assert len(pool) - before <= 2
+    pool.warm(20)
+    assert len(pool) >= 20
+
+
+def test_pool_is_safe_under_concurrent_use() -> None:
+    """Many threads drawing while the filler runs: every value is handed out exactly once."""
+    lock = threading.Lock()
+    made = itertools.count()
+
+    def make() -> int:
+        with lock:
+            return next(made)
+
+    pool = RandomnessPool(make, 200, name="dgk-randomness")
+    pool.warm(100)
+    results: list[list[int]] = [[] for _ in range(8)]
+
+    def worker(out: list[int]) -> None:
+        for i in range(300):
+            out.append(pool.take())
+            if i % 50 == 0:
+                time.sleep(0.002)  # idle moments let the filler in
+
+    threads = [threading.Thread(target=worker, args=(out,)) for out in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [v for out in results for v in out]
+    assert len(taken) == 2400 and len(set(taken)) == 2400
+
+
+def test_concurrent_encryptions_decrypt_and_never_share_randomness(small_key: DGKKeyPair) -> None:
+    pk, sk = small_key.public_key, small_key.secret_key
+    pk.warm(200)
+    results: list[list[tuple[int, int]]] = [[] for _ in range(6)]
+
+    def worker(k: int) -> None:
+        for i in range(100):
+            b = (i + k) % 2
+            results[k].append((b, int(pk.encrypt_bit(b))))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pairs = [pair for out in results for pair in out]
+    assert len(pairs) == 600 and len({c for _, c in pairs}) == 600
+    assert all(sk.decrypt(c) == b for b, c in pairs)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pool_restarts_its_thread_in_a_forked_child(small_key: DGKKeyPair) -> None:
+    pk, sk = small_key.public_key, small_key.secret_key
+    pk.encrypt_bit(1)  # starts the filling thread in this process
+    assert pk._rand().pool._thread is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the thread did not survive, a draw restarts it
+        ok = pk._rand().pool._thread is None and sk.decrypt(pk.encrypt_bit(1)) == 1
+        thread = pk._rand().pool._thread
+        ok = ok and thread is not None and thread.is_alive()
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 20)
+    answer = os.read(read, 1) if ready else b""
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert answer == b"1"
+
+
+def test_randomness_is_shared_by_copies_of_a_key_and_never_pickled(small_key: DGKKeyPair) -> None:
+    pk = small_key.public_key
+    pk.warm(30)
+    again = DGKPublicKey(pk.n, pk.g, pk.h, pk.u, pk.t, _min_bits=0, _min_t=1)
+    assert again is not pk and again.pooled_randomness == pk.pooled_randomness >= 30
+    assert again._rand() is pk._rand()  # one table, one pool and one thread per key
+    assert pk.__getstate__().keys() == {"n", "g", "h", "u", "t"}
+    data = pickle.dumps(pk)
+    assert len(data) < 600 and b"randomness" not in data
+    loaded = pickle.loads(data)
+    assert loaded == pk and loaded._randomness is None
+    assert small_key.secret_key.decrypt(loaded.encrypt(3)) == 3
+    assert copy.deepcopy(pk) == pk
 
 
 # ---------------------------------------------------------------- persistence

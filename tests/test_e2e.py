@@ -39,7 +39,7 @@ def test_whole_german_credit_set_through_three_processes(tmp_path: Path) -> None
             Application(f"g-{i:04d}", net.bank_id, DEFAULT_MODEL_ID, net.key_id, f"consent-{i}", row)
             for i, row in enumerate(rows)
         ]
-        outcomes = score_applications(net.platform_address, apps)
+        outcomes = score_applications(net.platform_address, apps, security=net.client_security)
         failed = [o for o in outcomes if not o.accepted]
         assert not failed, failed[:3]
         store = ResultStore(net.bank_dir / "results.sqlite3")

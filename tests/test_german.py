@@ -74,8 +74,8 @@ def test_default_model_loads_with_its_policy(model: LinearModel) -> None:
     assert model.policy.cutoffs == GERMAN_PD_CUTOFFS == (0.07, 0.16, 0.32, 0.54)
     assert model.policy.labels == ("A", "B", "C", "D", "E")
     assert model.precision == 1e-6
-    assert model.score_frac_bits == 39
-    assert model.comparison_bits == 46
+    # Scale 2^44 and truncation by 24 bits: comparisons of 27 bits (46 without truncation, before).
+    assert (model.score_frac_bits, model.truncate_bits, model.comparison_bits) == (44, 24, 27)
     assert model.max_abs_error <= 1e-6
 
 

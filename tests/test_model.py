@@ -15,9 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blindscore import comparison
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
 from blindscore.german import default_model, load_german_credit
 from blindscore.model import (
+    MAX_EXTRA_SCALE_BITS,
+    MODEL_FORMAT_VERSION,
     BandPolicy,
     BinnedFeature,
     CategoricalFeature,
@@ -229,19 +232,24 @@ def test_score_scale_by_hand() -> None:
     model = LinearModel(
         "m", spec, [0.3, 1.25, -0.5], 0.1, "identity", BandPolicy((5.0, 10.0), output="raw"), 1e-3
     )
-    # Error bound: (100 + 1 + 1) * 2^-(S+1) <= 1e-3 first holds at S = 16.
-    assert model.score_frac_bits == 16
-    assert model.max_abs_error == 102 / 2**17
-    assert model.encoded_weights == [round(0.3 * 2**16), 81920, -32768]
-    assert model.encoded_intercept == round(0.1 * 2**16)
-    assert model.encoded_cutoffs == [5 * 2**16, 10 * 2**16]
+    # Weight rounding (100 + 1 + 1) * 2^-(S+1) <= 1e-3 / 2 first holds at S = 17 (3.9e-4). The
+    # largest power-of-two ulp left is 2^-11 (4.9e-4), so T = 17 - 11 = 6. Doubling the ulp to
+    # 2^-10 would need the weight rounding below 2.3e-5, i.e. S = 22: more than 4 extra bits.
+    assert (model.score_frac_bits, model.truncate_bits) == (17, 6)
+    assert model.max_abs_error == 102 / 2**18 + 2**-11 <= 1e-3
+    assert model.encoded_weights == [round(0.3 * 2**17), 163840, -65536]
+    assert model.encoded_intercept == round(0.1 * 2**17)
+    assert model.encoded_cutoffs == [5 * 2**17, 10 * 2**17]
     assert model.encoded_score_bounds == (
-        round(0.1 * 2**16) - 32768,
-        round(0.1 * 2**16) + 100 * 19661 + 81920,
+        round(0.1 * 2**17) - 65536,
+        round(0.1 * 2**17) + 100 * 39322 + 163840,
     )
     lo, hi = model.encoded_score_bounds
-    reach = max(abs(hi - 5 * 2**16), abs(lo - 10 * 2**16))
-    assert model.comparison_bits == reach.bit_length() == 21
+    # sigma in [0, ceil((hi - lo) / 64)] = [0, 65025]; gamma = ceil((c - lo) / 64) = 11060, 21300;
+    # the largest |sigma - gamma| is 65025 - 11060 = 53965 < 2^16.
+    assert model.comparison_bits == comparison.comparison_bits(lo, hi, model.encoded_cutoffs, 6) == 16
+    # Without truncation the same model would need 22 bits.
+    assert comparison.comparison_bits(lo, hi, model.encoded_cutoffs, 0) == 22
 
 
 def test_cutoff_is_inclusive_on_both_paths() -> None:
@@ -265,20 +273,55 @@ def test_probability_cutoffs_become_log_odds() -> None:
     assert model.band(ROW) == model.policy.band_of(model.predict(ROW))
 
 
-def test_scale_is_the_smallest_meeting_the_precision() -> None:
-    for model in (small_model(1e-6), small_model(1e-9), default_model()):
-        s = model.score_frac_bits
-        assert model.max_abs_error <= model.precision
-        # recompute the bound one bit coarser: it must miss the precision
-        a = sum(
-            abs(model.coef[i]) * f.codec.max_error
-            for f, cols in model.spec.feature_slices()
-            for i in range(cols.start, cols.stop)
-            if isinstance(f, NumericFeature)
-        )
-        t = 1 + sum(f.codec.max_abs if isinstance(f, NumericFeature) else 1 for f in model.spec.features)
-        assert a + t * 2.0 ** -(s + 1) == pytest.approx(model.max_abs_error, rel=1e-12)
-        assert a + t * 2.0**-s > model.precision
+def _error_terms(model: LinearModel) -> tuple[float, int]:
+    """Feature rounding a and the weight-rounding count t: the computational error is a + t 2^-(S+1)."""
+    a = sum(
+        abs(model.coef[i]) * f.codec.max_error
+        for f, cols in model.spec.feature_slices()
+        for i in range(cols.start, cols.stop)
+        if isinstance(f, NumericFeature)
+    )
+    t = 1 + sum(f.codec.max_abs if isinstance(f, NumericFeature) else 1 for f in model.spec.features)
+    return a, t
+
+
+@pytest.mark.parametrize("precision", [1e-3, 3e-4, 1e-6, 1.5e-6, 1e-9, 2**-30, 1e-12])
+def test_precision_split_between_computation_and_truncation(precision: float) -> None:
+    for model in (small_model(precision), _german_at(precision)):
+        s, t_bits, p = model.score_frac_bits, model.truncate_bits, model.precision
+        a, t = _error_terms(model)
+        room = p - a
+        weight = t * 2.0 ** -(s + 1)
+        ulp = 2.0 ** (t_bits - s) if t_bits else 0.0
+        assert model.max_abs_error == pytest.approx(a + weight + ulp, rel=1e-12)
+        assert model.max_abs_error <= p
+        # The computational error takes at most half of what feature rounding leaves ...
+        assert weight <= room / 2
+        # ... the truncation ulp is the largest power of two that fits next to it ...
+        assert a + weight + 2.0 ** (t_bits + 1 - s) > p
+        # ... and S is the smallest scale for that ulp, at most MAX_EXTRA_SCALE_BITS above the
+        # smallest whose weight rounding is within half of the room.
+        s_half = next(k for k in range(1025) if t * 2.0 ** -(k + 1) <= room / 2)
+        assert s_half <= s <= s_half + MAX_EXTRA_SCALE_BITS
+        if s > s_half:
+            assert a + t * 2.0**-s + 2.0 ** (t_bits - s) > p
+        lo, hi = model.encoded_score_bounds
+        assert model.comparison_bits == comparison.comparison_bits(lo, hi, model.encoded_cutoffs, t_bits)
+
+
+def _german_at(precision: float) -> LinearModel:
+    m = default_model()
+    return LinearModel(m.name, m.spec, m.coef, m.intercept, m.link, m.policy, precision)
+
+
+def test_truncation_shortens_the_comparison() -> None:
+    """Each bit of T takes a bit off l: at precision 1e-6 the German model needs 27 bits, not 46."""
+    model = default_model()
+    lo, hi = model.encoded_score_bounds
+    assert (model.score_frac_bits, model.truncate_bits, model.comparison_bits) == (44, 24, 27)
+    assert comparison.comparison_bits(lo, hi, model.encoded_cutoffs, 0) == 27 + 24
+    assert model.max_abs_error == pytest.approx(2**-20 + _error_terms(model)[1] * 2**-45, rel=1e-12)
+    assert model.max_abs_error < 1e-6
 
 
 def _exact_score(model: LinearModel, row: dict[str, object]) -> Fraction:
@@ -300,9 +343,21 @@ def test_integer_score_within_the_error_bound(
 ) -> None:
     model = small_model(precision)
     row: dict[str, object] = {"income": income, "months": months, "housing": housing, "age": age}
-    s_enc = model.encoded_score(model.spec.encode_row(row))
-    error = abs(Fraction(s_enc, 2**model.score_frac_bits) - _exact_score(model, row))
-    assert error <= Fraction(model.max_abs_error) * (1 + Fraction(1, 10**9))
+    encoded = model.spec.encode_row(row)
+    s_enc = model.encoded_score(encoded)
+    scale = 2**model.score_frac_bits
+    exact = _exact_score(model, row)
+    a, t = _error_terms(model)
+    assert abs(Fraction(s_enc, scale) - exact) <= Fraction(a + t / (2 * scale)) * (1 + Fraction(1, 10**9))
+    # The protocol's decision value: s_enc truncated to 2^T with either carry, at scale 2^S.
+    lo, _ = model.encoded_score_bounds
+    step = 2**model.truncate_bits
+    for carry in (0, 1) if (s_enc - lo) % step else (0,):
+        decision = Fraction(lo + step * ((s_enc - lo) // step + carry), scale)
+        assert abs(decision - exact) <= Fraction(model.max_abs_error) * (1 + Fraction(1, 10**9))
+        far = all(abs(exact - Fraction(c)) > Fraction(model.max_abs_error) for c in model.score_cutoffs)
+        if far:
+            assert model.band_from_encoded(encoded, carry) == model.band(row)
 
 
 def _corner_rows(spec: FeatureSpec) -> list[dict[str, object]]:
@@ -317,12 +372,22 @@ def _corner_rows(spec: FeatureSpec) -> list[dict[str, object]]:
     return [dict(zip(spec.input_names, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
+def _truncated_gaps(model: LinearModel, scores: list[int]) -> list[int]:
+    """|sigma - gamma_k| for the protocol's truncated scores (both carries) and cutoffs."""
+    lo, hi = model.encoded_score_bounds
+    t_bits = model.truncate_bits
+    top = -(-(hi - lo) >> t_bits)
+    gammas = [min(max(-((lo - c) >> t_bits), 0), top + 1) for c in model.encoded_cutoffs]
+    sigmas = {sig for s in scores for e in (0, 1) if 0 <= (sig := ((s - lo) >> t_bits) + e) <= top}
+    return [abs(sig - g) for sig in sigmas for g in gammas]
+
+
 def test_comparison_bits_is_a_tight_bound_at_every_corner() -> None:
     model = small_model(1e-9)
     scores = [model.encoded_score(model.spec.encode_row(r)) for r in _corner_rows(model.spec)]
     assert len(scores) == 2 * 2 * 3 * 4
     assert (min(scores), max(scores)) == model.encoded_score_bounds
-    gaps = [abs(s - c) for s in scores for c in model.encoded_cutoffs]
+    gaps = _truncated_gaps(model, scores)
     assert max(gaps) < 2**model.comparison_bits
     assert max(gaps) >= 2 ** (model.comparison_bits - 1)  # and l is the smallest such
 
@@ -347,9 +412,7 @@ def test_comparison_bits_bound_for_the_german_model() -> None:
     lo, hi = model.encoded_score_bounds
     assert model.encoded_score(model.spec.encode_row(_extreme_row(model, False))) == lo
     assert model.encoded_score(model.spec.encode_row(_extreme_row(model, True))) == hi
-    assert max(abs(s - c) for s in (lo, hi) for c in model.encoded_cutoffs) >= 2 ** (
-        model.comparison_bits - 1
-    )
+    assert max(_truncated_gaps(model, [lo, hi])) >= 2 ** (model.comparison_bits - 1)
     rng = random.Random(7)
     for _ in range(500):  # random corners of the declared input box
         row: dict[str, object] = {}
@@ -360,7 +423,7 @@ def test_comparison_bits_bound_for_the_german_model() -> None:
                 row[f.name] = rng.choice(f.categories)
         s = model.encoded_score(model.spec.encode_row(row))
         assert lo <= s <= hi
-        assert all(abs(s - c) < 2**model.comparison_bits for c in model.encoded_cutoffs)
+        assert max(_truncated_gaps(model, [s])) < 2**model.comparison_bits
 
 
 def test_integer_path_matches_float_path_on_german_rows() -> None:
@@ -374,7 +437,9 @@ def test_integer_path_matches_float_path_on_german_rows() -> None:
         assert abs(model.encoded_score(encoded) - z * scale) <= model.max_abs_error * scale
         if min(abs(z - c) for c in model.score_cutoffs) > model.max_abs_error:
             compared += 1
-            assert model.band_from_encoded(encoded) == model.band(row)
+            assert (
+                model.band_from_encoded(encoded, 0) == model.band_from_encoded(encoded, 1) == model.band(row)
+            )
     assert compared >= 990
 
 
@@ -424,6 +489,8 @@ def test_model_round_trips(tmp_path: Path) -> None:
     assert again == model
     assert again.encoded_weights == model.encoded_weights
     assert again.comparison_bits == model.comparison_bits
+    assert again.truncate_bits == model.truncate_bits
+    assert model.to_dict()["format"] == MODEL_FORMAT_VERSION == 2
     path = tmp_path / "m.json"
     model.save(path)
     loaded = LinearModel.load(path)
@@ -436,6 +503,10 @@ def test_model_round_trips(tmp_path: Path) -> None:
     ("mutate", "message"),
     [
         (lambda d: d.update(format=0), "unsupported format"),
+        (lambda d: d.update(format=1), "format 1 predates truncated band comparisons"),
+        (lambda d: d.update(format=3), "unsupported format 3; this version reads format 2"),
+        (lambda d: d["encoded"].update(truncate_bits=3), "differ from those recomputed"),
+        (lambda d: d["encoded"].pop("truncate_bits"), "differ from those recomputed"),
         (lambda d: d.update(surprise=True), "unknown field"),
         (lambda d: d.pop("encoded"), "missing field"),
         (lambda d: d["encoded"]["weights"].update(income=12345), "differ from those recomputed"),
@@ -468,7 +539,7 @@ def test_load_refuses_non_json_and_non_objects(tmp_path: Path) -> None:
 def test_describe_and_repr_show_no_weights() -> None:
     model = small_model()
     text = model.describe()
-    assert f"score scale 2^{model.score_frac_bits}" in text
+    assert f"score scale 2^{model.score_frac_bits}, truncated by {model.truncate_bits} bits" in text
     assert f"comparison bits {model.comparison_bits}" in text
     assert "band B: 0.1 <= probability < 0.25" in text
     for secret in [repr(w) for w in model.coef[:3]] + [str(w) for w in model.encoded_weights if abs(w) > 9]:

@@ -206,3 +206,28 @@ def test_generated_key_is_2048_and_uses_gmpy2() -> None:
 
     assert util.HAVE_GMP
     assert isinstance(phe_paillier.PaillierPublicKey(int(kp.public_key.n)), phe_paillier.PaillierPublicKey)
+
+
+@given(m=st.integers(0, 2**1000))
+def test_decrypt_small_matches_full_decryption(paillier_keypair: KeyPair, m: int) -> None:
+    pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
+    c = pk.encrypt(m)
+    assert sk.decrypt_small(c) == sk.decrypt(c) == m
+
+
+def test_randomness_pool_drains_and_refills(paillier_keypair: KeyPair) -> None:
+    import time
+
+    pk = PublicKey(int(paillier_keypair.public_key.n), int(paillier_keypair.public_key.hs))
+    pk.warm(16)
+    assert pk._pool is not None and len(pk._pool) == 16
+    cs = [pk.encrypt(i) for i in range(40)]  # more than the pool holds: falls back inline
+    assert [paillier_keypair.secret_key.decrypt(c) for c in cs] == list(range(40))
+    assert len(set(cs)) == 40  # no randomness handed out twice
+    deadline = time.monotonic() + 30
+    while len(pk._pool) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pk._pool) >= 8  # the background thread refills it
+    # The pool is not part of the key's identity or its pickled form.
+    clone = pickle.loads(pickle.dumps(pk))
+    assert clone == pk and clone._pool is None

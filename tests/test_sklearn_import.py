@@ -113,9 +113,9 @@ def test_bands_match_scikit_learn(
     if ranges == "default":
         assert all((f.lo, f.hi) == DEFAULT_RANGE for f in numeric)
         assert len({f.frac_bits for f in numeric}) == 1
-        assert 64 < model.comparison_bits <= 128  # wide default ranges cost comparison bits
+        assert 48 < model.comparison_bits <= 64  # wide default ranges cost comparison bits
     else:
-        assert model.comparison_bits <= 64
+        assert model.comparison_bits <= 40
     values = est.predict_proba(x)[:, 1] if classifier else est.predict(x)
     assert_bands_match(model, x, values, cutoffs)
 

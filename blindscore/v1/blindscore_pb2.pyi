@@ -38,20 +38,31 @@ class ScoreRequest(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
 
 class ScoreReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message")
+    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message", "stage_ms", "wire_bytes")
+    class StageMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
     encrypt_ms: float
     total_ms: float
     error_code: int
     error_message: str
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    stage_ms: _containers.ScalarMap[str, float]
+    wire_bytes: int
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
 class RegisterBankRequest(_message.Message):
     __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key")
@@ -124,36 +135,51 @@ class EncryptedApplication(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
 
 class SubmitReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted")
+    __slots__ = ("application_id", "accepted", "stage_ms", "wire_bytes")
+    class StageMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ...) -> None: ...
+    stage_ms: _containers.ScalarMap[str, float]
+    wire_bytes: int
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
 class MaskedRequest(_message.Message):
-    __slots__ = ("application_id", "key_id", "count", "bits", "slot_bits", "ciphertexts")
+    __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
-    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_BITS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_BITS_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     key_id: str
     count: int
     bits: int
-    slot_bits: int
-    ciphertexts: bytes
-    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., slot_bits: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+    truncate_bits: int
+    width_bits: int
+    ciphertext: bytes
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., width_bits: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class BitsResponse(_message.Message):
-    __slots__ = ("bit_ciphertexts", "high_sum")
+    __slots__ = ("bit_ciphertexts", "high", "server_ms")
     BIT_CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
-    HIGH_SUM_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
     bit_ciphertexts: bytes
-    high_sum: bytes
-    def __init__(self, bit_ciphertexts: _Optional[bytes] = ..., high_sum: _Optional[bytes] = ...) -> None: ...
+    high: bytes
+    server_ms: float
+    def __init__(self, bit_ciphertexts: _Optional[bytes] = ..., high: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class BlindedRequest(_message.Message):
     __slots__ = ("application_id", "key_id", "count", "bits", "groups")
@@ -170,10 +196,12 @@ class BlindedRequest(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., groups: _Optional[bytes] = ...) -> None: ...
 
 class FinalResponse(_message.Message):
-    __slots__ = ("deltas",)
+    __slots__ = ("deltas", "server_ms")
     DELTAS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
     deltas: bytes
-    def __init__(self, deltas: _Optional[bytes] = ...) -> None: ...
+    server_ms: float
+    def __init__(self, deltas: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class BandDelivery(_message.Message):
     __slots__ = ("application_id", "key_id", "model_id", "band_labels", "band_ciphertext")
@@ -190,9 +218,11 @@ class BandDelivery(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., band_ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class BandReceipt(_message.Message):
-    __slots__ = ("application_id", "stored")
+    __slots__ = ("application_id", "stored", "server_ms")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     stored: bool
-    def __init__(self, application_id: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
+    server_ms: float
+    def __init__(self, application_id: _Optional[str] = ..., stored: _Optional[bool] = ..., server_ms: _Optional[float] = ...) -> None: ...

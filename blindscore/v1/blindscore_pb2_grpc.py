@@ -393,7 +393,7 @@ class BankServicer:
     """
 
     def CompareMasked(self, request, context):
-        """Round 1 of the band protocol: masked, packed differences in; DGK-encrypted bits out.
+        """Round 1 of the band protocol: one masked score in; DGK-encrypted low bits out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

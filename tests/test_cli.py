@@ -1,0 +1,91 @@
+"""The command line: flag and config-file handling, refusals with messages that name the problem."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from blindscore.cli import build_parser, main
+
+
+def test_serve_without_transport_choice_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["bureau", "serve", "--data-dir", str(tmp_path / "b"), "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert "--pki DIR" in err and "--insecure" in err
+    assert not (tmp_path / "b").exists()  # refused before anything was created
+
+
+def test_pki_and_insecure_together_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["platform", "serve", "--insecure", "--pki", str(tmp_path), "--listen", "127.0.0.1:0"])
+    assert code == 2
+    assert "either --pki or --insecure" in capsys.readouterr().err
+
+
+def test_certs_init(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    assert main(["certs", "init", str(pki), "--bank-id", "bank-a", "--bank-id", "bank-b"]) == 0
+    out = capsys.readouterr().out
+    for name in ("bureau-1", "bank-a", "bank-b", "platform-1"):
+        assert name in out
+        assert stat.S_IMODE((pki / f"{name}.key").stat().st_mode) == 0o600
+    assert main(["certs", "init", str(pki)]) == 2  # never overwrites a CA silently
+    err = capsys.readouterr().err
+    assert "already holds a CA" in err and "--force" in err
+
+
+def test_config_file_gives_defaults_and_flags_win(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[bank]\ndata-dir = "/srv/bank"\nbank-id = "bank-from-file"\nkey-bits = 3072\n')
+    parser = build_parser()
+    from blindscore.cli import _apply_config
+
+    args = _apply_config(parser, ["--config", str(cfg), "bank", "serve", "--bank-id", "bank-from-flag"])
+    assert args.data_dir == "/srv/bank"
+    assert args.key_bits == 3072
+    assert args.bank_id == "bank-from-flag"
+
+
+def test_config_file_unknown_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[bank]\ndata_dirr = "/srv/bank"\n')
+    assert main(["--config", str(cfg), "bank", "serve", "--insecure"]) == 2
+    assert "data_dirr" in capsys.readouterr().err
+
+
+def test_config_file_missing_and_malformed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--config", str(tmp_path / "nope.toml"), "bank", "serve"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bank\n")
+    assert main(["--config", str(bad), "bank", "serve"]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_bank_key_id_and_results_without_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["bank", "key-id", "--data-dir", str(tmp_path)]) == 2
+    assert "no public key" in capsys.readouterr().err
+    assert main(["bank", "results", "--data-dir", str(tmp_path)]) == 2
+    assert "no results database" in capsys.readouterr().err
+
+
+def test_score_bad_cutoffs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(
+        [
+            "score",
+            "--model",
+            "m.skops",
+            "--input",
+            "i.csv",
+            "--output",
+            str(tmp_path / "o.csv"),
+            "--cutoffs",
+            "a,b",
+        ]
+    )
+    assert code == 2
+    assert "--cutoffs" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
