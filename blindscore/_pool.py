@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-#: The filling thread naps this long between values and checks that the rest of the process was idle.
-_PROBE_S = 0.0005
-#: ... where idle means: the other threads used less than this share of one core during the nap.
-_BUSY_SHARE = 0.2
+#: How long the filling thread waits before looking again when requests are in flight.
+_BUSY_WAIT_S = 0.002
 
 _ALL: weakref.WeakSet[RandomnessPool] = weakref.WeakSet()
+_inflight = 0
+_inflight_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[None]:
+    """Mark a request as in flight: pools do not refill while any request of the process runs.
+
+    Node servicers wrap every call in it (blindscore.status.grpc_errors does), so precomputation
+    happens between requests, not on their time: under the GIL a value made while a request is
+    served is paid for by that request (refilling alongside the bureau's round 2 measured +50%
+    CPU on the request thread).
+    """
+    global _inflight
+    with _inflight_lock:
+        _inflight += 1
+    try:
+        yield
+    finally:
+        with _inflight_lock:
+            _inflight -= 1
+
+
+@contextlib.contextmanager
+def waiting_on_peer() -> Iterator[None]:
+    """Inside a request, mark a blocking call to another node: the pools may refill meanwhile."""
+    global _inflight
+    with _inflight_lock:
+        _inflight -= 1
+    try:
+        yield
+    finally:
+        with _inflight_lock:
+            _inflight += 1
 
 
 class RandomnessPool:
@@ -23,11 +56,10 @@ class RandomnessPool:
 
     ``take()`` pops a value or, when the pool is dry, computes one inline, so the pool changes
     speed, never results; a value is handed out once. A daemon thread starts on the first
-    ``take()`` and makes one value at a time, and only after a short nap in which the other
-    threads of the process were (nearly) idle. Under the GIL a value made while a request is
-    being served is paid for by that request (refilling alongside the bureau's round 2 measured
-    +50% CPU on the request thread). So bursts drain the pool, quiet periods refill it, and under
-    sustained full load it stays empty, which costs what no pool would.
+    ``take()`` and makes one value at a time, at the lowest CPU priority, and only while no
+    request is in flight in this process (see :func:`request_scope`). So bursts drain the pool,
+    quiet periods refill it, and under sustained full load it stays empty, which costs what no
+    pool would.
     """
 
     def __init__(self, make: Callable[[], Any], capacity: int, *, name: str = "randomness-pool") -> None:
@@ -64,16 +96,18 @@ class RandomnessPool:
                 self._thread.start()
 
     def _fill(self) -> None:
+        # Linux threads have their own nice value: let other processes' requests go first.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while True:
             if len(self._values) >= self.capacity:
                 time.sleep(0.05)
                 continue
-            wall, proc, own = time.monotonic(), time.process_time(), time.thread_time()
-            time.sleep(_PROBE_S)
-            others = (time.process_time() - proc) - (time.thread_time() - own)
-            if others > _BUSY_SHARE * (time.monotonic() - wall):
+            if _inflight:
+                time.sleep(_BUSY_WAIT_S)
                 continue
             self._values.append(self._make())
+            time.sleep(0)  # hand the GIL to a request that may just have arrived
 
 
 def _after_fork_in_child() -> None:

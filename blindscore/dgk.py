@@ -341,7 +341,7 @@ class DGKPublicKey:
         got = len(data) // w
         if count is not None and got != count:
             raise InvalidInputError(f"expected {count} DGK ciphertexts, got {got}")
-        return [self.validate(int.from_bytes(data[i : i + w], "big")) for i in range(0, len(data), w)]
+        return self.validate_many([int.from_bytes(data[i : i + w], "big") for i in range(0, len(data), w)])
 
 
 class DGKSecretKey:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from blindscore._pool import request_scope
 from blindscore.errors import (
     AlreadyExistsError,
     BlindscoreError,
@@ -55,7 +56,8 @@ def grpc_errors(method: F) -> F:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            with request_scope():
+                return method(self, request, context)
         except BlindscoreError as exc:
             code, message = status_of(exc)
             context.abort(code, message)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import grpc
 
 from blindscore import comparison, serde
+from blindscore._pool import waiting_on_peer
 from blindscore.application import BandDelivery
 from blindscore.dgk import DGKPublicKey
 from blindscore.paillier import PublicKey
@@ -51,7 +52,8 @@ class GrpcBankLink:
 
     def _call(self, stage: str, method: Any, msg: Any) -> Any:
         t0 = time.perf_counter()
-        resp = call("bank", method, msg, timeout=RPC_TIMEOUT_S)
+        with waiting_on_peer():
+            resp = call("bank", method, msg, timeout=RPC_TIMEOUT_S)
         elapsed = (time.perf_counter() - t0) * 1e3
         self.stage_ms[f"bank.{stage}"] = resp.server_ms
         self.stage_ms[f"transport.bank.{stage}"] = max(0.0, elapsed - resp.server_ms)

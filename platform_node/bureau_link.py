@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import grpc
 
 from blindscore import serde
+from blindscore._pool import waiting_on_peer
 from blindscore.application import EncryptedApplication
 from blindscore.errors import InvalidInputError
 from blindscore.paillier import PublicKey
@@ -60,7 +61,8 @@ class GrpcBureauLink:
     def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult:
         msg = serde.encrypted_application_to_proto(app, key)
         t0 = time.perf_counter()
-        resp = call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
+        with waiting_on_peer():
+            resp = call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
         elapsed = (time.perf_counter() - t0) * 1e3
         stages = dict(resp.stage_ms)
         bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))

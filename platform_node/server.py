@@ -12,6 +12,7 @@ from functools import partial
 import grpc
 
 from blindscore import serde
+from blindscore._pool import request_scope
 from blindscore.errors import BlindscoreError
 from blindscore.status import grpc_errors, status_of
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
@@ -32,7 +33,8 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         self._pool = futures.ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY, thread_name_prefix="score")
 
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
-        receipt = self.node.score(serde.application_from_proto(request))
+        with request_scope():
+            receipt = self.node.score(serde.application_from_proto(request))
         return pb.ScoreReceipt(
             application_id=receipt.application_id,
             accepted=True,
