@@ -13,21 +13,31 @@ from typing import Any
 from blindscore.errors import BlindscoreError, PreconditionError
 
 
-def write_atomic(path: Path, data: bytes, *, secret: bool = False) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+def stage(path: Path, data: bytes, *, secret: bool = False) -> str:
+    """Write ``data`` to a synced temporary file beside ``path``; the caller renames it into place.
 
-    A secret file is created with mode 0600 before any byte is written, so it is never
-    readable by others, not even for a moment.
+    mkstemp creates the file 0600 before any byte is written, so a secret is never readable by
+    others, not even for a moment; a public file then gets the usual 0644.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        # mkstemp creates 0600; a public file gets the usual 0644 so other users can read it.
         os.fchmod(fd, 0o600 if secret else 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes, *, secret: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = stage(path, data, secret=secret)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -40,7 +40,7 @@ BENCH_MODEL_ID = "bench-linear"
 FEATURE_RANGE = 4.0
 CUTOFFS = (-2.0, -0.5, 0.5, 2.0)
 PRECISION = 1e-5
-POOL_SETTLE_S = 8.0
+POOL_SETTLE_S = 20.0
 
 
 def cpu_description() -> str:

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from blindscore._files import stage
 from blindscore.errors import (
     AlreadyExistsError,
     BlindscoreError,
@@ -511,7 +511,7 @@ def _install(files: dict[Path, tuple[bytes, bool]], *, overwrite: bool) -> None:
     backups: dict[Path, tuple[bytes, int]] = {}
     try:
         for path, (data, secret) in files.items():
-            staged[path] = _stage(path, data, secret)
+            staged[path] = stage(path, data, secret=secret)
         for path, tmp in staged.items():
             if overwrite:
                 with contextlib.suppress(FileNotFoundError):
@@ -540,22 +540,6 @@ def _install(files: dict[Path, tuple[bytes, bool]], *, overwrite: bool) -> None:
                 os.unlink(tmp)
 
 
-def _stage(path: Path, data: bytes, secret: bool) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # mkstemp creates 0600 before any byte is written, so a key is never readable by others.
-        os.fchmod(fd, 0o600 if secret else 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
 def _link_exclusive(tmp: str, path: Path) -> None:
     try:
         os.link(tmp, path)
@@ -569,7 +553,7 @@ def _link_exclusive(tmp: str, path: Path) -> None:
 
 
 def _restore(path: Path, data: bytes, mode: int) -> None:
-    tmp = _stage(path, data, secret=True)
+    tmp = stage(path, data, secret=True)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 

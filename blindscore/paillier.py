@@ -19,22 +19,23 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import gmpy2
 from phe import paillier as _phe
 
 from blindscore._files import read_json, write_json
 from blindscore._pool import RandomnessPool
+from blindscore._secret import Unexportable
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
 MIN_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
 FORMAT_VERSION = 1
 _FP_DOMAIN = b"blindscore/paillier/public-key/v1"
-# Precomputed hs^r values kept per key: 4096 of them are 2 MiB at 2048 bits, the randomness for
-# about 80 applications of 50 features.
-POOL_CAPACITY = 4096
+# Precomputed hs^r values kept per key by default: 1024 of them are 512 KiB at 2048 bits. The
+# platform, which encrypts every feature, reserves more (see PublicKey.reserve).
+POOL_CAPACITY = 1024
 _TABLE_LOCK = threading.Lock()
 
 
@@ -172,15 +173,25 @@ class PublicKey:
         """
         if exponent is not None:
             return self._base_table().pow(exponent)
+        return self._randomness().take()
+
+    def _randomness(self) -> RandomnessPool:
         if self._pool is None:
-            self._pool = RandomnessPool(self._fresh_obfuscator, POOL_CAPACITY)
-        return self._pool.take()
+            with _TABLE_LOCK:
+                if self._pool is None:
+                    self._pool = RandomnessPool(
+                        self._fresh_obfuscator, POOL_CAPACITY, name="paillier-randomness"
+                    )
+        return self._pool
+
+    def reserve(self, capacity: int) -> None:
+        """Keep up to ``capacity`` precomputed encryptions' randomness (filled while idle)."""
+        pool = self._randomness()
+        pool.capacity = max(pool.capacity, capacity)
 
     def warm(self, count: int | None = None) -> None:
         """Precompute randomness for ``count`` encryptions now (default: the pool's capacity)."""
-        if self._pool is None:
-            self._pool = RandomnessPool(self._fresh_obfuscator, POOL_CAPACITY)
-        self._pool.warm(count)
+        self._randomness().warm(count)
 
     def plaintext(self, m: int) -> Any:
         """Map a signed integer into Z_n, refusing values without headroom."""
@@ -276,10 +287,11 @@ class PublicKey:
         return values
 
 
-class SecretKey:
+class SecretKey(Unexportable):
     """The Paillier secret key. It cannot be printed, logged or pickled."""
 
     __slots__ = ("_sk", "public_key")
+    _save_hint = "use save_keypair() to persist it"
 
     def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
         if p * q != public_key.n:
@@ -306,23 +318,6 @@ class SecretKey:
         m = self.decrypt(c)
         n = int(self.public_key.n)
         return m - n if m > n // 2 else m
-
-    def __repr__(self) -> str:
-        return f"SecretKey(key_id={self.public_key.key_id}, <secret>)"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a blindscore SecretKey cannot be pickled; use save_keypair() to persist it")
-
-    def __getstate__(self) -> NoReturn:
-        raise TypeError("a blindscore SecretKey cannot be pickled; use save_keypair() to persist it")
-
-    def __copy__(self) -> NoReturn:
-        raise TypeError("a blindscore SecretKey cannot be copied")
-
-    def __deepcopy__(self, memo: object) -> NoReturn:
-        raise TypeError("a blindscore SecretKey cannot be copied")
 
     def _export(self) -> dict[str, Any]:
         return {

@@ -509,3 +509,11 @@ def test_copy_fails(dgk_keypair: DGKKeyPair) -> None:
         copy.copy(dgk_keypair.secret_key)
     with pytest.raises(TypeError, match="cannot be copied"):
         copy.deepcopy(dgk_keypair.secret_key)
+
+
+def test_zero_flags_match_is_zero(dgk_keypair: DGKKeyPair) -> None:
+    pk, sk = dgk_keypair.public_key, dgk_keypair.secret_key
+    values = [0, 1, 0, 5, 65536, 0, 2, 3, 0, 7, 11]
+    cts = [pk.encrypt(v) for v in values]
+    assert sk.zero_flags(cts) == [sk.is_zero(c) for c in cts] == [v == 0 for v in values]
+    assert sk.zero_flags([]) == []
