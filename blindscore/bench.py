@@ -109,6 +109,17 @@ class Result:
         return self.applications / self.wall_s if self.wall_s else float("nan")
 
 
+def _rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc (Linux); -1 where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def _stage_medians(outcomes: Sequence[Outcome]) -> dict[str, float]:
     keys = sorted({k for o in outcomes for k in o.stage_ms})
     return {k: round(statistics.median(o.stage_ms.get(k, 0.0) for o in outcomes), 3) for k in keys}
@@ -130,7 +141,12 @@ def _check(outcomes: Sequence[Outcome]) -> None:
 
 
 def run_online(
-    *, features: int = 50, applications: int = 200, warmup: int = 20, key_bits: int = 2048
+    *,
+    features: int = 50,
+    applications: int = 200,
+    warmup: int = 20,
+    key_bits: int = 2048,
+    settle_s: float = POOL_SETTLE_S,
 ) -> Result:
     model = synthetic_model(features)
     rows = synthetic_rows(features, applications + warmup)
@@ -144,7 +160,7 @@ def run_online(
             client.score(app)
         # The nodes precompute randomness while idle; give them the idle time a deployment has
         # between bursts, so that the figure is the online cost (docs/performance.md says so).
-        time.sleep(POOL_SETTLE_S)
+        time.sleep(settle_s)
         outcomes: list[Outcome] = []
         latencies: list[float] = []
         t0 = time.perf_counter()
@@ -172,14 +188,22 @@ def _run_stream(
         with PlatformClient(net.platform_address, security=net.client_security) as client:
             for app in _apps(rows[:5], net.key_id, net.bank_id, BENCH_MODEL_ID, "warmup"):
                 client.score(app)  # warm caches, channels and randomness pools
+        bureau_pid = net.pids()["bureau"]
+        rss_before = _rss_kib(bureau_pid)
         t0 = time.perf_counter()
         outcomes = score_applications(net.platform_address, apps, security=net.client_security)
         wall = time.perf_counter() - t0
+        rss_after = _rss_kib(bureau_pid)
     _check(outcomes)
     result = Result(workload, key_bits, features, len(rows), [o.total_ms for o in outcomes], wall)
     result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
     result.stage_ms = _stage_medians(outcomes)
-    result.extra = {"comparison_bits": model.comparison_bits, "precision": model.precision}
+    result.extra = {
+        "comparison_bits": model.comparison_bits,
+        "precision": model.precision,
+        "bureau_rss_kib_before": rss_before,
+        "bureau_rss_kib_after": rss_after,
+    }
     return result
 
 
