@@ -13,6 +13,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from blindscore.certs import (
     Identity,
@@ -224,6 +225,10 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Reflection lets grpcurl and similar tools list and call the services without the .proto.
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     creds = security.server_credentials()
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     if port == 0:

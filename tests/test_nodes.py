@@ -252,3 +252,18 @@ def test_bureau_state_survives_restart(net: Net, tmp_path: Path) -> None:
     reopened = Bureau.open(net.bureau_obj.banks.directory.parent)
     assert reopened.bank_key("bank-a", net.key_id) == net.bank_node.keypair.public_key
     assert DEFAULT_MODEL_ID in reopened.models.ids()
+
+
+def test_health_and_reflection(net: Net) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    for address, service in ((net.bureau, "blindscore.v1.Bureau"), (net.bank, "blindscore.v1.Bank")):
+        channel = open_channel(address)
+        health_stub: Any = health_pb2_grpc.HealthStub(channel)
+        status = health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in replies for s in r.list_services_response.service}
+        assert service in names and "grpc.health.v1.Health" in names
