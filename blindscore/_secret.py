@@ -1,8 +1,46 @@
-"""A mixin that keeps secret-key objects from being printed, logged, pickled or copied."""
+"""Key identity (fingerprints, key ids) and the guard that keeps secret keys unprintable."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import Any, ClassVar, NoReturn
+
+
+def fingerprint(domain: bytes, *values: Any) -> str:
+    """SHA-256 (hex) over a domain tag and length-prefixed big-endian integers: unambiguous."""
+    h = hashlib.sha256(domain)
+    for value in values:
+        x = int(value)
+        body = x.to_bytes(max(1, (x.bit_length() + 7) // 8), "big")
+        h.update(len(body).to_bytes(4, "big") + body)
+    return h.hexdigest()
+
+
+class KeyIdentity:
+    """Public keys inherit this: a fingerprint, a self-certifying key id, equality by fingerprint."""
+
+    _fingerprint: str
+    _key_id_prefix: ClassVar[str] = "key-"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the canonical encoding of the public key, hex."""
+        return self._fingerprint
+
+    @property
+    def key_id(self) -> str:
+        """Self-certifying key id: a prefix and the first 128 bits of the fingerprint."""
+        return self._key_id_prefix + self._fingerprint[:32]
+
+    def matches_key_id(self, key_id: str) -> bool:
+        return secrets.compare_digest(self.key_id, key_id)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fingerprint == other._fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self._fingerprint)
 
 
 class Unexportable:

@@ -39,7 +39,6 @@ matches it for about 1.3x the encryption and zero-test cost, and 160 is the floo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import threading
@@ -53,7 +52,7 @@ import gmpy2
 
 from blindscore._files import read_json, write_json
 from blindscore._pool import RandomnessPool
-from blindscore._secret import Unexportable
+from blindscore._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 from blindscore.paillier import FixedBaseTable
 
@@ -139,8 +138,10 @@ def _randomness_bits(t: int) -> int:
     return (5 * t + 1) // 2  # ceil(2.5 t)
 
 
-class DGKPublicKey:
+class DGKPublicKey(KeyIdentity):
     """A DGK public key (n, g, h, u, t) with its fingerprint; all DGK ciphertext recipes live here."""
+
+    _key_id_prefix = "dgk-"
 
     def __init__(
         self,
@@ -173,31 +174,10 @@ class DGKPublicKey:
         self._randomness: _Randomness | None = None
         self._g_table: FixedBaseTable | None = None
         self._bit_bases: tuple[Any, Any] | None = None
-        self._fingerprint = hashlib.sha256(
-            _FP_DOMAIN + b"".join(_len_prefixed(x) for x in (self.n, self.g, self.h, self.u, self.t))
-        ).hexdigest()
-
-    # identity -----------------------------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 over the length-prefixed encoding of (n, g, h, u, t), hex."""
-        return self._fingerprint
-
-    @property
-    def key_id(self) -> str:
-        return "dgk-" + self._fingerprint[:32]
-
-    def matches_key_id(self, key_id: str) -> bool:
-        return secrets.compare_digest(self.key_id, key_id)
+        self._fingerprint = fingerprint(_FP_DOMAIN, self.n, self.g, self.h, self.u, self.t)
 
     def __repr__(self) -> str:
         return f"DGKPublicKey(bits={self.bits}, u={self.u}, t={self.t}, key_id={self.key_id})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DGKPublicKey) and self._fingerprint == other._fingerprint
-
-    def __hash__(self) -> int:
-        return hash(self._fingerprint)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tables and the randomness pool are caches (and a pool owns a thread): never pickled.
@@ -586,9 +566,3 @@ def load_or_generate_dgk_keypair(directory: Path, bits: int = 2048) -> tuple[DGK
     kp = generate_dgk_keypair(bits)
     save_dgk_keypair(directory, kp)
     return kp, True
-
-
-def _len_prefixed(x: Any) -> bytes:
-    x = int(x)
-    body = x.to_bytes(max(1, (x.bit_length() + 7) // 8), "big")
-    return len(body).to_bytes(4, "big") + body

@@ -13,7 +13,6 @@ platform encrypts every feature of every application.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,7 @@ from phe import paillier as _phe
 
 from blindscore._files import read_json, write_json
 from blindscore._pool import RandomnessPool
-from blindscore._secret import Unexportable
+from blindscore._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
 MIN_KEY_BITS = 2048
@@ -81,8 +80,10 @@ class FixedBaseTable:
         return acc
 
 
-class PublicKey:
+class PublicKey(KeyIdentity):
     """A Paillier public key (n, hs) with its fingerprint; all ciphertext recipes live here."""
+
+    _key_id_prefix = "pk-"
 
     def __init__(self, n: int, hs: int, *, _min_bits: int = MIN_KEY_BITS) -> None:
         self.n = gmpy2.mpz(n)
@@ -98,32 +99,10 @@ class PublicKey:
         self.max_plaintext = self.n // 2  # signed plaintexts live in (-n/2, n/2]
         self._table: FixedBaseTable | None = None
         self._pool: RandomnessPool | None = None
-        self._fingerprint = hashlib.sha256(
-            _FP_DOMAIN + _int_bytes(self.n) + b"|" + _int_bytes(self.hs)
-        ).hexdigest()
-
-    # identity -----------------------------------------------------------------------------
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 over the canonical encoding of (n, hs), hex."""
-        return self._fingerprint
-
-    @property
-    def key_id(self) -> str:
-        """Self-certifying key id: the first 128 bits of the fingerprint."""
-        return "pk-" + self._fingerprint[:32]
-
-    def matches_key_id(self, key_id: str) -> bool:
-        return secrets.compare_digest(self.key_id, key_id)
+        self._fingerprint = fingerprint(_FP_DOMAIN, self.n, self.hs)
 
     def __repr__(self) -> str:
         return f"PublicKey(bits={self.bits}, key_id={self.key_id})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PublicKey) and self.n == other.n and self.hs == other.hs
-
-    def __hash__(self) -> int:
-        return hash(self._fingerprint)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"n": int(self.n), "hs": int(self.hs)}
