@@ -158,6 +158,47 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_log(data_dir: str) -> Any:
+    from bureau.audit import AuditLog
+
+    path = Path(data_dir) / "audit.sqlite3"
+    if not path.exists():
+        raise CliError(f"no audit trail at {path}: is --data-dir the bureau's data directory?")
+    return AuditLog(path)
+
+
+def cmd_bureau_audit_verify(args: argparse.Namespace) -> int:
+    expected = None
+    if args.expected_head:
+        seq, _, digest = args.expected_head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise CliError("--expected-head must look like SEQ:HASH (as printed by a previous verify)")
+        expected = (int(seq), digest)
+    with _audit_log(args.data_dir) as trail:
+        report = trail.verify(expected_head=expected)
+        seq, digest = trail.head()
+    if report.ok:
+        print(f"audit trail intact: {report.records} records; head {seq}:{digest}")
+        return 0
+    print(f"audit trail BROKEN at record {report.first_bad_seq}: {report.reason}")
+    return 1
+
+
+def cmd_bureau_audit_list(args: argparse.Namespace) -> int:
+    with _audit_log(args.data_dir) as trail:
+        out = csv.writer(sys.stdout)
+        out.writerow(
+            ["seq", "at", "platform_id", "bank_id", "application_id", "consent_reference", "model_id",
+             "model_version", "outcome", "duration_ms"]
+        )  # fmt: skip
+        for r in trail.records():
+            out.writerow(
+                [r.seq, r.at, r.platform_id, r.bank_id, r.application_id, r.consent_reference, r.model_id,
+                 r.model_version, r.outcome, f"{r.duration_ms:.3f}"]
+            )  # fmt: skip
+    return 0
+
+
 def cmd_bank_results(args: argparse.Namespace) -> int:
     from bank_node.store import ResultStore
 
@@ -276,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
     sp.set_defaults(func=cmd_bureau_serve, role="bureau")
+    audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(
+        dest="audit_action", required=True
+    )
+    sp = audit.add_parser("verify", help="check the hash chain: exit 0 if intact, 1 if not")
+    sp.add_argument("--data-dir", default="blindscore-data/bureau")
+    sp.add_argument("--expected-head", help="SEQ:HASH published earlier, to detect truncation")
+    sp.set_defaults(func=cmd_bureau_audit_verify, role="bureau")
+    sp = audit.add_parser("list", help="print the audit records as CSV")
+    sp.add_argument("--data-dir", default="blindscore-data/bureau")
+    sp.set_defaults(func=cmd_bureau_audit_list, role="bureau")
 
     bank = sub.add_parser("bank", help="the bank node").add_subparsers(dest="action", required=True)
     sp = bank.add_parser("serve", help="run the bank's gRPC server (creates keys on first start)")

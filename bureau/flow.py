@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from blindscore.application import BandDelivery, EncryptedApplication
 from blindscore.comparison import BandComparison
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import InvalidInputError
+from blindscore.errors import InvalidInputError, NotFoundError
 from blindscore.german import DEFAULT_MODEL_ID, default_model
 from blindscore.paillier import PublicKey
+from bureau.audit import AuditLog
 from bureau.bank_link import BankLink
 from bureau.registry import BankRegistry, ModelStore
 
 log = logging.getLogger(__name__)
+
+
+def _auditable(value: str, limit: int) -> str:
+    return value if len(value) <= limit and value.isprintable() else ""
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,10 @@ class ScoreReport:
 class Bureau:
     """The bureau's state and flows. It only ever holds public keys and model weights."""
 
-    def __init__(self, banks: BankRegistry, models: ModelStore) -> None:
+    def __init__(self, banks: BankRegistry, models: ModelStore, audit: AuditLog | None = None) -> None:
         self.banks = banks
         self.models = models
+        self.audit = audit
 
     @classmethod
     def open(cls, data_dir: Path) -> Bureau:
@@ -41,7 +47,31 @@ class Bureau:
         models = ModelStore(data_dir / "models")
         if DEFAULT_MODEL_ID not in models.ids():
             models.put(DEFAULT_MODEL_ID, default_model())
-        return cls(BankRegistry(data_dir / "banks"), models)
+        return cls(BankRegistry(data_dir / "banks"), models, AuditLog(data_dir / "audit.sqlite3"))
+
+    def record(self, request: Mapping[str, str], outcome: str, duration_ms: float) -> None:
+        """Append the audit record of one query: who, for whom, which model, how it ended, how long.
+
+        Never a feature, a ciphertext, a score or a band. A field that would be refused (a request
+        turned down for a malformed id) is recorded as empty rather than dropping the record.
+        """
+        if self.audit is None:
+            return
+        model_id = request.get("model_id", "")
+        try:
+            version = self.models.version(model_id) if model_id else ""
+        except NotFoundError:
+            version = ""
+        self.audit.append(
+            platform_id=_auditable(request.get("platform_id", ""), 128),
+            bank_id=_auditable(request.get("bank_id", ""), 128),
+            application_id=_auditable(request.get("application_id", ""), 128),
+            consent_reference=_auditable(request.get("consent_reference", ""), 256),
+            model_id=_auditable(model_id, 128),
+            model_version=version,
+            outcome=outcome,
+            duration_ms=duration_ms,
+        )
 
     def register_bank(self, bank_id: str, address: str, paillier: PublicKey, dgk: DGKPublicKey) -> str:
         key_id = self.banks.register(bank_id, address, paillier, dgk)

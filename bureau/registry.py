@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from dataclasses import dataclass, field
@@ -109,3 +111,9 @@ class ModelStore:
     def ids(self) -> list[str]:
         with self._lock:
             return sorted(self._models)
+
+    def version(self, model_id: str) -> str:
+        """A content version of the model: the first 96 bits of SHA-256 over its canonical JSON."""
+        model = self.get(model_id)
+        digest = hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()
+        return "sha256:" + digest[:24]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from functools import partial
 
 import grpc
@@ -52,10 +53,35 @@ class BureauServicer(pb_grpc.BureauServicer):
         spec = self.bureau.model_spec(request.model_id)
         return pb.ModelSpec(model_id=request.model_id, feature_spec=json.dumps(spec, sort_keys=True))
 
-    @grpc_errors
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
     ) -> pb.SubmitReceipt:
+        """Score one application; every submission, accepted or refused, leaves one audit record."""
+        t0 = time.perf_counter()
+        outcome = "INTERNAL"
+        try:
+            receipt = self._submit(request, context)
+            outcome = "OK"
+            return receipt
+        except BaseException:
+            code = getattr(context, "code", lambda: None)()
+            outcome = code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"
+            raise
+        finally:
+            fields = {
+                "platform_id": request.platform_id,
+                "bank_id": request.bank_id,
+                "application_id": request.application_id,
+                "consent_reference": request.consent_reference,
+                "model_id": request.model_id,
+            }
+            try:
+                self.bureau.record(fields, outcome, (time.perf_counter() - t0) * 1e3)
+            except Exception:
+                log.exception("could not append the audit record of %r", request.application_id)
+
+    @grpc_errors
+    def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
         identity = require_role(context, "platform")
         if identity is not None and identity.party_id != request.platform_id:
             context.abort(

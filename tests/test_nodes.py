@@ -267,3 +267,58 @@ def test_health_and_reflection(net: Net) -> None:
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for r in replies for s in r.list_services_response.service}
         assert service in names and "grpc.health.v1.Health" in names
+
+
+def test_every_submission_is_audited_without_secrets(net: Net) -> None:
+    audit = net.bureau_obj.audit
+    assert audit is not None
+    before = audit.head()[0]
+    score_one(net.platform, german_app(net, 30, application_id="audit-ok"))
+    stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
+    key = net.bank_node.keypair.public_key
+    refused = pb.EncryptedApplication(
+        application_id="audit-bad", platform_id="platform-a", bank_id="bank-a", model_id="nope",
+        key_id=net.key_id, consent_reference="consent-31", count=1, ciphertexts=key.pack([key.encrypt(1)]),
+    )  # fmt: skip
+    code, _ = status_of(lambda: stub.SubmitApplication(refused, timeout=10))
+    assert code == grpc.StatusCode.NOT_FOUND
+    records = list(audit.records(after=before))
+    by_app = {r.application_id: r for r in records}
+    ok, bad = by_app["audit-ok"], by_app["audit-bad"]
+    assert (ok.outcome, ok.platform_id, ok.bank_id, ok.model_id) == (
+        "OK",
+        "platform-a",
+        "bank-a",
+        DEFAULT_MODEL_ID,
+    )
+    assert ok.consent_reference == "consent-30" and ok.model_version.startswith("sha256:")
+    assert ok.duration_ms > 0
+    assert (bad.outcome, bad.model_version) == ("NOT_FOUND", "")
+    # A record holds identifiers and an outcome only: no feature value, ciphertext or band.
+    text = " ".join(str(v) for r in records for v in (r.canonical_bytes(),))
+    assert "duration_in_month" not in text and str(net.bank_node.keypair.public_key.n)[:40] not in text
+    report = audit.verify()
+    assert report.ok and report.records == audit.head()[0]
+
+
+def test_audit_cli_verifies_and_detects_tampering(net: Net, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    from blindscore.cli import main
+
+    data = net.bureau_obj.banks.directory.parent
+    assert main(["bureau", "audit", "verify", "--data-dir", str(data)]) == 0
+    copy = tmp_path / "bureau"
+    copy.mkdir()
+    with sqlite3.connect(data / "audit.sqlite3") as src, sqlite3.connect(copy / "audit.sqlite3") as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy / "audit.sqlite3") as db:
+        db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")]
+        for name in names:
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("UPDATE audit SET outcome = 'OK' WHERE seq = 1")
+        db.execute("UPDATE audit SET application_id = 'forged' WHERE seq = 1")
+    assert main(["bureau", "audit", "verify", "--data-dir", str(copy)]) == 1
+    shutil.rmtree(copy)
