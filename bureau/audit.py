@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from math import isfinite
@@ -18,6 +18,7 @@ from types import TracebackType
 
 import grpc
 
+from blindscore._sqlite import immediate
 from blindscore.errors import InvalidInputError, PreconditionError
 
 FORMAT_VERSION = 1
@@ -278,18 +279,8 @@ class AuditLog:
             self._db.close()
             raise
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            # IMMEDIATE takes SQLite's write lock up front, so two processes can never both read the
-            # same head and fork the chain.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     def append(
         self,
