@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -20,6 +22,22 @@ from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def timed(method: F) -> F:
+    """Stamp the response's ``server_ms`` with the time the bank spent on the call."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        t0 = time.perf_counter()
+        response = method(self, request, context)
+        response.server_ms = (time.perf_counter() - t0) * 1e3
+        return response
+
+    return wrapper  # type: ignore[return-value]
+
+
 class BankServicer(pb_grpc.BankServicer):
     """Converts protos to domain objects, calls BankNode, converts back."""
 
@@ -27,38 +45,30 @@ class BankServicer(pb_grpc.BankServicer):
         self.node = node
 
     @grpc_errors
+    @timed
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
-        t0 = time.perf_counter()
         require_role(context, "bureau")
         pk = self.node.keypair.public_key
-        self.node.check_key(request.key_id)
-        req = serde.masked_request_from_proto(request, pk)
-        resp = self.node.compare_masked(request.key_id, req)
-        msg = serde.bits_response_to_proto(resp, pk, self.node.dgk.public_key)
-        msg.server_ms = (time.perf_counter() - t0) * 1e3
-        return msg
+        self.node.check_key(request.key_id)  # before unpacking: the key decides the wire format
+        resp = self.node.compare_masked(request.key_id, serde.masked_request_from_proto(request, pk))
+        return serde.bits_response_to_proto(resp, pk, self.node.dgk.public_key)
 
     @grpc_errors
+    @timed
     def CompareBlinded(self, request: pb.BlindedRequest, context: grpc.ServicerContext) -> pb.FinalResponse:
-        t0 = time.perf_counter()
         require_role(context, "bureau")
         self.node.check_key(request.key_id)
         req = serde.blinded_request_from_proto(request, self.node.dgk.public_key)
         resp = self.node.compare_blinded(request.key_id, req)
-        msg = serde.final_response_to_proto(resp, self.node.keypair.public_key)
-        msg.server_ms = (time.perf_counter() - t0) * 1e3
-        return msg
+        return serde.final_response_to_proto(resp, self.node.keypair.public_key)
 
     @grpc_errors
+    @timed
     def DeliverBand(self, request: pb.BandDelivery, context: grpc.ServicerContext) -> pb.BandReceipt:
-        t0 = time.perf_counter()
         require_role(context, "bureau")
         self.node.check_key(request.key_id)
-        delivery = serde.band_delivery_from_proto(request, self.node.keypair.public_key)
-        record = self.node.deliver_band(delivery)
-        return pb.BandReceipt(
-            application_id=record.application_id, stored=True, server_ms=(time.perf_counter() - t0) * 1e3
-        )
+        record = self.node.deliver_band(serde.band_delivery_from_proto(request, self.node.keypair.public_key))
+        return pb.BandReceipt(application_id=record.application_id, stored=True)
 
 
 def start_bank_server(

@@ -53,6 +53,7 @@ import gmpy2
 from blindscore._files import read_json, write_json
 from blindscore._pool import RandomnessPool
 from blindscore._secret import KeyIdentity, Unexportable, fingerprint
+from blindscore._wire import pack_fixed, split_fixed
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 from blindscore.paillier import FixedBaseTable
 
@@ -332,18 +333,11 @@ class DGKPublicKey(KeyIdentity):
 
     def pack(self, ciphertexts: Sequence[Any]) -> bytes:
         """Concatenate ciphertexts as fixed-width big-endian integers."""
-        w = self.ciphertext_bytes
-        return b"".join(int(c).to_bytes(w, "big") for c in ciphertexts)
+        return pack_fixed(ciphertexts, self.ciphertext_bytes)
 
     def unpack(self, data: bytes, count: int | None = None) -> list[Any]:
         """Split and validate a packed DGK ciphertext array; count, when given, must match."""
-        w = self.ciphertext_bytes
-        if len(data) % w:
-            raise InvalidInputError(f"DGK ciphertext bytes: length {len(data)} is not a multiple of {w}")
-        got = len(data) // w
-        if count is not None and got != count:
-            raise InvalidInputError(f"expected {count} DGK ciphertexts, got {got}")
-        return self.validate_many([int.from_bytes(data[i : i + w], "big") for i in range(0, len(data), w)])
+        return self.validate_many(split_fixed(data, self.ciphertext_bytes, count, "DGK ciphertext"))
 
 
 class DGKSecretKey(Unexportable):

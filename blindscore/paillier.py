@@ -26,6 +26,7 @@ from phe import paillier as _phe
 from blindscore._files import read_json, write_json
 from blindscore._pool import RandomnessPool
 from blindscore._secret import KeyIdentity, Unexportable, fingerprint
+from blindscore._wire import pack_fixed, split_fixed
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
 MIN_KEY_BITS = 2048
@@ -243,18 +244,11 @@ class PublicKey(KeyIdentity):
 
     def pack(self, ciphertexts: Sequence[Any]) -> bytes:
         """Concatenate ciphertexts as fixed-width big-endian integers."""
-        w = self.ciphertext_bytes
-        return b"".join(_int_bytes(c, w) for c in ciphertexts)
+        return pack_fixed(ciphertexts, self.ciphertext_bytes)
 
     def unpack(self, data: bytes, count: int | None = None) -> list[Any]:
         """Split and validate a packed ciphertext array; count, when given, must match."""
-        w = self.ciphertext_bytes
-        if len(data) % w:
-            raise InvalidInputError(f"ciphertext bytes: length {len(data)} is not a multiple of {w}")
-        got = len(data) // w
-        if count is not None and got != count:
-            raise InvalidInputError(f"expected {count} ciphertexts, got {got}")
-        values = [gmpy2.mpz(int.from_bytes(data[i : i + w], "big")) for i in range(0, len(data), w)]
+        values = [gmpy2.mpz(v) for v in split_fixed(data, self.ciphertext_bytes, count, "ciphertext")]
         # One gcd for the batch: the product is a unit mod n exactly when every factor is.
         product = gmpy2.mpz(1)
         for c in values:
