@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 import grpc
 
-from bank_node.flow import BankNode
+from bank_node.flow import BankKey, BankNode
 from blindscore import serde
-from blindscore.errors import UnavailableError
+from blindscore.errors import BlindscoreError, UnavailableError
+from blindscore.metrics import NodeMetrics
 from blindscore.status import call, grpc_errors
 from blindscore.transport import INSECURE, TransportSecurity, create_server, open_channel, require_role
 from blindscore.v1 import blindscore_pb2 as pb
@@ -25,63 +27,110 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def timed(method: F) -> F:
-    """Stamp the response's ``server_ms`` with the time the bank spent on the call."""
+def timed(stage: str) -> Callable[[F], F]:
+    """Stamp the response's ``server_ms`` with the time the bank spent on the call, and record it
+    as ``stage`` (named as the bureau names the same stage in its receipts) in the metrics."""
 
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        t0 = time.perf_counter()
-        response = method(self, request, context)
-        response.server_ms = (time.perf_counter() - t0) * 1e3
-        return response
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            t0 = time.perf_counter()
+            response = method(self, request, context)
+            response.server_ms = (time.perf_counter() - t0) * 1e3
+            self.metrics.observe_stage(stage, response.server_ms / 1e3)
+            return response
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class BankServicer(pb_grpc.BankServicer):
     """Converts protos to domain objects, calls BankNode, converts back."""
 
-    def __init__(self, node: BankNode) -> None:
+    def __init__(self, node: BankNode, metrics: NodeMetrics | None = None) -> None:
         self.node = node
+        self.metrics = metrics or NodeMetrics("bank")
 
     @grpc_errors
-    @timed
+    @timed("bank.round1")
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
         require_role(context, "bureau")
-        pk = self.node.keypair.public_key
-        self.node.check_key(request.key_id)  # before unpacking: the key decides the wire format
+        key = self.node.key(request.key_id)  # before unpacking: the key decides the wire format
+        pk = key.paillier.public_key
         resp = self.node.compare_masked(request.key_id, serde.masked_request_from_proto(request, pk))
-        return serde.bits_response_to_proto(resp, pk, self.node.dgk.public_key)
+        return serde.bits_response_to_proto(resp, pk, key.dgk.public_key)
 
     @grpc_errors
-    @timed
+    @timed("bank.round2")
     def CompareBlinded(self, request: pb.BlindedRequest, context: grpc.ServicerContext) -> pb.FinalResponse:
         require_role(context, "bureau")
-        self.node.check_key(request.key_id)
-        req = serde.blinded_request_from_proto(request, self.node.dgk.public_key)
+        key = self.node.key(request.key_id)
+        req = serde.blinded_request_from_proto(request, key.dgk.public_key)
         resp = self.node.compare_blinded(request.key_id, req)
-        return serde.final_response_to_proto(resp, self.node.keypair.public_key)
+        return serde.final_response_to_proto(resp, key.paillier.public_key)
 
     @grpc_errors
-    @timed
+    @timed("bank.deliver")
     def DeliverBand(self, request: pb.BandDelivery, context: grpc.ServicerContext) -> pb.BandReceipt:
         require_role(context, "bureau")
-        self.node.check_key(request.key_id)
-        record = self.node.deliver_band(serde.band_delivery_from_proto(request, self.node.keypair.public_key))
+        key = self.node.key(request.key_id)
+        record = self.node.deliver_band(serde.band_delivery_from_proto(request, key.paillier.public_key))
         return pb.BandReceipt(application_id=record.application_id, stored=True)
 
 
 def start_bank_server(
-    node: BankNode, address: str, *, security: TransportSecurity = INSECURE
+    node: BankNode,
+    address: str,
+    *,
+    security: TransportSecurity = INSECURE,
+    metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.Server, int]:
     """Serve the Bank service on ``address``; returns (server, bound port)."""
-    servicer = BankServicer(node)
+    metrics = metrics or NodeMetrics("bank")
+    servicer = BankServicer(node, metrics)
     return create_server(
         address,
         [partial(pb_grpc.add_BankServicer_to_server, servicer)],
         security=security,
         service_names=("blindscore.v1.Bank",),
+        metrics=metrics,
     )
+
+
+def register_keys(
+    node: BankNode,
+    keys: Sequence[BankKey],
+    bureau_address: str,
+    advertise_address: str,
+    *,
+    security: TransportSecurity = INSECURE,
+    attempts: int = 60,
+    delay: float = 0.5,
+) -> list[str]:
+    """Publish public keys and the bank's address at the bureau: one RegisterBank call per key,
+    each retried while the bureau is unavailable. Returns the key ids the bureau confirmed."""
+    registered = []
+    with open_channel(bureau_address, security=security.expecting("bureau")) as channel:
+        stub: Any = pb_grpc.BureauStub(channel)
+        for key in keys:
+            request = pb.RegisterBankRequest(
+                bank_id=node.bank_id,
+                address=advertise_address,
+                paillier_public_key=serde.paillier_key_to_json(key.paillier.public_key),
+                dgk_public_key=serde.dgk_key_to_json(key.dgk.public_key),
+            )
+            for attempt in range(attempts):
+                try:
+                    resp = call("bureau", stub.RegisterBank, request, timeout=10)
+                    break
+                except UnavailableError:
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(delay)
+            log.info("registered key %s with the bureau at %s", resp.key_id, bureau_address)
+            registered.append(str(resp.key_id))
+    return registered
 
 
 def register_with_bureau(
@@ -93,22 +142,69 @@ def register_with_bureau(
     attempts: int = 60,
     delay: float = 0.5,
 ) -> str:
-    """Publish the bank's public keys and address at the bureau, retrying while it starts."""
-    request = pb.RegisterBankRequest(
-        bank_id=node.bank_id,
-        address=advertise_address,
-        paillier_public_key=serde.paillier_key_to_json(node.keypair.public_key),
-        dgk_public_key=serde.dgk_key_to_json(node.dgk.public_key),
+    """Publish every key of the bank's ring (the current one last), retrying while the bureau
+    starts. Returns the current key id as the bureau confirmed it."""
+    current = node.key_id
+    keys = sorted(node.all_keys(), key=lambda k: k.key_id == current)
+    registered = register_keys(
+        node, keys, bureau_address, advertise_address, security=security, attempts=attempts, delay=delay
     )
-    with open_channel(bureau_address, security=security.expecting("bureau")) as channel:
-        stub: Any = pb_grpc.BureauStub(channel)
-        for attempt in range(attempts):
+    return registered[-1]
+
+
+class KeyWatcher:
+    """Rereads the bank's key ring every few seconds, so a rotation or retirement made with the CLI
+    reaches the running node; new keys go to ``register`` (the bureau) until it succeeds."""
+
+    def __init__(
+        self,
+        node: BankNode,
+        *,
+        register: Callable[[BankKey], object] | None = None,
+        interval: float = 2.0,
+    ) -> None:
+        self.node = node
+        self.register = register
+        self.interval = interval
+        self._pending: dict[str, BankKey] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bank-key-watcher", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"KeyWatcher(bank_id={self.node.bank_id!r}, pending={sorted(self._pending)})"
+
+    def poll(self) -> list[str]:
+        """One round: reread the ring, register what is pending. Returns the key ids registered."""
+        try:
+            for key in self.node.refresh_keys():
+                self._pending[key.key_id] = key
+        except BlindscoreError as exc:
+            log.error("could not reload the key ring: %s", exc)
+        live = {k.key_id for k in self.node.all_keys()}
+        done = []
+        for key_id, key in sorted(self._pending.items()):
+            if key_id not in live:  # retired before it was ever registered
+                del self._pending[key_id]
+                continue
+            if self.register is None:
+                continue
             try:
-                resp = call("bureau", stub.RegisterBank, request, timeout=10)
-                log.info("registered key %s with the bureau at %s", resp.key_id, bureau_address)
-                return str(resp.key_id)
-            except UnavailableError:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(delay)
-    raise UnavailableError(f"bureau at {bureau_address} unavailable")  # pragma: no cover
+                self.register(key)
+            except BlindscoreError as exc:
+                log.warning("could not register key %s with the bureau (will retry): %s", key_id, exc)
+                continue
+            del self._pending[key_id]
+            done.append(key_id)
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -23,6 +23,16 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
+_VERSION = re.compile(r"^(|latest|v?[1-9][0-9]{0,8})$")
+
+
+def check_model_version(value: str) -> str:
+    """A model version is "" or "latest" (the newest) or a positive number, optionally "v"-prefixed."""
+    if not isinstance(value, str) or not _VERSION.match(value):
+        raise InvalidInputError(f"model version {value!r} must be a positive integer or 'latest'")
+    return value
+
+
 @dataclass(frozen=True)
 class Application:
     """What a platform operator hands the platform node: plaintext features of one applicant."""
@@ -33,12 +43,15 @@ class Application:
     key_id: str
     consent_reference: str
     features: Mapping[str, FeatureValue] = field(default_factory=dict)
+    #: "" or "latest" for the newest version at the bureau, or a version number.
+    model_version: str = ""
 
     def __post_init__(self) -> None:
         check_id("application id", self.application_id)
         check_id("bank id", self.bank_id)
         check_id("model id", self.model_id)
         check_id("key id", self.key_id)
+        check_model_version(self.model_version)
         if not self.consent_reference:
             raise InvalidInputError("a consent reference is required for every application")
         if len(self.consent_reference) > 256:
@@ -56,6 +69,8 @@ class EncryptedApplication:
     key_id: str
     consent_reference: str
     ciphertexts: tuple[Any, ...]
+    #: The version the platform encoded for ("" means the latest at the bureau).
+    model_version: str = ""
 
     def __post_init__(self) -> None:
         check_id("application id", self.application_id)
@@ -63,6 +78,7 @@ class EncryptedApplication:
         check_id("bank id", self.bank_id)
         check_id("model id", self.model_id)
         check_id("key id", self.key_id)
+        check_model_version(self.model_version)
         if not self.consent_reference:
             raise InvalidInputError("a consent reference is required for every application")
 

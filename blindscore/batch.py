@@ -7,16 +7,18 @@ import io
 import re
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bank_node.store import ResultStore
+from bank_node.store import BandRecord, ResultStore
 from blindscore._files import write_atomic
 from blindscore.application import Application
 from blindscore.client import score_applications
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
 from blindscore.localnet import LocalNetwork
+from blindscore.model_api import PrivateModel
 from blindscore.paillier import check_key_bits
 from blindscore.sklearn_import import load_sklearn_model
 
@@ -44,6 +46,50 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not rows:
         raise InvalidInputError(f"--input {path}: no data rows")
     return header, rows
+
+
+def run_encrypted(
+    model: PrivateModel,
+    model_id: str,
+    ids: Sequence[str],
+    rows: Sequence[Mapping[str, str]],
+    *,
+    key_bits: int = 2048,
+    consent_reference: str = "blindscore",
+    desc: str = "scoring",
+) -> dict[str, BandRecord]:
+    """Score ``rows`` through bureau, bank and platform as three local processes over mTLS.
+
+    Returns the bank's stored band record per application id; raises if any row failed.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net,
+    ):
+        apps = [
+            Application(
+                application_id=app_id,
+                bank_id=net.bank_id,
+                model_id=model_id,
+                key_id=net.key_id,
+                consent_reference=consent_reference,
+                features=dict(row),
+            )
+            for app_id, row in zip(ids, rows, strict=True)
+        ]
+        with tqdm(total=len(apps), unit="row", desc=desc, file=sys.stderr, leave=False) as bar:
+            outcomes = score_applications(
+                net.platform_address, apps, on_outcome=lambda o: bar.update(), security=net.client_security
+            )
+        store = ResultStore(net.bank_dir / "results.sqlite3")
+        records = {r.application_id: r for r in store.all()}
+        store.close()
+    failed = [o for o in outcomes if not o.accepted]
+    if failed:
+        raise BlindscoreError(
+            f"{len(failed)} rows failed; first {failed[0].application_id}: {failed[0].error}"
+        )
+    return records
 
 
 def score_csv(
@@ -76,33 +122,14 @@ def score_csv(
             model.spec.encode_row({k: row[k] for k in model.spec.input_names})
         except EncodingError as exc:
             raise InvalidInputError(f"--input {input_path}, row {i + 1} ({ids[i]}): {exc}") from None
-    with (
-        tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net,
-    ):
-        apps = [
-            Application(
-                application_id=app_id,
-                bank_id=net.bank_id,
-                model_id=model_id,
-                key_id=net.key_id,
-                consent_reference=f"blindscore-score:{input_path.name}",
-                features={k: row[k] for k in model.spec.input_names},
-            )
-            for app_id, row in zip(ids, rows, strict=True)
-        ]
-        with tqdm(total=len(apps), unit="row", desc="scoring", file=sys.stderr, leave=False) as bar:
-            outcomes = score_applications(
-                net.platform_address, apps, on_outcome=lambda o: bar.update(), security=net.client_security
-            )
-        store = ResultStore(net.bank_dir / "results.sqlite3")
-        records = {r.application_id: r for r in store.all()}
-        store.close()
-    failed = [o for o in outcomes if not o.accepted]
-    if failed:
-        raise BlindscoreError(
-            f"{len(failed)} rows failed; first {failed[0].application_id}: {failed[0].error}"
-        )
+    records = run_encrypted(
+        model,
+        model_id,
+        ids,
+        [{k: row[k] for k in model.spec.input_names} for row in rows],
+        key_bits=key_bits,
+        consent_reference=f"blindscore-score:{input_path.name}",
+    )
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["application_id", "band", "band_label"])

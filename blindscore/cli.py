@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from blindscore import __version__
+from blindscore import __version__, model_cli
 from blindscore._files import write_json
 from blindscore.errors import BlindscoreError
 
@@ -91,20 +91,25 @@ def _parse_cutoffs(text: str | None) -> tuple[float, ...] | None:
 
 def cmd_bureau_serve(args: argparse.Namespace) -> int:
     _serving_process()
+    from blindscore.metrics import serve_node_metrics
     from blindscore.transport import host_port
     from bureau.flow import Bureau
     from bureau.server import start_bureau_server
 
     security = _security(args, args.bureau_id)
+    metrics, exporter = serve_node_metrics("bureau", args.metrics_port, args.metrics_host)
     bureau = Bureau.open(Path(args.data_dir))
-    server, port, channels = start_bureau_server(bureau, args.listen, security=security)
+    server, port, channels = start_bureau_server(bureau, args.listen, security=security, metrics=metrics)
     address = host_port(args.listen, port)
     log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
-    _ready(args.ready_file, {"role": "bureau", "address": address})
+    metrics_info = {"metrics_port": exporter.port} if exporter else {}
+    _ready(args.ready_file, {"role": "bureau", "address": address, **metrics_info})
 
     def stop() -> None:
         server.stop(grace=2).wait()
         channels.close()
+        if exporter:
+            exporter.close()
 
     _wait_for_shutdown(stop)
     return 0
@@ -113,23 +118,38 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
 def cmd_bank_serve(args: argparse.Namespace) -> int:
     _serving_process()
     from bank_node.flow import BankNode
-    from bank_node.server import register_with_bureau, start_bank_server
+    from bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
+    from blindscore.metrics import serve_node_metrics
     from blindscore.transport import host_port
 
     security = _security(args, args.bank_id)
-    node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits)
-    server, port = start_bank_server(node, args.listen, security=security)
+    metrics, exporter = serve_node_metrics("bank", args.metrics_port, args.metrics_host)
+    passphrase = _bank_passphrase(args)
+    node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits, passphrase=passphrase)
+    server, port = start_bank_server(node, args.listen, security=security, metrics=metrics)
     address = args.advertise or host_port(args.listen, port)
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
     if args.bureau:
         register_with_bureau(node, args.bureau, address, security=security)
+
+    def register(key: Any) -> object:
+        return register_keys(node, [key], args.bureau, address, security=security, attempts=1)
+
+    # Picks up 'blindscore bank rotate-key' / 'retire-key' while serving; registers new keys.
+    watcher = KeyWatcher(node, register=register if args.bureau else None)
+    watcher.start()
+    metrics_info = {"metrics_port": exporter.port} if exporter else {}
     _ready(
-        args.ready_file, {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id}
+        args.ready_file,
+        {"role": "bank", "address": address, "key_id": node.key_id, "bank_id": node.bank_id, **metrics_info},
     )
 
     def stop() -> None:
+        watcher.stop()
         server.stop(grace=2).wait()
         node.store.close()
+        if exporter:
+            exporter.close()
 
     _wait_for_shutdown(stop)
     return 0
@@ -137,22 +157,27 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
 
 def cmd_platform_serve(args: argparse.Namespace) -> int:
     _serving_process()
+    from blindscore.metrics import serve_node_metrics
     from blindscore.transport import host_port, open_channel
     from platform_node.bureau_link import GrpcBureauLink
     from platform_node.flow import PlatformNode
     from platform_node.server import start_platform_server
 
     security = _security(args, args.platform_id)
+    metrics, exporter = serve_node_metrics("platform", args.metrics_port, args.metrics_host)
     channel = open_channel(args.bureau, security=security.expecting("bureau"))
     node = PlatformNode(args.platform_id, GrpcBureauLink(channel))
-    server, port = start_platform_server(node, args.listen, security=security)
+    server, port = start_platform_server(node, args.listen, security=security, metrics=metrics)
     address = host_port(args.listen, port)
     log.warning("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
-    _ready(args.ready_file, {"role": "platform", "address": address})
+    metrics_info = {"metrics_port": exporter.port} if exporter else {}
+    _ready(args.ready_file, {"role": "platform", "address": address, **metrics_info})
 
     def stop() -> None:
         server.stop(grace=2).wait()
         channel.close()
+        if exporter:
+            exporter.close()
 
     _wait_for_shutdown(stop)
     return 0
@@ -223,16 +248,70 @@ def cmd_bank_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bank_key_id(args: argparse.Namespace) -> int:
-    from blindscore._files import read_json
-    from blindscore.paillier import PUBLIC_FILE, PublicKey
+def _bank_passphrase(args: argparse.Namespace) -> Any:
+    """The key passphrase from --passphrase-file or $BLINDSCORE_KEY_PASSPHRASE, or None."""
+    from blindscore.keyfile import passphrase_from
 
-    path = Path(args.data_dir) / "keys" / PUBLIC_FILE
-    if not path.exists():
-        raise CliError(f"no public key at {path}: start the bank once with 'blindscore bank serve'")
-    key = PublicKey.from_dict(read_json(path))
+    return passphrase_from(getattr(args, "passphrase_file", None))
+
+
+def _key_ring(args: argparse.Namespace, passphrase: Any = None) -> Any:
+    from bank_node.flow import KEYS_DIR, KeyRing
+
+    return KeyRing(Path(args.data_dir) / KEYS_DIR, passphrase=passphrase)
+
+
+def cmd_bank_key_id(args: argparse.Namespace) -> int:
+    ring = _key_ring(args)
+    current = ring.current_id()
+    if current is None:
+        raise CliError(
+            f"no public key in {ring.directory}: start the bank once with 'blindscore bank serve' "
+            "or make a key with 'blindscore bank rotate-key'"
+        )
+    if args.all:
+        for key_id in ring.ids():
+            print(f"{key_id}\tcurrent" if key_id == current else key_id)
+    else:
+        print(current)
+    print(f"fingerprint sha256:{ring.public_key(current).fingerprint}", file=sys.stderr)
+    return 0
+
+
+def cmd_bank_rotate_key(args: argparse.Namespace) -> int:
+    ring = _key_ring(args, _bank_passphrase(args))
+    older = ring.ids()
+    key = ring.rotate(args.key_bits)
     print(key.key_id)
-    print(f"fingerprint sha256:{key.fingerprint}", file=sys.stderr)
+    print(
+        f"{key.key_id} is now the current key; {len(older)} older key(s) kept for applications under them. "
+        "A running bank picks the new key up within seconds and registers it with the bureau; "
+        "retire an old key with 'blindscore bank retire-key' once its applications are done.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_bank_retire_key(args: argparse.Namespace) -> int:
+    _key_ring(args).retire(args.key_id)
+    print(f"retired {args.key_id}: the bank no longer answers applications under it")
+    return 0
+
+
+def cmd_bank_encrypt_keys(args: argparse.Namespace) -> int:
+    passphrase = _bank_passphrase(args)
+    if passphrase is None:
+        raise CliError(
+            "encrypt-keys needs a passphrase: give --passphrase-file or set BLINDSCORE_KEY_PASSPHRASE"
+        )
+    ring = _key_ring(args, passphrase)
+    if not ring.ids():
+        raise CliError(f"no keys in {ring.directory}")
+    converted = ring.encrypt_all()
+    for path in converted:
+        print(f"encrypted {path}")
+    if not converted:
+        print("every key file was already encrypted with this passphrase")
     return 0
 
 
@@ -308,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--insecure", action="store_true", help="plaintext transport (local development only)"
         )
+        sp.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics over HTTP on this port (0 picks one; default: off)",
+        )
+        sp.add_argument(
+            "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)"
+        )
 
     bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(
         dest="action", required=True
@@ -338,13 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072"
     )
+    passphrase_help = (
+        "file holding the passphrase that encrypts the secret key files (mode 0600; "
+        "default: $BLINDSCORE_KEY_PASSPHRASE, else unencrypted)"
+    )
+    sp.add_argument("--passphrase-file", help=passphrase_help)
     sp.set_defaults(func=cmd_bank_serve, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
     sp.set_defaults(func=cmd_bank_results, role="bank")
-    sp = bank.add_parser("key-id", help="print the bank's key id (platforms name it in applications)")
+    sp = bank.add_parser("key-id", help="print the bank's current key id (platforms name it in applications)")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--all", action="store_true", help="list every key in the ring, marking the current one")
     sp.set_defaults(func=cmd_bank_key_id, role="bank")
+    sp = bank.add_parser("rotate-key", help="make a new current key; older keys stay until retired")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
+    sp.add_argument("--passphrase-file", help=passphrase_help)
+    sp.set_defaults(func=cmd_bank_rotate_key, role="bank")
+    sp = bank.add_parser("retire-key", help="delete an old (not the current) key from the ring")
+    sp.add_argument("key_id", metavar="KEY_ID")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.set_defaults(func=cmd_bank_retire_key, role="bank")
+    sp = bank.add_parser("encrypt-keys", help="encrypt plaintext secret key files in place with a passphrase")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--passphrase-file", help=passphrase_help)
+    sp.set_defaults(func=cmd_bank_encrypt_keys, role="bank")
 
     platform = sub.add_parser("platform", help="the platform node").add_subparsers(
         dest="action", required=True
@@ -392,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
     sp.add_argument("--key-bits", type=int, default=2048)
     sp.set_defaults(func=cmd_score, role="score")
+
+    model_cli.add_parser(sub)
     return p
 
 

@@ -25,6 +25,7 @@ class Outcome:
     error: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)
     wire_bytes: int = 0
+    model_version: str = ""
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -35,7 +36,14 @@ def _outcome(r: pb.ScoreReceipt) -> Outcome:
     if not r.accepted:
         error = f"{_CODE_NAMES.get(r.error_code, 'UNKNOWN')}: {r.error_message}"
     return Outcome(
-        r.application_id, r.accepted, r.total_ms, r.encrypt_ms, error, dict(r.stage_ms), r.wire_bytes
+        r.application_id,
+        r.accepted,
+        r.total_ms,
+        r.encrypt_ms,
+        error,
+        dict(r.stage_ms),
+        r.wire_bytes,
+        r.model_version,
     )
 
 

@@ -50,11 +50,12 @@ from typing import Any
 
 import gmpy2
 
-from blindscore._files import read_json, write_json
+from blindscore._files import write_json
 from blindscore._pool import RandomnessPool
 from blindscore._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore._wire import pack_fixed, split_fixed
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
+from blindscore.keyfile import Passphrase, read_secret, write_secret
 from blindscore.paillier import FixedBaseTable
 
 MIN_KEY_BITS = 2048
@@ -531,32 +532,48 @@ DGK_PUBLIC_FILE = "dgk_public.json"
 DGK_SECRET_FILE = "dgk_secret.json"
 
 
-def save_dgk_keypair(directory: Path, keypair: DGKKeyPair) -> None:
-    """Persist a DGK key pair: the secret file is created 0600, the public file 0644."""
+def save_dgk_keypair(directory: Path, keypair: DGKKeyPair, *, passphrase: Passphrase | None = None) -> None:
+    """Persist a DGK key pair: the secret file is created 0600 (sealed with ``passphrase`` if given),
+    the public file 0644."""
     directory = Path(directory)
-    write_json(directory / DGK_SECRET_FILE, keypair.secret_key._export(), secret=True)
+    write_secret(
+        directory / DGK_SECRET_FILE,
+        keypair.secret_key._export(),
+        kind="dgk-secret",
+        key_id=keypair.public_key.key_id,
+        passphrase=passphrase,
+    )
     write_json(directory / DGK_PUBLIC_FILE, keypair.public_key.to_dict())
 
 
-def load_dgk_keypair(directory: Path) -> DGKKeyPair:
-    """Load the DGK key pair saved in ``directory``; a group- or world-readable secret is refused."""
+def load_dgk_keypair(directory: Path, *, passphrase: Passphrase | None = None) -> DGKKeyPair:
+    """Load the DGK key pair saved in ``directory``; a group- or world-readable secret is refused,
+    and so is a sealed one without its passphrase."""
     path = Path(directory) / DGK_SECRET_FILE
-    d = read_json(path, secret=True)
-    if not isinstance(d, dict) or d.get("format") != FORMAT_VERSION or d.get("kind") != "dgk-secret":
+    d = read_secret(
+        path,
+        kind="dgk-secret",
+        passphrase=passphrase,
+        key_id_of=lambda doc: DGKPublicKey.from_dict(doc["public"]).key_id,
+    )
+    if d.get("format") != FORMAT_VERSION or d.get("kind") != "dgk-secret":
         raise InvalidInputError(f"{path}: not a blindscore DGK secret key (format 1)")
     public = DGKPublicKey.from_dict(d.get("public", {}))
     try:
         p, q, vp, vq = (int(d[k], 16) for k in ("p", "q", "vp", "vq"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{path}: malformed DGK secret key ({exc})") from exc
+    except (KeyError, TypeError, ValueError):
+        # No exception text: it would quote the malformed secret value.
+        raise InvalidInputError(f"{path}: malformed DGK secret key") from None
     return DGKKeyPair(public, DGKSecretKey(public, p, q, vp, vq))
 
 
-def load_or_generate_dgk_keypair(directory: Path, bits: int = 2048) -> tuple[DGKKeyPair, bool]:
+def load_or_generate_dgk_keypair(
+    directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
+) -> tuple[DGKKeyPair, bool]:
     """Load the DGK key pair in ``directory`` or make and save one. Returns (keypair, created)."""
     directory = Path(directory)
     if (directory / DGK_SECRET_FILE).exists():
-        return load_dgk_keypair(directory), False
+        return load_dgk_keypair(directory, passphrase=passphrase), False
     kp = generate_dgk_keypair(bits)
-    save_dgk_keypair(directory, kp)
+    save_dgk_keypair(directory, kp, passphrase=passphrase)
     return kp, True

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from blindscore.certs import init_pki
 from blindscore.errors import BlindscoreError, UnavailableError
-from blindscore.model import LinearModel
+from blindscore.model_api import PrivateModel
 from blindscore.transport import INSECURE, TransportSecurity
 
 READY_TIMEOUT_S = 120.0
@@ -53,7 +54,7 @@ class LocalNetwork:
         key_bits: int = 2048,
         bank_id: str = "demo-bank",
         platform_id: str = "demo-platform",
-        models: dict[str, LinearModel] | None = None,
+        models: Mapping[str, PrivateModel] | None = None,
         log_level: str = "WARNING",
         insecure: bool = False,
     ) -> None:
@@ -106,8 +107,12 @@ class LocalNetwork:
         return ["--insecure"] if self.insecure else ["--pki", str(self.pki_dir)]
 
     def start(self) -> None:
-        for model_id, model in self.models.items():
-            model.save(self.bureau_dir / "models" / f"{model_id}.json")
+        if self.models:
+            from bureau.registry import ModelStore  # the bureau's store layout, written before it starts
+
+            store = ModelStore(self.bureau_dir / "models")
+            for model_id, model in self.models.items():
+                store.put(model_id, model)
         if not self.insecure and not (self.pki_dir / "ca.pem").exists():
             init_pki(
                 self.pki_dir,

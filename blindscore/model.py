@@ -31,12 +31,16 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from blindscore import comparison
 from blindscore._files import read_json, write_json
 from blindscore.encoding import FixedPointCodec, fmt_real, parse_number
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError, ModelFormatError
+from blindscore.model_api import PrivateModel, register_model_type
+
+if TYPE_CHECKING:
+    from blindscore.paillier import PublicKey
 
 __all__ = [
     "FORMAT_VERSION",
@@ -46,6 +50,7 @@ __all__ = [
     "CategoricalFeature",
     "Feature",
     "FeatureSpec",
+    "GroupedCategoricalFeature",
     "LinearModel",
     "NumericFeature",
     "logit",
@@ -300,33 +305,94 @@ class CategoricalFeature:
         return cls(_get_str(d, "name", where), tuple(_get_list(d, "categories", where)))
 
 
+def _is_missing(value: object) -> bool:
+    """A value the applicant did not give: None, a NaN (float, numpy, Decimal) or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral):
+        try:
+            return bool(value != value)  # NaN is the only value unequal to itself
+        except ArithmeticError:  # a signalling decimal NaN refuses to compare
+            return True
+    return False
+
+
+def _special_groups(name: str, special: object) -> tuple[tuple[float, ...], ...]:
+    if isinstance(special, str) or not isinstance(special, Sequence):
+        raise ModelFormatError(f"feature {name!r}: special must be a sequence of sequences of numbers")
+    groups: list[tuple[float, ...]] = []
+    seen: set[float] = set()
+    for group in special:
+        if isinstance(group, str) or not isinstance(group, Sequence) or not group:
+            raise ModelFormatError(f"feature {name!r}: each special group needs a non-empty list of numbers")
+        values = tuple(_as_real(v, f"feature {name!r}: special value") for v in group)
+        for v in values:
+            if v in seen:
+                raise ModelFormatError(f"feature {name!r}: special value {fmt_real(v)} is listed twice")
+            seen.add(v)
+        groups.append(values)
+    return tuple(groups)
+
+
 @dataclass(frozen=True)
 class BinnedFeature:
     """A numeric feature cut at public ``edges`` and one-hot encoded by bin.
 
     With edges e_1 < ... < e_m there are m + 1 bins; a value x falls in bin number
     ``#{k: x >= e_k}``, so each edge belongs to the bin above it. Any finite number is accepted.
+
+    Two optional, equally public additions serve scorecards. ``special`` lists groups of special
+    values (codes such as -1 for "not applicable"): a value equal to one of them falls in its
+    group's own bin, checked before the edges. ``missing_bin=True`` adds a bin for a missing value
+    (None, NaN or a blank string); without it a missing value is refused, naming the feature.
+    Encoded columns, in order: the m + 1 edge bins, one per special group, the missing bin.
     """
 
     name: str
     edges: tuple[float, ...]
+    missing_bin: bool = False
+    special: tuple[tuple[float, ...], ...] = ()
     kind: ClassVar[str] = "binned"
     one_hot: ClassVar[bool] = True
+    _special_index: dict[float, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        if isinstance(self.edges, str) or not isinstance(self.edges, Sequence) or not self.edges:
-            raise ModelFormatError(f"feature {self.name!r}: edges must be a non-empty sequence of numbers")
+        if isinstance(self.edges, str) or not isinstance(self.edges, Sequence):
+            raise ModelFormatError(f"feature {self.name!r}: edges must be a sequence of numbers")
         edges = tuple(_as_real(e, f"feature {self.name!r}: edge") for e in self.edges)
         if any(a >= b for a, b in itertools.pairwise(edges)):
             raise ModelFormatError(f"feature {self.name!r}: edges must be strictly ascending")
+        if not isinstance(self.missing_bin, bool):
+            raise ModelFormatError(f"feature {self.name!r}: missing_bin must be true or false")
+        special = _special_groups(self.name, self.special)
         object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "special", special)
+        # Python hashes equal ints and floats alike, so an int value finds its float key.
+        index = {v: i for i, group in enumerate(special) for v in group}
+        object.__setattr__(self, "_special_index", index)
+
+    @property
+    def width(self) -> int:
+        """The number of bins (encoded columns)."""
+        return len(self.edges) + 1 + len(self.special) + int(self.missing_bin)
 
     @property
     def columns(self) -> tuple[str, ...]:
         e = [fmt_real(x) for x in self.edges]
-        inner = [f"{self.name}[{a},{b})" for a, b in itertools.pairwise(e)]
-        return (f"{self.name}<{e[0]}", *inner, f"{self.name}>={e[-1]}")
+        if e:
+            inner = [f"{self.name}[{a},{b})" for a, b in itertools.pairwise(e)]
+            cols = [f"{self.name}<{e[0]}", *inner, f"{self.name}>={e[-1]}"]
+        else:
+            cols = [f"{self.name}=<number>"]
+        for group in self.special:
+            values = ",".join(fmt_real(v) for v in group)
+            cols.append(f"{self.name}={values}" if len(group) == 1 else f"{self.name}={{{values}}}")
+        if self.missing_bin:
+            cols.append(f"{self.name}=<missing>")
+        return tuple(cols)
 
     @property
     def column_frac_bits(self) -> int:
@@ -334,34 +400,180 @@ class BinnedFeature:
 
     @property
     def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
-        return ((0, 1),) * (len(self.edges) + 1)
+        return ((0, 1),) * self.width
 
     def bin_of(self, value: object) -> int:
-        """The bin index of ``value``: the number of edges at or below it."""
-        return bisect.bisect_right(self.edges, parse_number(self.name, value))
+        """The bin index of ``value``: its special group's bin, else the number of edges at or below it.
+
+        A missing value goes to the missing bin (the last one) when there is one; otherwise it is
+        refused like any value that is not a finite number.
+        """
+        if self.missing_bin and _is_missing(value):
+            return self.width - 1
+        x = parse_number(self.name, value)
+        group = self._special_index.get(x)
+        if group is not None:
+            return len(self.edges) + 1 + group
+        return bisect.bisect_right(self.edges, x)
 
     def transform(self, value: object) -> list[float]:
         return [float(x) for x in self.encode(value)]
 
     def encode(self, value: object) -> list[int]:
-        out = [0] * (len(self.edges) + 1)
+        out = [0] * self.width
         out[self.bin_of(value)] = 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "edges": list(self.edges)}
+        d: dict[str, Any] = {"type": self.kind, "name": self.name, "edges": list(self.edges)}
+        # Written only when used, so a spec without them reads exactly as before these existed.
+        if self.special:
+            d["special"] = [list(group) for group in self.special]
+        if self.missing_bin:
+            d["missing_bin"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> BinnedFeature:
-        _check_keys(d, where, {"type", "name", "edges"})
-        return cls(_get_str(d, "name", where), tuple(_get_list(d, "edges", where)))
+        _check_keys(d, where, {"type", "name", "edges"}, frozenset({"special", "missing_bin"}))
+        missing_bin = d.get("missing_bin", False)
+        if not isinstance(missing_bin, bool):
+            raise ModelFormatError(f"{where}: 'missing_bin' must be true or false")
+        special = d.get("special", [])
+        if not isinstance(special, list) or not all(isinstance(g, list) for g in special):
+            raise ModelFormatError(f"{where}: 'special' must be a list of lists of numbers")
+        return cls(
+            _get_str(d, "name", where),
+            tuple(_get_list(d, "edges", where)),
+            missing_bin,
+            tuple(tuple(g) for g in special),
+        )
 
 
-Feature: TypeAlias = NumericFeature | CategoricalFeature | BinnedFeature
-_FEATURE_TYPES: dict[str, type[NumericFeature] | type[CategoricalFeature] | type[BinnedFeature]] = {
+@dataclass(frozen=True)
+class GroupedCategoricalFeature:
+    """A string-valued feature whose categories are grouped into public bins, one-hot encoded by bin.
+
+    ``groups`` lists the bins, each a non-empty tuple of categories; a category belongs to one
+    bin only. ``other_bin=True`` adds a bin for every category not listed (without it an unseen
+    category is refused, naming the feature); ``missing_bin=True`` adds one for a missing value
+    (None, NaN or a blank string; refused without it). Encoded columns, in order: the groups, the
+    other bin, the missing bin.
+    """
+
+    name: str
+    groups: tuple[tuple[str, ...], ...]
+    other_bin: bool = False
+    missing_bin: bool = False
+    kind: ClassVar[str] = "grouped"
+    one_hot: ClassVar[bool] = True
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        where = f"feature {self.name!r}"
+        if isinstance(self.groups, str) or not isinstance(self.groups, Sequence):
+            raise ModelFormatError(f"{where}: groups must be a sequence of sequences of category strings")
+        for flag in ("other_bin", "missing_bin"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ModelFormatError(f"{where}: {flag} must be true or false")
+        groups: list[tuple[str, ...]] = []
+        index: dict[str, int] = {}
+        for i, group in enumerate(self.groups):
+            if isinstance(group, str) or not isinstance(group, Sequence) or not group:
+                raise ModelFormatError(f"{where}: each group must be a non-empty list of category strings")
+            cats = tuple(group)
+            for c in cats:
+                if not isinstance(c, str) or not c.strip():
+                    raise ModelFormatError(f"{where}: categories must be non-blank strings, got {c!r}")
+                if c in index:
+                    raise ModelFormatError(f"{where}: category {c!r} is in more than one group")
+                index[c] = i
+            groups.append(cats)
+        if not groups and not self.other_bin:
+            raise ModelFormatError(f"{where}: needs at least one group of categories or an other bin")
+        object.__setattr__(self, "groups", tuple(groups))
+        object.__setattr__(self, "_index", index)
+
+    @property
+    def width(self) -> int:
+        """The number of bins (encoded columns)."""
+        return len(self.groups) + int(self.other_bin) + int(self.missing_bin)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        # JSON lists keep the names unique and readable even when categories contain commas.
+        cols = [f"{self.name}={json.dumps(list(g), ensure_ascii=False)}" for g in self.groups]
+        if self.other_bin:
+            cols.append(f"{self.name}=<other>")
+        if self.missing_bin:
+            cols.append(f"{self.name}=<missing>")
+        return tuple(cols)
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * self.width
+
+    def bin_of(self, value: object) -> int:
+        """The bin index of ``value``: its group, else the other bin; a missing value the missing bin."""
+        if _is_missing(value):
+            if self.missing_bin:
+                return self.width - 1
+            raise EncodingError(self.name, f"value is missing ({value!r}) and the feature has no missing bin")
+        if not isinstance(value, str):
+            raise EncodingError(self.name, f"expected a category string, got {type(value).__name__}")
+        group = self._index.get(value)
+        if group is not None:
+            return group
+        if self.other_bin:
+            return len(self.groups)
+        raise EncodingError(
+            self.name, f"unseen category {value!r}; expected one of {_listing(list(self._index))}"
+        )
+
+    def transform(self, value: object) -> list[float]:
+        return [float(x) for x in self.encode(value)]
+
+    def encode(self, value: object) -> list[int]:
+        """Exact 0/1 indicators with a single 1 at the bin of ``value``."""
+        out = [0] * self.width
+        out[self.bin_of(value)] = 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "name": self.name,
+            "groups": [list(g) for g in self.groups],
+            "other_bin": self.other_bin,
+            "missing_bin": self.missing_bin,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> GroupedCategoricalFeature:
+        _check_keys(d, where, {"type", "name", "groups"}, frozenset({"other_bin", "missing_bin"}))
+        flags = [d.get(k, False) for k in ("other_bin", "missing_bin")]
+        if not all(isinstance(x, bool) for x in flags):
+            raise ModelFormatError(f"{where}: 'other_bin' and 'missing_bin' must be true or false")
+        groups = _get_list(d, "groups", where)
+        if not all(isinstance(g, list) for g in groups):
+            raise ModelFormatError(f"{where}: 'groups' must be a list of lists of category strings")
+        return cls(_get_str(d, "name", where), tuple(tuple(g) for g in groups), flags[0], flags[1])
+
+
+Feature: TypeAlias = NumericFeature | CategoricalFeature | BinnedFeature | GroupedCategoricalFeature
+_FEATURE_TYPES: dict[
+    str,
+    type[NumericFeature] | type[CategoricalFeature] | type[BinnedFeature] | type[GroupedCategoricalFeature],
+] = {
     "numeric": NumericFeature,
     "categorical": CategoricalFeature,
     "binned": BinnedFeature,
+    "grouped": GroupedCategoricalFeature,
 }
 
 
@@ -400,7 +612,7 @@ class FeatureSpec:
         if not feats:
             raise ModelFormatError("a feature spec needs at least one feature")
         for f in feats:
-            if not isinstance(f, NumericFeature | CategoricalFeature | BinnedFeature):
+            if not isinstance(f, tuple(_FEATURE_TYPES.values())):
                 raise ModelFormatError(f"not a feature: {type(f).__name__}")
         for what, names in (("feature", [f.name for f in feats]), ("encoded column", _flat(feats))):
             dupes = sorted(n for n, count in Counter(names).items() if count > 1)
@@ -613,7 +825,8 @@ class _Encoded:
     score_cutoffs: tuple[float, ...] = field(repr=False)
 
 
-class LinearModel:
+@register_model_type
+class LinearModel(PrivateModel):
     """A linear score ``s = sum_i w_i x_i + b`` over encoded columns, with a link and band policy.
 
     The bureau-side artifact: it holds the secret weights. ``coef`` has one weight per encoded
@@ -626,6 +839,8 @@ class LinearModel:
     :attr:`max_abs_error`, :attr:`comparison_bits`) and raises :class:`ModelFormatError` if
     ``precision`` cannot be met or the comparison would need more than 256 bits.
     """
+
+    type_name: ClassVar[str] = MODEL_KIND
 
     def __init__(
         self,
@@ -874,6 +1089,13 @@ class LinearModel:
         xs = self.spec.check_encoded_row(encoded_row)
         return self._enc.intercept + sum(w * x for w, x in zip(self._enc.weights, xs, strict=True))
 
+    def evaluate_encrypted(self, public_key: PublicKey, ciphertexts: Sequence[Any]) -> Any:
+        """[B + sum_i W_i X_i]: one multi-exponentiation over the encrypted columns, plus B."""
+        width = self.spec.encoded_width
+        if len(ciphertexts) != width:
+            raise InvalidInputError(f"model {self.name!r} takes {width} encrypted features, got {len(ciphertexts)}")
+        return public_key.add_plain(public_key.dot(ciphertexts, self._enc.weights), self._enc.intercept)
+
     def band_from_encoded(self, encoded_row: Sequence[int], carry: int = 0) -> int:
         """The band the band protocol yields for this row when its truncation carry is ``carry``.
 
@@ -906,7 +1128,7 @@ class LinearModel:
         """A JSON-ready description, including the derived integers for cross-checking on load."""
         return {
             "format": MODEL_FORMAT_VERSION,
-            "kind": MODEL_KIND,
+            "kind": self.type_name,
             "name": self.name,
             "link": self.link,
             "precision": self.precision,
@@ -928,14 +1150,15 @@ class LinearModel:
         """
         where = "model"
         keys = {"format", "kind", "name", "link", "precision", "spec", "coef", "intercept", "policy"}
-        _check_keys(d, where, keys | {"metadata", "encoded"})
+        # "encoded" is optional: a hand-written model omits it, a saved one is checked against it.
+        _check_keys(d, where, keys | {"metadata"}, frozenset({"encoded"}))
         if d.get("format") == 1 and d.get("kind") == MODEL_KIND:
             raise ModelFormatError(
                 f"{where}: format 1 predates truncated band comparisons (format {MODEL_FORMAT_VERSION}); "
                 "rebuild the model from its source (retrain, re-import the skops file, or rerun "
                 "scripts/train_german_model.py for the shipped model) and save it again"
             )
-        _check_format(d, MODEL_KIND, where, MODEL_FORMAT_VERSION)
+        _check_format(d, cls.type_name, where, MODEL_FORMAT_VERSION)
         spec_d = d["spec"]
         if not isinstance(spec_d, Mapping):
             raise ModelFormatError(f"{where}: 'spec' must be an object")
@@ -962,12 +1185,25 @@ class LinearModel:
             _get_real(d, "precision", where),
             metadata=metadata,
         )
-        if d["encoded"] != model._encoded_dict():
+        if "encoded" in d and d["encoded"] != model._encoded_dict():
             raise ModelFormatError(
                 f"{where} {model.name!r}: the stored integer parameters differ from those recomputed "
                 "from its weights; the file was edited or written by an incompatible version"
             )
         return model
+
+    @classmethod
+    def example(cls) -> LinearModel:
+        """A three-feature logistic model (numeric, one-hot, binned) for the conformance tests."""
+        spec = FeatureSpec(
+            (
+                NumericFeature("income", 0.0, 20000.0, integer=True),
+                CategoricalFeature("housing", ("own", "rent", "free")),
+                BinnedFeature("age", (25.0, 40.0, 60.0)),
+            )
+        )
+        coef = [-0.00012, -0.4, 0.35, 0.1, 0.6, 0.2, -0.1, -0.3]
+        return cls("example-lr", spec, coef, -0.5, "logit", BandPolicy((0.1, 0.3, 0.6)), 1e-6)
 
     def save(self, path: str | Path) -> None:
         """Write the model as JSON, atomically."""

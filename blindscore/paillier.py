@@ -23,11 +23,12 @@ from typing import Any
 import gmpy2
 from phe import paillier as _phe
 
-from blindscore._files import read_json, write_json
+from blindscore._files import write_json
 from blindscore._pool import RandomnessPool
 from blindscore._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore._wire import pack_fixed, split_fixed
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
+from blindscore.keyfile import Passphrase, read_secret, write_secret
 
 MIN_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
@@ -344,27 +345,49 @@ PUBLIC_FILE = "paillier_public.json"
 SECRET_FILE = "paillier_secret.json"
 
 
-def save_keypair(directory: Path, keypair: KeyPair) -> None:
-    """Persist a key pair: the secret file is created 0600, the public file 0644."""
-    write_json(directory / SECRET_FILE, keypair.secret_key._export(), secret=True)
+def save_keypair(directory: Path, keypair: KeyPair, *, passphrase: Passphrase | None = None) -> None:
+    """Persist a key pair: the secret file is created 0600 (sealed with ``passphrase`` if given),
+    the public file 0644."""
+    write_secret(
+        directory / SECRET_FILE,
+        keypair.secret_key._export(),
+        kind="paillier-secret",
+        key_id=keypair.public_key.key_id,
+        passphrase=passphrase,
+    )
     write_json(directory / PUBLIC_FILE, keypair.public_key.to_dict())
 
 
-def load_keypair(directory: Path) -> KeyPair:
-    d = read_json(directory / SECRET_FILE, secret=True)
+def load_keypair(directory: Path, *, passphrase: Passphrase | None = None) -> KeyPair:
+    """Load the key pair in ``directory``; a secret readable by others is refused, and so is a
+    sealed one without its passphrase."""
+    path = directory / SECRET_FILE
+    d = read_secret(
+        path,
+        kind="paillier-secret",
+        passphrase=passphrase,
+        key_id_of=lambda doc: PublicKey.from_dict(doc["public"]).key_id,
+    )
     if d.get("format") != FORMAT_VERSION or d.get("kind") != "paillier-secret":
-        raise InvalidInputError(f"{directory / SECRET_FILE}: not a blindscore Paillier secret key (format 1)")
-    public = PublicKey.from_dict(d["public"])
-    return KeyPair(public, SecretKey(public, int(d["p"], 16), int(d["q"], 16)))
+        raise InvalidInputError(f"{path}: not a blindscore Paillier secret key (format 1)")
+    try:
+        public = PublicKey.from_dict(d["public"])
+        p, q = int(d["p"], 16), int(d["q"], 16)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # No exception text: it would quote the malformed secret value.
+        raise InvalidInputError(f"{path}: malformed Paillier secret key") from None
+    return KeyPair(public, SecretKey(public, p, q))
 
 
-def load_or_generate_keypair(directory: Path, bits: int = 2048) -> tuple[KeyPair, bool]:
+def load_or_generate_keypair(
+    directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
+) -> tuple[KeyPair, bool]:
     """Load the key pair in ``directory`` or make and save one. Returns (keypair, created)."""
     if (directory / SECRET_FILE).exists():
-        kp = load_keypair(directory)
+        kp = load_keypair(directory, passphrase=passphrase)
         return kp, False
     kp = generate_keypair(bits)
-    save_keypair(directory, kp)
+    save_keypair(directory, kp, passphrase=passphrase)
     return kp, True
 
 

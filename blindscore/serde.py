@@ -75,6 +75,7 @@ def application_to_proto(app: Application) -> pb.ScoreRequest:
         key_id=app.key_id,
         consent_reference=app.consent_reference,
         features={k: feature_value_to_proto(v) for k, v in app.features.items()},
+        model_version=app.model_version,
     )
 
 
@@ -86,6 +87,7 @@ def application_from_proto(msg: pb.ScoreRequest) -> Application:
         key_id=msg.key_id,
         consent_reference=msg.consent_reference,
         features={k: feature_value_from_proto(v) for k, v in msg.features.items()},
+        model_version=msg.model_version,
     )
 
 
@@ -99,6 +101,7 @@ def encrypted_application_to_proto(app: EncryptedApplication, key: PublicKey) ->
         consent_reference=app.consent_reference,
         count=len(app.ciphertexts),
         ciphertexts=key.pack(app.ciphertexts),
+        model_version=app.model_version,
     )
 
 
@@ -112,6 +115,7 @@ def encrypted_application_from_proto(msg: pb.EncryptedApplication, key: PublicKe
         key_id=msg.key_id,
         consent_reference=msg.consent_reference,
         ciphertexts=tuple(key.unpack(msg.ciphertexts, msg.count)),
+        model_version=msg.model_version,
     )
 
 

@@ -31,6 +31,7 @@ class ScoreReport:
 
     stage_ms: dict[str, float]
     wire_bytes: int
+    model_version: int = 0
 
 
 class Bureau:
@@ -45,7 +46,7 @@ class Bureau:
     def open(cls, data_dir: Path) -> Bureau:
         """Open the bureau's stores; the default German credit model is installed on first start."""
         models = ModelStore(data_dir / "models")
-        if DEFAULT_MODEL_ID not in models.ids():
+        if DEFAULT_MODEL_ID not in models.names():
             models.put(DEFAULT_MODEL_ID, default_model())
         return cls(BankRegistry(data_dir / "banks"), models, AuditLog(data_dir / "audit.sqlite3"))
 
@@ -59,8 +60,8 @@ class Bureau:
             return
         model_id = request.get("model_id", "")
         try:
-            version = self.models.version(model_id) if model_id else ""
-        except NotFoundError:
+            version = self.models.version(model_id, request.get("model_version")) if model_id else ""
+        except (NotFoundError, InvalidInputError):
             version = ""
         self.audit.append(
             platform_id=_auditable(request.get("platform_id", ""), 128),
@@ -81,26 +82,36 @@ class Bureau:
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 
-    def model_spec(self, model_id: str) -> dict[str, object]:
-        """The public part of a model: what the platform needs to encode features. No weights."""
-        return self.models.get(model_id).spec.to_dict()
+    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object]]:
+        """The public part of a model version: what the platform needs to encode features.
+
+        Returns (resolved version number, feature spec); never weights or points.
+        """
+        entry = self.models.resolve(model_id, version)
+        return entry.version, entry.model.spec.to_dict()
 
     def score(
         self, app: EncryptedApplication, link_for: Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
     ) -> ScoreReport:
-        """Score ``app`` under the bank's key, run the band protocol, hand the bank [band]."""
+        """Score ``app`` under the bank's key, run the band protocol, hand the bank [band].
+
+        The model version is resolved once, here: an application finishes on the version it
+        started with even if a newer one is imported meanwhile.
+        """
         bank = self.banks.get(app.bank_id)
         pk, dgk = bank.key(app.key_id)
-        model = self.models.get(app.model_id)
+        entry = self.models.resolve(app.model_id, app.model_version)
+        model = entry.model
         width = model.spec.encoded_width
         if len(app.ciphertexts) != width:
             raise InvalidInputError(
-                f"model {app.model_id!r} takes {width} encrypted features, got {len(app.ciphertexts)}"
+                f"model {app.model_id!r} v{entry.version} takes {width} encrypted features, "
+                f"got {len(app.ciphertexts)}"
             )
         link = link_for(bank.bank_id, bank.address, pk, dgk)
         stages: dict[str, float] = {}
         t0 = time.perf_counter()
-        score = pk.add_plain(pk.dot(app.ciphertexts, model.encoded_weights), model.encoded_intercept)
+        score = model.evaluate_encrypted(pk, app.ciphertexts)
         t1 = time.perf_counter()
         protocol = BandComparison(
             pk, dgk, score, model.encoded_cutoffs, *model.encoded_score_bounds, model.truncate_bits
@@ -129,4 +140,4 @@ class Bureau:
         stages["bureau.round2"] = (t4 - t3) * 1e3
         stages["bureau.finish"] = (t6 - t5) * 1e3
         stages.update(link.stage_ms)
-        return ScoreReport(stages, link.wire_bytes)
+        return ScoreReport(stages, link.wire_bytes, entry.version)

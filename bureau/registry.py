@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindscore._files import read_json, write_json
+from blindscore._files import read_json, stage, write_json
 from blindscore.application import check_id
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import InvalidInputError, NotFoundError
-from blindscore.model import LinearModel
+from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError, NotFoundError
+from blindscore.model_api import PrivateModel, load_model, load_model_file
 from blindscore.paillier import PublicKey
 
 
@@ -51,6 +52,14 @@ class BankRecord:
         return cls(bank_id=str(d["bank_id"]), address=str(d["address"]), keys=keys)
 
 
+def check_id_quiet(value: str) -> bool:
+    try:
+        check_id("id", value)
+    except BlindscoreError:
+        return False
+    return True
+
+
 class BankRegistry:
     """Banks by id, persisted one JSON file per bank so registrations survive restarts."""
 
@@ -83,37 +92,154 @@ class BankRegistry:
                 raise NotFoundError(f"no bank registered under id {bank_id!r}") from None
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """One stored version of a named model."""
+
+    name: str
+    version: int
+    model: PrivateModel
+    digest: str
+    created: float
+
+    @property
+    def label(self) -> str:
+        """What the audit trail records: the version number and the content digest."""
+        return f"v{self.version} {self.digest}"
+
+
+def _digest(model: PrivateModel) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+
+
+LATEST = "latest"
+
+
+def parse_version(text: str | int | None) -> int | None:
+    """``None``, ``""`` or ``"latest"`` mean the newest version; otherwise a positive integer."""
+    if text is None or text == "" or text == LATEST:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    elif isinstance(text, str) and re.fullmatch(r"v?[0-9]{1,9}", text):
+        value = int(text.lstrip("v"))
+    else:
+        raise InvalidInputError(f"model version {text!r} must be a positive integer or 'latest'")
+    if value < 1:
+        raise InvalidInputError(f"model version {text!r} must be a positive integer or 'latest'")
+    return value
+
+
 class ModelStore:
-    """Scoring models by id: one JSON file each under the bureau's data directory."""
+    """Named scoring models with immutable, numbered versions, one JSON file per version.
+
+    Layout: ``DIR/NAME/v1.json``, ``DIR/NAME/v2.json``, ... A version file is created once
+    (hard-linked into place, so two importers racing for the same number cannot overwrite each
+    other) and never changed; "latest" is the highest number on disk, read at every lookup, so a
+    version imported by ``blindscore model import`` while the bureau runs is live at once, with
+    no restart, and a lookup that already resolved its version keeps that model object to the
+    end. A file holds any registered model type (:mod:`blindscore.model_api`). Models from the
+    flat layout of earlier releases (``DIR/NAME.json``) become version 1 on open.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._models: dict[str, LinearModel] = {}
-        for path in sorted(directory.glob("*.json")):
-            self._models[path.stem] = LinearModel.load(path)
+        self._cache: dict[tuple[str, int], ModelVersion] = {}
+        for legacy in sorted(directory.glob("*.json")):
+            target = directory / legacy.stem / "v1.json"
+            if check_id_quiet(legacy.stem) and not target.exists():
+                target.parent.mkdir(exist_ok=True)
+                os.replace(legacy, target)
 
-    def put(self, model_id: str, model: LinearModel) -> None:
-        check_id("model id", model_id)
-        with self._lock:
-            model.save(self.directory / f"{model_id}.json")
-            self._models[model_id] = model
+    # -- writing ------------------------------------------------------------------------------
 
-    def get(self, model_id: str) -> LinearModel:
-        with self._lock:
+    def put(self, name: str, model: PrivateModel) -> int:
+        """Store ``model`` as the next version of ``name`` and return its number.
+
+        Importing a model identical to the latest version stores nothing and returns that
+        version, so re-running an import is harmless.
+        """
+        check_id("model name", name)
+        if not isinstance(model, PrivateModel):
+            raise InvalidInputError(f"not a model: {type(model).__name__}")
+        document = model.to_dict()
+        load_model(document)  # refuse anything that would not load back
+        data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+        folder = self.directory / name
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            numbers = self._numbers(name)
+            if numbers and _digest(self._load(name, numbers[-1]).model) == _digest(model):
+                return numbers[-1]
+            version = (numbers[-1] if numbers else 0) + 1
+            tmp = stage(folder / f"v{version}.json", data)
             try:
-                return self._models[model_id]
-            except KeyError:
-                known = ", ".join(sorted(self._models)) or "none"
-                raise NotFoundError(f"unknown model {model_id!r} (installed: {known})") from None
+                os.link(tmp, folder / f"v{version}.json")
+            except FileExistsError:
+                continue  # another importer took this number: try the next one
+            finally:
+                os.unlink(tmp)
+            return version
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _numbers(self, name: str) -> list[int]:
+        try:
+            entries = os.listdir(self.directory / name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(int(e[1:-5]) for e in entries if re.fullmatch(r"v[0-9]{1,9}\.json", e))
+
+    def _load(self, name: str, version: int) -> ModelVersion:
+        with self._lock:
+            hit = self._cache.get((name, version))
+        if hit is not None:
+            return hit
+        path = self.directory / name / f"v{version}.json"
+        try:
+            model = load_model_file(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"model {name!r} has no version {version}") from None
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"stored model {name!r} v{version} is unreadable: {exc}") from exc
+        entry = ModelVersion(name, version, model, _digest(model), path.stat().st_mtime)
+        with self._lock:
+            self._cache[(name, version)] = entry
+        return entry
+
+    def resolve(self, name: str, version: str | int | None = None) -> ModelVersion:
+        """The stored version ``version`` of ``name`` (the latest when None, "" or "latest")."""
+        check_id("model id", name)
+        wanted = parse_version(version)
+        numbers = self._numbers(name)
+        if not numbers:
+            known = ", ".join(self.names()) or "none"
+            raise NotFoundError(f"unknown model {name!r} (installed: {known})")
+        if wanted is None:
+            wanted = numbers[-1]
+        elif wanted not in numbers:
+            raise NotFoundError(
+                f"model {name!r} has no version {wanted} (versions: {', '.join(map(str, numbers))})"
+            )
+        return self._load(name, wanted)
+
+    def get(self, name: str, version: str | int | None = None) -> PrivateModel:
+        """The model object of :meth:`resolve`."""
+        return self.resolve(name, version).model
+
+    def names(self) -> list[str]:
+        """Every model name with at least one version."""
+        return sorted(p.name for p in self.directory.iterdir() if p.is_dir() and self._numbers(p.name))
 
     def ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._models)
+        return self.names()
 
-    def version(self, model_id: str) -> str:
-        """A content version of the model: the first 96 bits of SHA-256 over its canonical JSON."""
-        model = self.get(model_id)
-        digest = hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()
-        return "sha256:" + digest[:24]
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every stored version of ``name``, oldest first."""
+        return [self._load(name, v) for v in self._numbers(name)]
+
+    def version(self, name: str, version: str | int | None = None) -> str:
+        """The audit label of a version: its number and content digest (SHA-256 of canonical JSON)."""
+        return self.resolve(name, version).label

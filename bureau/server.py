@@ -10,6 +10,7 @@ from functools import partial
 import grpc
 
 from blindscore import serde
+from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
 from blindscore.v1 import blindscore_pb2 as pb
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 class BureauServicer(pb_grpc.BureauServicer):
     """Converts protos to domain objects, calls Bureau, converts back."""
 
-    def __init__(self, bureau: Bureau, channels: BankChannels) -> None:
+    def __init__(self, bureau: Bureau, channels: BankChannels, metrics: NodeMetrics | None = None) -> None:
         self.bureau = bureau
         self.channels = channels
+        self.metrics = metrics or NodeMetrics("bureau")
 
     @grpc_errors
     def RegisterBank(
@@ -50,8 +52,12 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
         require_role(context, "platform")
-        spec = self.bureau.model_spec(request.model_id)
-        return pb.ModelSpec(model_id=request.model_id, feature_spec=json.dumps(spec, sort_keys=True))
+        version, spec = self.bureau.model_spec(request.model_id, request.model_version)
+        return pb.ModelSpec(
+            model_id=request.model_id,
+            feature_spec=json.dumps(spec, sort_keys=True),
+            model_version=str(version),
+        )
 
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
@@ -74,6 +80,7 @@ class BureauServicer(pb_grpc.BureauServicer):
                 "application_id": request.application_id,
                 "consent_reference": request.consent_reference,
                 "model_id": request.model_id,
+                "model_version": request.model_version,
             }
             try:
                 self.bureau.record(fields, outcome, (time.perf_counter() - t0) * 1e3)
@@ -91,24 +98,32 @@ class BureauServicer(pb_grpc.BureauServicer):
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         app = serde.encrypted_application_from_proto(request, key)
         report = self.bureau.score(app, self.channels.link)
+        self.metrics.observe_stages(report.stage_ms)
         return pb.SubmitReceipt(
             application_id=app.application_id,
             accepted=True,
             stage_ms=report.stage_ms,
             wire_bytes=report.wire_bytes,
+            model_version=str(report.model_version),
         )
 
 
 def start_bureau_server(
-    bureau: Bureau, address: str, *, security: TransportSecurity = INSECURE
+    bureau: Bureau,
+    address: str,
+    *,
+    security: TransportSecurity = INSECURE,
+    metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.Server, int, BankChannels]:
     """Serve the Bureau service on ``address``; returns (server, bound port, bank channels)."""
     channels = BankChannels(security)
-    servicer = BureauServicer(bureau, channels)
+    metrics = metrics or NodeMetrics("bureau")
+    servicer = BureauServicer(bureau, channels, metrics)
     server, port = create_server(
         address,
         [partial(pb_grpc.add_BureauServicer_to_server, servicer)],
         security=security,
         service_names=("blindscore.v1.Bureau",),
+        metrics=metrics,
     )
     return server, port, channels

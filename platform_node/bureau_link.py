@@ -27,10 +27,11 @@ class SubmitResult:
 
     stage_ms: dict[str, float]
     wire_bytes: int
+    model_version: str = ""
 
 
 class BureauLink(Protocol):
-    def model_spec(self, model_id: str) -> dict[str, Any]: ...
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any]]: ...
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
@@ -43,15 +44,17 @@ class GrpcBureauLink:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub: Any = pb_grpc.BureauStub(channel)
 
-    def model_spec(self, model_id: str) -> dict[str, Any]:
-        resp = call("bureau", self._stub.GetModelSpec, pb.GetModelSpecRequest(model_id=model_id), timeout=10)
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any]]:
+        """(resolved version, feature spec JSON) of ``model_id`` at ``version`` ("" for the latest)."""
+        req = pb.GetModelSpecRequest(model_id=model_id, model_version=version)
+        resp = call("bureau", self._stub.GetModelSpec, req, timeout=10)
         try:
             spec = json.loads(resp.feature_spec)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}") from exc
         if not isinstance(spec, dict):
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}")
-        return spec
+        return resp.model_version, spec
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         req = pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)
@@ -67,4 +70,4 @@ class GrpcBureauLink:
         stages = dict(resp.stage_ms)
         bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))
         stages["transport.platform.submit"] = max(0.0, elapsed - bureau_total)
-        return SubmitResult(stages, msg.ByteSize() + resp.ByteSize() + resp.wire_bytes)
+        return SubmitResult(stages, msg.ByteSize() + resp.ByteSize() + resp.wire_bytes, resp.model_version)

@@ -14,6 +14,7 @@ import grpc
 from blindscore import serde
 from blindscore._pool import request_scope
 from blindscore.errors import BlindscoreError
+from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors, status_of
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
 from blindscore.v1 import blindscore_pb2 as pb
@@ -28,13 +29,15 @@ STREAM_CONCURRENCY = 8
 class PlatformServicer(pb_grpc.PlatformServicer):
     """Converts protos to domain objects, calls PlatformNode, converts back."""
 
-    def __init__(self, node: PlatformNode) -> None:
+    def __init__(self, node: PlatformNode, metrics: NodeMetrics | None = None) -> None:
         self.node = node
+        self.metrics = metrics or NodeMetrics("platform")
         self._pool = futures.ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY, thread_name_prefix="score")
 
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
         with request_scope():
             receipt = self.node.score(serde.application_from_proto(request))
+        self.metrics.observe_stages(receipt.stage_ms, prefixes=("platform.", "transport.platform."))
         return pb.ScoreReceipt(
             application_id=receipt.application_id,
             accepted=True,
@@ -42,6 +45,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             total_ms=receipt.total_ms,
             stage_ms=receipt.stage_ms,
             wire_bytes=receipt.wire_bytes,
+            model_version=receipt.model_version,
         )
 
     @grpc_errors
@@ -99,12 +103,18 @@ class PlatformServicer(pb_grpc.PlatformServicer):
 
 
 def start_platform_server(
-    node: PlatformNode, address: str, *, security: TransportSecurity = INSECURE
+    node: PlatformNode,
+    address: str,
+    *,
+    security: TransportSecurity = INSECURE,
+    metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.Server, int]:
-    servicer = PlatformServicer(node)
+    metrics = metrics or NodeMetrics("platform")
+    servicer = PlatformServicer(node, metrics)
     return create_server(
         address,
         [partial(pb_grpc.add_PlatformServicer_to_server, servicer)],
         security=security,
         service_names=("blindscore.v1.Platform",),
+        metrics=metrics,
     )

@@ -291,7 +291,7 @@ def test_every_submission_is_audited_without_secrets(net: Net) -> None:
         "bank-a",
         DEFAULT_MODEL_ID,
     )
-    assert ok.consent_reference == "consent-30" and ok.model_version.startswith("sha256:")
+    assert ok.consent_reference == "consent-30" and ok.model_version.startswith("v1 sha256:")
     assert ok.duration_ms > 0
     assert (bad.outcome, bad.model_version) == ("NOT_FOUND", "")
     # A record holds identifiers and an outcome only: no feature value, ciphertext or band.

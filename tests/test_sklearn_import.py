@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +16,37 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier
 
-from blindscore.errors import InvalidInputError, ModelFormatError
-from blindscore.german import NUMERIC_RANGES, design_matrix, german_feature_spec, load_german_credit
-from blindscore.model import LinearModel, NumericFeature
+from blindscore import sklearn_import
+from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.german import (
+    CATEGORIES,
+    FEATURE_ORDER,
+    GERMAN_PD_CUTOFFS,
+    GERMAN_PRECISION,
+    NUMERIC_RANGES,
+    design_matrix,
+    german_feature_spec,
+    load_german_credit,
+)
+from blindscore.model import BandPolicy, CategoricalFeature, LinearModel, NumericFeature
 from blindscore.sklearn_import import ALLOWED_TYPES, DEFAULT_RANGE, load_sklearn_model
 
 PD_CUTOFFS = (0.1, 0.2, 0.35, 0.6)
@@ -269,11 +294,499 @@ def test_not_a_skops_file(tmp_path: Path) -> None:
 
 
 def test_allow_list_is_small() -> None:
-    sklearn_types = sorted(t for t in ALLOWED_TYPES if t.startswith("sklearn."))
-    assert [t.rsplit(".", 1)[1] for t in sklearn_types] == [
-        "LinearRegression",
-        "LogisticRegression",
-        "Ridge",
-        "Pipeline",
-        "StandardScaler",
+    sklearn_types = {t.rsplit(".", 1)[1] for t in ALLOWED_TYPES if t.startswith("sklearn.")}
+    assert sklearn_types == {
+        *("LogisticRegression", "LinearRegression", "Ridge", "Lasso", "ElasticNet"),
+        *("SGDClassifier", "SGDRegressor", "LinearSVC", "Pipeline"),
+        *("StandardScaler", "MinMaxScaler", "OneHotEncoder", "ColumnTransformer"),
+        "FunctionTransformer",  # how a fitted ColumnTransformer stores "passthrough"
+        # The loss objects a fitted SGDClassifier stores (log_loss, hinge/perceptron, ...).
+        *("CyHalfBinomialLoss", "Hinge", "ModifiedHuber", "SquaredHinge"),
+    }
+    assert not {t for t in ALLOWED_TYPES if not t.startswith(("sklearn.", "builtins.", "numpy."))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Every supported estimator in every supported pipeline shape, on German credit
+
+NUMERIC = [c for c in FEATURE_ORDER if c in NUMERIC_RANGES]
+CATEGORICAL = [c for c in FEATURE_ORDER if c not in NUMERIC_RANGES]
+
+#: Small iteration budgets and fixed seeds: fast and deterministic; the fits need not converge,
+#: the import only has to reproduce whatever was fitted.
+ALL_ESTIMATORS: dict[str, Callable[[], Any]] = {
+    "logistic": lambda: LogisticRegression(max_iter=200),
+    "linear": LinearRegression,
+    "ridge": lambda: Ridge(alpha=1.0),
+    "lasso": lambda: Lasso(alpha=1e-3, max_iter=200),
+    "elasticnet": lambda: ElasticNet(alpha=1e-3, l1_ratio=0.5, max_iter=200),
+    "sgd-regressor": lambda: SGDRegressor(max_iter=20, tol=None, random_state=0),
+    "sgd-log": lambda: SGDClassifier(loss="log_loss", alpha=0.05, max_iter=20, tol=None, random_state=0),
+    "sgd-hinge": lambda: SGDClassifier(loss="hinge", max_iter=20, tol=None, random_state=0),
+    "sgd-modified-huber": lambda: SGDClassifier(
+        loss="modified_huber", max_iter=20, tol=None, random_state=0
+    ),
+    "linear-svc": lambda: LinearSVC(max_iter=200, random_state=0),
+}
+#: What the cutoffs apply to, by estimator: written out here rather than asked of the importer.
+OUTPUTS = {
+    "logistic": "predict_proba",
+    "sgd-log": "predict_proba",
+    "sgd-hinge": "decision_function",
+    "sgd-modified-huber": "decision_function",  # its predict_proba is not a sigmoid
+    "linear-svc": "decision_function",
+    "linear": "predict",
+    "ridge": "predict",
+    "lasso": "predict",
+    "elasticnet": "predict",
+    "sgd-regressor": "predict",
+}
+
+
+def _ct(num: Any, cat: OneHotEncoder) -> ColumnTransformer:
+    return ColumnTransformer([("num", num, NUMERIC), ("cat", cat, CATEGORICAL)])
+
+
+#: Pipeline shape -> (wrap an estimator, which data it is fitted on).
+SHAPES: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "bare": (lambda e: e, "numeric-standardised"),
+    "standard-scaler": (lambda e: Pipeline([("scale", StandardScaler()), ("est", e)]), "numeric"),
+    "minmax-scaler": (lambda e: Pipeline([("scale", MinMaxScaler((-1, 2))), ("est", e)]), "numeric"),
+    "minmax-clip": (lambda e: Pipeline([("scale", MinMaxScaler(clip=True)), ("est", e)]), "numeric"),
+    "ct-standard-onehot": (
+        lambda e: Pipeline([("prep", _ct(StandardScaler(), OneHotEncoder())), ("est", e)]),
+        "german",
+    ),
+    "ct-minmax-onehot-drop-first": (
+        lambda e: Pipeline([("prep", _ct(MinMaxScaler(), OneHotEncoder(drop="first"))), ("est", e)]),
+        "german",
+    ),
+    "ct-passthrough-onehot-if-binary": (
+        lambda e: Pipeline(
+            [("prep", _ct("passthrough", OneHotEncoder(drop="if_binary", handle_unknown="ignore"))), ("est", e)]
+        ),
+        "german-standardised",
+    ),
+    "onehot": (lambda e: Pipeline([("onehot", OneHotEncoder(sparse_output=False)), ("est", e)]), "categorical"),
+}
+
+
+@pytest.fixture(scope="module")
+def german() -> dict[str, pd.DataFrame | np.ndarray]:
+    """German credit in the frames the shapes train on (named columns), and the target."""
+    rows, y = load_german_credit()
+    df = pd.DataFrame(rows, columns=list(FEATURE_ORDER))
+    num = df[NUMERIC].astype(np.float64)
+    z = (num - num.mean()) / num.std()  # for shapes with no scaler: SGD needs scaled inputs
+    return {
+        "y": y,
+        "german": df,
+        "german-standardised": df.assign(**{c: z[c] for c in NUMERIC}),
+        "numeric": df[NUMERIC],
+        "numeric-standardised": z,
+        "categorical": df[CATEGORICAL],
+    }
+
+
+def fit_quietly(model: Any, x: pd.DataFrame, y: np.ndarray) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
+
+
+def sklearn_output(est: Any, x: pd.DataFrame, output: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the value cutoffs apply to, the score in the model's units: log-odds or the value)."""
+    if output == "predict_proba":
+        return est.predict_proba(x)[:, 1], est.decision_function(x)
+    if output == "decision_function":
+        values = est.decision_function(x)
+        return values, values
+    values = np.asarray(est.predict(x), dtype=np.float64).reshape(-1)
+    return values, values
+
+
+def quantile_cutoffs(values: np.ndarray) -> tuple[float, ...]:
+    """Cutoffs that split the sample into four bands (rounded, so no row sits exactly on one)."""
+    return tuple(float(f"{q:.4g}") for q in np.quantile(values, [0.25, 0.5, 0.75]))
+
+
+def check_against_sklearn(
+    model: LinearModel, est: Any, x: pd.DataFrame, output: str, cutoffs: tuple[float, ...]
+) -> None:
+    """Plaintext outputs, bands, encoded scores and the JSON round trip, on every row of ``x``."""
+    values, scores = sklearn_output(est, x, output)
+    records = x.to_dict(orient="records")
+    assert len(records) == 1000
+
+    # Plaintext output: predict_proba[:, 1] / decision_function / predict, to 1e-9 relative (with
+    # a floor of 1e-12 of the output's scale for values that are nearly 0).
+    scale = max(1.0, float(np.max(np.abs(values))))
+    predicted = np.array([model.predict(r) for r in records])
+    linear = np.array([model.linear_score(r) for r in records])
+    np.testing.assert_allclose(predicted, values, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(linear, scores, rtol=1e-9, atol=1e-12 * max(1.0, float(np.max(np.abs(scores)))))
+
+    # Bands: every row farther than max_abs_error (score units) from every cutoff gets the band
+    # scikit-learn's output gives, in plaintext and on the encrypted path's integers.
+    want = expected_bands(values, cutoffs)
+    gap = np.min(np.abs(scores[:, None] - np.asarray(model.score_cutoffs)[None, :]), axis=1)
+    far = gap > model.max_abs_error
+    assert far.sum() >= len(records) - 5
+    assert len(set(want[far].tolist())) == len(cutoffs) + 1  # every band occurs
+    s = model.score_frac_bits
+    for i, record in enumerate(records):
+        encoded = model.spec.encode_row(record)
+        s_enc = model.encoded_score(encoded)
+        assert abs(math.ldexp(s_enc, -s) - linear[i]) <= model.max_abs_error
+        assert abs(math.ldexp(s_enc, -s) - scores[i]) <= model.max_abs_error + 1e-12 * scale
+        if far[i]:
+            assert model.band(record) == want[i]
+            assert model.band_from_encoded(encoded, 0) == want[i]
+            assert model.band_from_encoded(encoded, 1) == want[i]
+
+    # Round trip through JSON: an equal model, same integers.
+    again = LinearModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again == model
+    assert again.encoded_weights == model.encoded_weights and again.spec == model.spec
+
+
+@pytest.fixture(scope="module")
+def fitted_shapes(german: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """Each (shape, estimator) pair fitted on first use."""
+    cache: dict[tuple[str, str], Any] = {}
+
+    class Lazy(dict[tuple[str, str], Any]):
+        def __missing__(self, key: tuple[str, str]) -> Any:
+            shape, kind = key
+            wrap, data = SHAPES[shape]
+            cache[key] = fit_quietly(wrap(ALL_ESTIMATORS[kind]()), german[data], german["y"])
+            return cache[key]
+
+    return Lazy()
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_ESTIMATORS))
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_estimator_in_every_shape_matches_sklearn(
+    tmp_path: Path, german: dict[str, Any], fitted_shapes: dict[tuple[str, str], Any], shape: str, kind: str
+) -> None:
+    est = fitted_shapes[(shape, kind)]
+    x = german[SHAPES[shape][1]]
+    output = OUTPUTS[kind]
+    values, _ = sklearn_output(est, x, output)
+    cutoffs = quantile_cutoffs(values)
+    model = load_sklearn_model(dump(est, tmp_path / f"{kind}.skops"), cutoffs)
+
+    assert model.link == ("logit" if output == "predict_proba" else "identity")
+    assert model.policy.output == ("probability" if output == "predict_proba" else "raw")
+    assert model.metadata["output"] == ("predict_proba[:, 1]" if output == "predict_proba" else output)
+    assert model.metadata["estimator"].endswith(type(ALL_ESTIMATORS[kind]()).__name__)
+    assert model.max_abs_error <= 1e-9
+    categorical = [f for f in model.spec.features if isinstance(f, CategoricalFeature)]
+    if shape.startswith(("ct-", "onehot")):
+        assert [f.name for f in categorical] == CATEGORICAL
+        assert all(f.categories == tuple(sorted(CATEGORIES[f.name])) for f in categorical)
+    else:
+        assert not categorical
+    assert model.spec.input_names == [c for c in FEATURE_ORDER if c in x.columns]
+    check_against_sklearn(model, est, x, output, cutoffs)
+
+
+# ---------------------------------------------------------------------------------------------
+# One-hot encoding, scalers and ColumnTransformer details
+
+
+def test_onehot_columns_become_categorical_features(tmp_path: Path, german: dict[str, Any]) -> None:
+    df, y = german["german"], german["y"]
+    pipe = fit_quietly(
+        Pipeline([("prep", _ct(StandardScaler(), OneHotEncoder(drop="first"))), ("lr", LogisticRegression())]),
+        df,
+        y,
+    )
+    model = load_sklearn_model(dump(pipe, tmp_path / "ct.skops"), PD_CUTOFFS)
+    encoder = pipe.named_steps["prep"].named_transformers_["cat"]
+    assert model.metadata["estimator"] == "ColumnTransformer(StandardScaler, OneHotEncoder) -> LogisticRegression"
+    assert model.metadata["positive_class"] == "1"
+    assert "unseen_categories" not in model.metadata
+    assert model.spec.input_names == list(FEATURE_ORDER)  # the DataFrame's order, not the transformers'
+    coef = dict(zip(model.spec.encoded_names, model.coef, strict=True))
+    lr = pipe.named_steps["lr"].coef_[0]
+    position = len(NUMERIC)
+    for feature, categories in zip(CATEGORICAL, encoder.categories_, strict=True):
+        f = model.spec.features[model.spec.input_names.index(feature)]
+        assert isinstance(f, CategoricalFeature) and f.categories == tuple(categories)
+        assert coef[f"{feature}={categories[0]}"] == 0.0  # dropped: weight 0
+        for c in categories[1:]:  # the kept indicators weigh exactly what the estimator says
+            assert coef[f"{feature}={c}"] == lr[position]
+            position += 1
+    assert position == lr.size
+    scaler = pipe.named_steps["prep"].named_transformers_["num"]
+    for i, feature in enumerate(NUMERIC):
+        assert coef[feature] == pytest.approx(lr[i] / scaler.scale_[i], rel=1e-12)
+
+
+def test_drop_if_binary_zeroes_only_binary_features(tmp_path: Path, german: dict[str, Any]) -> None:
+    x, y = german["categorical"], german["y"]
+    pipe = fit_quietly(Pipeline([("oh", OneHotEncoder(drop="if_binary")), ("r", Ridge())]), x, y)
+    model = load_sklearn_model(dump(pipe, tmp_path / "oh.skops"), RAW_CUTOFFS)
+    coef = dict(zip(model.spec.encoded_names, model.coef, strict=True))
+    assert model.metadata["estimator"] == "OneHotEncoder -> Ridge"
+    for f in model.spec.features:
+        assert isinstance(f, CategoricalFeature)
+        weights = [coef[c] for c in f.columns]
+        assert (weights[0] == 0.0) == (len(f.categories) == 2)
+        assert all(w != 0.0 for w in weights[1:])
+
+
+def test_handle_unknown_ignore_imports_but_the_platform_refuses_unseen_values(
+    tmp_path: Path, german: dict[str, Any]
+) -> None:
+    """Chosen behaviour: import, document, and let the platform refuse an unseen category.
+
+    scikit-learn would score it as all-zero indicators; blindscore never gives it a band at all,
+    so no band ever differs from scikit-learn's, some rows are refused instead.
+    """
+    df, y = german["german"], german["y"]
+    make = lambda unknown: Pipeline(  # noqa: E731
+        [("prep", _ct(StandardScaler(), OneHotEncoder(handle_unknown=unknown))), ("lr", LogisticRegression())]
+    )
+    ignoring = fit_quietly(make("ignore"), df, y)
+    model = load_sklearn_model(dump(ignoring, tmp_path / "ignore.skops"), PD_CUTOFFS)
+    assert "refused by the platform" in model.metadata["unseen_categories"]
+    row = df.iloc[0].to_dict()
+    row["purpose"] = "vacation"  # A47: a UCI code absent from the data
+    assert ignoring.predict_proba(pd.DataFrame([row]))[0, 1] > 0  # scikit-learn scores it ...
+    with pytest.raises(EncodingError, match=r"purpose.*unseen category 'vacation'"):
+        model.band(row)  # ... the platform refuses it
+    with pytest.raises(EncodingError, match="unseen category"):
+        model.spec.encode_row(row)
+
+    strict = fit_quietly(make("error"), df, y)
+    model = load_sklearn_model(dump(strict, tmp_path / "error.skops"), PD_CUTOFFS)
+    assert "unseen_categories" not in model.metadata
+    with pytest.raises(ValueError, match="unknown categor"):
+        strict.predict_proba(pd.DataFrame([row]))
+    with pytest.raises(EncodingError, match="unseen category"):
+        model.band(row)
+
+
+def test_minmax_clip_declares_the_fitted_range(tmp_path: Path, german: dict[str, Any]) -> None:
+    x, y = german["numeric"], german["y"]
+    pipe = fit_quietly(Pipeline([("mm", MinMaxScaler(clip=True)), ("r", Ridge())]), x, y)
+    path = dump(pipe, tmp_path / "clip.skops")
+    model = load_sklearn_model(path, RAW_CUTOFFS)
+    scaler = pipe.named_steps["mm"]
+    for f, lo, hi in zip(model.spec.features, scaler.data_min_, scaler.data_max_, strict=True):
+        assert isinstance(f, NumericFeature) and (f.lo, f.hi) == (lo, hi)
+    assert "age_in_years" in model.metadata["minmax_clip"]
+    # Outside the fitted range scikit-learn clips, which no linear score can do: the platform
+    # refuses such a value instead of scoring it differently.
+    row = x.iloc[0].to_dict()
+    row["age_in_years"] = float(scaler.data_max_[NUMERIC.index("age_in_years")]) + 1
+    unclipped = row["age_in_years"] * scaler.scale_[4] + scaler.min_[4]
+    assert unclipped > 1.0  # scikit-learn would have clipped it to 1
+    with pytest.raises(EncodingError, match="age_in_years.*outside the declared range"):
+        model.spec.encode_row(row)
+
+    # A narrower declared range is fine; a wider one is refused, naming the feature and the fix.
+    narrow = load_sklearn_model(path, RAW_CUTOFFS, feature_ranges={"age_in_years": (20, 70)})
+    assert narrow.spec.features[4].lo == 20
+    with pytest.raises(InvalidInputError, match=r"clip=True.*'age_in_years'.*clip=False"):
+        load_sklearn_model(path, RAW_CUTOFFS, feature_ranges={"age_in_years": (18, 120)})
+    with pytest.raises(InvalidInputError, match="clip=True"):
+        load_sklearn_model(
+            path, RAW_CUTOFFS, feature_ranges={"age_in_years": NumericFeature("age_in_years", 0, 75, 8)}
+        )
+
+    # Without clip the declared range is the usual default, and any value in it scores linearly.
+    plain = fit_quietly(Pipeline([("mm", MinMaxScaler()), ("r", Ridge())]), x, y)
+    model = load_sklearn_model(dump(plain, tmp_path / "plain.skops"), RAW_CUTOFFS)
+    assert all((f.lo, f.hi) == DEFAULT_RANGE for f in model.spec.features if isinstance(f, NumericFeature))
+    assert model.linear_score(row) == pytest.approx(plain.predict(pd.DataFrame([row]))[0], rel=1e-9)
+
+
+def test_german_declared_ranges_on_a_column_transformer(tmp_path: Path, german: dict[str, Any]) -> None:
+    df, y = german["german"], german["y"]
+    pipe = fit_quietly(
+        Pipeline([("prep", _ct(StandardScaler(), OneHotEncoder())), ("lr", LogisticRegression())]), df, y
+    )
+    path = dump(pipe, tmp_path / "ct.skops")
+    ranges: dict[str, tuple[float, float] | NumericFeature] = {
+        c: NumericFeature(c, *NUMERIC_RANGES[c], integer=True) for c in NUMERIC
+    }
+    narrow = load_sklearn_model(path, GERMAN_PD_CUTOFFS, feature_ranges=ranges, precision=GERMAN_PRECISION)
+    wide = load_sklearn_model(path, GERMAN_PD_CUTOFFS, precision=GERMAN_PRECISION)
+    assert narrow.spec == german_feature_spec().__class__(
+        tuple(
+            ranges[f.name] if f.name in ranges else CategoricalFeature(f.name, tuple(sorted(CATEGORIES[f.name])))
+            for f in german_feature_spec().features
+        )
+    )
+    assert narrow.comparison_bits < wide.comparison_bits
+    check_against_sklearn(narrow, pipe, df, "predict_proba", GERMAN_PD_CUTOFFS)
+    with pytest.raises(InvalidInputError, match=r"categorical feature\(s\) \['purpose'\]"):
+        load_sklearn_model(path, PD_CUTOFFS, feature_ranges={"purpose": (0, 1)})
+
+
+def test_column_transformer_weights_and_dropped_columns(tmp_path: Path, german: dict[str, Any]) -> None:
+    df, y = german["german"], german["y"]
+    ct = ColumnTransformer(
+        [
+            ("num", MinMaxScaler(), NUMERIC[:3]),
+            ("skip", "drop", ["credit_history"]),
+            ("cat", OneHotEncoder(), ["purpose", "housing"]),
+        ],
+        transformer_weights={"num": 2.0, "cat": 0.5},
+    )
+    pipe = fit_quietly(Pipeline([("prep", ct), ("svc", LinearSVC(max_iter=200, random_state=0))]), df, y)
+    model = load_sklearn_model(dump(pipe, tmp_path / "w.skops"))
+    assert model.spec.input_names == [*NUMERIC[:2], "purpose", NUMERIC[2], "housing"]  # DataFrame order
+    assert model.policy.cutoffs == (0.0,)  # the sign, as scikit-learn's predict uses
+    assert model.metadata["estimator"] == "ColumnTransformer(MinMaxScaler, OneHotEncoder) -> LinearSVC"
+    check_against_sklearn(model, pipe, df, "decision_function", (0.0,))
+    far = [
+        r
+        for r, d in zip(df.to_dict(orient="records"), pipe.decision_function(df), strict=True)
+        if abs(d) > model.max_abs_error
     ]
+    assert [model.band(r) for r in far] == [int(p) for p in pipe.predict(pd.DataFrame(far))]
+
+
+def test_probe_catches_a_wrong_fold(tmp_path: Path, german: dict[str, Any], monkeypatch: Any) -> None:
+    """The import is checked against scikit-learn after the fact: a slip in the mapping is refused."""
+    x, y = german["categorical"], german["y"]
+    pipe = fit_quietly(Pipeline([("oh", OneHotEncoder()), ("lr", LogisticRegression())]), x, y)
+    path = dump(pipe, tmp_path / "oh.skops")
+    real_fold = sklearn_import._fold
+
+    def swapped(*args: Any) -> tuple[list[float], float]:
+        coef, intercept = real_fold(*args)
+        coef[0], coef[1] = coef[1], coef[0]  # two categories of the first feature exchanged
+        return coef, intercept
+
+    monkeypatch.setattr(sklearn_import, "_fold", swapped)
+    with pytest.raises(ModelFormatError, match="not the plain linear form"):
+        load_sklearn_model(path, PD_CUTOFFS)
+
+
+@pytest.mark.parametrize("shape", ["ct-standard-onehot", "onehot"])
+def test_no_pickle_for_pipelines_with_encoders(
+    tmp_path: Path, fitted_shapes: dict[tuple[str, str], Any], monkeypatch: Any, shape: str
+) -> None:
+    path = dump(fitted_shapes[(shape, "sgd-log")], tmp_path / "p.skops")
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle was used")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    model = load_sklearn_model(path, PD_CUTOFFS)
+    assert model.spec.encoded_width == sum(len(CATEGORIES[c]) for c in CATEGORICAL) + (
+        len(NUMERIC) if shape.startswith("ct") else 0
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals of the new shapes
+
+
+def test_unknown_types_in_a_pipeline_are_listed(tmp_path: Path, german: dict[str, Any]) -> None:
+    x, y = german["numeric"], german["y"]
+    tree = fit_quietly(Pipeline([("s", StandardScaler()), ("t", DecisionTreeClassifier(max_depth=2))]), x, y)
+    with pytest.raises(ModelFormatError) as info:
+        load_sklearn_model(dump(tree, tmp_path / "tree.skops"), PD_CUTOFFS)
+    message = str(info.value)
+    assert "unsupported types: sklearn.tree._classes.DecisionTreeClassifier, sklearn.tree._tree.Tree." in message
+    assert "SGDClassifier" in message and "ColumnTransformer" in message  # what is supported
+
+    log = fit_quietly(Pipeline([("f", FunctionTransformer(np.log1p)), ("lr", LogisticRegression())]), x, y)
+    with pytest.raises(ModelFormatError, match=r"unsupported types: numpy\.log1p\. Supported"):
+        load_sklearn_model(dump(log, tmp_path / "log.skops"), PD_CUTOFFS)
+    # FunctionTransformer itself is allowed (a fitted "passthrough"), but not as a pipeline step.
+    ident = fit_quietly(Pipeline([("f", FunctionTransformer()), ("lr", LogisticRegression())]), x, y)
+    with pytest.raises(ModelFormatError, match=r"unsupported pipeline \(FunctionTransformer, LogisticRegression\)"):
+        load_sklearn_model(dump(ident, tmp_path / "ident.skops"), PD_CUTOFFS)
+    # An SGDClassifier with a regression loss stores a loss type that is not allow-listed.
+    sgd = fit_quietly(SGDClassifier(loss="squared_error", max_iter=5, tol=None, random_state=0), x, y)
+    with pytest.raises(ModelFormatError, match=r"unsupported types: sklearn\._loss\._loss\.CyHalfSquaredError"):
+        load_sklearn_model(dump(sgd, tmp_path / "sgd.skops"), PD_CUTOFFS)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LogisticRegression(max_iter=200),
+        lambda: SGDClassifier(max_iter=5, tol=None, random_state=0),
+        lambda: SGDClassifier(loss="log_loss", max_iter=5, tol=None, random_state=0),
+        lambda: LinearSVC(max_iter=200, random_state=0),
+    ],
+    ids=["logistic", "sgd-hinge", "sgd-log", "linear-svc"],
+)
+def test_multiclass_classifiers_are_refused(tmp_path: Path, german: dict[str, Any], make: Any) -> None:
+    x = german["numeric-standardised"]
+    three = fit_quietly(make(), x, np.arange(len(x)) % 3)
+    with pytest.raises(ModelFormatError, match=r"only binary classifiers are supported; this \w+ has 3 classes"):
+        load_sklearn_model(dump(three, tmp_path / "three.skops"), PD_CUTOFFS)
+
+
+@pytest.mark.parametrize("make", [LinearRegression, Ridge, Lasso, ElasticNet], ids=lambda m: m.__name__)
+def test_multi_output_regressors_are_refused(tmp_path: Path, german: dict[str, Any], make: Any) -> None:
+    x, y = german["numeric-standardised"], german["y"]
+    two = fit_quietly(make(), x, np.column_stack([y, 1 - y]))
+    with pytest.raises(ModelFormatError, match=r"single-output.*\(2, 7\)"):
+        load_sklearn_model(dump(two, tmp_path / "two.skops"), RAW_CUTOFFS)
+
+
+def test_unsupported_column_transformers_are_refused(tmp_path: Path, german: dict[str, Any]) -> None:
+    df, y = german["german"], german["y"]
+
+    def load(ct: ColumnTransformer) -> LinearModel:
+        pipe = fit_quietly(Pipeline([("prep", ct), ("r", Ridge())]), df, y)
+        return load_sklearn_model(dump(pipe, tmp_path / "ct.skops"), RAW_CUTOFFS)
+
+    onehot = ("cat", OneHotEncoder(), CATEGORICAL)
+    with pytest.raises(ModelFormatError, match=r"remainder must be 'drop' \(got 'passthrough'\)"):
+        load(ColumnTransformer([onehot], remainder="passthrough"))
+    with pytest.raises(ModelFormatError, match=r"remainder must be 'drop' \(got 'StandardScaler'\)"):
+        load(ColumnTransformer([onehot], remainder=StandardScaler()))
+    nested = Pipeline([("s", StandardScaler()), ("m", MinMaxScaler())])
+    with pytest.raises(ModelFormatError, match=r"unsupported ColumnTransformer transformer 'num' \(Pipeline\)"):
+        load(ColumnTransformer([("num", nested, NUMERIC), onehot]))
+    with pytest.raises(ModelFormatError, match="'age_in_years' feeds more than one"):
+        load(ColumnTransformer([("a", StandardScaler(), NUMERIC), ("b", MinMaxScaler(), ["age_in_years"])]))
+    numeric_categories = ColumnTransformer([("cat", OneHotEncoder(), ["present_residence_since"])])
+    with pytest.raises(ModelFormatError, match=r"'present_residence_since' has non-string categories \(1, 2"):
+        load(numeric_categories)
+    with pytest.raises(ModelFormatError, match="infrequent-category grouping"):
+        load(ColumnTransformer([("cat", OneHotEncoder(min_frequency=10), CATEGORICAL)]))
+    # A bare ColumnTransformer is no model.
+    bare = ColumnTransformer([onehot]).fit(df)
+    with pytest.raises(ModelFormatError, match=r"unsupported types: .*ColumnTransformer"):
+        load_sklearn_model(dump(bare, tmp_path / "bare.skops"), RAW_CUTOFFS)
+    # A onehot step followed by a scaler is not one of the shapes.
+    pipe = fit_quietly(
+        Pipeline([("oh", OneHotEncoder()), ("s", StandardScaler(with_mean=False)), ("r", Ridge())]),
+        german["categorical"],
+        y,
+    )
+    with pytest.raises(ModelFormatError, match=r"unsupported pipeline \(OneHotEncoder, StandardScaler, Ridge\)"):
+        load_sklearn_model(dump(pipe, tmp_path / "p.skops"), RAW_CUTOFFS)
+
+
+def test_decision_function_classifiers_default_to_the_sign(tmp_path: Path, german: dict[str, Any]) -> None:
+    x, y = german["numeric-standardised"], german["y"]
+    sgd = fit_quietly(SGDClassifier(max_iter=20, tol=None, random_state=0), x, y)
+    model = load_sklearn_model(dump(sgd, tmp_path / "sgd.skops"), labels=("good", "bad"))
+    assert model.policy.cutoffs == (0.0,) and model.policy.output == "raw" and model.link == "identity"
+    with pytest.raises(ModelFormatError, match="between 0 and 1"):
+        BandPolicy((0.0,), (), "probability")  # why raw: a decision function is no probability
+    records = x.to_dict(orient="records")
+    decision = sgd.decision_function(x)
+    predicted = sgd.predict(x)
+    checked = 0
+    for r, d, p in zip(records, decision, predicted, strict=True):
+        if abs(d) > model.max_abs_error:
+            assert model.policy.labels[model.band(r)] == ("bad" if p == 1 else "good")
+            checked += 1
+    assert checked >= 995

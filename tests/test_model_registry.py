@@ -1,0 +1,280 @@
+"""Model types: one conformance suite over every registered type, the registry, and the versioned store."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blindscore.errors import InvalidInputError, ModelFormatError, NotFoundError
+from blindscore.german import DEFAULT_MODEL_ID, default_model
+from blindscore.model import BandPolicy, LinearModel
+from blindscore.model_api import PrivateModel, load_model, model_types, register_model_type
+from blindscore.paillier import KeyPair
+from bureau.registry import ModelStore, parse_version
+
+TYPES = sorted(model_types())
+
+
+def sample_value(feature: Any, rng: random.Random) -> object:
+    """A valid raw value for any built-in feature kind, edges and extremes included."""
+    kind = feature.kind
+    if kind == "numeric":
+        if rng.random() < 0.2:
+            return rng.choice([feature.lo, feature.hi])
+        x = rng.uniform(feature.lo, feature.hi)
+        return float(round(x)) if feature.integer else x
+    if kind == "categorical":
+        return rng.choice(feature.categories)
+    if kind == "binned":
+        edges = feature.edges
+        choices: list[object] = [edges[0] - 1.0, edges[-1] + 1.0, *edges, *(e - 1e-6 for e in edges)]
+        if getattr(feature, "missing", False):
+            choices.append(None)
+        for group in getattr(feature, "special", ()) or ():
+            choices.extend(group)
+        return rng.choice(choices)
+    if hasattr(feature, "groups"):  # grouped categories (scorecards)
+        values: list[object] = [c for g in feature.groups for c in g]
+        if getattr(feature, "missing", False):
+            values.append(None)
+        if getattr(feature, "other", False):
+            values.append("never-seen-category")
+        return rng.choice(values)
+    raise AssertionError(f"conformance suite cannot sample feature kind {kind!r}; teach sample_value")
+
+
+def sample_rows(model: PrivateModel, n: int, seed: int = 7) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    return [{f.name: sample_value(f, rng) for f in model.spec.features} for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conformance: every registered type
+
+
+@pytest.fixture(params=TYPES)
+def example(request: pytest.FixtureRequest) -> PrivateModel:
+    cls = model_types()[request.param]
+    model = cls.example()
+    assert isinstance(model, cls) and model.type_name == request.param
+    return model
+
+
+def test_builtin_types_registered() -> None:
+    assert "blindscore-linear-model" in TYPES
+    assert "blindscore-scorecard" in TYPES
+
+
+def test_round_trip_is_lossless(example: PrivateModel) -> None:
+    d = example.to_dict()
+    assert d["kind"] == example.type_name
+    text = json.dumps(d, sort_keys=True, allow_nan=False)  # plain JSON, no NaN
+    again = load_model(json.loads(text))
+    assert type(again) is type(example)
+    assert json.dumps(again.to_dict(), sort_keys=True) == text
+
+
+def test_spec_is_public_only(example: PrivateModel) -> None:
+    spec_text = json.dumps(example.spec.to_dict())
+    for secret in ("coef", "weights", "points", "intercept", "base_points"):
+        assert secret not in spec_text
+
+
+def test_encrypted_evaluation_matches_integer_path(example: PrivateModel, paillier_keypair: KeyPair) -> None:
+    pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
+    for row in sample_rows(example, 4):
+        encoded = example.spec.encode_row(row)
+        ct = example.evaluate_encrypted(pk, [pk.encrypt(x) for x in encoded])
+        assert sk.decrypt_signed(ct) == example.encoded_score(encoded)
+
+
+def test_wrong_ciphertext_count_refused(example: PrivateModel, paillier_keypair: KeyPair) -> None:
+    pk = paillier_keypair.public_key
+    with pytest.raises(InvalidInputError):
+        example.evaluate_encrypted(pk, [pk.encrypt(0)] * (example.spec.encoded_width + 1))
+
+
+def test_fixed_point_error_within_bound_and_bands_agree(example: PrivateModel) -> None:
+    scale = math.ldexp(1.0, -example.score_frac_bits)
+    lo, hi = example.encoded_score_bounds
+    cutoffs = [c * scale for c in example.encoded_cutoffs]
+    assert cutoffs == sorted(cutoffs) and len(cutoffs) == len(example.policy.cutoffs)
+    for row in sample_rows(example, 300):
+        exact = example.linear_score(row)
+        s_enc = example.encoded_score(example.spec.encode_row(row))
+        assert lo <= s_enc <= hi
+        assert abs(s_enc * scale - exact) <= example.max_abs_error
+        band = example.band(row)
+        assert 0 <= band < example.policy.n_bands
+        if all(abs(exact - c) > example.max_abs_error for c in cutoffs):
+            assert band == sum(s_enc >= c for c in example.encoded_cutoffs)
+        assert math.isfinite(example.predict(row))
+
+
+def test_describe_shows_no_weights(example: PrivateModel) -> None:
+    text = example.describe()
+    assert example.name in text
+    if isinstance(example, LinearModel):
+        public = {repr(c) for c in example.policy.cutoffs} | {"0.0", "1.0"}
+        for w in example.coef:
+            if repr(abs(w)) not in public:
+                assert repr(abs(w)) not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+def test_registry_refuses_a_second_type_under_a_taken_name() -> None:
+    with pytest.raises(ModelFormatError, match="already registered"):
+
+        @register_model_type
+        class Impostor(LinearModel):  # same type_name as LinearModel
+            pass
+
+
+def test_registry_refuses_non_models_and_unknown_kinds() -> None:
+    with pytest.raises(ModelFormatError):
+        register_model_type(dict)  # type: ignore[type-var]
+    with pytest.raises(ModelFormatError, match="unknown model type 'no-such-type'"):
+        load_model({"kind": "no-such-type"})
+    with pytest.raises(ModelFormatError, match="kind"):
+        load_model({"name": "x"})
+
+
+def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
+    """A real distribution on sys.path declares a `blindscore.models` entry point; the CLI lists it."""
+    (tmp_path / "bs_plugin.py").write_text(
+        textwrap.dedent(
+            '''
+            """A third-party model type: a linear model under another name."""
+            from blindscore.model import LinearModel
+
+            class OffsetModel(LinearModel):
+                """Test plug-in type."""
+                type_name = "test-offset-model"
+            '''
+        )
+    )
+    dist = tmp_path / "bs_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bs-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[blindscore.models]\noffset = bs_plugin:OffsetModel\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "blindscore", "model", "types"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "test-offset-model" in out.stdout and "bs_plugin.OffsetModel" in out.stdout
+    script = (
+        "import json; from blindscore.model_api import load_model, model_type;"
+        "cls = model_type('test-offset-model'); m = cls.example(); d = m.to_dict();"
+        "assert d['kind'] == 'test-offset-model', d['kind'];"
+        "print(type(load_model(json.loads(json.dumps(d)))).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "OffsetModel"
+
+
+# ---------------------------------------------------------------------------------------------
+# Versioned store
+
+
+def variant(cutoffs: tuple[float, ...]) -> LinearModel:
+    d = default_model().to_dict()
+    d["policy"]["cutoffs"] = list(cutoffs)
+    d.pop("encoded")
+    return LinearModel.from_dict(d)
+
+
+def test_versions_are_numbered_immutable_and_survive_reopen(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    assert store.put("m", default_model()) == 1
+    assert store.put("m", default_model()) == 1  # identical content: nothing new
+    assert store.put("m", variant((0.1, 0.2, 0.4, 0.6))) == 2
+    assert store.resolve("m").version == 2
+    assert store.resolve("m", "1").model == default_model()
+    assert store.resolve("m", "v2").version == 2
+    reopened = ModelStore(tmp_path / "models")
+    assert [v.version for v in reopened.versions("m")] == [1, 2]
+    assert reopened.get("m", 2).policy.cutoffs == (0.1, 0.2, 0.4, 0.6)
+    assert reopened.version("m", 1).startswith("v1 sha256:")
+    assert sorted(p.name for p in (tmp_path / "models" / "m").iterdir()) == ["v1.json", "v2.json"]
+
+
+def test_lookups_refuse_unknown_names_and_versions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.put("m", default_model())
+    with pytest.raises(NotFoundError, match="unknown model 'x'"):
+        store.resolve("x")
+    with pytest.raises(NotFoundError, match="no version 3"):
+        store.resolve("m", 3)
+    for bad in ("0", "-1", "1.5", "newest", "v"):
+        with pytest.raises(InvalidInputError):
+            parse_version(bad)
+    with pytest.raises(InvalidInputError):
+        store.resolve("../etc")
+    with pytest.raises(InvalidInputError):
+        store.put("bad name", default_model())
+
+
+def test_racing_importers_get_distinct_versions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    models = [variant((0.05 + 0.01 * i, 0.3, 0.5, 0.7)) for i in range(6)]
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def put(m: LinearModel) -> None:
+        v = ModelStore(tmp_path / "models").put("m", m)  # separate store objects, like separate processes
+        with lock:
+            got.append(v)
+
+    threads = [threading.Thread(target=put, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    stored = {json.dumps(v.model.to_dict(), sort_keys=True) for v in store.versions("m")}
+    assert stored == {json.dumps(m.to_dict(), sort_keys=True) for m in models}
+
+
+def test_flat_layout_of_earlier_releases_becomes_version_1(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    default_model().save(folder / f"{DEFAULT_MODEL_ID}.json")
+    store = ModelStore(folder)
+    assert store.names() == [DEFAULT_MODEL_ID]
+    assert store.resolve(DEFAULT_MODEL_ID).version == 1
+    assert not (folder / f"{DEFAULT_MODEL_ID}.json").exists()
+
+
+def test_hand_written_model_without_encoded_section_loads(tmp_path: Path) -> None:
+    d: Mapping[str, Any] = {
+        k: v for k, v in default_model().to_dict().items() if k != "encoded"
+    }
+    assert load_model(dict(d)) == default_model()
+    edited = default_model().to_dict()
+    edited["encoded"]["intercept"] += 1
+    with pytest.raises(ModelFormatError, match="differ"):
+        load_model(edited)
+
+
+def test_band_policy_cutoffs_on_raw_output() -> None:
+    m = variant((0.1, 0.2, 0.4, 0.6))
+    d = m.to_dict()
+    d["link"] = "identity"
+    d["policy"] = BandPolicy((-1.0, 0.0, 1.5), output="raw").to_dict()
+    d.pop("encoded")
+    raw = load_model(d)
+    assert raw.policy.output == "raw" and raw.policy.n_bands == 4
