@@ -7,7 +7,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,9 @@ def _policy_text(model: PrivateModel) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from blindscore.application import check_id
+
+    check_id("--name", args.name)
     store = _store(args.data_dir)
     model = import_model_file(
         Path(args.file),
@@ -167,17 +171,32 @@ def _read_data(path: Path, model: PrivateModel, limit: int | None) -> tuple[list
     return header, rows
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from blindscore.batch import run_encrypted
+@dataclass(frozen=True)
+class Verification:
+    """Encrypted bands against the plaintext model, row by row."""
 
-    entry = _store(args.data_dir).resolve(args.name, args.version)
-    model = entry.model
-    _, rows = _read_data(Path(args.data), model, args.limit)
-    features = [{k: row[k] for k in model.spec.input_names} for row in rows]
+    rows: int
+    agree: int
+    worst_fixed_point_error: float
+    margin: float
+    near_cutoff: int
+    allowed: tuple[str, ...]
+    disagreements: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.disagreements
+
+
+def fixed_point_check(
+    model: PrivateModel, features: Sequence[Mapping[str, object]]
+) -> tuple[list[int], list[bool], float]:
+    """Per row: the plaintext band and whether the exact score lies within the error bound of a
+    cutoff; and the largest |fixed-point score - exact score| seen."""
     scale = math.ldexp(1.0, -model.score_frac_bits)
     cutoffs = [c * scale for c in model.encoded_cutoffs]
     margin = model.max_abs_error
-    plain: list[int] = []
+    bands: list[int] = []
     near: list[bool] = []
     worst = 0.0
     for i, row in enumerate(features):
@@ -185,11 +204,52 @@ def cmd_verify(args: argparse.Namespace) -> int:
             exact = model.linear_score(row)
             fixed = model.encoded_score(model.spec.encode_row(row)) * scale
         except EncodingError as exc:
-            raise InvalidInputError(f"--data {args.data}, row {i + 1}: {exc}") from None
+            raise InvalidInputError(f"row {i + 1}: {exc}") from None
         worst = max(worst, abs(fixed - exact))
-        plain.append(model.band(row))
+        bands.append(model.band(row))
         near.append(any(abs(exact - c) <= margin for c in cutoffs))
+    return bands, near, worst
+
+
+def compare_bands(
+    model: PrivateModel,
+    ids: Sequence[str],
+    features: Sequence[Mapping[str, object]],
+    encrypted: Mapping[str, int],
+) -> Verification:
+    """Compare the bands the bank stored (``encrypted``) with the plaintext model's.
+
+    A disagreement is allowed only for a row whose exact score is within the model's proven
+    error bound (fixed-point rounding plus the comparison's truncation) of a cutoff.
+    """
+    plain, near, worst = fixed_point_check(model, features)
+    missing = [i for i in ids if i not in encrypted]
+    if missing:
+        raise InvalidInputError(f"no encrypted band for {len(missing)} rows, first {missing[0]}")
+    differ = [(i, n) for i, b, n in zip(ids, plain, near, strict=True) if encrypted[i] != b]
+    return Verification(
+        rows=len(ids),
+        agree=len(ids) - len(differ),
+        worst_fixed_point_error=worst,
+        margin=model.max_abs_error,
+        near_cutoff=sum(near),
+        allowed=tuple(i for i, n in differ if n),
+        disagreements=tuple(i for i, n in differ if not n),
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from blindscore.batch import run_encrypted
+
+    entry = _store(args.data_dir).resolve(args.name, args.version)
+    model = entry.model
+    _, rows = _read_data(Path(args.data), model, args.limit)
+    features = [{k: row[k] for k in model.spec.input_names} for row in rows]
     ids = [f"row-{i + 1}" for i in range(len(rows))]
+    try:
+        fixed_point_check(model, features)  # refuse bad rows before any node starts
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--data {args.data}, {exc}") from None
     t0 = time.perf_counter()
     records = run_encrypted(
         model,
@@ -201,24 +261,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         desc="verifying",
     )
     elapsed = time.perf_counter() - t0
-    agree = sum(records[i].band == b for i, b in zip(ids, plain, strict=True))
-    outside = [i for i, b, n in zip(ids, plain, near, strict=True) if records[i].band != b and not n]
-    inside = [i for i, b, n in zip(ids, plain, near, strict=True) if records[i].band != b and n]
-    n = len(ids)
+    v = compare_bands(model, ids, features, {k: r.band for k, r in records.items()})
+    n = v.rows
     print(
         f"model {args.name} v{entry.version} ({model.type_name}): {n} rows through platform, bureau and bank"
     )
-    print(f"  band agreement with the plaintext model: {agree}/{n} ({agree / n:.2%}) in {elapsed:.1f} s")
+    print(f"  band agreement with the plaintext model: {v.agree}/{n} ({v.agree / n:.2%}) in {elapsed:.1f} s")
     print(
-        f"  largest score difference from fixed-point encoding: {worst:.3g} "
-        f"(guaranteed bound {margin:.3g}, truncation included)"
+        f"  largest score difference from fixed-point encoding: {v.worst_fixed_point_error:.3g} "
+        f"(guaranteed bound {v.margin:.3g}, truncation included)"
     )
     print(
-        f"  rows within {margin:.3g} of a cutoff: {sum(near)}; disagreements there (allowed): {len(inside)}"
+        f"  rows within {v.margin:.3g} of a cutoff: {v.near_cutoff}; "
+        f"disagreements there (allowed): {len(v.allowed)}"
     )
-    print(f"  disagreements outside that margin: {len(outside)}")
-    if outside:
-        print(f"FAILED: {', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''}", file=sys.stderr)
+    print(f"  disagreements outside that margin: {len(v.disagreements)}")
+    if not v.ok:
+        shown = ", ".join(v.disagreements[:10]) + (" ..." if len(v.disagreements) > 10 else "")
+        print(f"FAILED: {shown}", file=sys.stderr)
         return 1
     return 0
 

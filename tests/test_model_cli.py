@@ -1,0 +1,193 @@
+"""`blindscore model ...`: import, list, export, verify (three real nodes) and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+from sklearn.metrics import roc_auc_score
+
+from blindscore.cli import main
+from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.model import LinearModel
+from blindscore.model_api import load_model_file
+from blindscore.model_cli import compare_bands
+from blindscore.report import band_table, write_png
+from bureau.flow import Bureau
+
+GERMAN_CSV = Path(__file__).resolve().parents[1] / "blindscore" / "data" / "germancredit.csv"
+
+
+@pytest.fixture
+def bureau_dir(tmp_path: Path) -> Path:
+    Bureau.open(tmp_path / "bureau")  # installs the default model as v1, like a first start
+    return tmp_path / "bureau"
+
+
+def variant_file(tmp_path: Path, cutoffs: list[float]) -> Path:
+    d = default_model().to_dict()
+    d["policy"]["cutoffs"] = cutoffs
+    del d["encoded"]  # a hand-edited file: the integer section is derived on load
+    path = tmp_path / "variant.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_import_list_export(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = variant_file(tmp_path, [0.1, 0.2, 0.4, 0.6])
+    assert main(["model", "import", str(src), "--name", DEFAULT_MODEL_ID, "--data-dir", str(bureau_dir)]) == 0
+    assert f"as model {DEFAULT_MODEL_ID} v2" in capsys.readouterr().out
+    # Importing the same file again stores nothing new.
+    assert main(["model", "import", str(src), "--name", DEFAULT_MODEL_ID, "--data-dir", str(bureau_dir)]) == 0
+    assert f"{DEFAULT_MODEL_ID} v2" in capsys.readouterr().out
+    assert main(["model", "list", "--data-dir", str(bureau_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert "A/B/C/D/E on probability at 0.07/0.16/0.32/0.54" in listing
+    assert "A/B/C/D/E on probability at 0.1/0.2/0.4/0.6" in listing
+    assert " 2 *  blindscore-linear-model" in listing and "20" in listing
+    out = tmp_path / "exported.json"
+    assert (
+        main(
+            [
+                "model",
+                "export",
+                DEFAULT_MODEL_ID,
+                "--version",
+                "1",
+                "--output",
+                str(out),
+                "--data-dir",
+                str(bureau_dir),
+            ]
+        )
+        == 0
+    )
+    assert load_model_file(out) == default_model()
+
+
+def test_import_refusals(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data-dir", str(bureau_dir)]
+    assert main(["model", "import", str(tmp_path / "nope.json"), "--name", "m", *base]) == 2
+    assert "no such file" in capsys.readouterr().err
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01")
+    assert main(["model", "import", str(junk), "--name", "m", *base]) == 2
+    assert "--format" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "blindscore-linear-model", "format": 2}))
+    assert main(["model", "import", str(bad), "--name", "m", *base]) == 2
+    assert "missing field" in capsys.readouterr().err
+    src = variant_file(tmp_path, [0.1, 0.2, 0.3, 0.4])
+    assert main(["model", "import", str(src), "--name", "bad name", *base]) == 2
+    assert "not a valid identifier" in capsys.readouterr().err
+    assert main(["model", "import", str(src), "--name", "m", "--cutoffs", "0.3", *base]) == 2
+    assert "own band policy" in capsys.readouterr().err
+    assert not (bureau_dir / "models" / "m").exists()
+    assert main(["model", "export", "nope", "--output", str(tmp_path / "x.json"), *base]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["model", "list", "--data-dir", str(tmp_path / "missing")]) == 2
+
+
+def test_types_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model", "types"]) == 0
+    out = capsys.readouterr().out
+    assert "blindscore-linear-model" in out and "blindscore.model.LinearModel" in out
+
+
+def test_compare_bands_fails_outside_the_margin_only() -> None:
+    model = default_model()
+    rows, _ = load_german_credit()
+    rows = rows[:50]
+    ids = [f"r{i}" for i in range(len(rows))]
+    plain = {i: model.band(r) for i, r in zip(ids, rows, strict=True)}
+    ok = compare_bands(model, ids, rows, plain)
+    assert ok.ok and ok.agree == 50 and ok.worst_fixed_point_error <= ok.margin
+    wrong = dict(plain)
+    wrong["r3"] = (wrong["r3"] + 1) % model.policy.n_bands
+    bad = compare_bands(model, ids, rows, wrong)
+    assert not bad.ok and bad.disagreements == ("r3",) and bad.agree == 49
+
+
+@pytest.mark.slow
+def test_verify_through_three_nodes(
+    bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "rows.csv"
+    with open(GERMAN_CSV, newline="") as src, open(data, "w", newline="") as dst:
+        lines = src.readlines()[:41]
+        dst.writelines(lines)
+    args = ["model", "verify", DEFAULT_MODEL_ID, "--data", str(data), "--data-dir", str(bureau_dir)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "band agreement with the plaintext model: 40/40 (100.00%)" in out
+    assert "disagreements outside that margin: 0" in out
+
+
+def test_verify_refuses_bad_rows_before_starting_nodes(
+    bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows, _ = load_german_credit()
+    data = tmp_path / "rows.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow(rows[0])
+        w.writerow({**rows[1], "duration_in_month": "forever"})
+    assert (
+        main(["model", "verify", DEFAULT_MODEL_ID, "--data", str(data), "--data-dir", str(bureau_dir)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "row 2" in err and "duration_in_month" in err
+    assert (
+        main(
+            [
+                "model",
+                "verify",
+                DEFAULT_MODEL_ID,
+                "--data",
+                str(tmp_path / "none.csv"),
+                "--data-dir",
+                str(bureau_dir),
+            ]
+        )
+        == 2
+    )
+
+
+def test_report_numbers_match_independent_computations(tmp_path: Path) -> None:
+    model: LinearModel = default_model()
+    rows, labels = load_german_credit()
+    bad = [y == 1 for y in labels]
+    table = band_table(model, rows, bad)
+    assert [r.count for r in table.rows] == [195, 204, 202, 197, 202]
+    assert [round(r.bad_rate * 100, 1) for r in table.rows] == [2.6, 11.3, 22.8, 42.6, 70.3]
+    assert table.rows[-1].cum_share == pytest.approx(1.0) and table.rows[-1].cum_bad_share == pytest.approx(
+        1.0
+    )
+    scores = np.array([model.linear_score(r) for r in rows])
+    y = np.array(bad)
+    assert table.auc == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert table.gini == pytest.approx(2 * roc_auc_score(y, scores) - 1, abs=1e-12)
+    assert table.ks == pytest.approx(ks_2samp(scores[y], scores[~y]).statistic, abs=1e-12)
+    assert table.higher_is_bad
+    png = tmp_path / "bands.png"
+    write_png(table, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = table.format()
+    assert "KS 0.5" in text and "Gini" in text
+
+
+def test_report_cli(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "r.png"
+    args = ["model", "report", DEFAULT_MODEL_ID, "--data", str(GERMAN_CSV), "--target", "creditability"]
+    assert main([*args, "--png", str(png), "--data-dir", str(bureau_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "1000 rows, 300 bad (30.0%)" in out and png.exists()
+    assert main([*args[:-1], "no_such_column", "--data-dir", str(bureau_dir)]) == 2
+    assert "not a column" in capsys.readouterr().err
+    assert main([*args, "--bad", "terrible", "--data-dir", str(bureau_dir)]) == 2
+    assert "does not occur" in capsys.readouterr().err
