@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -153,37 +154,61 @@ def test_registry_refuses_non_models_and_unknown_kinds() -> None:
         load_model({"name": "x"})
 
 
-def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
-    """A real distribution on sys.path declares a `blindscore.models` entry point; the CLI lists it."""
-    (tmp_path / "bs_plugin.py").write_text(
-        textwrap.dedent(
-            '''
-            """A third-party model type: a linear model under another name."""
-            from blindscore.model import LinearModel
+def docs_example_module() -> str:
+    """The worked example of docs/models.md, verbatim: the test keeps the documentation true."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    start = text.index('```python\n"""acme_models') + len("```python\n")
+    return text[start : text.index("```", start)]
 
-            class OffsetModel(LinearModel):
-                """Test plug-in type."""
-                type_name = "test-offset-model"
-            '''
-        )
-    )
-    dist = tmp_path / "bs_plugin-0.1.dist-info"
+
+def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
+    """docs/models.md's PointsTable, installed as a real distribution with a `blindscore.models`
+    entry point: the CLI lists it, the registry loads its JSON, and it passes the conformance checks."""
+    (tmp_path / "acme_models.py").write_text(docs_example_module())
+    dist = tmp_path / "acme_models-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bs-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[blindscore.models]\noffset = bs_plugin:OffsetModel\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-models\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[blindscore.models]\npoints-table = acme_models:PointsTable\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run(
-        [sys.executable, "-m", "blindscore", "model", "types"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "blindscore", "model", "types"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert "test-offset-model" in out.stdout and "bs_plugin.OffsetModel" in out.stdout
+    assert "acme-points-table" in out.stdout and "acme_models.PointsTable" in out.stdout
+    # The conformance suite itself, run over every registered type with the plug-in installed.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "acme-points-table and not entry_points",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed is not None and int(passed.group(1)) >= 6 and "failed" not in result.stdout
+    model_dir = tmp_path / "bureau"
     script = (
-        "import json; from blindscore.model_api import load_model, model_type;"
-        "cls = model_type('test-offset-model'); m = cls.example(); d = m.to_dict();"
-        "assert d['kind'] == 'test-offset-model', d['kind'];"
-        "print(type(load_model(json.loads(json.dumps(d)))).__name__)"
+        "import json; from pathlib import Path; from blindscore.model_api import model_type;"
+        "from bureau.registry import ModelStore;"
+        "m = model_type('acme-points-table').example(); s = ModelStore(Path(%r));"
+        "v = s.put('acme', m); print(v, type(ModelStore(Path(%r)).get('acme')).__name__,"
+        "m.band({'housing': 'own'}), m.band({'housing': 'free'}))" % (str(model_dir), str(model_dir))
     )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "OffsetModel"
+    assert out.stdout.split() == ["1", "PointsTable", "2", "0"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,9 +285,7 @@ def test_flat_layout_of_earlier_releases_becomes_version_1(tmp_path: Path) -> No
 
 
 def test_hand_written_model_without_encoded_section_loads(tmp_path: Path) -> None:
-    d: Mapping[str, Any] = {
-        k: v for k, v in default_model().to_dict().items() if k != "encoded"
-    }
+    d: Mapping[str, Any] = {k: v for k, v in default_model().to_dict().items() if k != "encoded"}
     assert load_model(dict(d)) == default_model()
     edited = default_model().to_dict()
     edited["encoded"]["intercept"] += 1
