@@ -9,7 +9,6 @@ import random
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -203,9 +202,9 @@ def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
     script = (
         "import json; from pathlib import Path; from blindscore.model_api import model_type;"
         "from bureau.registry import ModelStore;"
-        "m = model_type('acme-points-table').example(); s = ModelStore(Path(%r));"
-        "v = s.put('acme', m); print(v, type(ModelStore(Path(%r)).get('acme')).__name__,"
-        "m.band({'housing': 'own'}), m.band({'housing': 'free'}))" % (str(model_dir), str(model_dir))
+        f"m = model_type('acme-points-table').example(); s = ModelStore(Path({str(model_dir)!r}));"
+        f"v = s.put('acme', m); print(v, type(ModelStore(Path({str(model_dir)!r})).get('acme')).__name__,"
+        "m.band({'housing': 'own'}), m.band({'housing': 'free'}))"
     )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "PointsTable", "2", "0"]

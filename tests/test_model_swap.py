@@ -149,7 +149,8 @@ def test_unknown_or_malformed_versions_get_precise_statuses(net: Net) -> None:
         stub: Any = pb_grpc.BureauStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID, model_version="99"))
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND and "no version 99" in (info.value.details() or "")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "no version 99" in (info.value.details() or "")
         with pytest.raises(grpc.RpcError) as info:
             stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID, model_version="newest"))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
