@@ -292,12 +292,18 @@ class KeyRing:
         converted: list[Path] = []
         for kid in self.ids():
             directory = self.directory / kid
-            key = self.load_key(kid)  # opens sealed files too: a different passphrase fails here
-            if not secret_is_sealed(directory / SECRET_FILE):
-                save_keypair(directory, key.paillier, passphrase=self._passphrase)
+            # Sealed files are opened too: one sealed with another passphrase fails here.
+            sealed = secret_is_sealed(directory / SECRET_FILE)
+            paillier = load_keypair(directory, passphrase=self._passphrase if sealed else None)
+            if paillier.public_key.key_id != kid:
+                raise CryptoError(f"{directory} holds key {paillier.public_key.key_id}, not {kid}")
+            if not sealed:
+                save_keypair(directory, paillier, passphrase=self._passphrase)
                 converted.append(directory / SECRET_FILE)
-            if not secret_is_sealed(directory / DGK_SECRET_FILE):
-                save_dgk_keypair(directory, key.dgk, passphrase=self._passphrase)
+            sealed = secret_is_sealed(directory / DGK_SECRET_FILE)
+            dgk = load_dgk_keypair(directory, passphrase=self._passphrase if sealed else None)
+            if not sealed:
+                save_dgk_keypair(directory, dgk, passphrase=self._passphrase)
                 converted.append(directory / DGK_SECRET_FILE)
         return converted
 
@@ -386,7 +392,12 @@ class BankNode:
             if state == self._ring_state:
                 return []
             old = self._view[0]
-            keys, current = self._ring.load(known=old)
+            try:
+                keys, current = self._ring.load(known=old)
+            except BlindscoreError:
+                # Reported once per change of the ring, not at every poll; the keys in use stay.
+                self._ring_state = state
+                raise
             self._view, self._ring_state = (keys, current), state
         added = [keys[kid] for kid in sorted(keys) if kid not in old]
         retired = sorted(set(old) - set(keys))

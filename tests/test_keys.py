@@ -521,6 +521,29 @@ def test_running_node_picks_up_rotation_and_retirement(
     node.store.close()
 
 
+def test_node_without_passphrase_reports_sealed_new_key_once(
+    tmp_path: Path,
+    paillier_keypair: KeyPair,
+    dgk_keypair: DGKKeyPair,
+    new_key: BankKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    save_legacy(tmp_path / KEYS_DIR, paillier_keypair, dgk_keypair)
+    old_id = paillier_keypair.public_key.key_id
+    node = BankNode.open("bank-p", tmp_path)
+    KeyRing(tmp_path / KEYS_DIR, passphrase=Passphrase(PASSWORD)).add(new_key)
+    watcher = KeyWatcher(node)
+    with caplog.at_level(logging.ERROR, logger="bank_node.server"):
+        assert watcher.poll() == [] and watcher.poll() == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "is encrypted" in errors[0].getMessage()
+    # The node goes on with the keys it has.
+    assert node.key_id == old_id and node.key(old_id).key_id == old_id
+    with pytest.raises(NotFoundError):
+        node.key(new_key.key_id)
+    node.store.close()
+
+
 @dataclass
 class Net:
     bureau: Bureau
@@ -611,7 +634,7 @@ def test_watcher_retries_registration(
 
 
 def test_cli_encrypt_keys_then_rotate_with_env_passphrase(
-    rotated: Rotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rotated: Rotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
     data_dir = copy_of(rotated, tmp_path)
@@ -635,6 +658,7 @@ def test_cli_encrypt_keys_then_rotate_with_env_passphrase(
     )
     assert code == 0, err
     assert len(out.splitlines()) == 4 and all(line.startswith("encrypted ") for line in out.splitlines())
+    assert "is not encrypted" not in caplog.text  # no advice to run the command being run
     for key_id in (rotated.old_id, rotated.new_id):
         for name in SECRET_FILES:
             assert secret_is_sealed(keys / key_id / name) and mode(keys / key_id / name) == 0o600
