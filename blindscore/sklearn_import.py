@@ -134,10 +134,7 @@ _SGD_CLASSIFIER_LOSSES = frozenset(
 ALLOWED_TYPES: frozenset[str] = frozenset(
     {_qualname(t) for t in (*_ESTIMATORS, *_PREPROCESSORS, Pipeline, FunctionTransformer)}
     | _SGD_CLASSIFIER_LOSSES
-    | {
-        f"builtins.{t}"
-        for t in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType", "slice")
-    }
+    | {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType", "slice")}
     | {
         f"numpy.{t}"
         for t in ("ndarray", "float64", "float32", "int64", "int32", "bool_", "str_", "intc", "longlong")
@@ -260,7 +257,9 @@ class _Plan:
 
 def _unsupported_pipeline(where: str, steps: Sequence[Any]) -> ModelFormatError:
     kinds = ", ".join(type(s).__name__ if not isinstance(s, str) else repr(s) for s in steps)
-    return ModelFormatError(f"{where}: unsupported pipeline ({kinds}); supported: {'; '.join(SUPPORTED_MODELS)}")
+    return ModelFormatError(
+        f"{where}: unsupported pipeline ({kinds}); supported: {'; '.join(SUPPORTED_MODELS)}"
+    )
 
 
 def _split(obj: Any, where: str) -> tuple[Any | None, Any]:
@@ -337,9 +336,13 @@ def _scaler_columns(
             # value it will ever score; see _numeric_features.
             lo = _vector(scaler, "data_min_", n, where)
             hi = _vector(scaler, "data_max_", n, where)
-            inputs = [_Input(name, clip=(float(l), float(h))) for name, l, h in zip(names, lo, hi, strict=True)]
+            inputs = [
+                _Input(name, clip=(float(low), float(high)))
+                for name, low, high in zip(names, lo, hi, strict=True)
+            ]
     columns = [
-        _Column(name, float(ai) * weight, float(ci) * weight) for name, ai, ci in zip(names, a, c, strict=True)
+        _Column(name, float(ai) * weight, float(ci) * weight)
+        for name, ai, ci in zip(names, a, c, strict=True)
     ]
     return inputs, columns
 
@@ -659,9 +662,7 @@ def _probe_rows(plan: _Plan) -> list[dict[str, Any]]:
 def _sklearn_input(obj: Any, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
     """The probe rows as scikit-learn's input: a DataFrame if the model was fitted on one."""
     # Columns the model ignores (a ColumnTransformer's "drop") still have to be present.
-    table = {
-        name: [row.get(name, 0.0) for row in rows] for name in plan.sklearn_inputs
-    }
+    table = {name: [row.get(name, 0.0) for row in rows] for name in plan.sklearn_inputs}
     categorical = {item.name for item in plan.inputs if item.categories is not None}
     if getattr(obj, "feature_names_in_", None) is not None:
         try:
@@ -725,7 +726,9 @@ def _probe(
                     proba = np.asarray(obj.predict_proba(data), dtype=np.float64)[:, 1]
                     link_ok = bool(np.allclose(proba, [sigmoid(z) for z in theirs], rtol=0, atol=1e-12))
         except Exception as exc:  # scikit-learn's own errors on a configuration we do not handle
-            raise ModelFormatError(f"{where}: scikit-learn could not evaluate the model on probe rows ({exc})") from exc
+            raise ModelFormatError(
+                f"{where}: scikit-learn could not evaluate the model on probe rows ({exc})"
+            ) from exc
     gap = np.abs(np.asarray(ours) - theirs)
     if not (link_ok and theirs.shape == gap.shape and np.all(gap <= 1e-9 * np.asarray(magnitude))):
         raise ModelFormatError(
