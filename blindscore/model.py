@@ -1093,7 +1093,9 @@ class LinearModel(PrivateModel):
         """[B + sum_i W_i X_i]: one multi-exponentiation over the encrypted columns, plus B."""
         width = self.spec.encoded_width
         if len(ciphertexts) != width:
-            raise InvalidInputError(f"model {self.name!r} takes {width} encrypted features, got {len(ciphertexts)}")
+            raise InvalidInputError(
+                f"model {self.name!r} takes {width} encrypted features, got {len(ciphertexts)}"
+            )
         return public_key.add_plain(public_key.dot(ciphertexts, self._enc.weights), self._enc.intercept)
 
     def band_from_encoded(self, encoded_row: Sequence[int], carry: int = 0) -> int:

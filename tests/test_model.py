@@ -508,7 +508,7 @@ def test_model_round_trips(tmp_path: Path) -> None:
         (lambda d: d["encoded"].update(truncate_bits=3), "differ from those recomputed"),
         (lambda d: d["encoded"].pop("truncate_bits"), "differ from those recomputed"),
         (lambda d: d.update(surprise=True), "unknown field"),
-        (lambda d: d.pop("encoded"), "missing field"),
+        (lambda d: d.pop("spec"), "missing field"),
         (lambda d: d["encoded"]["weights"].update(income=12345), "differ from those recomputed"),
         (lambda d: d["encoded"].update(comparison_bits=20), "differ from those recomputed"),
         (lambda d: d["coef"].pop("income"), "exactly the encoded column names"),

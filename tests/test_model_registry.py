@@ -38,17 +38,19 @@ def sample_value(feature: Any, rng: random.Random) -> object:
         return rng.choice(feature.categories)
     if kind == "binned":
         edges = feature.edges
-        choices: list[object] = [edges[0] - 1.0, edges[-1] + 1.0, *edges, *(e - 1e-6 for e in edges)]
-        if getattr(feature, "missing", False):
-            choices.append(None)
-        for group in getattr(feature, "special", ()) or ():
+        choices: list[object] = [0.0, *edges, *(e - 1e-6 for e in edges)]
+        if edges:
+            choices += [edges[0] - 1.0, edges[-1] + 1.0]
+        if feature.missing_bin:
+            choices += [None, math.nan, ""]
+        for group in feature.special:
             choices.extend(group)
         return rng.choice(choices)
-    if hasattr(feature, "groups"):  # grouped categories (scorecards)
+    if kind == "grouped":  # scorecard category groups
         values: list[object] = [c for g in feature.groups for c in g]
-        if getattr(feature, "missing", False):
-            values.append(None)
-        if getattr(feature, "other", False):
+        if feature.missing_bin:
+            values += [None, ""]
+        if feature.other_bin:
             values.append("never-seen-category")
         return rng.choice(values)
     raise AssertionError(f"conformance suite cannot sample feature kind {kind!r}; teach sample_value")
