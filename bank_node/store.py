@@ -1,27 +1,29 @@
-"""The bank's result store: one row per application with the band it learned (SQLite, WAL)."""
+"""The bank's result store: one row per application with the band it learned (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindscore._sqlite import immediate
+from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import AlreadyExistsError
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bands (
-    application_id TEXT PRIMARY KEY,
-    model_id       TEXT NOT NULL,
-    key_id         TEXT NOT NULL,
-    band           INTEGER NOT NULL,
-    band_label     TEXT NOT NULL,
-    received_at    REAL NOT NULL
+FORMAT_VERSION = 1
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {bands} (
+        application_id TEXT PRIMARY KEY,
+        model_id       TEXT NOT NULL,
+        key_id         TEXT NOT NULL,
+        band           INTEGER NOT NULL,
+        band_label     TEXT NOT NULL,
+        received_at    {real} NOT NULL
+    )
+    """,
 )
-"""
+_COLUMNS = "application_id, model_id, key_id, band, band_label, received_at"
 
 
 @dataclass(frozen=True)
@@ -35,34 +37,51 @@ class BandRecord:
 
 
 class ResultStore:
-    """Bands by application id: a repeated delivery of the same band is a no-op, a different one refused."""
+    """Bands by application id: a repeated delivery of the same band is a no-op, a different one refused.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+    That makes delivery idempotent, which is what lets the bureau retry a band it is not sure
+    arrived: the bank ends up with exactly one band per application.
+    """
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._db, self._lock)
+    def __init__(self, target: Path | str | Database) -> None:
+        """Open the store in a SQLite file (a Path), a database URL, or an open bank Database."""
+        self._owns = not isinstance(target, Database)
+        self._db = Database.open(target, "bank") if not isinstance(target, Database) else target
+        self.path = self._db.path
+        try:
+            self._db.setup(self._create, "the result store")
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, target: Path | str) -> ResultStore:
+        """The store at a path or a ``postgresql://`` / ``sqlite:///`` URL."""
+        return cls(target)
+
+    def _create(self, tx: Tx) -> None:
+        create_schema(self._db, tx, _SCHEMA)
+        tx.check_version("bank.results", FORMAT_VERSION)
+
+    @property
+    def url(self) -> str:
+        return self._db.url
 
     def put(self, record: BandRecord) -> bool:
         """Store a band; returns False when the same band was already stored for this application."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT model_id, band FROM bands WHERE application_id = ?", (record.application_id,)
-            ).fetchone()
+
+        def put(tx: Tx) -> bool:
+            row = tx.one(
+                "SELECT model_id, band FROM {bands} WHERE application_id = ?", (record.application_id,)
+            )
             if row is not None:
                 if (row[0], row[1]) == (record.model_id, record.band):
                     return False
                 raise AlreadyExistsError(
                     f"application {record.application_id!r} already has a different band stored"
                 )
-            db.execute(
-                "INSERT INTO bands VALUES (?, ?, ?, ?, ?, ?)",
+            tx.execute(
+                f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     record.application_id,
                     record.model_id,
@@ -74,22 +93,24 @@ class ResultStore:
             )
             return True
 
+        return self._db.write(put)
+
     def get(self, application_id: str) -> BandRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM bands WHERE application_id = ?", (application_id,)
-            ).fetchone()
+        row = self._db.read(
+            lambda tx: tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE application_id = ?", (application_id,))
+        )
         return BandRecord(*row) if row else None
 
     def all(self) -> list[BandRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM bands ORDER BY received_at, application_id").fetchall()
+        rows = self._db.read(
+            lambda tx: tx.all(f"SELECT {_COLUMNS} FROM {{bands}} ORDER BY received_at, application_id")
+        )
         return [BandRecord(*r) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM bands").fetchone()[0])
+        row = self._db.read(lambda tx: tx.one("SELECT COUNT(*) FROM {bands}"))
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
-        with self._lock:
+        if self._owns:
             self._db.close()

@@ -98,7 +98,7 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
 
     security = _security(args, args.bureau_id)
     metrics, exporter = serve_node_metrics("bureau", args.metrics_port, args.metrics_host)
-    bureau = Bureau.open(Path(args.data_dir))
+    bureau = Bureau.open(Path(args.data_dir), args.database)
     server, port, channels = start_bureau_server(bureau, args.listen, security=security, metrics=metrics)
     address = host_port(args.listen, port)
     log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
@@ -107,6 +107,7 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
 
     def stop() -> None:
         server.stop(grace=2).wait()
+        bureau.close()
         channels.close()
         if exporter:
             exporter.close()
@@ -123,9 +124,12 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
     from blindscore.transport import host_port
 
     security = _security(args, args.bank_id)
-    metrics, exporter = serve_node_metrics("bank", args.metrics_port, args.metrics_host)
     passphrase = _bank_passphrase(args)
+    metrics, exporter = serve_node_metrics("bank", args.metrics_port, args.metrics_host)
     node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits, passphrase=passphrase)
+    if args.database:
+        node.store.close()
+        node.store = _result_store(args)
     server, port = start_bank_server(node, args.listen, security=security, metrics=metrics)
     address = args.advertise or host_port(args.listen, port)
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
@@ -161,12 +165,19 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     from blindscore.transport import host_port, open_channel
     from platform_node.bureau_link import GrpcBureauLink
     from platform_node.flow import PlatformNode
+    from platform_node.outbox import Outbox
     from platform_node.server import start_platform_server
 
     security = _security(args, args.platform_id)
     metrics, exporter = serve_node_metrics("platform", args.metrics_port, args.metrics_host)
+    outbox = Outbox.open(Path(args.data_dir), args.database)
     channel = open_channel(args.bureau, security=security.expecting("bureau"))
-    node = PlatformNode(args.platform_id, GrpcBureauLink(channel))
+
+    def dial() -> tuple[Any, Any]:  # the outbox resender's own channel, redialled after failures
+        fresh = open_channel(args.bureau, security=security.expecting("bureau"))
+        return GrpcBureauLink(fresh), fresh.close
+
+    node = PlatformNode(args.platform_id, GrpcBureauLink(channel), outbox, dial=dial)
     server, port = start_platform_server(node, args.listen, security=security, metrics=metrics)
     address = host_port(args.listen, port)
     log.warning("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
@@ -175,6 +186,7 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
 
     def stop() -> None:
         server.stop(grace=2).wait()
+        node.close()
         channel.close()
         if exporter:
             exporter.close()
@@ -183,9 +195,11 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_log(data_dir: str) -> Any:
+def _audit_log(data_dir: str, database: str | None = None) -> Any:
     from bureau.audit import AuditLog
 
+    if database:
+        return AuditLog(database)
     path = Path(data_dir) / "audit.sqlite3"
     if not path.exists():
         raise CliError(f"no audit trail at {path}: is --data-dir the bureau's data directory?")
@@ -199,7 +213,7 @@ def cmd_bureau_audit_verify(args: argparse.Namespace) -> int:
         if not seq.isdigit() or len(digest) != 64:
             raise CliError("--expected-head must look like SEQ:HASH (as printed by a previous verify)")
         expected = (int(seq), digest)
-    with _audit_log(args.data_dir) as trail:
+    with _audit_log(args.data_dir, args.database) as trail:
         report = trail.verify(expected_head=expected)
         seq, digest = trail.head()
     if report.ok:
@@ -210,7 +224,7 @@ def cmd_bureau_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bureau_audit_list(args: argparse.Namespace) -> int:
-    with _audit_log(args.data_dir) as trail:
+    with _audit_log(args.data_dir, args.database) as trail:
         out = csv.writer(sys.stdout)
         out.writerow(
             ["seq", "at", "platform_id", "bank_id", "application_id", "consent_reference", "model_id",
@@ -224,13 +238,18 @@ def cmd_bureau_audit_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bank_results(args: argparse.Namespace) -> int:
+def _result_store(args: argparse.Namespace) -> Any:
+    """The bank's result store: --database when given, else results.sqlite3 under --data-dir."""
     from bank_node.store import ResultStore
 
+    return ResultStore.open(args.database or Path(args.data_dir) / "results.sqlite3")
+
+
+def cmd_bank_results(args: argparse.Namespace) -> int:
     path = Path(args.data_dir) / "results.sqlite3"
-    if not path.exists():
+    if not args.database and not path.exists():
         raise CliError(f"no results database at {path}: is --data-dir the bank's data directory?")
-    store = ResultStore(path)
+    store = _result_store(args)
     records = store.all()
     store.close()
     out = csv.writer(sys.stdout)
@@ -396,12 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)"
         )
 
+    def database_help(node: str, files: str) -> str:
+        return (
+            f"postgresql://... URL (tables prefixed {node}_) or sqlite:///PATH for the {node}'s state "
+            f"(default: {files} under --data-dir)"
+        )
+
     bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(
         dest="action", required=True
     )
     sp = bureau.add_parser("serve", help="run the bureau's gRPC server")
     serve_flags(sp, DEFAULT_BUREAU)
     sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
+    sp.add_argument("--database", help=database_help("bureau", "applications.sqlite3 and audit.sqlite3"))
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
     sp.set_defaults(func=cmd_bureau_serve, role="bureau")
     audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(
@@ -409,16 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = audit.add_parser("verify", help="check the hash chain: exit 0 if intact, 1 if not")
     sp.add_argument("--data-dir", default="blindscore-data/bureau")
+    sp.add_argument("--database", help=database_help("bureau", "audit.sqlite3"))
     sp.add_argument("--expected-head", help="SEQ:HASH published earlier, to detect truncation")
     sp.set_defaults(func=cmd_bureau_audit_verify, role="bureau")
     sp = audit.add_parser("list", help="print the audit records as CSV")
     sp.add_argument("--data-dir", default="blindscore-data/bureau")
+    sp.add_argument("--database", help=database_help("bureau", "audit.sqlite3"))
     sp.set_defaults(func=cmd_bureau_audit_list, role="bureau")
 
     bank = sub.add_parser("bank", help="the bank node").add_subparsers(dest="action", required=True)
     sp = bank.add_parser("serve", help="run the bank's gRPC server (creates keys on first start)")
     serve_flags(sp, DEFAULT_BANK)
     sp.add_argument("--data-dir", default="blindscore-data/bank", help="keys and results")
+    sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
     sp.add_argument("--bank-id", default="bank-1")
     sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address to register with ('' to skip)")
     sp.add_argument("--advertise", help="address the bureau should call back on (default: the bound one)")
@@ -433,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_bank_serve, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
     sp.set_defaults(func=cmd_bank_results, role="bank")
     sp = bank.add_parser("key-id", help="print the bank's current key id (platforms name it in applications)")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
@@ -459,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_flags(sp, DEFAULT_PLATFORM)
     sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address")
     sp.add_argument("--platform-id", default="platform-1")
+    sp.add_argument(
+        "--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret"
+    )
+    sp.add_argument("--database", help=database_help("platform", "outbox.sqlite3"))
     sp.set_defaults(func=cmd_platform_serve, role="platform")
 
     certs = sub.add_parser("certs", help="certificates for mutual TLS").add_subparsers(

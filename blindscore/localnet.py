@@ -57,7 +57,10 @@ class LocalNetwork:
         models: Mapping[str, PrivateModel] | None = None,
         log_level: str = "WARNING",
         insecure: bool = False,
+        database: str | None = None,
     ) -> None:
+        """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
+        table prefix); by default each keeps SQLite files in its data directory."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -65,6 +68,7 @@ class LocalNetwork:
         self.models = models or {}
         self.log_level = log_level
         self.insecure = insecure
+        self.database = database
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -91,6 +95,10 @@ class LocalNetwork:
         return self.workdir / "bank"
 
     @property
+    def platform_dir(self) -> Path:
+        return self.workdir / "platform"
+
+    @property
     def pki_dir(self) -> Path:
         return self.workdir / "pki"
 
@@ -106,6 +114,9 @@ class LocalNetwork:
     def _security_flags(self) -> list[str]:
         return ["--insecure"] if self.insecure else ["--pki", str(self.pki_dir)]
 
+    def _database_flags(self) -> list[str]:
+        return ["--database", self.database] if self.database else []
+
     def start(self) -> None:
         if self.models:
             from bureau.registry import ModelStore  # the bureau's store layout, written before it starts
@@ -119,7 +130,11 @@ class LocalNetwork:
                 [("bureau", self.bureau_id), ("bank", self.bank_id), ("platform", self.platform_id)],
             )
         bureau = self._spawn(
-            "bureau", ["bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id]
+            "bureau",
+            [
+                *("bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id),
+                *self._database_flags(),
+            ],
         )
         self._wait(bureau)
         bank = self._spawn(
@@ -135,11 +150,15 @@ class LocalNetwork:
                 bureau.address,
                 "--key-bits",
                 str(self.key_bits),
+                *self._database_flags(),
             ],
         )
         platform = self._spawn(
             "platform",
-            ["platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id],
+            [
+                *("platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id),
+                *("--data-dir", str(self.platform_dir), *self._database_flags()),
+            ],
         )
         self._wait(bank)
         self._wait(platform)

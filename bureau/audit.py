@@ -1,24 +1,23 @@
-"""The bureau's append-only, hash-chained audit trail: who asked what, when, and how it ended (SQLite)."""
+"""The bureau's append-only, hash-chained audit trail: who asked what, when, and how it ended."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import sqlite3
-import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from math import isfinite
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
-from blindscore._sqlite import immediate
+from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import InvalidInputError, PreconditionError
 
 FORMAT_VERSION = 1
@@ -82,7 +81,8 @@ _COLUMNS = (
     "hash",
 )
 _INT_COLUMNS = frozenset({"seq", "duration_us"})
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{audit}}"
+_INSERT = f"INSERT INTO {{audit}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _PAGE = 512
 
 _SCHEMA = (
@@ -111,6 +111,40 @@ _SCHEMA = (
     """
     CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+    """,
+)
+
+
+# The same table on PostgreSQL, prefixed "bureau_" like every bureau table there. Its triggers refuse
+# UPDATE, DELETE and TRUNCATE; as on SQLite, the hash chain is what catches someone who drops them.
+_PG_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {audit} (
+        seq               BIGINT PRIMARY KEY,
+        at                TEXT NOT NULL,
+        platform_id       TEXT NOT NULL,
+        bank_id           TEXT NOT NULL,
+        application_id    TEXT NOT NULL,
+        consent_reference TEXT NOT NULL,
+        model_id          TEXT NOT NULL,
+        model_version     TEXT NOT NULL,
+        outcome           TEXT NOT NULL,
+        duration_us       BIGINT NOT NULL,
+        prev_hash         TEXT NOT NULL,
+        hash              TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE OR REPLACE FUNCTION {audit}_append_only() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$
+    """,
+    """
+    CREATE OR REPLACE TRIGGER {audit}_no_change BEFORE UPDATE OR DELETE ON {audit}
+    FOR EACH ROW EXECUTE FUNCTION {audit}_append_only()
+    """,
+    """
+    CREATE OR REPLACE TRIGGER {audit}_no_truncate BEFORE TRUNCATE ON {audit}
+    FOR EACH STATEMENT EXECUTE FUNCTION {audit}_append_only()
     """,
 )
 
@@ -251,36 +285,41 @@ def _row_to_record(row: tuple[object, ...]) -> AuditRecord | str:
 
 class AuditLog:
     """An append-only audit trail of scoring queries, hash-chained so edits, removals and reordering
-    show up in ``verify()``. Safe to share between threads and between processes on one host."""
+    show up in ``verify()``. Safe to share between threads and processes (on one host with SQLite;
+    any number of bureaus on one PostgreSQL database)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+    def __init__(self, target: Path | str | Database) -> None:
+        """Open the trail in a SQLite file (a Path), a database URL, or an open bureau Database
+        (which then stays the caller's to close)."""
+        self._owns = not isinstance(target, Database)
+        db = Database.open(target, "bureau") if not isinstance(target, Database) else target
+        self._db = db
+        self.path = db.path
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a record the caller was told is written survives a power cut.
-            self._db.execute("PRAGMA synchronous=FULL")
-            with self._tx() as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, FORMAT_VERSION):
-                    raise PreconditionError(
-                        f"audit log {path} has format {version}; this version reads format {FORMAT_VERSION}"
-                    )
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                if version == 0:
-                    db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise PreconditionError(f"cannot open audit log {path}: {exc}") from None
+            db.setup(self._create, "the audit log")
         except BaseException:
-            self._db.close()
+            self._close_db()
             raise
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self._db, self._lock)
+    def _create(self, tx: Tx) -> None:
+        if tx.backend == "postgresql":
+            create_schema(self._db, tx, _PG_SCHEMA)
+            tx.check_version("bureau.audit", FORMAT_VERSION)
+            return
+        # SQLite keeps the version in the file header, as audit files always have.
+        version = tx.one("PRAGMA user_version")[0]  # type: ignore[index]
+        if version not in (0, FORMAT_VERSION):
+            raise PreconditionError(
+                f"audit log {self.path} has format {version}; this version reads format {FORMAT_VERSION}"
+            )
+        for statement in _SCHEMA:
+            tx.execute(statement)
+        if version == 0:
+            tx.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+
+    def _close_db(self) -> None:
+        if self._owns:
+            self._db.close()
 
     def append(
         self,
@@ -311,38 +350,39 @@ class AuditLog:
             prev_hash=GENESIS_HASH,
             hash="",
         )
-        with self._tx() as db:
-            seq, prev_hash = self._head(db)
+
+        def chain(tx: Tx) -> AuditRecord:
+            # The head is read and the next record written under the table's write lock, so two
+            # writers (threads, processes, or bureaus sharing one PostgreSQL) can never fork the chain.
+            tx.lock("audit")
+            seq, prev_hash = self._head(tx)
             record = replace(draft, seq=seq + 1, prev_hash=prev_hash)
             record = replace(record, hash=record.computed_hash())
-            db.execute(
-                f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                tuple(getattr(record, name) for name in _COLUMNS),
-            )
-        return record
+            tx.execute(_INSERT, tuple(getattr(record, name) for name in _COLUMNS))
+            return record
+
+        return self._db.write(chain)
 
     @staticmethod
-    def _head(db: sqlite3.Connection) -> tuple[int, str]:
-        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    def _head(tx: Tx) -> tuple[int, str]:
+        row = tx.one("SELECT seq, hash FROM {audit} ORDER BY seq DESC LIMIT 1")
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest record, (0, 64 zeros) when empty: publish it elsewhere to anchor."""
-        with self._lock:
-            return self._head(self._db)
+        return self._db.read(self._head)
 
     def _rows(self, after: int | None) -> Iterator[tuple[object, ...]]:
         # Page by seq and yield outside the lock, so a consumer may append while it iterates. With
         # after=None even rows planted at seq <= 0 are read.
         last = after
         while True:
-            with self._lock:
-                if last is None:
-                    page = self._db.execute(f"{_SELECT} ORDER BY seq LIMIT ?", (_PAGE,)).fetchall()
-                else:
-                    page = self._db.execute(
-                        f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (last, _PAGE)
-                    ).fetchall()
+            params: tuple[int, ...]
+            if last is None:
+                query, params = f"{_SELECT} ORDER BY seq LIMIT ?", (_PAGE,)
+            else:
+                query, params = f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (last, _PAGE)
+            page = self._db.read(partial(_page, query, params))
             if not page:
                 return
             yield from page
@@ -400,8 +440,7 @@ class AuditLog:
         return VerifyReport(ok=True, records=count, first_bad_seq=None, reason=f"chain of {count} intact")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._close_db()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -410,6 +449,10 @@ class AuditLog:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _page(query: str, params: tuple[int, ...], tx: Tx) -> list[tuple[Any, ...]]:
+    return tx.all(query, params)
 
 
 def _bad(seq: int, reason: str) -> VerifyReport:

@@ -1,8 +1,9 @@
-"""Transport-free bureau logic: register banks, publish specs and keys, score one application blind."""
+"""Transport-free bureau logic: register banks, publish specs and keys, accept and score applications."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,15 +11,26 @@ from pathlib import Path
 
 from blindscore.application import BandDelivery, EncryptedApplication
 from blindscore.comparison import BandComparison
+from blindscore.db import Database, RetryLoop, RetryPolicy, error_code, retryable
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import InvalidInputError, NotFoundError
+from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError
 from blindscore.german import DEFAULT_MODEL_ID, default_model
 from blindscore.paillier import PublicKey
+from blindscore.status import status_of
+from bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
 from bureau.audit import AuditLog
 from bureau.bank_link import BankLink
-from bureau.registry import BankRegistry, ModelStore
+from bureau.registry import BankRegistry, ModelStore, parse_version
 
 log = logging.getLogger(__name__)
+
+LinkFor = Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
+
+#: Seconds the request that accepted an application has it to itself before the retry worker may
+#: try too (a restart makes everything pending due at once, so this only matters for a stuck call).
+INLINE_GRACE_S = 120.0
+#: Applications the retry worker takes per round.
+RETRY_BATCH = 32
 
 
 def _auditable(value: str, limit: int) -> str:
@@ -32,23 +44,70 @@ class ScoreReport:
     stage_ms: dict[str, float]
     wire_bytes: int
     model_version: int = 0
+    #: Accepted and stored, but the band is not at the bank yet: the retry worker delivers it.
+    pending: bool = False
+    #: The stored outcome of an earlier submission of the same application; no new work was done.
+    replayed: bool = False
 
 
 class Bureau:
     """The bureau's state and flows. It only ever holds public keys and model weights."""
 
-    def __init__(self, banks: BankRegistry, models: ModelStore, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        banks: BankRegistry,
+        models: ModelStore,
+        audit: AuditLog | None = None,
+        applications: ApplicationStore | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Without ``applications`` the bureau keeps them in memory: exactly-once within this process
+        only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably)."""
         self.banks = banks
         self.models = models
         self.audit = audit
+        self.applications = applications if applications is not None else ApplicationStore(":memory:")
+        self.retry = retry or RetryPolicy()
+        self._database: Database | None = None
+        self._inflight: set[tuple[str, str]] = set()
+        self._inflight_lock = threading.Lock()
+        self._worker: RetryLoop | None = None
+        self._worker_link: LinkFor | None = None
+        self._worker_reset: Callable[[], None] | None = None
 
     @classmethod
-    def open(cls, data_dir: Path) -> Bureau:
-        """Open the bureau's stores; the default German credit model is installed on first start."""
+    def open(cls, data_dir: Path, database: str | None = None, *, retry: RetryPolicy | None = None) -> Bureau:
+        """Open the bureau's stores; the default German credit model is installed on first start.
+
+        Models and bank registrations live under ``data_dir``. Applications and the audit trail go to
+        ``database`` (a ``postgresql://`` or ``sqlite:///`` URL) when given, else to SQLite files in
+        ``data_dir`` (applications.sqlite3, audit.sqlite3).
+        """
         models = ModelStore(data_dir / "models")
         if DEFAULT_MODEL_ID not in models.names():
             models.put(DEFAULT_MODEL_ID, default_model())
-        return cls(BankRegistry(data_dir / "banks"), models, AuditLog(data_dir / "audit.sqlite3"))
+        banks = BankRegistry(data_dir / "banks")
+        if database is None:
+            applications = ApplicationStore(data_dir / "applications.sqlite3")
+            return cls(banks, models, AuditLog(data_dir / "audit.sqlite3"), applications, retry=retry)
+        db = Database.open(database, "bureau")
+        try:
+            bureau = cls(banks, models, AuditLog(db), ApplicationStore(db), retry=retry)
+        except BaseException:
+            db.close()
+            raise
+        bureau._database = db
+        return bureau
+
+    def close(self) -> None:
+        """Stop the retry worker and close the stores. Pending applications stay stored for the next start."""
+        self.stop_delivery()
+        self.applications.close()
+        if self.audit is not None:
+            self.audit.close()
+        if self._database is not None:
+            self._database.close()
 
     def record(self, request: Mapping[str, str], outcome: str, duration_ms: float) -> None:
         """Append the audit record of one query: who, for whom, which model, how it ended, how long.
@@ -90,13 +149,186 @@ class Bureau:
         entry = self.models.resolve(model_id, version)
         return entry.version, entry.model.spec.to_dict()
 
-    def score(
-        self, app: EncryptedApplication, link_for: Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
-    ) -> ScoreReport:
+    # ------------------------------------------------------------------ exactly-once submission
+    def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
+        """Accept ``app`` exactly once, then score it and deliver its band.
+
+        Everything that can be checked here (bank, key, model version, width) is checked before the
+        application is stored; once stored it is accepted. The same (platform, application id) with
+        the same payload returns the stored outcome; with a different payload it is refused
+        (AlreadyExistsError). If the bank cannot be reached the application stays pending and the
+        report says so; the retry worker delivers it later.
+        """
+        key = (app.platform_id, app.application_id)
+        pk, _ = self.banks.get(app.bank_id).key(app.key_id)
+        stored = self.applications.get(*key)
+        wanted = parse_version(app.model_version)
+        if stored is not None and (wanted is None or wanted == stored.model_version):
+            # "latest" binds to the version resolved when the application was first accepted.
+            version = stored.model_version
+        else:
+            entry = self.models.resolve(app.model_id, app.model_version)
+            version = entry.version
+            width = entry.model.spec.encoded_width
+            if len(app.ciphertexts) != width:
+                raise InvalidInputError(
+                    f"model {app.model_id!r} v{version} takes {width} encrypted features, "
+                    f"got {len(app.ciphertexts)}"
+                )
+        submission = Submission(
+            platform_id=app.platform_id,
+            application_id=app.application_id,
+            bank_id=app.bank_id,
+            model_id=app.model_id,
+            model_version=version,
+            key_id=app.key_id,
+            consent_reference=app.consent_reference,
+            width=len(app.ciphertexts),
+            ciphertexts=pk.pack(app.ciphertexts),
+        )
+        mine = self._claim(key)
+        try:
+            stored, created = self.applications.accept(
+                submission, next_attempt_at=time.time() + INLINE_GRACE_S
+            )
+            if not created:
+                return self._stored_outcome(stored)
+            return self._process(stored, link_for)
+        finally:
+            if mine:
+                self._release(key)
+
+    def _stored_outcome(self, stored: StoredApplication) -> ScoreReport:
+        if stored.state == DELIVERED:
+            receipt = stored.receipt_fields()
+            return ScoreReport(
+                {str(k): float(v) for k, v in receipt.get("stage_ms", {}).items()},
+                int(receipt.get("wire_bytes", 0)),
+                stored.model_version,
+                replayed=True,
+            )
+        if stored.state == FAILED:
+            raise stored.failure()
+        return ScoreReport({}, 0, stored.model_version, pending=True, replayed=True)
+
+    def _process(self, stored: StoredApplication, link_for: LinkFor) -> ScoreReport:
+        """Run the band protocol for a stored, pending application and record how it ended."""
+        key = stored.key
+        try:
+            if stored.ciphertexts is None:
+                raise InvalidInputError(f"application {stored.application_id!r} has no stored ciphertexts")
+            pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
+            app = EncryptedApplication(
+                application_id=stored.application_id,
+                platform_id=stored.platform_id,
+                bank_id=stored.bank_id,
+                model_id=stored.model_id,
+                key_id=stored.key_id,
+                consent_reference=stored.consent_reference,
+                ciphertexts=tuple(pk.unpack(stored.ciphertexts, stored.width)),
+                model_version=str(stored.model_version),
+            )
+            report = self.score(app, link_for)
+        except BlindscoreError as exc:
+            if not retryable(exc):
+                code, message = status_of(exc)
+                self.applications.failed(key, code.name, message)
+                raise
+            attempts = stored.attempts + 1
+            delay = self.retry.delay(attempts)
+            self.applications.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc))
+            log.warning(
+                "application %s of %s is pending (attempt %d: %s); retrying in %.1f s",
+                stored.application_id, stored.platform_id, attempts, exc, delay,
+            )  # fmt: skip
+            if self._worker is not None:
+                self._worker.wake()
+            return ScoreReport({}, 0, stored.model_version, pending=True)
+        except Exception as exc:
+            # Not the bank's answer but our own trouble (a bug, the database): stays pending.
+            attempts = stored.attempts + 1
+            self.applications.retry_later(
+                key, attempts, time.time() + self.retry.delay(attempts), "INTERNAL", type(exc).__name__
+            )
+            raise
+        receipt = {
+            "stage_ms": report.stage_ms,
+            "wire_bytes": report.wire_bytes,
+            "model_version": str(report.model_version),
+        }
+        self.applications.delivered(key, receipt)
+        return report
+
+    def _claim(self, key: tuple[str, str]) -> bool:
+        with self._inflight_lock:
+            if key in self._inflight:
+                return False
+            self._inflight.add(key)
+            return True
+
+    def _release(self, key: tuple[str, str]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(key)
+
+    # ------------------------------------------------------------------ retry worker
+    def start_delivery(self, link_for: LinkFor, *, reset: Callable[[], None] | None = None) -> None:
+        """Start the worker that delivers pending applications, every one stored so far first.
+
+        ``reset`` (e.g. closing the worker's own bank channels) runs after a round in which a bank
+        was unreachable, so the next attempt dials afresh instead of waiting out gRPC's reconnect
+        backoff.
+        """
+        if self._worker is not None:
+            return
+        resumed = self.applications.resume_all(time.time())
+        if resumed:
+            log.warning("resuming %d pending application(s)", resumed)
+        self._worker_link, self._worker_reset = link_for, reset
+        self._worker = RetryLoop("bureau-delivery", self._deliver_due)
+        self._worker.start()
+
+    def stop_delivery(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
+        if self._worker_reset is not None:
+            self._worker_reset()
+
+    def _deliver_due(self) -> float | None:
+        """One round of the worker: attempt every due application; return seconds until the next."""
+        link_for = self._worker_link
+        if link_for is None:
+            return None
+        unreachable = False
+        for stored in self.applications.due(time.time(), RETRY_BATCH):
+            if self._worker is None:
+                return None
+            if not self._claim(stored.key):
+                continue  # the request that accepted it is still working on it
+            try:
+                if self._process(stored, link_for).pending:
+                    unreachable = True
+                else:
+                    log.info("delivered application %s of %s", stored.application_id, stored.platform_id)
+            except BlindscoreError as exc:
+                log.warning("application %s of %s failed: %s", stored.application_id, stored.platform_id, exc)
+            except Exception:
+                log.exception("retrying application %s failed unexpectedly", stored.application_id)
+            finally:
+                self._release(stored.key)
+        if unreachable and self._worker_reset is not None:
+            self._worker_reset()
+        due = self.applications.next_due()
+        # At least a short pause: a due row may be one another thread is still working on.
+        return None if due is None else max(0.05, due - time.time())
+
+    # ------------------------------------------------------------------ the band protocol
+    def score(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
         """Score ``app`` under the bank's key, run the band protocol, hand the bank [band].
 
         The model version is resolved once, here: an application finishes on the version it
-        started with even if a newer one is imported meanwhile.
+        started with even if a newer one is imported meanwhile. This is the protocol alone; the
+        exactly-once bookkeeping around it is :meth:`submit`.
         """
         bank = self.banks.get(app.bank_id)
         pk, dgk = bank.key(app.key_id)

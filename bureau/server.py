@@ -62,12 +62,15 @@ class BureauServicer(pb_grpc.BureauServicer):
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
     ) -> pb.SubmitReceipt:
-        """Score one application; every submission, accepted or refused, leaves one audit record."""
+        """Accept one application exactly once and score it; every submission, accepted or refused,
+        leaves one audit record. ``pending`` in the receipt: stored, the band follows later."""
         t0 = time.perf_counter()
         outcome = "INTERNAL"
+        version = request.model_version
         try:
             receipt = self._submit(request, context)
             outcome = "OK"
+            version = receipt.model_version  # the version it was (or will be) scored with
             return receipt
         except BaseException:
             code = getattr(context, "code", lambda: None)()
@@ -80,7 +83,7 @@ class BureauServicer(pb_grpc.BureauServicer):
                 "application_id": request.application_id,
                 "consent_reference": request.consent_reference,
                 "model_id": request.model_id,
-                "model_version": request.model_version,
+                "model_version": version,
             }
             try:
                 self.bureau.record(fields, outcome, (time.perf_counter() - t0) * 1e3)
@@ -97,14 +100,16 @@ class BureauServicer(pb_grpc.BureauServicer):
             )
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         app = serde.encrypted_application_from_proto(request, key)
-        report = self.bureau.score(app, self.channels.link)
-        self.metrics.observe_stages(report.stage_ms)
+        report = self.bureau.submit(app, self.channels.link)
+        if not report.replayed:
+            self.metrics.observe_stages(report.stage_ms)
         return pb.SubmitReceipt(
             application_id=app.application_id,
             accepted=True,
             stage_ms=report.stage_ms,
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),
+            pending=report.pending,
         )
 
 
@@ -115,7 +120,11 @@ def start_bureau_server(
     security: TransportSecurity = INSECURE,
     metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.Server, int, BankChannels]:
-    """Serve the Bureau service on ``address``; returns (server, bound port, bank channels)."""
+    """Serve the Bureau service on ``address``; returns (server, bound port, bank channels).
+
+    Also starts the bureau's retry worker, which first resumes every application left pending by an
+    earlier run; it dials banks over channels of its own (:meth:`Bureau.close` stops it).
+    """
     channels = BankChannels(security)
     metrics = metrics or NodeMetrics("bureau")
     servicer = BureauServicer(bureau, channels, metrics)
@@ -126,4 +135,6 @@ def start_bureau_server(
         service_names=("blindscore.v1.Bureau",),
         metrics=metrics,
     )
+    retry_channels = BankChannels(security)
+    bureau.start_delivery(retry_channels.link, reset=retry_channels.close)
     return server, port, channels

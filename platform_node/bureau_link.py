@@ -28,6 +28,8 @@ class SubmitResult:
     stage_ms: dict[str, float]
     wire_bytes: int
     model_version: str = ""
+    #: The bureau stored the application but has not delivered its band yet.
+    pending: bool = False
 
 
 class BureauLink(Protocol):
@@ -70,4 +72,5 @@ class GrpcBureauLink:
         stages = dict(resp.stage_ms)
         bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))
         stages["transport.platform.submit"] = max(0.0, elapsed - bureau_total)
-        return SubmitResult(stages, msg.ByteSize() + resp.ByteSize() + resp.wire_bytes, resp.model_version)
+        wire = msg.ByteSize() + resp.ByteSize() + resp.wire_bytes
+        return SubmitResult(stages, wire, resp.model_version, resp.pending)

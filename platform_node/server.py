@@ -46,6 +46,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             stage_ms=receipt.stage_ms,
             wire_bytes=receipt.wire_bytes,
             model_version=receipt.model_version,
+            pending=receipt.pending,
         )
 
     @grpc_errors
@@ -109,12 +110,16 @@ def start_platform_server(
     security: TransportSecurity = INSECURE,
     metrics: NodeMetrics | None = None,
 ) -> tuple[grpc.Server, int]:
+    """Serve the Platform service on ``address``; returns (server, bound port). Also starts the
+    node's resender, which first resends what an earlier run left unanswered in the outbox."""
     metrics = metrics or NodeMetrics("platform")
     servicer = PlatformServicer(node, metrics)
-    return create_server(
+    server, port = create_server(
         address,
         [partial(pb_grpc.add_PlatformServicer_to_server, servicer)],
         security=security,
         service_names=("blindscore.v1.Platform",),
         metrics=metrics,
     )
+    node.start_resending()
+    return server, port

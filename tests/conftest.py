@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -22,3 +27,66 @@ def paillier_keypair() -> KeyPair:
 def dgk_keypair() -> DGKKeyPair:
     """A real 2048-bit DGK key pair (default t, u = 65537), shared by the whole session."""
     return generate_dgk_keypair(2048)
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+PG_URL_ENV = "BLINDSCORE_TEST_PG_URL"
+NO_PG_ENV = "BLINDSCORE_TEST_NO_PG"
+_NO_PG_KEY = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"postgresql: needs the PostgreSQL server named by ${PG_URL_ENV}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With BLINDSCORE_TEST_NO_PG=1 (and only then) the PostgreSQL tests are deselected, visibly."""
+    if os.environ.get(NO_PG_ENV) != "1":
+        return
+    dropped = [item for item in items if item.get_closest_marker("postgresql")]
+    if dropped:
+        items[:] = [item for item in items if not item.get_closest_marker("postgresql")]
+        config.hook.pytest_deselected(items=dropped)
+        config.stash[_NO_PG_KEY] = len(dropped)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    dropped = config.stash.get(_NO_PG_KEY, 0)
+    if dropped:
+        terminalreporter.write_line(
+            f"{dropped} PostgreSQL test(s) deselected because {NO_PG_ENV}=1: "
+            "the PostgreSQL backend was NOT tested",
+            yellow=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The PostgreSQL server the tests may use (``.ci/run`` starts one and sets the variable).
+
+    Missing, it fails the test rather than skipping it: a green run must have tested PostgreSQL
+    unless BLINDSCORE_TEST_NO_PG=1 says otherwise.
+    """
+    url = os.environ.get(PG_URL_ENV, "")
+    if not url:
+        pytest.fail(
+            f"{PG_URL_ENV} is not set: run the tests through .ci/run (which starts a private PostgreSQL), "
+            f"point {PG_URL_ENV} at a server (postgresql://user@127.0.0.1:PORT/db), or set {NO_PG_ENV}=1 "
+            "to deselect the PostgreSQL tests"
+        )
+    return url
+
+
+@pytest.fixture
+def pg_schema_url(pg_url: str) -> Iterator[str]:
+    """``pg_url`` narrowed to a fresh schema (via search_path), dropped after the test."""
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in pg_url else "?"
+    yield f"{pg_url}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

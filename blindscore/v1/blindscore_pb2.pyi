@@ -40,7 +40,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ScoreReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message", "stage_ms", "wire_bytes", "model_version")
+    __slots__ = ("application_id", "accepted", "encrypt_ms", "total_ms", "error_code", "error_message", "stage_ms", "wire_bytes", "model_version", "pending")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class ScoreReceipt(_message.Message):
     STAGE_MS_FIELD_NUMBER: _ClassVar[int]
     WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
     encrypt_ms: float
@@ -66,7 +67,8 @@ class ScoreReceipt(_message.Message):
     stage_ms: _containers.ScalarMap[str, float]
     wire_bytes: int
     model_version: str
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    pending: bool
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
 
 class RegisterBankRequest(_message.Message):
     __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key")
@@ -145,7 +147,7 @@ class EncryptedApplication(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., consent_reference: _Optional[str] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class SubmitReceipt(_message.Message):
-    __slots__ = ("application_id", "accepted", "stage_ms", "wire_bytes", "model_version")
+    __slots__ = ("application_id", "accepted", "stage_ms", "wire_bytes", "model_version", "pending")
     class StageMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -158,12 +160,14 @@ class SubmitReceipt(_message.Message):
     STAGE_MS_FIELD_NUMBER: _ClassVar[int]
     WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     accepted: bool
     stage_ms: _containers.ScalarMap[str, float]
     wire_bytes: int
     model_version: str
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    pending: bool
+    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
 
 class MaskedRequest(_message.Message):
     __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext")

@@ -1,0 +1,390 @@
+"""Durable node state: SQLite or PostgreSQL behind one small interface, and the loop that retries work."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import sqlite3
+import string
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from blindscore.errors import (
+    BlindscoreError,
+    InvalidInputError,
+    PeerError,
+    PreconditionError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Backend = Literal["sqlite", "postgresql"]
+
+#: Column types that differ between the backends; SQL templates name them as {blob}, {real}, {bigint}.
+_TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"blob": "BLOB", "real": "REAL", "bigint": "INTEGER"},
+    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "bigint": "BIGINT"},
+}
+_NAMESPACE = re.compile(r"[a-z][a-z0-9]{0,30}")
+_SQLITE_PREFIX = "sqlite://"
+_PG_PREFIXES = ("postgresql://", "postgres://")
+#: How often a PostgreSQL transaction that lost a serialization race, or a dropped connection, is retried.
+_PG_ATTEMPTS = 12
+_CONNECT_TIMEOUT_S = 10
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ***, for logs and error messages."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+class _Names(dict[str, str]):
+    """str.format mapping: type names first, any other {name} is a table of this namespace."""
+
+    def __init__(self, types: Mapping[str, str], prefix: str) -> None:
+        super().__init__(types)
+        self.prefix = prefix
+
+    def __missing__(self, key: str) -> str:
+        return self.prefix + key
+
+
+class Tx:
+    """One open transaction (or, for reads, one autocommit session) on a Database."""
+
+    def __init__(self, db: Database, conn: Any) -> None:
+        self._db = db
+        self._conn = conn
+
+    @property
+    def backend(self) -> Backend:
+        return self._db.backend
+
+    def execute(self, template: str, params: Sequence[object] | None = None) -> Any:
+        """Run one statement written with ``?`` placeholders and {table} names; returns the cursor."""
+        sql = self._db.sql(template)
+        if params is None:
+            return self._conn.execute(sql)
+        return self._conn.execute(sql, tuple(params))
+
+    def one(self, template: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        row = self.execute(template, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, template: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(template, params).fetchall()]
+
+    def lock(self, table: str) -> None:
+        """Serialise writers of ``table`` for the rest of this transaction. SQLite's BEGIN IMMEDIATE
+        already holds the database's write lock; PostgreSQL takes EXCLUSIVE mode (readers go on)."""
+        if self.backend == "postgresql":
+            self._conn.execute(f"LOCK TABLE {self._db.table(table)} IN EXCLUSIVE MODE")
+
+    def check_version(self, component: str, version: int) -> None:
+        """Record ``component``'s format version on first use; refuse a store written by another one."""
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS {schema_versions} (component TEXT PRIMARY KEY, version INTEGER)"
+        )
+        row = self.one("SELECT version FROM {schema_versions} WHERE component = ?", (component,))
+        if row is None:
+            self.execute("INSERT INTO {schema_versions} VALUES (?, ?)", (component, version))
+        elif int(row[0]) != version:
+            raise PreconditionError(
+                f"{component} in {self._db.url} has format {row[0]}; this version reads format {version}"
+            )
+
+
+class Database:
+    """A connection to one node's database: SQLite (WAL, synchronous=FULL) or PostgreSQL (psycopg 3).
+
+    Write transactions are serialisable: SQLite takes the write lock up front (BEGIN IMMEDIATE);
+    PostgreSQL runs SERIALIZABLE and replays the transaction function when it loses a race, so
+    ``fn`` passed to :meth:`write` must only touch the database. One connection, one lock: safe to
+    share between threads. On PostgreSQL every table is prefixed with the namespace ("bureau_audit"),
+    so the nodes can share one database; a SQLite file belongs to one node and keeps plain names.
+    """
+
+    def __init__(self, backend: Backend, namespace: str, url: str, *, path: Path | None = None) -> None:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise InvalidInputError(f"database namespace {namespace!r} must be a short lowercase word")
+        self.backend: Backend = backend
+        self.namespace = namespace
+        self.url = redact(url)
+        self.path = path
+        self._conninfo = url
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._closed = False
+        prefix = "" if backend == "sqlite" else namespace + "_"
+        self._names = _Names(_TYPES[backend], prefix)
+        self._sql: dict[str, str] = {}
+        self._connect()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, target: str | Path, namespace: str) -> Database:
+        """``postgresql://...`` opens PostgreSQL; ``sqlite:///relative.db``, ``sqlite:////abs.db``,
+        ``:memory:`` or a plain path opens SQLite."""
+        if isinstance(target, Path):
+            return cls("sqlite", namespace, f"sqlite:///{target}", path=target)
+        if not isinstance(target, str) or not target:
+            raise InvalidInputError("a database URL or path must be a non-empty string")
+        if target.startswith(_PG_PREFIXES):
+            return cls("postgresql", namespace, target)
+        if target in (":memory:", _SQLITE_PREFIX, _SQLITE_PREFIX + "/:memory:"):
+            return cls("sqlite", namespace, "sqlite:///:memory:")
+        if target.startswith(_SQLITE_PREFIX + "/"):
+            path = Path(target[len(_SQLITE_PREFIX) + 1 :])
+            return cls("sqlite", namespace, target, path=path)
+        if "://" in target:
+            scheme = target.split("://", 1)[0]
+            raise InvalidInputError(
+                f"database URL scheme {scheme!r} is not supported: use postgresql://... or sqlite:///PATH"
+            )
+        return cls("sqlite", namespace, f"sqlite:///{target}", path=Path(target))
+
+    def _connect(self) -> None:
+        if self.backend == "sqlite":
+            self._conn = _sqlite_connect(self.path)
+        else:
+            self._conn = _pg_connect(self._conninfo, self.url)
+
+    # ------------------------------------------------------------------ SQL
+    def table(self, name: str) -> str:
+        """The real name of table ``name`` in this database."""
+        return self._names.prefix + name
+
+    def sql(self, template: str) -> str:
+        """``template`` with {table} and {type} names filled in and placeholders for this backend."""
+        cached = self._sql.get(template)
+        if cached is None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+            cached = template.format_map(self._names) if fields else template
+            if self.backend == "postgresql":
+                if "%" in cached:
+                    raise InvalidInputError("SQL templates must not contain '%'")
+                cached = cached.replace("?", "%s")
+            self._sql[template] = cached
+        return cached
+
+    # ------------------------------------------------------------------ transactions
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one serialisable write transaction and return what it returned."""
+        if self.backend == "sqlite":
+            with self._lock:
+                conn = self._live()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(Tx(self, conn))
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+        return self._pg(fn, write=True)
+
+    def setup(self, fn: Callable[[Tx], None], what: str) -> None:
+        """Create ``what``'s tables with ``fn`` in a write transaction; a database that cannot hold
+        them (a foreign file, missing privileges) raises PreconditionError naming it."""
+        try:
+            self.write(fn)
+        except sqlite3.DatabaseError as exc:
+            raise PreconditionError(f"cannot open {what} in {self.path or self.url}: {exc}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                raise PreconditionError(f"cannot set up {what} in {self.url}: {exc}") from None
+            raise
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` outside a write transaction (each statement sees the latest committed state)."""
+        if self.backend == "sqlite":
+            with self._lock:
+                return fn(Tx(self, self._live()))
+        return self._pg(fn, write=False)
+
+    def _live(self) -> Any:
+        if self._closed:
+            raise PreconditionError(f"database {self.url} is closed")
+        if self._conn is None:
+            self._connect()
+        return self._conn
+
+    def _pg(self, fn: Callable[[Tx], T], *, write: bool) -> T:
+        import psycopg
+        from psycopg import errors
+
+        pause = 0.005
+        for attempt in range(1, _PG_ATTEMPTS + 1):
+            with self._lock:
+                conn = self._live()
+                try:
+                    if not write:
+                        return fn(Tx(self, conn))
+                    with conn.transaction():
+                        return fn(Tx(self, conn))
+                except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+                    problem: Exception = exc
+                except psycopg.OperationalError as exc:
+                    if not conn.closed and not conn.broken:
+                        raise
+                    # The server went away: reconnect and replay; a committed-but-unacknowledged write
+                    # is replayed too, which is why the stores' writes are idempotent.
+                    log.warning("lost the connection to %s (%s); reconnecting", self.url, exc)
+                    self._conn = None
+                    problem = exc
+            if attempt == _PG_ATTEMPTS:
+                raise UnavailableError(f"database {self.url}: {problem}") from problem
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.5)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"Database({self.url!r}, namespace={self.namespace!r})"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _sqlite_connect(path: Path | None) -> sqlite3.Connection:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        ":memory:" if path is None else path, check_same_thread=False, isolation_level=None, timeout=30.0
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a row the caller was told is stored survives a power cut, not only a crash.
+        conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise PreconditionError(f"cannot open database {path}: {exc}") from None
+    return conn
+
+
+def _pg_connect(conninfo: str, shown: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
+        raise PreconditionError("PostgreSQL support needs psycopg: pip install 'psycopg[binary]'") from None
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as exc:
+        raise UnavailableError(f"cannot connect to {shown}: {str(exc).strip()}") from None
+    except psycopg.ProgrammingError as exc:
+        raise InvalidInputError(f"bad PostgreSQL URL {shown}: {exc}") from None
+    conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    return conn
+
+
+def create_schema(db: Database, tx: Tx, statements: Sequence[str]) -> None:
+    """Run idempotent DDL; on PostgreSQL under an advisory lock, since two processes racing through
+    CREATE TABLE IF NOT EXISTS can still collide in the catalog."""
+    if db.backend == "postgresql":
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(db.namespace.encode()),))
+    for statement in statements:
+        tx.execute(statement, None)
+
+
+# ---------------------------------------------------------------------- retries
+
+#: A peer's answers after which the same request may well succeed later: retried, not given up on.
+RETRYABLE_CODES = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL", "UNKNOWN", "CANCELLED"}
+)
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed call to a peer is worth repeating (unreachable, overloaded, crashed)."""
+    return isinstance(exc, UnavailableError) or (isinstance(exc, PeerError) and exc.code in RETRYABLE_CODES)
+
+
+def error_code(exc: BlindscoreError) -> str:
+    """The gRPC status name a retryable error stands for."""
+    return exc.code if isinstance(exc, PeerError) else "UNAVAILABLE"
+
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: ``base_s`` doubling per attempt up to ``cap_s``, less up to ``jitter`` of it
+    at random so that many retries do not arrive in lockstep."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base_s <= self.cap_s) or not 0 <= self.jitter < 1:
+            raise InvalidInputError("retry policy needs 0 < base_s <= cap_s and 0 <= jitter < 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1 for the first failure)."""
+        step = min(self.cap_s, self.base_s * 2 ** min(max(attempt - 1, 0), 60))
+        return step * (1 - self.jitter * random.random())
+
+
+class RetryLoop:
+    """A daemon thread that calls ``step`` whenever it is due. ``step`` does one round of work and
+    returns the seconds until more work is due (None: nothing pending; sleep until woken)."""
+
+    def __init__(self, name: str, step: Callable[[], float | None], *, idle_s: float = 30.0) -> None:
+        self.name = name
+        self._step = step
+        self._idle_s = idle_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                wait = self._step()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("%s: round failed (%d in a row); retrying", self.name, failures)
+                wait = min(30.0, 0.5 * 2 ** min(failures, 6))
+            if self._stop.is_set():
+                return
+            self._wake.wait(self._idle_s if wait is None else max(0.0, min(wait, self._idle_s)))

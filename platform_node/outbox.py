@@ -1,0 +1,277 @@
+"""The platform's outbox: the exact payload sent for each application id, so a resubmission resends it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blindscore._files import read_json, write_json
+from blindscore.application import Application
+from blindscore.db import Database, Tx, create_schema
+from blindscore.errors import AlreadyExistsError, PreconditionError
+
+FORMAT_VERSION = 1
+SECRET_FILE = "outbox.secret.json"
+#: Sent, no answer from the bureau yet: resent until the bureau answers.
+SENT = "sent"
+#: The bureau accepted it (delivered or pending there): a resubmission resends the same payload.
+ACKNOWLEDGED = "acknowledged"
+#: The bureau refused it for good: a resubmission with other features may replace it.
+REFUSED = "refused"
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {outbox} (
+        application_id  TEXT PRIMARY KEY,
+        fingerprint     TEXT NOT NULL,
+        bank_id         TEXT NOT NULL,
+        key_id          TEXT NOT NULL,
+        payload         {blob} NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at {real} NOT NULL,
+        created_at      {real} NOT NULL,
+        answered_at     {real},
+        last_error      TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS {outbox}_due ON {outbox} (state, next_attempt_at)",
+)
+_COLUMNS = (
+    "application_id",
+    "fingerprint",
+    "bank_id",
+    "key_id",
+    "payload",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "answered_at",
+    "last_error",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{outbox}}"
+_INSERT = f"INSERT INTO {{outbox}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One application as the platform sent it: ``payload`` is the serialized EncryptedApplication."""
+
+    application_id: str
+    fingerprint: str
+    bank_id: str
+    key_id: str
+    payload: bytes
+    state: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    answered_at: float | None
+    last_error: str
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    values = list(row)
+    values[4] = bytes(values[4])
+    return OutboxEntry(*values)
+
+
+def canonical_plaintext(app: Application) -> bytes:
+    """The bytes that make two requests "the same application": every field but the id, features
+    included, as sorted JSON. Numbers are encoded as exact hex floats, so 1 and 1.0 agree."""
+
+    def value(v: object) -> list[str]:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return ["n", float(v).hex()]
+        return ["s", str(v)]
+
+    version = app.model_version.lstrip("v") if app.model_version not in ("", "latest") else ""
+    doc = {
+        "bank_id": app.bank_id,
+        "model_id": app.model_id,
+        "model_version": version,
+        "key_id": app.key_id,
+        "consent_reference": app.consent_reference,
+        "features": {str(k): value(v) for k, v in app.features.items()},
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Outbox:
+    """Applications by id with an HMAC-SHA256 of their plaintext (never the plaintext itself) and the
+    exact encrypted payload sent for them.
+
+    The same id with the same plaintext resends the stored payload, so the bureau sees the same
+    submission and answers with the same outcome; the same id with other plaintext is refused. The
+    HMAC key is a random secret of this platform, so the outbox alone does not let anyone test a
+    guess of an applicant's features.
+    """
+
+    def __init__(self, target: Path | str | Database, secret: bytes) -> None:
+        if len(secret) < 32:
+            raise PreconditionError("the outbox HMAC secret must be at least 32 bytes")
+        self._secret = secret
+        self._owns = not isinstance(target, Database)
+        self._db = Database.open(target, "platform") if not isinstance(target, Database) else target
+        try:
+            self._db.setup(self._create, "the outbox")
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Outbox({self._db.url!r}, <secret>)"
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("an Outbox holds an HMAC secret and cannot be pickled")
+
+    @classmethod
+    def open(cls, data_dir: Path, database: str | None = None) -> Outbox:
+        """The outbox in ``database`` (a URL) or else ``data_dir``/outbox.sqlite3; its HMAC secret
+        in ``data_dir``/outbox.secret.json (0600, made on first start). Platforms that share one
+        PostgreSQL outbox must share that file too."""
+        return cls(database or data_dir / "outbox.sqlite3", _load_secret(data_dir / SECRET_FILE))
+
+    @classmethod
+    def in_memory(cls) -> Outbox:
+        """An outbox that lasts as long as the process: resubmissions are recognised, restarts are not."""
+        return cls(":memory:", secrets.token_bytes(32))
+
+    def _create(self, tx: Tx) -> None:
+        create_schema(self._db, tx, _SCHEMA)
+        tx.check_version("platform.outbox", FORMAT_VERSION)
+
+    @property
+    def url(self) -> str:
+        return self._db.url
+
+    def fingerprint(self, app: Application) -> str:
+        return hmac.new(self._secret, canonical_plaintext(app), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _check(entry: OutboxEntry, fingerprint: str) -> OutboxEntry | None:
+        if hmac.compare_digest(entry.fingerprint, fingerprint):
+            return entry
+        if entry.state == REFUSED:
+            return None  # never accepted by the bureau: the id is free again
+        raise AlreadyExistsError(
+            f"application {entry.application_id!r} was already submitted with different features; "
+            "a new application needs a new id"
+        )
+
+    def find(self, application_id: str, fingerprint: str) -> OutboxEntry | None:
+        """The entry to resend for this id and plaintext, or None if there is none; AlreadyExistsError
+        if the id was used for other plaintext."""
+        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,)))
+        return None if row is None else self._check(_entry(row), fingerprint)
+
+    def add(
+        self,
+        application_id: str,
+        fingerprint: str,
+        bank_id: str,
+        key_id: str,
+        payload: bytes,
+        *,
+        due_at: float,
+    ) -> OutboxEntry:
+        """Store a payload before it is sent. Returns the stored entry, which is an earlier one when
+        another request for the same application got here first."""
+
+        def add(tx: Tx) -> OutboxEntry:
+            row = tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,))
+            if row is not None:
+                existing = self._check(_entry(row), fingerprint)
+                if existing is not None:
+                    return existing
+                tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (application_id,))
+            entry = OutboxEntry(
+                application_id, fingerprint, bank_id, key_id, payload, SENT, 0, due_at, time.time(), None, ""
+            )
+            tx.execute(_INSERT, tuple(getattr(entry, c) for c in _COLUMNS))
+            return entry
+
+        return self._db.write(add)
+
+    def _update(self, application_id: str, sets: str, params: tuple[object, ...]) -> None:
+        sql = f"UPDATE {{outbox}} SET {sets} WHERE application_id = ?"
+        self._db.write(lambda tx: tx.execute(sql, (*params, application_id)))
+
+    def acknowledged(self, application_id: str) -> None:
+        """The bureau has the application (it answered with a receipt)."""
+        self._update(
+            application_id, "state = ?, answered_at = ?, last_error = ''", (ACKNOWLEDGED, time.time())
+        )
+
+    def refused(self, application_id: str, error: str) -> None:
+        """The bureau refused the application for good."""
+        self._update(
+            application_id, "state = ?, answered_at = ?, last_error = ?", (REFUSED, time.time(), error[:1000])
+        )
+
+    def retry_later(self, application_id: str, attempts: int, at: float, error: str) -> None:
+        """No answer from the bureau: resend at ``at``."""
+        self._update(
+            application_id,
+            "attempts = ?, next_attempt_at = ?, last_error = ?",
+            (attempts, at, error[:1000]),
+        )
+
+    def get(self, application_id: str) -> OutboxEntry | None:
+        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,)))
+        return None if row is None else _entry(row)
+
+    def due(self, now: float, limit: int) -> list[OutboxEntry]:
+        """Entries the bureau never answered whose next attempt is due, the longest-waiting first."""
+        rows = self._db.read(
+            lambda tx: tx.all(
+                f"{_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                (SENT, now, limit),
+            )
+        )
+        return [_entry(r) for r in rows]
+
+    def next_due(self) -> float | None:
+        row = self._db.read(
+            lambda tx: tx.one("SELECT MIN(next_attempt_at) FROM {outbox} WHERE state = ?", (SENT,))
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    def resume_all(self, at: float) -> int:
+        """Make every unanswered entry due at ``at`` (on start: resend what an earlier run left)."""
+
+        def resume(tx: Tx) -> int:
+            cursor = tx.execute("UPDATE {outbox} SET next_attempt_at = ? WHERE state = ?", (at, SENT))
+            return int(cursor.rowcount)
+
+        return self._db.write(resume)
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.read(lambda tx: tx.all("SELECT state, COUNT(*) FROM {outbox} GROUP BY state"))
+        return {SENT: 0, ACKNOWLEDGED: 0, REFUSED: 0, **{str(s): int(n) for s, n in rows}}
+
+    def close(self) -> None:
+        if self._owns:
+            self._db.close()
+
+
+def _load_secret(path: Path) -> bytes:
+    """The platform's outbox HMAC secret, made (0600) on first use."""
+    if not path.exists():
+        write_json(path, {"format": FORMAT_VERSION, "hmac_sha256_key": secrets.token_hex(32)}, secret=True)
+    doc = read_json(path, secret=True)
+    try:
+        key = bytes.fromhex(doc["hmac_sha256_key"])
+    except (KeyError, TypeError, ValueError):
+        raise PreconditionError(f"{path}: not an outbox secret file") from None
+    if len(key) < 32:
+        raise PreconditionError(f"{path}: the outbox secret is too short")
+    return key

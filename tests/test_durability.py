@@ -1,0 +1,637 @@
+"""Exactly-once and recovery on SQLite and PostgreSQL: the stores directly, then real gRPC nodes that
+are stopped and restarted while applications are in flight."""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from bank_node.flow import BankNode
+from bank_node.server import register_with_bureau, start_bank_server
+from bank_node.store import BandRecord, ResultStore
+from blindscore import serde
+from blindscore.application import Application, EncryptedApplication
+from blindscore.db import Database, RetryPolicy, redact
+from blindscore.dgk import DGKKeyPair
+from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
+from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.paillier import KeyPair, PublicKey
+from blindscore.status import status_of
+from blindscore.transport import open_channel
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from bureau.applications import DELIVERED, FAILED, PENDING, ApplicationStore, StoredApplication, Submission
+from bureau.audit import AuditLog
+from bureau.bank_link import BankChannels
+from bureau.flow import Bureau
+from bureau.server import start_bureau_server
+from platform_node.bureau_link import GrpcBureauLink
+from platform_node.flow import PlatformNode
+from platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
+from platform_node.server import start_platform_server
+
+FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
+WAIT_S = 30.0
+
+
+@dataclass
+class Backend:
+    """Where the nodes keep state: SQLite files in their data directories, or one PostgreSQL schema."""
+
+    name: str
+    tmp: Path
+    url: str | None = None
+
+    def target(self, name: str) -> Path | str:
+        return self.url if self.url else self.tmp / f"{name}.sqlite3"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path)
+    return Backend("postgresql", tmp_path, request.getfixturevalue("pg_schema_url"))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def is_state(get: Callable[[str], Any], app_id: str, state: str) -> bool:
+    row = get(app_id)
+    return row is not None and row.state == state
+
+
+def submission(app_id: str = "app-1", payload: bytes = b"\x01" * 64, **overrides: Any) -> Submission:
+    fields: dict[str, Any] = {
+        "platform_id": "platform-d",
+        "application_id": app_id,
+        "bank_id": "bank-d",
+        "model_id": DEFAULT_MODEL_ID,
+        "model_version": 1,
+        "key_id": "pk-" + "a" * 32,
+        "consent_reference": f"consent-{app_id}",
+        "width": 2,
+        "ciphertexts": payload,
+    }
+    fields.update(overrides)
+    return Submission(**fields)
+
+
+# ----------------------------------------------------------------------------------- the stores
+
+
+def test_database_urls_pick_the_backend(tmp_path: Path) -> None:
+    with Database.open(f"sqlite:///{tmp_path}/a.db", "bureau") as db:
+        assert (db.backend, db.path, db.table("audit")) == ("sqlite", tmp_path / "a.db", "audit")
+    with Database.open(str(tmp_path / "b.db"), "bank") as db:
+        assert db.backend == "sqlite" and db.path == tmp_path / "b.db"
+    with Database.open(":memory:", "bank") as db:
+        assert db.path is None and db.read(lambda tx: tx.one("SELECT 1")) == (1,)
+    with pytest.raises(InvalidInputError, match="mysql"):
+        Database.open("mysql://x@localhost/db", "bank")
+    with pytest.raises(InvalidInputError, match="namespace"):
+        Database.open(":memory:", "Bad Name")
+
+
+@pytest.mark.postgresql
+def test_postgresql_url_is_redacted_and_tables_prefixed(pg_schema_url: str) -> None:
+    with Database.open(pg_schema_url, "bank") as db:
+        assert db.backend == "postgresql" and db.table("bands") == "bank_bands" and db.path is None
+        assert db.sql("SELECT * FROM {bands} WHERE a = ?") == "SELECT * FROM bank_bands WHERE a = %s"
+    assert redact("postgresql://someone:hunter2@db.example:5432/x") == "postgresql://someone:***@db.example:5432/x"
+
+
+def test_result_store_is_idempotent_and_durable(backend: Backend) -> None:
+    record = BandRecord("app-1", "m", "pk-1", 2, "C", time.time())
+    store = ResultStore(backend.target("bank"))
+    try:
+        assert store.put(record) is True
+        assert store.put(record) is False  # the same band again: a no-op, not an error
+        with pytest.raises(AlreadyExistsError, match="different band"):
+            store.put(BandRecord("app-1", "m", "pk-1", 3, "D", time.time()))
+        assert store.count() == 1
+    finally:
+        store.close()
+    reopened = ResultStore(backend.target("bank"))
+    try:
+        got = reopened.get("app-1")
+        assert got is not None and (got.band, got.band_label, got.key_id) == (2, "C", "pk-1")
+        assert [r.application_id for r in reopened.all()] == ["app-1"]
+        assert reopened.get("missing") is None
+    finally:
+        reopened.close()
+
+
+def test_application_store_accepts_exactly_once(backend: Backend) -> None:
+    store = ApplicationStore(backend.target("applications"))
+    try:
+        first, created = store.accept(submission(), next_attempt_at=0.0)
+        assert created and first.state == PENDING and first.ciphertexts == b"\x01" * 64
+        again, created = store.accept(submission(), next_attempt_at=0.0)
+        assert not created and again == first
+        with pytest.raises(AlreadyExistsError, match="different payload"):
+            store.accept(submission(payload=b"\x02" * 64), next_attempt_at=0.0)
+        for changed in ({"consent_reference": "other"}, {"model_version": 2}, {"bank_id": "bank-x"}):
+            with pytest.raises(AlreadyExistsError):
+                store.accept(submission(**changed), next_attempt_at=0.0)
+        stored = store.get("platform-d", "app-1")
+        assert stored is not None and stored.digest == first.digest and stored.ciphertexts == b"\x01" * 64
+        # The key is (platform, application id): another platform may use the same id.
+        _, created = store.accept(submission(platform_id="platform-e"), next_attempt_at=0.0)
+        assert created
+    finally:
+        store.close()
+
+
+def test_pending_applications_survive_a_reopen(backend: Backend) -> None:
+    store = ApplicationStore(backend.target("applications"))
+    try:
+        for name in ("a", "b", "c", "d"):
+            store.accept(submission(name), next_attempt_at=100.0)
+        assert store.due(99.0, 10) == [] and store.next_due() == 100.0
+        assert store.retry_later(("platform-d", "a"), 1, 50.0, "UNAVAILABLE", "bank unavailable")
+        assert store.delivered(("platform-d", "b"), {"stage_ms": {"bureau.evaluate": 1.5}, "wire_bytes": 7})
+        assert store.failed(("platform-d", "c"), "INVALID_ARGUMENT", "cryptographic check failed")
+        # A finished application never goes back: a late duplicate attempt cannot overwrite it.
+        assert not store.failed(("platform-d", "b"), "INTERNAL", "late")
+        assert not store.delivered(("platform-d", "c"), {})
+    finally:
+        store.close()
+    store = ApplicationStore(backend.target("applications"))
+    try:
+        assert store.counts() == {PENDING: 2, DELIVERED: 1, FAILED: 1}
+        assert [s.application_id for s in store.due(60.0, 10)] == ["a"]
+        a = store.get("platform-d", "a")
+        assert a is not None and (a.attempts, a.error_code) == (1, "UNAVAILABLE")
+        b = store.get("platform-d", "b")
+        assert b is not None and b.state == DELIVERED and b.ciphertexts is None
+        assert b.receipt_fields() == {"stage_ms": {"bureau.evaluate": 1.5}, "wire_bytes": 7}
+        c = store.get("platform-d", "c")
+        assert c is not None and c.state == FAILED and c.ciphertexts is None
+        assert status_of(c.failure()) == (grpc.StatusCode.INVALID_ARGUMENT, "cryptographic check failed")
+        assert store.resume_all(1.0) == 2  # a restart makes every pending application due now
+        assert sorted(s.application_id for s in store.due(1.0, 10)) == ["a", "d"]
+    finally:
+        store.close()
+
+
+def test_bureau_tables_share_one_database(backend: Backend) -> None:
+    """Bureau.open(database=...) keeps audit and applications in one database (prefixed on PostgreSQL)."""
+    url = backend.url or f"sqlite:///{backend.tmp / 'bureau.db'}"
+    bureau = Bureau.open(backend.tmp / "bureau", url)
+    try:
+        assert bureau.audit is not None
+        bureau.audit.append(**audit_fields(1))
+        bureau.applications.accept(submission(), next_attempt_at=0.0)
+    finally:
+        bureau.close()
+    reopened = Bureau.open(backend.tmp / "bureau", url)
+    try:
+        assert reopened.audit is not None and reopened.audit.verify().records == 1
+        assert reopened.applications.counts()[PENDING] == 1
+    finally:
+        reopened.close()
+    assert not (backend.tmp / "bureau" / "audit.sqlite3").exists()
+
+
+def audit_fields(i: int, **overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "platform_id": "platform-d",
+        "bank_id": "bank-d",
+        "application_id": f"app-{i}",
+        "consent_reference": f"consent-{i}",
+        "model_id": DEFAULT_MODEL_ID,
+        "model_version": "v1",
+        "outcome": "OK",
+        "duration_ms": 1.0 + i,
+    }
+    fields.update(overrides)
+    return fields
+
+
+def test_audit_chain_on_each_backend(backend: Backend) -> None:
+    with AuditLog(backend.target("audit")) as audit:
+        records = [audit.append(**audit_fields(i)) for i in range(1, 6)]
+        assert audit.head() == (5, records[-1].hash)
+    with AuditLog(backend.target("audit")) as audit:
+        nxt = audit.append(**audit_fields(6))
+        assert (nxt.seq, nxt.prev_hash) == (6, records[-1].hash)
+        assert list(audit.records(limit=5)) == records
+        report = audit.verify(expected_head=(5, records[-1].hash))
+        assert (report.ok, report.records) == (True, 6)
+
+
+def append_from_process(target: str, worker: int, count: int, barrier: Any) -> None:
+    """Runs in a spawned child: its own connection to the same audit trail."""
+    with AuditLog(Path(target) if "://" not in target else target) as audit:
+        barrier.wait()
+        for i in range(count):
+            audit.append(**audit_fields(i, application_id=f"p{worker}-{i}"))
+
+
+def test_concurrent_writers_keep_one_chain(backend: Backend) -> None:
+    """Two threads with their own connections and two processes append at once: one unforked chain."""
+    target = backend.target("audit")
+    per_writer = 25
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=append_from_process, args=(str(target), w, per_writer, barrier)) for w in range(2)
+    ]
+    logs = [AuditLog(target), AuditLog(target)]
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            barrier.wait(timeout=60)
+            for i in range(per_writer):
+                logs[t].append(**audit_fields(i, application_id=f"t{t}-{i}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for p in procs:
+            p.join(60)
+        assert errors == [] and [p.exitcode for p in procs] == [0, 0]
+        total = 4 * per_writer
+        report = logs[0].verify()
+        assert (report.ok, report.records) == (True, total), report.reason
+        records = list(logs[1].records())
+        assert [r.seq for r in records] == list(range(1, total + 1))
+        assert sorted(r.application_id for r in records) == sorted(
+            f"{who}-{i}" for who in ("t0", "t1", "p0", "p1") for i in range(per_writer)
+        )
+    finally:
+        for log_ in logs:
+            log_.close()
+
+
+def test_cli_reads_the_audit_trail_and_results_from_a_database(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blindscore.cli import main
+
+    audit_url = backend.url or f"sqlite:///{backend.tmp / 'bureau.db'}"
+    bank_url = backend.url or f"sqlite:///{backend.tmp / 'bank.db'}"
+    with AuditLog(audit_url) as audit:
+        for i in range(1, 4):
+            audit.append(**audit_fields(i))
+        seq, head = audit.head()
+    store = ResultStore(bank_url)
+    store.put(BandRecord("cli-1", DEFAULT_MODEL_ID, "pk-1", 1, "B", 1700000000.0))
+    store.close()
+    capsys.readouterr()
+    assert main(["bureau", "audit", "verify", "--database", audit_url]) == 0
+    assert f"audit trail intact: 3 records; head {seq}:{head}" in capsys.readouterr().out
+    assert main(["bureau", "audit", "list", "--database", audit_url]) == 0
+    assert capsys.readouterr().out.count("platform-d,bank-d,app-") == 3
+    assert main(["bank", "results", "--database", bank_url]) == 0
+    assert "cli-1,german-credit-lr,1,B,2023-11-14T22:13:20" in capsys.readouterr().out
+
+
+@pytest.mark.postgresql
+def test_postgresql_audit_refuses_edits_and_verify_catches_them(pg_schema_url: str) -> None:
+    import psycopg
+
+    with AuditLog(pg_schema_url) as audit:
+        for i in range(1, 4):
+            audit.append(**audit_fields(i))
+        with psycopg.connect(pg_schema_url, autocommit=True) as conn:
+            for sql in (
+                "UPDATE bureau_audit SET outcome = 'INTERNAL' WHERE seq = 2",
+                "DELETE FROM bureau_audit WHERE seq = 3",
+                "TRUNCATE bureau_audit",
+            ):
+                with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                    conn.execute(sql)
+            assert audit.verify().ok
+            conn.execute("DROP TRIGGER bureau_audit_no_change ON bureau_audit")
+            conn.execute("UPDATE bureau_audit SET outcome = 'INTERNAL' WHERE seq = 2")
+        report = audit.verify()
+        assert (report.ok, report.first_bad_seq) == (False, 2)
+
+
+def test_outbox_keeps_the_payload_and_refuses_other_features(backend: Backend) -> None:
+    rows, _ = load_german_credit()
+    app = Application("o-1", "bank-d", DEFAULT_MODEL_ID, "pk-1", "consent-o-1", rows[0])
+    other = Application("o-1", "bank-d", DEFAULT_MODEL_ID, "pk-1", "consent-o-1", rows[1])
+    data_dir = backend.tmp / "platform"
+    outbox = Outbox.open(data_dir, backend.url)
+    try:
+        secret = data_dir / "outbox.secret.json"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        fp = outbox.fingerprint(app)
+        assert fp != outbox.fingerprint(other) and "duration" not in repr(outbox)
+        assert outbox.find("o-1", fp) is None
+        entry = outbox.add("o-1", fp, "bank-d", "pk-1", b"payload-1", due_at=10.0)
+        assert entry.state == SENT
+        assert outbox.add("o-1", fp, "bank-d", "pk-1", b"payload-2", due_at=0) == entry  # first one kept
+        with pytest.raises(AlreadyExistsError, match="different features"):
+            outbox.find("o-1", outbox.fingerprint(other))
+        with pytest.raises(AlreadyExistsError):
+            outbox.add("o-1", outbox.fingerprint(other), "bank-d", "pk-1", b"x", due_at=0)
+        assert [e.application_id for e in outbox.due(10.0, 5)] == ["o-1"] and outbox.due(9.0, 5) == []
+    finally:
+        outbox.close()
+    reopened = Outbox.open(data_dir, backend.url)
+    try:
+        assert reopened.fingerprint(app) == fp  # the secret persists with the data directory
+        found = reopened.find("o-1", fp)
+        assert found is not None and found.payload == b"payload-1"
+        assert reopened.resume_all(1.0) == 1 and reopened.next_due() == 1.0
+        reopened.acknowledged("o-1")
+        assert reopened.due(2.0, 5) == [] and reopened.counts()[ACKNOWLEDGED] == 1
+        # An id the bureau refused for good is free again for other features.
+        reopened.add("o-2", fp, "bank-d", "pk-1", b"p", due_at=0)
+        reopened.refused("o-2", "INVALID_ARGUMENT: bad")
+        replaced = reopened.add("o-2", reopened.fingerprint(other), "bank-d", "pk-1", b"q", due_at=0)
+        assert (replaced.payload, replaced.state) == (b"q", SENT)
+        assert reopened.counts() == {SENT: 1, ACKNOWLEDGED: 1, REFUSED: 0}
+    finally:
+        reopened.close()
+    # The same plaintext under the same secret, and only under it, gives the same fingerprint.
+    (data_dir / "outbox.secret.json").chmod(0o644)
+    with pytest.raises(PreconditionError, match="chmod 600"):
+        Outbox.open(data_dir, backend.url)
+
+
+# ----------------------------------------------------------------------------------- real nodes
+
+
+@dataclass
+class Nodes:
+    """Bank, bureau and platform in-process on loopback, each stoppable and restartable."""
+
+    backend: Backend
+    paillier: KeyPair
+    dgk: DGKKeyPair
+    bank: BankNode | None = None
+    bank_server: grpc.Server | None = None
+    bank_port: int = 0
+    bureau: Bureau | None = None
+    bureau_server: grpc.Server | None = None
+    bureau_channels: BankChannels | None = None
+    bureau_addr: str = ""
+    platform: PlatformNode | None = None
+    platform_server: grpc.Server | None = None
+    platform_addr: str = ""
+    channels: list[grpc.Channel] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)
+    dialled: int = 0
+
+    @property
+    def key(self) -> PublicKey:
+        return self.paillier.public_key
+
+    def start_bank(self) -> None:
+        if self.bank is None:
+            self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
+            real = self.bank.deliver_band
+
+            def counting(delivery: Any) -> Any:  # counts the band deliveries that reach the bank
+                self.deliveries.append(delivery.application_id)
+                return real(delivery)
+
+            self.bank.deliver_band = counting  # type: ignore[method-assign]
+        self.bank_server, self.bank_port = start_bank_server(self.bank, f"127.0.0.1:{self.bank_port}")
+
+    def bank_target(self) -> Path | str:
+        return self.backend.url or self.backend.tmp / "bank" / "results.sqlite3"
+
+    def stop_bank(self) -> None:
+        assert self.bank_server is not None
+        self.bank_server.stop(None).wait()
+        self.bank_server = None
+
+    def start_bureau(self) -> None:
+        self.bureau = Bureau.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
+        self.bureau_server, port, self.bureau_channels = start_bureau_server(self.bureau, "127.0.0.1:0")
+        self.bureau_addr = f"127.0.0.1:{port}"
+        assert self.bank is not None
+        register_with_bureau(self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}")
+
+    def stop_bureau(self) -> None:
+        assert self.bureau is not None and self.bureau_server is not None and self.bureau_channels
+        self.bureau_server.stop(None).wait()
+        self.bureau_channels.close()
+        self.bureau.close()
+        self.bureau_server = None
+
+    def start_platform(self) -> None:
+        channel = open_channel(self.bureau_addr)
+        self.channels.append(channel)
+        outbox = Outbox.open(self.backend.tmp / "platform", self.backend.url)
+        address = self.bureau_addr
+
+        def dial() -> tuple[GrpcBureauLink, Callable[[], None]]:
+            fresh = open_channel(address)
+            self.dialled += 1
+            return GrpcBureauLink(fresh), fresh.close
+
+        self.platform = PlatformNode("platform-d", GrpcBureauLink(channel), outbox, retry=FAST, dial=dial)
+        self.platform_server, port = start_platform_server(self.platform, "127.0.0.1:0")
+        self.platform_addr = f"127.0.0.1:{port}"
+
+    def stop_platform(self) -> None:
+        assert self.platform is not None and self.platform_server is not None
+        self.platform_server.stop(None).wait()
+        self.platform.close()
+        self.platform_server = None
+
+    def stub(self, kind: str) -> Any:
+        address = {"bureau": self.bureau_addr, "platform": self.platform_addr}[kind]
+        channel = open_channel(address)
+        self.channels.append(channel)
+        return getattr(pb_grpc, kind.capitalize() + "Stub")(channel)
+
+    def bank_has(self, app_id: str) -> BandRecord | None:
+        assert self.bank is not None
+        return self.bank.store.get(app_id)
+
+    def at_bureau(self, app_id: str) -> StoredApplication | None:
+        assert self.bureau is not None
+        return self.bureau.applications.get("platform-d", app_id)
+
+    def in_outbox(self, app_id: str) -> OutboxEntry | None:
+        assert self.platform is not None
+        return self.platform.outbox.get(app_id)
+
+    def close(self) -> None:
+        if self.platform_server is not None:
+            self.stop_platform()
+        if self.bureau_server is not None:
+            self.stop_bureau()
+        if self.bank_server is not None:
+            self.stop_bank()
+        if self.bank is not None:
+            self.bank.store.close()
+        for channel in self.channels:
+            channel.close()
+
+
+@pytest.fixture
+def nodes(backend: Backend, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Nodes]:
+    net = Nodes(backend, paillier_keypair, dgk_keypair)
+    try:
+        net.start_bank()
+        net.start_bureau()
+        net.start_platform()
+        yield net
+    finally:
+        net.close()
+
+
+def german(i: int, app_id: str, key_id: str, version: str = "") -> Application:
+    rows, _ = load_german_credit()
+    return Application(app_id, "bank-d", DEFAULT_MODEL_ID, key_id, f"consent-{app_id}", rows[i], version)
+
+
+def encrypted(nodes: Nodes, i: int, app_id: str) -> pb.EncryptedApplication:
+    """What a platform would submit for row ``i``, freshly encrypted (new randomness every call)."""
+    rows, _ = load_german_credit()
+    ciphertexts = tuple(nodes.key.encrypt(v) for v in default_model().spec.encode_row(rows[i]))
+    app = EncryptedApplication(
+        app_id, "platform-d", "bank-d", DEFAULT_MODEL_ID, nodes.key.key_id, f"consent-{app_id}", ciphertexts
+    )
+    return serde.encrypted_application_to_proto(app, nodes.key)
+
+
+def expected_band(i: int) -> int:
+    rows, _ = load_german_credit()
+    return default_model().band(rows[i])
+
+
+def rpc_code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details() or ""
+
+
+def test_resubmission_returns_the_same_outcome(nodes: Nodes) -> None:
+    bureau = nodes.stub("bureau")
+    msg = encrypted(nodes, 3, "same-1")
+    first = bureau.SubmitApplication(msg, timeout=30)
+    assert first.accepted and not first.pending and first.model_version == "1"
+    assert "bureau.evaluate" in first.stage_ms
+    band = nodes.bank_has("same-1")
+    assert band is not None and band.band == expected_band(3)
+    again = bureau.SubmitApplication(msg, timeout=30)
+    assert again == first  # the stored receipt, stage times included: nothing was scored twice
+    assert nodes.deliveries.count("same-1") == 1
+    code, text = rpc_code(lambda: bureau.SubmitApplication(encrypted(nodes, 3, "same-1"), timeout=30))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "different payload" in text
+    assert nodes.bureau is not None and nodes.bureau.audit is not None
+    outcomes = [r.outcome for r in nodes.bureau.audit.records() if r.application_id == "same-1"]
+    assert outcomes == ["OK", "OK", "ALREADY_EXISTS"]  # one audit record per call, as before
+
+    # Through the platform: re-encryption would give a new payload, the outbox resends the old one.
+    platform = nodes.stub("platform")
+    request = serde.application_to_proto(german(5, "plat-1", nodes.key.key_id))
+    one = platform.ScoreApplication(request, timeout=30)
+    two = platform.ScoreApplication(request, timeout=30)
+    assert one.accepted and two.accepted and not two.pending and two.model_version == one.model_version
+    assert nodes.deliveries.count("plat-1") == 1
+    changed = serde.application_to_proto(german(6, "plat-1", nodes.key.key_id))
+    code, text = rpc_code(lambda: platform.ScoreApplication(changed, timeout=30))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "different features" in text
+    record = nodes.bank_has("plat-1")
+    assert record is not None and record.band == expected_band(5)
+
+
+def test_bank_down_application_pending_then_delivered(nodes: Nodes) -> None:
+    nodes.stop_bank()
+    platform = nodes.stub("platform")
+    request = serde.application_to_proto(german(7, "down-1", nodes.key.key_id))
+    receipt = platform.ScoreApplication(request, timeout=30)
+    assert receipt.accepted and receipt.pending and receipt.model_version == "1"
+    stored = nodes.at_bureau("down-1")
+    assert stored is not None and stored.state == PENDING and stored.ciphertexts is not None
+    assert platform.ScoreApplication(request, timeout=30).pending  # still pending: same answer
+    time.sleep(0.5)  # the worker keeps retrying with backoff meanwhile
+    retried = nodes.at_bureau("down-1")
+    assert retried is not None and retried.state == PENDING and retried.attempts >= 2
+    assert nodes.bank_has("down-1") is None
+
+    nodes.start_bank()  # same port, as the bureau has it registered
+    record = wait_for("the retried band at the bank", lambda: nodes.bank_has("down-1"))
+    assert record.band == expected_band(7)
+    wait_for("the bureau to record the delivery", partial(is_state, nodes.at_bureau, "down-1", DELIVERED))
+    done = nodes.at_bureau("down-1")
+    assert done is not None and done.ciphertexts is None  # delivered: digest and receipt kept, no data
+    final = platform.ScoreApplication(request, timeout=30)
+    assert final.accepted and not final.pending and final.model_version == "1"
+    assert nodes.deliveries.count("down-1") == 1
+
+
+def test_bureau_restart_resumes_pending_work_exactly_once(nodes: Nodes) -> None:
+    nodes.stop_bank()
+    bureau = nodes.stub("bureau")
+    msgs = {f"resume-{i}": encrypted(nodes, 10 + i, f"resume-{i}") for i in range(2)}
+    for msg in msgs.values():
+        receipt = bureau.SubmitApplication(msg, timeout=30)
+        assert receipt.accepted and receipt.pending
+    nodes.stop_bureau()  # the bureau goes away with two applications pending
+    nodes.start_bank()
+    time.sleep(0.3)
+    assert all(nodes.bank_has(app_id) is None for app_id in msgs)  # nobody delivers while it is down
+
+    nodes.start_bureau()  # same data directory / database, new process state
+    for i, app_id in enumerate(msgs):
+        record = wait_for(f"{app_id} at the bank", partial(nodes.bank_has, app_id))
+        assert record.band == expected_band(10 + i)
+    for app_id in msgs:
+        wait_for(f"{app_id} delivered", partial(is_state, nodes.at_bureau, app_id, DELIVERED))
+    assert sorted(nodes.deliveries) == sorted(msgs)  # exactly one delivery each
+    again = nodes.stub("bureau").SubmitApplication(msgs["resume-0"], timeout=30)
+    assert again.accepted and not again.pending
+    assert nodes.deliveries.count("resume-0") == 1
+
+
+def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -> None:
+    platform = nodes.stub("platform")
+    # Encrypting needs the model spec and the bank key from the bureau: the platform caches both
+    # (a pinned version's spec for good), so it can still encrypt once the bureau is gone.
+    warm = serde.application_to_proto(german(1, "warm-1", nodes.key.key_id, "1"))
+    assert platform.ScoreApplication(warm, timeout=30).accepted
+    nodes.stop_bureau()
+    request = serde.application_to_proto(german(2, "lost-1", nodes.key.key_id, "1"))
+    code, _ = rpc_code(lambda: platform.ScoreApplication(request, timeout=30))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    entry = nodes.in_outbox("lost-1")
+    assert entry is not None and entry.state == SENT
+    nodes.stop_platform()  # the platform goes away before the bureau ever answered
+    nodes.dialled = 0
+
+    nodes.start_bureau()
+    nodes.start_platform()  # same outbox: resends lost-1 on start
+    record = wait_for("the resent application at the bank", lambda: nodes.bank_has("lost-1"))
+    assert record.band == expected_band(2) and nodes.dialled >= 1  # over the resender's own channel
+    wait_for("the outbox to record the answer", partial(is_state, nodes.in_outbox, "lost-1", ACKNOWLEDGED))
+    # The operator, unsure, submits again: the same outcome, not ALREADY_EXISTS, and no second band.
+    receipt = nodes.stub("platform").ScoreApplication(request, timeout=30)
+    assert receipt.accepted and not receipt.pending
+    assert nodes.deliveries.count("lost-1") == 1
