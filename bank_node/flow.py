@@ -339,15 +339,23 @@ class BankNode:
 
     @classmethod
     def open(
-        cls, bank_id: str, data_dir: Path, *, key_bits: int = 2048, passphrase: Passphrase | None = None
+        cls,
+        bank_id: str,
+        data_dir: Path,
+        *,
+        key_bits: int = 2048,
+        passphrase: Passphrase | None = None,
+        database: str | None = None,
     ) -> BankNode:
-        """Load (or create on first start) the key ring and the result store under ``data_dir``."""
+        """Load (or create on first start) the key ring under ``data_dir`` and open the result store:
+        ``database`` (a ``postgresql://`` or ``sqlite:///`` URL) or ``data_dir/results.sqlite3``."""
         ring = KeyRing(data_dir / KEYS_DIR, passphrase=passphrase)
         ring.ensure(key_bits)
         state = ring.state()
         keys, current = ring.load()
         key = keys[current]
-        node = cls(bank_id, key.paillier, key.dgk, ResultStore(data_dir / "results.sqlite3"), ring=ring)
+        store = ResultStore.open(database or data_dir / "results.sqlite3")
+        node = cls(bank_id, key.paillier, key.dgk, store, ring=ring)
         node._view, node._ring_state = (keys, current), state
         if key.paillier.public_key.bits != key_bits:
             log.warning(

@@ -126,10 +126,13 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
     security = _security(args, args.bank_id)
     passphrase = _bank_passphrase(args)
     metrics, exporter = serve_node_metrics("bank", args.metrics_port, args.metrics_host)
-    node = BankNode.open(args.bank_id, Path(args.data_dir), key_bits=args.key_bits, passphrase=passphrase)
-    if args.database:
-        node.store.close()
-        node.store = _result_store(args)
+    node = BankNode.open(
+        args.bank_id,
+        Path(args.data_dir),
+        key_bits=args.key_bits,
+        passphrase=passphrase,
+        database=args.database,
+    )
     server, port = start_bank_server(node, args.listen, security=security, metrics=metrics)
     address = args.advertise or host_port(args.listen, port)
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)

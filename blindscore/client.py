@@ -26,6 +26,9 @@ class Outcome:
     stage_ms: dict[str, float] = field(default_factory=dict)
     wire_bytes: int = 0
     model_version: str = ""
+    #: Accepted and stored, but the band is not delivered yet (the bank was unreachable); the
+    #: bureau retries until it is.
+    pending: bool = False
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -44,6 +47,7 @@ def _outcome(r: pb.ScoreReceipt) -> Outcome:
         dict(r.stage_ms),
         r.wire_bytes,
         r.model_version,
+        r.pending,
     )
 
 
