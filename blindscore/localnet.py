@@ -28,6 +28,7 @@ class NodeProcess:
     ready_file: Path
     log_file: Path
     info: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -194,8 +195,24 @@ class LocalNetwork:
     def pids(self) -> dict[str, int]:
         return {role: node.process.pid for role, node in self.nodes.items()}
 
+    # ------------------------------------------------------------------ faults
+    def kill(self, role: str) -> None:
+        """SIGKILL one node (no shutdown handlers run: a crash) and reap it."""
+        node = self.nodes[role]
+        if node.process.poll() is None:
+            node.process.kill()
+        node.process.wait()
+
+    def restart(self, role: str) -> None:
+        """Start a stopped or killed node again with its arguments, data and port; wait until ready."""
+        old = self.nodes[role]
+        if old.process.poll() is None:
+            raise BlindscoreError(f"the {role} node is still running; kill or stop it first")
+        node = self._spawn(role, old.args, listen=old.address)
+        self._wait(node)
+
     # ------------------------------------------------------------------ internals
-    def _spawn(self, role: str, args: list[str]) -> NodeProcess:
+    def _spawn(self, role: str, args: list[str], *, listen: str = "127.0.0.1:0") -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ready = self.workdir / f"{role}.ready.json"
         ready.unlink(missing_ok=True)
@@ -209,17 +226,17 @@ class LocalNetwork:
             *args,
             *self._security_flags(),
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--ready-file",
             str(ready),
         ]
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(log_file, "wb") as log:
+        with open(log_file, "ab") as log:  # a restarted node appends to its log
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
-        node = NodeProcess(role, proc, ready, log_file)
+        node = NodeProcess(role, proc, ready, log_file, args=list(args))
         self.nodes[role] = node
         return node
 

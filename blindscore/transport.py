@@ -41,6 +41,15 @@ _OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+# A node that restarts is back within seconds; gRPC's default reconnect backoff grows to two
+# minutes, which would leave its peers failing long after it is up again.
+_CHANNEL_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
 # Keys of the per-call auth context that gRPC fills in from the TLS handshake.
 _SECURITY_TYPE = "transport_security_type"
 _PEM_CERT = "x509_pem_cert"
@@ -137,10 +146,10 @@ class TransportSecurity:
         return grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
 
     def channel_options(self) -> list[tuple[str, object]]:
-        """gRPC channel options: the message limits, plus the pinned server name if any."""
+        """gRPC channel options: the message limits and reconnect backoff, plus the pinned server name."""
         if self.server_name is None:
-            return list(_OPTIONS)
-        return [*_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
+            return list(_CHANNEL_OPTIONS)
+        return [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
 
     def __getstate__(self) -> object:
         if self.key_pem is not None:
@@ -256,7 +265,7 @@ def open_channel(address: str, *, security: TransportSecurity = INSECURE) -> grp
     creds = security.channel_credentials()
     if creds is not None:
         return grpc.secure_channel(address, creds, options=security.channel_options())
-    return grpc.insecure_channel(address, options=_OPTIONS)
+    return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
 
 
 def wait_ready(channel: grpc.Channel, timeout: float) -> None:

@@ -62,20 +62,27 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The PostgreSQL server the tests may use (``.ci/run`` starts one and sets the variable).
+def pg_url() -> Iterator[str]:
+    """The PostgreSQL server the tests use: ``$BLINDSCORE_TEST_PG_URL`` when set, else a private
+    cluster started for this session from the installed server binaries (tests/pg_cluster.py).
 
-    Missing, it fails the test rather than skipping it: a green run must have tested PostgreSQL
-    unless BLINDSCORE_TEST_NO_PG=1 says otherwise.
+    If neither is possible the tests fail rather than skip: a green run must have tested
+    PostgreSQL unless BLINDSCORE_TEST_NO_PG=1 says otherwise.
     """
     url = os.environ.get(PG_URL_ENV, "")
-    if not url:
-        pytest.fail(
-            f"{PG_URL_ENV} is not set: run the tests through .ci/run (which starts a private PostgreSQL), "
-            f"point {PG_URL_ENV} at a server (postgresql://user@127.0.0.1:PORT/db), or set {NO_PG_ENV}=1 "
-            "to deselect the PostgreSQL tests"
-        )
-    return url
+    if url:
+        yield url
+        return
+    import pg_cluster
+
+    try:
+        cluster = pg_cluster.start()
+    except pg_cluster.NoPostgres as exc:
+        pytest.fail(f"{exc}; or point {PG_URL_ENV} at a server, or set {NO_PG_ENV}=1 to deselect these tests")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
