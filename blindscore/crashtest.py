@@ -82,8 +82,8 @@ class CrashReport:
                 f"{', '.join(self.kills) or 'none'}",
                 f"accepted {self.accepted} ({self.pending_at_acceptance} pending at acceptance), "
                 f"resubmissions {self.resubmissions}, errors {self.errors or 0}",
-                f"bands at the bank {self.bands_stored}: lost {len(self.lost)}, "
-                f"duplicated {self.duplicated}, never accepted {len(self.unexpected)}, differing from plaintext {len(self.wrong_band)}",
+                f"bands at the bank {self.bands_stored}: lost {len(self.lost)}, duplicated {self.duplicated}",
+                f"  never accepted {len(self.unexpected)}, differing from plaintext {len(self.wrong_band)}",
                 f"audit chain: {'verified' if self.audit_ok else 'BROKEN'} ({self.audit_records} records)"
                 + (f" {self.audit_reason}" if self.audit_reason else ""),
                 f"{'PASS' if self.ok else 'FAIL'} in {self.seconds:.0f} s",
