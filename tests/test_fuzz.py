@@ -58,6 +58,7 @@ def stubs(
         "bank": pb_grpc.BankStub(open_channel(f"127.0.0.1:{bank_port}")),
         "platform": pb_grpc.PlatformStub(open_channel(f"127.0.0.1:{platform_port}")),
         "store": bank.store,
+        "applications": bureau.applications,
         "key": paillier_keypair.public_key,
         "key_id": paillier_keypair.public_key.key_id,
     }
@@ -77,24 +78,31 @@ def status(call: Any, request: Any) -> grpc.StatusCode:
 ids = st.one_of(st.just(""), st.text(max_size=40), st.sampled_from(["bank-f", "german-credit-lr", "x" * 200]))
 blobs = st.one_of(st.binary(max_size=600), st.integers(0, 2**4200 - 1).map(lambda i: i.to_bytes(525, "big")))
 small = st.integers(0, 2**32 - 1)
+versions = st.one_of(
+    st.just(""),
+    st.text(max_size=12),
+    st.sampled_from(["1", "v1", "latest", "0", "99", "-1", "1.0", "9" * 12]),
+)
 
 
 @settings(max_examples=EXAMPLES)
 @given(
-    app_id=ids, bank_id=ids, model_id=ids, consent=ids, count=small, blob=blobs, use_key=st.booleans()
+    app_id=ids, bank_id=ids, model_id=ids, consent=ids, count=small, blob=blobs, use_key=st.booleans(),
+    version=versions,
 )  # fmt: skip
 def test_fuzz_submit(
     stubs: dict[str, Any], app_id: str, bank_id: str, model_id: str, consent: str, count: int, blob: bytes,
-    use_key: bool,
+    use_key: bool, version: str,
 ) -> None:  # fmt: skip
     msg = pb.EncryptedApplication(
         application_id=app_id, platform_id="p", bank_id=bank_id, model_id=model_id,
         key_id=stubs["key_id"] if use_key else app_id, consent_reference=consent, count=count,
-        ciphertexts=blob,
+        ciphertexts=blob, model_version=version,
     )  # fmt: skip
     before = stubs["store"].count()
     assert status(stubs["bureau"].SubmitApplication, msg) in PRECISE - {grpc.StatusCode.OK}
     assert stubs["store"].count() == before
+    assert stubs["applications"].get("p", app_id) is None  # refused: nothing accepted or stored
 
 
 @settings(max_examples=EXAMPLES)
@@ -145,25 +153,30 @@ def test_fuzz_bank(
 @given(
     app_id=ids, bank_id=ids, model_id=ids, consent=ids,
     features=st.dictionaries(st.text(max_size=30), st.one_of(st.floats(), st.text(max_size=20)), max_size=8),
+    version=versions,
 )  # fmt: skip
 def test_fuzz_platform(
-    stubs: dict[str, Any], app_id: str, bank_id: str, model_id: str, consent: str, features: dict[str, Any]
-) -> None:
+    stubs: dict[str, Any], app_id: str, bank_id: str, model_id: str, consent: str, features: dict[str, Any],
+    version: str,
+) -> None:  # fmt: skip
     values = {
         k: pb.FeatureValue(number=v) if isinstance(v, float) else pb.FeatureValue(text=v)
         for k, v in features.items()
     }
     msg = pb.ScoreRequest(
         application_id=app_id, bank_id=bank_id, model_id=model_id, key_id=stubs["key_id"],
-        consent_reference=consent, features=values,
+        consent_reference=consent, features=values, model_version=version,
     )  # fmt: skip
     assert status(stubs["platform"].ScoreApplication, msg) in PRECISE - {grpc.StatusCode.OK}
 
 
 @settings(max_examples=EXAMPLES)
-@given(bank_id=ids, address=ids, paillier=st.text(max_size=200), dgk=st.text(max_size=200), key_id=ids)
+@given(
+    bank_id=ids, address=ids, paillier=st.text(max_size=200), dgk=st.text(max_size=200), key_id=ids,
+    version=versions,
+)  # fmt: skip
 def test_fuzz_bureau_registry(
-    stubs: dict[str, Any], bank_id: str, address: str, paillier: str, dgk: str, key_id: str
+    stubs: dict[str, Any], bank_id: str, address: str, paillier: str, dgk: str, key_id: str, version: str
 ) -> None:
     bureau = stubs["bureau"]
     reg = pb.RegisterBankRequest(
@@ -172,6 +185,8 @@ def test_fuzz_bureau_registry(
     assert status(bureau.RegisterBank, reg) in PRECISE - {grpc.StatusCode.OK}
     assert status(bureau.GetBankKey, pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)) in PRECISE
     assert status(bureau.GetModelSpec, pb.GetModelSpecRequest(model_id=key_id)) in PRECISE
+    spec = pb.GetModelSpecRequest(model_id="german-credit-lr", model_version=version)
+    assert status(bureau.GetModelSpec, spec) in PRECISE
 
 
 def test_fuzz_suite_is_not_vacuous(stubs: dict[str, Any], tmp_path: Path) -> None:
