@@ -24,12 +24,21 @@ def main() -> int:
         "-q",
         "-p",
         "no:cacheprovider",
+        "--hypothesis-show-statistics",
         str(ROOT / "tests" / "test_fuzz.py"),
     ]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     tail = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     failed = "failed" in tail
-    print(f"examples per test: {args.examples} x {TESTS} tests; pytest: {tail}")
+    print(f"examples requested per test: {args.examples} x {TESTS} tests; pytest: {tail}")
+    # Hypothesis's own count of the examples each test ran (it may stop early only if it exhausts
+    # a strategy's values).
+    test = ""
+    for line in result.stdout.splitlines():
+        if line.startswith("tests/test_fuzz.py::"):
+            test = line.split("::", 1)[1].rstrip(":")
+        elif "passing examples" in line:
+            print(f"  {test}: {line.strip().lstrip('- ')}")
     print(f"crashes or hangs (INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, stored rows): {'yes' if failed else 0}")
     if result.returncode:
         print(result.stdout[-4000:], result.stderr[-2000:], sep="\n")
