@@ -119,6 +119,7 @@ def register_keys(
                 address=advertise_address,
                 paillier_public_key=serde.paillier_key_to_json(key.paillier.public_key),
                 dgk_public_key=serde.dgk_key_to_json(key.dgk.public_key),
+                active_key_ids=[k.key_id for k in node.all_keys()],
             )
             for attempt in range(attempts):
                 try:
@@ -167,6 +168,8 @@ class KeyWatcher:
         self.register = register
         self.interval = interval
         self._pending: dict[str, BankKey] = {}
+        # The key ids the bureau last heard as this bank's ring; a retirement re-publishes it.
+        self._published = frozenset(k.key_id for k in node.all_keys())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bank-key-watcher", daemon=True)
 
@@ -181,6 +184,10 @@ class KeyWatcher:
         except BlindscoreError as exc:
             log.error("could not reload the key ring: %s", exc)
         live = {k.key_id for k in self.node.all_keys()}
+        if live != self._published and not self._pending:
+            # Only retirements (additions are pending): registering the current key again carries
+            # the new active list, and the bureau drops the retired keys.
+            self._pending[self.node.key_id] = self.node.current
         done = []
         for key_id, key in sorted(self._pending.items()):
             if key_id not in live:  # retired before it was ever registered
@@ -195,6 +202,8 @@ class KeyWatcher:
                 continue
             del self._pending[key_id]
             done.append(key_id)
+        if not self._pending:
+            self._published = frozenset(live)
         return done
 
     def _run(self) -> None:

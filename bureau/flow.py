@@ -133,8 +133,17 @@ class Bureau:
             duration_ms=duration_ms,
         )
 
-    def register_bank(self, bank_id: str, address: str, paillier: PublicKey, dgk: DGKPublicKey) -> str:
-        key_id = self.banks.register(bank_id, address, paillier, dgk)
+    def register_bank(
+        self,
+        bank_id: str,
+        address: str,
+        paillier: PublicKey,
+        dgk: DGKPublicKey,
+        *,
+        active: tuple[str, ...] = (),
+    ) -> str:
+        """Record a bank's address and key; with ``active``, forget its keys not listed there."""
+        key_id = self.banks.register(bank_id, address, paillier, dgk, active=active)
         log.info("bank %s registered key %s at %s", bank_id, key_id, address)
         return key_id
 

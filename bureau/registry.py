@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -16,6 +17,11 @@ from blindscore.dgk import DGKPublicKey
 from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError, NotFoundError
 from blindscore.model_api import PrivateModel, load_model, load_model_file
 from blindscore.paillier import PublicKey
+
+#: More keys than a bank would ever keep live at once; bounds a registration message.
+MAX_ACTIVE_KEYS = 64
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,14 +78,34 @@ class BankRegistry:
             record = BankRecord.from_dict(read_json(path))
             self._banks[record.bank_id] = record
 
-    def register(self, bank_id: str, address: str, paillier: PublicKey, dgk: DGKPublicKey) -> str:
+    def register(
+        self,
+        bank_id: str,
+        address: str,
+        paillier: PublicKey,
+        dgk: DGKPublicKey,
+        *,
+        active: tuple[str, ...] = (),
+    ) -> str:
+        """Add (or refresh) a bank's key and address. A non-empty ``active`` lists every key id the
+        bank still answers for; its other keys are dropped (retired at the bank)."""
         check_id("bank id", bank_id)
         if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", address):
             raise InvalidInputError(f"bank address {address!r} must look like host:port")
+        if len(active) > MAX_ACTIVE_KEYS:
+            raise InvalidInputError(f"a bank may list at most {MAX_ACTIVE_KEYS} active keys")
+        for kid in active:
+            check_id("key id", kid)
+        if active and paillier.key_id not in active:
+            raise InvalidInputError(f"key {paillier.key_id} is registered but not among the active key ids")
         with self._lock:
             record = self._banks.get(bank_id) or BankRecord(bank_id, address)
             record.address = address
             record.keys[paillier.key_id] = (paillier, dgk)
+            if active:
+                for kid in [k for k in record.keys if k not in active]:
+                    del record.keys[kid]
+                    log.info("bank %s retired key %s", bank_id, kid)
             write_json(self.directory / f"{bank_id}.json", record.to_dict())
             self._banks[bank_id] = record
         return paillier.key_id

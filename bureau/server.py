@@ -33,11 +33,20 @@ class BureauServicer(pb_grpc.BureauServicer):
     def RegisterBank(
         self, request: pb.RegisterBankRequest, context: grpc.ServicerContext
     ) -> pb.RegisterBankResponse:
+        # Only a bank may register, and only itself: otherwise a platform (or another bank) could
+        # point the bureau at its own address and key and collect another bank's bands.
+        identity = require_role(context, "bank")
+        if identity is not None and identity.party_id != request.bank_id:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"bank {identity.party_id!r} may not register as bank {request.bank_id!r}",
+            )
         key_id = self.bureau.register_bank(
             request.bank_id,
             request.address,
             serde.paillier_key_from_json(request.paillier_public_key),
             serde.dgk_key_from_json(request.dgk_public_key),
+            active=tuple(request.active_key_ids),
         )
         return pb.RegisterBankResponse(key_id=key_id)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from bank_node.flow import KEYS_DIR, RING_FILE, BankKey, BankNode, KeyRing
@@ -606,6 +607,24 @@ def test_rotation_end_to_end_over_grpc(net: Net, new_key: BankKey, paillier_keyp
         record = net.node.store.get(f"app-{i}")
         assert record is not None and record.key_id == key_id
         assert record.band == model.band(rows[i])
+
+    # 'bank retire-key OLD' while the bank serves: the watcher republishes the ring and the bureau
+    # drops the old key, so a new application under it is refused at submission, not at the bank.
+    KeyRing(net.keys).retire(old_id)
+    assert watcher.poll() == [new_key.key_id]
+    assert sorted(net.bureau.banks.get("bank-n").keys) == [new_key.key_id]
+    assert watcher.poll() == []
+    late = Application(
+        application_id="app-late",
+        bank_id="bank-n",
+        model_id=DEFAULT_MODEL_ID,
+        key_id=old_id,
+        consent_reference="consent-late",
+        features=rows[2],
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        score_one(net.platform, late)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and old_id in (info.value.details() or "")
 
 
 def test_watcher_retries_registration(

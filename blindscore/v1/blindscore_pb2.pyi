@@ -71,16 +71,18 @@ class ScoreReceipt(_message.Message):
     def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
 
 class RegisterBankRequest(_message.Message):
-    __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key")
+    __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key", "active_key_ids")
     BANK_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     DGK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
     bank_id: str
     address: str
     paillier_public_key: str
     dgk_public_key: str
-    def __init__(self, bank_id: _Optional[str] = ..., address: _Optional[str] = ..., paillier_public_key: _Optional[str] = ..., dgk_public_key: _Optional[str] = ...) -> None: ...
+    active_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bank_id: _Optional[str] = ..., address: _Optional[str] = ..., paillier_public_key: _Optional[str] = ..., dgk_public_key: _Optional[str] = ..., active_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterBankResponse(_message.Message):
     __slots__ = ("key_id",)
