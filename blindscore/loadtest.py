@@ -58,6 +58,8 @@ class LoadReport:
     rss_end_mib: dict[str, float]
     rss_max_mib: dict[str, float]
     rss_growth_mib: dict[str, float]
+    #: (seconds into the measured run, applications completed, RSS MiB per node), once a minute.
+    rss_trend: list[tuple[float, int, dict[str, float]]]
 
     def format(self) -> str:
         lines = [
@@ -130,11 +132,16 @@ def run_load(
                 t.start()
             time.sleep(warmup_s)
             samples: dict[str, list[float]] = {role: [] for role in pids}
+            trend: list[tuple[float, int, dict[str, float]]] = []
             measuring.set()
             t_start = time.perf_counter()
             while (elapsed_s := time.perf_counter() - t_start) < duration_s:
                 for role, pid in pids.items():
                     samples[role].append(rss_mib(pid))
+                if len(samples[next(iter(pids))]) % 60 == 1:
+                    with lock:
+                        done_now = len(latencies)
+                    trend.append((round(elapsed_s, 1), done_now, {r: s[-1] for r, s in samples.items()}))
                 time.sleep(min(1.0, max(0.0, duration_s - elapsed_s)))
             measuring.clear()
             stop.set()
@@ -158,6 +165,7 @@ def run_load(
         rss_end_mib={r: s[-1] for r, s in samples.items()},
         rss_max_mib={r: max(s) for r, s in samples.items()},
         rss_growth_mib={r: s[-1] - s[0] for r, s in samples.items()},
+        rss_trend=trend,
     )
 
 
