@@ -19,8 +19,8 @@ from blindscore.client import score_applications
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
 from blindscore.localnet import LocalNetwork
 from blindscore.model_api import PrivateModel
+from blindscore.model_cli import ImportOptions, import_model_file
 from blindscore.paillier import check_key_bits
-from blindscore.sklearn_import import load_sklearn_model
 
 
 def _model_id(path: Path) -> str:
@@ -103,7 +103,9 @@ def score_csv(
     key_bits: int = 2048,
 ) -> int:
     check_key_bits(key_bits)
-    model = load_sklearn_model(model_path, cutoffs=cutoffs, labels=labels)
+    options = ImportOptions(cutoffs=cutoffs, labels=labels) if cutoffs or labels else None
+    # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
+    model = import_model_file(model_path, name=_model_id(model_path), options=options)
     model_id = _model_id(model_path)
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]

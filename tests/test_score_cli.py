@@ -173,3 +173,43 @@ def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "row 2" in result.stderr and "age_in_years" in result.stderr
     assert not out.exists()
+
+
+def test_score_takes_a_json_scorecard(tmp_path: Path) -> None:
+    """`score` reads every format `model import` does; here the hand-written neutral scorecard."""
+    from blindscore.model_api import load_model_file
+    from blindscore.model_zoo import build_hand_card
+
+    card = build_hand_card(tmp_path).path
+    model = load_model_file(card)
+    rows, _ = load_german_credit()
+    n = 25
+    with open(tmp_path / "in.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:n])
+    out = tmp_path / "out.csv"
+    result = run_score("--model", str(card), "--input", str(tmp_path / "in.csv"), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    got = read_output(out)
+    assert [g["band_label"] for g in got] == [model.policy.labels[model.band(rows[i])] for i in range(n)]
+    # A scorecard's bands can be re-cut from the command line (points here).
+    recut = run_score(
+        "--model", str(card), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "x.csv"),
+        "--cutoffs", "500", "--labels", "low,high",
+    )  # fmt: skip
+    assert recut.returncode == 0, recut.stderr
+    points = [model.predict(rows[i]) for i in range(n)]
+    want = ["high" if p >= 500 else "low" for p in points]
+    assert [g["band_label"] for g in read_output(tmp_path / "x.csv")] == want
+    # A linear-model JSON carries its own policy: cutoffs on the command line are refused.
+    from blindscore.german import default_model
+
+    lr = tmp_path / "lr.json"
+    default_model().save(lr)
+    refused = run_score(
+        "--model", str(lr), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "y.csv"),
+        "--cutoffs", "0.5",
+    )  # fmt: skip
+    assert refused.returncode == 2 and "own band policy" in refused.stderr
+    assert not (tmp_path / "y.csv").exists()
