@@ -28,7 +28,7 @@ NUMERIC = [
     "number_of_existing_credits_at_this_bank",
     "number_of_people_being_liable_to_provide_maintenance_for",
 ]
-ROWS = 150
+ROWS = 80
 
 
 def frame() -> tuple[object, np.ndarray]:
