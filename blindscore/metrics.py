@@ -31,6 +31,9 @@ _STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,3}")
 MAX_STAGES = 64
 
 
+_OUTCOMES = frozenset({"accepted", "pending", *(c.name for c in grpc.StatusCode)})
+
+
 class NodeMetrics:
     """The metrics of one node, in a registry of its own.
 
@@ -71,6 +74,13 @@ class NodeMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.applications = Counter(
+            "blindscore_applications",
+            "Applications by outcome: accepted, pending (stored, band not delivered yet) or the gRPC status "
+            "that refused them; also for applications inside a ScoreApplications stream.",
+            ["node", "outcome"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "blindscore_in_flight_requests",
             "RPCs being handled right now.",
@@ -91,6 +101,12 @@ class NodeMetrics:
         self.latency.labels(node=self.node, method=method).observe(seconds)
         if code != grpc.StatusCode.OK:
             self.errors.labels(node=self.node, method=method, code=code.name).inc()
+
+    def observe_application(self, outcome: str) -> None:
+        """Count one application: "accepted", "pending" or a gRPC status code name."""
+        if outcome not in _OUTCOMES:
+            outcome = "UNKNOWN"
+        self.applications.labels(node=self.node, outcome=outcome).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         """Record one timing of ``stage``; a malformed name, or one past MAX_STAGES, is dropped."""

@@ -35,8 +35,16 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         self._pool = futures.ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY, thread_name_prefix="score")
 
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
-        with request_scope():
-            receipt = self.node.score(serde.application_from_proto(request))
+        try:
+            with request_scope():
+                receipt = self.node.score(serde.application_from_proto(request))
+        except BlindscoreError as exc:
+            self.metrics.observe_application(status_of(exc)[0].name)
+            raise
+        except Exception:
+            self.metrics.observe_application("INTERNAL")
+            raise
+        self.metrics.observe_application("pending" if receipt.pending else "accepted")
         self.metrics.observe_stages(receipt.stage_ms, prefixes=("platform.", "transport.platform."))
         return pb.ScoreReceipt(
             application_id=receipt.application_id,

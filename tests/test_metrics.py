@@ -110,6 +110,9 @@ def traffic(
         with pytest.raises(grpc.RpcError) as info:
             score_one(platform_addr, app(4, model_id="no-such-model"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # ... the same inside a stream (the stream itself ends OK; the item is refused) ...
+        (streamed,) = score_applications(platform_addr, [app(7, model_id="no-such-model")])
+        assert not streamed.accepted and streamed.error.startswith("NOT_FOUND")
         # ... and one straight to the bureau's SubmitApplication, and a band for an unknown bank key.
         key = bank.keypair.public_key
         refused = pb.EncryptedApplication(
@@ -156,13 +159,13 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
     req, err = "blindscore_requests_total", "blindscore_request_errors_total"
     assert value(s, req, node="bureau", method="SubmitApplication") == SCORED + 1
     assert value(s, err, node="bureau", method="SubmitApplication", code="NOT_FOUND") == 1
-    # The platform fetched the default model's spec once (then cached it) and the unknown one once.
-    assert value(s, req, node="bureau", method="GetModelSpec") == 2
-    assert value(s, err, node="bureau", method="GetModelSpec", code="NOT_FOUND") == 1
+    # The platform fetched the default model's spec once (then cached it) and the unknown one twice.
+    assert value(s, req, node="bureau", method="GetModelSpec") == 3
+    assert value(s, err, node="bureau", method="GetModelSpec", code="NOT_FOUND") == 2
     assert value(s, req, node="bureau", method="GetBankKey") == 1
     assert value(s, req, node="bureau", method="RegisterBank") == 1
     errors = {dict(labels)["method"]: v for (name, labels), v in s.items() if name == err}
-    assert errors == {"SubmitApplication": 1, "GetModelSpec": 1}
+    assert errors == {"SubmitApplication": 1, "GetModelSpec": 2}
     for method in ("SubmitApplication", "GetModelSpec", "GetBankKey", "RegisterBank"):
         count = value(s, "blindscore_request_seconds_count", node="bureau", method=method)
         assert count == value(s, req, node="bureau", method=method)
@@ -199,9 +202,13 @@ def test_platform_counts_unary_and_stream_calls(traffic: Traffic) -> None:
     assert value(s, req, node="platform", method="ScoreApplication") == 3
     err = "blindscore_request_errors_total"
     assert value(s, err, node="platform", method="ScoreApplication", code="NOT_FOUND") == 1
-    assert value(s, req, node="platform", method="ScoreApplications") == 1  # one stream, counted at its end
+    assert value(s, req, node="platform", method="ScoreApplications") == 2  # two streams, counted at the end
     assert value(s, err, node="platform", method="ScoreApplications", code="NOT_FOUND") == 0
-    assert value(s, "blindscore_request_seconds_count", node="platform", method="ScoreApplications") == 1
+    assert value(s, "blindscore_request_seconds_count", node="platform", method="ScoreApplications") == 2
+    # Per application, streamed or not: the refused stream item is counted here.
+    apps = "blindscore_applications_total"
+    assert value(s, apps, node="platform", outcome="accepted") == SCORED
+    assert value(s, apps, node="platform", outcome="NOT_FOUND") == 2
     # The platform records the stages it measured itself, not those the bureau reported to it.
     stages = {dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"}
     assert stages == {"platform.encrypt", "transport.platform.submit"}
@@ -209,7 +216,7 @@ def test_platform_counts_unary_and_stream_calls(traffic: Traffic) -> None:
 
 
 def test_labels_are_bounded_and_carry_no_data(traffic: Traffic) -> None:
-    allowed = {"node", "method", "code", "stage", "le"}
+    allowed = {"node", "method", "code", "stage", "le", "outcome"}
     for role, samples in (("bureau", traffic.bureau), ("bank", traffic.bank), ("platform", traffic.platform)):
         assert samples, role
         for name, labels in samples:
