@@ -143,6 +143,10 @@ def run_crash(
                             i = next(next_index, None)
                         if i is None:
                             return
+                        if i >= held_back:
+                            # The last applications wait for the last kill, so every kill lands
+                            # while work is in flight however fast the run goes.
+                            kills_done.wait(timeout=PER_APPLICATION_TIMEOUT_S)
                         app = make(i)
                         deadline = time.monotonic() + PER_APPLICATION_TIMEOUT_S
                         while True:
@@ -168,11 +172,17 @@ def run_crash(
                     pc.close()
 
             def killer() -> None:
+                try:
+                    kill_each()
+                finally:
+                    kills_done.set()  # also if a restart failed: the clients must not wait forever
+
+            def kill_each() -> None:
                 # Random progress points spread over the run, one per node, plus a random delay so
                 # the kill lands inside requests rather than between them.
-                points = sorted(rng.uniform(0.1, 0.9) for _ in kill_order)
+                points = sorted(rng.uniform(0.1, 0.8) for _ in kill_order)
                 for role, point in zip(kill_order, points, strict=True):
-                    target = max(1, int(point * applications))
+                    target = max(1, min(int(point * applications), held_back - 1))
 
                     def reached(t: int = target) -> bool:
                         return len(accepted) >= t or done.is_set()
@@ -188,6 +198,10 @@ def run_crash(
                     net.restart(role)
 
             done = threading.Event()
+            kills_done = threading.Event()
+            if not kill_order:
+                kills_done.set()
+            held_back = max(1, applications - max(clients, applications // 10))
             kill_thread = threading.Thread(target=killer, daemon=True)
             kill_thread.start()
             workers = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
