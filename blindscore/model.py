@@ -336,8 +336,39 @@ def _special_groups(name: str, special: object) -> tuple[tuple[float, ...], ...]
     return tuple(groups)
 
 
+class _BinIndicators:
+    """One 0/1 column per bin, exactly one of them 1: the encoding shared by the bin features.
+
+    A subclass provides ``width`` (the number of bins) and ``bin_of`` (the bin of a raw value).
+    """
+
+    @property
+    def width(self) -> int:
+        raise NotImplementedError
+
+    def bin_of(self, value: object) -> int:
+        raise NotImplementedError
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * self.width
+
+    def transform(self, value: object) -> list[float]:
+        return [float(x) for x in self.encode(value)]
+
+    def encode(self, value: object) -> list[int]:
+        """Exact 0/1 indicators with a single 1 at the bin of ``value``."""
+        out = [0] * self.width
+        out[self.bin_of(value)] = 1
+        return out
+
+
 @dataclass(frozen=True)
-class BinnedFeature:
+class BinnedFeature(_BinIndicators):
     """A numeric feature cut at public ``edges`` and one-hot encoded by bin.
 
     With edges e_1 < ... < e_m there are m + 1 bins; a value x falls in bin number
@@ -394,13 +425,6 @@ class BinnedFeature:
             cols.append(f"{self.name}=<missing>")
         return tuple(cols)
 
-    @property
-    def column_frac_bits(self) -> int:
-        return 0
-
-    @property
-    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
-        return ((0, 1),) * self.width
 
     def bin_of(self, value: object) -> int:
         """The bin index of ``value``: its special group's bin, else the number of edges at or below it.
@@ -416,13 +440,6 @@ class BinnedFeature:
             return len(self.edges) + 1 + group
         return bisect.bisect_right(self.edges, x)
 
-    def transform(self, value: object) -> list[float]:
-        return [float(x) for x in self.encode(value)]
-
-    def encode(self, value: object) -> list[int]:
-        out = [0] * self.width
-        out[self.bin_of(value)] = 1
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.kind, "name": self.name, "edges": list(self.edges)}
@@ -451,7 +468,7 @@ class BinnedFeature:
 
 
 @dataclass(frozen=True)
-class GroupedCategoricalFeature:
+class GroupedCategoricalFeature(_BinIndicators):
     """A string-valued feature whose categories are grouped into public bins, one-hot encoded by bin.
 
     ``groups`` lists the bins, each a non-empty tuple of categories; a category belongs to one
@@ -510,13 +527,6 @@ class GroupedCategoricalFeature:
             cols.append(f"{self.name}=<missing>")
         return tuple(cols)
 
-    @property
-    def column_frac_bits(self) -> int:
-        return 0
-
-    @property
-    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
-        return ((0, 1),) * self.width
 
     def bin_of(self, value: object) -> int:
         """The bin index of ``value``: its group, else the other bin; a missing value the missing bin."""
@@ -535,14 +545,6 @@ class GroupedCategoricalFeature:
             self.name, f"unseen category {value!r}; expected one of {_listing(list(self._index))}"
         )
 
-    def transform(self, value: object) -> list[float]:
-        return [float(x) for x in self.encode(value)]
-
-    def encode(self, value: object) -> list[int]:
-        """Exact 0/1 indicators with a single 1 at the bin of ``value``."""
-        out = [0] * self.width
-        out[self.bin_of(value)] = 1
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
