@@ -45,6 +45,7 @@ import pytest
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError, PreconditionError
 from blindscore.model import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
 from blindscore.model_api import load_model, load_model_file, model_types
+from blindscore.model_zoo import LIBRARY_VARIABLES
 from blindscore.paillier import KeyPair
 from blindscore.scorecard import CategoricalBins, NumericBins, PdoScaling, Scorecard
 from blindscore.scorecard_import import (
@@ -66,16 +67,7 @@ CATEGORICAL = [
     "housing",
 ]
 NUMERIC = ["duration_in_month", "credit_amount", "age_in_years"]
-VARIABLES = [
-    "status_of_existing_checking_account",
-    "duration_in_month",
-    "credit_history",
-    "credit_amount",
-    "savings_account_and_bonds",
-    "age_in_years",
-    "purpose",
-    "housing",
-]
+VARIABLES = list(LIBRARY_VARIABLES)  # the same attributes the importer checks use
 PDO = {"pdo": 20, "odds": 50, "scorecard_points": 600}
 
 
