@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blindscore.application import BandDelivery, EncryptedApplication
 from blindscore.comparison import BandComparison
@@ -202,7 +203,8 @@ class Bureau:
             )
             if not created:
                 return self._stored_outcome(stored)
-            return self._process(stored, link_for)
+            # Inline: the ciphertexts were unpacked and validated on arrival; no second pass.
+            return self._process(stored, link_for, app.ciphertexts)
         finally:
             if mine:
                 self._release(key)
@@ -220,13 +222,21 @@ class Bureau:
             raise stored.failure()
         return ScoreReport({}, 0, stored.model_version, pending=True, replayed=True)
 
-    def _process(self, stored: StoredApplication, link_for: LinkFor) -> ScoreReport:
-        """Run the band protocol for a stored, pending application and record how it ended."""
+    def _process(
+        self, stored: StoredApplication, link_for: LinkFor, ciphertexts: tuple[Any, ...] | None = None
+    ) -> ScoreReport:
+        """Run the band protocol for a stored, pending application and record how it ended.
+
+        ``ciphertexts``: the already validated ciphertexts when called inline on arrival; the retry
+        worker passes none and they are unpacked (and validated) from the store.
+        """
         key = stored.key
         try:
             if stored.ciphertexts is None:
                 raise InvalidInputError(f"application {stored.application_id!r} has no stored ciphertexts")
             pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
+            if ciphertexts is None:
+                ciphertexts = tuple(pk.unpack(stored.ciphertexts, stored.width))
             app = EncryptedApplication(
                 application_id=stored.application_id,
                 platform_id=stored.platform_id,
@@ -234,7 +244,7 @@ class Bureau:
                 model_id=stored.model_id,
                 key_id=stored.key_id,
                 consent_reference=stored.consent_reference,
-                ciphertexts=tuple(pk.unpack(stored.ciphertexts, stored.width)),
+                ciphertexts=ciphertexts,
                 model_version=str(stored.model_version),
             )
             report = self.score(app, link_for)
