@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bank_node.packed import PackedSessions
 from bank_node.store import BandRecord, ResultStore
-from blindscore import comparison
+from blindscore import comparison, garble, ot, packed
 from blindscore._files import read_json, write_json
 from blindscore.application import BandDelivery
 from blindscore.dgk import (
@@ -332,6 +333,7 @@ class BankNode:
         self._ring = ring
         self._ring_state: RingState | None = None
         self._reload_lock = threading.Lock()
+        self.packed = PackedSessions()
 
     def __repr__(self) -> str:
         keys, current = self._view
@@ -467,3 +469,33 @@ class BankNode:
         )
         self.store.put(record)
         return record
+
+    # ------------------------------------------------------------------ packed batches
+    def packed_start(
+        self, key_id: str, session_id: bytes, request: packed.PackedMasked
+    ) -> tuple[bytes, ot.ExtensionRequest]:
+        """Round 1 of a packed batch: decrypt its masked scores (one decryption), answer with the
+        OT request for the comparison bits and a ticket only this bank can open."""
+        result = self.packed.start(self.key(key_id).paillier, key_id, session_id, request)
+        return result.ticket, result.request
+
+    def packed_finish(
+        self,
+        key_id: str,
+        ticket: bytes,
+        reply: ot.ExtensionReply,
+        circuit: garble.GarbledComparisons,
+        model_id: str,
+        labels: tuple[str, ...],
+        application_ids: tuple[str, ...],
+    ) -> int:
+        """Round 2: evaluate the garbled comparisons and store every band of the batch in one
+        transaction; returns how many were new (a repeated batch stores nothing twice)."""
+        self.key(key_id)
+        if not 2 <= len(labels) <= MAX_BANDS:
+            raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
+        records = self.packed.finish(key_id, ticket, reply, circuit, model_id, labels, application_ids)
+        stored, kept = self.store.put_many(records)
+        if kept:
+            log.warning("kept the earlier band of %d application(s) delivered again: %s", len(kept), kept[:5])
+        return stored

@@ -78,6 +78,49 @@ class BankServicer(pb_grpc.BankServicer):
         record = self.node.deliver_band(serde.band_delivery_from_proto(request, key.paillier.public_key))
         return pb.BandReceipt(application_id=record.application_id, stored=True)
 
+    # packed batches ----------------------------------------------------------------------------
+
+    @grpc_errors
+    @timed("bank.ot_setup")
+    def OtSetupStart(self, request: pb.OtSetupStartRequest, context: grpc.ServicerContext) -> pb.OtSetupOffer:
+        require_role(context, "bureau")
+        return serde.ot_offer_to_proto(self.node.packed.setup_start())
+
+    @grpc_errors
+    @timed("bank.ot_setup")
+    def OtSetupFinish(self, request: pb.OtSetupChoice, context: grpc.ServicerContext) -> pb.OtSetupReply:
+        require_role(context, "bureau")
+        return serde.ot_reply_to_proto(self.node.packed.setup_finish(serde.ot_choice_from_proto(request)))
+
+    @grpc_errors
+    @timed("bank.packed_start")
+    def PackedStart(
+        self, request: pb.PackedStartRequest, context: grpc.ServicerContext
+    ) -> pb.PackedStartResponse:
+        require_role(context, "bureau")
+        key = self.node.key(request.key_id)
+        masked = serde.packed_start_from_proto(request, key.paillier.public_key)
+        ticket, ext = self.node.packed_start(request.key_id, bytes(request.ot_session_id), masked)
+        return pb.PackedStartResponse(ticket=ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
+
+    @grpc_errors
+    @timed("bank.packed_finish")
+    def PackedFinish(
+        self, request: pb.PackedFinishRequest, context: grpc.ServicerContext
+    ) -> pb.PackedFinishResponse:
+        require_role(context, "bureau")
+        reply, circuit = serde.packed_finish_from_proto(request)
+        stored = self.node.packed_finish(
+            request.key_id,
+            bytes(request.ticket),
+            reply,
+            circuit,
+            request.model_id,
+            tuple(request.band_labels),
+            tuple(request.application_ids),
+        )
+        return pb.PackedFinishResponse(stored=stored)
+
 
 def start_bank_server(
     node: BankNode,

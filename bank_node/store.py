@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,30 +69,49 @@ class ResultStore:
         return self._db.url
 
     def put(self, record: BandRecord) -> bool:
-        """Store a band; returns False when the same band was already stored for this application."""
+        """Store a band; returns False when the same band was already stored for this application,
+        raises AlreadyExistsError (storing nothing) when a different one was."""
+        new, kept = self.put_many([record])
+        if kept:
+            raise AlreadyExistsError(
+                f"application {record.application_id!r} already has a different band stored"
+            )
+        return new == 1
 
-        def put(tx: Tx) -> bool:
-            row = tx.one(
-                "SELECT model_id, band FROM {bands} WHERE application_id = ?", (record.application_id,)
-            )
-            if row is not None:
-                if (row[0], row[1]) == (record.model_id, record.band):
-                    return False
-                raise AlreadyExistsError(
-                    f"application {record.application_id!r} already has a different band stored"
+    def put_many(self, records: Sequence[BandRecord]) -> tuple[int, list[str]]:
+        """Store several bands in one transaction; returns (how many were new, the ids whose
+        earlier, different band was kept).
+
+        A band already stored identically is skipped. One already stored differently stays as it
+        is: the first band delivered for an application is the one the bank keeps. (A batch run
+        again draws fresh masks, so a score within one truncation step of a cutoff may come out
+        in the neighbouring band; both are within the model's precision.)
+        """
+
+        def put(tx: Tx) -> tuple[int, list[str]]:
+            new = 0
+            kept: list[str] = []
+            for record in records:
+                row = tx.one(
+                    "SELECT model_id, band FROM {bands} WHERE application_id = ?", (record.application_id,)
                 )
-            tx.execute(
-                f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    record.application_id,
-                    record.model_id,
-                    record.key_id,
-                    record.band,
-                    record.band_label,
-                    record.received_at or time.time(),
-                ),
-            )
-            return True
+                if row is not None:
+                    if (row[0], row[1]) != (record.model_id, record.band):
+                        kept.append(record.application_id)
+                    continue
+                tx.execute(
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        record.application_id,
+                        record.model_id,
+                        record.key_id,
+                        record.band,
+                        record.band_label,
+                        record.received_at or time.time(),
+                    ),
+                )
+                new += 1
+            return new, kept
 
         return self._db.write(put)
 

@@ -92,3 +92,50 @@ class BandDelivery:
     model_id: str
     band_labels: tuple[str, ...]
     band_ciphertext: Any
+
+
+@dataclass(frozen=True)
+class BatchMember:
+    """One application of a packed batch: its id and consent reference (its features are in the slots)."""
+
+    application_id: str
+    consent_reference: str
+
+    def __post_init__(self) -> None:
+        check_id("application id", self.application_id)
+        if not self.consent_reference:
+            raise InvalidInputError("a consent reference is required for every application")
+
+
+@dataclass(frozen=True)
+class EncryptedBatch:
+    """A packed batch (:mod:`blindscore.packed`): one ciphertext per encoded column, slot a holding
+    member a's features. One bank key and one resolved model version for every member."""
+
+    batch_id: str
+    platform_id: str
+    bank_id: str
+    model_id: str
+    key_id: str
+    model_version: str
+    slot_bits: int
+    members: tuple[BatchMember, ...]
+    ciphertexts: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        check_id("batch id", self.batch_id)
+        check_id("platform id", self.platform_id)
+        check_id("bank id", self.bank_id)
+        check_id("model id", self.model_id)
+        check_id("key id", self.key_id)
+        if not (self.model_version.isascii() and self.model_version.isdigit()):
+            raise InvalidInputError(
+                f"a packed batch needs a resolved model version, got {self.model_version!r}"
+            )
+        if not self.members:
+            raise InvalidInputError("a packed batch needs at least one application")
+        ids = [m.application_id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("a packed batch lists an application id twice")
+        if not self.ciphertexts:
+            raise InvalidInputError("a packed batch needs its encrypted columns")

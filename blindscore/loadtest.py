@@ -1,7 +1,8 @@
 """Load test: N concurrent platform clients against three local node processes for a fixed time.
 
 Each client thread keeps one channel to the platform node and submits German credit applications
-one after another (unique ids) until the time is up. The run reports throughput, latency
+one after another (unique ids) until the time is up, or (``--stream``) keeps one stream full so
+that the platform scores them in packed batches. The run reports throughput, latency
 percentiles, every error by status, and the resident memory of each node process sampled once a
 second, so "no errors, memory flat" is a measured statement. Bounded in count and time, loopback
 only.
@@ -15,18 +16,24 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import grpc
 import numpy as np
 
+from blindscore import serde
 from blindscore.application import Application
-from blindscore.client import PlatformClient
+from blindscore.client import _CODE_NAMES, PlatformClient
 from blindscore.errors import InvalidInputError
 from blindscore.german import DEFAULT_MODEL_ID, load_german_credit
 from blindscore.localnet import LocalNetwork
+from blindscore.transport import open_channel
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 #: A client stops submitting after this many applications even if time remains (a safety bound).
 MAX_PER_CLIENT = 100_000
@@ -83,8 +90,13 @@ def run_load(
     warmup_s: float = 5.0,
     key_bits: int = 2048,
     workdir: Path | None = None,
+    stream: bool = False,
 ) -> LoadReport:
-    """Start the three nodes, warm up, then load them with ``clients`` threads for ``duration_s``."""
+    """Start the three nodes, warm up, then load them with ``clients`` threads for ``duration_s``.
+
+    ``stream``: each client keeps one ScoreApplications stream full instead of unary calls, so the
+    platform scores in packed batches.
+    """
     if not 1 <= clients <= 64:
         raise InvalidInputError("--clients must be between 1 and 64")
     if not 1.0 <= duration_s <= 3600.0:
@@ -100,34 +112,67 @@ def run_load(
             stop = threading.Event()
             measuring = threading.Event()
 
+            def application(c: int, i: int) -> Application:
+                return Application(
+                    application_id=f"load-{c}-{i}",
+                    bank_id=net.bank_id,
+                    model_id=DEFAULT_MODEL_ID,
+                    key_id=net.key_id,
+                    consent_reference=f"load-test-{c}",
+                    features=rows[(c * 7919 + i) % len(rows)],
+                )
+
             def client(c: int) -> None:
+                """Unary calls, one application after another."""
                 with PlatformClient(net.platform_address, security=net.client_security) as pc:
                     for i in range(MAX_PER_CLIENT):
                         if stop.is_set():
                             return
-                        app = Application(
-                            application_id=f"load-{c}-{i}",
-                            bank_id=net.bank_id,
-                            model_id=DEFAULT_MODEL_ID,
-                            key_id=net.key_id,
-                            consent_reference=f"load-test-{c}",
-                            features=rows[(c * 7919 + i) % len(rows)],
-                        )
                         t0 = time.perf_counter()
                         try:
-                            outcome = pc.score(app, timeout=60)
+                            outcome = pc.score(application(c, i), timeout=60)
                             failure = "" if outcome.accepted else outcome.error.split(":", 1)[0]
                         except grpc.RpcError as exc:
                             failure = exc.code().name if exc.code() else "UNKNOWN"
-                        elapsed = (time.perf_counter() - t0) * 1e3
-                        if measuring.is_set():
-                            with lock:
-                                if failure:
-                                    errors[failure] += 1
-                                else:
-                                    latencies.append(elapsed)
+                        record(failure, (time.perf_counter() - t0) * 1e3)
 
-            threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(clients)]
+            def record(failure: str, elapsed: float) -> None:
+                if measuring.is_set():
+                    with lock:
+                        if failure:
+                            errors[failure] += 1
+                        else:
+                            latencies.append(elapsed)
+
+            def stream_client(c: int) -> None:
+                """One ScoreApplications stream per client: the platform packs what queues up."""
+                sent: dict[str, float] = {}
+
+                def requests() -> Iterator[pb.ScoreRequest]:
+                    for i in range(MAX_PER_CLIENT):
+                        if stop.is_set():
+                            return
+                        app = application(c, i)
+                        sent[app.application_id] = time.perf_counter()
+                        yield serde.application_to_proto(app)
+
+                with open_channel(net.platform_address, security=net.client_security) as channel:
+                    stub: Any = pb_grpc.PlatformStub(channel)
+                    try:
+                        for receipt in stub.ScoreApplications(
+                            requests(), timeout=duration_s + warmup_s + 600
+                        ):
+                            started = sent.pop(receipt.application_id, None)
+                            elapsed = (time.perf_counter() - started) * 1e3 if started else float("nan")
+                            failure = (
+                                "" if receipt.accepted else _CODE_NAMES.get(receipt.error_code, "UNKNOWN")
+                            )
+                            record(failure, elapsed)
+                    except grpc.RpcError as exc:
+                        record(exc.code().name if exc.code() else "UNKNOWN", float("nan"))
+
+            target = stream_client if stream else client
+            threads = [threading.Thread(target=target, args=(c,), daemon=True) for c in range(clients)]
             for t in threads:
                 t.start()
             time.sleep(warmup_s)
@@ -150,7 +195,7 @@ def run_load(
                 t.join(timeout=120)
             for role, pid in pids.items():
                 samples[role].append(rss_mib(pid))
-    lat = np.array(latencies) if latencies else np.array([float("nan")])
+    lat = np.array([x for x in latencies if x == x] or [float("nan")])
     return LoadReport(
         clients=clients,
         duration_s=measured,
@@ -175,11 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60.0, help="measured seconds (after warm-up)")
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--key-bits", type=int, default=2048)
+    p.add_argument("--stream", action="store_true", help="one stream per client (packed batches)")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     args = p.parse_args(argv)
     try:
         report = run_load(
-            clients=args.clients, duration_s=args.duration, warmup_s=args.warmup, key_bits=args.key_bits
+            clients=args.clients,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            key_bits=args.key_bits,
+            stream=args.stream,
         )
     except InvalidInputError as exc:
         print(f"load: error: {exc}", file=sys.stderr)

@@ -7,8 +7,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from blindscore import comparison
-from blindscore.application import Application, BandDelivery, EncryptedApplication, FeatureValue
+from blindscore import comparison, garble, ot, packed
+from blindscore.application import (
+    Application,
+    BandDelivery,
+    BatchMember,
+    EncryptedApplication,
+    EncryptedBatch,
+    FeatureValue,
+)
 from blindscore.dgk import DGKPublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.paillier import PublicKey
@@ -229,3 +236,171 @@ def features_from_mapping(row: Mapping[str, Any]) -> dict[str, FeatureValue]:
     for k, v in row.items():
         out[k] = v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
     return out
+
+
+# ---------------------------------------------------------------- packed batches
+
+
+def encrypted_batch_to_proto(batch: EncryptedBatch, key: PublicKey) -> pb.EncryptedBatch:
+    return pb.EncryptedBatch(
+        batch_id=batch.batch_id,
+        platform_id=batch.platform_id,
+        bank_id=batch.bank_id,
+        model_id=batch.model_id,
+        key_id=batch.key_id,
+        model_version=batch.model_version,
+        slot_bits=batch.slot_bits,
+        members=[
+            pb.BatchMember(application_id=m.application_id, consent_reference=m.consent_reference)
+            for m in batch.members
+        ],
+        count=len(batch.ciphertexts),
+        ciphertexts=key.pack(batch.ciphertexts),
+    )
+
+
+def encrypted_batch_from_proto(msg: pb.EncryptedBatch, key: PublicKey) -> EncryptedBatch:
+    """Unpack and validate every ciphertext against ``key``; members and ids checked."""
+    if len(msg.members) > packed.MAX_SLOTS:
+        raise InvalidInputError(f"a packed batch holds at most {packed.MAX_SLOTS} applications")
+    return EncryptedBatch(
+        batch_id=msg.batch_id,
+        platform_id=msg.platform_id,
+        bank_id=msg.bank_id,
+        model_id=msg.model_id,
+        key_id=msg.key_id,
+        model_version=msg.model_version,
+        slot_bits=msg.slot_bits,
+        members=tuple(BatchMember(m.application_id, m.consent_reference) for m in msg.members),
+        ciphertexts=tuple(key.unpack(msg.ciphertexts, msg.count)),
+    )
+
+
+_GROUP_BYTES = 256  # RFC 3526 group 14 elements, big-endian
+
+
+def _element(data: bytes, what: str) -> int:
+    if len(data) != _GROUP_BYTES:
+        raise InvalidInputError(
+            f"{what}: expected a {_GROUP_BYTES}-byte group element, got {len(data)} bytes"
+        )
+    return int.from_bytes(data, "big")
+
+
+def _block(data: bytes, what: str) -> int:
+    if len(data) != 16:
+        raise InvalidInputError(f"{what}: expected 16 bytes, got {len(data)}")
+    return int.from_bytes(data, "big")
+
+
+def ot_offer_to_proto(offer: ot.SetupOffer) -> pb.OtSetupOffer:
+    return pb.OtSetupOffer(session_id=offer.session_id, c=int(offer.c).to_bytes(_GROUP_BYTES, "big"))
+
+
+def ot_offer_from_proto(msg: pb.OtSetupOffer) -> ot.SetupOffer:
+    return ot.SetupOffer(session_id=bytes(msg.session_id), c=_element(msg.c, "OT offer"))
+
+
+def ot_choice_to_proto(choice: ot.SetupChoice) -> pb.OtSetupChoice:
+    return pb.OtSetupChoice(
+        session_id=choice.session_id, pk0=[int(x).to_bytes(_GROUP_BYTES, "big") for x in choice.pk0]
+    )
+
+
+def ot_choice_from_proto(msg: pb.OtSetupChoice) -> ot.SetupChoice:
+    if len(msg.pk0) != ot.KAPPA:
+        raise InvalidInputError(f"OT setup choice: expected {ot.KAPPA} keys, got {len(msg.pk0)}")
+    return ot.SetupChoice(
+        session_id=bytes(msg.session_id), pk0=tuple(_element(x, "OT setup key") for x in msg.pk0)
+    )
+
+
+def ot_reply_to_proto(reply: ot.SetupReply) -> pb.OtSetupReply:
+    return pb.OtSetupReply(
+        session_id=reply.session_id,
+        gr=int(reply.gr).to_bytes(_GROUP_BYTES, "big"),
+        e0=[int(x).to_bytes(16, "big") for x in reply.e0],
+        e1=[int(x).to_bytes(16, "big") for x in reply.e1],
+    )
+
+
+def ot_reply_from_proto(msg: pb.OtSetupReply) -> ot.SetupReply:
+    if len(msg.e0) != ot.KAPPA or len(msg.e1) != ot.KAPPA:
+        raise InvalidInputError(f"OT setup reply: expected {ot.KAPPA} message pairs")
+    return ot.SetupReply(
+        session_id=bytes(msg.session_id),
+        gr=_element(msg.gr, "OT setup reply"),
+        e0=tuple(_block(x, "OT setup reply") for x in msg.e0),
+        e1=tuple(_block(x, "OT setup reply") for x in msg.e1),
+    )
+
+
+def packed_start_to_proto(
+    key: PublicKey, session_id: bytes, req: packed.PackedMasked
+) -> pb.PackedStartRequest:
+    return pb.PackedStartRequest(
+        key_id=key.key_id,
+        ot_session_id=session_id,
+        ciphertext=key.pack([req.ciphertext]),
+        count=req.count,
+        slot_bits=req.slot_bits,
+        cutoffs=req.cutoffs,
+        bits=req.bits,
+        truncate_bits=req.truncate_bits,
+    )
+
+
+def packed_start_from_proto(msg: pb.PackedStartRequest, key: PublicKey) -> packed.PackedMasked:
+    (ciphertext,) = key.unpack(msg.ciphertext, 1)
+    return packed.PackedMasked(
+        ciphertext=int(ciphertext),
+        count=msg.count,
+        slot_bits=msg.slot_bits,
+        cutoffs=msg.cutoffs,
+        bits=msg.bits,
+        truncate_bits=msg.truncate_bits,
+    )
+
+
+def packed_finish_to_proto(
+    key_id: str,
+    ticket: bytes,
+    reply: ot.ExtensionReply,
+    circuit: garble.GarbledComparisons,
+    model_id: str,
+    labels: tuple[str, ...],
+    application_ids: tuple[str, ...],
+) -> pb.PackedFinishRequest:
+    return pb.PackedFinishRequest(
+        key_id=key_id,
+        ticket=ticket,
+        ot_y0=reply.y0,
+        ot_y1=reply.y1,
+        garbling_id=circuit.garbling_id,
+        tables=circuit.tables,
+        garbler_labels=circuit.garbler_labels,
+        decode=circuit.decode,
+        model_id=model_id,
+        band_labels=list(labels),
+        application_ids=list(application_ids),
+        count=circuit.instances,
+        cutoffs=circuit.count,
+        width=circuit.width,
+    )
+
+
+def packed_finish_from_proto(
+    msg: pb.PackedFinishRequest,
+) -> tuple[ot.ExtensionReply, garble.GarbledComparisons]:
+    """The OT reply and the garbled comparisons (the bank checks their shape against its ticket)."""
+    reply = ot.ExtensionReply(y0=bytes(msg.ot_y0), y1=bytes(msg.ot_y1))
+    circuit = garble.GarbledComparisons(
+        garbling_id=bytes(msg.garbling_id),
+        instances=msg.count,
+        count=msg.cutoffs,
+        width=msg.width,
+        tables=bytes(msg.tables),
+        garbler_labels=bytes(msg.garbler_labels),
+        decode=bytes(msg.decode),
+    )
+    return reply, circuit

@@ -43,6 +43,16 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS {applications}_due ON {applications} (state, next_attempt_at)",
+    # Which packed batch each application id came in (bureau/batches.py); here so that accept()
+    # refuses an id used in a batch within its own transaction.
+    """
+    CREATE TABLE IF NOT EXISTS {batch_members} (
+        platform_id    TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        batch_id       TEXT NOT NULL,
+        PRIMARY KEY (platform_id, application_id)
+    )
+    """,
 )
 _COLUMNS = (
     "platform_id",
@@ -169,67 +179,39 @@ def _row(row: Sequence[Any]) -> StoredApplication:
     return StoredApplication(*values)
 
 
-class ApplicationStore:
-    """Applications by (platform id, application id), with the state of their delivery.
+class _WorkStore:
+    """The state machine both stores share: pending rows are retried until delivered or failed.
 
-    ``accept`` is the exactly-once gate: the first submission is stored (pending); the same payload
-    again returns the stored row; a different payload under the same key is refused. Pending rows
-    keep their ciphertexts so the band protocol can be re-run; finished rows drop them.
+    A subclass names its table (``_table``), its key columns (``_key``) and how a row is read.
     """
+
+    _table: str
+    _key: str
+    _what: str
 
     def __init__(self, target: Path | str | Database) -> None:
         """Open the store in a SQLite file (a Path), a database URL, or an open bureau Database."""
         self._owns = not isinstance(target, Database)
         self._db = Database.open(target, "bureau") if not isinstance(target, Database) else target
         try:
-            self._db.setup(self._create, "the application store")
+            self._db.setup(self._create, self._what)
         except BaseException:
             self.close()
             raise
 
     def _create(self, tx: Tx) -> None:
-        create_schema(self._db, tx, _SCHEMA)
-        tx.check_version("bureau.applications", FORMAT_VERSION)
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return self._db.url
 
-    def accept(self, sub: Submission, *, next_attempt_at: float) -> tuple[StoredApplication, bool]:
-        """Store ``sub`` as pending, or return the row already stored under its key.
-
-        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
-        a different payload. ``next_attempt_at`` is when the retry worker may first pick it up.
-        """
-        digest = sub.digest
-
-        def accept(tx: Tx) -> tuple[StoredApplication, bool]:
-            row = tx.one(f"{_SELECT} WHERE {_KEY}", (sub.platform_id, sub.application_id))
-            if row is not None:
-                stored = _row(row)
-                if stored.digest != digest:
-                    raise AlreadyExistsError(
-                        f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
-                        "submitted with a different payload; a new application needs a new id"
-                    )
-                return stored, False
-            now = time.time()
-            stored = StoredApplication(
-                sub.platform_id, sub.application_id, sub.bank_id, sub.model_id, sub.model_version,
-                sub.key_id, sub.consent_reference, digest, sub.width, sub.ciphertexts, PENDING, 0,
-                next_attempt_at, now, None, "", "", "",
-            )  # fmt: skip
-            tx.execute(_INSERT, tuple(getattr(stored, c) for c in _COLUMNS))
-            return stored, True
-
-        return self._db.write(accept)
-
-    def get(self, platform_id: str, application_id: str) -> StoredApplication | None:
-        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE {_KEY}", (platform_id, application_id)))
-        return None if row is None else _row(row)
+    @property
+    def database(self) -> Database:
+        return self._db
 
     def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...]) -> bool:
-        sql = f"UPDATE {{applications}} SET {sets} WHERE {_KEY} AND state = ?"
+        sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._key} AND state = ?"
 
         def finish(tx: Tx) -> bool:
             return int(tx.execute(sql, (*params, *key, PENDING)).rowcount) > 0
@@ -254,46 +236,102 @@ class ApplicationStore:
         )
 
     def retry_later(self, key: tuple[str, str], attempts: int, at: float, code: str, message: str) -> bool:
-        """Keep a pending application pending; the worker tries again at ``at``."""
+        """Keep a pending row pending; the worker tries again at ``at``."""
         return self._finish(
             key,
             "attempts = ?, next_attempt_at = ?, error_code = ?, error_message = ?",
             (attempts, at, code, message[:1000]),
         )
 
-    def due(self, now: float, limit: int) -> list[StoredApplication]:
-        """Pending applications whose next attempt is due, the longest-waiting first."""
-        rows = self._db.read(
+    def _due_rows(self, select: str, now: float, limit: int) -> list[tuple[Any, ...]]:
+        return self._db.read(
             lambda tx: tx.all(
-                f"{_SELECT} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                f"{select} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (PENDING, now, limit),
             )
         )
-        return [_row(r) for r in rows]
 
     def next_due(self) -> float | None:
-        """When the earliest pending application is due, or None when nothing is pending."""
-        row = self._db.read(
-            lambda tx: tx.one("SELECT MIN(next_attempt_at) FROM {applications} WHERE state = ?", (PENDING,))
-        )
+        """When the earliest pending row is due, or None when nothing is pending."""
+        sql = f"SELECT MIN(next_attempt_at) FROM {{{self._table}}} WHERE state = ?"
+        row = self._db.read(lambda tx: tx.one(sql, (PENDING,)))
         return None if row is None or row[0] is None else float(row[0])
 
     def resume_all(self, at: float) -> int:
-        """Make every pending application due at ``at``: a restarted bureau does not wait out old backoffs."""
+        """Make every pending row due at ``at``: a restarted bureau does not wait out old backoffs."""
+        sql = f"UPDATE {{{self._table}}} SET next_attempt_at = ? WHERE state = ?"
 
         def resume(tx: Tx) -> int:
-            cursor = tx.execute(
-                "UPDATE {applications} SET next_attempt_at = ? WHERE state = ?", (at, PENDING)
-            )
-            return int(cursor.rowcount)
+            return int(tx.execute(sql, (at, PENDING)).rowcount)
 
         return self._db.write(resume)
 
     def counts(self) -> dict[str, int]:
-        """How many applications are in each state."""
-        rows = self._db.read(lambda tx: tx.all("SELECT state, COUNT(*) FROM {applications} GROUP BY state"))
+        """How many rows are in each state."""
+        sql = f"SELECT state, COUNT(*) FROM {{{self._table}}} GROUP BY state"
+        rows = self._db.read(lambda tx: tx.all(sql))
         return {PENDING: 0, DELIVERED: 0, FAILED: 0, **{str(s): int(n) for s, n in rows}}
 
     def close(self) -> None:
         if self._owns:
             self._db.close()
+
+
+class ApplicationStore(_WorkStore):
+    """Applications by (platform id, application id), with the state of their delivery.
+
+    ``accept`` is the exactly-once gate: the first submission is stored (pending); the same payload
+    again returns the stored row; a different payload under the same key is refused. Pending rows
+    keep their ciphertexts so the band protocol can be re-run; finished rows drop them.
+    """
+
+    _table = "applications"
+    _key = _KEY
+    _what = "the application store"
+
+    def _create(self, tx: Tx) -> None:
+        create_schema(self._db, tx, _SCHEMA)
+        tx.check_version("bureau.applications", FORMAT_VERSION)
+
+    def accept(self, sub: Submission, *, next_attempt_at: float) -> tuple[StoredApplication, bool]:
+        """Store ``sub`` as pending, or return the row already stored under its key.
+
+        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
+        a different payload. ``next_attempt_at`` is when the retry worker may first pick it up.
+        """
+        digest = sub.digest
+
+        def accept(tx: Tx) -> tuple[StoredApplication, bool]:
+            row = tx.one(f"{_SELECT} WHERE {_KEY}", (sub.platform_id, sub.application_id))
+            if row is not None:
+                stored = _row(row)
+                if stored.digest != digest:
+                    raise AlreadyExistsError(
+                        f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
+                        "submitted with a different payload; a new application needs a new id"
+                    )
+                return stored, False
+            batched = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
+            if tx.one(batched, (sub.platform_id, sub.application_id)) is not None:
+                raise AlreadyExistsError(
+                    f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
+                    "submitted in a batch; a new application needs a new id"
+                )
+            now = time.time()
+            stored = StoredApplication(
+                sub.platform_id, sub.application_id, sub.bank_id, sub.model_id, sub.model_version,
+                sub.key_id, sub.consent_reference, digest, sub.width, sub.ciphertexts, PENDING, 0,
+                next_attempt_at, now, None, "", "", "",
+            )  # fmt: skip
+            tx.execute(_INSERT, tuple(getattr(stored, c) for c in _COLUMNS))
+            return stored, True
+
+        return self._db.write(accept)
+
+    def get(self, platform_id: str, application_id: str) -> StoredApplication | None:
+        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE {_KEY}", (platform_id, application_id)))
+        return None if row is None else _row(row)
+
+    def due(self, now: float, limit: int) -> list[StoredApplication]:
+        """Pending applications whose next attempt is due, the longest-waiting first."""
+        return [_row(r) for r in self._due_rows(_SELECT, now, limit)]

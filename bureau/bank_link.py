@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from blindscore import comparison, serde
+from blindscore import comparison, garble, ot, packed, serde
 from blindscore._pool import waiting_on_peer
 from blindscore.application import BandDelivery
 from blindscore.dgk import DGKPublicKey
+from blindscore.errors import CryptoError, PeerError, UnavailableError
 from blindscore.paillier import PublicKey
 from blindscore.status import call
 from blindscore.transport import INSECURE, TransportSecurity, open_channel
+from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 RPC_TIMEOUT_S = 30.0
+#: Times a packed batch's round starts over when the bank has lost its session state.
+ROUND_ATTEMPTS = 3
 
 
 class BankLink(Protocol):
@@ -39,16 +44,99 @@ class BankLink(Protocol):
 
     def deliver_band(self, delivery: BandDelivery) -> None: ...
 
+    def packed_round(
+        self,
+        request: packed.PackedMasked,
+        finish: FinishBatch,
+        model_id: str,
+        labels: tuple[str, ...],
+        application_ids: tuple[str, ...],
+    ) -> int: ...
+
+
+#: Given the bank's OT request for a batch, the bureau's OT reply and garbled comparisons.
+FinishBatch = Callable[
+    [ot.ExtensionRequest, ot.OtSender], tuple[ot.ExtensionReply, garble.GarbledComparisons]
+]
+
+
+class OtSessions:
+    """The bureau's OT sessions, one per bank address, set up on first use (one setup at a time per
+    bank) and again when the bank has forgotten its side (a restart).
+
+    Also remembers the OT nonces each session has seen: a bank that sent one twice would learn
+    the XOR of labels it did not choose, so a repeat is refused.
+    """
+
+    #: A session is replaced after this many batches, which bounds the memory of seen nonces.
+    MAX_BATCHES_PER_SESSION = 1_000_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._senders: dict[tuple[str, str], ot.OtSender] = {}
+        self._setup_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._nonces: dict[bytes, set[bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"OtSessions({len(self._senders)} sessions, <secret>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("OtSessions hold OT seeds and cannot be pickled")
+
+    def sender(self, where: tuple[str, str], setup: Callable[[], ot.OtSender]) -> ot.OtSender:
+        """The session with the bank at ``where``, set up with ``setup`` if there is none."""
+        with self._lock:
+            sender = self._senders.get(where)
+            lock = self._setup_locks.setdefault(where, threading.Lock())
+        if sender is not None:
+            return sender
+        with lock:
+            with self._lock:
+                sender = self._senders.get(where)
+            if sender is None:
+                sender = setup()
+                with self._lock:
+                    self._senders[where] = sender
+                    self._nonces[sender.session_id] = set()
+            return sender
+
+    def drop(self, where: tuple[str, str], sender: ot.OtSender) -> None:
+        """Forget ``sender`` (the bank forgot it), unless another thread already replaced it."""
+        with self._lock:
+            if self._senders.get(where) is sender:
+                del self._senders[where]
+                self._nonces.pop(sender.session_id, None)
+
+    def fresh_nonce(self, where: tuple[str, str], sender: ot.OtSender, nonce: bytes) -> bool:
+        """Record ``nonce`` for the session; False if the session has seen it before."""
+        with self._lock:
+            seen = self._nonces.setdefault(sender.session_id, set())
+            if nonce in seen:
+                return False
+            seen.add(nonce)
+            if len(seen) >= self.MAX_BATCHES_PER_SESSION and self._senders.get(where) is sender:
+                del self._senders[where]  # the next batch sets up a new session
+            return True
+
 
 class GrpcBankLink:
     """BankLink over one gRPC channel to the bank's address; one instance per application."""
 
-    def __init__(self, channel: grpc.Channel, key: PublicKey, dgk: DGKPublicKey) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        key: PublicKey,
+        dgk: DGKPublicKey,
+        sessions: OtSessions | None = None,
+        where: tuple[str, str] = ("", ""),
+    ) -> None:
         self._stub: Any = pb_grpc.BankStub(channel)
         self.key = key
         self.dgk = dgk
         self.stage_ms: dict[str, float] = {}
         self.wire_bytes = 0
+        self._sessions = sessions or OtSessions()
+        self._where = where
 
     def _call(self, stage: str, method: Any, msg: Any) -> Any:
         t0 = time.perf_counter()
@@ -77,6 +165,62 @@ class GrpcBankLink:
     def deliver_band(self, delivery: BandDelivery) -> None:
         self._call("deliver", self._stub.DeliverBand, serde.band_delivery_to_proto(delivery, self.key))
 
+    # packed batches -----------------------------------------------------------------------------
+
+    def _setup(self) -> ot.OtSender:
+        offer = self._call("ot_setup", self._stub.OtSetupStart, pb.OtSetupStartRequest())
+        setup, choice = ot.SenderSetup.start(serde.ot_offer_from_proto(offer))
+        reply = self._call("ot_setup", self._stub.OtSetupFinish, serde.ot_choice_to_proto(choice))
+        return setup.finish(serde.ot_reply_from_proto(reply))
+
+    def packed_round(
+        self,
+        request: packed.PackedMasked,
+        finish: FinishBatch,
+        model_id: str,
+        labels: tuple[str, ...],
+        application_ids: tuple[str, ...],
+    ) -> int:
+        """The two calls of a packed batch; returns how many bands the bank newly stored.
+
+        When the bank no longer holds what the round needs (the OT session or setup after a
+        restart or eviction, the ticket's sealing key after a restart between the calls) the
+        round starts over with a new session, up to ROUND_ATTEMPTS times; then the batch is left
+        to the retry worker (UNAVAILABLE). Starting over is safe: the bank decrypts the same
+        masked scores again and every run has a fresh OT nonce and a fresh garbling.
+        """
+        for _ in range(ROUND_ATTEMPTS):
+            sender = None
+            try:
+                sender = self._sessions.sender(self._where, self._setup)
+                msg = serde.packed_start_to_proto(self.key, sender.session_id, request)
+                resp = self._call("packed_start", self._stub.PackedStart, msg)
+                nonce = bytes(resp.ot_nonce)
+                if not self._sessions.fresh_nonce(self._where, sender, nonce):
+                    raise CryptoError("the bank repeated an OT nonce")
+                ext = ot.ExtensionRequest(
+                    session_id=sender.session_id, nonce=nonce, count=resp.ot_count, u=bytes(resp.ot_u)
+                )
+                reply, circuit = finish(ext, sender)
+                done = serde.packed_finish_to_proto(
+                    self.key.key_id, bytes(resp.ticket), reply, circuit, model_id, labels, application_ids
+                )
+                return int(self._call("packed_finish", self._stub.PackedFinish, done).stored)
+            except PeerError as exc:
+                if not _forgotten(exc):
+                    raise
+                if sender is not None:
+                    self._sessions.drop(self._where, sender)
+        raise UnavailableError(f"the bank lost its OT session state {ROUND_ATTEMPTS} times in a row")
+
+
+def _forgotten(exc: PeerError) -> bool:
+    """Whether the bank refused because it no longer holds a session, setup or ticket key."""
+    text = str(exc)
+    return exc.code in ("NOT_FOUND", "FAILED_PRECONDITION") and any(
+        marker in text for marker in (packed.SESSION_GONE, packed.SETUP_GONE, packed.TICKET_GONE)
+    )
+
 
 class BankChannels:
     """One long-lived channel per bank address, shared by every application."""
@@ -85,6 +229,7 @@ class BankChannels:
         self.security = security
         self._lock = threading.Lock()
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self.ot_sessions = OtSessions()
 
     def link(self, bank_id: str, address: str, key: PublicKey, dgk: DGKPublicKey) -> GrpcBankLink:
         """A link to ``bank_id`` at ``address``; with mTLS only that bank's certificate is accepted,
@@ -94,7 +239,7 @@ class BankChannels:
             if channel is None:
                 channel = open_channel(address, security=self.security.expecting("bank", bank_id))
                 self._channels[(bank_id, address)] = channel
-        return GrpcBankLink(channel, key, dgk)
+        return GrpcBankLink(channel, key, dgk, self.ot_sessions, (bank_id, address))
 
     def close(self) -> None:
         with self._lock:

@@ -7,20 +7,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from blindscore.application import BandDelivery, EncryptedApplication
+from blindscore import packed
+from blindscore.application import BandDelivery, EncryptedApplication, EncryptedBatch
 from blindscore.comparison import BandComparison
 from blindscore.db import Database, RetryLoop, RetryPolicy, error_code, retryable
 from blindscore.dgk import DGKPublicKey
 from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError
 from blindscore.german import DEFAULT_MODEL_ID, default_model
+from blindscore.model import LinearModel
 from blindscore.paillier import PublicKey
 from blindscore.status import status_of
 from bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
 from bureau.audit import AuditLog
 from bureau.bank_link import BankLink
+from bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from bureau.registry import BankRegistry, ModelStore, parse_version
 
 log = logging.getLogger(__name__)
@@ -69,9 +73,11 @@ class Bureau:
         self.models = models
         self.audit = audit
         self.applications = applications if applications is not None else ApplicationStore(":memory:")
+        # Packed batches live next to the applications, so a batch's ids are checked against both.
+        self.batches = BatchStore(self.applications.database)
         self.retry = retry or RetryPolicy()
         self._database: Database | None = None
-        self._inflight: set[tuple[str, str]] = set()
+        self._inflight: set[tuple[str, ...]] = set()
         self._inflight_lock = threading.Lock()
         self._worker: RetryLoop | None = None
         self._worker_link: LinkFor | None = None
@@ -104,6 +110,7 @@ class Bureau:
     def close(self) -> None:
         """Stop the retry worker and close the stores. Pending applications stay stored for the next start."""
         self.stop_delivery()
+        self.batches.close()
         self.applications.close()
         if self.audit is not None:
             self.audit.close()
@@ -151,13 +158,14 @@ class Bureau:
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object]]:
+    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object], int]:
         """The public part of a model version: what the platform needs to encode features.
 
-        Returns (resolved version number, feature spec); never weights or points.
+        Returns (resolved version number, feature spec, packing slot bits or 0 when the model
+        must be scored one application at a time); never weights or points.
         """
         entry = self.models.resolve(model_id, version)
-        return entry.version, entry.model.spec.to_dict()
+        return entry.version, entry.model.spec.to_dict(), packed.slot_bits_for(entry.model) or 0
 
     # ------------------------------------------------------------------ exactly-once submission
     def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
@@ -209,7 +217,7 @@ class Bureau:
             if mine:
                 self._release(key)
 
-    def _stored_outcome(self, stored: StoredApplication) -> ScoreReport:
+    def _stored_outcome(self, stored: StoredApplication | StoredBatch) -> ScoreReport:
         if stored.state == DELIVERED:
             receipt = stored.receipt_fields()
             return ScoreReport(
@@ -230,13 +238,14 @@ class Bureau:
         ``ciphertexts``: the already validated ciphertexts when called inline on arrival; the retry
         worker passes none and they are unpacked (and validated) from the store.
         """
-        key = stored.key
-        try:
+
+        def work() -> ScoreReport:
             if stored.ciphertexts is None:
                 raise InvalidInputError(f"application {stored.application_id!r} has no stored ciphertexts")
             pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
-            if ciphertexts is None:
-                ciphertexts = tuple(pk.unpack(stored.ciphertexts, stored.width))
+            cts = (
+                ciphertexts if ciphertexts is not None else tuple(pk.unpack(stored.ciphertexts, stored.width))
+            )
             app = EncryptedApplication(
                 application_id=stored.application_id,
                 platform_id=stored.platform_id,
@@ -244,21 +253,36 @@ class Bureau:
                 model_id=stored.model_id,
                 key_id=stored.key_id,
                 consent_reference=stored.consent_reference,
-                ciphertexts=ciphertexts,
+                ciphertexts=cts,
                 model_version=str(stored.model_version),
             )
-            report = self.score(app, link_for)
+            return self.score(app, link_for)
+
+        return self._settle(self.applications, stored, f"application {stored.application_id}", work)
+
+    def _settle(
+        self,
+        store: ApplicationStore | BatchStore,
+        stored: StoredApplication | StoredBatch,
+        what: str,
+        work: Callable[[], ScoreReport],
+    ) -> ScoreReport:
+        """Run ``work`` for a stored, pending row and record how it ended: delivered, failed for good
+        (the status a resubmission is answered with), or pending again with backoff."""
+        key = stored.key
+        try:
+            report = work()
         except BlindscoreError as exc:
             if not retryable(exc):
                 code, message = status_of(exc)
-                self.applications.failed(key, code.name, message)
+                store.failed(key, code.name, message)
                 raise
             attempts = stored.attempts + 1
             delay = self.retry.delay(attempts)
-            self.applications.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc))
+            store.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc))
             log.warning(
-                "application %s of %s is pending (attempt %d: %s); retrying in %.1f s",
-                stored.application_id, stored.platform_id, attempts, exc, delay,
+                "%s of %s is pending (attempt %d: %s); retrying in %.1f s",
+                what, stored.platform_id, attempts, exc, delay,
             )  # fmt: skip
             if self._worker is not None:
                 self._worker.wake()
@@ -266,7 +290,7 @@ class Bureau:
         except Exception as exc:
             # Not the bank's answer but our own trouble (a bug, the database): stays pending.
             attempts = stored.attempts + 1
-            self.applications.retry_later(
+            store.retry_later(
                 key, attempts, time.time() + self.retry.delay(attempts), "INTERNAL", type(exc).__name__
             )
             raise
@@ -275,17 +299,125 @@ class Bureau:
             "wire_bytes": report.wire_bytes,
             "model_version": str(report.model_version),
         }
-        self.applications.delivered(key, receipt)
+        store.delivered(key, receipt)
         return report
 
-    def _claim(self, key: tuple[str, str]) -> bool:
+    # ------------------------------------------------------------------ packed batches
+    def submit_batch(self, batch: EncryptedBatch, link_for: LinkFor) -> ScoreReport:
+        """Accept a packed batch exactly once (whole), then score it and deliver its bands.
+
+        As :meth:`submit`, for k applications at once: checked, stored, then accepted; the same
+        batch again returns the stored outcome; a different payload under the batch id, or an
+        application id used before, is refused with nothing stored. Stage times and bytes in the
+        report are per application (the batch's divided by k).
+        """
+        key = (batch.platform_id, batch.batch_id)
+        pk, _ = self.banks.get(batch.bank_id).key(batch.key_id)
+        stored = self.batches.get(*key)
+        if stored is None:
+            entry = self.models.resolve(batch.model_id, batch.model_version)
+            model = entry.model
+            slot_bits = packed.slot_bits_for(model)
+            if slot_bits is None:
+                raise InvalidInputError(
+                    f"model {batch.model_id!r} v{entry.version} ({model.type_name}) cannot be scored in "
+                    "packed batches; submit its applications one by one"
+                )
+            if batch.slot_bits != slot_bits:
+                raise InvalidInputError(
+                    f"batch packed with {batch.slot_bits}-bit slots; model {batch.model_id!r} "
+                    f"v{entry.version} needs {slot_bits}"
+                )
+            capacity = packed.slots_per_batch(slot_bits, pk.bits)
+            if len(batch.members) > capacity:
+                raise InvalidInputError(
+                    f"a packed batch for this model and key holds at most {capacity} applications, "
+                    f"got {len(batch.members)}"
+                )
+            width = model.spec.encoded_width
+            if len(batch.ciphertexts) != width:
+                raise InvalidInputError(
+                    f"model {batch.model_id!r} v{entry.version} takes {width} encrypted columns, "
+                    f"got {len(batch.ciphertexts)}"
+                )
+        submission = BatchSubmission(
+            platform_id=batch.platform_id,
+            batch_id=batch.batch_id,
+            bank_id=batch.bank_id,
+            model_id=batch.model_id,
+            model_version=int(batch.model_version),
+            key_id=batch.key_id,
+            slot_bits=batch.slot_bits,
+            members=tuple((m.application_id, m.consent_reference) for m in batch.members),
+            width=len(batch.ciphertexts),
+            ciphertexts=pk.pack(batch.ciphertexts),
+        )
+        mine = self._claim(("batch", *key))
+        try:
+            stored, created = self.batches.accept(submission, next_attempt_at=time.time() + INLINE_GRACE_S)
+            if not created:
+                return self._stored_outcome(stored)
+            return self._process_batch(stored, link_for, batch.ciphertexts)
+        finally:
+            if mine:
+                self._release(("batch", *key))
+
+    def _process_batch(
+        self, stored: StoredBatch, link_for: LinkFor, ciphertexts: tuple[Any, ...] | None = None
+    ) -> ScoreReport:
+        """Run the packed protocol for a stored, pending batch and record how it ended."""
+
+        def work() -> ScoreReport:
+            if stored.ciphertexts is None:
+                raise InvalidInputError(f"batch {stored.batch_id!r} has no stored ciphertexts")
+            pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
+            cts = (
+                ciphertexts if ciphertexts is not None else tuple(pk.unpack(stored.ciphertexts, stored.width))
+            )
+            return self.score_batch(stored, cts, link_for)
+
+        return self._settle(self.batches, stored, f"batch {stored.batch_id}", work)
+
+    def score_batch(
+        self, stored: StoredBatch, ciphertexts: tuple[Any, ...], link_for: LinkFor
+    ) -> ScoreReport:
+        """The packed protocol alone (:mod:`blindscore.packed`): dot product and masks for every
+        slot, then the bank's two calls with the OT reply and the garbled comparisons."""
+        bank = self.banks.get(stored.bank_id)
+        pk, dgk = bank.key(stored.key_id)
+        entry = self.models.resolve(stored.model_id, str(stored.model_version))
+        model = entry.model
+        if not isinstance(model, LinearModel):
+            raise InvalidInputError(f"model {stored.model_id!r} cannot be scored in packed batches")
+        link = link_for(bank.bank_id, bank.address, pk, dgk)
+        count = len(stored.members)
+        t0 = time.perf_counter()
+        protocol = packed.PackedBand(pk, model, ciphertexts, count, stored.slot_bits)
+        t1 = time.perf_counter()
+        timing: dict[str, float] = {}
+
+        def finish(request: Any, sender: Any) -> Any:
+            t2 = time.perf_counter()
+            circuit, pairs = protocol.garble()
+            reply = sender.reply(request, pairs)
+            timing["bureau.garble"] = (time.perf_counter() - t2) * 1e3
+            return reply, circuit
+
+        link.packed_round(
+            protocol.masked(), finish, stored.model_id, tuple(model.policy.labels), stored.application_ids
+        )
+        stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
+        per_app = {name: ms / count for name, ms in stages.items()}
+        return ScoreReport(per_app, link.wire_bytes // count, entry.version)
+
+    def _claim(self, key: tuple[str, ...]) -> bool:
         with self._inflight_lock:
             if key in self._inflight:
                 return False
             self._inflight.add(key)
             return True
 
-    def _release(self, key: tuple[str, str]) -> None:
+    def _release(self, key: tuple[str, ...]) -> None:
         with self._inflight_lock:
             self._inflight.discard(key)
 
@@ -299,7 +431,7 @@ class Bureau:
         """
         if self._worker is not None:
             return
-        resumed = self.applications.resume_all(time.time())
+        resumed = self.applications.resume_all(time.time()) + self.batches.resume_all(time.time())
         if resumed:
             log.warning("resuming %d pending application(s)", resumed)
         self._worker_link, self._worker_reset = link_for, reset
@@ -318,26 +450,39 @@ class Bureau:
         link_for = self._worker_link
         if link_for is None:
             return None
+        now = time.time()
+        work: list[tuple[tuple[str, ...], str, Callable[[], ScoreReport]]] = [
+            (a.key, f"application {a.application_id} of {a.platform_id}", partial(self._process, a, link_for))
+            for a in self.applications.due(now, RETRY_BATCH)
+        ] + [
+            (
+                ("batch", *b.key),
+                f"batch {b.batch_id} of {b.platform_id}",
+                partial(self._process_batch, b, link_for),
+            )
+            for b in self.batches.due(now, RETRY_BATCH)
+        ]
         unreachable = False
-        for stored in self.applications.due(time.time(), RETRY_BATCH):
+        for claim, what, process in work:
             if self._worker is None:
                 return None
-            if not self._claim(stored.key):
+            if not self._claim(claim):
                 continue  # the request that accepted it is still working on it
             try:
-                if self._process(stored, link_for).pending:
+                if process().pending:
                     unreachable = True
                 else:
-                    log.info("delivered application %s of %s", stored.application_id, stored.platform_id)
+                    log.info("delivered %s", what)
             except BlindscoreError as exc:
-                log.warning("application %s of %s failed: %s", stored.application_id, stored.platform_id, exc)
+                log.warning("%s failed: %s", what, exc)
             except Exception:
-                log.exception("retrying application %s failed unexpectedly", stored.application_id)
+                log.exception("retrying %s failed unexpectedly", what)
             finally:
-                self._release(stored.key)
+                self._release(claim)
         if unreachable and self._worker_reset is not None:
             self._worker_reset()
-        due = self.applications.next_due()
+        dues = [d for d in (self.applications.next_due(), self.batches.next_due()) if d is not None]
+        due = min(dues) if dues else None
         # At least a short pause: a due row may be one another thread is still working on.
         return None if due is None else max(0.05, due - time.time())
 

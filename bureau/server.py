@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import grpc
 
-from blindscore import serde
+from blindscore import packed, serde
 from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
@@ -61,11 +63,12 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
         require_role(context, "platform")
-        version, spec = self.bureau.model_spec(request.model_id, request.model_version)
+        version, spec, slot_bits = self.bureau.model_spec(request.model_id, request.model_version)
         return pb.ModelSpec(
             model_id=request.model_id,
             feature_spec=json.dumps(spec, sort_keys=True),
             model_version=str(version),
+            packing_slot_bits=slot_bits,
         )
 
     def SubmitApplication(
@@ -73,11 +76,22 @@ class BureauServicer(pb_grpc.BureauServicer):
     ) -> pb.SubmitReceipt:
         """Accept one application exactly once and score it; every submission, accepted or refused,
         leaves one audit record. ``pending`` in the receipt: stored, the band follows later."""
+        members = [(request.application_id, request.consent_reference)]
+        return self._audited(request, members, context, self._submit)
+
+    def _audited(
+        self,
+        request: Any,
+        members: list[tuple[str, str]],
+        context: grpc.ServicerContext,
+        submit: Callable[[Any, grpc.ServicerContext], Any],
+    ) -> Any:
+        """Run ``submit`` and append one audit record per application it concerns, with its outcome."""
         t0 = time.perf_counter()
         outcome = "INTERNAL"
         version = request.model_version
         try:
-            receipt = self._submit(request, context)
+            receipt = submit(request, context)
             outcome = "OK"
             version = receipt.model_version  # the version it was (or will be) scored with
             return receipt
@@ -86,18 +100,20 @@ class BureauServicer(pb_grpc.BureauServicer):
             outcome = code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"
             raise
         finally:
-            fields = {
-                "platform_id": request.platform_id,
-                "bank_id": request.bank_id,
-                "application_id": request.application_id,
-                "consent_reference": request.consent_reference,
-                "model_id": request.model_id,
-                "model_version": version,
-            }
-            try:
-                self.bureau.record(fields, outcome, (time.perf_counter() - t0) * 1e3)
-            except Exception:
-                log.exception("could not append the audit record of %r", request.application_id)
+            per_app_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(members))
+            for application_id, consent_reference in members:
+                fields = {
+                    "platform_id": request.platform_id,
+                    "bank_id": request.bank_id,
+                    "application_id": application_id,
+                    "consent_reference": consent_reference,
+                    "model_id": request.model_id,
+                    "model_version": version,
+                }
+                try:
+                    self.bureau.record(fields, outcome, per_app_ms)
+                except Exception:
+                    log.exception("could not append the audit record of %r", application_id)
 
     @grpc_errors
     def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
@@ -115,6 +131,33 @@ class BureauServicer(pb_grpc.BureauServicer):
         return pb.SubmitReceipt(
             application_id=app.application_id,
             accepted=True,
+            stage_ms=report.stage_ms,
+            wire_bytes=report.wire_bytes,
+            model_version=str(report.model_version),
+            pending=report.pending,
+        )
+
+    def SubmitBatch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
+        """Accept a packed batch exactly once and score it; one audit record per application in it,
+        each with the batch's outcome."""
+        members = [(m.application_id, m.consent_reference) for m in request.members[: packed.MAX_SLOTS]]
+        return self._audited(request, members, context, self._submit_batch)
+
+    @grpc_errors
+    def _submit_batch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
+        identity = require_role(context, "platform")
+        if identity is not None and identity.party_id != request.platform_id:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"platform {identity.party_id!r} may not submit as platform {request.platform_id!r}",
+            )
+        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
+        batch = serde.encrypted_batch_from_proto(request, key)
+        report = self.bureau.submit_batch(batch, self.channels.link)
+        if not report.replayed:
+            self.metrics.observe_stages(report.stage_ms)
+        return pb.BatchReceipt(
+            batch_id=batch.batch_id,
             stage_ms=report.stage_ms,
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),

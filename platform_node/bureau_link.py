@@ -11,7 +11,7 @@ import grpc
 
 from blindscore import serde
 from blindscore._pool import waiting_on_peer
-from blindscore.application import EncryptedApplication
+from blindscore.application import EncryptedApplication, EncryptedBatch
 from blindscore.errors import InvalidInputError
 from blindscore.paillier import PublicKey
 from blindscore.status import call
@@ -33,11 +33,13 @@ class SubmitResult:
 
 
 class BureauLink(Protocol):
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any]]: ...
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int]: ...
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
     def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult: ...
+
+    def submit_batch(self, batch: EncryptedBatch, key: PublicKey) -> SubmitResult: ...
 
 
 class GrpcBureauLink:
@@ -46,8 +48,9 @@ class GrpcBureauLink:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub: Any = pb_grpc.BureauStub(channel)
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any]]:
-        """(resolved version, feature spec JSON) of ``model_id`` at ``version`` ("" for the latest)."""
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int]:
+        """(resolved version, feature spec JSON, packing slot bits or 0) of ``model_id`` at
+        ``version`` ("" for the latest)."""
         req = pb.GetModelSpecRequest(model_id=model_id, model_version=version)
         resp = call("bureau", self._stub.GetModelSpec, req, timeout=10)
         try:
@@ -56,7 +59,7 @@ class GrpcBureauLink:
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}") from exc
         if not isinstance(spec, dict):
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}")
-        return resp.model_version, spec
+        return resp.model_version, spec, int(resp.packing_slot_bits)
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         req = pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)
@@ -64,13 +67,20 @@ class GrpcBureauLink:
         return serde.paillier_key_from_json(resp.paillier_public_key)
 
     def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult:
-        msg = serde.encrypted_application_to_proto(app, key)
+        return self._submit(self._stub.SubmitApplication, serde.encrypted_application_to_proto(app, key), 1)
+
+    def submit_batch(self, batch: EncryptedBatch, key: PublicKey) -> SubmitResult:
+        """Submit a packed batch; stage times and bytes in the result are per application."""
+        msg = serde.encrypted_batch_to_proto(batch, key)
+        return self._submit(self._stub.SubmitBatch, msg, len(batch.members))
+
+    def _submit(self, method: Any, msg: Any, count: int) -> SubmitResult:
         t0 = time.perf_counter()
         with waiting_on_peer():
-            resp = call("bureau", self._stub.SubmitApplication, msg, timeout=RPC_TIMEOUT_S)
-        elapsed = (time.perf_counter() - t0) * 1e3
+            resp = call("bureau", method, msg, timeout=RPC_TIMEOUT_S)
+        elapsed = (time.perf_counter() - t0) * 1e3 / count
         stages = dict(resp.stage_ms)
         bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))
         stages["transport.platform.submit"] = max(0.0, elapsed - bureau_total)
-        wire = msg.ByteSize() + resp.ByteSize() + resp.wire_bytes
+        wire = (msg.ByteSize() + resp.ByteSize()) // count + resp.wire_bytes
         return SubmitResult(stages, wire, resp.model_version, resp.pending)

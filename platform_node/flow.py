@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from blindscore import serde
-from blindscore.application import Application, EncryptedApplication, check_id
+from blindscore import packed, serde
+from blindscore.application import Application, BatchMember, EncryptedApplication, EncryptedBatch, check_id
 from blindscore.db import RetryLoop, RetryPolicy, retryable
-from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError
+from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
 from blindscore.model import FeatureSpec
 from blindscore.paillier import PublicKey
 from blindscore.v1 import blindscore_pb2 as pb
@@ -66,6 +67,7 @@ class PlatformNode:
         self.retry = retry or RetryPolicy()
         self._lock = threading.Lock()
         self._specs: dict[tuple[str, str], FeatureSpec] = {}
+        self._slot_bits: dict[tuple[str, str], int] = {}
         self._latest: dict[str, tuple[float, str]] = {}
         self._keys: dict[tuple[str, str], PublicKey] = {}
         self._sending: set[str] = set()
@@ -90,7 +92,7 @@ class PlatformNode:
                     version = cached[1]
             spec = self._specs.get((model_id, version)) if version else None
         if spec is None:
-            resolved, spec_dict = self.bureau.model_spec(model_id, version)
+            resolved, spec_dict, slot_bits = self.bureau.model_spec(model_id, version)
             if not resolved.isdigit() or (version and resolved != version):
                 raise InvalidInputError(
                     f"bureau answered version {resolved!r} for model {model_id!r} v{version or 'latest'}"
@@ -98,6 +100,7 @@ class PlatformNode:
             spec = FeatureSpec.from_dict(spec_dict)
             with self._lock:
                 self._specs[(model_id, resolved)] = spec
+                self._slot_bits[(model_id, resolved)] = slot_bits
                 if not version:
                     self._latest[model_id] = (now, resolved)
             version = resolved
@@ -165,33 +168,184 @@ class PlatformNode:
         )
 
     def _send(self, entry: OutboxEntry, link: BureauLink | None = None) -> tuple[SubmitResult, str]:
-        """Send an outbox entry's payload as it was stored; record the bureau's answer."""
+        """Send an outbox entry's payload as it was stored; record the bureau's answer.
+
+        An entry stored as part of a packed batch sends the whole batch (the bureau answers a
+        batch it already has with its stored outcome) and records the answer for every member.
+        """
         link = link or self.bureau
+        batch_payload = self.outbox.batch_payload(entry)
+        batch = None if batch_payload is None else pb.EncryptedBatch.FromString(batch_payload)
+        ids = [entry.application_id] if batch is None else [m.application_id for m in batch.members]
         with self._lock:
-            self._sending.add(entry.application_id)
+            self._sending.update(ids)
         try:
             key = self.bank_key(entry.bank_id, entry.key_id, link)
-            msg = pb.EncryptedApplication.FromString(entry.payload)
-            encrypted = serde.encrypted_application_from_proto(msg, key)
-            result = link.submit(encrypted, key)
+            if batch is None:
+                msg = pb.EncryptedApplication.FromString(entry.payload)
+                result = link.submit(serde.encrypted_application_from_proto(msg, key), key)
+                version = msg.model_version
+            else:
+                result = link.submit_batch(serde.encrypted_batch_from_proto(batch, key), key)
+                version = batch.model_version
         except BlindscoreError as exc:
             if retryable(exc):
                 attempts = entry.attempts + 1
                 delay = self.retry.delay(attempts)
-                self.outbox.retry_later(entry.application_id, attempts, time.time() + delay, str(exc))
+                self.outbox.retry_later(ids, attempts, time.time() + delay, str(exc))
                 log.warning(
                     "bureau did not answer for %s (%s); resending in %.1f s", entry.application_id, exc, delay
                 )
                 if self._resender is not None:
                     self._resender.wake()
             else:
-                self.outbox.refused(entry.application_id, str(exc))
+                self.outbox.refused(ids, str(exc))
             raise
         finally:
             with self._lock:
-                self._sending.discard(entry.application_id)
-        self.outbox.acknowledged(entry.application_id)
-        return result, msg.model_version
+                self._sending.difference_update(ids)
+        self.outbox.acknowledged(ids)
+        return result, version
+
+    def _member_ids(self, entry: OutboxEntry) -> list[str]:
+        """The ids an outbox entry's payload speaks for: its own, or every member of its batch."""
+        payload = self.outbox.batch_payload(entry)
+        if payload is None:
+            return [entry.application_id]
+        return [m.application_id for m in pb.EncryptedBatch.FromString(payload).members]
+
+    # ------------------------------------------------------------------ packed batches
+    def score_many(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
+        """Score several applications, in packed batches where the model allows (one result per
+        application, in order; a failure is returned, not raised).
+
+        Applications already in the outbox (resubmissions) and those of models without a packed
+        form go one by one through :meth:`score`. The rest are grouped by bank key and model
+        version and encrypted k to a ciphertext (:mod:`blindscore.packed`); a batch is stored in
+        the outbox before it is sent, and accepted or refused by the bureau as a whole.
+        """
+        results: list[Receipt | BlindscoreError | None] = [None] * len(apps)
+        groups: dict[tuple[str, str, str, str], list[tuple[int, Application, str, list[int]]]] = {}
+        packing: set[str] = set()
+        later: list[int] = []  # a second request for an id being packed: after the batches
+        for i, app in enumerate(apps):
+            if app.application_id in packing:
+                later.append(i)
+                continue
+            try:
+                fingerprint = self.outbox.fingerprint(app)
+                if self.outbox.find(app.application_id, fingerprint) is None:
+                    version, spec = self.feature_spec(app.model_id, app.model_version)
+                    with self._lock:
+                        slot_bits = self._slot_bits.get((app.model_id, version), 0)
+                    if slot_bits:
+                        encoded = spec.encode_row(app.features)
+                        groups.setdefault((app.bank_id, app.key_id, app.model_id, version), []).append(
+                            (i, app, fingerprint, encoded)
+                        )
+                        packing.add(app.application_id)
+                        continue
+                results[i] = self.score(app)
+            except BlindscoreError as exc:
+                results[i] = exc
+        for (bank_id, key_id, model_id, version), members in groups.items():
+            try:
+                key = self.bank_key(bank_id, key_id)
+                with self._lock:
+                    slot_bits = self._slot_bits[(model_id, version)]
+                capacity = packed.slots_per_batch(slot_bits, key.bits)
+            except BlindscoreError as exc:
+                for i, *_ in members:
+                    results[i] = exc
+                continue
+            for start in range(0, len(members), capacity):
+                chunk = members[start : start + capacity]
+                try:
+                    receipts = self._score_packed(chunk, key, model_id, version, slot_bits)
+                except BlindscoreError as exc:
+                    receipts = [exc] * len(chunk)
+                for (i, *_), receipt in zip(chunk, receipts, strict=True):
+                    results[i] = receipt
+        for i in later:
+            try:
+                results[i] = self.score(apps[i])
+            except BlindscoreError as exc:
+                results[i] = exc
+        return [r if r is not None else BlindscoreError("not scored") for r in results]
+
+    def _one_by_one(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
+        out: list[Receipt | BlindscoreError] = []
+        for app in apps:
+            try:
+                out.append(self.score(app))
+            except BlindscoreError as exc:
+                out.append(exc)
+        return out
+
+    def _score_packed(
+        self,
+        members: Sequence[tuple[int, Application, str, list[int]]],
+        key: PublicKey,
+        model_id: str,
+        version: str,
+        slot_bits: int,
+    ) -> list[Receipt | BlindscoreError]:
+        t0 = time.perf_counter()
+        with self._lock:
+            spec = self._specs[(model_id, version)]
+        ciphertexts = packed.encrypt_packed(key, spec, slot_bits, [encoded for *_, encoded in members])
+        first = members[0][1]
+        batch = EncryptedBatch(
+            batch_id="b-" + secrets.token_hex(16),
+            platform_id=self.platform_id,
+            bank_id=first.bank_id,
+            model_id=model_id,
+            key_id=first.key_id,
+            model_version=version,
+            slot_bits=slot_bits,
+            members=tuple(BatchMember(app.application_id, app.consent_reference) for _, app, _, _ in members),
+            ciphertexts=tuple(ciphertexts),
+        )
+        payload = serde.encrypted_batch_to_proto(batch, key).SerializeToString()
+        t1 = time.perf_counter()
+        stored = self.outbox.add_batch(
+            [(app.application_id, fp) for _, app, fp, _ in members],
+            first.bank_id,
+            first.key_id,
+            payload,
+            due_at=time.time() + INLINE_GRACE_S,
+        )
+        if not stored:
+            # Another request stored one of these ids meanwhile: fall back to one by one, which
+            # resends or refuses exactly as a resubmission would.
+            return self._one_by_one([app for _, app, _, _ in members])
+        entry = self.outbox.get(first.application_id)
+        assert entry is not None
+        try:
+            result, _ = self._send(entry)
+        except PeerError as exc:
+            if exc.code != "ALREADY_EXISTS" or len(members) == 1:
+                raise
+            # The bureau refused the batch for an id it already has: send the members one by one,
+            # so only that one is refused (the refused batch frees their outbox entries).
+            log.warning("batch refused (%s); sending its %d applications one by one", exc, len(members))
+            return self._one_by_one([app for _, app, _, _ in members])
+        t2 = time.perf_counter()
+        count = len(members)
+        encrypt_ms = (t1 - t0) * 1e3 / count
+        stages = {"platform.encrypt": encrypt_ms, **result.stage_ms}
+        return [
+            Receipt(
+                app.application_id,
+                encrypt_ms,
+                (t2 - t0) * 1e3,
+                stages,
+                result.wire_bytes,
+                result.model_version or version,
+                getattr(result, "pending", False),
+            )
+            for _, app, _, _ in members
+        ]
 
     # ------------------------------------------------------------------ resending
     def start_resending(self) -> None:
@@ -220,12 +374,18 @@ class PlatformNode:
 
     def _resend_due(self) -> float | None:
         unreachable = False
+        covered: set[str] = set()  # every member of a batch is due; the batch goes once a round
         for entry in self.outbox.due(time.time(), RESEND_BATCH):
             if self._resender is None:
                 return None
             with self._lock:
                 busy = entry.application_id in self._sending
-            if busy:
+            if busy or entry.application_id in covered:
+                continue
+            try:
+                covered.update(self._member_ids(entry))
+            except BlindscoreError as exc:
+                log.warning("resending %s: %s", entry.application_id, exc)
                 continue
             if self._resend_link is None and self._dial is not None:
                 self._resend_link = self._dial()

@@ -25,6 +25,11 @@ SENT = "sent"
 ACKNOWLEDGED = "acknowledged"
 #: The bureau refused it for good: a resubmission with other features may replace it.
 REFUSED = "refused"
+#: Payload prefixes of packed batches. An EncryptedApplication never starts with a zero byte (no
+#: protobuf field has number 0), so these cannot be mistaken for one. The first member's entry
+#: holds the serialized EncryptedBatch; every other member's entry names that first member.
+BATCH_PAYLOAD = b"\x00"
+BATCH_REFERENCE = b"\x01"
 
 _SCHEMA = (
     """
@@ -158,6 +163,10 @@ class Outbox:
 
     @staticmethod
     def _check(entry: OutboxEntry, fingerprint: str) -> OutboxEntry | None:
+        if entry.state == REFUSED and entry.payload[:1] in (BATCH_PAYLOAD, BATCH_REFERENCE):
+            # A refused batch may have been refused for another member's sake: this application
+            # is free to go again, alone or in a new batch.
+            return None
         if hmac.compare_digest(entry.fingerprint, fingerprint):
             return entry
         if entry.state == REFUSED:
@@ -201,26 +210,72 @@ class Outbox:
 
         return self._db.write(add)
 
-    def _update(self, application_id: str, sets: str, params: tuple[object, ...]) -> None:
+    def add_batch(
+        self,
+        members: Sequence[tuple[str, str]],
+        bank_id: str,
+        key_id: str,
+        payload: bytes,
+        *,
+        due_at: float,
+    ) -> bool:
+        """Store a packed batch before it is sent: (application id, fingerprint) per member, in one
+        transaction. Returns False, storing nothing, when any member id is already in the outbox
+        (a concurrent submission of the same application got here first)."""
+
+        def add(tx: Tx) -> bool:
+            taken = "SELECT 1 FROM {outbox} WHERE application_id = ? AND state <> ?"
+            if any(tx.one(taken, (app_id, REFUSED)) for app_id, _ in members):
+                return False
+            leader = members[0][0]
+            now = time.time()
+            for i, (app_id, fingerprint) in enumerate(members):
+                tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (app_id,))
+                body = BATCH_PAYLOAD + payload if i == 0 else BATCH_REFERENCE + leader.encode()
+                entry = OutboxEntry(
+                    app_id, fingerprint, bank_id, key_id, body, SENT, 0, due_at, now, None, ""
+                )
+                tx.execute(_INSERT, tuple(getattr(entry, c) for c in _COLUMNS))
+            return True
+
+        return self._db.write(add)
+
+    def batch_payload(self, entry: OutboxEntry) -> bytes | None:
+        """The serialized EncryptedBatch an entry was sent in, or None for a single application."""
+        if entry.payload[:1] == BATCH_PAYLOAD:
+            return entry.payload[1:]
+        if entry.payload[:1] == BATCH_REFERENCE:
+            leader = self.get(entry.payload[1:].decode())
+            if leader is None or leader.payload[:1] != BATCH_PAYLOAD:
+                raise PreconditionError(f"outbox entry {entry.application_id!r} names a batch that is gone")
+            return leader.payload[1:]
+        return None
+
+    def _update(self, application_ids: str | Sequence[str], sets: str, params: tuple[object, ...]) -> None:
+        ids = [application_ids] if isinstance(application_ids, str) else list(application_ids)
         sql = f"UPDATE {{outbox}} SET {sets} WHERE application_id = ?"
-        self._db.write(lambda tx: tx.execute(sql, (*params, application_id)))
 
-    def acknowledged(self, application_id: str) -> None:
-        """The bureau has the application (it answered with a receipt)."""
+        def update(tx: Tx) -> None:
+            for app_id in ids:
+                tx.execute(sql, (*params, app_id))
+
+        self._db.write(update)
+
+    def acknowledged(self, application_ids: str | Sequence[str]) -> None:
+        """The bureau has the application(s) (it answered with a receipt)."""
         self._update(
-            application_id, "state = ?, answered_at = ?, last_error = ''", (ACKNOWLEDGED, time.time())
+            application_ids, "state = ?, answered_at = ?, last_error = ''", (ACKNOWLEDGED, time.time())
         )
 
-    def refused(self, application_id: str, error: str) -> None:
-        """The bureau refused the application for good."""
-        self._update(
-            application_id, "state = ?, answered_at = ?, last_error = ?", (REFUSED, time.time(), error[:1000])
-        )
+    def refused(self, application_ids: str | Sequence[str], error: str) -> None:
+        """The bureau refused the application(s) for good."""
+        sets = "state = ?, answered_at = ?, last_error = ?"
+        self._update(application_ids, sets, (REFUSED, time.time(), error[:1000]))
 
-    def retry_later(self, application_id: str, attempts: int, at: float, error: str) -> None:
+    def retry_later(self, application_ids: str | Sequence[str], attempts: int, at: float, error: str) -> None:
         """No answer from the bureau: resend at ``at``."""
         self._update(
-            application_id,
+            application_ids,
             "attempts = ?, next_attempt_at = ?, last_error = ?",
             (attempts, at, error[:1000]),
         )

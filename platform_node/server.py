@@ -13,17 +13,25 @@ import grpc
 
 from blindscore import serde
 from blindscore._pool import request_scope
+from blindscore.application import Application
 from blindscore.errors import BlindscoreError
 from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors, status_of
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from platform_node.flow import PlatformNode
+from platform_node.flow import PlatformNode, Receipt
 
 log = logging.getLogger(__name__)
 
 STREAM_CONCURRENCY = 8
+#: Requests of a stream scored together (and so packed together) at most.
+STREAM_CHUNK = 64
+#: Chunks of one stream scored at once: enough to keep bureau and bank busy while this node
+#: encrypts, few enough that requests queue up (and pack) under load.
+STREAM_WORKERS = 3
+#: Requests of one stream in flight at most.
+STREAM_WINDOW = 4 * STREAM_CHUNK
 
 
 class PlatformServicer(pb_grpc.PlatformServicer):
@@ -34,16 +42,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         self.metrics = metrics or NodeMetrics("platform")
         self._pool = futures.ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY, thread_name_prefix="score")
 
-    def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
-        try:
-            with request_scope():
-                receipt = self.node.score(serde.application_from_proto(request))
-        except BlindscoreError as exc:
-            self.metrics.observe_application(status_of(exc)[0].name)
-            raise
-        except Exception:
-            self.metrics.observe_application("INTERNAL")
-            raise
+    def _receipt(self, receipt: Receipt) -> pb.ScoreReceipt:
         self.metrics.observe_application("pending" if receipt.pending else "accepted")
         self.metrics.observe_stages(receipt.stage_ms, prefixes=("platform.", "transport.platform."))
         return pb.ScoreReceipt(
@@ -57,6 +56,52 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             pending=receipt.pending,
         )
 
+    def _refusal(self, application_id: str, exc: BaseException) -> pb.ScoreReceipt:
+        if isinstance(exc, BlindscoreError):
+            code, message = status_of(exc)
+        else:
+            log.error("scoring %s failed", application_id, exc_info=exc)
+            code, message = grpc.StatusCode.INTERNAL, "internal error; see the platform's log"
+        self.metrics.observe_application(code.name)
+        return pb.ScoreReceipt(
+            application_id=application_id, accepted=False, error_code=code.value[0], error_message=message
+        )
+
+    def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
+        try:
+            with request_scope():
+                receipt = self.node.score(serde.application_from_proto(request))
+        except BlindscoreError as exc:
+            self.metrics.observe_application(status_of(exc)[0].name)
+            raise
+        except Exception:
+            self.metrics.observe_application("INTERNAL")
+            raise
+        return self._receipt(receipt)
+
+    def _score_chunk(self, requests: list[pb.ScoreRequest]) -> list[pb.ScoreReceipt]:
+        """Score requests gathered from a stream together, so the node can pack them."""
+        out: list[pb.ScoreReceipt | None] = [None] * len(requests)
+        apps: list[Application] = []
+        where: list[int] = []
+        for i, request in enumerate(requests):
+            try:
+                apps.append(serde.application_from_proto(request))
+                where.append(i)
+            except BlindscoreError as exc:
+                out[i] = self._refusal(request.application_id, exc)
+        try:
+            with request_scope():
+                results: list[Receipt | BaseException] = list(self.node.score_many(apps))
+        except Exception as exc:  # a bug or the outbox's database: every request of the chunk fails
+            results = [exc] * len(apps)
+        for i, result in zip(where, results, strict=True):
+            if isinstance(result, Receipt):
+                out[i] = self._receipt(result)
+            else:
+                out[i] = self._refusal(requests[i].application_id, result)
+        return [r for r in out if r is not None]
+
     @grpc_errors
     def ScoreApplication(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreReceipt:
         require_role(context, "platform")
@@ -65,48 +110,65 @@ class PlatformServicer(pb_grpc.PlatformServicer):
     def ScoreApplications(
         self, request_iterator: Iterator[pb.ScoreRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ScoreReceipt]:
-        """Score a stream concurrently; a failed application yields a receipt carrying its status."""
+        """Score a stream; a failed application yields a receipt carrying its status.
+
+        Requests that queue up while STREAM_WORKERS chunks are being scored are scored together
+        (up to STREAM_CHUNK), which lets the node pack them (:meth:`PlatformNode.score_many`).
+        """
         require_role(context, "platform")
         done: queue.Queue[pb.ScoreReceipt | None] = queue.Queue()
-        window = threading.Semaphore(STREAM_CONCURRENCY * 2)
+        incoming: queue.Queue[pb.ScoreRequest | None] = queue.Queue()
+        window = threading.Semaphore(STREAM_WINDOW)
+        workers = threading.Semaphore(STREAM_WORKERS)
 
-        def one(request: pb.ScoreRequest) -> None:
+        def run(chunk: list[pb.ScoreRequest]) -> None:
             try:
-                done.put(self._score(request))
-            except BlindscoreError as exc:
-                code, message = status_of(exc)
-                done.put(
-                    pb.ScoreReceipt(
-                        application_id=request.application_id,
-                        accepted=False,
-                        error_code=code.value[0],
-                        error_message=message,
-                    )
-                )
-            except Exception:
-                log.exception("scoring %s failed", request.application_id)
-                done.put(
-                    pb.ScoreReceipt(
-                        application_id=request.application_id,
-                        accepted=False,
-                        error_code=grpc.StatusCode.INTERNAL.value[0],
-                        error_message="internal error; see the platform's log",
-                    )
-                )
+                for receipt in self._score_chunk(chunk):
+                    done.put(receipt)
             finally:
-                window.release()
+                workers.release()
+                for _ in chunk:
+                    window.release()
 
         def feed() -> None:
-            pending: list[futures.Future[None]] = []
             try:
                 for request in request_iterator:
                     window.acquire()
-                    pending.append(self._pool.submit(one, request))
+                    incoming.put(request)
+            except Exception:
+                log.exception("reading the request stream failed")
+            finally:
+                incoming.put(None)
+
+        def dispatch() -> None:
+            # A chunk starts when a worker is free and takes everything queued by then: one
+            # request alone goes at once, and under load the queue fills while workers are
+            # busy, so chunks (and packed batches) grow with the load.
+            pending: list[futures.Future[None]] = []
+            try:
+                ended = False
+                while not ended:
+                    first = incoming.get()
+                    if first is None:
+                        break
+                    workers.acquire()
+                    chunk = [first]
+                    while len(chunk) < STREAM_CHUNK:
+                        try:
+                            item = incoming.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is None:
+                            ended = True
+                            break
+                        chunk.append(item)
+                    pending.append(self._pool.submit(run, chunk))
             finally:
                 futures.wait(pending)
                 done.put(None)
 
         threading.Thread(target=feed, daemon=True).start()
+        threading.Thread(target=dispatch, daemon=True).start()
         while (receipt := done.get()) is not None:
             yield receipt
 

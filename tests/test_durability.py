@@ -17,10 +17,12 @@ import grpc
 import pytest
 
 from bank_node.flow import BankNode
+from bank_node.packed import PackedSessions
 from bank_node.server import register_with_bureau, start_bank_server
 from bank_node.store import BandRecord, ResultStore
 from blindscore import serde
 from blindscore.application import Application, EncryptedApplication
+from blindscore.client import Outcome, score_applications
 from blindscore.db import Database, RetryPolicy, redact
 from blindscore.dgk import DGKKeyPair
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
@@ -115,7 +117,10 @@ def test_postgresql_url_is_redacted_and_tables_prefixed(pg_schema_url: str) -> N
     with Database.open(pg_schema_url, "bank") as db:
         assert db.backend == "postgresql" and db.table("bands") == "bank_bands" and db.path is None
         assert db.sql("SELECT * FROM {bands} WHERE a = ?") == "SELECT * FROM bank_bands WHERE a = %s"
-    assert redact("postgresql://someone:hunter2@db.example:5432/x") == "postgresql://someone:***@db.example:5432/x"
+    assert (
+        redact("postgresql://someone:hunter2@db.example:5432/x")
+        == "postgresql://someone:***@db.example:5432/x"
+    )
 
 
 def test_result_store_is_idempotent_and_durable(backend: Backend) -> None:
@@ -635,3 +640,91 @@ def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -
     receipt = nodes.stub("platform").ScoreApplication(request, timeout=30)
     assert receipt.accepted and not receipt.pending
     assert nodes.deliveries.count("lost-1") == 1
+
+
+# ---------------------------------------------------------------- packed batches
+
+
+def stream(nodes: Nodes, apps: list[Application]) -> list[Outcome]:
+    outcomes = score_applications(nodes.platform_addr, apps)
+    assert sorted(o.application_id for o in outcomes) == sorted(a.application_id for a in apps)
+    return outcomes
+
+
+def batches_of(nodes: Nodes, app_ids: list[str]) -> set[str]:
+    assert nodes.bureau is not None
+    found = {nodes.bureau.batches.batch_of("platform-d", app_id) for app_id in app_ids}
+    assert None not in found, "every application of the stream went through a packed batch"
+    return {b for b in found if b is not None}
+
+
+def test_streamed_applications_are_packed_and_scored_exactly_once(nodes: Nodes) -> None:
+    apps = [german(i, f"pack-{i}", nodes.key.key_id) for i in range(30)]
+    outcomes = stream(nodes, apps)
+    assert all(o.accepted and not o.pending for o in outcomes), [o.error for o in outcomes if o.error]
+    assert all("bureau.garble" in o.stage_ms for o in outcomes)
+    ids = [a.application_id for a in apps]
+    assert len(batches_of(nodes, ids)) >= 2  # 30 rows do not fit one 2048-bit batch
+    for i, app_id in enumerate(ids):
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(i)
+    assert nodes.bank is not None
+    stored = nodes.bank.store.count()
+
+    # The whole stream again: every application is resent as its stored batch, nothing is new.
+    again = stream(nodes, apps)
+    assert all(o.accepted and not o.pending for o in again)
+    # One member alone over the unary call: its batch's stored outcome.
+    platform = nodes.stub("platform")
+    one = platform.ScoreApplication(serde.application_to_proto(apps[4]), timeout=30)
+    assert one.accepted and not one.pending
+    assert nodes.bank.store.count() == stored
+    # Other features under a batched id are refused by the platform, ...
+    changed = serde.application_to_proto(german(40, "pack-4", nodes.key.key_id))
+    code, text = rpc_code(lambda: platform.ScoreApplication(changed, timeout=30))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "different features" in text
+    # ... and a batched id submitted alone to the bureau by anyone is refused there.
+    code, text = rpc_code(
+        lambda: nodes.stub("bureau").SubmitApplication(encrypted(nodes, 4, "pack-4"), timeout=30)
+    )
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "in a batch" in text
+    assert nodes.bureau is not None and nodes.bureau.audit is not None
+    audited = {r.application_id for r in nodes.bureau.audit.records() if r.outcome == "OK"}
+    assert set(ids) <= audited  # one audit record per application of a batch
+
+
+def test_batch_pending_while_the_bank_is_down_then_delivered(nodes: Nodes) -> None:
+    nodes.stop_bank()
+    apps = [german(50 + i, f"down-b{i}", nodes.key.key_id) for i in range(5)]
+    outcomes = stream(nodes, apps)
+    assert all(o.accepted and o.pending for o in outcomes), outcomes
+    batch_ids = batches_of(nodes, [a.application_id for a in apps])
+    bureau = nodes.bureau
+    assert bureau is not None
+
+    def batch_state(batch_id: str) -> str:
+        stored = bureau.batches.get("platform-d", batch_id)
+        assert stored is not None
+        return stored.state
+
+    assert {batch_state(b) for b in batch_ids} == {PENDING}
+    nodes.start_bank()
+    for i, app in enumerate(apps):
+        record = wait_for(f"{app.application_id} at the bank", partial(nodes.bank_has, app.application_id))
+        assert record.band == expected_band(50 + i)
+    for batch_id in batch_ids:
+        wait_for(f"batch {batch_id} delivered", lambda b=batch_id: batch_state(b) == DELIVERED)
+        done = bureau.batches.get("platform-d", batch_id)
+        assert done is not None and done.ciphertexts is None  # delivered: no data kept
+
+
+def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> None:
+    apps = [german(60 + i, f"ot-{i}", nodes.key.key_id) for i in range(3)]
+    assert all(o.accepted and not o.pending for o in stream(nodes, apps[:1]))
+    assert nodes.bank is not None
+    nodes.bank.packed = PackedSessions()  # what a restarted bank process starts with
+    outcomes = stream(nodes, apps[1:])
+    assert all(o.accepted and not o.pending for o in outcomes), [o.error for o in outcomes]
+    for i, app in enumerate(apps):
+        record = nodes.bank_has(app.application_id)
+        assert record is not None and record.band == expected_band(60 + i)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bank_node.flow import BankNode
 from bank_node.server import register_with_bureau, start_bank_server
 from bank_node.store import ResultStore
+from blindscore import ot, serde
 from blindscore.dgk import DGKKeyPair
 from blindscore.paillier import KeyPair
 from blindscore.transport import open_channel
@@ -59,6 +60,7 @@ def stubs(
         "platform": pb_grpc.PlatformStub(open_channel(f"127.0.0.1:{platform_port}")),
         "store": bank.store,
         "applications": bureau.applications,
+        "batches": bureau.batches,
         "key": paillier_keypair.public_key,
         "key_id": paillier_keypair.public_key.key_id,
     }
@@ -187,6 +189,66 @@ def test_fuzz_bureau_registry(
     assert status(bureau.GetModelSpec, pb.GetModelSpecRequest(model_id=key_id)) in PRECISE
     spec = pb.GetModelSpecRequest(model_id="german-credit-lr", model_version=version)
     assert status(bureau.GetModelSpec, spec) in PRECISE
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    batch_id=ids, bank_id=ids, model_id=ids, app_ids=st.lists(ids, max_size=70), slot_bits=small, count=small,
+    blob=blobs, use_key=st.booleans(), version=versions,
+)  # fmt: skip
+def test_fuzz_submit_batch(
+    stubs: dict[str, Any], batch_id: str, bank_id: str, model_id: str, app_ids: list[str], slot_bits: int,
+    count: int, blob: bytes, use_key: bool, version: str,
+) -> None:  # fmt: skip
+    msg = pb.EncryptedBatch(
+        batch_id=batch_id, platform_id="p", bank_id=bank_id, model_id=model_id,
+        key_id=stubs["key_id"] if use_key else batch_id, model_version=version, slot_bits=slot_bits,
+        members=[pb.BatchMember(application_id=a, consent_reference="c") for a in app_ids],
+        count=count, ciphertexts=blob,
+    )  # fmt: skip
+    before = stubs["store"].count()
+    assert status(stubs["bureau"].SubmitBatch, msg) in PRECISE - {grpc.StatusCode.OK}
+    assert stubs["store"].count() == before
+    assert stubs["batches"].get("p", batch_id) is None  # refused: nothing accepted or stored
+
+
+@pytest.fixture(scope="module")
+def ot_session(stubs: dict[str, Any]) -> bytes:
+    """A real OT session with the fuzzed bank, so that PackedStart gets past the session lookup."""
+    bank = stubs["bank"]
+    offer = serde.ot_offer_from_proto(bank.OtSetupStart(pb.OtSetupStartRequest(), timeout=30))
+    setup, choice = ot.SenderSetup.start(offer)
+    setup.finish(serde.ot_reply_from_proto(bank.OtSetupFinish(serde.ot_choice_to_proto(choice), timeout=30)))
+    return offer.session_id
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    count=small, slot_bits=small, cutoffs=small, bits=small, t=small, blob=blobs, real_session=st.booleans(),
+    ticket=blobs, tables=blobs, labels=st.lists(st.text(max_size=5)), app_ids=st.lists(ids, max_size=5),
+    group=st.lists(blobs, max_size=130),
+)  # fmt: skip
+def test_fuzz_bank_packed(
+    stubs: dict[str, Any], ot_session: bytes, count: int, slot_bits: int, cutoffs: int, bits: int, t: int,
+    blob: bytes, real_session: bool, ticket: bytes, tables: bytes, labels: list[str], app_ids: list[str],
+    group: list[bytes],
+) -> None:  # fmt: skip
+    bank = stubs["bank"]
+    before = stubs["store"].count()
+    start = pb.PackedStartRequest(
+        key_id=stubs["key_id"], ot_session_id=ot_session if real_session else ticket[:16], ciphertext=blob,
+        count=count, slot_bits=slot_bits, cutoffs=cutoffs, bits=bits, truncate_bits=t,
+    )  # fmt: skip
+    assert status(bank.PackedStart, start) in PRECISE
+    finish = pb.PackedFinishRequest(
+        key_id=stubs["key_id"], ticket=ticket, ot_y0=tables, ot_y1=blob, garbling_id=ticket[:16],
+        tables=tables, garbler_labels=blob, decode=ticket, model_id="m", band_labels=labels,
+        application_ids=app_ids, count=count, cutoffs=cutoffs, width=bits,
+    )  # fmt: skip
+    assert status(bank.PackedFinish, finish) in PRECISE - {grpc.StatusCode.OK}
+    choice = pb.OtSetupChoice(session_id=ticket[:16], pk0=group)
+    assert status(bank.OtSetupFinish, choice) in PRECISE - {grpc.StatusCode.OK}
+    assert stubs["store"].count() == before
 
 
 def test_fuzz_suite_is_not_vacuous(stubs: dict[str, Any], tmp_path: Path) -> None:

@@ -22,6 +22,14 @@ def test_concurrent_clients_without_errors() -> None:
     assert "errors 0" in text and "p99" in text and "bureau RSS MiB" in text
 
 
+@pytest.mark.slow
+def test_streaming_clients_are_scored_in_packed_batches_without_errors() -> None:
+    report = run_load(clients=2, duration_s=4.0, warmup_s=2.0, stream=True)
+    assert report.errors == {}
+    assert report.applications > 20 and report.apps_per_s > 0
+    assert all(math.isfinite(x) for x in (report.p50_ms, report.p99_ms))
+
+
 def test_bounds_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--clients", "0", "--duration", "1"]) == 2
     assert "--clients" in capsys.readouterr().err

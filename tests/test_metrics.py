@@ -41,7 +41,8 @@ from platform_node.server import start_platform_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-SCORED = 4  # applications scored successfully by the `traffic` fixture
+UNARY = 2  # applications scored one by one (SubmitApplication, DGK rounds) by the `traffic` fixture
+SCORED = UNARY + 1  # and one more over a stream, as a packed batch of one (SubmitBatch)
 APP_PREFIX = "metrics-app-"
 CONSENT_PREFIX = "metrics-consent-"
 
@@ -96,16 +97,14 @@ def traffic(
     rows, _ = load_german_credit()
 
     def app(i: int, model_id: str = DEFAULT_MODEL_ID) -> Application:
-        return Application(
-            f"{APP_PREFIX}{i}", "bank-m", model_id, key_id, f"{CONSENT_PREFIX}{i}", rows[i]
-        )
+        return Application(f"{APP_PREFIX}{i}", "bank-m", model_id, key_id, f"{CONSENT_PREFIX}{i}", rows[i])
 
     try:
-        # Two unary scores and a stream of two: SCORED applications in all.
+        # Two unary scores and a stream of one (a packed batch): SCORED applications in all.
         assert score_one(platform_addr, app(0)).accepted
         assert score_one(platform_addr, app(1)).accepted
-        outcomes = score_applications(platform_addr, [app(2), app(3)])
-        assert [o.accepted for o in outcomes] == [True, True]
+        outcomes = score_applications(platform_addr, [app(2)])
+        assert [o.accepted for o in outcomes] == [True]
         # Refused: an unknown model through the platform (the bureau's GetModelSpec says NOT_FOUND) ...
         with pytest.raises(grpc.RpcError) as info:
             score_one(platform_addr, app(4, model_id="no-such-model"))
@@ -157,7 +156,8 @@ def traffic(
 def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
     s = traffic.bureau
     req, err = "blindscore_requests_total", "blindscore_request_errors_total"
-    assert value(s, req, node="bureau", method="SubmitApplication") == SCORED + 1
+    assert value(s, req, node="bureau", method="SubmitApplication") == UNARY + 1
+    assert value(s, req, node="bureau", method="SubmitBatch") == SCORED - UNARY
     assert value(s, err, node="bureau", method="SubmitApplication", code="NOT_FOUND") == 1
     # The platform fetched the default model's spec once (then cached it) and the unknown one twice.
     assert value(s, req, node="bureau", method="GetModelSpec") == 3
@@ -172,9 +172,13 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
         assert value(s, "blindscore_request_seconds_bucket", node="bureau", method=method, le="+Inf") == count
     assert value(s, "blindscore_request_seconds_sum", node="bureau", method="SubmitApplication") > 0
     # Each scored application observes each stage once; a refused one observes none.
-    for stage in ("bureau.evaluate", "bureau.round1", "bureau.round2", "bureau.finish", "bank.round1",
+    for stage in ("bureau.round1", "bureau.round2", "bureau.finish", "bank.round1",
                   "bank.round2", "bank.deliver", "transport.bank.round1"):  # fmt: skip
-        assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == SCORED, stage
+        assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == UNARY, stage
+    # The batch: its stages once (per batch), the base-OT setup of the bureau-bank session with it.
+    for stage in ("bureau.garble", "bank.packed_start", "bank.packed_finish", "bank.ot_setup"):
+        assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == 1, stage
+    assert value(s, "blindscore_stage_seconds_count", node="bureau", stage="bureau.evaluate") == SCORED
     assert value(s, "blindscore_stage_seconds_sum", node="bureau", stage="bureau.evaluate") > 0
     assert value(s, "blindscore_in_flight_requests", node="bureau") == 0
     assert traffic.health_checked
@@ -185,15 +189,21 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
 def test_bank_counts_its_own_stages(traffic: Traffic) -> None:
     s = traffic.bank
     req = "blindscore_requests_total"
-    assert value(s, req, node="bank", method="CompareMasked") == SCORED
-    assert value(s, req, node="bank", method="CompareBlinded") == SCORED
-    assert value(s, req, node="bank", method="DeliverBand") == SCORED + 1
+    assert value(s, req, node="bank", method="CompareMasked") == UNARY
+    assert value(s, req, node="bank", method="CompareBlinded") == UNARY
+    assert value(s, req, node="bank", method="DeliverBand") == UNARY + 1
+    for method in ("OtSetupStart", "OtSetupFinish", "PackedStart", "PackedFinish"):
+        assert value(s, req, node="bank", method=method) == 1, method
     err = "blindscore_request_errors_total"
     assert value(s, err, node="bank", method="DeliverBand", code="NOT_FOUND") == 1
     for stage in ("bank.round1", "bank.round2", "bank.deliver"):  # the refused delivery has no timing
-        assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == SCORED, stage
+        assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == UNARY, stage
+    assert value(s, "blindscore_stage_seconds_count", node="bank", stage="bank.ot_setup") == 2
+    for stage in ("bank.packed_start", "bank.packed_finish"):
+        assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == 1, stage
     stages = {dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"}
-    assert stages == {"bank.round1", "bank.round2", "bank.deliver"}
+    packed = {"bank.ot_setup", "bank.packed_start", "bank.packed_finish"}
+    assert stages == {"bank.round1", "bank.round2", "bank.deliver"} | packed
 
 
 def test_platform_counts_unary_and_stream_calls(traffic: Traffic) -> None:
@@ -375,12 +385,14 @@ def test_unknown_role_refused() -> None:
 def test_two_nodes_in_one_process_keep_separate_series() -> None:
     a, b = NodeMetrics("bureau"), NodeMetrics("bureau")
     a.observe_request("GetModelSpec", grpc.StatusCode.OK, 0.002)
-    assert a.registry.get_sample_value(
-        "blindscore_requests_total", {"node": "bureau", "method": "GetModelSpec"}
-    ) == 1
-    assert b.registry.get_sample_value(
-        "blindscore_requests_total", {"node": "bureau", "method": "GetModelSpec"}
-    ) is None
+    assert (
+        a.registry.get_sample_value("blindscore_requests_total", {"node": "bureau", "method": "GetModelSpec"})
+        == 1
+    )
+    assert (
+        b.registry.get_sample_value("blindscore_requests_total", {"node": "bureau", "method": "GetModelSpec"})
+        is None
+    )
 
 
 def test_stage_names_are_checked_and_capped() -> None:

@@ -31,6 +31,14 @@ def test_services_are_the_three_parties() -> None:
     services = {s.name: [m.name for m in s.methods] for s in pb.DESCRIPTOR.services_by_name.values()}
     assert services == {
         "Platform": ["ScoreApplication", "ScoreApplications"],
-        "Bureau": ["RegisterBank", "GetBankKey", "GetModelSpec", "SubmitApplication"],
-        "Bank": ["CompareMasked", "CompareBlinded", "DeliverBand"],
+        "Bureau": ["RegisterBank", "GetBankKey", "GetModelSpec", "SubmitApplication", "SubmitBatch"],
+        "Bank": [
+            "CompareMasked",
+            "CompareBlinded",
+            "DeliverBand",
+            "OtSetupStart",
+            "OtSetupFinish",
+            "PackedStart",
+            "PackedFinish",
+        ],
     }

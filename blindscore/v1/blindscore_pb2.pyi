@@ -117,14 +117,16 @@ class GetModelSpecRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("model_id", "feature_spec", "model_version")
+    __slots__ = ("model_id", "feature_spec", "model_version", "packing_slot_bits")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKING_SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     feature_spec: str
     model_version: str
-    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    packing_slot_bits: int
+    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ..., model_version: _Optional[str] = ..., packing_slot_bits: _Optional[int] = ...) -> None: ...
 
 class EncryptedApplication(_message.Message):
     __slots__ = ("application_id", "platform_id", "bank_id", "model_id", "key_id", "consent_reference", "count", "ciphertexts", "model_version")
@@ -170,6 +172,169 @@ class SubmitReceipt(_message.Message):
     model_version: str
     pending: bool
     def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
+
+class BatchMember(_message.Message):
+    __slots__ = ("application_id", "consent_reference")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    consent_reference: str
+    def __init__(self, application_id: _Optional[str] = ..., consent_reference: _Optional[str] = ...) -> None: ...
+
+class EncryptedBatch(_message.Message):
+    __slots__ = ("batch_id", "platform_id", "bank_id", "model_id", "key_id", "model_version", "slot_bits", "members", "count", "ciphertexts")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    platform_id: str
+    bank_id: str
+    model_id: str
+    key_id: str
+    model_version: str
+    slot_bits: int
+    members: _containers.RepeatedCompositeFieldContainer[BatchMember]
+    count: int
+    ciphertexts: bytes
+    def __init__(self, batch_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., bank_id: _Optional[str] = ..., model_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slot_bits: _Optional[int] = ..., members: _Optional[_Iterable[_Union[BatchMember, _Mapping]]] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+
+class BatchReceipt(_message.Message):
+    __slots__ = ("batch_id", "model_version", "pending", "stage_ms", "wire_bytes")
+    class StageMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    model_version: str
+    pending: bool
+    stage_ms: _containers.ScalarMap[str, float]
+    wire_bytes: int
+    def __init__(self, batch_id: _Optional[str] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
+
+class OtSetupStartRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OtSetupOffer(_message.Message):
+    __slots__ = ("session_id", "c", "server_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    c: bytes
+    server_ms: float
+    def __init__(self, session_id: _Optional[bytes] = ..., c: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class OtSetupChoice(_message.Message):
+    __slots__ = ("session_id", "pk0")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PK0_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    pk0: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., pk0: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class OtSetupReply(_message.Message):
+    __slots__ = ("session_id", "gr", "e0", "e1", "server_ms")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    GR_FIELD_NUMBER: _ClassVar[int]
+    E0_FIELD_NUMBER: _ClassVar[int]
+    E1_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    gr: bytes
+    e0: _containers.RepeatedScalarFieldContainer[bytes]
+    e1: _containers.RepeatedScalarFieldContainer[bytes]
+    server_ms: float
+    def __init__(self, session_id: _Optional[bytes] = ..., gr: _Optional[bytes] = ..., e0: _Optional[_Iterable[bytes]] = ..., e1: _Optional[_Iterable[bytes]] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class PackedStartRequest(_message.Message):
+    __slots__ = ("key_id", "ot_session_id", "ciphertext", "count", "slot_bits", "cutoffs", "bits", "truncate_bits")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_BITS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    ot_session_id: bytes
+    ciphertext: bytes
+    count: int
+    slot_bits: int
+    cutoffs: int
+    bits: int
+    truncate_bits: int
+    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ...) -> None: ...
+
+class PackedStartResponse(_message.Message):
+    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OT_NONCE_FIELD_NUMBER: _ClassVar[int]
+    OT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OT_U_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    ot_nonce: bytes
+    ot_count: int
+    ot_u: bytes
+    server_ms: float
+    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class PackedFinishRequest(_message.Message):
+    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "model_id", "band_labels", "application_ids", "count", "cutoffs", "width")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OT_Y0_FIELD_NUMBER: _ClassVar[int]
+    OT_Y1_FIELD_NUMBER: _ClassVar[int]
+    GARBLING_ID_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    GARBLER_LABELS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BAND_LABELS_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    ticket: bytes
+    ot_y0: bytes
+    ot_y1: bytes
+    garbling_id: bytes
+    tables: bytes
+    garbler_labels: bytes
+    decode: bytes
+    model_id: str
+    band_labels: _containers.RepeatedScalarFieldContainer[str]
+    application_ids: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    cutoffs: int
+    width: int
+    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., garbler_labels: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., cutoffs: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class PackedFinishResponse(_message.Message):
+    __slots__ = ("stored", "server_ms")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    server_ms: float
+    def __init__(self, stored: _Optional[int] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class MaskedRequest(_message.Message):
     __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext")

@@ -179,6 +179,11 @@ class BureauStub:
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.EncryptedApplication.SerializeToString,
                 response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.SubmitReceipt.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/blindscore.v1.Bureau/SubmitBatch',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.EncryptedBatch.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.BatchReceipt.FromString,
+                _registered_method=True)
 
 
 class BureauServicer:
@@ -214,6 +219,14 @@ class BureauServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatch(self, request, context):
+        """A platform submits a packed batch: applications of one bank key and model version sharing
+        one Paillier ciphertext per encoded column (blindscore.packed). Accepted or refused whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BureauServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +249,11 @@ def add_BureauServicer_to_server(servicer, server):
                     servicer.SubmitApplication,
                     request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.EncryptedApplication.FromString,
                     response_serializer=blindscore_dot_v1_dot_blindscore__pb2.SubmitReceipt.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.EncryptedBatch.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.BatchReceipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class Bureau:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bureau/SubmitBatch',
+            blindscore_dot_v1_dot_blindscore__pb2.EncryptedBatch.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.BatchReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BankStub:
     """---------------------------------------------------------------- bank
@@ -384,6 +429,26 @@ class BankStub:
                 '/blindscore.v1.Bank/DeliverBand',
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.BandDelivery.SerializeToString,
                 response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.BandReceipt.FromString,
+                _registered_method=True)
+        self.OtSetupStart = channel.unary_unary(
+                '/blindscore.v1.Bank/OtSetupStart',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupStartRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupOffer.FromString,
+                _registered_method=True)
+        self.OtSetupFinish = channel.unary_unary(
+                '/blindscore.v1.Bank/OtSetupFinish',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupChoice.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupReply.FromString,
+                _registered_method=True)
+        self.PackedStart = channel.unary_unary(
+                '/blindscore.v1.Bank/PackedStart',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedStartRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedStartResponse.FromString,
+                _registered_method=True)
+        self.PackedFinish = channel.unary_unary(
+                '/blindscore.v1.Bank/PackedFinish',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.FromString,
                 _registered_method=True)
 
 
@@ -413,6 +478,33 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OtSetupStart(self, request, context):
+        """Packed batches (blindscore.packed): a base-OT setup once per bureau session ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OtSetupFinish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PackedStart(self, request, context):
+        """... then per batch: the masked scores in, the OT-extension request out ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PackedFinish(self, request, context):
+        """... and the OT reply with the garbled comparisons in; the bank stores every band.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -430,6 +522,26 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.DeliverBand,
                     request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.BandDelivery.FromString,
                     response_serializer=blindscore_dot_v1_dot_blindscore__pb2.BandReceipt.SerializeToString,
+            ),
+            'OtSetupStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.OtSetupStart,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupStartRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupOffer.SerializeToString,
+            ),
+            'OtSetupFinish': grpc.unary_unary_rpc_method_handler(
+                    servicer.OtSetupFinish,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupChoice.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.OtSetupReply.SerializeToString,
+            ),
+            'PackedStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.PackedStart,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedStartRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedStartResponse.SerializeToString,
+            ),
+            'PackedFinish': grpc.unary_unary_rpc_method_handler(
+                    servicer.PackedFinish,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -515,6 +627,114 @@ class Bank:
             '/blindscore.v1.Bank/DeliverBand',
             blindscore_dot_v1_dot_blindscore__pb2.BandDelivery.SerializeToString,
             blindscore_dot_v1_dot_blindscore__pb2.BandReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OtSetupStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/OtSetupStart',
+            blindscore_dot_v1_dot_blindscore__pb2.OtSetupStartRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.OtSetupOffer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OtSetupFinish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/OtSetupFinish',
+            blindscore_dot_v1_dot_blindscore__pb2.OtSetupChoice.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.OtSetupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PackedStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/PackedStart',
+            blindscore_dot_v1_dot_blindscore__pb2.PackedStartRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.PackedStartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PackedFinish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/PackedFinish',
+            blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.FromString,
             options,
             channel_credentials,
             insecure,
