@@ -92,22 +92,28 @@ class RandomnessPool:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._fill, name=self.name, daemon=True)
+                # The thread holds the pool weakly: once nothing else uses the pool (its key was
+                # dropped, e.g. a node closed in a long-lived process) the thread ends.
+                self._thread = threading.Thread(
+                    target=_fill, args=(weakref.ref(self),), name=self.name, daemon=True
+                )
                 self._thread.start()
 
-    def _fill(self) -> None:
-        # Linux threads have their own nice value: let other processes' requests go first.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        while True:
-            if len(self._values) >= self.capacity:
-                time.sleep(0.05)
-                continue
-            if _inflight:
-                time.sleep(_BUSY_WAIT_S)
-                continue
-            self._values.append(self._make())
-            time.sleep(0)  # hand the GIL to a request that may just have arrived
+
+def _fill(ref: weakref.ref[RandomnessPool]) -> None:
+    # Linux threads have their own nice value: let other processes' requests go first.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    while (pool := ref()) is not None:
+        if len(pool._values) >= pool.capacity:
+            pause = 0.05
+        elif _inflight:
+            pause = _BUSY_WAIT_S
+        else:
+            pool._values.append(pool._make())
+            pause = 0.0  # hand the GIL to a request that may just have arrived
+        del pool  # no strong reference while asleep
+        time.sleep(pause)
 
 
 def _after_fork_in_child() -> None:

@@ -128,7 +128,7 @@ import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import gmpy2
 
@@ -440,6 +440,12 @@ class BandComparison:
         self._high_const = 0  # sum_k floor(A_k / 2^l)
         self._high: Any = None
         self._stage = 0
+
+    def __repr__(self) -> str:
+        return f"BandComparison(count={len(self._plan.thresholds)}, bits={self._plan.bits}, <masks>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a BandComparison holds its masks and signs and cannot be pickled or copied")
 
     @property
     def bits(self) -> int:

@@ -36,7 +36,9 @@ from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 #: A client stops submitting after this many applications even if time remains (a safety bound).
-MAX_PER_CLIENT = 100_000
+MAX_PER_CLIENT = 1_000_000
+#: Applications a streaming client keeps outstanding.
+STREAM_IN_FLIGHT = 256
 
 
 def rss_mib(pid: int) -> float:
@@ -147,9 +149,15 @@ def run_load(
             def stream_client(c: int) -> None:
                 """One ScoreApplications stream per client: the platform packs what queues up."""
                 sent: dict[str, float] = {}
+                # A client keeps STREAM_IN_FLIGHT applications outstanding, as a real one would,
+                # rather than filling gRPC's buffers (latency would then be queueing in them).
+                window = threading.Semaphore(STREAM_IN_FLIGHT)
 
                 def requests() -> Iterator[pb.ScoreRequest]:
                     for i in range(MAX_PER_CLIENT):
+                        while not window.acquire(timeout=0.5):
+                            if stop.is_set():
+                                return
                         if stop.is_set():
                             return
                         app = application(c, i)
@@ -162,6 +170,7 @@ def run_load(
                         for receipt in stub.ScoreApplications(
                             requests(), timeout=duration_s + warmup_s + 600
                         ):
+                            window.release()
                             started = sent.pop(receipt.application_id, None)
                             elapsed = (time.perf_counter() - started) * 1e3 if started else float("nan")
                             failure = (

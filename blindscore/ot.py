@@ -76,8 +76,9 @@ Definitions and layouts:
 A nonce must never be reused within a session: a second request under the same nonce with other
 choices shows the bureau r XOR r' (u XOR u'), and under any choices lets the bank XOR two replies to
 learn relations between unchosen messages. ``request(choices)`` (nonce None) draws a fresh random
-nonce; a caller that passes its own must make it unique. The bureau does not track used nonces (that
-would take memory growing with the session). ``receive`` recomputes t from the seeds, the nonce and
+nonce; a caller that passes its own must make it unique. This module does not track used nonces
+(memory growing with the session); the bureau's link does (``bureau.bank_link.OtSessions``) and
+refuses a repeat. ``receive`` recomputes t from the seeds, the nonce and
 the choices, so between the two messages the bank needs to keep only (nonce, choices).
 
 :class:`OtReceiver` and :class:`OtSender` are immutable after setup, so one session object serves

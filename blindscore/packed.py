@@ -72,6 +72,8 @@ from blindscore.paillier import KeyPair, PublicKey
 MAX_SLOTS = 64
 #: The bank's refusals when it no longer holds what a batch needs (after a restart, an eviction,
 #: an expiry): the bureau recognises them and runs the batch's round again from the start.
+#: Bytes a batch's garbled round may put in one message (gRPC's limit here is 4 MiB).
+MAX_ROUND_BYTES = 3 * 1024 * 1024
 SESSION_GONE = "unknown OT session; set up a new one"
 SETUP_GONE = "unknown or expired OT setup; start a new one"
 TICKET_GONE = "batch ticket not valid here; start the batch again"
@@ -90,11 +92,28 @@ def slot_bits_for(model: PrivateModel, kappa: int = DEFAULT_KAPPA) -> int | None
     return _width_bits(plan, _mask_bits(plan, kappa)) + 1
 
 
-def slots_per_batch(slot_bits: int, key_bits: int) -> int:
-    """How many applications one plaintext of a ``key_bits`` key holds: k w <= n_bits - 2."""
+def slots_per_batch(slot_bits: int, key_bits: int, max_slots: int = MAX_SLOTS) -> int:
+    """How many applications one plaintext of a ``key_bits`` key holds: k w <= n_bits - 2, and
+    at most ``max_slots`` (the model's :func:`max_slots_for`)."""
     if slot_bits < 1:
         raise InvalidInputError(f"slot_bits must be positive, got {slot_bits}")
-    return min(MAX_SLOTS, (key_bits - 2) // slot_bits)
+    return min(MAX_SLOTS, max_slots, (key_bits - 2) // slot_bits)
+
+
+def round_bytes_per_slot(cutoffs: int, bits: int) -> int:
+    """Bytes one application adds to a batch's bureau -> bank messages: garbled tables, the
+    bureau's input labels, the OT request and reply for its l + 1 bits."""
+    width = bits + 1
+    return cutoffs * (garble.table_bytes(1, 1, width) + garble.LABEL_BYTES * width) + 3 * 16 * width
+
+
+def max_slots_for(model: PrivateModel) -> int:
+    """Applications per batch such that its largest message stays within MAX_ROUND_BYTES (models
+    with many cutoffs and long comparisons get smaller batches); 0 for a model that is not packed."""
+    if not isinstance(model, LinearModel):
+        return 0
+    per_slot = round_bytes_per_slot(len(model.encoded_cutoffs), model.comparison_bits)
+    return max(1, min(MAX_SLOTS, MAX_ROUND_BYTES // per_slot))
 
 
 # platform ---------------------------------------------------------------------------------
@@ -180,7 +199,7 @@ class PackedBand:
             raise InvalidInputError(
                 f"the batch was packed with {slot_bits}-bit slots; model {model.name!r} needs {width}"
             )
-        capacity = slots_per_batch(width, pk.n.bit_length())
+        capacity = slots_per_batch(width, pk.n.bit_length(), max_slots_for(model))
         if not 1 <= count <= capacity:
             raise InvalidInputError(f"a packed batch holds 1..{capacity} applications, got {count}")
         self._plan = plan

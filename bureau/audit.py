@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -336,30 +336,57 @@ class AuditLog:
     ) -> AuditRecord:
         """Append one query's record and return it. Empty strings mean "not supplied" (e.g. a request
         refused before it named a bank); everything is validated before anything is written."""
-        draft = AuditRecord(
-            seq=0,
-            at=_format_at(at),
-            platform_id=_check_text("platform_id", platform_id),
-            bank_id=_check_text("bank_id", bank_id),
-            application_id=_check_text("application_id", application_id),
-            consent_reference=_check_text("consent_reference", consent_reference),
-            model_id=_check_text("model_id", model_id),
-            model_version=_check_text("model_version", model_version),
-            outcome=_check_outcome(outcome),
-            duration_us=_check_duration(duration_ms),
-            prev_hash=GENESIS_HASH,
-            hash="",
-        )
+        entry = {
+            "platform_id": platform_id,
+            "bank_id": bank_id,
+            "application_id": application_id,
+            "consent_reference": consent_reference,
+            "model_id": model_id,
+            "model_version": model_version,
+            "outcome": outcome,
+            "duration_ms": duration_ms,
+            "at": at,
+        }
+        return self.append_many([entry])[0]
 
-        def chain(tx: Tx) -> AuditRecord:
-            # The head is read and the next record written under the table's write lock, so two
-            # writers (threads, processes, or bureaus sharing one PostgreSQL) can never fork the chain.
+    def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[AuditRecord]:
+        """Append several records (each with :meth:`append`'s keyword fields) in one transaction,
+        in order: one write lock and one commit for, say, every application of a packed batch.
+        Every entry is validated before anything is written."""
+        drafts = [
+            AuditRecord(
+                seq=0,
+                at=_format_at(e.get("at")),
+                platform_id=_check_text("platform_id", e["platform_id"]),
+                bank_id=_check_text("bank_id", e["bank_id"]),
+                application_id=_check_text("application_id", e["application_id"]),
+                consent_reference=_check_text("consent_reference", e["consent_reference"]),
+                model_id=_check_text("model_id", e["model_id"]),
+                model_version=_check_text("model_version", e["model_version"]),
+                outcome=_check_outcome(e["outcome"]),
+                duration_us=_check_duration(e["duration_ms"]),
+                prev_hash=GENESIS_HASH,
+                hash="",
+            )
+            for e in entries
+        ]
+        return self._chain(drafts)
+
+    def _chain(self, drafts: Sequence[AuditRecord]) -> list[AuditRecord]:
+        def chain(tx: Tx) -> list[AuditRecord]:
+            # The head is read and the records written under the table's write lock, so two writers
+            # (threads, processes, or bureaus sharing one PostgreSQL) can never fork the chain.
             tx.lock("audit")
             seq, prev_hash = self._head(tx)
-            record = replace(draft, seq=seq + 1, prev_hash=prev_hash)
-            record = replace(record, hash=record.computed_hash())
-            tx.execute(_INSERT, tuple(getattr(record, name) for name in _COLUMNS))
-            return record
+            out = []
+            for draft in drafts:
+                seq += 1
+                record = replace(draft, seq=seq, prev_hash=prev_hash)
+                record = replace(record, hash=record.computed_hash())
+                tx.execute(_INSERT, tuple(getattr(record, name) for name in _COLUMNS))
+                out.append(record)
+                prev_hash = record.hash
+            return out
 
         return self._db.write(chain)
 

@@ -68,8 +68,9 @@ class OtSessions:
     the XOR of labels it did not choose, so a repeat is refused.
     """
 
-    #: A session is replaced after this many batches, which bounds the memory of seen nonces.
-    MAX_BATCHES_PER_SESSION = 1_000_000
+    #: A session is replaced after this many batches (a new base OT, ~0.2 s, every ~20k applications),
+    #: which bounds the memory of seen nonces to about 100 KB per bank.
+    MAX_BATCHES_PER_SESSION = 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -110,12 +111,19 @@ class OtSessions:
     def fresh_nonce(self, where: tuple[str, str], sender: ot.OtSender, nonce: bytes) -> bool:
         """Record ``nonce`` for the session; False if the session has seen it before."""
         with self._lock:
-            seen = self._nonces.setdefault(sender.session_id, set())
+            seen = self._nonces.get(sender.session_id)
+            if seen is None:
+                # The session was retired while this batch was in flight; the bank cannot tell a
+                # retired session from a live one, and the batch is the last to use it.
+                return True
             if nonce in seen:
                 return False
             seen.add(nonce)
-            if len(seen) >= self.MAX_BATCHES_PER_SESSION and self._senders.get(where) is sender:
-                del self._senders[where]  # the next batch sets up a new session
+            if len(seen) >= self.MAX_BATCHES_PER_SESSION:
+                # Retire it: the next batch sets up a new session.
+                del self._nonces[sender.session_id]
+                if self._senders.get(where) is sender:
+                    del self._senders[where]
             return True
 
 

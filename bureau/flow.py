@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -123,23 +123,33 @@ class Bureau:
         Never a feature, a ciphertext, a score or a band. A field that would be refused (a request
         turned down for a malformed id) is recorded as empty rather than dropping the record.
         """
-        if self.audit is None:
+        self.record_many([request], outcome, duration_ms)
+
+    def record_many(self, requests: Sequence[Mapping[str, str]], outcome: str, duration_ms: float) -> None:
+        """The audit records of several applications that ended together (a packed batch), in one
+        transaction; ``duration_ms`` each."""
+        if self.audit is None or not requests:
             return
-        model_id = request.get("model_id", "")
-        try:
-            version = self.models.version(model_id, request.get("model_version")) if model_id else ""
-        except (NotFoundError, InvalidInputError):
-            version = ""
-        self.audit.append(
-            platform_id=_auditable(request.get("platform_id", ""), 128),
-            bank_id=_auditable(request.get("bank_id", ""), 128),
-            application_id=_auditable(request.get("application_id", ""), 128),
-            consent_reference=_auditable(request.get("consent_reference", ""), 256),
-            model_id=_auditable(model_id, 128),
-            model_version=version,
-            outcome=outcome,
-            duration_ms=duration_ms,
-        )
+        entries = []
+        for request in requests:
+            model_id = request.get("model_id", "")
+            try:
+                version = self.models.version(model_id, request.get("model_version")) if model_id else ""
+            except (NotFoundError, InvalidInputError):
+                version = ""
+            entries.append(
+                {
+                    "platform_id": _auditable(request.get("platform_id", ""), 128),
+                    "bank_id": _auditable(request.get("bank_id", ""), 128),
+                    "application_id": _auditable(request.get("application_id", ""), 128),
+                    "consent_reference": _auditable(request.get("consent_reference", ""), 256),
+                    "model_id": _auditable(model_id, 128),
+                    "model_version": version,
+                    "outcome": outcome,
+                    "duration_ms": duration_ms,
+                }
+            )
+        self.audit.append_many(entries)
 
     def register_bank(
         self,
@@ -158,14 +168,16 @@ class Bureau:
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object], int]:
+    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object], int, int]:
         """The public part of a model version: what the platform needs to encode features.
 
-        Returns (resolved version number, feature spec, packing slot bits or 0 when the model
-        must be scored one application at a time); never weights or points.
+        Returns (resolved version number, feature spec, packing slot bits and the most
+        applications per packed batch, both 0 when the model must be scored one application at
+        a time); never weights or points.
         """
         entry = self.models.resolve(model_id, version)
-        return entry.version, entry.model.spec.to_dict(), packed.slot_bits_for(entry.model) or 0
+        slot_bits = packed.slot_bits_for(entry.model) or 0
+        return entry.version, entry.model.spec.to_dict(), slot_bits, packed.max_slots_for(entry.model)
 
     # ------------------------------------------------------------------ exactly-once submission
     def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
@@ -328,7 +340,7 @@ class Bureau:
                     f"batch packed with {batch.slot_bits}-bit slots; model {batch.model_id!r} "
                     f"v{entry.version} needs {slot_bits}"
                 )
-            capacity = packed.slots_per_batch(slot_bits, pk.bits)
+            capacity = packed.slots_per_batch(slot_bits, pk.bits, packed.max_slots_for(model))
             if len(batch.members) > capacity:
                 raise InvalidInputError(
                     f"a packed batch for this model and key holds at most {capacity} applications, "

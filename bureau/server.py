@@ -63,12 +63,13 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
         require_role(context, "platform")
-        version, spec, slot_bits = self.bureau.model_spec(request.model_id, request.model_version)
+        version, spec, slot_bits, max_slots = self.bureau.model_spec(request.model_id, request.model_version)
         return pb.ModelSpec(
             model_id=request.model_id,
             feature_spec=json.dumps(spec, sort_keys=True),
             model_version=str(version),
             packing_slot_bits=slot_bits,
+            packing_max_slots=max_slots,
         )
 
     def SubmitApplication(
@@ -101,8 +102,8 @@ class BureauServicer(pb_grpc.BureauServicer):
             raise
         finally:
             per_app_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(members))
-            for application_id, consent_reference in members:
-                fields = {
+            fields = [
+                {
                     "platform_id": request.platform_id,
                     "bank_id": request.bank_id,
                     "application_id": application_id,
@@ -110,10 +111,12 @@ class BureauServicer(pb_grpc.BureauServicer):
                     "model_id": request.model_id,
                     "model_version": version,
                 }
-                try:
-                    self.bureau.record(fields, outcome, per_app_ms)
-                except Exception:
-                    log.exception("could not append the audit record of %r", application_id)
+                for application_id, consent_reference in members
+            ]
+            try:
+                self.bureau.record_many(fields, outcome, per_app_ms)
+            except Exception:
+                log.exception("could not append the audit records of %r", [m[0] for m in members][:5])
 
     @grpc_errors
     def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:

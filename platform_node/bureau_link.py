@@ -33,7 +33,7 @@ class SubmitResult:
 
 
 class BureauLink(Protocol):
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int]: ...
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int, int]: ...
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
@@ -48,9 +48,10 @@ class GrpcBureauLink:
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub: Any = pb_grpc.BureauStub(channel)
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int]:
-        """(resolved version, feature spec JSON, packing slot bits or 0) of ``model_id`` at
-        ``version`` ("" for the latest)."""
+    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int, int]:
+        """(resolved version, feature spec JSON, packing slot bits, most applications per packed
+        batch; both 0 for a model scored one by one) of ``model_id`` at ``version`` ("" for the
+        latest)."""
         req = pb.GetModelSpecRequest(model_id=model_id, model_version=version)
         resp = call("bureau", self._stub.GetModelSpec, req, timeout=10)
         try:
@@ -59,7 +60,7 @@ class GrpcBureauLink:
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}") from exc
         if not isinstance(spec, dict):
             raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}")
-        return resp.model_version, spec, int(resp.packing_slot_bits)
+        return resp.model_version, spec, int(resp.packing_slot_bits), int(resp.packing_max_slots)
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         req = pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)

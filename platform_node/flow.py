@@ -67,7 +67,8 @@ class PlatformNode:
         self.retry = retry or RetryPolicy()
         self._lock = threading.Lock()
         self._specs: dict[tuple[str, str], FeatureSpec] = {}
-        self._slot_bits: dict[tuple[str, str], int] = {}
+        #: (slot bits, most slots) of a model version's packed batches; None: score one by one.
+        self._slot_bits: dict[tuple[str, str], tuple[int, int] | None] = {}
         self._latest: dict[str, tuple[float, str]] = {}
         self._keys: dict[tuple[str, str], PublicKey] = {}
         self._sending: set[str] = set()
@@ -92,7 +93,7 @@ class PlatformNode:
                     version = cached[1]
             spec = self._specs.get((model_id, version)) if version else None
         if spec is None:
-            resolved, spec_dict, slot_bits = self.bureau.model_spec(model_id, version)
+            resolved, spec_dict, slot_bits, max_slots = self.bureau.model_spec(model_id, version)
             if not resolved.isdigit() or (version and resolved != version):
                 raise InvalidInputError(
                     f"bureau answered version {resolved!r} for model {model_id!r} v{version or 'latest'}"
@@ -100,7 +101,9 @@ class PlatformNode:
             spec = FeatureSpec.from_dict(spec_dict)
             with self._lock:
                 self._specs[(model_id, resolved)] = spec
-                self._slot_bits[(model_id, resolved)] = slot_bits
+                self._slot_bits[(model_id, resolved)] = (
+                    (slot_bits, max_slots) if slot_bits and max_slots else None
+                )
                 if not version:
                     self._latest[model_id] = (now, resolved)
             version = resolved
@@ -219,7 +222,8 @@ class PlatformNode:
         """Score several applications, in packed batches where the model allows (one result per
         application, in order; a failure is returned, not raised).
 
-        Applications already in the outbox (resubmissions) and those of models without a packed
+        Applications already in the outbox (resubmissions) are resent as they were stored (a
+        batch once, whatever number of its members came again); those of models without a packed
         form go one by one through :meth:`score`. The rest are grouped by bank key and model
         version and encrypted k to a ciphertext (:mod:`blindscore.packed`); a batch is stored in
         the outbox before it is sent, and accepted or refused by the bureau as a whole.
@@ -228,17 +232,23 @@ class PlatformNode:
         groups: dict[tuple[str, str, str, str], list[tuple[int, Application, str, list[int]]]] = {}
         packing: set[str] = set()
         later: list[int] = []  # a second request for an id being packed: after the batches
+        resend: dict[str, list[tuple[int, OutboxEntry]]] = {}  # resubmissions, by batch
         for i, app in enumerate(apps):
             if app.application_id in packing:
                 later.append(i)
                 continue
             try:
                 fingerprint = self.outbox.fingerprint(app)
-                if self.outbox.find(app.application_id, fingerprint) is None:
+                entry = self.outbox.find(app.application_id, fingerprint)
+                leader = None if entry is None else self.outbox.batch_leader(entry)
+                if entry is not None and leader is not None:
+                    resend.setdefault(leader, []).append((i, entry))  # its batch goes once
+                    continue
+                if entry is None:
                     version, spec = self.feature_spec(app.model_id, app.model_version)
                     with self._lock:
-                        slot_bits = self._slot_bits.get((app.model_id, version), 0)
-                    if slot_bits:
+                        layout = self._slot_bits.get((app.model_id, version))
+                    if layout is not None:
                         encoded = spec.encode_row(app.features)
                         groups.setdefault((app.bank_id, app.key_id, app.model_id, version), []).append(
                             (i, app, fingerprint, encoded)
@@ -252,8 +262,10 @@ class PlatformNode:
             try:
                 key = self.bank_key(bank_id, key_id)
                 with self._lock:
-                    slot_bits = self._slot_bits[(model_id, version)]
-                capacity = packed.slots_per_batch(slot_bits, key.bits)
+                    layout = self._slot_bits[(model_id, version)]
+                assert layout is not None
+                slot_bits, max_slots = layout
+                capacity = packed.slots_per_batch(slot_bits, key.bits, max_slots)
             except BlindscoreError as exc:
                 for i, *_ in members:
                     results[i] = exc
@@ -266,6 +278,20 @@ class PlatformNode:
                     receipts = [exc] * len(chunk)
                 for (i, *_), receipt in zip(chunk, receipts, strict=True):
                     results[i] = receipt
+        for items in resend.values():
+            t0 = time.perf_counter()
+            try:
+                result, version = self._send(items[0][1])
+            except BlindscoreError as exc:
+                for i, _ in items:
+                    results[i] = exc
+                continue
+            total_ms = (time.perf_counter() - t0) * 1e3
+            for i, entry in items:
+                results[i] = Receipt(
+                    entry.application_id, 0.0, total_ms, dict(result.stage_ms), result.wire_bytes,
+                    result.model_version or version, getattr(result, "pending", False),
+                )  # fmt: skip
         for i in later:
             try:
                 results[i] = self.score(apps[i])

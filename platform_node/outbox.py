@@ -240,12 +240,22 @@ class Outbox:
 
         return self._db.write(add)
 
+    @staticmethod
+    def batch_leader(entry: OutboxEntry) -> str | None:
+        """The id of the entry that holds this entry's batch payload, or None for a single one."""
+        if entry.payload[:1] == BATCH_PAYLOAD:
+            return entry.application_id
+        if entry.payload[:1] == BATCH_REFERENCE:
+            return entry.payload[1:].decode()
+        return None
+
     def batch_payload(self, entry: OutboxEntry) -> bytes | None:
         """The serialized EncryptedBatch an entry was sent in, or None for a single application."""
-        if entry.payload[:1] == BATCH_PAYLOAD:
+        leader_id = self.batch_leader(entry)
+        if leader_id == entry.application_id:
             return entry.payload[1:]
-        if entry.payload[:1] == BATCH_REFERENCE:
-            leader = self.get(entry.payload[1:].decode())
+        if leader_id is not None:
+            leader = self.get(leader_id)
             if leader is None or leader.payload[:1] != BATCH_PAYLOAD:
                 raise PreconditionError(f"outbox entry {entry.application_id!r} names a batch that is gone")
             return leader.payload[1:]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = 4  # the fuzzing tests in tests/test_fuzz.py (submit, bank, platform, registry)
+TESTS = 6  # the fuzzing tests in tests/test_fuzz.py (submit, bank, platform, registry, batch, packed)
 
 
 def main() -> int:

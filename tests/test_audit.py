@@ -121,6 +121,19 @@ def test_append_builds_a_chain(log: AuditLog) -> None:
     assert log.verify(expected_head=log.head()).ok
 
 
+def test_append_many_chains_in_one_transaction_and_validates_first(log: AuditLog) -> None:
+    first = log.append(**fields(1))
+    batch = log.append_many([fields(i) for i in range(2, 5)])
+    assert [r.seq for r in batch] == [2, 3, 4]
+    assert batch[0].prev_hash == first.hash and batch[2].prev_hash == batch[1].hash
+    assert [r.application_id for r in batch] == ["app-0002", "app-0003", "app-0004"]
+    with pytest.raises(InvalidInputError):
+        log.append_many([fields(5), {**fields(6), "outcome": "NOT-A-STATUS"}])
+    assert log.head() == (4, batch[2].hash)  # nothing of the refused batch was written
+    assert log.append_many([]) == []
+    assert log.verify().ok
+
+
 def test_canonical_encoding_regression_vector(log: AuditLog) -> None:
     record = log.append(
         **fields(1, consent_reference='ref "quoted" \\ ünï', model_version="v1.2", duration_ms=0.0015)

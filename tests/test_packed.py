@@ -26,6 +26,7 @@ from blindscore.german import default_model, load_german_credit
 from blindscore.model import LinearModel
 from blindscore.paillier import KeyPair
 from bureau.applications import ApplicationStore, Submission
+from bureau.bank_link import OtSessions
 from bureau.batches import BatchStore, BatchSubmission
 from platform_node.outbox import Outbox
 
@@ -81,6 +82,31 @@ def test_slot_bits_hold_one_masked_score_and_a_2048_bit_key_holds_about_twenty()
     assert k * SLOT_BITS <= 2046 < (k + 1) * SLOT_BITS
     assert 15 <= k <= packed.MAX_SLOTS
     assert packed.slots_per_batch(SLOT_BITS, 4096) > k
+
+
+def test_batch_messages_stay_within_the_grpc_limit(
+    paillier_keypair: KeyPair, ot_pair: tuple[ot.OtSender, PackedSessions, bytes]
+) -> None:
+    """The per-slot size estimate is exact for the bureau's finishing call, and models with many
+    cutoffs and long comparisons get batches small enough for a 4 MiB message."""
+    sender, sessions, session_id = ot_pair
+    pk = paillier_keypair.public_key
+    assert SLOT_BITS is not None
+    n = 3
+    cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
+    band = packed.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
+    start = sessions.start(paillier_keypair, pk.key_id, session_id, band.masked())
+    circuit, pairs = band.garble()
+    reply = sender.reply(start.request, pairs)
+    sent = len(circuit.tables) + len(circuit.garbler_labels) + len(reply.y0) + len(reply.y1)
+    received = len(start.request.u)
+    estimate = n * packed.round_bytes_per_slot(len(MODEL.encoded_cutoffs), MODEL.comparison_bits)
+    assert abs((sent + received) - estimate) <= 128  # u pads each of its 128 columns to whole bytes
+    assert packed.max_slots_for(MODEL) == packed.MAX_SLOTS  # German: far below the limit
+    per_slot = packed.round_bytes_per_slot(64, 256)
+    assert packed.MAX_ROUND_BYTES // per_slot < 20
+    assert packed.slots_per_batch(SLOT_BITS, 2048, packed.MAX_ROUND_BYTES // per_slot) < 20
+    assert packed.slots_per_batch(3000, 2048) == 0  # a slot wider than the key: not packable
 
 
 def test_pack_rows_puts_application_a_in_slot_a_offset_by_the_column_minimum() -> None:
@@ -277,6 +303,34 @@ def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) ->
         with pytest.raises(TypeError):
             pickle.dumps(holder)
         assert "secret" in repr(holder)
+
+
+def test_bureau_sessions_refuse_a_repeated_nonce_and_rotate(
+    ot_pair: tuple[ot.OtSender, PackedSessions, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender, _, _ = ot_pair
+    sessions = OtSessions()
+    setups: list[int] = []
+
+    def setup() -> ot.OtSender:
+        setups.append(1)
+        return sender
+
+    where = ("bank", "127.0.0.1:1")
+    assert sessions.sender(where, setup) is sender and sessions.sender(where, setup) is sender
+    assert len(setups) == 1  # set up once, then reused
+    nonce = secrets.token_bytes(16)
+    assert sessions.fresh_nonce(where, sender, nonce)
+    assert not sessions.fresh_nonce(where, sender, nonce)  # a bank repeating a nonce is caught
+    monkeypatch.setattr(OtSessions, "MAX_BATCHES_PER_SESSION", 3)
+    assert sessions.fresh_nonce(where, sender, secrets.token_bytes(16))
+    assert sessions.sender(where, setup) is sender and len(setups) == 1
+    assert sessions.fresh_nonce(where, sender, secrets.token_bytes(16))  # the third: retired
+    sessions.sender(where, setup)
+    assert len(setups) == 2  # the next batch sets up a new session
+    sessions.drop(where, ot_pair[0])
+    with pytest.raises(TypeError):
+        pickle.dumps(sessions)
 
 
 # stores -----------------------------------------------------------------------------------

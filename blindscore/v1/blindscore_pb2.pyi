@@ -117,16 +117,18 @@ class GetModelSpecRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("model_id", "feature_spec", "model_version", "packing_slot_bits")
+    __slots__ = ("model_id", "feature_spec", "model_version", "packing_slot_bits", "packing_max_slots")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPEC_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PACKING_SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    PACKING_MAX_SLOTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     feature_spec: str
     model_version: str
     packing_slot_bits: int
-    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ..., model_version: _Optional[str] = ..., packing_slot_bits: _Optional[int] = ...) -> None: ...
+    packing_max_slots: int
+    def __init__(self, model_id: _Optional[str] = ..., feature_spec: _Optional[str] = ..., model_version: _Optional[str] = ..., packing_slot_bits: _Optional[int] = ..., packing_max_slots: _Optional[int] = ...) -> None: ...
 
 class EncryptedApplication(_message.Message):
     __slots__ = ("application_id", "platform_id", "bank_id", "model_id", "key_id", "consent_reference", "count", "ciphertexts", "model_version")
