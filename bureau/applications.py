@@ -127,8 +127,24 @@ class Submission:
         )
 
 
+class _StoredRow:
+    """What a stored application and a stored batch have in common: their outcome."""
+
+    receipt: str
+    error_code: str
+    error_message: str
+
+    def receipt_fields(self) -> dict[str, Any]:
+        """The stored receipt of a delivered row: stage_ms, wire_bytes, model_version."""
+        return dict(json.loads(self.receipt)) if self.receipt else {}
+
+    def failure(self) -> BlindscoreError:
+        """The error a failed row ended with, to be raised again on resubmission."""
+        return StoredFailure(self.error_code, self.error_message)
+
+
 @dataclass(frozen=True)
-class StoredApplication:
+class StoredApplication(_StoredRow):
     """One row of the store. ``ciphertexts`` is None once the application is finished."""
 
     platform_id: str
@@ -153,14 +169,6 @@ class StoredApplication:
     @property
     def key(self) -> tuple[str, str]:
         return self.platform_id, self.application_id
-
-    def receipt_fields(self) -> dict[str, Any]:
-        """The stored receipt of a delivered application: stage_ms, wire_bytes, model_version."""
-        return dict(json.loads(self.receipt)) if self.receipt else {}
-
-    def failure(self) -> BlindscoreError:
-        """The error a failed application ended with, to be raised again on resubmission."""
-        return StoredFailure(self.error_code, self.error_message)
 
 
 class StoredFailure(PeerError):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindscore.db import Tx, create_schema
-from blindscore.errors import AlreadyExistsError, BlindscoreError
+from blindscore.errors import AlreadyExistsError
 from bureau.applications import _SCHEMA as _APPLICATIONS_SCHEMA
-from bureau.applications import PENDING, StoredFailure, _WorkStore
+from bureau.applications import PENDING, _StoredRow, _WorkStore
 
 FORMAT_VERSION = 1
 
@@ -100,7 +100,7 @@ class BatchSubmission:
 
 
 @dataclass(frozen=True)
-class StoredBatch:
+class StoredBatch(_StoredRow):
     """One row of the store. ``ciphertexts`` is None once the batch is finished."""
 
     platform_id: str
@@ -130,12 +130,6 @@ class StoredBatch:
     @property
     def application_ids(self) -> tuple[str, ...]:
         return tuple(m[0] for m in self.members)
-
-    def receipt_fields(self) -> dict[str, Any]:
-        return dict(json.loads(self.receipt)) if self.receipt else {}
-
-    def failure(self) -> BlindscoreError:
-        return StoredFailure(self.error_code, self.error_message)
 
 
 def _row(row: Sequence[Any]) -> StoredBatch:

@@ -118,14 +118,19 @@ class BureauServicer(pb_grpc.BureauServicer):
             except Exception:
                 log.exception("could not append the audit records of %r", [m[0] for m in members][:5])
 
-    @grpc_errors
-    def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
+    @staticmethod
+    def _require_platform(context: grpc.ServicerContext, platform_id: str) -> None:
+        """Only a platform may submit, and only as itself."""
         identity = require_role(context, "platform")
-        if identity is not None and identity.party_id != request.platform_id:
+        if identity is not None and identity.party_id != platform_id:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"platform {identity.party_id!r} may not submit as platform {request.platform_id!r}",
+                f"platform {identity.party_id!r} may not submit as platform {platform_id!r}",
             )
+
+    @grpc_errors
+    def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
+        self._require_platform(context, request.platform_id)
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         app = serde.encrypted_application_from_proto(request, key)
         report = self.bureau.submit(app, self.channels.link)
@@ -148,12 +153,7 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def _submit_batch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
-        identity = require_role(context, "platform")
-        if identity is not None and identity.party_id != request.platform_id:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"platform {identity.party_id!r} may not submit as platform {request.platform_id!r}",
-            )
+        self._require_platform(context, request.platform_id)
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         batch = serde.encrypted_batch_from_proto(request, key)
         report = self.bureau.submit_batch(batch, self.channels.link)
