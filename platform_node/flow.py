@@ -270,6 +270,13 @@ class PlatformNode:
                 for i, *_ in members:
                     results[i] = exc
                 continue
+            if capacity < 1:  # a slot wider than this key's plaintext: one by one
+                for i, app, _, _ in members:
+                    try:
+                        results[i] = self.score(app)
+                    except BlindscoreError as exc:
+                        results[i] = exc
+                continue
             for start in range(0, len(members), capacity):
                 chunk = members[start : start + capacity]
                 try:
