@@ -177,8 +177,7 @@ class PlatformNode:
         batch it already has with its stored outcome) and records the answer for every member.
         """
         link = link or self.bureau
-        batch_payload = self.outbox.batch_payload(entry)
-        batch = None if batch_payload is None else pb.EncryptedBatch.FromString(batch_payload)
+        batch = self._stored_batch(entry)
         ids = [entry.application_id] if batch is None else [m.application_id for m in batch.members]
         with self._lock:
             self._sending.update(ids)
@@ -210,12 +209,15 @@ class PlatformNode:
         self.outbox.acknowledged(ids)
         return result, version
 
+    def _stored_batch(self, entry: OutboxEntry) -> pb.EncryptedBatch | None:
+        """The packed batch an outbox entry was sent in, or None for a single application."""
+        payload = self.outbox.batch_payload(entry)
+        return None if payload is None else pb.EncryptedBatch.FromString(payload)
+
     def _member_ids(self, entry: OutboxEntry) -> list[str]:
         """The ids an outbox entry's payload speaks for: its own, or every member of its batch."""
-        payload = self.outbox.batch_payload(entry)
-        if payload is None:
-            return [entry.application_id]
-        return [m.application_id for m in pb.EncryptedBatch.FromString(payload).members]
+        batch = self._stored_batch(entry)
+        return [entry.application_id] if batch is None else [m.application_id for m in batch.members]
 
     # ------------------------------------------------------------------ packed batches
     def score_many(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
@@ -341,19 +343,17 @@ class PlatformNode:
         )
         payload = serde.encrypted_batch_to_proto(batch, key).SerializeToString()
         t1 = time.perf_counter()
-        stored = self.outbox.add_batch(
+        entry = self.outbox.add_batch(
             [(app.application_id, fp) for _, app, fp, _ in members],
             first.bank_id,
             first.key_id,
             payload,
             due_at=time.time() + INLINE_GRACE_S,
         )
-        if not stored:
+        if entry is None:
             # Another request stored one of these ids meanwhile: fall back to one by one, which
             # resends or refuses exactly as a resubmission would.
             return self._one_by_one([app for _, app, _, _ in members])
-        entry = self.outbox.get(first.application_id)
-        assert entry is not None
         try:
             result, _ = self._send(entry)
         except PeerError as exc:

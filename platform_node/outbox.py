@@ -218,17 +218,19 @@ class Outbox:
         payload: bytes,
         *,
         due_at: float,
-    ) -> bool:
+    ) -> OutboxEntry | None:
         """Store a packed batch before it is sent: (application id, fingerprint) per member, in one
-        transaction. Returns False, storing nothing, when any member id is already in the outbox
-        (a concurrent submission of the same application got here first)."""
+        transaction. Returns the first member's entry (the one holding the payload), or None,
+        storing nothing, when any member id is already in the outbox (a concurrent submission of
+        the same application got here first)."""
 
-        def add(tx: Tx) -> bool:
+        def add(tx: Tx) -> OutboxEntry | None:
             taken = "SELECT 1 FROM {outbox} WHERE application_id = ? AND state <> ?"
             if any(tx.one(taken, (app_id, REFUSED)) for app_id, _ in members):
-                return False
+                return None
             leader = members[0][0]
             now = time.time()
+            stored: list[OutboxEntry] = []
             for i, (app_id, fingerprint) in enumerate(members):
                 tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (app_id,))
                 body = BATCH_PAYLOAD + payload if i == 0 else BATCH_REFERENCE + leader.encode()
@@ -236,7 +238,8 @@ class Outbox:
                     app_id, fingerprint, bank_id, key_id, body, SENT, 0, due_at, now, None, ""
                 )
                 tx.execute(_INSERT, tuple(getattr(entry, c) for c in _COLUMNS))
-            return True
+                stored.append(entry)
+            return stored[0]
 
         return self._db.write(add)
 

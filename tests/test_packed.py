@@ -379,13 +379,14 @@ def test_batch_store_accepts_once_and_refuses_reused_ids(tmp_path: Path) -> None
 def test_outbox_stores_a_batch_once_and_every_member_resolves_to_it() -> None:
     outbox = Outbox.in_memory()
     members = [("a", "fa"), ("b", "fb"), ("c", "fc")]
-    assert outbox.add_batch(members, "bank", "pk-x", b"payload", due_at=0)
+    leader = outbox.add_batch(members, "bank", "pk-x", b"payload", due_at=0)
+    assert leader is not None and leader == outbox.get("a")
     assert [outbox.batch_payload(e) for e in map(outbox.get, "abc") if e] == [b"payload"] * 3
     # The payload is stored once; the others name the first member.
     entry_b = outbox.get("b")
     assert entry_b is not None and len(entry_b.payload) < len(b"payload") + 2
     # A batch with a member already in the outbox is not stored at all.
-    assert not outbox.add_batch([("d", "fd"), ("b", "fb")], "bank", "pk-x", b"other", due_at=0)
+    assert outbox.add_batch([("d", "fd"), ("b", "fb")], "bank", "pk-x", b"other", due_at=0) is None
     assert outbox.get("d") is None
     outbox.acknowledged(["a", "b", "c"])
     assert outbox.counts()["acknowledged"] == 3
