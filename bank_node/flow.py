@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bank_node.packed import PackedSessions
-from bank_node.store import BandRecord, ResultStore
+from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore import comparison, garble, ot, packed
 from blindscore._files import read_json, write_json
 from blindscore.application import BandDelivery
@@ -36,6 +38,7 @@ from blindscore.errors import (
     PreconditionError,
 )
 from blindscore.keyfile import MISSING_PASSPHRASE_HINT, Passphrase, secret_is_sealed
+from blindscore.metrics import NodeMetrics
 from blindscore.paillier import (
     PUBLIC_FILE,
     SECRET_FILE,
@@ -50,6 +53,11 @@ from blindscore.paillier import (
 log = logging.getLogger(__name__)
 
 MAX_BANDS = 64
+#: The check that fails when a delivered band decrypts outside 0..K.
+FAULT_BAND_RANGE = "band_range"
+#: Round-2 faults waiting for the delivery of their application; the oldest are dropped beyond this
+#: (a bureau that never delivers loses only the detection of a fault that leaked nothing).
+MAX_PENDING_FAULTS = 4096
 KEYS_DIR = "keys"
 RING_FILE = "ring.json"
 RING_FORMAT = 1
@@ -320,9 +328,13 @@ class BankNode:
         store: ResultStore,
         *,
         ring: KeyRing | None = None,
+        limits: RunLimits | None = None,
+        on_fault: Callable[[str, str, str], None] | None = None,
     ) -> None:
         """``keypair`` and ``dgk`` form the current key; with ``ring`` the node also answers every key
-        of the ring and picks up keys added or retired there (:meth:`refresh_keys`)."""
+        of the ring and picks up keys added or retired there (:meth:`refresh_keys`). ``limits``
+        bound the runs per application and the faults per bureau; ``on_fault(bureau_id,
+        application_id, check)`` is told of every protocol fault (metrics)."""
         if not bank_id:
             raise InvalidInputError("bank id must not be empty")
         self.bank_id = bank_id
@@ -334,6 +346,13 @@ class BankNode:
         self._ring_state: RingState | None = None
         self._reload_lock = threading.Lock()
         self.packed = PackedSessions()
+        self.limits = limits or RunLimits()
+        self._on_fault = on_fault
+        # Round-2 faults by (bureau, application), recorded with the delivery of the band.
+        self._pending_faults: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._faults_lock = threading.Lock()
+        self._fault_reports: queue.SimpleQueue[tuple[str, list[str], str]] = queue.SimpleQueue()
+        threading.Thread(target=self._report_faults, name="bank-fault-reports", daemon=True).start()
 
     def __repr__(self) -> str:
         keys, current = self._view
@@ -348,6 +367,7 @@ class BankNode:
         key_bits: int = 2048,
         passphrase: Passphrase | None = None,
         database: str | None = None,
+        limits: RunLimits | None = None,
     ) -> BankNode:
         """Load (or create on first start) the key ring under ``data_dir`` and open the result store:
         ``database`` (a ``postgresql://`` or ``sqlite:///`` URL) or ``data_dir/results.sqlite3``."""
@@ -357,7 +377,7 @@ class BankNode:
         keys, current = ring.load()
         key = keys[current]
         store = ResultStore.open(database or data_dir / "results.sqlite3")
-        node = cls(bank_id, key.paillier, key.dgk, store, ring=ring)
+        node = cls(bank_id, key.paillier, key.dgk, store, ring=ring, limits=limits)
         node._view, node._ring_state = (keys, current), state
         if key.paillier.public_key.bits != key_bits:
             log.warning(
@@ -436,47 +456,144 @@ class BankNode:
     def check_key(self, key_id: str) -> BankKey:
         return self.key(key_id)
 
-    def compare_masked(self, key_id: str, request: comparison.MaskedRequest) -> comparison.BitsResponse:
-        key = self.key(key_id)
-        return comparison.answer_masked(key.paillier, key.dgk.public_key, request)
+    # ------------------------------------------------------------------ the band protocol
+    #
+    # Nothing a bureau can observe depends on a value decrypted under the bank's key: range and
+    # shape checks on decrypted values never refuse, they mark the run faulted (stored, logged at
+    # ERROR with ids only, counted) and the answer keeps its normal form. Refusals depend on ids
+    # and counts only: a bureau suspended after ``limits.max_faults`` faults, an application
+    # past ``limits.max_runs`` runs.
 
-    def compare_blinded(self, key_id: str, request: comparison.BlindedRequest) -> comparison.FinalResponse:
-        key = self.key(key_id)
-        return comparison.answer_blinded(key.paillier.public_key, key.dgk.secret_key, request)
+    def _fault(self, bureau_id: str, application_ids: Sequence[str], check: str) -> None:
+        # The fault is already in the store (same statements either way); the log line and the
+        # metric are handed to a thread so the answer's timing does not carry them either.
+        self._fault_reports.put((bureau_id, list(application_ids), check))
 
-    def deliver_band(self, delivery: BandDelivery) -> BandRecord:
-        """Decrypt the band index and store it; the only plaintext the bank learns."""
+    def watch_faults(self, metrics: NodeMetrics) -> None:
+        """Count every protocol fault in ``metrics`` and keep its suspended-bureau gauge current."""
+        gauge = metrics.suspended_peers.labels(node=metrics.node)
+        gauge.set(sum(1 for b in self.store.standing() if b.suspended))
+
+        def observe(bureau_id: str, application_id: str, check: str) -> None:
+            metrics.observe_fault(check)
+            gauge.set(sum(1 for b in self.store.standing() if b.suspended))
+
+        self._on_fault = observe
+
+    def _report_faults(self) -> None:
+        while True:
+            bureau_id, application_ids, check = self._fault_reports.get()
+            log.error(
+                "protocol fault (%s) by bureau %r on %d application(s): %s",
+                check, bureau_id[:64], len(application_ids), [a[:64] for a in application_ids[:8]],
+            )  # fmt: skip
+            if self._on_fault is not None:
+                for app_id in application_ids:
+                    try:
+                        self._on_fault(bureau_id, app_id, check)
+                    except Exception:
+                        log.exception("fault hook failed")
+
+    def compare_masked(
+        self,
+        key_id: str,
+        request: comparison.MaskedRequest,
+        *,
+        application_id: str,
+        bureau_id: str = "",
+    ) -> comparison.BitsResponse:
+        """Round 1: counts a run of ``application_id`` for ``bureau_id`` and answers the masked value."""
+        _check_application_id(application_id)
+        key = self.key(key_id)
+        faults: list[str] = []
+        response = comparison.answer_masked(key.paillier, key.dgk.public_key, request, on_fault=faults.append)
+        fault = faults[0] if faults else ""
+        self.store.begin_runs(bureau_id, [application_id], [fault], self.limits)
+        if fault:
+            self._fault(bureau_id, [application_id], fault)
+        return response
+
+    def compare_blinded(
+        self,
+        key_id: str,
+        request: comparison.BlindedRequest,
+        *,
+        application_id: str,
+        bureau_id: str = "",
+    ) -> comparison.FinalResponse:
+        """Round 2: the fresh [delta_k]; a fault is kept for the application's delivery."""
+        _check_application_id(application_id)
+        key = self.key(key_id)
+        faults: list[str] = []
+        response = comparison.answer_blinded(
+            key.paillier.public_key, key.dgk.secret_key, request, on_fault=faults.append
+        )
+        with self._faults_lock:
+            if faults:
+                self._pending_faults[(bureau_id, application_id)] = faults[0]
+                while len(self._pending_faults) > MAX_PENDING_FAULTS:
+                    self._pending_faults.popitem(last=False)
+        return response
+
+    def deliver_band(self, delivery: BandDelivery, *, bureau_id: str = "") -> BandRecord | None:
+        """Decrypt the band index and store it (the only plaintext the bank learns), or record the
+        application as faulted. Returns the band the bank holds for the application afterwards
+        (the first one delivered is kept), None when it holds none. The bureau is answered the
+        same either way."""
         key = self.key(delivery.key_id)
-        if not delivery.application_id:
-            raise InvalidInputError("application id must not be empty")
+        _check_application_id(delivery.application_id)
         labels = delivery.band_labels
         if not 2 <= len(labels) <= MAX_BANDS or len(set(labels)) != len(labels):
             raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
         pk = key.paillier.public_key
-        # The band index is tiny, far below the prime p: the p-half of CRT decryption suffices.
-        band = key.paillier.secret_key.decrypt_small(pk.validate(delivery.band_ciphertext))
-        if not 0 <= band < len(labels):
-            raise CryptoError(
-                f"band ciphertext for {delivery.application_id} decrypts outside 0..{len(labels) - 1}"
-            )
+        # The full decryption: a band is decrypted and range-checked like any other value.
+        band = key.paillier.secret_key.decrypt(pk.validate(delivery.band_ciphertext))
+        in_range = 0 <= band < len(labels)
+        with self._faults_lock:
+            fault = self._pending_faults.pop((bureau_id, delivery.application_id), "")
+        fault = fault or ("" if in_range else FAULT_BAND_RANGE)
+        index = band if in_range else 0
         record = BandRecord(
             application_id=delivery.application_id,
             model_id=delivery.model_id,
             key_id=delivery.key_id,
-            band=band,
-            band_label=labels[band],
+            band=index,
+            band_label=labels[index],
             received_at=time.time(),
         )
-        self.store.put(record)
-        return record
+        _, kept = self.store.complete(bureau_id, [Completion(record, fault)], self.limits)
+        if fault:
+            self._fault(bureau_id, [delivery.application_id], fault)
+        if kept:
+            log.warning(
+                "kept the earlier band of application %r delivered again", delivery.application_id[:64]
+            )
+        return self.store.get(delivery.application_id)
 
     # ------------------------------------------------------------------ packed batches
     def packed_start(
-        self, key_id: str, session_id: bytes, request: packed.PackedMasked
+        self,
+        key_id: str,
+        session_id: bytes,
+        request: packed.PackedMasked,
+        application_ids: Sequence[str],
+        *,
+        bureau_id: str = "",
     ) -> tuple[bytes, ot.ExtensionRequest]:
-        """Round 1 of a packed batch: decrypt its masked scores (one decryption), answer with the
-        OT request for the comparison bits and a ticket only this bank can open."""
-        result = self.packed.start(self.key(key_id).paillier, key_id, session_id, request)
+        """Round 1 of a packed batch: decrypt its masked scores (one decryption), count a run for
+        every member, answer with the OT request for the comparison bits and a ticket only this
+        bank can open."""
+        key = self.key(key_id)
+        ids = _check_batch_ids(application_ids, request.count)
+        self.packed.require_session(session_id)
+        opened = packed.open_packed(key.paillier, request)
+        faults = [packed.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
+        self.store.begin_runs(bureau_id, ids, faults, self.limits)
+        if any(faults):
+            self._fault(
+                bureau_id, [a for a, f in zip(ids, faults, strict=True) if f], packed.FAULT_SLOT_GUARD
+            )
+        result = self.packed.start(key_id, session_id, request, opened, ids, bureau_id)
         return result.ticket, result.request
 
     def packed_finish(
@@ -488,14 +605,35 @@ class BankNode:
         model_id: str,
         labels: tuple[str, ...],
         application_ids: tuple[str, ...],
+        *,
+        bureau_id: str = "",
     ) -> int:
         """Round 2: evaluate the garbled comparisons and store every band of the batch in one
-        transaction; returns how many were new (a repeated batch stores nothing twice)."""
+        transaction (a faulted slot is recorded as faulted); returns how many members were
+        completed for the first time, which depends on ids alone."""
         self.key(key_id)
         if not 2 <= len(labels) <= MAX_BANDS:
             raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
-        records = self.packed.finish(key_id, ticket, reply, circuit, model_id, labels, application_ids)
-        stored, kept = self.store.put_many(records)
+        completions = self.packed.finish(
+            key_id, ticket, reply, circuit, model_id, labels, application_ids, bureau_id
+        )
+        new, kept = self.store.complete(bureau_id, completions, self.limits)
+        faulted = [c.record.application_id for c in completions if c.fault]
+        if faulted:
+            self._fault(bureau_id, faulted, packed.FAULT_GARBLED_OUTPUT)
         if kept:
             log.warning("kept the earlier band of %d application(s) delivered again: %s", len(kept), kept[:5])
-        return stored
+        return new
+
+
+def _check_application_id(application_id: object) -> str:
+    if not isinstance(application_id, str) or not application_id:
+        raise InvalidInputError("application id must not be empty")
+    return application_id
+
+
+def _check_batch_ids(application_ids: Sequence[str], count: int) -> list[str]:
+    ids = [_check_application_id(a) for a in application_ids]
+    if len(ids) != count or len(set(ids)) != count:
+        raise InvalidInputError(f"a batch of {count} needs {count} distinct, non-empty application ids")
+    return ids

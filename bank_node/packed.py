@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -14,11 +15,10 @@ from typing import Any, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bank_node.store import BandRecord
+from bank_node.store import BandRecord, Completion
 from blindscore import garble, ot, packed
 from blindscore.errors import CryptoError, InvalidInputError, NotFoundError, PreconditionError
 from blindscore.packed import SESSION_GONE, SETUP_GONE, TICKET_GONE
-from blindscore.paillier import KeyPair
 
 #: Bureau sessions (base-OT seeds) a bank keeps; the least recently used is dropped beyond this.
 MAX_SESSIONS = 64
@@ -77,6 +77,10 @@ class PackedSessions:
                 self._sessions.popitem(last=False)
         return reply
 
+    def require_session(self, session_id: bytes) -> None:
+        """Refuse (NOT_FOUND) a batch whose OT session this bank does not hold, before any work."""
+        self._receiver(session_id)
+
     def _receiver(self, session_id: bytes) -> ot.OtReceiver:
         with self._lock:
             receiver = self._sessions.get(session_id)
@@ -89,13 +93,18 @@ class PackedSessions:
     # -- the two calls of a batch ---------------------------------------------------------------
 
     def start(
-        self, keypair: KeyPair, key_id: str, session_id: bytes, req: packed.PackedMasked
+        self,
+        key_id: str,
+        session_id: bytes,
+        req: packed.PackedMasked,
+        opened: packed.OpenedBatch,
+        application_ids: Sequence[str],
+        bureau_id: str,
     ) -> StartResult:
-        """Decrypt the batch's masked scores; answer with the OT request for their bits and a
-        ticket (sealed for this bank alone) holding what :meth:`finish` needs."""
+        """Answer an opened batch with the OT request for its bits and a ticket (sealed for this
+        bank alone) holding what :meth:`finish` needs, bound to the bureau and the members."""
         receiver = self._receiver(session_id)
-        values = packed.open_packed(keypair, req)
-        choices = packed.choice_bits(values, req.comparison_width)
+        choices = packed.choice_bits(opened.values, req.comparison_width)
         request = receiver.request(choices)
         state = {
             "key_id": key_id,
@@ -105,6 +114,7 @@ class PackedSessions:
             "cutoffs": req.cutoffs,
             "width": req.comparison_width,
             "choices": bytes(_pack_bits(choices)).hex(),
+            "members": _members_digest(bureau_id, application_ids),
             "expires": time.time() + TICKET_TTL_S,
         }
         iv = secrets.token_bytes(12)
@@ -140,14 +150,18 @@ class PackedSessions:
         model_id: str,
         labels: Sequence[str],
         application_ids: Sequence[str],
-    ) -> list[BandRecord]:
-        """Receive the labels of the bank's bits, evaluate the comparisons, return the band records."""
+        bureau_id: str,
+    ) -> list[Completion]:
+        """Receive the labels of the bank's bits, evaluate the comparisons, return each member's
+        band, or a fault for a slot whose outputs are not monotone."""
         state = self._open_ticket(ticket)
         if state["key_id"] != key_id:
             raise InvalidInputError("the batch ticket was issued for another key")
         count, width, cutoffs = int(state["count"]), int(state["width"]), int(state["cutoffs"])
         if len(application_ids) != count or len(set(application_ids)) != count or not all(application_ids):
             raise InvalidInputError(f"a batch of {count} needs {count} distinct, non-empty application ids")
+        if state.get("members") != _members_digest(bureau_id, application_ids):
+            raise InvalidInputError("the batch ticket was issued for other members or another bureau")
         if len(labels) != cutoffs + 1 or len(set(labels)) != len(labels):
             raise InvalidInputError(f"{cutoffs} cutoffs need {cutoffs + 1} distinct band labels")
         if (circuit.instances, circuit.count, circuit.width) != (count, cutoffs, width):
@@ -159,12 +173,22 @@ class PackedSessions:
         receiver = self._receiver(bytes.fromhex(state["session"]))
         own_labels = receiver.receive(bytes.fromhex(state["nonce"]), choices, reply)
         bits = garble.evaluate_comparisons(circuit, own_labels)
-        bands = packed.bands_from_bits(bits)
         now = time.time()
-        return [
-            BandRecord(app_id, model_id, key_id, band, labels[band], now)
-            for app_id, band in zip(application_ids, bands, strict=True)
-        ]
+        completions = []
+        for app_id, band in zip(application_ids, packed.bands_from_bits(bits), strict=True):
+            index = 0 if band is None else band
+            record = BandRecord(app_id, model_id, key_id, index, labels[index], now)
+            completions.append(Completion(record, packed.FAULT_GARBLED_OUTPUT if band is None else ""))
+        return completions
+
+
+def _members_digest(bureau_id: str, application_ids: Sequence[str]) -> str:
+    """A fixed-size digest of who a batch is for: a ticket is only good for the same members."""
+    h = hashlib.sha256(b"blindscore/bank/packed-members/v1")
+    for part in (bureau_id, *application_ids):
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
 
 
 def _pack_bits(bits: Sequence[int]) -> bytearray:

@@ -14,6 +14,7 @@ import grpc
 
 from bank_node.flow import BankKey, BankNode
 from blindscore import serde
+from blindscore.certs import Identity
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.metrics import NodeMetrics
 from blindscore.status import call, grpc_errors
@@ -28,16 +29,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def timed(stage: str) -> Callable[[F], F]:
-    """Stamp the response's ``server_ms`` with the time the bank spent on the call, and record it
-    as ``stage`` (named as the bureau names the same stage in its receipts) in the metrics."""
+    """Record the time the bank spent on the call as ``stage`` in its own metrics; stamp it into
+    the response's ``server_ms`` only when the node shares timings (local benchmarks). By default
+    no timing measured at the bank reaches the bureau."""
 
     def decorate(method: F) -> F:
         @functools.wraps(method)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             t0 = time.perf_counter()
             response = method(self, request, context)
-            response.server_ms = (time.perf_counter() - t0) * 1e3
-            self.metrics.observe_stage(stage, response.server_ms / 1e3)
+            elapsed = time.perf_counter() - t0
+            if self.share_timings:
+                response.server_ms = elapsed * 1e3
+            self.metrics.observe_stage(stage, elapsed)
             return response
 
         return wrapper  # type: ignore[return-value]
@@ -48,35 +52,47 @@ def timed(stage: str) -> Callable[[F], F]:
 class BankServicer(pb_grpc.BankServicer):
     """Converts protos to domain objects, calls BankNode, converts back."""
 
-    def __init__(self, node: BankNode, metrics: NodeMetrics | None = None) -> None:
+    def __init__(
+        self, node: BankNode, metrics: NodeMetrics | None = None, *, share_timings: bool = False
+    ) -> None:
         self.node = node
         self.metrics = metrics or NodeMetrics("bank")
+        self.share_timings = share_timings
 
     @grpc_errors
     @timed("bank.round1")
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
-        require_role(context, "bureau")
+        bureau = _party(require_role(context, "bureau"))
         key = self.node.key(request.key_id)  # before unpacking: the key decides the wire format
         pk = key.paillier.public_key
-        resp = self.node.compare_masked(request.key_id, serde.masked_request_from_proto(request, pk))
+        resp = self.node.compare_masked(
+            request.key_id,
+            serde.masked_request_from_proto(request, pk),
+            application_id=request.application_id,
+            bureau_id=bureau,
+        )
         return serde.bits_response_to_proto(resp, pk, key.dgk.public_key)
 
     @grpc_errors
     @timed("bank.round2")
     def CompareBlinded(self, request: pb.BlindedRequest, context: grpc.ServicerContext) -> pb.FinalResponse:
-        require_role(context, "bureau")
+        bureau = _party(require_role(context, "bureau"))
         key = self.node.key(request.key_id)
         req = serde.blinded_request_from_proto(request, key.dgk.public_key)
-        resp = self.node.compare_blinded(request.key_id, req)
+        resp = self.node.compare_blinded(
+            request.key_id, req, application_id=request.application_id, bureau_id=bureau
+        )
         return serde.final_response_to_proto(resp, key.paillier.public_key)
 
     @grpc_errors
     @timed("bank.deliver")
     def DeliverBand(self, request: pb.BandDelivery, context: grpc.ServicerContext) -> pb.BandReceipt:
-        require_role(context, "bureau")
+        bureau = _party(require_role(context, "bureau"))
         key = self.node.key(request.key_id)
-        record = self.node.deliver_band(serde.band_delivery_from_proto(request, key.paillier.public_key))
-        return pb.BandReceipt(application_id=record.application_id, stored=True)
+        delivery = serde.band_delivery_from_proto(request, key.paillier.public_key)
+        self.node.deliver_band(delivery, bureau_id=bureau)
+        # The same receipt whether the band was stored, kept from before or recorded as a fault.
+        return pb.BandReceipt(application_id=delivery.application_id, stored=True)
 
     # packed batches ----------------------------------------------------------------------------
 
@@ -97,10 +113,16 @@ class BankServicer(pb_grpc.BankServicer):
     def PackedStart(
         self, request: pb.PackedStartRequest, context: grpc.ServicerContext
     ) -> pb.PackedStartResponse:
-        require_role(context, "bureau")
+        bureau = _party(require_role(context, "bureau"))
         key = self.node.key(request.key_id)
         masked = serde.packed_start_from_proto(request, key.paillier.public_key)
-        ticket, ext = self.node.packed_start(request.key_id, bytes(request.ot_session_id), masked)
+        ticket, ext = self.node.packed_start(
+            request.key_id,
+            bytes(request.ot_session_id),
+            masked,
+            tuple(request.application_ids),
+            bureau_id=bureau,
+        )
         return pb.PackedStartResponse(ticket=ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
 
     @grpc_errors
@@ -108,7 +130,7 @@ class BankServicer(pb_grpc.BankServicer):
     def PackedFinish(
         self, request: pb.PackedFinishRequest, context: grpc.ServicerContext
     ) -> pb.PackedFinishResponse:
-        require_role(context, "bureau")
+        bureau = _party(require_role(context, "bureau"))
         reply, circuit = serde.packed_finish_from_proto(request)
         stored = self.node.packed_finish(
             request.key_id,
@@ -118,8 +140,14 @@ class BankServicer(pb_grpc.BankServicer):
             request.model_id,
             tuple(request.band_labels),
             tuple(request.application_ids),
+            bureau_id=bureau,
         )
         return pb.PackedFinishResponse(stored=stored)
+
+
+def _party(identity: Identity | None) -> str:
+    """The calling bureau's party id from its certificate ("" on a plaintext --insecure server)."""
+    return identity.party_id if identity is not None else ""
 
 
 def start_bank_server(
@@ -128,10 +156,11 @@ def start_bank_server(
     *,
     security: TransportSecurity = INSECURE,
     metrics: NodeMetrics | None = None,
+    share_timings: bool = False,
 ) -> tuple[grpc.Server, int]:
     """Serve the Bank service on ``address``; returns (server, bound port)."""
     metrics = metrics or NodeMetrics("bank")
-    servicer = BankServicer(node, metrics)
+    servicer = BankServicer(node, metrics, share_timings=share_timings)
     return create_server(
         address,
         [partial(pb_grpc.add_BankServicer_to_server, servicer)],

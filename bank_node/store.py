@@ -1,4 +1,5 @@
-"""The bank's result store: one row per application with the band it learned (SQLite or PostgreSQL)."""
+"""The bank's result store: the band of each application, and the ledger of band-protocol runs and
+faults per bureau that bounds what a deviating bureau can try (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindscore.db import Database, Tx, create_schema
-from blindscore.errors import AlreadyExistsError
+from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
 
 FORMAT_VERSION = 1
 
@@ -23,8 +24,83 @@ _SCHEMA = (
         received_at    {real} NOT NULL
     )
     """,
+    # One row per (bureau, application): how many runs of the band protocol the bank answered,
+    # whether any of them broke the protocol, and how it ended ('' running, 'band', 'faulted').
+    """
+    CREATE TABLE IF NOT EXISTS {runs} (
+        bureau_id      TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        runs           INTEGER NOT NULL,
+        faulted        INTEGER NOT NULL,
+        outcome        TEXT NOT NULL,
+        updated_at     {real} NOT NULL,
+        PRIMARY KEY (bureau_id, application_id)
+    )
+    """,
+    # Protocol faults per bureau; a bureau is suspended at the limit until an operator resets it.
+    """
+    CREATE TABLE IF NOT EXISTS {bureaus} (
+        bureau_id  TEXT PRIMARY KEY,
+        faults     INTEGER NOT NULL,
+        suspended  INTEGER NOT NULL,
+        updated_at {real} NOT NULL
+    )
+    """,
+    # The fault record: which bureau, which application, which check, when. Never a value.
+    """
+    CREATE TABLE IF NOT EXISTS {faults} (
+        bureau_id      TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        reason         TEXT NOT NULL,
+        at             {real} NOT NULL
+    )
+    """,
 )
 _COLUMNS = "application_id, model_id, key_id, band, band_label, received_at"
+
+
+#: Runs of the band protocol the bank answers for one (bureau, application id) by default.
+DEFAULT_MAX_RUNS = 3
+#: Protocol faults after which the bank suspends a bureau by default.
+DEFAULT_MAX_FAULTS = 3
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """How much the bank lets one bureau try: runs per application, faults before suspension."""
+
+    max_runs: int = DEFAULT_MAX_RUNS
+    max_faults: int = DEFAULT_MAX_FAULTS
+
+    def __post_init__(self) -> None:
+        for name in ("max_runs", "max_faults"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= 1000:
+                raise InvalidInputError(f"{name} must be an integer in 1..1000, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How one run of one application ended at the bank: its band record, or a fault."""
+
+    record: BandRecord
+    fault: str = ""  # the failed check; empty when the band is good
+
+
+@dataclass(frozen=True)
+class BureauStanding:
+    bureau_id: str
+    faults: int
+    suspended: bool
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    bureau_id: str
+    application_id: str
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +190,186 @@ class ResultStore:
             return new, kept
 
         return self._db.write(put)
+
+    # ------------------------------------------------------------------ runs and faults
+    #
+    # Every statement below runs whether or not a check failed (conditional inserts are
+    # ``INSERT ... SELECT ... WHERE ?``): the work, and so the time, of a call does not depend on
+    # what the bank decrypted. Refusals depend on counts and ids only.
+
+    def begin_runs(
+        self, bureau_id: str, application_ids: Sequence[str], faults: Sequence[str], limits: RunLimits
+    ) -> None:
+        """Count one run of the band protocol for each application, in one transaction.
+
+        ``faults`` holds, per application, the failed check of this run ("" when none). Refuses
+        (storing nothing) a suspended bureau (PermissionDeniedError) and an application that has
+        had ``limits.max_runs`` runs (PreconditionError).
+        """
+        if len(faults) != len(application_ids):
+            raise InvalidInputError("one fault entry per application")
+        now = time.time()
+
+        def run(tx: Tx) -> None:
+            self._check_standing(tx, bureau_id)
+            for app_id in application_ids:
+                row = tx.one(
+                    "SELECT runs FROM {runs} WHERE bureau_id = ? AND application_id = ?", (bureau_id, app_id)
+                )
+                if row is not None and int(row[0]) >= limits.max_runs:
+                    raise PreconditionError(
+                        f"application {app_id[:64]!r} has had its {limits.max_runs} runs of the band "
+                        "protocol at this bank; it is not run again"
+                    )
+            for app_id, fault in zip(application_ids, faults, strict=True):
+                tx.execute(
+                    "INSERT INTO {runs} (bureau_id, application_id, runs, faulted, outcome, updated_at) "
+                    "VALUES (?, ?, 1, ?, '', ?) ON CONFLICT (bureau_id, application_id) DO UPDATE SET "
+                    "runs = {runs}.runs + 1, "
+                    "faulted = CASE WHEN excluded.faulted > {runs}.faulted THEN 1 ELSE {runs}.faulted END, "
+                    "updated_at = excluded.updated_at",
+                    (bureau_id, app_id, int(bool(fault)), now),
+                )
+            self._add_faults(tx, bureau_id, application_ids, faults, limits, now)
+
+        self._db.write(run)
+
+    def complete(
+        self, bureau_id: str, completions: Sequence[Completion], limits: RunLimits
+    ) -> tuple[int, list[str]]:
+        """End a run for each application in one transaction: store its band, or record it as
+        faulted when this run or an earlier one broke the protocol. The first band stored for an
+        application is kept.
+
+        Returns (how many applications were completed for the first time, the ids whose stored
+        band differs from this run's). Both depend only on ids and on earlier completions, never
+        on a fault. An application that never had a run here is refused (PreconditionError).
+        """
+        now = time.time()
+
+        def run(tx: Tx) -> tuple[int, list[str]]:
+            new = 0
+            kept: list[str] = []
+            ids = [c.record.application_id for c in completions]
+            for c in completions:
+                app_id = c.record.application_id
+                row = tx.one(
+                    "SELECT faulted, outcome FROM {runs} WHERE bureau_id = ? AND application_id = ?",
+                    (bureau_id, app_id),
+                )
+                if row is None:
+                    raise PreconditionError(
+                        f"application {app_id[:64]!r} has no run of the band protocol at this bank"
+                    )
+                faulted = bool(row[0]) or bool(c.fault)
+                new += row[1] == ""
+                stored = tx.one("SELECT model_id, band FROM {bands} WHERE application_id = ?", (app_id,))
+                keep = stored is None and not faulted
+                if stored is not None and (stored[0], stored[1]) != (c.record.model_id, c.record.band):
+                    kept.append(app_id)
+                r = c.record
+                tx.execute(
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ? WHERE ? = 1",
+                    (
+                        r.application_id,
+                        r.model_id,
+                        r.key_id,
+                        r.band,
+                        r.band_label,
+                        r.received_at or now,
+                        int(keep),
+                    ),
+                )
+                tx.execute(
+                    "UPDATE {runs} SET faulted = ?, outcome = ?, updated_at = ? "
+                    "WHERE bureau_id = ? AND application_id = ?",
+                    (int(faulted), "faulted" if faulted else "band", now, bureau_id, app_id),
+                )
+            self._add_faults(tx, bureau_id, ids, [c.fault for c in completions], limits, now)
+            return new, kept
+
+        return self._db.write(run)
+
+    def _check_standing(self, tx: Tx, bureau_id: str) -> None:
+        row = tx.one("SELECT suspended, faults FROM {bureaus} WHERE bureau_id = ?", (bureau_id,))
+        if row is not None and int(row[0]):
+            raise PermissionDeniedError(
+                f"bureau {bureau_id[:64]!r} is suspended at this bank after {row[1]} protocol faults; "
+                "the bank's operator must run 'blindscore bank trust reset'"
+            )
+
+    def _add_faults(
+        self,
+        tx: Tx,
+        bureau_id: str,
+        application_ids: Sequence[str],
+        faults: Sequence[str],
+        limits: RunLimits,
+        now: float,
+    ) -> None:
+        count = sum(1 for f in faults if f)
+        for app_id, fault in zip(application_ids, faults, strict=True):
+            tx.execute(
+                "INSERT INTO {faults} (bureau_id, application_id, reason, at) SELECT ?, ?, ?, ? WHERE ? = 1",
+                (bureau_id, app_id, fault, now, int(bool(fault))),
+            )
+        tx.execute(
+            "INSERT INTO {bureaus} (bureau_id, faults, suspended, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (bureau_id) DO UPDATE SET faults = {bureaus}.faults + excluded.faults, "
+            "suspended = CASE WHEN {bureaus}.faults + excluded.faults >= ? THEN 1 "
+            "ELSE {bureaus}.suspended END, "
+            "updated_at = excluded.updated_at",
+            (bureau_id, count, int(count >= limits.max_faults), now, limits.max_faults),
+        )
+
+    def standing(self, bureau_id: str | None = None) -> list[BureauStanding]:
+        """Fault counts and suspensions, of one bureau or of all, sorted by bureau id."""
+        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
+        rows = self._db.read(
+            lambda tx: tx.all(
+                "SELECT bureau_id, faults, suspended, updated_at FROM {bureaus} "
+                + where
+                + " ORDER BY bureau_id",
+                params,
+            )
+        )
+        return [BureauStanding(str(r[0]), int(r[1]), bool(r[2]), float(r[3])) for r in rows]
+
+    def reset_standing(self, bureau_id: str) -> bool:
+        """An operator's decision: clear a bureau's faults and lift its suspension. False if the
+        bank has no record of the bureau."""
+
+        def run(tx: Tx) -> bool:
+            cur = tx.execute(
+                "UPDATE {bureaus} SET faults = 0, suspended = 0, updated_at = ? WHERE bureau_id = ?",
+                (time.time(), bureau_id),
+            )
+            return bool(cur.rowcount)
+
+        return self._db.write(run)
+
+    def faults(self, bureau_id: str | None = None) -> list[FaultRecord]:
+        """The recorded protocol faults, oldest first."""
+        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
+        rows = self._db.read(
+            lambda tx: tx.all(
+                "SELECT bureau_id, application_id, reason, at FROM {faults} "
+                + where
+                + " ORDER BY at, application_id",
+                params,
+            )
+        )
+        return [FaultRecord(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+    def runs(self, bureau_id: str, application_id: str) -> tuple[int, bool, str] | None:
+        """(runs, faulted, outcome) of one application's band protocol with one bureau."""
+        row = self._db.read(
+            lambda tx: tx.one(
+                "SELECT runs, faulted, outcome FROM {runs} WHERE bureau_id = ? AND application_id = ?",
+                (bureau_id, application_id),
+            )
+        )
+        return None if row is None else (int(row[0]), bool(row[1]), str(row[2]))
 
     def get(self, application_id: str) -> BandRecord | None:
         row = self._db.read(

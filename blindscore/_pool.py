@@ -60,6 +60,14 @@ class RandomnessPool:
     request is in flight in this process (see :func:`request_scope`). So bursts drain the pool,
     quiet periods refill it, and under sustained full load it stays empty, which costs what no
     pool would.
+
+    A pool belongs to the process that filled it. Two ciphertexts with the same randomness leak
+    the difference of their plaintexts to anyone holding the public key (for Paillier
+    c1 / c2 = 1 + (m1 - m2) n mod n^2), so a forked child must never hand out a value its parent
+    also holds. Two independent guards: the at-fork hook empties every pool in the child, and
+    every draw compares ``os.getpid()`` with the pid that filled the values and drops them all
+    on a mismatch, for a child made by a fork that skips the hooks (a C extension's ``fork()``).
+    A pool cannot be pickled or copied either.
     """
 
     def __init__(self, make: Callable[[], Any], capacity: int, *, name: str = "randomness-pool") -> None:
@@ -69,12 +77,19 @@ class RandomnessPool:
         self._values: deque[Any] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()  # the process whose values these are
         _ALL.add(self)
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._values) if self._pid == os.getpid() else 0
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A copy would hand out the same values twice (and a pickle would carry them elsewhere).
+        raise TypeError(f"{type(self).__name__} holds process-local randomness: never copied or pickled")
 
     def take(self) -> Any:
+        if self._pid != os.getpid():  # one cheap call on the hot path: see the class docstring
+            self._forget()
         try:
             value = self._values.popleft()  # atomic under the GIL: no lock on the request path
         except IndexError:
@@ -85,9 +100,21 @@ class RandomnessPool:
 
     def warm(self, count: int | None = None) -> None:
         """Fill up to ``count`` values (default: capacity) synchronously, in the calling thread."""
+        if self._pid != os.getpid():
+            self._forget()
         target = self.capacity if count is None else min(self.capacity, count)
         while len(self._values) < target:
             self._values.append(self._make())
+
+    def _forget(self) -> None:
+        """Drop every value and the filling thread: this process did not make them."""
+        # Only the forking thread survives a fork: the filling thread is gone (it restarts on the
+        # next draw) and the lock may have been held by it. The new deque is in place before the
+        # pid says so, so a thread that sees this process's pid also sees the empty deque.
+        self._values = deque()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def _start(self) -> None:
         with self._lock:
@@ -117,11 +144,10 @@ def _fill(ref: weakref.ref[RandomnessPool]) -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Only the forking thread survives a fork: filling threads are gone and restart on the next
-    # draw; a lock may have been held by one of them.
+    # The child must not hand out the values its parent holds (see RandomnessPool): empty every
+    # pool now rather than waiting for the pid check of the next draw.
     for pool in list(_ALL):
-        pool._thread = None
-        pool._lock = threading.Lock()
+        pool._forget()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

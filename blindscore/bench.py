@@ -154,7 +154,7 @@ def run_online(
     rows = synthetic_rows(features, applications + warmup)
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}) as net,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
         PlatformClient(net.platform_address, security=net.client_security) as client,
     ):
         apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, "online")
@@ -184,7 +184,7 @@ def _run_stream(
 ) -> Result:
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}) as net,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
     ):
         apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, workload)
         with PlatformClient(net.platform_address, security=net.client_security) as client:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bank_node.store import DEFAULT_MAX_FAULTS, DEFAULT_MAX_RUNS
 from blindscore import __version__, model_cli
 from blindscore._files import write_json
-from blindscore.errors import BlindscoreError
+from blindscore.errors import BlindscoreError, InvalidInputError
 
 log = logging.getLogger("blindscore")
 
@@ -120,7 +121,9 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
     security = _security(args, args.bureau_id)
     metrics, exporter = serve_node_metrics("bureau", args.metrics_port, args.metrics_host)
     bureau = Bureau.open(Path(args.data_dir), args.database)
-    server, port, channels = start_bureau_server(bureau, args.listen, security=security, metrics=metrics)
+    server, port, channels = start_bureau_server(
+        bureau, args.listen, security=security, metrics=metrics, share_timings=args.share_timings
+    )
     address = host_port(args.listen, port)
     log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
     metrics_info = {"metrics_port": exporter.port} if exporter else {}
@@ -141,20 +144,29 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
     _serving_process()
     from bank_node.flow import BankNode
     from bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
+    from bank_node.store import RunLimits
     from blindscore.metrics import serve_node_metrics
     from blindscore.transport import host_port
 
     security = _security(args, args.bank_id)
     passphrase = _bank_passphrase(args)
     metrics, exporter = serve_node_metrics("bank", args.metrics_port, args.metrics_host)
+    try:
+        limits = RunLimits(max_runs=args.max_runs, max_faults=args.max_faults)
+    except InvalidInputError as exc:
+        raise CliError(f"--max-runs / --max-faults: {exc}") from None
     node = BankNode.open(
         args.bank_id,
         Path(args.data_dir),
         key_bits=args.key_bits,
         passphrase=passphrase,
         database=args.database,
+        limits=limits,
     )
-    server, port = start_bank_server(node, args.listen, security=security, metrics=metrics)
+    node.watch_faults(metrics)
+    server, port = start_bank_server(
+        node, args.listen, security=security, metrics=metrics, share_timings=args.share_timings
+    )
     address = args.advertise or host_port(args.listen, port)
     log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
     if args.bureau:
@@ -289,6 +301,46 @@ def cmd_bank_results(args: argparse.Namespace) -> int:
             ]
         )
     return 0
+
+
+def _existing_result_store(args: argparse.Namespace) -> Any:
+    path = Path(args.data_dir) / "results.sqlite3"
+    if not args.database and not path.exists():
+        raise CliError(f"no results database at {path}: is --data-dir the bank's data directory?")
+    return _result_store(args)
+
+
+def cmd_bank_trust_show(args: argparse.Namespace) -> int:
+    store = _existing_result_store(args)
+    try:
+        out = csv.writer(sys.stdout)
+        if args.faults:
+            out.writerow(["bureau_id", "application_id", "check", "at"])
+            for f in store.faults():
+                out.writerow([f.bureau_id, f.application_id, f.reason, _utc(f.at)])
+        else:
+            out.writerow(["bureau_id", "faults", "suspended", "updated_at"])
+            for b in store.standing():
+                out.writerow([b.bureau_id, b.faults, "yes" if b.suspended else "no", _utc(b.updated_at)])
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_bank_trust_reset(args: argparse.Namespace) -> int:
+    store = _existing_result_store(args)
+    try:
+        if not store.reset_standing(args.bureau_id):
+            raise CliError(f"the bank has no record of bureau {args.bureau_id!r}")
+    finally:
+        store.close()
+    log.warning("bureau %r: faults cleared, suspension lifted", args.bureau_id)
+    print(f"bureau {args.bureau_id}: faults cleared; it may run the band protocol again")
+    return 0
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
 
 
 def _bank_passphrase(args: argparse.Namespace) -> Any:
@@ -439,6 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)"
         )
 
+    def share_timings_flag(sp: argparse.ArgumentParser, node: str) -> None:
+        sp.add_argument(
+            "--share-timings",
+            action="store_true",
+            help=f"send the {node}'s own stage timings to its peers (local benchmarks only: a stage time "
+            "can track secrets of the party that measured it; default: timings stay in this node's metrics)",
+        )
+
     def database_help(node: str, files: str) -> str:
         return (
             f"postgresql://... URL (tables prefixed {node}_) or sqlite:///PATH for the {node}'s state "
@@ -453,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", default="blindscore-data/bureau", help="models and bank registrations")
     sp.add_argument("--database", help=database_help("bureau", "applications.sqlite3 and audit.sqlite3"))
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
+    share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_bureau_serve, role="bureau")
     audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(
         dest="audit_action", required=True
@@ -483,7 +544,36 @@ def build_parser() -> argparse.ArgumentParser:
         "default: $BLINDSCORE_KEY_PASSPHRASE, else unencrypted)"
     )
     sp.add_argument("--passphrase-file", help=passphrase_help)
+    sp.add_argument(
+        "--max-runs",
+        type=int,
+        default=DEFAULT_MAX_RUNS,
+        help=f"runs of the band protocol answered per (bureau, application) (default {DEFAULT_MAX_RUNS})",
+    )
+    sp.add_argument(
+        "--max-faults",
+        type=int,
+        default=DEFAULT_MAX_FAULTS,
+        help=f"protocol faults after which a bureau is suspended until 'bank trust reset' "
+        f"(default {DEFAULT_MAX_FAULTS})",
+    )
+    share_timings_flag(sp, "bank")
     sp.set_defaults(func=cmd_bank_serve, role="bank")
+    trust = bank.add_parser(
+        "trust", help="bureaus' protocol faults and suspensions at this bank"
+    ).add_subparsers(dest="trust_action", required=True)
+    sp = trust.add_parser("show", help="print each bureau's fault count and whether it is suspended, as CSV")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
+    sp.add_argument("--faults", action="store_true", help="print the fault records instead")
+    sp.set_defaults(func=cmd_bank_trust_show, role="bank")
+    sp = trust.add_parser(
+        "reset", help="clear a bureau's faults and lift its suspension (after investigating)"
+    )
+    sp.add_argument("bureau_id", metavar="BUREAU_ID")
+    sp.add_argument("--data-dir", default="blindscore-data/bank")
+    sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
+    sp.set_defaults(func=cmd_bank_trust_reset, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     sp.add_argument("--data-dir", default="blindscore-data/bank")
     sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
@@ -513,9 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_flags(sp, DEFAULT_PLATFORM)
     sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address")
     sp.add_argument("--platform-id", default="platform-1")
-    sp.add_argument(
-        "--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret"
-    )
+    sp.add_argument("--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret")
     sp.add_argument("--database", help=database_help("platform", "outbox.sqlite3"))
     sp.set_defaults(func=cmd_platform_serve, role="platform")
 

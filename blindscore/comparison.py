@@ -28,7 +28,8 @@ the same scale, and a truncation T >= 0. Parameters, all computed by :func:`_pla
 
 1. Bureau -> bank, :class:`MaskedRequest`: [z] = [s + C + R], re-randomised, with K, l, T and
    width_bits.
-2. Bank -> bureau, :class:`BitsResponse`. The bank decrypts z, refuses z >= 2^width_bits,
+2. Bank -> bureau, :class:`BitsResponse`. The bank decrypts z (a z >= 2^width_bits is a fault:
+   see "Security model"),
    truncates z' = floor(z / 2^T) and sends [[beta_i]] for the l bits of beta = z' mod 2^l (least
    significant first) and one fresh [z_h], z_h = floor(z' / 2^l). With R' = floor(R / 2^T),
 
@@ -94,13 +95,19 @@ What each party sees
 - Bureau: Paillier and DGK ciphertexts under the bank's keys only (semantic security of both).
   It never sees z, beta, delta_k, t_k or the band.
 
-Security model: semi-honest, bureau and bank not colluding. A malicious bank could answer
-wrongly, and a malicious bureau could feed the stateless bank crafted ciphertexts; in particular
-the bank's refusal of a z wider than width_bits (which turns a broken score bound into an error
-instead of a wrong band) is a one-bit range oracle on whatever the bureau encrypted. Neither is
-covered; a deployment facing a deviating bureau needs per-application rate limits and audit logs
-at the bank. Side channels: the bank's work is made data-independent where it is cheap (no
-early exit, ``encrypt_bit``), but gmpy2's powmod and phe's decryption are not constant-time.
+Security model: semi-honest, bureau and bank not colluding, and on top of that a deviating
+party learns nothing more than an honest one. The bank's side never lets a decision the bureau
+can observe depend on a value it decrypted: z is decrypted in full (never m mod p, which would
+compare the bureau's plaintext with the secret prime), a z wider than width_bits is answered as
+a random z of that width and reported through ``on_fault``, and the band node stores such an
+application as faulted instead of a band, answering exactly as for any other. What a deviating
+bureau can still do is spoil the bands of its own applications (detected at the bank), and
+observe the count-based limits the bank node puts on re-runs and faults (bank_node/guard.py).
+A deviating bank can substitute its own input (the bits of beta), which shifts the score it is
+compared on: the bureau hands it at most one [band] per application, so it learns one band-wide
+interval at most. Side channels: the bank's work is data-independent where it is cheap (no
+early exit, ``encrypt_bit`` for both DGK and Paillier bits, a decoy drawn on every call), but
+gmpy2's powmod and phe's decryption are not constant-time.
 
 Parameters and sizes
 --------------------
@@ -125,8 +132,9 @@ of this module took 48 ms and 63 ms (l = 46, no pools).
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -147,6 +155,7 @@ SMUDGE_BITS = 80  # statistical distance 2^-80 for the randomness of [band]
 #: Largest smudging high part: log2(2 MAX_COUNT) + SMUDGE_BITS bits.
 _SMUDGE_HIGH_BITS = (2 * MAX_COUNT).bit_length() + SMUDGE_BITS
 _MPZ = type(gmpy2.mpz(0))
+log = logging.getLogger(__name__)
 _KEY_MASK = (1 << 128) - 1
 
 
@@ -317,6 +326,11 @@ def _dgk_cts(dgk: DGKPublicKey, name: str, values: object, expected: int) -> lis
 # randomness hooks (module level so that the leakage tests can swap in deliberately broken ones)
 
 
+def _draw_mask(bits: int) -> int:
+    """The mask R, uniform of ``bits`` bits (a hook so that the leakage tests can break it)."""
+    return secrets.randbits(bits)
+
+
 def _random_sign() -> int:
     return 1 if secrets.randbits(1) else -1
 
@@ -435,7 +449,7 @@ class BandComparison:
         self.width_bits = width
         self._plan = plan
         self._score = _paillier_ct(public_key, "score_ciphertext", score_ciphertext)
-        self._mask = secrets.randbits(mask_bits)
+        self._mask = _draw_mask(mask_bits)
         self._signs: list[int] = []
         self._high_const = 0  # sum_k floor(A_k / 2^l)
         self._high: Any = None
@@ -550,8 +564,32 @@ class BandComparison:
 # bank side --------------------------------------------------------------------------------
 
 
-def answer_masked(keypair: KeyPair, dgk_public: DGKPublicKey, request: MaskedRequest) -> BitsResponse:
-    """Round 1 at the bank: decrypt and truncate z, return its low l bits under DGK and [z_h]."""
+#: Called with the name of the failed check when the bank finds a deviation.
+FaultReport = Callable[[str], None]
+#: The checks: z wider than width_bits; a blinded group holding more than one zero.
+FAULT_MASKED_RANGE = "masked_range"
+FAULT_GROUP_ZEROS = "group_zeros"
+
+
+def _log_fault(check: str) -> None:
+    log.error("band protocol fault: %s", check)
+
+
+def answer_masked(
+    keypair: KeyPair,
+    dgk_public: DGKPublicKey,
+    request: MaskedRequest,
+    *,
+    on_fault: FaultReport = _log_fault,
+) -> BitsResponse:
+    """Round 1 at the bank: decrypt and truncate z, return its low l bits under DGK and [z_h].
+
+    A z wider than ``width_bits`` breaks the bureau's promise. It is never refused: a refusal
+    would be a range oracle on whatever the bureau encrypted (with a partial decryption, on the
+    bank's secret prime). The bank reports the fault through ``on_fault`` and answers, in the
+    normal form, for a uniformly random z of the declared width, so the answer carries no
+    information about the decrypted value and nothing the bureau sees depends on the check.
+    """
     if not isinstance(request, MaskedRequest):
         raise InvalidInputError(f"expected a MaskedRequest, not {type(request).__name__}")
     pk = keypair.public_key
@@ -562,22 +600,33 @@ def answer_masked(keypair: KeyPair, dgk_public: DGKPublicKey, request: MaskedReq
     # z' must have room for its l low bits, and z must stay below n/4 so it cannot have wrapped.
     width = _check_int("width_bits", request.width_bits, bits + t + 1, pk.bits - 2)
     ct = _paillier_ct(pk, "ciphertext", request.ciphertext)
-    # A z of a few hundred bits lies far below the 1024-bit prime p: the p-half of CRT decryption
-    # gives it at half the cost. Wider declared widths take the full decryption.
-    small = width < keypair.public_key.bits // 2 - 8
-    z = keypair.secret_key.decrypt_small(ct) if small else keypair.secret_key.decrypt(ct)
-    if z >> width:
-        raise InvalidInputError(
-            f"the masked score is wider than width_bits = {width}: the score broke its declared bounds"
-        )
+    # Always the full decryption: half of CRT (m mod p) would make the range check a test of
+    # the bureau's plaintext against the secret prime p.
+    z = keypair.secret_key.decrypt(ct)
+    decoy = secrets.randbits(width)  # drawn every time: the same work whether or not it is used
+    faulted = z >> width != 0
+    z = decoy if faulted else z
+    if faulted:
+        on_fault(FAULT_MASKED_RANGE)
     zt = z >> t
     beta = zt & ((1 << bits) - 1)
     bit_cts = tuple(int(dgk_public.encrypt_bit((beta >> i) & 1)) for i in range(bits))
     return BitsResponse(bit_ciphertexts=bit_cts, high=int(pk.encrypt(zt >> bits)))
 
 
-def answer_blinded(public_key: PublicKey, dgk_secret: DGKSecretKey, request: BlindedRequest) -> FinalResponse:
-    """Round 2 at the bank: delta_k = 1 iff group k holds an encryption of 0; fresh [delta_k] back."""
+def answer_blinded(
+    public_key: PublicKey,
+    dgk_secret: DGKSecretKey,
+    request: BlindedRequest,
+    *,
+    on_fault: FaultReport = _log_fault,
+) -> FinalResponse:
+    """Round 2 at the bank: delta_k = 1 iff group k holds an encryption of 0; fresh [delta_k] back.
+
+    An honest bureau's group holds at most one zero; more is reported through ``on_fault``, and
+    the answer is formed exactly as usual (the delta ciphertexts are fresh encryptions under the
+    bank's own key, so the bureau learns nothing from them either way).
+    """
     if not isinstance(request, BlindedRequest):
         raise InvalidInputError(f"expected a BlindedRequest, not {type(request).__name__}")
     seq = _sequence("groups", request.groups)
@@ -590,11 +639,12 @@ def answer_blinded(public_key: PublicKey, dgk_secret: DGKSecretKey, request: Bli
     groups = [_dgk_cts(dgk, f"groups[{k}]", group, width) for k, group in enumerate(seq)]
     # Every value is tested, in one batch: an early exit would time delta_k for the bureau.
     flags = dgk_secret.zero_flags([c for group in groups for c in group])
-    deltas = []
-    for k in range(len(groups)):
-        hit = int(any(flags[k * width : (k + 1) * width]))
-        deltas.append(int(public_key.encrypt(hit)))
-    return FinalResponse(deltas=tuple(deltas))
+    zeros = [sum(flags[k * width : (k + 1) * width]) for k in range(count)]
+    # encrypt_bit costs the same for 0 and 1 (encrypt(0) skips a multiplication by n).
+    deltas = tuple(int(public_key.encrypt_bit(int(z > 0))) for z in zeros)
+    if max(zeros) > 1:
+        on_fault(FAULT_GROUP_ZEROS)
+    return FinalResponse(deltas=deltas)
 
 
 def run_band_protocol(

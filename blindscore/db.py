@@ -324,7 +324,6 @@ def error_code(exc: BlindscoreError) -> str:
     return exc.code if isinstance(exc, PeerError) else "UNAVAILABLE"
 
 
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff: ``base_s`` doubling per attempt up to ``cap_s``, less up to ``jitter`` of it

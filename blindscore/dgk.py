@@ -22,19 +22,21 @@ exponent: about 70 multiplications with the fixed-base table). Each (n, h) keeps
 precomputed values (:data:`POOL_CAPACITY`) that a daemon thread fills from idle CPU only, so on
 the request path an encryption or re-randomisation is one multiplication; a dry pool falls back
 to computing inline. :meth:`DGKPublicKey.warm` fills it synchronously. Pools and tables are
-process-local caches: they are never pickled.
+process-local caches: they are never pickled, and a forked child starts with empty pools (see
+:class:`blindscore._pool.RandomnessPool`), so parent and child never share an h^r.
 
 The secret key needs no full decryption: since h^(v_p) = 1 mod p and g^(v_p) has order u mod p,
 c^(v_p) mod p = 1 exactly when m = 0 mod u. ``decrypt`` (a baby-step giant-step search in the
 order-u group, about 2 sqrt(u) multiplications) exists for tests and audits.
 
 Parameters: n of 2048 bits (less is refused without ``allow_insecure_for_tests``), u = 65537
-(the comparison needs values up to 3 (l + 1) + 2 for l <= 256 to fit), t = 224 by default.
-Security caveat: h mod p has the t-bit prime order v_p, so a generic square-root search for a
-multiple x of v_p (baby steps h^j, giant steps, collisions modulo the unknown p found with
-polynomial evaluation and gcd(h^x - 1, n)) factors n in about 2^(t/2) work. t = 160 therefore
-gives about 80-bit security, below the 112 bits of a 2048-bit modulus; t = 224 (the default)
-matches it for about 1.3x the encryption and zero-test cost, and 160 is the floor.
+(the comparison needs values up to 3 (l + 1) + 2 for l <= 256 to fit), t = 224 by default and
+at least. Security caveat: h mod p has the t-bit prime order v_p, so a generic square-root search
+for a multiple x of v_p (baby steps h^j, giant steps, collisions modulo the unknown p found with
+polynomial evaluation and gcd(h^x - 1, n)) factors n in about 2^(t/2) work. t = 224 matches the
+112-bit security of a 2048-bit modulus, so it is both the default and the floor: keys with a
+smaller t (t = 160, about 80-bit security, is a common default elsewhere) are refused on
+generation and on load.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ MIN_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
 # t = 224: square-root attacks on the v_p subgroup then cost 2^112, matching a 2048-bit modulus.
 DEFAULT_T_BITS = 224
-MIN_T_BITS = 160
+MIN_T_BITS = 224
 MAX_T_BITS = 512
 DEFAULT_U = 65537
 FORMAT_VERSION = 1
@@ -165,7 +167,7 @@ class DGKPublicKey(KeyIdentity):
         if self.bits < _min_bits:
             raise KeySizeError(f"DGK modulus has {self.bits} bits; at least {MIN_KEY_BITS} required")
         if not _min_t <= self.t <= MAX_T_BITS:
-            raise KeySizeError(f"DGK subgroup size t={self.t} outside {MIN_T_BITS}..{MAX_T_BITS} bits")
+            raise KeySizeError(_t_refusal(self.t))
         if not 3 <= self.u < 1 << 32 or not gmpy2.is_prime(self.u):
             raise InvalidInputError(f"DGK plaintext modulus u={self.u} is not a prime below 2^32")
         for name, x in (("g", self.g), ("h", self.h)):
@@ -433,7 +435,7 @@ class DGKKeyPair:
 
 
 def check_dgk_key_bits(bits: int, t_bits: int, *, allow_insecure_for_tests: bool = False) -> None:
-    """Refuse key sizes below the 2048-bit floor (and t below 160) unless a test says otherwise."""
+    """Refuse key sizes below the 2048-bit floor (and t below 224) unless a test says otherwise."""
     if allow_insecure_for_tests:
         # Small keys are still required to have room for the random cofactor r_p.
         if bits < 128 or t_bits < 8 or bits // 2 - t_bits - DEFAULT_U.bit_length() - 1 < 16:
@@ -444,7 +446,16 @@ def check_dgk_key_bits(bits: int, t_bits: int, *, allow_insecure_for_tests: bool
     if bits not in ALLOWED_KEY_BITS:
         raise KeySizeError(f"DGK key size must be one of {ALLOWED_KEY_BITS}, not {bits}")
     if not MIN_T_BITS <= t_bits <= MAX_T_BITS:
-        raise KeySizeError(f"DGK subgroup size t must be {MIN_T_BITS}..{MAX_T_BITS} bits, not {t_bits}")
+        raise KeySizeError(_t_refusal(t_bits))
+
+
+def _t_refusal(t: int) -> str:
+    if t < MIN_T_BITS:
+        return (
+            f"DGK subgroup order of t={t} bits is refused: at least t={MIN_T_BITS} bits are required "
+            f"(a t-bit subgroup gives about t/2-bit security; {MIN_T_BITS} matches a 2048-bit modulus)"
+        )
+    return f"DGK subgroup order of t={t} bits is refused: at most t={MAX_T_BITS} bits are allowed"
 
 
 def _random_prime(bits: int) -> Any:
@@ -492,7 +503,7 @@ def _crt(ap: Any, p: Any, aq: Any, q: Any) -> Any:
 def generate_dgk_keypair(
     bits: int = 2048, *, t_bits: int = DEFAULT_T_BITS, allow_insecure_for_tests: bool = False
 ) -> DGKKeyPair:
-    """Generate a DGK key pair with u = 65537; sizes below 2048 bits (or t < 160) are refused.
+    """Generate a DGK key pair with u = 65537; sizes below 2048 bits (or t < 224) are refused.
 
     Primes come from ``secrets`` candidates and gmpy2's BPSW + Miller-Rabin test; a 2048-bit key
     takes a fraction of a second. ``allow_insecure_for_tests`` admits small keys for tests that

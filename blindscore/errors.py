@@ -39,6 +39,11 @@ class PreconditionError(BlindscoreError):
     """The system is not in a state where the request can run (FAILED_PRECONDITION)."""
 
 
+class PermissionDeniedError(BlindscoreError):
+    """An authenticated peer that may not make this call now, e.g. a bureau the bank suspended
+    after protocol faults (PERMISSION_DENIED)."""
+
+
 class CryptoError(BlindscoreError):
     """A cryptographic check failed. Details stay in local logs; peers get one vague status."""
 

@@ -94,6 +94,12 @@ class GarbledComparisons:
     decode: bytes
 
 
+def _label_bytes(size: int) -> bytes:
+    """The random 0-labels, whose lsbs are the point-and-permute bits (a hook so that the leakage
+    tests can fix those bits)."""
+    return secrets.token_bytes(size)
+
+
 def ciphertexts(width: int) -> int:
     """Ciphertexts per comparison: one for gate 0, two for each of the w - 2 further AND gates."""
     return 0 if width <= 1 else 2 * width - 3
@@ -124,7 +130,7 @@ def garble_comparisons(
     w = width
     n_eval = instances * w
     n_garb = instances * count * w
-    rand = secrets.token_bytes(LABEL_BYTES * (n_eval + n_garb))
+    rand = _label_bytes(LABEL_BYTES * (n_eval + n_garb))
     fb = int.from_bytes
     delta = secrets.randbits(_LABEL_BITS) | 1
     gid = secrets.token_bytes(GARBLING_ID_BYTES)

@@ -59,9 +59,12 @@ class LocalNetwork:
         log_level: str = "WARNING",
         insecure: bool = False,
         database: str | None = None,
+        share_timings: bool = False,
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
-        table prefix); by default each keeps SQLite files in its data directory."""
+        table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
+        starts the bureau and the bank with --share-timings, so receipts carry every node's stage
+        times (benchmarks; never across real trust boundaries)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -70,6 +73,7 @@ class LocalNetwork:
         self.log_level = log_level
         self.insecure = insecure
         self.database = database
+        self.share_timings = share_timings
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -118,6 +122,9 @@ class LocalNetwork:
     def _database_flags(self) -> list[str]:
         return ["--database", self.database] if self.database else []
 
+    def _timing_flags(self) -> list[str]:
+        return ["--share-timings"] if self.share_timings else []
+
     def start(self) -> None:
         if self.models:
             from bureau.registry import ModelStore  # the bureau's store layout, written before it starts
@@ -135,6 +142,7 @@ class LocalNetwork:
             [
                 *("bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id),
                 *self._database_flags(),
+                *self._timing_flags(),
             ],
         )
         self._wait(bureau)
@@ -152,6 +160,7 @@ class LocalNetwork:
                 "--key-bits",
                 str(self.key_bits),
                 *self._database_flags(),
+                *self._timing_flags(),
             ],
         )
         platform = self._spawn(

@@ -81,6 +81,19 @@ class NodeMetrics:
             ["node", "outcome"],
             registry=self.registry,
         )
+        self.protocol_faults = Counter(
+            "blindscore_protocol_faults",
+            "Band-protocol runs in which a peer broke the protocol (a value outside its promise, "
+            "malformed garbled outputs), as this node detected them; each is also in its fault record.",
+            ["node", "check"],
+            registry=self.registry,
+        )
+        self.suspended_peers = Gauge(
+            "blindscore_suspended_peers",
+            "Peers this node refuses until an operator resets them (the bank: suspended bureaus).",
+            ["node"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "blindscore_in_flight_requests",
             "RPCs being handled right now.",
@@ -101,6 +114,10 @@ class NodeMetrics:
         self.latency.labels(node=self.node, method=method).observe(seconds)
         if code != grpc.StatusCode.OK:
             self.errors.labels(node=self.node, method=method, code=code.name).inc()
+
+    def observe_fault(self, check: str) -> None:
+        """Count one protocol fault; ``check`` is one of a fixed set of check names."""
+        self.protocol_faults.labels(node=self.node, check=check).inc()
 
     def observe_application(self, outcome: str) -> None:
         """Count one application: "accepted", "pending" or a gRPC status code name."""

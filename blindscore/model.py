@@ -425,7 +425,6 @@ class BinnedFeature(_BinIndicators):
             cols.append(f"{self.name}=<missing>")
         return tuple(cols)
 
-
     def bin_of(self, value: object) -> int:
         """The bin index of ``value``: its special group's bin, else the number of edges at or below it.
 
@@ -439,7 +438,6 @@ class BinnedFeature(_BinIndicators):
         if group is not None:
             return len(self.edges) + 1 + group
         return bisect.bisect_right(self.edges, x)
-
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.kind, "name": self.name, "edges": list(self.edges)}
@@ -527,7 +525,6 @@ class GroupedCategoricalFeature(_BinIndicators):
             cols.append(f"{self.name}=<missing>")
         return tuple(cols)
 
-
     def bin_of(self, value: object) -> int:
         """The bin index of ``value``: its group, else the other bin; a missing value the missing bin."""
         if _is_missing(value):
@@ -544,7 +541,6 @@ class GroupedCategoricalFeature(_BinIndicators):
         raise EncodingError(
             self.name, f"unseen category {value!r}; expected one of {_listing(list(self._index))}"
         )
-
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -26,7 +26,8 @@ The model is linear, s = B + sum_j W_j x_j, over encoded columns x_j in [lo_j, h
    0 <= z_a < 2^width_bits = 2^(w-1), so the slots neither borrow nor carry, the top (guard) bit
    of every slot is 0 and P < 2^(k w) <= 2^(n_bits - 2) < n: nothing wraps.
    R_a is uniform of m = bitlen(s_max - s_min) + 1 + kappa bits per slot, independently.
-3. Bank (one decryption for k applications): P -> z_a (refused if a guard bit is set) ->
+3. Bank (one decryption for k applications): P -> z_a (a set guard bit marks the slot faulted:
+   it gets a random input and no band, and nothing the bank answers depends on the check) ->
    z'_a = floor(z_a / 2^T) and
    b_a = z'_a mod 2^(l+1). As in :mod:`blindscore.comparison`, z'_a = x_ak + A_ak with
    A_ak = floor(R_a / 2^T) + gamma_k and 0 < x_ak < 2^(l+1), so
@@ -36,7 +37,8 @@ The model is linear, s = B + sum_j W_j x_j, over encoded columns x_j in [lo_j, h
    of its bits b_a by oblivious transfer (:mod:`blindscore.ot`, IKNP extension over a once-per-
    session base OT), evaluates, and decodes the K output bits of each slot. The bureau sorts the
    cutoffs, so the bits of a slot are 1...1 0...0 and their sum is the band: the bank learns the
-   band and nothing else (a non-monotone output is refused as a protocol fault).
+   band and nothing else (a non-monotone output is a protocol fault: that slot is stored as
+   faulted, and the bank answers the bureau exactly as for any other batch).
 
 What each party sees
 --------------------
@@ -49,9 +51,15 @@ What each party sees
   admissible score (as in the per-application protocol); the garbled circuit and its labels,
   which a simulator produces from the output bits alone (half-gates, semi-honest); the band.
   The truncation carry caveat of :mod:`blindscore.comparison` applies unchanged.
-- Semi-honest, non-colluding parties. A platform that encrypts out-of-range features can spoil
-  the scores of the other applications in its own batch (a slot overflows into the next); the
-  bank's range checks turn most such overflows into an error for the batch.
+- Semi-honest, non-colluding parties; a deviating party learns nothing more than an honest one.
+  A deviating bureau can garble other functions or break slot promises, but the bank's checks
+  (guard bits, monotone outputs) never change its answers, only what it stores (faulted instead
+  of a band), and it runs each member at most a few times. A deviating bank can choose other OT
+  choice bits, i.e. compare a shifted score: the bureau sends a batch's evaluation round once
+  and never runs that batch again, so the bank learns one band-wide interval per member at
+  most. A platform that encrypts out-of-range features can spoil the scores of the other
+  applications in its own batch (a slot overflows into the next); the bank's guard bits turn
+  most such overflows into faulted slots.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from typing import Any, NoReturn
 
 from blindscore import garble
 from blindscore.comparison import DEFAULT_KAPPA, MIN_KAPPA, _mask_bits, _plan, _width_bits
-from blindscore.errors import CryptoError, InvalidInputError
+from blindscore.errors import InvalidInputError
 from blindscore.model import FeatureSpec, LinearModel
 from blindscore.model_api import PrivateModel
 from blindscore.paillier import KeyPair, PublicKey
@@ -75,6 +83,10 @@ MAX_SLOTS = 64
 #: Bytes a batch's garbled round may put in one message (gRPC's limit here is 4 MiB).
 MAX_ROUND_BYTES = 3 * 1024 * 1024
 SESSION_GONE = "unknown OT session; set up a new one"
+#: The bank's checks on a batch: a slot's guard bit (or the whole plaintext) overflowed; a slot's
+#: garbled outputs were not monotone.
+FAULT_SLOT_GUARD = "slot_guard"
+FAULT_GARBLED_OUTPUT = "garbled_output"
 SETUP_GONE = "unknown or expired OT setup; start a new one"
 TICKET_GONE = "batch ticket not valid here; start the batch again"
 
@@ -84,7 +96,7 @@ def slot_bits_for(model: PrivateModel, kappa: int = DEFAULT_KAPPA) -> int | None
     over its encoded columns and must be scored one by one.
 
     w = width_bits + 1: one masked score and a guard bit, which the bank checks is 0 in every
-    slot, so a score outside its declared bounds is refused instead of spilling into the next.
+    slot, so a score outside its declared bounds is marked faulted instead of spilling into the next.
     """
     if not isinstance(model, LinearModel):
         return None
@@ -154,6 +166,11 @@ def encrypt_packed(
 # bureau -----------------------------------------------------------------------------------
 
 
+def _draw_slot_mask(bits: int) -> int:
+    """One slot's mask R_a, uniform of ``bits`` bits (a hook so that the leakage tests can break it)."""
+    return secrets.randbits(bits)
+
+
 @dataclass(frozen=True)
 class PackedMasked:
     """Bureau -> bank: one Paillier ciphertext of k masked scores and the public parameters."""
@@ -211,7 +228,7 @@ class PackedBand:
         base = (
             model.encoded_intercept + sum(w * lo for w, lo in zip(weights, lows, strict=True)) + plan.offset
         )
-        self._masks = [secrets.randbits(mask_bits) for _ in range(count)]
+        self._masks = [_draw_slot_mask(mask_bits) for _ in range(count)]
         # A sum, not an OR: base + R_a may be negative or wider than a slot for odd models;
         # only the final z_a is promised to lie in [0, 2^(w-1)).
         constant = sum((base + r) << (a * width) for a, r in enumerate(self._masks))
@@ -266,28 +283,45 @@ def _check_params(req: PackedMasked, key_bits: int) -> None:
         )
 
 
-def open_packed(keypair: KeyPair, req: PackedMasked) -> list[int]:
+@dataclass(frozen=True)
+class OpenedBatch:
+    """The bank's view of a batch after its one decryption: every slot's comparison input b_a,
+    and which slots broke their promise (a set guard bit or an overflow of the whole plaintext).
+
+    A faulted slot's value is uniformly random, so everything the bank sends on (its OT choices)
+    has the same distribution whether or not a slot faulted.
+    """
+
+    values: tuple[int, ...]
+    faulted: tuple[bool, ...]
+
+
+def open_packed(keypair: KeyPair, req: PackedMasked) -> OpenedBatch:
     """Decrypt the k masked scores and return each slot's comparison input b_a.
 
-    One CRT decryption for the whole batch. A plaintext wider than its slots (which only a
-    broken score bound or a deviating party can cause) is refused rather than misread.
+    One CRT decryption for the whole batch. A plaintext wider than its slots, or a slot whose
+    guard bit is set (only a broken score bound or a deviating party can cause either), is never
+    refused: a refusal would be an oracle on the decrypted value. Such slots are marked faulted
+    and get a random input instead; the bank node stores them as faulted, not as bands.
     """
     pk = keypair.public_key
     _check_params(req, pk.n.bit_length())
     plain = keypair.secret_key.decrypt(pk.validate(req.ciphertext))
     w = req.slot_bits
-    if plain >> (w * req.count):
-        raise CryptoError("packed scores overflow their slots")
+    overflow = plain >> (w * req.count) != 0
     mask = (1 << w) - 1
     guard = 1 << (w - 1)
     low = (1 << (req.bits + 1)) - 1
+    decoys = secrets.randbits((req.bits + 1) * req.count)  # one draw, used or not
     values = []
+    faulted = []
     for a in range(req.count):
         z = (plain >> (a * w)) & mask
-        if z & guard:
-            raise CryptoError(f"slot {a}: the masked score is wider than declared")
-        values.append((z >> req.truncate_bits) & low)
-    return values
+        bad = overflow or z & guard != 0
+        decoy = (decoys >> (a * (req.bits + 1))) & low
+        values.append(decoy if bad else (z >> req.truncate_bits) & low)
+        faulted.append(bad)
+    return OpenedBatch(tuple(values), tuple(faulted))
 
 
 def choice_bits(values: Sequence[int], width: int) -> list[int]:
@@ -295,12 +329,12 @@ def choice_bits(values: Sequence[int], width: int) -> list[int]:
     return [(v >> i) & 1 for v in values for i in range(width)]
 
 
-def bands_from_bits(outputs: Sequence[Sequence[int]]) -> list[int]:
-    """Each slot's band from its K comparison bits, which must read 1...1 0...0."""
-    bands = []
-    for a, bits in enumerate(outputs):
+def bands_from_bits(outputs: Sequence[Sequence[int]]) -> list[int | None]:
+    """Each slot's band from its K comparison bits, which an honest garbling makes read 1...1 0...0;
+    None for a slot whose bits do not (a deviating garbler: the bank stores it as faulted)."""
+    bands: list[int | None] = []
+    for bits in outputs:
         band = sum(bits)
-        if list(bits) != [1] * band + [0] * (len(bits) - band):
-            raise CryptoError(f"slot {a}: the garbled comparisons are not monotone")
-        bands.append(band)
+        monotone = list(bits) == [1] * band + [0] * (len(bits) - band)
+        bands.append(band if monotone else None)
     return bands

@@ -185,6 +185,17 @@ class PublicKey(KeyIdentity):
         nude = (self.n * self.plaintext(m) + 1) % self.nsquare
         return nude * self._obfuscator(_r) % self.nsquare
 
+    def encrypt_bit(self, b: int) -> Any:
+        """Encrypt 0 or 1 with the same operations for both (``encrypt(0)`` skips a multiplication
+        by n, which a peer timing the bank's answers could see): both nude ciphertexts are full-size
+        values picked from a table, then one multiplication by fresh randomness."""
+        if b not in (0, 1):
+            raise InvalidInputError(f"encrypt_bit takes 0 or 1, not {b!r}")
+        # 1 + b n, each shifted by n^2 (the same residues) so both operands have the same size.
+        high = self.nsquare + 1
+        nudes = (high, high + self.n)
+        return nudes[b] * self._obfuscator() % self.nsquare
+
     def encrypt_many(self, values: Iterable[int]) -> list[Any]:
         return [self.encrypt(v) for v in values]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blindscore import comparison, garble, ot, packed
@@ -336,9 +336,10 @@ def ot_reply_from_proto(msg: pb.OtSetupReply) -> ot.SetupReply:
 
 
 def packed_start_to_proto(
-    key: PublicKey, session_id: bytes, req: packed.PackedMasked
+    key: PublicKey, session_id: bytes, req: packed.PackedMasked, application_ids: Sequence[str]
 ) -> pb.PackedStartRequest:
     return pb.PackedStartRequest(
+        application_ids=list(application_ids),
         key_id=key.key_id,
         ot_session_id=session_id,
         ciphertext=key.pack([req.ciphertext]),

@@ -17,6 +17,7 @@ from blindscore.errors import (
     InvalidInputError,
     NotFoundError,
     PeerError,
+    PermissionDeniedError,
     PreconditionError,
     UnavailableError,
 )
@@ -28,6 +29,7 @@ _CODES: list[tuple[type[BlindscoreError], grpc.StatusCode]] = [
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CryptoError, grpc.StatusCode.INVALID_ARGUMENT),
 ]

@@ -13,7 +13,7 @@ from blindscore import comparison, garble, ot, packed, serde
 from blindscore._pool import waiting_on_peer
 from blindscore.application import BandDelivery
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import CryptoError, PeerError, UnavailableError
+from blindscore.errors import BlindscoreError, CryptoError, PeerError, PreconditionError, UnavailableError
 from blindscore.paillier import PublicKey
 from blindscore.status import call
 from blindscore.transport import INSECURE, TransportSecurity, open_channel
@@ -51,6 +51,8 @@ class BankLink(Protocol):
         model_id: str,
         labels: tuple[str, ...],
         application_ids: tuple[str, ...],
+        *,
+        spend: Callable[[], None],
     ) -> int: ...
 
 
@@ -151,8 +153,11 @@ class GrpcBankLink:
         with waiting_on_peer():
             resp = call("bank", method, msg, timeout=RPC_TIMEOUT_S)
         elapsed = (time.perf_counter() - t0) * 1e3
-        self.stage_ms[f"bank.{stage}"] = resp.server_ms
-        self.stage_ms[f"transport.bank.{stage}"] = max(0.0, elapsed - resp.server_ms)
+        if resp.server_ms:  # only a bank that shares its timings (local benchmarks) sends them
+            self.stage_ms[f"bank.{stage}"] = resp.server_ms
+            self.stage_ms[f"transport.bank.{stage}"] = max(0.0, elapsed - resp.server_ms)
+        else:
+            self.stage_ms[f"roundtrip.bank.{stage}"] = elapsed
         self.wire_bytes += msg.ByteSize() + resp.ByteSize()
         return resp
 
@@ -188,20 +193,24 @@ class GrpcBankLink:
         model_id: str,
         labels: tuple[str, ...],
         application_ids: tuple[str, ...],
+        *,
+        spend: Callable[[], None],
     ) -> int:
-        """The two calls of a packed batch; returns how many bands the bank newly stored.
+        """The two calls of a packed batch; returns how many members the bank completed anew.
 
-        When the bank no longer holds what the round needs (the OT session or setup after a
-        restart or eviction, the ticket's sealing key after a restart between the calls) the
-        round starts over with a new session, up to ROUND_ATTEMPTS times; then the batch is left
-        to the retry worker (UNAVAILABLE). Starting over is safe: the bank decrypts the same
-        masked scores again and every run has a fresh OT nonce and a fresh garbling.
+        When the bank no longer holds what PackedStart needs (the OT session or setup after a
+        restart or an eviction) the round starts over with a new session, up to ROUND_ATTEMPTS
+        times; then the batch is left to the retry worker (UNAVAILABLE). Starting over there is
+        safe: the bank decrypts masked scores with fresh masks and has evaluated nothing.
+        ``spend()`` runs just before the evaluation round (PackedFinish) is sent and raises if the
+        batch was sent before: from then on the batch is never run again (bureau/ledger.py), so
+        any failure of that call fails the batch for good.
         """
         for _ in range(ROUND_ATTEMPTS):
             sender = None
             try:
                 sender = self._sessions.sender(self._where, self._setup)
-                msg = serde.packed_start_to_proto(self.key, sender.session_id, request)
+                msg = serde.packed_start_to_proto(self.key, sender.session_id, request, application_ids)
                 resp = self._call("packed_start", self._stub.PackedStart, msg)
                 nonce = bytes(resp.ot_nonce)
                 if not self._sessions.fresh_nonce(self._where, sender, nonce):
@@ -210,15 +219,23 @@ class GrpcBankLink:
                     session_id=sender.session_id, nonce=nonce, count=resp.ot_count, u=bytes(resp.ot_u)
                 )
                 reply, circuit = finish(ext, sender)
-                done = serde.packed_finish_to_proto(
-                    self.key.key_id, bytes(resp.ticket), reply, circuit, model_id, labels, application_ids
-                )
-                return int(self._call("packed_finish", self._stub.PackedFinish, done).stored)
             except PeerError as exc:
                 if not _forgotten(exc):
                     raise
                 if sender is not None:
                     self._sessions.drop(self._where, sender)
+                continue
+            done = serde.packed_finish_to_proto(
+                self.key.key_id, bytes(resp.ticket), reply, circuit, model_id, labels, application_ids
+            )
+            spend()
+            try:
+                return int(self._call("packed_finish", self._stub.PackedFinish, done).stored)
+            except BlindscoreError as exc:
+                raise PreconditionError(
+                    f"the bank did not confirm the evaluation round of a batch ({exc}); the batch is "
+                    "not run again, so that no bank learns more than one band per application"
+                ) from exc
         raise UnavailableError(f"the bank lost its OT session state {ROUND_ATTEMPTS} times in a row")
 
 

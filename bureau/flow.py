@@ -16,7 +16,7 @@ from blindscore.application import BandDelivery, EncryptedApplication, Encrypted
 from blindscore.comparison import BandComparison
 from blindscore.db import Database, RetryLoop, RetryPolicy, error_code, retryable
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError
+from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError, PreconditionError
 from blindscore.german import DEFAULT_MODEL_ID, default_model
 from blindscore.model import LinearModel
 from blindscore.paillier import PublicKey
@@ -25,6 +25,7 @@ from bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredAppli
 from bureau.audit import AuditLog
 from bureau.bank_link import BankLink
 from bureau.batches import BatchStore, BatchSubmission, StoredBatch
+from bureau.ledger import EvaluationLedger
 from bureau.registry import BankRegistry, ModelStore, parse_version
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,14 @@ class ScoreReport:
     replayed: bool = False
 
 
+def _spent(stored: StoredBatch) -> PreconditionError:
+    return PreconditionError(
+        f"batch {stored.batch_id[:64]!r}: its evaluation round was sent to the bank before and not "
+        "confirmed; it is not run again, since a second run could tell a deviating bank more than "
+        "one band per application (submit the applications again under new ids if they must be scored)"
+    )
+
+
 class Bureau:
     """The bureau's state and flows. It only ever holds public keys and model weights."""
 
@@ -75,6 +84,8 @@ class Bureau:
         self.applications = applications if applications is not None else ApplicationStore(":memory:")
         # Packed batches live next to the applications, so a batch's ids are checked against both.
         self.batches = BatchStore(self.applications.database)
+        # What each bank was given to decrypt: one band per application (bureau/ledger.py).
+        self.ledger = EvaluationLedger(self.applications.database)
         self.retry = retry or RetryPolicy()
         self._database: Database | None = None
         self._inflight: set[tuple[str, ...]] = set()
@@ -110,6 +121,7 @@ class Bureau:
     def close(self) -> None:
         """Stop the retry worker and close the stores. Pending applications stay stored for the next start."""
         self.stop_delivery()
+        self.ledger.close()
         self.batches.close()
         self.applications.close()
         if self.audit is not None:
@@ -401,6 +413,8 @@ class Bureau:
         model = entry.model
         if not isinstance(model, LinearModel):
             raise InvalidInputError(f"model {stored.model_id!r} cannot be scored in packed batches")
+        if self.ledger.batch_spent(stored.platform_id, stored.batch_id):
+            raise _spent(stored)
         link = link_for(bank.bank_id, bank.address, pk, dgk)
         count = len(stored.members)
         t0 = time.perf_counter()
@@ -415,8 +429,17 @@ class Bureau:
             timing["bureau.garble"] = (time.perf_counter() - t2) * 1e3
             return reply, circuit
 
+        def spend() -> None:
+            if not self.ledger.spend_batch(stored.platform_id, stored.batch_id):
+                raise _spent(stored)
+
         link.packed_round(
-            protocol.masked(), finish, stored.model_id, tuple(model.policy.labels), stored.application_ids
+            protocol.masked(),
+            finish,
+            stored.model_id,
+            tuple(model.policy.labels),
+            stored.application_ids,
+            spend=spend,
         )
         stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
         per_app = {name: ms / count for name, ms in stages.items()}
@@ -518,34 +541,40 @@ class Bureau:
             )
         link = link_for(bank.bank_id, bank.address, pk, dgk)
         stages: dict[str, float] = {}
-        t0 = time.perf_counter()
-        score = model.evaluate_encrypted(pk, app.ciphertexts)
-        t1 = time.perf_counter()
-        protocol = BandComparison(
-            pk, dgk, score, model.encoded_cutoffs, *model.encoded_score_bounds, model.truncate_bits
-        )
-        masked = protocol.masked_request()
-        t2 = time.perf_counter()
-        bits = link.compare_masked(app.application_id, masked)
-        t3 = time.perf_counter()
-        blinded = protocol.blinded_request(bits)
-        t4 = time.perf_counter()
-        final = link.compare_blinded(app.application_id, blinded)
-        t5 = time.perf_counter()
-        band = protocol.band_ciphertext(final)
-        t6 = time.perf_counter()
+        # One [band] per application, ever: a retry delivers the same ciphertext again (see
+        # bureau/ledger.py), so a bank that forces retries learns no second band.
+        kept = self.ledger.band_ciphertext(app.platform_id, app.application_id)
+        if kept is None:
+            t0 = time.perf_counter()
+            score = model.evaluate_encrypted(pk, app.ciphertexts)
+            t1 = time.perf_counter()
+            protocol = BandComparison(
+                pk, dgk, score, model.encoded_cutoffs, *model.encoded_score_bounds, model.truncate_bits
+            )
+            masked = protocol.masked_request()
+            t2 = time.perf_counter()
+            bits = link.compare_masked(app.application_id, masked)
+            t3 = time.perf_counter()
+            blinded = protocol.blinded_request(bits)
+            t4 = time.perf_counter()
+            final = link.compare_blinded(app.application_id, blinded)
+            t5 = time.perf_counter()
+            band = protocol.band_ciphertext(final)
+            t6 = time.perf_counter()
+            kept = self.ledger.keep_band_ciphertext(app.platform_id, app.application_id, pk.pack([band]))
+            stages["bureau.evaluate"] = (t1 - t0) * 1e3
+            stages["bureau.round1"] = (t2 - t1) * 1e3
+            stages["bureau.round2"] = (t4 - t3) * 1e3
+            stages["bureau.finish"] = (t6 - t5) * 1e3
+        (band_ciphertext,) = pk.unpack(kept, 1)
         link.deliver_band(
             BandDelivery(
                 application_id=app.application_id,
                 key_id=app.key_id,
                 model_id=app.model_id,
                 band_labels=tuple(model.policy.labels),
-                band_ciphertext=band,
+                band_ciphertext=int(band_ciphertext),
             )
         )
-        stages["bureau.evaluate"] = (t1 - t0) * 1e3
-        stages["bureau.round1"] = (t2 - t1) * 1e3
-        stages["bureau.round2"] = (t4 - t3) * 1e3
-        stages["bureau.finish"] = (t6 - t5) * 1e3
         stages.update(link.stage_ms)
         return ScoreReport(stages, link.wire_bytes, entry.version)

@@ -26,10 +26,18 @@ log = logging.getLogger(__name__)
 class BureauServicer(pb_grpc.BureauServicer):
     """Converts protos to domain objects, calls Bureau, converts back."""
 
-    def __init__(self, bureau: Bureau, channels: BankChannels, metrics: NodeMetrics | None = None) -> None:
+    def __init__(
+        self,
+        bureau: Bureau,
+        channels: BankChannels,
+        metrics: NodeMetrics | None = None,
+        *,
+        share_timings: bool = False,
+    ) -> None:
         self.bureau = bureau
         self.channels = channels
         self.metrics = metrics or NodeMetrics("bureau")
+        self.share_timings = share_timings
 
     @grpc_errors
     def RegisterBank(
@@ -118,6 +126,11 @@ class BureauServicer(pb_grpc.BureauServicer):
             except Exception:
                 log.exception("could not append the audit records of %r", [m[0] for m in members][:5])
 
+    def _shared(self, stage_ms: dict[str, float]) -> dict[str, float]:
+        """Stage times for the platform: none by default (the bureau's evaluation time tracks the
+        bit length of its weights; they stay in this node's metrics), all with --share-timings."""
+        return stage_ms if self.share_timings else {}
+
     @staticmethod
     def _require_platform(context: grpc.ServicerContext, platform_id: str) -> None:
         """Only a platform may submit, and only as itself."""
@@ -139,7 +152,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         return pb.SubmitReceipt(
             application_id=app.application_id,
             accepted=True,
-            stage_ms=report.stage_ms,
+            stage_ms=self._shared(report.stage_ms),
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),
             pending=report.pending,
@@ -161,7 +174,7 @@ class BureauServicer(pb_grpc.BureauServicer):
             self.metrics.observe_stages(report.stage_ms)
         return pb.BatchReceipt(
             batch_id=batch.batch_id,
-            stage_ms=report.stage_ms,
+            stage_ms=self._shared(report.stage_ms),
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),
             pending=report.pending,
@@ -174,6 +187,7 @@ def start_bureau_server(
     *,
     security: TransportSecurity = INSECURE,
     metrics: NodeMetrics | None = None,
+    share_timings: bool = False,
 ) -> tuple[grpc.Server, int, BankChannels]:
     """Serve the Bureau service on ``address``; returns (server, bound port, bank channels).
 
@@ -182,7 +196,7 @@ def start_bureau_server(
     """
     channels = BankChannels(security)
     metrics = metrics or NodeMetrics("bureau")
-    servicer = BureauServicer(bureau, channels, metrics)
+    servicer = BureauServicer(bureau, channels, metrics, share_timings=share_timings)
     server, port = create_server(
         address,
         [partial(pb_grpc.add_BureauServicer_to_server, servicer)],

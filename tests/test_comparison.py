@@ -558,28 +558,77 @@ def test_bad_masked_request_refused(
         answer_masked(kp, dk, BlindedRequest(groups=()))  # type: ignore[arg-type]
 
 
-def test_z_wider_than_declared_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+def test_z_wider_than_declared_is_a_fault_not_a_refusal(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """A z outside its declared width is reported as a fault and answered in the normal form, for
+    a random z of that width: the bureau sees the same kind of answer either way. Among the
+    faults: z = p + small, which half of CRT decryption (z mod p) used to take as in range, the
+    window the key-recovery scan searched for."""
     pk = paillier_keypair.public_key
     dk = dgk_keypair.public_key
-    for z in (2**60, 2**61 - 1, -1):
+    p = int(paillier_keypair.secret_key._sk.p)
+    for z in (2**60, 2**61 - 1, -1, p, p + 5, p + 2**59):
+        faults: list[str] = []
         req = MaskedRequest(ciphertext=int(pk.encrypt(z)), count=1, bits=16, truncate_bits=4, width_bits=60)
-        with pytest.raises(InvalidInputError, match="wider than width_bits = 60"):
-            answer_masked(paillier_keypair, dk, req)
+        resp = answer_masked(paillier_keypair, dk, req, on_fault=faults.append)
+        assert faults == [comparison.FAULT_MASKED_RANGE]
+        assert len(resp.bit_ciphertexts) == 16
+        # The high part the bank encrypts is that of a random z below 2^60: z_h < 2^(60 - 4 - 16).
+        assert 0 <= paillier_keypair.secret_key.decrypt(resp.high) < 2**40
     ok = MaskedRequest(
         ciphertext=int(pk.encrypt(2**60 - 1)), count=1, bits=16, truncate_bits=4, width_bits=60
     )
-    assert len(answer_masked(paillier_keypair, dk, ok).bit_ciphertexts) == 16
+    faults = []
+    resp = answer_masked(paillier_keypair, dk, ok, on_fault=faults.append)
+    assert faults == [] and len(resp.bit_ciphertexts) == 16
+    assert paillier_keypair.secret_key.decrypt(resp.high) == (2**60 - 1) >> 20
+
+
+def test_faulted_answer_carries_no_information(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    """For an out-of-range z the DGK bits and the high part are those of a fresh random z: the
+    same request twice gives unrelated answers, and they never encode the decrypted value."""
+    pk = paillier_keypair.public_key
+    sk = dgk_keypair.secret_key
+    z = 2**61 + 0xBEEF  # low 16 bits after truncating 4: a fixed pattern the answer must not show
+    req = MaskedRequest(ciphertext=int(pk.encrypt(z)), count=1, bits=16, truncate_bits=4, width_bits=60)
+    betas = set()
+    for _ in range(6):
+        resp = answer_masked(paillier_keypair, dgk_keypair.public_key, req, on_fault=lambda _: None)
+        bits = [0 if sk.is_zero(c) else 1 for c in resp.bit_ciphertexts]
+        betas.add(sum(b << i for i, b in enumerate(bits)))
+    assert len(betas) > 1
+    assert (z >> 4) & 0xFFFF not in betas
 
 
 @pytest.mark.parametrize("score", [5000 + 2**80, -1000 - 2**2000])
 def test_broken_score_bound_detected_by_the_bank(
     paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, score: int
 ) -> None:
-    """A score far outside its declared bounds gives a z above width_bits (or wrapped mod n): refused."""
+    """A score far outside its declared bounds gives a z above width_bits (or wrapped mod n): a fault."""
     pk = paillier_keypair.public_key
     bureau = BandComparison(pk, dgk_keypair.public_key, pk.encrypt(score), CUTOFFS, LO, HI, 0)
-    with pytest.raises(InvalidInputError, match="wider than width_bits"):
-        answer_masked(paillier_keypair, dgk_keypair.public_key, bureau.masked_request())
+    faults: list[str] = []
+    answer_masked(paillier_keypair, dgk_keypair.public_key, bureau.masked_request(), on_fault=faults.append)
+    assert faults == [comparison.FAULT_MASKED_RANGE]
+
+
+def test_a_group_with_two_zeros_is_a_fault(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:
+    """An honest group holds at most one zero; two are reported, and the answer keeps its form."""
+    pk, dk = paillier_keypair.public_key, dgk_keypair.public_key
+    zero, one = int(dk.encrypt(0)), int(dk.encrypt(1))
+    for groups, expected in [
+        (((one, zero, one), (one, one, one)), []),
+        (((zero, zero, one),), ["group_zeros"]),
+    ]:
+        faults: list[str] = []
+        resp = answer_blinded(
+            pk, dgk_keypair.secret_key, BlindedRequest(groups=groups), on_fault=faults.append
+        )
+        assert faults == expected
+        assert [paillier_keypair.secret_key.decrypt(c) for c in resp.deltas] == [
+            int(any(c == zero for c in g)) for g in groups
+        ]
 
 
 def test_bad_blinded_request_refused(paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> None:

@@ -98,8 +98,8 @@ def band_round_trip(node: BankNode, key_id: str, key: BankKey, score: int, app_i
     """Run the bureau's side of the band protocol against ``node`` under ``key_id``; return the band."""
     pk, dgk = key.paillier.public_key, key.dgk.public_key
     bureau = BandComparison(pk, dgk, pk.encrypt(score), CUTOFFS, -1000, 5000, 0)
-    bits = node.compare_masked(key_id, bureau.masked_request())
-    final = node.compare_blinded(key_id, bureau.blinded_request(bits))
+    bits = node.compare_masked(key_id, bureau.masked_request(), application_id=app_id)
+    final = node.compare_blinded(key_id, bureau.blinded_request(bits), application_id=app_id)
     delivery = BandDelivery(
         application_id=app_id,
         key_id=key_id,
@@ -107,7 +107,9 @@ def band_round_trip(node: BankNode, key_id: str, key: BankKey, score: int, app_i
         band_labels=("A", "B", "C", "D", "E"),
         band_ciphertext=bureau.band_ciphertext(final),
     )
-    return node.deliver_band(delivery).band
+    record = node.deliver_band(delivery)
+    assert record is not None
+    return record.band
 
 
 # ---------------------------------------------------------------- sealed key files
@@ -472,10 +474,10 @@ def test_bank_node_answers_old_and_new_key(rotated: Rotated, new_key: BankKey, t
     bureau = BandComparison(pk_old, old_key.dgk.public_key, pk_old.encrypt(1), CUTOFFS, -1000, 5000, 0)
     masked = bureau.masked_request()
     with pytest.raises(InvalidInputError):
-        node.compare_masked(rotated.new_id, masked)
+        node.compare_masked(rotated.new_id, masked, application_id="app-x")
     unknown = "pk-" + "0" * 32
     with pytest.raises(NotFoundError, match=unknown):
-        node.compare_masked(unknown, masked)
+        node.compare_masked(unknown, masked, application_id="app-x")
     with pytest.raises(NotFoundError, match=unknown):
         node.deliver_band(
             BandDelivery(

@@ -17,7 +17,6 @@ from blindscore.application import BatchMember, EncryptedBatch
 from blindscore.comparison import truncated_band
 from blindscore.errors import (
     AlreadyExistsError,
-    CryptoError,
     InvalidInputError,
     NotFoundError,
     PreconditionError,
@@ -49,6 +48,22 @@ def encoded(rows: Sequence[Mapping[str, object]]) -> list[list[int]]:
     return [MODEL.spec.encode_row(r) for r in rows]
 
 
+def start_batch(
+    sessions: PackedSessions,
+    keypair: KeyPair,
+    session_id: bytes,
+    masked: packed.PackedMasked,
+    ids: Sequence[str],
+) -> Any:
+    """The bank's PackedStart without the node around it: open the batch, then the OT request."""
+    opened = packed.open_packed(keypair, masked)
+    return sessions.start(keypair.public_key.key_id, session_id, masked, opened, ids, "")
+
+
+def batch_ids(n: int) -> list[str]:
+    return ["a", "b"] if n == 2 else [f"a{i}" for i in range(n)]
+
+
 def run_batch(
     keypair: KeyPair,
     model: LinearModel,
@@ -62,12 +77,13 @@ def run_batch(
     assert slot_bits is not None
     cts = packed.encrypt_packed(pk, model.spec, slot_bits, rows)
     band = packed.PackedBand(pk, model, cts, len(rows), slot_bits)
-    start = sessions.start(keypair, pk.key_id, session_id, band.masked())
+    ids = [f"a{i}" for i in range(len(rows))]
+    start = start_batch(sessions, keypair, session_id, band.masked(), ids)
     circuit, pairs = band.garble()
     reply = sender.reply(start.request, pairs)
-    ids = [f"a{i}" for i in range(len(rows))]
-    records = sessions.finish(pk.key_id, start.ticket, reply, circuit, "m", model.policy.labels, ids)
-    return [r.band for r in records]
+    done = sessions.finish(pk.key_id, start.ticket, reply, circuit, "m", model.policy.labels, ids, "")
+    assert not any(c.fault for c in done)
+    return [c.record.band for c in done]
 
 
 # layout -----------------------------------------------------------------------------------
@@ -95,7 +111,7 @@ def test_batch_messages_stay_within_the_grpc_limit(
     n = 3
     cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
     band = packed.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
-    start = sessions.start(paillier_keypair, pk.key_id, session_id, band.masked())
+    start = start_batch(sessions, paillier_keypair, session_id, band.masked(), batch_ids(n))
     circuit, pairs = band.garble()
     reply = sender.reply(start.request, pairs)
     sent = len(circuit.tables) + len(circuit.garbler_labels) + len(reply.y0) + len(reply.y1)
@@ -191,24 +207,28 @@ def test_every_slot_gets_its_own_mask(paillier_keypair: KeyPair) -> None:
     row = encoded(ROWS[:1])[0]
     cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, [row] * 4)
     band = packed.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
-    values = packed.open_packed(paillier_keypair, band.masked())
-    assert len(set(values)) == 4
+    opened = packed.open_packed(paillier_keypair, band.masked())
+    assert len(set(opened.values)) == 4 and not any(opened.faulted)
     again = packed.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
     assert band.garbler_values() != again.garbler_values()
     assert band.masked().ciphertext != again.masked().ciphertext
 
 
-def test_bank_refuses_overflowing_slots_and_bad_parameters(paillier_keypair: KeyPair) -> None:
+def test_bank_marks_overflowing_slots_faulted_and_refuses_bad_parameters(paillier_keypair: KeyPair) -> None:
+    """Overflows are never refused (a refusal would be an oracle on the decrypted value): the slots
+    are marked faulted and get uniformly random comparison inputs of the right width."""
     pk = paillier_keypair.public_key
     assert SLOT_BITS is not None
     k = packed.slots_per_batch(SLOT_BITS, pk.bits)
     wide = packed.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS))), 2, SLOT_BITS, 4, 27, 24)
-    with pytest.raises(CryptoError, match="overflow"):
-        packed.open_packed(paillier_keypair, wide)
+    opened = packed.open_packed(paillier_keypair, wide)
+    assert opened.faulted == (True, True)
     # A score wider than declared sets its slot's guard bit instead of spilling into the next slot.
     guarded = packed.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS - 1))), 2, SLOT_BITS, 4, 27, 24)
-    with pytest.raises(CryptoError, match="slot 1: the masked score is wider"):
-        packed.open_packed(paillier_keypair, guarded)
+    assert packed.open_packed(paillier_keypair, guarded).faulted == (False, True)
+    # The faulted slot's input is random (not the zero that its decrypted low bits hold).
+    seen = {packed.open_packed(paillier_keypair, guarded).values[1] for _ in range(8)}
+    assert len(seen) > 1 and all(0 <= v < 1 << 28 for v in seen)
     ct = int(pk.encrypt(5))
     for bad, message in [
         (packed.PackedMasked(ct, k + 1, SLOT_BITS, 4, 27, 24), "do not fit"),
@@ -224,8 +244,7 @@ def test_bank_refuses_overflowing_slots_and_bad_parameters(paillier_keypair: Key
 
 def test_non_monotone_comparison_bits_are_a_protocol_fault() -> None:
     assert packed.bands_from_bits([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]) == [2, 0, 4]
-    with pytest.raises(CryptoError, match="slot 1"):
-        packed.bands_from_bits([[1, 0], [0, 1]])
+    assert packed.bands_from_bits([[1, 0], [0, 1], [1, 0, 1]]) == [1, None, None]
 
 
 def test_bureau_refuses_a_batch_packed_for_other_slots(paillier_keypair: KeyPair) -> None:
@@ -251,7 +270,7 @@ def _started(
     assert SLOT_BITS is not None
     cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
     band = packed.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
-    start = sessions.start(keypair, pk.key_id, session_id, band.masked())
+    start = start_batch(sessions, keypair, session_id, band.masked(), batch_ids(n))
     circuit, pairs = band.garble()
     return band, start.ticket, sender.reply(start.request, pairs), circuit
 
@@ -265,28 +284,32 @@ def test_tickets_are_sealed_single_use_and_bound_to_the_key_and_the_batch(
     _, ticket, reply, circuit = _started(paillier_keypair, ot_pair)
     tampered = ticket[:-1] + bytes([ticket[-1] ^ 1])
     with pytest.raises(PreconditionError, match="ticket"):
-        sessions.finish(key_id, tampered, reply, circuit, "m", labels, ["a", "b"])
+        sessions.finish(key_id, tampered, reply, circuit, "m", labels, ["a", "b"], "")
     with pytest.raises(PreconditionError, match="ticket"):
-        PackedSessions().finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"])  # another process
-    records = sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"])
-    assert [r.application_id for r in records] == ["a", "b"]
+        PackedSessions().finish(
+            key_id, ticket, reply, circuit, "m", labels, ["a", "b"], ""
+        )  # another process
+    records = sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"], "")
+    assert [r.record.application_id for r in records] == ["a", "b"]
     # Single use: the same ticket again (one OT nonce, a second reply) is refused.
     with pytest.raises(PreconditionError, match="ticket"):
-        sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"])
+        sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"], "")
     refusals: list[tuple[str, list[str], tuple[str, ...], str]] = [
         ("pk-" + "0" * 32, ["a", "b"], labels, "another key"),
         (key_id, ["a", "a"], labels, "distinct"),
         (key_id, ["a", "b"], labels[:-1], "band labels"),
+        (key_id, ["b", "a"], labels, "other members"),
+        (key_id, ["a", "c"], labels, "other members"),
     ]
     for key, ids, names, message in refusals:
         _, ticket, reply, circuit = _started(paillier_keypair, ot_pair)
         with pytest.raises(InvalidInputError, match=message):
-            sessions.finish(key, ticket, reply, circuit, "m", names, ids)
+            sessions.finish(key, ticket, reply, circuit, "m", names, ids, "")
     # The circuit of another batch does not fit a ticket.
     _, ticket, reply, _ = _started(paillier_keypair, ot_pair)
     _, _, _, other = _started(paillier_keypair, ot_pair, n=3)
     with pytest.raises(InvalidInputError, match="garbled comparisons"):
-        sessions.finish(key_id, ticket, reply, other, "m", labels, ["a", "b"])
+        sessions.finish(key_id, ticket, reply, other, "m", labels, ["a", "b"], "")
 
 
 def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) -> None:
@@ -298,7 +321,9 @@ def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) ->
         other.setup_finish(choice)
     mask = packed.PackedMasked(int(paillier_keypair.public_key.encrypt(1)), 1, 94, 4, 27, 24)
     with pytest.raises(NotFoundError, match="OT session"):
-        sessions.start(paillier_keypair, "k", secrets.token_bytes(16), mask)
+        sessions.require_session(secrets.token_bytes(16))
+    with pytest.raises(NotFoundError, match="OT session"):
+        start_batch(sessions, paillier_keypair, secrets.token_bytes(16), mask, ["a"])
     for holder in (sessions, other):
         with pytest.raises(TypeError):
             pickle.dumps(holder)

@@ -265,7 +265,7 @@ class OtSetupReply(_message.Message):
     def __init__(self, session_id: _Optional[bytes] = ..., gr: _Optional[bytes] = ..., e0: _Optional[_Iterable[bytes]] = ..., e1: _Optional[_Iterable[bytes]] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class PackedStartRequest(_message.Message):
-    __slots__ = ("key_id", "ot_session_id", "ciphertext", "count", "slot_bits", "cutoffs", "bits", "truncate_bits")
+    __slots__ = ("key_id", "ot_session_id", "ciphertext", "count", "slot_bits", "cutoffs", "bits", "truncate_bits", "application_ids")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     OT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +274,7 @@ class PackedStartRequest(_message.Message):
     CUTOFFS_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_BITS_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_IDS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     ot_session_id: bytes
     ciphertext: bytes
@@ -282,7 +283,8 @@ class PackedStartRequest(_message.Message):
     cutoffs: int
     bits: int
     truncate_bits: int
-    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ...) -> None: ...
+    application_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., application_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PackedStartResponse(_message.Message):
     __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")

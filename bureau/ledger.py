@@ -1,0 +1,114 @@
+"""What the bureau has let a bank learn: at most one band per application, whatever the bank does.
+
+A bank that deviates can evaluate the comparison on a value of its choosing (other DGK bits,
+other OT choice bits): each run of the band protocol then tells it the band of a shifted score,
+and a bank that answered with an error to force a re-run could binary-search the score. So the
+bureau gives a bank the means to decrypt a band once per application:
+
+- one application: the [band] ciphertext is made once and kept here; a retry delivers the same
+  ciphertext again (which tells the bank nothing new) instead of running the protocol afresh;
+- a packed batch: its evaluation round (garbled comparisons and OT reply) is sent once; the batch
+  is marked here first, and a batch marked before is never run again: it fails for good.
+
+Runs that stop before that point (the masked value, the DGK bits, the blinded groups) may be
+repeated: each draws fresh masks, and what the bank sees of them is statistically independent
+of the score.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from blindscore.db import Database, Tx, create_schema
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {band_ciphertexts} (
+        platform_id    TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        ciphertext     {blob} NOT NULL,
+        made_at        {real} NOT NULL,
+        PRIMARY KEY (platform_id, application_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {batch_evaluations} (
+        platform_id TEXT NOT NULL,
+        batch_id    TEXT NOT NULL,
+        sent_at     {real} NOT NULL,
+        PRIMARY KEY (platform_id, batch_id)
+    )
+    """,
+)
+
+
+class EvaluationLedger:
+    """The band ciphertexts the bureau made and the batches whose evaluation round it sent."""
+
+    def __init__(self, target: Path | str | Database) -> None:
+        self._owns = not isinstance(target, Database)
+        self._db = target if isinstance(target, Database) else Database.open(target, "bureau")
+        try:
+            self._db.setup(lambda tx: create_schema(self._db, tx, _SCHEMA), "the evaluation ledger")
+        except BaseException:
+            self.close()
+            raise
+
+    def band_ciphertext(self, platform_id: str, application_id: str) -> bytes | None:
+        """The [band] made for an application earlier, if any."""
+        row = self._db.read(
+            lambda tx: tx.one(
+                "SELECT ciphertext FROM {band_ciphertexts} WHERE platform_id = ? AND application_id = ?",
+                (platform_id, application_id),
+            )
+        )
+        return None if row is None else bytes(row[0])
+
+    def keep_band_ciphertext(self, platform_id: str, application_id: str, ciphertext: bytes) -> bytes:
+        """Record the application's [band] before it is delivered; returns the one to deliver (an
+        earlier one, if another run got there first)."""
+
+        def run(tx: Tx) -> bytes:
+            row = tx.one(
+                "SELECT ciphertext FROM {band_ciphertexts} WHERE platform_id = ? AND application_id = ?",
+                (platform_id, application_id),
+            )
+            if row is not None:
+                return bytes(row[0])
+            tx.execute(
+                "INSERT INTO {band_ciphertexts} (platform_id, application_id, ciphertext, made_at) "
+                "VALUES (?, ?, ?, ?)",
+                (platform_id, application_id, ciphertext, time.time()),
+            )
+            return ciphertext
+
+        return self._db.write(run)
+
+    def spend_batch(self, platform_id: str, batch_id: str) -> bool:
+        """Mark a batch's evaluation round as sent; False if it was marked before (do not send)."""
+
+        def run(tx: Tx) -> bool:
+            key = (platform_id, batch_id)
+            if tx.one("SELECT 1 FROM {batch_evaluations} WHERE platform_id = ? AND batch_id = ?", key):
+                return False
+            tx.execute(
+                "INSERT INTO {batch_evaluations} (platform_id, batch_id, sent_at) VALUES (?, ?, ?)",
+                (*key, time.time()),
+            )
+            return True
+
+        return self._db.write(run)
+
+    def batch_spent(self, platform_id: str, batch_id: str) -> bool:
+        row = self._db.read(
+            lambda tx: tx.one(
+                "SELECT 1 FROM {batch_evaluations} WHERE platform_id = ? AND batch_id = ?",
+                (platform_id, batch_id),
+            )
+        )
+        return row is not None
+
+    def close(self) -> None:
+        if self._owns:
+            self._db.close()
