@@ -417,12 +417,14 @@ class Nodes:
             self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
             real = self.bank.deliver_band
 
-            def counting(delivery: Any) -> Any:  # counts the band deliveries that reach the bank
+            def counting(delivery: Any, **kw: Any) -> Any:  # counts the band deliveries reaching the bank
                 self.deliveries.append(delivery.application_id)
-                return real(delivery)
+                return real(delivery, **kw)
 
             self.bank.deliver_band = counting  # type: ignore[method-assign]
-        self.bank_server, self.bank_port = start_bank_server(self.bank, f"127.0.0.1:{self.bank_port}")
+        self.bank_server, self.bank_port = start_bank_server(
+            self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True
+        )
 
     def bank_target(self) -> Path | str:
         return self.backend.url or self.backend.tmp / "bank" / "results.sqlite3"
@@ -434,7 +436,9 @@ class Nodes:
 
     def start_bureau(self) -> None:
         self.bureau = Bureau.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
-        self.bureau_server, port, self.bureau_channels = start_bureau_server(self.bureau, "127.0.0.1:0")
+        self.bureau_server, port, self.bureau_channels = start_bureau_server(
+            self.bureau, "127.0.0.1:0", share_timings=True
+        )
         self.bureau_addr = f"127.0.0.1:{port}"
         assert self.bank is not None
         register_with_bureau(self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}")
@@ -541,7 +545,7 @@ def test_resubmission_returns_the_same_outcome(nodes: Nodes) -> None:
     msg = encrypted(nodes, 3, "same-1")
     first = bureau.SubmitApplication(msg, timeout=30)
     assert first.accepted and not first.pending and first.model_version == "1"
-    assert "bureau.evaluate" in first.stage_ms
+    assert "bureau.evaluate" in first.stage_ms  # this harness runs its nodes with share_timings
     band = nodes.bank_has("same-1")
     assert band is not None and band.band == expected_band(3)
     again = bureau.SubmitApplication(msg, timeout=30)

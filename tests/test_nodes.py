@@ -173,7 +173,26 @@ def test_bureau_refuses_bad_ciphertexts(net: Net) -> None:
     assert net.bank_node.store.get("cipher-1") is None
 
 
-def test_bank_refuses_unknown_key_and_bad_band(net: Net) -> None:
+def _start_run(net: Net, stub: Any, application_id: str) -> None:
+    """One honest-looking round 1 for ``application_id``, so the bank has a run to complete."""
+    key = net.bank_node.keypair.public_key
+    stub.CompareMasked(
+        pb.MaskedRequest(
+            application_id=application_id,
+            key_id=net.key_id,
+            count=1,
+            bits=8,
+            truncate_bits=0,
+            width_bits=60,
+            ciphertext=key.pack([key.encrypt(12345)]),
+        ),
+        timeout=10,
+    )
+
+
+def test_bank_refuses_by_ids_and_records_a_bad_band_as_a_fault(net: Net) -> None:
+    """Refusals depend on ids and shapes only: an unknown key, a delivery with no run, a malformed
+    request. A band that decrypts out of range is answered like any other and stored as a fault."""
     stub: Any = pb_grpc.BankStub(open_channel(net.bank))
     key = net.bank_node.keypair.public_key
     code, _ = status_of(
@@ -185,25 +204,38 @@ def test_bank_refuses_unknown_key_and_bad_band(net: Net) -> None:
         )
     )
     assert code == grpc.StatusCode.NOT_FOUND
-    out_of_range = pb.BandDelivery(
-        application_id="b2",
-        key_id=net.key_id,
-        model_id="m",
-        band_labels=["A", "B"],
-        band_ciphertext=key.pack([key.encrypt(7)]),
-    )
-    code, text = status_of(lambda: stub.DeliverBand(out_of_range, timeout=10))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and text == "cryptographic check failed"
+
+    def out_of_range(app_id: str) -> Any:
+        return pb.BandDelivery(
+            application_id=app_id,
+            key_id=net.key_id,
+            model_id="m",
+            band_labels=["A", "B"],
+            band_ciphertext=key.pack([key.encrypt(7)]),
+        )
+
+    code, text = status_of(lambda: stub.DeliverBand(out_of_range("b2"), timeout=10))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "no run of the band protocol" in text
+    _start_run(net, stub, "b2")
+    receipt = stub.DeliverBand(out_of_range("b2"), timeout=10)
+    assert receipt.stored and receipt.application_id == "b2" and receipt.server_ms == 0
     assert net.bank_node.store.get("b2") is None
+    assert net.bank_node.store.runs("", "b2") == (1, True, "faulted")
+    assert [
+        (f.application_id, f.reason) for f in net.bank_node.store.faults() if f.application_id == "b2"
+    ] == [("b2", "band_range")]
     code, _ = status_of(
         lambda: stub.CompareMasked(
             pb.MaskedRequest(application_id="b3", key_id=net.key_id, count=0, bits=8), timeout=10
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    net.bank_node.store.reset_standing("")
 
 
-def test_conflicting_band_refused(net: Net) -> None:
+def test_a_changed_band_keeps_the_first_and_is_answered_as_any_retry(net: Net) -> None:
+    """A retried application whose band changes keeps its first band, and the bureau cannot tell:
+    the receipt is the same as for a repeat of the same band (no ALREADY_EXISTS)."""
     stub: Any = pb_grpc.BankStub(open_channel(net.bank))
     key = net.bank_node.keypair.public_key
 
@@ -219,10 +251,9 @@ def test_conflicting_band_refused(net: Net) -> None:
             timeout=10,
         )
 
-    assert deliver(1).stored
-    assert deliver(1).stored  # same band again: idempotent
-    code, _ = status_of(lambda: deliver(2))
-    assert code == grpc.StatusCode.ALREADY_EXISTS
+    _start_run(net, stub, "conflict")
+    first, same, changed = deliver(1), deliver(1), deliver(2)
+    assert first == same == changed
     record = net.bank_node.store.get("conflict")
     assert record is not None and record.band == 1
 
