@@ -352,7 +352,7 @@ class BankNode:
         self._pending_faults: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._faults_lock = threading.Lock()
         self._fault_reports: queue.SimpleQueue[tuple[str, list[str], str]] = queue.SimpleQueue()
-        threading.Thread(target=self._report_faults, name="bank-fault-reports", daemon=True).start()
+        self._fault_reporter: threading.Thread | None = None
 
     def __repr__(self) -> str:
         keys, current = self._view
@@ -468,6 +468,12 @@ class BankNode:
         # The fault is already in the store (same statements either way); the log line and the
         # metric are handed to a thread so the answer's timing does not carry them either.
         self._fault_reports.put((bureau_id, list(application_ids), check))
+        with self._faults_lock:
+            if self._fault_reporter is None:
+                self._fault_reporter = threading.Thread(
+                    target=self._report_faults, name="bank-fault-reports", daemon=True
+                )
+                self._fault_reporter.start()
 
     def watch_faults(self, metrics: NodeMetrics) -> None:
         """Count every protocol fault in ``metrics`` and keep its suspended-bureau gauge current."""

@@ -13,6 +13,7 @@ platform encrypts every feature of every application.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,15 @@ _FP_DOMAIN = b"blindscore/paillier/public-key/v1"
 # platform, which encrypts every feature, reserves more (see PublicKey.reserve).
 POOL_CAPACITY = 1024
 _TABLE_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork: a lock held by another thread would never be freed.
+    global _TABLE_LOCK
+    _TABLE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class FixedBaseTable:

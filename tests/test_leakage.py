@@ -234,14 +234,19 @@ def observe(
             band = sk.decrypt(c_band)
             view.bands.append(band)
             # The randomness of [band], decomposed into the bank's own exponents and the bureau's.
-            e_high = log.exponent_of(bits.high, sk.decrypt(bits.high), "[z_h]")
-            e_deltas = tuple(log.exponent_of(c, sk.decrypt(c), f"[delta_{k}]") for k, c in enumerate(final.deltas))
+            # The bank knows its own plaintexts: z_h from z, delta_k from its zero tests.
+            high = view.z[-1] >> TRUNCATE >> BITS
+            deltas = [int(0 in group[-1]) for group in view.groups]
+            e_high = log.exponent_of(bits.high, high, "[z_h]")
+            e_deltas = tuple(
+                log.exponent_of(c, d, f"[delta_{k}]") for k, (c, d) in enumerate(zip(final.deltas, deltas, strict=True))
+            )
             signs = tuple(log.signs)
             assert len(signs) == K
             ns = pk.nsquare
-            expected = gmpy2.powmod(log.randomness(bits.high, sk.decrypt(bits.high)), K, ns)
-            for s, c in zip(signs, final.deltas, strict=True):
-                expected = expected * gmpy2.powmod(log.randomness(c, sk.decrypt(c)), s, ns) % ns
+            expected = gmpy2.powmod(log.randomness(bits.high, high), K, ns)
+            for s, c, d in zip(signs, final.deltas, deltas, strict=True):
+                expected = expected * gmpy2.powmod(log.randomness(c, d), s, ns) % ns
             for value, _ in bureau_draws:
                 expected = expected * value % ns
             assert log.randomness(c_band, band) == expected, "[band] holds randomness that was not recorded"
