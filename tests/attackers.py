@@ -48,15 +48,6 @@ from blindscore.transport import TransportSecurity, create_server, open_channel
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
-#: Codes that end an attack: the bank stopped answering this bureau (or this application).
-CUT_OFF_CODES = frozenset(
-    {
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
-)
 RPC_TIMEOUT_S = 30.0
 #: How far the comparison of a packed slot may reach: the bank decodes b = z' mod 2^(l+1) with the
 #: l the bureau declares, so a bureau that declares one more bit than its model needs makes every
@@ -161,7 +152,7 @@ class _Oracle:
 
 
 class MaskedOracle(_Oracle):
-    """ "Is m mod p < 2^width_bits?" through CompareMasked: accepted or refused with INVALID_ARGUMENT.
+    """Asks "is m mod p < 2^width_bits?" through CompareMasked: answered, or refused (INVALID_ARGUMENT).
 
     ``fresh_ids``: one new application id per probe (so no per-application run limit binds);
     else every probe names the same application.
@@ -220,7 +211,7 @@ class MaskedOracle(_Oracle):
 
 
 class DeliveryOracle(_Oracle):
-    """ "Is m mod p < len(labels)?" through DeliverBand: stored, or refused with INVALID_ARGUMENT.
+    """Asks "is m mod p < len(labels)?" through DeliverBand: stored, or refused (INVALID_ARGUMENT).
 
     Each probe names a new application, first opened with one honest-looking CompareMasked (an
     in-range masked value), as a bureau would have to before delivering its band.
@@ -269,14 +260,20 @@ class DeliveryOracle(_Oracle):
 
 
 def recover_prime(
-    oracle: _Oracle, *, half_bits: int = 1024, start: int | None = None, stop: int | None = None
+    oracle: _Oracle,
+    *,
+    n: int | None = None,
+    half_bits: int = 1024,
+    start: int | None = None,
+    stop: int | None = None,
 ) -> PrimeRecovery:
     """Find p in [start, stop) (default [2^(half_bits-1), 2^half_bits)) with a range oracle.
 
     For start <= m < 2p the bank's half decryption m mod p is m - p when m >= p and m itself (too
     wide to pass) when m < p, so the oracle accepts exactly for p <= m < p + 2^window: the scan
     in steps of 2^window meets that interval once, and a binary search below the first accepted
-    m finds p. The attacker's candidate is its current lower bound when it is stopped.
+    m finds p. With ``n`` the attacker checks each guess (p divides n) and, if it is wrong (the
+    oracle lied), scans on from where it was. Its candidate is its current guess when stopped.
     """
     lo_end = 1 << (half_bits - 1) if start is None else start
     hi_end = 1 << half_bits if stop is None else stop
@@ -287,14 +284,11 @@ def recover_prime(
     out_of_budget = False
     try:
         m = lo_end
-        found = None
         while m < hi_end + step:
-            if oracle(m):
-                found = m
-                break
-            m += step
-        if found is not None:
-            lo, hi = max(lo_end, found - step + 1), found  # p in [lo, hi]; accepted iff m >= p
+            if not oracle(m):
+                m += step
+                continue
+            lo, hi = max(lo_end, m - step + 1), m  # p in [lo, hi]; accepted iff probe >= p
             candidate = lo
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -303,6 +297,9 @@ def recover_prime(
                 else:
                     lo = mid + 1
                 candidate = lo
+            if n is None or n % candidate == 0:
+                break
+            m += step
     except CutOff as exc:
         stopped_by = exc.code.name
     except OutOfBudget:
@@ -814,12 +811,15 @@ class VulnerableBank(_BankOt):
         super().__init__()
         self.pk = keypair.public_key
         self._sk = keypair.secret_key
+        self._p = int(keypair.secret_key._sk.p)  # the prime the half (CRT p-part) decryption used
         self.dgk = dgk
         self._tickets: dict[bytes, tuple[bytes, list[int]]] = {}
         self.bands: dict[str, int] = {}
 
     def _half_decrypt(self, ct: Any, width: int) -> int:
-        return self._sk.decrypt_small(ct) if width < self.pk.bits // 2 - 8 else self._sk.decrypt(ct)
+        """m mod p for a value declared below the prime, as ``decrypt_small`` gave it; else m."""
+        m = self._sk.decrypt(ct)
+        return m % self._p if width < self.pk.bits // 2 - 8 else m
 
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
         (ct,) = self.pk.unpack(request.ciphertext, 1)
@@ -836,7 +836,7 @@ class VulnerableBank(_BankOt):
 
     def DeliverBand(self, request: pb.BandDelivery, context: grpc.ServicerContext) -> pb.BandReceipt:
         (ct,) = self.pk.unpack(request.band_ciphertext, 1)
-        band = self._sk.decrypt_small(ct)
+        band = self._sk.decrypt(ct) % self._p
         if not 0 <= band < len(request.band_labels):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cryptographic check failed")
         with self.lock:

@@ -92,6 +92,10 @@ def test_bands_match_plaintext(net: Net) -> None:
         assert record.band == model.band(rows[i])
         assert record.band_label == model.policy.labels[record.band]
         assert record.model_id == DEFAULT_MODEL_ID
+        # No timing measured at the bureau or the bank reaches the platform (no --share-timings).
+        assert outcome.stage_ms and all(
+            k.startswith(("platform.", "transport.platform.")) for k in outcome.stage_ms
+        ), outcome.stage_ms
 
 
 def test_resubmission_is_idempotent(net: Net) -> None:
