@@ -25,7 +25,8 @@ _SCHEMA = (
     )
     """,
     # One row per (bureau, application): how many runs of the band protocol the bank answered,
-    # whether any of them broke the protocol, and how it ended ('' running, 'band', 'faulted').
+    # whether any of them broke the protocol, how it ended ('' running, 'band', 'faulted') and how
+    # many deliveries (DeliverBand, or PackedFinish naming it) completed it.
     """
     CREATE TABLE IF NOT EXISTS {runs} (
         bureau_id      TEXT NOT NULL,
@@ -33,6 +34,7 @@ _SCHEMA = (
         runs           INTEGER NOT NULL,
         faulted        INTEGER NOT NULL,
         outcome        TEXT NOT NULL,
+        deliveries     INTEGER NOT NULL,
         updated_at     {real} NOT NULL,
         PRIMARY KEY (bureau_id, application_id)
     )
@@ -223,8 +225,9 @@ class ResultStore:
                     )
             for app_id, fault in zip(application_ids, faults, strict=True):
                 tx.execute(
-                    "INSERT INTO {runs} (bureau_id, application_id, runs, faulted, outcome, updated_at) "
-                    "VALUES (?, ?, 1, ?, '', ?) ON CONFLICT (bureau_id, application_id) DO UPDATE SET "
+                    "INSERT INTO {runs} (bureau_id, application_id, runs, faulted, outcome, deliveries, "
+                    "updated_at) VALUES (?, ?, 1, ?, '', 0, ?) "
+                    "ON CONFLICT (bureau_id, application_id) DO UPDATE SET "
                     "runs = {runs}.runs + 1, "
                     "faulted = CASE WHEN excluded.faulted > {runs}.faulted THEN 1 ELSE {runs}.faulted END, "
                     "updated_at = excluded.updated_at",
@@ -281,7 +284,7 @@ class ResultStore:
                     ),
                 )
                 tx.execute(
-                    "UPDATE {runs} SET faulted = ?, outcome = ?, updated_at = ? "
+                    "UPDATE {runs} SET faulted = ?, outcome = ?, deliveries = deliveries + 1, updated_at = ? "
                     "WHERE bureau_id = ? AND application_id = ?",
                     (int(faulted), "faulted" if faulted else "band", now, bureau_id, app_id),
                 )
@@ -370,6 +373,15 @@ class ResultStore:
             )
         )
         return None if row is None else (int(row[0]), bool(row[1]), str(row[2]))
+
+    def deliveries(self) -> dict[str, int]:
+        """Deliveries received per application id (all bureaus): 1 each when every application was
+        delivered exactly once; a crash between the bank's commit and the bureau's record of it
+        shows up here as 2 (the bank then keeps the first band)."""
+        rows = self._db.read(
+            lambda tx: tx.all("SELECT application_id, SUM(deliveries) FROM {runs} GROUP BY application_id")
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def get(self, application_id: str) -> BandRecord | None:
         row = self._db.read(

@@ -95,8 +95,7 @@ class GarbledComparisons:
 
 
 def _label_bytes(size: int) -> bytes:
-    """The random 0-labels, whose lsbs are the point-and-permute bits (a hook so that the leakage
-    tests can fix those bits)."""
+    """Random 0-labels; their lsbs are the permutation bits (a hook so that leakage tests can fix them)."""
     return secrets.token_bytes(size)
 
 

@@ -341,7 +341,7 @@ class Variant:
 
 
 VARIANTS = [
-    # R_a of 35 bits: z_a mod 2^j for j >= 38 crowds into a quarter of the range or less (p ~ 0).
+    # R_a of 35 bits: z_a mod 2^j for j >= 38 crowds into a quarter of its range or less (observed: p = 0).
     Variant(
         "slot masks as wide as the score range",
         "slot residues",
@@ -349,9 +349,9 @@ VARIANTS = [
         "_draw_slot_mask",
         lambda bits: secrets.randbits(bits - 1 - DEFAULT_KAPPA),
     ),
-    # z_a = s_a + C, constant (p ~ 0).
+    # z_a = s_a + C, constant (observed: p = 0).
     Variant("no slot mask", "slot residues", packed, "_draw_slot_mask", lambda bits: 0),
-    # z_a mod 2^20 = s_a mod 2^20 (p ~ 0).
+    # z_a mod 2^20 = (s_a + C) mod 2^20, the score itself (observed: p ~ 1e-314).
     Variant(
         "slot masks with low 20 bits cleared",
         "slot residues",
@@ -360,9 +360,9 @@ VARIANTS = [
         lambda bits: secrets.randbits(bits) & ~(2**20 - 1),
     ),
     # lsb(label) = the wire's value: the bank's permutation bits are all 0, its estimate X_ak is
-    # 2^l + sigma_a - gamma_k (p ~ 1e-180 and below).
+    # 2^l + sigma_a - gamma_k (observed: p = 0).
     Variant("fixed permutation bit", "garbled labels", garble, "_label_bytes", _fixed_permutation_bits),
-    # y^b = x^b in the clear: the unchosen label decodes, d_j = Delta (p ~ 1e-36 and below).
+    # y^b = x^b in the clear: the unchosen label decodes, d_j = Delta (observed: p ~ 1e-266).
     Variant(
         "OT without hash pads",
         "oblivious transfer",
