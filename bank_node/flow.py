@@ -349,7 +349,7 @@ class BankNode:
         self.limits = limits or RunLimits()
         self._on_fault = on_fault
         # Round-2 faults by (bureau, application), recorded with the delivery of the band.
-        self._pending_faults: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._pending_faults: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._faults_lock = threading.Lock()
         self._fault_reports: queue.SimpleQueue[tuple[str, list[str], str]] = queue.SimpleQueue()
         self._fault_reporter: threading.Thread | None = None
@@ -507,14 +507,16 @@ class BankNode:
         *,
         application_id: str,
         bureau_id: str = "",
+        platform_id: str = "",
     ) -> comparison.BitsResponse:
-        """Round 1: counts a run of ``application_id`` for ``bureau_id`` and answers the masked value."""
+        """Round 1: counts a run of ``platform_id``'s ``application_id`` for ``bureau_id`` and answers
+        the masked value."""
         _check_application_id(application_id)
         key = self.key(key_id)
         faults: list[str] = []
         response = comparison.answer_masked(key.paillier, key.dgk.public_key, request, on_fault=faults.append)
         fault = faults[0] if faults else ""
-        self.store.begin_runs(bureau_id, [application_id], [fault], self.limits)
+        self.store.begin_runs(bureau_id, [application_id], [fault], self.limits, platform_id=platform_id)
         if fault:
             self._fault(bureau_id, [application_id], fault)
         return response
@@ -526,6 +528,7 @@ class BankNode:
         *,
         application_id: str,
         bureau_id: str = "",
+        platform_id: str = "",
     ) -> comparison.FinalResponse:
         """Round 2: the fresh [delta_k]; a fault is kept for the application's delivery."""
         _check_application_id(application_id)
@@ -536,7 +539,7 @@ class BankNode:
         )
         with self._faults_lock:
             if faults:
-                self._pending_faults[(bureau_id, application_id)] = faults[0]
+                self._pending_faults[(bureau_id, platform_id, application_id)] = faults[0]
                 while len(self._pending_faults) > MAX_PENDING_FAULTS:
                     self._pending_faults.popitem(last=False)
         return response
@@ -556,7 +559,7 @@ class BankNode:
         band = key.paillier.secret_key.decrypt(pk.validate(delivery.band_ciphertext))
         in_range = 0 <= band < len(labels)
         with self._faults_lock:
-            fault = self._pending_faults.pop((bureau_id, delivery.application_id), "")
+            fault = self._pending_faults.pop((bureau_id, delivery.platform_id, delivery.application_id), "")
         fault = fault or ("" if in_range else FAULT_BAND_RANGE)
         index = band if in_range else 0
         record = BandRecord(
@@ -566,6 +569,8 @@ class BankNode:
             band=index,
             band_label=labels[index],
             received_at=time.time(),
+            platform_id=delivery.platform_id,
+            bureau_id=bureau_id,
         )
         _, kept = self.store.complete(bureau_id, [Completion(record, fault)], self.limits)
         if fault:
@@ -574,7 +579,7 @@ class BankNode:
             log.warning(
                 "kept the earlier band of application %r delivered again", delivery.application_id[:64]
             )
-        return self.store.get(delivery.application_id)
+        return self.store.get(delivery.application_id, delivery.platform_id, bureau_id)
 
     # ------------------------------------------------------------------ packed batches
     def packed_start(
@@ -585,6 +590,7 @@ class BankNode:
         application_ids: Sequence[str],
         *,
         bureau_id: str = "",
+        platform_id: str = "",
     ) -> tuple[bytes, ot.ExtensionRequest]:
         """Round 1 of a packed batch: decrypt its masked scores (one decryption), count a run for
         every member, answer with the OT request for the comparison bits and a ticket only this
@@ -594,12 +600,12 @@ class BankNode:
         self.packed.require_session(session_id)
         opened = packed.open_packed(key.paillier, request)
         faults = [packed.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
-        self.store.begin_runs(bureau_id, ids, faults, self.limits)
+        self.store.begin_runs(bureau_id, ids, faults, self.limits, platform_id=platform_id)
         if any(faults):
             self._fault(
                 bureau_id, [a for a, f in zip(ids, faults, strict=True) if f], packed.FAULT_SLOT_GUARD
             )
-        result = self.packed.start(key_id, session_id, request, opened, ids, bureau_id)
+        result = self.packed.start(key_id, session_id, request, opened, ids, bureau_id, platform_id)
         return result.ticket, result.request
 
     def packed_finish(
@@ -613,6 +619,7 @@ class BankNode:
         application_ids: tuple[str, ...],
         *,
         bureau_id: str = "",
+        platform_id: str = "",
     ) -> int:
         """Round 2: evaluate the garbled comparisons and store every band of the batch in one
         transaction (a faulted slot is recorded as faulted); returns how many members were
@@ -621,7 +628,7 @@ class BankNode:
         if not 2 <= len(labels) <= MAX_BANDS:
             raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
         completions = self.packed.finish(
-            key_id, ticket, reply, circuit, model_id, labels, application_ids, bureau_id
+            key_id, ticket, reply, circuit, model_id, labels, application_ids, bureau_id, platform_id
         )
         new, kept = self.store.complete(bureau_id, completions, self.limits)
         faulted = [c.record.application_id for c in completions if c.fault]

@@ -100,6 +100,7 @@ class PackedSessions:
         opened: packed.OpenedBatch,
         application_ids: Sequence[str],
         bureau_id: str,
+        platform_id: str = "",
     ) -> StartResult:
         """Answer an opened batch with the OT request for its bits and a ticket (sealed for this
         bank alone) holding what :meth:`finish` needs, bound to the bureau and the members."""
@@ -114,7 +115,7 @@ class PackedSessions:
             "cutoffs": req.cutoffs,
             "width": req.comparison_width,
             "choices": bytes(_pack_bits(choices)).hex(),
-            "members": _members_digest(bureau_id, application_ids),
+            "members": _members_digest(bureau_id, platform_id, application_ids),
             "expires": time.time() + TICKET_TTL_S,
         }
         iv = secrets.token_bytes(12)
@@ -151,6 +152,7 @@ class PackedSessions:
         labels: Sequence[str],
         application_ids: Sequence[str],
         bureau_id: str,
+        platform_id: str = "",
     ) -> list[Completion]:
         """Receive the labels of the bank's bits, evaluate the comparisons, return each member's
         band, or a fault for a slot whose outputs are not monotone."""
@@ -160,7 +162,7 @@ class PackedSessions:
         count, width, cutoffs = int(state["count"]), int(state["width"]), int(state["cutoffs"])
         if len(application_ids) != count or len(set(application_ids)) != count or not all(application_ids):
             raise InvalidInputError(f"a batch of {count} needs {count} distinct, non-empty application ids")
-        if state.get("members") != _members_digest(bureau_id, application_ids):
+        if state.get("members") != _members_digest(bureau_id, platform_id, application_ids):
             raise InvalidInputError("the batch ticket was issued for other members or another bureau")
         if len(labels) != cutoffs + 1 or len(set(labels)) != len(labels):
             raise InvalidInputError(f"{cutoffs} cutoffs need {cutoffs + 1} distinct band labels")
@@ -177,15 +179,15 @@ class PackedSessions:
         completions = []
         for app_id, band in zip(application_ids, packed.bands_from_bits(bits), strict=True):
             index = 0 if band is None else band
-            record = BandRecord(app_id, model_id, key_id, index, labels[index], now)
+            record = BandRecord(app_id, model_id, key_id, index, labels[index], now, platform_id, bureau_id)
             completions.append(Completion(record, packed.FAULT_GARBLED_OUTPUT if band is None else ""))
         return completions
 
 
-def _members_digest(bureau_id: str, application_ids: Sequence[str]) -> str:
+def _members_digest(bureau_id: str, platform_id: str, application_ids: Sequence[str]) -> str:
     """A fixed-size digest of who a batch is for: a ticket is only good for the same members."""
     h = hashlib.sha256(b"blindscore/bank/packed-members/v1")
-    for part in (bureau_id, *application_ids):
+    for part in (bureau_id, platform_id, *application_ids):
         data = part.encode("utf-8")
         h.update(len(data).to_bytes(8, "big") + data)
     return h.hexdigest()

@@ -70,6 +70,7 @@ class BankServicer(pb_grpc.BankServicer):
             serde.masked_request_from_proto(request, pk),
             application_id=request.application_id,
             bureau_id=bureau,
+            platform_id=request.platform_id,
         )
         return serde.bits_response_to_proto(resp, pk, key.dgk.public_key)
 
@@ -80,7 +81,11 @@ class BankServicer(pb_grpc.BankServicer):
         key = self.node.key(request.key_id)
         req = serde.blinded_request_from_proto(request, key.dgk.public_key)
         resp = self.node.compare_blinded(
-            request.key_id, req, application_id=request.application_id, bureau_id=bureau
+            request.key_id,
+            req,
+            application_id=request.application_id,
+            bureau_id=bureau,
+            platform_id=request.platform_id,
         )
         return serde.final_response_to_proto(resp, key.paillier.public_key)
 
@@ -122,6 +127,7 @@ class BankServicer(pb_grpc.BankServicer):
             masked,
             tuple(request.application_ids),
             bureau_id=bureau,
+            platform_id=request.platform_id,
         )
         return pb.PackedStartResponse(ticket=ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
 
@@ -141,6 +147,7 @@ class BankServicer(pb_grpc.BankServicer):
             tuple(request.band_labels),
             tuple(request.application_ids),
             bureau_id=bureau,
+            platform_id=request.platform_id,
         )
         return pb.PackedFinishResponse(stored=stored)
 

@@ -3,6 +3,7 @@ faults per bureau that bounds what a deviating bureau can try (SQLite or Postgre
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,32 +12,40 @@ from pathlib import Path
 from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
 
-FORMAT_VERSION = 1
+#: 2: bands keyed by (bureau, platform, application id); format 1 keyed them by application id
+#: alone, which let two platforms' applications with one id collide (migrated on open).
+FORMAT_VERSION = 2
 
-_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {bands} (
-        application_id TEXT PRIMARY KEY,
+_BANDS = """
+    CREATE TABLE IF NOT EXISTS {%s} (
+        bureau_id      TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
+        application_id TEXT NOT NULL,
         model_id       TEXT NOT NULL,
         key_id         TEXT NOT NULL,
         band           INTEGER NOT NULL,
         band_label     TEXT NOT NULL,
-        received_at    {real} NOT NULL
+        received_at    {real} NOT NULL,
+        PRIMARY KEY (bureau_id, platform_id, application_id)
     )
-    """,
+    """
+
+_SCHEMA = (
+    _BANDS % "bands",
     # One row per (bureau, application): how many runs of the band protocol the bank answered,
     # whether any of them broke the protocol, how it ended ('' running, 'band', 'faulted') and how
     # many deliveries (DeliverBand, or PackedFinish naming it) completed it.
     """
     CREATE TABLE IF NOT EXISTS {runs} (
         bureau_id      TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
         application_id TEXT NOT NULL,
         runs           INTEGER NOT NULL,
         faulted        INTEGER NOT NULL,
         outcome        TEXT NOT NULL,
         deliveries     INTEGER NOT NULL,
         updated_at     {real} NOT NULL,
-        PRIMARY KEY (bureau_id, application_id)
+        PRIMARY KEY (bureau_id, platform_id, application_id)
     )
     """,
     # Protocol faults per bureau; a bureau is suspended at the limit until an operator resets it.
@@ -52,13 +61,15 @@ _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS {faults} (
         bureau_id      TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
         application_id TEXT NOT NULL,
         reason         TEXT NOT NULL,
         at             {real} NOT NULL
     )
     """,
 )
-_COLUMNS = "application_id, model_id, key_id, band, band_label, received_at"
+_COLUMNS = "application_id, model_id, key_id, band, band_label, received_at, platform_id, bureau_id"
+_KEY = "bureau_id = ? AND platform_id = ? AND application_id = ?"
 
 
 #: Runs of the band protocol the bank answers for one (bureau, application id) by default.
@@ -100,6 +111,7 @@ class BureauStanding:
 @dataclass(frozen=True)
 class FaultRecord:
     bureau_id: str
+    platform_id: str
     application_id: str
     reason: str
     at: float
@@ -113,6 +125,14 @@ class BandRecord:
     band: int
     band_label: str
     received_at: float
+    #: The platform the application came from and the bureau that delivered it: a result belongs
+    #: to (bureau, platform, application id), so two platforms' ids never collide.
+    platform_id: str = ""
+    bureau_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.bureau_id, self.platform_id, self.application_id
 
 
 class ResultStore:
@@ -139,8 +159,31 @@ class ResultStore:
         return cls(target)
 
     def _create(self, tx: Tx) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS {schema_versions} (component TEXT PRIMARY KEY, version INTEGER)"
+        )
+        row = tx.one("SELECT version FROM {schema_versions} WHERE component = ?", ("bank.results",))
+        if row is not None and int(row[0]) == 1:
+            self._migrate_v1(tx)
         create_schema(self._db, tx, _SCHEMA)
         tx.check_version("bank.results", FORMAT_VERSION)
+
+    def _migrate_v1(self, tx: Tx) -> None:
+        """Format 1 kept bands by application id alone; they move to (bureau '', platform '', id).
+
+        Copied into a new table that then takes the old one's name (renaming the old table first
+        would leave its primary-key index name taken on PostgreSQL).
+        """
+        create_schema(self._db, tx, (_BANDS % "bands_v2",))
+        tx.execute(
+            f"INSERT INTO {{bands_v2}} ({_COLUMNS}) SELECT application_id, model_id, key_id, band, "
+            "band_label, received_at, '', '' FROM {bands}"
+        )
+        tx.execute("DROP TABLE {bands}")
+        tx.execute(f"ALTER TABLE {{bands_v2}} RENAME TO {self._db.table('bands')}")
+        tx.execute(
+            "UPDATE {schema_versions} SET version = ? WHERE component = ?", (FORMAT_VERSION, "bank.results")
+        )
 
     @property
     def url(self) -> str:
@@ -170,23 +213,13 @@ class ResultStore:
             new = 0
             kept: list[str] = []
             for record in records:
-                row = tx.one(
-                    "SELECT model_id, band FROM {bands} WHERE application_id = ?", (record.application_id,)
-                )
+                row = tx.one(f"SELECT model_id, band FROM {{bands}} WHERE {_KEY}", record.key)
                 if row is not None:
                     if (row[0], row[1]) != (record.model_id, record.band):
                         kept.append(record.application_id)
                     continue
                 tx.execute(
-                    f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        record.application_id,
-                        record.model_id,
-                        record.key_id,
-                        record.band,
-                        record.band_label,
-                        record.received_at or time.time(),
-                    ),
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _values(record)
                 )
                 new += 1
             return new, kept
@@ -200,7 +233,13 @@ class ResultStore:
     # what the bank decrypted. Refusals depend on counts and ids only.
 
     def begin_runs(
-        self, bureau_id: str, application_ids: Sequence[str], faults: Sequence[str], limits: RunLimits
+        self,
+        bureau_id: str,
+        application_ids: Sequence[str],
+        faults: Sequence[str],
+        limits: RunLimits,
+        *,
+        platform_id: str = "",
     ) -> None:
         """Count one run of the band protocol for each application, in one transaction.
 
@@ -215,9 +254,7 @@ class ResultStore:
         def run(tx: Tx) -> None:
             self._check_standing(tx, bureau_id)
             for app_id in application_ids:
-                row = tx.one(
-                    "SELECT runs FROM {runs} WHERE bureau_id = ? AND application_id = ?", (bureau_id, app_id)
-                )
+                row = tx.one(f"SELECT runs FROM {{runs}} WHERE {_KEY}", (bureau_id, platform_id, app_id))
                 if row is not None and int(row[0]) >= limits.max_runs:
                     raise PreconditionError(
                         f"application {app_id[:64]!r} has had its {limits.max_runs} runs of the band "
@@ -225,15 +262,15 @@ class ResultStore:
                     )
             for app_id, fault in zip(application_ids, faults, strict=True):
                 tx.execute(
-                    "INSERT INTO {runs} (bureau_id, application_id, runs, faulted, outcome, deliveries, "
-                    "updated_at) VALUES (?, ?, 1, ?, '', 0, ?) "
-                    "ON CONFLICT (bureau_id, application_id) DO UPDATE SET "
+                    "INSERT INTO {runs} (bureau_id, platform_id, application_id, runs, faulted, outcome, "
+                    "deliveries, updated_at) VALUES (?, ?, ?, 1, ?, '', 0, ?) "
+                    "ON CONFLICT (bureau_id, platform_id, application_id) DO UPDATE SET "
                     "runs = {runs}.runs + 1, "
                     "faulted = CASE WHEN excluded.faulted > {runs}.faulted THEN 1 ELSE {runs}.faulted END, "
                     "updated_at = excluded.updated_at",
-                    (bureau_id, app_id, int(bool(fault)), now),
+                    (bureau_id, platform_id, app_id, int(bool(fault)), now),
                 )
-            self._add_faults(tx, bureau_id, application_ids, faults, limits, now)
+            self._add_faults(tx, bureau_id, platform_id, application_ids, faults, limits, now)
 
         self._db.write(run)
 
@@ -253,42 +290,36 @@ class ResultStore:
         def run(tx: Tx) -> tuple[int, list[str]]:
             new = 0
             kept: list[str] = []
-            ids = [c.record.application_id for c in completions]
             for c in completions:
                 app_id = c.record.application_id
-                row = tx.one(
-                    "SELECT faulted, outcome FROM {runs} WHERE bureau_id = ? AND application_id = ?",
-                    (bureau_id, app_id),
-                )
+                key = (bureau_id, c.record.platform_id, app_id)
+                row = tx.one(f"SELECT faulted, outcome FROM {{runs}} WHERE {_KEY}", key)
                 if row is None:
                     raise PreconditionError(
                         f"application {app_id[:64]!r} has no run of the band protocol at this bank"
                     )
                 faulted = bool(row[0]) or bool(c.fault)
                 new += row[1] == ""
-                stored = tx.one("SELECT model_id, band FROM {bands} WHERE application_id = ?", (app_id,))
+                stored = tx.one(f"SELECT model_id, band FROM {{bands}} WHERE {_KEY}", key)
                 keep = stored is None and not faulted
                 if stored is not None and (stored[0], stored[1]) != (c.record.model_id, c.record.band):
                     kept.append(app_id)
-                r = c.record
+                record = dataclasses.replace(
+                    c.record, bureau_id=bureau_id, received_at=c.record.received_at or now
+                )
                 tx.execute(
-                    f"INSERT INTO {{bands}} ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ? WHERE ? = 1",
-                    (
-                        r.application_id,
-                        r.model_id,
-                        r.key_id,
-                        r.band,
-                        r.band_label,
-                        r.received_at or now,
-                        int(keep),
-                    ),
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? = 1",
+                    (*_values(record), int(keep)),
                 )
                 tx.execute(
                     "UPDATE {runs} SET faulted = ?, outcome = ?, deliveries = deliveries + 1, updated_at = ? "
-                    "WHERE bureau_id = ? AND application_id = ?",
-                    (int(faulted), "faulted" if faulted else "band", now, bureau_id, app_id),
+                    f"WHERE {_KEY}",
+                    (int(faulted), "faulted" if faulted else "band", now, *key),
                 )
-            self._add_faults(tx, bureau_id, ids, [c.fault for c in completions], limits, now)
+                self._add_faults(tx, bureau_id, key[1], [app_id], [c.fault], limits, now, count=False)
+            self._add_faults(
+                tx, bureau_id, "", [], [], limits, now, extra=sum(1 for c in completions if c.fault)
+            )
             return new, kept
 
         return self._db.write(run)
@@ -305,24 +336,33 @@ class ResultStore:
         self,
         tx: Tx,
         bureau_id: str,
+        platform_id: str,
         application_ids: Sequence[str],
         faults: Sequence[str],
         limits: RunLimits,
         now: float,
+        *,
+        count: bool = True,
+        extra: int = 0,
     ) -> None:
-        count = sum(1 for f in faults if f)
+        """Fault records for ``faults`` (one per application, "" for none); with ``count``, add them
+        (plus ``extra``) to the bureau's standing, suspending it at the limit."""
         for app_id, fault in zip(application_ids, faults, strict=True):
             tx.execute(
-                "INSERT INTO {faults} (bureau_id, application_id, reason, at) SELECT ?, ?, ?, ? WHERE ? = 1",
-                (bureau_id, app_id, fault, now, int(bool(fault))),
+                "INSERT INTO {faults} (bureau_id, platform_id, application_id, reason, at) "
+                "SELECT ?, ?, ?, ?, ? WHERE ? = 1",
+                (bureau_id, platform_id, app_id, fault, now, int(bool(fault))),
             )
+        if not count:
+            return
+        total = sum(1 for f in faults if f) + extra
         tx.execute(
             "INSERT INTO {bureaus} (bureau_id, faults, suspended, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (bureau_id) DO UPDATE SET faults = {bureaus}.faults + excluded.faults, "
             "suspended = CASE WHEN {bureaus}.faults + excluded.faults >= ? THEN 1 "
             "ELSE {bureaus}.suspended END, "
             "updated_at = excluded.updated_at",
-            (bureau_id, count, int(count >= limits.max_faults), now, limits.max_faults),
+            (bureau_id, total, int(total >= limits.max_faults), now, limits.max_faults),
         )
 
     def standing(self, bureau_id: str | None = None) -> list[BureauStanding]:
@@ -356,20 +396,22 @@ class ResultStore:
         where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
         rows = self._db.read(
             lambda tx: tx.all(
-                "SELECT bureau_id, application_id, reason, at FROM {faults} "
+                "SELECT bureau_id, platform_id, application_id, reason, at FROM {faults} "
                 + where
                 + " ORDER BY at, application_id",
                 params,
             )
         )
-        return [FaultRecord(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+        return [FaultRecord(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
 
-    def runs(self, bureau_id: str, application_id: str) -> tuple[int, bool, str] | None:
+    def runs(
+        self, bureau_id: str, application_id: str, platform_id: str = ""
+    ) -> tuple[int, bool, str] | None:
         """(runs, faulted, outcome) of one application's band protocol with one bureau."""
         row = self._db.read(
             lambda tx: tx.one(
-                "SELECT runs, faulted, outcome FROM {runs} WHERE bureau_id = ? AND application_id = ?",
-                (bureau_id, application_id),
+                f"SELECT runs, faulted, outcome FROM {{runs}} WHERE {_KEY}",
+                (bureau_id, platform_id, application_id),
             )
         )
         return None if row is None else (int(row[0]), bool(row[1]), str(row[2]))
@@ -383,9 +425,21 @@ class ResultStore:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def get(self, application_id: str) -> BandRecord | None:
+    def get(
+        self, application_id: str, platform_id: str | None = None, bureau_id: str | None = None
+    ) -> BandRecord | None:
+        """The band of an application; ``platform_id`` / ``bureau_id`` narrow it to one platform's
+        (and bureau's) application when several share the id (None: any, the earliest first)."""
+        where = ["application_id = ?"]
+        params: list[object] = [application_id]
+        for column, value in (("platform_id", platform_id), ("bureau_id", bureau_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         row = self._db.read(
-            lambda tx: tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE application_id = ?", (application_id,))
+            lambda tx: tx.one(
+                f"SELECT {_COLUMNS} FROM {{bands}} WHERE {' AND '.join(where)} ORDER BY received_at", params
+            )
         )
         return BandRecord(*row) if row else None
 
@@ -402,3 +456,17 @@ class ResultStore:
     def close(self) -> None:
         if self._owns:
             self._db.close()
+
+
+def _values(record: BandRecord) -> tuple[object, ...]:
+    """A record's values in _COLUMNS order."""
+    return (
+        record.application_id,
+        record.model_id,
+        record.key_id,
+        record.band,
+        record.band_label,
+        record.received_at or time.time(),
+        record.platform_id,
+        record.bureau_id,
+    )

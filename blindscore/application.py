@@ -92,6 +92,8 @@ class BandDelivery:
     model_id: str
     band_labels: tuple[str, ...]
     band_ciphertext: Any
+    #: The platform the application came from, as the bureau authenticated it.
+    platform_id: str = ""
 
 
 @dataclass(frozen=True)

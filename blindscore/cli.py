@@ -289,15 +289,19 @@ def cmd_bank_results(args: argparse.Namespace) -> int:
     records = store.all()
     store.close()
     out = csv.writer(sys.stdout)
-    out.writerow(["application_id", "model_id", "band", "band_label", "received_at"])
+    out.writerow(
+        ["platform_id", "application_id", "model_id", "band", "band_label", "received_at", "bureau_id"]
+    )
     for r in records:
         out.writerow(
             [
+                r.platform_id,
                 r.application_id,
                 r.model_id,
                 r.band,
                 r.band_label,
                 time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.received_at)),
+                r.bureau_id,
             ]
         )
     return 0
@@ -315,9 +319,9 @@ def cmd_bank_trust_show(args: argparse.Namespace) -> int:
     try:
         out = csv.writer(sys.stdout)
         if args.faults:
-            out.writerow(["bureau_id", "application_id", "check", "at"])
+            out.writerow(["bureau_id", "platform_id", "application_id", "check", "at"])
             for f in store.faults():
-                out.writerow([f.bureau_id, f.application_id, f.reason, _utc(f.at)])
+                out.writerow([f.bureau_id, f.platform_id, f.application_id, f.reason, _utc(f.at)])
         else:
             out.writerow(["bureau_id", "faults", "suspended", "updated_at"])
             for b in store.standing():

@@ -140,10 +140,11 @@ def _check_shape(count: int, bits: int) -> None:
 
 
 def masked_request_to_proto(
-    application_id: str, key: PublicKey, req: comparison.MaskedRequest
+    application_id: str, key: PublicKey, req: comparison.MaskedRequest, platform_id: str = ""
 ) -> pb.MaskedRequest:
     return pb.MaskedRequest(
         application_id=application_id,
+        platform_id=platform_id,
         key_id=key.key_id,
         count=req.count,
         bits=req.bits,
@@ -179,12 +180,17 @@ def bits_response_from_proto(
 
 
 def blinded_request_to_proto(
-    application_id: str, key: PublicKey, dgk: DGKPublicKey, req: comparison.BlindedRequest
+    application_id: str,
+    key: PublicKey,
+    dgk: DGKPublicKey,
+    req: comparison.BlindedRequest,
+    platform_id: str = "",
 ) -> pb.BlindedRequest:
     count = len(req.groups)
     width = len(req.groups[0]) if count else 0
     return pb.BlindedRequest(
         application_id=application_id,
+        platform_id=platform_id,
         key_id=key.key_id,
         count=count,
         bits=width - 1,
@@ -212,6 +218,7 @@ def final_response_from_proto(msg: pb.FinalResponse, key: PublicKey, count: int)
 def band_delivery_to_proto(delivery: BandDelivery, key: PublicKey) -> pb.BandDelivery:
     return pb.BandDelivery(
         application_id=delivery.application_id,
+        platform_id=delivery.platform_id,
         key_id=delivery.key_id,
         model_id=delivery.model_id,
         band_labels=list(delivery.band_labels),
@@ -227,6 +234,7 @@ def band_delivery_from_proto(msg: pb.BandDelivery, key: PublicKey) -> BandDelive
         model_id=msg.model_id,
         band_labels=tuple(msg.band_labels),
         band_ciphertext=ciphertext,
+        platform_id=msg.platform_id,
     )
 
 
@@ -336,10 +344,15 @@ def ot_reply_from_proto(msg: pb.OtSetupReply) -> ot.SetupReply:
 
 
 def packed_start_to_proto(
-    key: PublicKey, session_id: bytes, req: packed.PackedMasked, application_ids: Sequence[str]
+    key: PublicKey,
+    session_id: bytes,
+    req: packed.PackedMasked,
+    application_ids: Sequence[str],
+    platform_id: str = "",
 ) -> pb.PackedStartRequest:
     return pb.PackedStartRequest(
         application_ids=list(application_ids),
+        platform_id=platform_id,
         key_id=key.key_id,
         ot_session_id=session_id,
         ciphertext=key.pack([req.ciphertext]),
@@ -371,8 +384,10 @@ def packed_finish_to_proto(
     model_id: str,
     labels: tuple[str, ...],
     application_ids: tuple[str, ...],
+    platform_id: str = "",
 ) -> pb.PackedFinishRequest:
     return pb.PackedFinishRequest(
+        platform_id=platform_id,
         key_id=key_id,
         ticket=ticket,
         ot_y0=reply.y0,

@@ -35,11 +35,11 @@ class BankLink(Protocol):
     wire_bytes: int
 
     def compare_masked(
-        self, application_id: str, request: comparison.MaskedRequest
+        self, application_id: str, request: comparison.MaskedRequest, *, platform_id: str = ""
     ) -> comparison.BitsResponse: ...
 
     def compare_blinded(
-        self, application_id: str, request: comparison.BlindedRequest
+        self, application_id: str, request: comparison.BlindedRequest, *, platform_id: str = ""
     ) -> comparison.FinalResponse: ...
 
     def deliver_band(self, delivery: BandDelivery) -> None: ...
@@ -53,6 +53,7 @@ class BankLink(Protocol):
         application_ids: tuple[str, ...],
         *,
         spend: Callable[[], None],
+        platform_id: str = "",
     ) -> int: ...
 
 
@@ -162,16 +163,16 @@ class GrpcBankLink:
         return resp
 
     def compare_masked(
-        self, application_id: str, request: comparison.MaskedRequest
+        self, application_id: str, request: comparison.MaskedRequest, *, platform_id: str = ""
     ) -> comparison.BitsResponse:
-        msg = serde.masked_request_to_proto(application_id, self.key, request)
+        msg = serde.masked_request_to_proto(application_id, self.key, request, platform_id)
         resp = self._call("round1", self._stub.CompareMasked, msg)
         return serde.bits_response_from_proto(resp, self.key, self.dgk, request.bits)
 
     def compare_blinded(
-        self, application_id: str, request: comparison.BlindedRequest
+        self, application_id: str, request: comparison.BlindedRequest, *, platform_id: str = ""
     ) -> comparison.FinalResponse:
-        msg = serde.blinded_request_to_proto(application_id, self.key, self.dgk, request)
+        msg = serde.blinded_request_to_proto(application_id, self.key, self.dgk, request, platform_id)
         resp = self._call("round2", self._stub.CompareBlinded, msg)
         return serde.final_response_from_proto(resp, self.key, len(request.groups))
 
@@ -195,6 +196,7 @@ class GrpcBankLink:
         application_ids: tuple[str, ...],
         *,
         spend: Callable[[], None],
+        platform_id: str = "",
     ) -> int:
         """The two calls of a packed batch; returns how many members the bank completed anew.
 
@@ -210,7 +212,9 @@ class GrpcBankLink:
             sender = None
             try:
                 sender = self._sessions.sender(self._where, self._setup)
-                msg = serde.packed_start_to_proto(self.key, sender.session_id, request, application_ids)
+                msg = serde.packed_start_to_proto(
+                    self.key, sender.session_id, request, application_ids, platform_id
+                )
                 resp = self._call("packed_start", self._stub.PackedStart, msg)
                 nonce = bytes(resp.ot_nonce)
                 if not self._sessions.fresh_nonce(self._where, sender, nonce):
@@ -226,7 +230,14 @@ class GrpcBankLink:
                     self._sessions.drop(self._where, sender)
                 continue
             done = serde.packed_finish_to_proto(
-                self.key.key_id, bytes(resp.ticket), reply, circuit, model_id, labels, application_ids
+                self.key.key_id,
+                bytes(resp.ticket),
+                reply,
+                circuit,
+                model_id,
+                labels,
+                application_ids,
+                platform_id,
             )
             spend()
             try:

@@ -440,6 +440,7 @@ class Bureau:
             tuple(model.policy.labels),
             stored.application_ids,
             spend=spend,
+            platform_id=stored.platform_id,
         )
         stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
         per_app = {name: ms / count for name, ms in stages.items()}
@@ -553,11 +554,11 @@ class Bureau:
             )
             masked = protocol.masked_request()
             t2 = time.perf_counter()
-            bits = link.compare_masked(app.application_id, masked)
+            bits = link.compare_masked(app.application_id, masked, platform_id=app.platform_id)
             t3 = time.perf_counter()
             blinded = protocol.blinded_request(bits)
             t4 = time.perf_counter()
-            final = link.compare_blinded(app.application_id, blinded)
+            final = link.compare_blinded(app.application_id, blinded, platform_id=app.platform_id)
             t5 = time.perf_counter()
             band = protocol.band_ciphertext(final)
             t6 = time.perf_counter()
@@ -574,6 +575,7 @@ class Bureau:
                 model_id=app.model_id,
                 band_labels=tuple(model.policy.labels),
                 band_ciphertext=int(band_ciphertext),
+                platform_id=app.platform_id,
             )
         )
         stages.update(link.stage_ms)

@@ -6,8 +6,8 @@ than comparing two scores with each other; two-sample tests are added where a le
 difference between scores rather than as a departure from uniform.
 
 The tests, and why their p-values are valid at the tiny levels used here (an asymptotic
-approximation can be off by orders of magnitude that far out in the tail, so none is used where
-cells are sparse):
+approximation can be far off that far out in the tail, so none is used: every p-value below is
+exact or a conservative bound):
 
 - :func:`uniform_p`: is an integer uniform on ``cells`` values? Kolmogorov-Smirnov against U(0, 1)
   of the jittered values (v + U) / cells, U uniform on [0, 1) from a seeded generator. When v is
@@ -21,7 +21,7 @@ cells are sparse):
   2^bits cells, with the same power against a joint pattern (two bits always equal, say) that a
   KS test over the cells hardly sees. Chi-square itself is not used: at the levels needed here
   its approximation understates the tail (by 1.2x to 1.6x at 1e-5 already, for 4 to 16 cells of
-  10 to 80 expected, in a simulation of 2 million multinomial samples).
+  12 to 80 expected, in a simulation of 2 million multinomial samples), and more further out.
 - :func:`max_cell_p`: the fullest of ``cells`` equiprobable cells, with the union bound
   cells * P(Binomial(n, 1/cells) >= max): conservative (exact binomial tails), and powerful
   against a distribution that piles up in one cell.

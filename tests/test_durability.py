@@ -19,7 +19,7 @@ import pytest
 from bank_node.flow import BankNode
 from bank_node.packed import PackedSessions
 from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import BandRecord, ResultStore
+from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore import serde
 from blindscore.application import Application, EncryptedApplication
 from blindscore.client import Outcome, score_applications
@@ -315,7 +315,7 @@ def test_cli_reads_the_audit_trail_and_results_from_a_database(
     assert main(["bureau", "audit", "list", "--database", audit_url]) == 0
     assert capsys.readouterr().out.count("platform-d,bank-d,app-") == 3
     assert main(["bank", "results", "--database", bank_url]) == 0
-    assert "cli-1,german-credit-lr,1,B,2023-11-14T22:13:20" in capsys.readouterr().out
+    assert ",cli-1,german-credit-lr,1,B,2023-11-14T22:13:20," in capsys.readouterr().out
 
 
 @pytest.mark.postgresql
@@ -732,3 +732,67 @@ def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> Non
     for i, app in enumerate(apps):
         record = nodes.bank_has(app.application_id)
         assert record is not None and record.band == expected_band(60 + i)
+
+
+def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes) -> None:
+    """The bank keeps results per (bureau, platform, application id): a second platform using an id
+    the first used gets its own band, never the first platform's, and no refusal that would tell it
+    about the other platform's applicant."""
+    rows, _ = load_german_credit()
+    bands = [expected_band(i) for i in range(40)]
+    i, j = 0, next(k for k in range(40) if bands[k] != bands[0])
+    bureau = nodes.stub("bureau")
+    for platform, row in (("platform-d", i), ("platform-e", j)):
+        ciphertexts = tuple(nodes.key.encrypt(v) for v in default_model().spec.encode_row(rows[row]))
+        app = EncryptedApplication(
+            "shared-id", platform, "bank-d", DEFAULT_MODEL_ID, nodes.key.key_id, "consent", ciphertexts
+        )
+        receipt = bureau.SubmitApplication(serde.encrypted_application_to_proto(app, nodes.key), timeout=30)
+        assert receipt.accepted and not receipt.pending
+    assert nodes.bank is not None
+    first = nodes.bank.store.get("shared-id", "platform-d")
+    second = nodes.bank.store.get("shared-id", "platform-e")
+    assert first is not None and first.band == bands[i]
+    assert second is not None and second.band == bands[j]
+    assert {r.platform_id for r in nodes.bank.store.all() if r.application_id == "shared-id"} == {
+        "platform-d",
+        "platform-e",
+    }
+
+
+def test_bank_store_format_1_is_migrated(backend: Backend) -> None:
+    """A result store written by format 1 (bands keyed by application id alone) opens as format 2:
+    its bands keep their values under an empty bureau and platform id."""
+    from blindscore.db import Database
+
+    target = backend.url or backend.tmp / "bank" / "v1.sqlite3"
+    db = Database.open(target, "bank")
+
+    def old(tx: Any) -> None:
+        tx.execute(
+            "CREATE TABLE {bands} (application_id TEXT PRIMARY KEY, model_id TEXT NOT NULL, "
+            "key_id TEXT NOT NULL, band INTEGER NOT NULL, band_label TEXT NOT NULL, "
+            "received_at {real} NOT NULL)"
+        )
+        tx.execute("INSERT INTO {bands} VALUES ('old-1', 'm', 'pk-1', 2, 'C', 1.5)")
+        tx.check_version("bank.results", 1)
+
+    db.write(old)
+    db.close()
+    store = ResultStore(target)
+    try:
+        (record,) = store.all()
+        assert (record.application_id, record.platform_id, record.bureau_id, record.band) == (
+            "old-1",
+            "",
+            "",
+            2,
+        )
+        store.begin_runs("b", ["old-1"], [""], RunLimits(), platform_id="p")
+        store.complete("b", [Completion(BandRecord("old-1", "m", "pk-1", 1, "B", 2.0, "p"))], RunLimits())
+        assert len(store.all()) == 2  # the same id from another platform is another application
+    finally:
+        store.close()
+    again = ResultStore(target)  # a second open finds format 2 and changes nothing
+    assert len(again.all()) == 2
+    again.close()

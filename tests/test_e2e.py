@@ -57,7 +57,8 @@ def test_whole_german_credit_set_through_three_processes(tmp_path: Path) -> None
     assert (encrypted == plain).all(), np.flatnonzero(encrypted != plain)[:10]
     assert len(set(plain.tolist())) == len(model.policy.labels)  # every band occurs
     lines = listing.stdout.strip().splitlines()
-    assert lines[0] == "application_id,model_id,band,band_label,received_at"
+    assert lines[0] == "platform_id,application_id,model_id,band,band_label,received_at,bureau_id"
+    assert lines[1].startswith(f"{net.platform_id},") and lines[1].endswith(f",{net.bureau_id}")
     assert len(lines) == 1001
     # The bank's key persisted and survives a restart of the whole network.
     with LocalNetwork(tmp_path) as again:

@@ -120,7 +120,7 @@ class PackedView:
     reply_bits: int = 0
     unchosen_lsb: list[int] = field(default_factory=list)  # lsb(d_j)
     unchosen_decoded: int = 0  # OTs whose unchosen label the bank's pad decodes (white-box)
-    repeats: int = 0  # repeated d_j within a batch
+    repeats: int = 0  # repeated d_j among this score's slots of one batch
     pairs: int = 0  # pairs of OTs compared for repeats
 
 
@@ -134,7 +134,8 @@ def ot_session() -> tuple[ot.OtReceiver, ot.OtSender]:
 
 
 def _block(data: bytes, index: int) -> int:
-    return int.from_bytes(data[16 * index : 16 * (index + 1)], "big")
+    size = garble.LABEL_BYTES
+    return int.from_bytes(data[size * index : size * (index + 1)], "big")
 
 
 def observe(kp: KeyPair, session: tuple[ot.OtReceiver, ot.OtSender], batches: int) -> dict[int, PackedView]:
@@ -166,6 +167,7 @@ def observe(kp: KeyPair, session: tuple[ot.OtReceiver, ot.OtSender], batches: in
         decode = int.from_bytes(circuit.decode, "big")
         decode_bits = 8 * len(circuit.decode)
         per_table = garble.ciphertexts(WIDTH) * garble.LABEL_BYTES
+        unchosen_pads: dict[int, list[int]] = {x: [] for x in SCORES}  # d_j of this batch, by score
         for a, z in enumerate(zs):
             view = views[scores[a]]
             assert z >> (SLOT_BITS - 1) == 0  # the guard bit
@@ -175,13 +177,11 @@ def observe(kp: KeyPair, session: tuple[ot.OtReceiver, ot.OtSender], batches: in
             wires = range(a * WIDTH, (a + 1) * WIDTH)
             view.permutation_bits += [(labels[j] ^ choices[j]) & 1 for j in wires]
             d = [unchosen[j] ^ labels[j] for j in wires]
+            unchosen_pads[scores[a]] += d
             view.unchosen_lsb += [x & 1 for x in d]
             view.unchosen_decoded += sum(unchosen[j] == label_pairs[j][1 - choices[j]] for j in wires)
-            view.repeats += len(d) - len(set(d))
-            view.pairs += len(d) * (len(d) - 1) // 2
-            rows_a = (
-                reply.y0[16 * wires.start : 16 * wires.stop] + reply.y1[16 * wires.start : 16 * wires.stop]
-            )
+            span = slice(garble.LABEL_BYTES * wires.start, garble.LABEL_BYTES * wires.stop)
+            rows_a = reply.y0[span] + reply.y1[span]
             view.reply_ones += int.from_bytes(rows_a, "big").bit_count()
             view.reply_bits += 8 * len(rows_a)
             for k in range(K):
@@ -194,6 +194,9 @@ def observe(kp: KeyPair, session: tuple[ot.OtReceiver, ot.OtSender], batches: in
                 table = circuit.tables[q * per_table : (q + 1) * per_table]
                 view.table_ones += int.from_bytes(table, "big").bit_count()
                 view.table_bits += 8 * len(table)
+        for x, pads in unchosen_pads.items():
+            views[x].repeats += len(pads) - len(set(pads))
+            views[x].pairs += len(pads) * (len(pads) - 1) // 2
     return views
 
 

@@ -265,7 +265,7 @@ class OtSetupReply(_message.Message):
     def __init__(self, session_id: _Optional[bytes] = ..., gr: _Optional[bytes] = ..., e0: _Optional[_Iterable[bytes]] = ..., e1: _Optional[_Iterable[bytes]] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class PackedStartRequest(_message.Message):
-    __slots__ = ("key_id", "ot_session_id", "ciphertext", "count", "slot_bits", "cutoffs", "bits", "truncate_bits", "application_ids")
+    __slots__ = ("key_id", "ot_session_id", "ciphertext", "count", "slot_bits", "cutoffs", "bits", "truncate_bits", "application_ids", "platform_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     OT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +275,7 @@ class PackedStartRequest(_message.Message):
     BITS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_BITS_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     ot_session_id: bytes
     ciphertext: bytes
@@ -284,7 +285,8 @@ class PackedStartRequest(_message.Message):
     bits: int
     truncate_bits: int
     application_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., application_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    platform_id: str
+    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., application_ids: _Optional[_Iterable[str]] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class PackedStartResponse(_message.Message):
     __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")
@@ -301,7 +303,7 @@ class PackedStartResponse(_message.Message):
     def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class PackedFinishRequest(_message.Message):
-    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "model_id", "band_labels", "application_ids", "count", "cutoffs", "width")
+    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "model_id", "band_labels", "application_ids", "count", "cutoffs", "width", "platform_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OT_Y0_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +318,7 @@ class PackedFinishRequest(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CUTOFFS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     ticket: bytes
     ot_y0: bytes
@@ -330,7 +333,8 @@ class PackedFinishRequest(_message.Message):
     count: int
     cutoffs: int
     width: int
-    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., garbler_labels: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., cutoffs: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+    platform_id: str
+    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., garbler_labels: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., cutoffs: _Optional[int] = ..., width: _Optional[int] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class PackedFinishResponse(_message.Message):
     __slots__ = ("stored", "server_ms")
@@ -341,7 +345,7 @@ class PackedFinishResponse(_message.Message):
     def __init__(self, stored: _Optional[int] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class MaskedRequest(_message.Message):
-    __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext")
+    __slots__ = ("application_id", "key_id", "count", "bits", "truncate_bits", "width_bits", "ciphertext", "platform_id")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +353,7 @@ class MaskedRequest(_message.Message):
     TRUNCATE_BITS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_BITS_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     key_id: str
     count: int
@@ -356,7 +361,8 @@ class MaskedRequest(_message.Message):
     truncate_bits: int
     width_bits: int
     ciphertext: bytes
-    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., width_bits: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    platform_id: str
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., width_bits: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class BitsResponse(_message.Message):
     __slots__ = ("bit_ciphertexts", "high", "server_ms")
@@ -369,18 +375,20 @@ class BitsResponse(_message.Message):
     def __init__(self, bit_ciphertexts: _Optional[bytes] = ..., high: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class BlindedRequest(_message.Message):
-    __slots__ = ("application_id", "key_id", "count", "bits", "groups")
+    __slots__ = ("application_id", "key_id", "count", "bits", "groups", "platform_id")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     key_id: str
     count: int
     bits: int
     groups: bytes
-    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., groups: _Optional[bytes] = ...) -> None: ...
+    platform_id: str
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., count: _Optional[int] = ..., bits: _Optional[int] = ..., groups: _Optional[bytes] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class FinalResponse(_message.Message):
     __slots__ = ("deltas", "server_ms")
@@ -391,18 +399,20 @@ class FinalResponse(_message.Message):
     def __init__(self, deltas: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class BandDelivery(_message.Message):
-    __slots__ = ("application_id", "key_id", "model_id", "band_labels", "band_ciphertext")
+    __slots__ = ("application_id", "key_id", "model_id", "band_labels", "band_ciphertext", "platform_id")
     APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BAND_LABELS_FIELD_NUMBER: _ClassVar[int]
     BAND_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     application_id: str
     key_id: str
     model_id: str
     band_labels: _containers.RepeatedScalarFieldContainer[str]
     band_ciphertext: bytes
-    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., band_ciphertext: _Optional[bytes] = ...) -> None: ...
+    platform_id: str
+    def __init__(self, application_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., band_ciphertext: _Optional[bytes] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class BandReceipt(_message.Message):
     __slots__ = ("application_id", "stored", "server_ms")
