@@ -20,7 +20,14 @@ from blindscore.transport import INSECURE, TransportSecurity, open_channel
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
-RPC_TIMEOUT_S = 30.0
+#: Deadline of one call to a bank: its answers take milliseconds (a large packed batch, ~1 s).
+RPC_TIMEOUT_S = 10.0
+#: Calls to one bank that may be in flight at once. A bank that hangs holds at most this many of
+#: the bureau's threads (16 serve requests); the rest stay free for other banks and platforms.
+MAX_CALLS_PER_BANK = 6
+#: How long a call waits for one of its bank's slots before the application is left pending (the
+#: retry worker delivers it later) rather than tying up a request thread.
+SLOT_WAIT_S = 0.5
 #: Times a packed batch's round starts over when the bank has lost its session state.
 ROUND_ATTEMPTS = 3
 
@@ -140,8 +147,10 @@ class GrpcBankLink:
         dgk: DGKPublicKey,
         sessions: OtSessions | None = None,
         where: tuple[str, str] = ("", ""),
+        slots: threading.BoundedSemaphore | None = None,
     ) -> None:
         self._stub: Any = pb_grpc.BankStub(channel)
+        self._slots = slots or threading.BoundedSemaphore(MAX_CALLS_PER_BANK)
         self.key = key
         self.dgk = dgk
         self.stage_ms: dict[str, float] = {}
@@ -152,7 +161,15 @@ class GrpcBankLink:
     def _call(self, stage: str, method: Any, msg: Any) -> Any:
         t0 = time.perf_counter()
         with waiting_on_peer():
-            resp = call("bank", method, msg, timeout=RPC_TIMEOUT_S)
+            if not self._slots.acquire(timeout=SLOT_WAIT_S):
+                raise UnavailableError(
+                    f"bank {self._where[0]!r} has {MAX_CALLS_PER_BANK} calls in flight; the application "
+                    "stays pending and is retried"
+                )
+            try:
+                resp = call("bank", method, msg, timeout=RPC_TIMEOUT_S)
+            finally:
+                self._slots.release()
         elapsed = (time.perf_counter() - t0) * 1e3
         if resp.server_ms:  # only a bank that shares its timings (local benchmarks) sends them
             self.stage_ms[f"bank.{stage}"] = resp.server_ms
@@ -265,6 +282,7 @@ class BankChannels:
         self.security = security
         self._lock = threading.Lock()
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         self.ot_sessions = OtSessions()
 
     def link(self, bank_id: str, address: str, key: PublicKey, dgk: DGKPublicKey) -> GrpcBankLink:
@@ -275,7 +293,8 @@ class BankChannels:
             if channel is None:
                 channel = open_channel(address, security=self.security.expecting("bank", bank_id))
                 self._channels[(bank_id, address)] = channel
-        return GrpcBankLink(channel, key, dgk, self.ot_sessions, (bank_id, address))
+            slots = self._slots.setdefault(bank_id, threading.BoundedSemaphore(MAX_CALLS_PER_BANK))
+        return GrpcBankLink(channel, key, dgk, self.ot_sessions, (bank_id, address), slots)
 
     def close(self) -> None:
         with self._lock:
