@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # anything bigger is refused by gRPC with RESOURCE_EXHAUSTED before our code sees it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+#: RPCs a server admits per worker thread (running or queued); beyond, RESOURCE_EXHAUSTED.
+MAX_QUEUED_PER_WORKER = 8
+
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -233,8 +236,13 @@ def create_server(
     every call of a blindscore service is counted and timed there (see blindscore.metrics).
     """
     interceptors = [metrics.interceptor()] if metrics is not None else []
+    # Calls beyond a bounded queue are refused at once with RESOURCE_EXHAUSTED (which clients
+    # retry) instead of piling up in memory behind a stalled peer.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors, options=_OPTIONS
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=interceptors,
+        options=_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * MAX_QUEUED_PER_WORKER,
     )
     for add in register:
         add(server)  # type: ignore[operator]
