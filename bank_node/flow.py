@@ -19,7 +19,7 @@ from pathlib import Path
 from bank_node.packed import PackedSessions
 from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore import comparison, garble, ot, packed
-from blindscore._files import read_json, write_json
+from blindscore._files import private_dir, read_json, write_json
 from blindscore.application import BandDelivery
 from blindscore.dgk import (
     DGK_PUBLIC_FILE,
@@ -229,7 +229,7 @@ class KeyRing:
         target = self.directory / key.key_id
         if target.exists():
             raise AlreadyExistsError(f"key {key.key_id} is already in {self.directory}")
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.directory)
         staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.directory))
         try:
             save_keypair(staging, key.paillier, passphrase=self._passphrase)

@@ -19,6 +19,7 @@ from typing import Any
 from bank_node.store import DEFAULT_MAX_FAULTS, DEFAULT_MAX_RUNS
 from blindscore import __version__, model_cli
 from blindscore._files import write_json
+from blindscore._lock import hold_store
 from blindscore.errors import BlindscoreError, InvalidInputError
 
 log = logging.getLogger("blindscore")
@@ -51,7 +52,10 @@ def _serving_process() -> None:
       each node's resident memory crept up by ~16 bytes per application over 200k applications;
       with two arenas the bureau stayed within 0.4 MiB from 22k to 132k (docs/performance.md).
       Set before the node starts its threads; not on other C libraries.
+    - umask 077: every file and directory the node creates (databases, model versions, bank
+      registrations, keys, its ready file) is its owner's alone, whatever the caller's umask.
     """
+    os.umask(0o077)
     sys.setswitchinterval(0.0005)
     if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
         try:
@@ -120,6 +124,7 @@ def cmd_bureau_serve(args: argparse.Namespace) -> int:
 
     security = _security(args, args.bureau_id)
     metrics, exporter = serve_node_metrics("bureau", args.metrics_port, args.metrics_host)
+    hold_store("bureau", Path(args.data_dir), args.database)  # one live bureau per store, till exit
     bureau = Bureau.open(Path(args.data_dir), args.database)
     server, port, channels = start_bureau_server(
         bureau, args.listen, security=security, metrics=metrics, share_timings=args.share_timings
@@ -155,6 +160,7 @@ def cmd_bank_serve(args: argparse.Namespace) -> int:
         limits = RunLimits(max_runs=args.max_runs, max_faults=args.max_faults)
     except InvalidInputError as exc:
         raise CliError(f"--max-runs / --max-faults: {exc}") from None
+    hold_store("bank", Path(args.data_dir), args.database)  # one live bank per store, till exit
     node = BankNode.open(
         args.bank_id,
         Path(args.data_dir),
@@ -206,6 +212,7 @@ def cmd_platform_serve(args: argparse.Namespace) -> int:
 
     security = _security(args, args.platform_id)
     metrics, exporter = serve_node_metrics("platform", args.metrics_port, args.metrics_host)
+    hold_store("platform", Path(args.data_dir), args.database)  # one live platform per store, till exit
     outbox = Outbox.open(Path(args.data_dir), args.database)
     channel = open_channel(args.bureau, security=security.expecting("bureau"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import sqlite3
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote
 
+from blindscore._files import private_dir
 from blindscore.errors import (
     BlindscoreError,
     InvalidInputError,
@@ -40,11 +43,81 @@ _PG_PREFIXES = ("postgresql://", "postgres://")
 #: How often a PostgreSQL transaction that lost a serialization race, or a dropped connection, is retried.
 _PG_ATTEMPTS = 12
 _CONNECT_TIMEOUT_S = 10
+#: How long a SQLite statement waits for another connection's lock before "database is locked".
+_SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ***, for logs and error messages."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+#: A URL inside some text: its scheme, then everything up to the next white space.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]*")
+#: A secret in libpq's key=value form, also as a URL query parameter: ``password``, ``sslpassword``
+#: (and anything else ending in "password", such as PGPASSWORD=...). A value is a quoted string
+#: (backslash escapes, possibly unterminated) or runs to white space or "&".
+_KEYWORD_SECRET = re.compile(r"(?i)([A-Za-z_]*password)(\s*=\s*)(?:'(?:[^'\\]|\\.)*(?:'|$)|[^\s&]*)")
+#: What starts a libpq connection string (``host=db user=x``): a keyword and "=".
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
+#: A secret goes where? Password query parameters of a URL, after percent-decoding their names.
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def redact(text: str) -> str:
+    """``text`` with every database password replaced by ***, for logs and error messages.
+
+    Covers ``scheme://user:password@host`` (a password holding "@" or "/" included), password
+    query parameters (``?password=``, ``&sslpassword=``, percent-encoded names too) and libpq's
+    ``key=value`` form (``password=secret``, ``password='a b'``), wherever they occur in ``text``.
+    """
+    # Text that is one URL ends at its end, even past an unencoded space.
+    text = _redact_url(text) if _URL.match(text) else _URL.sub(lambda m: _redact_url(m.group(0)), text)
+    return _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    query_at = rest.find("?")
+    authority = rest if query_at < 0 else rest[:query_at]
+    # libpq ends the user information at the first "@"; Python's urllib at the last one. Hide up to
+    # the last, so that a password holding "@" or "/" is hidden whichever way it was read.
+    at = authority.rfind("@")
+    if at >= 0 and ":" in authority[:at]:
+        user = authority[:at].split(":", 1)[0]
+        authority = f"{user}:***{authority[at:]}"
+    if query_at < 0:
+        return f"{scheme}://{authority}"
+    query, hash_, fragment = rest[query_at + 1 :].partition("#")
+    params = []
+    for param in query.split("&"):
+        name, eq, _value = param.partition("=")
+        params.append(f"{name}=***" if eq and unquote(name).strip().lower() in _SECRET_PARAMS else param)
+    return f"{scheme}://{authority}?{'&'.join(params)}{hash_}{fragment}"
+
+
+def parse_target(target: str | Path) -> tuple[Backend, str, Path | None]:
+    """(backend, URL, SQLite path or None) of a database named by ``target``, as :meth:`Database.open`
+    reads it; refuses, before anything is created, what it cannot read safely."""
+    if isinstance(target, Path):
+        return "sqlite", f"sqlite:///{target}", target
+    if not isinstance(target, str) or not target:
+        raise InvalidInputError("a database URL or path must be a non-empty string")
+    if target.startswith(_PG_PREFIXES):
+        return "postgresql", target, None
+    if target in (":memory:", _SQLITE_PREFIX, _SQLITE_PREFIX + "/:memory:"):
+        return "sqlite", "sqlite:///:memory:", None
+    if target.startswith(_SQLITE_PREFIX + "/"):
+        return "sqlite", target, Path(target[len(_SQLITE_PREFIX) + 1 :])
+    if _CONNINFO.match(target) or ("=" in target and any(c.isspace() for c in target)):
+        # Taken as a file name it would create a SQLite file with the password in its name.
+        raise InvalidInputError(
+            "a libpq connection string (key=value ...) is not accepted as a database: give a URL, "
+            "postgresql://USER@HOST:PORT/DBNAME (keep the password in ~/.pgpass or $PGPASSWORD), "
+            "or sqlite:///PATH"
+        )
+    if "://" in target:
+        scheme = target.split("://", 1)[0]
+        named = f" {scheme!r}" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]{0,30}", scheme) else ""
+        raise InvalidInputError(
+            f"database URL scheme{named} is not supported: use postgresql://... or sqlite:///PATH"
+        )
+    return "sqlite", f"sqlite:///{target}", Path(target)
 
 
 class _Names(dict[str, str]):
@@ -133,24 +206,9 @@ class Database:
     @classmethod
     def open(cls, target: str | Path, namespace: str) -> Database:
         """``postgresql://...`` opens PostgreSQL; ``sqlite:///relative.db``, ``sqlite:////abs.db``,
-        ``:memory:`` or a plain path opens SQLite."""
-        if isinstance(target, Path):
-            return cls("sqlite", namespace, f"sqlite:///{target}", path=target)
-        if not isinstance(target, str) or not target:
-            raise InvalidInputError("a database URL or path must be a non-empty string")
-        if target.startswith(_PG_PREFIXES):
-            return cls("postgresql", namespace, target)
-        if target in (":memory:", _SQLITE_PREFIX, _SQLITE_PREFIX + "/:memory:"):
-            return cls("sqlite", namespace, "sqlite:///:memory:")
-        if target.startswith(_SQLITE_PREFIX + "/"):
-            path = Path(target[len(_SQLITE_PREFIX) + 1 :])
-            return cls("sqlite", namespace, target, path=path)
-        if "://" in target:
-            scheme = target.split("://", 1)[0]
-            raise InvalidInputError(
-                f"database URL scheme {scheme!r} is not supported: use postgresql://... or sqlite:///PATH"
-            )
-        return cls("sqlite", namespace, f"sqlite:///{target}", path=Path(target))
+        ``:memory:`` or a plain path opens SQLite. A libpq ``key=value`` string is refused."""
+        backend, url, path = parse_target(target)
+        return cls(backend, namespace, url, path=path)
 
     def _connect(self) -> None:
         if self.backend == "sqlite":
@@ -178,44 +236,80 @@ class Database:
 
     # ------------------------------------------------------------------ transactions
     def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one serialisable write transaction and return what it returned."""
-        if self.backend == "sqlite":
-            with self._lock:
-                conn = self._live()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(Tx(self, conn))
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-        return self._pg(fn, write=True)
+        """Run ``fn`` in one serialisable write transaction and return what it returned.
+
+        A storage fault (disk full, I/O error, a database locked too long, read-only, the server
+        gone) raises UnavailableError with a message that names no URL, path or password; the
+        detail goes to this node's log."""
+        return self._guarded(self._write, fn)
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` outside a write transaction (each statement sees the latest committed state).
+        Storage faults as in :meth:`write`."""
+        return self._guarded(self._read, fn)
 
     def setup(self, fn: Callable[[Tx], None], what: str) -> None:
         """Create ``what``'s tables with ``fn`` in a write transaction; a database that cannot hold
-        them (a foreign file, missing privileges) raises PreconditionError naming it."""
+        them (a foreign file, missing privileges) raises PreconditionError naming it. Only at start,
+        for the operator: the message may name the (redacted) database."""
         try:
-            self.write(fn)
+            self._write(fn)
         except sqlite3.DatabaseError as exc:
             raise PreconditionError(f"cannot open {what} in {self.path or self.url}: {exc}") from None
+        except UnavailableError:
+            raise
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
-                raise PreconditionError(f"cannot set up {what} in {self.url}: {exc}") from None
+                raise PreconditionError(f"cannot set up {what} in {self.url}: {redact(str(exc))}") from None
             raise
 
-    def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` outside a write transaction (each statement sees the latest committed state)."""
-        if self.backend == "sqlite":
-            with self._lock:
-                return fn(Tx(self, self._live()))
-        return self._pg(fn, write=False)
+    def _guarded(self, run: Callable[[Callable[[Tx], T]], T], fn: Callable[[Tx], T]) -> T:
+        try:
+            return run(fn)
+        except Exception as exc:
+            if isinstance(exc, UnavailableError) or not _storage_fault(exc):
+                raise
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> UnavailableError:
+        """The error a caller (and through it a peer) sees for a storage fault; the detail is logged."""
+        log.error("%s database %s: %s", self.namespace, self.path or self.url, redact(str(exc).strip()))
+        return UnavailableError(f"the {self.namespace}'s database is unavailable; see its log")
+
+    def _write(self, fn: Callable[[Tx], T]) -> T:
+        if self.backend != "sqlite":
+            return self._pg(fn, write=True)
+        with self._lock:
+            conn = self._live()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(Tx(self, conn))
+                conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (disk full, I/O error): a transaction left open would
+                # refuse every later BEGIN on this connection.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error as exc:
+                        log.warning("%s database: rollback failed: %s", self.namespace, exc)
+                raise
+            return result
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        if self.backend != "sqlite":
+            return self._pg(fn, write=False)
+        with self._lock:
+            return fn(Tx(self, self._live()))
 
     def _live(self) -> Any:
         if self._closed:
-            raise PreconditionError(f"database {self.url} is closed")
+            raise UnavailableError(f"the {self.namespace}'s database is closed: the node is stopping")
         if self._conn is None:
-            self._connect()
+            try:
+                self._connect()
+            except (UnavailableError, PreconditionError) as exc:
+                raise self._unavailable(exc) from exc
         return self._conn
 
     def _pg(self, fn: Callable[[Tx], T], *, write: bool) -> T:
@@ -235,14 +329,15 @@ class Database:
                     problem: Exception = exc
                 except psycopg.OperationalError as exc:
                     if not conn.closed and not conn.broken:
-                        raise
+                        raise self._unavailable(exc) from exc
                     # The server went away: reconnect and replay; a committed-but-unacknowledged write
-                    # is replayed too, which is why the stores' writes are idempotent.
-                    log.warning("lost the connection to %s (%s); reconnecting", self.url, exc)
+                    # is replayed too, which is why the stores' writes are idempotent. If the server
+                    # is still away, the reconnect in _live fails at once with UnavailableError.
+                    log.warning("lost the connection to %s (%s); reconnecting", self.url, redact(str(exc)))
                     self._conn = None
                     problem = exc
             if attempt == _PG_ATTEMPTS:
-                raise UnavailableError(f"database {self.url}: {problem}") from problem
+                raise self._unavailable(problem) from problem
             time.sleep(pause * (1 + random.random()))
             pause = min(pause * 2, 0.5)
         raise AssertionError("unreachable")
@@ -266,11 +361,46 @@ class Database:
         self.close()
 
 
+#: SQLite result codes (the primary code, the low byte of an extended one) that mean the storage,
+#: not the statement, failed: BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
+#: PROTOCOL, NOLFS, NOTADB.
+_SQLITE_FAULTS = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 22, 26})
+
+
+def _storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's storage failing (UNAVAILABLE) rather than a bug in a statement."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return isinstance(exc, sqlite3.OperationalError)
+        return (code & 0xFF) in _SQLITE_FAULTS
+    if type(exc).__module__.startswith("psycopg"):
+        import psycopg
+        from psycopg import errors
+
+        # OperationalError: connection lost, server shutting down, disk full, out of memory, too
+        # many connections, statement or lock timeouts. A read-only transaction: a standby after a
+        # failover.
+        return isinstance(exc, psycopg.OperationalError | errors.ReadOnlySqlTransaction)
+    return False
+
+
 def _sqlite_connect(path: Path | None) -> sqlite3.Connection:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        try:
+            # Owner-only before SQLite opens it: SQLite gives its -wal, -shm and -journal files the
+            # mode of the database file.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PreconditionError(f"cannot create database {path}: {exc.strerror}") from None
     conn = sqlite3.connect(
-        ":memory:" if path is None else path, check_same_thread=False, isolation_level=None, timeout=30.0
+        ":memory:" if path is None else path,
+        check_same_thread=False,
+        isolation_level=None,
+        timeout=_SQLITE_BUSY_TIMEOUT_S,
     )
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -282,17 +412,17 @@ def _sqlite_connect(path: Path | None) -> sqlite3.Connection:
     return conn
 
 
-def _pg_connect(conninfo: str, shown: str) -> Any:
+def _pg_connect(conninfo: str, shown: str, **kwargs: Any) -> Any:
     try:
         import psycopg
     except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
         raise PreconditionError("PostgreSQL support needs psycopg: pip install 'psycopg[binary]'") from None
     try:
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, **kwargs)
     except psycopg.OperationalError as exc:
-        raise UnavailableError(f"cannot connect to {shown}: {str(exc).strip()}") from None
+        raise UnavailableError(f"cannot connect to {shown}: {redact(str(exc).strip())}") from None
     except psycopg.ProgrammingError as exc:
-        raise InvalidInputError(f"bad PostgreSQL URL {shown}: {exc}") from None
+        raise InvalidInputError(f"bad PostgreSQL URL {shown}: {redact(str(exc).strip())}") from None
     conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
     return conn
 

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindscore._files import read_json, stage, write_json
+from blindscore._files import private_dir, read_json, stage, write_json
 from blindscore.application import check_id
 from blindscore.dgk import DGKPublicKey
 from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError, NotFoundError
@@ -70,8 +70,7 @@ class BankRegistry:
     """Banks by id, persisted one JSON file per bank so registrations survive restarts."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self._lock = threading.Lock()
         self._banks: dict[str, BankRecord] = {}
         for path in sorted(directory.glob("*.json")):
@@ -106,7 +105,7 @@ class BankRegistry:
                 for kid in [k for k in record.keys if k not in active]:
                     del record.keys[kid]
                     log.info("bank %s retired key %s", bank_id, kid)
-            write_json(self.directory / f"{bank_id}.json", record.to_dict())
+            write_json(self.directory / f"{bank_id}.json", record.to_dict(), secret=True)  # owner-only
             self._banks[bank_id] = record
         return paillier.key_id
 
@@ -169,14 +168,13 @@ class ModelStore:
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int], ModelVersion] = {}
         for legacy in sorted(directory.glob("*.json")):
             target = directory / legacy.stem / "v1.json"
             if check_id_quiet(legacy.stem) and not target.exists():
-                target.parent.mkdir(exist_ok=True)
+                target.parent.mkdir(mode=0o700, exist_ok=True)
                 os.replace(legacy, target)
 
     # -- writing ------------------------------------------------------------------------------
@@ -194,13 +192,13 @@ class ModelStore:
         load_model(document)  # refuse anything that would not load back
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
         folder = self.directory / name
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         while True:
             numbers = self._numbers(name)
             if numbers and _digest(self._load(name, numbers[-1]).model) == _digest(model):
                 return numbers[-1]
             version = (numbers[-1] if numbers else 0) + 1
-            tmp = stage(folder / f"v{version}.json", data)
+            tmp = stage(folder / f"v{version}.json", data, secret=True)  # the weights: owner-only
             try:
                 os.link(tmp, folder / f"v{version}.json")
             except FileExistsError:

@@ -17,6 +17,16 @@ settings.register_profile("ci", deadline=None, derandomize=True, suppress_health
 settings.load_profile("ci")
 
 
+@pytest.fixture(autouse=True)
+def _umask_restored() -> Iterator[None]:
+    """A node's ``serve`` command run in-process sets the node's umask (077) for the whole process;
+    give the next test the umask the session started with."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 @pytest.fixture(scope="session")
 def paillier_keypair() -> KeyPair:
     """A real 2048-bit Paillier key pair, shared by the whole session."""
