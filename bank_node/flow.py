@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bank_node.packed import PackedSessions
 from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore import comparison, garble, ot, packed
+from blindscore import comparison, garble, limits, ot, packed
 from blindscore._files import private_dir, read_json, write_json
 from blindscore.application import BandDelivery
 from blindscore.dgk import (
@@ -512,6 +512,7 @@ class BankNode:
         """Round 1: counts a run of ``platform_id``'s ``application_id`` for ``bureau_id`` and answers
         the masked value."""
         _check_application_id(application_id)
+        limits.check_id("platform_id", platform_id, optional=True)
         key = self.key(key_id)
         faults: list[str] = []
         response = comparison.answer_masked(key.paillier, key.dgk.public_key, request, on_fault=faults.append)
@@ -597,6 +598,7 @@ class BankNode:
         bank can open."""
         key = self.key(key_id)
         ids = _check_batch_ids(application_ids, request.count)
+        limits.check_id("platform_id", platform_id, optional=True)
         self.packed.require_session(session_id)
         opened = packed.open_packed(key.paillier, request)
         faults = [packed.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
@@ -640,9 +642,7 @@ class BankNode:
 
 
 def _check_application_id(application_id: object) -> str:
-    if not isinstance(application_id, str) or not application_id:
-        raise InvalidInputError("application id must not be empty")
-    return application_id
+    return limits.check_id("application_id", application_id)
 
 
 def _check_batch_ids(application_ids: Sequence[str], count: int) -> list[str]:

@@ -7,14 +7,16 @@ import io
 import re
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bank_node.store import BandRecord, ResultStore
+from blindscore import limits
 from blindscore._files import write_atomic
-from blindscore.application import Application
+from blindscore.application import Application, check_id
 from blindscore.client import score_applications
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
 from blindscore.localnet import LocalNetwork
@@ -26,6 +28,12 @@ from blindscore.paillier import check_key_bits
 def _model_id(path: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "model"
     return stem[:100]
+
+
+def _consent_reference(input_path: Path) -> str:
+    """The consent reference of every row: the input file's name, cut to the input limits."""
+    name = "".join(c for c in input_path.name if unicodedata.category(c) not in limits.REFUSED_CATEGORIES)
+    return f"blindscore-score:{name}"[: limits.MAX_CONSENT_CHARS]
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -118,6 +126,11 @@ def score_csv(
     ids = [row[id_column] if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"--id-column {id_column!r} has duplicate values")
+    for i, app_id in enumerate(ids):
+        try:  # the input limits, then the nodes' narrower id rule
+            check_id("application id", limits.check_id(f"application id in column {id_column!r}", app_id))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--input {input_path}, row {i + 1}: {exc}") from None
     # Check every row before any node starts, so a bad row costs nothing and writes nothing.
     for i, row in enumerate(rows):
         try:
@@ -130,7 +143,7 @@ def score_csv(
         ids,
         [{k: row[k] for k in model.spec.input_names} for row in rows],
         key_bits=key_bits,
-        consent_reference=f"blindscore-score:{input_path.name}",
+        consent_reference=_consent_reference(input_path),
     )
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")

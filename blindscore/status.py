@@ -24,6 +24,11 @@ from blindscore.errors import (
 
 log = logging.getLogger(__name__)
 
+#: The most UTF-8 bytes of a status message sent to a peer. gRPC sends the message as
+#: percent-encoded metadata (up to three bytes per byte) and refuses metadata past 8-16 KiB, so an
+#: error echoing a long input used to become a metadata-size error instead of the real status.
+MAX_STATUS_BYTES = 1000
+
 _CODES: list[tuple[type[BlindscoreError], grpc.StatusCode]] = [
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -35,17 +40,27 @@ _CODES: list[tuple[type[BlindscoreError], grpc.StatusCode]] = [
 ]
 
 
+def capped(message: str) -> str:
+    """``message`` cut to at most MAX_STATUS_BYTES UTF-8 bytes (ending in "…" when cut), as every
+    status message to a peer is."""
+    data = message.encode("utf-8", "backslashreplace")  # a lone surrogate cannot go on the wire
+    if len(data) <= MAX_STATUS_BYTES:
+        return data.decode("utf-8")
+    cut = data[: MAX_STATUS_BYTES - len("…".encode())].decode("utf-8", "ignore")
+    return cut + "…"
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and the message a peer may see for ``exc``."""
+    """The status code and the message a peer may see for ``exc`` (capped: :func:`capped`)."""
     if isinstance(exc, PeerError):
-        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), str(exc)
+        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), capped(str(exc))
     if isinstance(exc, CryptoError):
         # Fernet-style: one vague answer at the trust boundary, the detail in our own log only.
         log.warning("cryptographic check failed: %s", exc)
         return grpc.StatusCode.INVALID_ARGUMENT, "cryptographic check failed"
     for cls, code in _CODES:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return code, capped(str(exc))
     return grpc.StatusCode.INTERNAL, "internal error; see the node's log"
 
 

@@ -23,10 +23,17 @@ from blindscore.errors import InvalidInputError, PreconditionError
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
 
-# The canonical gRPC status names (grpc.StatusCode members). Anything else is refused, so the outcome
-# column can never carry free text.
+#: The outcome of the record the bureau appends *before* it stores and scores an application: it
+#: passed every check and the band protocol may run. The outcome of the call follows in a record of
+#: its own; an ACCEPTED record with none after it means "accepted, outcome not recorded" (the
+#: outcome write failed, or the bureau stopped meanwhile). No record, no scoring: see Bureau.admit.
+ACCEPTED = "ACCEPTED"
+
+# The canonical gRPC status names (grpc.StatusCode members) and ACCEPTED. Anything else is refused,
+# so the outcome column can never carry free text.
 OUTCOMES: frozenset[str] = frozenset(
     {
+        ACCEPTED,
         "OK",
         "CANCELLED",
         "UNKNOWN",
@@ -224,7 +231,9 @@ def _check_outcome(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"audit outcome must be a gRPC status name, not {type(value).__name__}")
     if value not in OUTCOMES:
-        raise InvalidInputError(f"audit outcome {value[:40]!r} is not a gRPC status name (e.g. 'OK')")
+        raise InvalidInputError(
+            f"audit outcome {value[:40]!r} is not a gRPC status name (e.g. 'OK') or ACCEPTED"
+        )
     return str.__str__(value)
 
 
@@ -434,6 +443,19 @@ class AuditLog:
             yield record
             if limit is not None and count >= limit:
                 return
+
+    def unsettled(self) -> list[AuditRecord]:
+        """ACCEPTED records that no later record of the same (platform, application) follows: the
+        applications whose outcome the trail does not hold (still running, or the outcome's write
+        failed). Not a chain check; run verify() for that."""
+        open_records: dict[tuple[str, str], AuditRecord] = {}
+        for record in self.records():
+            key = (record.platform_id, record.application_id)
+            if record.outcome == ACCEPTED:
+                open_records[key] = record
+            else:
+                open_records.pop(key, None)
+        return sorted(open_records.values(), key=lambda r: r.seq)
 
     def verify(self, expected_head: tuple[int, str] | None = None) -> VerifyReport:
         """Recompute the whole chain. With ``expected_head`` (an earlier ``head()`` kept elsewhere) it

@@ -11,18 +11,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from blindscore import packed
+from blindscore import limits, packed
 from blindscore.application import BandDelivery, EncryptedApplication, EncryptedBatch
 from blindscore.comparison import BandComparison
 from blindscore.db import Database, RetryLoop, RetryPolicy, error_code, retryable
 from blindscore.dgk import DGKPublicKey
-from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError, PreconditionError
+from blindscore.errors import (
+    BlindscoreError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+    UnavailableError,
+)
 from blindscore.german import DEFAULT_MODEL_ID, default_model
 from blindscore.model import LinearModel
 from blindscore.paillier import PublicKey
 from blindscore.status import status_of
 from bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
-from bureau.audit import AuditLog
+from bureau.audit import ACCEPTED, AuditLog
 from bureau.bank_link import BankLink
 from bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from bureau.ledger import EvaluationLedger
@@ -39,8 +45,13 @@ INLINE_GRACE_S = 120.0
 RETRY_BATCH = 32
 
 
-def _auditable(value: str, limit: int) -> str:
-    return value if len(value) <= limit and value.isprintable() else ""
+def _auditable(value: str, *, consent: bool = False) -> str:
+    """``value`` if it passes its input limit (blindscore.limits), else "": a field a refused request
+    got wrong is recorded as missing rather than dropping the record."""
+    try:
+        return limits.check_consent(value) if consent else limits.check_id("id", value)
+    except InvalidInputError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -144,24 +155,60 @@ class Bureau:
             return
         entries = []
         for request in requests:
-            model_id = request.get("model_id", "")
+            model_id = _auditable(request.get("model_id", ""))
             try:
                 version = self.models.version(model_id, request.get("model_version")) if model_id else ""
             except (NotFoundError, InvalidInputError):
                 version = ""
             entries.append(
                 {
-                    "platform_id": _auditable(request.get("platform_id", ""), 128),
-                    "bank_id": _auditable(request.get("bank_id", ""), 128),
-                    "application_id": _auditable(request.get("application_id", ""), 128),
-                    "consent_reference": _auditable(request.get("consent_reference", ""), 256),
-                    "model_id": _auditable(model_id, 128),
+                    "platform_id": _auditable(request.get("platform_id", "")),
+                    "bank_id": _auditable(request.get("bank_id", "")),
+                    "application_id": _auditable(request.get("application_id", "")),
+                    "consent_reference": _auditable(request.get("consent_reference", ""), consent=True),
+                    "model_id": model_id,
                     "model_version": version,
                     "outcome": outcome,
                     "duration_ms": duration_ms,
                 }
             )
         self.audit.append_many(entries)
+
+    def admit(
+        self,
+        platform_id: str,
+        bank_id: str,
+        model_id: str,
+        model_version: int,
+        members: Sequence[tuple[str, str]],
+    ) -> None:
+        """Fail closed: append the ACCEPTED audit record of each application (id, consent reference)
+        before it is stored or scored. When the trail cannot be written the submission is refused
+        with UnavailableError and nothing is stored, so no band is ever made without its record.
+
+        ACCEPTED says the application passed every check and the band protocol may run from here;
+        the outcome of the call follows in a record of its own. If that one cannot be written, the
+        trail still says only what is true: accepted, outcome not recorded.
+        """
+        requests = [
+            {
+                "platform_id": platform_id,
+                "bank_id": bank_id,
+                "application_id": application_id,
+                "consent_reference": consent_reference,
+                "model_id": model_id,
+                "model_version": str(model_version),
+            }
+            for application_id, consent_reference in members
+        ]
+        try:
+            self.record_many(requests, ACCEPTED, 0.0)
+        except Exception:
+            log.exception(
+                "cannot append the audit record of %d application(s) of %s (first %s); refused",
+                len(members), platform_id, limits.quote(members[0][0]) if members else "-",
+            )  # fmt: skip
+            raise UnavailableError("the audit trail cannot be written; nothing was scored") from None
 
     def register_bank(
         self,
@@ -228,6 +275,14 @@ class Bureau:
             width=len(app.ciphertexts),
             ciphertexts=pk.pack(app.ciphertexts),
         )
+        if stored is None:  # fail closed: its audit record first, or nothing is stored or scored
+            self.admit(
+                app.platform_id,
+                app.bank_id,
+                app.model_id,
+                version,
+                [(app.application_id, app.consent_reference)],
+            )
         mine = self._claim(key)
         try:
             stored, created = self.applications.accept(
@@ -376,6 +431,10 @@ class Bureau:
             width=len(batch.ciphertexts),
             ciphertexts=pk.pack(batch.ciphertexts),
         )
+        if stored is None:  # fail closed: its audit records first, or nothing is stored or scored
+            self.admit(
+                batch.platform_id, batch.bank_id, batch.model_id, submission.model_version, submission.members
+            )
         mine = self._claim(("batch", *key))
         try:
             stored, created = self.batches.accept(submission, next_attempt_at=time.time() + INLINE_GRACE_S)

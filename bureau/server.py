@@ -11,16 +11,49 @@ from typing import Any
 
 import grpc
 
-from blindscore import packed, serde
+from blindscore import limits, packed, serde
 from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors
-from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
+from blindscore.transport import INSECURE, TransportSecurity, create_server, peer_identity, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from bureau.bank_link import BankChannels
 from bureau.flow import Bureau
 
 log = logging.getLogger(__name__)
+
+_ID_FIELDS = ("application_id", "platform_id", "bank_id", "model_id", "key_id")
+_BATCH_ID_FIELDS = ("batch_id", "platform_id", "bank_id", "model_id", "key_id")
+
+
+def check_application(request: pb.EncryptedApplication) -> None:
+    """The input limits (blindscore.limits) of a submission, before anything is stored or scored."""
+    for name in _ID_FIELDS:
+        limits.check_id(name, getattr(request, name))
+    limits.check_id("model_version", request.model_version, optional=True)
+    limits.check_consent(request.consent_reference)
+
+
+def check_batch(request: pb.EncryptedBatch) -> None:
+    """The input limits of a packed batch: its ids, and every member's id and consent reference."""
+    for name in _BATCH_ID_FIELDS:
+        limits.check_id(name, getattr(request, name))
+    limits.check_id("model_version", request.model_version, optional=True)
+    for i, member in enumerate(request.members):
+        limits.check_id(f"members[{i}].application_id", member.application_id)
+        limits.check_consent(member.consent_reference, f"members[{i}].consent_reference")
+
+
+def audited_platform(context: grpc.ServicerContext, claimed: str) -> str:
+    """The platform id an audit record names: the one in the caller's certificate, never the one the
+    request claims. A caller of another role is recorded as role/party (e.g. "bank/bank-1"), and a
+    TLS caller without a blindscore identity as "". Only on a plaintext connection, where nothing is
+    authenticated (and require_role lets every call through), is the claimed id all there is."""
+    identity = peer_identity(context)
+    if identity is not None:
+        return identity.party_id if identity.role == "platform" else str(identity)
+    plaintext = context.auth_context().get("transport_security_type") == [b"insecure"]
+    return claimed if plaintext else ""
 
 
 class BureauServicer(pb_grpc.BureauServicer):
@@ -46,10 +79,13 @@ class BureauServicer(pb_grpc.BureauServicer):
         # Only a bank may register, and only itself: otherwise a platform (or another bank) could
         # point the bureau at its own address and key and collect another bank's bands.
         identity = require_role(context, "bank")
+        limits.check_id("bank_id", request.bank_id)
+        for key_id in request.active_key_ids:
+            limits.check_id("active_key_ids", key_id)
         if identity is not None and identity.party_id != request.bank_id:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"bank {identity.party_id!r} may not register as bank {request.bank_id!r}",
+                f"bank {identity.party_id!r} may not register as bank {limits.quote(request.bank_id)}",
             )
         key_id = self.bureau.register_bank(
             request.bank_id,
@@ -63,6 +99,8 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def GetBankKey(self, request: pb.GetBankKeyRequest, context: grpc.ServicerContext) -> pb.BankKey:
         require_role(context, "platform")
+        limits.check_id("bank_id", request.bank_id)
+        limits.check_id("key_id", request.key_id)
         key = self.bureau.bank_key(request.bank_id, request.key_id)
         return pb.BankKey(
             bank_id=request.bank_id, key_id=key.key_id, paillier_public_key=serde.paillier_key_to_json(key)
@@ -71,6 +109,8 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def GetModelSpec(self, request: pb.GetModelSpecRequest, context: grpc.ServicerContext) -> pb.ModelSpec:
         require_role(context, "platform")
+        limits.check_id("model_id", request.model_id)
+        limits.check_id("model_version", request.model_version, optional=True)
         version, spec, slot_bits, max_slots = self.bureau.model_spec(request.model_id, request.model_version)
         return pb.ModelSpec(
             model_id=request.model_id,
@@ -84,7 +124,8 @@ class BureauServicer(pb_grpc.BureauServicer):
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
     ) -> pb.SubmitReceipt:
         """Accept one application exactly once and score it; every submission, accepted or refused,
-        leaves one audit record. ``pending`` in the receipt: stored, the band follows later."""
+        leaves one audit record of its outcome (one accepted for the first time also its ACCEPTED
+        record, written before it is stored). ``pending`` in the receipt: the band follows later."""
         members = [(request.application_id, request.consent_reference)]
         return self._audited(request, members, context, self._submit)
 
@@ -95,8 +136,16 @@ class BureauServicer(pb_grpc.BureauServicer):
         context: grpc.ServicerContext,
         submit: Callable[[Any, grpc.ServicerContext], Any],
     ) -> Any:
-        """Run ``submit`` and append one audit record per application it concerns, with its outcome."""
+        """Run ``submit`` and append one audit record per application it concerns, with its outcome
+        and the caller's authenticated platform id (:func:`audited_platform`).
+
+        An application that is accepted got its ACCEPTED record before it was stored or scored
+        (Bureau.admit: no record, no scoring). This record is the call's outcome; if it cannot be
+        written the answer stands (the band may be at the bank already) and the trail keeps saying
+        only what is true: accepted, outcome not recorded (AuditLog.unsettled).
+        """
         t0 = time.perf_counter()
+        platform_id = audited_platform(context, request.platform_id)
         outcome = "INTERNAL"
         version = request.model_version
         try:
@@ -112,7 +161,7 @@ class BureauServicer(pb_grpc.BureauServicer):
             per_app_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(members))
             fields = [
                 {
-                    "platform_id": request.platform_id,
+                    "platform_id": platform_id,
                     "bank_id": request.bank_id,
                     "application_id": application_id,
                     "consent_reference": consent_reference,
@@ -124,7 +173,11 @@ class BureauServicer(pb_grpc.BureauServicer):
             try:
                 self.bureau.record_many(fields, outcome, per_app_ms)
             except Exception:
-                log.exception("could not append the audit records of %r", [m[0] for m in members][:5])
+                log.exception(
+                    "could not append the %s audit record(s) of %s",
+                    outcome,
+                    ", ".join(limits.quote(m[0]) for m in members[:5]),
+                )
 
     def _shared(self, stage_ms: dict[str, float]) -> dict[str, float]:
         """Stage times for the platform: none by default (the bureau's evaluation time tracks the
@@ -138,12 +191,13 @@ class BureauServicer(pb_grpc.BureauServicer):
         if identity is not None and identity.party_id != platform_id:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"platform {identity.party_id!r} may not submit as platform {platform_id!r}",
+                f"platform {identity.party_id!r} may not submit as platform {limits.quote(platform_id)}",
             )
 
     @grpc_errors
     def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
         self._require_platform(context, request.platform_id)
+        check_application(request)
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         app = serde.encrypted_application_from_proto(request, key)
         report = self.bureau.submit(app, self.channels.link)
@@ -167,6 +221,7 @@ class BureauServicer(pb_grpc.BureauServicer):
     @grpc_errors
     def _submit_batch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
         self._require_platform(context, request.platform_id)
+        check_batch(request)
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
         batch = serde.encrypted_batch_from_proto(request, key)
         report = self.bureau.submit_batch(batch, self.channels.link)

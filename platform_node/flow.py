@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from blindscore import packed, serde
+from blindscore import limits, packed, serde
 from blindscore.application import Application, BatchMember, EncryptedApplication, EncryptedBatch, check_id
 from blindscore.db import RetryLoop, RetryPolicy, retryable
 from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
@@ -32,6 +32,13 @@ RESEND_BATCH = 32
 
 #: Opens a fresh link to the bureau for the resender: (link, close).
 Dial = Callable[[], tuple[BureauLink, Callable[[], None]]]
+
+
+def check_entry(app: Application) -> Application:
+    """Entry validation of an application before anything is encrypted, stored or sent: the input
+    limits of blindscore.limits. Its ids were checked (more narrowly) when it was made."""
+    limits.check_consent(app.consent_reference)
+    return app
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class PlatformNode:
         """Encrypt and submit ``app`` once: a resubmission of the same id and features resends the
         payload stored in the outbox (same outcome at the bureau); other features under the same
         id are refused (AlreadyExistsError)."""
+        check_entry(app)
         t0 = time.perf_counter()
         fingerprint = self.outbox.fingerprint(app)
         entry = self.outbox.find(app.application_id, fingerprint)
@@ -240,6 +248,7 @@ class PlatformNode:
                 later.append(i)
                 continue
             try:
+                check_entry(app)
                 fingerprint = self.outbox.fingerprint(app)
                 entry = self.outbox.find(app.application_id, fingerprint)
                 leader = None if entry is None else self.outbox.batch_leader(entry)

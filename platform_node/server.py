@@ -11,10 +11,10 @@ from functools import partial
 
 import grpc
 
-from blindscore import serde
+from blindscore import limits, serde
 from blindscore._pool import request_scope
 from blindscore.application import Application
-from blindscore.errors import BlindscoreError
+from blindscore.errors import BlindscoreError, InvalidInputError
 from blindscore.metrics import NodeMetrics
 from blindscore.status import grpc_errors, status_of
 from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
@@ -32,6 +32,24 @@ STREAM_CHUNK = 64
 STREAM_WORKERS = 3
 #: Requests of one stream in flight at most.
 STREAM_WINDOW = 4 * STREAM_CHUNK
+
+
+def checked_request(request: pb.ScoreRequest) -> Application:
+    """A score request as a domain object, its ids and consent reference checked against the input
+    limits first (blindscore.limits), so every refusal names the field and quotes a short prefix."""
+    for name in ("application_id", "bank_id", "model_id", "key_id"):
+        limits.check_id(name, getattr(request, name))
+    limits.check_id("model_version", request.model_version, optional=True)
+    limits.check_consent(request.consent_reference)
+    return serde.application_from_proto(request)
+
+
+def _echoed_id(request: pb.ScoreRequest) -> str:
+    """The application id a refusal receipt carries: the request's, unless it is no valid id."""
+    try:
+        return limits.check_id("application_id", request.application_id)
+    except InvalidInputError:
+        return ""
 
 
 class PlatformServicer(pb_grpc.PlatformServicer):
@@ -56,6 +74,23 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             pending=receipt.pending,
         )
 
+    def _require_own_platform(self, context: grpc.ServicerContext) -> None:
+        """Only a client holding this platform's own certificate may score through it: another
+        platform's certificate would otherwise submit (and be audited) under this platform's id."""
+        identity = require_role(context, "platform")
+        if identity is not None and identity.party_id != self.node.platform_id:
+            log.warning(
+                "refused %s from %s: this node is platform %s",
+                identity,
+                context.peer(),
+                self.node.platform_id,
+            )
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"platform {identity.party_id!r} may not score through the node of platform "
+                f"{self.node.platform_id!r}",
+            )
+
     def _refusal(self, application_id: str, exc: BaseException) -> pb.ScoreReceipt:
         if isinstance(exc, BlindscoreError):
             code, message = status_of(exc)
@@ -70,7 +105,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
     def _score(self, request: pb.ScoreRequest) -> pb.ScoreReceipt:
         try:
             with request_scope():
-                receipt = self.node.score(serde.application_from_proto(request))
+                receipt = self.node.score(checked_request(request))
         except BlindscoreError as exc:
             self.metrics.observe_application(status_of(exc)[0].name)
             raise
@@ -86,10 +121,10 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         where: list[int] = []
         for i, request in enumerate(requests):
             try:
-                apps.append(serde.application_from_proto(request))
+                apps.append(checked_request(request))
                 where.append(i)
             except BlindscoreError as exc:
-                out[i] = self._refusal(request.application_id, exc)
+                out[i] = self._refusal(_echoed_id(request), exc)
         try:
             with request_scope():
                 results: list[Receipt | BaseException] = list(self.node.score_many(apps))
@@ -104,7 +139,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
 
     @grpc_errors
     def ScoreApplication(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreReceipt:
-        require_role(context, "platform")
+        self._require_own_platform(context)
         return self._score(request)
 
     def ScoreApplications(
@@ -115,7 +150,7 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         Requests that queue up while STREAM_WORKERS chunks are being scored are scored together
         (up to STREAM_CHUNK), which lets the node pack them (:meth:`PlatformNode.score_many`).
         """
-        require_role(context, "platform")
+        self._require_own_platform(context)
         done: queue.Queue[pb.ScoreReceipt | None] = queue.Queue()
         incoming: queue.Queue[pb.ScoreRequest | None] = queue.Queue()
         window = threading.Semaphore(STREAM_WINDOW)

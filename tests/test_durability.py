@@ -555,7 +555,8 @@ def test_resubmission_returns_the_same_outcome(nodes: Nodes) -> None:
     assert code == grpc.StatusCode.ALREADY_EXISTS and "different payload" in text
     assert nodes.bureau is not None and nodes.bureau.audit is not None
     outcomes = [r.outcome for r in nodes.bureau.audit.records() if r.application_id == "same-1"]
-    assert outcomes == ["OK", "OK", "ALREADY_EXISTS"]  # one audit record per call, as before
+    # One record per call, and the first call's ACCEPTED record before it was stored and scored.
+    assert outcomes == ["ACCEPTED", "OK", "OK", "ALREADY_EXISTS"]
 
     # Through the platform: re-encryption would give a new payload, the outbox resends the old one.
     platform = nodes.stub("platform")
