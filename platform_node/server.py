@@ -32,6 +32,35 @@ STREAM_CHUNK = 64
 STREAM_WORKERS = 3
 #: Requests of one stream in flight at most.
 STREAM_WINDOW = 4 * STREAM_CHUNK
+#: Bytes of requests of one stream in flight at most (a request larger than this goes alone).
+STREAM_WINDOW_BYTES = 16 * 1024 * 1024
+#: Streams a platform node serves at once; more are refused with RESOURCE_EXHAUSTED, so streams
+#: can never take every server thread from unary calls (16 workers: see blindscore.transport).
+MAX_STREAMS = 4
+#: A stream with nothing in flight that sends nothing for this long is ended (DEADLINE_EXCEEDED).
+STREAM_IDLE_S = 30.0
+_IDLE = object()
+
+
+class ByteWindow:
+    """Admits items while the bytes in flight stay within ``capacity`` (one item always fits)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, size: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + size <= self.capacity)
+            self.used += size
+            self.peak = max(self.peak, self.used)
+
+    def release(self, size: int) -> None:
+        with self._cond:
+            self.used -= size
+            self._cond.notify_all()
 
 
 def checked_request(request: pb.ScoreRequest) -> Application:
@@ -58,6 +87,9 @@ class PlatformServicer(pb_grpc.PlatformServicer):
     def __init__(self, node: PlatformNode, metrics: NodeMetrics | None = None) -> None:
         self.node = node
         self.metrics = metrics or NodeMetrics("platform")
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
+        #: The largest number of request bytes any one stream had in flight (tests, diagnostics).
+        self.peak_stream_bytes = 0
         self._pool = futures.ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY, thread_name_prefix="score")
 
     def _receipt(self, receipt: Receipt) -> pb.ScoreReceipt:
@@ -151,10 +183,26 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         (up to STREAM_CHUNK), which lets the node pack them (:meth:`PlatformNode.score_many`).
         """
         self._require_own_platform(context)
-        done: queue.Queue[pb.ScoreReceipt | None] = queue.Queue()
+        if not self._streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this platform node serves at most {MAX_STREAMS} streams at once; retry later",
+            )
+        try:
+            yield from self._stream(request_iterator, context)
+        finally:
+            self._streams.release()
+
+    def _stream(
+        self, request_iterator: Iterator[pb.ScoreRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ScoreReceipt]:
+        done: queue.Queue[pb.ScoreReceipt | object | None] = queue.Queue()
         incoming: queue.Queue[pb.ScoreRequest | None] = queue.Queue()
         window = threading.Semaphore(STREAM_WINDOW)
+        window_bytes = ByteWindow(STREAM_WINDOW_BYTES)
         workers = threading.Semaphore(STREAM_WORKERS)
+        in_flight = [0]  # requests read and not yet answered
+        lock = threading.Lock()
 
         def run(chunk: list[pb.ScoreRequest]) -> None:
             try:
@@ -162,16 +210,23 @@ class PlatformServicer(pb_grpc.PlatformServicer):
                     done.put(receipt)
             finally:
                 workers.release()
-                for _ in chunk:
+                for request in chunk:
                     window.release()
+                    window_bytes.release(request.ByteSize())
+                with lock:
+                    in_flight[0] -= len(chunk)
 
         def feed() -> None:
             try:
                 for request in request_iterator:
                     window.acquire()
+                    window_bytes.acquire(request.ByteSize())
+                    with lock:
+                        in_flight[0] += 1
                     incoming.put(request)
             except Exception:
-                log.exception("reading the request stream failed")
+                if context.is_active():
+                    log.exception("reading the request stream failed")
             finally:
                 incoming.put(None)
 
@@ -183,7 +238,15 @@ class PlatformServicer(pb_grpc.PlatformServicer):
             try:
                 ended = False
                 while not ended:
-                    first = incoming.get()
+                    try:
+                        first = incoming.get(timeout=STREAM_IDLE_S)
+                    except queue.Empty:
+                        with lock:
+                            idle = in_flight[0] == 0
+                        if idle:
+                            done.put(_IDLE)
+                            return
+                        continue
                     if first is None:
                         break
                     workers.acquire()
@@ -204,8 +267,18 @@ class PlatformServicer(pb_grpc.PlatformServicer):
 
         threading.Thread(target=feed, daemon=True).start()
         threading.Thread(target=dispatch, daemon=True).start()
-        while (receipt := done.get()) is not None:
-            yield receipt
+        try:
+            while (receipt := done.get()) is not None:
+                if receipt is _IDLE:
+                    context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the stream sent nothing for {STREAM_IDLE_S:g} s with nothing in flight; "
+                        "open a new one when there is more to score",
+                    )
+                assert isinstance(receipt, pb.ScoreReceipt)
+                yield receipt
+        finally:
+            self.peak_stream_bytes = max(self.peak_stream_bytes, window_bytes.peak)
 
 
 def start_platform_server(

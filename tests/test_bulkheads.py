@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from blindscore import serde
-from blindscore.application import EncryptedApplication
+from blindscore.application import Application, EncryptedApplication
 from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.localnet import LocalNetwork
 from blindscore.transport import TransportSecurity, open_channel
@@ -102,3 +104,110 @@ def test_a_stopped_bank_does_not_stall_other_requests_at_the_bureau(tmp_path: Pa
                 store.close()
 
         _wait_for(delivered, 90, "the pending applications to reach the bank")
+
+
+# ---------------------------------------------------------------------- the platform's streams
+
+
+@pytest.fixture
+def platform_net(
+    tmp_path: Path, paillier_keypair: Any, dgk_keypair: Any, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Bureau, bank and platform in process on port 0, with a 1 s idle deadline for streams."""
+    from bank_node.flow import BankNode
+    from bank_node.server import register_with_bureau, start_bank_server
+    from bank_node.store import ResultStore
+    from bureau.flow import Bureau
+    from bureau.server import start_bureau_server
+    from platform_node import server as platform_server
+    from platform_node.bureau_link import GrpcBureauLink
+    from platform_node.flow import PlatformNode
+
+    monkeypatch.setattr(platform_server, "STREAM_IDLE_S", 1.0)
+    created: list[Any] = []
+
+    class Capturing(platform_server.PlatformServicer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(platform_server, "PlatformServicer", Capturing)
+    bureau = Bureau.open(tmp_path / "bureau")
+    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
+    bank = BankNode("bank-s", paillier_keypair, dgk_keypair, ResultStore(tmp_path / "bank.sqlite3"))
+    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
+    key_id = register_with_bureau(bank, f"127.0.0.1:{bureau_port}", f"127.0.0.1:{bank_port}")
+    channel = open_channel(f"127.0.0.1:{bureau_port}")
+    node = PlatformNode("platform-s", GrpcBureauLink(channel))
+    server, port = platform_server.start_platform_server(node, "127.0.0.1:0")
+    yield {"address": f"127.0.0.1:{port}", "key_id": key_id, "servicer": created[0], "bank": bank}
+    for s in (server, bank_server, bureau_server):
+        s.stop(None)
+    channel.close()
+    channels.close()
+    node.close()
+    bureau.close()
+
+
+def _request(key_id: str, i: int, **overrides: Any) -> pb.ScoreRequest:
+    rows, _ = load_german_credit()
+    fields = {
+        "application_id": f"s-{i}",
+        "bank_id": "bank-s",
+        "model_id": DEFAULT_MODEL_ID,
+        "key_id": key_id,
+        "consent_reference": "consent",
+        "features": rows[i % len(rows)],
+        **overrides,
+    }
+    return serde.application_to_proto(Application(**fields))
+
+
+def test_idle_streams_are_capped_and_ended_and_do_not_stall_unary_calls(platform_net: Any) -> None:
+    """20 idle streams used to freeze a platform node (16 threads, no stream limit, no deadline):
+    now at most 4 are served, the rest are refused at once, idle ones end after their deadline,
+    and unary calls go on meanwhile."""
+    stub: Any = pb_grpc.PlatformStub(open_channel(platform_net["address"]))
+    stop = threading.Event()
+
+    def idle() -> Any:
+        while not stop.is_set():
+            stop.wait(0.05)
+            if False:  # pragma: no cover - the generator never yields: an idle client
+                yield pb.ScoreRequest()
+
+    calls = [stub.ScoreApplications(idle(), timeout=30) for _ in range(20)]
+    try:
+        codes: list[Any] = []
+        t0 = time.perf_counter()
+        outcome = stub.ScoreApplication(_request(platform_net["key_id"], 1), timeout=30)
+        unary_s = time.perf_counter() - t0
+        assert outcome.accepted, outcome.error_message
+        assert unary_s < 5.0, unary_s
+        for call in calls:
+            try:
+                list(call)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+    finally:
+        stop.set()
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 16, codes
+    assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 4, codes
+
+
+def test_a_stream_holds_a_bounded_number_of_bytes(platform_net: Any) -> None:
+    """Memory per stream is bounded by bytes, not only by count: large requests are read only as
+    earlier ones are answered."""
+    from platform_node import server as platform_server
+
+    big = "x" * 3_000_000  # a 3 MB consent reference: refused, but it is read and held first
+    requests = [_request(platform_net["key_id"], i) for i in range(40)]
+    for request in requests:
+        request.consent_reference = big
+    stub: Any = pb_grpc.PlatformStub(open_channel(platform_net["address"]))
+    receipts = list(stub.ScoreApplications(iter(requests), timeout=60))
+    assert len(receipts) == 40 and not any(r.accepted for r in receipts)
+    servicer = platform_net["servicer"]
+    assert 0 < servicer.peak_stream_bytes <= platform_server.STREAM_WINDOW_BYTES + 3_200_000
+    assert servicer.peak_stream_bytes < 40 * 3_000_000 / 4
