@@ -11,8 +11,9 @@ applications over ``ScoreApplications`` streams, which the platform scores in pa
 Kills follow a schedule drawn from ``seed``: the applications are released in phases, and kill k
 waits until the answers reach a drawn point of phase k, while the rest of that phase (a full
 window per client) is still in flight, plus a short drawn delay so that it lands inside requests.
+If the answers came all at once and nothing is in flight then, one more round is released first.
 Each killed node is restarted on its port with its data; the next phase is released after the
-restart.
+restart. The report gives the number of applications in flight at each kill.
 
 At the end the bank's store and run ledger are read:
 
@@ -21,7 +22,9 @@ At the end the bank's store and run ledger are read:
   FAILED_PRECONDITION for a batch whose evaluation round (PackedFinish) the bureau had sent when the
   bank or the bureau died: the bureau never runs such a batch again (a re-run could tell a
   deviating bank a second band per application). The bank may hold a band for a refused member
-  (it committed before dying); such bands are counted and checked like the others;
+  (it committed before dying); such bands are counted and checked like the others. Members of
+  such a batch that the platform answers ALREADY_EXISTS (see TOLERATE_ALREADY_EXISTS_FOR_SPENT)
+  count as refused too, listed apart in ``misreported_refusals``;
 * **wrong_band**: a band that differs from the plaintext model's outside its proven error margin;
 * **duplicated**: delivered more than once, i.e. the bank's run ledger
   (``ResultStore.deliveries()``) counts two or more completed deliveries for the application (a
@@ -70,9 +73,10 @@ from bureau.applications import FAILED
 from bureau.audit import AuditLog
 from bureau.batches import BatchStore
 
-#: Statuses that mean "a node is down or restarting": resubmit the same application.
+#: Statuses that mean "a node is down, restarting or shedding load": resubmit the same application.
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,  # a node's bulkhead (e.g. the platform's 4 streams at once)
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.UNKNOWN,
@@ -122,6 +126,7 @@ class CrashReport:
     accepted: int = 0
     pending_at_acceptance: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    #: "n x CODE: message", with quoted ids in the messages replaced by '…'.
     refusal_reasons: list[str] = field(default_factory=list)
     #: Refused for good (their batch was spent) but answered ALREADY_EXISTS by the platform.
     misreported_refusals: list[str] = field(default_factory=list)
@@ -291,14 +296,15 @@ def _schedule(rng: random.Random, applications: int, kills: int, margin: int) ->
     """Kill points and phase limits: kill k fires once ``points[k]`` applications are answered; the
     applications below ``limits[k]`` (= ``points[k]`` + the margin) may be sent before it, the rest
     wait for it. Each point lies beyond the previous limit, so a point can only be reached with the
-    applications released after the previous kill, and ``margin`` of them are in flight when it is
-    (the margin shrinks when there are too few applications for that). The slack is spread at
-    random over the gaps."""
+    applications released after the previous kill, and ``margin`` of them are in flight when it is;
+    at least ``margin`` more are left after the last limit, for the round a kill releases when a
+    burst of answers left nothing in flight. The margin shrinks when there are too few
+    applications for that; the slack is spread at random over the gaps."""
     if kills == 0:
         return [], []
-    # Points p_k >= p_(k-1) + margin + 1 from p_0 >= 1, and p_last + margin <= applications.
-    margin = max(1, min(margin, (applications - kills) // kills))
-    slack = max(0, applications - kills * margin - kills)
+    # p_0 >= 1, p_k >= p_(k-1) + margin + 1, and p_last + margin <= applications - margin.
+    margin = max(1, min(margin, (applications - kills) // (kills + 1)))
+    slack = max(0, applications - (kills + 1) * margin - kills)
     weights = [rng.random() for _ in range(kills + 1)]
     gaps = [int(slack * w / sum(weights)) for w in weights]
     points: list[int] = []
@@ -388,6 +394,13 @@ def run_crash(
                             return
                     time.sleep(rng.uniform(*KILL_DELAY_S))
                     with state.cond:
+                        if not state.outstanding and state.limit < applications:
+                            # Everything released was answered at once (a burst of receipts, or
+                            # "pending" answers while the bureau cannot reach a restarted bank
+                            # yet): release another round, so that this kill too cuts work short.
+                            state.limit = min(applications, max(state.limit, state.next_index) + margin)
+                            state.cond.notify_all()
+                            state.cond.wait_for(partial(state.busy), timeout=KILL_POINT_TIMEOUT_S)
                         report.in_flight_at_kill.append(len(state.outstanding))
                         if role in ("bureau", "bank"):
                             # A delivery this kill cuts short may be made again: these may show up
@@ -398,7 +411,8 @@ def run_crash(
                     time.sleep(rng.uniform(*DOWN_TIME_S))
                     net.restart(role)
                     with state.cond:
-                        state.limit = limits[k + 1] if k + 1 < len(limits) else applications
+                        following = limits[k + 1] if k + 1 < len(limits) else applications
+                        state.limit = max(state.limit, following)
                         state.cond.notify_all()
 
             def killer() -> None:
@@ -500,7 +514,8 @@ def _judge(
     refused = {f"crash-{i}" for i, a in final.items() if a.kind == "refused"}
     report.accepted = len(accepted)
     report.refused = dict(Counter(a.code for a in final.values() if a.kind == "refused"))
-    report.refusal_reasons = sorted({a.message[:160] for a in final.values() if a.kind == "refused"})
+    reasons = Counter(_reason(a) for a in final.values() if a.kind == "refused")
+    report.refusal_reasons = [f"{n} x {reason}" for reason, n in sorted(reasons.items())]
     for a in final.values():
         if a.kind in ("error", "retry"):
             report.errors[a.code] = report.errors.get(a.code, 0) + 1
@@ -548,6 +563,10 @@ class _Run:
 
     def reached(self, point: int) -> bool:
         return self.answered >= point
+
+    def busy(self) -> bool:
+        """Some application is in flight, or none is left to send."""
+        return bool(self.outstanding) or self.next_index >= self.applications
 
     def take(self, count: int, *, block: bool = True) -> list[int]:
         """Up to ``count`` unsent application indices; with ``block``, waits while the next ones are
@@ -633,6 +652,12 @@ def _settle(
             time.sleep(0.5)
     for i in waiting:  # accepted and still not delivered: a lost application unless it reaches the bank
         state.final[i] = _Answer("accepted", pending=True)
+
+
+def _reason(answer: _Answer) -> str:
+    """A refusal's code and message with the ids it quotes left out, so that refusals group."""
+    message = re.sub(r"'[^']*'", "'…'", answer.message)
+    return f"{answer.code}: {message[:160]}"
 
 
 def _kept_earlier(log_text: str) -> set[str]:
