@@ -91,7 +91,7 @@ SPENT_MARKER = "evaluation round"
 #: frees the members of a refused batch (platform_node/outbox.py, ``Outbox._check``) and the
 #: bureau refuses their ids in a new batch. A wrong status, not a lost application: counted as a
 #: refusal, listed in ``misreported_refusals``, when the bureau's store confirms the spent batch.
-TOLERATE_ALREADY_EXISTS_FOR_SPENT = False
+TOLERATE_ALREADY_EXISTS_FOR_SPENT = True
 #: The bank's log line when a repeated delivery carried a band other than the one it kept.
 KEPT_EARLIER = "kept the earlier band"
 PATHS = ("unary", "stream")

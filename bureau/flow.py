@@ -250,13 +250,6 @@ class Bureau:
         """
         key = (app.platform_id, app.application_id)
         pk, _ = self.banks.get(app.bank_id).key(app.key_id)
-        batch_id = self.batches.batch_of(*key)
-        if batch_id is not None:
-            # Scored (or failed) as a member of a packed batch: a resubmission alone gets the
-            # batch's stored outcome, as the whole batch would.
-            batch = self.batches.get(app.platform_id, batch_id)
-            if batch is not None:
-                return self._stored_outcome(batch)
         stored = self.applications.get(*key)
         wanted = parse_version(app.model_version)
         if stored is not None and (wanted is None or wanted == stored.model_version):

@@ -218,24 +218,6 @@ def test_lost_refused_and_unexpected_are_told_apart() -> None:
     assert report.unexpected == ["crash-2"] and report.errors == {"NO_ANSWER": 3} and not report.ok
 
 
-def test_already_exists_for_a_spent_member_is_an_error_now_that_the_bureau_answers_the_batch_outcome() -> (
-    None
-):
-    """The bureau answers a member of a stored batch resubmitted alone with the batch's outcome, so
-    an ALREADY_EXISTS for it is no longer tolerated."""
-    from blindscore import crashtest
-
-    assert crashtest.TOLERATE_ALREADY_EXISTS_FOR_SPENT is False
-    taken = "bureau: application 'crash-1' of platform 'p' was already submitted; a new one needs a new id"
-    final = {
-        0: _Answer("refused", "FAILED_PRECONDITION", SPENT_MARKER),
-        1: _Answer("error", "ALREADY_EXISTS", taken),
-    }
-    report = CrashReport(applications=2, database="SQLite", path="stream", audit_ok=True)
-    _judge(report, final, [], {}, set(), set(), {"crash-0", "crash-1"})
-    assert report.misreported_refusals == [] and not report.ok
-
-
 def test_already_exists_counts_as_a_refusal_only_for_a_spent_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     from blindscore import crashtest
 
