@@ -66,7 +66,10 @@ def _check_stream(report: CrashReport) -> None:
     # bureau failed as spent (the platform's known misreport, see TOLERATE_ALREADY_EXISTS_FOR_SPENT).
     assert set(report.refused) <= {"FAILED_PRECONDITION", "ALREADY_EXISTS"}
     assert report.refused.get("ALREADY_EXISTS", 0) == len(report.misreported_refusals)
-    assert not refused or any(SPENT_MARKER in reason for reason in report.refusal_reasons)
+    # Every refusal that is not such a misreport names the spent evaluation round.
+    assert refused == len(report.misreported_refusals) or any(
+        SPENT_MARKER in reason for reason in report.refusal_reasons
+    ), report.format()
     # Every application went in a packed batch, and batches did hold several.
     assert report.packed_applications == n and sum(report.batches.values()) < n
     # The client saw a refusal exactly when the bureau failed a batch for good.
