@@ -270,7 +270,9 @@ class ResultStore:
                     "updated_at = excluded.updated_at",
                     (bureau_id, platform_id, app_id, int(bool(fault)), now),
                 )
-            self._add_faults(tx, bureau_id, platform_id, application_ids, faults, limits, now)
+            for app_id, fault in zip(application_ids, faults, strict=True):
+                self._record_fault(tx, bureau_id, platform_id, app_id, fault, now)
+            self._count_faults(tx, bureau_id, sum(1 for f in faults if f), limits, now)
 
         self._db.write(run)
 
@@ -316,10 +318,8 @@ class ResultStore:
                     f"WHERE {_KEY}",
                     (int(faulted), "faulted" if faulted else "band", now, *key),
                 )
-                self._add_faults(tx, bureau_id, key[1], [app_id], [c.fault], limits, now, count=False)
-            self._add_faults(
-                tx, bureau_id, "", [], [], limits, now, extra=sum(1 for c in completions if c.fault)
-            )
+                self._record_fault(tx, bureau_id, key[1], app_id, c.fault, now)
+            self._count_faults(tx, bureau_id, sum(1 for c in completions if c.fault), limits, now)
             return new, kept
 
         return self._db.write(run)
@@ -332,37 +332,27 @@ class ResultStore:
                 "the bank's operator must run 'blindscore bank trust reset'"
             )
 
-    def _add_faults(
-        self,
-        tx: Tx,
-        bureau_id: str,
-        platform_id: str,
-        application_ids: Sequence[str],
-        faults: Sequence[str],
-        limits: RunLimits,
-        now: float,
-        *,
-        count: bool = True,
-        extra: int = 0,
+    @staticmethod
+    def _record_fault(
+        tx: Tx, bureau_id: str, platform_id: str, application_id: str, fault: str, now: float
     ) -> None:
-        """Fault records for ``faults`` (one per application, "" for none); with ``count``, add them
-        (plus ``extra``) to the bureau's standing, suspending it at the limit."""
-        for app_id, fault in zip(application_ids, faults, strict=True):
-            tx.execute(
-                "INSERT INTO {faults} (bureau_id, platform_id, application_id, reason, at) "
-                "SELECT ?, ?, ?, ?, ? WHERE ? = 1",
-                (bureau_id, platform_id, app_id, fault, now, int(bool(fault))),
-            )
-        if not count:
-            return
-        total = sum(1 for f in faults if f) + extra
+        """The fault record of one application ("" for none: the statement runs, inserting nothing)."""
+        tx.execute(
+            "INSERT INTO {faults} (bureau_id, platform_id, application_id, reason, at) "
+            "SELECT ?, ?, ?, ?, ? WHERE ? = 1",
+            (bureau_id, platform_id, application_id, fault, now, int(bool(fault))),
+        )
+
+    @staticmethod
+    def _count_faults(tx: Tx, bureau_id: str, count: int, limits: RunLimits, now: float) -> None:
+        """Add ``count`` faults (0 too) to the bureau's standing, suspending it at the limit."""
         tx.execute(
             "INSERT INTO {bureaus} (bureau_id, faults, suspended, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (bureau_id) DO UPDATE SET faults = {bureaus}.faults + excluded.faults, "
             "suspended = CASE WHEN {bureaus}.faults + excluded.faults >= ? THEN 1 "
             "ELSE {bureaus}.suspended END, "
             "updated_at = excluded.updated_at",
-            (bureau_id, total, int(total >= limits.max_faults), now, limits.max_faults),
+            (bureau_id, count, int(count >= limits.max_faults), now, limits.max_faults),
         )
 
     def standing(self, bureau_id: str | None = None) -> list[BureauStanding]:
