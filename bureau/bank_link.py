@@ -149,7 +149,6 @@ class GrpcBankLink:
         where: tuple[str, str] = ("", ""),
         slots: threading.BoundedSemaphore | None = None,
     ) -> None:
-        self._channel = channel
         self._stub: Any = pb_grpc.BankStub(channel)
         self._slots = slots or threading.BoundedSemaphore(MAX_CALLS_PER_BANK)
         self.key = key
@@ -257,16 +256,6 @@ class GrpcBankLink:
                 application_ids,
                 platform_id,
             )
-            # Spend the batch only on a live connection: a bank that is down when the round is
-            # ready would otherwise fail the batch for good although it never received the round.
-            # (Readiness is the client's own view; no answer of the bank can fake it.)
-            try:
-                grpc.channel_ready_future(self._channel).result(timeout=SLOT_WAIT_S)
-            except grpc.FutureTimeoutError:
-                raise UnavailableError(
-                    "the bank is not connected; the batch's evaluation round was not sent and the "
-                    "batch is retried"
-                ) from None
             spend()
             try:
                 return int(self._call("packed_finish", self._stub.PackedFinish, done).stored)
