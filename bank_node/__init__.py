@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bank_node.flow import BankNode
-from bank_node.store import BandRecord, ResultStore
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.store import BandRecord, ResultStore
 
 __all__ = ["BandRecord", "BankNode", "ResultStore"]

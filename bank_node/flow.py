@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bank_node.packed import PackedSessions
-from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore import comparison, garble, limits, ot, packed
 from blindscore._files import private_dir, read_json, write_json
-from blindscore.application import BandDelivery
-from blindscore.dgk import (
+from blindscore.bank_node.sessions import PackedSessions
+from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
+from blindscore.crypto import garble, ot
+from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
     DGKKeyPair,
@@ -29,17 +28,8 @@ from blindscore.dgk import (
     load_dgk_keypair,
     save_dgk_keypair,
 )
-from blindscore.errors import (
-    AlreadyExistsError,
-    BlindscoreError,
-    CryptoError,
-    InvalidInputError,
-    NotFoundError,
-    PreconditionError,
-)
-from blindscore.keyfile import MISSING_PASSPHRASE_HINT, Passphrase, secret_is_sealed
-from blindscore.metrics import NodeMetrics
-from blindscore.paillier import (
+from blindscore.crypto.keyfile import MISSING_PASSPHRASE_HINT, Passphrase, secret_is_sealed
+from blindscore.crypto.paillier import (
     PUBLIC_FILE,
     SECRET_FILE,
     KeyPair,
@@ -49,6 +39,17 @@ from blindscore.paillier import (
     load_keypair,
     save_keypair,
 )
+from blindscore.errors import (
+    AlreadyExistsError,
+    BlindscoreError,
+    CryptoError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+)
+from blindscore.infra.metrics import NodeMetrics
+from blindscore.protocol import comparison, limits, packing
+from blindscore.protocol.application import BandDelivery
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class KeyRing:
     """The bank's keys on disk: ``keys/<key id>/`` per key pair, ``keys/ring.json`` names the current one.
 
     New applications use the current key; older keys stay until retired, so applications made
-    under them still finish. With a passphrase, secret files are sealed (see blindscore.keyfile).
+    under them still finish. With a passphrase, secret files are sealed (see blindscore.crypto.keyfile).
     """
 
     def __init__(self, directory: Path, *, passphrase: Passphrase | None = None) -> None:
@@ -587,7 +588,7 @@ class BankNode:
         self,
         key_id: str,
         session_id: bytes,
-        request: packed.PackedMasked,
+        request: packing.PackedMasked,
         application_ids: Sequence[str],
         *,
         bureau_id: str = "",
@@ -600,12 +601,12 @@ class BankNode:
         ids = _check_batch_ids(application_ids, request.count)
         limits.check_id("platform_id", platform_id, optional=True)
         self.packed.require_session(session_id)
-        opened = packed.open_packed(key.paillier, request)
-        faults = [packed.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
+        opened = packing.open_packed(key.paillier, request)
+        faults = [packing.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
         self.store.begin_runs(bureau_id, ids, faults, self.limits, platform_id=platform_id)
         if any(faults):
             self._fault(
-                bureau_id, [a for a, f in zip(ids, faults, strict=True) if f], packed.FAULT_SLOT_GUARD
+                bureau_id, [a for a, f in zip(ids, faults, strict=True) if f], packing.FAULT_SLOT_GUARD
             )
         result = self.packed.start(key_id, session_id, request, opened, ids, bureau_id, platform_id)
         return result.ticket, result.request
@@ -635,7 +636,7 @@ class BankNode:
         new, kept = self.store.complete(bureau_id, completions, self.limits)
         faulted = [c.record.application_id for c in completions if c.fault]
         if faulted:
-            self._fault(bureau_id, faulted, packed.FAULT_GARBLED_OUTPUT)
+            self._fault(bureau_id, faulted, packing.FAULT_GARBLED_OUTPUT)
         if kept:
             log.warning("kept the earlier band of %d application(s) delivered again: %s", len(kept), kept[:5])
         return new

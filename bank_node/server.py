@@ -12,15 +12,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bank_node.flow import BankKey, BankNode
-from blindscore import serde
-from blindscore.certs import Identity
+from blindscore.bank_node.flow import BankKey, BankNode
 from blindscore.errors import BlindscoreError, UnavailableError
-from blindscore.metrics import NodeMetrics
-from blindscore.status import call, grpc_errors
-from blindscore.transport import INSECURE, TransportSecurity, create_server, open_channel, require_role
+from blindscore.infra.certs import Identity
+from blindscore.infra.metrics import NodeMetrics
+from blindscore.infra.status import call, grpc_errors
+from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, open_channel, require_role
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from blindscore.wire import serde
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
+from blindscore.infra.db import Database, Tx, create_schema
 
 #: 2: bands keyed by (bureau, platform, application id); format 1 keyed them by application id
 #: alone, which let two platforms' applications with one id collide (migrated on open).

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from blindscore.cli import main
+from blindscore.app.cli import main
 
 raise SystemExit(main())

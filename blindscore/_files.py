@@ -17,7 +17,7 @@ def private_dir(path: Path) -> Path:
     """Create directory ``path`` and its missing parents owner-only (0700); returns ``path``.
 
     Directories that exist are left as they are (a node's start-up check tightens its own data
-    directory: blindscore._lock)."""
+    directory: blindscore.infra.lock)."""
     missing = []
     step = path
     while not os.path.lexists(step) and step != step.parent:

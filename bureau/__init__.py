@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bureau.flow import Bureau
-from bureau.registry import BankRecord, BankRegistry, ModelStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore
 
 __all__ = ["BankRecord", "BankRegistry", "Bureau", "ModelStore"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import AlreadyExistsError, BlindscoreError, PeerError
+from blindscore.infra.db import Database, Tx, create_schema
 
 FORMAT_VERSION = 1
 PENDING = "pending"

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import InvalidInputError, PreconditionError
+from blindscore.infra.db import Database, Tx, create_schema
 
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64

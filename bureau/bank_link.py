@@ -9,16 +9,18 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from blindscore import comparison, garble, ot, packed, serde
-from blindscore._pool import waiting_on_peer
-from blindscore.application import BandDelivery
-from blindscore.dgk import DGKPublicKey
+from blindscore.crypto import garble, ot
+from blindscore.crypto.dgk import DGKPublicKey
+from blindscore.crypto.paillier import PublicKey
+from blindscore.crypto.pools import waiting_on_peer
 from blindscore.errors import BlindscoreError, CryptoError, PeerError, PreconditionError, UnavailableError
-from blindscore.paillier import PublicKey
-from blindscore.status import call
-from blindscore.transport import INSECURE, TransportSecurity, open_channel
+from blindscore.infra.status import call
+from blindscore.infra.transport import INSECURE, TransportSecurity, open_channel
+from blindscore.protocol import comparison, packing
+from blindscore.protocol.application import BandDelivery
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from blindscore.wire import serde
 
 #: Deadline of one call to a bank: its answers take milliseconds (a large packed batch, ~1 s).
 RPC_TIMEOUT_S = 10.0
@@ -53,7 +55,7 @@ class BankLink(Protocol):
 
     def packed_round(
         self,
-        request: packed.PackedMasked,
+        request: packing.PackedMasked,
         finish: FinishBatch,
         model_id: str,
         labels: tuple[str, ...],
@@ -206,7 +208,7 @@ class GrpcBankLink:
 
     def packed_round(
         self,
-        request: packed.PackedMasked,
+        request: packing.PackedMasked,
         finish: FinishBatch,
         model_id: str,
         labels: tuple[str, ...],
@@ -271,7 +273,7 @@ def _forgotten(exc: PeerError) -> bool:
     """Whether the bank refused because it no longer holds a session, setup or ticket key."""
     text = str(exc)
     return exc.code in ("NOT_FOUND", "FAILED_PRECONDITION") and any(
-        marker in text for marker in (packed.SESSION_GONE, packed.SETUP_GONE, packed.TICKET_GONE)
+        marker in text for marker in (packing.SESSION_GONE, packing.SETUP_GONE, packing.TICKET_GONE)
     )
 
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blindscore.db import Tx, create_schema
+from blindscore.bureau.applications import _SCHEMA as _APPLICATIONS_SCHEMA
+from blindscore.bureau.applications import PENDING, _StoredRow, _WorkStore
 from blindscore.errors import AlreadyExistsError
-from bureau.applications import _SCHEMA as _APPLICATIONS_SCHEMA
-from bureau.applications import PENDING, _StoredRow, _WorkStore
+from blindscore.infra.db import Tx, create_schema
 
 FORMAT_VERSION = 1
 

@@ -11,11 +11,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from blindscore import limits, packed
-from blindscore.application import BandDelivery, EncryptedApplication, EncryptedBatch
-from blindscore.comparison import BandComparison
-from blindscore.db import Database, RetryLoop, RetryPolicy, error_code, retryable
-from blindscore.dgk import DGKPublicKey
+from blindscore.bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
+from blindscore.bureau.audit import ACCEPTED, AuditLog
+from blindscore.bureau.bank_link import BankLink
+from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
+from blindscore.bureau.ledger import EvaluationLedger
+from blindscore.bureau.registry import BankRegistry, ModelStore, parse_version
+from blindscore.crypto.dgk import DGKPublicKey
+from blindscore.crypto.paillier import PublicKey
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import (
     BlindscoreError,
     InvalidInputError,
@@ -23,16 +27,12 @@ from blindscore.errors import (
     PreconditionError,
     UnavailableError,
 )
-from blindscore.german import DEFAULT_MODEL_ID, default_model
-from blindscore.model import LinearModel
-from blindscore.paillier import PublicKey
-from blindscore.status import status_of
-from bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
-from bureau.audit import ACCEPTED, AuditLog
-from bureau.bank_link import BankLink
-from bureau.batches import BatchStore, BatchSubmission, StoredBatch
-from bureau.ledger import EvaluationLedger
-from bureau.registry import BankRegistry, ModelStore, parse_version
+from blindscore.infra.db import Database, RetryLoop, RetryPolicy, error_code, retryable
+from blindscore.infra.status import status_of
+from blindscore.models.linear import LinearModel
+from blindscore.protocol import limits, packing
+from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch
+from blindscore.protocol.comparison import BandComparison
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ RETRY_BATCH = 32
 
 
 def _auditable(value: str, *, consent: bool = False) -> str:
-    """``value`` if it passes its input limit (blindscore.limits), else "": a field a refused request
+    """``value`` if it passes its input limit (blindscore.protocol.limits), else "": a field a refused request
     got wrong is recorded as missing rather than dropping the record."""
     try:
         return limits.check_consent(value) if consent else limits.check_id("id", value)
@@ -235,8 +235,8 @@ class Bureau:
         a time); never weights or points.
         """
         entry = self.models.resolve(model_id, version)
-        slot_bits = packed.slot_bits_for(entry.model) or 0
-        return entry.version, entry.model.spec.to_dict(), slot_bits, packed.max_slots_for(entry.model)
+        slot_bits = packing.slot_bits_for(entry.model) or 0
+        return entry.version, entry.model.spec.to_dict(), slot_bits, packing.max_slots_for(entry.model)
 
     # ------------------------------------------------------------------ exactly-once submission
     def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
@@ -396,7 +396,7 @@ class Bureau:
         if stored is None:
             entry = self.models.resolve(batch.model_id, batch.model_version)
             model = entry.model
-            slot_bits = packed.slot_bits_for(model)
+            slot_bits = packing.slot_bits_for(model)
             if slot_bits is None:
                 raise InvalidInputError(
                     f"model {batch.model_id!r} v{entry.version} ({model.type_name}) cannot be scored in "
@@ -407,7 +407,7 @@ class Bureau:
                     f"batch packed with {batch.slot_bits}-bit slots; model {batch.model_id!r} "
                     f"v{entry.version} needs {slot_bits}"
                 )
-            capacity = packed.slots_per_batch(slot_bits, pk.bits, packed.max_slots_for(model))
+            capacity = packing.slots_per_batch(slot_bits, pk.bits, packing.max_slots_for(model))
             if len(batch.members) > capacity:
                 raise InvalidInputError(
                     f"a packed batch for this model and key holds at most {capacity} applications, "
@@ -464,7 +464,7 @@ class Bureau:
     def score_batch(
         self, stored: StoredBatch, ciphertexts: tuple[Any, ...], link_for: LinkFor
     ) -> ScoreReport:
-        """The packed protocol alone (:mod:`blindscore.packed`): dot product and masks for every
+        """The packed protocol alone (:mod:`blindscore.protocol.packing`): dot product and masks for every
         slot, then the bank's two calls with the OT reply and the garbled comparisons."""
         bank = self.banks.get(stored.bank_id)
         pk, dgk = bank.key(stored.key_id)
@@ -477,7 +477,7 @@ class Bureau:
         link = link_for(bank.bank_id, bank.address, pk, dgk)
         count = len(stored.members)
         t0 = time.perf_counter()
-        protocol = packed.PackedBand(pk, model, ciphertexts, count, stored.slot_bits)
+        protocol = packing.PackedBand(pk, model, ciphertexts, count, stored.slot_bits)
         t1 = time.perf_counter()
         timing: dict[str, float] = {}
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from blindscore.db import Database, Tx, create_schema
+from blindscore.infra.db import Database, Tx, create_schema
 
 _SCHEMA = (
     """

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindscore._files import private_dir, read_json, stage, write_json
-from blindscore.application import check_id
-from blindscore.dgk import DGKPublicKey
+from blindscore.crypto.dgk import DGKPublicKey
+from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError, NotFoundError
-from blindscore.model_api import PrivateModel, load_model, load_model_file
-from blindscore.paillier import PublicKey
+from blindscore.models.contract import PrivateModel, load_model, load_model_file
+from blindscore.protocol.application import check_id
 
 #: More keys than a bank would ever keep live at once; bounds a registration message.
 MAX_ACTIVE_KEYS = 64
@@ -163,7 +163,7 @@ class ModelStore:
     other) and never changed; "latest" is the highest number on disk, read at every lookup, so a
     version imported by ``blindscore model import`` while the bureau runs is live at once, with
     no restart, and a lookup that already resolved its version keeps that model object to the
-    end. A file holds any registered model type (:mod:`blindscore.model_api`). Models from the
+    end. A file holds any registered model type (:mod:`blindscore.models.contract`). Models from the
     flat layout of earlier releases (``DIR/NAME.json``) become version 1 on open.
     """
 

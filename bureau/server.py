@@ -11,14 +11,15 @@ from typing import Any
 
 import grpc
 
-from blindscore import limits, packed, serde
-from blindscore.metrics import NodeMetrics
-from blindscore.status import grpc_errors
-from blindscore.transport import INSECURE, TransportSecurity, create_server, peer_identity, require_role
+from blindscore.bureau.bank_link import BankChannels
+from blindscore.bureau.flow import Bureau
+from blindscore.infra.metrics import NodeMetrics
+from blindscore.infra.status import grpc_errors
+from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, peer_identity, require_role
+from blindscore.protocol import limits, packing
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.bank_link import BankChannels
-from bureau.flow import Bureau
+from blindscore.wire import serde
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ _BATCH_ID_FIELDS = ("batch_id", "platform_id", "bank_id", "model_id", "key_id")
 
 
 def check_application(request: pb.EncryptedApplication) -> None:
-    """The input limits (blindscore.limits) of a submission, before anything is stored or scored."""
+    """The input limits (blindscore.protocol.limits) of a submission, before anything is stored or scored."""
     for name in _ID_FIELDS:
         limits.check_id(name, getattr(request, name))
     limits.check_id("model_version", request.model_version, optional=True)
@@ -215,7 +216,7 @@ class BureauServicer(pb_grpc.BureauServicer):
     def SubmitBatch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
         """Accept a packed batch exactly once and score it; one audit record per application in it,
         each with the batch's outcome."""
-        members = [(m.application_id, m.consent_reference) for m in request.members[: packed.MAX_SLOTS]]
+        members = [(m.application_id, m.consent_reference) for m in request.members[: packing.MAX_SLOTS]]
         return self._audited(request, members, context, self._submit_batch)
 
     @grpc_errors

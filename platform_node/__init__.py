@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from platform_node.flow import PlatformNode
+from blindscore.platform_node.flow import PlatformNode
 
 __all__ = ["PlatformNode"]

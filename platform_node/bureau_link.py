@@ -9,14 +9,14 @@ from typing import Any, Protocol
 
 import grpc
 
-from blindscore import serde
-from blindscore._pool import waiting_on_peer
-from blindscore.application import EncryptedApplication, EncryptedBatch
+from blindscore.crypto.paillier import PublicKey
+from blindscore.crypto.pools import waiting_on_peer
 from blindscore.errors import InvalidInputError
-from blindscore.paillier import PublicKey
-from blindscore.status import call
+from blindscore.infra.status import call
+from blindscore.protocol.application import EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from blindscore.wire import serde
 
 RPC_TIMEOUT_S = 60.0
 

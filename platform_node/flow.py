@@ -9,15 +9,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from blindscore import limits, packed, serde
-from blindscore.application import Application, BatchMember, EncryptedApplication, EncryptedBatch, check_id
-from blindscore.db import RetryLoop, RetryPolicy, retryable
+from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
-from blindscore.model import FeatureSpec
-from blindscore.paillier import PublicKey
+from blindscore.infra.db import RetryLoop, RetryPolicy, retryable
+from blindscore.models.linear import FeatureSpec
+from blindscore.platform_node.bureau_link import BureauLink, SubmitResult
+from blindscore.platform_node.outbox import Outbox, OutboxEntry
+from blindscore.protocol import limits, packing
+from blindscore.protocol.application import (
+    Application,
+    BatchMember,
+    EncryptedApplication,
+    EncryptedBatch,
+    check_id,
+)
 from blindscore.v1 import blindscore_pb2 as pb
-from platform_node.bureau_link import BureauLink, SubmitResult
-from platform_node.outbox import Outbox, OutboxEntry
+from blindscore.wire import serde
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,7 @@ Dial = Callable[[], tuple[BureauLink, Callable[[], None]]]
 
 def check_entry(app: Application) -> Application:
     """Entry validation of an application before anything is encrypted, stored or sent: the input
-    limits of blindscore.limits. Its ids were checked (more narrowly) when it was made."""
+    limits of blindscore.protocol.limits. Its ids were checked (more narrowly) when it was made."""
     limits.check_consent(app.consent_reference)
     return app
 
@@ -235,16 +242,16 @@ class PlatformNode:
         Applications already in the outbox (resubmissions) are resent as they were stored (a
         batch once, whatever number of its members came again); those of models without a packed
         form go one by one through :meth:`score`. The rest are grouped by bank key and model
-        version and encrypted k to a ciphertext (:mod:`blindscore.packed`); a batch is stored in
+        version and encrypted k to a ciphertext (:mod:`blindscore.protocol.packing`); a batch is stored in
         the outbox before it is sent, and accepted or refused by the bureau as a whole.
         """
         results: list[Receipt | BlindscoreError | None] = [None] * len(apps)
         groups: dict[tuple[str, str, str, str], list[tuple[int, Application, str, list[int]]]] = {}
-        packing: set[str] = set()
+        being_packed: set[str] = set()
         later: list[int] = []  # a second request for an id being packed: after the batches
         resend: dict[str, list[tuple[int, OutboxEntry]]] = {}  # resubmissions, by batch
         for i, app in enumerate(apps):
-            if app.application_id in packing:
+            if app.application_id in being_packed:
                 later.append(i)
                 continue
             try:
@@ -264,7 +271,7 @@ class PlatformNode:
                         groups.setdefault((app.bank_id, app.key_id, app.model_id, version), []).append(
                             (i, app, fingerprint, encoded)
                         )
-                        packing.add(app.application_id)
+                        being_packed.add(app.application_id)
                         continue
                 results[i] = self.score(app)
             except BlindscoreError as exc:
@@ -276,7 +283,7 @@ class PlatformNode:
                     layout = self._slot_bits[(model_id, version)]
                 assert layout is not None
                 slot_bits, max_slots = layout
-                capacity = packed.slots_per_batch(slot_bits, key.bits, max_slots)
+                capacity = packing.slots_per_batch(slot_bits, key.bits, max_slots)
             except BlindscoreError as exc:
                 for i, *_ in members:
                     results[i] = exc
@@ -337,7 +344,7 @@ class PlatformNode:
         t0 = time.perf_counter()
         with self._lock:
             spec = self._specs[(model_id, version)]
-        ciphertexts = packed.encrypt_packed(key, spec, slot_bits, [encoded for *_, encoded in members])
+        ciphertexts = packing.encrypt_packed(key, spec, slot_bits, [encoded for *_, encoded in members])
         first = members[0][1]
         batch = EncryptedBatch(
             batch_id="b-" + secrets.token_hex(16),

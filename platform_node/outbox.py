@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from blindscore._files import read_json, write_json
-from blindscore.application import Application
-from blindscore.db import Database, Tx, create_schema
 from blindscore.errors import AlreadyExistsError, PreconditionError
+from blindscore.infra.db import Database, Tx, create_schema
+from blindscore.protocol.application import Application
 
 FORMAT_VERSION = 1
 SECRET_FILE = "outbox.secret.json"

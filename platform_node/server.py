@@ -11,16 +11,17 @@ from functools import partial
 
 import grpc
 
-from blindscore import limits, serde
-from blindscore._pool import request_scope
-from blindscore.application import Application
+from blindscore.crypto.pools import request_scope
 from blindscore.errors import BlindscoreError, InvalidInputError
-from blindscore.metrics import NodeMetrics
-from blindscore.status import grpc_errors, status_of
-from blindscore.transport import INSECURE, TransportSecurity, create_server, require_role
+from blindscore.infra.metrics import NodeMetrics
+from blindscore.infra.status import grpc_errors, status_of
+from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, require_role
+from blindscore.platform_node.flow import PlatformNode, Receipt
+from blindscore.protocol import limits
+from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from platform_node.flow import PlatformNode, Receipt
+from blindscore.wire import serde
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ STREAM_WINDOW = 4 * STREAM_CHUNK
 #: Bytes of requests of one stream in flight at most (a request larger than this goes alone).
 STREAM_WINDOW_BYTES = 16 * 1024 * 1024
 #: Streams a platform node serves at once; more are refused with RESOURCE_EXHAUSTED, so streams
-#: can never take every server thread from unary calls (16 workers: see blindscore.transport).
+#: can never take every server thread from unary calls (16 workers: see blindscore.infra.transport).
 MAX_STREAMS = 4
 #: A stream with nothing in flight that sends nothing for this long is ended (DEADLINE_EXCEEDED).
 STREAM_IDLE_S = 30.0
@@ -65,7 +66,7 @@ class ByteWindow:
 
 def checked_request(request: pb.ScoreRequest) -> Application:
     """A score request as a domain object, its ids and consent reference checked against the input
-    limits first (blindscore.limits), so every refusal names the field and quotes a short prefix."""
+    limits first (blindscore.protocol.limits), so every refusal names the field and quotes a short prefix."""
     for name in ("application_id", "bank_id", "model_id", "key_id"):
         limits.check_id(name, getattr(request, name))
     limits.check_id("model_version", request.model_version, optional=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blindscore.bench import main
+from blindscore.app.bench import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

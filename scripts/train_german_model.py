@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blindscore.german import design_matrix, load_german_credit, train_german_model
-from blindscore.model import LinearModel
+from blindscore.data.german import design_matrix, load_german_credit, train_german_model
+from blindscore.models.linear import LinearModel
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "blindscore" / "data" / "german_credit_lr.json"
 

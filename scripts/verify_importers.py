@@ -1,7 +1,7 @@
 """Check every import format end to end: python scripts/verify_importers.py [--rows N] [--workdir DIR].
 
 For each of the five formats (skops, optbinning, toad, scorecardpy, hand-written JSON) the model
-of blindscore.model_zoo is built on German credit, imported with `blindscore model import` into a
+of scripts.model_zoo is built on German credit, imported with `blindscore model import` into a
 fresh bureau data directory and verified like `blindscore model verify`: the first N rows go
 through bureau, bank and platform as three processes over mutual TLS, and each band the bank
 stored is compared with the plaintext model's. Then one network is started and the five are
@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindscore.batch import run_encrypted
-from blindscore.localnet import LocalNetwork
-from blindscore.model_api import PrivateModel
-from blindscore.model_cli import Verification, compare_bands
-from blindscore.model_zoo import BUILDERS, Artifact, build, german_csv_rows, import_artifact, swap_in
+from blindscore.app.localnet import LocalNetwork
+from blindscore.app.model_commands import Verification, compare_bands
+from blindscore.app.scoring import run_encrypted
+from blindscore.models.contract import PrivateModel
+from scripts.model_zoo import BUILDERS, Artifact, build, german_csv_rows, import_artifact, swap_in
 
 #: |imported model's predict - the library's own output| allowed (PD for skops, points otherwise).
 LIBRARY_TOLERANCE = 1e-9

@@ -39,12 +39,19 @@ from typing import Any
 
 import grpc
 
-from blindscore import garble, ot, packed
-from blindscore.comparison import BandComparison, BitsResponse, BlindedRequest, FinalResponse, answer_blinded
-from blindscore.dgk import DGKKeyPair, DGKPublicKey
-from blindscore.model import LinearModel
-from blindscore.paillier import KeyPair, PublicKey
-from blindscore.transport import TransportSecurity, create_server, open_channel
+from blindscore.crypto import garble, ot
+from blindscore.crypto.dgk import DGKKeyPair, DGKPublicKey
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.infra.transport import TransportSecurity, create_server, open_channel
+from blindscore.models.linear import LinearModel
+from blindscore.protocol import packing
+from blindscore.protocol.comparison import (
+    BandComparison,
+    BitsResponse,
+    BlindedRequest,
+    FinalResponse,
+    answer_blinded,
+)
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
@@ -336,7 +343,7 @@ def ot_sender(stub: Any) -> ot.OtSender:
 @dataclass(frozen=True)
 class ModelGeometry:
     """What the bureau knows of its model's comparison: T, l, H = ceil(W / 2^T) and the sorted
-    truncated cutoffs gamma_k (see blindscore/comparison.py); sigma lies in [0, H]."""
+    truncated cutoffs gamma_k (see blindscore/protocol/comparison.py); sigma lies in [0, H]."""
 
     truncate_bits: int
     bits: int
@@ -389,14 +396,14 @@ class SearchResult:
 
 
 class PackedMasker:
-    """The bureau's first step of a packed batch (blindscore.packed.PackedBand), with its masks in
+    """The bureau's first step of a packed batch (blindscore.protocol.packing.PackedBand), with its masks in
     the open so that the attacker can garble any comparison it likes."""
 
     def __init__(self, pk: PublicKey, model: LinearModel, ciphertexts: Sequence[Any], count: int) -> None:
         geo = ModelGeometry.of(model)
         self.geo = geo
         self.count = count
-        self.slot_bits = packed.slot_bits_for(model) or 0
+        self.slot_bits = packing.slot_bits_for(model) or 0
         offset = (1 << (geo.bits + geo.truncate_bits)) - geo.score_min  # C, as the honest bureau's
         mask_bits = (geo.score_max - geo.score_min).bit_length() + 1 + 40
         lows = [lo for lo, _ in model.spec.encoded_bounds]
@@ -671,7 +678,7 @@ class DeviatingBank(_BankOt):
 
     def _abort(self, context: grpc.ServicerContext) -> None:
         if self.error == "ticket_gone":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, packed.TICKET_GONE)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, packing.TICKET_GONE)
         context.abort(grpc.StatusCode.UNAVAILABLE, "bank is busy; try again")
 
     def _force(self, search: ShiftSearch) -> bool:
@@ -768,7 +775,7 @@ class DeviatingBank(_BankOt):
             if ticket is None:
                 self.finish_repeats += 1
         if ticket is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, packed.TICKET_GONE)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, packing.TICKET_GONE)
         session, choices, shifts = ticket
         with self.lock:
             receiver = self._receivers[session]
@@ -957,9 +964,9 @@ class NaiveBureau:
         pk, model = self.pk, self.model
         sender = ot_sender(self.stub)
         count = len(application_ids)
-        slot_bits = packed.slot_bits_for(model) or 0
+        slot_bits = packing.slot_bits_for(model) or 0
         for attempt in range(1, attempts + 1):
-            band = packed.PackedBand(pk, model, list(ciphertexts), count, slot_bits)
+            band = packing.PackedBand(pk, model, list(ciphertexts), count, slot_bits)
             masked = band.masked()
             try:
                 start_fields: dict[str, Any] = {

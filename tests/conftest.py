@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from blindscore.dgk import DGKKeyPair, generate_dgk_keypair
-from blindscore.paillier import KeyPair, generate_keypair
+from blindscore.crypto.dgk import DGKKeyPair, generate_dgk_keypair
+from blindscore.crypto.paillier import KeyPair, generate_keypair
 
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")

@@ -47,22 +47,23 @@ from attackers import (
     wait_for,
 )
 
-from bank_node.flow import BankNode
-from bank_node.server import start_bank_server
-from bank_node.store import ResultStore
-from blindscore import packed, serde
-from blindscore.application import BatchMember, EncryptedApplication, EncryptedBatch
-from blindscore.certs import init_pki
-from blindscore.db import RetryPolicy
-from blindscore.dgk import DGKKeyPair
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair
-from blindscore.transport import TransportSecurity, open_channel
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.applications import DELIVERED, FAILED
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.infra.certs import init_pki
+from blindscore.infra.db import RetryPolicy
+from blindscore.infra.transport import TransportSecurity, open_channel
+from blindscore.protocol import packing
+from blindscore.protocol.application import BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.applications import DELIVERED, FAILED
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
+from blindscore.wire import serde
 
 MODEL = default_model()
 GEO = ModelGeometry.of(MODEL)
@@ -129,7 +130,7 @@ def make_node(
     data_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(data_dir / "results.sqlite3")
     if (max_runs or max_faults) and "limits" in inspect.signature(BankNode).parameters:
-        from bank_node.store import RunLimits
+        from blindscore.bank_node.store import RunLimits
 
         limits = RunLimits(max_runs=max_runs or MAX_RUNS, max_faults=max_faults or MAX_FAULTS)
         return BankNode(BANK, keypair, dgk, store, limits=limits)
@@ -229,7 +230,7 @@ def test_attack1_prime_recovery_by_compare_masked_is_cut_off_and_learns_nothing(
     assert code_of(bank.stub.CompareMasked, masked_probe(pk, 5, "after-1", 64)) == "PERMISSION_DENIED"
     standing = bank.node.store.standing(BUREAU)
     assert standing and standing[0].suspended and standing[0].faults >= MAX_FAULTS
-    from blindscore.cli import main
+    from blindscore.app.cli import main
 
     assert main(["bank", "trust", "reset", BUREAU, "--data-dir", str(bank.data_dir)]) == 0
     assert code_of(bank.stub.CompareMasked, masked_probe(pk, 5, "after-2", 64)) == "OK"
@@ -381,10 +382,10 @@ HIGH_TARGET = [4, 3, 1, 5]  # sigma in band 4
 
 
 def packed_batch(keypair: KeyPair, rows: list[int]) -> tuple[list[Any], list[str]]:
-    slot_bits = packed.slot_bits_for(MODEL)
+    slot_bits = packing.slot_bits_for(MODEL)
     assert slot_bits is not None
     encoded = [MODEL.spec.encode_row(ROWS[i]) for i in rows]
-    cts = packed.encrypt_packed(keypair.public_key, MODEL.spec, slot_bits, encoded)
+    cts = packing.encrypt_packed(keypair.public_key, MODEL.spec, slot_bits, encoded)
     return cts, [f"packed-{i}" for i in rows]
 
 
@@ -541,7 +542,7 @@ def test_attack3_packed_deviating_bank_gets_one_evaluation_round(
     error: str, pki: Path, tmp_path: Path, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
     pk = paillier_keypair.public_key
-    slot_bits = packed.slot_bits_for(MODEL)
+    slot_bits = packing.slot_bits_for(MODEL)
     assert slot_bits is not None
     with deviant_net(pki, tmp_path, paillier_keypair, dgk_keypair, error) as net:
         ids = [f"deviant-p{i}" for i in PACKED_ROWS]
@@ -555,7 +556,7 @@ def test_attack3_packed_deviating_bank_gets_one_evaluation_round(
             slot_bits=slot_bits,
             members=tuple(BatchMember(a, "consent") for a in ids),
             ciphertexts=tuple(
-                packed.encrypt_packed(
+                packing.encrypt_packed(
                     pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(ROWS[i]) for i in PACKED_ROWS]
                 )
             ),
@@ -588,7 +589,7 @@ def test_attack3_works_against_a_bureau_that_reruns(
     """Negative control: a bureau that runs a failed application or batch again with fresh masks
     (as before the fix) lets the same deviating bank pin every score well inside its band."""
     pk, dgk = paillier_keypair.public_key, dgk_keypair.public_key
-    slot_bits = packed.slot_bits_for(MODEL)
+    slot_bits = packing.slot_bits_for(MODEL)
     assert slot_bits is not None
     deviant = DeviatingBank(paillier_keypair, dgk_keypair, budget=FORCED_RETRY_BUDGET)
     server, address = serve_bank_servicer(deviant, creds(pki, BANK))
@@ -597,7 +598,7 @@ def test_attack3_works_against_a_bureau_that_reruns(
         naive = NaiveBureau(stub, pk, dgk, MODEL)
         cts = [pk.encrypt(v) for v in MODEL.spec.encode_row(ROWS[UNARY_TARGET])]
         unary_attempts = naive.score("naive-1", cts, attempts=FORCED_RETRY_BUDGET + 1)
-        batch_cts = packed.encrypt_packed(
+        batch_cts = packing.encrypt_packed(
             pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(ROWS[i]) for i in PACKED_ROWS]
         )
         ids = [f"naive-p{i}" for i in PACKED_ROWS]

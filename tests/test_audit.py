@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blindscore.bureau.audit import GENESIS_HASH, OUTCOMES, AuditLog, AuditRecord, canonical_bytes
 from blindscore.errors import InvalidInputError, PreconditionError
-from bureau.audit import GENESIS_HASH, OUTCOMES, AuditLog, AuditRecord, canonical_bytes
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TEXT_FIELDS = ("platform_id", "bank_id", "application_id", "consent_reference", "model_id", "model_version")

@@ -29,26 +29,27 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 import pytest
 
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore import packed, serde
-from blindscore.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
-from blindscore.cli import main as cli
-from blindscore.db import RetryPolicy
-from blindscore.dgk import DGKKeyPair
+from blindscore.app.cli import main as cli
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.audit import AuditLog
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import UnavailableError
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair
-from blindscore.transport import open_channel
+from blindscore.infra.db import RetryPolicy
+from blindscore.infra.transport import open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol import packing
+from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.audit import AuditLog
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
+from blindscore.wire import serde
 
 PLATFORM = "platform-f"
 BANK = "bank-f"
@@ -268,14 +269,14 @@ def encrypted(nodes: Nodes, i: int, app_id: str) -> pb.EncryptedApplication:
 def encrypted_batch(nodes: Nodes, batch_id: str, ids: list[str]) -> pb.EncryptedBatch:
     model = default_model()
     key = nodes.bank.keypair.public_key
-    slot_bits = packed.slot_bits_for(model)
+    slot_bits = packing.slot_bits_for(model)
     assert slot_bits is not None
     rows, _ = load_german_credit()
     encoded = [model.spec.encode_row(rows[i]) for i in range(len(ids))]
     batch = EncryptedBatch(
         batch_id=batch_id, platform_id=PLATFORM, bank_id=BANK, model_id=DEFAULT_MODEL_ID, key_id=key.key_id,
         model_version="1", slot_bits=slot_bits, members=tuple(BatchMember(a, f"c-{a}") for a in ids),
-        ciphertexts=tuple(packed.encrypt_packed(key, model.spec, slot_bits, encoded)),
+        ciphertexts=tuple(packing.encrypt_packed(key, model.spec, slot_bits, encoded)),
     )  # fmt: skip
     return serde.encrypted_batch_to_proto(batch, key)
 

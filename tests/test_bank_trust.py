@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore.cli import main
+from blindscore.app.cli import main
+from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore.errors import InvalidInputError, PermissionDeniedError, PreconditionError
 
 LIMITS = RunLimits(max_runs=2, max_faults=2)

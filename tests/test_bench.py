@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from blindscore import bench
+from blindscore.app import bench
 
 REQUIRED = {
     "workload", "key_bits", "features", "applications", "p50_ms", "p99_ms", "apps_per_s", "bytes_per_app",

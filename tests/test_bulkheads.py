@@ -14,13 +14,13 @@ from typing import Any
 import grpc
 import pytest
 
-from blindscore import serde
-from blindscore.application import Application, EncryptedApplication
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.localnet import LocalNetwork
-from blindscore.transport import TransportSecurity, open_channel
+from blindscore.app.localnet import LocalNetwork
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.infra.transport import TransportSecurity, open_channel
+from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from blindscore.wire import serde
 
 #: The stated bound: with the bank stopped and the bureau's calls to it piling up, another
 #: platform's GetModelSpec answers within this (it took 27 s before the per-bank bulkhead).
@@ -94,7 +94,7 @@ def test_a_stopped_bank_does_not_stall_other_requests_at_the_bureau(tmp_path: Pa
         assert all(o.accepted for o in outcomes)
         assert any(o.pending for o in outcomes)
         # Once the bank runs again the retry worker delivers every one of them.
-        from bank_node.store import ResultStore
+        from blindscore.bank_node.store import ResultStore
 
         def delivered() -> bool:
             store = ResultStore(net.bank_dir / "results.sqlite3")
@@ -114,14 +114,14 @@ def platform_net(
     tmp_path: Path, paillier_keypair: Any, dgk_keypair: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
     """Bureau, bank and platform in process on port 0, with a 1 s idle deadline for streams."""
-    from bank_node.flow import BankNode
-    from bank_node.server import register_with_bureau, start_bank_server
-    from bank_node.store import ResultStore
-    from bureau.flow import Bureau
-    from bureau.server import start_bureau_server
-    from platform_node import server as platform_server
-    from platform_node.bureau_link import GrpcBureauLink
-    from platform_node.flow import PlatformNode
+    from blindscore.bank_node.flow import BankNode
+    from blindscore.bank_node.server import register_with_bureau, start_bank_server
+    from blindscore.bank_node.store import ResultStore
+    from blindscore.bureau.flow import Bureau
+    from blindscore.bureau.server import start_bureau_server
+    from blindscore.platform_node import server as platform_server
+    from blindscore.platform_node.bureau_link import GrpcBureauLink
+    from blindscore.platform_node.flow import PlatformNode
 
     monkeypatch.setattr(platform_server, "STREAM_IDLE_S", 1.0)
     created: list[Any] = []
@@ -199,7 +199,7 @@ def test_idle_streams_are_capped_and_ended_and_do_not_stall_unary_calls(platform
 def test_a_stream_holds_a_bounded_number_of_bytes(platform_net: Any) -> None:
     """Memory per stream is bounded by bytes, not only by count: large requests are read only as
     earlier ones are answered."""
-    from platform_node import server as platform_server
+    from blindscore.platform_node import server as platform_server
 
     big = "x" * 3_000_000  # a 3 MB consent reference: refused, but it is read and held first
     requests = [_request(platform_net["key_id"], i) for i in range(40)]

@@ -16,21 +16,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from blindscore import certs
-from blindscore.certs import (
-    Identity,
-    init_pki,
-    issue_node_cert,
-    load_identity,
-    node_files,
-    verify_node_cert,
-)
 from blindscore.errors import (
     AlreadyExistsError,
     BlindscoreError,
     InvalidInputError,
     NotFoundError,
     PreconditionError,
+)
+from blindscore.infra import certs
+from blindscore.infra.certs import (
+    Identity,
+    init_pki,
+    issue_node_cert,
+    load_identity,
+    node_files,
+    verify_node_cert,
 )
 
 NODES = {"bureau-1": "bureau", "bank-1": "bank", "platform-1": "platform"}
@@ -204,7 +204,7 @@ def test_force_replaces_ca_and_warns_about_stale_certificates(
     init_pki(tmp_path)
     issue_node_cert(tmp_path, "bank", "bank-2")
     old_ca = (tmp_path / "ca.pem").read_bytes()
-    with caplog.at_level(logging.WARNING, logger="blindscore.certs"):
+    with caplog.at_level(logging.WARNING, logger="blindscore.infra.certs"):
         init_pki(tmp_path, force=True)
     new_ca = (tmp_path / "ca.pem").read_bytes()
     assert new_ca != old_ca

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blindscore.cli import build_parser, main
+from blindscore.app.cli import build_parser, main
 
 
 def test_serve_without_transport_choice_is_refused(
@@ -41,7 +41,7 @@ def test_config_file_gives_defaults_and_flags_win(tmp_path: Path) -> None:
     cfg = tmp_path / "node.toml"
     cfg.write_text('[bank]\ndata-dir = "/srv/bank"\nbank-id = "bank-from-file"\nkey-bits = 3072\n')
     parser = build_parser()
-    from blindscore.cli import _apply_config
+    from blindscore.app.cli import _apply_config
 
     args = _apply_config(parser, ["--config", str(cfg), "bank", "serve", "--bank-id", "bank-from-flag"])
     assert args.data_dir == "/srv/bank"

@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindscore import comparison
-from blindscore.comparison import (
+from blindscore.crypto.dgk import DGKKeyPair, DGKPublicKey
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.errors import InvalidInputError, PreconditionError
+from blindscore.protocol import comparison
+from blindscore.protocol.comparison import (
     BandComparison,
     BitsResponse,
     BlindedRequest,
@@ -24,9 +27,6 @@ from blindscore.comparison import (
     run_band_protocol,
     truncated_band,
 )
-from blindscore.dgk import DGKKeyPair, DGKPublicKey
-from blindscore.errors import InvalidInputError, PreconditionError
-from blindscore.paillier import KeyPair, PublicKey
 
 CUTOFFS = [300, 500, 650, 800]
 LO, HI = -1000, 5000

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore.crashtest import (
+from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
+from scripts.crash import (
     SPENT_MARKER,
     CrashReport,
     _Answer,
@@ -162,7 +162,7 @@ def test_only_a_spent_batch_may_be_refused_and_only_when_packed() -> None:
 
 def _band(i: int) -> BandRecord:
     """The plaintext model's band for German credit row i, as the bank would store it."""
-    from blindscore.german import default_model, load_german_credit
+    from blindscore.data.german import default_model, load_german_credit
 
     rows, _ = load_german_credit()
     model = default_model()
@@ -223,9 +223,9 @@ def test_lost_refused_and_unexpected_are_told_apart() -> None:
 
 
 def test_already_exists_counts_as_a_refusal_only_for_a_spent_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from blindscore import crashtest
+    from scripts import crash
 
-    monkeypatch.setattr(crashtest, "TOLERATE_ALREADY_EXISTS_FOR_SPENT", True)
+    monkeypatch.setattr(crash, "TOLERATE_ALREADY_EXISTS_FOR_SPENT", True)
     taken = "bureau: application 'crash-1' of platform 'p' was already submitted; a new one needs a new id"
     final = {
         0: _Answer("refused", "FAILED_PRECONDITION", SPENT_MARKER),
@@ -246,7 +246,7 @@ def test_already_exists_counts_as_a_refusal_only_for_a_spent_batch(monkeypatch: 
 
 
 def test_a_band_other_than_the_plaintext_one_fails() -> None:
-    from blindscore.german import default_model, load_german_credit
+    from blindscore.data.german import default_model, load_german_credit
 
     rows, _ = load_german_credit()
     model = default_model()

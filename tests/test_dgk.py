@@ -17,8 +17,7 @@ from pathlib import Path
 import gmpy2
 import pytest
 
-from blindscore._pool import RandomnessPool, request_scope, waiting_on_peer
-from blindscore.dgk import (
+from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
     DGKKeyPair,
@@ -29,6 +28,7 @@ from blindscore.dgk import (
     load_or_generate_dgk_keypair,
     save_dgk_keypair,
 )
+from blindscore.crypto.pools import RandomnessPool, request_scope, waiting_on_peer
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError, PreconditionError
 
 # A toy key built by hand (tests/test_dgk.py is its only user): u = 65537, t = 16,

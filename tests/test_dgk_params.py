@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from blindscore import serde
-from blindscore.dgk import (
+from blindscore.crypto.dgk import (
     DEFAULT_T_BITS,
     DGK_SECRET_FILE,
     MIN_T_BITS,
@@ -20,8 +19,9 @@ from blindscore.dgk import (
     load_dgk_keypair,
     save_dgk_keypair,
 )
+from blindscore.crypto.keyfile import Passphrase, write_secret
 from blindscore.errors import InvalidInputError, KeySizeError
-from blindscore.keyfile import Passphrase, write_secret
+from blindscore.wire import serde
 
 REFUSAL = r"t=160 bits is refused: at least t=224 bits are required"
 

@@ -16,31 +16,38 @@ from typing import Any
 import grpc
 import pytest
 
-from bank_node.flow import BankNode
-from bank_node.packed import PackedSessions
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore import serde
-from blindscore.application import Application, EncryptedApplication
-from blindscore.client import Outcome, score_applications
-from blindscore.db import Database, RetryPolicy, redact
-from blindscore.dgk import DGKKeyPair
+from blindscore.app.client import Outcome, score_applications
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.sessions import PackedSessions
+from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
+from blindscore.bureau.applications import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    ApplicationStore,
+    StoredApplication,
+    Submission,
+)
+from blindscore.bureau.audit import AuditLog
+from blindscore.bureau.bank_link import BankChannels
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair, PublicKey
-from blindscore.status import status_of
-from blindscore.transport import open_channel
+from blindscore.infra.db import Database, RetryPolicy, redact
+from blindscore.infra.status import status_of
+from blindscore.infra.transport import open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.applications import DELIVERED, FAILED, PENDING, ApplicationStore, StoredApplication, Submission
-from bureau.audit import AuditLog
-from bureau.bank_link import BankChannels
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
-from platform_node.server import start_platform_server
+from blindscore.wire import serde
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
 WAIT_S = 30.0
@@ -298,7 +305,7 @@ def test_concurrent_writers_keep_one_chain(backend: Backend) -> None:
 def test_cli_reads_the_audit_trail_and_results_from_a_database(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from blindscore.cli import main
+    from blindscore.app.cli import main
 
     audit_url = backend.url or f"sqlite:///{backend.tmp / 'bureau.db'}"
     bank_url = backend.url or f"sqlite:///{backend.tmp / 'bank.db'}"
@@ -764,7 +771,7 @@ def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes)
 def test_bank_store_format_1_is_migrated(backend: Backend) -> None:
     """A result store written by format 1 (bands keyed by application id alone) opens as format 2:
     its bands keep their values under an empty bureau and platform id."""
-    from blindscore.db import Database
+    from blindscore.infra.db import Database
 
     target = backend.url or backend.tmp / "bank" / "v1.sqlite3"
     db = Database.open(target, "bank")

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bank_node.store import ResultStore
-from blindscore.application import Application
-from blindscore.client import score_applications
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.localnet import LocalNetwork
+from blindscore.app.client import score_applications
+from blindscore.app.localnet import LocalNetwork
+from blindscore.bank_node.store import ResultStore
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.protocol.application import Application
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blindscore.encoding import FixedPointCodec, parse_number
 from blindscore.errors import EncodingError, ModelFormatError
+from blindscore.models.encoding import FixedPointCodec, parse_number
 
 
 def test_encode_known_values() -> None:

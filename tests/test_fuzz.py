@@ -27,29 +27,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore import ot, packed, serde
-from blindscore.application import (
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto import ot
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.infra.transport import MAX_MESSAGE_BYTES, open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol import packing
+from blindscore.protocol.application import (
     Application,
     BandDelivery,
     BatchMember,
     EncryptedApplication,
     EncryptedBatch,
 )
-from blindscore.comparison import BandComparison
-from blindscore.dgk import DGKKeyPair
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair
-from blindscore.transport import MAX_MESSAGE_BYTES, open_channel
+from blindscore.protocol.comparison import BandComparison
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
+from blindscore.wire import serde
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -483,7 +485,7 @@ def valid(stubs: dict[str, Any]) -> dict[str, Any]:
     encrypted = EncryptedApplication(
         "fuzz-valid", PLATFORM_ID, "bank-f", DEFAULT_MODEL_ID, key_id, "consent-1", ciphertexts
     )
-    slot_bits = packed.slot_bits_for(model)
+    slot_bits = packing.slot_bits_for(model)
     assert slot_bits is not None
     batch = EncryptedBatch(
         batch_id="fuzz-batch",
@@ -494,7 +496,7 @@ def valid(stubs: dict[str, Any]) -> dict[str, Any]:
         model_version="1",
         slot_bits=slot_bits,
         members=tuple(BatchMember(f"fuzz-member-{i}", f"consent-{i}") for i in range(3)),
-        ciphertexts=tuple(packed.encrypt_packed(key, model.spec, slot_bits, encoded)),
+        ciphertexts=tuple(packing.encrypt_packed(key, model.spec, slot_bits, encoded)),
     )
     score = model.evaluate_encrypted(key, ciphertexts)
     comparison = BandComparison(

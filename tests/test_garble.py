@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindscore.errors import InvalidInputError
-from blindscore.garble import (
+from blindscore.crypto.garble import (
     LABEL_BYTES,
     MAX_COUNT,
     MAX_INSTANCES,
@@ -26,6 +25,7 @@ from blindscore.garble import (
     plain_comparisons,
     table_bytes,
 )
+from blindscore.errors import InvalidInputError
 
 
 def definition(b: int, a: int, width: int) -> int:

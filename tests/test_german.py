@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from blindscore.german import (
+from blindscore.data.german import (
     CATEGORIES,
     DEFAULT_MODEL_ID,
     GERMAN_PD_CUTOFFS,
@@ -19,7 +19,7 @@ from blindscore.german import (
     load_german_credit,
     train_german_model,
 )
-from blindscore.model import CategoricalFeature, LinearModel, NumericFeature
+from blindscore.models.linear import CategoricalFeature, LinearModel, NumericFeature
 
 
 @pytest.fixture(scope="module")

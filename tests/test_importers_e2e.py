@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from blindscore.cli import main
-from blindscore.localnet import LocalNetwork
-from blindscore.model_api import PrivateModel
-from blindscore.model_cli import compare_bands, import_model_file
-from blindscore.model_zoo import (
+from blindscore.app.cli import main
+from blindscore.app.localnet import LocalNetwork
+from blindscore.app.model_commands import compare_bands, import_model_file
+from blindscore.models.contract import PrivateModel
+from scripts.model_zoo import (
     BUILDERS,
     Artifact,
     build,
@@ -37,7 +37,7 @@ NAME = "zoo"
 
 def test_core_and_model_zoo_import_without_the_scorecard_libraries() -> None:
     code = (
-        "import sys, blindscore.model_zoo, blindscore.scorecard, blindscore.model_cli\n"
+        "import sys, scripts.model_zoo, blindscore.models.scorecard, blindscore.app.model_commands\n"
         f"print(sorted(m for m in {LIBRARIES!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -53,8 +53,8 @@ def test_hand_card_builds_and_imports_with_the_libraries_absent(tmp_path: Path) 
         for m in {LIBRARIES!r}:
             sys.modules[m] = None  # import now fails as if not installed
         from blindscore.errors import PreconditionError
-        from blindscore.model_cli import import_model_file
-        from blindscore.model_zoo import build
+        from blindscore.app.model_commands import import_model_file
+        from scripts.model_zoo import build
         a = build("blindscore", Path({str(tmp_path)!r}))
         m = import_model_file(a.path, name="hand", fmt=a.format, options=a.options)
         print(m.type_name, m.feature_count, m.policy.output, "/".join(m.policy.labels))
@@ -122,8 +122,8 @@ def test_builds_are_deterministic_across_processes(models: dict[str, PrivateMode
         f"""
         import hashlib, json
         from pathlib import Path
-        from blindscore.model_cli import import_model_file
-        from blindscore.model_zoo import BUILDERS, build
+        from blindscore.app.model_commands import import_model_file
+        from scripts.model_zoo import BUILDERS, build
         for fmt in BUILDERS:
             a = build(fmt, Path({str(tmp_path)!r}))
             m = import_model_file(a.path, name={NAME!r}, fmt=a.format, options=a.options)

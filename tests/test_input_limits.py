@@ -1,4 +1,4 @@
-"""Input limits at every entry (blindscore.limits) over real gRPC nodes: ids and consent references are
+"""Input limits at every entry (protocol.limits) over real gRPC nodes: ids and consent references are
 refused with INVALID_ARGUMENT before anything is stored, scored or audited, and no status message a
 peer receives can outgrow gRPC's metadata limits."""
 
@@ -14,26 +14,27 @@ import grpc
 import pytest
 
 import blindscore
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore import limits, packed, serde
-from blindscore.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
-from blindscore.client import score_applications
-from blindscore.dgk import DGKKeyPair
+from blindscore.app.client import score_applications
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.model import CategoricalFeature
-from blindscore.paillier import KeyPair
-from blindscore.status import MAX_STATUS_BYTES
-from blindscore.transport import open_channel
+from blindscore.infra.status import MAX_STATUS_BYTES
+from blindscore.infra.transport import open_channel
+from blindscore.models.linear import CategoricalFeature
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol import limits, packing
+from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
+from blindscore.wire import serde
 
 PLATFORM = "platform-l"
 BANK = "bank-l"
@@ -318,7 +319,7 @@ def test_bureau_refuses_bad_ids_in_submissions(net: Net, field: str, value: str)
 def test_bureau_refuses_a_batch_with_one_bad_member_whole(net: Net) -> None:
     model = default_model()
     key = net.bank_node.keypair.public_key
-    slot_bits = packed.slot_bits_for(model)
+    slot_bits = packing.slot_bits_for(model)
     assert slot_bits is not None
     rows, _ = load_german_credit()
     ids = ["batch-m0", "batch-m1", "batch-m2"]
@@ -332,7 +333,7 @@ def test_bureau_refuses_a_batch_with_one_bad_member_whole(net: Net) -> None:
         slot_bits=slot_bits,
         members=tuple(BatchMember(a, "consent") for a in ids),
         ciphertexts=tuple(
-            packed.encrypt_packed(
+            packing.encrypt_packed(
                 key, model.spec, slot_bits, [model.spec.encode_row(rows[i]) for i in range(3)]
             )
         ),
@@ -391,7 +392,7 @@ def test_score_applications_client_sees_the_refusal(net: Net) -> None:
 def test_score_cli_names_the_row_of_a_bad_id(tmp_path: Path, bad_id: str, says: str) -> None:
     """`blindscore score` takes ids from a CSV column: a bad one is refused before any node starts,
     naming the row (it used to fail inside the three-node run without saying which row)."""
-    from blindscore.batch import score_csv
+    from blindscore.app.scoring import score_csv
 
     rows, _ = load_german_credit()
     names = default_model().spec.input_names

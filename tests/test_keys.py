@@ -20,28 +20,20 @@ from typing import Any
 import grpc
 import pytest
 
-from bank_node.flow import KEYS_DIR, RING_FILE, BankKey, BankNode, KeyRing
-from bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
-from blindscore.application import Application, BandDelivery
-from blindscore.cli import main
-from blindscore.client import score_one
-from blindscore.comparison import BandComparison
-from blindscore.dgk import (
+from blindscore.app.cli import main
+from blindscore.app.client import score_one
+from blindscore.bank_node.flow import KEYS_DIR, RING_FILE, BankKey, BankNode, KeyRing
+from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
     DGKKeyPair,
     load_dgk_keypair,
     save_dgk_keypair,
 )
-from blindscore.errors import (
-    AlreadyExistsError,
-    CryptoError,
-    InvalidInputError,
-    NotFoundError,
-    PreconditionError,
-)
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.keyfile import (
+from blindscore.crypto.keyfile import (
     ENVELOPE_FORMAT,
     PASSPHRASE_ENV,
     Passphrase,
@@ -50,13 +42,21 @@ from blindscore.keyfile import (
     seal,
     secret_is_sealed,
 )
-from blindscore.paillier import PUBLIC_FILE, SECRET_FILE, KeyPair, load_keypair, save_keypair
-from blindscore.transport import open_channel
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
+from blindscore.crypto.paillier import PUBLIC_FILE, SECRET_FILE, KeyPair, load_keypair, save_keypair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.errors import (
+    AlreadyExistsError,
+    CryptoError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+)
+from blindscore.infra.transport import open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application, BandDelivery
+from blindscore.protocol.comparison import BandComparison
 
 PASSWORD = "correct horse battery staple"
 SECRET_FILES = (SECRET_FILE, DGK_SECRET_FILE)
@@ -250,7 +250,7 @@ def test_plaintext_file_with_passphrase_loads_and_warns(
     tmp_path: Path, paillier_keypair: KeyPair, caplog: pytest.LogCaptureFixture
 ) -> None:
     save_keypair(tmp_path, paillier_keypair)
-    with caplog.at_level(logging.WARNING, logger="blindscore.keyfile"):
+    with caplog.at_level(logging.WARNING, logger="blindscore.crypto.keyfile"):
         loaded = load_keypair(tmp_path, passphrase=Passphrase(PASSWORD))
     assert loaded.public_key == paillier_keypair.public_key
     assert "is not encrypted" in caplog.text and "blindscore bank encrypt-keys" in caplog.text
@@ -538,7 +538,7 @@ def test_node_without_passphrase_reports_sealed_new_key_once(
     node = BankNode.open("bank-p", tmp_path)
     KeyRing(tmp_path / KEYS_DIR, passphrase=Passphrase(PASSWORD)).add(new_key)
     watcher = KeyWatcher(node)
-    with caplog.at_level(logging.ERROR, logger="bank_node.server"):
+    with caplog.at_level(logging.ERROR, logger="blindscore.bank_node.server"):
         assert watcher.poll() == [] and watcher.poll() == []
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "is encrypted" in errors[0].getMessage()

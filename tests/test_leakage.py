@@ -89,8 +89,10 @@ from leakage_stats import (
 )
 from scipy import stats
 
-from blindscore import comparison
-from blindscore.comparison import (
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.protocol import comparison
+from blindscore.protocol.comparison import (
     DEFAULT_KAPPA,
     BandComparison,
     BitsResponse,
@@ -98,8 +100,6 @@ from blindscore.comparison import (
     answer_blinded,
     answer_masked,
 )
-from blindscore.dgk import DGKKeyPair
-from blindscore.paillier import KeyPair, PublicKey
 
 LO, HI = 0, 2**20 - 1
 TRUNCATE = 4
@@ -478,7 +478,7 @@ def test_honest_view_is_independent_of_the_score(
 
 @dataclass(frozen=True)
 class Variant:
-    """A broken bureau: a hook of blindscore.comparison replaced, and the statistic that must flag it."""
+    """A broken bureau: a hook of protocol.comparison replaced, and the statistic that must flag it."""
 
     name: str
     statistic: str

@@ -69,10 +69,11 @@ from leakage_stats import (
     uniform_p,
 )
 
-from blindscore import garble, ot, packed
-from blindscore.comparison import DEFAULT_KAPPA
-from blindscore.model import BandPolicy, FeatureSpec, LinearModel, NumericFeature
-from blindscore.paillier import KeyPair
+from blindscore.crypto import garble, ot
+from blindscore.crypto.paillier import KeyPair
+from blindscore.models.linear import BandPolicy, FeatureSpec, LinearModel, NumericFeature
+from blindscore.protocol import packing
+from blindscore.protocol.comparison import DEFAULT_KAPPA
 
 SPEC = FeatureSpec((NumericFeature("x", 0, 2**20 - 1, integer=True),))
 CUTOFFS = (2.0**16, 2.0**20 - 2**16)
@@ -148,8 +149,8 @@ def observe(kp: KeyPair, session: tuple[ot.OtReceiver, ot.OtSender], batches: in
         # Slot a of batch t holds score (a + t) mod 3: every score in every slot position.
         scores = [SCORES[(a + t) % len(SCORES)] for a in range(SLOTS)]
         rows = [SPEC.encode_row({"x": x}) for x in scores]
-        bureau = packed.PackedBand(
-            pk, MODEL, packed.encrypt_packed(pk, SPEC, SLOT_BITS, rows), SLOTS, SLOT_BITS
+        bureau = packing.PackedBand(
+            pk, MODEL, packing.encrypt_packed(pk, SPEC, SLOT_BITS, rows), SLOTS, SLOT_BITS
         )
         masked = bureau.masked()
         plain = sk.decrypt(masked.ciphertext)
@@ -280,9 +281,9 @@ def family() -> Family:
 
 def test_parameters(paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (MODEL.truncate_bits, MODEL.comparison_bits) == (TRUNCATE, BITS)
-    assert packed.slot_bits_for(MODEL) == SLOT_BITS
+    assert packing.slot_bits_for(MODEL) == SLOT_BITS
     pk = paillier_keypair.public_key
-    assert packed.slots_per_batch(SLOT_BITS, pk.bits, packed.max_slots_for(MODEL)) == SLOTS
+    assert packing.slots_per_batch(SLOT_BITS, pk.bits, packing.max_slots_for(MODEL)) == SLOTS
     s_min, s_max = MODEL.encoded_score_bounds
     step = 1 << TRUNCATE
     for x in SCORES:
@@ -295,9 +296,9 @@ def test_parameters(paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch) 
         drawn.append(bits)
         return 0
 
-    monkeypatch.setattr(packed, "_draw_slot_mask", draw)
+    monkeypatch.setattr(packing, "_draw_slot_mask", draw)
     row = SPEC.encode_row({"x": 0})
-    packed.PackedBand(pk, MODEL, packed.encrypt_packed(pk, SPEC, SLOT_BITS, [row, row]), 2, SLOT_BITS)
+    packing.PackedBand(pk, MODEL, packing.encrypt_packed(pk, SPEC, SLOT_BITS, [row, row]), 2, SLOT_BITS)
     assert drawn == [MASK_BITS, MASK_BITS]  # the residue tests go up to the masks' real width
     assert (s_max - s_min).bit_length() + 1 + DEFAULT_KAPPA == MASK_BITS
 
@@ -348,17 +349,17 @@ VARIANTS = [
     Variant(
         "slot masks as wide as the score range",
         "slot residues",
-        packed,
+        packing,
         "_draw_slot_mask",
         lambda bits: secrets.randbits(bits - 1 - DEFAULT_KAPPA),
     ),
     # z_a = s_a + C, constant (observed: p = 0).
-    Variant("no slot mask", "slot residues", packed, "_draw_slot_mask", lambda bits: 0),
+    Variant("no slot mask", "slot residues", packing, "_draw_slot_mask", lambda bits: 0),
     # z_a mod 2^20 = (s_a + C) mod 2^20, the score itself (observed: p ~ 1e-314).
     Variant(
         "slot masks with low 20 bits cleared",
         "slot residues",
-        packed,
+        packing,
         "_draw_slot_mask",
         lambda bits: secrets.randbits(bits) & ~(2**20 - 1),
     ),

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from blindscore.loadtest import main, run_load
+from scripts.load import main, run_load
 
 
 @pytest.mark.slow

@@ -20,24 +20,24 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore.application import Application
-from blindscore.client import score_applications, score_one
-from blindscore.dgk import DGKKeyPair
+from blindscore.app.client import score_applications, score_one
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, load_german_credit
 from blindscore.errors import InvalidInputError
-from blindscore.german import DEFAULT_MODEL_ID, load_german_credit
-from blindscore.metrics import MAX_STAGES, MetricsServer, NodeMetrics, start_metrics_server
-from blindscore.paillier import KeyPair
-from blindscore.transport import create_server, open_channel
+from blindscore.infra.metrics import MAX_STAGES, MetricsServer, NodeMetrics, start_metrics_server
+from blindscore.infra.transport import create_server, open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -449,7 +449,7 @@ def test_metrics_server_port_zero_busy_port_and_close() -> None:
 
 
 def test_cli_refuses_bad_metrics_port(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from blindscore.cli import main
+    from blindscore.app.cli import main
 
     data = tmp_path / "bureau"
     args = ["bureau", "serve", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", str(data)]

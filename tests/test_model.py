@@ -15,10 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blindscore import comparison
+from blindscore.data.german import default_model, load_german_credit
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
-from blindscore.german import default_model, load_german_credit
-from blindscore.model import (
+from blindscore.models.linear import (
     MAX_EXTRA_SCALE_BITS,
     MODEL_FORMAT_VERSION,
     BandPolicy,
@@ -30,6 +29,7 @@ from blindscore.model import (
     logit,
     sigmoid,
 )
+from blindscore.protocol import comparison
 
 
 def small_spec(income_bits: int = 4) -> FeatureSpec:

@@ -11,13 +11,13 @@ import pytest
 from scipy.stats import ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from blindscore.cli import main
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.model import LinearModel
-from blindscore.model_api import load_model_file
-from blindscore.model_cli import compare_bands
-from blindscore.report import band_table, write_png
-from bureau.flow import Bureau
+from blindscore.app.cli import main
+from blindscore.app.model_commands import compare_bands
+from blindscore.app.report import band_table, write_png
+from blindscore.bureau.flow import Bureau
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.models.contract import load_model_file
+from blindscore.models.linear import LinearModel
 
 GERMAN_CSV = Path(__file__).resolve().parents[1] / "blindscore" / "data" / "germancredit.csv"
 
@@ -95,7 +95,7 @@ def test_import_refusals(bureau_dir: Path, tmp_path: Path, capsys: pytest.Captur
 def test_types_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model", "types"]) == 0
     out = capsys.readouterr().out
-    assert "blindscore-linear-model" in out and "blindscore.model.LinearModel" in out
+    assert "blindscore-linear-model" in out and "blindscore.models.linear.LinearModel" in out
 
 
 def test_compare_bands_fails_outside_the_margin_only() -> None:

@@ -10,26 +10,26 @@ from typing import Any
 import grpc
 import pytest
 
-import platform_node.flow
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore.application import Application
-from blindscore.client import score_one
-from blindscore.dgk import DGKKeyPair
+from blindscore.app.client import score_one
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.registry import ModelStore
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.model import LinearModel, sigmoid
-from blindscore.paillier import KeyPair
-from blindscore.transport import open_channel
+from blindscore.infra.transport import open_channel
+from blindscore.models.linear import LinearModel, sigmoid
+from blindscore.platform_node import flow as platform_flow
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.registry import ModelStore
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
 
 V2_CUTOFFS = (0.01, 0.02, 0.03, 0.04)  # almost everyone lands in E
 V3_CUTOFFS = (0.96, 0.97, 0.98, 0.99)  # almost everyone lands in A
@@ -107,7 +107,7 @@ def band_of(net: Net, app_id: str) -> str:
 def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(platform_node.flow, "LATEST_TTL_S", 0.0)
+    monkeypatch.setattr(platform_flow, "LATEST_TTL_S", 0.0)
     rows, _ = load_german_credit()
     i, j, k = middle_rows()[:3]
     v1 = default_model()

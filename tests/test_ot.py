@@ -15,9 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindscore import ot
-from blindscore.errors import CryptoError, InvalidInputError, PreconditionError
-from blindscore.ot import (
+from blindscore.crypto import ot
+from blindscore.crypto.ot import (
     GROUP,
     KAPPA,
     MAX_COUNT,
@@ -28,6 +27,7 @@ from blindscore.ot import (
     ReceiverSetup,
     SenderSetup,
 )
+from blindscore.errors import CryptoError, InvalidInputError, PreconditionError
 
 P = GROUP.p
 NON_RESIDUE = P - 4  # -1 is a non-residue (p = 3 mod 4) and 4 a residue, so -4 is a non-residue

@@ -10,28 +10,29 @@ from typing import Any
 
 import pytest
 
-from bank_node.packed import PackedSessions
-from bank_node.store import BandRecord, ResultStore
-from blindscore import garble, ot, packed
-from blindscore.application import BatchMember, EncryptedBatch
-from blindscore.comparison import truncated_band
+from blindscore.bank_node.sessions import PackedSessions
+from blindscore.bank_node.store import BandRecord, ResultStore
+from blindscore.bureau.applications import ApplicationStore, Submission
+from blindscore.bureau.bank_link import OtSessions
+from blindscore.bureau.batches import BatchStore, BatchSubmission
+from blindscore.crypto import garble, ot
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import default_model, load_german_credit
 from blindscore.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
     PreconditionError,
 )
-from blindscore.german import default_model, load_german_credit
-from blindscore.model import LinearModel
-from blindscore.paillier import KeyPair
-from bureau.applications import ApplicationStore, Submission
-from bureau.bank_link import OtSessions
-from bureau.batches import BatchStore, BatchSubmission
-from platform_node.outbox import Outbox
+from blindscore.models.linear import LinearModel
+from blindscore.platform_node.outbox import Outbox
+from blindscore.protocol import packing
+from blindscore.protocol.application import BatchMember, EncryptedBatch
+from blindscore.protocol.comparison import truncated_band
 
 MODEL = default_model()
 ROWS, TARGET = load_german_credit()
-SLOT_BITS = packed.slot_bits_for(MODEL)
+SLOT_BITS = packing.slot_bits_for(MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,11 @@ def start_batch(
     sessions: PackedSessions,
     keypair: KeyPair,
     session_id: bytes,
-    masked: packed.PackedMasked,
+    masked: packing.PackedMasked,
     ids: Sequence[str],
 ) -> Any:
     """The bank's PackedStart without the node around it: open the batch, then the OT request."""
-    opened = packed.open_packed(keypair, masked)
+    opened = packing.open_packed(keypair, masked)
     return sessions.start(keypair.public_key.key_id, session_id, masked, opened, ids, "")
 
 
@@ -73,10 +74,10 @@ def run_batch(
     """Platform, bureau and bank of one packed batch, in process, through the bank's real ticket code."""
     sender, sessions, session_id = ot_pair
     pk = keypair.public_key
-    slot_bits = packed.slot_bits_for(model)
+    slot_bits = packing.slot_bits_for(model)
     assert slot_bits is not None
-    cts = packed.encrypt_packed(pk, model.spec, slot_bits, rows)
-    band = packed.PackedBand(pk, model, cts, len(rows), slot_bits)
+    cts = packing.encrypt_packed(pk, model.spec, slot_bits, rows)
+    band = packing.PackedBand(pk, model, cts, len(rows), slot_bits)
     ids = [f"a{i}" for i in range(len(rows))]
     start = start_batch(sessions, keypair, session_id, band.masked(), ids)
     circuit, pairs = band.garble()
@@ -94,10 +95,10 @@ def test_slot_bits_hold_one_masked_score_and_a_2048_bit_key_holds_about_twenty()
     lo, hi = MODEL.encoded_score_bounds
     # z = s + C + R < 2^width: the score range, l + T bits of offset and 41 + range bits of mask.
     assert (hi - lo).bit_length() + 1 + 40 <= SLOT_BITS
-    k = packed.slots_per_batch(SLOT_BITS, 2048)
+    k = packing.slots_per_batch(SLOT_BITS, 2048)
     assert k * SLOT_BITS <= 2046 < (k + 1) * SLOT_BITS
-    assert 15 <= k <= packed.MAX_SLOTS
-    assert packed.slots_per_batch(SLOT_BITS, 4096) > k
+    assert 15 <= k <= packing.MAX_SLOTS
+    assert packing.slots_per_batch(SLOT_BITS, 4096) > k
 
 
 def test_batch_messages_stay_within_the_grpc_limit(
@@ -109,26 +110,26 @@ def test_batch_messages_stay_within_the_grpc_limit(
     pk = paillier_keypair.public_key
     assert SLOT_BITS is not None
     n = 3
-    cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
-    band = packed.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
+    cts = packing.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
+    band = packing.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
     start = start_batch(sessions, paillier_keypair, session_id, band.masked(), batch_ids(n))
     circuit, pairs = band.garble()
     reply = sender.reply(start.request, pairs)
     sent = len(circuit.tables) + len(circuit.garbler_labels) + len(reply.y0) + len(reply.y1)
     received = len(start.request.u)
-    estimate = n * packed.round_bytes_per_slot(len(MODEL.encoded_cutoffs), MODEL.comparison_bits)
+    estimate = n * packing.round_bytes_per_slot(len(MODEL.encoded_cutoffs), MODEL.comparison_bits)
     assert abs((sent + received) - estimate) <= 128  # u pads each of its 128 columns to whole bytes
-    assert packed.max_slots_for(MODEL) == packed.MAX_SLOTS  # German: far below the limit
-    per_slot = packed.round_bytes_per_slot(64, 256)
-    assert packed.MAX_ROUND_BYTES // per_slot < 20
-    assert packed.slots_per_batch(SLOT_BITS, 2048, packed.MAX_ROUND_BYTES // per_slot) < 20
-    assert packed.slots_per_batch(3000, 2048) == 0  # a slot wider than the key: not packable
+    assert packing.max_slots_for(MODEL) == packing.MAX_SLOTS  # German: far below the limit
+    per_slot = packing.round_bytes_per_slot(64, 256)
+    assert packing.MAX_ROUND_BYTES // per_slot < 20
+    assert packing.slots_per_batch(SLOT_BITS, 2048, packing.MAX_ROUND_BYTES // per_slot) < 20
+    assert packing.slots_per_batch(3000, 2048) == 0  # a slot wider than the key: not packable
 
 
 def test_pack_rows_puts_application_a_in_slot_a_offset_by_the_column_minimum() -> None:
     rows = encoded(ROWS[:3])
     assert SLOT_BITS is not None
-    plain = packed.pack_rows(MODEL.spec, SLOT_BITS, rows, 2048)
+    plain = packing.pack_rows(MODEL.spec, SLOT_BITS, rows, 2048)
     assert len(plain) == MODEL.spec.encoded_width
     mask = (1 << SLOT_BITS) - 1
     for j, (lo, _) in enumerate(MODEL.spec.encoded_bounds):
@@ -143,12 +144,12 @@ def test_pack_rows_refuses_out_of_range_rows_and_too_many_rows() -> None:
     bad = list(rows[0])
     bad[0] = MODEL.spec.encoded_bounds[0][1] + 1
     with pytest.raises(InvalidInputError, match="outside"):
-        packed.pack_rows(MODEL.spec, SLOT_BITS, [rows[1], bad], 2048)
-    k = packed.slots_per_batch(SLOT_BITS, 2048)
+        packing.pack_rows(MODEL.spec, SLOT_BITS, [rows[1], bad], 2048)
+    k = packing.slots_per_batch(SLOT_BITS, 2048)
     with pytest.raises(InvalidInputError, match=f"1..{k} applications"):
-        packed.pack_rows(MODEL.spec, SLOT_BITS, [rows[0]] * (k + 1), 2048)
+        packing.pack_rows(MODEL.spec, SLOT_BITS, [rows[0]] * (k + 1), 2048)
     with pytest.raises(InvalidInputError, match=f"1..{k} applications"):
-        packed.pack_rows(MODEL.spec, SLOT_BITS, [], 2048)
+        packing.pack_rows(MODEL.spec, SLOT_BITS, [], 2048)
 
 
 # the protocol -----------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_packed_bands_equal_the_plaintext_model_on_german_credit(
     paillier_keypair: KeyPair, ot_pair: tuple[ot.OtSender, PackedSessions, bytes]
 ) -> None:
     assert SLOT_BITS is not None
-    k = packed.slots_per_batch(SLOT_BITS, paillier_keypair.public_key.bits)
+    k = packing.slots_per_batch(SLOT_BITS, paillier_keypair.public_key.bits)
     rows = ROWS[: 3 * k + 5]
     got: list[int] = []
     for start in range(0, len(rows), k):
@@ -205,11 +206,11 @@ def test_every_slot_gets_its_own_mask(paillier_keypair: KeyPair) -> None:
     assert SLOT_BITS is not None
     pk = paillier_keypair.public_key
     row = encoded(ROWS[:1])[0]
-    cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, [row] * 4)
-    band = packed.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
-    opened = packed.open_packed(paillier_keypair, band.masked())
+    cts = packing.encrypt_packed(pk, MODEL.spec, SLOT_BITS, [row] * 4)
+    band = packing.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
+    opened = packing.open_packed(paillier_keypair, band.masked())
     assert len(set(opened.values)) == 4 and not any(opened.faulted)
-    again = packed.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
+    again = packing.PackedBand(pk, MODEL, cts, 4, SLOT_BITS)
     assert band.garbler_values() != again.garbler_values()
     assert band.masked().ciphertext != again.masked().ciphertext
 
@@ -219,44 +220,44 @@ def test_bank_marks_overflowing_slots_faulted_and_refuses_bad_parameters(paillie
     are marked faulted and get uniformly random comparison inputs of the right width."""
     pk = paillier_keypair.public_key
     assert SLOT_BITS is not None
-    k = packed.slots_per_batch(SLOT_BITS, pk.bits)
-    wide = packed.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS))), 2, SLOT_BITS, 4, 27, 24)
-    opened = packed.open_packed(paillier_keypair, wide)
+    k = packing.slots_per_batch(SLOT_BITS, pk.bits)
+    wide = packing.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS))), 2, SLOT_BITS, 4, 27, 24)
+    opened = packing.open_packed(paillier_keypair, wide)
     assert opened.faulted == (True, True)
     # A score wider than declared sets its slot's guard bit instead of spilling into the next slot.
-    guarded = packed.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS - 1))), 2, SLOT_BITS, 4, 27, 24)
-    assert packed.open_packed(paillier_keypair, guarded).faulted == (False, True)
+    guarded = packing.PackedMasked(int(pk.encrypt(1 << (2 * SLOT_BITS - 1))), 2, SLOT_BITS, 4, 27, 24)
+    assert packing.open_packed(paillier_keypair, guarded).faulted == (False, True)
     # The faulted slot's input is random (not the zero that its decrypted low bits hold).
-    seen = {packed.open_packed(paillier_keypair, guarded).values[1] for _ in range(8)}
+    seen = {packing.open_packed(paillier_keypair, guarded).values[1] for _ in range(8)}
     assert len(seen) > 1 and all(0 <= v < 1 << 28 for v in seen)
     ct = int(pk.encrypt(5))
     for bad, message in [
-        (packed.PackedMasked(ct, k + 1, SLOT_BITS, 4, 27, 24), "do not fit"),
-        (packed.PackedMasked(ct, 0, SLOT_BITS, 4, 27, 24), "do not fit"),
-        (packed.PackedMasked(ct, 2, SLOT_BITS, 0, 27, 24), "cutoffs"),
-        (packed.PackedMasked(ct, 2, SLOT_BITS, 4, 0, 24), "comparison bits"),
-        (packed.PackedMasked(ct, 2, 30, 4, 27, 24), "cannot hold"),
-        (packed.PackedMasked(ct, 2, SLOT_BITS, 4, 27, SLOT_BITS), "truncate_bits"),
+        (packing.PackedMasked(ct, k + 1, SLOT_BITS, 4, 27, 24), "do not fit"),
+        (packing.PackedMasked(ct, 0, SLOT_BITS, 4, 27, 24), "do not fit"),
+        (packing.PackedMasked(ct, 2, SLOT_BITS, 0, 27, 24), "cutoffs"),
+        (packing.PackedMasked(ct, 2, SLOT_BITS, 4, 0, 24), "comparison bits"),
+        (packing.PackedMasked(ct, 2, 30, 4, 27, 24), "cannot hold"),
+        (packing.PackedMasked(ct, 2, SLOT_BITS, 4, 27, SLOT_BITS), "truncate_bits"),
     ]:
         with pytest.raises(InvalidInputError, match=message):
-            packed.open_packed(paillier_keypair, bad)
+            packing.open_packed(paillier_keypair, bad)
 
 
 def test_non_monotone_comparison_bits_are_a_protocol_fault() -> None:
-    assert packed.bands_from_bits([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]) == [2, 0, 4]
-    assert packed.bands_from_bits([[1, 0], [0, 1], [1, 0, 1]]) == [1, None, None]
+    assert packing.bands_from_bits([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]) == [2, 0, 4]
+    assert packing.bands_from_bits([[1, 0], [0, 1], [1, 0, 1]]) == [1, None, None]
 
 
 def test_bureau_refuses_a_batch_packed_for_other_slots(paillier_keypair: KeyPair) -> None:
     pk = paillier_keypair.public_key
     assert SLOT_BITS is not None
-    cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:2]))
+    cts = packing.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:2]))
     with pytest.raises(InvalidInputError, match="bit slots"):
-        packed.PackedBand(pk, MODEL, cts, 2, SLOT_BITS + 1)
+        packing.PackedBand(pk, MODEL, cts, 2, SLOT_BITS + 1)
     with pytest.raises(InvalidInputError, match="encrypted features"):
-        packed.PackedBand(pk, MODEL, cts[:-1], 2, SLOT_BITS)
+        packing.PackedBand(pk, MODEL, cts[:-1], 2, SLOT_BITS)
     with pytest.raises(InvalidInputError, match="kappa"):
-        packed.PackedBand(pk, MODEL, cts, 2, SLOT_BITS, kappa=39)
+        packing.PackedBand(pk, MODEL, cts, 2, SLOT_BITS, kappa=39)
 
 
 # the bank's tickets and sessions ----------------------------------------------------------
@@ -264,12 +265,12 @@ def test_bureau_refuses_a_batch_packed_for_other_slots(paillier_keypair: KeyPair
 
 def _started(
     keypair: KeyPair, ot_pair: tuple[ot.OtSender, PackedSessions, bytes], n: int = 2
-) -> tuple[packed.PackedBand, bytes, ot.ExtensionReply, garble.GarbledComparisons]:
+) -> tuple[packing.PackedBand, bytes, ot.ExtensionReply, garble.GarbledComparisons]:
     sender, sessions, session_id = ot_pair
     pk = keypair.public_key
     assert SLOT_BITS is not None
-    cts = packed.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
-    band = packed.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
+    cts = packing.encrypt_packed(pk, MODEL.spec, SLOT_BITS, encoded(ROWS[:n]))
+    band = packing.PackedBand(pk, MODEL, cts, n, SLOT_BITS)
     start = start_batch(sessions, keypair, session_id, band.masked(), batch_ids(n))
     circuit, pairs = band.garble()
     return band, start.ticket, sender.reply(start.request, pairs), circuit
@@ -319,7 +320,7 @@ def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) ->
     other = PackedSessions()
     with pytest.raises(NotFoundError, match="OT setup"):
         other.setup_finish(choice)
-    mask = packed.PackedMasked(int(paillier_keypair.public_key.encrypt(1)), 1, 94, 4, 27, 24)
+    mask = packing.PackedMasked(int(paillier_keypair.public_key.encrypt(1)), 1, 94, 4, 27, 24)
     with pytest.raises(NotFoundError, match="OT session"):
         sessions.require_session(secrets.token_bytes(16))
     with pytest.raises(NotFoundError, match="OT session"):

@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from phe import paillier as phe_paillier
 
-from blindscore.errors import InvalidInputError, KeySizeError, PreconditionError
-from blindscore.paillier import (
+from blindscore.crypto.paillier import (
     PUBLIC_FILE,
     SECRET_FILE,
     FixedBaseTable,
@@ -28,6 +27,7 @@ from blindscore.paillier import (
     load_or_generate_keypair,
     save_keypair,
 )
+from blindscore.errors import InvalidInputError, KeySizeError, PreconditionError
 
 # A toy key (p=11, q=13) for fixed vectors only: this test says so, and passes _min_bits=0.
 TOY_N = 143

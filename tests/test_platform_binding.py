@@ -11,23 +11,23 @@ from typing import Any
 import grpc
 import pytest
 
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore import serde
-from blindscore.application import Application, EncryptedApplication
-from blindscore.certs import init_pki
-from blindscore.dgk import DGKKeyPair
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair
-from blindscore.transport import TransportSecurity, open_channel
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.infra.certs import init_pki
+from blindscore.infra.transport import TransportSecurity, open_channel
+from blindscore.platform_node.bureau_link import GrpcBureauLink
+from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.bureau_link import GrpcBureauLink
-from platform_node.flow import PlatformNode
-from platform_node.server import start_platform_server
+from blindscore.wire import serde
 
 TIMEOUT = 30
 

@@ -27,10 +27,10 @@ from typing import Any
 import gmpy2
 import pytest
 
-from blindscore import _pool
-from blindscore._pool import RandomnessPool
-from blindscore.dgk import DGKKeyPair, DGKPublicKey
-from blindscore.paillier import KeyPair, PublicKey
+from blindscore.crypto import pools
+from blindscore.crypto.dgk import DGKKeyPair, DGKPublicKey
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.crypto.pools import RandomnessPool
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -235,12 +235,12 @@ class _FrozenPidOs:
 
 def _blind_pid_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """After this, a forked child's pools believe they are still in the parent."""
-    monkeypatch.setattr(_pool, "os", _FrozenPidOs(os.getpid()))
+    monkeypatch.setattr(pools, "os", _FrozenPidOs(os.getpid()))
 
 
 def _blind_fork_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     """After this, the registered at-fork hook finds no pool to empty (it cannot be unregistered)."""
-    monkeypatch.setattr(_pool, "_ALL", weakref.WeakSet())
+    monkeypatch.setattr(pools, "_ALL", weakref.WeakSet())
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,18 @@ from typing import Any
 import grpc
 import pytest
 
-from bank_node.flow import BankNode
-from bank_node.server import register_with_bureau, start_bank_server
-from bank_node.store import ResultStore
-from blindscore import serde
-from blindscore.certs import init_pki
-from blindscore.dgk import DGKKeyPair
-from blindscore.paillier import KeyPair
-from blindscore.transport import TransportSecurity, open_channel
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import register_with_bureau, start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.infra.certs import init_pki
+from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
+from blindscore.wire import serde
 
 
 @dataclass
@@ -117,7 +117,7 @@ def test_submissions_and_band_protocol_need_their_roles(net: Net) -> None:
 def test_active_key_ids_retire_old_keys_at_the_bureau(
     net: Net, tmp_path: Path, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
-    from blindscore.paillier import generate_keypair
+    from blindscore.crypto.paillier import generate_keypair
 
     stub = bureau_stub(net, "bank-2")
     old = paillier_keypair

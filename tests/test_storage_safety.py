@@ -23,21 +23,21 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 import pytest
 
-import blindscore.db
-from blindscore import serde
-from blindscore.application import EncryptedApplication
-from blindscore.db import Database, redact
-from blindscore.dgk import DGKKeyPair
+import blindscore.infra.db
+from blindscore.bureau.applications import Submission
+from blindscore.bureau.flow import Bureau
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
-from blindscore.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.paillier import KeyPair
-from blindscore.transport import open_channel
+from blindscore.infra.db import Database, redact
+from blindscore.infra.transport import open_channel
+from blindscore.platform_node.outbox import Outbox
+from blindscore.protocol.application import EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from bureau.applications import Submission
-from bureau.flow import Bureau
-from bureau.server import start_bureau_server
-from platform_node.outbox import Outbox
+from blindscore.wire import serde
 
 SECRET = "hunter2"
 TIMEOUT_S = 30.0
@@ -329,7 +329,7 @@ def test_sqlite_fault_answers_unavailable_without_a_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
     """Another process holds the write lock past the busy timeout: "database is locked"."""
-    monkeypatch.setattr(blindscore.db, "_SQLITE_BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(blindscore.infra.db, "_SQLITE_BUSY_TIMEOUT_S", 0.2)
     with serving_bureau(tmp_path / "bureau", None, paillier_keypair, dgk_keypair) as (bureau, stub):
         other = sqlite3.connect(tmp_path / "bureau" / "applications.sqlite3", isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")

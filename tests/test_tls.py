@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blindscore.certs import Identity, init_pki, issue_node_cert
 from blindscore.errors import InvalidInputError, NotFoundError, PreconditionError
-from blindscore.transport import (
+from blindscore.infra.certs import Identity, init_pki, issue_node_cert
+from blindscore.infra.transport import (
     INSECURE,
     TransportSecurity,
     create_server,
@@ -367,14 +367,14 @@ def test_mutual_tls_refuses_bad_material(pki: Path, foreign_pki: Path, tmp_path:
 
 
 def test_plaintext_server_logs_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="blindscore.transport"):
+    with caplog.at_level(logging.WARNING, logger="blindscore.infra.transport"):
         for _address in _serve(INSECURE):
             pass
     assert "plaintext transport: only for local development" in caplog.text
 
 
 def test_tls_server_logs_no_plaintext_warning(pki: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="blindscore.transport"):
+    with caplog.at_level(logging.INFO, logger="blindscore.infra.transport"):
         for _address in _serve(TransportSecurity.from_pki(pki, "bureau-1")):
             pass
     assert "plaintext" not in caplog.text

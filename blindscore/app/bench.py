@@ -1,0 +1,331 @@
+"""Benchmarks with fixed workloads (online, batch, german, naive), each next to the naive phe baseline.
+
+Workloads (names and definitions are fixed so that figures stay comparable across versions):
+
+- ``online``: one application at a time; 50 numeric features in [-4, 4]; a linear model with
+  weights uniform in [-1, 1]; 4 cutoffs (5 bands); 2048-bit Paillier; bureau, bank and platform
+  as separate processes over gRPC on loopback. Latency = platform submit until the bank has
+  stored the band, measured by the client. 200 applications after 20 warm-up ones.
+- ``batch``: 2000 applications of the same model over one streaming call; applications/second.
+  The platform packs applications that queue up into batches of k per Paillier plaintext and
+  the band comes from a garbled-circuit comparison (:mod:`blindscore.protocol.packing`).
+- ``german``: the default German credit model on all 1000 rows, streamed.
+- ``naive``: what a competent user writes with phe in an afternoon: one phe ciphertext per float
+  feature, an EncryptedNumber dot product, the bank decrypting the exact score. In-process, no
+  network, no band protocol. Every workload runs it in the same invocation for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as pyplatform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blindscore.app.client import Outcome, PlatformClient, score_applications
+from blindscore.app.localnet import LocalNetwork
+from blindscore.models.linear import BandPolicy, FeatureSpec, LinearModel, NumericFeature
+from blindscore.protocol.application import Application
+
+WORKLOADS = ("online", "batch", "german", "naive")
+BENCH_MODEL_ID = "bench-linear"
+FEATURE_RANGE = 4.0
+CUTOFFS = (-2.0, -0.5, 0.5, 2.0)
+PRECISION = 1e-5
+POOL_SETTLE_S = 20.0
+
+
+def cpu_description() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = pyplatform.processor()
+    return f"{os.cpu_count()} x {model or 'unknown CPU'}"
+
+
+def synthetic_model(features: int = 50, seed: int = 20261127) -> LinearModel:
+    """The benchmark model: weights uniform in [-1, 1], features declared in [-4, 4]."""
+    rng = np.random.default_rng(seed)
+    spec = FeatureSpec(
+        tuple(
+            NumericFeature(f"x{i:03d}", -FEATURE_RANGE, FEATURE_RANGE, frac_bits=24) for i in range(features)
+        )
+    )
+    weights = rng.uniform(-1.0, 1.0, size=features)
+    return LinearModel(
+        name=f"bench-{features}",
+        spec=spec,
+        coef=tuple(float(w) for w in weights),
+        intercept=0.0,
+        link="identity",
+        policy=BandPolicy(CUTOFFS, output="raw"),
+        precision=PRECISION,
+    )
+
+
+def synthetic_rows(features: int, count: int, seed: int = 7) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    values = np.clip(rng.normal(0.0, 1.0, size=(count, features)), -FEATURE_RANGE, FEATURE_RANGE).round(6)
+    return [{f"x{i:03d}": float(v) for i, v in enumerate(row)} for row in values]
+
+
+@dataclass
+class Result:
+    workload: str
+    key_bits: int
+    features: int
+    applications: int
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    bytes_per_app: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+    @property
+    def p99(self) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))]
+
+    @property
+    def apps_per_s(self) -> float:
+        return self.applications / self.wall_s if self.wall_s else float("nan")
+
+
+def _rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc (Linux); -1 where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def _stage_medians(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    keys = sorted({k for o in outcomes for k in o.stage_ms})
+    return {k: round(statistics.median(o.stage_ms.get(k, 0.0) for o in outcomes), 3) for k in keys}
+
+
+def _apps(
+    rows: Sequence[dict[str, Any]], key_id: str, bank_id: str, model_id: str, prefix: str
+) -> list[Application]:
+    return [
+        Application(f"{prefix}-{i:06d}", bank_id, model_id, key_id, f"bench-consent-{i}", row)
+        for i, row in enumerate(rows)
+    ]
+
+
+def _check(outcomes: Sequence[Outcome]) -> None:
+    failed = [o for o in outcomes if not o.accepted]
+    if failed:
+        raise RuntimeError(f"{len(failed)} applications failed; first: {failed[0].error}")
+
+
+def run_online(
+    *,
+    features: int = 50,
+    applications: int = 200,
+    warmup: int = 20,
+    key_bits: int = 2048,
+    settle_s: float = POOL_SETTLE_S,
+) -> Result:
+    model = synthetic_model(features)
+    rows = synthetic_rows(features, applications + warmup)
+    with (
+        tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
+        PlatformClient(net.platform_address, security=net.client_security) as client,
+    ):
+        apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, "online")
+        for app in apps[:warmup]:
+            client.score(app)
+        # The nodes precompute randomness while idle; give them the idle time a deployment has
+        # between bursts, so that the figure is the online cost (docs/performance.md says so).
+        time.sleep(settle_s)
+        outcomes: list[Outcome] = []
+        latencies: list[float] = []
+        t0 = time.perf_counter()
+        for app in apps[warmup:]:
+            t = time.perf_counter()
+            outcomes.append(client.score(app))
+            latencies.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t0
+    _check(outcomes)
+    result = Result("online", key_bits, features, applications, latencies, wall)
+    result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
+    result.stage_ms = _stage_medians(outcomes)
+    result.extra = {"comparison_bits": model.comparison_bits, "precision": model.precision}
+    return result
+
+
+def _run_stream(
+    workload: str, model: LinearModel, rows: Sequence[dict[str, Any]], key_bits: int, features: int
+) -> Result:
+    with (
+        tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
+    ):
+        apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, workload)
+        with PlatformClient(net.platform_address, security=net.client_security) as client:
+            for app in _apps(rows[:5], net.key_id, net.bank_id, BENCH_MODEL_ID, "warmup"):
+                client.score(app)  # warm caches, channels and randomness pools
+        bureau_pid = net.pids()["bureau"]
+        rss_before = _rss_kib(bureau_pid)
+        t0 = time.perf_counter()
+        outcomes = score_applications(net.platform_address, apps, security=net.client_security)
+        wall = time.perf_counter() - t0
+        rss_after = _rss_kib(bureau_pid)
+    _check(outcomes)
+    result = Result(workload, key_bits, features, len(rows), [o.total_ms for o in outcomes], wall)
+    result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
+    result.stage_ms = _stage_medians(outcomes)
+    result.extra = {
+        "comparison_bits": model.comparison_bits,
+        "precision": model.precision,
+        "bureau_rss_kib_before": rss_before,
+        "bureau_rss_kib_after": rss_after,
+    }
+    return result
+
+
+def run_batch(*, features: int = 50, applications: int = 2000, key_bits: int = 2048) -> Result:
+    return _run_stream(
+        "batch", synthetic_model(features), synthetic_rows(features, applications), key_bits, features
+    )
+
+
+def run_german(*, key_bits: int = 2048) -> Result:
+    from blindscore.data.german import default_model, load_german_credit
+
+    rows, _ = load_german_credit()
+    model = default_model()
+    return _run_stream("german", model, rows, key_bits, model.spec.encoded_width)
+
+
+def run_naive(*, features: int = 50, applications: int = 10, key_bits: int = 2048) -> Result:
+    """The afternoon phe pipeline: encrypt floats, EncryptedNumber dot product, decrypt the exact score."""
+    from phe import paillier
+
+    public, private = paillier.generate_paillier_keypair(n_length=key_bits)
+    weights = [float(w) for w in synthetic_model(features).coef]
+    rows = synthetic_rows(features, applications)
+    latencies = []
+    nbytes = 0
+    t0 = time.perf_counter()
+    for row in rows:
+        t = time.perf_counter()
+        encrypted = [public.encrypt(row[f"x{i:03d}"]) for i in range(features)]
+        score = sum(x * w for x, w in zip(encrypted, weights, strict=True))
+        private.decrypt(score)
+        latencies.append((time.perf_counter() - t) * 1e3)
+        nbytes += sum((x.ciphertext(be_secure=False).bit_length() + 7) // 8 for x in encrypted)
+        nbytes += (score.ciphertext(be_secure=False).bit_length() + 7) // 8
+    wall = time.perf_counter() - t0
+    result = Result("naive", key_bits, features, applications, latencies, wall)
+    result.bytes_per_app = nbytes / applications
+    return result
+
+
+def _band_stage(name: str) -> bool:
+    """Stages of the band protocol: DGK rounds one by one, or the packed path's OT and garbling."""
+    parts = ("round", "packed_", "garble", "ot_setup")
+    return any(part in name for part in parts) or name == "bureau.compare"
+
+
+def summary(result: Result, naive: Result) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "workload": result.workload,
+        "key_bits": result.key_bits,
+        "features": result.features,
+        "applications": result.applications,
+        "p50_ms": round(result.p50, 2),
+        "p99_ms": round(result.p99, 2),
+        "apps_per_s": round(result.apps_per_s, 2),
+        "bytes_per_app": round(result.bytes_per_app),
+        "naive_p50_ms": round(naive.p50, 2),
+        "naive_apps_per_s": round(naive.apps_per_s, 3),
+        "speedup_p50": round(naive.p50 / result.p50, 2) if result.p50 else None,
+        "speedup_throughput": round(result.apps_per_s / naive.apps_per_s, 2) if naive.apps_per_s else None,
+        "cpu": cpu_description(),
+        "python": pyplatform.python_version(),
+        "stage_ms_p50": result.stage_ms,
+    }
+    if result.stage_ms:
+        band = sum(v for k, v in result.stage_ms.items() if _band_stage(k))
+        out["band_protocol_ms_p50"] = round(band, 2)
+    out.update(result.extra)
+    return out
+
+
+def run(workload: str, *, key_bits: int = 2048, applications: int | None = None) -> dict[str, Any]:
+    if workload not in WORKLOADS:
+        raise SystemExit(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    naive = run_naive(key_bits=key_bits)
+    if workload == "online":
+        result = run_online(key_bits=key_bits, applications=applications or 200)
+    elif workload == "batch":
+        result = run_batch(key_bits=key_bits, applications=applications or 2000)
+    elif workload == "german":
+        result = run_german(key_bits=key_bits)
+    else:
+        result = naive
+    return summary(result, naive)
+
+
+def print_human(s: dict[str, Any]) -> None:
+    print(
+        f"workload {s['workload']}: {s['applications']} applications, "
+        f"{s['features']} features, {s['key_bits']}-bit keys"
+    )
+    print(f"  latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms; {s['apps_per_s']} applications/s")
+    print(f"  {s['bytes_per_app']} bytes on the wire per application")
+    print(
+        f"  naive phe baseline: p50 {s['naive_p50_ms']} ms, {s['naive_apps_per_s']} applications/s "
+        f"-> speedup {s['speedup_p50']}x latency, {s['speedup_throughput']}x throughput"
+    )
+    for k, v in s.get("stage_ms_p50", {}).items():
+        print(f"    {k:<28} {v:8.2f} ms")
+    print(f"  cpu: {s['cpu']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blindscore bench", description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=[*WORKLOADS, "plots"])
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--key-bits", type=int, default=2048)
+    parser.add_argument("--applications", type=int, help="override the workload's application count")
+    parser.add_argument("--out", default="docs/img", help="where `plots` writes its PNGs")
+    args = parser.parse_args(argv)
+    if args.workload == "plots":
+        from blindscore.app.bench_plots import make_plots
+
+        make_plots(Path(args.out))
+        return 0
+    s = run(args.workload, key_bits=args.key_bits, applications=args.applications)
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+    else:
+        print_human(s)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,158 @@
+"""`blindscore score`: run every row of a CSV through the three-node protocol and write the bands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from blindscore._files import write_atomic
+from blindscore.app.client import score_applications
+from blindscore.app.localnet import LocalNetwork
+from blindscore.app.model_commands import ImportOptions, import_model_file
+from blindscore.bank_node.store import BandRecord, ResultStore
+from blindscore.crypto.paillier import check_key_bits
+from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
+from blindscore.models.contract import PrivateModel
+from blindscore.protocol import limits
+from blindscore.protocol.application import Application, check_id
+
+
+def _model_id(path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "model"
+    return stem[:100]
+
+
+def _consent_reference(input_path: Path) -> str:
+    """The consent reference of every row: the input file's name, cut to the input limits."""
+    name = "".join(c for c in input_path.name if unicodedata.category(c) not in limits.REFUSED_CATEGORIES)
+    return f"blindscore-score:{name}"[: limits.MAX_CONSENT_CHARS]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV with a header; refuses empty files and duplicate column names."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except FileNotFoundError:
+        raise InvalidInputError(f"--input {path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(f"--input {path}: not a readable CSV ({exc})") from None
+    if not header:
+        raise InvalidInputError(f"--input {path}: empty file (a header row is required)")
+    if len(set(header)) != len(header):
+        raise InvalidInputError(f"--input {path}: duplicate column names in the header")
+    if not rows:
+        raise InvalidInputError(f"--input {path}: no data rows")
+    return header, rows
+
+
+def run_encrypted(
+    model: PrivateModel,
+    model_id: str,
+    ids: Sequence[str],
+    rows: Sequence[Mapping[str, str]],
+    *,
+    key_bits: int = 2048,
+    consent_reference: str = "blindscore",
+    desc: str = "scoring",
+) -> dict[str, BandRecord]:
+    """Score ``rows`` through bureau, bank and platform as three local processes over mTLS.
+
+    Returns the bank's stored band record per application id; raises if any row failed.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp,
+        LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net,
+    ):
+        apps = [
+            Application(
+                application_id=app_id,
+                bank_id=net.bank_id,
+                model_id=model_id,
+                key_id=net.key_id,
+                consent_reference=consent_reference,
+                features=dict(row),
+            )
+            for app_id, row in zip(ids, rows, strict=True)
+        ]
+        with tqdm(total=len(apps), unit="row", desc=desc, file=sys.stderr, leave=False) as bar:
+            outcomes = score_applications(
+                net.platform_address, apps, on_outcome=lambda o: bar.update(), security=net.client_security
+            )
+        store = ResultStore(net.bank_dir / "results.sqlite3")
+        records = {r.application_id: r for r in store.all()}
+        store.close()
+    failed = [o for o in outcomes if not o.accepted]
+    if failed:
+        raise BlindscoreError(
+            f"{len(failed)} rows failed; first {failed[0].application_id}: {failed[0].error}"
+        )
+    return records
+
+
+def score_csv(
+    *,
+    model_path: Path,
+    input_path: Path,
+    output_path: Path,
+    cutoffs: tuple[float, ...] | None,
+    labels: tuple[str, ...] | None,
+    id_column: str | None,
+    key_bits: int = 2048,
+) -> int:
+    check_key_bits(key_bits)
+    options = ImportOptions(cutoffs=cutoffs, labels=labels) if cutoffs or labels else None
+    # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
+    model = import_model_file(model_path, name=_model_id(model_path), options=options)
+    model_id = _model_id(model_path)
+    header, rows = read_rows(input_path)
+    missing = [name for name in model.spec.input_names if name not in header]
+    if missing:
+        raise InvalidInputError(
+            f"--input {input_path}: missing column(s) the model needs: {', '.join(missing)}"
+        )
+    if id_column is not None and id_column not in header:
+        raise InvalidInputError(f"--id-column {id_column!r} is not a column of {input_path}")
+    ids = [row[id_column] if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError(f"--id-column {id_column!r} has duplicate values")
+    for i, app_id in enumerate(ids):
+        try:  # the input limits, then the nodes' narrower id rule
+            check_id("application id", limits.check_id(f"application id in column {id_column!r}", app_id))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--input {input_path}, row {i + 1}: {exc}") from None
+    # Check every row before any node starts, so a bad row costs nothing and writes nothing.
+    for i, row in enumerate(rows):
+        try:
+            model.spec.encode_row({k: row[k] for k in model.spec.input_names})
+        except EncodingError as exc:
+            raise InvalidInputError(f"--input {input_path}, row {i + 1} ({ids[i]}): {exc}") from None
+    records = run_encrypted(
+        model,
+        model_id,
+        ids,
+        [{k: row[k] for k in model.spec.input_names} for row in rows],
+        key_bits=key_bits,
+        consent_reference=_consent_reference(input_path),
+    )
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["application_id", "band", "band_label"])
+    for app_id in ids:
+        rec = records.get(app_id)
+        if rec is None:
+            raise BlindscoreError(f"no band was stored for {app_id}; nothing written")
+        out.writerow([app_id, rec.band, rec.band_label])
+    write_atomic(output_path, buf.getvalue().encode())
+    print(f"wrote {len(ids)} bands to {output_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Cryptographic primitives: Paillier and DGK keys, oblivious transfer, garbled circuits, randomness pools."""

@@ -1,0 +1,1 @@
+"""Data shipped with blindscore: the German credit data set and the model trained on it."""

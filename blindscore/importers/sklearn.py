@@ -1,0 +1,810 @@
+"""Import a linear scikit-learn model from a skops file, without pickle, as a LinearModel.
+
+Supported (:data:`SUPPORTED_MODELS`): the estimators binary ``LogisticRegression``,
+``LinearRegression``, ``Ridge``, ``Lasso``, ``ElasticNet``, ``SGDRegressor``, binary
+``SGDClassifier`` and binary ``LinearSVC``, each alone or as the last step of a ``Pipeline``
+whose one preprocessing step is
+
+- a ``StandardScaler`` or ``MinMaxScaler``: folded into the weights and the intercept;
+- a ``OneHotEncoder`` (every input categorical): each input becomes a :class:`CategoricalFeature`
+  that the platform one-hot encodes;
+- a ``ColumnTransformer`` whose transformers are ``StandardScaler``, ``MinMaxScaler``,
+  ``"passthrough"`` (numeric inputs), ``OneHotEncoder`` (categorical inputs) or ``"drop"``, with
+  ``remainder="drop"``.
+
+Outputs and links. Cutoffs apply to what scikit-learn reports for the model:
+``predict_proba[:, 1]`` (link logit, cutoffs in (0, 1)) for ``LogisticRegression`` and
+``SGDClassifier(loss="log_loss")``, whose probability is exactly the sigmoid of the decision
+function; ``decision_function`` (link identity, raw cutoffs) for every other ``SGDClassifier``
+loss and for ``LinearSVC``, whose ``predict_proba``, if any, is not a sigmoid; ``predict`` (link
+identity) for the regressors. After the conversion the imported model is evaluated on probe rows
+and compared with scikit-learn's own output; any configuration that is not that plain linear
+form is refused.
+
+Safety. The file is vetted before anything in it is constructed: every type named anywhere in
+its schema, and every type skops itself does not trust, must be on a short allow-list
+(:data:`ALLOWED_TYPES`); only then is it loaded by ``skops.io.loads`` with exactly those types
+trusted. Functions never are: a ``FunctionTransformer`` is allowed only because a fitted
+``ColumnTransformer`` stores ``"passthrough"`` as one whose function is None.
+
+Categorical inputs. The categories are the encoder's ``categories_``, which must be strings. A
+category dropped by ``drop="first"``, ``"if_binary"`` or an explicit list weighs 0. An encoder
+with ``handle_unknown="ignore"`` (or ``"warn"``, ``"infrequent_if_exist"``) scores an unseen
+category as all-zero indicators; the platform instead refuses a value outside the declared
+categories, so such a row gets no band rather than a different one. Infrequent-category
+grouping (``min_frequency``, ``max_categories``) is refused.
+
+Declared ranges. Each numeric input becomes a :class:`NumericFeature`. Without ``feature_ranges``
+a feature is declared to lie in [-1e6, 1e6] (:data:`DEFAULT_RANGE`), except behind a
+``MinMaxScaler(clip=True)``: clipping is not linear, but it never acts on values inside the
+scaler's fitted [data_min_, data_max_], so that is the default declared range of such a feature,
+and a wider declared range is refused. Fractional bits f are shared by every numeric feature
+given no explicit encoding: the smallest f for which the feature rounding error,
+``sum_i |w_i| 2^-(f+1)``, is at most half of ``precision``; the other half goes to rounding the
+weights (which fixes the score scale S) and to truncating the score for the band comparison (see
+:class:`~blindscore.models.linear.LinearModel`). Because f grows with log2(sum |w_i|), the public spec
+reveals that one coarse number about the weights; pass ``frac_bits`` (or NumericFeature entries
+in ``feature_ranges``) to fix it independently of them. Wide ranges and a fine precision cost
+comparison bits: narrow ranges that fit the data make comparisons cheaper.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.svm import LinearSVC
+
+from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.models.linear import (
+    BandPolicy,
+    CategoricalFeature,
+    Feature,
+    FeatureSpec,
+    LinearModel,
+    NumericFeature,
+    sigmoid,
+)
+
+__all__ = ["ALLOWED_TYPES", "DEFAULT_RANGE", "SUPPORTED_MODELS", "load_sklearn_model"]
+
+DEFAULT_RANGE: tuple[float, float] = (-1e6, 1e6)
+#: A linear model's file is a few kilobytes; this only stops a hostile file from exhausting memory.
+MAX_FILE_BYTES = 64 << 20
+SUPPORTED_MODELS = (
+    "LogisticRegression (binary)",
+    "LinearRegression",
+    "Ridge",
+    "Lasso",
+    "ElasticNet",
+    "SGDRegressor",
+    "SGDClassifier (binary; loss log_loss, hinge, modified_huber, squared_hinge or perceptron)",
+    "LinearSVC (binary)",
+    "Pipeline(StandardScaler or MinMaxScaler, one of those)",
+    "Pipeline(OneHotEncoder, one of those)",
+    "Pipeline(ColumnTransformer of StandardScaler, MinMaxScaler, 'passthrough', OneHotEncoder or "
+    "'drop' with remainder='drop', one of those)",
+)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_CLASSIFIERS: tuple[type, ...] = (LogisticRegression, SGDClassifier, LinearSVC)
+_REGRESSORS: tuple[type, ...] = (LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor)
+_ESTIMATORS: tuple[type, ...] = _CLASSIFIERS + _REGRESSORS
+_SCALERS: tuple[type, ...] = (StandardScaler, MinMaxScaler)
+_PREPROCESSORS: tuple[type, ...] = (*_SCALERS, OneHotEncoder, ColumnTransformer)
+#: The loss objects a fitted SGDClassifier stores (skops rebuilds them with LossNode, calling the
+#: allow-listed class on plain data): log_loss, hinge and perceptron, modified_huber, squared_hinge.
+#: They live in private scikit-learn modules, hence names rather than imports; the regression
+#: losses an SGDClassifier also accepts are left out.
+_SGD_CLASSIFIER_LOSSES = frozenset(
+    {
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn.linear_model._sgd_fast.Hinge",
+        "sklearn.linear_model._sgd_fast.ModifiedHuber",
+        "sklearn.linear_model._sgd_fast.SquaredHinge",
+    }
+)
+#: Every type a supported file may name: the estimators, the preprocessing steps, SGD losses and
+#: the plain containers skops uses.
+ALLOWED_TYPES: frozenset[str] = frozenset(
+    {_qualname(t) for t in (*_ESTIMATORS, *_PREPROCESSORS, Pipeline, FunctionTransformer)}
+    | _SGD_CLASSIFIER_LOSSES
+    | {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType", "slice")}
+    | {
+        f"numpy.{t}"
+        for t in ("ndarray", "float64", "float32", "int64", "int32", "bool_", "str_", "intc", "longlong")
+    }
+)
+#: skops node kinds that only rebuild data or allow-listed objects: no function objects, and the
+#: one reduce (LossNode) calls an allow-listed loss class on plain data.
+_ALLOWED_LOADERS = frozenset(
+    {
+        "ObjectNode",
+        "DictNode",
+        "ListNode",
+        "TupleNode",
+        "JsonNode",
+        "TypeNode",
+        "NdArrayNode",
+        "SliceNode",
+        "LossNode",
+    }
+)
+Output = Literal["predict_proba", "decision_function", "predict"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Vetting the file
+
+
+def _schema_types(data: bytes, where: str) -> tuple[set[str], set[str]]:
+    """Every ``module.class`` and every node kind named in the file's schema, read as JSON."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo("schema.json")
+            if info.file_size > MAX_FILE_BYTES:
+                raise ModelFormatError(f"{where}: schema too large")
+            schema = json.loads(zf.read(info))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{where}: not a skops file ({exc})") from exc
+    types: set[str] = set()
+    loaders: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node or "__module__" in node or "__loader__" in node:
+                types.add(f"{node.get('__module__')}.{node.get('__class__')}")
+                loaders.add(str(node.get("__loader__")))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return types, loaders
+
+
+def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
+    return ModelFormatError(
+        f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}. "
+        f"Supported models: {'; '.join(SUPPORTED_MODELS)}. "
+        f"Allowed types: {', '.join(sorted(ALLOWED_TYPES))}"
+    )
+
+
+def _load_vetted(path: Path) -> Any:
+    where = str(path)
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{where}: larger than {MAX_FILE_BYTES} bytes; not a linear model")
+    # One read: the bytes vetted are the bytes loaded.
+    types, loaders = _schema_types(data, where)
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # skops raises assorted errors on malformed files
+        raise ModelFormatError(f"{where}: not a readable skops file ({exc})") from exc
+    offending = sorted((types | untrusted) - ALLOWED_TYPES)
+    if offending:
+        raise _refusal(where, offending)
+    bad_loaders = sorted(loaders - _ALLOWED_LOADERS)
+    if bad_loaders:
+        raise ModelFormatError(f"{where}: refusing skops node kinds {', '.join(bad_loaders)}")
+    try:
+        return sio.loads(data, trusted=sorted(types | untrusted))
+    except Exception as exc:
+        raise ModelFormatError(f"{where}: skops could not load the vetted file ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# The preprocessing as affine maps of the platform's features
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One platform feature: numeric (``categories`` None) or categorical."""
+
+    name: str
+    categories: tuple[str, ...] | None = None
+    #: Behind MinMaxScaler(clip=True): the fitted [data_min_, data_max_], where clipping never acts.
+    clip: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One input column of the estimator: ``a * x + c`` of a numeric feature, or
+    ``a * [x == category]`` of a categorical one."""
+
+    feature: str
+    a: float
+    c: float = 0.0
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What lies before the estimator: the platform features and the estimator's input columns."""
+
+    sklearn_inputs: tuple[str, ...]  # every column scikit-learn's input has, in order
+    inputs: tuple[_Input, ...]  # the features the score depends on, in sklearn_inputs order
+    columns: tuple[_Column, ...]  # the estimator's inputs, in order
+    steps: str  # for the metadata
+    unseen_ignored: bool  # an encoder would score unseen categories as all-zero indicators
+
+
+def _unsupported_pipeline(where: str, steps: Sequence[Any]) -> ModelFormatError:
+    kinds = ", ".join(type(s).__name__ if not isinstance(s, str) else repr(s) for s in steps)
+    return ModelFormatError(
+        f"{where}: unsupported pipeline ({kinds}); supported: {'; '.join(SUPPORTED_MODELS)}"
+    )
+
+
+def _split(obj: Any, where: str) -> tuple[Any | None, Any]:
+    """(the preprocessing step or None, the estimator)."""
+    if type(obj) is Pipeline:
+        # A step given as "passthrough" or None is the identity.
+        steps = [step for _, step in obj.steps if step is not None and not _is_passthrough(step)]
+        if len(steps) == 1 and type(steps[0]) in _ESTIMATORS:
+            return None, steps[0]
+        if len(steps) == 2 and type(steps[0]) in _PREPROCESSORS and type(steps[1]) in _ESTIMATORS:
+            return steps[0], steps[1]
+        raise _unsupported_pipeline(where, [step for _, step in obj.steps])
+    if type(obj) in _ESTIMATORS:
+        return None, obj
+    raise _refusal(where, [_qualname(type(obj))])
+
+
+def _is_passthrough(step: Any) -> bool:
+    return isinstance(step, str) and step == "passthrough"
+
+
+def _feature_names(obj: Any, n_features: int, given: Sequence[str] | None, where: str) -> list[str]:
+    fitted = getattr(obj, "feature_names_in_", None)
+    if fitted is None and given is None:
+        raise ModelFormatError(
+            f"{where}: the model was fitted without feature names; fit it on a pandas DataFrame with "
+            "named columns, or pass feature_names=[...]"
+        )
+    names = [str(n) for n in (fitted if fitted is not None else given or [])]
+    if given is not None and fitted is not None and list(given) != names:
+        raise InvalidInputError(f"{where}: feature_names differ from the names the model was fitted with")
+    if len(names) != n_features:
+        raise ModelFormatError(f"{where}: {len(names)} feature names for {n_features} model inputs")
+    if len(set(names)) != len(names) or not all(names):
+        raise ModelFormatError(f"{where}: feature names must be distinct and non-empty")
+    return names
+
+
+def _vector(obj: Any, attr: str, n: int, where: str) -> np.ndarray:
+    value = getattr(obj, attr, None)
+    if value is None:
+        raise ModelFormatError(f"{where}: the {type(obj).__name__} is not fitted (no {attr})")
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.shape != (n,):
+        raise ModelFormatError(f"{where}: {type(obj).__name__}.{attr} has {arr.size} entries for {n} inputs")
+    if not np.all(np.isfinite(arr)):
+        raise ModelFormatError(f"{where}: {type(obj).__name__}.{attr} is not finite")
+    return arr
+
+
+def _scaler_columns(
+    scaler: Any, names: Sequence[str], weight: float, where: str
+) -> tuple[list[_Input], list[_Column]]:
+    """The scaler's output columns as ``a x + c`` (times a ColumnTransformer weight)."""
+    n = len(names)
+    inputs = [_Input(name) for name in names]
+    if type(scaler) is StandardScaler:
+        # (x - mean) / scale; with_mean / with_std False leave mean_ / scale_ unused (or None).
+        mean = _vector(scaler, "mean_", n, where) if scaler.with_mean else np.zeros(n)
+        scale = _vector(scaler, "scale_", n, where) if scaler.with_std else np.ones(n)
+        if np.any(scale == 0):
+            raise ModelFormatError(f"{where}: StandardScaler.scale_ has a zero")
+        a = 1.0 / scale
+        c = -mean / scale
+    else:
+        # x * scale_ + min_ is MinMaxScaler.transform whatever feature_range is: both are in them.
+        a = _vector(scaler, "scale_", n, where)
+        c = _vector(scaler, "min_", n, where)
+        if scaler.clip:
+            # Clipping to feature_range is not linear, but it never acts on an x inside the fitted
+            # [data_min_, data_max_] (there x * scale_ + min_ already lies in feature_range, up to
+            # float rounding). The platform refuses values outside a feature's declared range, so
+            # declaring a range within [data_min_, data_max_] makes the linear fold exact on every
+            # value it will ever score; see _numeric_features.
+            lo = _vector(scaler, "data_min_", n, where)
+            hi = _vector(scaler, "data_max_", n, where)
+            inputs = [
+                _Input(name, clip=(float(low), float(high)))
+                for name, low, high in zip(names, lo, hi, strict=True)
+            ]
+    columns = [
+        _Column(name, float(ai) * weight, float(ci) * weight)
+        for name, ai, ci in zip(names, a, c, strict=True)
+    ]
+    return inputs, columns
+
+
+def _encoder_columns(
+    encoder: OneHotEncoder, names: Sequence[str], weight: float, where: str
+) -> tuple[list[_Input], list[_Column]]:
+    """One CategoricalFeature per encoder input; one indicator column per kept category."""
+    if encoder.min_frequency is not None or encoder.max_categories is not None:
+        raise ModelFormatError(
+            f"{where}: OneHotEncoder with min_frequency or max_categories (infrequent-category "
+            "grouping) is not supported; refit without them"
+        )
+    fitted = getattr(encoder, "categories_", None)
+    if fitted is None or len(fitted) != len(names):
+        raise ModelFormatError(f"{where}: the OneHotEncoder is not fitted for {len(names)} inputs")
+    drop_idx = getattr(encoder, "drop_idx_", None)
+    inputs: list[_Input] = []
+    columns: list[_Column] = []
+    for i, (name, cats) in enumerate(zip(names, fitted, strict=True)):
+        values = list(np.asarray(cats, dtype=object).reshape(-1))
+        if not all(isinstance(v, str) for v in values):
+            shown = ", ".join(repr(v) for v in values[:5])
+            raise ModelFormatError(
+                f"{where}: OneHotEncoder input {name!r} has non-string categories ({shown}); blindscore's "
+                "categorical features take strings: fit the encoder on string values (astype(str)), or "
+                "feed the column as a number"
+            )
+        categories = tuple(str(v) for v in values)
+        dropped = None if drop_idx is None else drop_idx[i]
+        if dropped is not None and not 0 <= int(dropped) < len(categories):
+            raise ModelFormatError(f"{where}: OneHotEncoder.drop_idx_ out of range for {name!r}")
+        inputs.append(_Input(name, categories))
+        columns.extend(
+            _Column(name, weight, 0.0, category)
+            for k, category in enumerate(categories)
+            if dropped is None or k != int(dropped)
+        )
+    return inputs, columns
+
+
+def _selected(spec: Any, names: Sequence[str], where: str) -> list[str]:
+    """The input names a fitted ColumnTransformer column selection picks."""
+    n = len(names)
+    if isinstance(spec, slice):
+        if not all(v is None or isinstance(v, int | np.integer) for v in (spec.start, spec.stop, spec.step)):
+            raise ModelFormatError(f"{where}: ColumnTransformer column slices by name are not supported")
+        return list(names)[spec]
+    arr = np.asarray(spec, dtype=object if isinstance(spec, str) else None)
+    if arr.ndim != 1:
+        raise ModelFormatError(
+            f"{where}: a ColumnTransformer column selection must be a list (a scalar passes a 1-D column)"
+        )
+    items = arr.tolist()
+    if arr.dtype.kind == "b":
+        if len(items) != n:
+            raise ModelFormatError(f"{where}: a boolean column mask of {len(items)} for {n} inputs")
+        return [name for name, keep in zip(names, items, strict=True) if keep]
+    if all(isinstance(v, str) for v in items):
+        missing = [v for v in items if v not in names]
+        if missing:
+            raise ModelFormatError(f"{where}: ColumnTransformer selects unknown column(s) {missing}")
+        return [str(v) for v in items]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        if not all(-n <= v < n for v in items):
+            raise ModelFormatError(f"{where}: ColumnTransformer selects a column index out of range")
+        return [names[v] for v in items]
+    raise ModelFormatError(f"{where}: unsupported ColumnTransformer column selection {items[:5]!r}")
+
+
+def _column_transformer_columns(
+    ct: ColumnTransformer, names: Sequence[str], where: str
+) -> tuple[list[_Input], list[_Column], list[str]]:
+    remainder = ct.remainder
+    if not (isinstance(remainder, str) and remainder == "drop"):
+        shown = remainder if isinstance(remainder, str) else type(remainder).__name__
+        raise ModelFormatError(
+            f"{where}: ColumnTransformer remainder must be 'drop' (got {shown!r}); name every column "
+            "the model uses in a transformer"
+        )
+    fitted = getattr(ct, "transformers_", None)
+    if fitted is None:
+        raise ModelFormatError(f"{where}: the ColumnTransformer is not fitted")
+    weights = dict(ct.transformer_weights or {})
+    inputs: dict[str, _Input] = {}
+    columns: list[_Column] = []
+    kinds: list[str] = []
+    for label, transformer, spec in fitted:
+        if isinstance(transformer, str) and transformer == "drop":
+            continue
+        selected = _selected(spec, names, where)
+        if not selected:
+            continue  # scikit-learn skips a transformer that selects no column
+        identity = _is_passthrough(transformer) or (
+            type(transformer) is FunctionTransformer and transformer.func is None
+        )
+        if not identity and type(transformer) not in (*_SCALERS, OneHotEncoder):
+            kind = transformer if isinstance(transformer, str) else type(transformer).__name__
+            raise ModelFormatError(
+                f"{where}: unsupported ColumnTransformer transformer {label!r} ({kind}); supported: "
+                "StandardScaler, MinMaxScaler, OneHotEncoder, 'passthrough', 'drop'"
+            )
+        own = getattr(transformer, "feature_names_in_", None)
+        if own is not None and [str(x) for x in own] != selected:
+            raise ModelFormatError(f"{where}: transformer {label!r} was fitted on other columns")
+        weight = float(weights.get(label, 1.0))
+        if not math.isfinite(weight):
+            raise ModelFormatError(f"{where}: transformer weight of {label!r} is not finite")
+        if identity:
+            new_inputs = [_Input(name) for name in selected]
+            new_columns = [_Column(name, weight) for name in selected]
+            kinds.append("passthrough")
+        elif type(transformer) is OneHotEncoder:
+            new_inputs, new_columns = _encoder_columns(transformer, selected, weight, where)
+            kinds.append("OneHotEncoder")
+        else:
+            new_inputs, new_columns = _scaler_columns(transformer, selected, weight, where)
+            kinds.append(type(transformer).__name__)
+        for item in new_inputs:
+            if item.name in inputs:
+                raise ModelFormatError(
+                    f"{where}: column {item.name!r} feeds more than one ColumnTransformer transformer; "
+                    "blindscore needs each input in exactly one"
+                )
+            inputs[item.name] = item
+        columns.extend(new_columns)
+    ordered = [inputs[name] for name in names if name in inputs]
+    return ordered, columns, kinds
+
+
+def _plan(obj: Any, pre: Any | None, estimator: Any, given: Sequence[str] | None, where: str) -> _Plan:
+    first = pre if pre is not None else estimator
+    n_in = getattr(first, "n_features_in_", None)
+    if not isinstance(n_in, int | np.integer):
+        raise ModelFormatError(f"{where}: the model is not fitted")
+    names = _feature_names(obj, int(n_in), given, where)
+    unseen_ignored = False
+    steps = type(estimator).__name__
+    if pre is None:
+        inputs, columns = [_Input(name) for name in names], [_Column(name, 1.0) for name in names]
+    elif type(pre) is ColumnTransformer:
+        inputs, columns, kinds = _column_transformer_columns(pre, names, where)
+        if not inputs:
+            raise ModelFormatError(f"{where}: the ColumnTransformer drops every column")
+        steps = f"ColumnTransformer({', '.join(kinds)}) -> {steps}"
+        encoders = [t for _, t, _ in pre.transformers_ if type(t) is OneHotEncoder]
+        unseen_ignored = any(e.handle_unknown != "error" for e in encoders)
+    elif type(pre) is OneHotEncoder:
+        inputs, columns = _encoder_columns(pre, names, 1.0, where)
+        steps = f"OneHotEncoder -> {steps}"
+        unseen_ignored = pre.handle_unknown != "error"
+    else:
+        inputs, columns = _scaler_columns(pre, names, 1.0, where)
+        steps = f"{type(pre).__name__} -> {steps}"
+    return _Plan(tuple(names), tuple(inputs), tuple(columns), steps, unseen_ignored)
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimator
+
+
+def _estimator_form(estimator: Any, where: str) -> tuple[np.ndarray, float, Output]:
+    """The estimator's weights, intercept and the output its cutoffs apply to."""
+    kind = type(estimator).__name__
+    if not hasattr(estimator, "coef_"):
+        raise ModelFormatError(f"{where}: the estimator is not fitted")
+    if type(estimator) in _CLASSIFIERS:
+        n_classes = len(getattr(estimator, "classes_", ()))
+        if n_classes != 2:
+            raise ModelFormatError(
+                f"{where}: only binary classifiers are supported; this {kind} has {n_classes} classes"
+            )
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    intercept = np.asarray(estimator.intercept_, dtype=np.float64).reshape(-1)
+    if (coef.ndim == 2 and coef.shape[0] != 1) or coef.ndim > 2 or intercept.size > 1:
+        raise ModelFormatError(
+            f"{where}: only single-output models are supported; this {kind} has coef_ of shape "
+            f"{coef.shape} (multi-output regression)"
+        )
+    w = coef.reshape(-1)
+    b = float(intercept[0]) if intercept.size else 0.0
+    if not (np.all(np.isfinite(w)) and math.isfinite(b)):
+        raise ModelFormatError(f"{where}: weights are not finite")
+    output: Output
+    if type(estimator) is LogisticRegression or (
+        type(estimator) is SGDClassifier and estimator.loss == "log_loss"
+    ):
+        output = "predict_proba"
+    elif type(estimator) in _CLASSIFIERS:
+        output = "decision_function"
+    else:
+        output = "predict"
+    return w, b, output
+
+
+def _fold(plan: _Plan, w: np.ndarray, b: float, where: str) -> tuple[list[float], float]:
+    """Weights on the encoded columns of the platform features, and the intercept."""
+    if len(plan.columns) != w.size:
+        raise ModelFormatError(
+            f"{where}: the preprocessing yields {len(plan.columns)} columns, the estimator takes {w.size}"
+        )
+    slots: dict[tuple[str, str | None], int] = {}
+    for item in plan.inputs:
+        for category in item.categories if item.categories is not None else (None,):
+            slots[(item.name, category)] = len(slots)
+    coef = [0.0] * len(slots)
+    terms = [b]
+    for column, wj in zip(plan.columns, w, strict=True):
+        # A dropped category has no column: its weight stays 0.
+        coef[slots[(column.feature, column.category)]] += float(wj) * column.a
+        terms.append(float(wj) * column.c)
+    intercept = math.fsum(terms)
+    if not (all(math.isfinite(x) for x in coef) and math.isfinite(intercept)):
+        raise ModelFormatError(f"{where}: folded weights are not finite")
+    return coef, intercept
+
+
+def _numeric_features(
+    plan: _Plan,
+    coef: Sequence[float],
+    feature_ranges: Mapping[str, tuple[float, float] | NumericFeature] | None,
+    frac_bits: int | None,
+    precision: float,
+    where: str,
+) -> dict[str, NumericFeature]:
+    numeric = [item for item in plan.inputs if item.categories is None]
+    categorical = {item.name for item in plan.inputs if item.categories is not None}
+    weight: dict[str, float] = {}
+    position = 0
+    for item in plan.inputs:
+        if item.categories is None:
+            weight[item.name] = coef[position]
+        position += len(item.categories) if item.categories is not None else 1
+    ranges = dict(feature_ranges or {})
+    named_categorical = sorted(set(ranges) & categorical)
+    if named_categorical:
+        raise InvalidInputError(
+            f"{where}: feature_ranges names categorical feature(s) {named_categorical}; their "
+            "categories come from the OneHotEncoder"
+        )
+    unknown = sorted(set(ranges) - set(weight))
+    if unknown:
+        raise InvalidInputError(f"{where}: feature_ranges names unknown feature(s) {unknown}")
+    explicit: dict[str, NumericFeature] = {}
+    declared: dict[str, tuple[float, float]] = {}
+    for name, entry in ranges.items():
+        if isinstance(entry, NumericFeature):
+            if entry.name != name:
+                raise InvalidInputError(f"feature_ranges[{name!r}] describes feature {entry.name!r}")
+            explicit[name] = entry
+            declared[name] = (entry.lo, entry.hi)
+        elif isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) == 2:
+            declared[name] = (entry[0], entry[1])
+        else:
+            raise InvalidInputError(f"feature_ranges[{name!r}] must be (lo, hi) or a NumericFeature")
+    for item in numeric:
+        if item.clip is None:
+            continue
+        lo, hi = item.clip
+        if item.name not in declared:
+            declared[item.name] = item.clip
+            continue
+        try:
+            inside = lo <= float(declared[item.name][0]) <= float(declared[item.name][1]) <= hi
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"feature_ranges[{item.name!r}] must hold two numbers") from None
+        if not inside:
+            raise InvalidInputError(
+                f"{where}: MinMaxScaler(clip=True) clips {item.name!r} outside its fitted range "
+                f"[{lo!r}, {hi!r}], which a linear score cannot do; declare a range within it, or "
+                "refit with clip=False"
+            )
+    if frac_bits is None:
+        used = sum(abs(weight[n]) * f.codec.max_error for n, f in explicit.items())
+        shared = sum(abs(wi) for n, wi in weight.items() if n not in explicit)
+        budget = (precision - used) / 2
+        frac_bits = 0
+        while budget > 0 and shared * math.ldexp(1.0, -(frac_bits + 1)) > budget and frac_bits < 200:
+            frac_bits += 1
+    features: dict[str, NumericFeature] = {}
+    for item in numeric:
+        if item.name in explicit:
+            features[item.name] = explicit[item.name]
+        else:
+            lo, hi = declared.get(item.name, DEFAULT_RANGE)
+            features[item.name] = NumericFeature(item.name, lo, hi, frac_bits)
+    return features
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking the result against scikit-learn
+
+
+def _probe_rows(plan: _Plan) -> list[dict[str, Any]]:
+    """Rows that pin down an affine function of the features: a base row, every numeric feature
+    moved alone, all of them moved twice, every category of every categorical feature."""
+
+    def values(item: _Input) -> tuple[float, float, float]:
+        if item.clip is not None:  # clipping would act outside the fitted range
+            lo, hi = item.clip
+            return lo, hi, lo / 2 + hi / 2
+        return 0.0, 1.0, -1.0
+
+    numeric = [item for item in plan.inputs if item.categories is None]
+    base: dict[str, Any] = {
+        item.name: values(item)[0] if item.categories is None else item.categories[0] for item in plan.inputs
+    }
+    rows = [base]
+    rows.extend({**base, item.name: values(item)[1]} for item in numeric)
+    for pick in (1, 2):
+        rows.append({**base, **{item.name: values(item)[pick] for item in numeric}})
+    for item in plan.inputs:
+        rows.extend({**base, item.name: c} for c in (item.categories or ())[1:])
+    return rows
+
+
+def _sklearn_input(obj: Any, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """The probe rows as scikit-learn's input: a DataFrame if the model was fitted on one."""
+    # Columns the model ignores (a ColumnTransformer's "drop") still have to be present.
+    table = {name: [row.get(name, 0.0) for row in rows] for name in plan.sklearn_inputs}
+    categorical = {item.name for item in plan.inputs if item.categories is not None}
+    if getattr(obj, "feature_names_in_", None) is not None:
+        try:
+            import pandas as pd
+        except ImportError:  # a numeric model still runs on an array
+            pass
+        else:
+            return pd.DataFrame(
+                {
+                    name: pd.Series(col, dtype=object if name in categorical else np.float64)
+                    for name, col in table.items()
+                }
+            )
+    dtype = object if categorical else np.float64
+    return np.array([table[name] for name in plan.sklearn_inputs], dtype=dtype).T.reshape(
+        len(rows), len(plan.sklearn_inputs)
+    )
+
+
+def _probe(
+    obj: Any, plan: _Plan, model: LinearModel, w: np.ndarray, b: float, output: Output, where: str
+) -> None:
+    """Check the imported model against scikit-learn itself on probe rows.
+
+    It evaluates the LinearModel's weights through its feature spec (one-hot columns and all, but
+    without the declared-range check, as probe values need not lie in the declared ranges) and
+    compares with ``decision_function`` (and that ``predict_proba[:, 1]`` is its sigmoid) or
+    ``predict``. It catches any fitted configuration whose output is not that plain linear form,
+    and any slip in mapping columns to features, whatever the scikit-learn version.
+    """
+    rows = _probe_rows(plan)
+    ours = []
+    for row in rows:
+        x: list[float] = []
+        for feature in model.spec.features:
+            if isinstance(feature, NumericFeature):
+                x.append(float(row[feature.name]))
+            else:
+                x.extend(feature.transform(row[feature.name]))
+        ours.append(math.fsum([wi * xi for wi, xi in zip(model.coef, x, strict=True)] + [model.intercept]))
+    # Rounding in scikit-learn's evaluation and in the fold grows with the terms it adds up.
+    magnitude = []
+    for row in rows:
+        total = 1.0 + abs(b)
+        for column, wj in zip(plan.columns, w, strict=True):
+            value = row[column.feature]
+            x_j = float(value == column.category) if column.category is not None else abs(float(value))
+            total += abs(float(wj)) * (abs(column.a) * x_j + abs(column.c))
+        magnitude.append(total)
+    data = _sklearn_input(obj, plan, rows)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        try:
+            if output == "predict":
+                theirs = np.asarray(obj.predict(data), dtype=np.float64).reshape(-1)
+                link_ok = True
+            else:
+                theirs = np.asarray(obj.decision_function(data), dtype=np.float64).reshape(-1)
+                link_ok = True
+                if output == "predict_proba":
+                    proba = np.asarray(obj.predict_proba(data), dtype=np.float64)[:, 1]
+                    link_ok = bool(np.allclose(proba, [sigmoid(z) for z in theirs], rtol=0, atol=1e-12))
+        except Exception as exc:  # scikit-learn's own errors on a configuration we do not handle
+            raise ModelFormatError(
+                f"{where}: scikit-learn could not evaluate the model on probe rows ({exc})"
+            ) from exc
+    gap = np.abs(np.asarray(ours) - theirs)
+    if not (link_ok and theirs.shape == gap.shape and np.all(gap <= 1e-9 * np.asarray(magnitude))):
+        raise ModelFormatError(
+            f"{where}: the estimator's output is not the plain linear form blindscore evaluates "
+            "(e.g. a multinomial binary logistic regression); refit with the defaults"
+        )
+
+
+def load_sklearn_model(
+    path: str | Path,
+    cutoffs: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    feature_ranges: Mapping[str, tuple[float, float] | NumericFeature] | None = None,
+    *,
+    feature_names: Sequence[str] | None = None,
+    frac_bits: int | None = None,
+    precision: float = 1e-9,
+    name: str | None = None,
+) -> LinearModel:
+    """Load a skops file holding a supported linear model and return the equivalent LinearModel.
+
+    Cutoffs apply to the output the model is banded on: ``predict_proba[:, 1]`` (the
+    probability of ``classes_[1]``; link logit) for LogisticRegression and log-loss
+    SGDClassifier, default ``(0.5,)``; ``decision_function`` (link identity) for the other
+    classifiers, default ``(0.0,)``, the sign scikit-learn's ``predict`` uses; ``predict``
+    (link identity) for regressors, where they are required. ``feature_ranges`` maps a numeric
+    feature name to its declared ``(lo, hi)`` or to a complete :class:`NumericFeature`; other
+    numeric features get :data:`DEFAULT_RANGE` (the fitted range behind
+    ``MinMaxScaler(clip=True)``). Raises :class:`ModelFormatError` for unsupported or unsafe
+    files, listing what is supported.
+    """
+    path = Path(path)
+    where = str(path)
+    obj = _load_vetted(path)
+    pre, estimator = _split(obj, where)
+    w, b, output = _estimator_form(estimator, where)
+    plan = _plan(obj, pre, estimator, feature_names, where)
+    coef, intercept = _fold(plan, w, b, where)
+    numeric = _numeric_features(plan, coef, feature_ranges, frac_bits, precision, where)
+    features: list[Feature] = [
+        numeric[item.name] if item.categories is None else CategoricalFeature(item.name, item.categories)
+        for item in plan.inputs
+    ]
+    logistic = output == "predict_proba"
+    if cutoffs is None:
+        if output == "predict":
+            raise InvalidInputError(f"{where}: a regression model needs cutoffs on its predictions")
+        cutoffs = (0.5,) if logistic else (0.0,)
+    policy = BandPolicy(tuple(cutoffs), tuple(labels or ()), "probability" if logistic else "raw")
+    metadata: dict[str, Any] = {
+        "source": f"scikit-learn model from a skops file ({path.name})",
+        "estimator": plan.steps,
+        "output": "predict_proba[:, 1]" if logistic else output,
+    }
+    if type(estimator) in _CLASSIFIERS:
+        metadata["positive_class"] = str(estimator.classes_[1])
+    if plan.unseen_ignored:
+        metadata["unseen_categories"] = (
+            "refused by the platform; the OneHotEncoder (handle_unknown != 'error') would score them "
+            "as all-zero indicators"
+        )
+    clipped = [item.name for item in plan.inputs if item.clip is not None]
+    if clipped:
+        metadata["minmax_clip"] = (
+            "declared ranges within the MinMaxScaler's fitted range, where clipping never acts: "
+            + ", ".join(clipped)
+        )
+    model = LinearModel(
+        name or path.stem,
+        FeatureSpec(tuple(features)),
+        coef,
+        intercept,
+        "logit" if logistic else "identity",
+        policy,
+        precision,
+        metadata=metadata,
+    )
+    _probe(obj, plan, model, w, b, output, where)
+    return model

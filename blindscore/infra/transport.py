@@ -1,0 +1,289 @@
+"""gRPC plumbing shared by the three nodes: servers, channels, limits and credentials in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from blindscore.errors import InvalidInputError, NotFoundError
+from blindscore.infra.certs import (
+    Identity,
+    check_role,
+    check_secret_file,
+    load_identity,
+    node_files,
+    role_peer_name,
+    verify_node_cert,
+)
+
+if TYPE_CHECKING:
+    from blindscore.infra.metrics import NodeMetrics
+
+log = logging.getLogger(__name__)
+
+# Largest message any node accepts. A 4096-bit key and a few hundred features stay far below it;
+# anything bigger is refused by gRPC with RESOURCE_EXHAUSTED before our code sees it.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+#: RPCs a server admits per worker thread (running or queued); beyond, RESOURCE_EXHAUSTED.
+MAX_QUEUED_PER_WORKER = 8
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+# A node that restarts is back within seconds; gRPC's default reconnect backoff grows to two
+# minutes, which would leave its peers failing long after it is up again.
+_CHANNEL_OPTIONS = [
+    *_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+# Keys of the per-call auth context that gRPC fills in from the TLS handshake.
+_SECURITY_TYPE = "transport_security_type"
+_PEM_CERT = "x509_pem_cert"
+
+
+@dataclass(frozen=True)
+class TransportSecurity:
+    """How a node protects its links: plaintext (the default) or mutual TLS under one local CA.
+
+    Every server and channel is built from this one object. With mutual TLS a server accepts
+    only clients whose certificate the CA signed (require_client_auth), and a channel presents
+    the node's own certificate and checks the server's against the CA and the target host.
+    Build one with :meth:`mutual_tls` or :meth:`from_pki`; the fields are not meant to be set
+    by hand. The private key is kept out of ``repr`` and refuses to be pickled.
+
+    Server name check: gRPC compares the server certificate with the host in the channel target,
+    and does so for IP literals against the IP SANs (``127.0.0.1:port`` checks ``IP:127.0.0.1``,
+    ``[::1]:port`` checks ``IP:::1``), so no override is needed to reach a node on loopback. But
+    every node of a local PKI carries the same host SANs, so the host check proves only "some
+    node of our PKI". :meth:`expecting` pins the role (and party) the server must hold instead:
+    it sets ``grpc.ssl_target_name_override`` to a name only such certificates carry (see
+    ``blindscore.infra.certs``). The override changes the name checked and sent as SNI/authority,
+    never the address dialled, and the certificate chain is still verified against the CA.
+    """
+
+    insecure: bool = True
+    ca_pem: bytes | None = field(default=None, repr=False)
+    cert_pem: bytes | None = field(default=None, repr=False)
+    key_pem: bytes | None = field(default=None, repr=False, compare=False)
+    identity: Identity | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        material = (self.ca_pem, self.cert_pem, self.key_pem, self.identity)
+        if self.insecure and any(m is not None for m in (*material, self.server_name)):
+            raise InvalidInputError("a plaintext TransportSecurity cannot carry TLS material")
+        if not self.insecure and any(m is None for m in material):
+            raise InvalidInputError(
+                "mutual TLS needs a CA, a certificate and a key: use TransportSecurity.from_pki()"
+            )
+
+    @classmethod
+    def mutual_tls(
+        cls, ca_file: Path | str, cert_file: Path | str, key_file: Path | str
+    ) -> TransportSecurity:
+        """Mutual TLS with this node's certificate and key, trusting only the CA in ``ca_file``.
+
+        Checked here rather than at the first handshake: the key file must be owner-only
+        (PreconditionError), the certificate must be a current node certificate signed by the CA
+        and the key must belong to it (InvalidInputError).
+        """
+        key_path = Path(key_file)
+        try:
+            ca_pem, cert_pem = Path(ca_file).read_bytes(), Path(cert_file).read_bytes()
+            check_secret_file(key_path)
+            key_pem = key_path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{exc.filename}: TLS file not found") from None
+        identity = verify_node_cert(cert_pem, ca_pem)
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{key_path}: not an unencrypted PEM private key ({exc})") from None
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        if key.public_key() != cert.public_key():
+            raise InvalidInputError(f"{key_path} is not the private key of {cert_file}")
+        return cls(insecure=False, ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, identity=identity)
+
+    @classmethod
+    def from_pki(cls, directory: Path | str, party_id: str) -> TransportSecurity:
+        """Mutual TLS as node ``party_id`` of the PKI in ``directory`` (made by certs.init_pki)."""
+        files = node_files(directory, party_id)
+        return cls.mutual_tls(files.ca, files.cert, files.key)
+
+    def expecting(self, role: str, party_id: str | None = None) -> TransportSecurity:
+        """The same credentials, but channels accept only a server of ``role`` (and ``party_id``).
+
+        Plaintext cannot check anyone, so on an insecure object this returns it unchanged.
+        """
+        name = role_peer_name(role) if party_id is None else Identity(role, party_id).peer_name
+        return self if self.insecure else replace(self, server_name=name)
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        if self.insecure:
+            return None
+        assert self.key_pem is not None and self.cert_pem is not None
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)], root_certificates=self.ca_pem, require_client_auth=True
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        if self.insecure:
+            return None
+        return grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        """gRPC channel options: the message limits and reconnect backoff, plus the pinned server name."""
+        if self.server_name is None:
+            return list(_CHANNEL_OPTIONS)
+        return [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
+
+    def __getstate__(self) -> object:
+        if self.key_pem is not None:
+            raise TypeError("TransportSecurity holds a private key and cannot be pickled")
+        return self.__dict__
+
+
+INSECURE = TransportSecurity(insecure=True)
+
+
+def peer_identity(context: grpc.ServicerContext) -> Identity | None:
+    """The role and party id of the client on this call, from its verified TLS certificate.
+
+    None when the call carries no client certificate (a plaintext server) or one that names no
+    blindscore identity. The certificate is trusted as gRPC hands it over: servers made by
+    :func:`create_server` with mutual TLS verify it against the CA during the handshake and
+    refuse the connection otherwise, so only use this with such servers.
+    """
+    pems = _auth_context(context).get(_PEM_CERT)
+    if not pems:
+        return None
+    try:
+        return load_identity(pems[0])
+    except InvalidInputError as exc:
+        log.warning("client %s: certificate names no blindscore identity (%s)", context.peer(), exc)
+        return None
+
+
+def require_role(context: grpc.ServicerContext, *roles: str) -> Identity | None:
+    """Let the call go on only if the client holds one of ``roles``; return its identity.
+
+    Meant to open every servicer method, unconditionally:
+
+    * plaintext connection (a server built with INSECURE, which logged a warning at start):
+      nothing can be checked, so this is a no-op and returns None;
+    * TLS connection without a usable client certificate: aborts with UNAUTHENTICATED;
+    * client certificate of another role: aborts with PERMISSION_DENIED.
+
+    The plaintext exemption is decided per call from the transport gRPC reports for the
+    connection, not from configuration, and only for the exact ``insecure`` transport type: a
+    connection over anything else (TLS, ALTS, local credentials) without a blindscore client
+    certificate is refused. A port opened with TLS never carries a plaintext call, so a mutual
+    TLS node cannot be talked into skipping the check.
+    """
+    if not roles:
+        raise InvalidInputError("require_role needs at least one role")
+    for role in roles:
+        check_role(role)
+    if _auth_context(context).get(_SECURITY_TYPE) == [b"insecure"]:
+        return None
+    identity = peer_identity(context)
+    if identity is None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate from the node CA is required")
+    if identity.role not in roles:
+        log.warning("refused %s from %s: needs role %s", identity, context.peer(), " or ".join(roles))
+        context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{identity.role} {identity.party_id!r} may not call this method (allowed: {', '.join(roles)})",
+        )
+    return identity
+
+
+def _auth_context(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]]:
+    # grpc-stubs types the values as bytes; gRPC returns a list of bytes per property.
+    return cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+
+
+def create_server(
+    address: str,
+    register: list[object],
+    *,
+    security: TransportSecurity = INSECURE,
+    max_workers: int = 16,
+    service_names: tuple[str, ...] = (),
+    metrics: NodeMetrics | None = None,
+) -> tuple[grpc.Server, int]:
+    """Build and start a server on ``address`` (port 0 picks a free port); returns (server, port).
+
+    ``register`` holds callables taking the server (the generated add_*_to_server partials).
+    A gRPC health service reports SERVING for every name in ``service_names``. With ``metrics``,
+    every call of a blindscore service is counted and timed there (see blindscore.infra.metrics).
+    """
+    interceptors = [metrics.interceptor()] if metrics is not None else []
+    # Calls beyond a bounded queue are refused at once with RESOURCE_EXHAUSTED (which clients
+    # retry) instead of piling up in memory behind a stalled peer.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=interceptors,
+        options=_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * MAX_QUEUED_PER_WORKER,
+    )
+    for add in register:
+        add(server)  # type: ignore[operator]
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Reflection lets grpcurl and similar tools list and call the services without the .proto.
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    creds = security.server_credentials()
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if port == 0:
+        raise InvalidInputError(f"cannot listen on {address!r}: address in use or invalid")
+    server.start()
+    if creds is None:
+        log.warning("plaintext transport: only for local development (server on %s)", address)
+    else:
+        log.info("mutual TLS as %s on %s", security.identity, address)
+    return server, port
+
+
+def open_channel(address: str, *, security: TransportSecurity = INSECURE) -> grpc.Channel:
+    """A channel to ``address`` with the project's message limits and credentials."""
+    if not address or ":" not in address:
+        raise InvalidInputError(f"node address {address!r} must look like host:port")
+    creds = security.channel_credentials()
+    if creds is not None:
+        return grpc.secure_channel(address, creds, options=security.channel_options())
+    return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+
+
+def wait_ready(channel: grpc.Channel, timeout: float) -> None:
+    """Block until the channel connects or ``timeout`` seconds pass (grpc.FutureTimeoutError)."""
+    grpc.channel_ready_future(channel).result(timeout=timeout)
+
+
+def host_port(address: str, port: int) -> str:
+    """Replace the port in a listen address with the bound one (for port 0)."""
+    host = address.rsplit(":", 1)[0]
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"

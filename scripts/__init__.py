@@ -1,0 +1,1 @@
+"""Harnesses and maintenance scripts: load and crash tests, the model zoo; never imported by blindscore."""
