@@ -15,7 +15,8 @@ from blindscore._files import private_dir, read_json, stage, write_json
 from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError, NotFoundError
-from blindscore.models.contract import PrivateModel, load_model, load_model_file
+from blindscore.models.contract import PrivateModel
+from blindscore.models.registry import load_model, load_model_file
 from blindscore.protocol.application import check_id
 
 #: More keys than a bank would ever keep live at once; bounds a registration message.

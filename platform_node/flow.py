@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
 from blindscore.infra.db import RetryLoop, RetryPolicy, retryable
-from blindscore.models.linear import FeatureSpec
+from blindscore.models.features import FeatureSpec
 from blindscore.platform_node.bureau_link import BureauLink, SubmitResult
 from blindscore.platform_node.outbox import Outbox, OutboxEntry
 from blindscore.protocol import limits, packing

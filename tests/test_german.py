@@ -19,7 +19,8 @@ from blindscore.data.german import (
     load_german_credit,
     train_german_model,
 )
-from blindscore.models.linear import CategoricalFeature, LinearModel, NumericFeature
+from blindscore.models.features import CategoricalFeature, NumericFeature
+from blindscore.models.linear import LinearModel
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_
 from blindscore.errors import InvalidInputError
 from blindscore.infra.status import MAX_STATUS_BYTES
 from blindscore.infra.transport import open_channel
-from blindscore.models.linear import CategoricalFeature
+from blindscore.models.features import CategoricalFeature
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
 from blindscore.platform_node.server import start_platform_server

@@ -71,7 +71,9 @@ from leakage_stats import (
 
 from blindscore.crypto import garble, ot
 from blindscore.crypto.paillier import KeyPair
-from blindscore.models.linear import BandPolicy, FeatureSpec, LinearModel, NumericFeature
+from blindscore.models.features import FeatureSpec, NumericFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
 from blindscore.protocol import packing
 from blindscore.protocol.comparison import DEFAULT_KAPPA
 

@@ -17,18 +17,9 @@ from hypothesis import strategies as st
 
 from blindscore.data.german import default_model, load_german_credit
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
-from blindscore.models.linear import (
-    MAX_EXTRA_SCALE_BITS,
-    MODEL_FORMAT_VERSION,
-    BandPolicy,
-    BinnedFeature,
-    CategoricalFeature,
-    FeatureSpec,
-    LinearModel,
-    NumericFeature,
-    logit,
-    sigmoid,
-)
+from blindscore.models.features import BinnedFeature, CategoricalFeature, FeatureSpec, NumericFeature
+from blindscore.models.linear import MAX_EXTRA_SCALE_BITS, MODEL_FORMAT_VERSION, LinearModel
+from blindscore.models.policy import BandPolicy, logit, sigmoid
 from blindscore.protocol import comparison
 
 

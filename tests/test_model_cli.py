@@ -16,8 +16,8 @@ from blindscore.app.model_commands import compare_bands
 from blindscore.app.report import band_table, write_png
 from blindscore.bureau.flow import Bureau
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.models.contract import load_model_file
 from blindscore.models.linear import LinearModel
+from blindscore.models.registry import load_model_file
 
 GERMAN_CSV = Path(__file__).resolve().parents[1] / "blindscore" / "data" / "germancredit.csv"
 

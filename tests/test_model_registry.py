@@ -20,8 +20,10 @@ from blindscore.bureau.registry import ModelStore, parse_version
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import InvalidInputError, ModelFormatError, NotFoundError
-from blindscore.models.contract import PrivateModel, load_model, model_types, register_model_type
-from blindscore.models.linear import BandPolicy, LinearModel
+from blindscore.models.contract import PrivateModel, register_model_type
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
+from blindscore.models.registry import load_model, model_types
 
 TYPES = sorted(model_types())
 
@@ -202,8 +204,8 @@ def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
     assert passed is not None and int(passed.group(1)) >= 6 and "failed" not in result.stdout
     model_dir = tmp_path / "bureau"
     script = (
-        "import json; from pathlib import Path; from blindscore.models.contract import model_type;"
-        "from bureau.registry import ModelStore;"
+        "import json; from pathlib import Path; from blindscore.models.registry import model_type;"
+        "from blindscore.bureau.registry import ModelStore;"
         f"m = model_type('acme-points-table').example(); s = ModelStore(Path({str(model_dir)!r}));"
         f"v = s.put('acme', m); print(v, type(ModelStore(Path({str(model_dir)!r})).get('acme')).__name__,"
         "m.band({'housing': 'own'}), m.band({'housing': 'free'}))"

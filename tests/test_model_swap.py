@@ -22,7 +22,8 @@ from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
 from blindscore.infra.transport import open_channel
-from blindscore.models.linear import LinearModel, sigmoid
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import sigmoid
 from blindscore.platform_node import flow as platform_flow
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode

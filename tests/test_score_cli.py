@@ -177,7 +177,7 @@ def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
 
 def test_score_takes_a_json_scorecard(tmp_path: Path) -> None:
     """`score` reads every format `model import` does; here the hand-written neutral scorecard."""
-    from blindscore.models.contract import load_model_file
+    from blindscore.models.registry import load_model_file
     from scripts.model_zoo import build_hand_card
 
     card = build_hand_card(tmp_path).path

@@ -53,8 +53,8 @@ from blindscore.importers.scorecards import (
     save_optbinning_scorecard,
     save_toad_bundle,
 )
-from blindscore.models.contract import load_model, load_model_file, model_types
-from blindscore.models.linear import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
+from blindscore.models.features import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
+from blindscore.models.registry import load_model, load_model_file, model_types
 from blindscore.models.scorecard import CategoricalBins, NumericBins, PdoScaling, Scorecard
 from scripts.model_zoo import LIBRARY_VARIABLES
 
@@ -867,7 +867,7 @@ LIBRARIES = ("optbinning", "toad", "scorecardpy", "pandas")
 def test_core_imports_without_the_libraries() -> None:
     code = (
         "import sys, blindscore.models.scorecard, blindscore.importers.scorecards\n"
-        "from blindscore.models.contract import model_types\n"
+        "from blindscore.models.registry import model_types\n"
         "assert 'blindscore-scorecard' in model_types()\n"
         f"print(sorted(m for m in {LIBRARIES!r} if m in sys.modules))\n"
     )

@@ -47,7 +47,9 @@ from blindscore.data.german import (
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
 from blindscore.importers import sklearn as sklearn_import
 from blindscore.importers.sklearn import ALLOWED_TYPES, DEFAULT_RANGE, load_sklearn_model
-from blindscore.models.linear import BandPolicy, CategoricalFeature, FeatureSpec, LinearModel, NumericFeature
+from blindscore.models.features import CategoricalFeature, FeatureSpec, NumericFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
 
 PD_CUTOFFS = (0.1, 0.2, 0.35, 0.6)
 RAW_CUTOFFS = (0.1, 0.25, 0.45)

@@ -14,7 +14,8 @@ from typing import Any
 
 from blindscore._files import write_json
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
-from blindscore.models.contract import PrivateModel, load_model, model_types
+from blindscore.models.contract import PrivateModel
+from blindscore.models.registry import load_model, model_types
 
 DEFAULT_BUREAU_DIR = "blindscore-data/bureau"
 #: Formats `model import` understands; "auto" picks one from the file name and contents.

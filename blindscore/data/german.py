@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from blindscore.errors import ModelFormatError
-from blindscore.models.linear import BandPolicy, CategoricalFeature, FeatureSpec, LinearModel, NumericFeature
+from blindscore.models.features import CategoricalFeature, FeatureSpec, NumericFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
 
 __all__ = [
     "CATEGORIES",

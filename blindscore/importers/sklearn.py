@@ -77,15 +77,9 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncod
 from sklearn.svm import LinearSVC
 
 from blindscore.errors import InvalidInputError, ModelFormatError
-from blindscore.models.linear import (
-    BandPolicy,
-    CategoricalFeature,
-    Feature,
-    FeatureSpec,
-    LinearModel,
-    NumericFeature,
-    sigmoid,
-)
+from blindscore.models.features import CategoricalFeature, Feature, FeatureSpec, NumericFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy, sigmoid
 
 __all__ = ["ALLOWED_TYPES", "DEFAULT_RANGE", "SUPPORTED_MODELS", "load_sklearn_model"]
 

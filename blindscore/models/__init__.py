@@ -1,1 +1,39 @@
-"""Scoring models the bureau evaluates blind: the contract, feature specs, band policies, model types."""
+"""Scoring models the bureau evaluates blind: the contract, feature specs, band policies, model types.
+
+The public face of the model layer: a researcher adding a model type imports from here.
+"""
+
+from __future__ import annotations
+
+from blindscore.models.contract import ENTRY_POINT_GROUP, PrivateModel, register_model_type
+from blindscore.models.features import (
+    BinnedFeature,
+    CategoricalFeature,
+    Feature,
+    FeatureSpec,
+    GroupedCategoricalFeature,
+    NumericFeature,
+)
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
+from blindscore.models.registry import load_model, load_model_file, model_type, model_types
+from blindscore.models.scorecard import Scorecard
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BandPolicy",
+    "BinnedFeature",
+    "CategoricalFeature",
+    "Feature",
+    "FeatureSpec",
+    "GroupedCategoricalFeature",
+    "LinearModel",
+    "NumericFeature",
+    "PrivateModel",
+    "Scorecard",
+    "load_model",
+    "load_model_file",
+    "model_type",
+    "model_types",
+    "register_model_type",
+]

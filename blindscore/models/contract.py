@@ -1,4 +1,4 @@
-"""The interface every privately evaluable model type implements, and the registry of those types.
+"""The interface every privately evaluable model type implements, and how a type registers.
 
 A *model type* is a class that the bureau can evaluate on ciphertexts with additive operations
 only. The interface is deliberately small; :class:`~blindscore.models.linear.LinearModel` is the
@@ -8,9 +8,9 @@ indicators). What a type must provide:
 ========================  ====================================================================
 ``type_name``             registry key; also the ``kind`` field of its serialised form
 ``name``                  the model's own name (free text, shown in listings)
-``spec``                  the public :class:`~blindscore.models.linear.FeatureSpec` the platform encodes with
+``spec``                  the public :class:`~blindscore.models.features.FeatureSpec` the platform encodes
                           (names, types, public transforms, fixed-point scales and ranges)
-``policy``                the :class:`~blindscore.models.linear.BandPolicy`: cutoffs and labels
+``policy``                the :class:`~blindscore.models.policy.BandPolicy`: cutoffs and labels
 ``score_frac_bits``       the output scale S: the encrypted score carries the score at 2^S
 ``evaluate_encrypted``    the homomorphic evaluation: ciphertexts of the encoded row -> [s_enc]
 ``encoded_score``         the same integer function on a plaintext encoded row (for verification)
@@ -27,7 +27,7 @@ indicators). What a type must provide:
 Types register with :func:`register_model_type` (a decorator); a name can be taken only once.
 Third-party packages plug in through the ``blindscore.models`` entry point group: each entry
 point names a class (``mypkg.models:TreeOfBins``), loaded and registered on first use of the
-registry. See docs/models.md for a worked example.
+registry (:mod:`blindscore.models.registry`). See docs/models.md for a worked example.
 """
 
 from __future__ import annotations
@@ -36,24 +36,18 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from blindscore._files import read_json
-from blindscore.errors import BlindscoreError, ModelFormatError
+from blindscore.errors import ModelFormatError
 
 if TYPE_CHECKING:
     from blindscore.crypto.paillier import PublicKey
-    from blindscore.models.linear import BandPolicy, FeatureSpec
+    from blindscore.models.features import FeatureSpec
+    from blindscore.models.policy import BandPolicy
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PrivateModel",
-    "load_model",
-    "load_model_file",
-    "model_type",
-    "model_types",
     "register_model_type",
 ]
 
@@ -150,7 +144,6 @@ M = TypeVar("M", bound=type[PrivateModel])
 
 _lock = threading.Lock()
 _types: dict[str, type[PrivateModel]] = {}
-_entry_points_loaded = False
 
 
 def register_model_type(cls: M) -> M:
@@ -168,65 +161,3 @@ def register_model_type(cls: M) -> M:
             )
         _types[name] = cls
     return cls
-
-
-def _load_builtin_and_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    # The built-in types register themselves on import.
-    import blindscore.models.linear
-    import blindscore.models.scorecard  # noqa: F401
-
-    with _lock:
-        if _entry_points_loaded:
-            return
-        _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plug-in must not take the bureau down
-            log.error("model type entry point %r (%s) failed to load: %s", ep.name, ep.value, exc)
-            continue
-        try:
-            register_model_type(cls)
-        except ModelFormatError as exc:
-            log.error("model type entry point %r refused: %s", ep.name, exc)
-
-
-def model_types() -> dict[str, type[PrivateModel]]:
-    """Every registered model type by name (built-in ones and entry-point plug-ins)."""
-    _load_builtin_and_entry_points()
-    with _lock:
-        return dict(_types)
-
-
-def model_type(name: str) -> type[PrivateModel]:
-    """The model type registered under ``name``."""
-    types = model_types()
-    try:
-        return types[name]
-    except KeyError:
-        known = ", ".join(sorted(types))
-        raise ModelFormatError(f"unknown model type {name!r}; registered: {known}") from None
-
-
-def load_model(d: object) -> PrivateModel:
-    """Rebuild a model of any registered type from its serialised form (dispatch on ``kind``)."""
-    if not isinstance(d, Mapping):
-        raise ModelFormatError("a model must be a JSON object")
-    kind = d.get("kind")
-    if not isinstance(kind, str):
-        raise ModelFormatError("a model needs a 'kind' naming its model type")
-    return model_type(kind).from_dict(d)
-
-
-def load_model_file(path: str | Path) -> PrivateModel:
-    """Read a model of any registered type from a JSON file."""
-    try:
-        d = read_json(Path(path))
-    except ModelFormatError:
-        raise
-    except BlindscoreError as exc:
-        raise ModelFormatError(str(exc)) from exc
-    return load_model(d)

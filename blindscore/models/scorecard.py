@@ -71,20 +71,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError, PreconditionError
+from blindscore.models._json import _as_real, _check_keys, _get_list, _get_str
 from blindscore.models.contract import register_model_type
 from blindscore.models.encoding import fmt_real
-from blindscore.models.linear import (
-    BandPolicy,
-    BinnedFeature,
-    FeatureSpec,
-    GroupedCategoricalFeature,
-    LinearModel,
-    _as_real,
-    _check_keys,
-    _get_list,
-    _get_str,
-    sigmoid,
-)
+from blindscore.models.features import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy, sigmoid
 
 __all__ = [
     "DEFAULT_PRECISION",

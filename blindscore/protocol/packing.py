@@ -67,13 +67,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from blindscore.crypto import garble
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
-from blindscore.models.contract import PrivateModel
-from blindscore.models.linear import FeatureSpec, LinearModel
 from blindscore.protocol.comparison import DEFAULT_KAPPA, MIN_KAPPA, _mask_bits, _plan, _width_bits
 
 #: Applications per packed batch at most, whatever the key size allows.
@@ -91,14 +89,53 @@ SETUP_GONE = "unknown or expired OT setup; start a new one"
 TICKET_GONE = "batch ticket not valid here; start the batch again"
 
 
-def slot_bits_for(model: PrivateModel, kappa: int = DEFAULT_KAPPA) -> int | None:
+# What this module needs of a model, stated here so that the protocol layer does not depend on
+# the model layer (models satisfy these structurally; blindscore.models.linear.LinearModel does).
+
+
+class ColumnLayout(Protocol):
+    """The public encoded columns of a feature spec: names, declared bounds and a row check."""
+
+    @property
+    def encoded_width(self) -> int: ...
+    @property
+    def encoded_names(self) -> list[str]: ...
+    @property
+    def encoded_bounds(self) -> list[tuple[int, int]]: ...
+    def check_encoded_row(self, encoded_row: Sequence[int]) -> list[int]: ...
+
+
+@runtime_checkable
+class LinearScore(Protocol):
+    """A model whose encrypted score is a public linear form of its encoded columns:
+    s_enc = B + sum_j W_j x_j. Only such models are scored in packed batches."""
+
+    name: str
+
+    @property
+    def spec(self) -> ColumnLayout: ...
+    @property
+    def encoded_weights(self) -> list[int]: ...
+    @property
+    def encoded_intercept(self) -> int: ...
+    @property
+    def encoded_score_bounds(self) -> tuple[int, int]: ...
+    @property
+    def encoded_cutoffs(self) -> list[int]: ...
+    @property
+    def truncate_bits(self) -> int: ...
+    @property
+    def comparison_bits(self) -> int: ...
+
+
+def slot_bits_for(model: object, kappa: int = DEFAULT_KAPPA) -> int | None:
     """w for ``model``'s packed batches, or None when the model type has no public linear form
     over its encoded columns and must be scored one by one.
 
     w = width_bits + 1: one masked score and a guard bit, which the bank checks is 0 in every
     slot, so a score outside its declared bounds is marked faulted instead of spilling into the next.
     """
-    if not isinstance(model, LinearModel):
+    if not isinstance(model, LinearScore):
         return None
     plan = _plan(*model.encoded_score_bounds, model.encoded_cutoffs, model.truncate_bits)
     return _width_bits(plan, _mask_bits(plan, kappa)) + 1
@@ -119,10 +156,10 @@ def round_bytes_per_slot(cutoffs: int, bits: int) -> int:
     return cutoffs * (garble.table_bytes(1, 1, width) + garble.LABEL_BYTES * width) + 3 * 16 * width
 
 
-def max_slots_for(model: PrivateModel) -> int:
+def max_slots_for(model: object) -> int:
     """Applications per batch such that its largest message stays within MAX_ROUND_BYTES (models
     with many cutoffs and long comparisons get smaller batches); 0 for a model that is not packed."""
-    if not isinstance(model, LinearModel):
+    if not isinstance(model, LinearScore):
         return 0
     per_slot = round_bytes_per_slot(len(model.encoded_cutoffs), model.comparison_bits)
     return max(1, min(MAX_SLOTS, MAX_ROUND_BYTES // per_slot))
@@ -131,11 +168,11 @@ def max_slots_for(model: PrivateModel) -> int:
 # platform ---------------------------------------------------------------------------------
 
 
-def pack_rows(spec: FeatureSpec, slot_bits: int, rows: Sequence[Sequence[int]], key_bits: int) -> list[int]:
+def pack_rows(spec: ColumnLayout, slot_bits: int, rows: Sequence[Sequence[int]], key_bits: int) -> list[int]:
     """The packed plaintexts X_j = sum_a (x_aj - lo_j) 2^(a w), one per encoded column.
 
-    ``rows`` are encoded rows (:meth:`FeatureSpec.encode_row`); each is checked against the
-    declared bounds so that no slot can spill into its neighbour.
+    ``rows`` are encoded rows (:meth:`~blindscore.models.features.FeatureSpec.encode_row`); each is
+    checked against the declared bounds so that no slot can spill into its neighbour.
     """
     count = len(rows)
     capacity = slots_per_batch(slot_bits, key_bits)
@@ -157,7 +194,7 @@ def pack_rows(spec: FeatureSpec, slot_bits: int, rows: Sequence[Sequence[int]], 
 
 
 def encrypt_packed(
-    pk: PublicKey, spec: FeatureSpec, slot_bits: int, rows: Sequence[Sequence[int]]
+    pk: PublicKey, spec: ColumnLayout, slot_bits: int, rows: Sequence[Sequence[int]]
 ) -> list[Any]:
     """[X_j] for every column: the platform's whole encryption work for a batch."""
     return [pk.encrypt(x) for x in pack_rows(spec, slot_bits, rows, pk.n.bit_length())]
@@ -194,7 +231,7 @@ class PackedBand:
     def __init__(
         self,
         pk: PublicKey,
-        model: LinearModel,
+        model: LinearScore,
         ciphertexts: Sequence[Any],
         count: int,
         slot_bits: int,

@@ -1,0 +1,591 @@
+"""The public feature spec: feature types, validation, one-hot and fixed-point encoding of a row.
+
+A :class:`FeatureSpec` is public and runs at the platform: it checks an application's raw values
+against the declared types and ranges and encodes them into the integer columns that are encrypted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import numbers
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias
+
+from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.models._json import (
+    FORMAT_VERSION,
+    _as_real,
+    _check_format,
+    _check_keys,
+    _get_int,
+    _get_list,
+    _get_real,
+    _get_str,
+    _listing,
+)
+from blindscore.models.encoding import FixedPointCodec, fmt_real, parse_number
+
+SPEC_KIND = "blindscore-feature-spec"
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    """A real-valued feature declared to lie in ``[lo, hi]``, fixed-point encoded with ``frac_bits``.
+
+    ``integer=True`` declares an integer-valued feature (counts, months, whole currency units):
+    ``frac_bits`` is then 0, non-integers are refused and the encoding adds no error.
+    """
+
+    name: str
+    lo: float
+    hi: float
+    frac_bits: int = 0
+    integer: bool = False
+    kind: ClassVar[str] = "numeric"
+    one_hot: ClassVar[bool] = False
+    _codec: FixedPointCodec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        codec = FixedPointCodec(self.name, self.lo, self.hi, self.frac_bits, self.integer)
+        object.__setattr__(self, "lo", codec.lo)
+        object.__setattr__(self, "hi", codec.hi)
+        object.__setattr__(self, "_codec", codec)
+
+    @property
+    def codec(self) -> FixedPointCodec:
+        """The fixed-point codec of this feature."""
+        return self._codec
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Encoded column names: the feature itself."""
+        return (self.name,)
+
+    @property
+    def column_frac_bits(self) -> int:
+        """The scale exponent e of the encoded column."""
+        return self.frac_bits
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        """Per encoded column, the smallest and largest encoded integer."""
+        codec = self.codec
+        return ((codec.enc_lo, codec.enc_hi),)
+
+    def transform(self, value: object) -> list[float]:
+        """Validate ``value`` exactly as :meth:`encode` does and return it unquantised."""
+        x = parse_number(self.name, value)
+        self._codec.encode(x)
+        return [float(x)]
+
+    def encode(self, value: object) -> list[int]:
+        """The fixed-point encoding of ``value``, as a one-element list."""
+        return [self._codec.encode(value)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "name": self.name,
+            "lo": self.lo,
+            "hi": self.hi,
+            "frac_bits": self.frac_bits,
+            "integer": self.integer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> NumericFeature:
+        _check_keys(d, where, {"type", "name", "lo", "hi", "frac_bits", "integer"})
+        integer = d["integer"]
+        if not isinstance(integer, bool):
+            raise ModelFormatError(f"{where}: 'integer' must be true or false")
+        return cls(
+            _get_str(d, "name", where),
+            _get_real(d, "lo", where),
+            _get_real(d, "hi", where),
+            _get_int(d, "frac_bits", where),
+            integer,
+        )
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    """A string-valued feature, one-hot encoded over a public, fixed list of categories."""
+
+    name: str
+    categories: tuple[str, ...]
+    kind: ClassVar[str] = "categorical"
+    one_hot: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if isinstance(self.categories, str) or not isinstance(self.categories, Sequence):
+            raise ModelFormatError(f"feature {self.name!r}: categories must be a sequence of strings")
+        cats = tuple(self.categories)
+        if not cats:
+            raise ModelFormatError(f"feature {self.name!r}: needs at least one category")
+        if not all(isinstance(c, str) for c in cats):
+            raise ModelFormatError(f"feature {self.name!r}: categories must be strings")
+        if len(set(cats)) != len(cats):
+            raise ModelFormatError(f"feature {self.name!r}: duplicate categories")
+        object.__setattr__(self, "categories", cats)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}={c}" for c in self.categories)
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * len(self.categories)
+
+    def _index(self, value: object) -> int:
+        if value is None:
+            raise EncodingError(self.name, "value is missing (None)")
+        if not isinstance(value, str):
+            raise EncodingError(self.name, f"expected a category string, got {type(value).__name__}")
+        try:
+            return self.categories.index(value)
+        except ValueError:
+            raise EncodingError(
+                self.name, f"unseen category {value!r}; expected one of {_listing(self.categories)}"
+            ) from None
+
+    def transform(self, value: object) -> list[float]:
+        return [float(x) for x in self.encode(value)]
+
+    def encode(self, value: object) -> list[int]:
+        """Exact 0/1 indicators with a single 1 at the category of ``value``."""
+        out = [0] * len(self.categories)
+        out[self._index(value)] = 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "name": self.name, "categories": list(self.categories)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> CategoricalFeature:
+        _check_keys(d, where, {"type", "name", "categories"})
+        return cls(_get_str(d, "name", where), tuple(_get_list(d, "categories", where)))
+
+
+def _is_missing(value: object) -> bool:
+    """A value the applicant did not give: None, a NaN (float, numpy, Decimal) or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral):
+        try:
+            return bool(value != value)  # NaN is the only value unequal to itself
+        except ArithmeticError:  # a signalling decimal NaN refuses to compare
+            return True
+    return False
+
+
+def _special_groups(name: str, special: object) -> tuple[tuple[float, ...], ...]:
+    if isinstance(special, str) or not isinstance(special, Sequence):
+        raise ModelFormatError(f"feature {name!r}: special must be a sequence of sequences of numbers")
+    groups: list[tuple[float, ...]] = []
+    seen: set[float] = set()
+    for group in special:
+        if isinstance(group, str) or not isinstance(group, Sequence) or not group:
+            raise ModelFormatError(f"feature {name!r}: each special group needs a non-empty list of numbers")
+        values = tuple(_as_real(v, f"feature {name!r}: special value") for v in group)
+        for v in values:
+            if v in seen:
+                raise ModelFormatError(f"feature {name!r}: special value {fmt_real(v)} is listed twice")
+            seen.add(v)
+        groups.append(values)
+    return tuple(groups)
+
+
+class _BinIndicators:
+    """One 0/1 column per bin, exactly one of them 1: the encoding shared by the bin features.
+
+    A subclass provides ``width`` (the number of bins) and ``bin_of`` (the bin of a raw value).
+    """
+
+    @property
+    def width(self) -> int:
+        raise NotImplementedError
+
+    def bin_of(self, value: object) -> int:
+        raise NotImplementedError
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * self.width
+
+    def transform(self, value: object) -> list[float]:
+        return [float(x) for x in self.encode(value)]
+
+    def encode(self, value: object) -> list[int]:
+        """Exact 0/1 indicators with a single 1 at the bin of ``value``."""
+        out = [0] * self.width
+        out[self.bin_of(value)] = 1
+        return out
+
+
+@dataclass(frozen=True)
+class BinnedFeature(_BinIndicators):
+    """A numeric feature cut at public ``edges`` and one-hot encoded by bin.
+
+    With edges e_1 < ... < e_m there are m + 1 bins; a value x falls in bin number
+    ``#{k: x >= e_k}``, so each edge belongs to the bin above it. Any finite number is accepted.
+
+    Two optional, equally public additions serve scorecards. ``special`` lists groups of special
+    values (codes such as -1 for "not applicable"): a value equal to one of them falls in its
+    group's own bin, checked before the edges. ``missing_bin=True`` adds a bin for a missing value
+    (None, NaN or a blank string); without it a missing value is refused, naming the feature.
+    Encoded columns, in order: the m + 1 edge bins, one per special group, the missing bin.
+    """
+
+    name: str
+    edges: tuple[float, ...]
+    missing_bin: bool = False
+    special: tuple[tuple[float, ...], ...] = ()
+    kind: ClassVar[str] = "binned"
+    one_hot: ClassVar[bool] = True
+    _special_index: dict[float, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if isinstance(self.edges, str) or not isinstance(self.edges, Sequence):
+            raise ModelFormatError(f"feature {self.name!r}: edges must be a sequence of numbers")
+        edges = tuple(_as_real(e, f"feature {self.name!r}: edge") for e in self.edges)
+        if any(a >= b for a, b in itertools.pairwise(edges)):
+            raise ModelFormatError(f"feature {self.name!r}: edges must be strictly ascending")
+        if not isinstance(self.missing_bin, bool):
+            raise ModelFormatError(f"feature {self.name!r}: missing_bin must be true or false")
+        special = _special_groups(self.name, self.special)
+        object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "special", special)
+        # Python hashes equal ints and floats alike, so an int value finds its float key.
+        index = {v: i for i, group in enumerate(special) for v in group}
+        object.__setattr__(self, "_special_index", index)
+
+    @property
+    def width(self) -> int:
+        """The number of bins (encoded columns)."""
+        return len(self.edges) + 1 + len(self.special) + int(self.missing_bin)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        e = [fmt_real(x) for x in self.edges]
+        if e:
+            inner = [f"{self.name}[{a},{b})" for a, b in itertools.pairwise(e)]
+            cols = [f"{self.name}<{e[0]}", *inner, f"{self.name}>={e[-1]}"]
+        else:
+            cols = [f"{self.name}=<number>"]
+        for group in self.special:
+            values = ",".join(fmt_real(v) for v in group)
+            cols.append(f"{self.name}={values}" if len(group) == 1 else f"{self.name}={{{values}}}")
+        if self.missing_bin:
+            cols.append(f"{self.name}=<missing>")
+        return tuple(cols)
+
+    def bin_of(self, value: object) -> int:
+        """The bin index of ``value``: its special group's bin, else the number of edges at or below it.
+
+        A missing value goes to the missing bin (the last one) when there is one; otherwise it is
+        refused like any value that is not a finite number.
+        """
+        if self.missing_bin and _is_missing(value):
+            return self.width - 1
+        x = parse_number(self.name, value)
+        group = self._special_index.get(x)
+        if group is not None:
+            return len(self.edges) + 1 + group
+        return bisect.bisect_right(self.edges, x)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.kind, "name": self.name, "edges": list(self.edges)}
+        # Written only when used, so a spec without them reads exactly as before these existed.
+        if self.special:
+            d["special"] = [list(group) for group in self.special]
+        if self.missing_bin:
+            d["missing_bin"] = True
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> BinnedFeature:
+        _check_keys(d, where, {"type", "name", "edges"}, frozenset({"special", "missing_bin"}))
+        missing_bin = d.get("missing_bin", False)
+        if not isinstance(missing_bin, bool):
+            raise ModelFormatError(f"{where}: 'missing_bin' must be true or false")
+        special = d.get("special", [])
+        if not isinstance(special, list) or not all(isinstance(g, list) for g in special):
+            raise ModelFormatError(f"{where}: 'special' must be a list of lists of numbers")
+        return cls(
+            _get_str(d, "name", where),
+            tuple(_get_list(d, "edges", where)),
+            missing_bin,
+            tuple(tuple(g) for g in special),
+        )
+
+
+@dataclass(frozen=True)
+class GroupedCategoricalFeature(_BinIndicators):
+    """A string-valued feature whose categories are grouped into public bins, one-hot encoded by bin.
+
+    ``groups`` lists the bins, each a non-empty tuple of categories; a category belongs to one
+    bin only. ``other_bin=True`` adds a bin for every category not listed (without it an unseen
+    category is refused, naming the feature); ``missing_bin=True`` adds one for a missing value
+    (None, NaN or a blank string; refused without it). Encoded columns, in order: the groups, the
+    other bin, the missing bin.
+    """
+
+    name: str
+    groups: tuple[tuple[str, ...], ...]
+    other_bin: bool = False
+    missing_bin: bool = False
+    kind: ClassVar[str] = "grouped"
+    one_hot: ClassVar[bool] = True
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        where = f"feature {self.name!r}"
+        if isinstance(self.groups, str) or not isinstance(self.groups, Sequence):
+            raise ModelFormatError(f"{where}: groups must be a sequence of sequences of category strings")
+        for flag in ("other_bin", "missing_bin"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ModelFormatError(f"{where}: {flag} must be true or false")
+        groups: list[tuple[str, ...]] = []
+        index: dict[str, int] = {}
+        for i, group in enumerate(self.groups):
+            if isinstance(group, str) or not isinstance(group, Sequence) or not group:
+                raise ModelFormatError(f"{where}: each group must be a non-empty list of category strings")
+            cats = tuple(group)
+            for c in cats:
+                if not isinstance(c, str) or not c.strip():
+                    raise ModelFormatError(f"{where}: categories must be non-blank strings, got {c!r}")
+                if c in index:
+                    raise ModelFormatError(f"{where}: category {c!r} is in more than one group")
+                index[c] = i
+            groups.append(cats)
+        if not groups and not self.other_bin:
+            raise ModelFormatError(f"{where}: needs at least one group of categories or an other bin")
+        object.__setattr__(self, "groups", tuple(groups))
+        object.__setattr__(self, "_index", index)
+
+    @property
+    def width(self) -> int:
+        """The number of bins (encoded columns)."""
+        return len(self.groups) + int(self.other_bin) + int(self.missing_bin)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        # JSON lists keep the names unique and readable even when categories contain commas.
+        cols = [f"{self.name}={json.dumps(list(g), ensure_ascii=False)}" for g in self.groups]
+        if self.other_bin:
+            cols.append(f"{self.name}=<other>")
+        if self.missing_bin:
+            cols.append(f"{self.name}=<missing>")
+        return tuple(cols)
+
+    def bin_of(self, value: object) -> int:
+        """The bin index of ``value``: its group, else the other bin; a missing value the missing bin."""
+        if _is_missing(value):
+            if self.missing_bin:
+                return self.width - 1
+            raise EncodingError(self.name, f"value is missing ({value!r}) and the feature has no missing bin")
+        if not isinstance(value, str):
+            raise EncodingError(self.name, f"expected a category string, got {type(value).__name__}")
+        group = self._index.get(value)
+        if group is not None:
+            return group
+        if self.other_bin:
+            return len(self.groups)
+        raise EncodingError(
+            self.name, f"unseen category {value!r}; expected one of {_listing(list(self._index))}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "name": self.name,
+            "groups": [list(g) for g in self.groups],
+            "other_bin": self.other_bin,
+            "missing_bin": self.missing_bin,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> GroupedCategoricalFeature:
+        _check_keys(d, where, {"type", "name", "groups"}, frozenset({"other_bin", "missing_bin"}))
+        flags = [d.get(k, False) for k in ("other_bin", "missing_bin")]
+        if not all(isinstance(x, bool) for x in flags):
+            raise ModelFormatError(f"{where}: 'other_bin' and 'missing_bin' must be true or false")
+        groups = _get_list(d, "groups", where)
+        if not all(isinstance(g, list) for g in groups):
+            raise ModelFormatError(f"{where}: 'groups' must be a list of lists of category strings")
+        return cls(_get_str(d, "name", where), tuple(tuple(g) for g in groups), flags[0], flags[1])
+
+
+Feature: TypeAlias = NumericFeature | CategoricalFeature | BinnedFeature | GroupedCategoricalFeature
+_FEATURE_TYPES: dict[
+    str,
+    type[NumericFeature] | type[CategoricalFeature] | type[BinnedFeature] | type[GroupedCategoricalFeature],
+] = {
+    "numeric": NumericFeature,
+    "categorical": CategoricalFeature,
+    "binned": BinnedFeature,
+    "grouped": GroupedCategoricalFeature,
+}
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ModelFormatError("a feature name must be a non-empty string")
+
+
+def _feature_from_dict(d: object, where: str) -> Feature:
+    if not isinstance(d, Mapping):
+        raise ModelFormatError(f"{where}: expected a JSON object")
+    kind = d.get("type")
+    if kind not in _FEATURE_TYPES:
+        raise ModelFormatError(f"{where}: unknown feature type {kind!r}; known: {sorted(_FEATURE_TYPES)}")
+    return _FEATURE_TYPES[kind].from_dict(d, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature spec
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The public input contract: which features, their declared ranges and their encoding.
+
+    This is everything the platform needs (and all it may see) to validate and encode an
+    application; it holds no weights.
+    """
+
+    features: tuple[Feature, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, str | Mapping) or not isinstance(self.features, Sequence):
+            raise ModelFormatError("features must be a sequence of feature objects")
+        feats = tuple(self.features)
+        if not feats:
+            raise ModelFormatError("a feature spec needs at least one feature")
+        for f in feats:
+            if not isinstance(f, tuple(_FEATURE_TYPES.values())):
+                raise ModelFormatError(f"not a feature: {type(f).__name__}")
+        for what, names in (("feature", [f.name for f in feats]), ("encoded column", _flat(feats))):
+            dupes = sorted(n for n, count in Counter(names).items() if count > 1)
+            if dupes:
+                raise ModelFormatError(f"duplicate {what} name(s): {_listing(dupes)}")
+        object.__setattr__(self, "features", feats)
+
+    @property
+    def input_names(self) -> list[str]:
+        """The raw feature names an application must provide, in order."""
+        return [f.name for f in self.features]
+
+    @property
+    def encoded_names(self) -> list[str]:
+        """The encoded column names (after one-hot), in order."""
+        return _flat(self.features)
+
+    @property
+    def encoded_width(self) -> int:
+        """The number of encoded columns (ciphertexts per application)."""
+        return sum(len(f.columns) for f in self.features)
+
+    @property
+    def column_frac_bits(self) -> list[int]:
+        """Per encoded column, the scale exponent e_i (0 for one-hot columns)."""
+        return [f.column_frac_bits for f in self.features for _ in f.columns]
+
+    @property
+    def encoded_bounds(self) -> list[tuple[int, int]]:
+        """Per encoded column, the smallest and largest encoded integer the declared ranges allow."""
+        return [b for f in self.features for b in f.encoded_bounds]
+
+    @property
+    def max_abs(self) -> list[int]:
+        """Per encoded column, the largest absolute encoded integer the declared ranges allow."""
+        return [max(abs(lo), abs(hi)) for lo, hi in self.encoded_bounds]
+
+    def feature_slices(self) -> Iterator[tuple[Feature, slice]]:
+        """Each feature with the slice of encoded columns it owns."""
+        start = 0
+        for f in self.features:
+            stop = start + len(f.columns)
+            yield f, slice(start, stop)
+            start = stop
+
+    def _values(self, row: Mapping[str, object]) -> Iterator[tuple[Feature, object]]:
+        if not isinstance(row, Mapping):
+            raise InvalidInputError(f"an application row must be a mapping, got {type(row).__name__}")
+        for f in self.features:
+            if f.name not in row:
+                raise EncodingError(f.name, "missing from the application")
+            yield f, row[f.name]
+
+    def encode_row(self, row: Mapping[str, object]) -> list[int]:
+        """Validate, one-hot and fixed-point encode an application (platform side).
+
+        Keys that are not features are ignored; a missing feature or a bad value raises
+        :class:`EncodingError` naming the feature.
+        """
+        return [x for f, value in self._values(row) for x in f.encode(value)]
+
+    def transform_row(self, row: Mapping[str, object]) -> list[float]:
+        """The validated, one-hot row as floats, before fixed-point rounding (plaintext path)."""
+        return [x for f, value in self._values(row) for x in f.transform(value)]
+
+    def check_encoded_row(self, encoded_row: Sequence[int]) -> list[int]:
+        """Return ``encoded_row`` as ints if :meth:`encode_row` could have produced it, else raise.
+
+        Checks the width, the per-column bounds and that each one-hot group has exactly one 1;
+        together these are what the comparison-width guarantee relies on.
+        """
+        if isinstance(encoded_row, str | bytes) or not isinstance(encoded_row, Sequence):
+            raise InvalidInputError("an encoded row must be a sequence of integers")
+        if len(encoded_row) != self.encoded_width:
+            raise InvalidInputError(
+                f"an encoded row has {self.encoded_width} columns, got {len(encoded_row)}"
+            )
+        out: list[int] = []
+        for name, (lo, hi), x in zip(self.encoded_names, self.encoded_bounds, encoded_row, strict=True):
+            if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+                raise InvalidInputError(f"encoded column {name!r}: expected an integer, got {x!r}")
+            if not lo <= int(x) <= hi:
+                raise InvalidInputError(f"encoded column {name!r}: {int(x)} is outside [{lo}, {hi}]")
+            out.append(int(x))
+        for f, cols in self.feature_slices():
+            if f.one_hot and sum(out[cols]) != 1:
+                raise InvalidInputError(f"feature {f.name!r}: one-hot columns must hold exactly one 1")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "kind": SPEC_KIND,
+            "features": [f.to_dict() for f in self.features],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Rebuild a spec from :meth:`to_dict` output; anything unexpected raises ModelFormatError."""
+        where = "feature spec"
+        _check_keys(d, where, {"format", "kind", "features"})
+        _check_format(d, SPEC_KIND, where)
+        items = _get_list(d, "features", where)
+        return cls(tuple(_feature_from_dict(item, f"{where}: features[{i}]") for i, item in enumerate(items)))
+
+
+def _flat(features: Sequence[Feature]) -> list[str]:
+    return [c for f in features for c in f.columns]
