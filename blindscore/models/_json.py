@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from blindscore.errors import ModelFormatError
+from blindscore._files import read_json
+from blindscore.errors import BlindscoreError, ModelFormatError
 
 #: Format of a serialised feature spec.
 FORMAT_VERSION = 1
@@ -76,3 +78,17 @@ def _check_format(d: Mapping[str, Any], kind: str, where: str, version: int = FO
 def _listing(items: Sequence[str]) -> str:
     shown = ", ".join(repr(x) for x in items[:_MAX_LISTED])
     return shown + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
+
+
+def read_object(path: Path) -> Mapping[str, Any]:
+    """The JSON object in the file at ``path``; anything unreadable or not an object is a
+    :class:`ModelFormatError` naming the file."""
+    try:
+        d = read_json(path)
+    except ModelFormatError:
+        raise
+    except BlindscoreError as exc:
+        raise ModelFormatError(str(exc)) from exc
+    if not isinstance(d, Mapping):
+        raise ModelFormatError(f"{path}: a model file must hold a JSON object")
+    return d

@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from blindscore.errors import EncodingError, ModelFormatError
+from blindscore.models._json import _as_real
 
 __all__ = ["MAX_FRAC_BITS", "FixedPointCodec", "fmt_real", "parse_number"]
 
@@ -104,15 +105,7 @@ class FixedPointCodec:
             raise ModelFormatError(f"{where}: frac_bits must be an integer in [0, {MAX_FRAC_BITS}]")
         bounds: list[float] = []
         for label, bound in (("lo", self.lo), ("hi", self.hi)):
-            if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
-                raise ModelFormatError(f"{where}: {label} must be a number")
-            try:
-                as_float = float(bound)
-            except OverflowError as exc:
-                raise ModelFormatError(f"{where}: {label} is too large") from exc
-            if not math.isfinite(as_float):
-                raise ModelFormatError(f"{where}: {label} must be finite")
-            bounds.append(as_float)
+            bounds.append(_as_real(bound, f"{where}: {label}"))
         lo, hi = bounds
         if lo > hi:
             raise ModelFormatError(f"{where}: lo={lo!r} is above hi={hi!r}")

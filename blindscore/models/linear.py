@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from blindscore._files import read_json, write_json
-from blindscore.errors import BlindscoreError, InvalidInputError, ModelFormatError
-from blindscore.models._json import _as_real, _check_format, _check_keys, _get_real, _get_str
+from blindscore._files import write_json
+from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.models._json import _as_real, _check_format, _check_keys, _get_real, _get_str, read_object
 from blindscore.models.contract import PrivateModel, register_model_type
 from blindscore.models.encoding import fmt_real
 from blindscore.models.features import BinnedFeature, CategoricalFeature, FeatureSpec, NumericFeature
@@ -459,15 +459,7 @@ class LinearModel(PrivateModel):
     @classmethod
     def load(cls, path: str | Path) -> LinearModel:
         """Read a model written by :meth:`save`; a malformed file raises :class:`ModelFormatError`."""
-        try:
-            d = read_json(Path(path))
-        except ModelFormatError:
-            raise
-        except BlindscoreError as exc:
-            raise ModelFormatError(str(exc)) from exc
-        if not isinstance(d, Mapping):
-            raise ModelFormatError(f"{path}: a model file must hold a JSON object")
-        return cls.from_dict(d)
+        return cls.from_dict(read_object(Path(path)))
 
     # -- display --------------------------------------------------------------------------------
 

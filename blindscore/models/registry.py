@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from blindscore._files import read_json
-from blindscore.errors import BlindscoreError, ModelFormatError
+from blindscore.errors import ModelFormatError
 from blindscore.models import linear, scorecard
+from blindscore.models._json import read_object
 from blindscore.models.contract import ENTRY_POINT_GROUP, PrivateModel, _lock, _types, register_model_type
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,4 @@ def load_model(d: object) -> PrivateModel:
 
 def load_model_file(path: str | Path) -> PrivateModel:
     """Read a model of any registered type from a JSON file."""
-    try:
-        d = read_json(Path(path))
-    except ModelFormatError:
-        raise
-    except BlindscoreError as exc:
-        raise ModelFormatError(str(exc)) from exc
-    return load_model(d)
+    return load_model(read_object(Path(path)))
