@@ -15,16 +15,7 @@ from blindscore.bank_node.server import KeyWatcher, register_keys, register_with
 from blindscore.bank_node.store import DEFAULT_MAX_FAULTS, DEFAULT_MAX_RUNS, ResultStore, RunLimits
 from blindscore.crypto.keyfile import Passphrase, passphrase_from
 from blindscore.errors import InvalidInputError
-from blindscore.infra.command import (
-    DEFAULT_BANK,
-    DEFAULT_BUREAU,
-    CliError,
-    ServeCommand,
-    database_help,
-    serve_flags,
-    share_timings_flag,
-    store_flags,
-)
+from blindscore.infra import command
 from blindscore.infra.transport import host_port
 
 log = logging.getLogger("blindscore")
@@ -37,12 +28,12 @@ PASSPHRASE_HELP = (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    serving = ServeCommand(args, "bank", args.bank_id)
+    serving = command.ServeCommand(args, "bank", args.bank_id)
     passphrase = passphrase_from(args.passphrase_file)
     try:
         limits = RunLimits(max_runs=args.max_runs, max_faults=args.max_faults)
     except InvalidInputError as exc:
-        raise CliError(f"--max-runs / --max-faults: {exc}") from None
+        raise command.CliError(f"--max-runs / --max-faults: {exc}") from None
     metrics = serving.open()
     node = BankNode.open(
         args.bank_id,
@@ -80,7 +71,7 @@ def _result_store(args: argparse.Namespace) -> ResultStore:
     """The bank's existing result store: --database when given, else results.sqlite3 under --data-dir."""
     path = Path(args.data_dir) / "results.sqlite3"
     if not args.database and not path.exists():
-        raise CliError(f"no results database at {path}: is --data-dir the bank's data directory?")
+        raise command.CliError(f"no results database at {path}: is --data-dir the bank's data directory?")
     return ResultStore.open(args.database or path)
 
 
@@ -127,7 +118,7 @@ def cmd_trust_show(args: argparse.Namespace) -> int:
 def cmd_trust_reset(args: argparse.Namespace) -> int:
     with closing(_result_store(args)) as store:
         if not store.reset_standing(args.bureau_id):
-            raise CliError(f"the bank has no record of bureau {args.bureau_id!r}")
+            raise command.CliError(f"the bank has no record of bureau {args.bureau_id!r}")
     log.warning("bureau %r: faults cleared, suspension lifted", args.bureau_id)
     print(f"bureau {args.bureau_id}: faults cleared; it may run the band protocol again")
     return 0
@@ -141,7 +132,7 @@ def cmd_key_id(args: argparse.Namespace) -> int:
     ring = _key_ring(args)
     current = ring.current_id()
     if current is None:
-        raise CliError(
+        raise command.CliError(
             f"no public key in {ring.directory}: start the bank once with 'blindscore bank serve' "
             "or make a key with 'blindscore bank rotate-key'"
         )
@@ -177,12 +168,12 @@ def cmd_retire_key(args: argparse.Namespace) -> int:
 def cmd_encrypt_keys(args: argparse.Namespace) -> int:
     passphrase = passphrase_from(args.passphrase_file)
     if passphrase is None:
-        raise CliError(
+        raise command.CliError(
             "encrypt-keys needs a passphrase: give --passphrase-file or set BLINDSCORE_KEY_PASSPHRASE"
         )
     ring = _key_ring(args, passphrase)
     if not ring.ids():
-        raise CliError(f"no keys in {ring.directory}")
+        raise command.CliError(f"no keys in {ring.directory}")
     converted = ring.encrypt_all()
     for path in converted:
         print(f"encrypted {path}")
@@ -193,13 +184,16 @@ def cmd_encrypt_keys(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bank serve``, ``bank trust ...``, ``bank results`` and the key commands to ``sub``."""
-    bank = sub.add_parser("bank", help="the bank node").add_subparsers(dest="action", required=True)
-    sp = bank.add_parser("serve", help="run the bank's gRPC server (creates keys on first start)")
-    serve_flags(sp, DEFAULT_BANK)
+    bank = command.command_group(sub, "bank", "the bank node")
+    sp = command.serve_parser(
+        bank, "run the bank's gRPC server (creates keys on first start)", command.DEFAULT_BANK
+    )
     sp.add_argument("--data-dir", default=DATA_DIR, help="keys and results")
-    sp.add_argument("--database", help=database_help("bank", "results.sqlite3"))
+    sp.add_argument("--database", help=command.database_help("bank", "results.sqlite3"))
     sp.add_argument("--bank-id", default="bank-1")
-    sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address to register with ('' to skip)")
+    sp.add_argument(
+        "--bureau", default=command.DEFAULT_BUREAU, help="bureau address to register with ('' to skip)"
+    )
     sp.add_argument("--advertise", help="address the bureau should call back on (default: the bound one)")
     sp.add_argument(
         "--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072"
@@ -218,23 +212,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"protocol faults after which a bureau is suspended until 'bank trust reset' "
         f"(default {DEFAULT_MAX_FAULTS})",
     )
-    share_timings_flag(sp, "bank")
+    command.share_timings_flag(sp, "bank")
     sp.set_defaults(func=cmd_serve, role="bank")
     trust = bank.add_parser(
         "trust", help="bureaus' protocol faults and suspensions at this bank"
     ).add_subparsers(dest="trust_action", required=True)
     sp = trust.add_parser("show", help="print each bureau's fault count and whether it is suspended, as CSV")
-    store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
+    command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.add_argument("--faults", action="store_true", help="print the fault records instead")
     sp.set_defaults(func=cmd_trust_show, role="bank")
     sp = trust.add_parser(
         "reset", help="clear a bureau's faults and lift its suspension (after investigating)"
     )
     sp.add_argument("bureau_id", metavar="BUREAU_ID")
-    store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
+    command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.set_defaults(func=cmd_trust_reset, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
-    store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
+    command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.set_defaults(func=cmd_results, role="bank")
     sp = bank.add_parser("key-id", help="print the bank's current key id (platforms name it in applications)")
     sp.add_argument("--data-dir", default=DATA_DIR)

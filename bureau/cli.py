@@ -11,15 +11,7 @@ from pathlib import Path
 from blindscore.bureau.audit import AuditLog
 from blindscore.bureau.flow import Bureau
 from blindscore.bureau.server import start_bureau_server
-from blindscore.infra.command import (
-    DEFAULT_BUREAU,
-    CliError,
-    ServeCommand,
-    database_help,
-    serve_flags,
-    share_timings_flag,
-    store_flags,
-)
+from blindscore.infra import command
 from blindscore.infra.transport import host_port
 
 log = logging.getLogger("blindscore")
@@ -28,7 +20,7 @@ DATA_DIR = "blindscore-data/bureau"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    serving = ServeCommand(args, "bureau", args.bureau_id)
+    serving = command.ServeCommand(args, "bureau", args.bureau_id)
     metrics = serving.open()
     bureau = Bureau.open(Path(args.data_dir), args.database)
     server, port, channels = start_bureau_server(
@@ -50,7 +42,7 @@ def _audit_log(data_dir: str, database: str | None = None) -> AuditLog:
         return AuditLog(database)
     path = Path(data_dir) / "audit.sqlite3"
     if not path.exists():
-        raise CliError(f"no audit trail at {path}: is --data-dir the bureau's data directory?")
+        raise command.CliError(f"no audit trail at {path}: is --data-dir the bureau's data directory?")
     return AuditLog(path)
 
 
@@ -59,7 +51,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.expected_head:
         seq, _, digest = args.expected_head.partition(":")
         if not seq.isdigit() or len(digest) != 64:
-            raise CliError("--expected-head must look like SEQ:HASH (as printed by a previous verify)")
+            raise command.CliError(
+                "--expected-head must look like SEQ:HASH (as printed by a previous verify)"
+            )
         expected = (int(seq), digest)
     with _audit_log(args.data_dir, args.database) as trail:
         report = trail.verify(expected_head=expected)
@@ -88,23 +82,22 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bureau serve`` and ``bureau audit verify|list`` to the top-level subparsers ``sub``."""
-    bureau = sub.add_parser("bureau", help="the credit bureau node").add_subparsers(
-        dest="action", required=True
-    )
-    sp = bureau.add_parser("serve", help="run the bureau's gRPC server")
-    serve_flags(sp, DEFAULT_BUREAU)
+    bureau = command.command_group(sub, "bureau", "the credit bureau node")
+    sp = command.serve_parser(bureau, "run the bureau's gRPC server", command.DEFAULT_BUREAU)
     sp.add_argument("--data-dir", default=DATA_DIR, help="models and bank registrations")
-    sp.add_argument("--database", help=database_help("bureau", "applications.sqlite3 and audit.sqlite3"))
+    sp.add_argument(
+        "--database", help=command.database_help("bureau", "applications.sqlite3 and audit.sqlite3")
+    )
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
-    share_timings_flag(sp, "bureau")
+    command.share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_serve, role="bureau")
     audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(
         dest="audit_action", required=True
     )
     sp = audit.add_parser("verify", help="check the hash chain: exit 0 if intact, 1 if not")
-    store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
+    command.store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
     sp.add_argument("--expected-head", help="SEQ:HASH published earlier, to detect truncation")
     sp.set_defaults(func=cmd_audit_verify, role="bureau")
     sp = audit.add_parser("list", help="print the audit records as CSV")
-    store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
+    command.store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
     sp.set_defaults(func=cmd_audit_list, role="bureau")

@@ -7,13 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from blindscore.infra.command import (
-    DEFAULT_BUREAU,
-    DEFAULT_PLATFORM,
-    ServeCommand,
-    database_help,
-    serve_flags,
-)
+from blindscore.infra import command
 from blindscore.infra.transport import host_port, open_channel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
@@ -24,7 +18,7 @@ log = logging.getLogger("blindscore")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    serving = ServeCommand(args, "platform", args.platform_id)
+    serving = command.ServeCommand(args, "platform", args.platform_id)
     metrics = serving.open()
     outbox = Outbox.open(Path(args.data_dir), args.database)
     channel = open_channel(args.bureau, security=serving.security.expecting("bureau"))
@@ -49,13 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``platform serve`` to the top-level subparsers ``sub``."""
-    platform = sub.add_parser("platform", help="the platform node").add_subparsers(
-        dest="action", required=True
-    )
-    sp = platform.add_parser("serve", help="run the platform's gRPC server")
-    serve_flags(sp, DEFAULT_PLATFORM)
-    sp.add_argument("--bureau", default=DEFAULT_BUREAU, help="bureau address")
+    platform = command.command_group(sub, "platform", "the platform node")
+    sp = command.serve_parser(platform, "run the platform's gRPC server", command.DEFAULT_PLATFORM)
+    sp.add_argument("--bureau", default=command.DEFAULT_BUREAU, help="bureau address")
     sp.add_argument("--platform-id", default="platform-1")
     sp.add_argument("--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret")
-    sp.add_argument("--database", help=database_help("platform", "outbox.sqlite3"))
+    sp.add_argument("--database", help=command.database_help("platform", "outbox.sqlite3"))
     sp.set_defaults(func=cmd_serve, role="platform")

@@ -19,7 +19,7 @@ from blindscore.bank_node.cli import register as register_bank
 from blindscore.bureau.cli import register as register_bureau
 from blindscore.errors import BlindscoreError
 from blindscore.infra.certs import DEFAULT_HOSTS, init_pki
-from blindscore.infra.command import CliError
+from blindscore.infra.command import CliError, command_group
 from blindscore.platform_node.cli import register as register_platform
 
 # ---------------------------------------------------------------------- certificates
@@ -92,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bureau(sub)
     register_bank(sub)
     register_platform(sub)
-    certs = sub.add_parser("certs", help="certificates for mutual TLS").add_subparsers(
-        dest="action", required=True
-    )
+    certs = command_group(sub, "certs", "certificates for mutual TLS")
     sp = certs.add_parser("init", help="create a local CA and one certificate per node in DIR")
     sp.add_argument("directory")
     sp.add_argument("--bureau-id", default="bureau-1")

@@ -32,6 +32,22 @@ class CliError(BlindscoreError):
 # ---------------------------------------------------------------------- flags
 
 
+def command_group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """A top-level command such as ``bank`` whose actions (``bank serve``, ...) are added to the result."""
+    return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+
+
+def serve_parser(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], help: str, default_listen: str
+) -> argparse.ArgumentParser:
+    """A node's ``serve`` action with the flags every serve command has; the node adds its own."""
+    sp = actions.add_parser("serve", help=help)
+    serve_flags(sp, default_listen)
+    return sp
+
+
 def serve_flags(sp: argparse.ArgumentParser, default_listen: str) -> None:
     """The flags of every ``serve`` command: where to listen, the ready file, TLS, metrics."""
     sp.add_argument(
