@@ -30,7 +30,7 @@ PASSPHRASE_HELP = (
 def cmd_serve(args: argparse.Namespace) -> int:
     serving = command.ServeCommand(args, "bank", args.bank_id)
     passphrase = passphrase_from(args.passphrase_file)
-    try:
+    try:  # before open(), so a refused limit leaves no data directory behind
         limits = RunLimits(max_runs=args.max_runs, max_faults=args.max_faults)
     except InvalidInputError as exc:
         raise command.CliError(f"--max-runs / --max-faults: {exc}") from None

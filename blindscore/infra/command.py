@@ -42,14 +42,8 @@ def command_group(
 def serve_parser(
     actions: argparse._SubParsersAction[argparse.ArgumentParser], help: str, default_listen: str
 ) -> argparse.ArgumentParser:
-    """A node's ``serve`` action with the flags every serve command has; the node adds its own."""
+    """A node's ``serve`` action with the flags all nodes share; the node adds its own after them."""
     sp = actions.add_parser("serve", help=help)
-    serve_flags(sp, default_listen)
-    return sp
-
-
-def serve_flags(sp: argparse.ArgumentParser, default_listen: str) -> None:
-    """The flags of every ``serve`` command: where to listen, the ready file, TLS, metrics."""
     sp.add_argument(
         "--listen", default=default_listen, help=f"host:port to listen on (default {default_listen})"
     )
@@ -64,6 +58,7 @@ def serve_flags(sp: argparse.ArgumentParser, default_listen: str) -> None:
     sp.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)"
     )
+    return sp
 
 
 def share_timings_flag(sp: argparse.ArgumentParser, node: str) -> None:
@@ -135,10 +130,12 @@ def _serving_process() -> None:
 
 
 class ServeCommand:
-    """One ``<node> serve`` process, in order: process settings and transport security when made,
-    then :meth:`open` (metrics endpoint, store lock), then :meth:`run` until SIGTERM or SIGINT.
+    """One ``<node> serve`` process, from its process settings to its shutdown.
 
-    Nothing is created before :meth:`open`, so a refused flag leaves no data directory behind.
+    Making it applies the process settings and chooses the transport; :meth:`open` starts the
+    metrics endpoint and locks the node's stores; :meth:`run` announces the node and serves until
+    SIGTERM or SIGINT. Nothing is created before :meth:`open`, so a refused flag leaves no data
+    directory behind.
     """
 
     def __init__(self, args: argparse.Namespace, role: str, party_id: str) -> None:
