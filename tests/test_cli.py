@@ -89,3 +89,49 @@ def test_score_bad_cutoffs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert code == 2
     assert "--cutoffs" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["bureau", "serve"], "blindscore.bureau.cli"),
+        (["bureau", "audit", "list"], "blindscore.bureau.cli"),
+        (["bank", "serve"], "blindscore.bank_node.cli"),
+        (["bank", "trust", "reset", "bureau-1"], "blindscore.bank_node.cli"),
+        (["bank", "key-id"], "blindscore.bank_node.cli"),
+        (["platform", "serve"], "blindscore.platform_node.cli"),
+        (["certs", "init", "pki"], "blindscore.app.cli"),
+    ],
+)
+def test_each_node_owns_its_commands(argv: list[str], module: str) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.func.__module__ == module
+    assert args.role == argv[0]
+
+
+def test_bank_serve_bad_limits_refused_before_anything_is_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = [
+        "bank",
+        "serve",
+        "--insecure",
+        "--data-dir",
+        str(tmp_path / "b"),
+        "--bureau",
+        "",
+        "--max-faults",
+        "0",
+    ]
+    assert main(argv) == 2
+    assert "--max-runs / --max-faults" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_audit_commands_refuse_a_bad_head_and_a_missing_trail(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["bureau", "audit", "verify", "--data-dir", str(tmp_path), "--expected-head", "7:abc"]) == 2
+    assert "SEQ:HASH" in capsys.readouterr().err
+    assert main(["bureau", "audit", "list", "--data-dir", str(tmp_path)]) == 2
+    assert f"no audit trail at {tmp_path / 'audit.sqlite3'}" in capsys.readouterr().err
