@@ -51,6 +51,8 @@ def check_entry(app: Application) -> Application:
 
 @dataclass(frozen=True)
 class Receipt:
+    """What the platform answers for one application (the fields of pb.ScoreReceipt but accepted)."""
+
     application_id: str
     encrypt_ms: float
     total_ms: float
@@ -319,7 +321,9 @@ class PlatformNode:
             plan.results.update(self._resend_stored(items))
         for i in plan.later:
             plan.results[i] = self._score_or_error(apps[i])
-        return [plan.results.get(i, BlindscoreError("not scored")) for i in range(len(apps))]
+        return [
+            plan.results[i] if i in plan.results else BlindscoreError("not scored") for i in range(len(apps))
+        ]
 
     def _sort_requests(self, apps: Sequence[Application]) -> _Plan:
         """Sort requests into resubmissions, applications to pack and the rest, which are scored
@@ -400,6 +404,7 @@ class PlatformNode:
     def _score_packed(
         self, members: Sequence[_Packable], key: PublicKey, group: _Group, slot_bits: int
     ) -> list[Receipt | BlindscoreError]:
+        """Encrypt applications k to a ciphertext, store the batch in the outbox and send it."""
         t0 = time.perf_counter()
         with self._lock:
             spec = self._specs[(group.model_id, group.version)]
