@@ -13,7 +13,6 @@ from blindscore.crypto.paillier import PublicKey
 from blindscore.crypto.pools import waiting_on_peer
 from blindscore.errors import InvalidInputError
 from blindscore.infra.status import call
-from blindscore.protocol.application import EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
@@ -37,9 +36,9 @@ class BureauLink(Protocol):
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
-    def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult: ...
+    def submit(self, payload: bytes) -> SubmitResult: ...
 
-    def submit_batch(self, batch: EncryptedBatch, key: PublicKey) -> SubmitResult: ...
+    def submit_batch(self, payload: bytes, count: int) -> SubmitResult: ...
 
 
 class GrpcBureauLink:
@@ -47,6 +46,17 @@ class GrpcBureauLink:
 
     def __init__(self, channel: grpc.Channel) -> None:
         self._stub: Any = pb_grpc.BureauStub(channel)
+        # Submissions go as the platform's outbox stored them: bytes, no request serializer.
+        self._submit_application = channel.unary_unary(
+            "/blindscore.v1.Bureau/SubmitApplication",
+            request_serializer=None,
+            response_deserializer=pb.SubmitReceipt.FromString,
+        )
+        self._submit_batch = channel.unary_unary(
+            "/blindscore.v1.Bureau/SubmitBatch",
+            request_serializer=None,
+            response_deserializer=pb.BatchReceipt.FromString,
+        )
 
     def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int, int]:
         """(resolved version, feature spec JSON, packing slot bits, most applications per packed
@@ -67,21 +77,22 @@ class GrpcBureauLink:
         resp = call("bureau", self._stub.GetBankKey, req, timeout=10)
         return serde.paillier_key_from_json(resp.paillier_public_key)
 
-    def submit(self, app: EncryptedApplication, key: PublicKey) -> SubmitResult:
-        return self._submit(self._stub.SubmitApplication, serde.encrypted_application_to_proto(app, key), 1)
+    def submit(self, payload: bytes) -> SubmitResult:
+        """Submit a serialized EncryptedApplication as it is."""
+        return self._submit(self._submit_application, payload, 1)
 
-    def submit_batch(self, batch: EncryptedBatch, key: PublicKey) -> SubmitResult:
-        """Submit a packed batch; stage times and bytes in the result are per application."""
-        msg = serde.encrypted_batch_to_proto(batch, key)
-        return self._submit(self._stub.SubmitBatch, msg, len(batch.members))
+    def submit_batch(self, payload: bytes, count: int) -> SubmitResult:
+        """Submit a serialized EncryptedBatch of ``count`` applications as it is; stage times and
+        bytes in the result are per application."""
+        return self._submit(self._submit_batch, payload, count)
 
-    def _submit(self, method: Any, msg: Any, count: int) -> SubmitResult:
+    def _submit(self, method: Any, payload: bytes, count: int) -> SubmitResult:
         t0 = time.perf_counter()
         with waiting_on_peer():
-            resp = call("bureau", method, msg, timeout=RPC_TIMEOUT_S)
+            resp = call("bureau", method, payload, timeout=RPC_TIMEOUT_S)
         elapsed = (time.perf_counter() - t0) * 1e3 / count
         stages = dict(resp.stage_ms)
         bureau_total = sum(v for k, v in stages.items() if not k.startswith("transport.platform"))
         stages["transport.platform.submit"] = max(0.0, elapsed - bureau_total)
-        wire = (msg.ByteSize() + resp.ByteSize()) // count + resp.wire_bytes
+        wire = (len(payload) + resp.ByteSize()) // count + resp.wire_bytes
         return SubmitResult(stages, wire, resp.model_version, resp.pending)

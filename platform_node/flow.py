@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
@@ -50,6 +51,8 @@ def check_entry(app: Application) -> Application:
 
 @dataclass(frozen=True)
 class Receipt:
+    """What the platform answers for one application (the fields of pb.ScoreReceipt but accepted)."""
+
     application_id: str
     encrypt_ms: float
     total_ms: float
@@ -58,6 +61,72 @@ class Receipt:
     model_version: str = ""
     #: The bureau stored the application; its band reaches the bank later (the bank is unreachable).
     pending: bool = False
+
+
+def _receipt(
+    application_id: str, result: SubmitResult, version: str, encrypt_ms: float | None, total_ms: float
+) -> Receipt:
+    """The receipt of one application; ``encrypt_ms`` None: nothing was encrypted for it now (a
+    resent batch), so it has no platform.encrypt stage."""
+    stages = dict(result.stage_ms)
+    if encrypt_ms is not None:
+        stages = {"platform.encrypt": encrypt_ms, **stages}
+    return Receipt(
+        application_id,
+        encrypt_ms or 0.0,
+        total_ms,
+        stages,
+        result.wire_bytes,
+        result.model_version or version,
+        result.pending,
+    )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A payload as the outbox stores it, ready to be sent as it is."""
+
+    #: The entry the payload was stored in (the batch's first member for a packed batch).
+    entry: OutboxEntry
+    #: A serialized EncryptedApplication, or EncryptedBatch when ``batch``.
+    payload: bytes
+    #: Every application the bureau's answer is recorded for.
+    application_ids: tuple[str, ...]
+    #: The version the features were encoded for (a receipt's version when the bureau names none).
+    model_version: str
+    batch: bool
+
+
+class _Group(NamedTuple):
+    """Applications packed together share a bank key and a model version."""
+
+    bank_id: str
+    key_id: str
+    model_id: str
+    version: str
+
+
+@dataclass(frozen=True)
+class _Packable:
+    """An application to pack: its place among the requests and its encoded features."""
+
+    index: int
+    app: Application
+    fingerprint: str
+    encoded: list[int]
+
+
+@dataclass
+class _Plan:
+    """score_many's requests sorted by how they go."""
+
+    #: Results so far, by request index (the one-by-one ones are scored while sorting).
+    results: dict[int, Receipt | BlindscoreError] = field(default_factory=dict)
+    groups: dict[_Group, list[_Packable]] = field(default_factory=dict)
+    #: Resubmissions of packed applications by the id holding their batch: each batch goes once.
+    resubmitted: dict[str, list[tuple[int, OutboxEntry]]] = field(default_factory=dict)
+    #: A second request for an id being packed: scored after the batches.
+    later: list[int] = field(default_factory=list)
 
 
 class PlatformNode:
@@ -123,7 +192,7 @@ class PlatformNode:
             version = resolved
         return version, spec
 
-    def bank_key(self, bank_id: str, key_id: str, link: BureauLink | None = None) -> PublicKey:
+    def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         """Fetch the bank's key from the bureau and check it against the self-certifying key id.
 
         The key id is a hash of the key, so a bureau that substituted its own key would need a
@@ -132,7 +201,7 @@ class PlatformNode:
         with self._lock:
             key = self._keys.get((bank_id, key_id))
         if key is None:
-            key = (link or self.bureau).bank_key(bank_id, key_id)
+            key = self.bureau.bank_key(bank_id, key_id)
             if not key.matches_key_id(key_id):
                 raise CryptoError(f"bureau returned a key whose fingerprint does not match key id {key_id}")
             # The platform encrypts every feature of every application: keep randomness for a
@@ -154,57 +223,67 @@ class PlatformNode:
         if entry is None:
             version, spec = self.feature_spec(app.model_id, app.model_version)
             key = self.bank_key(app.bank_id, app.key_id)
-            encoded = spec.encode_row(app.features)
-            ciphertexts = tuple(key.encrypt(v) for v in encoded)
+            ciphertexts = tuple(key.encrypt(v) for v in spec.encode_row(app.features))
             t1 = time.perf_counter()
-            encrypted = EncryptedApplication(
-                application_id=app.application_id,
-                platform_id=self.platform_id,
-                bank_id=app.bank_id,
-                model_id=app.model_id,
-                key_id=app.key_id,
-                consent_reference=app.consent_reference,
-                ciphertexts=ciphertexts,
-                model_version=version,
-            )
-            payload = serde.encrypted_application_to_proto(encrypted, key).SerializeToString()
-            entry = self.outbox.add(
-                app.application_id, fingerprint, app.bank_id, app.key_id, payload,
-                due_at=time.time() + INLINE_GRACE_S,
-            )  # fmt: skip
-        result, version = self._send(entry)
-        t2 = time.perf_counter()
-        stages = {"platform.encrypt": (t1 - t0) * 1e3, **result.stage_ms}
-        return Receipt(
-            app.application_id,
-            (t1 - t0) * 1e3,
-            (t2 - t0) * 1e3,
-            stages,
-            result.wire_bytes,
-            result.model_version or version,
-            getattr(result, "pending", False),
+            submission = self._store_new(app, fingerprint, key, version, ciphertexts)
+        else:
+            submission = self._stored(entry)
+        result = self._send(submission)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        return _receipt(app.application_id, result, submission.model_version, (t1 - t0) * 1e3, total_ms)
+
+    def _store_new(
+        self, app: Application, fingerprint: str, key: PublicKey, version: str, ciphertexts: tuple[int, ...]
+    ) -> Submission:
+        """Store a freshly encrypted application in the outbox before it is sent; returns what to
+        send: the payload just made, or the one another request for the same application stored
+        first."""
+        encrypted = EncryptedApplication(
+            application_id=app.application_id,
+            platform_id=self.platform_id,
+            bank_id=app.bank_id,
+            model_id=app.model_id,
+            key_id=app.key_id,
+            consent_reference=app.consent_reference,
+            ciphertexts=ciphertexts,
+            model_version=version,
         )
+        payload = serde.encrypted_application_to_proto(encrypted, key).SerializeToString()
+        entry = self.outbox.add(
+            app.application_id,
+            fingerprint,
+            app.bank_id,
+            app.key_id,
+            payload,
+            due_at=time.time() + INLINE_GRACE_S,
+        )
+        if entry.payload != payload:
+            return self._stored(entry)
+        return Submission(entry, payload, (app.application_id,), version, batch=False)
 
-    def _send(self, entry: OutboxEntry, link: BureauLink | None = None) -> tuple[SubmitResult, str]:
-        """Send an outbox entry's payload as it was stored; record the bureau's answer.
+    def _stored(self, entry: OutboxEntry) -> Submission:
+        """What an outbox entry sends: its own payload, or the whole packed batch it was stored in.
+        Only the message's header is read; its ciphertexts go out as they were stored."""
+        batch_payload = self.outbox.batch_payload(entry)
+        if batch_payload is None:
+            version = pb.EncryptedApplication.FromString(entry.payload).model_version
+            return Submission(entry, entry.payload, (entry.application_id,), version, batch=False)
+        batch = pb.EncryptedBatch.FromString(batch_payload)
+        ids = tuple(m.application_id for m in batch.members)
+        return Submission(entry, batch_payload, ids, batch.model_version, batch=True)
 
-        An entry stored as part of a packed batch sends the whole batch (the bureau answers a
-        batch it already has with its stored outcome) and records the answer for every member.
-        """
+    def _send(self, submission: Submission, link: BureauLink | None = None) -> SubmitResult:
+        """Send a stored payload as it is; record the bureau's answer for every application it
+        speaks for (a batch the bureau already has is answered with its stored outcome)."""
         link = link or self.bureau
-        batch = self._stored_batch(entry)
-        ids = [entry.application_id] if batch is None else [m.application_id for m in batch.members]
+        entry, ids = submission.entry, submission.application_ids
         with self._lock:
             self._sending.update(ids)
         try:
-            key = self.bank_key(entry.bank_id, entry.key_id, link)
-            if batch is None:
-                msg = pb.EncryptedApplication.FromString(entry.payload)
-                result = link.submit(serde.encrypted_application_from_proto(msg, key), key)
-                version = msg.model_version
+            if submission.batch:
+                result = link.submit_batch(submission.payload, len(ids))
             else:
-                result = link.submit_batch(serde.encrypted_batch_from_proto(batch, key), key)
-                version = batch.model_version
+                result = link.submit(submission.payload)
         except BlindscoreError as exc:
             if retryable(exc):
                 attempts = entry.attempts + 1
@@ -222,17 +301,7 @@ class PlatformNode:
             with self._lock:
                 self._sending.difference_update(ids)
         self.outbox.acknowledged(ids)
-        return result, version
-
-    def _stored_batch(self, entry: OutboxEntry) -> pb.EncryptedBatch | None:
-        """The packed batch an outbox entry was sent in, or None for a single application."""
-        payload = self.outbox.batch_payload(entry)
-        return None if payload is None else pb.EncryptedBatch.FromString(payload)
-
-    def _member_ids(self, entry: OutboxEntry) -> list[str]:
-        """The ids an outbox entry's payload speaks for: its own, or every member of its batch."""
-        batch = self._stored_batch(entry)
-        return [entry.application_id] if batch is None else [m.application_id for m in batch.members]
+        return result
 
     # ------------------------------------------------------------------ packed batches
     def score_many(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
@@ -245,14 +314,25 @@ class PlatformNode:
         version and encrypted k to a ciphertext (:mod:`blindscore.protocol.packing`); a batch is stored in
         the outbox before it is sent, and accepted or refused by the bureau as a whole.
         """
-        results: list[Receipt | BlindscoreError | None] = [None] * len(apps)
-        groups: dict[tuple[str, str, str, str], list[tuple[int, Application, str, list[int]]]] = {}
+        plan = self._sort_requests(apps)
+        for group, members in plan.groups.items():
+            plan.results.update(self._score_group(group, members))
+        for items in plan.resubmitted.values():
+            plan.results.update(self._resend_stored(items))
+        for i in plan.later:
+            plan.results[i] = self._score_or_error(apps[i])
+        return [
+            plan.results[i] if i in plan.results else BlindscoreError("not scored") for i in range(len(apps))
+        ]
+
+    def _sort_requests(self, apps: Sequence[Application]) -> _Plan:
+        """Sort requests into resubmissions, applications to pack and the rest, which are scored
+        one by one here and now."""
+        plan = _Plan()
         being_packed: set[str] = set()
-        later: list[int] = []  # a second request for an id being packed: after the batches
-        resend: dict[str, list[tuple[int, OutboxEntry]]] = {}  # resubmissions, by batch
         for i, app in enumerate(apps):
             if app.application_id in being_packed:
-                later.append(i)
+                plan.later.append(i)
                 continue
             try:
                 check_entry(app)
@@ -260,141 +340,112 @@ class PlatformNode:
                 entry = self.outbox.find(app.application_id, fingerprint)
                 leader = None if entry is None else self.outbox.batch_leader(entry)
                 if entry is not None and leader is not None:
-                    resend.setdefault(leader, []).append((i, entry))  # its batch goes once
+                    plan.resubmitted.setdefault(leader, []).append((i, entry))  # its batch goes once
                     continue
                 if entry is None:
                     version, spec = self.feature_spec(app.model_id, app.model_version)
                     with self._lock:
                         layout = self._slot_bits.get((app.model_id, version))
                     if layout is not None:
-                        encoded = spec.encode_row(app.features)
-                        groups.setdefault((app.bank_id, app.key_id, app.model_id, version), []).append(
-                            (i, app, fingerprint, encoded)
-                        )
+                        group = _Group(app.bank_id, app.key_id, app.model_id, version)
+                        packable = _Packable(i, app, fingerprint, spec.encode_row(app.features))
+                        plan.groups.setdefault(group, []).append(packable)
                         being_packed.add(app.application_id)
                         continue
-                results[i] = self.score(app)
+                plan.results[i] = self.score(app)
             except BlindscoreError as exc:
-                results[i] = exc
-        for (bank_id, key_id, model_id, version), members in groups.items():
-            try:
-                key = self.bank_key(bank_id, key_id)
-                with self._lock:
-                    layout = self._slot_bits[(model_id, version)]
-                assert layout is not None
-                slot_bits, max_slots = layout
-                capacity = packing.slots_per_batch(slot_bits, key.bits, max_slots)
-            except BlindscoreError as exc:
-                for i, *_ in members:
-                    results[i] = exc
-                continue
-            if capacity < 1:  # a slot wider than this key's plaintext: one by one
-                for i, app, _, _ in members:
-                    try:
-                        results[i] = self.score(app)
-                    except BlindscoreError as exc:
-                        results[i] = exc
-                continue
-            for start in range(0, len(members), capacity):
-                chunk = members[start : start + capacity]
-                try:
-                    receipts = self._score_packed(chunk, key, model_id, version, slot_bits)
-                except BlindscoreError as exc:
-                    receipts = [exc] * len(chunk)
-                for (i, *_), receipt in zip(chunk, receipts, strict=True):
-                    results[i] = receipt
-        for items in resend.values():
-            t0 = time.perf_counter()
-            try:
-                result, version = self._send(items[0][1])
-            except BlindscoreError as exc:
-                for i, _ in items:
-                    results[i] = exc
-                continue
-            total_ms = (time.perf_counter() - t0) * 1e3
-            for i, entry in items:
-                results[i] = Receipt(
-                    entry.application_id, 0.0, total_ms, dict(result.stage_ms), result.wire_bytes,
-                    result.model_version or version, getattr(result, "pending", False),
-                )  # fmt: skip
-        for i in later:
-            try:
-                results[i] = self.score(apps[i])
-            except BlindscoreError as exc:
-                results[i] = exc
-        return [r if r is not None else BlindscoreError("not scored") for r in results]
+                plan.results[i] = exc
+        return plan
 
-    def _one_by_one(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
-        out: list[Receipt | BlindscoreError] = []
-        for app in apps:
+    def _score_group(self, group: _Group, members: list[_Packable]) -> dict[int, Receipt | BlindscoreError]:
+        """Score the applications of one bank key and model version in batches as large as the key
+        allows, or one by one when a slot does not fit its plaintext."""
+        try:
+            key = self.bank_key(group.bank_id, group.key_id)
+            with self._lock:
+                layout = self._slot_bits[(group.model_id, group.version)]
+            assert layout is not None
+            slot_bits, max_slots = layout
+            capacity = packing.slots_per_batch(slot_bits, key.bits, max_slots)
+        except BlindscoreError as exc:
+            return {m.index: exc for m in members}
+        if capacity < 1:  # a slot wider than this key's plaintext: one by one
+            return {m.index: self._score_or_error(m.app) for m in members}
+        results: dict[int, Receipt | BlindscoreError] = {}
+        for start in range(0, len(members), capacity):
+            chunk = members[start : start + capacity]
             try:
-                out.append(self.score(app))
+                receipts = self._score_packed(chunk, key, group, slot_bits)
             except BlindscoreError as exc:
-                out.append(exc)
-        return out
+                receipts = [exc] * len(chunk)
+            results.update(zip((m.index for m in chunk), receipts, strict=True))
+        return results
+
+    def _resend_stored(self, items: list[tuple[int, OutboxEntry]]) -> dict[int, Receipt | BlindscoreError]:
+        """Resend, once, the batch that resubmitted applications were stored in."""
+        t0 = time.perf_counter()
+        try:
+            submission = self._stored(items[0][1])
+            result = self._send(submission)
+        except BlindscoreError as exc:
+            return {i: exc for i, _ in items}
+        total_ms = (time.perf_counter() - t0) * 1e3
+        return {
+            i: _receipt(entry.application_id, result, submission.model_version, None, total_ms)
+            for i, entry in items
+        }
+
+    def _score_or_error(self, app: Application) -> Receipt | BlindscoreError:
+        try:
+            return self.score(app)
+        except BlindscoreError as exc:
+            return exc
 
     def _score_packed(
-        self,
-        members: Sequence[tuple[int, Application, str, list[int]]],
-        key: PublicKey,
-        model_id: str,
-        version: str,
-        slot_bits: int,
+        self, members: Sequence[_Packable], key: PublicKey, group: _Group, slot_bits: int
     ) -> list[Receipt | BlindscoreError]:
+        """Encrypt applications k to a ciphertext, store the batch in the outbox and send it."""
         t0 = time.perf_counter()
         with self._lock:
-            spec = self._specs[(model_id, version)]
-        ciphertexts = packing.encrypt_packed(key, spec, slot_bits, [encoded for *_, encoded in members])
-        first = members[0][1]
+            spec = self._specs[(group.model_id, group.version)]
+        ciphertexts = packing.encrypt_packed(key, spec, slot_bits, [m.encoded for m in members])
         batch = EncryptedBatch(
             batch_id="b-" + secrets.token_hex(16),
             platform_id=self.platform_id,
-            bank_id=first.bank_id,
-            model_id=model_id,
-            key_id=first.key_id,
-            model_version=version,
+            bank_id=group.bank_id,
+            model_id=group.model_id,
+            key_id=group.key_id,
+            model_version=group.version,
             slot_bits=slot_bits,
-            members=tuple(BatchMember(app.application_id, app.consent_reference) for _, app, _, _ in members),
+            members=tuple(BatchMember(m.app.application_id, m.app.consent_reference) for m in members),
             ciphertexts=tuple(ciphertexts),
         )
         payload = serde.encrypted_batch_to_proto(batch, key).SerializeToString()
         t1 = time.perf_counter()
         entry = self.outbox.add_batch(
-            [(app.application_id, fp) for _, app, fp, _ in members],
-            first.bank_id,
-            first.key_id,
+            [(m.app.application_id, m.fingerprint) for m in members],
+            group.bank_id,
+            group.key_id,
             payload,
             due_at=time.time() + INLINE_GRACE_S,
         )
         if entry is None:
             # Another request stored one of these ids meanwhile: fall back to one by one, which
             # resends or refuses exactly as a resubmission would.
-            return self._one_by_one([app for _, app, _, _ in members])
+            return [self._score_or_error(m.app) for m in members]
+        ids = tuple(m.app.application_id for m in members)
         try:
-            result, _ = self._send(entry)
+            result = self._send(Submission(entry, payload, ids, group.version, batch=True))
         except PeerError as exc:
             if exc.code != "ALREADY_EXISTS" or len(members) == 1:
                 raise
             # The bureau refused the batch for an id it already has: send the members one by one,
             # so only that one is refused (the refused batch frees their outbox entries).
             log.warning("batch refused (%s); sending its %d applications one by one", exc, len(members))
-            return self._one_by_one([app for _, app, _, _ in members])
-        t2 = time.perf_counter()
-        count = len(members)
-        encrypt_ms = (t1 - t0) * 1e3 / count
-        stages = {"platform.encrypt": encrypt_ms, **result.stage_ms}
-        return [
-            Receipt(
-                app.application_id,
-                encrypt_ms,
-                (t2 - t0) * 1e3,
-                stages,
-                result.wire_bytes,
-                result.model_version or version,
-                getattr(result, "pending", False),
-            )
-            for _, app, _, _ in members
-        ]
+            return [self._score_or_error(m.app) for m in members]
+        total_ms = (time.perf_counter() - t0) * 1e3
+        encrypt_ms = (t1 - t0) * 1e3 / len(members)
+        return [_receipt(app_id, result, group.version, encrypt_ms, total_ms) for app_id in ids]
 
     # ------------------------------------------------------------------ resending
     def start_resending(self) -> None:
@@ -432,14 +483,15 @@ class PlatformNode:
             if busy or entry.application_id in covered:
                 continue
             try:
-                covered.update(self._member_ids(entry))
+                submission = self._stored(entry)
             except BlindscoreError as exc:
                 log.warning("resending %s: %s", entry.application_id, exc)
                 continue
+            covered.update(submission.application_ids)
             if self._resend_link is None and self._dial is not None:
                 self._resend_link = self._dial()
             try:
-                self._send(entry, self._resend_link[0] if self._resend_link else None)
+                self._send(submission, self._resend_link[0] if self._resend_link else None)
                 log.info("resent %s to the bureau", entry.application_id)
             except BlindscoreError as exc:
                 unreachable |= retryable(exc)

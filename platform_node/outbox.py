@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +49,12 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS {outbox}_due ON {outbox} (state, next_attempt_at)",
 )
-_COLUMNS = (
-    "application_id",
-    "fingerprint",
-    "bank_id",
-    "key_id",
-    "payload",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-    "answered_at",
-    "last_error",
-)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{outbox}}"
-_INSERT = f"INSERT INTO {{outbox}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One application as the platform sent it: ``payload`` is the serialized EncryptedApplication."""
+    """One application as the platform sent it: ``payload`` is the serialized EncryptedApplication,
+    or for a member of a packed batch a BATCH_PAYLOAD or BATCH_REFERENCE."""
 
     application_id: str
     fingerprint: str
@@ -81,6 +67,21 @@ class OutboxEntry:
     created_at: float
     answered_at: float | None
     last_error: str
+
+    @classmethod
+    def sent(
+        cls, application_id: str, fingerprint: str, bank_id: str, key_id: str, payload: bytes, due_at: float
+    ) -> OutboxEntry:
+        """A new entry: sent now, no answer yet."""
+        return cls(
+            application_id, fingerprint, bank_id, key_id, payload, SENT, 0, due_at, time.time(), None, ""
+        )
+
+
+_COLUMNS = tuple(f.name for f in fields(OutboxEntry))
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{outbox}}"
+_SELECT_ID = f"{_SELECT} WHERE application_id = ?"
+_INSERT = f"INSERT INTO {{outbox}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 def _entry(row: Sequence[Any]) -> OutboxEntry:
@@ -179,8 +180,8 @@ class Outbox:
     def find(self, application_id: str, fingerprint: str) -> OutboxEntry | None:
         """The entry to resend for this id and plaintext, or None if there is none; AlreadyExistsError
         if the id was used for other plaintext."""
-        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,)))
-        return None if row is None else self._check(_entry(row), fingerprint)
+        entry = self.get(application_id)
+        return None if entry is None else self._check(entry, fingerprint)
 
     def add(
         self,
@@ -196,17 +197,11 @@ class Outbox:
         another request for the same application got here first."""
 
         def add(tx: Tx) -> OutboxEntry:
-            row = tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,))
-            if row is not None:
-                existing = self._check(_entry(row), fingerprint)
-                if existing is not None:
-                    return existing
-                tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (application_id,))
-            entry = OutboxEntry(
-                application_id, fingerprint, bank_id, key_id, payload, SENT, 0, due_at, time.time(), None, ""
-            )
-            tx.execute(_INSERT, tuple(getattr(entry, c) for c in _COLUMNS))
-            return entry
+            row = tx.one(_SELECT_ID, (application_id,))
+            existing = None if row is None else self._check(_entry(row), fingerprint)
+            if existing is not None:
+                return existing
+            return _put(tx, OutboxEntry.sent(application_id, fingerprint, bank_id, key_id, payload, due_at))
 
         return self._db.write(add)
 
@@ -228,18 +223,14 @@ class Outbox:
             taken = "SELECT 1 FROM {outbox} WHERE application_id = ? AND state <> ?"
             if any(tx.one(taken, (app_id, REFUSED)) for app_id, _ in members):
                 return None
-            leader = members[0][0]
-            now = time.time()
-            stored: list[OutboxEntry] = []
-            for i, (app_id, fingerprint) in enumerate(members):
-                tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (app_id,))
-                body = BATCH_PAYLOAD + payload if i == 0 else BATCH_REFERENCE + leader.encode()
-                entry = OutboxEntry(
-                    app_id, fingerprint, bank_id, key_id, body, SENT, 0, due_at, now, None, ""
-                )
-                tx.execute(_INSERT, tuple(getattr(entry, c) for c in _COLUMNS))
-                stored.append(entry)
-            return stored[0]
+            (leader, leader_fp), *others = members
+            first = _put(
+                tx, OutboxEntry.sent(leader, leader_fp, bank_id, key_id, BATCH_PAYLOAD + payload, due_at)
+            )
+            reference = BATCH_REFERENCE + leader.encode()
+            for app_id, fingerprint in others:
+                _put(tx, replace(first, application_id=app_id, fingerprint=fingerprint, payload=reference))
+            return first
 
         return self._db.write(add)
 
@@ -294,7 +285,7 @@ class Outbox:
         )
 
     def get(self, application_id: str) -> OutboxEntry | None:
-        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE application_id = ?", (application_id,)))
+        row = self._db.read(lambda tx: tx.one(_SELECT_ID, (application_id,)))
         return None if row is None else _entry(row)
 
     def due(self, now: float, limit: int) -> list[OutboxEntry]:
@@ -329,6 +320,13 @@ class Outbox:
     def close(self) -> None:
         if self._owns:
             self._db.close()
+
+
+def _put(tx: Tx, entry: OutboxEntry) -> OutboxEntry:
+    """Store an entry about to be sent, in place of any refused entry of the same id."""
+    tx.execute("DELETE FROM {outbox} WHERE application_id = ?", (entry.application_id,))
+    tx.execute(_INSERT, astuple(entry))
+    return entry
 
 
 def _load_secret(path: Path) -> bytes:

@@ -7,6 +7,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import asdict
 from functools import partial
 
 import grpc
@@ -96,16 +97,8 @@ class PlatformServicer(pb_grpc.PlatformServicer):
     def _receipt(self, receipt: Receipt) -> pb.ScoreReceipt:
         self.metrics.observe_application("pending" if receipt.pending else "accepted")
         self.metrics.observe_stages(receipt.stage_ms, prefixes=("platform.", "transport.platform."))
-        return pb.ScoreReceipt(
-            application_id=receipt.application_id,
-            accepted=True,
-            encrypt_ms=receipt.encrypt_ms,
-            total_ms=receipt.total_ms,
-            stage_ms=receipt.stage_ms,
-            wire_bytes=receipt.wire_bytes,
-            model_version=receipt.model_version,
-            pending=receipt.pending,
-        )
+        # Receipt's fields are ScoreReceipt's, field by field, but for ``accepted``.
+        return pb.ScoreReceipt(accepted=True, **asdict(receipt))
 
     def _require_own_platform(self, context: grpc.ServicerContext) -> None:
         """Only a client holding this platform's own certificate may score through it: another

@@ -17,11 +17,11 @@ from blindscore.bank_node.store import ResultStore
 from blindscore.bureau.flow import Bureau
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
+from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.bureau_link import GrpcBureauLink, SubmitResult
+from blindscore.platform_node.flow import PlatformNode, Receipt
 from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
@@ -103,6 +103,56 @@ def test_resubmission_is_idempotent(net: Net) -> None:
     before = net.bank_node.store.count()
     score_one(net.platform, german_app(net, 20))
     assert net.bank_node.store.count() == before
+
+
+class RecordingLink(GrpcBureauLink):
+    """The platform's link to the bureau, keeping every payload it sends."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)
+        self.sent: list[bytes] = []
+
+    def submit(self, payload: bytes) -> SubmitResult:
+        self.sent.append(payload)
+        return super().submit(payload)
+
+    def submit_batch(self, payload: bytes, count: int) -> SubmitResult:
+        self.sent.append(payload)
+        return super().submit_batch(payload, count)
+
+
+def test_the_platform_sends_what_its_outbox_stored_without_unpacking_it(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpacked_with: list[PublicKey] = []
+    unpack = PublicKey.unpack
+
+    def spy(key: PublicKey, data: bytes, count: int | None = None) -> list[Any]:
+        unpacked_with.append(key)
+        return unpack(key, data, count)
+
+    monkeypatch.setattr(PublicKey, "unpack", spy)
+    channel = open_channel(net.bureau)
+    link = RecordingLink(channel)
+    node = PlatformNode("platform-a", link)
+    try:
+        single = german_app(net, 40, application_id="sent-40")
+        batch = [german_app(net, i, application_id=f"sent-{i}") for i in (41, 42, 43)]
+        for _ in range(2):  # fresh, then resubmitted
+            assert node.score(single).application_id == "sent-40"
+            assert all(isinstance(r, Receipt) for r in node.score_many(batch))
+        stored_single = node.outbox.get("sent-40")
+        stored_batch = node.outbox.get("sent-41")
+        assert stored_single is not None and stored_batch is not None
+        batch_payload = node.outbox.batch_payload(stored_batch)
+        assert link.sent == [stored_single.payload, batch_payload] * 2
+        assert batch_payload is not None and pb.EncryptedBatch.FromString(batch_payload).count > 0
+        # The bureau validates every ciphertext it receives; the platform never re-reads its own.
+        platform_key = node.bank_key("bank-a", net.key_id)
+        assert unpacked_with and all(key is not platform_key for key in unpacked_with)
+    finally:
+        node.close()
+        channel.close()
 
 
 def test_unknown_model_key_bank(net: Net) -> None:
