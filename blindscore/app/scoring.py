@@ -113,7 +113,7 @@ def score_csv(
     check_key_bits(key_bits)
     model_id = _model_id(model_path)
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
-    model = read_model(model_path, ImportOptions(cutoffs=cutoffs, labels=labels), name=model_id)
+    model = read_model(model_path, ImportOptions(cutoffs or None, labels or None), name=model_id)
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:
