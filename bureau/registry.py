@@ -134,8 +134,9 @@ class ModelVersion:
         return f"v{self.version} {self.digest}"
 
 
-def _digest(model: PrivateModel) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
+def _digest(document: dict[str, object]) -> str:
+    """A model's content digest: SHA-256 of its serialised form as canonical (sorted, compact) JSON."""
+    return "sha256:" + hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:24]
 
 
 LATEST = "latest"
@@ -180,8 +181,8 @@ class ModelStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def put(self, name: str, model: PrivateModel) -> int:
-        """Store ``model`` as the next version of ``name`` and return its number.
+    def put(self, name: str, model: PrivateModel) -> ModelVersion:
+        """Store ``model`` as the next version of ``name`` and return that stored version.
 
         Importing a model identical to the latest version stores nothing and returns that
         version, so re-running an import is harmless.
@@ -190,23 +191,28 @@ class ModelStore:
         if not isinstance(model, PrivateModel):
             raise InvalidInputError(f"not a model: {type(model).__name__}")
         document = model.to_dict()
-        load_model(document)  # refuse anything that would not load back
+        # Refuse anything that would not load back; what loads is what the store hands out later.
+        stored = load_model(document)
+        digest = _digest(document)
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
         folder = self.directory / name
         private_dir(folder)
         while True:
             numbers = self._numbers(name)
-            if numbers and _digest(self._load(name, numbers[-1]).model) == _digest(model):
-                return numbers[-1]
+            if numbers:
+                latest = self._load(name, numbers[-1])
+                if latest.digest == digest:
+                    return latest
             version = (numbers[-1] if numbers else 0) + 1
-            tmp = stage(folder / f"v{version}.json", data, secret=True)  # the weights: owner-only
+            path = folder / f"v{version}.json"
+            tmp = stage(path, data, secret=True)  # the weights: owner-only
             try:
-                os.link(tmp, folder / f"v{version}.json")
+                os.link(tmp, path)
             except FileExistsError:
                 continue  # another importer took this number: try the next one
             finally:
                 os.unlink(tmp)
-            return version
+            return self._remember(ModelVersion(name, version, stored, digest, path.stat().st_mtime))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -229,10 +235,13 @@ class ModelStore:
             raise NotFoundError(f"model {name!r} has no version {version}") from None
         except ModelFormatError as exc:
             raise ModelFormatError(f"stored model {name!r} v{version} is unreadable: {exc}") from exc
-        entry = ModelVersion(name, version, model, _digest(model), path.stat().st_mtime)
+        return self._remember(
+            ModelVersion(name, version, model, _digest(model.to_dict()), path.stat().st_mtime)
+        )
+
+    def _remember(self, entry: ModelVersion) -> ModelVersion:
         with self._lock:
-            self._cache[(name, version)] = entry
-        return entry
+            return self._cache.setdefault((entry.name, entry.version), entry)
 
     def resolve(self, name: str, version: str | int | None = None) -> ModelVersion:
         """The stored version ``version`` of ``name`` (the latest when None, "" or "latest")."""

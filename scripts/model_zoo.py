@@ -10,10 +10,10 @@ credit data and returns an :class:`Artifact`: the file, the format, the import o
                    on all 20 attributes, saved with ``skops.io.dump``; bands on the PD at
                    0.07/0.16/0.32/0.54
 ``optbinning``     ``BinningProcess`` + ``Scorecard`` (PDO 20 at 600 points, odds 50:1) on eight
-                   attributes, saved with :func:`~blindscore.importers.scorecards.save_optbinning_scorecard`;
+                   attributes, saved with :func:`~blindscore.importers.optbinning.save_optbinning_scorecard`;
                    the file carries its bands (PD at 0.07/0.16/0.32/0.54)
 ``toad``           ``Combiner`` (chi-merge) + ``WOETransformer`` + ``ScoreCard`` on the same eight,
-                   saved with :func:`~blindscore.importers.scorecards.save_toad_bundle`; bands on points
+                   saved with :func:`~blindscore.importers.toad.save_toad_bundle`; bands on points
 ``scorecardpy``    ``woebin`` + ``LogisticRegression`` + ``sc.scorecard`` points table as CSV; bands
                    on the PD through ``--pdo 50 --base-score 600 --base-odds 1/19 --odds bad:good``
 ``blindscore``     a hand-written neutral JSON scorecard over five attributes (numeric edges,
@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blindscore._files import write_atomic
-from blindscore.app.model_commands import ImportOptions
 from blindscore.data.german import (
     FEATURE_ORDER,
     GERMAN_PD_CUTOFFS,
@@ -59,7 +58,9 @@ from blindscore.data.german import (
     load_german_credit,
 )
 from blindscore.errors import BlindscoreError, InvalidInputError, PreconditionError
+from blindscore.importers import ImportOptions
 from blindscore.models.contract import PrivateModel
+from blindscore.models.scorecard import PdoScaling
 
 if TYPE_CHECKING:
     from blindscore.app.localnet import LocalNetwork
@@ -106,7 +107,7 @@ _SCORECARDPY_BREAKS = {
     "age_in_years": [26, 35, 50],
 }
 #: scorecardpy's own defaults: 600 points at odds 1:19 (bad:good), 50 points to double them.
-SCORECARDPY_SCALING = (50.0, 600.0, 1 / 19, "bad:good")
+SCORECARDPY_SCALING = PdoScaling(50.0, 600.0, 1 / 19, "bad:good")
 _OPTBINNING_PDO = {"pdo": 20, "odds": 50, "scorecard_points": 600}
 
 
@@ -133,9 +134,9 @@ class Artifact:
         if o.bands_on is not None:
             args += ["--bands-on", o.bands_on]
         if o.scaling is not None:
-            pdo, base_score, base_odds, odds = o.scaling
-            args += ["--pdo", repr(pdo), "--base-score", repr(base_score), "--base-odds", repr(base_odds)]
-            args += ["--odds", odds]
+            s = o.scaling
+            args += ["--pdo", repr(s.pdo), "--base-score", repr(s.base_score)]
+            args += ["--base-odds", repr(s.base_odds), "--odds", s.odds]
         if o.unmatched_points is not None:
             args += ["--unmatched-points", repr(o.unmatched_points)]
         if o.precision is not None:
@@ -239,7 +240,7 @@ def build_optbinning(workdir: Path) -> Artifact:
     from optbinning import Scorecard as OptbScorecard
     from sklearn.linear_model import LogisticRegression
 
-    from blindscore.importers.scorecards import save_optbinning_scorecard
+    from blindscore.importers.optbinning import save_optbinning_scorecard
 
     x, y = _frame(LIBRARY_VARIABLES)
     categorical = [c for c in LIBRARY_VARIABLES if c not in _LIBRARY_NUMERIC]
@@ -270,7 +271,7 @@ def build_toad(workdir: Path) -> Artifact:
     import toad
     from toad.scorecard import ScoreCard
 
-    from blindscore.importers.scorecards import save_toad_bundle
+    from blindscore.importers.toad import save_toad_bundle
 
     x, y = _frame(LIBRARY_VARIABLES)
     with _quiet():
@@ -312,8 +313,8 @@ def build_scorecardpy(workdir: Path) -> Artifact:
         # woebin orders the variables by string hash, which differs between processes: fix the order.
         dt_woe = dt_woe[[f"{v}_woe" for v in LIBRARY_VARIABLES]]
         lr = LogisticRegression(max_iter=10_000).fit(dt_woe, target)
-        pdo, base_score, base_odds, _ = SCORECARDPY_SCALING
-        card = sc.scorecard(bins, lr, dt_woe.columns, points0=base_score, odds0=base_odds, pdo=pdo)
+        s = SCORECARDPY_SCALING
+        card = sc.scorecard(bins, lr, dt_woe.columns, points0=s.base_score, odds0=s.base_odds, pdo=s.pdo)
         points = sc.scorecard_ply(x, card, replace_blank_na=False)["score"]
     path = workdir / "german_scorecardpy.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

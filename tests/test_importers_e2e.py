@@ -19,7 +19,8 @@ import pytest
 
 from blindscore.app.cli import main
 from blindscore.app.localnet import LocalNetwork
-from blindscore.app.model_commands import compare_bands, import_model_file
+from blindscore.app.model_commands import compare_bands
+from blindscore.importers import read_model
 from blindscore.models.contract import PrivateModel
 from scripts.model_zoo import (
     BUILDERS,
@@ -53,10 +54,10 @@ def test_hand_card_builds_and_imports_with_the_libraries_absent(tmp_path: Path) 
         for m in {LIBRARIES!r}:
             sys.modules[m] = None  # import now fails as if not installed
         from blindscore.errors import PreconditionError
-        from blindscore.app.model_commands import import_model_file
+        from blindscore.importers import read_model
         from scripts.model_zoo import build
         a = build("blindscore", Path({str(tmp_path)!r}))
-        m = import_model_file(a.path, name="hand", fmt=a.format, options=a.options)
+        m = read_model(a.path, a.options, fmt=a.format, name="hand")
         print(m.type_name, m.feature_count, m.policy.output, "/".join(m.policy.labels))
         try:
             build("toad", Path({str(tmp_path)!r}))
@@ -80,10 +81,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Artifact]:
 @pytest.fixture(scope="module")
 def models(artifacts: dict[str, Artifact]) -> dict[str, PrivateModel]:
     """Each artifact imported in this process, as `blindscore model import` would store it."""
-    return {
-        fmt: import_model_file(a.path, name=NAME, fmt=a.format, options=a.options)
-        for fmt, a in artifacts.items()
-    }
+    return {fmt: read_model(a.path, a.options, fmt=a.format, name=NAME) for fmt, a in artifacts.items()}
 
 
 def test_imported_models_reproduce_their_libraries(
@@ -122,11 +120,11 @@ def test_builds_are_deterministic_across_processes(models: dict[str, PrivateMode
         f"""
         import hashlib, json
         from pathlib import Path
-        from blindscore.app.model_commands import import_model_file
+        from blindscore.importers import read_model
         from scripts.model_zoo import BUILDERS, build
         for fmt in BUILDERS:
             a = build(fmt, Path({str(tmp_path)!r}))
-            m = import_model_file(a.path, name={NAME!r}, fmt=a.format, options=a.options)
+            m = read_model(a.path, a.options, fmt=a.format, name={NAME!r})
             print(fmt, hashlib.sha256(json.dumps(m.to_dict(), sort_keys=True).encode()).hexdigest())
         """
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import csv
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,6 +70,25 @@ def test_import_list_export(bureau_dir: Path, tmp_path: Path, capsys: pytest.Cap
         == 0
     )
     assert load_model_file(out) == default_model()
+
+
+def test_import_reads_the_file_once(
+    bureau_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = variant_file(tmp_path, [0.1, 0.2, 0.4, 0.6])
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(str(file)) == src:
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)  # what pathlib's read_text and read_bytes call
+    assert main(["model", "import", str(src), "--name", "once", "--data-dir", str(bureau_dir)]) == 0
+    assert "as model once v1" in capsys.readouterr().out
+    assert len(opened) == 1
 
 
 def test_import_refusals(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -207,7 +207,8 @@ def test_third_party_type_plugs_in_through_entry_points(tmp_path: Path) -> None:
         "import json; from pathlib import Path; from blindscore.models.registry import model_type;"
         "from blindscore.bureau.registry import ModelStore;"
         f"m = model_type('acme-points-table').example(); s = ModelStore(Path({str(model_dir)!r}));"
-        f"v = s.put('acme', m); print(v, type(ModelStore(Path({str(model_dir)!r})).get('acme')).__name__,"
+        "v = s.put('acme', m).version;"
+        f"print(v, type(ModelStore(Path({str(model_dir)!r})).get('acme')).__name__,"
         "m.band({'housing': 'own'}), m.band({'housing': 'free'}))"
     )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
@@ -227,9 +228,14 @@ def variant(cutoffs: tuple[float, ...]) -> LinearModel:
 
 def test_versions_are_numbered_immutable_and_survive_reopen(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "models")
-    assert store.put("m", default_model()) == 1
-    assert store.put("m", default_model()) == 1  # identical content: nothing new
-    assert store.put("m", variant((0.1, 0.2, 0.4, 0.6))) == 2
+    first = store.put("m", default_model())
+    assert (first.version, first.model) == (1, default_model())
+    again = store.put("m", default_model())  # identical content: nothing new
+    assert (again.version, again.digest) == (1, first.digest)
+    second = store.put("m", variant((0.1, 0.2, 0.4, 0.6)))
+    assert second.version == 2 and second.digest != first.digest
+    # The version put returns is the one a lookup finds, digest included.
+    assert ModelStore(tmp_path / "models").resolve("m", 2).digest == second.digest
     assert store.resolve("m").version == 2
     assert store.resolve("m", "1").model == default_model()
     assert store.resolve("m", "v2").version == 2
@@ -263,7 +269,8 @@ def test_racing_importers_get_distinct_versions(tmp_path: Path) -> None:
     lock = threading.Lock()
 
     def put(m: LinearModel) -> None:
-        v = ModelStore(tmp_path / "models").put("m", m)  # separate store objects, like separate processes
+        # Separate store objects, like separate processes.
+        v = ModelStore(tmp_path / "models").put("m", m).version
         with lock:
             got.append(v)
 

@@ -119,7 +119,7 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
 
     # `blindscore model import` writes the bureau's store from another process; a separate
     # ModelStore object stands for it. The running bureau serves v2 from the next application on.
-    assert ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V2_CUTOFFS)) == 2
+    assert ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V2_CUTOFFS)).version == 2
     out = score_one(net.platform, app(net, j, "swap-2"))
     assert out.accepted and out.model_version == "2" and band_of(net, "swap-2") == "E"
 
@@ -134,7 +134,7 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
 
     def import_mid_flight(*args: Any, **kwargs: Any) -> Any:
         if not imported:
-            imported.append(ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V3_CUTOFFS)))
+            imported.append(ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V3_CUTOFFS)).version)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(net.bank, "compare_masked", import_mid_flight)

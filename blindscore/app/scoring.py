@@ -16,10 +16,10 @@ from tqdm import tqdm
 from blindscore._files import write_atomic
 from blindscore.app.client import score_applications
 from blindscore.app.localnet import LocalNetwork
-from blindscore.app.model_commands import ImportOptions, import_model_file
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
+from blindscore.importers import ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
 from blindscore.protocol import limits
 from blindscore.protocol.application import Application, check_id
@@ -111,10 +111,9 @@ def score_csv(
     key_bits: int = 2048,
 ) -> int:
     check_key_bits(key_bits)
-    options = ImportOptions(cutoffs=cutoffs, labels=labels) if cutoffs or labels else None
-    # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
-    model = import_model_file(model_path, name=_model_id(model_path), options=options)
     model_id = _model_id(model_path)
+    # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
+    model = read_model(model_path, ImportOptions(cutoffs or None, labels or None), name=model_id)
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:

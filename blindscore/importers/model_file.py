@@ -1,0 +1,185 @@
+"""Read a model file of any supported format: one detector, one read of the file, one parse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.importers._common import CardBands, read_bytes
+from blindscore.importers.scorecardpy import from_rows, rows_from_csv
+from blindscore.importers.toad import TOAD_BUNDLE_KIND, from_bundle
+from blindscore.models.contract import PrivateModel
+from blindscore.models.registry import load_model, model_types
+from blindscore.models.scorecard import DEFAULT_PRECISION, SCORECARD_KIND, PdoScaling, Scorecard
+
+__all__ = ["AUTO", "FORMATS", "ImportOptions", "detect_format", "read_model"]
+
+#: The formats :func:`read_model` reads. ``optbinning`` is the neutral scorecard JSON that
+#: :func:`~blindscore.importers.optbinning.save_optbinning_scorecard` writes; ``blindscore`` is any
+#: registered model type's JSON (a scorecard among them).
+FORMATS = ("blindscore", "skops", "scorecardpy", "toad", "optbinning")
+#: Tell the format from the file name and contents.
+AUTO = "auto"
+#: scikit-learn's own default bound for an imported linear model, in probability or raw units.
+SKLEARN_PRECISION = 1e-9
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Band policy and scaling options of `model import`; None leaves the file's own."""
+
+    cutoffs: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    bands_on: str | None = None  # probability, points or raw
+    scaling: PdoScaling | None = None
+    unmatched_points: float | None = None
+    precision: float | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+    @property
+    def scorecard_on(self) -> str:
+        """What a scorecard's cutoffs apply to (its raw output is its points); checks they are given."""
+        if self.cutoffs is None and (self.labels is not None or self.bands_on is not None):
+            raise InvalidInputError("band labels or 'on' need the cutoffs too")
+        return "points" if self.bands_on in (None, "raw") else self.bands_on
+
+    def card_bands(self, name: str, fmt: str) -> CardBands:
+        """The bands of a scorecard whose file carries none (scorecardpy, toad)."""
+        on = self.scorecard_on
+        if self.cutoffs is None:
+            raise InvalidInputError(f"a {fmt} scorecard file carries no bands: give the cutoffs")
+        precision = DEFAULT_PRECISION if self.precision is None else self.precision
+        return CardBands(name, self.cutoffs, self.labels or (), on, precision)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A model file as read once: its format and, for JSON and CSV, its contents."""
+
+    path: Path
+    format: str
+    document: Any = None  # the parsed JSON
+    data: bytes = b""  # the CSV bytes
+
+
+def _json(path: Path, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _kind(document: object) -> object:
+    return document.get("kind") if isinstance(document, Mapping) else None
+
+
+#: Formats a file name tells; any other file is told by the ``kind`` of its JSON.
+_BY_SUFFIX = {".skops": "skops", ".csv": "scorecardpy"}
+
+
+def detect_format(path: Path, document: object = None) -> str:
+    """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``."""
+    by_suffix = _BY_SUFFIX.get(path.suffix.lower())
+    if by_suffix is not None:
+        return by_suffix
+    kind = _kind(document)
+    if kind == TOAD_BUNDLE_KIND:
+        return "toad"
+    if isinstance(kind, str) and kind in model_types():
+        return "blindscore"
+    raise ModelFormatError(
+        f"{path}: cannot tell the model format from the file (kind {kind!r}); expected a .skops file, "
+        f"a scorecardpy points .csv, a {TOAD_BUNDLE_KIND!r} JSON or a model JSON of a registered "
+        f"kind; pass --format (one of {', '.join(FORMATS)})"
+    )
+
+
+def _read(path: Path, fmt: str) -> _Source:
+    """Read the file once and settle its format (``fmt``, or detected when :data:`AUTO`)."""
+    if fmt == AUTO:
+        fmt = _BY_SUFFIX.get(path.suffix.lower(), AUTO)
+    if fmt == "skops":
+        return _Source(path, fmt)  # the skops loader vets and loads the bytes it reads itself
+    data = read_bytes(path)
+    if fmt == "scorecardpy":
+        return _Source(path, fmt, data=data)
+    try:
+        document = _json(path, data)
+    except ModelFormatError:
+        if fmt != AUTO or path.suffix.lower() == ".json":
+            raise
+        document = None  # neither JSON nor a known suffix: the detector says what it expected
+    return _Source(path, detect_format(path, document) if fmt == AUTO else fmt, document=document)
+
+
+def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
+    if opts.bands_on not in (None, "probability", "raw") or opts.scaling or opts.unmatched_points is not None:
+        raise InvalidInputError(
+            "for a scikit-learn model only --cutoffs, --labels, --precision "
+            "and --bands-on probability|raw apply"
+        )
+    from blindscore.importers.sklearn import load_sklearn_model  # scikit-learn and skops load only here
+
+    precision = SKLEARN_PRECISION if opts.precision is None else opts.precision
+    return load_sklearn_model(
+        source.path, cutoffs=opts.cutoffs, labels=opts.labels, name=name, precision=precision
+    )
+
+
+def _model_json(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
+    """A registered model type's JSON; a neutral scorecard takes the options, others carry their own."""
+    document = source.document
+    if _kind(document) != SCORECARD_KIND:
+        if source.format == "optbinning":
+            raise ModelFormatError(f"{source.path}: not a neutral scorecard JSON (kind {SCORECARD_KIND!r})")
+        if opts.given:
+            raise InvalidInputError(
+                "this model file carries its own band policy; "
+                "drop --cutoffs/--labels/--bands-on and the scaling flags"
+            )
+        return load_model(document)
+    on = opts.scorecard_on
+    d = dict(document)
+    if name is not None:
+        d["name"] = name
+    if opts.cutoffs is not None:
+        d["bands"] = {"on": on, "cutoffs": list(opts.cutoffs), "labels": list(opts.labels or [])}
+    if opts.scaling is not None:
+        d["scaling"] = opts.scaling.to_dict()
+    if opts.precision is not None:
+        d["precision"] = opts.precision
+    return Scorecard.from_dict(d)
+
+
+def read_model(
+    path: str | Path, options: ImportOptions | None = None, *, fmt: str = AUTO, name: str | None = None
+) -> PrivateModel:
+    """Read a model file in one of :data:`FORMATS` (or :data:`AUTO`) as a registered model type.
+
+    ``name`` names the model (None: the file's own name, else the file's stem); a model JSON
+    that is not a scorecard keeps its own name and band policy. scorecardpy and toad files carry
+    no bands, so ``options.cutoffs`` is required for them.
+    """
+    path = Path(path)
+    opts = options or ImportOptions()
+    if fmt != AUTO and fmt not in FORMATS:
+        raise InvalidInputError(f"unknown model format {fmt!r}; expected one of {AUTO}, {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file")
+    source = _read(path, fmt)
+    if source.format == "skops":
+        return _sklearn(source, name, opts)
+    if source.format in ("blindscore", "optbinning"):
+        return _model_json(source, name, opts)
+    bands = opts.card_bands(name or path.stem, source.format)
+    if source.format == "scorecardpy":
+        rows = rows_from_csv(source.data, str(path))
+        return from_rows(rows, bands, scaling=opts.scaling, unmatched_points=opts.unmatched_points)
+    return from_bundle(source.document, bands, scaling=opts.scaling, where=f"{path}: toad bundle")
