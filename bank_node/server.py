@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from blindscore.bank_node.flow import BankKey, BankNode
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import BankKey
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import Identity
 from blindscore.infra.metrics import NodeMetrics

@@ -22,7 +22,8 @@ import pytest
 
 from blindscore.app.cli import main
 from blindscore.app.client import score_one
-from blindscore.bank_node.flow import KEYS_DIR, RING_FILE, BankKey, BankNode, KeyRing
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import KEYS_DIR, RING_FILE, BankKey, KeyRing
 from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
 from blindscore.bureau.flow import Bureau
 from blindscore.bureau.server import start_bureau_server

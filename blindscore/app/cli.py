@@ -363,7 +363,7 @@ def _bank_passphrase(args: argparse.Namespace) -> Any:
 
 
 def _key_ring(args: argparse.Namespace, passphrase: Any = None) -> Any:
-    from blindscore.bank_node.flow import KEYS_DIR, KeyRing
+    from blindscore.bank_node.keyring import KEYS_DIR, KeyRing
 
     return KeyRing(Path(args.data_dir) / KEYS_DIR, passphrase=passphrase)
 
