@@ -10,10 +10,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from blindscore.bank_node.calls import BatchFinish, BatchStart, Run
 from blindscore.bank_node.keyring import KEYS_DIR, BankKey, KeyRing, RingState
-from blindscore.bank_node.sessions import PackedSessions
-from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
-from blindscore.crypto import garble, ot
+from blindscore.bank_node.sessions import PackedSessions, StartResult
+from blindscore.bank_node.store import BandRecord, Completed, Completion, ResultStore, RunLimits
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.keyfile import Passphrase
 from blindscore.crypto.paillier import KeyPair
@@ -215,47 +215,28 @@ class BankNode:
                     except Exception:
                         log.exception("fault hook failed")
 
-    def compare_masked(
-        self,
-        key_id: str,
-        request: comparison.MaskedRequest,
-        *,
-        application_id: str,
-        bureau_id: str = "",
-        platform_id: str = "",
-    ) -> comparison.BitsResponse:
-        """Round 1: counts a run of ``platform_id``'s ``application_id`` for ``bureau_id`` and answers
-        the masked value."""
-        _check_application_id(application_id)
-        limits.check_id("platform_id", platform_id, optional=True)
-        key = self.key(key_id)
+    def compare_masked(self, run: Run, request: comparison.MaskedRequest) -> comparison.BitsResponse:
+        """Round 1: counts a run of the application for its bureau and answers the masked value."""
+        _check_application_id(run.application_id)
+        limits.check_id("platform_id", run.platform_id, optional=True)
+        key = self.key(run.key_id)
         faults: list[str] = []
         response = comparison.answer_masked(key.paillier, key.dgk.public_key, request, on_fault=faults.append)
         fault = faults[0] if faults else ""
-        self.store.begin_runs(bureau_id, [application_id], [fault], self.limits, platform_id=platform_id)
-        if fault:
-            self._fault(bureau_id, [application_id], fault)
+        self._begin_runs(run.bureau_id, run.platform_id, [run.application_id], [fault])
         return response
 
-    def compare_blinded(
-        self,
-        key_id: str,
-        request: comparison.BlindedRequest,
-        *,
-        application_id: str,
-        bureau_id: str = "",
-        platform_id: str = "",
-    ) -> comparison.FinalResponse:
+    def compare_blinded(self, run: Run, request: comparison.BlindedRequest) -> comparison.FinalResponse:
         """Round 2: the fresh [delta_k]; a fault is kept for the application's delivery."""
-        _check_application_id(application_id)
-        key = self.key(key_id)
+        _check_application_id(run.application_id)
+        key = self.key(run.key_id)
         faults: list[str] = []
         response = comparison.answer_blinded(
             key.paillier.public_key, key.dgk.secret_key, request, on_fault=faults.append
         )
         with self._faults_lock:
             if faults:
-                self._pending_faults[(bureau_id, platform_id, application_id)] = faults[0]
+                self._pending_faults[run.key] = faults[0]
                 while len(self._pending_faults) > MAX_PENDING_FAULTS:
                     self._pending_faults.popitem(last=False)
         return response
@@ -266,102 +247,87 @@ class BankNode:
         (the first one delivered is kept), None when it holds none. The bureau is answered the
         same either way."""
         key = self.key(delivery.key_id)
-        _check_application_id(delivery.application_id)
-        labels = delivery.band_labels
-        if not 2 <= len(labels) <= MAX_BANDS or len(set(labels)) != len(labels):
+        run = Run(
+            delivery.key_id, _check_application_id(delivery.application_id), bureau_id, delivery.platform_id
+        )
+        labels = _check_labels(delivery.band_labels)
+        if len(set(labels)) != len(labels):
             raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
         pk = key.paillier.public_key
         # The full decryption: a band is decrypted and range-checked like any other value.
         band = key.paillier.secret_key.decrypt(pk.validate(delivery.band_ciphertext))
         in_range = 0 <= band < len(labels)
         with self._faults_lock:
-            fault = self._pending_faults.pop((bureau_id, delivery.platform_id, delivery.application_id), "")
+            fault = self._pending_faults.pop(run.key, "")
         fault = fault or ("" if in_range else FAULT_BAND_RANGE)
         index = band if in_range else 0
         record = BandRecord(
-            application_id=delivery.application_id,
+            application_id=run.application_id,
             model_id=delivery.model_id,
-            key_id=delivery.key_id,
+            key_id=run.key_id,
             band=index,
             band_label=labels[index],
             received_at=time.time(),
-            platform_id=delivery.platform_id,
+            platform_id=run.platform_id,
             bureau_id=bureau_id,
         )
-        _, kept = self.store.complete(bureau_id, [Completion(record, fault)], self.limits)
-        if fault:
-            self._fault(bureau_id, [delivery.application_id], fault)
-        if kept:
-            log.warning(
-                "kept the earlier band of application %r delivered again", delivery.application_id[:64]
-            )
-        return self.store.get(delivery.application_id, delivery.platform_id, bureau_id)
+        return self._complete(bureau_id, [Completion(record, fault)]).held[0]
 
     # ------------------------------------------------------------------ packed batches
-    def packed_start(
-        self,
-        key_id: str,
-        session_id: bytes,
-        request: packing.PackedMasked,
-        application_ids: Sequence[str],
-        *,
-        bureau_id: str = "",
-        platform_id: str = "",
-    ) -> tuple[bytes, ot.ExtensionRequest]:
+    def packed_start(self, start: BatchStart) -> StartResult:
         """Round 1 of a packed batch: decrypt its masked scores (one decryption), count a run for
         every member, answer with the OT request for the comparison bits and a ticket only this
         bank can open."""
-        key = self.key(key_id)
-        ids = _check_batch_ids(application_ids, request.count)
-        limits.check_id("platform_id", platform_id, optional=True)
-        self.packed.require_session(session_id)
-        opened = packing.open_packed(key.paillier, request)
+        batch, masked = start.batch, start.masked
+        key = self.key(batch.key_id)
+        ids = [_check_application_id(a) for a in batch.application_ids]
+        batch.check_count(masked.count)
+        limits.check_id("platform_id", batch.platform_id, optional=True)
+        self.packed.require_session(start.session_id)
+        opened = packing.open_packed(key.paillier, masked)
         faults = [packing.FAULT_SLOT_GUARD if bad else "" for bad in opened.faulted]
-        self.store.begin_runs(bureau_id, ids, faults, self.limits, platform_id=platform_id)
-        if any(faults):
-            self._fault(
-                bureau_id, [a for a, f in zip(ids, faults, strict=True) if f], packing.FAULT_SLOT_GUARD
-            )
-        result = self.packed.start(key_id, session_id, request, opened, ids, bureau_id, platform_id)
-        return result.ticket, result.request
+        self._begin_runs(batch.bureau_id, batch.platform_id, ids, faults)
+        return self.packed.start(start, opened)
 
-    def packed_finish(
-        self,
-        key_id: str,
-        ticket: bytes,
-        reply: ot.ExtensionReply,
-        circuit: garble.GarbledComparisons,
-        model_id: str,
-        labels: tuple[str, ...],
-        application_ids: tuple[str, ...],
-        *,
-        bureau_id: str = "",
-        platform_id: str = "",
-    ) -> int:
+    def packed_finish(self, finish: BatchFinish) -> int:
         """Round 2: evaluate the garbled comparisons and store every band of the batch in one
         transaction (a faulted slot is recorded as faulted); returns how many members were
         completed for the first time, which depends on ids alone."""
-        self.key(key_id)
-        if not 2 <= len(labels) <= MAX_BANDS:
-            raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
-        completions = self.packed.finish(
-            key_id, ticket, reply, circuit, model_id, labels, application_ids, bureau_id, platform_id
-        )
-        new, kept = self.store.complete(bureau_id, completions, self.limits)
-        faulted = [c.record.application_id for c in completions if c.fault]
-        if faulted:
-            self._fault(bureau_id, faulted, packing.FAULT_GARBLED_OUTPUT)
-        if kept:
-            log.warning("kept the earlier band of %d application(s) delivered again: %s", len(kept), kept[:5])
-        return new
+        self.key(finish.batch.key_id)
+        _check_labels(finish.labels)
+        completions = self.packed.finish(finish)
+        return self._complete(finish.batch.bureau_id, completions).new
+
+    def _begin_runs(
+        self, bureau_id: str, platform_id: str, application_ids: Sequence[str], faults: Sequence[str]
+    ) -> None:
+        """Count a run for each application (refusals depend on ids and counts only), then report
+        the faults found in this round."""
+        self.store.begin_runs(bureau_id, application_ids, faults, self.limits, platform_id=platform_id)
+        for fault in sorted(set(faults) - {""}):
+            self._fault(
+                bureau_id, [a for a, f in zip(application_ids, faults, strict=True) if f == fault], fault
+            )
+
+    def _complete(self, bureau_id: str, completions: Sequence[Completion]) -> Completed:
+        """End the runs in one transaction, then report the faulted ones and the bands kept from before."""
+        done = self.store.complete(bureau_id, completions, self.limits)
+        for fault in sorted({c.fault for c in completions} - {""}):
+            self._fault(bureau_id, [c.record.application_id for c in completions if c.fault == fault], fault)
+        if done.kept:
+            log.warning(
+                "kept the earlier band of %d application(s) delivered again: %s",
+                len(done.kept),
+                done.kept[:5],
+            )
+        return done
 
 
 def _check_application_id(application_id: object) -> str:
     return limits.check_id("application_id", application_id)
 
 
-def _check_batch_ids(application_ids: Sequence[str], count: int) -> list[str]:
-    ids = [_check_application_id(a) for a in application_ids]
-    if len(ids) != count or len(set(ids)) != count:
-        raise InvalidInputError(f"a batch of {count} needs {count} distinct, non-empty application ids")
-    return ids
+def _check_labels(labels: Sequence[str]) -> Sequence[str]:
+    if not 2 <= len(labels) <= MAX_BANDS:
+        raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
+    return labels
