@@ -11,9 +11,11 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blindscore._files import private_dir, read_json, write_json
 from blindscore.crypto.dgk import (
+    DGK_KEY_FILES,
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
     DGKKeyPair,
@@ -21,8 +23,9 @@ from blindscore.crypto.dgk import (
     load_dgk_keypair,
     save_dgk_keypair,
 )
-from blindscore.crypto.keyfile import MISSING_PASSPHRASE_HINT, Passphrase, secret_is_sealed
+from blindscore.crypto.keyfile import MISSING_PASSPHRASE_HINT, KeyPairFiles, Passphrase, secret_is_sealed
 from blindscore.crypto.paillier import (
+    KEY_FILES,
     PUBLIC_FILE,
     SECRET_FILE,
     KeyPair,
@@ -151,9 +154,7 @@ class KeyRing:
         directory = self._key_dir(key_id)
         if not (directory / PUBLIC_FILE).exists():
             raise NotFoundError(f"no key {key_id} in {self.directory}")
-        paillier = load_keypair(directory, passphrase=self._passphrase)
-        if paillier.public_key.key_id != key_id:
-            raise CryptoError(f"{directory} holds key {paillier.public_key.key_id}, not {key_id}")
+        paillier = _holding(key_id, directory, load_keypair(directory, passphrase=self._passphrase))
         dgk = load_dgk_keypair(directory, passphrase=self._passphrase)
         return BankKey(paillier, dgk)
 
@@ -285,17 +286,29 @@ class KeyRing:
         converted: list[Path] = []
         for kid in self.ids():
             directory = self.directory / kid
-            # Sealed files are opened too: one sealed with another passphrase fails here.
-            sealed = secret_is_sealed(directory / SECRET_FILE)
-            paillier = load_keypair(directory, passphrase=self._passphrase if sealed else None)
-            if paillier.public_key.key_id != kid:
-                raise CryptoError(f"{directory} holds key {paillier.public_key.key_id}, not {kid}")
-            if not sealed:
-                save_keypair(directory, paillier, passphrase=self._passphrase)
-                converted.append(directory / SECRET_FILE)
-            sealed = secret_is_sealed(directory / DGK_SECRET_FILE)
-            dgk = load_dgk_keypair(directory, passphrase=self._passphrase if sealed else None)
-            if not sealed:
-                save_dgk_keypair(directory, dgk, passphrase=self._passphrase)
-                converted.append(directory / DGK_SECRET_FILE)
+            converted += self._seal(directory, KEY_FILES, key_id=kid)
+            converted += self._seal(directory, DGK_KEY_FILES)
         return converted
+
+    def _seal(
+        self, directory: Path, files: KeyPairFiles[Any, Any], *, key_id: str | None = None
+    ) -> list[Path]:
+        """Seal one secret file of ``directory`` if it is plaintext; returns it if it was converted.
+        Sealed files are opened too: one sealed with another passphrase fails here. ``key_id``: the
+        key the files must hold."""
+        path = directory / files.secret_file
+        sealed = secret_is_sealed(path)
+        keypair = files.load(directory, passphrase=self._passphrase if sealed else None)
+        if key_id is not None:
+            _holding(key_id, directory, keypair)
+        if sealed:
+            return []
+        files.save(directory, keypair, passphrase=self._passphrase)
+        return [path]
+
+
+def _holding(key_id: str, directory: Path, keypair: KeyPair) -> KeyPair:
+    """``keypair``, read from ``directory``, if it is the key the directory names."""
+    if keypair.public_key.key_id != key_id:
+        raise CryptoError(f"{directory} holds key {keypair.public_key.key_id}, not {key_id}")
+    return keypair

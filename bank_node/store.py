@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
 from blindscore.infra.db import Database, Tx, create_schema
@@ -371,15 +372,7 @@ class ResultStore:
 
     def standing(self, bureau_id: str | None = None) -> list[BureauStanding]:
         """Fault counts and suspensions, of one bureau or of all, sorted by bureau id."""
-        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
-        rows = self._db.read(
-            lambda tx: tx.all(
-                "SELECT bureau_id, faults, suspended, updated_at FROM {bureaus} "
-                + where
-                + " ORDER BY bureau_id",
-                params,
-            )
-        )
+        rows = self._of_bureau("bureau_id, faults, suspended, updated_at", "bureaus", bureau_id, "bureau_id")
         return [BureauStanding(str(r[0]), int(r[1]), bool(r[2]), float(r[3])) for r in rows]
 
     def reset_standing(self, bureau_id: str) -> bool:
@@ -397,16 +390,19 @@ class ResultStore:
 
     def faults(self, bureau_id: str | None = None) -> list[FaultRecord]:
         """The recorded protocol faults, oldest first."""
-        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
-        rows = self._db.read(
-            lambda tx: tx.all(
-                "SELECT bureau_id, platform_id, application_id, reason, at FROM {faults} "
-                + where
-                + " ORDER BY at, application_id",
-                params,
-            )
+        rows = self._of_bureau(
+            "bureau_id, platform_id, application_id, reason, at", "faults", bureau_id, "at, application_id"
         )
         return [FaultRecord(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def _of_bureau(
+        self, columns: str, table: str, bureau_id: str | None, order: str
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` of ``table``'s rows, of one bureau or of all (None), ordered by ``order``."""
+        where, params = ("WHERE bureau_id = ? ", (bureau_id,)) if bureau_id is not None else ("", ())
+        return self._db.read(
+            lambda tx: tx.all(f"SELECT {columns} FROM {{{table}}} {where}ORDER BY {order}", params)
+        )
 
     def runs(
         self, bureau_id: str, application_id: str, platform_id: str = ""
