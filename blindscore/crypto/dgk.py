@@ -47,14 +47,13 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gmpy2
 
 from blindscore.crypto._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.crypto._wire import pack_fixed, split_fixed
-from blindscore.crypto.keyfile import KeyPairFiles, Passphrase
+from blindscore.crypto.keyfile import KeyPairFiles
 from blindscore.crypto.paillier import FixedBaseTable
 from blindscore.crypto.pools import RandomnessPool
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
@@ -540,16 +539,9 @@ DGK_KEY_FILES: KeyPairFiles[DGKPublicKey, DGKKeyPair] = KeyPairFiles(
     fields=("p", "q", "vp", "vq"),
     public_from_dict=DGKPublicKey.from_dict,
     make_pair=lambda public, pqv: DGKKeyPair(public, DGKSecretKey(public, *pqv)),
+    generate=generate_dgk_keypair,
     format=FORMAT_VERSION,
 )
 save_dgk_keypair = DGK_KEY_FILES.save
 load_dgk_keypair = DGK_KEY_FILES.load
-
-
-def load_or_generate_dgk_keypair(
-    directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
-) -> tuple[DGKKeyPair, bool]:
-    """Load the DGK key pair in ``directory`` or make and save one. Returns (keypair, created)."""
-    return DGK_KEY_FILES.load_or_generate(
-        directory, lambda: generate_dgk_keypair(bits), passphrase=passphrase
-    )
+load_or_generate_dgk_keypair = DGK_KEY_FILES.load_or_generate

@@ -286,6 +286,7 @@ class KeyPairFiles(Generic[PublicT, PairT]):
     fields: tuple[str, ...]  # the secret integers, in the order ``make_pair`` takes them
     public_from_dict: Callable[[Any], PublicT]
     make_pair: Callable[[PublicT, list[int]], PairT]
+    generate: Callable[[int], PairT]  # a new key pair of the given bits
     format: int = 1
 
     def document(self, public: _PublicKey, values: Sequence[int]) -> dict[str, Any]:
@@ -327,11 +328,11 @@ class KeyPairFiles(Generic[PublicT, PairT]):
         return self.make_pair(public, values)
 
     def load_or_generate(
-        self, directory: Path, generate: Callable[[], PairT], *, passphrase: Passphrase | None = None
+        self, directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
     ) -> tuple[PairT, bool]:
         """Load the key pair in ``directory`` or make and save one. Returns (keypair, created)."""
         if (Path(directory) / self.secret_file).exists():
             return self.load(directory, passphrase=passphrase), False
-        keypair = generate()
+        keypair = self.generate(bits)
         self.save(directory, keypair, passphrase=passphrase)
         return keypair, True

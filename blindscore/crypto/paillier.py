@@ -18,7 +18,6 @@ import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gmpy2
@@ -26,7 +25,7 @@ from phe import paillier as _phe
 
 from blindscore.crypto._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.crypto._wire import pack_fixed, split_fixed
-from blindscore.crypto.keyfile import KeyPairFiles, Passphrase
+from blindscore.crypto.keyfile import KeyPairFiles
 from blindscore.crypto.pools import RandomnessPool
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
@@ -365,17 +364,12 @@ KEY_FILES: KeyPairFiles[PublicKey, KeyPair] = KeyPairFiles(
     fields=("p", "q"),
     public_from_dict=PublicKey.from_dict,
     make_pair=lambda public, pq: KeyPair(public, SecretKey(public, *pq)),
+    generate=generate_keypair,
     format=FORMAT_VERSION,
 )
 save_keypair = KEY_FILES.save
 load_keypair = KEY_FILES.load
-
-
-def load_or_generate_keypair(
-    directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
-) -> tuple[KeyPair, bool]:
-    """Load the key pair in ``directory`` or make and save one. Returns (keypair, created)."""
-    return KEY_FILES.load_or_generate(directory, lambda: generate_keypair(bits), passphrase=passphrase)
+load_or_generate_keypair = KEY_FILES.load_or_generate
 
 
 def _multi_exp(terms: Sequence[tuple[Any, int]], modulus: Any) -> Any:
