@@ -250,9 +250,7 @@ class BankNode:
         run = Run(
             delivery.key_id, _check_application_id(delivery.application_id), bureau_id, delivery.platform_id
         )
-        labels = _check_labels(delivery.band_labels)
-        if len(set(labels)) != len(labels):
-            raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
+        labels = _check_labels(delivery.band_labels, distinct=True)
         pk = key.paillier.public_key
         # The full decryption: a band is decrypted and range-checked like any other value.
         band = key.paillier.secret_key.decrypt(pk.validate(delivery.band_ciphertext))
@@ -327,7 +325,9 @@ def _check_application_id(application_id: object) -> str:
     return limits.check_id("application_id", application_id)
 
 
-def _check_labels(labels: Sequence[str]) -> Sequence[str]:
-    if not 2 <= len(labels) <= MAX_BANDS:
+def _check_labels(labels: Sequence[str], *, distinct: bool = False) -> Sequence[str]:
+    """Band labels within the size bound; ``distinct``: checked here too (a packed batch's labels
+    are checked against its cutoffs once the ticket is open)."""
+    if not 2 <= len(labels) <= MAX_BANDS or (distinct and len(set(labels)) != len(labels)):
         raise InvalidInputError(f"band labels must be 2 to {MAX_BANDS} distinct names")
     return labels
