@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import BankKey, KeyRing
 from blindscore.bank_node.store import BandRecord, ResultStore
 
-__all__ = ["BandRecord", "BankNode", "ResultStore"]
+__all__ = ["BandRecord", "BankKey", "BankNode", "KeyRing", "ResultStore"]

@@ -10,7 +10,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from blindscore.bank_node.flow import KEYS_DIR, BankKey, BankNode, KeyRing
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import KEYS_DIR, BankKey, KeyRing
 from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
 from blindscore.bank_node.store import DEFAULT_MAX_FAULTS, DEFAULT_MAX_RUNS, ResultStore, RunLimits
 from blindscore.crypto.keyfile import Passphrase, passphrase_from

@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from blindscore.bank_node.flow import BankKey, BankNode
+from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, Run
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import BankKey
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import Identity
 from blindscore.infra.metrics import NodeMetrics
@@ -62,31 +64,18 @@ class BankServicer(pb_grpc.BankServicer):
     @grpc_errors
     @timed("bank.round1")
     def CompareMasked(self, request: pb.MaskedRequest, context: grpc.ServicerContext) -> pb.BitsResponse:
-        bureau = _party(require_role(context, "bureau"))
-        key = self.node.key(request.key_id)  # before unpacking: the key decides the wire format
+        run = _run(request, context)
+        key = self.node.key(run.key_id)  # before unpacking: the key decides the wire format
         pk = key.paillier.public_key
-        resp = self.node.compare_masked(
-            request.key_id,
-            serde.masked_request_from_proto(request, pk),
-            application_id=request.application_id,
-            bureau_id=bureau,
-            platform_id=request.platform_id,
-        )
+        resp = self.node.compare_masked(run, serde.masked_request_from_proto(request, pk))
         return serde.bits_response_to_proto(resp, pk, key.dgk.public_key)
 
     @grpc_errors
     @timed("bank.round2")
     def CompareBlinded(self, request: pb.BlindedRequest, context: grpc.ServicerContext) -> pb.FinalResponse:
-        bureau = _party(require_role(context, "bureau"))
-        key = self.node.key(request.key_id)
-        req = serde.blinded_request_from_proto(request, key.dgk.public_key)
-        resp = self.node.compare_blinded(
-            request.key_id,
-            req,
-            application_id=request.application_id,
-            bureau_id=bureau,
-            platform_id=request.platform_id,
-        )
+        run = _run(request, context)
+        key = self.node.key(run.key_id)
+        resp = self.node.compare_blinded(run, serde.blinded_request_from_proto(request, key.dgk.public_key))
         return serde.final_response_to_proto(resp, key.paillier.public_key)
 
     @grpc_errors
@@ -118,38 +107,38 @@ class BankServicer(pb_grpc.BankServicer):
     def PackedStart(
         self, request: pb.PackedStartRequest, context: grpc.ServicerContext
     ) -> pb.PackedStartResponse:
-        bureau = _party(require_role(context, "bureau"))
-        key = self.node.key(request.key_id)
+        batch = _batch(request, context)
+        key = self.node.key(batch.key_id)
         masked = serde.packed_start_from_proto(request, key.paillier.public_key)
-        ticket, ext = self.node.packed_start(
-            request.key_id,
-            bytes(request.ot_session_id),
-            masked,
-            tuple(request.application_ids),
-            bureau_id=bureau,
-            platform_id=request.platform_id,
+        started = self.node.packed_start(BatchStart(batch, bytes(request.ot_session_id), masked))
+        ext = started.request
+        return pb.PackedStartResponse(
+            ticket=started.ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u
         )
-        return pb.PackedStartResponse(ticket=ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
 
     @grpc_errors
     @timed("bank.packed_finish")
     def PackedFinish(
         self, request: pb.PackedFinishRequest, context: grpc.ServicerContext
     ) -> pb.PackedFinishResponse:
-        bureau = _party(require_role(context, "bureau"))
+        batch = _batch(request, context)
         reply, circuit = serde.packed_finish_from_proto(request)
-        stored = self.node.packed_finish(
-            request.key_id,
-            bytes(request.ticket),
-            reply,
-            circuit,
-            request.model_id,
-            tuple(request.band_labels),
-            tuple(request.application_ids),
-            bureau_id=bureau,
-            platform_id=request.platform_id,
+        finish = BatchFinish(
+            batch, bytes(request.ticket), reply, circuit, request.model_id, tuple(request.band_labels)
         )
-        return pb.PackedFinishResponse(stored=stored)
+        return pb.PackedFinishResponse(stored=self.node.packed_finish(finish))
+
+
+def _run(request: pb.MaskedRequest | pb.BlindedRequest, context: grpc.ServicerContext) -> Run:
+    """Whose run a comparison round belongs to: the calling bureau's and the request's ids."""
+    bureau = _party(require_role(context, "bureau"))
+    return Run(request.key_id, request.application_id, bureau, request.platform_id)
+
+
+def _batch(request: pb.PackedStartRequest | pb.PackedFinishRequest, context: grpc.ServicerContext) -> Batch:
+    """Who a packed batch is for: the calling bureau and the request's ids."""
+    bureau = _party(require_role(context, "bureau"))
+    return Batch(request.key_id, tuple(request.application_ids), bureau, request.platform_id)
 
 
 def _party(identity: Identity | None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import threading
@@ -15,6 +14,7 @@ from typing import Any, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from blindscore.bank_node.calls import BatchFinish, BatchStart
 from blindscore.bank_node.store import BandRecord, Completion
 from blindscore.crypto import garble, ot
 from blindscore.errors import CryptoError, InvalidInputError, NotFoundError, PreconditionError
@@ -93,30 +93,22 @@ class PackedSessions:
 
     # -- the two calls of a batch ---------------------------------------------------------------
 
-    def start(
-        self,
-        key_id: str,
-        session_id: bytes,
-        req: packing.PackedMasked,
-        opened: packing.OpenedBatch,
-        application_ids: Sequence[str],
-        bureau_id: str,
-        platform_id: str = "",
-    ) -> StartResult:
+    def start(self, start: BatchStart, opened: packing.OpenedBatch) -> StartResult:
         """Answer an opened batch with the OT request for its bits and a ticket (sealed for this
         bank alone) holding what :meth:`finish` needs, bound to the bureau and the members."""
-        receiver = self._receiver(session_id)
-        choices = packing.choice_bits(opened.values, req.comparison_width)
+        receiver = self._receiver(start.session_id)
+        masked = start.masked
+        choices = packing.choice_bits(opened.values, masked.comparison_width)
         request = receiver.request(choices)
         state = {
-            "key_id": key_id,
-            "session": session_id.hex(),
+            "key_id": start.batch.key_id,
+            "session": start.session_id.hex(),
             "nonce": request.nonce.hex(),
-            "count": req.count,
-            "cutoffs": req.cutoffs,
-            "width": req.comparison_width,
+            "count": masked.count,
+            "cutoffs": masked.cutoffs,
+            "width": masked.comparison_width,
             "choices": bytes(_pack_bits(choices)).hex(),
-            "members": _members_digest(bureau_id, platform_id, application_ids),
+            "members": start.batch.digest(),
             "expires": time.time() + TICKET_TTL_S,
         }
         iv = secrets.token_bytes(12)
@@ -143,27 +135,16 @@ class PackedSessions:
             self._used[state["nonce"]] = float(state["expires"])
         return state
 
-    def finish(
-        self,
-        key_id: str,
-        ticket: bytes,
-        reply: ot.ExtensionReply,
-        circuit: garble.GarbledComparisons,
-        model_id: str,
-        labels: Sequence[str],
-        application_ids: Sequence[str],
-        bureau_id: str,
-        platform_id: str = "",
-    ) -> list[Completion]:
+    def finish(self, finish: BatchFinish) -> list[Completion]:
         """Receive the labels of the bank's bits, evaluate the comparisons, return each member's
         band, or a fault for a slot whose outputs are not monotone."""
-        state = self._open_ticket(ticket)
-        if state["key_id"] != key_id:
+        state = self._open_ticket(finish.ticket)
+        batch, labels, circuit = finish.batch, finish.labels, finish.circuit
+        if state["key_id"] != batch.key_id:
             raise InvalidInputError("the batch ticket was issued for another key")
         count, width, cutoffs = int(state["count"]), int(state["width"]), int(state["cutoffs"])
-        if len(application_ids) != count or len(set(application_ids)) != count or not all(application_ids):
-            raise InvalidInputError(f"a batch of {count} needs {count} distinct, non-empty application ids")
-        if state.get("members") != _members_digest(bureau_id, platform_id, application_ids):
+        batch.check_count(count)
+        if state.get("members") != batch.digest():
             raise InvalidInputError("the batch ticket was issued for other members or another bureau")
         if len(labels) != cutoffs + 1 or len(set(labels)) != len(labels):
             raise InvalidInputError(f"{cutoffs} cutoffs need {cutoffs + 1} distinct band labels")
@@ -174,24 +155,24 @@ class PackedSessions:
             )
         choices = _unpack_bits(bytes.fromhex(state["choices"]), count * width)
         receiver = self._receiver(bytes.fromhex(state["session"]))
-        own_labels = receiver.receive(bytes.fromhex(state["nonce"]), choices, reply)
+        own_labels = receiver.receive(bytes.fromhex(state["nonce"]), choices, finish.reply)
         bits = garble.evaluate_comparisons(circuit, own_labels)
         now = time.time()
         completions = []
-        for app_id, band in zip(application_ids, packing.bands_from_bits(bits), strict=True):
+        for app_id, band in zip(batch.application_ids, packing.bands_from_bits(bits), strict=True):
             index = 0 if band is None else band
-            record = BandRecord(app_id, model_id, key_id, index, labels[index], now, platform_id, bureau_id)
+            record = BandRecord(
+                app_id,
+                finish.model_id,
+                batch.key_id,
+                index,
+                labels[index],
+                now,
+                batch.platform_id,
+                batch.bureau_id,
+            )
             completions.append(Completion(record, packing.FAULT_GARBLED_OUTPUT if band is None else ""))
         return completions
-
-
-def _members_digest(bureau_id: str, platform_id: str, application_ids: Sequence[str]) -> str:
-    """A fixed-size digest of who a batch is for: a ticket is only good for the same members."""
-    h = hashlib.sha256(b"blindscore/bank/packed-members/v1")
-    for part in (bureau_id, platform_id, *application_ids):
-        data = part.encode("utf-8")
-        h.update(len(data).to_bytes(8, "big") + data)
-    return h.hexdigest()
 
 
 def _pack_bits(bits: Sequence[int]) -> bytearray:

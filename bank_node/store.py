@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
 from blindscore.infra.db import Database, Tx, create_schema
@@ -98,6 +99,17 @@ class Completion:
 
     record: BandRecord
     fault: str = ""  # the failed check; empty when the band is good
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What :meth:`ResultStore.complete` did: how many applications were completed for the first
+    time, the ids whose earlier, different band was kept, and per completion the band the bank
+    holds afterwards (None when it holds none: the run faulted)."""
+
+    new: int
+    kept: list[str]
+    held: list[BandRecord | None]
 
 
 @dataclass(frozen=True)
@@ -276,22 +288,20 @@ class ResultStore:
 
         self._db.write(run)
 
-    def complete(
-        self, bureau_id: str, completions: Sequence[Completion], limits: RunLimits
-    ) -> tuple[int, list[str]]:
+    def complete(self, bureau_id: str, completions: Sequence[Completion], limits: RunLimits) -> Completed:
         """End a run for each application in one transaction: store its band, or record it as
         faulted when this run or an earlier one broke the protocol. The first band stored for an
         application is kept.
 
-        Returns (how many applications were completed for the first time, the ids whose stored
-        band differs from this run's). Both depend only on ids and on earlier completions, never
+        ``new`` and ``kept`` of the result depend only on ids and on earlier completions, never
         on a fault. An application that never had a run here is refused (PreconditionError).
         """
         now = time.time()
 
-        def run(tx: Tx) -> tuple[int, list[str]]:
+        def run(tx: Tx) -> Completed:
             new = 0
             kept: list[str] = []
+            held: list[BandRecord | None] = []
             for c in completions:
                 app_id = c.record.application_id
                 key = (bureau_id, c.record.platform_id, app_id)
@@ -302,9 +312,13 @@ class ResultStore:
                     )
                 faulted = bool(row[0]) or bool(c.fault)
                 new += row[1] == ""
-                stored = tx.one(f"SELECT model_id, band FROM {{bands}} WHERE {_KEY}", key)
+                found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
+                stored = BandRecord(*found) if found else None
                 keep = stored is None and not faulted
-                if stored is not None and (stored[0], stored[1]) != (c.record.model_id, c.record.band):
+                if stored is not None and (stored.model_id, stored.band) != (
+                    c.record.model_id,
+                    c.record.band,
+                ):
                     kept.append(app_id)
                 record = dataclasses.replace(
                     c.record, bureau_id=bureau_id, received_at=c.record.received_at or now
@@ -319,8 +333,9 @@ class ResultStore:
                     (int(faulted), "faulted" if faulted else "band", now, *key),
                 )
                 self._record_fault(tx, bureau_id, key[1], app_id, c.fault, now)
+                held.append(stored if stored is not None else record if keep else None)
             self._count_faults(tx, bureau_id, sum(1 for c in completions if c.fault), limits, now)
-            return new, kept
+            return Completed(new, kept, held)
 
         return self._db.write(run)
 
@@ -357,15 +372,7 @@ class ResultStore:
 
     def standing(self, bureau_id: str | None = None) -> list[BureauStanding]:
         """Fault counts and suspensions, of one bureau or of all, sorted by bureau id."""
-        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
-        rows = self._db.read(
-            lambda tx: tx.all(
-                "SELECT bureau_id, faults, suspended, updated_at FROM {bureaus} "
-                + where
-                + " ORDER BY bureau_id",
-                params,
-            )
-        )
+        rows = self._of_bureau("bureau_id, faults, suspended, updated_at", "bureaus", bureau_id, "bureau_id")
         return [BureauStanding(str(r[0]), int(r[1]), bool(r[2]), float(r[3])) for r in rows]
 
     def reset_standing(self, bureau_id: str) -> bool:
@@ -383,16 +390,19 @@ class ResultStore:
 
     def faults(self, bureau_id: str | None = None) -> list[FaultRecord]:
         """The recorded protocol faults, oldest first."""
-        where, params = ("WHERE bureau_id = ?", (bureau_id,)) if bureau_id is not None else ("", ())
-        rows = self._db.read(
-            lambda tx: tx.all(
-                "SELECT bureau_id, platform_id, application_id, reason, at FROM {faults} "
-                + where
-                + " ORDER BY at, application_id",
-                params,
-            )
+        rows = self._of_bureau(
+            "bureau_id, platform_id, application_id, reason, at", "faults", bureau_id, "at, application_id"
         )
         return [FaultRecord(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    def _of_bureau(
+        self, columns: str, table: str, bureau_id: str | None, order: str
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` of ``table``'s rows, of one bureau or of all (None), ordered by ``order``."""
+        where, params = ("WHERE bureau_id = ? ", (bureau_id,)) if bureau_id is not None else ("", ())
+        return self._db.read(
+            lambda tx: tx.all(f"SELECT {columns} FROM {{{table}}} {where}ORDER BY {order}", params)
+        )
 
     def runs(
         self, bureau_id: str, application_id: str, platform_id: str = ""

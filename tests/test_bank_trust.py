@@ -53,13 +53,14 @@ def test_runs_are_counted_per_bureau_and_refused_past_the_limit(store: ResultSto
 
 def test_a_fault_stores_no_band_and_counts_against_the_bureau(store: ResultStore) -> None:
     store.begin_runs("bureau-1", ["a", "b", "c"], ["", "slot_guard", ""], LIMITS)
-    new, kept = store.complete(
+    done = store.complete(
         "bureau-1",
         [Completion(record("a")), Completion(record("b")), Completion(record("c"), "garbled_output")],
         LIMITS,
     )
-    assert (new, kept) == (3, [])
+    assert (done.new, done.kept) == (3, [])
     assert [r.application_id for r in store.all()] == ["a"]
+    assert done.held == [store.get("a"), None, None]  # the band held afterwards, as stored
     assert store.runs("bureau-1", "b") == (1, True, "faulted")
     assert store.runs("bureau-1", "c") == (1, True, "faulted")
     assert sorted((f.application_id, f.reason) for f in store.faults()) == [
@@ -80,11 +81,13 @@ def test_completion_answers_depend_on_ids_not_on_faults(store: ResultStore) -> N
     that differs from the stored one is kept out (the first band stays)."""
     for app_id, fault in (("clean", ""), ("bad", "band_range")):
         store.begin_runs("b", [app_id], [""], LIMITS)
-        assert store.complete("b", [Completion(record(app_id), fault)], LIMITS) == (1, [])
+        done = store.complete("b", [Completion(record(app_id), fault)], LIMITS)
+        assert (done.new, done.kept) == (1, [])
         store.begin_runs("b", [app_id], [""], LIMITS)
-        new, kept = store.complete("b", [Completion(record(app_id, 2))], LIMITS)
-        assert new == 0
-        assert kept == (["clean"] if app_id == "clean" else [])
+        again = store.complete("b", [Completion(record(app_id, 2))], LIMITS)
+        assert again.new == 0
+        assert again.kept == (["clean"] if app_id == "clean" else [])
+        assert again.held == done.held  # the first band stays held (none after a fault)
     clean = store.get("clean")
     assert clean is not None and clean.band == 1
     assert store.get("bad") is None  # faulted once: no band, ever

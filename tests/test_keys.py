@@ -22,7 +22,9 @@ import pytest
 
 from blindscore.app.cli import main
 from blindscore.app.client import score_one
-from blindscore.bank_node.flow import KEYS_DIR, RING_FILE, BankKey, BankNode, KeyRing
+from blindscore.bank_node.calls import Run
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.keyring import KEYS_DIR, RING_FILE, BankKey, KeyRing
 from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
 from blindscore.bureau.flow import Bureau
 from blindscore.bureau.server import start_bureau_server
@@ -98,8 +100,8 @@ def band_round_trip(node: BankNode, key_id: str, key: BankKey, score: int, app_i
     """Run the bureau's side of the band protocol against ``node`` under ``key_id``; return the band."""
     pk, dgk = key.paillier.public_key, key.dgk.public_key
     bureau = BandComparison(pk, dgk, pk.encrypt(score), CUTOFFS, -1000, 5000, 0)
-    bits = node.compare_masked(key_id, bureau.masked_request(), application_id=app_id)
-    final = node.compare_blinded(key_id, bureau.blinded_request(bits), application_id=app_id)
+    bits = node.compare_masked(Run(key_id, app_id), bureau.masked_request())
+    final = node.compare_blinded(Run(key_id, app_id), bureau.blinded_request(bits))
     delivery = BandDelivery(
         application_id=app_id,
         key_id=key_id,
@@ -475,11 +477,11 @@ def test_bank_node_answers_old_and_new_key(rotated: Rotated, new_key: BankKey, t
     pk_old = old_key.paillier.public_key
     bureau = BandComparison(pk_old, old_key.dgk.public_key, pk_old.encrypt(1), CUTOFFS, -1000, 5000, 0)
     masked = bureau.masked_request()
-    node.compare_masked(rotated.new_id, masked, application_id="app-x")
+    node.compare_masked(Run(rotated.new_id, "app-x"), masked)
     assert node.store.runs("", "app-x") == (1, True, "")
     unknown = "pk-" + "0" * 32
     with pytest.raises(NotFoundError, match=unknown):
-        node.compare_masked(unknown, masked, application_id="app-x")
+        node.compare_masked(Run(unknown, "app-x"), masked)
     with pytest.raises(NotFoundError, match=unknown):
         node.deliver_band(
             BandDelivery(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart
 from blindscore.bank_node.sessions import PackedSessions
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.bureau.applications import ApplicationStore, Submission
@@ -58,7 +59,20 @@ def start_batch(
 ) -> Any:
     """The bank's PackedStart without the node around it: open the batch, then the OT request."""
     opened = packing.open_packed(keypair, masked)
-    return sessions.start(keypair.public_key.key_id, session_id, masked, opened, ids, "")
+    batch = Batch(keypair.public_key.key_id, tuple(ids))
+    return sessions.start(BatchStart(batch, session_id, masked), opened)
+
+
+def finish_of(
+    key_id: str,
+    ticket: bytes,
+    reply: ot.ExtensionReply,
+    circuit: garble.GarbledComparisons,
+    labels: Sequence[str],
+    ids: Sequence[str],
+) -> BatchFinish:
+    """The bank's PackedFinish input for a batch of model "m" from the bureau and platform ""."""
+    return BatchFinish(Batch(key_id, tuple(ids)), ticket, reply, circuit, "m", tuple(labels))
 
 
 def batch_ids(n: int) -> list[str]:
@@ -82,7 +96,7 @@ def run_batch(
     start = start_batch(sessions, keypair, session_id, band.masked(), ids)
     circuit, pairs = band.garble()
     reply = sender.reply(start.request, pairs)
-    done = sessions.finish(pk.key_id, start.ticket, reply, circuit, "m", model.policy.labels, ids, "")
+    done = sessions.finish(finish_of(pk.key_id, start.ticket, reply, circuit, model.policy.labels, ids))
     assert not any(c.fault for c in done)
     return [c.record.band for c in done]
 
@@ -285,16 +299,15 @@ def test_tickets_are_sealed_single_use_and_bound_to_the_key_and_the_batch(
     _, ticket, reply, circuit = _started(paillier_keypair, ot_pair)
     tampered = ticket[:-1] + bytes([ticket[-1] ^ 1])
     with pytest.raises(PreconditionError, match="ticket"):
-        sessions.finish(key_id, tampered, reply, circuit, "m", labels, ["a", "b"], "")
+        sessions.finish(finish_of(key_id, tampered, reply, circuit, labels, ["a", "b"]))
     with pytest.raises(PreconditionError, match="ticket"):
-        PackedSessions().finish(
-            key_id, ticket, reply, circuit, "m", labels, ["a", "b"], ""
-        )  # another process
-    records = sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"], "")
+        # another process
+        PackedSessions().finish(finish_of(key_id, ticket, reply, circuit, labels, ["a", "b"]))
+    records = sessions.finish(finish_of(key_id, ticket, reply, circuit, labels, ["a", "b"]))
     assert [r.record.application_id for r in records] == ["a", "b"]
     # Single use: the same ticket again (one OT nonce, a second reply) is refused.
     with pytest.raises(PreconditionError, match="ticket"):
-        sessions.finish(key_id, ticket, reply, circuit, "m", labels, ["a", "b"], "")
+        sessions.finish(finish_of(key_id, ticket, reply, circuit, labels, ["a", "b"]))
     refusals: list[tuple[str, list[str], tuple[str, ...], str]] = [
         ("pk-" + "0" * 32, ["a", "b"], labels, "another key"),
         (key_id, ["a", "a"], labels, "distinct"),
@@ -305,12 +318,12 @@ def test_tickets_are_sealed_single_use_and_bound_to_the_key_and_the_batch(
     for key, ids, names, message in refusals:
         _, ticket, reply, circuit = _started(paillier_keypair, ot_pair)
         with pytest.raises(InvalidInputError, match=message):
-            sessions.finish(key, ticket, reply, circuit, "m", names, ids, "")
+            sessions.finish(finish_of(key, ticket, reply, circuit, names, ids))
     # The circuit of another batch does not fit a ticket.
     _, ticket, reply, _ = _started(paillier_keypair, ot_pair)
     _, _, _, other = _started(paillier_keypair, ot_pair, n=3)
     with pytest.raises(InvalidInputError, match="garbled comparisons"):
-        sessions.finish(key_id, ticket, reply, other, "m", labels, ["a", "b"], "")
+        sessions.finish(finish_of(key_id, ticket, reply, other, labels, ["a", "b"]))
 
 
 def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) -> None:

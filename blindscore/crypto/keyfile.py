@@ -9,9 +9,10 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -245,3 +246,93 @@ def read_secret(
 def secret_is_sealed(path: Path) -> bool:
     """True when the secret key file at ``path`` is passphrase-sealed (reads no secret)."""
     return is_sealed(read_json(path, secret=True))
+
+
+# key pairs ----------------------------------------------------------------------------------
+
+
+class _PublicKey(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class _SecretKey(Protocol):
+    def _export(self) -> dict[str, Any]: ...
+
+
+class _KeyPair(Protocol):
+    @property
+    def public_key(self) -> _PublicKey: ...
+
+    @property
+    def secret_key(self) -> _SecretKey: ...
+
+
+PublicT = TypeVar("PublicT", bound=_PublicKey)
+PairT = TypeVar("PairT", bound=_KeyPair)
+
+
+@dataclass(frozen=True)
+class KeyPairFiles(Generic[PublicT, PairT]):
+    """How one kind of key pair lies in a directory: a public file (0644) and a secret file (0600,
+    sealed when a passphrase is given) holding the public key and the secret integers in hex."""
+
+    name: str  # for messages: "Paillier", "DGK"
+    public_file: str
+    secret_file: str
+    kind: str  # the secret document's kind, also bound into a sealed envelope
+    fields: tuple[str, ...]  # the secret integers, in the order ``make_pair`` takes them
+    public_from_dict: Callable[[Any], PublicT]
+    make_pair: Callable[[PublicT, list[int]], PairT]
+    generate: Callable[[int], PairT]  # a new key pair of the given bits
+    format: int = 1
+
+    def document(self, public: _PublicKey, values: Sequence[int]) -> dict[str, Any]:
+        """The secret key document: format, kind, the public key and each secret integer in hex."""
+        fields = dict(zip(self.fields, (hex(v) for v in values), strict=True))
+        return {"format": self.format, "kind": self.kind, "public": public.to_dict(), **fields}
+
+    def save(self, directory: Path, keypair: PairT, *, passphrase: Passphrase | None = None) -> None:
+        """Persist a key pair: the secret file is created 0600 (sealed with ``passphrase`` if given),
+        the public file 0644."""
+        directory = Path(directory)
+        write_secret(
+            directory / self.secret_file,
+            keypair.secret_key._export(),
+            kind=self.kind,
+            key_id=keypair.public_key.key_id,
+            passphrase=passphrase,
+        )
+        write_json(directory / self.public_file, keypair.public_key.to_dict())
+
+    def load(self, directory: Path, *, passphrase: Passphrase | None = None) -> PairT:
+        """Load the key pair in ``directory``; a secret readable by others is refused, and so is a
+        sealed one without its passphrase."""
+        path = Path(directory) / self.secret_file
+        d = read_secret(
+            path,
+            kind=self.kind,
+            passphrase=passphrase,
+            key_id_of=lambda doc: self.public_from_dict(doc["public"]).key_id,
+        )
+        if d.get("format") != self.format or d.get("kind") != self.kind:
+            raise InvalidInputError(f"{path}: not a blindscore {self.name} secret key (format {self.format})")
+        try:
+            public = self.public_from_dict(d["public"])
+            values = [int(d[k], 16) for k in self.fields]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            # No exception text: it would quote the malformed secret value.
+            raise InvalidInputError(f"{path}: malformed {self.name} secret key") from None
+        return self.make_pair(public, values)
+
+    def load_or_generate(
+        self, directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
+    ) -> tuple[PairT, bool]:
+        """Load the key pair in ``directory`` or make and save one. Returns (keypair, created)."""
+        if (Path(directory) / self.secret_file).exists():
+            return self.load(directory, passphrase=passphrase), False
+        keypair = self.generate(bits)
+        self.save(directory, keypair, passphrase=passphrase)
+        return keypair, True

@@ -18,16 +18,14 @@ import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gmpy2
 from phe import paillier as _phe
 
-from blindscore._files import write_json
 from blindscore.crypto._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.crypto._wire import pack_fixed, split_fixed
-from blindscore.crypto.keyfile import Passphrase, read_secret, write_secret
+from blindscore.crypto.keyfile import KeyPairFiles
 from blindscore.crypto.pools import RandomnessPool
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError
 
@@ -315,13 +313,7 @@ class SecretKey(Unexportable):
         return m - n if m > n // 2 else m
 
     def _export(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "kind": "paillier-secret",
-            "public": self.public_key.to_dict(),
-            "p": hex(self._sk.p),
-            "q": hex(self._sk.q),
-        }
+        return KEY_FILES.document(self.public_key, (self._sk.p, self._sk.q))
 
 
 @dataclass(frozen=True, repr=False)
@@ -364,52 +356,20 @@ def generate_keypair(bits: int = 2048, *, allow_insecure_for_tests: bool = False
 
 PUBLIC_FILE = "paillier_public.json"
 SECRET_FILE = "paillier_secret.json"
-
-
-def save_keypair(directory: Path, keypair: KeyPair, *, passphrase: Passphrase | None = None) -> None:
-    """Persist a key pair: the secret file is created 0600 (sealed with ``passphrase`` if given),
-    the public file 0644."""
-    write_secret(
-        directory / SECRET_FILE,
-        keypair.secret_key._export(),
-        kind="paillier-secret",
-        key_id=keypair.public_key.key_id,
-        passphrase=passphrase,
-    )
-    write_json(directory / PUBLIC_FILE, keypair.public_key.to_dict())
-
-
-def load_keypair(directory: Path, *, passphrase: Passphrase | None = None) -> KeyPair:
-    """Load the key pair in ``directory``; a secret readable by others is refused, and so is a
-    sealed one without its passphrase."""
-    path = directory / SECRET_FILE
-    d = read_secret(
-        path,
-        kind="paillier-secret",
-        passphrase=passphrase,
-        key_id_of=lambda doc: PublicKey.from_dict(doc["public"]).key_id,
-    )
-    if d.get("format") != FORMAT_VERSION or d.get("kind") != "paillier-secret":
-        raise InvalidInputError(f"{path}: not a blindscore Paillier secret key (format 1)")
-    try:
-        public = PublicKey.from_dict(d["public"])
-        p, q = int(d["p"], 16), int(d["q"], 16)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        # No exception text: it would quote the malformed secret value.
-        raise InvalidInputError(f"{path}: malformed Paillier secret key") from None
-    return KeyPair(public, SecretKey(public, p, q))
-
-
-def load_or_generate_keypair(
-    directory: Path, bits: int = 2048, *, passphrase: Passphrase | None = None
-) -> tuple[KeyPair, bool]:
-    """Load the key pair in ``directory`` or make and save one. Returns (keypair, created)."""
-    if (directory / SECRET_FILE).exists():
-        kp = load_keypair(directory, passphrase=passphrase)
-        return kp, False
-    kp = generate_keypair(bits)
-    save_keypair(directory, kp, passphrase=passphrase)
-    return kp, True
+KEY_FILES: KeyPairFiles[PublicKey, KeyPair] = KeyPairFiles(
+    name="Paillier",
+    public_file=PUBLIC_FILE,
+    secret_file=SECRET_FILE,
+    kind="paillier-secret",
+    fields=("p", "q"),
+    public_from_dict=PublicKey.from_dict,
+    make_pair=lambda public, pq: KeyPair(public, SecretKey(public, *pq)),
+    generate=generate_keypair,
+    format=FORMAT_VERSION,
+)
+save_keypair = KEY_FILES.save
+load_keypair = KEY_FILES.load
+load_or_generate_keypair = KEY_FILES.load_or_generate
 
 
 def _multi_exp(terms: Sequence[tuple[Any, int]], modulus: Any) -> Any:
