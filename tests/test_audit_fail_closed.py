@@ -17,7 +17,6 @@ How each failure is made, without root or mocks of our own code:
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
+from waiting import wait_for
 
 from blindscore.app.cli import main as cli
 from blindscore.bank_node.flow import BankNode
@@ -282,23 +282,13 @@ def encrypted_batch(nodes: Nodes, batch_id: str, ids: list[str]) -> pb.Encrypted
 
 
 def banded(nodes: Nodes, app_id: str) -> None:
-    wait_for(f"the band of {app_id}", lambda: nodes.bank.store.get(app_id))
+    wait_for(lambda: nodes.bank.store.get(app_id), what=f"the band of {app_id}")
 
 
 def refused(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code(), info.value.details() or ""
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -378,7 +368,7 @@ def test_the_platform_operator_gets_unavailable_and_the_platform_resends_after_r
         return outcomes[-2:] == ["ACCEPTED", "OK"] and set(outcomes[:-2]) <= {"UNAVAILABLE"}
 
     for app_id in ("fc-op", "fc-st"):
-        wait_for(f"{app_id} scored and recorded", partial(scored_and_recorded, app_id))
+        wait_for(partial(scored_and_recorded, app_id), what=f"{app_id} scored and recorded")
         assert nodes.bank.store.get(app_id) is not None
     assert nodes.delivered.count("fc-op") == 1  # "fc-st" went as a packed batch (no DeliverBand)
     nodes.assert_truthful()
