@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import register_with_bureau, start_bank_server
@@ -25,6 +27,7 @@ from blindscore.models.linear import LinearModel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
 from blindscore.platform_node.server import start_platform_server
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 GermanRows = list[dict[str, int | str]]
 
@@ -60,6 +63,16 @@ class Nodes:
     platform: str
     key_id: str
     creds: Callable[[str], TransportSecurity]
+
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    def stub(self, kind: str, party: str = "") -> Any:
+        """A client of node ``kind`` ("bureau", "bank" or "platform"), calling as ``party`` under TLS
+        (any server of that role is accepted); its channel is closed with the nodes."""
+        address = {"bureau": self.bureau, "bank": self.bank, "platform": self.platform}[kind]
+        channel = open_channel(address, security=self.creds(party).expecting(kind))
+        self.channels.append(channel)
+        return getattr(pb_grpc, f"{kind.capitalize()}Stub")(channel)
 
     @property
     def bank_dir(self) -> Path:

@@ -40,7 +40,7 @@ def platform_stub(net: Net, party: str) -> Any:
 
 
 def bureau_stub(net: Net, party: str) -> Any:
-    return pb_grpc.BureauStub(open_channel(net.bureau, security=net.creds(party).expecting("bureau")))
+    return net.stub("bureau", party)
 
 
 def score_request(net: Net, i: int, app_id: str) -> pb.ScoreRequest:

@@ -31,7 +31,7 @@ def net(module_nodes: NodesFactory) -> Net:
 
 
 def bureau_stub(net: Net, party: str) -> Any:
-    return pb_grpc.BureauStub(open_channel(net.bureau, security=net.creds(party).expecting("bureau")))
+    return net.stub("bureau", party)
 
 
 def code_of(call: Any, request: Any) -> grpc.StatusCode:
