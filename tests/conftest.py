@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from blindscore.crypto.dgk import DGKKeyPair, generate_dgk_keypair
 from blindscore.crypto.paillier import KeyPair, generate_keypair
+
+if TYPE_CHECKING:  # support imports all three nodes: only the tests that start nodes pay for that
+    from support import GermanRows, NodesFactory
+
+    from blindscore.models.linear import LinearModel
 
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
@@ -37,6 +42,59 @@ def paillier_keypair() -> KeyPair:
 def dgk_keypair() -> DGKKeyPair:
     """A real 2048-bit DGK key pair (default t, u = 65537), shared by the whole session."""
     return generate_dgk_keypair(2048)
+
+
+@pytest.fixture(scope="session")
+def second_paillier_keypair() -> KeyPair:
+    """Another 2048-bit Paillier key pair, for tests that need a bank key other than the first."""
+    return generate_keypair(2048)
+
+
+# ---------------------------------------------------------------------- German credit data
+
+
+@pytest.fixture(scope="session")
+def german_rows() -> GermanRows:
+    """The 1000 German credit applications, read once per session (tests must not change them)."""
+    from support import german_credit
+
+    return german_credit()[0]
+
+
+@pytest.fixture(scope="session")
+def default_german_model() -> LinearModel:
+    """The shipped German credit model, loaded once per session."""
+    from support import german_model
+
+    return german_model()
+
+
+# ---------------------------------------------------------------------- three nodes over gRPC
+
+
+@pytest.fixture
+def make_nodes(
+    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> Iterator[NodesFactory]:
+    """Starts bureau, bank and platform in process over real gRPC (``support.running_nodes``
+    options); every network it started is stopped after the test."""
+    from support import NodesFactory
+
+    factory = NodesFactory(tmp_path_factory, paillier_keypair, dgk_keypair)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_nodes(
+    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> Iterator[NodesFactory]:
+    """``make_nodes`` for module-scoped networks: stopped after the module's last test."""
+    from support import NodesFactory
+
+    factory = NodesFactory(tmp_path_factory, paillier_keypair, dgk_keypair)
+    yield factory
+    factory.close()
 
 
 # ---------------------------------------------------------------------- PostgreSQL

@@ -17,9 +17,9 @@ How each failure is made, without root or mocks of our own code:
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,23 +28,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
+from support import running_nodes
+from waiting import wait_for
 
 from blindscore.app.cli import main as cli
 from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
 from blindscore.bureau.audit import AuditLog
 from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import UnavailableError
 from blindscore.infra.db import RetryPolicy
 from blindscore.infra.transport import open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol import packing
 from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
@@ -187,31 +184,23 @@ class Nodes:
 
 
 def start_nodes(tmp: Path, database: str | None, paillier: KeyPair, dgk: DGKKeyPair) -> Nodes:
-    closers: list[Callable[[], Any]] = []
-    bank = BankNode(BANK, paillier, dgk, ResultStore(tmp / "bank" / "results.sqlite3"))
-    closers.append(bank.store.close)
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    closers.append(lambda: bank_server.stop(None).wait())
-    bureau = Bureau.open(tmp / "bureau", database, retry=FAST)
-    closers.append(bureau.close)
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    closers += [channels.close, lambda: bureau_server.stop(None).wait()]
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    key_id = register_with_bureau(bank, bureau_addr, f"127.0.0.1:{bank_port}")
-    channel = open_channel(bureau_addr)
-    platform = PlatformNode(PLATFORM, GrpcBureauLink(channel), retry=FAST)
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    closers += [channel.close, platform.close, lambda: platform_server.stop(None).wait()]
+    stack = ExitStack()
+    net = stack.enter_context(
+        running_nodes(tmp, paillier, dgk, bank_id=BANK, platform_id=PLATFORM, database=database, retry=FAST)
+    )
+    assert net.platform_obj is not None
+    bank = net.bank_node
     nodes = Nodes(
         tmp,
         database,
         bank,
-        bureau,
-        platform,
-        bureau_addr,
-        f"127.0.0.1:{platform_port}",
-        key_id,
-        closers=closers,
+        net.bureau_obj,
+        net.platform_obj,
+        net.bureau,
+        net.platform,
+        net.key_id,
+        [],
+        [stack.close],
     )
     real = bank.deliver_band
 
@@ -282,23 +271,13 @@ def encrypted_batch(nodes: Nodes, batch_id: str, ids: list[str]) -> pb.Encrypted
 
 
 def banded(nodes: Nodes, app_id: str) -> None:
-    wait_for(f"the band of {app_id}", lambda: nodes.bank.store.get(app_id))
+    wait_for(lambda: nodes.bank.store.get(app_id), what=f"the band of {app_id}")
 
 
 def refused(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code(), info.value.details() or ""
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -378,7 +357,7 @@ def test_the_platform_operator_gets_unavailable_and_the_platform_resends_after_r
         return outcomes[-2:] == ["ACCEPTED", "OK"] and set(outcomes[:-2]) <= {"UNAVAILABLE"}
 
     for app_id in ("fc-op", "fc-st"):
-        wait_for(f"{app_id} scored and recorded", partial(scored_and_recorded, app_id))
+        wait_for(partial(scored_and_recorded, app_id), what=f"{app_id} scored and recorded")
         assert nodes.bank.store.get(app_id) is not None
     assert nodes.delivered.count("fc-op") == 1  # "fc-st" went as a packed batch (no DeliverBand)
     nodes.assert_truthful()

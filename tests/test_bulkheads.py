@@ -13,8 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
+from support import NodesFactory, german_credit
+from waiting import wait_for
 
 from blindscore.app.localnet import LocalNetwork
+from blindscore.bureau.applications import ApplicationStore
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.protocol.application import Application, EncryptedApplication
@@ -28,15 +31,6 @@ OTHER_TENANT_P99_S = 2.5
 #: More submissions than the bureau has request threads (16): without a per-bank bound each of them
 #: held a thread until its call to the stopped bank timed out.
 HUNG_CALLS = 24
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.slow
@@ -77,8 +71,16 @@ def test_a_stopped_bank_does_not_stall_other_requests_at_the_bureau(tmp_path: Pa
                         serde.encrypted_application_to_proto(app, key), timeout=120
                     )
 
+                def reached_bureau() -> bool:
+                    store = ApplicationStore(net.bureau_dir / "applications.sqlite3")
+                    try:
+                        return all(store.get(net.platform_id, f"hung-{i}") for i in range(HUNG_CALLS))
+                    finally:
+                        store.close()
+
                 pending = [pool.submit(submit, i) for i in range(HUNG_CALLS)]
-                time.sleep(0.5)  # let the submissions reach the bureau and block on the bank
+                # Stored at the bureau, so each of them is on its way to (or blocked on) the bank.
+                wait_for(reached_bureau, 60, "the submissions to reach the bureau")
                 latencies = []
                 for _ in range(20):
                     t0 = time.perf_counter()
@@ -103,25 +105,16 @@ def test_a_stopped_bank_does_not_stall_other_requests_at_the_bureau(tmp_path: Pa
             finally:
                 store.close()
 
-        _wait_for(delivered, 90, "the pending applications to reach the bank")
+        wait_for(delivered, 90, "the pending applications to reach the bank")
 
 
 # ---------------------------------------------------------------------- the platform's streams
 
 
 @pytest.fixture
-def platform_net(
-    tmp_path: Path, paillier_keypair: Any, dgk_keypair: Any, monkeypatch: pytest.MonkeyPatch
-) -> Any:
+def platform_net(make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Bureau, bank and platform in process on port 0, with a 1 s idle deadline for streams."""
-    from blindscore.bank_node.flow import BankNode
-    from blindscore.bank_node.server import register_with_bureau, start_bank_server
-    from blindscore.bank_node.store import ResultStore
-    from blindscore.bureau.flow import Bureau
-    from blindscore.bureau.server import start_bureau_server
     from blindscore.platform_node import server as platform_server
-    from blindscore.platform_node.bureau_link import GrpcBureauLink
-    from blindscore.platform_node.flow import PlatformNode
 
     monkeypatch.setattr(platform_server, "STREAM_IDLE_S", 1.0)
     created: list[Any] = []
@@ -132,25 +125,12 @@ def platform_net(
             created.append(self)
 
     monkeypatch.setattr(platform_server, "PlatformServicer", Capturing)
-    bureau = Bureau.open(tmp_path / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bank = BankNode("bank-s", paillier_keypair, dgk_keypair, ResultStore(tmp_path / "bank.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    key_id = register_with_bureau(bank, f"127.0.0.1:{bureau_port}", f"127.0.0.1:{bank_port}")
-    channel = open_channel(f"127.0.0.1:{bureau_port}")
-    node = PlatformNode("platform-s", GrpcBureauLink(channel))
-    server, port = platform_server.start_platform_server(node, "127.0.0.1:0")
-    yield {"address": f"127.0.0.1:{port}", "key_id": key_id, "servicer": created[0], "bank": bank}
-    for s in (server, bank_server, bureau_server):
-        s.stop(None)
-    channel.close()
-    channels.close()
-    node.close()
-    bureau.close()
+    net = make_nodes("streams", bank_id="bank-s", platform_id="platform-s")
+    return {"address": net.platform, "key_id": net.key_id, "servicer": created[0], "bank": net.bank_node}
 
 
 def _request(key_id: str, i: int, **overrides: Any) -> pb.ScoreRequest:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     fields = {
         "application_id": f"s-{i}",
         "bank_id": "bank-s",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gmpy2
 import pytest
+from waiting import wait_for
 
 from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
@@ -330,9 +331,8 @@ def test_pool_refills_when_idle_and_holds_off_when_busy() -> None:
     pool = RandomnessPool(make, 50, name="dgk-randomness")
     assert len(pool) == 0
     assert pool.take() == 0 and threading.current_thread().name in makers  # dry: computed inline
-    deadline = time.monotonic() + 30  # other threads' work (e.g. Paillier pools) comes first
-    while len(pool) < 50 and time.monotonic() < deadline:
-        time.sleep(0.01)  # idle: the daemon thread fills the pool
+    # Idle: the daemon thread fills the pool (other threads' work, e.g. Paillier pools, comes first).
+    wait_for(lambda: len(pool) >= 50, what="the filler to fill the pool")
     assert len(pool) == 50 and "dgk-randomness" in makers
     time.sleep(0.2)
     assert len(pool) == 50  # bounded
@@ -344,10 +344,7 @@ def test_pool_refills_when_idle_and_holds_off_when_busy() -> None:
         time.sleep(0.3)
         assert len(pool) - before <= 1
         with waiting_on_peer():  # ... but a request blocked on another node lets it refill
-            deadline = time.monotonic() + 30
-            while len(pool) < 10 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert len(pool) >= 10
+            wait_for(lambda: len(pool) >= 10, what="the filler to refill while the request waits")
     pool.warm(20)
     assert len(pool) >= 20
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from waiting import wait_for
 
 from blindscore.app.client import Outcome, score_applications
 from blindscore.bank_node.flow import BankNode
@@ -50,7 +51,6 @@ from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
-WAIT_S = 30.0
 
 
 @dataclass
@@ -70,16 +70,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", tmp_path)
     return Backend("postgresql", tmp_path, request.getfixturevalue("pg_schema_url"))
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def is_state(get: Callable[[str], Any], app_id: str, state: str) -> bool:
@@ -588,15 +578,21 @@ def test_bank_down_application_pending_then_delivered(nodes: Nodes) -> None:
     stored = nodes.at_bureau("down-1")
     assert stored is not None and stored.state == PENDING and stored.ciphertexts is not None
     assert platform.ScoreApplication(request, timeout=30).pending  # still pending: same answer
-    time.sleep(0.5)  # the worker keeps retrying with backoff meanwhile
-    retried = nodes.at_bureau("down-1")
-    assert retried is not None and retried.state == PENDING and retried.attempts >= 2
+
+    def retried_twice() -> StoredApplication | None:  # the worker keeps retrying with backoff meanwhile
+        row = nodes.at_bureau("down-1")
+        return row if row is not None and row.attempts >= 2 else None
+
+    retried = wait_for(retried_twice, what="a second attempt at the stopped bank")
+    assert retried.state == PENDING
     assert nodes.bank_has("down-1") is None
 
     nodes.start_bank()  # same port, as the bureau has it registered
-    record = wait_for("the retried band at the bank", lambda: nodes.bank_has("down-1"))
+    record = wait_for(lambda: nodes.bank_has("down-1"), what="the retried band at the bank")
     assert record.band == expected_band(7)
-    wait_for("the bureau to record the delivery", partial(is_state, nodes.at_bureau, "down-1", DELIVERED))
+    wait_for(
+        partial(is_state, nodes.at_bureau, "down-1", DELIVERED), what="the bureau to record the delivery"
+    )
     done = nodes.at_bureau("down-1")
     assert done is not None and done.ciphertexts is None  # delivered: digest and receipt kept, no data
     final = platform.ScoreApplication(request, timeout=30)
@@ -618,10 +614,10 @@ def test_bureau_restart_resumes_pending_work_exactly_once(nodes: Nodes) -> None:
 
     nodes.start_bureau()  # same data directory / database, new process state
     for i, app_id in enumerate(msgs):
-        record = wait_for(f"{app_id} at the bank", partial(nodes.bank_has, app_id))
+        record = wait_for(partial(nodes.bank_has, app_id), what=f"{app_id} at the bank")
         assert record.band == expected_band(10 + i)
     for app_id in msgs:
-        wait_for(f"{app_id} delivered", partial(is_state, nodes.at_bureau, app_id, DELIVERED))
+        wait_for(partial(is_state, nodes.at_bureau, app_id, DELIVERED), what=f"{app_id} delivered")
     assert sorted(nodes.deliveries) == sorted(msgs)  # exactly one delivery each
     again = nodes.stub("bureau").SubmitApplication(msgs["resume-0"], timeout=30)
     assert again.accepted and not again.pending
@@ -645,9 +641,11 @@ def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -
 
     nodes.start_bureau()
     nodes.start_platform()  # same outbox: resends lost-1 on start
-    record = wait_for("the resent application at the bank", lambda: nodes.bank_has("lost-1"))
+    record = wait_for(lambda: nodes.bank_has("lost-1"), what="the resent application at the bank")
     assert record.band == expected_band(2) and nodes.dialled >= 1  # over the resender's own channel
-    wait_for("the outbox to record the answer", partial(is_state, nodes.in_outbox, "lost-1", ACKNOWLEDGED))
+    wait_for(
+        partial(is_state, nodes.in_outbox, "lost-1", ACKNOWLEDGED), what="the outbox to record the answer"
+    )
     # The operator, unsure, submits again: the same outcome, not ALREADY_EXISTS, and no second band.
     receipt = nodes.stub("platform").ScoreApplication(request, timeout=30)
     assert receipt.accepted and not receipt.pending
@@ -722,10 +720,12 @@ def test_batch_pending_while_the_bank_is_down_then_delivered(nodes: Nodes) -> No
     assert {batch_state(b) for b in batch_ids} == {PENDING}
     nodes.start_bank()
     for i, app in enumerate(apps):
-        record = wait_for(f"{app.application_id} at the bank", partial(nodes.bank_has, app.application_id))
+        record = wait_for(
+            partial(nodes.bank_has, app.application_id), what=f"{app.application_id} at the bank"
+        )
         assert record.band == expected_band(50 + i)
     for batch_id in batch_ids:
-        wait_for(f"batch {batch_id} delivered", lambda b=batch_id: batch_state(b) == DELIVERED)
+        wait_for(lambda b=batch_id: batch_state(b) == DELIVERED, what=f"batch {batch_id} delivered")
         done = bureau.batches.get("platform-d", batch_id)
         assert done is not None and done.ciphertexts is None  # delivered: no data kept
 

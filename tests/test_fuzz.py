@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,20 +25,11 @@ import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import NodesFactory
 
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto import ot
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import MAX_MESSAGE_BYTES, open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol import packing
 from blindscore.protocol.application import (
     Application,
@@ -88,38 +78,24 @@ PLATFORM_ID = "p"
 
 
 @pytest.fixture(scope="module")
-def stubs(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bank = BankNode("bank-f", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    register_with_bureau(bank, f"127.0.0.1:{bureau_port}", f"127.0.0.1:{bank_port}")
-    platform = PlatformNode("platform-f", GrpcBureauLink(open_channel(f"127.0.0.1:{bureau_port}")))
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    yield {
-        "bureau": pb_grpc.BureauStub(open_channel(f"127.0.0.1:{bureau_port}")),
-        "bank": pb_grpc.BankStub(open_channel(f"127.0.0.1:{bank_port}")),
-        "platform": pb_grpc.PlatformStub(open_channel(f"127.0.0.1:{platform_port}")),
-        "addresses": {
-            "bureau": f"127.0.0.1:{bureau_port}",
-            "bank": f"127.0.0.1:{bank_port}",
-            "platform": f"127.0.0.1:{platform_port}",
-        },
-        "store": bank.store,
-        "applications": bureau.applications,
-        "batches": bureau.batches,
-        "banks_dir": tmp / "bureau" / "banks",
-        "outbox": platform.outbox,
-        "key": paillier_keypair.public_key,
-        "key_id": paillier_keypair.public_key.key_id,
-        "dgk": dgk_keypair.public_key,
+def stubs(module_nodes: NodesFactory) -> dict[str, Any]:
+    net = module_nodes("fuzz", bank_id="bank-f", platform_id="platform-f")
+    assert net.platform_obj is not None
+    key = net.bank_node.keypair.public_key
+    return {
+        "bureau": pb_grpc.BureauStub(open_channel(net.bureau)),
+        "bank": pb_grpc.BankStub(open_channel(net.bank)),
+        "platform": pb_grpc.PlatformStub(open_channel(net.platform)),
+        "addresses": {"bureau": net.bureau, "bank": net.bank, "platform": net.platform},
+        "store": net.bank_node.store,
+        "applications": net.bureau_obj.applications,
+        "batches": net.bureau_obj.batches,
+        "banks_dir": net.directory / "bureau" / "banks",
+        "outbox": net.platform_obj.outbox,
+        "key": key,
+        "key_id": key.key_id,
+        "dgk": net.bank_node.dgk.public_key,
     }
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    channels.close()
 
 
 def status(call: Any, request: Any) -> grpc.StatusCode:

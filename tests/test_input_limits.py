@@ -5,31 +5,21 @@ peer receives can outgrow gRPC's metadata limits."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
 import blindscore
 from blindscore.app.client import score_applications
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
 from blindscore.infra.status import MAX_STATUS_BYTES
 from blindscore.infra.transport import open_channel
 from blindscore.models.features import CategoricalFeature
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol import limits, packing
 from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
@@ -58,41 +48,13 @@ BAD_CONSENTS = {
 CHINESE_CONSENT = "借款合同编号：甲-2024-001 用户已同意授权查询（第三版）"
 
 
-@dataclass
-class Net:
-    platform: str
-    bureau: str
-    bank_node: BankNode
-    bureau_obj: Bureau
-    platform_obj: PlatformNode
-    key_id: str
-
-
 @pytest.fixture(scope="module")
-def net(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("limits")
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    bank = BankNode(BANK, paillier_keypair, dgk_keypair, ResultStore(tmp / "bank" / "results.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    key_id = register_with_bureau(bank, bureau_addr, f"127.0.0.1:{bank_port}")
-    channel = open_channel(bureau_addr)
-    platform = PlatformNode(PLATFORM, GrpcBureauLink(channel))
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    yield Net(f"127.0.0.1:{platform_port}", bureau_addr, bank, bureau, platform, key_id)
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    platform.close()
-    channel.close()
-    channels.close()
-    bureau.close()
+def net(module_nodes: NodesFactory) -> Net:
+    return module_nodes("limits", bank_id=BANK, platform_id=PLATFORM)
 
 
 def request(net: Net, i: int, app_id: str, **overrides: Any) -> pb.ScoreRequest:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     app = Application("placeholder", BANK, DEFAULT_MODEL_ID, net.key_id, f"consent-{i}", rows[i])
     msg = serde.application_to_proto(app)
     msg.application_id = app_id
@@ -107,9 +69,9 @@ def request(net: Net, i: int, app_id: str, **overrides: Any) -> pb.ScoreRequest:
 
 def encrypted(net: Net, i: int, app_id: str, **overrides: Any) -> pb.EncryptedApplication:
     """What a platform would submit for row ``i``; ``overrides`` set proto fields afterwards."""
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     key = net.bank_node.keypair.public_key
-    ciphertexts = tuple(key.encrypt(v) for v in default_model().spec.encode_row(rows[i]))
+    ciphertexts = tuple(key.encrypt(v) for v in german_model().spec.encode_row(rows[i]))
     app = EncryptedApplication(app_id, PLATFORM, BANK, DEFAULT_MODEL_ID, key.key_id, "consent", ciphertexts)
     msg = serde.encrypted_application_to_proto(app, key)
     for name, value in overrides.items():

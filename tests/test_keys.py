@@ -13,22 +13,21 @@ import os
 import pickle
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory
 
 from blindscore.app.cli import main
 from blindscore.app.client import score_one
 from blindscore.bank_node.calls import Run
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import KEYS_DIR, RING_FILE, BankKey, KeyRing
-from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
+from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau
 from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
     DGK_SECRET_FILE,
@@ -54,10 +53,6 @@ from blindscore.errors import (
     NotFoundError,
     PreconditionError,
 )
-from blindscore.infra.transport import open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application, BandDelivery
 from blindscore.protocol.comparison import BandComparison
 
@@ -555,51 +550,33 @@ def test_node_without_passphrase_reports_sealed_new_key_once(
     node.store.close()
 
 
-@dataclass
-class Net:
-    bureau: Bureau
-    bureau_addr: str
-    bank_addr: str
-    platform: str
-    node: BankNode
-    keys: Path
-
-
 @pytest.fixture
-def net(tmp_path: Path, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Net]:
-    bureau = Bureau.open(tmp_path / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    save_legacy(tmp_path / "bank" / KEYS_DIR, paillier_keypair, dgk_keypair)
-    node = BankNode.open("bank-n", tmp_path / "bank")
-    bank_server, bank_port = start_bank_server(node, "127.0.0.1:0")
-    channel = open_channel(bureau_addr)
-    platform = PlatformNode("platform-n", GrpcBureauLink(channel))
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    bank_addr, platform_addr = f"127.0.0.1:{bank_port}", f"127.0.0.1:{platform_port}"
-    yield Net(bureau, bureau_addr, bank_addr, platform_addr, node, tmp_path / "bank" / KEYS_DIR)
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    channel.close()
-    channels.close()
-    node.store.close()
+def net(make_nodes: NodesFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Net:
+    """Three nodes; the bank opens a data directory holding the session key in the old layout and
+    is left for the test to register."""
+
+    def bank(data_dir: Path) -> BankNode:
+        save_legacy(data_dir / KEYS_DIR, paillier_keypair, dgk_keypair)
+        return BankNode.open("bank-n", data_dir)
+
+    return make_nodes("keys", bank=bank, register=False, bank_id="bank-n", platform_id="platform-n")
 
 
 def test_rotation_end_to_end_over_grpc(net: Net, new_key: BankKey, paillier_keypair: KeyPair) -> None:
     old_id = paillier_keypair.public_key.key_id
-    assert register_with_bureau(net.node, net.bureau_addr, net.bank_addr) == old_id
-    assert sorted(net.bureau.banks.get("bank-n").keys) == [old_id]
+    assert register_with_bureau(net.bank_node, net.bureau, net.bank) == old_id
+    assert sorted(net.bureau_obj.banks.get("bank-n").keys) == [old_id]
 
     def register(key: BankKey) -> object:
-        return register_keys(net.node, [key], net.bureau_addr, net.bank_addr, attempts=1)
+        return register_keys(net.bank_node, [key], net.bureau, net.bank, attempts=1)
 
-    watcher = KeyWatcher(net.node, register=register)
-    KeyRing(net.keys).add(new_key)  # 'bank rotate-key' while the bank serves
+    watcher = KeyWatcher(net.bank_node, register=register)
+    KeyRing(net.bank_dir / KEYS_DIR).add(new_key)  # 'bank rotate-key' while the bank serves
     assert watcher.poll() == [new_key.key_id]
-    assert sorted(net.bureau.banks.get("bank-n").keys) == sorted([old_id, new_key.key_id])
+    assert sorted(net.bureau_obj.banks.get("bank-n").keys) == sorted([old_id, new_key.key_id])
     assert watcher.poll() == []  # registered once
     # A restarted bank registers every key of its ring, the current one last.
-    assert register_with_bureau(net.node, net.bureau_addr, net.bank_addr) == new_key.key_id
+    assert register_with_bureau(net.bank_node, net.bureau, net.bank) == new_key.key_id
 
     rows, _ = load_german_credit()
     model = default_model()
@@ -614,15 +591,15 @@ def test_rotation_end_to_end_over_grpc(net: Net, new_key: BankKey, paillier_keyp
         )
         outcome = score_one(net.platform, app)
         assert outcome.accepted
-        record = net.node.store.get(f"app-{i}")
+        record = net.bank_node.store.get(f"app-{i}")
         assert record is not None and record.key_id == key_id
         assert record.band == model.band(rows[i])
 
     # 'bank retire-key OLD' while the bank serves: the watcher republishes the ring and the bureau
     # drops the old key, so a new application under it is refused at submission, not at the bank.
-    KeyRing(net.keys).retire(old_id)
+    KeyRing(net.bank_dir / KEYS_DIR).retire(old_id)
     assert watcher.poll() == [new_key.key_id]
-    assert sorted(net.bureau.banks.get("bank-n").keys) == [new_key.key_id]
+    assert sorted(net.bureau_obj.banks.get("bank-n").keys) == [new_key.key_id]
     assert watcher.poll() == []
     late = Application(
         application_id="app-late",

@@ -19,22 +19,14 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import NodesFactory
+from waiting import wait_for
 
 from blindscore.app.client import score_applications, score_one
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, load_german_credit
 from blindscore.errors import InvalidInputError
 from blindscore.infra.metrics import MAX_STAGES, MetricsServer, NodeMetrics, start_metrics_server
 from blindscore.infra.transport import create_server, open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
@@ -73,27 +65,12 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def traffic(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Traffic]:
+def traffic(module_nodes: NodesFactory) -> Iterator[Traffic]:
     """Three nodes with metrics on, some successful and some refused calls, then one scrape each."""
-    tmp = tmp_path_factory.mktemp("metrics")
     metrics = {role: NodeMetrics(role) for role in ("bureau", "bank", "platform")}
     exporters = {role: start_metrics_server(m, 0) for role, m in metrics.items()}
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, bank_channels = start_bureau_server(
-        bureau, "127.0.0.1:0", metrics=metrics["bureau"]
-    )
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    bank = BankNode("bank-m", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank" / "results.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0", metrics=metrics["bank"])
-    key_id = register_with_bureau(bank, bureau_addr, f"127.0.0.1:{bank_port}")
-    platform_channel = open_channel(bureau_addr)
-    platform = PlatformNode("platform-m", GrpcBureauLink(platform_channel))
-    platform_server, platform_port = start_platform_server(
-        platform, "127.0.0.1:0", metrics=metrics["platform"]
-    )
-    platform_addr = f"127.0.0.1:{platform_port}"
+    net = module_nodes("metrics", bank_id="bank-m", platform_id="platform-m", metrics=metrics)
+    bureau_addr, platform_addr, key_id, bank = net.bureau, net.platform, net.key_id, net.bank_node
     rows, _ = load_german_credit()
 
     def app(i: int, model_id: str = DEFAULT_MODEL_ID) -> Application:
@@ -129,7 +106,7 @@ def traffic(
 
             health: Any = health_pb2_grpc.HealthStub(channel)
             status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
-        with open_channel(f"127.0.0.1:{bank_port}") as channel:
+        with open_channel(net.bank) as channel:
             bank_stub: Any = pb_grpc.BankStub(channel)
             band = pb.BandDelivery(
                 application_id=f"{APP_PREFIX}6", key_id="pk-" + "1" * 32, model_id="m", band_labels=["A"]
@@ -144,11 +121,6 @@ def traffic(
             health_checked=status == health_pb2.HealthCheckResponse.SERVING,
         )
     finally:
-        for server in (platform_server, bank_server, bureau_server):
-            server.stop(None)
-        platform_channel.close()
-        bank_channels.close()
-        bank.store.close()
         for exporter in exporters.values():
             exporter.close()
 
@@ -327,10 +299,10 @@ def test_interceptor_records_the_status_of_each_ending() -> None:
         forever = call("StreamForever", "unary_stream")(b"", timeout=10)
         assert next(forever) == b"x"
         forever.cancel()
-        deadline = time.monotonic() + 10
-        while _sample(metrics, "blindscore_requests_total", method="StreamForever") == 0:
-            assert time.monotonic() < deadline, "the cancelled stream was never counted"
-            time.sleep(0.02)
+        wait_for(
+            lambda: _sample(metrics, "blindscore_requests_total", method="StreamForever"),
+            what="the cancelled stream to be counted",
+        )
     finally:
         channel.close()
         server.stop(None)

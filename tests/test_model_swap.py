@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
 from blindscore.app.client import score_one
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
 from blindscore.bureau.registry import ModelStore
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import InvalidInputError
 from blindscore.infra.transport import open_channel
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import sigmoid
 from blindscore.platform_node import flow as platform_flow
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
@@ -36,38 +25,13 @@ V2_CUTOFFS = (0.01, 0.02, 0.03, 0.04)  # almost everyone lands in E
 V3_CUTOFFS = (0.96, 0.97, 0.98, 0.99)  # almost everyone lands in A
 
 
-@dataclass
-class Net:
-    platform: str
-    bureau: str
-    bank: BankNode
-    models_dir: Path
-    key_id: str
-
-
 @pytest.fixture(scope="module")
-def net(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("swap")
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    bank = BankNode("bank-s", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank" / "results.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    key_id = register_with_bureau(bank, bureau_addr, f"127.0.0.1:{bank_port}")
-    channel = open_channel(bureau_addr)
-    platform = PlatformNode("platform-s", GrpcBureauLink(channel))
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    yield Net(f"127.0.0.1:{platform_port}", bureau_addr, bank, tmp / "bureau" / "models", key_id)
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    channel.close()
-    channels.close()
+def net(module_nodes: NodesFactory) -> Net:
+    return module_nodes("swap", bank_id="bank-s", platform_id="platform-s")
 
 
 def variant(cutoffs: tuple[float, ...]) -> LinearModel:
-    d = default_model().to_dict()
+    d = german_model().to_dict()
     d["policy"]["cutoffs"] = list(cutoffs)
     d.pop("encoded")
     return LinearModel.from_dict(d)
@@ -75,8 +39,8 @@ def variant(cutoffs: tuple[float, ...]) -> LinearModel:
 
 def middle_rows() -> list[int]:
     """Rows whose probability is far from every cutoff used here, so their bands are certain."""
-    rows, _ = load_german_credit()
-    model = default_model()
+    rows, _ = german_credit()
+    model = german_model()
     cuts = (*model.policy.cutoffs, *V2_CUTOFFS, *V3_CUTOFFS)
     keep = []
     for i, row in enumerate(rows):
@@ -87,7 +51,7 @@ def middle_rows() -> list[int]:
 
 
 def app(net: Net, i: int, app_id: str, version: str = "") -> Application:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     return Application(
         application_id=app_id,
         bank_id="bank-s",
@@ -100,7 +64,7 @@ def app(net: Net, i: int, app_id: str, version: str = "") -> Application:
 
 
 def band_of(net: Net, app_id: str) -> str:
-    record = net.bank.store.get(app_id)
+    record = net.bank_node.store.get(app_id)
     assert record is not None
     return record.band_label
 
@@ -129,7 +93,7 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
     assert band_of(net, "swap-pinned") == v1.policy.labels[v1.band(rows[j])]
 
     # v3 arrives while an application on v2 is between its protocol rounds: it finishes on v2.
-    original = net.bank.compare_masked
+    original = net.bank_node.compare_masked
     imported: list[int] = []
 
     def import_mid_flight(*args: Any, **kwargs: Any) -> Any:
@@ -137,7 +101,7 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
             imported.append(ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V3_CUTOFFS)).version)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(net.bank, "compare_masked", import_mid_flight)
+    monkeypatch.setattr(net.bank_node, "compare_masked", import_mid_flight)
     out = score_one(net.platform, app(net, k, "swap-inflight"))
     assert imported == [3]
     assert out.accepted and out.model_version == "2" and band_of(net, "swap-inflight") == "E"
@@ -162,4 +126,4 @@ def test_unknown_or_malformed_versions_get_precise_statuses(net: Net) -> None:
     with pytest.raises(grpc.RpcError) as info:
         score_one(net.platform, app(net, 0, "swap-missing", version="42"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND and "no version 42" in (info.value.details() or "")
-    assert net.bank.store.get("swap-missing") is None
+    assert net.bank_node.store.get("swap-missing") is None

@@ -2,67 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory, german_credit
 
 from blindscore.app.client import score_one
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
 from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.crypto.paillier import PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import open_channel
 from blindscore.platform_node.bureau_link import GrpcBureauLink, SubmitResult
 from blindscore.platform_node.flow import PlatformNode, Receipt
-from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
 
-@dataclass
-class Net:
-    platform: str
-    bureau: str
-    bank: str
-    bank_node: BankNode
-    bureau_obj: Bureau
-    key_id: str
-
-
 @pytest.fixture(scope="module")
-def net(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("nodes")
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(bureau, "127.0.0.1:0")
-    bureau_addr = f"127.0.0.1:{bureau_port}"
-    bank = BankNode("bank-a", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank" / "results.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0")
-    bank_addr = f"127.0.0.1:{bank_port}"
-    key_id = register_with_bureau(bank, bureau_addr, bank_addr)
-    channel = open_channel(bureau_addr)
-    platform = PlatformNode("platform-a", GrpcBureauLink(channel))
-    platform_server, platform_port = start_platform_server(platform, "127.0.0.1:0")
-    yield Net(f"127.0.0.1:{platform_port}", bureau_addr, bank_addr, bank, bureau, key_id)
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    channel.close()
-    channels.close()
+def net(module_nodes: NodesFactory) -> Net:
+    return module_nodes("nodes", bank_id="bank-a", platform_id="platform-a")
 
 
 def german_app(net: Net, i: int, **overrides: Any) -> Application:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     fields: dict[str, Any] = {
         "application_id": f"app-{i}",
         "bank_id": "bank-a",

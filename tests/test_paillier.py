@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from phe import paillier as phe_paillier
+from waiting import wait_for
 
 from blindscore.crypto.paillier import (
     PUBLIC_FILE,
@@ -216,7 +217,6 @@ def test_decrypt_small_matches_full_decryption(paillier_keypair: KeyPair, m: int
 
 
 def test_randomness_pool_drains_and_refills(paillier_keypair: KeyPair) -> None:
-    import time
 
     pk = PublicKey(int(paillier_keypair.public_key.n), int(paillier_keypair.public_key.hs))
     pk.warm(16)
@@ -224,10 +224,8 @@ def test_randomness_pool_drains_and_refills(paillier_keypair: KeyPair) -> None:
     cs = [pk.encrypt(i) for i in range(40)]  # more than the pool holds: falls back inline
     assert [paillier_keypair.secret_key.decrypt(c) for c in cs] == list(range(40))
     assert len(set(cs)) == 40  # no randomness handed out twice
-    deadline = time.monotonic() + 30
-    while len(pk._pool) < 8 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(pk._pool) >= 8  # the background thread refills it
+    pool = pk._pool
+    wait_for(lambda: len(pool) >= 8, what="the background thread to refill the pool")
     # The pool is not part of the key's identity or its pickled form.
     clone = pickle.loads(pickle.dumps(pk))
     assert clone == pk and clone._pool is None

@@ -4,26 +4,16 @@ never the platform id a request claims."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
-from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.infra.certs import init_pki
-from blindscore.infra.transport import TransportSecurity, open_channel
-from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
-from blindscore.platform_node.server import start_platform_server
+from blindscore.data.german import DEFAULT_MODEL_ID
+from blindscore.infra.transport import open_channel
 from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
@@ -32,51 +22,16 @@ from blindscore.wire import serde
 TIMEOUT = 30
 
 
-@dataclass
-class Net:
-    platform: str  # the node of platform-1
-    bureau: str
-    bank_node: BankNode
-    bureau_obj: Bureau
-    platform_obj: PlatformNode
-    key_id: str
-    creds: Callable[[str], TransportSecurity]
-
-
 @pytest.fixture(scope="module")
-def net(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("binding")
-    pki = tmp / "pki"
-    init_pki(
-        pki,
-        [("bureau", "bureau-1"), ("bank", "bank-1"), ("platform", "platform-1"), ("platform", "platform-2")],
+def net(module_nodes: NodesFactory) -> Net:
+    """Mutual TLS; platform-2 is a second platform with a certificate of its own but no node here."""
+    return module_nodes(
+        "binding",
+        bank_id="bank-1",
+        platform_id="platform-1",
+        tls=True,
+        extra_parties=[("platform", "platform-2")],
     )
-
-    def creds(party: str) -> TransportSecurity:
-        return TransportSecurity.from_pki(pki, party)
-
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(
-        bureau, "127.0.0.1:0", security=creds("bureau-1")
-    )
-    bank = BankNode("bank-1", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0", security=creds("bank-1"))
-    bureau_addr, bank_addr = f"127.0.0.1:{bureau_port}", f"127.0.0.1:{bank_port}"
-    key_id = register_with_bureau(bank, bureau_addr, bank_addr, security=creds("bank-1"))
-    channel = open_channel(bureau_addr, security=creds("platform-1").expecting("bureau", "bureau-1"))
-    platform = PlatformNode("platform-1", GrpcBureauLink(channel))
-    platform_server, platform_port = start_platform_server(
-        platform, "127.0.0.1:0", security=creds("platform-1")
-    )
-    yield Net(f"127.0.0.1:{platform_port}", bureau_addr, bank, bureau, platform, key_id, creds)
-    for server in (platform_server, bank_server, bureau_server):
-        server.stop(None)
-    platform.close()
-    channel.close()
-    channels.close()
-    bureau.close()
 
 
 def platform_stub(net: Net, party: str) -> Any:
@@ -85,19 +40,19 @@ def platform_stub(net: Net, party: str) -> Any:
 
 
 def bureau_stub(net: Net, party: str) -> Any:
-    return pb_grpc.BureauStub(open_channel(net.bureau, security=net.creds(party).expecting("bureau")))
+    return net.stub("bureau", party)
 
 
 def score_request(net: Net, i: int, app_id: str) -> pb.ScoreRequest:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     app = Application(app_id, "bank-1", DEFAULT_MODEL_ID, net.key_id, f"consent-{app_id}", rows[i])
     return serde.application_to_proto(app)
 
 
 def submission(net: Net, i: int, app_id: str, platform_id: str) -> pb.EncryptedApplication:
-    rows, _ = load_german_credit()
+    rows, _ = german_credit()
     key = net.bank_node.keypair.public_key
-    ciphertexts = tuple(key.encrypt(v) for v in default_model().spec.encode_row(rows[i]))
+    ciphertexts = tuple(key.encrypt(v) for v in german_model().spec.encode_row(rows[i]))
     app = EncryptedApplication(
         app_id, platform_id, "bank-1", DEFAULT_MODEL_ID, key.key_id, f"consent-{app_id}", ciphertexts
     )

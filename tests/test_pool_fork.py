@@ -26,6 +26,7 @@ from typing import Any
 
 import gmpy2
 import pytest
+from waiting import wait_for
 
 from blindscore.crypto import pools
 from blindscore.crypto.dgk import DGKKeyPair, DGKPublicKey
@@ -356,10 +357,8 @@ def test_take_from_a_pool_filled_by_another_pid_computes_fresh_values() -> None:
     assert pool.take() == 8  # computed now: none of 0..7 is handed out
     assert pool._pid == os.getpid()
     assert pool._thread is not stale_thread and pool._thread is not None and pool._thread.is_alive()
-    deadline = time.monotonic() + 10
-    while len(pool) < 8 and time.monotonic() < deadline:  # the new filler makes fresh values only
-        time.sleep(0.005)
-    assert len(pool) == 8 and all(v > 8 for v in list(pool._values))
+    wait_for(lambda: len(pool) >= 8, what="the new filler to refill the pool")
+    assert len(pool) == 8 and all(v > 8 for v in list(pool._values))  # the new filler makes fresh values only
     # warm() checks too.
     pool._pid = os.getppid()
     pool.warm(4)

@@ -2,66 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from support import Nodes as Net
+from support import NodesFactory
 
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
-from blindscore.infra.certs import init_pki
-from blindscore.infra.transport import TransportSecurity, open_channel
+from blindscore.infra.transport import open_channel
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
 
-@dataclass
-class Net:
-    bureau: str
-    bank: str
-    bureau_obj: Bureau
-    key_id: str
-    creds: Callable[[str], TransportSecurity]
-
-
 @pytest.fixture(scope="module")
-def net(
-    tmp_path_factory: pytest.TempPathFactory, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
-) -> Iterator[Net]:
-    tmp = tmp_path_factory.mktemp("roles")
-    pki = tmp / "pki"
-    init_pki(
-        pki, [("bureau", "bureau-1"), ("bank", "bank-1"), ("bank", "bank-2"), ("platform", "platform-1")]
+def net(module_nodes: NodesFactory) -> Net:
+    """Bureau and bank over mutual TLS; bank-2 and platform-1 have certificates but no node."""
+    return module_nodes(
+        "roles",
+        bank_id="bank-1",
+        platform_id="platform-1",
+        tls=True,
+        extra_parties=[("bank", "bank-2")],
+        platform=False,
     )
-
-    def creds(party: str) -> TransportSecurity:
-        return TransportSecurity.from_pki(pki, party)
-
-    bureau = Bureau.open(tmp / "bureau")
-    bureau_server, bureau_port, channels = start_bureau_server(
-        bureau, "127.0.0.1:0", security=creds("bureau-1")
-    )
-    bank = BankNode("bank-1", paillier_keypair, dgk_keypair, ResultStore(tmp / "bank.sqlite3"))
-    bank_server, bank_port = start_bank_server(bank, "127.0.0.1:0", security=creds("bank-1"))
-    bureau_addr, bank_addr = f"127.0.0.1:{bureau_port}", f"127.0.0.1:{bank_port}"
-    key_id = register_with_bureau(bank, bureau_addr, bank_addr, security=creds("bank-1"))
-    yield Net(bureau_addr, bank_addr, bureau, key_id, creds)
-    for server in (bank_server, bureau_server):
-        server.stop(None)
-    channels.close()
 
 
 def bureau_stub(net: Net, party: str) -> Any:
-    return pb_grpc.BureauStub(open_channel(net.bureau, security=net.creds(party).expecting("bureau")))
+    return net.stub("bureau", party)
 
 
 def code_of(call: Any, request: Any) -> grpc.StatusCode:
@@ -115,13 +85,11 @@ def test_submissions_and_band_protocol_need_their_roles(net: Net) -> None:
 
 
 def test_active_key_ids_retire_old_keys_at_the_bureau(
-    net: Net, tmp_path: Path, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+    net: Net, paillier_keypair: KeyPair, second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
-    from blindscore.crypto.paillier import generate_keypair
-
     stub = bureau_stub(net, "bank-2")
     old = paillier_keypair
-    new = generate_keypair(2048)
+    new = second_paillier_keypair
     stub.RegisterBank(registration("bank-2", old, dgk_keypair), timeout=10)
     stub.RegisterBank(
         registration("bank-2", new, dgk_keypair, active=(old.public_key.key_id, new.public_key.key_id)),
