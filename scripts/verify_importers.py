@@ -24,7 +24,19 @@ from blindscore.app.localnet import LocalNetwork
 from blindscore.app.model_commands import Verification, compare_bands
 from blindscore.app.scoring import run_encrypted
 from blindscore.models.contract import PrivateModel
-from scripts.model_zoo import BUILDERS, Artifact, build, german_csv_rows, import_artifact, swap_in
+
+if __package__ in (None, ""):
+    # Run as `python scripts/verify_importers.py`: the model zoo is imported as scripts.model_zoo,
+    # as the tests import it, so the checkout's root goes on the path.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.model_zoo import (
+    BUILDERS,
+    Artifact,
+    build,
+    german_csv_rows,
+    import_artifact,
+    swap_in,
+)
 
 #: |imported model's predict - the library's own output| allowed (PD for skops, points otherwise).
 LIBRARY_TOLERANCE = 1e-9
