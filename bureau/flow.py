@@ -31,7 +31,7 @@ from blindscore.infra.db import Database, RetryLoop, RetryPolicy, error_code, re
 from blindscore.infra.status import status_of
 from blindscore.models.linear import LinearModel
 from blindscore.protocol import limits, packing
-from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch
+from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch, ModelSpec
 from blindscore.protocol.comparison import BandComparison
 
 log = logging.getLogger(__name__)
@@ -227,16 +227,17 @@ class Bureau:
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object], int, int]:
-        """The public part of a model version: what the platform needs to encode features.
-
-        Returns (resolved version number, feature spec, packing slot bits and the most
-        applications per packed batch, both 0 when the model must be scored one application at
-        a time); never weights or points.
-        """
+    def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
+        """The public part of a model version: what the platform needs to encode features, and how
+        its applications may be packed; never weights or points."""
         entry = self.models.resolve(model_id, version)
-        slot_bits = packing.slot_bits_for(entry.model) or 0
-        return entry.version, entry.model.spec.to_dict(), slot_bits, packing.max_slots_for(entry.model)
+        return ModelSpec(
+            model_id=model_id,
+            version=str(entry.version),
+            feature_spec=entry.model.spec.to_dict(),
+            slot_bits=packing.slot_bits_for(entry.model) or 0,
+            max_slots=packing.max_slots_for(entry.model),
+        )
 
     # ------------------------------------------------------------------ exactly-once submission
     def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:

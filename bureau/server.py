@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -112,14 +111,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         require_role(context, "platform")
         limits.check_id("model_id", request.model_id)
         limits.check_id("model_version", request.model_version, optional=True)
-        version, spec, slot_bits, max_slots = self.bureau.model_spec(request.model_id, request.model_version)
-        return pb.ModelSpec(
-            model_id=request.model_id,
-            feature_spec=json.dumps(spec, sort_keys=True),
-            model_version=str(version),
-            packing_slot_bits=slot_bits,
-            packing_max_slots=max_slots,
-        )
+        return serde.model_spec_to_proto(self.bureau.model_spec(request.model_id, request.model_version))
 
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
