@@ -6,9 +6,9 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from blindscore.errors import AlreadyExistsError, BlindscoreError, PeerError
 from blindscore.infra.db import Database, Tx, create_schema
@@ -74,10 +74,18 @@ _COLUMNS = (
     "error_message",
     "receipt",
 )
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{applications}}"
-_INSERT = f"INSERT INTO {{applications}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_KEY = "platform_id = ? AND application_id = ?"
 _DIGEST_DOMAIN = b"blindscore/bureau/application/v1\x00"
+
+
+def framed_digest(domain: bytes, parts: Sequence[str], payload: bytes) -> str:
+    """SHA-256 of ``domain``, then every part and the payload each length-prefixed, so no two
+    different submissions share an encoding."""
+    h = hashlib.sha256(domain)
+    for part in parts:
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(8, "big") + data)
+    h.update(len(payload).to_bytes(8, "big") + payload)
+    return h.hexdigest()
 
 
 def payload_digest(
@@ -90,19 +98,14 @@ def payload_digest(
     consent_reference: str,
     ciphertexts: bytes,
 ) -> str:
-    """SHA-256 over the fields that make two submissions "the same application": every field is
-    length-prefixed, so no two different submissions share an encoding."""
-    h = hashlib.sha256(_DIGEST_DOMAIN)
-    for part in (platform_id, bank_id, model_id, str(model_version), key_id, consent_reference):
-        data = part.encode("utf-8")
-        h.update(len(data).to_bytes(8, "big") + data)
-    h.update(len(ciphertexts).to_bytes(8, "big") + ciphertexts)
-    return h.hexdigest()
+    """SHA-256 over the fields that make two submissions "the same application"."""
+    parts = (platform_id, bank_id, model_id, str(model_version), key_id, consent_reference)
+    return framed_digest(_DIGEST_DOMAIN, parts, ciphertexts)
 
 
 @dataclass(frozen=True)
-class Submission:
-    """What the bureau stores before it says "accepted": the application and its payload digest."""
+class _Application:
+    """Who sent an application, for which bank, model version and key, under which consent."""
 
     platform_id: str
     application_id: str
@@ -111,6 +114,12 @@ class Submission:
     model_version: int
     key_id: str
     consent_reference: str
+
+
+@dataclass(frozen=True)
+class Submission(_Application):
+    """What the bureau stores before it says "accepted": the application and its payload digest."""
+
     width: int
     ciphertexts: bytes
 
@@ -127,33 +136,14 @@ class Submission:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
 class _StoredRow:
-    """What a stored application and a stored batch have in common: their outcome."""
+    """What a stored application and a stored batch have in common: the payload (``ciphertexts`` is
+    None once the row is finished) and the state of its delivery."""
 
-    receipt: str
-    error_code: str
-    error_message: str
+    #: What a row holds, in messages: "application" or "batch".
+    kind: ClassVar[str]
 
-    def receipt_fields(self) -> dict[str, Any]:
-        """The stored receipt of a delivered row: stage_ms, wire_bytes, model_version."""
-        return dict(json.loads(self.receipt)) if self.receipt else {}
-
-    def failure(self) -> BlindscoreError:
-        """The error a failed row ended with, to be raised again on resubmission."""
-        return StoredFailure(self.error_code, self.error_message)
-
-
-@dataclass(frozen=True)
-class StoredApplication(_StoredRow):
-    """One row of the store. ``ciphertexts`` is None once the application is finished."""
-
-    platform_id: str
-    application_id: str
-    bank_id: str
-    model_id: str
-    model_version: int
-    key_id: str
-    consent_reference: str
     digest: str
     width: int
     ciphertexts: bytes | None
@@ -165,6 +155,30 @@ class StoredApplication(_StoredRow):
     error_code: str
     error_message: str
     receipt: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    @property
+    def what(self) -> str:
+        """E.g. "application app-1", for logs and messages."""
+        return f"{self.kind} {self.key[1]}"
+
+    def receipt_fields(self) -> dict[str, Any]:
+        """The stored receipt of a delivered row: stage_ms, wire_bytes, model_version."""
+        return dict(json.loads(self.receipt)) if self.receipt else {}
+
+    def failure(self) -> BlindscoreError:
+        """The error a failed row ended with, to be raised again on resubmission."""
+        return StoredFailure(self.error_code, self.error_message)
+
+
+@dataclass(frozen=True)
+class StoredApplication(_StoredRow, _Application):
+    """One row of the store."""
+
+    kind = "application"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -180,27 +194,42 @@ class StoredFailure(PeerError):
         self.code = code
 
 
-def _row(row: Sequence[Any]) -> StoredApplication:
-    values = list(row)
-    blob = values[9]
-    values[9] = None if blob is None else bytes(blob)
-    return StoredApplication(*values)
+class _Payload(Protocol):
+    @property
+    def platform_id(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
 
 
-class _WorkStore:
-    """The state machine both stores share: pending rows are retried until delivered or failed.
+SubmissionT = TypeVar("SubmissionT", bound=_Payload)
+RowT = TypeVar("RowT", bound=_StoredRow)
 
-    A subclass names its table (``_table``), its key columns (``_key``) and how a row is read.
+
+class _WorkStore(Generic[SubmissionT, RowT]):
+    """The state machine both stores share: a row is accepted once, then retried until delivered or
+    failed.
+
+    A subclass names its table, columns, id column and row type, and what ``accept`` checks and
+    writes besides its own row.
     """
 
     _table: str
-    _key: str
+    _columns: tuple[str, ...]
+    _id_column: str
+    _row_type: type[RowT]
     _what: str
 
     def __init__(self, target: Path | str | Database) -> None:
         """Open the store in a SQLite file (a Path), a database URL, or an open bureau Database."""
         self._owns = not isinstance(target, Database)
         self._db = Database.open(target, "bureau") if not isinstance(target, Database) else target
+        self._select = f"SELECT {', '.join(self._columns)} FROM {{{self._table}}}"
+        self._where_key = f"platform_id = ? AND {self._id_column} = ?"
+        columns = ", ".join(self._columns)
+        self._insert = (
+            f"INSERT INTO {{{self._table}}} ({columns}) VALUES ({', '.join('?' * len(self._columns))})"
+        )
         try:
             self._db.setup(self._create, self._what)
         except BaseException:
@@ -218,8 +247,74 @@ class _WorkStore:
     def database(self) -> Database:
         return self._db
 
+    # -- the row's own encoding: the columns as stored ------------------------------------------
+
+    def _decode(self, values: dict[str, Any]) -> None:
+        """Turn stored column values (in place) into the row's field values."""
+        blob = values["ciphertexts"]
+        values["ciphertexts"] = None if blob is None else bytes(blob)
+
+    def _encode(self, values: dict[str, Any]) -> None:
+        """Turn the row's field values (in place) into the values stored."""
+
+    def _row(self, row: Sequence[Any]) -> RowT:
+        values = dict(zip(self._columns, row, strict=True))
+        self._decode(values)
+        return self._row_type(**values)
+
+    # -- the exactly-once gate ------------------------------------------------------------------
+
+    def _check_ids(self, tx: Tx, sub: SubmissionT) -> None:
+        """Refuse ``sub`` when an application id in it was used before (AlreadyExistsError)."""
+
+    def _stored_with(self, tx: Tx, sub: SubmissionT) -> None:
+        """What ``accept`` writes besides the row."""
+
+    def accept(self, sub: SubmissionT, *, next_attempt_at: float) -> tuple[RowT, bool]:
+        """Store ``sub`` as pending, or return the row already stored under its key.
+
+        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
+        a different payload (or an id in it is used already). ``next_attempt_at`` is when the retry
+        worker may first pick it up.
+        """
+        digest = sub.digest
+        key = (sub.platform_id, getattr(sub, self._id_column))
+        kind = self._row_type.kind
+
+        def accept(tx: Tx) -> tuple[RowT, bool]:
+            row = tx.one(f"{self._select} WHERE {self._where_key}", key)
+            if row is not None:
+                stored = self._row(row)
+                if stored.digest != digest:
+                    raise AlreadyExistsError(
+                        f"{kind} {key[1]!r} of platform {key[0]!r} was already submitted with a different "
+                        f"payload; a new {kind} needs a new id"
+                    )
+                return stored, False
+            self._check_ids(tx, sub)
+            stored = self._row_type(
+                **{f.name: getattr(sub, f.name) for f in fields(sub)},  # type: ignore[arg-type]
+                digest=digest, state=PENDING, attempts=0, next_attempt_at=next_attempt_at,
+                accepted_at=time.time(), finished_at=None, error_code="", error_message="", receipt="",
+            )  # fmt: skip
+            values = {c: getattr(stored, c) for c in self._columns}
+            self._encode(values)
+            tx.execute(self._insert, tuple(values.values()))
+            self._stored_with(tx, sub)
+            return stored, True
+
+        return self._db.write(accept)
+
+    def get(self, platform_id: str, row_id: str) -> RowT | None:
+        row = self._db.read(
+            lambda tx: tx.one(f"{self._select} WHERE {self._where_key}", (platform_id, row_id))
+        )
+        return None if row is None else self._row(row)
+
+    # -- pending -> delivered | failed ----------------------------------------------------------
+
     def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...]) -> bool:
-        sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._key} AND state = ?"
+        sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._where_key} AND state = ?"
 
         def finish(tx: Tx) -> bool:
             return int(tx.execute(sql, (*params, *key, PENDING)).rowcount) > 0
@@ -251,13 +346,15 @@ class _WorkStore:
             (attempts, at, code, message[:1000]),
         )
 
-    def _due_rows(self, select: str, now: float, limit: int) -> list[tuple[Any, ...]]:
-        return self._db.read(
+    def due(self, now: float, limit: int) -> list[RowT]:
+        """Pending rows whose next attempt is due, the longest-waiting first."""
+        rows = self._db.read(
             lambda tx: tx.all(
-                f"{select} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                f"{self._select} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (PENDING, now, limit),
             )
         )
+        return [self._row(r) for r in rows]
 
     def next_due(self) -> float | None:
         """When the earliest pending row is due, or None when nothing is pending."""
@@ -285,7 +382,11 @@ class _WorkStore:
             self._db.close()
 
 
-class ApplicationStore(_WorkStore):
+#: Which packed batch an application id came in (bureau/batches.py).
+BATCH_OF = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
+
+
+class ApplicationStore(_WorkStore[Submission, StoredApplication]):
     """Applications by (platform id, application id), with the state of their delivery.
 
     ``accept`` is the exactly-once gate: the first submission is stored (pending); the same payload
@@ -294,52 +395,18 @@ class ApplicationStore(_WorkStore):
     """
 
     _table = "applications"
-    _key = _KEY
+    _columns = _COLUMNS
+    _id_column = "application_id"
+    _row_type = StoredApplication
     _what = "the application store"
 
     def _create(self, tx: Tx) -> None:
         create_schema(self._db, tx, _SCHEMA)
         tx.check_version("bureau.applications", FORMAT_VERSION)
 
-    def accept(self, sub: Submission, *, next_attempt_at: float) -> tuple[StoredApplication, bool]:
-        """Store ``sub`` as pending, or return the row already stored under its key.
-
-        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
-        a different payload. ``next_attempt_at`` is when the retry worker may first pick it up.
-        """
-        digest = sub.digest
-
-        def accept(tx: Tx) -> tuple[StoredApplication, bool]:
-            row = tx.one(f"{_SELECT} WHERE {_KEY}", (sub.platform_id, sub.application_id))
-            if row is not None:
-                stored = _row(row)
-                if stored.digest != digest:
-                    raise AlreadyExistsError(
-                        f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
-                        "submitted with a different payload; a new application needs a new id"
-                    )
-                return stored, False
-            batched = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
-            if tx.one(batched, (sub.platform_id, sub.application_id)) is not None:
-                raise AlreadyExistsError(
-                    f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
-                    "submitted in a batch; a new application needs a new id"
-                )
-            now = time.time()
-            stored = StoredApplication(
-                sub.platform_id, sub.application_id, sub.bank_id, sub.model_id, sub.model_version,
-                sub.key_id, sub.consent_reference, digest, sub.width, sub.ciphertexts, PENDING, 0,
-                next_attempt_at, now, None, "", "", "",
-            )  # fmt: skip
-            tx.execute(_INSERT, tuple(getattr(stored, c) for c in _COLUMNS))
-            return stored, True
-
-        return self._db.write(accept)
-
-    def get(self, platform_id: str, application_id: str) -> StoredApplication | None:
-        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE {_KEY}", (platform_id, application_id)))
-        return None if row is None else _row(row)
-
-    def due(self, now: float, limit: int) -> list[StoredApplication]:
-        """Pending applications whose next attempt is due, the longest-waiting first."""
-        return [_row(r) for r in self._due_rows(_SELECT, now, limit)]
+    def _check_ids(self, tx: Tx, sub: Submission) -> None:
+        if tx.one(BATCH_OF, (sub.platform_id, sub.application_id)) is not None:
+            raise AlreadyExistsError(
+                f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
+                "submitted in a batch; a new application needs a new id"
+            )
