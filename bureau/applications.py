@@ -137,7 +137,7 @@ class Submission(_Application):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _StoredRow:
+class StoredRow:
     """What a stored application and a stored batch have in common: the payload (``ciphertexts`` is
     None once the row is finished) and the state of its delivery."""
 
@@ -175,7 +175,7 @@ class _StoredRow:
 
 
 @dataclass(frozen=True)
-class StoredApplication(_StoredRow, _Application):
+class StoredApplication(StoredRow, _Application):
     """One row of the store."""
 
     kind = "application"
@@ -194,19 +194,30 @@ class StoredFailure(PeerError):
         self.code = code
 
 
-class _Payload(Protocol):
+class Payload(Protocol):
+    """What a store needs of a submission besides its own columns."""
+
     @property
     def platform_id(self) -> str: ...
+
+    @property
+    def bank_id(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def model_version(self) -> int: ...
 
     @property
     def digest(self) -> str: ...
 
 
-SubmissionT = TypeVar("SubmissionT", bound=_Payload)
-RowT = TypeVar("RowT", bound=_StoredRow)
+SubmissionT = TypeVar("SubmissionT", bound=Payload)
+RowT = TypeVar("RowT", bound=StoredRow)
 
 
-class _WorkStore(Generic[SubmissionT, RowT]):
+class WorkStore(Generic[SubmissionT, RowT]):
     """The state machine both stores share: a row is accepted once, then retried until delivered or
     failed.
 
@@ -238,6 +249,15 @@ class _WorkStore(Generic[SubmissionT, RowT]):
 
     def _create(self, tx: Tx) -> None:
         raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        """What a row holds: "application" or "batch"."""
+        return self._row_type.kind
+
+    def key_of(self, sub: SubmissionT) -> tuple[str, str]:
+        """The key ``sub`` is stored under: (platform id, its id)."""
+        return sub.platform_id, str(getattr(sub, self._id_column))
 
     @property
     def url(self) -> str:
@@ -278,8 +298,8 @@ class _WorkStore(Generic[SubmissionT, RowT]):
         worker may first pick it up.
         """
         digest = sub.digest
-        key = (sub.platform_id, getattr(sub, self._id_column))
-        kind = self._row_type.kind
+        key = self.key_of(sub)
+        kind = self.kind
 
         def accept(tx: Tx) -> tuple[RowT, bool]:
             row = tx.one(f"{self._select} WHERE {self._where_key}", key)
@@ -386,7 +406,7 @@ class _WorkStore(Generic[SubmissionT, RowT]):
 BATCH_OF = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
 
 
-class ApplicationStore(_WorkStore[Submission, StoredApplication]):
+class ApplicationStore(WorkStore[Submission, StoredApplication]):
     """Applications by (platform id, application id), with the state of their delivery.
 
     ``accept`` is the exactly-once gate: the first submission is stored (pending); the same payload

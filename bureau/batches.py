@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindscore.bureau.applications import _SCHEMA as _APPLICATIONS_SCHEMA
-from blindscore.bureau.applications import BATCH_OF, _StoredRow, _WorkStore, framed_digest
+from blindscore.bureau.applications import BATCH_OF, StoredRow, WorkStore, framed_digest
 from blindscore.errors import AlreadyExistsError
 from blindscore.infra.db import Tx, create_schema
 
@@ -99,7 +99,7 @@ class BatchSubmission(_Batch):
 
 
 @dataclass(frozen=True)
-class StoredBatch(_StoredRow, _Batch):
+class StoredBatch(StoredRow, _Batch):
     """One row of the store."""
 
     kind = "batch"
@@ -109,7 +109,7 @@ class StoredBatch(_StoredRow, _Batch):
         return self.platform_id, self.batch_id
 
 
-class BatchStore(_WorkStore[BatchSubmission, StoredBatch]):
+class BatchStore(WorkStore[BatchSubmission, StoredBatch]):
     """Packed batches by (platform id, batch id), and which batch each application id belongs to.
 
     ``accept`` is the exactly-once gate for a whole batch: the first submission is stored

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 
 from blindscore.bureau.bank_link import BankChannels
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import Bureau, ScoreReport
+from blindscore.crypto.paillier import PublicKey
 from blindscore.infra.metrics import NodeMetrics
 from blindscore.infra.status import grpc_errors
 from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, peer_identity, require_role
@@ -189,21 +190,36 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
-        self._require_platform(context, request.platform_id)
-        check_application(request)
-        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
-        app = serde.encrypted_application_from_proto(request, key)
-        report = self.bureau.submit(app, self.channels.link)
-        if not report.replayed:
-            self.metrics.observe_stages(report.stage_ms)
+        report = self._score(
+            request, context, check_application, serde.encrypted_application_from_proto, self.bureau.submit
+        )
         return pb.SubmitReceipt(
-            application_id=app.application_id,
+            application_id=request.application_id,
             accepted=True,
             stage_ms=self._shared(report.stage_ms),
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),
             pending=report.pending,
         )
+
+    def _score(
+        self,
+        request: Any,
+        context: grpc.ServicerContext,
+        check: Callable[[Any], None],
+        from_proto: Callable[[Any, PublicKey], Any],
+        submit: Callable[..., ScoreReport],
+    ) -> ScoreReport:
+        """What both submissions do: only the platform itself may submit; then the input limits;
+        the ciphertexts are unpacked and checked against the bank's key, then handed to the bureau
+        together with the bytes they came in (stored as they are)."""
+        self._require_platform(context, request.platform_id)
+        check(request)
+        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
+        report: ScoreReport = submit(from_proto(request, key), self.channels.link, packed=request.ciphertexts)
+        if not report.replayed:
+            self.metrics.observe_stages(report.stage_ms)
+        return report
 
     def SubmitBatch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
         """Accept a packed batch exactly once and score it; one audit record per application in it,
@@ -213,15 +229,11 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def _submit_batch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
-        self._require_platform(context, request.platform_id)
-        check_batch(request)
-        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
-        batch = serde.encrypted_batch_from_proto(request, key)
-        report = self.bureau.submit_batch(batch, self.channels.link)
-        if not report.replayed:
-            self.metrics.observe_stages(report.stage_ms)
+        report = self._score(
+            request, context, check_batch, serde.encrypted_batch_from_proto, self.bureau.submit_batch
+        )
         return pb.BatchReceipt(
-            batch_id=batch.batch_id,
+            batch_id=request.batch_id,
             stage_ms=self._shared(report.stage_ms),
             wire_bytes=report.wire_bytes,
             model_version=str(report.model_version),
