@@ -18,30 +18,49 @@ PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 
+#: The columns both stores have after their own: the payload (digest, ciphertexts) and the state
+#: of its delivery. Their order is the tables' column order.
+ROW_STATE_COLUMNS = (
+    ("digest", "TEXT NOT NULL"),
+    ("width", "INTEGER NOT NULL"),
+    ("ciphertexts", "{blob}"),
+    ("state", "TEXT NOT NULL"),
+    ("attempts", "INTEGER NOT NULL"),
+    ("next_attempt_at", "{real} NOT NULL"),
+    ("accepted_at", "{real} NOT NULL"),
+    ("finished_at", "{real}"),
+    ("error_code", "TEXT NOT NULL"),
+    ("error_message", "TEXT NOT NULL"),
+    ("receipt", "TEXT NOT NULL"),
+)
+
+
+def work_table(table: str, own: Sequence[tuple[str, str]], id_column: str) -> tuple[str, tuple[str, ...]]:
+    """The CREATE TABLE statement of a store's table, keyed by (platform_id, ``id_column``): its own
+    columns, then ROW_STATE_COLUMNS; and the names of all its columns, in order."""
+    columns = (*own, *ROW_STATE_COLUMNS)
+    pad = max(len(name) for name, _ in columns) + 1
+    body = "".join(f"        {name.ljust(pad)}{kind},\n" for name, kind in columns)
+    key = f"        PRIMARY KEY (platform_id, {id_column})\n"
+    ddl = f"\n    CREATE TABLE IF NOT EXISTS {{{table}}} (\n{body}{key}    )\n    "
+    return ddl, tuple(name for name, _ in columns)
+
+
+_TABLE, _COLUMNS = work_table(
+    "applications",
+    (
+        ("platform_id", "TEXT NOT NULL"),
+        ("application_id", "TEXT NOT NULL"),
+        ("bank_id", "TEXT NOT NULL"),
+        ("model_id", "TEXT NOT NULL"),
+        ("model_version", "INTEGER NOT NULL"),
+        ("key_id", "TEXT NOT NULL"),
+        ("consent_reference", "TEXT NOT NULL"),
+    ),
+    "application_id",
+)
 _SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {applications} (
-        platform_id       TEXT NOT NULL,
-        application_id    TEXT NOT NULL,
-        bank_id           TEXT NOT NULL,
-        model_id          TEXT NOT NULL,
-        model_version     INTEGER NOT NULL,
-        key_id            TEXT NOT NULL,
-        consent_reference TEXT NOT NULL,
-        digest            TEXT NOT NULL,
-        width             INTEGER NOT NULL,
-        ciphertexts       {blob},
-        state             TEXT NOT NULL,
-        attempts          INTEGER NOT NULL,
-        next_attempt_at   {real} NOT NULL,
-        accepted_at       {real} NOT NULL,
-        finished_at       {real},
-        error_code        TEXT NOT NULL,
-        error_message     TEXT NOT NULL,
-        receipt           TEXT NOT NULL,
-        PRIMARY KEY (platform_id, application_id)
-    )
-    """,
+    _TABLE,
     "CREATE INDEX IF NOT EXISTS {applications}_due ON {applications} (state, next_attempt_at)",
     # Which packed batch each application id came in (bureau/batches.py); here so that accept()
     # refuses an id used in a batch within its own transaction.
@@ -53,26 +72,6 @@ _SCHEMA = (
         PRIMARY KEY (platform_id, application_id)
     )
     """,
-)
-_COLUMNS = (
-    "platform_id",
-    "application_id",
-    "bank_id",
-    "model_id",
-    "model_version",
-    "key_id",
-    "consent_reference",
-    "digest",
-    "width",
-    "ciphertexts",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "accepted_at",
-    "finished_at",
-    "error_code",
-    "error_message",
-    "receipt",
 )
 _DIGEST_DOMAIN = b"blindscore/bureau/application/v1\x00"
 
@@ -86,21 +85,6 @@ def framed_digest(domain: bytes, parts: Sequence[str], payload: bytes) -> str:
         h.update(len(data).to_bytes(8, "big") + data)
     h.update(len(payload).to_bytes(8, "big") + payload)
     return h.hexdigest()
-
-
-def payload_digest(
-    *,
-    platform_id: str,
-    bank_id: str,
-    model_id: str,
-    model_version: int,
-    key_id: str,
-    consent_reference: str,
-    ciphertexts: bytes,
-) -> str:
-    """SHA-256 over the fields that make two submissions "the same application"."""
-    parts = (platform_id, bank_id, model_id, str(model_version), key_id, consent_reference)
-    return framed_digest(_DIGEST_DOMAIN, parts, ciphertexts)
 
 
 @dataclass(frozen=True)
@@ -125,15 +109,9 @@ class Submission(_Application):
 
     @property
     def digest(self) -> str:
-        return payload_digest(
-            platform_id=self.platform_id,
-            bank_id=self.bank_id,
-            model_id=self.model_id,
-            model_version=self.model_version,
-            key_id=self.key_id,
-            consent_reference=self.consent_reference,
-            ciphertexts=self.ciphertexts,
-        )
+        """SHA-256 over the fields that make two submissions "the same application"."""
+        parts = (self.platform_id, self.bank_id, self.model_id, str(self.model_version), self.key_id)
+        return framed_digest(_DIGEST_DOMAIN, (*parts, self.consent_reference), self.ciphertexts)
 
 
 @dataclass(frozen=True, kw_only=True)

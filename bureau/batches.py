@@ -7,60 +7,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindscore.bureau.applications import _SCHEMA as _APPLICATIONS_SCHEMA
-from blindscore.bureau.applications import BATCH_OF, StoredRow, WorkStore, framed_digest
+from blindscore.bureau.applications import BATCH_OF, StoredRow, WorkStore, framed_digest, work_table
 from blindscore.errors import AlreadyExistsError
 from blindscore.infra.db import Tx, create_schema
 
 FORMAT_VERSION = 1
 
-_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {batches} (
-        platform_id     TEXT NOT NULL,
-        batch_id        TEXT NOT NULL,
-        bank_id         TEXT NOT NULL,
-        model_id        TEXT NOT NULL,
-        model_version   INTEGER NOT NULL,
-        key_id          TEXT NOT NULL,
-        slot_bits       INTEGER NOT NULL,
-        members         TEXT NOT NULL,
-        digest          TEXT NOT NULL,
-        width           INTEGER NOT NULL,
-        ciphertexts     {blob},
-        state           TEXT NOT NULL,
-        attempts        INTEGER NOT NULL,
-        next_attempt_at {real} NOT NULL,
-        accepted_at     {real} NOT NULL,
-        finished_at     {real},
-        error_code      TEXT NOT NULL,
-        error_message   TEXT NOT NULL,
-        receipt         TEXT NOT NULL,
-        PRIMARY KEY (platform_id, batch_id)
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS {batches}_due ON {batches} (state, next_attempt_at)",
-)
-_COLUMNS = (
-    "platform_id",
+_TABLE, _COLUMNS = work_table(
+    "batches",
+    (
+        ("platform_id", "TEXT NOT NULL"),
+        ("batch_id", "TEXT NOT NULL"),
+        ("bank_id", "TEXT NOT NULL"),
+        ("model_id", "TEXT NOT NULL"),
+        ("model_version", "INTEGER NOT NULL"),
+        ("key_id", "TEXT NOT NULL"),
+        ("slot_bits", "INTEGER NOT NULL"),
+        ("members", "TEXT NOT NULL"),
+    ),
     "batch_id",
-    "bank_id",
-    "model_id",
-    "model_version",
-    "key_id",
-    "slot_bits",
-    "members",
-    "digest",
-    "width",
-    "ciphertexts",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "accepted_at",
-    "finished_at",
-    "error_code",
-    "error_message",
-    "receipt",
 )
+_SCHEMA = (_TABLE, "CREATE INDEX IF NOT EXISTS {batches}_due ON {batches} (state, next_attempt_at)")
 _DIGEST_DOMAIN = b"blindscore/bureau/batch/v1\x00"
 
 

@@ -20,7 +20,7 @@ from blindscore.bureau.applications import (
     WorkStore,
 )
 from blindscore.bureau.audit import ACCEPTED, AuditLog
-from blindscore.bureau.bank_link import BankLink
+from blindscore.bureau.bank_link import BankLink, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from blindscore.bureau.ledger import EvaluationLedger
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
@@ -507,15 +507,11 @@ class Bureau:
             if not self.ledger.spend_batch(stored.platform_id, stored.batch_id):
                 raise _spent(stored)
 
-        link.packed_round(
-            protocol.masked(),
-            finish,
-            stored.model_id,
-            tuple(model.policy.labels),
-            stored.application_ids,
-            spend=spend,
-            platform_id=stored.platform_id,
+        labels = tuple(model.policy.labels)
+        batch = PackedRound(
+            protocol.masked(), stored.model_id, labels, stored.application_ids, stored.platform_id
         )
+        link.packed_round(batch, finish, spend=spend)
         stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
         per_app = {name: ms / count for name, ms in stages.items()}
         return ScoreReport(per_app, link.wire_bytes // count, job.model.version)

@@ -173,10 +173,16 @@ class BureauServicer(pb_grpc.BureauServicer):
                     ", ".join(limits.quote(m[0]) for m in members[:5]),
                 )
 
-    def _shared(self, stage_ms: dict[str, float]) -> dict[str, float]:
-        """Stage times for the platform: none by default (the bureau's evaluation time tracks the
-        bit length of its weights; they stay in this node's metrics), all with --share-timings."""
-        return stage_ms if self.share_timings else {}
+    def _receipt(self, report: ScoreReport) -> dict[str, Any]:
+        """The fields both receipts share. Stage times for the platform: none by default (the
+        bureau's evaluation time tracks the bit length of its weights; they stay in this node's
+        metrics), all with --share-timings."""
+        return {
+            "stage_ms": report.stage_ms if self.share_timings else {},
+            "wire_bytes": report.wire_bytes,
+            "model_version": str(report.model_version),
+            "pending": report.pending,
+        }
 
     @staticmethod
     def _require_platform(context: grpc.ServicerContext, platform_id: str) -> None:
@@ -193,14 +199,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         report = self._score(
             request, context, check_application, serde.encrypted_application_from_proto, self.bureau.submit
         )
-        return pb.SubmitReceipt(
-            application_id=request.application_id,
-            accepted=True,
-            stage_ms=self._shared(report.stage_ms),
-            wire_bytes=report.wire_bytes,
-            model_version=str(report.model_version),
-            pending=report.pending,
-        )
+        return pb.SubmitReceipt(application_id=request.application_id, accepted=True, **self._receipt(report))
 
     def _score(
         self,
@@ -232,13 +231,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         report = self._score(
             request, context, check_batch, serde.encrypted_batch_from_proto, self.bureau.submit_batch
         )
-        return pb.BatchReceipt(
-            batch_id=request.batch_id,
-            stage_ms=self._shared(report.stage_ms),
-            wire_bytes=report.wire_bytes,
-            model_version=str(report.model_version),
-            pending=report.pending,
-        )
+        return pb.BatchReceipt(batch_id=request.batch_id, **self._receipt(report))
 
 
 def start_bureau_server(
