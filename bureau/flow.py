@@ -91,6 +91,21 @@ class Job:
         return link_for(self.bank.bank_id, self.bank.address, self.paillier, self.dgk)
 
 
+def _arrived(
+    sent: EncryptedApplication | EncryptedBatch, paillier: PublicKey, packed: bytes | None
+) -> dict[str, Any]:
+    """The fields a submission copies as they arrived; the ciphertexts in their fixed-width encoding
+    (``packed``, the bytes they were unpacked from, when the caller has them)."""
+    return {
+        "platform_id": sent.platform_id,
+        "bank_id": sent.bank_id,
+        "model_id": sent.model_id,
+        "key_id": sent.key_id,
+        "width": len(sent.ciphertexts),
+        "ciphertexts": packed if packed is not None else paillier.pack(sent.ciphertexts),
+    }
+
+
 def _check_width(entry: ModelVersion, got: int, what: str) -> None:
     width = entry.model.spec.encoded_width
     if got != width:
@@ -304,15 +319,10 @@ class Bureau:
             version = entry.version
             job = Job(bank, paillier, dgk, entry, app.ciphertexts)
         submission = Submission(
-            platform_id=app.platform_id,
             application_id=app.application_id,
-            bank_id=app.bank_id,
-            model_id=app.model_id,
             model_version=version,
-            key_id=app.key_id,
             consent_reference=app.consent_reference,
-            width=len(app.ciphertexts),
-            ciphertexts=packed if packed is not None else paillier.pack(app.ciphertexts),
+            **_arrived(app, paillier, packed),
         )
         members = [(app.application_id, app.consent_reference)]
         return self._accept(self.applications, submission, members, job, link_for, fresh=stored is None)
@@ -354,16 +364,11 @@ class Bureau:
             _check_width(entry, len(batch.ciphertexts), "columns")
             job = Job(bank, paillier, dgk, entry, batch.ciphertexts)
         submission = BatchSubmission(
-            platform_id=batch.platform_id,
             batch_id=batch.batch_id,
-            bank_id=batch.bank_id,
-            model_id=batch.model_id,
             model_version=int(batch.model_version),
-            key_id=batch.key_id,
             slot_bits=batch.slot_bits,
             members=tuple((m.application_id, m.consent_reference) for m in batch.members),
-            width=len(batch.ciphertexts),
-            ciphertexts=packed if packed is not None else paillier.pack(batch.ciphertexts),
+            **_arrived(batch, paillier, packed),
         )
         return self._accept(self.batches, submission, submission.members, job, link_for, fresh=stored is None)
 
