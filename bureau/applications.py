@@ -6,9 +6,9 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from blindscore.errors import AlreadyExistsError, BlindscoreError, PeerError
 from blindscore.infra.db import Database, Tx, create_schema
@@ -18,30 +18,49 @@ PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 
+#: The columns both stores have after their own: the payload (digest, ciphertexts) and the state
+#: of its delivery. Their order is the tables' column order.
+ROW_STATE_COLUMNS = (
+    ("digest", "TEXT NOT NULL"),
+    ("width", "INTEGER NOT NULL"),
+    ("ciphertexts", "{blob}"),
+    ("state", "TEXT NOT NULL"),
+    ("attempts", "INTEGER NOT NULL"),
+    ("next_attempt_at", "{real} NOT NULL"),
+    ("accepted_at", "{real} NOT NULL"),
+    ("finished_at", "{real}"),
+    ("error_code", "TEXT NOT NULL"),
+    ("error_message", "TEXT NOT NULL"),
+    ("receipt", "TEXT NOT NULL"),
+)
+
+
+def work_table(table: str, own: Sequence[tuple[str, str]], id_column: str) -> tuple[str, tuple[str, ...]]:
+    """The CREATE TABLE statement of a store's table, keyed by (platform_id, ``id_column``): its own
+    columns, then ROW_STATE_COLUMNS; and the names of all its columns, in order."""
+    columns = (*own, *ROW_STATE_COLUMNS)
+    pad = max(len(name) for name, _ in columns) + 1
+    body = "".join(f"        {name.ljust(pad)}{kind},\n" for name, kind in columns)
+    key = f"        PRIMARY KEY (platform_id, {id_column})\n"
+    ddl = f"\n    CREATE TABLE IF NOT EXISTS {{{table}}} (\n{body}{key}    )\n    "
+    return ddl, tuple(name for name, _ in columns)
+
+
+_TABLE, _COLUMNS = work_table(
+    "applications",
+    (
+        ("platform_id", "TEXT NOT NULL"),
+        ("application_id", "TEXT NOT NULL"),
+        ("bank_id", "TEXT NOT NULL"),
+        ("model_id", "TEXT NOT NULL"),
+        ("model_version", "INTEGER NOT NULL"),
+        ("key_id", "TEXT NOT NULL"),
+        ("consent_reference", "TEXT NOT NULL"),
+    ),
+    "application_id",
+)
 _SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {applications} (
-        platform_id       TEXT NOT NULL,
-        application_id    TEXT NOT NULL,
-        bank_id           TEXT NOT NULL,
-        model_id          TEXT NOT NULL,
-        model_version     INTEGER NOT NULL,
-        key_id            TEXT NOT NULL,
-        consent_reference TEXT NOT NULL,
-        digest            TEXT NOT NULL,
-        width             INTEGER NOT NULL,
-        ciphertexts       {blob},
-        state             TEXT NOT NULL,
-        attempts          INTEGER NOT NULL,
-        next_attempt_at   {real} NOT NULL,
-        accepted_at       {real} NOT NULL,
-        finished_at       {real},
-        error_code        TEXT NOT NULL,
-        error_message     TEXT NOT NULL,
-        receipt           TEXT NOT NULL,
-        PRIMARY KEY (platform_id, application_id)
-    )
-    """,
+    _TABLE,
     "CREATE INDEX IF NOT EXISTS {applications}_due ON {applications} (state, next_attempt_at)",
     # Which packed batch each application id came in (bureau/batches.py); here so that accept()
     # refuses an id used in a batch within its own transaction.
@@ -54,55 +73,23 @@ _SCHEMA = (
     )
     """,
 )
-_COLUMNS = (
-    "platform_id",
-    "application_id",
-    "bank_id",
-    "model_id",
-    "model_version",
-    "key_id",
-    "consent_reference",
-    "digest",
-    "width",
-    "ciphertexts",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "accepted_at",
-    "finished_at",
-    "error_code",
-    "error_message",
-    "receipt",
-)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{applications}}"
-_INSERT = f"INSERT INTO {{applications}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_KEY = "platform_id = ? AND application_id = ?"
 _DIGEST_DOMAIN = b"blindscore/bureau/application/v1\x00"
 
 
-def payload_digest(
-    *,
-    platform_id: str,
-    bank_id: str,
-    model_id: str,
-    model_version: int,
-    key_id: str,
-    consent_reference: str,
-    ciphertexts: bytes,
-) -> str:
-    """SHA-256 over the fields that make two submissions "the same application": every field is
-    length-prefixed, so no two different submissions share an encoding."""
-    h = hashlib.sha256(_DIGEST_DOMAIN)
-    for part in (platform_id, bank_id, model_id, str(model_version), key_id, consent_reference):
+def framed_digest(domain: bytes, parts: Sequence[str], payload: bytes) -> str:
+    """SHA-256 of ``domain``, then every part and the payload each length-prefixed, so no two
+    different submissions share an encoding."""
+    h = hashlib.sha256(domain)
+    for part in parts:
         data = part.encode("utf-8")
         h.update(len(data).to_bytes(8, "big") + data)
-    h.update(len(ciphertexts).to_bytes(8, "big") + ciphertexts)
+    h.update(len(payload).to_bytes(8, "big") + payload)
     return h.hexdigest()
 
 
 @dataclass(frozen=True)
-class Submission:
-    """What the bureau stores before it says "accepted": the application and its payload digest."""
+class _Application:
+    """Who sent an application, for which bank, model version and key, under which consent."""
 
     platform_id: str
     application_id: str
@@ -111,49 +98,30 @@ class Submission:
     model_version: int
     key_id: str
     consent_reference: str
+
+
+@dataclass(frozen=True)
+class Submission(_Application):
+    """What the bureau stores before it says "accepted": the application and its payload digest."""
+
     width: int
     ciphertexts: bytes
 
     @property
     def digest(self) -> str:
-        return payload_digest(
-            platform_id=self.platform_id,
-            bank_id=self.bank_id,
-            model_id=self.model_id,
-            model_version=self.model_version,
-            key_id=self.key_id,
-            consent_reference=self.consent_reference,
-            ciphertexts=self.ciphertexts,
-        )
+        """SHA-256 over the fields that make two submissions "the same application"."""
+        parts = (self.platform_id, self.bank_id, self.model_id, str(self.model_version), self.key_id)
+        return framed_digest(_DIGEST_DOMAIN, (*parts, self.consent_reference), self.ciphertexts)
 
 
-class _StoredRow:
-    """What a stored application and a stored batch have in common: their outcome."""
+@dataclass(frozen=True, kw_only=True)
+class StoredRow:
+    """What a stored application and a stored batch have in common: the payload (``ciphertexts`` is
+    None once the row is finished) and the state of its delivery."""
 
-    receipt: str
-    error_code: str
-    error_message: str
+    #: What a row holds, in messages: "application" or "batch".
+    kind: ClassVar[str]
 
-    def receipt_fields(self) -> dict[str, Any]:
-        """The stored receipt of a delivered row: stage_ms, wire_bytes, model_version."""
-        return dict(json.loads(self.receipt)) if self.receipt else {}
-
-    def failure(self) -> BlindscoreError:
-        """The error a failed row ended with, to be raised again on resubmission."""
-        return StoredFailure(self.error_code, self.error_message)
-
-
-@dataclass(frozen=True)
-class StoredApplication(_StoredRow):
-    """One row of the store. ``ciphertexts`` is None once the application is finished."""
-
-    platform_id: str
-    application_id: str
-    bank_id: str
-    model_id: str
-    model_version: int
-    key_id: str
-    consent_reference: str
     digest: str
     width: int
     ciphertexts: bytes | None
@@ -165,6 +133,30 @@ class StoredApplication(_StoredRow):
     error_code: str
     error_message: str
     receipt: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    @property
+    def what(self) -> str:
+        """E.g. "application app-1", for logs and messages."""
+        return f"{self.kind} {self.key[1]}"
+
+    def receipt_fields(self) -> dict[str, Any]:
+        """The stored receipt of a delivered row: stage_ms, wire_bytes, model_version."""
+        return dict(json.loads(self.receipt)) if self.receipt else {}
+
+    def failure(self) -> BlindscoreError:
+        """The error a failed row ended with, to be raised again on resubmission."""
+        return StoredFailure(self.error_code, self.error_message)
+
+
+@dataclass(frozen=True)
+class StoredApplication(StoredRow, _Application):
+    """One row of the store."""
+
+    kind = "application"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -180,27 +172,53 @@ class StoredFailure(PeerError):
         self.code = code
 
 
-def _row(row: Sequence[Any]) -> StoredApplication:
-    values = list(row)
-    blob = values[9]
-    values[9] = None if blob is None else bytes(blob)
-    return StoredApplication(*values)
+class Payload(Protocol):
+    """What a store needs of a submission besides its own columns."""
+
+    @property
+    def platform_id(self) -> str: ...
+
+    @property
+    def bank_id(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def model_version(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...
 
 
-class _WorkStore:
-    """The state machine both stores share: pending rows are retried until delivered or failed.
+SubmissionT = TypeVar("SubmissionT", bound=Payload)
+RowT = TypeVar("RowT", bound=StoredRow)
 
-    A subclass names its table (``_table``), its key columns (``_key``) and how a row is read.
+
+class WorkStore(Generic[SubmissionT, RowT]):
+    """The state machine both stores share: a row is accepted once, then retried until delivered or
+    failed.
+
+    A subclass names its table, columns, id column and row type, and what ``accept`` checks and
+    writes besides its own row.
     """
 
     _table: str
-    _key: str
+    _columns: tuple[str, ...]
+    _id_column: str
+    _row_type: type[RowT]
     _what: str
 
     def __init__(self, target: Path | str | Database) -> None:
         """Open the store in a SQLite file (a Path), a database URL, or an open bureau Database."""
         self._owns = not isinstance(target, Database)
         self._db = Database.open(target, "bureau") if not isinstance(target, Database) else target
+        self._select = f"SELECT {', '.join(self._columns)} FROM {{{self._table}}}"
+        self._where_key = f"platform_id = ? AND {self._id_column} = ?"
+        columns = ", ".join(self._columns)
+        self._insert = (
+            f"INSERT INTO {{{self._table}}} ({columns}) VALUES ({', '.join('?' * len(self._columns))})"
+        )
         try:
             self._db.setup(self._create, self._what)
         except BaseException:
@@ -211,6 +229,15 @@ class _WorkStore:
         raise NotImplementedError
 
     @property
+    def kind(self) -> str:
+        """What a row holds: "application" or "batch"."""
+        return self._row_type.kind
+
+    def key_of(self, sub: SubmissionT) -> tuple[str, str]:
+        """The key ``sub`` is stored under: (platform id, its id)."""
+        return sub.platform_id, str(getattr(sub, self._id_column))
+
+    @property
     def url(self) -> str:
         return self._db.url
 
@@ -218,8 +245,74 @@ class _WorkStore:
     def database(self) -> Database:
         return self._db
 
+    # -- the row's own encoding: the columns as stored ------------------------------------------
+
+    def _decode(self, values: dict[str, Any]) -> None:
+        """Turn stored column values (in place) into the row's field values."""
+        blob = values["ciphertexts"]
+        values["ciphertexts"] = None if blob is None else bytes(blob)
+
+    def _encode(self, values: dict[str, Any]) -> None:
+        """Turn the row's field values (in place) into the values stored."""
+
+    def _row(self, row: Sequence[Any]) -> RowT:
+        values = dict(zip(self._columns, row, strict=True))
+        self._decode(values)
+        return self._row_type(**values)
+
+    # -- the exactly-once gate ------------------------------------------------------------------
+
+    def _check_ids(self, tx: Tx, sub: SubmissionT) -> None:
+        """Refuse ``sub`` when an application id in it was used before (AlreadyExistsError)."""
+
+    def _stored_with(self, tx: Tx, sub: SubmissionT) -> None:
+        """What ``accept`` writes besides the row."""
+
+    def accept(self, sub: SubmissionT, *, next_attempt_at: float) -> tuple[RowT, bool]:
+        """Store ``sub`` as pending, or return the row already stored under its key.
+
+        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
+        a different payload (or an id in it is used already). ``next_attempt_at`` is when the retry
+        worker may first pick it up.
+        """
+        digest = sub.digest
+        key = self.key_of(sub)
+        kind = self.kind
+
+        def accept(tx: Tx) -> tuple[RowT, bool]:
+            row = tx.one(f"{self._select} WHERE {self._where_key}", key)
+            if row is not None:
+                stored = self._row(row)
+                if stored.digest != digest:
+                    raise AlreadyExistsError(
+                        f"{kind} {key[1]!r} of platform {key[0]!r} was already submitted with a different "
+                        f"payload; a new {kind} needs a new id"
+                    )
+                return stored, False
+            self._check_ids(tx, sub)
+            stored = self._row_type(
+                **{f.name: getattr(sub, f.name) for f in fields(sub)},  # type: ignore[arg-type]
+                digest=digest, state=PENDING, attempts=0, next_attempt_at=next_attempt_at,
+                accepted_at=time.time(), finished_at=None, error_code="", error_message="", receipt="",
+            )  # fmt: skip
+            values = {c: getattr(stored, c) for c in self._columns}
+            self._encode(values)
+            tx.execute(self._insert, tuple(values.values()))
+            self._stored_with(tx, sub)
+            return stored, True
+
+        return self._db.write(accept)
+
+    def get(self, platform_id: str, row_id: str) -> RowT | None:
+        row = self._db.read(
+            lambda tx: tx.one(f"{self._select} WHERE {self._where_key}", (platform_id, row_id))
+        )
+        return None if row is None else self._row(row)
+
+    # -- pending -> delivered | failed ----------------------------------------------------------
+
     def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...]) -> bool:
-        sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._key} AND state = ?"
+        sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._where_key} AND state = ?"
 
         def finish(tx: Tx) -> bool:
             return int(tx.execute(sql, (*params, *key, PENDING)).rowcount) > 0
@@ -251,13 +344,15 @@ class _WorkStore:
             (attempts, at, code, message[:1000]),
         )
 
-    def _due_rows(self, select: str, now: float, limit: int) -> list[tuple[Any, ...]]:
-        return self._db.read(
+    def due(self, now: float, limit: int) -> list[RowT]:
+        """Pending rows whose next attempt is due, the longest-waiting first."""
+        rows = self._db.read(
             lambda tx: tx.all(
-                f"{select} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                f"{self._select} WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                 (PENDING, now, limit),
             )
         )
+        return [self._row(r) for r in rows]
 
     def next_due(self) -> float | None:
         """When the earliest pending row is due, or None when nothing is pending."""
@@ -285,7 +380,11 @@ class _WorkStore:
             self._db.close()
 
 
-class ApplicationStore(_WorkStore):
+#: Which packed batch an application id came in (bureau/batches.py).
+BATCH_OF = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
+
+
+class ApplicationStore(WorkStore[Submission, StoredApplication]):
     """Applications by (platform id, application id), with the state of their delivery.
 
     ``accept`` is the exactly-once gate: the first submission is stored (pending); the same payload
@@ -294,52 +393,18 @@ class ApplicationStore(_WorkStore):
     """
 
     _table = "applications"
-    _key = _KEY
+    _columns = _COLUMNS
+    _id_column = "application_id"
+    _row_type = StoredApplication
     _what = "the application store"
 
     def _create(self, tx: Tx) -> None:
         create_schema(self._db, tx, _SCHEMA)
         tx.check_version("bureau.applications", FORMAT_VERSION)
 
-    def accept(self, sub: Submission, *, next_attempt_at: float) -> tuple[StoredApplication, bool]:
-        """Store ``sub`` as pending, or return the row already stored under its key.
-
-        Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
-        a different payload. ``next_attempt_at`` is when the retry worker may first pick it up.
-        """
-        digest = sub.digest
-
-        def accept(tx: Tx) -> tuple[StoredApplication, bool]:
-            row = tx.one(f"{_SELECT} WHERE {_KEY}", (sub.platform_id, sub.application_id))
-            if row is not None:
-                stored = _row(row)
-                if stored.digest != digest:
-                    raise AlreadyExistsError(
-                        f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
-                        "submitted with a different payload; a new application needs a new id"
-                    )
-                return stored, False
-            batched = "SELECT batch_id FROM {batch_members} WHERE platform_id = ? AND application_id = ?"
-            if tx.one(batched, (sub.platform_id, sub.application_id)) is not None:
-                raise AlreadyExistsError(
-                    f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
-                    "submitted in a batch; a new application needs a new id"
-                )
-            now = time.time()
-            stored = StoredApplication(
-                sub.platform_id, sub.application_id, sub.bank_id, sub.model_id, sub.model_version,
-                sub.key_id, sub.consent_reference, digest, sub.width, sub.ciphertexts, PENDING, 0,
-                next_attempt_at, now, None, "", "", "",
-            )  # fmt: skip
-            tx.execute(_INSERT, tuple(getattr(stored, c) for c in _COLUMNS))
-            return stored, True
-
-        return self._db.write(accept)
-
-    def get(self, platform_id: str, application_id: str) -> StoredApplication | None:
-        row = self._db.read(lambda tx: tx.one(f"{_SELECT} WHERE {_KEY}", (platform_id, application_id)))
-        return None if row is None else _row(row)
-
-    def due(self, now: float, limit: int) -> list[StoredApplication]:
-        """Pending applications whose next attempt is due, the longest-waiting first."""
-        return [_row(r) for r in self._due_rows(_SELECT, now, limit)]
+    def _check_ids(self, tx: Tx, sub: Submission) -> None:
+        if tx.one(BATCH_OF, (sub.platform_id, sub.application_id)) is not None:
+            raise AlreadyExistsError(
+                f"application {sub.application_id!r} of platform {sub.platform_id!r} was already "
+                "submitted in a batch; a new application needs a new id"
+            )

@@ -92,10 +92,11 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM {{audit}}"
 _INSERT = f"INSERT INTO {{audit}} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _PAGE = 512
 
-_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS audit (
-        seq               INTEGER PRIMARY KEY,
+# The audit table on either backend: SQLite names it "audit", PostgreSQL "{audit}" (prefixed
+# "bureau_" like every bureau table there, filled in by create_schema) and needs 64-bit integers.
+_TABLE = """
+    CREATE TABLE IF NOT EXISTS <table> (
+        seq               <int> PRIMARY KEY,
         at                TEXT NOT NULL,
         platform_id       TEXT NOT NULL,
         bank_id           TEXT NOT NULL,
@@ -104,11 +105,14 @@ _SCHEMA = (
         model_id          TEXT NOT NULL,
         model_version     TEXT NOT NULL,
         outcome           TEXT NOT NULL,
-        duration_us       INTEGER NOT NULL,
+        duration_us       <int> NOT NULL,
         prev_hash         TEXT NOT NULL,
         hash              TEXT NOT NULL
     )
-    """,
+    """
+
+_SCHEMA = (
+    _TABLE.replace("<table>", "audit").replace("<int>", "INTEGER"),
     # Defence in depth against accidents through SQL; someone with the file can drop these, which is
     # what the hash chain (and an anchored head) is for.
     """
@@ -122,25 +126,10 @@ _SCHEMA = (
 )
 
 
-# The same table on PostgreSQL, prefixed "bureau_" like every bureau table there. Its triggers refuse
-# UPDATE, DELETE and TRUNCATE; as on SQLite, the hash chain is what catches someone who drops them.
+# On PostgreSQL the triggers refuse UPDATE, DELETE and TRUNCATE; as on SQLite, the hash chain is
+# what catches someone who drops them.
 _PG_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {audit} (
-        seq               BIGINT PRIMARY KEY,
-        at                TEXT NOT NULL,
-        platform_id       TEXT NOT NULL,
-        bank_id           TEXT NOT NULL,
-        application_id    TEXT NOT NULL,
-        consent_reference TEXT NOT NULL,
-        model_id          TEXT NOT NULL,
-        model_version     TEXT NOT NULL,
-        outcome           TEXT NOT NULL,
-        duration_us       BIGINT NOT NULL,
-        prev_hash         TEXT NOT NULL,
-        hash              TEXT NOT NULL
-    )
-    """,
+    _TABLE.replace("<table>", "{audit}").replace("<int>", "BIGINT"),
     """
     CREATE OR REPLACE FUNCTION {audit}_append_only() RETURNS trigger LANGUAGE plpgsql AS
     $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$

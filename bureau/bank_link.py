@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -53,17 +54,20 @@ class BankLink(Protocol):
 
     def deliver_band(self, delivery: BandDelivery) -> None: ...
 
-    def packed_round(
-        self,
-        request: packing.PackedMasked,
-        finish: FinishBatch,
-        model_id: str,
-        labels: tuple[str, ...],
-        application_ids: tuple[str, ...],
-        *,
-        spend: Callable[[], None],
-        platform_id: str = "",
-    ) -> int: ...
+    def packed_round(self, batch: PackedRound, finish: FinishBatch, *, spend: Callable[[], None]) -> int: ...
+
+
+@dataclass(frozen=True)
+class PackedRound:
+    """What the bank is told of a packed batch: its masked scores, whose applications they are (in
+    slot order), and the model whose bands it may decrypt."""
+
+    masked: packing.PackedMasked
+    model_id: str
+    labels: tuple[str, ...]
+    application_ids: tuple[str, ...]
+    #: The platform the batch came from, as the bureau authenticated it.
+    platform_id: str = ""
 
 
 #: Given the bank's OT request for a batch, the bureau's OT reply and garbled comparisons.
@@ -206,17 +210,7 @@ class GrpcBankLink:
         reply = self._call("ot_setup", self._stub.OtSetupFinish, serde.ot_choice_to_proto(choice))
         return setup.finish(serde.ot_reply_from_proto(reply))
 
-    def packed_round(
-        self,
-        request: packing.PackedMasked,
-        finish: FinishBatch,
-        model_id: str,
-        labels: tuple[str, ...],
-        application_ids: tuple[str, ...],
-        *,
-        spend: Callable[[], None],
-        platform_id: str = "",
-    ) -> int:
+    def packed_round(self, batch: PackedRound, finish: FinishBatch, *, spend: Callable[[], None]) -> int:
         """The two calls of a packed batch; returns how many members the bank completed anew.
 
         When the bank no longer holds what PackedStart needs (the OT session or setup after a
@@ -232,7 +226,7 @@ class GrpcBankLink:
             try:
                 sender = self._sessions.sender(self._where, self._setup)
                 msg = serde.packed_start_to_proto(
-                    self.key, sender.session_id, request, application_ids, platform_id
+                    self.key, sender.session_id, batch.masked, batch.application_ids, batch.platform_id
                 )
                 resp = self._call("packed_start", self._stub.PackedStart, msg)
                 nonce = bytes(resp.ot_nonce)
@@ -253,10 +247,10 @@ class GrpcBankLink:
                 bytes(resp.ticket),
                 reply,
                 circuit,
-                model_id,
-                labels,
-                application_ids,
-                platform_id,
+                batch.model_id,
+                batch.labels,
+                batch.application_ids,
+                batch.platform_id,
             )
             spend()
             try:

@@ -7,16 +7,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from blindscore.bureau.applications import DELIVERED, FAILED, ApplicationStore, StoredApplication, Submission
+from blindscore.bureau.applications import (
+    DELIVERED,
+    FAILED,
+    ApplicationStore,
+    StoredApplication,
+    Submission,
+    SubmissionT,
+    WorkStore,
+)
 from blindscore.bureau.audit import ACCEPTED, AuditLog
-from blindscore.bureau.bank_link import BankLink
+from blindscore.bureau.bank_link import BankLink, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from blindscore.bureau.ledger import EvaluationLedger
-from blindscore.bureau.registry import BankRegistry, ModelStore, parse_version
+from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
 from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model
@@ -31,12 +38,13 @@ from blindscore.infra.db import Database, RetryLoop, RetryPolicy, error_code, re
 from blindscore.infra.status import status_of
 from blindscore.models.linear import LinearModel
 from blindscore.protocol import limits, packing
-from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch
+from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch, ModelSpec
 from blindscore.protocol.comparison import BandComparison
 
 log = logging.getLogger(__name__)
 
 LinkFor = Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
+Stored = StoredApplication | StoredBatch
 
 #: Seconds the request that accepted an application has it to itself before the retry worker may
 #: try too (a restart makes everything pending due at once, so this only matters for a stuck call).
@@ -65,6 +73,45 @@ class ScoreReport:
     pending: bool = False
     #: The stored outcome of an earlier submission of the same application; no new work was done.
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One application or packed batch, resolved once: the bank and its public keys, the model
+    version, the ciphertexts. Made on arrival, where everything in it is checked, or by the retry
+    worker from the stored row; the protocol then runs on it without looking anything up again."""
+
+    bank: BankRecord
+    paillier: PublicKey
+    dgk: DGKPublicKey
+    model: ModelVersion
+    ciphertexts: tuple[Any, ...]
+
+    def link(self, link_for: LinkFor) -> BankLink:
+        return link_for(self.bank.bank_id, self.bank.address, self.paillier, self.dgk)
+
+
+def _arrived(
+    sent: EncryptedApplication | EncryptedBatch, paillier: PublicKey, packed: bytes | None
+) -> dict[str, Any]:
+    """The fields a submission copies as they arrived; the ciphertexts in their fixed-width encoding
+    (``packed``, the bytes they were unpacked from, when the caller has them)."""
+    return {
+        "platform_id": sent.platform_id,
+        "bank_id": sent.bank_id,
+        "model_id": sent.model_id,
+        "key_id": sent.key_id,
+        "width": len(sent.ciphertexts),
+        "ciphertexts": packed if packed is not None else paillier.pack(sent.ciphertexts),
+    }
+
+
+def _check_width(entry: ModelVersion, got: int, what: str) -> None:
+    width = entry.model.spec.encoded_width
+    if got != width:
+        raise InvalidInputError(
+            f"model {entry.name!r} v{entry.version} takes {width} encrypted {what}, got {got}"
+        )
 
 
 def _spent(stored: StoredBatch) -> PreconditionError:
@@ -154,12 +201,18 @@ class Bureau:
         if self.audit is None or not requests:
             return
         entries = []
+        # The members of a batch name one model version: look it up once.
+        labels: dict[tuple[str, str | None], str] = {}
         for request in requests:
             model_id = _auditable(request.get("model_id", ""))
-            try:
-                version = self.models.version(model_id, request.get("model_version")) if model_id else ""
-            except (NotFoundError, InvalidInputError):
-                version = ""
+            wanted = request.get("model_version")
+            version = labels.get((model_id, wanted))
+            if version is None:
+                try:
+                    version = self.models.version(model_id, wanted) if model_id else ""
+                except (NotFoundError, InvalidInputError):
+                    version = ""
+                labels[(model_id, wanted)] = version
             entries.append(
                 {
                     "platform_id": _auditable(request.get("platform_id", "")),
@@ -227,76 +280,134 @@ class Bureau:
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[int, dict[str, object], int, int]:
-        """The public part of a model version: what the platform needs to encode features.
-
-        Returns (resolved version number, feature spec, packing slot bits and the most
-        applications per packed batch, both 0 when the model must be scored one application at
-        a time); never weights or points.
-        """
+    def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
+        """The public part of a model version: what the platform needs to encode features, and how
+        its applications may be packed; never weights or points."""
         entry = self.models.resolve(model_id, version)
-        slot_bits = packing.slot_bits_for(entry.model) or 0
-        return entry.version, entry.model.spec.to_dict(), slot_bits, packing.max_slots_for(entry.model)
+        return ModelSpec(
+            model_id=model_id,
+            version=str(entry.version),
+            feature_spec=entry.model.spec.to_dict(),
+            slot_bits=packing.slot_bits_for(entry.model) or 0,
+            max_slots=packing.max_slots_for(entry.model),
+        )
 
     # ------------------------------------------------------------------ exactly-once submission
-    def submit(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
+    def submit(
+        self, app: EncryptedApplication, link_for: LinkFor, *, packed: bytes | None = None
+    ) -> ScoreReport:
         """Accept ``app`` exactly once, then score it and deliver its band.
 
         Everything that can be checked here (bank, key, model version, width) is checked before the
         application is stored; once stored it is accepted. The same (platform, application id) with
         the same payload returns the stored outcome; with a different payload it is refused
         (AlreadyExistsError). If the bank cannot be reached the application stays pending and the
-        report says so; the retry worker delivers it later.
+        report says so; the retry worker delivers it later. ``packed``: the ciphertexts as they
+        arrived (the fixed-width encoding ``app.ciphertexts`` were unpacked from), kept as they are.
         """
-        key = (app.platform_id, app.application_id)
-        pk, _ = self.banks.get(app.bank_id).key(app.key_id)
-        stored = self.applications.get(*key)
+        bank = self.banks.get(app.bank_id)
+        paillier, dgk = bank.key(app.key_id)
+        stored = self.applications.get(app.platform_id, app.application_id)
         wanted = parse_version(app.model_version)
+        job = None
         if stored is not None and (wanted is None or wanted == stored.model_version):
             # "latest" binds to the version resolved when the application was first accepted.
             version = stored.model_version
         else:
             entry = self.models.resolve(app.model_id, app.model_version)
+            _check_width(entry, len(app.ciphertexts), "features")
             version = entry.version
-            width = entry.model.spec.encoded_width
-            if len(app.ciphertexts) != width:
-                raise InvalidInputError(
-                    f"model {app.model_id!r} v{version} takes {width} encrypted features, "
-                    f"got {len(app.ciphertexts)}"
-                )
+            job = Job(bank, paillier, dgk, entry, app.ciphertexts)
         submission = Submission(
-            platform_id=app.platform_id,
             application_id=app.application_id,
-            bank_id=app.bank_id,
-            model_id=app.model_id,
             model_version=version,
-            key_id=app.key_id,
             consent_reference=app.consent_reference,
-            width=len(app.ciphertexts),
-            ciphertexts=pk.pack(app.ciphertexts),
+            **_arrived(app, paillier, packed),
         )
-        if stored is None:  # fail closed: its audit record first, or nothing is stored or scored
+        members = [(app.application_id, app.consent_reference)]
+        return self._accept(self.applications, submission, members, job, link_for, fresh=stored is None)
+
+    def submit_batch(
+        self, batch: EncryptedBatch, link_for: LinkFor, *, packed: bytes | None = None
+    ) -> ScoreReport:
+        """Accept a packed batch exactly once (whole), then score it and deliver its bands.
+
+        As :meth:`submit`, for k applications at once: checked, stored, then accepted; the same
+        batch again returns the stored outcome; a different payload under the batch id, or an
+        application id used before, is refused with nothing stored. Stage times and bytes in the
+        report are per application (the batch's divided by k).
+        """
+        bank = self.banks.get(batch.bank_id)
+        paillier, dgk = bank.key(batch.key_id)
+        stored = self.batches.get(batch.platform_id, batch.batch_id)
+        job = None
+        if stored is None:
+            entry = self.models.resolve(batch.model_id, batch.model_version)
+            model = entry.model
+            slot_bits = packing.slot_bits_for(model)
+            if slot_bits is None:
+                raise InvalidInputError(
+                    f"model {batch.model_id!r} v{entry.version} ({model.type_name}) cannot be scored in "
+                    "packed batches; submit its applications one by one"
+                )
+            if batch.slot_bits != slot_bits:
+                raise InvalidInputError(
+                    f"batch packed with {batch.slot_bits}-bit slots; model {batch.model_id!r} "
+                    f"v{entry.version} needs {slot_bits}"
+                )
+            capacity = packing.slots_per_batch(slot_bits, paillier.bits, packing.max_slots_for(model))
+            if len(batch.members) > capacity:
+                raise InvalidInputError(
+                    f"a packed batch for this model and key holds at most {capacity} applications, "
+                    f"got {len(batch.members)}"
+                )
+            _check_width(entry, len(batch.ciphertexts), "columns")
+            job = Job(bank, paillier, dgk, entry, batch.ciphertexts)
+        submission = BatchSubmission(
+            batch_id=batch.batch_id,
+            model_version=int(batch.model_version),
+            slot_bits=batch.slot_bits,
+            members=tuple((m.application_id, m.consent_reference) for m in batch.members),
+            **_arrived(batch, paillier, packed),
+        )
+        return self._accept(self.batches, submission, submission.members, job, link_for, fresh=stored is None)
+
+    def _accept(
+        self,
+        store: WorkStore[SubmissionT, Any],
+        submission: SubmissionT,
+        members: Sequence[tuple[str, str]],
+        job: Job | None,
+        link_for: LinkFor,
+        *,
+        fresh: bool,
+    ) -> ScoreReport:
+        """The exactly-once gate both entries share: admit a first submission (its audit records),
+        store it, and run it inline; a stored one answers with its stored outcome.
+
+        ``job`` is what the entry resolved and validated on arrival (None when the key was stored
+        already: then the row answers and nothing runs, or the payload differs and it is refused).
+        """
+        if fresh:  # fail closed: its audit records first, or nothing is stored or scored
             self.admit(
-                app.platform_id,
-                app.bank_id,
-                app.model_id,
-                version,
-                [(app.application_id, app.consent_reference)],
+                submission.platform_id,
+                submission.bank_id,
+                submission.model_id,
+                submission.model_version,
+                members,
             )
-        mine = self._claim(key)
+        claim = (store.kind, *store.key_of(submission))
+        mine = self._claim(claim)
         try:
-            stored, created = self.applications.accept(
-                submission, next_attempt_at=time.time() + INLINE_GRACE_S
-            )
+            stored, created = store.accept(submission, next_attempt_at=time.time() + INLINE_GRACE_S)
             if not created:
                 return self._stored_outcome(stored)
-            # Inline: the ciphertexts were unpacked and validated on arrival; no second pass.
-            return self._process(stored, link_for, app.ciphertexts)
+            return self._run(stored, link_for, job)
         finally:
             if mine:
-                self._release(key)
+                self._release(claim)
 
-    def _stored_outcome(self, stored: StoredApplication | StoredBatch) -> ScoreReport:
+    def _stored_outcome(self, stored: Stored) -> ScoreReport:
         if stored.state == DELIVERED:
             receipt = stored.receipt_fields()
             return ScoreReport(
@@ -309,42 +420,35 @@ class Bureau:
             raise stored.failure()
         return ScoreReport({}, 0, stored.model_version, pending=True, replayed=True)
 
-    def _process(
-        self, stored: StoredApplication, link_for: LinkFor, ciphertexts: tuple[Any, ...] | None = None
-    ) -> ScoreReport:
-        """Run the band protocol for a stored, pending application and record how it ended.
+    def _job_of(self, stored: Stored) -> Job:
+        """The job of a stored, pending row: its bank and keys, its model version, its ciphertexts
+        unpacked (and validated) from the store."""
+        if stored.ciphertexts is None:
+            raise InvalidInputError(f"{stored.kind} {stored.key[1]!r} has no stored ciphertexts")
+        bank = self.banks.get(stored.bank_id)
+        paillier, dgk = bank.key(stored.key_id)
+        ciphertexts = tuple(paillier.unpack(stored.ciphertexts, stored.width))
+        entry = self.models.resolve(stored.model_id, stored.model_version)
+        return Job(bank, paillier, dgk, entry, ciphertexts)
 
-        ``ciphertexts``: the already validated ciphertexts when called inline on arrival; the retry
-        worker passes none and they are unpacked (and validated) from the store.
+    def _run(self, stored: Stored, link_for: LinkFor, job: Job | None = None) -> ScoreReport:
+        """Run the protocol of a stored, pending application or packed batch and record how it ended.
+
+        ``job``: resolved and validated on arrival when called inline; the retry worker passes none
+        and it is resolved from the row.
         """
 
         def work() -> ScoreReport:
-            if stored.ciphertexts is None:
-                raise InvalidInputError(f"application {stored.application_id!r} has no stored ciphertexts")
-            pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
-            cts = (
-                ciphertexts if ciphertexts is not None else tuple(pk.unpack(stored.ciphertexts, stored.width))
-            )
-            app = EncryptedApplication(
-                application_id=stored.application_id,
-                platform_id=stored.platform_id,
-                bank_id=stored.bank_id,
-                model_id=stored.model_id,
-                key_id=stored.key_id,
-                consent_reference=stored.consent_reference,
-                ciphertexts=cts,
-                model_version=str(stored.model_version),
-            )
-            return self.score(app, link_for)
+            resolved = job or self._job_of(stored)
+            if isinstance(stored, StoredBatch):
+                return self.score_batch(stored, resolved, link_for)
+            return self.score(stored, resolved, link_for)
 
-        return self._settle(self.applications, stored, f"application {stored.application_id}", work)
+        store: WorkStore[Any, Any] = self.batches if isinstance(stored, StoredBatch) else self.applications
+        return self._settle(store, stored, work)
 
     def _settle(
-        self,
-        store: ApplicationStore | BatchStore,
-        stored: StoredApplication | StoredBatch,
-        what: str,
-        work: Callable[[], ScoreReport],
+        self, store: WorkStore[Any, Any], stored: Stored, work: Callable[[], ScoreReport]
     ) -> ScoreReport:
         """Run ``work`` for a stored, pending row and record how it ended: delivered, failed for good
         (the status a resubmission is answered with), or pending again with backoff."""
@@ -361,7 +465,7 @@ class Bureau:
             store.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc))
             log.warning(
                 "%s of %s is pending (attempt %d: %s); retrying in %.1f s",
-                what, stored.platform_id, attempts, exc, delay,
+                stored.what, stored.platform_id, attempts, exc, delay,
             )  # fmt: skip
             if self._worker is not None:
                 self._worker.wake()
@@ -382,102 +486,18 @@ class Bureau:
         return report
 
     # ------------------------------------------------------------------ packed batches
-    def submit_batch(self, batch: EncryptedBatch, link_for: LinkFor) -> ScoreReport:
-        """Accept a packed batch exactly once (whole), then score it and deliver its bands.
-
-        As :meth:`submit`, for k applications at once: checked, stored, then accepted; the same
-        batch again returns the stored outcome; a different payload under the batch id, or an
-        application id used before, is refused with nothing stored. Stage times and bytes in the
-        report are per application (the batch's divided by k).
-        """
-        key = (batch.platform_id, batch.batch_id)
-        pk, _ = self.banks.get(batch.bank_id).key(batch.key_id)
-        stored = self.batches.get(*key)
-        if stored is None:
-            entry = self.models.resolve(batch.model_id, batch.model_version)
-            model = entry.model
-            slot_bits = packing.slot_bits_for(model)
-            if slot_bits is None:
-                raise InvalidInputError(
-                    f"model {batch.model_id!r} v{entry.version} ({model.type_name}) cannot be scored in "
-                    "packed batches; submit its applications one by one"
-                )
-            if batch.slot_bits != slot_bits:
-                raise InvalidInputError(
-                    f"batch packed with {batch.slot_bits}-bit slots; model {batch.model_id!r} "
-                    f"v{entry.version} needs {slot_bits}"
-                )
-            capacity = packing.slots_per_batch(slot_bits, pk.bits, packing.max_slots_for(model))
-            if len(batch.members) > capacity:
-                raise InvalidInputError(
-                    f"a packed batch for this model and key holds at most {capacity} applications, "
-                    f"got {len(batch.members)}"
-                )
-            width = model.spec.encoded_width
-            if len(batch.ciphertexts) != width:
-                raise InvalidInputError(
-                    f"model {batch.model_id!r} v{entry.version} takes {width} encrypted columns, "
-                    f"got {len(batch.ciphertexts)}"
-                )
-        submission = BatchSubmission(
-            platform_id=batch.platform_id,
-            batch_id=batch.batch_id,
-            bank_id=batch.bank_id,
-            model_id=batch.model_id,
-            model_version=int(batch.model_version),
-            key_id=batch.key_id,
-            slot_bits=batch.slot_bits,
-            members=tuple((m.application_id, m.consent_reference) for m in batch.members),
-            width=len(batch.ciphertexts),
-            ciphertexts=pk.pack(batch.ciphertexts),
-        )
-        if stored is None:  # fail closed: its audit records first, or nothing is stored or scored
-            self.admit(
-                batch.platform_id, batch.bank_id, batch.model_id, submission.model_version, submission.members
-            )
-        mine = self._claim(("batch", *key))
-        try:
-            stored, created = self.batches.accept(submission, next_attempt_at=time.time() + INLINE_GRACE_S)
-            if not created:
-                return self._stored_outcome(stored)
-            return self._process_batch(stored, link_for, batch.ciphertexts)
-        finally:
-            if mine:
-                self._release(("batch", *key))
-
-    def _process_batch(
-        self, stored: StoredBatch, link_for: LinkFor, ciphertexts: tuple[Any, ...] | None = None
-    ) -> ScoreReport:
-        """Run the packed protocol for a stored, pending batch and record how it ended."""
-
-        def work() -> ScoreReport:
-            if stored.ciphertexts is None:
-                raise InvalidInputError(f"batch {stored.batch_id!r} has no stored ciphertexts")
-            pk, _ = self.banks.get(stored.bank_id).key(stored.key_id)
-            cts = (
-                ciphertexts if ciphertexts is not None else tuple(pk.unpack(stored.ciphertexts, stored.width))
-            )
-            return self.score_batch(stored, cts, link_for)
-
-        return self._settle(self.batches, stored, f"batch {stored.batch_id}", work)
-
-    def score_batch(
-        self, stored: StoredBatch, ciphertexts: tuple[Any, ...], link_for: LinkFor
-    ) -> ScoreReport:
+    def score_batch(self, stored: StoredBatch, job: Job, link_for: LinkFor) -> ScoreReport:
         """The packed protocol alone (:mod:`blindscore.protocol.packing`): dot product and masks for every
         slot, then the bank's two calls with the OT reply and the garbled comparisons."""
-        bank = self.banks.get(stored.bank_id)
-        pk, dgk = bank.key(stored.key_id)
-        entry = self.models.resolve(stored.model_id, str(stored.model_version))
-        model = entry.model
+        model = job.model.model
         if not isinstance(model, LinearModel):
             raise InvalidInputError(f"model {stored.model_id!r} cannot be scored in packed batches")
         if self.ledger.batch_spent(stored.platform_id, stored.batch_id):
             raise _spent(stored)
-        link = link_for(bank.bank_id, bank.address, pk, dgk)
+        link = job.link(link_for)
         count = len(stored.members)
         t0 = time.perf_counter()
-        protocol = packing.PackedBand(pk, model, ciphertexts, count, stored.slot_bits)
+        protocol = packing.PackedBand(job.paillier, model, job.ciphertexts, count, stored.slot_bits)
         t1 = time.perf_counter()
         timing: dict[str, float] = {}
 
@@ -492,18 +512,14 @@ class Bureau:
             if not self.ledger.spend_batch(stored.platform_id, stored.batch_id):
                 raise _spent(stored)
 
-        link.packed_round(
-            protocol.masked(),
-            finish,
-            stored.model_id,
-            tuple(model.policy.labels),
-            stored.application_ids,
-            spend=spend,
-            platform_id=stored.platform_id,
+        labels = tuple(model.policy.labels)
+        batch = PackedRound(
+            protocol.masked(), stored.model_id, labels, stored.application_ids, stored.platform_id
         )
+        link.packed_round(batch, finish, spend=spend)
         stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
         per_app = {name: ms / count for name, ms in stages.items()}
-        return ScoreReport(per_app, link.wire_bytes // count, entry.version)
+        return ScoreReport(per_app, link.wire_bytes // count, job.model.version)
 
     def _claim(self, key: tuple[str, ...]) -> bool:
         with self._inflight_lock:
@@ -546,25 +562,16 @@ class Bureau:
         if link_for is None:
             return None
         now = time.time()
-        work: list[tuple[tuple[str, ...], str, Callable[[], ScoreReport]]] = [
-            (a.key, f"application {a.application_id} of {a.platform_id}", partial(self._process, a, link_for))
-            for a in self.applications.due(now, RETRY_BATCH)
-        ] + [
-            (
-                ("batch", *b.key),
-                f"batch {b.batch_id} of {b.platform_id}",
-                partial(self._process_batch, b, link_for),
-            )
-            for b in self.batches.due(now, RETRY_BATCH)
-        ]
+        rows: list[Stored] = [*self.applications.due(now, RETRY_BATCH), *self.batches.due(now, RETRY_BATCH)]
         unreachable = False
-        for claim, what, process in work:
+        for row in rows:
             if self._worker is None:
                 return None
+            claim, what = (row.kind, *row.key), f"{row.what} of {row.platform_id}"
             if not self._claim(claim):
                 continue  # the request that accepted it is still working on it
             try:
-                if process().pending:
+                if self._run(row, link_for).pending:
                     unreachable = True
                 else:
                     log.info("delivered %s", what)
@@ -582,60 +589,59 @@ class Bureau:
         return None if due is None else max(0.05, due - time.time())
 
     # ------------------------------------------------------------------ the band protocol
-    def score(self, app: EncryptedApplication, link_for: LinkFor) -> ScoreReport:
-        """Score ``app`` under the bank's key, run the band protocol, hand the bank [band].
+    def score(self, stored: StoredApplication, job: Job, link_for: LinkFor) -> ScoreReport:
+        """Score an accepted application under the bank's key, run the band protocol, hand the bank
+        [band].
 
-        The model version is resolved once, here: an application finishes on the version it
-        started with even if a newer one is imported meanwhile. This is the protocol alone; the
+        The job fixes the model version: an application finishes on the version it was accepted
+        with even if a newer one is imported meanwhile. This is the protocol alone; the
         exactly-once bookkeeping around it is :meth:`submit`.
         """
-        bank = self.banks.get(app.bank_id)
-        pk, dgk = bank.key(app.key_id)
-        entry = self.models.resolve(app.model_id, app.model_version)
-        model = entry.model
-        width = model.spec.encoded_width
-        if len(app.ciphertexts) != width:
-            raise InvalidInputError(
-                f"model {app.model_id!r} v{entry.version} takes {width} encrypted features, "
-                f"got {len(app.ciphertexts)}"
-            )
-        link = link_for(bank.bank_id, bank.address, pk, dgk)
+        model = job.model.model
+        paillier = job.paillier
+        link = job.link(link_for)
+        platform_id, application_id = stored.key
         stages: dict[str, float] = {}
         # One [band] per application, ever: a retry delivers the same ciphertext again (see
         # bureau/ledger.py), so a bank that forces retries learns no second band.
-        kept = self.ledger.band_ciphertext(app.platform_id, app.application_id)
+        kept = self.ledger.band_ciphertext(platform_id, application_id)
         if kept is None:
             t0 = time.perf_counter()
-            score = model.evaluate_encrypted(pk, app.ciphertexts)
+            score = model.evaluate_encrypted(paillier, job.ciphertexts)
             t1 = time.perf_counter()
             protocol = BandComparison(
-                pk, dgk, score, model.encoded_cutoffs, *model.encoded_score_bounds, model.truncate_bits
+                paillier,
+                job.dgk,
+                score,
+                model.encoded_cutoffs,
+                *model.encoded_score_bounds,
+                model.truncate_bits,
             )
             masked = protocol.masked_request()
             t2 = time.perf_counter()
-            bits = link.compare_masked(app.application_id, masked, platform_id=app.platform_id)
+            bits = link.compare_masked(application_id, masked, platform_id=platform_id)
             t3 = time.perf_counter()
             blinded = protocol.blinded_request(bits)
             t4 = time.perf_counter()
-            final = link.compare_blinded(app.application_id, blinded, platform_id=app.platform_id)
+            final = link.compare_blinded(application_id, blinded, platform_id=platform_id)
             t5 = time.perf_counter()
             band = protocol.band_ciphertext(final)
             t6 = time.perf_counter()
-            kept = self.ledger.keep_band_ciphertext(app.platform_id, app.application_id, pk.pack([band]))
+            kept = self.ledger.keep_band_ciphertext(platform_id, application_id, paillier.pack([band]))
             stages["bureau.evaluate"] = (t1 - t0) * 1e3
             stages["bureau.round1"] = (t2 - t1) * 1e3
             stages["bureau.round2"] = (t4 - t3) * 1e3
             stages["bureau.finish"] = (t6 - t5) * 1e3
-        (band_ciphertext,) = pk.unpack(kept, 1)
+        (band_ciphertext,) = paillier.unpack(kept, 1)
         link.deliver_band(
             BandDelivery(
-                application_id=app.application_id,
-                key_id=app.key_id,
-                model_id=app.model_id,
+                application_id=application_id,
+                key_id=stored.key_id,
+                model_id=stored.model_id,
                 band_labels=tuple(model.policy.labels),
                 band_ciphertext=int(band_ciphertext),
-                platform_id=app.platform_id,
+                platform_id=platform_id,
             )
         )
         stages.update(link.stage_ms)
-        return ScoreReport(stages, link.wire_bytes, entry.version)
+        return ScoreReport(stages, link.wire_bytes, job.model.version)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +11,8 @@ from typing import Any
 import grpc
 
 from blindscore.bureau.bank_link import BankChannels
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import Bureau, ScoreReport
+from blindscore.crypto.paillier import PublicKey
 from blindscore.infra.metrics import NodeMetrics
 from blindscore.infra.status import grpc_errors
 from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, peer_identity, require_role
@@ -112,14 +112,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         require_role(context, "platform")
         limits.check_id("model_id", request.model_id)
         limits.check_id("model_version", request.model_version, optional=True)
-        version, spec, slot_bits, max_slots = self.bureau.model_spec(request.model_id, request.model_version)
-        return pb.ModelSpec(
-            model_id=request.model_id,
-            feature_spec=json.dumps(spec, sort_keys=True),
-            model_version=str(version),
-            packing_slot_bits=slot_bits,
-            packing_max_slots=max_slots,
-        )
+        return serde.model_spec_to_proto(self.bureau.model_spec(request.model_id, request.model_version))
 
     def SubmitApplication(
         self, request: pb.EncryptedApplication, context: grpc.ServicerContext
@@ -180,10 +173,16 @@ class BureauServicer(pb_grpc.BureauServicer):
                     ", ".join(limits.quote(m[0]) for m in members[:5]),
                 )
 
-    def _shared(self, stage_ms: dict[str, float]) -> dict[str, float]:
-        """Stage times for the platform: none by default (the bureau's evaluation time tracks the
-        bit length of its weights; they stay in this node's metrics), all with --share-timings."""
-        return stage_ms if self.share_timings else {}
+    def _receipt(self, report: ScoreReport) -> dict[str, Any]:
+        """The fields both receipts share. Stage times for the platform: none by default (the
+        bureau's evaluation time tracks the bit length of its weights; they stay in this node's
+        metrics), all with --share-timings."""
+        return {
+            "stage_ms": report.stage_ms if self.share_timings else {},
+            "wire_bytes": report.wire_bytes,
+            "model_version": str(report.model_version),
+            "pending": report.pending,
+        }
 
     @staticmethod
     def _require_platform(context: grpc.ServicerContext, platform_id: str) -> None:
@@ -197,21 +196,29 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def _submit(self, request: pb.EncryptedApplication, context: grpc.ServicerContext) -> pb.SubmitReceipt:
+        report = self._score(
+            request, context, check_application, serde.encrypted_application_from_proto, self.bureau.submit
+        )
+        return pb.SubmitReceipt(application_id=request.application_id, accepted=True, **self._receipt(report))
+
+    def _score(
+        self,
+        request: Any,
+        context: grpc.ServicerContext,
+        check: Callable[[Any], None],
+        from_proto: Callable[[Any, PublicKey], Any],
+        submit: Callable[..., ScoreReport],
+    ) -> ScoreReport:
+        """What both submissions do: only the platform itself may submit; then the input limits;
+        the ciphertexts are unpacked and checked against the bank's key, then handed to the bureau
+        together with the bytes they came in (stored as they are)."""
         self._require_platform(context, request.platform_id)
-        check_application(request)
+        check(request)
         key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
-        app = serde.encrypted_application_from_proto(request, key)
-        report = self.bureau.submit(app, self.channels.link)
+        report: ScoreReport = submit(from_proto(request, key), self.channels.link, packed=request.ciphertexts)
         if not report.replayed:
             self.metrics.observe_stages(report.stage_ms)
-        return pb.SubmitReceipt(
-            application_id=app.application_id,
-            accepted=True,
-            stage_ms=self._shared(report.stage_ms),
-            wire_bytes=report.wire_bytes,
-            model_version=str(report.model_version),
-            pending=report.pending,
-        )
+        return report
 
     def SubmitBatch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
         """Accept a packed batch exactly once and score it; one audit record per application in it,
@@ -221,20 +228,10 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     @grpc_errors
     def _submit_batch(self, request: pb.EncryptedBatch, context: grpc.ServicerContext) -> pb.BatchReceipt:
-        self._require_platform(context, request.platform_id)
-        check_batch(request)
-        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
-        batch = serde.encrypted_batch_from_proto(request, key)
-        report = self.bureau.submit_batch(batch, self.channels.link)
-        if not report.replayed:
-            self.metrics.observe_stages(report.stage_ms)
-        return pb.BatchReceipt(
-            batch_id=batch.batch_id,
-            stage_ms=self._shared(report.stage_ms),
-            wire_bytes=report.wire_bytes,
-            model_version=str(report.model_version),
-            pending=report.pending,
+        report = self._score(
+            request, context, check_batch, serde.encrypted_batch_from_proto, self.bureau.submit_batch
         )
+        return pb.BatchReceipt(batch_id=request.batch_id, **self._receipt(report))
 
 
 def start_bureau_server(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -11,8 +10,8 @@ import grpc
 
 from blindscore.crypto.paillier import PublicKey
 from blindscore.crypto.pools import waiting_on_peer
-from blindscore.errors import InvalidInputError
 from blindscore.infra.status import call
+from blindscore.protocol.application import ModelSpec
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
@@ -32,7 +31,7 @@ class SubmitResult:
 
 
 class BureauLink(Protocol):
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int, int]: ...
+    def model_spec(self, model_id: str, version: str = "") -> ModelSpec: ...
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey: ...
 
@@ -58,19 +57,10 @@ class GrpcBureauLink:
             response_deserializer=pb.BatchReceipt.FromString,
         )
 
-    def model_spec(self, model_id: str, version: str = "") -> tuple[str, dict[str, Any], int, int]:
-        """(resolved version, feature spec JSON, packing slot bits, most applications per packed
-        batch; both 0 for a model scored one by one) of ``model_id`` at ``version`` ("" for the
-        latest)."""
+    def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
+        """The public spec of ``model_id`` at ``version`` ("" for the latest)."""
         req = pb.GetModelSpecRequest(model_id=model_id, model_version=version)
-        resp = call("bureau", self._stub.GetModelSpec, req, timeout=10)
-        try:
-            spec = json.loads(resp.feature_spec)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}") from exc
-        if not isinstance(spec, dict):
-            raise InvalidInputError(f"bureau sent a malformed feature spec for {model_id!r}")
-        return resp.model_version, spec, int(resp.packing_slot_bits), int(resp.packing_max_slots)
+        return serde.model_spec_from_proto(call("bureau", self._stub.GetModelSpec, req, timeout=10))
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         req = pb.GetBankKeyRequest(bank_id=bank_id, key_id=key_id)

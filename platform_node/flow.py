@@ -176,7 +176,9 @@ class PlatformNode:
                     version = cached[1]
             spec = self._specs.get((model_id, version)) if version else None
         if spec is None:
-            resolved, spec_dict, slot_bits, max_slots = self.bureau.model_spec(model_id, version)
+            answer = self.bureau.model_spec(model_id, version)
+            resolved, spec_dict = answer.version, answer.feature_spec
+            slot_bits, max_slots = answer.slot_bits, answer.max_slots
             if not resolved.isdigit() or (version and resolved != version):
                 raise InvalidInputError(
                     f"bureau answered version {resolved!r} for model {model_id!r} v{version or 'latest'}"

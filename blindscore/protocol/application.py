@@ -84,6 +84,22 @@ class EncryptedApplication:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """The public part of a model version, all a platform needs to encode features: never weights
+    or points."""
+
+    model_id: str
+    #: The resolved version number, as text ("" or "latest" never appear here).
+    version: str
+    #: The feature spec (blindscore.models.features.FeatureSpec.to_dict()).
+    feature_spec: dict[str, Any]
+    #: Bits per slot of a packed batch and the most applications per batch; both 0 when the model
+    #: is scored one application at a time.
+    slot_bits: int = 0
+    max_slots: int = 0
+
+
+@dataclass(frozen=True)
 class BandDelivery:
     """The bureau's hand-over of one application's band to the bank, still encrypted."""
 

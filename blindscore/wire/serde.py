@@ -19,6 +19,7 @@ from blindscore.protocol.application import (
     EncryptedApplication,
     EncryptedBatch,
     FeatureValue,
+    ModelSpec,
 )
 from blindscore.v1 import blindscore_pb2 as pb
 
@@ -53,6 +54,36 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidInputError(f"{what}: expected a JSON object")
     return obj
+
+
+# ---------------------------------------------------------------- model specs
+
+
+def model_spec_to_proto(spec: ModelSpec) -> pb.ModelSpec:
+    return pb.ModelSpec(
+        model_id=spec.model_id,
+        feature_spec=json.dumps(spec.feature_spec, sort_keys=True),
+        model_version=spec.version,
+        packing_slot_bits=spec.slot_bits,
+        packing_max_slots=spec.max_slots,
+    )
+
+
+def model_spec_from_proto(msg: pb.ModelSpec) -> ModelSpec:
+    """The bureau's answer to GetModelSpec; a feature spec that is not a JSON object is refused."""
+    try:
+        spec = json.loads(msg.feature_spec)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"bureau sent a malformed feature spec for {msg.model_id!r}") from exc
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"bureau sent a malformed feature spec for {msg.model_id!r}")
+    return ModelSpec(
+        model_id=msg.model_id,
+        version=msg.model_version,
+        feature_spec=spec,
+        slot_bits=int(msg.packing_slot_bits),
+        max_slots=int(msg.packing_max_slots),
+    )
 
 
 # ---------------------------------------------------------------- applications
