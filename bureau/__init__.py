@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore
 
-__all__ = ["BankRecord", "BankRegistry", "Bureau", "ModelStore"]
+__all__ = ["BankRecord", "BankRegistry", "BureauNode", "ModelStore"]

@@ -26,7 +26,7 @@ GENESIS_HASH = "0" * 64
 #: The outcome of the record the bureau appends *before* it stores and scores an application: it
 #: passed every check and the band protocol may run. The outcome of the call follows in a record of
 #: its own; an ACCEPTED record with none after it means "accepted, outcome not recorded" (the
-#: outcome write failed, or the bureau stopped meanwhile). No record, no scoring: see Bureau.admit.
+#: outcome write failed, or the bureau stopped meanwhile). No record, no scoring: see BureauNode.admit.
 ACCEPTED = "ACCEPTED"
 
 # The canonical gRPC status names (grpc.StatusCode members) and ACCEPTED. Anything else is refused,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from blindscore.bureau.audit import AuditLog
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.infra import command
 from blindscore.infra.transport import host_port
@@ -22,7 +22,7 @@ DATA_DIR = "blindscore-data/bureau"
 def cmd_serve(args: argparse.Namespace) -> int:
     serving = command.ServeCommand(args, "bureau", args.bureau_id)
     metrics = serving.open()
-    bureau = Bureau.open(Path(args.data_dir), args.database)
+    bureau = BureauNode.open(Path(args.data_dir), args.database)
     server, port, channels = start_bureau_server(
         bureau, args.listen, security=serving.security, metrics=metrics, share_timings=args.share_timings
     )

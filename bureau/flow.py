@@ -122,7 +122,7 @@ def _spent(stored: StoredBatch) -> PreconditionError:
     )
 
 
-class Bureau:
+class BureauNode:
     """The bureau's state and flows. It only ever holds public keys and model weights."""
 
     def __init__(
@@ -153,7 +153,9 @@ class Bureau:
         self._worker_reset: Callable[[], None] | None = None
 
     @classmethod
-    def open(cls, data_dir: Path, database: str | None = None, *, retry: RetryPolicy | None = None) -> Bureau:
+    def open(
+        cls, data_dir: Path, database: str | None = None, *, retry: RetryPolicy | None = None
+    ) -> BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 
         Models and bank registrations live under ``data_dir``. Applications and the audit trail go to

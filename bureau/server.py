@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from blindscore.bureau.bank_link import BankChannels
-from blindscore.bureau.flow import Bureau, ScoreReport
+from blindscore.bureau.flow import BureauNode, ScoreReport
 from blindscore.crypto.paillier import PublicKey
 from blindscore.infra.metrics import NodeMetrics
 from blindscore.infra.status import grpc_errors
@@ -62,7 +62,7 @@ class BureauServicer(pb_grpc.BureauServicer):
 
     def __init__(
         self,
-        bureau: Bureau,
+        bureau: BureauNode,
         channels: BankChannels,
         metrics: NodeMetrics | None = None,
         *,
@@ -134,7 +134,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         and the caller's authenticated platform id (:func:`audited_platform`).
 
         An application that is accepted got its ACCEPTED record before it was stored or scored
-        (Bureau.admit: no record, no scoring). This record is the call's outcome; if it cannot be
+        (BureauNode.admit: no record, no scoring). This record is the call's outcome; if it cannot be
         written the answer stands (the band may be at the bank already) and the trail keeps saying
         only what is true: accepted, outcome not recorded (AuditLog.unsettled).
         """
@@ -235,7 +235,7 @@ class BureauServicer(pb_grpc.BureauServicer):
 
 
 def start_bureau_server(
-    bureau: Bureau,
+    bureau: BureauNode,
     address: str,
     *,
     security: TransportSecurity = INSECURE,
@@ -245,7 +245,7 @@ def start_bureau_server(
     """Serve the Bureau service on ``address``; returns (server, bound port, bank channels).
 
     Also starts the bureau's retry worker, which first resumes every application left pending by an
-    earlier run; it dials banks over channels of its own (:meth:`Bureau.close` stops it).
+    earlier run; it dials banks over channels of its own (:meth:`BureauNode.close` stops it).
     """
     channels = BankChannels(security)
     metrics = metrics or NodeMetrics("bureau")

@@ -23,7 +23,7 @@ The attacks (numbers as in tests/test_attacks.py):
    over d finds the distance from sigma to the next cutoff.
 
 Negative controls: :class:`VulnerableBank` answers like the bank before the fix (range and
-monotonicity refusals, half decryption, no limits); :class:`NaiveBureau` retries like the bureau
+monotonicity refusals, half decryption, no limits); :class:`NaiveBureauNode` retries like the bureau
 before the fix (a failed application or batch runs again with fresh masks, however far it got).
 """
 

@@ -14,9 +14,9 @@ from blindscore.crypto.dgk import DGKKeyPair, generate_dgk_keypair
 from blindscore.crypto.paillier import KeyPair, generate_keypair
 
 if TYPE_CHECKING:  # support imports all three nodes: only the tests that start nodes pay for that
-    from support import GermanRows, NodesFactory
-
     from blindscore.models.linear import LinearModel
+
+    from support import GermanRows, NodesFactory
 
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")

@@ -14,7 +14,7 @@ import grpc
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import register_with_bureau, start_bank_server
 from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
@@ -55,7 +55,7 @@ class Nodes:
     """
 
     directory: Path
-    bureau_obj: Bureau
+    bureau_obj: BureauNode
     bank_node: BankNode
     platform_obj: PlatformNode | None
     bureau: str
@@ -119,7 +119,7 @@ def running_nodes(
             return INSECURE
 
     with ExitStack() as stack:
-        bureau_obj = Bureau.open(directory / "bureau", database, retry=retry)
+        bureau_obj = BureauNode.open(directory / "bureau", database, retry=retry)
         stack.callback(bureau_obj.close)
         bureau_server, bureau_port, channels = start_bureau_server(
             bureau_obj, "127.0.0.1:0", security=creds(BUREAU_ID), metrics=metrics.get("bureau")

@@ -30,9 +30,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import attackers
 import grpc
 import pytest
+
+from blindscore.bank_node.flow import BankNode
+from blindscore.bank_node.server import start_bank_server
+from blindscore.bank_node.store import ResultStore
+from blindscore.bureau.applications import DELIVERED, FAILED
+from blindscore.bureau.flow import BureauNode
+from blindscore.bureau.server import start_bureau_server
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.infra.certs import init_pki
+from blindscore.infra.db import RetryPolicy
+from blindscore.infra.transport import TransportSecurity, open_channel
+from blindscore.protocol import packing
+from blindscore.protocol.application import BatchMember, EncryptedApplication, EncryptedBatch
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+from blindscore.wire import serde
+
+import attackers
 from attackers import (
     DeliveryOracle,
     DeviatingBank,
@@ -46,24 +65,6 @@ from attackers import (
     serve_bank_servicer,
     wait_for,
 )
-
-from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.server import start_bank_server
-from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.applications import DELIVERED, FAILED
-from blindscore.bureau.flow import Bureau
-from blindscore.bureau.server import start_bureau_server
-from blindscore.crypto.dgk import DGKKeyPair
-from blindscore.crypto.paillier import KeyPair
-from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.infra.certs import init_pki
-from blindscore.infra.db import RetryPolicy
-from blindscore.infra.transport import TransportSecurity, open_channel
-from blindscore.protocol import packing
-from blindscore.protocol.application import BatchMember, EncryptedApplication, EncryptedBatch
-from blindscore.v1 import blindscore_pb2 as pb
-from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
-from blindscore.wire import serde
 
 MODEL = default_model()
 GEO = ModelGeometry.of(MODEL)
@@ -447,7 +448,7 @@ def test_attack2_works_on_a_vulnerable_bank(
 
 @dataclass
 class DeviantNet:
-    bureau: Bureau
+    bureau: BureauNode
     bank: DeviatingBank
     submit: Any  # the bureau's stub with the platform's certificate
     key_id: str
@@ -458,7 +459,7 @@ def deviant_net(
     pki: Path, tmp_path: Path, keypair: KeyPair, dgk: DGKKeyPair, error: str = "unavailable"
 ) -> Iterator[DeviantNet]:
     """A real bureau (its retry worker on) whose bank is a DeviatingBank, both over mutual TLS."""
-    bureau = Bureau.open(tmp_path / "bureau", retry=FAST_RETRY)
+    bureau = BureauNode.open(tmp_path / "bureau", retry=FAST_RETRY)
     server, port, channels = start_bureau_server(bureau, "127.0.0.1:0", security=creds(pki, BUREAU))
     bureau_addr = f"127.0.0.1:{port}"
     deviant = DeviatingBank(keypair, dgk, budget=FORCED_RETRY_BUDGET, error=error)

@@ -28,13 +28,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
-from support import running_nodes
-from waiting import wait_for
 
 from blindscore.app.cli import main as cli
 from blindscore.bank_node.flow import BankNode
 from blindscore.bureau.audit import AuditLog
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
@@ -47,6 +45,9 @@ from blindscore.protocol.application import Application, BatchMember, EncryptedA
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import running_nodes
+from waiting import wait_for
 
 PLATFORM = "platform-f"
 BANK = "bank-f"
@@ -63,16 +64,16 @@ class Failure:
     """One way the audit append fails: ``brake`` makes it fail, ``heal`` undoes that."""
 
     name: str
-    brake: Callable[[Bureau], None]
-    heal: Callable[[Bureau], None]
+    brake: Callable[[BureauNode], None]
+    heal: Callable[[BureauNode], None]
 
 
-def _audit_pragma(bureau: Bureau, pragma: str) -> Any:
+def _audit_pragma(bureau: BureauNode, pragma: str) -> Any:
     assert bureau.audit is not None
     return bureau.audit._db.read(lambda tx: tx.one(f"PRAGMA {pragma}"))
 
 
-def _fill_disk(bureau: Bureau) -> None:
+def _fill_disk(bureau: BureauNode) -> None:
     assert bureau.audit is not None
     (pages,) = _audit_pragma(bureau, "page_count")
     _audit_pragma(bureau, f"max_page_count = {pages}")
@@ -87,7 +88,7 @@ def _fill_disk(bureau: Bureau) -> None:
     raise AssertionError("the audit file never filled up")
 
 
-def _free_disk(bureau: Bureau) -> None:
+def _free_disk(bureau: BureauNode) -> None:
     _audit_pragma(bureau, "max_page_count = 1073741823")
 
 
@@ -143,7 +144,7 @@ class Nodes:
     tmp: Path
     database: str | None
     bank: BankNode
-    bureau: Bureau
+    bureau: BureauNode
     platform: PlatformNode
     bureau_addr: str
     platform_addr: str

@@ -13,8 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import NodesFactory, german_credit
-from waiting import wait_for
 
 from blindscore.app.localnet import LocalNetwork
 from blindscore.bureau.applications import ApplicationStore
@@ -24,6 +22,9 @@ from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import NodesFactory, german_credit
+from waiting import wait_for
 
 #: The stated bound: with the bank stopped and the bureau's calls to it piling up, another
 #: platform's GetModelSpec answers within this (it took 27 s before the per-bank bulkhead).

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import gmpy2
 import pytest
-from waiting import wait_for
 
 from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
@@ -31,6 +30,8 @@ from blindscore.crypto.dgk import (
 )
 from blindscore.crypto.pools import RandomnessPool, request_scope, waiting_on_peer
 from blindscore.errors import CryptoError, InvalidInputError, KeySizeError, PreconditionError
+
+from waiting import wait_for
 
 # A toy key built by hand (tests/test_dgk.py is its only user): u = 65537, t = 16,
 # v_p = 65521, v_q = 65519, p - 1 = 2 u v_p r_p and q - 1 = 2 u v_q r_q with r_p = 2^40 + 12 and

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from waiting import wait_for
 
 from blindscore.app.client import Outcome, score_applications
 from blindscore.bank_node.flow import BankNode
@@ -32,7 +31,7 @@ from blindscore.bureau.applications import (
 )
 from blindscore.bureau.audit import AuditLog
 from blindscore.bureau.bank_link import BankChannels
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
@@ -49,6 +48,8 @@ from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from waiting import wait_for
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
 
@@ -195,16 +196,16 @@ def test_pending_applications_survive_a_reopen(backend: Backend) -> None:
 
 
 def test_bureau_tables_share_one_database(backend: Backend) -> None:
-    """Bureau.open(database=...) keeps audit and applications in one database (prefixed on PostgreSQL)."""
+    """BureauNode.open(database=...) keeps audit and applications in one database (prefixed on PostgreSQL)."""
     url = backend.url or f"sqlite:///{backend.tmp / 'bureau.db'}"
-    bureau = Bureau.open(backend.tmp / "bureau", url)
+    bureau = BureauNode.open(backend.tmp / "bureau", url)
     try:
         assert bureau.audit is not None
         bureau.audit.append(**audit_fields(1))
         bureau.applications.accept(submission(), next_attempt_at=0.0)
     finally:
         bureau.close()
-    reopened = Bureau.open(backend.tmp / "bureau", url)
+    reopened = BureauNode.open(backend.tmp / "bureau", url)
     try:
         assert reopened.audit is not None and reopened.audit.verify().records == 1
         assert reopened.applications.counts()[PENDING] == 1
@@ -394,7 +395,7 @@ class Nodes:
     bank: BankNode | None = None
     bank_server: grpc.Server | None = None
     bank_port: int = 0
-    bureau: Bureau | None = None
+    bureau: BureauNode | None = None
     bureau_server: grpc.Server | None = None
     bureau_channels: BankChannels | None = None
     bureau_addr: str = ""
@@ -432,7 +433,7 @@ class Nodes:
         self.bank_server = None
 
     def start_bureau(self) -> None:
-        self.bureau = Bureau.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
+        self.bureau = BureauNode.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
         self.bureau_server, port, self.bureau_channels = start_bureau_server(
             self.bureau, "127.0.0.1:0", share_timings=True
         )

@@ -25,7 +25,6 @@ import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import NodesFactory
 
 from blindscore.crypto import ot
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
@@ -42,6 +41,8 @@ from blindscore.protocol.comparison import BandComparison
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import NodesFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory, german_credit, german_model
 
 import blindscore
 from blindscore.app.client import score_applications
@@ -25,6 +23,9 @@ from blindscore.protocol.application import Application, BatchMember, EncryptedA
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
 PLATFORM = "platform-l"
 BANK = "bank-l"

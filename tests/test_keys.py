@@ -19,8 +19,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory
 
 from blindscore.app.cli import main
 from blindscore.app.client import score_one
@@ -55,6 +53,9 @@ from blindscore.errors import (
 )
 from blindscore.protocol.application import Application, BandDelivery
 from blindscore.protocol.comparison import BandComparison
+
+from support import Nodes as Net
+from support import NodesFactory
 
 PASSWORD = "correct horse battery staple"
 SECRET_FILES = (SECRET_FILE, DGK_SECRET_FILE)

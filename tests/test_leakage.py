@@ -74,19 +74,6 @@ from typing import Any
 import gmpy2
 import numpy as np
 import pytest
-from leakage_stats import (
-    FAMILY_ALPHA,
-    LEAK_P,
-    Family,
-    bits_p,
-    max_cell_p,
-    residue_count,
-    residue_pvalues,
-    same_p,
-    smallest,
-    uniform_p,
-    walsh_pvalues,
-)
 from scipy import stats
 
 from blindscore.crypto.dgk import DGKKeyPair
@@ -99,6 +86,20 @@ from blindscore.protocol.comparison import (
     FinalResponse,
     answer_blinded,
     answer_masked,
+)
+
+from leakage_stats import (
+    FAMILY_ALPHA,
+    LEAK_P,
+    Family,
+    bits_p,
+    max_cell_p,
+    residue_count,
+    residue_pvalues,
+    same_p,
+    smallest,
+    uniform_p,
+    walsh_pvalues,
 )
 
 LO, HI = 0, 2**20 - 1

@@ -56,6 +56,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from blindscore.crypto import garble, ot
+from blindscore.crypto.paillier import KeyPair
+from blindscore.models.features import FeatureSpec, NumericFeature
+from blindscore.models.linear import LinearModel
+from blindscore.models.policy import BandPolicy
+from blindscore.protocol import packing
+from blindscore.protocol.comparison import DEFAULT_KAPPA
+
 from leakage_stats import (
     FAMILY_ALPHA,
     LEAK_P,
@@ -68,14 +77,6 @@ from leakage_stats import (
     smallest,
     uniform_p,
 )
-
-from blindscore.crypto import garble, ot
-from blindscore.crypto.paillier import KeyPair
-from blindscore.models.features import FeatureSpec, NumericFeature
-from blindscore.models.linear import LinearModel
-from blindscore.models.policy import BandPolicy
-from blindscore.protocol import packing
-from blindscore.protocol.comparison import DEFAULT_KAPPA
 
 SPEC = FeatureSpec((NumericFeature("x", 0, 2**20 - 1, integer=True),))
 CUTOFFS = (2.0**16, 2.0**20 - 2**16)

@@ -19,8 +19,6 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import NodesFactory
-from waiting import wait_for
 
 from blindscore.app.client import score_applications, score_one
 from blindscore.data.german import DEFAULT_MODEL_ID, load_german_credit
@@ -30,6 +28,9 @@ from blindscore.infra.transport import create_server, open_channel
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+
+from support import NodesFactory
+from waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from blindscore.app.cli import main
 from blindscore.app.model_commands import compare_bands
 from blindscore.app.report import band_table, write_png
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.models.linear import LinearModel
 from blindscore.models.registry import load_model_file
@@ -27,7 +27,7 @@ GERMAN_CSV = Path(__file__).resolve().parents[1] / "blindscore" / "data" / "germ
 
 @pytest.fixture
 def bureau_dir(tmp_path: Path) -> Path:
-    Bureau.open(tmp_path / "bureau")  # installs the default model as v1, like a first start
+    BureauNode.open(tmp_path / "bureau")  # installs the default model as v1, like a first start
     return tmp_path / "bureau"
 
 

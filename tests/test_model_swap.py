@@ -6,8 +6,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory, german_credit, german_model
 
 from blindscore.app.client import score_one
 from blindscore.bureau.registry import ModelStore
@@ -20,6 +18,9 @@ from blindscore.platform_node import flow as platform_flow
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
 V2_CUTOFFS = (0.01, 0.02, 0.03, 0.04)  # almost everyone lands in E
 V3_CUTOFFS = (0.96, 0.97, 0.98, 0.99)  # almost everyone lands in A

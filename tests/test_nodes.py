@@ -7,11 +7,9 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory, german_credit
 
 from blindscore.app.client import score_one
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.crypto.paillier import PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import open_channel
@@ -21,6 +19,9 @@ from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import Nodes as Net
+from support import NodesFactory, german_credit
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +302,7 @@ def test_spec_has_no_weights(net: Net) -> None:
 
 
 def test_bureau_state_survives_restart(net: Net, tmp_path: Path) -> None:
-    reopened = Bureau.open(net.bureau_obj.banks.directory.parent)
+    reopened = BureauNode.open(net.bureau_obj.banks.directory.parent)
     assert reopened.bank_key("bank-a", net.key_id) == net.bank_node.keypair.public_key
     assert DEFAULT_MODEL_ID in reopened.models.ids()
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from phe import paillier as phe_paillier
-from waiting import wait_for
 
 from blindscore.crypto.paillier import (
     PUBLIC_FILE,
@@ -29,6 +28,8 @@ from blindscore.crypto.paillier import (
     save_keypair,
 )
 from blindscore.errors import InvalidInputError, KeySizeError, PreconditionError
+
+from waiting import wait_for
 
 # A toy key (p=11, q=13) for fixed vectors only: this test says so, and passes _min_bits=0.
 TOY_N = 143

@@ -9,8 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory, german_credit, german_model
 
 from blindscore.data.german import DEFAULT_MODEL_ID
 from blindscore.infra.transport import open_channel
@@ -18,6 +16,9 @@ from blindscore.protocol.application import Application, EncryptedApplication
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import Nodes as Net
+from support import NodesFactory, german_credit, german_model
 
 TIMEOUT = 30
 

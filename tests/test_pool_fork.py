@@ -26,12 +26,13 @@ from typing import Any
 
 import gmpy2
 import pytest
-from waiting import wait_for
 
 from blindscore.crypto import pools
 from blindscore.crypto.dgk import DGKKeyPair, DGKPublicKey
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.crypto.pools import RandomnessPool
+
+from waiting import wait_for
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),

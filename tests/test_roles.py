@@ -6,8 +6,6 @@ from typing import Any
 
 import grpc
 import pytest
-from support import Nodes as Net
-from support import NodesFactory
 
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
@@ -15,6 +13,9 @@ from blindscore.infra.transport import open_channel
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
+from support import Nodes as Net
+from support import NodesFactory
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import pytest
 
 import blindscore.infra.db
 from blindscore.bureau.applications import Submission
-from blindscore.bureau.flow import Bureau
+from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
@@ -150,9 +150,9 @@ def encrypted_application(key: KeyPair, app_id: str) -> pb.EncryptedApplication:
 @contextlib.contextmanager
 def serving_bureau(
     data_dir: Path, database: str | None, paillier: KeyPair, dgk: DGKKeyPair
-) -> Iterator[tuple[Bureau, Any]]:
+) -> Iterator[tuple[BureauNode, Any]]:
     """An in-process bureau on port 0 that knows bank-s (at an address nobody answers)."""
-    bureau = Bureau.open(data_dir, database)
+    bureau = BureauNode.open(data_dir, database)
     server, port, channels = start_bureau_server(bureau, "127.0.0.1:0")
     channel = open_channel(f"127.0.0.1:{port}")
     try:
@@ -271,7 +271,7 @@ def test_in_process_nodes_create_owner_only_files(
 ) -> None:
     """Explicit modes, not the umask: under the usual 022 everything made is still 0600 / 0700."""
     os.umask(0o022)  # conftest restores the session's umask afterwards
-    bureau = Bureau.open(tmp_path / "bureau")
+    bureau = BureauNode.open(tmp_path / "bureau")
     outbox = Outbox.open(tmp_path / "platform")
     try:
         bureau.register_bank("bank-s", "127.0.0.1:1", paillier_keypair.public_key, dgk_keypair.public_key)
