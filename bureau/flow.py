@@ -265,20 +265,6 @@ class BureauNode:
             )  # fmt: skip
             raise UnavailableError("the audit trail cannot be written; nothing was scored") from None
 
-    def register_bank(
-        self,
-        bank_id: str,
-        address: str,
-        paillier: PublicKey,
-        dgk: DGKPublicKey,
-        *,
-        active: tuple[str, ...] = (),
-    ) -> str:
-        """Record a bank's address and key; with ``active``, forget its keys not listed there."""
-        key_id = self.banks.register(bank_id, address, paillier, dgk, active=active)
-        log.info("bank %s registered key %s at %s", bank_id, key_id, address)
-        return key_id
-
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         return self.banks.get(bank_id).key(key_id)[0]
 

@@ -108,6 +108,7 @@ class BankRegistry:
                     log.info("bank %s retired key %s", bank_id, kid)
             write_json(self.directory / f"{bank_id}.json", record.to_dict(), secret=True)  # owner-only
             self._banks[bank_id] = record
+        log.info("bank %s registered key %s at %s", bank_id, paillier.key_id, address)
         return paillier.key_id
 
     def get(self, bank_id: str) -> BankRecord:

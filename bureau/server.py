@@ -88,7 +88,7 @@ class BureauServicer(pb_grpc.BureauServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"bank {identity.party_id!r} may not register as bank {limits.quote(request.bank_id)}",
             )
-        key_id = self.bureau.register_bank(
+        key_id = self.bureau.banks.register(
             request.bank_id,
             request.address,
             serde.paillier_key_from_json(request.paillier_public_key),

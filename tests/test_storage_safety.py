@@ -156,7 +156,7 @@ def serving_bureau(
     server, port, channels = start_bureau_server(bureau, "127.0.0.1:0")
     channel = open_channel(f"127.0.0.1:{port}")
     try:
-        bureau.register_bank("bank-s", "127.0.0.1:1", paillier.public_key, dgk.public_key)
+        bureau.banks.register("bank-s", "127.0.0.1:1", paillier.public_key, dgk.public_key)
         yield bureau, pb_grpc.BureauStub(channel)
     finally:
         channel.close()
@@ -274,7 +274,7 @@ def test_in_process_nodes_create_owner_only_files(
     bureau = BureauNode.open(tmp_path / "bureau")
     outbox = Outbox.open(tmp_path / "platform")
     try:
-        bureau.register_bank("bank-s", "127.0.0.1:1", paillier_keypair.public_key, dgk_keypair.public_key)
+        bureau.banks.register("bank-s", "127.0.0.1:1", paillier_keypair.public_key, dgk_keypair.public_key)
         assert bureau.models.put("second", default_model()).version == 1
         bureau.applications.accept(
             Submission("platform-s", "app-1", "bank-s", DEFAULT_MODEL_ID, 1, "pk-1", "consent", 1, b"\x01"),

@@ -14,6 +14,17 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 FeatureValue = float | str
 
 
+def _check_ids(record: object, *fields: str) -> None:
+    """check_id on each named field of ``record``; the message names the field as prose."""
+    for name in fields:
+        check_id(name.replace("_", " "), getattr(record, name))
+
+
+def _check_consent(reference: str) -> None:
+    if not reference:
+        raise InvalidInputError("a consent reference is required for every application")
+
+
 def check_id(kind: str, value: str) -> str:
     """Identifiers are 1-128 printable characters from a small safe set; anything else is refused."""
     if not isinstance(value, str) or not _ID.match(value):
@@ -47,13 +58,9 @@ class Application:
     model_version: str = ""
 
     def __post_init__(self) -> None:
-        check_id("application id", self.application_id)
-        check_id("bank id", self.bank_id)
-        check_id("model id", self.model_id)
-        check_id("key id", self.key_id)
+        _check_ids(self, "application_id", "bank_id", "model_id", "key_id")
         check_model_version(self.model_version)
-        if not self.consent_reference:
-            raise InvalidInputError("a consent reference is required for every application")
+        _check_consent(self.consent_reference)
         if len(self.consent_reference) > 256:
             raise InvalidInputError("consent reference longer than 256 characters")
 
@@ -73,14 +80,9 @@ class EncryptedApplication:
     model_version: str = ""
 
     def __post_init__(self) -> None:
-        check_id("application id", self.application_id)
-        check_id("platform id", self.platform_id)
-        check_id("bank id", self.bank_id)
-        check_id("model id", self.model_id)
-        check_id("key id", self.key_id)
+        _check_ids(self, "application_id", "platform_id", "bank_id", "model_id", "key_id")
         check_model_version(self.model_version)
-        if not self.consent_reference:
-            raise InvalidInputError("a consent reference is required for every application")
+        _check_consent(self.consent_reference)
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,7 @@ class BatchMember:
 
     def __post_init__(self) -> None:
         check_id("application id", self.application_id)
-        if not self.consent_reference:
-            raise InvalidInputError("a consent reference is required for every application")
+        _check_consent(self.consent_reference)
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,7 @@ class EncryptedBatch:
     ciphertexts: tuple[Any, ...]
 
     def __post_init__(self) -> None:
-        check_id("batch id", self.batch_id)
-        check_id("platform id", self.platform_id)
-        check_id("bank id", self.bank_id)
-        check_id("model id", self.model_id)
-        check_id("key id", self.key_id)
+        _check_ids(self, "batch_id", "platform_id", "bank_id", "model_id", "key_id")
         if not (self.model_version.isascii() and self.model_version.isdigit()):
             raise InvalidInputError(
                 f"a packed batch needs a resolved model version, got {self.model_version!r}"
