@@ -88,7 +88,7 @@ class Bits(Sequence[int]):
 
 
 def to_bits(value: int, width: int) -> list[int]:
-    """``value`` mod 2^width as ``width`` bits, least significant first (negative values: two's complement)."""
+    """``value`` mod 2^width as ``width`` bits, least significant first (two's complement)."""
     if width < 0:
         raise InvalidInputError(f"width must be >= 0, got {width}")
     v = operator.index(value) % (1 << width) if width else 0
@@ -263,7 +263,7 @@ class CircuitBuilder:
             a, b = b, a
         if a == ZERO:
             return ZERO
-        if a == ONE or a == b:
+        if a in (ONE, b):
             return b
         if self._negation.get(a) == b:
             return ZERO
@@ -348,8 +348,8 @@ class CircuitBuilder:
         w = max(len(a), len(b))
         x, y = self._pair(a, b, w, signed)
         if signed:
-            x = x[:-1] + [self.not_(x[-1])]
-            y = y[:-1] + [self.not_(y[-1])]
+            x = Bits([*x[:-1], self.not_(x[-1])])
+            y = Bits([*y[:-1], self.not_(y[-1])])
         c = ONE
         for ai, bi in zip(x, y, strict=True):
             nb = self.not_(bi)
@@ -365,7 +365,9 @@ class CircuitBuilder:
         w AND gates: out_i = z_i XOR (s AND (o_i XOR z_i))."""
         if len(if_one) != len(if_zero):
             raise InvalidInputError(f"mux operands differ in width: {len(if_one)} and {len(if_zero)}")
-        return Bits([self.xor(z, self.and_(select, self.xor(o, z))) for o, z in zip(if_one, if_zero, strict=True)])
+        return Bits(
+            [self.xor(z, self.and_(select, self.xor(o, z))) for o, z in zip(if_one, if_zero, strict=True)]
+        )
 
     def sum(self, values: Sequence[Bits], *, signed: bool) -> Bits:
         """The exact sum of ``values`` by a balanced tree of :meth:`add_wide` (each level adds
