@@ -72,6 +72,8 @@ GARBLING_ID_BYTES = 16
 TAG_BYTES = 8
 _DOMAIN = b"blindscore/halfgates/v1"
 _LABEL_BITS = 8 * LABEL_BYTES
+#: The one source of fresh randomness (garbling ids, the label PRG key): a hook for seeded tests.
+_fresh_bytes = secrets.token_bytes
 
 #: Labels as rows of two uint64 whose memory is the 16-byte big-endian label (XOR is bytewise, so
 #: the host's endianness never matters for XOR; lsb and tweaks go through explicit byte views).
@@ -118,10 +120,10 @@ class _Hash:
 
     __slots__ = ("_encrypt",)
 
-    def __init__(self, garbling_id: bytes) -> None:
+    def __init__(self, key: bytes) -> None:
         # ECB is exactly the block permutation applied to each 16-byte block independently;
         # the encryptor is stateless in ECB mode, so one serves the whole garbling.
-        self._encrypt = Cipher(algorithms.AES(aes_key(garbling_id)), modes.ECB()).encryptor().update
+        self._encrypt = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
 
     def __call__(self, x: _Labels, tweaks: _Labels) -> _Labels:
         s = np.empty_like(x)
@@ -135,7 +137,7 @@ class _Hash:
 def tccr_hash(garbling_id: bytes, label: int, tweak: int) -> int:
     """H(label, tweak) for one block, the reference form of what the garbling does in bulk."""
     x = _from_ints([label])
-    out = _Hash(garbling_id)(x, _tweak_blocks(np.array([tweak], dtype=np.uint64)))
+    out = _Hash(aes_key(garbling_id))(x, _tweak_blocks(np.array([tweak], dtype=np.uint64)))
     return _to_ints(out)[0]
 
 
@@ -179,7 +181,7 @@ def _to_ints(x: _Labels) -> list[int]:
 def _random_bytes(size: int) -> bytes:
     """Fresh random bytes: AES-128-CTR under a fresh 128-bit key from ``secrets`` (a PRG, as in
     EMP), because os.urandom for the megabytes of input labels costs several milliseconds."""
-    key = secrets.token_bytes(16)
+    key = _fresh_bytes(16)
     return bytes(Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size)))
 
 
@@ -204,8 +206,8 @@ def garble(circuit: Circuit, garbler_bits: Sequence[int]) -> tuple[GarbledCircui
     """
     gbits = _check_garbler_bits(circuit, garbler_bits)
     n_g, n_e = circuit.garbler_input_bits, circuit.evaluator_input_bits
-    gid = secrets.token_bytes(GARBLING_ID_BYTES)
-    hash_ = _Hash(gid)
+    gid = _fresh_bytes(GARBLING_ID_BYTES)
+    hash_ = _Hash(aes_key(gid))
 
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
     rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_g + n_e)))
@@ -269,7 +271,7 @@ def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequen
             f"evaluator labels: the circuit has {n_e} evaluator input bits, "
             f"got {len(evaluator_labels)} labels"
         )
-    hash_ = _Hash(garbled.garbling_id)
+    hash_ = _Hash(aes_key(garbled.garbling_id))
     first = circuit.first_gate_wire
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
     labels[0:2] = 0
