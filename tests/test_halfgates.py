@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pickle
 import random
 from collections.abc import Iterator, Sequence
@@ -390,3 +391,13 @@ def test_garbled_circuit_is_not_printable_or_picklable() -> None:
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(garbled)
     assert isinstance(garbled, GarbledCircuit)
+
+
+def test_bench_script_runs_and_checks_its_band(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.bench_garbling import main
+
+    main(["--trees", "2", "--depth", "2", "--repeats", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["and_gates"] > 0
+    assert report["table_bytes"] == 32 * report["and_gates"]
+    assert report["evaluator_input_bits"] == 2 * 3 * 34

@@ -446,10 +446,10 @@ class CircuitBuilder:
             renum[w] = pos
             pos += 1
         first_gate = pos
-        order = [key[3] for key in keys]
+        order = np.array([key[3] for key in keys], dtype=np.int64)
         renum[order] = np.arange(first_gate, first_gate + len(order))
-        gate_a = np.array([renum[ga[w]] for w in order], dtype=np.int32)
-        gate_b = np.array([renum[gb[w]] for w in order], dtype=np.int32)
+        gate_a = renum[np.array(ga, dtype=np.int64)[order]].astype(np.int32)
+        gate_b = renum[np.array(gb, dtype=np.int64)[order]].astype(np.int32)
         batches: list[tuple[int, int, int]] = []
         and_offsets: list[int] = []
         ands = 0

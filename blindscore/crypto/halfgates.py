@@ -45,6 +45,9 @@ Layouts (labels, table entries 16 bytes big-endian):
   (probability 2^-64 of missing it per output) instead of yielding a wrong band silently. An
   evaluator holding W_k^b learns H(W_k^b ^ Delta) only as a pseudorandom tag.
 
+Both parties build the :class:`~blindscore.crypto.circuit.Circuit` themselves from public size
+parameters; only :class:`GarbledCircuit` and the OT messages travel.
+
 Security model: semi-honest garbler and evaluator, as in the rest of the protocol. The label pairs
 that :func:`garble` returns reveal Delta (pair[0] XOR pair[1]): they must only ever feed the OT
 sender (:meth:`blindscore.crypto.ot.OtSender.reply`) and never leave the garbler otherwise. No
