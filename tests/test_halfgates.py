@@ -1,0 +1,403 @@
+"""Half gates: the AES hash pinned, garbled == plain == integers, corruption detected, nothing leaks."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pickle
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blindscore.crypto import halfgates
+from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder, from_bits, to_bits
+from blindscore.crypto.halfgates import (
+    LABEL_BYTES,
+    TAG_BYTES,
+    GarbledCircuit,
+    aes_encrypt_blocks,
+    aes_key,
+    evaluate,
+    garble,
+    table_bytes,
+    tccr_hash,
+)
+from blindscore.errors import CryptoError, InvalidInputError
+from scripts.bench_garbling import TreeShape, tree_bits, tree_circuit, tree_inputs, tree_reference
+
+MASK64 = (1 << 64) - 1
+
+
+def chosen(pairs: Sequence[tuple[int, int]], bits: Sequence[int]) -> list[int]:
+    """What the evaluator receives by OT: the label of its true bit for every input wire."""
+    return [pair[bit] for pair, bit in zip(pairs, bits, strict=True)]
+
+
+def run(circuit: Circuit, gbits: Sequence[int], ebits: Sequence[int]) -> list[int]:
+    garbled, pairs = garble(circuit, gbits)
+    return evaluate(circuit, garbled, chosen(pairs, ebits))
+
+
+def reference_tccr(garbling_id: bytes, x: int, tweak: int) -> int:
+    """H(x, i) = pi(sigma(x) ^ i) ^ sigma(x) ^ i written from the paper, on Python ints."""
+    left, right = x >> 64, x & MASK64
+    s = (((left ^ right) << 64) | left) ^ tweak
+    key = hashlib.sha256(b"blindscore/halfgates/v1" + garbling_id).digest()[:16]
+    return int.from_bytes(aes_encrypt_blocks(key, s.to_bytes(16, "big")), "big") ^ s
+
+
+@pytest.fixture
+def seeded(monkeypatch: pytest.MonkeyPatch) -> Iterator[random.Random]:
+    """Fix the garbler's randomness (ids, label PRG key) so statistical tests are deterministic."""
+    rng = random.Random(20261206)
+    monkeypatch.setattr(halfgates, "_fresh_bytes", rng.randbytes)
+    yield rng
+
+
+def comparison_circuit(width: int = 16) -> Circuit:
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(width), builder.garbler_input(width)
+    builder.output(builder.less_than(x, y, signed=False))
+    builder.output(builder.add(x, y))
+    return builder.build()
+
+
+# ---------------------------------------------------------------- the hash: AES, pinned
+
+
+def test_aes_call_path_matches_fips197() -> None:
+    """FIPS-197 appendix C.1, through the same ``cryptography`` call the hash makes."""
+    key = bytes(range(16))
+    plain = bytes.fromhex("00112233445566778899aabbccddeeff")
+    assert aes_encrypt_blocks(key, plain).hex() == "69c4e0d86a7b0430d8cdb78070b4c55a"
+
+
+def test_bulk_hash_is_aes_of_sigma() -> None:
+    """Feed the vectorised hash the label whose sigma is the FIPS-197 plaintext: out = AES(P) ^ P."""
+    p = 0x00112233445566778899AABBCCDDEEFF
+    pl, pr = p >> 64, p & MASK64
+    x = (pr << 64) | (pl ^ pr)  # sigma(x) = (xL ^ xR) || xL = P
+    blocks = halfgates._from_ints([x, x])
+    tweaks = halfgates._tweak_blocks(np.array([0, 5], dtype=np.uint64))
+    out = halfgates._to_ints(halfgates._Hash(bytes(range(16)))(blocks, tweaks))
+    assert out[0] == 0x69C4E0D86A7B0430D8CDB78070B4C55A ^ p
+    assert out[1] != out[0]  # the tweak enters the permutation
+
+
+def test_tccr_pinned_vector() -> None:
+    gid = bytes(range(16))
+    label = 0x00112233445566778899AABBCCDDEEFF
+    assert aes_key(gid).hex() == "313414f6c13eadd848ad7e7a9ceb88e3"
+    assert tccr_hash(gid, label, 7) == 0x17CBC9184E8894878BA3BDE984A4313E
+    assert tccr_hash(gid, label, 7) == reference_tccr(gid, label, 7)
+    assert tccr_hash(bytes(16), 0, 0) == 0x0F9E43B998C65E2F4485DB88DD626A6F
+
+
+@given(st.binary(min_size=16, max_size=16), st.integers(0, (1 << 128) - 1), st.integers(0, (1 << 63) - 1))
+@settings(max_examples=50)
+def test_tccr_matches_the_paper_formula(gid: bytes, label: int, tweak: int) -> None:
+    assert tccr_hash(gid, label, tweak) == reference_tccr(gid, label, tweak)
+
+
+# ---------------------------------------------------------------- correctness
+
+
+@st.composite
+def random_circuit_and_inputs(draw: st.DrawFn) -> tuple[Circuit, list[int], list[int]]:
+    """A random circuit from single gates and word gadgets, with random inputs."""
+    builder = CircuitBuilder()
+    words: list[Bits] = []
+    for _ in range(draw(st.integers(1, 3))):
+        words.append(builder.garbler_input(draw(st.integers(1, 12))))
+        words.append(builder.evaluator_input(draw(st.integers(1, 12))))
+    wires = [w for word in words for w in word]
+    for _ in range(draw(st.integers(1, 20))):
+        op = draw(st.integers(0, 6))
+        x, y = draw(st.sampled_from(words)), draw(st.sampled_from(words))
+        signed = draw(st.booleans())
+        if op == 0:
+            wires.append(builder.and_(draw(st.sampled_from(wires)), draw(st.sampled_from(wires))))
+        elif op == 1:
+            wires.append(
+                builder.or_(draw(st.sampled_from(wires)), builder.not_(draw(st.sampled_from(wires))))
+            )
+        elif op == 2:
+            words.append(builder.add_wide(x, y, signed=signed))
+        elif op == 3:
+            words.append(builder.sub(x, y, signed=signed))
+        elif op == 4:
+            wires.append(builder.less_than(x, y, signed=signed))
+        elif op == 5:
+            width = max(len(x), len(y))
+            words.append(
+                builder.mux(
+                    draw(st.sampled_from(wires)), builder.zero_extend(x, width), builder.zero_extend(y, width)
+                )
+            )
+        else:
+            words.append(
+                builder.sum([x, y, *draw(st.lists(st.sampled_from(words), max_size=3))], signed=signed)
+            )
+        if op >= 2 and op != 4:
+            wires.extend(words[-1])
+    for _ in range(draw(st.integers(1, 8))):
+        builder.output(draw(st.sampled_from(wires)))
+    if draw(st.booleans()):
+        builder.output(words[-1])
+    circuit = builder.build()
+    gbits = draw(
+        st.lists(st.integers(0, 1), min_size=circuit.garbler_input_bits, max_size=circuit.garbler_input_bits)
+    )
+    ebits = draw(
+        st.lists(
+            st.integers(0, 1), min_size=circuit.evaluator_input_bits, max_size=circuit.evaluator_input_bits
+        )
+    )
+    return circuit, gbits, ebits
+
+
+@given(random_circuit_and_inputs())
+@settings(max_examples=80)
+def test_garbled_equals_plain_on_random_circuits(case: tuple[Circuit, list[int], list[int]]) -> None:
+    circuit, gbits, ebits = case
+    assert run(circuit, gbits, ebits) == circuit.evaluate(gbits, ebits)
+
+
+@given(
+    st.integers(1, 64).flatmap(
+        lambda w: st.tuples(st.just(w), st.integers(0, (1 << w) - 1), st.integers(0, (1 << w) - 1))
+    )
+)
+@settings(max_examples=60)
+def test_garbled_gadgets_against_integers(case: tuple[int, int, int]) -> None:
+    width, a, b = case
+    circuit = comparison_circuit(width)
+    out = run(circuit, to_bits(b, width), to_bits(a, width))
+    assert out[0] == int(a < b)
+    assert from_bits(out[1:], signed=False) == (a + b) % (1 << width)
+
+
+SMALL_TREES = TreeShape(trees=5, depth=3, value_bits=12, leaf_bits=10, cutoffs=4)
+
+
+@pytest.fixture(scope="module")
+def small_tree_circuit() -> Circuit:
+    return tree_circuit(SMALL_TREES)
+
+
+@given(st.randoms(use_true_random=False))
+@settings(max_examples=40)
+def test_tree_like_circuit(small_tree_circuit: Circuit, rnd: random.Random) -> None:
+    """Comparisons -> path muxes -> sum -> cutoff comparisons: garbled == plain == Python."""
+    shape = SMALL_TREES
+    inputs = tree_inputs(shape, rnd)
+    score_bits = shape.leaf_bits + 3  # ceil(log2(5 trees))
+    gbits, ebits = tree_bits(shape, *inputs, score_bits=score_bits)
+    expected = tree_reference(shape, *inputs)
+    plain = small_tree_circuit.evaluate(gbits, ebits)
+    assert from_bits(plain, signed=False) == expected
+    assert run(small_tree_circuit, gbits, ebits) == plain
+
+
+def test_tree_circuit_public_sizes(small_tree_circuit: Circuit) -> None:
+    """What the evaluator's circuit reveals are sizes: inputs, gates; checked against the shape."""
+    shape = SMALL_TREES
+    internal = 2**shape.depth - 1
+    assert small_tree_circuit.evaluator_input_bits == shape.trees * internal * shape.value_bits
+    comparisons = shape.trees * internal * shape.value_bits
+    muxes = shape.trees * internal * shape.leaf_bits
+    assert comparisons + muxes < small_tree_circuit.and_gates < comparisons + muxes + 200
+    assert table_bytes(small_tree_circuit) == 32 * small_tree_circuit.and_gates
+
+
+# ---------------------------------------------------------------- layout and freshness
+
+
+def test_layout_and_delta(seeded: random.Random) -> None:
+    circuit = comparison_circuit(16)
+    garbled, pairs = garble(circuit, to_bits(1234, 16))
+    assert len(garbled.garbling_id) == 16
+    assert len(garbled.tables) == table_bytes(circuit) == 32 * circuit.and_gates
+    assert len(garbled.garbler_labels) == LABEL_BYTES * 16
+    assert len(garbled.decode) == (circuit.outputs + 7) // 8
+    assert len(garbled.output_tags) == 2 * TAG_BYTES * circuit.outputs
+    deltas = {x0 ^ x1 for x0, x1 in pairs}
+    assert len(pairs) == 16 and len(deltas) == 1
+    (delta,) = deltas
+    assert delta & 1 == 1  # point-and-permute
+    again, pairs2 = garble(circuit, to_bits(1234, 16))
+    assert again.garbling_id != garbled.garbling_id
+    assert pairs2[0][0] ^ pairs2[0][1] != delta
+    assert again.tables != garbled.tables
+
+
+def test_output_decodes_only_through_decode(seeded: random.Random) -> None:
+    """Output = lsb(active label) XOR decode bit; without decode, the lsbs are coin flips."""
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(8), builder.garbler_input(8)
+    builder.output(builder.less_than(x, y, signed=False))
+    circuit = builder.build()
+    lsbs = []
+    for _ in range(400):
+        garbled, pairs = garble(circuit, to_bits(200, 8))
+        # The output is always 1 (5 < 200); its decode bit must carry all of it.
+        assert evaluate(circuit, garbled, chosen(pairs, to_bits(5, 8))) == [1]
+        flipped = dataclasses.replace(garbled, decode=bytes([garbled.decode[0] ^ 0x80]))
+        with pytest.raises(CryptoError):
+            evaluate(circuit, flipped, chosen(pairs, to_bits(5, 8)))
+        lsbs.append(garbled.decode[0] >> 7 ^ 1)  # lsb of the active output label
+    ones = sum(lsbs)
+    assert 150 < ones < 250  # binomial(400, 1/2): ~5 sigma either side
+
+
+def test_tables_look_uniform_and_do_not_depend_on_the_garbler_input(seeded: random.Random) -> None:
+    """Two garblings of one circuit with different garbler inputs: same sizes, balanced bits,
+    and a byte histogram that passes a chi-square test."""
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(64), builder.garbler_input(64)
+    for k in range(16):
+        builder.output(builder.less_than(x, builder.add(y, builder.constant(k, 64)), signed=True))
+    circuit = builder.build()
+    zeros, _ = garble(circuit, [0] * 64)
+    ones, _ = garble(circuit, [1] * 64)
+    for field in ("tables", "garbler_labels", "decode", "output_tags"):
+        assert len(getattr(zeros, field)) == len(getattr(ones, field))
+    for garbled in (zeros, ones):
+        data = np.frombuffer(garbled.tables + garbled.garbler_labels, dtype=np.uint8)
+        bits = np.unpackbits(data)
+        n = bits.size
+        assert abs(bits.mean() - 0.5) < 5 * 0.5 / np.sqrt(n)
+        counts = np.bincount(data, minlength=256)
+        expected = data.size / 256
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 340  # 255 degrees of freedom: p ~ 0.0003 above 340
+    assert zeros.tables[:32] != ones.tables[:32]
+
+
+def test_garbler_labels_hide_the_garbler_input(seeded: random.Random) -> None:
+    """The active labels' lsbs (what an evaluator could look at) are independent of the bits."""
+    builder = CircuitBuilder()
+    y = builder.garbler_input(256)
+    builder.output(builder.and_(y[0], builder.evaluator_input(1)[0]))
+    circuit = builder.build()
+    for bits in ([0] * 256, [1] * 256):
+        garbled, _ = garble(circuit, bits)
+        labels = np.frombuffer(garbled.garbler_labels, dtype=np.uint8).reshape(-1, LABEL_BYTES)
+        lsb_ones = int((labels[:, 15] & 1).sum())
+        assert 90 < lsb_ones < 166  # binomial(256, 1/2) within 4.7 sigma
+
+
+# ---------------------------------------------------------------- corruption and refusals
+
+
+def test_flipped_table_bit_is_detected(seeded: random.Random) -> None:
+    circuit = comparison_circuit(24)
+    garbled, pairs = garble(circuit, to_bits(777, 24))
+    labels = chosen(pairs, to_bits(555, 24))
+    assert evaluate(circuit, garbled, labels)[0] == 1
+    rng = random.Random(5)
+    for position in [0, 1, len(garbled.tables) * 8 - 1, *rng.sample(range(len(garbled.tables) * 8), 20)]:
+        tables = bytearray(garbled.tables)
+        tables[position // 8] ^= 1 << (position % 8)
+        bad = dataclasses.replace(garbled, tables=bytes(tables))
+        try:
+            out = evaluate(circuit, bad, labels)
+        except CryptoError:
+            continue
+        # A flip can only pass unnoticed if it is in an unused row half (lsb-selected away).
+        assert out == evaluate(circuit, garbled, labels)
+
+
+def test_flipped_table_bits_are_mostly_caught(seeded: random.Random) -> None:
+    """The evaluator reads T_G of a gate when lsb(A) = 1 and T_E when lsb(B) = 1, so flipping both
+    halves of a gate corrupts its output label in about 3 gates out of 4. Every corrupted label
+    reaches an output through the AND chains and fails its tag; the others leave the result intact."""
+    circuit = comparison_circuit(24)
+    garbled, pairs = garble(circuit, to_bits(777, 24))
+    labels = chosen(pairs, to_bits(555, 24))
+    good = evaluate(circuit, garbled, labels)
+    caught = 0
+    for gate in range(circuit.and_gates):
+        tables = bytearray(garbled.tables)
+        tables[32 * gate + 3] ^= 0x10  # T_G
+        tables[32 * gate + 16 + 5] ^= 0x04  # T_E, another bit: both flips must not cancel
+        try:
+            out = evaluate(circuit, dataclasses.replace(garbled, tables=bytes(tables)), labels)
+        except CryptoError:
+            caught += 1
+            continue
+        assert out == good
+    assert 0.6 * circuit.and_gates < caught < circuit.and_gates
+
+
+def test_wrong_evaluator_label_is_detected(seeded: random.Random) -> None:
+    circuit = comparison_circuit(16)
+    garbled, pairs = garble(circuit, to_bits(9, 16))
+    labels = chosen(pairs, to_bits(3, 16))
+    labels[4] ^= 1 << 100  # neither the 0-label nor the 1-label
+    with pytest.raises(CryptoError):
+        evaluate(circuit, garbled, labels)
+
+
+def test_refusals() -> None:
+    circuit = comparison_circuit(8)
+    garbled, pairs = garble(circuit, to_bits(9, 8))
+    labels = chosen(pairs, to_bits(3, 8))
+    with pytest.raises(InvalidInputError, match="8 evaluator input bits, got 7"):
+        evaluate(circuit, garbled, labels[:7])
+    with pytest.raises(InvalidInputError, match="got 9"):
+        evaluate(circuit, garbled, [*labels, 0])
+    with pytest.raises(InvalidInputError, match="evaluator label 2"):
+        evaluate(circuit, garbled, [*labels[:2], -1, *labels[3:]])
+    with pytest.raises(InvalidInputError, match="evaluator label 0"):
+        evaluate(circuit, garbled, [1 << 128, *labels[1:]])
+    with pytest.raises(InvalidInputError, match="evaluator label 1"):
+        evaluate(circuit, garbled, [labels[0], 1.5, *labels[2:]])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="takes 8 bits, got 7"):
+        garble(circuit, [0] * 7)
+    with pytest.raises(InvalidInputError, match="0 or 1"):
+        garble(circuit, [0, 1, 2, 0, 0, 0, 0, 0])
+    with pytest.raises(InvalidInputError, match="0/1 integers"):
+        garble(circuit, [0.5] * 8)  # type: ignore[list-item]
+    for field, value in (
+        ("tables", garbled.tables[:-1]),
+        ("garbler_labels", garbled.garbler_labels + bytes(16)),
+        ("garbling_id", b"short"),
+        ("output_tags", b""),
+        ("decode", b""),
+    ):
+        with pytest.raises(InvalidInputError, match=field):
+            evaluate(circuit, dataclasses.replace(garbled, **{field: value}), labels)
+    with pytest.raises(InvalidInputError, match="padding"):
+        evaluate(circuit, dataclasses.replace(garbled, decode=garbled.decode[:-1] + b"\x01"), labels)
+    other = comparison_circuit(9)
+    with pytest.raises(InvalidInputError):
+        evaluate(other, garbled, [*labels, 0])
+
+
+def test_garbled_circuit_is_not_printable_or_picklable() -> None:
+    circuit = comparison_circuit(8)
+    garbled, _ = garble(circuit, to_bits(9, 8))
+    text = repr(garbled)
+    assert garbled.tables.hex()[:16] not in text
+    assert garbled.garbling_id.hex() not in text
+    assert "tables=" in text and "bytes" in text
+    assert str(garbled) == text
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(garbled)
+    assert isinstance(garbled, GarbledCircuit)
+
+
+def test_bench_script_runs_and_checks_its_band(capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.bench_garbling import main
+
+    main(["--trees", "2", "--depth", "2", "--repeats", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["and_gates"] > 0
+    assert report["table_bytes"] == 32 * report["and_gates"]
+    assert report["evaluator_input_bits"] == 2 * 3 * 34
