@@ -38,6 +38,7 @@ from blindscore.models.encoding import fmt_real
 from blindscore.models.features import BinnedFeature, CategoricalFeature, FeatureSpec, NumericFeature
 from blindscore.models.policy import LINKS, BandPolicy, logit, sigmoid
 from blindscore.protocol import comparison
+from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
 
 if TYPE_CHECKING:
     from blindscore.crypto.paillier import PublicKey
@@ -295,6 +296,33 @@ class LinearModel(PrivateModel):
     def encoded_score_bounds(self) -> tuple[int, int]:
         """(s_min, s_max): the exact smallest and largest s_enc the declared ranges allow."""
         return self._enc.score_bounds
+
+    # -- garbled-circuit pipeline (blindscore.protocol.circuit_band): the simplest family --------
+
+    def linear_stage(self) -> LinearStage:
+        """One value: s_enc - s_min, in [0, s_max - s_min]. Secret: it carries the weights."""
+        lo, hi = self.encoded_score_bounds
+        terms = tuple((i, w) for i, w in enumerate(self.encoded_weights) if w)
+        return LinearStage(
+            (LinearOutput(terms, self.encoded_intercept - lo),), max(1, (hi - lo).bit_length())
+        )
+
+    def circuit_shape(self) -> CircuitShape:
+        """Public: the linear family, one value of w bits, K cutoffs."""
+        stage_bits = self.linear_stage().value_bits
+        return CircuitShape("linear", values=1, value_bits=stage_bits, cutoffs=len(self.encoded_cutoffs))
+
+    def garbler_inputs(self) -> list[tuple[int, int]]:
+        """The cutoffs shifted like the score, clamped to [0, 2^w] (w + 1 bits): s_enc >= c_enc
+        iff s_enc - s_min >= c_enc - s_min, and a clamped cutoff keeps every comparison's result."""
+        lo, _ = self.encoded_score_bounds
+        w = self.circuit_shape().value_bits
+        return [(min(max(c - lo, 0), 1 << w), w + 1) for c in self.encoded_cutoffs]
+
+    def band_from_encoded_exact(self, encoded_row: Sequence[int]) -> int:
+        """The band the circuit pipeline yields: exact comparisons of s_enc with the encoded cutoffs."""
+        s = self.encoded_score(encoded_row)
+        return sum(s >= c for c in self.encoded_cutoffs)
 
     @property
     def comparison_bits(self) -> int:

@@ -1,0 +1,224 @@
+"""The band of any model by a garbled circuit: linear stage on Paillier ciphertexts, then one circuit.
+
+One pipeline for every model family (issue 13's design):
+
+1. **platform**: the public encoding of an application, each encoded column encrypted under the
+   bank's Paillier key (unchanged);
+2. **bureau, Paillier stage**: the model's :class:`LinearStage` — for a linear model its score, for a
+   tree ensemble the feature each node tests (with its missing bit), for a network its first layer —
+   computed on the ciphertexts, each value shifted by a public offset into [0, 2^w), then masked and
+   packed into slots (:mod:`blindscore.protocol.slots`);
+3. **bank**: one decryption per packed ciphertext; the low w bits of every masked value are its
+   inputs to the circuit, which it obtains as labels by oblivious transfer (the bureau is the OT
+   sender of the label pairs, :mod:`blindscore.crypto.ot`);
+4. **garbled circuit** (the bureau garbles, the bank evaluates, :mod:`blindscore.crypto.halfgates`):
+   v_j = (z_j - r_j) mod 2^w removes the masks, then the model's own circuit — comparisons with secret
+   thresholds, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
+   The only outputs are K thermometer bits [score >= c_k]: the bank decodes the band and nothing else.
+
+What each party learns. The bank: the band, and the public :class:`CircuitShape` (the model family
+and its size parameters, from which both sides build the same circuit topology); the masked values
+it decrypts are within 2^-kappa of uniform, and a garbled circuit's tables and the labels it holds
+reveal nothing beyond the decoded outputs (semi-honest garbler; Yao, Bellare-Hoang-Rogaway). The
+bureau: nothing (it sees ciphertexts, and the bank's OT choices are hidden by the OT). The secret
+parts of the model — weights, thresholds, leaf values, which feature a node tests, the cutoffs — are
+the bureau's garbler inputs or its linear stage, never part of the topology.
+
+The bank checks the decoded bits are a thermometer code (1...1 0...0) and records anything else as
+a protocol fault, never a refusal; so do slots whose guard bit is set (see slots). Transport-free:
+the node flows map these records to gRPC messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
+
+from blindscore.crypto import halfgates
+from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
+from blindscore.crypto.paillier import KeyPair, PublicKey
+from blindscore.errors import InvalidInputError
+from blindscore.protocol.comparison import DEFAULT_KAPPA
+from blindscore.protocol.slots import MaskedSlots, OpenedSlots, SlotLayout, SlotMasks, open_slots
+
+#: The bank's check on a garbled band: its decoded bits were not a thermometer code.
+FAULT_CIRCUIT_OUTPUT = "circuit_output"
+#: Band cutoffs a circuit may end in (K thermometer bits, K + 1 bands).
+MAX_CUTOFFS = 64
+
+
+@dataclass(frozen=True)
+class LinearOutput:
+    """One value of the linear stage: sum of weight * encoded column, plus an offset that puts it in
+    [0, 2^w) for every application the feature spec allows. Secret (the bureau's)."""
+
+    terms: tuple[tuple[int, int], ...]  # (encoded column index, integer weight)
+    offset: int
+
+
+@dataclass(frozen=True)
+class LinearStage:
+    """Every value a model's circuit takes from the ciphertexts, all of one public width."""
+
+    outputs: tuple[LinearOutput, ...]
+    value_bits: int
+
+
+@dataclass(frozen=True)
+class CircuitShape:
+    """The public parameters both parties build the circuit from: the family (a model type name)
+    and its sizes. Everything here is what the bank may learn about the model."""
+
+    family: str
+    values: int
+    value_bits: int
+    cutoffs: int
+    params: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cutoffs <= MAX_CUTOFFS:
+            raise InvalidInputError(f"a band circuit ends in 1..{MAX_CUTOFFS} cutoffs, got {self.cutoffs}")
+
+
+class CircuitModel(Protocol):
+    """What this protocol needs of a model (models satisfy it; the protocol never imports them)."""
+
+    def linear_stage(self) -> LinearStage: ...
+    def circuit_shape(self) -> CircuitShape: ...
+    def garbler_inputs(self) -> list[tuple[int, int]]: ...
+
+
+#: Builds a family's circuit: (shape, builder, the unmasked values, the garbler's secret inputs as
+#: declared by ``secret_widths``) -> the K thermometer output wires, lowest cutoff first.
+BuildCircuit = Callable[[CircuitShape, CircuitBuilder, list[Bits], list[Bits]], list[int]]
+#: The widths of a family's secret garbler inputs, from its public shape.
+SecretWidths = Callable[[CircuitShape], list[int]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family's circuit: what the bank needs to rebuild the topology from a shape."""
+
+    build: BuildCircuit
+    secret_widths: SecretWidths
+
+
+def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
+    """The whole circuit, identical at both parties: unmask every value, then the family's part.
+
+    Garbler inputs: the low w bits of every mask r_j (in value order), then the family's secrets.
+    Evaluator inputs: the low w bits of every masked value z_j. Outputs: K thermometer bits.
+    """
+    b = CircuitBuilder()
+    w = shape.value_bits
+    masked = [b.evaluator_input(w) for _ in range(shape.values)]
+    masks = [b.garbler_input(w) for _ in range(shape.values)]
+    secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
+    values = [b.sub(z, r) for z, r in zip(masked, masks, strict=True)]
+    outputs = family.build(shape, b, values, secrets_)
+    if len(outputs) != shape.cutoffs:
+        raise InvalidInputError(
+            f"the {shape.family} circuit returned {len(outputs)} outputs for {shape.cutoffs} cutoffs"
+        )
+    for wire in outputs:
+        b.output(wire)
+    return b.build()
+
+
+def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> list[Any]:
+    """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage."""
+    out = []
+    for o in stage.outputs:
+        if not o.terms:
+            out.append(pk.encrypt_trivial(o.offset))
+            continue
+        cols = [ciphertexts[c] for c, _ in o.terms]
+        out.append(pk.add_plain(pk.dot(cols, [w for _, w in o.terms]), o.offset))
+    return out
+
+
+@dataclass(frozen=True)
+class CircuitRequest:
+    """Bureau -> bank, round 1: the masked linear stage and the public shape."""
+
+    shape: CircuitShape
+    masked: MaskedSlots
+
+
+class CircuitBand:
+    """The bureau's side of one application: round 1 (masked values), round 2 (the garbled circuit)."""
+
+    __slots__ = ("_garbler_bits", "_masks", "family", "request")
+
+    def __init__(
+        self,
+        pk: PublicKey,
+        model: CircuitModel,
+        family: Family,
+        ciphertexts: Sequence[Any],
+        *,
+        kappa: int = DEFAULT_KAPPA,
+    ) -> None:
+        stage = model.linear_stage()
+        shape = model.circuit_shape()
+        if len(stage.outputs) != shape.values or stage.value_bits != shape.value_bits:
+            raise InvalidInputError("the model's linear stage does not match its circuit shape")
+        layout = SlotLayout(shape.values, shape.value_bits, kappa)
+        self._masks = SlotMasks(pk, linear_values(pk, stage, ciphertexts), layout)
+        self.family = family
+        self.request = CircuitRequest(shape, self._masks.request)
+        secrets_ = model.garbler_inputs()
+        widths = family.secret_widths(shape)
+        if [w for _, w in secrets_] != widths:
+            raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
+        bits: list[int] = []
+        for r in self._masks.low_masks:
+            bits.extend((r >> i) & 1 for i in range(shape.value_bits))
+        for value, width in secrets_:
+            bits.extend((value >> i) & 1 for i in range(width))
+        self._garbler_bits = bits
+
+    def garble(self) -> tuple[halfgates.GarbledCircuit, list[tuple[int, int]]]:
+        """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
+        circuit = band_circuit(self.request.shape, self.family)
+        return halfgates.garble(circuit, self._garbler_bits)
+
+    def __repr__(self) -> str:
+        return f"CircuitBand({self.request.shape.family}, values={self.request.shape.values}, <secrets>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a CircuitBand holds masks and model secrets and cannot be pickled or copied")
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    """The bank after round 1: its OT choice bits, and whether any slot faulted."""
+
+    choices: tuple[int, ...]
+    faulted: bool
+
+
+def open_request(keypair: KeyPair, request: CircuitRequest) -> OpenedRequest:
+    """Decrypt the masked values; the choices are every value's low w bits, LSB first."""
+    shape = request.shape
+    if request.masked.layout.count != shape.values or request.masked.layout.value_bits != shape.value_bits:
+        raise InvalidInputError("the masked values do not match the declared circuit shape")
+    opened: OpenedSlots = open_slots(keypair, request.masked)
+    w = shape.value_bits
+    choices = tuple((z >> i) & 1 for z in opened.values for i in range(w))
+    return OpenedRequest(choices, any(opened.faulted))
+
+
+def band_from_outputs(bits: Sequence[int]) -> int | None:
+    """The band from K thermometer bits (1...1 0...0), or None if the bits are not one."""
+    band = sum(bits)
+    return band if list(bits) == [1] * band + [0] * (len(bits) - band) else None
+
+
+def evaluate_band(
+    shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int]
+) -> int | None:
+    """Round 2 at the bank: evaluate the circuit it rebuilt from the public shape; the band, or
+    None for outputs that are not a thermometer code (a deviating garbler: record a fault)."""
+    return band_from_outputs(halfgates.evaluate(band_circuit(shape, family), garbled, labels))
