@@ -62,3 +62,70 @@ def _linear_build(
 
 LINEAR = Family(build=_linear_build, secret_widths=_linear_widths)
 register_family("linear", LINEAR)
+
+
+# trees --------------------------------------------------------------------------------------
+# Every tree padded to a complete binary tree of the public depth d, nodes in heap order (children
+# of i at 2i + 1 and 2i + 2), leaves left to right. One value per internal node: the order key of
+# the feature it tests, offset to be unsigned, with two flag bits below it,
+#     value = key << 2 | zero << 1 | missing       (key_bits + 2 bits)
+# so which feature a node tests is in the (secret) linear stage, not in the circuit. The node's
+# secrets: its threshold key (key_bits + 1 bits: "go left iff key < threshold", a library's "<="
+# becomes threshold + 1), the direction a missing value takes, whether the node treats a zero as
+# missing (LightGBM's missing_type Zero) and the direction of such a zero. Then a leaf value per
+# leaf (leaf_bits, two's complement), and the K cutoffs on the summed margin (sum_bits + 1 bits).
+#
+# AND gates per internal node: key_bits + 2 to unmask, key_bits + 1 to compare, 2 to apply the
+# missing and zero rules, leaf_bits for the mux that picks its subtree's value.
+
+
+def tree_sum_bits(shape: CircuitShape) -> int:
+    """Width of the summed margin: leaf_bits plus enough carry bits for ``trees`` terms."""
+    return shape.params["leaf_bits"] + max(1, (shape.params["trees"] - 1).bit_length())
+
+
+def _tree_widths(shape: CircuitShape) -> list[int]:
+    trees, depth = shape.params["trees"], shape.params["depth"]
+    key_bits, leaf_bits = shape.value_bits - 2, shape.params["leaf_bits"]
+    per_node = [key_bits + 1, 1, 1, 1]
+    per_tree = per_node * (2**depth - 1) + [leaf_bits] * 2**depth
+    return per_tree * trees + [tree_sum_bits(shape) + 1] * shape.cutoffs
+
+
+def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secrets: list[Bits]) -> list[int]:
+    trees, depth = shape.params["trees"], shape.params["depth"]
+    internal, leaves = 2**depth - 1, 2**depth
+    if len(values) != trees * internal:
+        raise ModelFormatError(
+            f"{trees} trees of depth {depth} take {trees * internal} values, got {len(values)}"
+        )
+    key_bits = shape.value_bits - 2
+    totals: list[Bits] = []
+    s = 0
+    for t in range(trees):
+        go_left = []
+        for i in range(internal):
+            v = values[t * internal + i]
+            threshold, dl_missing, zero_rule, dl_zero = secrets[s : s + 4]
+            s += 4
+            missing, zero, key = v[0], v[1], b.zero_extend(v[2:], key_bits + 1)
+            compare = b.less_than(key, threshold, signed=False)
+            # a zero the node treats as missing takes dl_zero; a missing value takes dl_missing
+            as_zero = b.and_(zero, zero_rule[0])
+            step = b.xor(compare, b.and_(as_zero, b.xor(compare, dl_zero[0])))
+            go_left.append(b.xor(step, b.and_(missing, b.xor(step, dl_missing[0]))))
+        subtree: list[Bits] = list(secrets[s : s + leaves])
+        s += leaves
+        # bottom-up: the value of node i is its left subtree's if it goes left, else its right's
+        level = subtree
+        for first in reversed([2**k - 1 for k in range(depth)]):
+            width = first + 1
+            level = [b.mux(go_left[first + j], level[2 * j], level[2 * j + 1]) for j in range(width)]
+        totals.append(level[0])
+    margin = b.sum(totals, signed=True)
+    wide = b.sign_extend(margin, tree_sum_bits(shape) + 1)
+    return [b.not_(b.less_than(wide, c, signed=True)) for c in secrets[s:]]
+
+
+TREES = Family(build=_tree_build, secret_widths=_tree_widths)
+register_family("trees", TREES)
