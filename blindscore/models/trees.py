@@ -180,15 +180,18 @@ def _as_value(value: object, what: str) -> float:
     return float(value)
 
 
-def encode_value(value: object, domain: str) -> tuple[int, int]:
+def encode_value(value: object, domain: str, snap_zero: bool = False) -> tuple[int, int]:
     """(key, missing bit) of one raw feature value: the platform's public encoding.
 
-    None and NaN are missing: (0, 1). Otherwise (float_key(value, domain), 0).
+    None and NaN are missing: (0, 1). Otherwise (float_key(value, domain), 0); with ``snap_zero``
+    (LightGBM) a value with ``abs(x) <= 1e-35f`` is first replaced by 0.0.
     """
     d = _check_domain(domain)
     x = _as_value(value, "feature value")
     if math.isnan(x):
         return 0, 1
+    if snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
+        return 0, 0
     return float_key(x, d), 0
 
 
@@ -374,6 +377,7 @@ class TreeEnsemble:
         strict: bool,
         policy: BandPolicy,
         precision: float = 1e-6,
+        snap_zero: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -396,8 +400,8 @@ class TreeEnsemble:
             raise ModelFormatError("policy must be a BandPolicy")
         if policy.output == "probability" and output != "probability":
             raise ModelFormatError("a policy on probabilities needs a model whose output is a probability")
-        if not isinstance(strict, bool):
-            raise ModelFormatError("strict must be true or false")
+        if not isinstance(strict, bool) or not isinstance(snap_zero, bool):
+            raise ModelFormatError("strict and snap_zero must be true or false")
         base = float(base_score)
         if not math.isfinite(base):
             raise ModelFormatError(f"base_score must be finite, got {base_score!r}")
@@ -417,6 +421,7 @@ class TreeEnsemble:
         self.output: Literal["probability", "raw"] = output
         self.domain = _check_domain(domain)
         self.strict = strict
+        self.snap_zero = snap_zero
         self.policy = policy
         self.precision = float(precision)
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -483,7 +488,7 @@ class TreeEnsemble:
 
     def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
         """The public encoding of a raw row: per feature, its key and its missing bit (platform side)."""
-        return [x for v in self._values(row) for x in encode_value(v, self.domain)]
+        return [x for v in self._values(row) for x in encode_value(v, self.domain, self.snap_zero)]
 
     # -- plaintext path -------------------------------------------------------------------
 
@@ -502,6 +507,8 @@ class TreeEnsemble:
         return [_as_value(v, f"feature {n!r}") for n, v in zip(self.feature_names, items, strict=True)]
 
     def _goes_left(self, tree: Tree, i: int, x: float) -> bool:
+        if self.snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
+            x = 0.0  # LightGBM drops such values from a dense row: the predictor reads them as 0.0
         kind = tree.missing[i]
         if kind != "nan" and math.isnan(x):
             x = 0.0  # LightGBM: NaN is zero unless the node's missing type is NaN
@@ -511,16 +518,20 @@ class TreeEnsemble:
         t = tree.threshold[i]
         return xd < t if self.strict else xd <= t
 
-    def leaf_values(self, row: Mapping[str, object] | Sequence[object]) -> list[float]:
-        """The leaf value each tree reaches, following the library's float rule."""
+    def leaf_nodes(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
+        """The node id of the leaf each tree reaches, following the library's float rule."""
         xs = self._values(row)
         out = []
         for tree in self.trees:
             i = 0
             while tree.feature[i] >= 0:
                 i = tree.left[i] if self._goes_left(tree, i, xs[tree.feature[i]]) else tree.right[i]
-            out.append(tree.value[i])
+            out.append(i)
         return out
+
+    def leaf_values(self, row: Mapping[str, object] | Sequence[object]) -> list[float]:
+        """The leaf value each tree reaches."""
+        return [t.value[i] for t, i in zip(self.trees, self.leaf_nodes(row), strict=True)]
 
     def margin(self, row: Mapping[str, object] | Sequence[object]) -> float:
         """base_score plus the leaf values, correctly rounded from the exact sum (``math.fsum``)."""
@@ -649,6 +660,7 @@ class TreeEnsemble:
             "features": list(self.feature_names),
             "domain": self.domain,
             "split": "<" if self.strict else "<=",
+            "snap_zero": self.snap_zero,
             "link": self.link,
             "output": self.output,
             "base_score": self.base_score,
@@ -664,7 +676,8 @@ class TreeEnsemble:
         """Rebuild from :meth:`to_dict`; unknown or missing fields, wrong types and a stored
         ``encoded`` section that differs from the recomputed one raise :class:`ModelFormatError`."""
         where = "tree model"
-        keys = {"format", "kind", "name", "features", "domain", "split", "link", "output", "base_score"}
+        keys = {"format", "kind", "name", "features", "domain", "split", "snap_zero", "link", "output"}
+        keys |= {"base_score"}
         keys |= {"precision", "policy", "metadata", "trees"}
         _check_keys(d, where, keys, frozenset({"encoded"}))
         _check_format(d, TREE_KIND, where, TREE_FORMAT_VERSION)
@@ -694,6 +707,7 @@ class TreeEnsemble:
             strict=split == "<",
             policy=BandPolicy.from_dict(policy_d, f"{where}: policy"),
             precision=_get_real(d, "precision", where),
+            snap_zero=d["snap_zero"],
             metadata=metadata,
         )
         if "encoded" in d:
@@ -749,7 +763,8 @@ class TreeEnsemble:
             f"model {self.name} (tree ensemble)",
             f"  link {self.link}, output {self.output}, bands on {self.policy.output}",
             f"  trees {self.n_trees}, depth {self.depth} (padded), features {self.n_features}",
-            f"  split rule {rule} in {self.domain}, keys {self.key_bits} bits",
+            f"  split rule {rule} in {self.domain}{', |x| <= 1e-35 read as 0' if self.snap_zero else ''}, "
+            f"keys {self.key_bits} bits",
             f"  leaf scale 2^{self.leaf_frac_bits}, max error {self.max_abs_error:.3g} "
             f"(precision {self.precision:g}), margin {self.margin_bits} bits",
         ]
