@@ -5,9 +5,9 @@ whose prediction is the raw score (``regression``, ``regression_l1``, ``huber``,
 ``quantile``, ``mape``; link identity), numeric splits, ``gbdt``/``goss`` boosting and random
 forest mode (``average_output``: the raw score is the mean of the trees, represented by dividing
 every leaf value by the number of trees; LightGBM's ``predict(raw_score=True)`` then returns the
-sum, n_trees times our margin, and ``predict()`` the transformed mean). Refused, each with one sentence: multi-class models,
-other objectives or a sigmoid other than 1, ``reg_sqrt``, categorical splits (naming the
-feature), linear trees.
+sum, n_trees times our margin, and ``predict()`` the transformed mean). Refused, each with one
+sentence: multi-class models, other objectives or a sigmoid other than 1, ``reg_sqrt``,
+categorical splits (naming the feature), linear trees.
 
 Semantics reproduced (``predict(raw_score=True)`` on a float64 array): a value with
 ``abs(x) <= kZeroThreshold`` (1e-35f) is read as 0.0 (LightGBM leaves it out of the sparse row it
@@ -26,12 +26,12 @@ from pathlib import Path
 from blindscore.errors import ModelFormatError
 from blindscore.importers._common import read_bytes
 from blindscore.models.policy import BandPolicy
-from blindscore.models.trees import MissingKind, Tree, TreeEnsemble
+from blindscore.models.trees import Tree, TreeEnsemble
 
 __all__ = ["REGRESSION_OBJECTIVES", "ensemble_from_lightgbm_text", "read_lightgbm"]
 
 REGRESSION_OBJECTIVES = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
-_MISSING: dict[int, MissingKind] = {0: "none", 1: "zero", 2: "nan"}
+_MISSING: dict[int, str] = {0: "none", 1: "zero", 2: "nan"}
 
 
 def _blocks(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:

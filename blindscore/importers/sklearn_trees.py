@@ -79,7 +79,9 @@ def _cart_tree(tree: Any, leaf_value: Callable[[np.ndarray], float]) -> Tree:
         threshold=tuple(0.0 if leaf[i] else float(tree.threshold[i]) for i in range(n)),
         left=tuple(left),
         right=tuple(-1 if leaf[i] else right[i] for i in range(n)),
-        default_left=tuple(bool(go_left[i]) if go_left is not None and not leaf[i] else False for i in range(n)),
+        default_left=tuple(
+            bool(go_left[i]) if go_left is not None and not leaf[i] else False for i in range(n)
+        ),
         missing=("nan",) * n,
         value=tuple(leaf_value(tree.value[i]) if leaf[i] else 0.0 for i in range(n)),
     )
@@ -162,7 +164,9 @@ def ensemble_from_sklearn(
     output = "raw"
     if isinstance(estimator, DecisionTreeClassifier | DecisionTreeRegressor):
         estimators = [estimator]
-    elif isinstance(estimator, RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier | ExtraTreesRegressor):
+    elif isinstance(
+        estimator, RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier | ExtraTreesRegressor
+    ):
         estimators = list(estimator.estimators_)
     else:
         estimators = []
@@ -184,10 +188,14 @@ def ensemble_from_sklearn(
         if isinstance(estimator, GradientBoostingClassifier):
             _check_binary(estimator)
             if estimator.loss != "log_loss":
-                raise _refuse(f"GradientBoostingClassifier loss {estimator.loss!r} is not supported; use log_loss")
+                raise _refuse(
+                    f"GradientBoostingClassifier loss {estimator.loss!r} is not supported; use log_loss"
+                )
             link, output = "logit", "probability"
         init = estimator.init_
-        if not (isinstance(init, str) and init == "zero") and not isinstance(init, DummyClassifier | DummyRegressor):
+        if not (isinstance(init, str) and init == "zero") and not isinstance(
+            init, DummyClassifier | DummyRegressor
+        ):
             raise _refuse(
                 f"{kind} has a custom init estimator {type(init).__name__}, which is not supported; use the "
                 "default init or init='zero'"

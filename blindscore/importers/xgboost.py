@@ -206,7 +206,9 @@ def _param_number(text: object, what: str) -> float:
     if s.startswith("[") and s.endswith("]"):
         parts = [p for p in s[1:-1].split(",") if p.strip()]
         if len(parts) != 1:
-            raise ModelFormatError(f"XGBoost model: {what} {text!r} has {len(parts)} values; only one target is supported")
+            raise ModelFormatError(
+                f"XGBoost model: {what} {text!r} has {len(parts)} values; only one target is supported"
+            )
         s = parts[0]
     try:
         return float(s)
@@ -273,8 +275,9 @@ def ensemble_from_xgboost(
     n_target = int(_param_number(params.get("num_target", "1"), "num_target"))
     if n_class > 1 or n_target > 1 or objective.startswith("multi:"):
         raise ModelFormatError(
-            f"XGBoost model: multi-class or multi-target models ({objective}, {max(n_class, n_target)} outputs) "
-            "are not supported; only binary:logistic and reg:squarederror are"
+            f"XGBoost model: multi-class or multi-target models ({objective}, "
+            f"{max(n_class, n_target)} outputs) are not supported; only binary:logistic and "
+            "reg:squarederror are"
         )
     if objective not in SUPPORTED_OBJECTIVES:
         raise ModelFormatError(

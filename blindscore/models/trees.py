@@ -1,4 +1,4 @@
-"""Tree ensembles (gradient-boosted trees, forests) with each library's exact split rule, in floats and integers.
+"""Tree ensembles (boosted trees, forests) with each library's exact split rule, in floats and integers.
 
 Plaintext side of blind tree scoring. A :class:`TreeEnsemble` holds trees as flat node arrays
 plus the public facts the bank may learn (:meth:`TreeEnsemble.shape`). The encrypted pipeline
@@ -55,8 +55,8 @@ __all__ = [
     "KZERO_THRESHOLD",
     "MAX_DEPTH",
     "MISSING_KINDS",
-    "TREE_KIND",
     "TREE_FORMAT_VERSION",
+    "TREE_KIND",
     "Tree",
     "TreeEnsemble",
     "encode_value",
@@ -214,7 +214,7 @@ class Tree:
     left: tuple[int, ...]
     right: tuple[int, ...]
     default_left: tuple[bool, ...]
-    missing: tuple[MissingKind, ...]
+    missing: tuple[str, ...]
     value: tuple[float, ...]
 
     def __post_init__(self) -> None:
@@ -340,7 +340,7 @@ class _Padded:
     feature: tuple[int, ...]
     key: tuple[int, ...]
     default_left: tuple[bool, ...]
-    missing: tuple[MissingKind, ...]
+    missing: tuple[str, ...]
     leaf: tuple[int, ...]
 
 
@@ -405,7 +405,9 @@ class TreeEnsemble:
         base = float(base_score)
         if not math.isfinite(base):
             raise ModelFormatError(f"base_score must be finite, got {base_score!r}")
-        if not (isinstance(precision, int | float) and MIN_PRECISION <= precision and math.isfinite(precision)):
+        if not (
+            isinstance(precision, int | float) and precision >= MIN_PRECISION and math.isfinite(precision)
+        ):
             raise ModelFormatError(f"precision must be a finite number >= {MIN_PRECISION}, got {precision!r}")
         depth = max(t.depth for t in trees)
         if depth > MAX_DEPTH:
@@ -562,7 +564,7 @@ class TreeEnsemble:
         feature = [0] * n_inner
         key = [0] * n_inner
         default_left = [True] * n_inner
-        missing: list[MissingKind] = ["nan"] * n_inner
+        missing = ["nan"] * n_inner
         leaf = [0] * (1 << d)
         # (heap slot, tree node, level); a leaf met above the last level fills its whole subtree.
         stack = [(0, 0, 0)]
@@ -601,7 +603,7 @@ class TreeEnsemble:
         if isinstance(encoded_row, str | bytes) or len(encoded_row) != 2 * self.n_features:
             raise InvalidInputError(f"an encoded row has {2 * self.n_features} integers (key, missing bit)")
         lo, hi = key_bounds(self.domain)
-        out = []
+        out: list[int] = []
         for j, x in enumerate(encoded_row):
             if isinstance(x, bool) or not isinstance(x, numbers.Integral):
                 raise InvalidInputError(f"encoded column {j}: expected an integer, got {x!r}")
@@ -616,7 +618,7 @@ class TreeEnsemble:
         """The encoded leaf each padded tree reaches, by integer comparisons only (the circuit's job)."""
         xs = self.check_encoded_row(encoded_row)
         z = self._zero_key
-        out = []
+        out: list[int] = []
         for p in self._padded:
             j = 0
             for _ in range(self.depth):
@@ -695,7 +697,9 @@ class TreeEnsemble:
         if not isinstance(policy_d, Mapping) or not isinstance(metadata, dict):
             raise ModelFormatError(f"{where}: 'policy' and 'metadata' must be objects")
         features = _get_list(d, "features", where)
-        trees = [Tree.from_dict(t, f"{where}: trees[{k}]") for k, t in enumerate(_get_list(d, "trees", where))]
+        trees = [
+            Tree.from_dict(t, f"{where}: trees[{k}]") for k, t in enumerate(_get_list(d, "trees", where))
+        ]
         model = cls(
             _get_str(d, "name", where),
             features,
