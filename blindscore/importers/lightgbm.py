@@ -1,0 +1,191 @@
+"""Import a LightGBM text model (``Booster.save_model``) as a TreeEnsemble, without lightgbm.
+
+Supported: objective ``binary`` with ``sigmoid:1`` (link logit) and the regression objectives
+whose prediction is the raw score (``regression``, ``regression_l1``, ``huber``, ``fair``,
+``quantile``, ``mape``; link identity), numeric splits, ``gbdt``/``goss`` boosting and random
+forest mode (``average_output``: the raw score is the mean of the trees, represented by dividing
+every leaf value by the number of trees; LightGBM's ``predict(raw_score=True)`` then returns the
+sum, n_trees times our margin, and ``predict()`` the transformed mean). Refused, each with one
+sentence: multi-class models, other objectives or a sigmoid other than 1, ``reg_sqrt``,
+categorical splits (naming the feature), linear trees.
+
+Semantics reproduced (``predict(raw_score=True)`` on a float64 array): a value with
+``abs(x) <= kZeroThreshold`` (1e-35f) is read as 0.0 (LightGBM leaves it out of the sparse row it
+builds from a dense one), then at each node, by its ``missing_type`` (decision_type bits 2-3):
+None: NaN becomes 0.0; Zero: NaN becomes 0.0 and a zero goes the ``default_left`` way (bit 1);
+NaN: NaN goes the ``default_left`` way; otherwise left iff ``x <= threshold`` in double.
+Thresholds and leaf values are written with 17 significant digits, so they read back exactly.
+Node ids: internal node i is node i, leaf j is node ``num_leaves - 1 + j``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from blindscore.errors import ModelFormatError
+from blindscore.importers._common import read_bytes
+from blindscore.models.policy import BandPolicy
+from blindscore.models.trees import Tree, TreeEnsemble
+
+__all__ = ["REGRESSION_OBJECTIVES", "ensemble_from_lightgbm_text", "read_lightgbm"]
+
+REGRESSION_OBJECTIVES = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
+_MISSING: dict[int, str] = {0: "none", 1: "zero", 2: "nan"}
+
+
+def _blocks(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The header's key=value lines and one dict per ``Tree=`` block."""
+    header: dict[str, str] = {}
+    trees: list[dict[str, str]] = []
+    current = header
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line == "end of trees":
+            break
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if key == "Tree":
+            current = {}
+            trees.append(current)
+        elif sep:
+            current[key] = value
+        else:
+            current[key] = ""  # a flag line such as "average_output"
+    if "version" not in header or not header.get("version", "").startswith("v"):
+        raise ModelFormatError("LightGBM model: no 'version=' header; not a Booster.save_model text file")
+    return header, trees
+
+
+def _numbers(block: dict[str, str], key: str, where: str, count: int, kind: type = float) -> list:
+    if count == 0:
+        return []
+    if key not in block:
+        raise ModelFormatError(f"LightGBM model: {where} lacks {key!r}")
+    parts = block[key].split()
+    if len(parts) != count:
+        raise ModelFormatError(f"LightGBM model: {where} {key} has {len(parts)} entries, expected {count}")
+    try:
+        return [kind(p) for p in parts]
+    except ValueError:
+        raise ModelFormatError(f"LightGBM model: {where} {key} holds a non-number") from None
+
+
+def _tree(block: dict[str, str], k: int, names: list[str], divisor: int) -> Tree:
+    where = f"tree {k}"
+    try:
+        n_leaves = int(block["num_leaves"])
+    except (KeyError, ValueError):
+        raise ModelFormatError(f"LightGBM model: {where} lacks a valid num_leaves") from None
+    if n_leaves < 1:
+        raise ModelFormatError(f"LightGBM model: {where} has no leaves")
+    if block.get("is_linear", "0") != "0":
+        raise ModelFormatError(
+            f"LightGBM model: {where} is a linear tree (linear_tree=true), which is not supported; "
+            "retrain without linear_tree"
+        )
+    n_inner = n_leaves - 1
+    split = _numbers(block, "split_feature", where, n_inner, int)
+    dtype = _numbers(block, "decision_type", where, n_inner, int)
+    for i, d in enumerate(dtype):
+        if d & 1:
+            f = split[i]
+            fname = names[f] if 0 <= f < len(names) else str(f)
+            raise ModelFormatError(
+                f"LightGBM model: {where} has a categorical split on feature {fname!r}, which is not "
+                "supported; encode it numerically or drop it from categorical_feature"
+            )
+    thresholds = _numbers(block, "threshold", where, n_inner)
+    left = _numbers(block, "left_child", where, n_inner, int)
+    right = _numbers(block, "right_child", where, n_inner, int)
+    leaf_values = _numbers(block, "leaf_value", where, n_leaves)
+    if any(not math.isfinite(v) for v in leaf_values):
+        raise ModelFormatError(f"LightGBM model: {where} has a non-finite leaf value")
+    # Random forest mode averages the trees: leaf / n_trees, rounded once in double.
+    leaf_values = [v / divisor for v in leaf_values]
+
+    def node(child: int) -> int:
+        return child if child >= 0 else n_inner + ~child
+
+    try:
+        return Tree(
+            feature=tuple(split) + (-1,) * n_leaves,
+            threshold=tuple(thresholds) + (0.0,) * n_leaves,
+            left=tuple(node(c) for c in left) + (-1,) * n_leaves,
+            right=tuple(node(c) for c in right) + (-1,) * n_leaves,
+            default_left=tuple(bool(d & 2) for d in dtype) + (False,) * n_leaves,
+            missing=tuple(_MISSING.get((d >> 2) & 3, "nan") for d in dtype) + ("nan",) * n_leaves,
+            value=(0.0,) * n_inner + tuple(leaf_values),
+        )
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"LightGBM model: {where}: {exc}") from None
+
+
+def ensemble_from_lightgbm_text(
+    text: str, *, policy: BandPolicy, name: str = "lightgbm-model", precision: float = 1e-6
+) -> TreeEnsemble:
+    """The TreeEnsemble of the text that ``Booster.save_model`` / ``model_to_string`` writes."""
+    header, blocks = _blocks(text)
+    n_class = int(header.get("num_class", "1"))
+    if n_class > 1 or int(header.get("num_tree_per_iteration", "1")) > 1:
+        raise ModelFormatError(
+            f"LightGBM model: multi-class models ({n_class} classes) are not supported; only binary "
+            "and regression objectives are"
+        )
+    objective = header.get("objective", "").split()
+    if not objective:
+        raise ModelFormatError("LightGBM model: no objective line")
+    if objective[0] == "binary":
+        sigmoid = [t for t in objective[1:] if t.startswith("sigmoid:")]
+        if not sigmoid or float(sigmoid[0].split(":", 1)[1]) != 1.0:
+            raise ModelFormatError(
+                f"LightGBM model: objective {' '.join(objective)!r} has a sigmoid other than 1, which is not "
+                "supported; retrain with sigmoid=1"
+            )
+        link, output = "logit", "probability"
+    elif objective[0] in REGRESSION_OBJECTIVES:
+        if "sqrt" in objective[1:]:
+            raise ModelFormatError(
+                "LightGBM model: reg_sqrt (a squared output) is not supported; retrain with reg_sqrt=false"
+            )
+        link, output = "identity", "raw"
+    else:
+        raise ModelFormatError(
+            f"LightGBM model: objective {objective[0]!r} is not supported; only binary and the regression "
+            f"objectives {', '.join(REGRESSION_OBJECTIVES)} are"
+        )
+    n_feat = int(header.get("max_feature_idx", "-1")) + 1
+    names = header.get("feature_names", "").split() or [f"Column_{i}" for i in range(n_feat)]
+    if len(names) != n_feat:
+        raise ModelFormatError(f"LightGBM model: {len(names)} feature names for {n_feat} features")
+    if not blocks:
+        raise ModelFormatError("LightGBM model: no trees")
+    divisor = len(blocks) if "average_output" in header else 1
+    trees = [_tree(b, k, names, divisor) for k, b in enumerate(blocks)]
+    return TreeEnsemble(
+        name,
+        names,
+        trees,
+        base_score=0.0,
+        link="logit" if link == "logit" else "identity",
+        output="probability" if output == "probability" else "raw",
+        domain="float64",
+        strict=False,
+        policy=policy,
+        precision=precision,
+        snap_zero=True,
+        metadata={"source": "lightgbm", "objective": " ".join(objective), "version": header["version"]},
+    )
+
+
+def read_lightgbm(
+    source: str | Path, *, policy: BandPolicy, name: str | None = None, precision: float = 1e-6
+) -> TreeEnsemble:
+    """Read a LightGBM text model file."""
+    path = Path(source)
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFormatError(f"{path}: not a LightGBM text model (not UTF-8)") from None
+    return ensemble_from_lightgbm_text(text, policy=policy, name=name or path.stem, precision=precision)

@@ -1,0 +1,798 @@
+"""Tree ensembles (boosted trees, forests) with each library's exact split rule, in floats and integers.
+
+Plaintext side of blind tree scoring. A :class:`TreeEnsemble` holds trees as flat node arrays
+plus the public facts the bank may learn (:meth:`TreeEnsemble.shape`). The encrypted pipeline
+(linear stage, masking, garbled circuit) is built on top of the integer path defined here.
+
+Split rules. Each library compares a feature value x with a node threshold t differently:
+
+============  ===========================  ===========  ==========================================
+flavour       x is compared as             go left iff  missing value (NaN)
+============  ===========================  ===========  ==========================================
+XGBoost       float32 (t is a float32)     x < t        default direction of the node
+LightGBM      float64 (t is a double)      x <= t       missing_type None: NaN becomes 0.0;
+                                                        Zero: NaN and abs(x) <= 1e-35f go the default way;
+                                                        NaN: NaN goes the default way
+scikit-learn  float32 (t a double)         x <= t       ``missing_go_to_left``
+sklearn HGB   float64 (t a double)         x <= t       ``missing_go_to_left``
+============  ===========================  ===========  ==========================================
+
+Integer form. :func:`float_key` maps a value, cast to the comparison domain, to its IEEE-754 bit
+pattern read as a sign-magnitude integer (negative patterns negated), so that the map is strictly
+monotone on non-NaN values and -0.0 and +0.0 both map to 0. :func:`threshold_key` gives, for any
+double threshold, the key K of the largest domain value that goes left, so every split test is
+the exact integer test ``key(x) <= K`` - no fixed-point error. A missing value is encoded as key 0
+plus a missing bit (LightGBM's None rule, NaN -> 0.0, then needs no special case).
+
+Fixed point. Leaf values are encoded as ``L = round(v 2^S)`` (S = :attr:`TreeEnsemble.leaf_frac_bits`),
+with the base score folded into the first tree's leaves before rounding (exactly, as rationals).
+The encoded margin is the sum of one encoded leaf per tree, so, each rounding being at most half a
+unit of 2^-S, ``|encoded_margin 2^-S - exact margin| <= n_trees 2^-(S+1)``. Forests average: their
+leaf values are divided by the number of trees in the float domain, and the same bound holds for
+those (float) leaf values.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import numbers
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.models._json import _check_format, _check_keys, _get_int, _get_list, _get_real, _get_str
+from blindscore.models.encoding import fmt_real
+from blindscore.models.policy import BandPolicy, logit, sigmoid
+
+__all__ = [
+    "DOMAINS",
+    "KZERO_THRESHOLD",
+    "MAX_DEPTH",
+    "MISSING_KINDS",
+    "TREE_FORMAT_VERSION",
+    "TREE_KIND",
+    "Tree",
+    "TreeEnsemble",
+    "encode_value",
+    "float_key",
+    "key_bits",
+    "key_bounds",
+    "threshold_key",
+]
+
+Domain = Literal["float32", "float64"]
+MissingKind = Literal["nan", "zero", "none"]
+DOMAINS: tuple[Domain, ...] = ("float32", "float64")
+MISSING_KINDS: tuple[MissingKind, ...] = ("nan", "zero", "none")
+TREE_KIND = "blindscore-tree-ensemble"
+TREE_FORMAT_VERSION = 1
+#: The circuit evaluates 2^depth leaves per tree; beyond this the garbled circuit is too large.
+MAX_DEPTH = 10
+#: LightGBM's kZeroThreshold is the float literal 1e-35f, compared in double.
+KZERO_THRESHOLD = float(np.float32(1e-35))
+#: A precision finer than this would need absurd leaf scales.
+MIN_PRECISION = 1e-30
+
+_F32_MASK = 0x7FFFFFFF
+_F64_MASK = 0x7FFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Order-preserving integer keys
+
+
+def _check_domain(domain: str) -> Domain:
+    if domain not in DOMAINS:
+        raise InvalidInputError(f"domain must be one of {list(DOMAINS)}, got {domain!r}")
+    return "float32" if domain == "float32" else "float64"
+
+
+def _cast(value: float, domain: Domain) -> float:
+    """``value`` rounded to the domain (round to nearest even; beyond float32's range -> +-inf)."""
+    if domain == "float64":
+        return value
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
+def _bits_key(value: float, domain: Domain) -> int:
+    # The value is already in the domain; its bit pattern is sign-magnitude, so negating the
+    # magnitude of negative patterns gives a monotone integer, and -0.0 lands on 0 like +0.0.
+    if domain == "float32":
+        (bits,) = struct.unpack(">I", struct.pack(">f", value))
+        mag, neg = bits & _F32_MASK, bits >> 31
+    else:
+        (bits,) = struct.unpack(">Q", struct.pack(">d", value))
+        mag, neg = bits & _F64_MASK, bits >> 63
+    return -mag if neg else mag
+
+
+def float_key(value: float, domain: str) -> int:
+    """The order-preserving integer key of ``value`` cast to ``domain`` ("float32" or "float64").
+
+    ``a <= b`` (after the cast) iff ``float_key(a) <= float_key(b)``; +-0.0 map to 0, +-inf to
+    the ends of :func:`key_bounds`. NaN has no key (it is a missing value) and is refused.
+    """
+    d = _check_domain(domain)
+    x = float(value)
+    if math.isnan(x):
+        raise InvalidInputError("NaN has no key; encode it as a missing value")
+    return _bits_key(_cast(x, d), d)
+
+
+def key_bounds(domain: str) -> tuple[int, int]:
+    """The smallest and largest key (those of -inf and +inf)."""
+    d = _check_domain(domain)
+    top = _bits_key(math.inf, d)
+    return -top, top
+
+
+def key_bits(domain: str) -> int:
+    """Width in bits of a key as a two's-complement integer, with room for :func:`threshold_key`'s
+    "nothing goes left" value (key(-inf) - 1): 32 for float32, 64 for float64."""
+    return 32 if _check_domain(domain) == "float32" else 64
+
+
+def _next_down(value: float, domain: Domain) -> float:
+    if domain == "float64":
+        return math.nextafter(value, -math.inf)
+    return float(np.nextafter(np.float32(value), np.float32(-np.inf)))
+
+
+def threshold_key(threshold: float, domain: str, strict: bool) -> int:
+    """K such that, for every non-NaN x, ``key(x) <= K`` iff ``cast(x) < threshold`` (``strict``)
+    or ``cast(x) <= threshold`` (not strict), ``threshold`` being any double or +-inf.
+
+    K is the key of the largest domain value that passes the test, or key(-inf) - 1 if none does.
+    """
+    d = _check_domain(domain)
+    t = float(threshold)
+    if math.isnan(t):
+        raise InvalidInputError("a threshold cannot be NaN")
+    v = _cast(t, d)
+    # Comparing a float32 value with a double is exact in Python floats; step down at most twice
+    # (rounding to nearest overshoots t by at most one step, strictness costs at most one more).
+    while v > t or (strict and v == t):
+        if v == -math.inf:
+            return key_bounds(d)[0] - 1
+        v = _next_down(v, d)
+    return _bits_key(v, d)
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(float(value))
+
+
+def _as_value(value: object, what: str) -> float:
+    """A feature value as a float; None becomes NaN (missing). Booleans and non-numbers are refused."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{what}: expected a number or a missing value, got {value!r}")
+    return float(value)
+
+
+def encode_value(value: object, domain: str, snap_zero: bool = False) -> tuple[int, int]:
+    """(key, missing bit) of one raw feature value: the platform's public encoding.
+
+    None and NaN are missing: (0, 1). Otherwise (float_key(value, domain), 0); with ``snap_zero``
+    (LightGBM) a value with ``abs(x) <= 1e-35f`` is first replaced by 0.0.
+    """
+    d = _check_domain(domain)
+    x = _as_value(value, "feature value")
+    if math.isnan(x):
+        return 0, 1
+    if snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
+        return 0, 0
+    return float_key(x, d), 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One tree as flat node arrays; node 0 is the root.
+
+    For an internal node i: ``feature[i]`` >= 0, ``threshold[i]`` (a double, +-inf allowed),
+    children ``left[i]`` / ``right[i]``, ``default_left[i]`` (where a missing value goes) and
+    ``missing[i]`` ("nan", "zero" or "none", see the module docstring). A leaf has
+    ``feature[i] == -1``, children -1 and its value in ``value[i]`` (``value`` is 0 elsewhere).
+    """
+
+    feature: tuple[int, ...]
+    threshold: tuple[float, ...]
+    left: tuple[int, ...]
+    right: tuple[int, ...]
+    default_left: tuple[bool, ...]
+    missing: tuple[str, ...]
+    value: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.feature)
+        arrays = (self.threshold, self.left, self.right, self.default_left, self.missing, self.value)
+        if n == 0 or any(len(a) != n for a in arrays):
+            raise ModelFormatError("a tree needs at least one node and node arrays of equal length")
+        for name in ("feature", "threshold", "left", "right", "default_left", "missing", "value"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        seen = [False] * n
+        stack = [0]
+        while stack:
+            i = stack.pop()
+            if seen[i]:
+                raise ModelFormatError(f"tree node {i} is reached twice; the arrays do not form a tree")
+            seen[i] = True
+            if self.feature[i] < 0:
+                if self.left[i] != -1 or self.right[i] != -1:
+                    raise ModelFormatError(f"tree leaf {i} has children")
+                if not math.isfinite(self.value[i]):
+                    raise ModelFormatError(f"tree leaf {i} has a non-finite value {self.value[i]!r}")
+                continue
+            if math.isnan(self.threshold[i]):
+                raise ModelFormatError(f"tree node {i} has a NaN threshold")
+            if self.missing[i] not in MISSING_KINDS:
+                raise ModelFormatError(f"tree node {i}: missing kind must be one of {list(MISSING_KINDS)}")
+            for child in (self.left[i], self.right[i]):
+                if not 0 < child < n:
+                    raise ModelFormatError(f"tree node {i} has a child {child} outside the tree")
+                stack.append(child)
+        if not all(seen):
+            raise ModelFormatError("a tree has nodes that the root does not reach")
+
+    @classmethod
+    def leaf(cls, value: float) -> Tree:
+        """A tree that is a single leaf."""
+        return cls((-1,), (0.0,), (-1,), (-1,), (False,), ("nan",), (float(value),))
+
+    @property
+    def depth(self) -> int:
+        """Edges on the longest root-to-leaf path (0 for a single leaf)."""
+        best = 0
+        stack = [(0, 0)]
+        while stack:
+            i, d = stack.pop()
+            if self.feature[i] < 0:
+                best = max(best, d)
+            else:
+                stack += [(self.left[i], d + 1), (self.right[i], d + 1)]
+        return best
+
+    def leaves(self) -> list[int]:
+        return [i for i, f in enumerate(self.feature) if f < 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": list(self.feature),
+            "threshold": [_num_out(t) for t in self.threshold],
+            "left": list(self.left),
+            "right": list(self.right),
+            "default_left": list(self.default_left),
+            "missing": list(self.missing),
+            "value": list(self.value),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> Tree:
+        fields = {"feature", "threshold", "left", "right", "default_left", "missing", "value"}
+        _check_keys(d, where, fields)
+        ints = {k: _int_list(d, k, where) for k in ("feature", "left", "right")}
+        flags = _get_list(d, "default_left", where)
+        if not all(isinstance(b, bool) for b in flags):
+            raise ModelFormatError(f"{where}: 'default_left' must be a list of booleans")
+        kinds = _get_list(d, "missing", where)
+        if not all(k in MISSING_KINDS for k in kinds):
+            raise ModelFormatError(f"{where}: 'missing' entries must be one of {list(MISSING_KINDS)}")
+        thresholds = [_num_in(t, f"{where}: threshold") for t in _get_list(d, "threshold", where)]
+        values = [_num_in(v, f"{where}: value") for v in _get_list(d, "value", where)]
+        try:
+            return cls(
+                tuple(ints["feature"]),
+                tuple(thresholds),
+                tuple(ints["left"]),
+                tuple(ints["right"]),
+                tuple(flags),
+                tuple(kinds),
+                tuple(values),
+            )
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{where}: {exc}") from None
+
+
+def _num_out(x: float) -> float | str:
+    # JSON has no infinities; HistGradientBoosting stores +inf thresholds.
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def _num_in(x: object, what: str) -> float:
+    if x == "inf":
+        return math.inf
+    if x == "-inf":
+        return -math.inf
+    if isinstance(x, bool) or not isinstance(x, int | float) or math.isnan(float(x)):
+        raise ModelFormatError(f"{what} must be a number, 'inf' or '-inf', got {x!r}")
+    return float(x)
+
+
+def _int_list(d: Mapping[str, Any], key: str, where: str) -> list[int]:
+    items = _get_list(d, key, where)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        raise ModelFormatError(f"{where}: {key!r} must be a list of integers")
+    return items
+
+
+@dataclass(frozen=True)
+class _Padded:
+    """A tree padded to a complete tree of the ensemble's depth, in heap order, with integer tests.
+
+    Internal node j (0 <= j < 2^D - 1) has children 2j+1, 2j+2; leaf slot k is node 2^D - 1 + k.
+    A padding node tests feature 0 and has both subtrees equal, so its outcome does not matter.
+    """
+
+    feature: tuple[int, ...]
+    key: tuple[int, ...]
+    default_left: tuple[bool, ...]
+    missing: tuple[str, ...]
+    leaf: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ensemble
+
+
+class TreeEnsemble:
+    """A sum of trees plus a base score, with a link, a split rule and a band policy.
+
+    ``margin = base_score + sum of one leaf value per tree``; ``predict`` is ``sigmoid(margin)``
+    for ``link="logit"`` and the margin itself for ``link="identity"``. ``output`` says what
+    :meth:`predict` returns: "probability" (logit link, or a forest/tree classifier that averages
+    class probabilities with the identity link) or "raw" (regression). A policy on probabilities
+    needs ``output="probability"``; its cutoffs are mapped to the margin by the link.
+
+    ``domain`` and ``strict`` give the split rule: x cast to ``domain`` goes left iff ``x < t``
+    (``strict``) or ``x <= t``. ``precision`` bounds the fixed-point error of the integer path
+    (:attr:`max_abs_error`); the leaf scale S is the smallest with ``n_trees 2^-(S+1) <= precision``.
+    """
+
+    type_name = TREE_KIND
+
+    def __init__(
+        self,
+        name: str,
+        feature_names: Sequence[str],
+        trees: Sequence[Tree],
+        *,
+        base_score: float,
+        link: Literal["logit", "identity"],
+        output: Literal["probability", "raw"],
+        domain: str,
+        strict: bool,
+        policy: BandPolicy,
+        precision: float = 1e-6,
+        snap_zero: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ModelFormatError("a model needs a non-empty name")
+        names = tuple(feature_names)
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ModelFormatError("feature names must be distinct non-empty strings, at least one")
+        trees = tuple(trees)
+        if not trees or not all(isinstance(t, Tree) for t in trees):
+            raise ModelFormatError("an ensemble needs at least one Tree")
+        for k, t in enumerate(trees):
+            bad = [f for f in t.feature if f >= len(names)]
+            if bad:
+                raise ModelFormatError(f"tree {k} tests feature {bad[0]}, but the model has {len(names)}")
+        if link not in ("logit", "identity"):
+            raise ModelFormatError(f"link must be 'logit' or 'identity', got {link!r}")
+        if output not in ("probability", "raw") or (link == "logit" and output != "probability"):
+            raise ModelFormatError("output must be 'probability' (required with link logit) or 'raw'")
+        if not isinstance(policy, BandPolicy):
+            raise ModelFormatError("policy must be a BandPolicy")
+        if policy.output == "probability" and output != "probability":
+            raise ModelFormatError("a policy on probabilities needs a model whose output is a probability")
+        if not isinstance(strict, bool) or not isinstance(snap_zero, bool):
+            raise ModelFormatError("strict and snap_zero must be true or false")
+        base = float(base_score)
+        if not math.isfinite(base):
+            raise ModelFormatError(f"base_score must be finite, got {base_score!r}")
+        if not (
+            isinstance(precision, int | float) and precision >= MIN_PRECISION and math.isfinite(precision)
+        ):
+            raise ModelFormatError(f"precision must be a finite number >= {MIN_PRECISION}, got {precision!r}")
+        depth = max(t.depth for t in trees)
+        if depth > MAX_DEPTH:
+            raise ModelFormatError(
+                f"the deepest tree has depth {depth}; blind evaluation pads every tree to a complete "
+                f"tree and supports depth <= {MAX_DEPTH}: retrain with max_depth <= {MAX_DEPTH}"
+            )
+        self.name = name
+        self.feature_names = names
+        self.trees = trees
+        self.base_score = base
+        self.link: Literal["logit", "identity"] = link
+        self.output: Literal["probability", "raw"] = output
+        self.domain = _check_domain(domain)
+        self.strict = strict
+        self.snap_zero = snap_zero
+        self.policy = policy
+        self.precision = float(precision)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.depth = depth
+        s = 0
+        while math.ldexp(len(trees), -(s + 1)) > self.precision:
+            s += 1
+        self.leaf_frac_bits = s
+        if policy.output == "probability" and link == "logit":
+            self.margin_cutoffs = tuple(logit(c) for c in policy.cutoffs)
+        else:
+            self.margin_cutoffs = tuple(policy.cutoffs)
+        scale = Fraction(2) ** s
+        # ceil(c 2^S), exactly: m_enc >= this iff m_enc 2^-S >= c.
+        self.encoded_cutoffs = tuple(math.ceil(Fraction(c) * scale) for c in self.margin_cutoffs)
+        self._padded = tuple(self._pad(t, k == 0) for k, t in enumerate(trees))
+        self._zero_key = threshold_key(KZERO_THRESHOLD, self.domain, strict=False)
+
+    # -- public encoding and shape ----------------------------------------------------------
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.trees)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def key_bits(self) -> int:
+        """Width of a feature key (and of a threshold key) in the circuit."""
+        return key_bits(self.domain)
+
+    @property
+    def encoded_margin_bounds(self) -> tuple[int, int]:
+        """The smallest and largest encoded margin: sums of the per-tree extreme encoded leaves."""
+        lo = sum(min(p.leaf) for p in self._padded)
+        hi = sum(max(p.leaf) for p in self._padded)
+        return lo, hi
+
+    @property
+    def leaf_bits(self) -> int:
+        """Two's-complement width of the widest encoded leaf."""
+        return max(_signed_bits(min(p.leaf), max(p.leaf)) for p in self._padded)
+
+    @property
+    def margin_bits(self) -> int:
+        """Two's-complement width holding every encoded margin and every encoded cutoff."""
+        lo, hi = self.encoded_margin_bounds
+        cut = self.encoded_cutoffs
+        return _signed_bits(min(lo, *cut), max(hi, *cut))
+
+    def shape(self) -> dict[str, int]:
+        """What the bank may learn: sizes only, never thresholds, leaves or tested features."""
+        return {
+            "n_trees": self.n_trees,
+            "depth": self.depth,
+            "n_features": self.n_features,
+            "key_bits": self.key_bits,
+            "leaf_bits": self.leaf_bits,
+            "margin_bits": self.margin_bits,
+            "n_bands": self.policy.n_bands,
+        }
+
+    def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
+        """The public encoding of a raw row: per feature, its key and its missing bit (platform side)."""
+        return [x for v in self._values(row) for x in encode_value(v, self.domain, self.snap_zero)]
+
+    # -- plaintext path -------------------------------------------------------------------
+
+    def _values(self, row: Mapping[str, object] | Sequence[object]) -> list[float]:
+        if isinstance(row, Mapping):
+            absent = [n for n in self.feature_names if n not in row]
+            if absent:
+                raise InvalidInputError(f"the row lacks feature(s) {absent[:5]}")
+            items = [row[n] for n in self.feature_names]
+        elif isinstance(row, str | bytes) or not isinstance(row, Sequence | np.ndarray):
+            raise InvalidInputError("a row must be a mapping of feature names or a sequence of values")
+        else:
+            items = list(row)
+            if len(items) != self.n_features:
+                raise InvalidInputError(f"a row has {self.n_features} values, got {len(items)}")
+        return [_as_value(v, f"feature {n!r}") for n, v in zip(self.feature_names, items, strict=True)]
+
+    def _goes_left(self, tree: Tree, i: int, x: float) -> bool:
+        if self.snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
+            x = 0.0  # LightGBM drops such values from a dense row: the predictor reads them as 0.0
+        kind = tree.missing[i]
+        if kind != "nan" and math.isnan(x):
+            x = 0.0  # LightGBM: NaN is zero unless the node's missing type is NaN
+        if (kind == "nan" and math.isnan(x)) or (kind == "zero" and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD):
+            return tree.default_left[i]
+        xd = _cast(x, self.domain)
+        t = tree.threshold[i]
+        return xd < t if self.strict else xd <= t
+
+    def leaf_nodes(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
+        """The node id of the leaf each tree reaches, following the library's float rule."""
+        xs = self._values(row)
+        out = []
+        for tree in self.trees:
+            i = 0
+            while tree.feature[i] >= 0:
+                i = tree.left[i] if self._goes_left(tree, i, xs[tree.feature[i]]) else tree.right[i]
+            out.append(i)
+        return out
+
+    def leaf_values(self, row: Mapping[str, object] | Sequence[object]) -> list[float]:
+        """The leaf value each tree reaches."""
+        return [t.value[i] for t, i in zip(self.trees, self.leaf_nodes(row), strict=True)]
+
+    def margin(self, row: Mapping[str, object] | Sequence[object]) -> float:
+        """base_score plus the leaf values, correctly rounded from the exact sum (``math.fsum``)."""
+        return math.fsum([self.base_score, *self.leaf_values(row)])
+
+    def predict(self, row: Mapping[str, object] | Sequence[object]) -> float:
+        """sigmoid(margin) for link logit, the margin for link identity."""
+        z = self.margin(row)
+        return sigmoid(z) if self.link == "logit" else z
+
+    def band_of_margin(self, margin: float) -> int:
+        """The number of margin cutoffs ``margin`` is at or above."""
+        if math.isnan(margin):
+            raise InvalidInputError("cannot band NaN")
+        return bisect.bisect_right(self.margin_cutoffs, margin)
+
+    def band(self, row: Mapping[str, object] | Sequence[object]) -> int:
+        """The plaintext band, cutoffs applied to the margin."""
+        return self.band_of_margin(self.margin(row))
+
+    # -- integer path ---------------------------------------------------------------------
+
+    def _pad(self, tree: Tree, first: bool) -> _Padded:
+        d = self.depth
+        scale = Fraction(2) ** self.leaf_frac_bits
+        base = Fraction(self.base_score) if first else Fraction(0)
+        n_inner = (1 << d) - 1
+        feature = [0] * n_inner
+        key = [0] * n_inner
+        default_left = [True] * n_inner
+        missing = ["nan"] * n_inner
+        leaf = [0] * (1 << d)
+        # (heap slot, tree node, level); a leaf met above the last level fills its whole subtree.
+        stack = [(0, 0, 0)]
+        while stack:
+            slot, i, level = stack.pop()
+            if tree.feature[i] >= 0:
+                feature[slot] = tree.feature[i]
+                key[slot] = threshold_key(tree.threshold[i], self.domain, self.strict)
+                default_left[slot] = tree.default_left[i]
+                missing[slot] = tree.missing[i]
+                stack += [(2 * slot + 1, tree.left[i], level + 1), (2 * slot + 2, tree.right[i], level + 1)]
+                continue
+            # round() on a Fraction rounds half to even: |L - v 2^S| <= 1/2, the bound's premise.
+            value = round((Fraction(tree.value[i]) + base) * scale)
+            first_leaf = ((slot + 1) << (d - level)) - 1 - n_inner
+            for k in range(first_leaf, first_leaf + (1 << (d - level))):
+                leaf[k] = value
+        return _Padded(tuple(feature), tuple(key), tuple(default_left), tuple(missing), tuple(leaf))
+
+    def padded_trees(self) -> list[dict[str, list[Any]]]:
+        """The complete padded trees in heap order, with integer threshold keys and encoded leaves
+        (the garbler's inputs; secret)."""
+        return [
+            {
+                "feature": list(p.feature),
+                "key": list(p.key),
+                "default_left": list(p.default_left),
+                "missing": list(p.missing),
+                "leaf": list(p.leaf),
+            }
+            for p in self._padded
+        ]
+
+    def check_encoded_row(self, encoded_row: Sequence[int]) -> list[int]:
+        """``encoded_row`` as ints if :meth:`encode_row` could have produced it, else raise."""
+        if isinstance(encoded_row, str | bytes) or len(encoded_row) != 2 * self.n_features:
+            raise InvalidInputError(f"an encoded row has {2 * self.n_features} integers (key, missing bit)")
+        lo, hi = key_bounds(self.domain)
+        out: list[int] = []
+        for j, x in enumerate(encoded_row):
+            if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+                raise InvalidInputError(f"encoded column {j}: expected an integer, got {x!r}")
+            out.append(int(x))
+        for f in range(self.n_features):
+            k, m = out[2 * f], out[2 * f + 1]
+            if m not in (0, 1) or not lo <= k <= hi or (m == 1 and k != 0):
+                raise InvalidInputError(f"feature {self.feature_names[f]!r}: invalid (key, missing) pair")
+        return out
+
+    def encoded_leaves(self, encoded_row: Sequence[int]) -> list[int]:
+        """The encoded leaf each padded tree reaches, by integer comparisons only (the circuit's job)."""
+        xs = self.check_encoded_row(encoded_row)
+        z = self._zero_key
+        out: list[int] = []
+        for p in self._padded:
+            j = 0
+            for _ in range(self.depth):
+                k, m = xs[2 * p.feature[j]], xs[2 * p.feature[j] + 1]
+                kind = p.missing[j]
+                default = (kind == "nan" and m == 1) or (kind == "zero" and -z <= k <= z)
+                left = p.default_left[j] if default else k <= p.key[j]
+                j = 2 * j + (1 if left else 2)
+            out.append(p.leaf[j - ((1 << self.depth) - 1)])
+        return out
+
+    def encoded_margin(self, encoded_row: Sequence[int]) -> int:
+        """The margin at scale 2^S: the sum of the encoded leaves (base score folded into tree 0)."""
+        return sum(self.encoded_leaves(encoded_row))
+
+    def band_from_encoded(self, encoded_row: Sequence[int]) -> int:
+        """#{k: encoded_margin >= encoded_cutoffs[k]}: the band the circuit outputs."""
+        m = self.encoded_margin(encoded_row)
+        return sum(m >= c for c in self.encoded_cutoffs)
+
+    @property
+    def max_abs_error(self) -> float:
+        """Bound on |encoded_margin 2^-S - margin(row)| over all rows.
+
+        n_trees 2^-(S+1) for the leaf rounding (one rounding of at most half a unit per tree, the
+        base score folded in exactly), plus half an ulp of the largest possible |margin| for the
+        correct rounding of :meth:`margin`. The encrypted band equals :meth:`band` whenever the
+        margin is farther than this from every margin cutoff.
+        """
+        top = math.fsum([abs(self.base_score), *(max(abs(v) for v in t.value) for t in self.trees)])
+        return math.ldexp(self.n_trees, -(self.leaf_frac_bits + 1)) + math.ldexp(top, -53)
+
+    # -- persistence and display ----------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready, lossless form (the bureau's artifact: it holds thresholds and leaves)."""
+        return {
+            "format": TREE_FORMAT_VERSION,
+            "kind": TREE_KIND,
+            "name": self.name,
+            "features": list(self.feature_names),
+            "domain": self.domain,
+            "split": "<" if self.strict else "<=",
+            "snap_zero": self.snap_zero,
+            "link": self.link,
+            "output": self.output,
+            "base_score": self.base_score,
+            "precision": self.precision,
+            "policy": self.policy.to_dict(),
+            "metadata": self.metadata,
+            "trees": [t.to_dict() for t in self.trees],
+            "encoded": {"leaf_frac_bits": self.leaf_frac_bits, "cutoffs": list(self.encoded_cutoffs)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TreeEnsemble:
+        """Rebuild from :meth:`to_dict`; unknown or missing fields, wrong types and a stored
+        ``encoded`` section that differs from the recomputed one raise :class:`ModelFormatError`."""
+        where = "tree model"
+        keys = {"format", "kind", "name", "features", "domain", "split", "snap_zero", "link", "output"}
+        keys |= {"base_score"}
+        keys |= {"precision", "policy", "metadata", "trees"}
+        _check_keys(d, where, keys, frozenset({"encoded"}))
+        _check_format(d, TREE_KIND, where, TREE_FORMAT_VERSION)
+        split = _get_str(d, "split", where)
+        if split not in ("<", "<="):
+            raise ModelFormatError(f"{where}: split must be '<' or '<=', got {split!r}")
+        link = _get_str(d, "link", where)
+        output = _get_str(d, "output", where)
+        if link not in ("logit", "identity") or output not in ("probability", "raw"):
+            raise ModelFormatError(f"{where}: link must be logit/identity and output probability/raw")
+        domain = _get_str(d, "domain", where)
+        if domain not in DOMAINS:
+            raise ModelFormatError(f"{where}: domain must be one of {list(DOMAINS)}")
+        policy_d, metadata = d["policy"], d["metadata"]
+        if not isinstance(policy_d, Mapping) or not isinstance(metadata, dict):
+            raise ModelFormatError(f"{where}: 'policy' and 'metadata' must be objects")
+        features = _get_list(d, "features", where)
+        trees = [
+            Tree.from_dict(t, f"{where}: trees[{k}]") for k, t in enumerate(_get_list(d, "trees", where))
+        ]
+        model = cls(
+            _get_str(d, "name", where),
+            features,
+            trees,
+            base_score=_get_real(d, "base_score", where),
+            link="logit" if link == "logit" else "identity",
+            output="probability" if output == "probability" else "raw",
+            domain=domain,
+            strict=split == "<",
+            policy=BandPolicy.from_dict(policy_d, f"{where}: policy"),
+            precision=_get_real(d, "precision", where),
+            snap_zero=d["snap_zero"],
+            metadata=metadata,
+        )
+        if "encoded" in d:
+            enc = d["encoded"]
+            if not isinstance(enc, Mapping):
+                raise ModelFormatError(f"{where}: 'encoded' must be an object")
+            _check_keys(enc, f"{where}: encoded", {"leaf_frac_bits", "cutoffs"})
+            stored = (_get_int(enc, "leaf_frac_bits", where), _get_list(enc, "cutoffs", where))
+            if stored != (model.leaf_frac_bits, list(model.encoded_cutoffs)):
+                raise ModelFormatError(
+                    f"{where} {model.name!r}: the stored integer parameters differ from those recomputed; "
+                    "the file was edited or written by an incompatible version"
+                )
+        return model
+
+    @classmethod
+    def example(cls) -> TreeEnsemble:
+        """Two depth-2 trees over three features (XGBoost rule), for the conformance tests."""
+        t0 = Tree(
+            feature=(0, 1, -1, -1, 2, -1, -1),
+            threshold=(5000.0, 30.0, 0.0, 0.0, 0.5, 0.0, 0.0),
+            left=(1, 2, -1, -1, 5, -1, -1),
+            right=(4, 3, -1, -1, 6, -1, -1),
+            default_left=(True, False, False, False, True, False, False),
+            missing=("nan",) * 7,
+            value=(0.0, 0.4, -0.1, 0.0, 0.0, -0.3, 0.05),
+        )
+        t1 = Tree(
+            feature=(1, -1, -1),
+            threshold=(45.0, 0.0, 0.0),
+            left=(1, -1, -1),
+            right=(2, -1, -1),
+            default_left=(False, False, False),
+            missing=("nan",) * 3,
+            value=(0.0, 0.2, -0.25),
+        )
+        return cls(
+            "example-trees",
+            ("income", "age", "has_default"),
+            (t0, t1),
+            base_score=-0.5,
+            link="logit",
+            output="probability",
+            domain="float32",
+            strict=True,
+            policy=BandPolicy((0.1, 0.3, 0.6)),
+        )
+
+    def describe(self) -> str:
+        """A multi-line summary; it shows sizes and the band policy, never thresholds or leaves."""
+        rule = "x < t" if self.strict else "x <= t"
+        lines = [
+            f"model {self.name} (tree ensemble)",
+            f"  link {self.link}, output {self.output}, bands on {self.policy.output}",
+            f"  trees {self.n_trees}, depth {self.depth} (padded), features {self.n_features}",
+            f"  split rule {rule} in {self.domain}{', |x| <= 1e-35 read as 0' if self.snap_zero else ''}, "
+            f"keys {self.key_bits} bits",
+            f"  leaf scale 2^{self.leaf_frac_bits}, max error {self.max_abs_error:.3g} "
+            f"(precision {self.precision:g}), margin {self.margin_bits} bits",
+        ]
+        cut = [fmt_real(c) for c in self.policy.cutoffs]
+        for i, label in enumerate(self.policy.labels):
+            lower = f"{cut[i - 1]} <= " if i > 0 else ""
+            upper = f" < {cut[i]}" if i < len(cut) else ""
+            lines.append(f"  band {label}: {lower}{self.policy.output}{upper}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"TreeEnsemble(name={self.name!r}, trees={self.n_trees}, depth={self.depth}, "
+            f"features={self.n_features})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TreeEnsemble):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _signed_bits(lo: int, hi: int) -> int:
+    """The smallest two's-complement width holding every integer in [lo, hi]."""
+    return max((~lo).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
