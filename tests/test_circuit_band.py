@@ -8,17 +8,22 @@ a circuit that outputs a comparison result) is caught by the statistic that must
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from blindscore.crypto import ot
+from blindscore.crypto import halfgates, ot
+from blindscore.crypto.circuit import Bits, CircuitBuilder
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import default_model, load_german_credit
+from blindscore.errors import CryptoError, InvalidInputError
 from blindscore.models import families
 from blindscore.models.linear import LinearModel
-from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
+from blindscore.protocol import slots
+from blindscore.protocol.circuit_band import CircuitBand, CircuitShape, Family, evaluate_band, open_request
 
 MODEL = default_model()
 
@@ -73,3 +78,117 @@ def test_the_bank_learns_the_public_shape_only(paillier_keypair: KeyPair) -> Non
     assert (shape.family, shape.values, shape.cutoffs) == ("linear", 1, len(MODEL.encoded_cutoffs))
     assert dict(shape.params) == {}
     assert "<secrets>" in repr(bureau)
+
+
+# ---------------------------------------------------------------------- leakage
+# The bank's view of one application: the low w bits of its masked value (its OT choices), and the
+# garbled circuit (tables, the garbler's active input labels, decode bits, output tags). Two German
+# applicants in the same band, many runs each; every statistic below is one a curious bank can
+# compute, and each broken bureau is caught by the statistic aimed at it.
+
+RUNS = 60
+
+
+@dataclass(frozen=True)
+class View:
+    choices: int  # the low w bits of z, as an integer
+    low: int  # its lowest 12 bits
+    recovered: int  # (choices - r') mod 2^w, r' read from the lsbs of the garbler's mask labels
+
+
+def bank_view(keypair: KeyPair, ciphertexts: list[Any]) -> View:
+    pk = keypair.public_key
+    bureau = CircuitBand(pk, MODEL, families.family("linear"), ciphertexts)
+    opened = open_request(keypair, bureau.request)
+    w = bureau.request.shape.value_bits
+    choices = sum(bit << i for i, bit in enumerate(opened.choices))
+    garbled, _ = bureau.garble()
+    lsbs = [garbled.garbler_labels[16 * i + 15] & 1 for i in range(w)]  # the masks come first
+    r_guess = sum(bit << i for i, bit in enumerate(lsbs))
+    return View(choices, choices % 4096, (choices - r_guess) % (1 << w))
+
+
+def two_applicants() -> tuple[Mapping[str, object], Mapping[str, object]]:
+    """Two German rows in the same band with different scores."""
+    rows, _ = load_german_credit()
+    by_band: dict[int, list[Mapping[str, object]]] = {}
+    for row in rows[:200]:
+        by_band.setdefault(MODEL.band(row), []).append(row)
+    same = max(by_band.values(), key=len)
+    return same[0], same[-1]
+
+
+def p_same(keypair: KeyPair, statistic: str) -> float:
+    """Two-sample KS p-value of ``statistic`` between the two applicants' views."""
+    from scipy.stats import ks_2samp
+
+    pk = keypair.public_key
+    # Encrypted once each: the bureau re-randomises what it sends, so the bank's view of a run does
+    # not depend on the platform's randomness.
+    a, b = ([pk.encrypt(x) for x in MODEL.spec.encode_row(row)] for row in two_applicants())
+    xs = [getattr(bank_view(keypair, a), statistic) for _ in range(RUNS)]
+    ys = [getattr(bank_view(keypair, b), statistic) for _ in range(RUNS)]
+    return float(ks_2samp(xs, ys).pvalue)
+
+
+def low_bits_cleared(layout: slots.SlotLayout) -> int:
+    return secrets.randbits(layout.value_bits + layout.kappa - 1) >> 12 << 12
+
+
+def fixed_permute_bits(size: int) -> bytes:
+    """Labels whose lsb is always 0: the 0-label's point-and-permute bit stops being random."""
+    raw = bytearray(secrets.token_bytes(size))
+    for i in range(16, size, 16):  # block 0 is Delta, whose lsb is set by the garbler anyway
+        raw[i + 15] &= 0xFE
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "statistic", "target", "attribute", "broken"),
+    [
+        ("no mask", "low", slots, "_draw_mask", lambda layout: 0),
+        ("mask with its low bits cleared", "low", slots, "_draw_mask", low_bits_cleared),
+        ("a label's permutation bit fixed", "recovered", halfgates, "_random_bytes", fixed_permute_bits),
+    ],
+)
+def test_the_banks_view_is_the_same_for_two_applicants_of_one_band(
+    paillier_keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    statistic: str,
+    target: object,
+    attribute: str,
+    broken: object,
+) -> None:
+    """Honest: the statistic cannot tell the applicants apart; broken: it tells them apart at once."""
+    assert p_same(paillier_keypair, statistic) > 1e-3, f"honest run flagged by {statistic}"
+    monkeypatch.setattr(target, attribute, broken)
+    assert p_same(paillier_keypair, statistic) < 1e-6, f"{name} went undetected"
+
+
+def test_a_circuit_that_reveals_a_comparison_is_caught_by_the_bank(
+    paillier_keypair: KeyPair, ot_pair: OtPair
+) -> None:
+    """A bureau garbling another circuit (here: one whose first output is [score >= 0] instead of
+    the first cutoff) cannot make the bank decode it: the bank evaluates the circuit it rebuilt from
+    the public shape: its tables do not fit (InvalidInputError) or its output tags no longer match
+    (CryptoError); either is recorded as a protocol fault."""
+
+    def revealing(
+        shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secrets_: list[Bits]
+    ) -> list[int]:
+        honest = families.thermometer(b, values[0], secrets_)
+        return [b.less_than(values[0], b.constant(1 << 10, len(values[0])), signed=False), *honest[1:]]
+
+    rows, _ = load_german_credit()
+    pk = paillier_keypair.public_key
+    ciphertexts = [pk.encrypt(x) for x in MODEL.spec.encode_row(rows[0])]
+    honest_family = families.family("linear")
+    deviating = Family(build=revealing, secret_widths=honest_family.secret_widths)
+    bureau = CircuitBand(pk, MODEL, deviating, ciphertexts)
+    opened = open_request(paillier_keypair, bureau.request)
+    request = ot_pair.receiver.request(opened.choices)
+    garbled, pairs = bureau.garble()
+    labels = ot_pair.receiver.receive(request.nonce, opened.choices, ot_pair.sender.reply(request, pairs))
+    with pytest.raises((CryptoError, InvalidInputError)):
+        evaluate_band(bureau.request.shape, honest_family, garbled, labels)

@@ -81,19 +81,19 @@ register_family("linear", LINEAR)
 
 def tree_sum_bits(shape: CircuitShape) -> int:
     """Width of the summed margin: leaf_bits plus enough carry bits for ``trees`` terms."""
-    return shape.params["leaf_bits"] + max(1, (shape.params["trees"] - 1).bit_length())
+    return shape.param("leaf_bits") + max(1, (shape.param("trees") - 1).bit_length())
 
 
 def _tree_widths(shape: CircuitShape) -> list[int]:
-    trees, depth = shape.params["trees"], shape.params["depth"]
-    key_bits, leaf_bits = shape.value_bits - 2, shape.params["leaf_bits"]
+    trees, depth = shape.param("trees"), shape.param("depth")
+    key_bits, leaf_bits = shape.value_bits - 2, shape.param("leaf_bits")
     per_node = [key_bits + 1, 1, 1, 1]
     per_tree = per_node * (2**depth - 1) + [leaf_bits] * 2**depth
     return per_tree * trees + [tree_sum_bits(shape) + 1] * shape.cutoffs
 
 
 def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secrets: list[Bits]) -> list[int]:
-    trees, depth = shape.params["trees"], shape.params["depth"]
+    trees, depth = shape.param("trees"), shape.param("depth")
     internal, leaves = 2**depth - 1, 2**depth
     if len(values) != trees * internal:
         raise ModelFormatError(

@@ -31,8 +31,9 @@ the node flows map these records to gRPC messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from blindscore.crypto import halfgates
@@ -74,11 +75,20 @@ class CircuitShape:
     values: int
     value_bits: int
     cutoffs: int
-    params: Mapping[str, int] = field(default_factory=dict)
+    #: Family-specific sizes (trees, depth, leaf bits ...), as sorted (name, value) pairs.
+    params: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.cutoffs <= MAX_CUTOFFS:
             raise InvalidInputError(f"a band circuit ends in 1..{MAX_CUTOFFS} cutoffs, got {self.cutoffs}")
+        object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
+
+    def param(self, name: str) -> int:
+        """A family-specific size parameter."""
+        found = dict(self.params).get(name)
+        if found is None:
+            raise InvalidInputError(f"the {self.family} circuit shape has no parameter {name!r}")
+        return found
 
 
 class CircuitModel(Protocol):
@@ -104,8 +114,12 @@ class Family:
     secret_widths: SecretWidths
 
 
+@functools.lru_cache(maxsize=32)
 def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     """The whole circuit, identical at both parties: unmask every value, then the family's part.
+
+    Built once per (shape, family) and kept: it depends on public sizes only, and building a
+    100-tree circuit in Python takes most of a second.
 
     Garbler inputs: the low w bits of every mask r_j (in value order), then the family's secrets.
     Evaluator inputs: the low w bits of every masked value z_j. Outputs: K thermometer bits.
