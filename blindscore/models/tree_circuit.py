@@ -43,6 +43,17 @@ class TreeCircuit:
         self.ensemble = ensemble
         self._zero = threshold_key(KZERO_THRESHOLD, ensemble.domain, strict=False)
         self._offset = 1 << (ensemble.key_bits - 1)
+        self._shape = CircuitShape(
+            "trees",
+            values=ensemble.n_trees * (2**ensemble.depth - 1),
+            value_bits=ensemble.key_bits + 2,
+            cutoffs=len(ensemble.encoded_cutoffs),
+            params=(
+                ("depth", ensemble.depth),
+                ("leaf_bits", ensemble.leaf_bits),
+                ("trees", ensemble.n_trees),
+            ),
+        )
 
     # -- platform ---------------------------------------------------------------------------
 
@@ -67,14 +78,7 @@ class TreeCircuit:
         return 2**self.ensemble.depth - 1
 
     def circuit_shape(self) -> CircuitShape:
-        e = self.ensemble
-        return CircuitShape(
-            "trees",
-            values=e.n_trees * self._internal,
-            value_bits=e.key_bits + 2,
-            cutoffs=len(e.encoded_cutoffs),
-            params=(("depth", e.depth), ("leaf_bits", e.leaf_bits), ("trees", e.n_trees)),
-        )
+        return self._shape
 
     def linear_stage(self) -> LinearStage:
         outputs = []
@@ -88,7 +92,8 @@ class TreeCircuit:
     def garbler_inputs(self) -> list[tuple[int, int]]:
         e = self.ensemble
         b = e.key_bits
-        shape = self.circuit_shape()
+        shape = self._shape
+        leaf_bits = shape.param("leaf_bits")
         out: list[tuple[int, int]] = []
         for tree in e.padded_trees():
             for i in range(self._internal):
@@ -100,7 +105,7 @@ class TreeCircuit:
                     (int(kind == "zero"), 1),
                     (default, 1),
                 ]
-            out += [(_twos(leaf, e.leaf_bits), e.leaf_bits) for leaf in tree["leaf"]]
+            out += [(_twos(leaf, leaf_bits), leaf_bits) for leaf in tree["leaf"]]
         width = tree_sum_bits(shape) + 1
         top = 1 << (width - 1)
         out += [(_twos(min(max(c, -top), top - 1), width), width) for c in e.encoded_cutoffs]

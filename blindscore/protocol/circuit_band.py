@@ -141,14 +141,23 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
 
 
 def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> list[Any]:
-    """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage."""
+    """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage.
+
+    Outputs with the same terms are computed once (every node of a tree ensemble that tests one
+    feature has the same value): each still gets its own mask when packed, and the packed
+    ciphertexts are re-randomised, so sharing the work here shows the bank nothing.
+    """
+    done: dict[tuple[tuple[tuple[int, int], ...], int], Any] = {}
     out = []
     for o in stage.outputs:
-        if not o.terms:
-            out.append(pk.encrypt_trivial(o.offset))
-            continue
-        cols = [ciphertexts[c] for c, _ in o.terms]
-        out.append(pk.add_plain(pk.dot(cols, [w for _, w in o.terms]), o.offset))
+        key = (o.terms, o.offset)
+        if key not in done:
+            if o.terms:
+                cols = [ciphertexts[c] for c, _ in o.terms]
+                done[key] = pk.add_plain(pk.dot(cols, [w for _, w in o.terms]), o.offset)
+            else:
+                done[key] = pk.encrypt_trivial(o.offset)
+        out.append(done[key])
     return out
 
 
