@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import math
 import numbers
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
+from blindscore.models import floatkeys
 from blindscore.models._json import (
     FORMAT_VERSION,
     _as_real,
@@ -109,6 +111,71 @@ class NumericFeature:
             _get_int(d, "frac_bits", where),
             integer,
         )
+
+
+@dataclass(frozen=True)
+class FloatKeyFeature:
+    """A real-valued feature for tree ensembles, encoded exactly: the order-preserving integer key
+    of the value in a float domain, a missing bit and a zero bit (three columns).
+
+    Every split test of a tree becomes an integer comparison of keys, so the encoding adds no error
+    and needs no declared range (any float, +-inf included). ``domain`` is the library's: float32
+    for XGBoost and scikit-learn, float64 for LightGBM and HistGradientBoosting. ``snap_zero`` reads
+    |x| <= 1e-35 as 0.0, as LightGBM does. A missing value (blank, None, NaN) encodes as key 0 with
+    both bits set; the zero bit marks LightGBM's zero region [-key(kZero), key(kZero)]. The
+    arithmetic is :mod:`blindscore.models.floatkeys`.
+    """
+
+    name: str
+    domain: str = "float32"
+    snap_zero: bool = False
+    kind: ClassVar[str] = "float-key"
+    one_hot: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.domain not in ("float32", "float64"):
+            raise ModelFormatError(
+                f"feature {self.name!r}: domain must be float32 or float64, got {self.domain!r}"
+            )
+        if not isinstance(self.snap_zero, bool):
+            raise ModelFormatError(f"feature {self.name!r}: snap_zero must be true or false")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.name, f"{self.name}#missing", f"{self.name}#zero")
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        lo, hi = floatkeys.key_bounds(self.domain)
+        return ((lo, hi), (0, 1), (0, 1))
+
+    def encode(self, value: object) -> list[int]:
+        if _is_missing(value):
+            return [0, 1, 1]
+        key, _ = floatkeys.encode_value(parse_number(self.name, value), self.domain, self.snap_zero)
+        zero = floatkeys.threshold_key(floatkeys.KZERO_THRESHOLD, self.domain, strict=False)
+        return [key, 0, int(-zero <= key <= zero)]
+
+    def transform(self, value: object) -> list[float]:
+        if _is_missing(value):
+            return [math.nan, 1.0, 1.0]
+        _, missing, zero = self.encode(value)
+        return [float(parse_number(self.name, value)), float(missing), float(zero)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "name": self.name, "domain": self.domain, "snap_zero": self.snap_zero}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> FloatKeyFeature:
+        _check_keys(d, where, {"type", "name", "domain", "snap_zero"})
+        snap = d["snap_zero"]
+        if not isinstance(snap, bool):
+            raise ModelFormatError(f"{where}: 'snap_zero' must be true or false")
+        return cls(_get_str(d, "name", where), _get_str(d, "domain", where), snap)
 
 
 @dataclass(frozen=True)
@@ -433,12 +500,19 @@ class GroupedCategoricalFeature(_BinIndicators):
         return cls(_get_str(d, "name", where), tuple(tuple(g) for g in groups), flags[0], flags[1])
 
 
-Feature: TypeAlias = NumericFeature | CategoricalFeature | BinnedFeature | GroupedCategoricalFeature
+Feature: TypeAlias = (
+    NumericFeature | CategoricalFeature | BinnedFeature | GroupedCategoricalFeature | FloatKeyFeature
+)
 _FEATURE_TYPES: dict[
     str,
-    type[NumericFeature] | type[CategoricalFeature] | type[BinnedFeature] | type[GroupedCategoricalFeature],
+    type[NumericFeature]
+    | type[CategoricalFeature]
+    | type[BinnedFeature]
+    | type[GroupedCategoricalFeature]
+    | type[FloatKeyFeature],
 ] = {
     "numeric": NumericFeature,
+    "float-key": FloatKeyFeature,
     "categorical": CategoricalFeature,
     "binned": BinnedFeature,
     "grouped": GroupedCategoricalFeature,

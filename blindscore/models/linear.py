@@ -35,7 +35,13 @@ from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _as_real, _check_format, _check_keys, _get_real, _get_str, read_object
 from blindscore.models.contract import PrivateModel, register_model_type
 from blindscore.models.encoding import fmt_real
-from blindscore.models.features import BinnedFeature, CategoricalFeature, FeatureSpec, NumericFeature
+from blindscore.models.features import (
+    BinnedFeature,
+    CategoricalFeature,
+    FeatureSpec,
+    FloatKeyFeature,
+    NumericFeature,
+)
 from blindscore.models.policy import LINKS, BandPolicy, logit, sigmoid
 from blindscore.protocol import comparison
 from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
@@ -104,6 +110,12 @@ class LinearModel(PrivateModel):
             raise ModelFormatError("a model name must be a non-empty string")
         if not isinstance(spec, FeatureSpec):
             raise ModelFormatError("spec must be a FeatureSpec")
+        keyed = [f.name for f in spec.features if isinstance(f, FloatKeyFeature)]
+        if keyed:
+            raise ModelFormatError(
+                f"feature {keyed[0]!r} is a float-key feature, which tree ensembles use; a linear model "
+                "needs numeric features with declared ranges or categorical ones"
+            )
         if not isinstance(policy, BandPolicy):
             raise ModelFormatError("policy must be a BandPolicy")
         if link not in LINKS:

@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from blindscore.models.families import tree_sum_bits
-from blindscore.models.trees import KZERO_THRESHOLD, TreeEnsemble, threshold_key
+from blindscore.models.features import FeatureSpec, FloatKeyFeature
+from blindscore.models.trees import TreeEnsemble
 from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
 
 #: Encoded columns per feature: key, missing bit, zero bit.
@@ -41,7 +42,6 @@ class TreeCircuit:
 
     def __init__(self, ensemble: TreeEnsemble) -> None:
         self.ensemble = ensemble
-        self._zero = threshold_key(KZERO_THRESHOLD, ensemble.domain, strict=False)
         self._offset = 1 << (ensemble.key_bits - 1)
         self._shape = CircuitShape(
             "trees",
@@ -57,14 +57,18 @@ class TreeCircuit:
 
     # -- platform ---------------------------------------------------------------------------
 
+    @property
+    def spec(self) -> FeatureSpec:
+        """The public feature spec the platform encodes with: one float-key feature per input."""
+        e = self.ensemble
+        return FeatureSpec(tuple(FloatKeyFeature(n, e.domain, e.snap_zero) for n in e.feature_names))
+
     def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
-        """Key, missing bit and zero bit of every feature."""
-        pairs = self.ensemble.encode_row(row)
-        out: list[int] = []
-        for f in range(self.ensemble.n_features):
-            key, missing = pairs[2 * f], pairs[2 * f + 1]
-            out += [key, missing, int(-self._zero <= key <= self._zero)]
-        return out
+        """Key, missing bit and zero bit of every feature (the spec's encoding; a sequence is read
+        in feature order)."""
+        if not isinstance(row, Mapping):
+            row = dict(zip(self.ensemble.feature_names, row, strict=True))
+        return self.spec.encode_row(row)
 
     def band_from_encoded(self, encoded_row: Sequence[int]) -> int:
         """The band the circuit yields for an encoded row (the ensemble's own integer path)."""

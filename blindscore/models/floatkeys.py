@@ -1,0 +1,143 @@
+"""Order-preserving integer keys of floats: how tree ensembles' split tests become exact integer comparisons.
+
+A float32 or float64 value's IEEE-754 bit pattern, read as sign and magnitude, is mapped to a signed
+integer so that x < y exactly when key(x) < key(y) (-0.0 and +0.0 both map to 0; NaN has no key: it
+is a missing value). A split "x < t" or "x <= t" on a double threshold t becomes "key(x) <= K" for
+one integer K (:func:`threshold_key`), computed in the library's own domain: float32 for XGBoost and
+scikit-learn trees, float64 for LightGBM. No fixed-point rounding is involved.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import struct
+from typing import Literal
+
+import numpy as np
+
+from blindscore.errors import InvalidInputError
+
+Domain = Literal["float32", "float64"]
+DOMAINS: tuple[Domain, ...] = ("float32", "float64")
+#: LightGBM's kZeroThreshold is the float literal 1e-35f, compared in double.
+KZERO_THRESHOLD = float(np.float32(1e-35))
+
+_F32_MASK = 0x7FFFFFFF
+_F64_MASK = 0x7FFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Order-preserving integer keys
+
+
+def _check_domain(domain: str) -> Domain:
+    if domain not in DOMAINS:
+        raise InvalidInputError(f"domain must be one of {list(DOMAINS)}, got {domain!r}")
+    return "float32" if domain == "float32" else "float64"
+
+
+def _cast(value: float, domain: Domain) -> float:
+    """``value`` rounded to the domain (round to nearest even; beyond float32's range -> +-inf)."""
+    if domain == "float64":
+        return value
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
+def _bits_key(value: float, domain: Domain) -> int:
+    # The value is already in the domain; its bit pattern is sign-magnitude, so negating the
+    # magnitude of negative patterns gives a monotone integer, and -0.0 lands on 0 like +0.0.
+    if domain == "float32":
+        (bits,) = struct.unpack(">I", struct.pack(">f", value))
+        mag, neg = bits & _F32_MASK, bits >> 31
+    else:
+        (bits,) = struct.unpack(">Q", struct.pack(">d", value))
+        mag, neg = bits & _F64_MASK, bits >> 63
+    return -mag if neg else mag
+
+
+def float_key(value: float, domain: str) -> int:
+    """The order-preserving integer key of ``value`` cast to ``domain`` ("float32" or "float64").
+
+    ``a <= b`` (after the cast) iff ``float_key(a) <= float_key(b)``; +-0.0 map to 0, +-inf to
+    the ends of :func:`key_bounds`. NaN has no key (it is a missing value) and is refused.
+    """
+    d = _check_domain(domain)
+    x = float(value)
+    if math.isnan(x):
+        raise InvalidInputError("NaN has no key; encode it as a missing value")
+    return _bits_key(_cast(x, d), d)
+
+
+def key_bounds(domain: str) -> tuple[int, int]:
+    """The smallest and largest key (those of -inf and +inf)."""
+    d = _check_domain(domain)
+    top = _bits_key(math.inf, d)
+    return -top, top
+
+
+def key_bits(domain: str) -> int:
+    """Width in bits of a key as a two's-complement integer, with room for :func:`threshold_key`'s
+    "nothing goes left" value (key(-inf) - 1): 32 for float32, 64 for float64."""
+    return 32 if _check_domain(domain) == "float32" else 64
+
+
+def _next_down(value: float, domain: Domain) -> float:
+    if domain == "float64":
+        return math.nextafter(value, -math.inf)
+    return float(np.nextafter(np.float32(value), np.float32(-np.inf)))
+
+
+def threshold_key(threshold: float, domain: str, strict: bool) -> int:
+    """K such that, for every non-NaN x, ``key(x) <= K`` iff ``cast(x) < threshold`` (``strict``)
+    or ``cast(x) <= threshold`` (not strict), ``threshold`` being any double or +-inf.
+
+    K is the key of the largest domain value that passes the test, or key(-inf) - 1 if none does.
+    """
+    d = _check_domain(domain)
+    t = float(threshold)
+    if math.isnan(t):
+        raise InvalidInputError("a threshold cannot be NaN")
+    v = _cast(t, d)
+    # Comparing a float32 value with a double is exact in Python floats; step down at most twice
+    # (rounding to nearest overshoots t by at most one step, strictness costs at most one more).
+    while v > t or (strict and v == t):
+        if v == -math.inf:
+            return key_bounds(d)[0] - 1
+        v = _next_down(v, d)
+    return _bits_key(v, d)
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(float(value))
+
+
+def _as_value(value: object, what: str) -> float:
+    """A feature value as a float; None becomes NaN (missing). Booleans and non-numbers are refused."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"{what}: expected a number or a missing value, got {value!r}")
+    return float(value)
+
+
+def encode_value(value: object, domain: str, snap_zero: bool = False) -> tuple[int, int]:
+    """(key, missing bit) of one raw feature value: the platform's public encoding.
+
+    None and NaN are missing: (0, 1). Otherwise (float_key(value, domain), 0); with ``snap_zero``
+    (LightGBM) a value with ``abs(x) <= 1e-35f`` is first replaced by 0.0.
+    """
+    d = _check_domain(domain)
+    x = _as_value(value, "feature value")
+    if math.isnan(x):
+        return 0, 1
+    if snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
+        return 0, 0
+    return float_key(x, d), 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees
