@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from blindscore.crypto import garble, ot
+from blindscore.crypto import garble, halfgates, ot
 from blindscore.errors import InvalidInputError
-from blindscore.protocol import packing
+from blindscore.protocol import circuit_band, packing
 
 
 @dataclass(frozen=True)
@@ -69,5 +69,28 @@ class BatchFinish:
     ticket: bytes
     reply: ot.ExtensionReply
     circuit: garble.GarbledComparisons
+    model_id: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CircuitStart:
+    """Round 1 of an application's garbled-circuit band: its masked linear stage and public shape,
+    and the bureau's OT session for the bank's input bits. ``batch`` names the one application."""
+
+    batch: Batch
+    session_id: bytes
+    request: circuit_band.CircuitRequest
+
+
+@dataclass(frozen=True)
+class CircuitFinish:
+    """Round 2: the ticket from round 1, the OT reply carrying the bank's labels, the garbled
+    circuit, and the model and band labels the band is stored under."""
+
+    batch: Batch
+    ticket: bytes
+    reply: ot.ExtensionReply
+    garbled: halfgates.GarbledCircuit
     model_id: str
     labels: tuple[str, ...]

@@ -10,16 +10,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blindscore.bank_node.calls import BatchFinish, BatchStart, Run
+from blindscore.bank_node.calls import BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
 from blindscore.bank_node.keyring import KEYS_DIR, BankKey, KeyRing, RingState
 from blindscore.bank_node.sessions import PackedSessions, StartResult
 from blindscore.bank_node.store import BandRecord, Completed, Completion, ResultStore, RunLimits
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.keyfile import Passphrase
 from blindscore.crypto.paillier import KeyPair
-from blindscore.errors import BlindscoreError, InvalidInputError, NotFoundError
+from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, NotFoundError
 from blindscore.infra.metrics import NodeMetrics
-from blindscore.protocol import comparison, limits, packing
+from blindscore.models import families
+from blindscore.protocol import circuit_band, comparison, limits, packing
 from blindscore.protocol.application import BandDelivery
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,53 @@ class BankNode:
         _check_labels(finish.labels)
         completions = self.packed.finish(finish)
         return self._complete(finish.batch.bureau_id, completions).new
+
+    # ------------------------------------------------------------------ garbled-circuit bands
+    def circuit_start(self, start: CircuitStart) -> StartResult:
+        """Round 1 of an application's circuit band: decrypt the masked linear stage (one
+        decryption per packed ciphertext), count a run, answer with the OT request for the bank's
+        input bits and a ticket only this bank can open. A slot whose guard bit is set is recorded
+        as a fault, never refused: the bank's inputs for it are random."""
+        batch = start.batch
+        key = self.key(batch.key_id)
+        ids = [_check_application_id(a) for a in batch.application_ids]
+        batch.check_count(1)
+        limits.check_id("platform_id", batch.platform_id, optional=True)
+        self.packed.require_session(start.session_id)
+        opened = circuit_band.open_request(key.paillier, start.request)
+        self._begin_runs(
+            batch.bureau_id, batch.platform_id, ids, [packing.FAULT_SLOT_GUARD if opened.faulted else ""]
+        )
+        return self.packed.circuit_start(start, opened.choices)
+
+    def circuit_finish(self, finish: CircuitFinish) -> int:
+        """Round 2: evaluate the circuit the bank rebuilds from the public shape and store the band.
+        Outputs that are not a thermometer code, or a garbled circuit that does not fit the bank's
+        circuit, are recorded as a fault (never a refusal). Returns 1 when the band is new."""
+        self.key(finish.batch.key_id)
+        labels = _check_labels(finish.labels, distinct=True)
+        shape, own_labels = self.packed.circuit_finish(finish)
+        if len(labels) != shape.cutoffs + 1:
+            raise InvalidInputError(f"{shape.cutoffs} cutoffs need {shape.cutoffs + 1} band labels")
+        family = families.family(shape.family)
+        try:
+            band = circuit_band.evaluate_band(shape, family, finish.garbled, own_labels)
+        except (CryptoError, InvalidInputError):
+            band = None
+        index = 0 if band is None else band
+        batch = finish.batch
+        record = BandRecord(
+            batch.application_ids[0],
+            finish.model_id,
+            batch.key_id,
+            index,
+            labels[index],
+            time.time(),
+            batch.platform_id,
+            batch.bureau_id,
+        )
+        fault = circuit_band.FAULT_CIRCUIT_OUTPUT if band is None else ""
+        return self._complete(batch.bureau_id, [Completion(record, fault)]).new
 
     def _begin_runs(
         self, bureau_id: str, platform_id: str, application_ids: Sequence[str], faults: Sequence[str]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, Run
+from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import BankKey
 from blindscore.errors import BlindscoreError, UnavailableError
@@ -128,6 +128,32 @@ class BankServicer(pb_grpc.BankServicer):
         )
         return pb.PackedFinishResponse(stored=self.node.packed_finish(finish))
 
+    @grpc_errors
+    @timed("bank.circuit_start")
+    def CircuitStart(
+        self, request: pb.CircuitStartRequest, context: grpc.ServicerContext
+    ) -> pb.CircuitStartResponse:
+        batch = _batch(request, context)
+        key = self.node.key(batch.key_id)
+        masked = serde.circuit_start_from_proto(request, key.paillier.public_key)
+        started = self.node.circuit_start(CircuitStart(batch, bytes(request.ot_session_id), masked))
+        ext = started.request
+        return pb.CircuitStartResponse(
+            ticket=started.ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u
+        )
+
+    @grpc_errors
+    @timed("bank.circuit_finish")
+    def CircuitFinish(
+        self, request: pb.CircuitFinishRequest, context: grpc.ServicerContext
+    ) -> pb.CircuitFinishResponse:
+        batch = _batch(request, context)
+        reply, garbled = serde.circuit_finish_from_proto(request)
+        finish = CircuitFinish(
+            batch, bytes(request.ticket), reply, garbled, request.model_id, tuple(request.band_labels)
+        )
+        return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
+
 
 def _run(request: pb.MaskedRequest | pb.BlindedRequest, context: grpc.ServicerContext) -> Run:
     """Whose run a comparison round belongs to: the calling bureau's and the request's ids."""
@@ -135,10 +161,21 @@ def _run(request: pb.MaskedRequest | pb.BlindedRequest, context: grpc.ServicerCo
     return Run(request.key_id, request.application_id, bureau, request.platform_id)
 
 
-def _batch(request: pb.PackedStartRequest | pb.PackedFinishRequest, context: grpc.ServicerContext) -> Batch:
-    """Who a packed batch is for: the calling bureau and the request's ids."""
+def _batch(
+    request: pb.PackedStartRequest
+    | pb.PackedFinishRequest
+    | pb.CircuitStartRequest
+    | pb.CircuitFinishRequest,
+    context: grpc.ServicerContext,
+) -> Batch:
+    """Who a packed batch (or one application's circuit round) is for: the calling bureau and the
+    request's ids."""
     bureau = _party(require_role(context, "bureau"))
-    return Batch(request.key_id, tuple(request.application_ids), bureau, request.platform_id)
+    if isinstance(request, pb.CircuitStartRequest | pb.CircuitFinishRequest):
+        ids: tuple[str, ...] = (request.application_id,)
+    else:
+        ids = tuple(request.application_ids)
+    return Batch(request.key_id, ids, bureau, request.platform_id)
 
 
 def _party(identity: Identity | None) -> str:

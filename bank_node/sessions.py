@@ -14,11 +14,11 @@ from typing import Any, NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from blindscore.bank_node.calls import BatchFinish, BatchStart
+from blindscore.bank_node.calls import BatchFinish, BatchStart, CircuitFinish, CircuitStart
 from blindscore.bank_node.store import BandRecord, Completion
 from blindscore.crypto import garble, ot
 from blindscore.errors import CryptoError, InvalidInputError, NotFoundError, PreconditionError
-from blindscore.protocol import packing
+from blindscore.protocol import circuit_band, packing
 from blindscore.protocol.packing import SESSION_GONE, SETUP_GONE, TICKET_GONE
 
 #: Bureau sessions (base-OT seeds) a bank keeps; the least recently used is dropped beyond this.
@@ -101,6 +101,7 @@ class PackedSessions:
         choices = packing.choice_bits(opened.values, masked.comparison_width)
         request = receiver.request(choices)
         state = {
+            "kind": "packed",
             "key_id": start.batch.key_id,
             "session": start.session_id.hex(),
             "nonce": request.nonce.hex(),
@@ -111,18 +112,52 @@ class PackedSessions:
             "members": start.batch.digest(),
             "expires": time.time() + TICKET_TTL_S,
         }
-        iv = secrets.token_bytes(12)
-        sealed = self._seal.encrypt(iv, json.dumps(state, sort_keys=True).encode(), _TICKET_AAD)
-        return StartResult(iv + sealed, request)
+        return StartResult(self._seal_ticket(state), request)
 
-    def _open_ticket(self, ticket: bytes) -> dict[str, Any]:
+    def _seal_ticket(self, state: dict[str, Any]) -> bytes:
+        iv = secrets.token_bytes(12)
+        return iv + self._seal.encrypt(iv, json.dumps(state, sort_keys=True).encode(), _TICKET_AAD)
+
+    def circuit_start(self, start: CircuitStart, choices: Sequence[int]) -> StartResult:
+        """Answer an opened circuit request with the OT request for the bank's input bits and a
+        ticket (sealed for this bank alone) holding the shape and the choices."""
+        receiver = self._receiver(start.session_id)
+        request = receiver.request(choices)
+        shape = start.request.shape
+        state = {
+            "kind": "circuit",
+            "key_id": start.batch.key_id,
+            "session": start.session_id.hex(),
+            "nonce": request.nonce.hex(),
+            "count": len(choices),
+            "choices": bytes(_pack_bits(choices)).hex(),
+            "members": start.batch.digest(),
+            "shape": [shape.family, shape.values, shape.value_bits, shape.cutoffs, list(shape.params)],
+            "expires": time.time() + TICKET_TTL_S,
+        }
+        return StartResult(self._seal_ticket(state), request)
+
+    def circuit_finish(self, finish: CircuitFinish) -> tuple[circuit_band.CircuitShape, list[int]]:
+        """The shape sealed in round 1 and the labels of the bank's input bits from the OT reply."""
+        state = self._open_ticket(finish.ticket, "circuit")
+        if state["key_id"] != finish.batch.key_id or state.get("members") != finish.batch.digest():
+            raise InvalidInputError("the circuit ticket was issued for another key, application or bureau")
+        family, values, value_bits, cutoffs, params = state["shape"]
+        shape = circuit_band.CircuitShape(
+            family, values, value_bits, cutoffs, tuple((str(k), int(v)) for k, v in params)
+        )
+        choices = _unpack_bits(bytes.fromhex(state["choices"]), int(state["count"]))
+        receiver = self._receiver(bytes.fromhex(state["session"]))
+        return shape, receiver.receive(bytes.fromhex(state["nonce"]), choices, finish.reply)
+
+    def _open_ticket(self, ticket: bytes, kind: str = "packed") -> dict[str, Any]:
         try:
             state = json.loads(self._seal.decrypt(ticket[:12], ticket[12:], _TICKET_AAD))
         except (InvalidTag, ValueError):
             # Tampered, or issued before a restart of this bank (the sealing key is per process).
             raise PreconditionError(TICKET_GONE) from None
         now = time.time()
-        if not isinstance(state, dict) or now > float(state["expires"]):
+        if not isinstance(state, dict) or state.get("kind") != kind or now > float(state["expires"]):
             raise PreconditionError(TICKET_GONE)
         # Single use: a second finish of the same ticket is refused, so one OT nonce never meets
         # two replies (or two circuits).

@@ -10,14 +10,14 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from blindscore.crypto import garble, ot
+from blindscore.crypto import garble, halfgates, ot
 from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
 from blindscore.crypto.pools import waiting_on_peer
 from blindscore.errors import BlindscoreError, CryptoError, PeerError, PreconditionError, UnavailableError
 from blindscore.infra.status import call
 from blindscore.infra.transport import INSECURE, TransportSecurity, open_channel
-from blindscore.protocol import comparison, packing
+from blindscore.protocol import circuit_band, comparison, packing
 from blindscore.protocol.application import BandDelivery
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
@@ -56,6 +56,10 @@ class BankLink(Protocol):
 
     def packed_round(self, batch: PackedRound, finish: FinishBatch, *, spend: Callable[[], None]) -> int: ...
 
+    def circuit_round(
+        self, app: CircuitRound, finish: FinishCircuit, *, spend: Callable[[], None]
+    ) -> int: ...
+
 
 @dataclass(frozen=True)
 class PackedRound:
@@ -69,6 +73,23 @@ class PackedRound:
     #: The platform the batch came from, as the bureau authenticated it.
     platform_id: str = ""
 
+
+@dataclass(frozen=True)
+class CircuitRound:
+    """What the bank is told of one application's garbled-circuit band: the masked linear stage
+    and public shape, whose application it is, and the model whose band it may decode."""
+
+    request: circuit_band.CircuitRequest
+    model_id: str
+    labels: tuple[str, ...]
+    application_id: str
+    platform_id: str = ""
+
+
+#: Given the bank's OT request, the bureau's OT reply and garbled circuit.
+FinishCircuit = Callable[
+    [ot.ExtensionRequest, ot.OtSender], tuple[ot.ExtensionReply, halfgates.GarbledCircuit]
+]
 
 #: Given the bank's OT request for a batch, the bureau's OT reply and garbled comparisons.
 FinishBatch = Callable[
@@ -211,40 +232,17 @@ class GrpcBankLink:
         return setup.finish(serde.ot_reply_from_proto(reply))
 
     def packed_round(self, batch: PackedRound, finish: FinishBatch, *, spend: Callable[[], None]) -> int:
-        """The two calls of a packed batch; returns how many members the bank completed anew.
+        """The two calls of a packed batch; returns how many members the bank completed anew."""
 
-        When the bank no longer holds what PackedStart needs (the OT session or setup after a
-        restart or an eviction) the round starts over with a new session, up to ROUND_ATTEMPTS
-        times; then the batch is left to the retry worker (UNAVAILABLE). Starting over there is
-        safe: the bank decrypts masked scores with fresh masks and has evaluated nothing.
-        ``spend()`` runs just before the evaluation round (PackedFinish) is sent and raises if the
-        batch was sent before: from then on the batch is never run again (bureau/ledger.py), so
-        any failure of that call fails the batch for good.
-        """
-        for _ in range(ROUND_ATTEMPTS):
-            sender = None
-            try:
-                sender = self._sessions.sender(self._where, self._setup)
-                msg = serde.packed_start_to_proto(
-                    self.key, sender.session_id, batch.masked, batch.application_ids, batch.platform_id
-                )
-                resp = self._call("packed_start", self._stub.PackedStart, msg)
-                nonce = bytes(resp.ot_nonce)
-                if not self._sessions.fresh_nonce(self._where, sender, nonce):
-                    raise CryptoError("the bank repeated an OT nonce")
-                ext = ot.ExtensionRequest(
-                    session_id=sender.session_id, nonce=nonce, count=resp.ot_count, u=bytes(resp.ot_u)
-                )
-                reply, circuit = finish(ext, sender)
-            except PeerError as exc:
-                if not _forgotten(exc):
-                    raise
-                if sender is not None:
-                    self._sessions.drop(self._where, sender)
-                continue
-            done = serde.packed_finish_to_proto(
+        def start(session_id: bytes) -> Any:
+            return serde.packed_start_to_proto(
+                self.key, session_id, batch.masked, batch.application_ids, batch.platform_id
+            )
+
+        def done(ticket: bytes, reply: ot.ExtensionReply, circuit: Any) -> Any:
+            return serde.packed_finish_to_proto(
                 self.key.key_id,
-                bytes(resp.ticket),
+                ticket,
                 reply,
                 circuit,
                 batch.model_id,
@@ -252,13 +250,80 @@ class GrpcBankLink:
                 batch.application_ids,
                 batch.platform_id,
             )
+
+        return self._two_rounds("packed", start, finish, done, spend, "a batch")
+
+    def circuit_round(self, app: CircuitRound, finish: FinishCircuit, *, spend: Callable[[], None]) -> int:
+        """The two calls of one application's garbled-circuit band; returns 1 if the bank stored
+        the band for the first time."""
+
+        def start(session_id: bytes) -> Any:
+            return serde.circuit_start_to_proto(
+                self.key, session_id, app.request, app.application_id, app.platform_id
+            )
+
+        def done(ticket: bytes, reply: ot.ExtensionReply, garbled: Any) -> Any:
+            return serde.circuit_finish_to_proto(
+                self.key.key_id,
+                ticket,
+                reply,
+                garbled,
+                app.model_id,
+                app.labels,
+                app.application_id,
+                app.platform_id,
+            )
+
+        return self._two_rounds("circuit", start, finish, done, spend, "an application")
+
+    def _two_rounds(
+        self,
+        kind: str,
+        start: Callable[[bytes], Any],
+        finish: Callable[[ot.ExtensionRequest, ot.OtSender], tuple[ot.ExtensionReply, Any]],
+        done: Callable[[bytes, ot.ExtensionReply, Any], Any],
+        spend: Callable[[], None],
+        what: str,
+    ) -> int:
+        """Start (masked values in, the bank's OT request out), then finish (OT reply and garbling
+        in); returns the bank's count of newly stored bands.
+
+        When the bank no longer holds what the start needs (the OT session or setup after a
+        restart or an eviction) the round starts over with a new session, up to ROUND_ATTEMPTS
+        times; then the work is left to the retry worker (UNAVAILABLE). Starting over there is
+        safe: the bank decrypts values under fresh masks and has evaluated nothing.
+        ``spend()`` runs just before the evaluation round (the finish) is sent and raises if it
+        was sent before: from then on the work is never run again (bureau/ledger.py), so any
+        failure of that call fails it for good.
+        """
+        start_stub = getattr(self._stub, f"{kind.capitalize()}Start")
+        finish_stub = getattr(self._stub, f"{kind.capitalize()}Finish")
+        for _ in range(ROUND_ATTEMPTS):
+            sender = None
+            try:
+                sender = self._sessions.sender(self._where, self._setup)
+                resp = self._call(f"{kind}_start", start_stub, start(sender.session_id))
+                nonce = bytes(resp.ot_nonce)
+                if not self._sessions.fresh_nonce(self._where, sender, nonce):
+                    raise CryptoError("the bank repeated an OT nonce")
+                ext = ot.ExtensionRequest(
+                    session_id=sender.session_id, nonce=nonce, count=resp.ot_count, u=bytes(resp.ot_u)
+                )
+                reply, garbling = finish(ext, sender)
+            except PeerError as exc:
+                if not _forgotten(exc):
+                    raise
+                if sender is not None:
+                    self._sessions.drop(self._where, sender)
+                continue
+            msg = done(bytes(resp.ticket), reply, garbling)
             spend()
             try:
-                return int(self._call("packed_finish", self._stub.PackedFinish, done).stored)
+                return int(self._call(f"{kind}_finish", finish_stub, msg).stored)
             except BlindscoreError as exc:
                 raise PreconditionError(
-                    f"the bank did not confirm the evaluation round of a batch ({exc}); the batch is "
-                    "not run again, so that no bank learns more than one band per application"
+                    f"the bank did not confirm the evaluation round of {what} ({exc}); it is not run "
+                    "again, so that no bank learns more than one band per application"
                 ) from exc
         raise UnavailableError(f"the bank lost its OT session state {ROUND_ATTEMPTS} times in a row")
 

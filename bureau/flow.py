@@ -20,7 +20,7 @@ from blindscore.bureau.applications import (
     WorkStore,
 )
 from blindscore.bureau.audit import ACCEPTED, AuditLog
-from blindscore.bureau.bank_link import BankLink, PackedRound
+from blindscore.bureau.bank_link import BankLink, CircuitRound, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from blindscore.bureau.ledger import EvaluationLedger
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
@@ -36,9 +36,12 @@ from blindscore.errors import (
 )
 from blindscore.infra.db import Database, RetryLoop, RetryPolicy, error_code, retryable
 from blindscore.infra.status import status_of
+from blindscore.models import families
+from blindscore.models.contract import AdditiveModel
 from blindscore.models.linear import LinearModel
 from blindscore.protocol import limits, packing
 from blindscore.protocol.application import BandDelivery, EncryptedApplication, EncryptedBatch, ModelSpec
+from blindscore.protocol.circuit_band import CircuitBand
 from blindscore.protocol.comparison import BandComparison
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,19 @@ def _spent(stored: StoredBatch) -> PreconditionError:
         f"batch {stored.batch_id[:64]!r}: its evaluation round was sent to the bank before and not "
         "confirmed; it is not run again, since a second run could tell a deviating bank more than "
         "one band per application (submit the applications again under new ids if they must be scored)"
+    )
+
+
+def _circuit_key(application_id: str) -> str:
+    """The ledger key of an application's circuit evaluation round (beside the batches' ids)."""
+    return "application/" + application_id
+
+
+def _spent_application(application_id: str) -> PreconditionError:
+    return PreconditionError(
+        f"application {application_id[:64]!r}: its evaluation round was sent to the bank before and "
+        "not confirmed; it is not run again, since a second run could tell a deviating bank more than "
+        "one band (submit it again under a new id if it must be scored)"
     )
 
 
@@ -509,6 +525,42 @@ class BureauNode:
         per_app = {name: ms / count for name, ms in stages.items()}
         return ScoreReport(per_app, link.wire_bytes // count, job.model.version)
 
+    def _score_circuit(self, stored: StoredApplication, job: Job, link_for: LinkFor) -> ScoreReport:
+        """The garbled-circuit band (:mod:`blindscore.protocol.circuit_band`) of a model that is not
+        additive (a tree ensemble): the linear stage and masks, then the bank's two calls with the OT
+        reply and the garbled circuit. Its evaluation round is spent once, like a batch's."""
+        model = job.model.model
+        platform_id, application_id = stored.key
+        if self.ledger.batch_spent(platform_id, _circuit_key(application_id)):
+            raise _spent_application(application_id)
+        link = job.link(link_for)
+        t0 = time.perf_counter()
+        protocol = CircuitBand(
+            job.paillier, model, families.family(model.circuit_shape().family), job.ciphertexts
+        )
+        t1 = time.perf_counter()
+        timing: dict[str, float] = {}
+
+        def finish(request: Any, sender: Any) -> Any:
+            t2 = time.perf_counter()
+            garbled, pairs = protocol.garble()
+            reply = sender.reply(request, pairs)
+            timing["bureau.garble"] = (time.perf_counter() - t2) * 1e3
+            return reply, garbled
+
+        def spend() -> None:
+            if not self.ledger.spend_batch(platform_id, _circuit_key(application_id)):
+                raise _spent_application(application_id)
+
+        labels = tuple(model.policy.labels)
+        link.circuit_round(
+            CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id),
+            finish,
+            spend=spend,
+        )
+        stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
+        return ScoreReport(stages, link.wire_bytes, job.model.version)
+
     def _claim(self, key: tuple[str, ...]) -> bool:
         with self._inflight_lock:
             if key in self._inflight:
@@ -586,6 +638,8 @@ class BureauNode:
         exactly-once bookkeeping around it is :meth:`submit`.
         """
         model = job.model.model
+        if not isinstance(model, AdditiveModel):
+            return self._score_circuit(stored, job, link_for)
         paillier = job.paillier
         link = job.link(link_for)
         platform_id, application_id = stored.key

@@ -24,7 +24,6 @@ from blindscore.crypto import ot
 from blindscore.crypto.paillier import generate_keypair
 from blindscore.models import families
 from blindscore.models.policy import BandPolicy
-from blindscore.models.tree_circuit import TreeCircuit
 from blindscore.models.trees import Tree, TreeEnsemble
 from blindscore.protocol.circuit_band import CircuitBand, band_circuit, evaluate_band, open_request
 
@@ -71,7 +70,7 @@ def hist_ensemble(trees: int, depth: int, features: int, seed: int = 2026) -> Tr
 
 
 def run(trees: int, depth: int, features: int, applications: int) -> dict[str, object]:
-    circuit_model = TreeCircuit(hist_ensemble(trees, depth, features))
+    circuit_model = hist_ensemble(trees, depth, features)
     family = families.family("trees")
     keypair = generate_keypair(2048)
     pk = keypair.public_key

@@ -18,7 +18,7 @@ def report(model: LinearModel) -> str:
     """The integer parameters and a band table (count, bad rate) over the 1000 rows."""
     rows, y = load_german_credit()
     bands = np.asarray([model.band(r) for r in rows])
-    encoded = np.asarray([model.band_from_encoded(model.spec.encode_row(r)) for r in rows])
+    encoded = np.asarray([model.truncated_band_from_encoded(model.spec.encode_row(r)) for r in rows])
     x = design_matrix(model.spec, rows)
     assert x.shape == (len(rows), model.spec.encoded_width)
     lines = [

@@ -291,7 +291,9 @@ def test_parameters(paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch) 
     step = 1 << TRUNCATE
     for x in SCORES:
         row = SPEC.encode_row({"x": x})
-        assert {MODEL.band_from_encoded(row, 0), MODEL.band_from_encoded(row, 1)} == {BAND}
+        assert {MODEL.truncated_band_from_encoded(row, 0), MODEL.truncated_band_from_encoded(row, 1)} == {
+            BAND
+        }
         assert all(abs(MODEL.encoded_score(row) - c) >= 8 * step for c in MODEL.encoded_cutoffs)
     drawn: list[int] = []
 

@@ -248,7 +248,7 @@ def test_cutoff_is_inclusive_on_both_paths() -> None:
     model = LinearModel("m", spec, [1.0], 0.0, "identity", BandPolicy((5.0,), output="raw"))
     for n, band in ((4, 0), (5, 1), (6, 1)):
         assert model.band({"n": n}) == band
-        assert model.band_from_encoded(spec.encode_row({"n": n})) == band
+        assert model.truncated_band_from_encoded(spec.encode_row({"n": n})) == band
 
 
 def test_probability_cutoffs_become_log_odds() -> None:
@@ -348,7 +348,7 @@ def test_integer_score_within_the_error_bound(
         assert abs(decision - exact) <= Fraction(model.max_abs_error) * (1 + Fraction(1, 10**9))
         far = all(abs(exact - Fraction(c)) > Fraction(model.max_abs_error) for c in model.score_cutoffs)
         if far:
-            assert model.band_from_encoded(encoded, carry) == model.band(row)
+            assert model.truncated_band_from_encoded(encoded, carry) == model.band(row)
 
 
 def _corner_rows(spec: FeatureSpec) -> list[dict[str, object]]:
@@ -429,7 +429,9 @@ def test_integer_path_matches_float_path_on_german_rows() -> None:
         if min(abs(z - c) for c in model.score_cutoffs) > model.max_abs_error:
             compared += 1
             assert (
-                model.band_from_encoded(encoded, 0) == model.band_from_encoded(encoded, 1) == model.band(row)
+                model.truncated_band_from_encoded(encoded, 0)
+                == model.truncated_band_from_encoded(encoded, 1)
+                == model.band(row)
             )
     assert compared >= 990
 
@@ -545,6 +547,6 @@ def test_identity_model_predicts_the_score() -> None:
     assert model.predict({"x": 0.75}) == 2.5
     assert [model.band({"x": x}) for x in (-1.0, -0.5, 0.75, 1.0, 5.0)] == [0, 1, 1, 2, 2]
     xs = np.linspace(-5, 5, 41)
-    assert [model.band_from_encoded(spec.encode_row({"x": float(x)})) for x in xs] == [
+    assert [model.truncated_band_from_encoded(spec.encode_row({"x": float(x)})) for x in xs] == [
         model.band({"x": float(x)}) for x in xs
     ]

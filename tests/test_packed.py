@@ -180,7 +180,7 @@ def test_packed_bands_equal_the_plaintext_model_on_german_credit(
         got += run_batch(paillier_keypair, MODEL, encoded(rows[start : start + k]), ot_pair)
     for enc, band in zip(encoded(rows), got, strict=True):
         # The protocol's band: the truncated comparison with carry 0 or 1 (see comparison.py) ...
-        assert band in {MODEL.band_from_encoded(enc, 0), MODEL.band_from_encoded(enc, 1)}
+        assert band in {MODEL.truncated_band_from_encoded(enc, 0), MODEL.truncated_band_from_encoded(enc, 1)}
     # ... which is the plaintext band for every row of this sample.
     assert got == [MODEL.band(row) for row in rows]
     assert len(set(got)) >= 4

@@ -40,5 +40,7 @@ def test_services_are_the_three_parties() -> None:
             "OtSetupFinish",
             "PackedStart",
             "PackedFinish",
+            "CircuitStart",
+            "CircuitFinish",
         ],
     }

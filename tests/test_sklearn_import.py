@@ -93,7 +93,7 @@ def assert_bands_match(
         if not far[i]:
             continue
         assert model.band(record) == want[i]
-        assert model.band_from_encoded(model.spec.encode_row(record)) == want[i]
+        assert model.truncated_band_from_encoded(model.spec.encode_row(record)) == want[i]
         checked += 1
     assert checked == far.sum()
     assert len(set(want.tolist())) == len(cutoffs) + 1  # every band occurs
@@ -449,8 +449,8 @@ def check_against_sklearn(
         assert abs(math.ldexp(s_enc, -s) - scores[i]) <= model.max_abs_error + 1e-12 * scale
         if far[i]:
             assert model.band(record) == want[i]
-            assert model.band_from_encoded(encoded, 0) == want[i]
-            assert model.band_from_encoded(encoded, 1) == want[i]
+            assert model.truncated_band_from_encoded(encoded, 0) == want[i]
+            assert model.truncated_band_from_encoded(encoded, 1) == want[i]
 
     # Round trip through JSON: an equal model, same integers.
     again = LinearModel.from_dict(json.loads(json.dumps(model.to_dict())))

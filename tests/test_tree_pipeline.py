@@ -27,7 +27,6 @@ from blindscore.importers.sklearn_trees import ensemble_from_sklearn
 from blindscore.importers.xgboost import read_xgboost
 from blindscore.models import families
 from blindscore.models.policy import BandPolicy
-from blindscore.models.tree_circuit import TreeCircuit
 from blindscore.models.trees import TreeEnsemble
 from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
 
@@ -55,7 +54,7 @@ def german(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
 
 
 def blind_band(
-    keypair: KeyPair, pair: tuple[ot.OtSender, ot.OtReceiver], circuit: TreeCircuit, row: Sequence[float]
+    keypair: KeyPair, pair: tuple[ot.OtSender, ot.OtReceiver], circuit: TreeEnsemble, row: Sequence[float]
 ) -> int | None:
     pk = keypair.public_key
     sender, receiver = pair
@@ -77,7 +76,7 @@ def check_rows(
     x: np.ndarray,
     library_margin: np.ndarray,
 ) -> None:
-    circuit = TreeCircuit(model)
+    circuit = model
     far = 0
     for row, m in zip(x, library_margin, strict=True):
         band = blind_band(keypair, pair, circuit, row)
@@ -146,7 +145,7 @@ def test_sklearn_bands_through_the_pipeline(
 def test_the_bank_learns_sizes_only(paillier_keypair: KeyPair) -> None:
     x, y = german()
     est = GradientBoostingClassifier(n_estimators=3, max_depth=2, random_state=0).fit(np.nan_to_num(x), y)
-    circuit = TreeCircuit(ensemble_from_sklearn(est, policy=PROB))
+    circuit = ensemble_from_sklearn(est, policy=PROB)
     shape = circuit.circuit_shape()
     assert shape.family == "trees" and shape.values == 3 * 3 and shape.cutoffs == 3
     assert {name for name, _ in shape.params} == {"trees", "depth", "leaf_bits"}

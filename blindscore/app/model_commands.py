@@ -142,16 +142,15 @@ def fixed_point_check(
 ) -> tuple[list[int], list[bool], float]:
     """Per row: the plaintext band and whether the exact score lies within the error bound of a
     cutoff; and the largest |fixed-point score - exact score| seen."""
-    scale = math.ldexp(1.0, -model.score_frac_bits)
-    cutoffs = [c * scale for c in model.encoded_cutoffs]
+    cutoffs = model.decision_cutoffs
     margin = model.max_abs_error
     bands: list[int] = []
     near: list[bool] = []
     worst = 0.0
     for i, row in enumerate(features):
         try:
-            exact = model.linear_score(row)
-            fixed = model.encoded_score(model.spec.encode_row(row)) * scale
+            exact = model.decision_value(row)
+            fixed = model.encoded_decision_value(model.spec.encode_row(row))
         except EncodingError as exc:
             raise InvalidInputError(f"row {i + 1}: {exc}") from None
         worst = max(worst, abs(fixed - exact))

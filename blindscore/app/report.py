@@ -109,7 +109,7 @@ def band_table(
     bad = np.asarray(outcomes, dtype=bool)
     if len(bad) == 0 or bad.all() or not bad.any():
         raise InvalidInputError("the report needs both good and bad outcomes in the data")
-    scores = np.array([model.linear_score(r) for r in rows], dtype=float)
+    scores = np.array([model.decision_value(r) for r in rows], dtype=float)
     bands = np.array([model.band(r) for r in rows], dtype=int)
     labels = model.policy.labels
     total, n_bad = len(bad), int(bad.sum())

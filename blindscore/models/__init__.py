@@ -5,12 +5,13 @@ The public face of the model layer: a researcher adding a model type imports fro
 
 from __future__ import annotations
 
-from blindscore.models.contract import ENTRY_POINT_GROUP, PrivateModel, register_model_type
+from blindscore.models.contract import ENTRY_POINT_GROUP, AdditiveModel, PrivateModel, register_model_type
 from blindscore.models.features import (
     BinnedFeature,
     CategoricalFeature,
     Feature,
     FeatureSpec,
+    FloatKeyFeature,
     GroupedCategoricalFeature,
     NumericFeature,
 )
@@ -18,19 +19,23 @@ from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy
 from blindscore.models.registry import load_model, load_model_file, model_type, model_types
 from blindscore.models.scorecard import Scorecard
+from blindscore.models.trees import TreeEnsemble
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AdditiveModel",
     "BandPolicy",
     "BinnedFeature",
     "CategoricalFeature",
     "Feature",
     "FeatureSpec",
+    "FloatKeyFeature",
     "GroupedCategoricalFeature",
     "LinearModel",
     "NumericFeature",
     "PrivateModel",
     "Scorecard",
+    "TreeEnsemble",
     "load_model",
     "load_model_file",
     "model_type",

@@ -156,7 +156,10 @@ class FloatKeyFeature:
     def encode(self, value: object) -> list[int]:
         if _is_missing(value):
             return [0, 1, 1]
-        key, _ = floatkeys.encode_value(parse_number(self.name, value), self.domain, self.snap_zero)
+        # Numbers as they are (the libraries accept +-inf, and so does the key); text parsed strictly.
+        number = value if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+        x = float(number) if number is not None else float(parse_number(self.name, value))
+        key, _ = floatkeys.encode_value(x, self.domain, self.snap_zero)
         zero = floatkeys.threshold_key(floatkeys.KZERO_THRESHOLD, self.domain, strict=False)
         return [key, 0, int(-zero <= key <= zero)]
 
@@ -164,7 +167,8 @@ class FloatKeyFeature:
         if _is_missing(value):
             return [math.nan, 1.0, 1.0]
         _, missing, zero = self.encode(value)
-        return [float(parse_number(self.name, value)), float(missing), float(zero)]
+        x = float(value) if isinstance(value, numbers.Real) else float(parse_number(self.name, value))
+        return [x, float(missing), float(zero)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "name": self.name, "domain": self.domain, "snap_zero": self.snap_zero}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from blindscore._files import write_json
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _as_real, _check_format, _check_keys, _get_real, _get_str, read_object
-from blindscore.models.contract import PrivateModel, register_model_type
+from blindscore.models.contract import AdditiveModel, register_model_type
 from blindscore.models.encoding import fmt_real
 from blindscore.models.features import (
     BinnedFeature,
@@ -78,7 +78,7 @@ class _Encoded:
 
 
 @register_model_type
-class LinearModel(PrivateModel):
+class LinearModel(AdditiveModel):
     """A linear score ``s = sum_i w_i x_i + b`` over encoded columns, with a link and band policy.
 
     The bureau-side artifact: it holds the secret weights. ``coef`` has one weight per encoded
@@ -309,6 +309,18 @@ class LinearModel(PrivateModel):
         """(s_min, s_max): the exact smallest and largest s_enc the declared ranges allow."""
         return self._enc.score_bounds
 
+    # -- the decision value (what the cutoffs compare) -----------------------------------------
+
+    def decision_value(self, row: Mapping[str, object]) -> float:
+        return self.linear_score(row)
+
+    @property
+    def decision_cutoffs(self) -> list[float]:
+        return self.score_cutoffs
+
+    def encoded_decision_value(self, encoded_row: Sequence[int]) -> float:
+        return math.ldexp(self.encoded_score(encoded_row), -self.score_frac_bits)
+
     # -- garbled-circuit pipeline (blindscore.protocol.circuit_band): the simplest family --------
 
     def linear_stage(self) -> LinearStage:
@@ -331,7 +343,7 @@ class LinearModel(PrivateModel):
         w = self.circuit_shape().value_bits
         return [(min(max(c - lo, 0), 1 << w), w + 1) for c in self.encoded_cutoffs]
 
-    def band_from_encoded_exact(self, encoded_row: Sequence[int]) -> int:
+    def band_from_encoded(self, encoded_row: Sequence[int]) -> int:
         """The band the circuit pipeline yields: exact comparisons of s_enc with the encoded cutoffs."""
         s = self.encoded_score(encoded_row)
         return sum(s >= c for c in self.encoded_cutoffs)
@@ -383,13 +395,13 @@ class LinearModel(PrivateModel):
             )
         return public_key.add_plain(public_key.dot(ciphertexts, self._enc.weights), self._enc.intercept)
 
-    def band_from_encoded(self, encoded_row: Sequence[int], carry: int = 0) -> int:
+    def truncated_band_from_encoded(self, encoded_row: Sequence[int], carry: int = 0) -> int:
         """The band the band protocol yields for this row when its truncation carry is ``carry``.
 
         The protocol compares floor((s_enc - s_min) / 2^T) plus a random carry in {0, 1} with
         the truncated cutoffs (:func:`blindscore.protocol.comparison.truncated_band`), so it yields
-        ``band_from_encoded(row, 0)`` or ``band_from_encoded(row, 1)``. The two differ only when
-        s_enc is within 2^T below a truncated cutoff, and both equal #{k: s_enc >= c_enc}
+        ``truncated_band_from_encoded(row, 0)`` or ``truncated_band_from_encoded(row, 1)``. The two
+        differ only when s_enc is within 2^T below a truncated cutoff, and both equal #{k: s_enc >= c_enc}
         whenever every |s_enc - c_enc| >= 2^T. With T = 0 the carry is always 0.
         """
         s = self.encoded_score(encoded_row)

@@ -46,7 +46,10 @@ import numpy as np
 
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _check_format, _check_keys, _get_int, _get_list, _get_real, _get_str
+from blindscore.models.contract import PrivateModel, register_model_type
 from blindscore.models.encoding import fmt_real
+from blindscore.models.families import tree_sum_bits
+from blindscore.models.features import FeatureSpec, FloatKeyFeature
 from blindscore.models.floatkeys import (
     DOMAINS,
     KZERO_THRESHOLD,
@@ -60,6 +63,7 @@ from blindscore.models.floatkeys import (
     threshold_key,
 )
 from blindscore.models.policy import BandPolicy, logit, sigmoid
+from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
 
 __all__ = [
     "DOMAINS",
@@ -236,7 +240,8 @@ class _Padded:
 # The ensemble
 
 
-class TreeEnsemble:
+@register_model_type
+class TreeEnsemble(PrivateModel):
     """A sum of trees plus a base score, with a link, a split rule and a band policy.
 
     ``margin = base_score + sum of one leaf value per tree``; ``predict`` is ``sigmoid(margin)``
@@ -329,6 +334,17 @@ class TreeEnsemble:
         self.encoded_cutoffs = tuple(math.ceil(Fraction(c) * scale) for c in self.margin_cutoffs)
         self._padded = tuple(self._pad(t, k == 0) for k, t in enumerate(trees))
         self._zero_key = threshold_key(KZERO_THRESHOLD, self.domain, strict=False)
+        #: The public feature spec the platform encodes with: a float-key feature per input.
+        self.spec = FeatureSpec(
+            tuple(FloatKeyFeature(n, self.domain, self.snap_zero) for n in self.feature_names)
+        )
+        self._shape = CircuitShape(
+            "trees",
+            values=self.n_trees * ((1 << self.depth) - 1),
+            value_bits=self.key_bits + 2,
+            cutoffs=len(self.encoded_cutoffs),
+            params=(("depth", self.depth), ("leaf_bits", self.leaf_bits), ("trees", self.n_trees)),
+        )
 
     # -- public encoding and shape ----------------------------------------------------------
 
@@ -377,8 +393,11 @@ class TreeEnsemble:
         }
 
     def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
-        """The public encoding of a raw row: per feature, its key and its missing bit (platform side)."""
-        return [x for v in self._values(row) for x in encode_value(v, self.domain, self.snap_zero)]
+        """The public encoding of a raw row (platform side): per feature its key, missing bit and
+        zero bit (:class:`~blindscore.models.features.FloatKeyFeature`); a sequence is read in
+        feature order."""
+        values = self._values(row)
+        return [x for f, v in zip(self.spec.features, values, strict=True) for x in f.encode(v)]
 
     # -- plaintext path -------------------------------------------------------------------
 
@@ -488,31 +507,34 @@ class TreeEnsemble:
 
     def check_encoded_row(self, encoded_row: Sequence[int]) -> list[int]:
         """``encoded_row`` as ints if :meth:`encode_row` could have produced it, else raise."""
-        if isinstance(encoded_row, str | bytes) or len(encoded_row) != 2 * self.n_features:
-            raise InvalidInputError(f"an encoded row has {2 * self.n_features} integers (key, missing bit)")
+        width = 3 * self.n_features
+        if isinstance(encoded_row, str | bytes) or len(encoded_row) != width:
+            raise InvalidInputError(f"an encoded row has {width} integers (key, missing bit, zero bit)")
         lo, hi = key_bounds(self.domain)
+        z = self._zero_key
         out: list[int] = []
         for j, x in enumerate(encoded_row):
             if isinstance(x, bool) or not isinstance(x, numbers.Integral):
                 raise InvalidInputError(f"encoded column {j}: expected an integer, got {x!r}")
             out.append(int(x))
         for f in range(self.n_features):
-            k, m = out[2 * f], out[2 * f + 1]
-            if m not in (0, 1) or not lo <= k <= hi or (m == 1 and k != 0):
-                raise InvalidInputError(f"feature {self.feature_names[f]!r}: invalid (key, missing) pair")
+            k, m, zero = out[3 * f : 3 * f + 3]
+            if m not in (0, 1) or not lo <= k <= hi or (m == 1 and k != 0) or zero != int(-z <= k <= z):
+                raise InvalidInputError(
+                    f"feature {self.feature_names[f]!r}: invalid (key, missing, zero) triple"
+                )
         return out
 
     def encoded_leaves(self, encoded_row: Sequence[int]) -> list[int]:
         """The encoded leaf each padded tree reaches, by integer comparisons only (the circuit's job)."""
         xs = self.check_encoded_row(encoded_row)
-        z = self._zero_key
         out: list[int] = []
         for p in self._padded:
             j = 0
             for _ in range(self.depth):
-                k, m = xs[2 * p.feature[j]], xs[2 * p.feature[j] + 1]
+                k, m, zero = xs[3 * p.feature[j] : 3 * p.feature[j] + 3]
                 kind = p.missing[j]
-                default = (kind == "nan" and m == 1) or (kind == "zero" and -z <= k <= z)
+                default = (kind == "nan" and m == 1) or (kind == "zero" and zero == 1)
                 left = p.default_left[j] if default else k <= p.key[j]
                 j = 2 * j + (1 if left else 2)
             out.append(p.leaf[j - ((1 << self.depth) - 1)])
@@ -538,6 +560,56 @@ class TreeEnsemble:
         """
         top = math.fsum([abs(self.base_score), *(max(abs(v) for v in t.value) for t in self.trees)])
         return math.ldexp(self.n_trees, -(self.leaf_frac_bits + 1)) + math.ldexp(top, -53)
+
+    # -- the decision value (what the cutoffs compare) -----------------------------------------
+
+    def decision_value(self, row: Mapping[str, object]) -> float:
+        return self.margin(row)
+
+    @property
+    def decision_cutoffs(self) -> list[float]:
+        return list(self.margin_cutoffs)
+
+    def encoded_decision_value(self, encoded_row: Sequence[int]) -> float:
+        return math.ldexp(self.encoded_margin(encoded_row), -self.leaf_frac_bits)
+
+    # -- the garbled-circuit pipeline: the "trees" family of blindscore.models.families --------
+    # One value per internal node of every padded tree, the columns of the feature it tests,
+    #     value = (key + 2^(b-1)) << 2 | zero << 1 | missing      (b = key_bits),
+    # so which feature a node tests stays in the (secret) linear stage. Per node the secrets are
+    # its threshold as "go left iff key + 2^(b-1) < threshold" (this class's "key <= K" is K + 1),
+    # the direction of a missing value ("nan" and "zero" nodes: the default; "none": where the
+    # value 0 goes), whether a zero counts as missing ("zero" nodes) and its direction; then
+    # every leaf's fixed-point value, and the K margin cutoffs. This is :meth:`encoded_leaves`
+    # exactly, which the tests hold the circuit to.
+
+    def circuit_shape(self) -> CircuitShape:
+        return self._shape
+
+    def linear_stage(self) -> LinearStage:
+        offset = 1 << (self.key_bits - 1)
+        outputs = []
+        for p in self._padded:
+            for f in p.feature:
+                col = 3 * f
+                outputs.append(LinearOutput(((col, 4), (col + 1, 1), (col + 2, 2)), offset << 2))
+        return LinearStage(tuple(outputs), self.key_bits + 2)
+
+    def garbler_inputs(self) -> list[tuple[int, int]]:
+        b = self.key_bits
+        offset = 1 << (b - 1)
+        leaf_bits = self._shape.param("leaf_bits")
+        out: list[tuple[int, int]] = []
+        for p in self._padded:
+            for key, kind, default in zip(p.key, p.missing, p.default_left, strict=True):
+                missing_left = int(key >= 0) if kind == "none" else int(default)
+                zero_rule = int(kind == "zero")
+                out += [(key + 1 + offset, b + 1), (missing_left, 1), (zero_rule, 1), (int(default), 1)]
+            out += [(leaf & ((1 << leaf_bits) - 1), leaf_bits) for leaf in p.leaf]
+        width = tree_sum_bits(self._shape) + 1
+        top = 1 << (width - 1)
+        out += [(min(max(c, -top), top - 1) & ((1 << width) - 1), width) for c in self.encoded_cutoffs]
+        return out
 
     # -- persistence and display ----------------------------------------------------------
 

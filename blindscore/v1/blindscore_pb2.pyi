@@ -423,3 +423,94 @@ class BandReceipt(_message.Message):
     stored: bool
     server_ms: float
     def __init__(self, application_id: _Optional[str] = ..., stored: _Optional[bool] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class CircuitShape(_message.Message):
+    __slots__ = ("family", "values", "value_bits", "cutoffs", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BITS_FIELD_NUMBER: _ClassVar[int]
+    CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    values: int
+    value_bits: int
+    cutoffs: int
+    params: _containers.ScalarMap[str, int]
+    def __init__(self, family: _Optional[str] = ..., values: _Optional[int] = ..., value_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., params: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CircuitStartRequest(_message.Message):
+    __slots__ = ("key_id", "ot_session_id", "shape", "ciphertexts", "kappa", "application_id", "platform_id")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    KAPPA_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    ot_session_id: bytes
+    shape: CircuitShape
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    kappa: int
+    application_id: str
+    platform_id: str
+    def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., shape: _Optional[_Union[CircuitShape, _Mapping]] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., kappa: _Optional[int] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
+
+class CircuitStartResponse(_message.Message):
+    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OT_NONCE_FIELD_NUMBER: _ClassVar[int]
+    OT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OT_U_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    ot_nonce: bytes
+    ot_count: int
+    ot_u: bytes
+    server_ms: float
+    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class CircuitFinishRequest(_message.Message):
+    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OT_Y0_FIELD_NUMBER: _ClassVar[int]
+    OT_Y1_FIELD_NUMBER: _ClassVar[int]
+    GARBLING_ID_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    GARBLER_LABELS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TAGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BAND_LABELS_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    ticket: bytes
+    ot_y0: bytes
+    ot_y1: bytes
+    garbling_id: bytes
+    tables: bytes
+    garbler_labels: bytes
+    decode: bytes
+    output_tags: bytes
+    model_id: str
+    band_labels: _containers.RepeatedScalarFieldContainer[str]
+    application_id: str
+    platform_id: str
+    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., garbler_labels: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., output_tags: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
+
+class CircuitFinishResponse(_message.Message):
+    __slots__ = ("stored", "server_ms")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    server_ms: float
+    def __init__(self, stored: _Optional[int] = ..., server_ms: _Optional[float] = ...) -> None: ...

@@ -450,6 +450,16 @@ class BankStub:
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.SerializeToString,
                 response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.FromString,
                 _registered_method=True)
+        self.CircuitStart = channel.unary_unary(
+                '/blindscore.v1.Bank/CircuitStart',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitStartRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitStartResponse.FromString,
+                _registered_method=True)
+        self.CircuitFinish = channel.unary_unary(
+                '/blindscore.v1.Bank/CircuitFinish',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
+                _registered_method=True)
 
 
 class BankServicer:
@@ -505,6 +515,21 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CircuitStart(self, request, context):
+        """The garbled-circuit band of one application (docs/circuits.md), in the same OT session:
+        the masked linear stage in, the OT-extension request out ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CircuitFinish(self, request, context):
+        """... the OT reply and the garbled circuit in; the bank stores the band.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -542,6 +567,16 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.PackedFinish,
                     request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.FromString,
                     response_serializer=blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.SerializeToString,
+            ),
+            'CircuitStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.CircuitStart,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitStartRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitStartResponse.SerializeToString,
+            ),
+            'CircuitFinish': grpc.unary_unary_rpc_method_handler(
+                    servicer.CircuitFinish,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -735,6 +770,60 @@ class Bank:
             '/blindscore.v1.Bank/PackedFinish',
             blindscore_dot_v1_dot_blindscore__pb2.PackedFinishRequest.SerializeToString,
             blindscore_dot_v1_dot_blindscore__pb2.PackedFinishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CircuitStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/CircuitStart',
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitStartRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitStartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CircuitFinish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/CircuitFinish',
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,11 +7,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from blindscore.crypto import garble, ot
+from blindscore.crypto import garble, halfgates, ot
 from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
 from blindscore.errors import InvalidInputError
-from blindscore.protocol import comparison, packing
+from blindscore.protocol import circuit_band, comparison, packing
 from blindscore.protocol.application import (
     Application,
     BandDelivery,
@@ -21,6 +21,7 @@ from blindscore.protocol.application import (
     FeatureValue,
     ModelSpec,
 )
+from blindscore.protocol.slots import MaskedSlots, SlotLayout
 from blindscore.v1 import blindscore_pb2 as pb
 
 MAX_THRESHOLDS = 64
@@ -452,3 +453,101 @@ def packed_finish_from_proto(
         decode=bytes(msg.decode),
     )
     return reply, circuit
+
+
+# -- the garbled-circuit band of one application (blindscore.protocol.circuit_band) -------------
+
+
+def circuit_shape_to_proto(shape: circuit_band.CircuitShape) -> pb.CircuitShape:
+    return pb.CircuitShape(
+        family=shape.family,
+        values=shape.values,
+        value_bits=shape.value_bits,
+        cutoffs=shape.cutoffs,
+        params=dict(shape.params),
+    )
+
+
+def circuit_shape_from_proto(msg: pb.CircuitShape) -> circuit_band.CircuitShape:
+    if not msg.family or len(msg.family) > 64:
+        raise InvalidInputError("a circuit shape needs a family name of 1 to 64 characters")
+    if len(msg.params) > 16:
+        raise InvalidInputError("a circuit shape has at most 16 parameters")
+    return circuit_band.CircuitShape(
+        family=msg.family,
+        values=msg.values,
+        value_bits=msg.value_bits,
+        cutoffs=msg.cutoffs,
+        params=tuple(sorted((str(k), int(v)) for k, v in msg.params.items())),
+    )
+
+
+def circuit_start_to_proto(
+    key: PublicKey,
+    session_id: bytes,
+    request: circuit_band.CircuitRequest,
+    application_id: str,
+    platform_id: str = "",
+) -> pb.CircuitStartRequest:
+    return pb.CircuitStartRequest(
+        key_id=key.key_id,
+        ot_session_id=session_id,
+        shape=circuit_shape_to_proto(request.shape),
+        ciphertexts=[key.pack([c]) for c in request.masked.ciphertexts],
+        kappa=request.masked.layout.kappa,
+        application_id=application_id,
+        platform_id=platform_id,
+    )
+
+
+def circuit_start_from_proto(msg: pb.CircuitStartRequest, key: PublicKey) -> circuit_band.CircuitRequest:
+    """The masked linear stage; its layout is checked against the shape and the key here."""
+    shape = circuit_shape_from_proto(msg.shape)
+    layout = SlotLayout(shape.values, shape.value_bits, msg.kappa)
+    expected = layout.ciphertexts(key.bits)
+    if len(msg.ciphertexts) != expected:
+        raise InvalidInputError(f"the shape takes {expected} packed ciphertexts, got {len(msg.ciphertexts)}")
+    cts = tuple(int(key.unpack(c, 1)[0]) for c in msg.ciphertexts)
+    return circuit_band.CircuitRequest(shape, MaskedSlots(cts, layout))
+
+
+def circuit_finish_to_proto(
+    key_id: str,
+    ticket: bytes,
+    reply: ot.ExtensionReply,
+    garbled: halfgates.GarbledCircuit,
+    model_id: str,
+    labels: tuple[str, ...],
+    application_id: str,
+    platform_id: str = "",
+) -> pb.CircuitFinishRequest:
+    return pb.CircuitFinishRequest(
+        key_id=key_id,
+        ticket=ticket,
+        ot_y0=reply.y0,
+        ot_y1=reply.y1,
+        garbling_id=garbled.garbling_id,
+        tables=garbled.tables,
+        garbler_labels=garbled.garbler_labels,
+        decode=garbled.decode,
+        output_tags=garbled.output_tags,
+        model_id=model_id,
+        band_labels=list(labels),
+        application_id=application_id,
+        platform_id=platform_id,
+    )
+
+
+def circuit_finish_from_proto(
+    msg: pb.CircuitFinishRequest,
+) -> tuple[ot.ExtensionReply, halfgates.GarbledCircuit]:
+    """The OT reply and the garbled circuit (the bank checks them against the circuit it rebuilds)."""
+    reply = ot.ExtensionReply(y0=bytes(msg.ot_y0), y1=bytes(msg.ot_y1))
+    garbled = halfgates.GarbledCircuit(
+        garbling_id=bytes(msg.garbling_id),
+        tables=bytes(msg.tables),
+        garbler_labels=bytes(msg.garbler_labels),
+        decode=bytes(msg.decode),
+        output_tags=bytes(msg.output_tags),
+    )
+    return reply, garbled
