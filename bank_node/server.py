@@ -19,7 +19,14 @@ from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import Identity
 from blindscore.infra.metrics import NodeMetrics
 from blindscore.infra.status import call, grpc_errors
-from blindscore.infra.transport import INSECURE, TransportSecurity, create_server, open_channel, require_role
+from blindscore.infra.transport import (
+    INSECURE,
+    MAX_CIRCUIT_MESSAGE_BYTES,
+    TransportSecurity,
+    create_server,
+    open_channel,
+    require_role,
+)
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
@@ -200,6 +207,7 @@ def start_bank_server(
         security=security,
         service_names=("blindscore.v1.Bank",),
         metrics=metrics,
+        max_message_bytes=MAX_CIRCUIT_MESSAGE_BYTES,
     )
 
 

@@ -16,7 +16,7 @@ from blindscore.crypto.paillier import PublicKey
 from blindscore.crypto.pools import waiting_on_peer
 from blindscore.errors import BlindscoreError, CryptoError, PeerError, PreconditionError, UnavailableError
 from blindscore.infra.status import call
-from blindscore.infra.transport import INSECURE, TransportSecurity, open_channel
+from blindscore.infra.transport import INSECURE, MAX_CIRCUIT_MESSAGE_BYTES, TransportSecurity, open_channel
 from blindscore.protocol import circuit_band, comparison, packing
 from blindscore.protocol.application import BandDelivery
 from blindscore.v1 import blindscore_pb2 as pb
@@ -352,7 +352,11 @@ class BankChannels:
         with self._lock:
             channel = self._channels.get((bank_id, address))
             if channel is None:
-                channel = open_channel(address, security=self.security.expecting("bank", bank_id))
+                channel = open_channel(
+                    address,
+                    security=self.security.expecting("bank", bank_id),
+                    max_message_bytes=MAX_CIRCUIT_MESSAGE_BYTES,
+                )
                 self._channels[(bank_id, address)] = channel
             slots = self._slots.setdefault(bank_id, threading.BoundedSemaphore(MAX_CALLS_PER_BANK))
         return GrpcBankLink(channel, key, dgk, self.ot_sessions, (bank_id, address), slots)

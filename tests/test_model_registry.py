@@ -17,13 +17,16 @@ from typing import Any
 import pytest
 
 from blindscore.bureau.registry import ModelStore, parse_version
+from blindscore.crypto import ot
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import InvalidInputError, ModelFormatError, NotFoundError
-from blindscore.models.contract import PrivateModel, register_model_type
+from blindscore.models import families
+from blindscore.models.contract import AdditiveModel, PrivateModel, register_model_type
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy
 from blindscore.models.registry import load_model, model_types
+from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
 
 TYPES = sorted(model_types())
 
@@ -48,6 +51,8 @@ def sample_value(feature: Any, rng: random.Random) -> object:
         for group in feature.special:
             choices.extend(group)
         return rng.choice(choices)
+    if kind == "float-key":  # tree ensembles: any float, zeros, tiny values and missing ones
+        return rng.choice([None, math.nan, 0.0, -0.0, 1e-36, rng.uniform(-5, 5), rng.uniform(-1e6, 1e6)])
     if kind == "grouped":  # scorecard category groups
         values: list[object] = [c for g in feature.groups for c in g]
         if feature.missing_bin:
@@ -78,6 +83,7 @@ def example(request: pytest.FixtureRequest) -> PrivateModel:
 def test_builtin_types_registered() -> None:
     assert "blindscore-linear-model" in TYPES
     assert "blindscore-scorecard" in TYPES
+    assert "blindscore-tree-ensemble" in TYPES
 
 
 def test_round_trip_is_lossless(example: PrivateModel) -> None:
@@ -95,35 +101,65 @@ def test_spec_is_public_only(example: PrivateModel) -> None:
         assert secret not in spec_text
 
 
-def test_encrypted_evaluation_matches_integer_path(example: PrivateModel, paillier_keypair: KeyPair) -> None:
+ADDITIVE = [name for name in TYPES if issubclass(model_types()[name], AdditiveModel)]
+
+
+@pytest.fixture(params=ADDITIVE)
+def additive(request: pytest.FixtureRequest) -> AdditiveModel:
+    model = model_types()[request.param].example()
+    assert isinstance(model, AdditiveModel)
+    return model
+
+
+def test_encrypted_evaluation_matches_integer_path(
+    additive: AdditiveModel, paillier_keypair: KeyPair
+) -> None:
     pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
-    for row in sample_rows(example, 4):
-        encoded = example.spec.encode_row(row)
-        ct = example.evaluate_encrypted(pk, [pk.encrypt(x) for x in encoded])
-        assert sk.decrypt_signed(ct) == example.encoded_score(encoded)
+    for row in sample_rows(additive, 4):
+        encoded = additive.spec.encode_row(row)
+        ct = additive.evaluate_encrypted(pk, [pk.encrypt(x) for x in encoded])
+        assert sk.decrypt_signed(ct) == additive.encoded_score(encoded)
 
 
-def test_wrong_ciphertext_count_refused(example: PrivateModel, paillier_keypair: KeyPair) -> None:
+def test_wrong_ciphertext_count_refused(additive: AdditiveModel, paillier_keypair: KeyPair) -> None:
     pk = paillier_keypair.public_key
-    with pytest.raises(InvalidInputError):
-        example.evaluate_encrypted(pk, [pk.encrypt(0)] * (example.spec.encoded_width + 1))
+    with pytest.raises(InvalidInputError, match="encrypted features"):
+        additive.evaluate_encrypted(pk, [pk.encrypt(0)] * (additive.spec.encoded_width + 1))
 
 
 def test_fixed_point_error_within_bound_and_bands_agree(example: PrivateModel) -> None:
-    scale = math.ldexp(1.0, -example.score_frac_bits)
-    lo, hi = example.encoded_score_bounds
-    cutoffs = [c * scale for c in example.encoded_cutoffs]
+    cutoffs = example.decision_cutoffs
     assert cutoffs == sorted(cutoffs) and len(cutoffs) == len(example.policy.cutoffs)
     for row in sample_rows(example, 300):
-        exact = example.linear_score(row)
-        s_enc = example.encoded_score(example.spec.encode_row(row))
-        assert lo <= s_enc <= hi
-        assert abs(s_enc * scale - exact) <= example.max_abs_error
+        exact = example.decision_value(row)
+        encoded = example.spec.encode_row(row)
+        assert abs(example.encoded_decision_value(encoded) - exact) <= example.max_abs_error
         band = example.band(row)
         assert 0 <= band < example.policy.n_bands
         if all(abs(exact - c) > example.max_abs_error for c in cutoffs):
-            assert band == sum(s_enc >= c for c in example.encoded_cutoffs)
+            assert band == example.band_from_encoded(encoded)
         assert math.isfinite(example.predict(row))
+
+
+def test_the_blind_pipeline_gives_the_integer_band(example: PrivateModel, paillier_keypair: KeyPair) -> None:
+    """Both parties in one process (the garbled-circuit pipeline every type runs on): the band the
+    bank decodes is the model's own band_from_encoded."""
+    pk = paillier_keypair.public_key
+    receiver_setup, offer = ot.ReceiverSetup.start()
+    sender_setup, choice = ot.SenderSetup.start(offer)
+    receiver, reply = receiver_setup.finish(choice)
+    sender = sender_setup.finish(reply)
+    family = families.family(example.circuit_shape().family)
+    for row in sample_rows(example, 3, seed=11):
+        encoded = example.spec.encode_row(row)
+        bureau = CircuitBand(pk, example, family, [pk.encrypt(x) for x in encoded])
+        opened = open_request(paillier_keypair, bureau.request)
+        request = receiver.request(opened.choices)
+        garbled, pairs = bureau.garble()
+        labels = receiver.receive(request.nonce, opened.choices, sender.reply(request, pairs))
+        assert evaluate_band(bureau.request.shape, family, garbled, labels) == example.band_from_encoded(
+            encoded
+        )
 
 
 def test_describe_shows_no_weights(example: PrivateModel) -> None:

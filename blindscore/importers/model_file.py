@@ -10,9 +10,12 @@ from typing import Any
 
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.importers._common import CardBands, read_bytes
+from blindscore.importers.lightgbm import ensemble_from_lightgbm_text
 from blindscore.importers.scorecardpy import from_rows, rows_from_csv
 from blindscore.importers.toad import TOAD_BUNDLE_KIND, from_bundle
+from blindscore.importers.xgboost import ensemble_from_xgboost, load_ubjson
 from blindscore.models.contract import PrivateModel
+from blindscore.models.policy import BandPolicy
 from blindscore.models.registry import load_model, model_types
 from blindscore.models.scorecard import DEFAULT_PRECISION, SCORECARD_KIND, PdoScaling, Scorecard
 
@@ -21,9 +24,11 @@ __all__ = ["AUTO", "FORMATS", "ImportOptions", "detect_format", "read_model"]
 #: The formats :func:`read_model` reads. ``optbinning`` is the neutral scorecard JSON that
 #: :func:`~blindscore.importers.optbinning.save_optbinning_scorecard` writes; ``blindscore`` is any
 #: registered model type's JSON (a scorecard among them).
-FORMATS = ("blindscore", "skops", "scorecardpy", "toad", "optbinning")
+FORMATS = ("blindscore", "skops", "scorecardpy", "toad", "optbinning", "xgboost", "lightgbm")
 #: Tell the format from the file name and contents.
 AUTO = "auto"
+#: The default bound on a tree ensemble's fixed-point margin error (margin units).
+TREE_PRECISION = 1e-6
 #: scikit-learn's own default bound for an imported linear model, in probability or raw units.
 SKLEARN_PRECISION = 1e-9
 
@@ -80,8 +85,14 @@ def _kind(document: object) -> object:
     return document.get("kind") if isinstance(document, Mapping) else None
 
 
-#: Formats a file name tells; any other file is told by the ``kind`` of its JSON.
-_BY_SUFFIX = {".skops": "skops", ".csv": "scorecardpy"}
+#: Formats a file name tells; any other file is told by its contents (the ``kind`` of its JSON,
+#: XGBoost's ``learner`` section, LightGBM's text header).
+_BY_SUFFIX = {".skops": "skops", ".csv": "scorecardpy", ".ubj": "xgboost"}
+
+
+def _is_lightgbm_text(data: bytes) -> bool:
+    head = data[:4096]
+    return head.startswith(b"tree\n") and b"\nversion=v" in head
 
 
 def detect_format(path: Path, document: object = None) -> str:
@@ -92,12 +103,15 @@ def detect_format(path: Path, document: object = None) -> str:
     kind = _kind(document)
     if kind == TOAD_BUNDLE_KIND:
         return "toad"
+    if isinstance(document, Mapping) and "learner" in document and "version" in document:
+        return "xgboost"
     if isinstance(kind, str) and kind in model_types():
         return "blindscore"
     raise ModelFormatError(
         f"{path}: cannot tell the model format from the file (kind {kind!r}); expected a .skops file, "
-        f"a scorecardpy points .csv, a {TOAD_BUNDLE_KIND!r} JSON or a model JSON of a registered "
-        f"kind; pass --format (one of {', '.join(FORMATS)})"
+        f"a scorecardpy points .csv, a {TOAD_BUNDLE_KIND!r} JSON, an XGBoost JSON or UBJSON model, "
+        f"a LightGBM text model or a model JSON of a registered kind; pass --format "
+        f"(one of {', '.join(FORMATS)})"
     )
 
 
@@ -108,8 +122,10 @@ def _read(path: Path, fmt: str) -> _Source:
     if fmt == "skops":
         return _Source(path, fmt)  # the skops loader vets and loads the bytes it reads itself
     data = read_bytes(path)
-    if fmt == "scorecardpy":
-        return _Source(path, fmt, data=data)
+    if fmt in ("scorecardpy", "lightgbm") or (fmt == AUTO and _is_lightgbm_text(data)):
+        return _Source(path, "lightgbm" if fmt == AUTO else fmt, data=data)
+    if fmt == "xgboost" and not data.lstrip().startswith(b'{"'):
+        return _Source(path, fmt, data=data)  # UBJSON
     try:
         document = _json(path, data)
     except ModelFormatError:
@@ -131,6 +147,28 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
     return load_sklearn_model(
         source.path, cutoffs=opts.cutoffs, labels=opts.labels, name=name, precision=precision
     )
+
+
+def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
+    """An XGBoost (JSON or UBJSON) or LightGBM (text) model file: the library is not needed."""
+    if opts.cutoffs is None:
+        raise InvalidInputError(f"a {source.format} model file carries no bands: give the cutoffs")
+    if opts.bands_on not in (None, "probability", "raw") or opts.scaling or opts.unmatched_points is not None:
+        raise InvalidInputError(
+            f"for a {source.format} model only --cutoffs, --labels, --precision "
+            "and --bands-on probability|raw apply"
+        )
+    policy = BandPolicy(opts.cutoffs, opts.labels or (), "raw" if opts.bands_on == "raw" else "probability")
+    precision = TREE_PRECISION if opts.precision is None else opts.precision
+    label = name or source.path.stem
+    if source.format == "lightgbm":
+        try:
+            text = source.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFormatError(f"{source.path}: not a LightGBM text model (not UTF-8)") from None
+        return ensemble_from_lightgbm_text(text, policy=policy, name=label, precision=precision)
+    document = source.document if source.document is not None else load_ubjson(source.data)
+    return ensemble_from_xgboost(document, policy=policy, name=label, precision=precision)
 
 
 def _model_json(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
@@ -178,6 +216,8 @@ def read_model(
         return _sklearn(source, name, opts)
     if source.format in ("blindscore", "optbinning"):
         return _model_json(source, name, opts)
+    if source.format in ("xgboost", "lightgbm"):
+        return _trees(source, name, opts)
     bands = opts.card_bands(name or path.stem, source.format)
     if source.format == "scorecardpy":
         rows = rows_from_csv(source.data, str(path))

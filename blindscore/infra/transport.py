@@ -34,24 +34,33 @@ log = logging.getLogger(__name__)
 # Largest message any node accepts. A 4096-bit key and a few hundred features stay far below it;
 # anything bigger is refused by gRPC with RESOURCE_EXHAUSTED before our code sees it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: The bank's limit for its bureau-facing service, and the bureau's toward banks: a garbled circuit
+#: of a 100-tree model is several megabytes (docs/circuits.md). Only mutually authenticated
+#: bureaus reach it, and it stays bounded.
+MAX_CIRCUIT_MESSAGE_BYTES = 64 * 1024 * 1024
 
 #: RPCs a server admits per worker thread (running or queued); beyond, RESOURCE_EXHAUSTED.
 MAX_QUEUED_PER_WORKER = 8
 
-_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-]
 
-# A node that restarts is back within seconds; gRPC's default reconnect backoff grows to two
-# minutes, which would leave its peers failing long after it is up again.
-_CHANNEL_OPTIONS = [
-    *_OPTIONS,
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
+def _options(max_message_bytes: int) -> list[tuple[str, object]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
+    # A node that restarts is back within seconds; gRPC's default reconnect backoff grows to two
+    # minutes, which would leave its peers failing long after it is up again.
+    return [
+        *_options(max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
 
 # Keys of the per-call auth context that gRPC fills in from the TLS handshake.
 _SECURITY_TYPE = "transport_security_type"
@@ -148,11 +157,12 @@ class TransportSecurity:
             return None
         return grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
 
-    def channel_options(self) -> list[tuple[str, object]]:
+    def channel_options(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, object]]:
         """gRPC channel options: the message limits and reconnect backoff, plus the pinned server name."""
+        options = _channel_options(max_message_bytes)
         if self.server_name is None:
-            return list(_CHANNEL_OPTIONS)
-        return [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name)]
+            return options
+        return [*options, ("grpc.ssl_target_name_override", self.server_name)]
 
     def __getstate__(self) -> object:
         if self.key_pem is not None:
@@ -228,6 +238,7 @@ def create_server(
     max_workers: int = 16,
     service_names: tuple[str, ...] = (),
     metrics: NodeMetrics | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.Server, int]:
     """Build and start a server on ``address`` (port 0 picks a free port); returns (server, port).
 
@@ -241,7 +252,7 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         interceptors=interceptors,
-        options=_OPTIONS,
+        options=_options(max_message_bytes),
         maximum_concurrent_rpcs=max_workers * MAX_QUEUED_PER_WORKER,
     )
     for add in register:
@@ -266,14 +277,16 @@ def create_server(
     return server, port
 
 
-def open_channel(address: str, *, security: TransportSecurity = INSECURE) -> grpc.Channel:
+def open_channel(
+    address: str, *, security: TransportSecurity = INSECURE, max_message_bytes: int = MAX_MESSAGE_BYTES
+) -> grpc.Channel:
     """A channel to ``address`` with the project's message limits and credentials."""
     if not address or ":" not in address:
         raise InvalidInputError(f"node address {address!r} must look like host:port")
     creds = security.channel_credentials()
     if creds is not None:
-        return grpc.secure_channel(address, creds, options=security.channel_options())
-    return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.secure_channel(address, creds, options=security.channel_options(max_message_bytes))
+    return grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
 
 
 def wait_ready(channel: grpc.Channel, timeout: float) -> None:
