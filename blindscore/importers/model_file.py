@@ -151,12 +151,12 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
 
 def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
     """An XGBoost (JSON or UBJSON) or LightGBM (text) model file: the library is not needed."""
+    library = {"xgboost": "an XGBoost", "lightgbm": "a LightGBM"}[source.format]
     if opts.cutoffs is None:
-        raise InvalidInputError(f"a {source.format} model file carries no bands: give the cutoffs")
+        raise InvalidInputError(f"{library} model file carries no bands: give the cutoffs")
     if opts.bands_on not in (None, "probability", "raw") or opts.scaling or opts.unmatched_points is not None:
         raise InvalidInputError(
-            f"for a {source.format} model only --cutoffs, --labels, --precision "
-            "and --bands-on probability|raw apply"
+            f"for {library} model only --cutoffs, --labels, --precision and --bands-on probability|raw apply"
         )
     policy = BandPolicy(opts.cutoffs, opts.labels or (), "raw" if opts.bands_on == "raw" else "probability")
     precision = TREE_PRECISION if opts.precision is None else opts.precision
