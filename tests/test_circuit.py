@@ -241,9 +241,7 @@ def test_mul_and_count(wa: int, wb: int) -> None:
         _, circuit = run_binary(wa, wb, 0, 0, lambda c, x, y, s=signed: c.mul(x, y, signed=s))
         assert (2 * wa - 1) * wb - wb < circuit.and_gates <= (2 * wa - 1) * wb
     _, plain = run_binary(wa, wb, 0, 0, lambda c, x, y: c.mul(x, y, signed=False))
-    _, mixed = run_binary(
-        wa, wb, 0, 0, lambda c, x, y: c.mul(c.zero_extend(x, wa + 1), y, signed=True)
-    )
+    _, mixed = run_binary(wa, wb, 0, 0, lambda c, x, y: c.mul(c.zero_extend(x, wa + 1), y, signed=True))
     assert mixed.and_gates <= plain.and_gates + wb
 
 
