@@ -83,9 +83,14 @@ def mlp_from_sklearn(
                 f"an MLPClassifier with {classes} classes and {mlp.n_outputs_} outputs (multi-class or "
                 f"multi-label) is not supported; supported: {SUPPORTED}"
             )
-    elif mlp.n_outputs_ != 1 or mlp.out_activation_ != "identity":
+    elif mlp.n_outputs_ != 1:
         raise ModelFormatError(
             f"an MLPRegressor with {mlp.n_outputs_} outputs is not supported; supported: {SUPPORTED}"
+        )
+    elif mlp.out_activation_ != "identity":
+        raise ModelFormatError(
+            f"an MLPRegressor with output activation {mlp.out_activation_!r} (loss {mlp.loss!r}) is not "
+            f"supported; supported: {SUPPORTED} and the squared_error loss"
         )
     names = list(feature_names) if feature_names is not None else None
     if names is None:

@@ -285,13 +285,19 @@ class MLPModel:
     def _choose(self) -> _Plan:
         """The smallest scales (greedily) whose proven error is at most ``precision``.
 
-        Knobs: S1, A_1..A_(L-1), P_2..P_L. Each step raises by one bit the knob that lowers the
-        bound most; every bit roughly halves one error term, so the terms end up balanced and
-        the widths no larger than the bound needs.
+        Knobs: S1, A_1..A_(L-1), P_2..P_L. Each step raises by one bit the knob (or pair of knobs)
+        that buys the most halvings of the bound per AND gate the circuit gains (a rough count,
+        :meth:`_and_estimate`); every bit roughly halves one error term, so the terms end up
+        balanced and the widths no larger than the bound needs. Greedy, so not optimal.
         """
         hidden = len(self._w) - 1
         knobs = [0] * (1 + 2 * hidden)
-        plan = self._plan_for(knobs)
+        # One knob, or a hidden layer's activation scale with the scale it is truncated from (S1
+        # for layer 1, P_l after): an activation scale already equal to that scale (no
+        # truncation) only improves when both rise.
+        moves: list[tuple[int, ...]] = [(i,) for i in range(len(knobs))]
+        moves += [(0, 1)] + [(1 + layer, 1 + hidden + layer - 1) for layer in range(1, hidden)]
+        plan = self._plan_for(knobs, generic=True)
         while plan.error > self.precision:
             if max(knobs) >= MAX_SCALE_BITS:
                 raise ModelFormatError(
@@ -300,10 +306,11 @@ class MLPModel:
                     "features' frac_bits or the precision"
                 )
             best: tuple[float, list[int], _Plan] | None = None
-            for i in range(len(knobs)):
+            for move in moves:
                 trial = knobs.copy()
-                trial[i] += 1
-                p = self._plan_for(trial)
+                for i in move:
+                    trial[i] += 1
+                p = self._plan_for(trial, generic=True)
                 if p.error < plan.error:
                     # error halvings bought per AND gate added
                     gain = math.log(plan.error / p.error) / max(
@@ -317,7 +324,9 @@ class MLPModel:
                 # One bit alone may not help (a finer layer-1 scale adds a truncation until the
                 # activation scale follows it): raise every scale by one bit.
                 knobs = [k + 1 for k in knobs]
-                plan = self._plan_for(knobs)
+                plan = self._plan_for(knobs, generic=True)
+        # The actual roundings are at most the generic half units: this bound is no larger.
+        plan = self._plan_for(knobs)
         for width in plan.acc_bits:
             if width > MAX_VALUE_BITS:
                 raise ModelFormatError(
@@ -338,7 +347,13 @@ class MLPModel:
             total += sizes[layer + 1] * sizes[layer] * ((2 * min(act, p) - 1) * max(act, p) + acc)
         return total + len(self.policy.cutoffs) * (plan.acc_bits[-1] + 1)
 
-    def _plan_for(self, knobs: Sequence[int]) -> _Plan:
+    def _plan_for(self, knobs: Sequence[int], *, generic: bool = False) -> _Plan:
+        """The integer network for the knobs (S1, A_1..A_(L-1), P_2..P_L) and its error bound.
+
+        ``generic`` bounds every rounding by half a unit instead of the actual rounding error:
+        a looser bound, but one that falls whenever a scale rises (the actual error of a weight
+        need not: 0.75 rounds exactly at 2 bits and not at 1), which the greedy search needs.
+        """
         hidden = len(self._w) - 1
         s1 = knobs[0]
         wanted_a, p_bits = knobs[1 : 1 + hidden], tuple(knobs[1 + hidden :])
@@ -356,9 +371,13 @@ class MLPModel:
         wref = np.ldexp(a_f, -exps)
         bias_int = [round(math.ldexp(float(b), s1)) for b in b1]
         err = (
-            np.abs(wref - w1) @ self._xmax
+            (np.ldexp(np.ones_like(w1), -exps - 1) if generic else np.abs(wref - w1)) @ self._xmax
             + np.abs(w1) @ self._delta
-            + np.abs(np.ldexp(np.array(bias_int, dtype=np.float64), -s1) - b1)
+            + (
+                math.ldexp(1.0, -s1 - 1)
+                if generic
+                else np.abs(np.ldexp(np.array(bias_int, dtype=np.float64), -s1) - b1)
+            )
             + (2.0 ** -(a_scale + 1) if shift else 0.0)
             + (len(self._frac) + 2)
             * _ROUND
@@ -403,9 +422,13 @@ class MLPModel:
             half = 1 << (shift - 1) if shift else 0
             c_int = [round(math.ldexp(float(v), scale)) for v in b]
             err = (
-                np.abs(np.ldexp(q_f, -p) - w) @ m
+                (np.full_like(w, math.ldexp(1.0, -p - 1)) if generic else np.abs(np.ldexp(q_f, -p) - w)) @ m
                 + np.abs(w) @ err
-                + np.abs(np.ldexp(np.array(c_int, dtype=np.float64), -scale) - b)
+                + (
+                    math.ldexp(1.0, -scale - 1)
+                    if generic
+                    else np.abs(np.ldexp(np.array(c_int, dtype=np.float64), -scale) - b)
+                )
                 + (2.0 ** -(a_scale + 1) if shift else 0.0)
                 + (w.shape[1] + 2) * _ROUND * (np.abs(w) @ (m + err) + np.abs(b))
             )
