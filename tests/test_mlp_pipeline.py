@@ -375,3 +375,30 @@ def test_example_is_consistent() -> None:
         assert circuit_band_in_clear(model, encoded) == model.band_from_encoded(encoded)
     assert MLPModel.from_dict(model.to_dict()) == model
     assert logit(0.5) == 0.0  # the policy link the output cutoffs come from
+
+
+def test_bound_covers_each_rounding_at_the_corners() -> None:
+    """One integer input, one identity unit, output weight 1: the output error is mostly the
+    layer-1 weight rounding times the input, largest at a corner of the range. Over many random
+    weights the corners must stay within the bound, and come within a factor 4 of it for some
+    (so a term left out of the proof shows up here)."""
+    spec = FeatureSpec((NumericFeature("x", 0, 1000, integer=True),))
+    rng = np.random.default_rng(3)
+    closest = 0.0
+    for _ in range(40):
+        w, b = float(rng.normal()), float(rng.normal())
+        model = MLPModel(
+            "corner",
+            spec,
+            [([[w]], [b]), ([[1.0]], [0.0])],
+            activation="identity",
+            link="identity",
+            policy=RAW,
+            precision=1e-3,
+        )
+        for x in (0, 1, 999, 1000):
+            integer = model.encoded_output([x]) * 2.0**-model.output_frac_bits
+            error = abs(integer - model.output([x]))
+            assert error <= model.max_abs_error
+            closest = max(closest, error / model.max_abs_error)
+    assert closest > 0.25
