@@ -186,6 +186,10 @@ def _mlp_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secre
         # max(x, 0), with a constant-0 sign bit so that it enters signed products (and folds there)
         return Bits([b.and_(bit, keep) for bit in x[:-1]] + [ZERO])
 
+    def product(x: Bits, q: Bits) -> Bits:
+        # the multiplier's rows run over its first operand: the shorter one costs fewer gates
+        return b.mul(x, q, signed=True) if len(x) <= len(q) else b.mul(q, x, signed=True)
+
     def fit(x: Bits, width: int) -> Bits:
         return x[:width] if len(x) >= width else b.sign_extend(x, width)
 
@@ -198,7 +202,7 @@ def _mlp_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secre
             weights, bias = secrets[s : s + units[li - 1]], secrets[s + units[li - 1]]
             s += units[li - 1] + 1
             # mod 2^acc is exact: the model proves every sum of this layer fits acc bits
-            terms = [fit(b.mul(x, q, signed=True), acc[li]) for x, q in zip(acts, weights, strict=True)]
+            terms = [fit(product(x, q), acc[li]) for x, q in zip(acts, weights, strict=True)]
             sums.append(b.sum([*terms, bias], signed=True)[: acc[li]])
         if li < len(units) - 1:
             acts = [activate(z, shifts[li]) for z in sums]
