@@ -200,6 +200,51 @@ def test_constant_is_public_and_free(case: tuple[int, int]) -> None:
     assert circuit.evaluate([], []) == to_bits(value, width)
 
 
+@st.composite
+def mul_operands(draw: st.DrawFn) -> tuple[int, int, int, int, bool]:
+    """(width a, width b, a, b, signed) with widths 1..24 (the multiplier is quadratic)."""
+    signed = draw(st.booleans())
+    wa = draw(st.integers(1, 24))
+    wb = draw(st.integers(1, 24))
+    return wa, wb, word(draw, wa, signed), word(draw, wb, signed), signed
+
+
+@given(mul_operands())
+@settings(max_examples=150, deadline=None)
+def test_mul_is_exact(case: tuple[int, int, int, int, bool]) -> None:
+    wa, wb, a, b, signed = case
+    out, _ = run_binary(wa, wb, a, b, lambda c, x, y: c.mul(x, y, signed=signed))
+    assert len(out) == wa + wb
+    assert from_bits(out, signed=signed) == a * b
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "wa", "wb", "signed", "product"),
+    [
+        (-1, -1, 1, 1, True, 1),  # 1-bit signed: the only non-zero value is -1
+        (-8, -8, 4, 4, True, 64),  # the extreme that needs every bit of the product
+        (-8, 7, 4, 4, True, -56),
+        (15, 15, 4, 4, False, 225),
+        (3, -11, 3, 5, True, -33),
+    ],
+)
+def test_mul_fixed_vectors(a: int, b: int, wa: int, wb: int, signed: bool, product: int) -> None:
+    out, _ = run_binary(wa, wb, a, b, lambda c, x, y: c.mul(x, y, signed=signed))
+    assert from_bits(out, signed=signed) == product
+
+
+@pytest.mark.parametrize(("wa", "wb"), [(1, 1), (3, 5), (8, 8), (12, 10)])
+def test_mul_and_count(wa: int, wb: int) -> None:
+    """At most (2 len(a) - 1) len(b) AND gates; an unsigned operand zero-extended by one bit to
+    enter a signed product (a relu output) costs no more than its unsigned product."""
+    for signed in (False, True):
+        _, circuit = run_binary(wa, wb, 0, 0, lambda c, x, y, s=signed: c.mul(x, y, signed=s))
+        assert (2 * wa - 1) * wb - wb < circuit.and_gates <= (2 * wa - 1) * wb
+    _, plain = run_binary(wa, wb, 0, 0, lambda c, x, y: c.mul(x, y, signed=False))
+    _, mixed = run_binary(wa, wb, 0, 0, lambda c, x, y: c.mul(c.zero_extend(x, wa + 1), y, signed=True))
+    assert mixed.and_gates <= plain.and_gates + wb
+
+
 # ---------------------------------------------------------------- exact AND counts
 
 

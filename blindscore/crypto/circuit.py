@@ -386,6 +386,36 @@ class CircuitBuilder:
             words = nxt
         return words[0]
 
+    def mul(self, a: Bits, b: Bits, *, signed: bool = True) -> Bits:
+        """a * b exactly, in len(a) + len(b) bits (two's complement when ``signed``, else unsigned).
+
+        Shift-and-add over the bits of ``a``: row i is a_i AND b (len(b) AND gates), added into
+        the running sum at bit i with a (len(b) + 1)-bit adder whose low bits are already final
+        (len(b) AND gates); when signed, the top row has weight -2^(n-1) and is subtracted. At most
+        (2 len(a) - 1) len(b) AND gates, about 2 len(a) len(b): put the shorter word in ``a``.
+        Rows of constant bits fold away (a zero-extended operand's top row costs nothing), but
+        a secret operand is still an input wire: multiplying by a garbler's secret weight costs
+        the full count, since the topology must not depend on the weight's value.
+        """
+        n, m = len(a), len(b)
+        if not n or not m:
+            raise InvalidInputError("operands must have at least one bit")
+        ext = self.sign_extend if signed else self.zero_extend
+        out = [ZERO] * (n + m)
+        for i in range(n):
+            row = Bits([self.and_(a[i], bj) for bj in b])
+            # Before row i the partial sum fits m + i bits, so out[i : i + m] is its exact high
+            # part; after it, the sum fits m + i + 1 bits (signed or not), so an (m + 1)-bit
+            # result is exact and the bits above it are never read again before being written.
+            high = ext(Bits(out[i : i + m]), m + 1)
+            wide_row = ext(row, m + 1)
+            if signed and i == n - 1:
+                new = self.sub(high, wide_row, signed=True)
+            else:
+                new = self.add(high, wide_row, signed=signed)
+            out[i : i + m + 1] = list(new)
+        return Bits(out)
+
     def output(self, bits: Bits | int) -> None:
         """Declare output bits (a word or one wire), appended in order."""
         wires = [bits] if isinstance(bits, int) else list(bits)

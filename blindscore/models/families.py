@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from blindscore.crypto.circuit import Bits, CircuitBuilder
+from blindscore.crypto.circuit import ZERO, Bits, CircuitBuilder
 from blindscore.errors import ModelFormatError
 from blindscore.protocol.circuit_band import CircuitShape, Family
 
@@ -129,3 +129,88 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
 
 TREES = Family(build=_tree_build, secret_widths=_tree_widths)
 register_family("trees", TREES)
+
+
+# mlp ----------------------------------------------------------------------------------------
+# A dense network of ``layers`` layers (units_1 ... units_L, units_L = 1), hidden activation relu
+# (relu = 1) or identity. The linear stage is layer 1: value j = Z_j + 2^(w-1), Z_j its integer
+# pre-activation (two's complement in w = value_bits bits), so flipping the top bit recovers Z_j
+# for free and the public offset says nothing about unit j. After hidden layer l its accumulator
+# (acc_bits_l bits; acc_bits_1 = w) is shifted right by shift_l bits (free: the low wires are
+# dropped, an arithmetic floor shift) and activated: relu ANDs every bit with NOT sign, leaving a
+# non-negative word one bit shorter. Layer l >= 2, unit k: sum_j q_kj a_j + c_k mod 2^acc_bits_l
+# (exact: the model proves the sum fits), the q_kj weight_bits_l-bit and c_k acc_bits_l-bit secrets.
+# The output (layer L, not shifted) ends in K signed comparisons with cutoffs of acc_bits_L + 1 bits.
+#
+# AND gates: w per first-layer unit to unmask, plus acc - shift - 1 for a relu; per weight of layer
+# l >= 2 a multiplication of an activation by a secret weight (about 2 a p for a-bit activations and
+# p-bit weights: the weight is a garbler input, so it is not folded), and about acc_bits_l per term
+# of a unit's sum; then acc_bits_L + 1 per cutoff.
+
+
+def mlp_widths(shape: CircuitShape) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Per layer 1..L: units, accumulator bits, shift (0 for the output), weight bits (0 for layer 1)."""
+    layers = shape.param("layers")
+    if layers < 2:
+        raise ModelFormatError(f"an mlp circuit needs a hidden layer; the shape has {layers} layer(s)")
+    units = [shape.param(f"units_{li}") for li in range(1, layers + 1)]
+    acc = [shape.value_bits] + [shape.param(f"acc_bits_{li}") for li in range(2, layers + 1)]
+    shifts = [shape.param(f"shift_{li}") for li in range(1, layers)] + [0]
+    weights = [0] + [shape.param(f"weight_bits_{li}") for li in range(2, layers + 1)]
+    if units[-1] != 1 or min(units) < 1 or min(acc) < 1 or min(weights[1:]) < 1 or min(shifts) < 0:
+        raise ModelFormatError("an mlp circuit shape needs positive sizes and one output unit")
+    if any(s + 2 > a for s, a in zip(shifts[:-1], acc[:-1], strict=True)):
+        raise ModelFormatError("an mlp circuit shape shifts a hidden layer by more than its width allows")
+    return units, acc, shifts, weights
+
+
+def _mlp_secret_widths(shape: CircuitShape) -> list[int]:
+    units, acc, _, weights = mlp_widths(shape)
+    out: list[int] = []
+    for li in range(1, len(units)):
+        out += ([weights[li]] * units[li - 1] + [acc[li]]) * units[li]
+    return out + [acc[-1] + 1] * shape.cutoffs
+
+
+def _mlp_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secrets: list[Bits]) -> list[int]:
+    units, acc, shifts, _ = mlp_widths(shape)
+    relu = shape.param("relu") == 1
+    if len(values) != units[0]:
+        raise ModelFormatError(f"an mlp takes {units[0]} values (first-layer units), got {len(values)}")
+
+    def activate(z: Bits, shift: int) -> Bits:
+        x = z[shift:]  # floor(z / 2^shift): dropping wires of a two's-complement word
+        if not relu:
+            return x
+        keep = b.not_(x[-1])
+        # max(x, 0), with a constant-0 sign bit so that it enters signed products (and folds there)
+        return Bits([b.and_(bit, keep) for bit in x[:-1]] + [ZERO])
+
+    def product(x: Bits, q: Bits) -> Bits:
+        # the multiplier's rows run over its first operand: the shorter one costs fewer gates
+        return b.mul(x, q, signed=True) if len(x) <= len(q) else b.mul(q, x, signed=True)
+
+    def fit(x: Bits, width: int) -> Bits:
+        return x[:width] if len(x) >= width else b.sign_extend(x, width)
+
+    acts = [activate(Bits([*v[:-1], b.not_(v[-1])]), shifts[0]) for v in values]
+    s = 0
+    total = Bits()
+    for li in range(1, len(units)):
+        sums: list[Bits] = []
+        for _ in range(units[li]):
+            weights, bias = secrets[s : s + units[li - 1]], secrets[s + units[li - 1]]
+            s += units[li - 1] + 1
+            # mod 2^acc is exact: the model proves every sum of this layer fits acc bits
+            terms = [fit(product(x, q), acc[li]) for x, q in zip(acts, weights, strict=True)]
+            sums.append(b.sum([*terms, bias], signed=True)[: acc[li]])
+        if li < len(units) - 1:
+            acts = [activate(z, shifts[li]) for z in sums]
+        else:
+            total = sums[0]
+    wide = b.sign_extend(total, acc[-1] + 1)
+    return [b.not_(b.less_than(wide, c, signed=True)) for c in secrets[s:]]
+
+
+MLP = Family(build=_mlp_build, secret_widths=_mlp_secret_widths)
+register_family("mlp", MLP)

@@ -1,0 +1,134 @@
+"""Convert a fitted scikit-learn MLPClassifier (binary) or MLPRegressor, maybe after a StandardScaler.
+
+Supported: ``MLPClassifier`` with two classes (output = the log-odds of the second class, link
+logit: ``predict_proba[:, 1] = sigmoid(output)``) and ``MLPRegressor`` with one output (link
+identity), hidden activation ``relu`` or ``identity``; either alone or as the last step of a
+``Pipeline`` whose only other step is a ``StandardScaler``, which is folded into the first layer
+(``W' = W / scale``, ``b' = b - W mean / scale``: exact in real arithmetic, a float64 rounding
+apart). The declared feature ranges come from the caller: the fitted model knows only its
+training data, and the ranges are a public promise the platform enforces. Refused, each with one
+sentence naming the construct and what is supported: other activations, multi-class, multi-label
+and multi-output models, other pipeline steps, other estimators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from blindscore.errors import ModelFormatError
+from blindscore.models.features import FeatureSpec, NumericFeature
+from blindscore.models.mlp import ACTIVATIONS, DEFAULT_PRECISION, MLPModel
+from blindscore.models.policy import BandPolicy
+
+__all__ = ["SUPPORTED", "mlp_from_sklearn"]
+
+SUPPORTED = (
+    "MLPClassifier (binary) or MLPRegressor (one output) with hidden activation relu or identity, "
+    "alone or after a StandardScaler in a Pipeline"
+)
+#: Fractional bits of a feature not declared integer: its encoding error is 2^-(frac_bits + 1).
+DEFAULT_FRAC_BITS = 16
+
+
+def _split(estimator: Any) -> tuple[StandardScaler | None, Any]:
+    if not isinstance(estimator, Pipeline):
+        return None, estimator
+    steps = [step for _, step in estimator.steps if step not in (None, "passthrough")]
+    if len(steps) == 1:
+        return None, steps[0]
+    if len(steps) == 2 and isinstance(steps[0], StandardScaler):
+        return steps[0], steps[1]
+    kinds = ", ".join(type(s).__name__ for s in steps)
+    raise ModelFormatError(f"a Pipeline of {kinds} is not supported; supported: {SUPPORTED}")
+
+
+def mlp_from_sklearn(
+    estimator: Any,
+    *,
+    ranges: Mapping[str, tuple[float, float]],
+    policy: BandPolicy,
+    feature_names: Sequence[str] | None = None,
+    integer: Collection[str] = (),
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    precision: float = DEFAULT_PRECISION,
+    name: str = "sklearn-mlp",
+) -> MLPModel:
+    """An :class:`MLPModel` from a fitted estimator (or Pipeline), the declared range of every
+    feature (``ranges[name] = (lo, hi)``) and a band policy.
+
+    ``feature_names`` gives the column order (default: the estimator's ``feature_names_in_``);
+    features listed in ``integer`` are integer-valued and encoded exactly, the others with
+    ``frac_bits`` fractional bits.
+    """
+    scaler, mlp = _split(estimator)
+    if not isinstance(mlp, MLPClassifier | MLPRegressor):
+        raise ModelFormatError(f"{type(mlp).__name__} is not supported; supported: {SUPPORTED}")
+    kind = type(mlp).__name__
+    if not hasattr(mlp, "coefs_"):
+        raise ModelFormatError(f"the {kind} is not fitted; fit it before converting")
+    if mlp.activation not in ACTIVATIONS:
+        raise ModelFormatError(
+            f"hidden activation {mlp.activation!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
+        )
+    if isinstance(mlp, MLPClassifier):
+        classes = len(mlp.classes_)
+        if classes != 2 or mlp.n_outputs_ != 1 or mlp.out_activation_ != "logistic":
+            raise ModelFormatError(
+                f"an MLPClassifier with {classes} classes and {mlp.n_outputs_} outputs (multi-class or "
+                f"multi-label) is not supported; supported: {SUPPORTED}"
+            )
+    elif mlp.n_outputs_ != 1:
+        raise ModelFormatError(
+            f"an MLPRegressor with {mlp.n_outputs_} outputs is not supported; supported: {SUPPORTED}"
+        )
+    elif mlp.out_activation_ != "identity":
+        raise ModelFormatError(
+            f"an MLPRegressor with output activation {mlp.out_activation_!r} (loss {mlp.loss!r}) is not "
+            f"supported; supported: {SUPPORTED} and the squared_error loss"
+        )
+    names = list(feature_names) if feature_names is not None else None
+    if names is None:
+        source = estimator if hasattr(estimator, "feature_names_in_") else mlp
+        if not hasattr(source, "feature_names_in_"):
+            raise ModelFormatError("the model was fitted without column names: pass feature_names")
+        names = [str(n) for n in source.feature_names_in_]
+    coefs = [np.asarray(c, dtype=np.float64) for c in mlp.coefs_]
+    intercepts = [np.asarray(b, dtype=np.float64) for b in mlp.intercepts_]
+    if len(names) != coefs[0].shape[0]:
+        raise ModelFormatError(f"the model takes {coefs[0].shape[0]} features, {len(names)} names were given")
+    missing = [n for n in names if n not in ranges]
+    if missing:
+        raise ModelFormatError(f"no declared range for feature(s) {missing}: every input needs (lo, hi)")
+    unknown = sorted(set(integer) - set(names))
+    if unknown:
+        raise ModelFormatError(f"integer lists unknown feature(s) {unknown}")
+    spec = FeatureSpec(
+        tuple(
+            NumericFeature(n, ranges[n][0], ranges[n][1], 0 if n in integer else frac_bits, n in integer)
+            for n in names
+        )
+    )
+    w1, b1 = coefs[0], intercepts[0]
+    if scaler is not None:
+        mean = np.zeros(len(names)) if scaler.mean_ is None else np.asarray(scaler.mean_, dtype=np.float64)
+        scale = np.ones(len(names)) if scaler.scale_ is None else np.asarray(scaler.scale_, dtype=np.float64)
+        w1 = w1 / scale[:, None]
+        b1 = b1 - mean @ w1
+    layers = [(w1.T.tolist(), b1.tolist())]
+    layers += [(w.T.tolist(), b.tolist()) for w, b in zip(coefs[1:], intercepts[1:], strict=True)]
+    return MLPModel(
+        name,
+        spec,
+        layers,
+        activation="relu" if mlp.activation == "relu" else "identity",
+        link="logit" if isinstance(mlp, MLPClassifier) else "identity",
+        policy=policy,
+        precision=precision,
+        metadata={"source": "scikit-learn", "estimator": kind, "scaler_folded": scaler is not None},
+    )
