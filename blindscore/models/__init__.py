@@ -16,6 +16,7 @@ from blindscore.models.features import (
     NumericFeature,
 )
 from blindscore.models.linear import LinearModel
+from blindscore.models.mlp import MLPModel
 from blindscore.models.policy import BandPolicy
 from blindscore.models.registry import load_model, load_model_file, model_type, model_types
 from blindscore.models.scorecard import Scorecard
@@ -32,6 +33,7 @@ __all__ = [
     "FloatKeyFeature",
     "GroupedCategoricalFeature",
     "LinearModel",
+    "MLPModel",
     "NumericFeature",
     "PrivateModel",
     "Scorecard",

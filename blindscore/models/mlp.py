@@ -56,6 +56,7 @@ from blindscore.models._json import (
     _get_real,
     _get_str,
 )
+from blindscore.models.contract import PrivateModel, register_model_type
 from blindscore.models.encoding import fmt_real
 from blindscore.models.features import FeatureSpec, NumericFeature
 from blindscore.models.policy import BandPolicy, logit, sigmoid
@@ -116,7 +117,8 @@ class _Plan:
         return self.act_frac_bits[-1] + self.weight_frac_bits[-1]
 
 
-class MLPModel:
+@register_model_type
+class MLPModel(PrivateModel):
     """A dense network over numeric features, with a link and a band policy (the bureau's artifact).
 
     ``layers`` is a sequence of ``(weights, biases)``: ``weights[k][j]`` is unit k's weight on
@@ -259,6 +261,18 @@ class MLPModel:
     def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
         """The public fixed-point encoding (platform side): one column per feature."""
         return self.spec.encode_row(self._row(row))
+
+    # -- the decision value (what the cutoffs compare): the output before the link -----------
+
+    def decision_value(self, row: Mapping[str, object]) -> float:
+        return self.output(row)
+
+    @property
+    def decision_cutoffs(self) -> list[float]:
+        return list(self.output_cutoffs)
+
+    def encoded_decision_value(self, encoded_row: Sequence[int]) -> float:
+        return math.ldexp(self.encoded_output(encoded_row), -self.output_frac_bits)
 
     def output(self, row: Mapping[str, object] | Sequence[object]) -> float:
         """The float64 output before the link (log-odds for a classifier)."""

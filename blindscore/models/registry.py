@@ -8,14 +8,19 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from blindscore.errors import ModelFormatError
-from blindscore.models import linear, scorecard, trees
+from blindscore.models import linear, mlp, scorecard, trees
 from blindscore.models._json import read_object
 from blindscore.models.contract import ENTRY_POINT_GROUP, PrivateModel, _lock, _types, register_model_type
 
 log = logging.getLogger(__name__)
 
 #: The built-in model types (they register themselves when their modules are imported).
-BUILTIN_TYPES: tuple[type[PrivateModel], ...] = (linear.LinearModel, scorecard.Scorecard, trees.TreeEnsemble)
+BUILTIN_TYPES: tuple[type[PrivateModel], ...] = (
+    linear.LinearModel,
+    scorecard.Scorecard,
+    trees.TreeEnsemble,
+    mlp.MLPModel,
+)
 _entry_points_loaded = False
 
 
