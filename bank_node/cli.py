@@ -22,6 +22,7 @@ from blindscore.infra.transport import host_port
 log = logging.getLogger("blindscore")
 
 DATA_DIR = "blindscore-data/bank"
+DATA_DIR_HELP = f"the bank's data directory, holding its key ring (default {DATA_DIR})"
 PASSPHRASE_HELP = (
     "file holding the passphrase that encrypts the secret key files (mode 0600; "
     "default: $BLINDSCORE_KEY_PASSPHRASE, else unencrypted)"
@@ -49,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         node, args.listen, security=serving.security, metrics=metrics, share_timings=args.share_timings
     )
     address = args.advertise or host_port(args.listen, port)
-    log.warning("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
+    log.info("bank %s listening on %s with key %s", node.bank_id, address, node.key_id)
     if args.bureau:
         register_with_bureau(node, args.bureau, address, security=serving.security)
 
@@ -191,7 +192,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sp.add_argument("--data-dir", default=DATA_DIR, help="keys and results")
     sp.add_argument("--database", help=command.database_help("bank", "results.sqlite3"))
-    sp.add_argument("--bank-id", default="bank-1")
+    sp.add_argument("--bank-id", default="bank-1", help="this bank's party id (its certificate's name)")
     sp.add_argument(
         "--bureau", default=command.DEFAULT_BUREAU, help="bureau address to register with ('' to skip)"
     )
@@ -217,7 +218,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.set_defaults(func=cmd_serve, role="bank")
     trust = bank.add_parser(
         "trust", help="bureaus' protocol faults and suspensions at this bank"
-    ).add_subparsers(dest="trust_action", required=True)
+    ).add_subparsers(dest="trust_action", required=True, metavar="ACTION", help="show or reset")
     sp = trust.add_parser("show", help="print each bureau's fault count and whether it is suspended, as CSV")
     command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.add_argument("--faults", action="store_true", help="print the fault records instead")
@@ -225,26 +226,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = trust.add_parser(
         "reset", help="clear a bureau's faults and lift its suspension (after investigating)"
     )
-    sp.add_argument("bureau_id", metavar="BUREAU_ID")
+    sp.add_argument(
+        "bureau_id", metavar="BUREAU_ID", help="the bureau's party id, as 'bank trust show' prints"
+    )
     command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.set_defaults(func=cmd_trust_reset, role="bank")
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.set_defaults(func=cmd_results, role="bank")
     sp = bank.add_parser("key-id", help="print the bank's current key id (platforms name it in applications)")
-    sp.add_argument("--data-dir", default=DATA_DIR)
+    sp.add_argument("--data-dir", default=DATA_DIR, help=DATA_DIR_HELP)
     sp.add_argument("--all", action="store_true", help="list every key in the ring, marking the current one")
     sp.set_defaults(func=cmd_key_id, role="bank")
     sp = bank.add_parser("rotate-key", help="make a new current key; older keys stay until retired")
-    sp.add_argument("--data-dir", default=DATA_DIR)
+    sp.add_argument("--data-dir", default=DATA_DIR, help=DATA_DIR_HELP)
     sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
     sp.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
     sp.set_defaults(func=cmd_rotate_key, role="bank")
     sp = bank.add_parser("retire-key", help="delete an old (not the current) key from the ring")
-    sp.add_argument("key_id", metavar="KEY_ID")
-    sp.add_argument("--data-dir", default=DATA_DIR)
+    sp.add_argument("key_id", metavar="KEY_ID", help="the key to delete, as 'bank key-id --all' prints")
+    sp.add_argument("--data-dir", default=DATA_DIR, help=DATA_DIR_HELP)
     sp.set_defaults(func=cmd_retire_key, role="bank")
     sp = bank.add_parser("encrypt-keys", help="encrypt plaintext secret key files in place with a passphrase")
-    sp.add_argument("--data-dir", default=DATA_DIR)
+    sp.add_argument("--data-dir", default=DATA_DIR, help=DATA_DIR_HELP)
     sp.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
     sp.set_defaults(func=cmd_encrypt_keys, role="bank")

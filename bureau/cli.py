@@ -27,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bureau, args.listen, security=serving.security, metrics=metrics, share_timings=args.share_timings
     )
     address = host_port(args.listen, port)
-    log.warning("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
+    log.info("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
 
     def stop() -> None:
         server.stop(grace=2).wait()
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command.share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_serve, role="bureau")
     audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(
-        dest="audit_action", required=True
+        dest="audit_action", required=True, metavar="ACTION", help="verify or list"
     )
     sp = audit.add_parser("verify", help="check the hash chain: exit 0 if intact, 1 if not")
     command.store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")

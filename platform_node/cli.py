@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node = PlatformNode(args.platform_id, GrpcBureauLink(channel), outbox, dial=dial)
     server, port = start_platform_server(node, args.listen, security=serving.security, metrics=metrics)
     address = host_port(args.listen, port)
-    log.warning("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
+    log.info("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
 
     def stop() -> None:
         server.stop(grace=2).wait()
@@ -46,7 +46,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     platform = command.command_group(sub, "platform", "the platform node")
     sp = command.serve_parser(platform, "run the platform's gRPC server", command.DEFAULT_PLATFORM)
     sp.add_argument("--bureau", default=command.DEFAULT_BUREAU, help="bureau address")
-    sp.add_argument("--platform-id", default="platform-1")
+    sp.add_argument(
+        "--platform-id", default="platform-1", help="this platform's party id (its certificate's name)"
+    )
     sp.add_argument("--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret")
     sp.add_argument("--database", help=command.database_help("platform", "outbox.sqlite3"))
     sp.set_defaults(func=cmd_serve, role="platform")

@@ -213,3 +213,39 @@ def test_report_cli(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "not a column" in capsys.readouterr().err
     assert main([*args, "--bad", "terrible", "--data-dir", str(bureau_dir)]) == 2
     assert "does not occur" in capsys.readouterr().err
+
+
+def test_import_on_a_fresh_machine_creates_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import stat
+
+    fresh = tmp_path / "blindscore-data" / "bureau"
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01")
+    assert main(["model", "import", str(junk), "--name", "m", "--data-dir", str(fresh)]) == 2
+    assert not (tmp_path / "blindscore-data").exists()  # a refused file leaves nothing behind
+    capsys.readouterr()
+    src = variant_file(tmp_path, [0.1, 0.2, 0.4, 0.6])
+    assert main(["model", "import", str(src), "--name", "first", "--data-dir", str(fresh)]) == 0
+    captured = capsys.readouterr()
+    assert "as model first v1" in captured.out
+    assert f"created the bureau's data directory {fresh} (owner-only)" in captured.err
+    for directory in (tmp_path / "blindscore-data", fresh, fresh / "models"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    # The bureau opens the store the import made and serves the model.
+    node = BureauNode.open(fresh)
+    try:
+        assert node.models.resolve("first", None).model.policy.cutoffs == (0.1, 0.2, 0.4, 0.6)
+    finally:
+        node.close()
+
+
+def test_commands_that_read_the_store_say_how_to_make_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["model", "list", "--data-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert f"--data-dir {tmp_path / 'missing'}: no such directory" in err
+    assert "'blindscore model import' or 'blindscore bureau serve' creates it" in err
+    assert not (tmp_path / "missing").exists()

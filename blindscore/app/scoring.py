@@ -19,7 +19,7 @@ from blindscore.app.localnet import LocalNetwork
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
-from blindscore.importers import ImportOptions, read_model
+from blindscore.importers import AUTO, ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
 from blindscore.protocol import limits
 from blindscore.protocol.application import Application, check_id
@@ -109,11 +109,19 @@ def score_csv(
     labels: tuple[str, ...] | None,
     id_column: str | None,
     key_bits: int = 2048,
+    fmt: str = AUTO,
 ) -> int:
     check_key_bits(key_bits)
     model_id = _model_id(model_path)
+    if not cutoffs and (fmt == "skops" or (fmt == AUTO and model_path.suffix.lower() == ".skops")):
+        # The importer's fallback (one cutoff at 0.5) is no band policy anyone chose.
+        raise InvalidInputError(
+            f"--model {model_path}: a scikit-learn model carries no band cutoffs; pass --cutoffs, "
+            "ascending, on predict_proba[:,1] for a classifier or predict for a regressor "
+            "(e.g. --cutoffs 0.1,0.2,0.4)"
+        )
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
-    model = read_model(model_path, ImportOptions(cutoffs or None, labels or None), name=model_id)
+    model = read_model(model_path, ImportOptions(cutoffs or None, labels or None), fmt=fmt, name=model_id)
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:

@@ -81,7 +81,14 @@ from blindscore.models.features import CategoricalFeature, Feature, FeatureSpec,
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy, sigmoid
 
-__all__ = ["ALLOWED_TYPES", "DEFAULT_RANGE", "SUPPORTED_MODELS", "load_sklearn_model"]
+__all__ = [
+    "ALLOWED_TYPES",
+    "DEFAULT_RANGE",
+    "SUPPORTED_MODELS",
+    "SUPPORTED_SUMMARY",
+    "UnsupportedModelError",
+    "load_sklearn_model",
+]
 
 DEFAULT_RANGE: tuple[float, float] = (-1e6, 1e6)
 #: A linear model's file is a few kilobytes; this only stops a hostile file from exhausting memory.
@@ -181,11 +188,34 @@ def _schema_types(data: bytes, where: str) -> tuple[set[str], set[str]]:
     return types, loaders
 
 
+#: What the importer reads, in one line; :data:`SUPPORTED_MODELS` and :data:`ALLOWED_TYPES` in full
+#: go to :attr:`UnsupportedModelError.details`.
+SUPPORTED_SUMMARY = (
+    "LogisticRegression (binary), LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, "
+    "SGDClassifier (binary), LinearSVC (binary), alone or in a Pipeline after StandardScaler, "
+    "MinMaxScaler, OneHotEncoder or a ColumnTransformer of those"
+)
+
+
+class UnsupportedModelError(ModelFormatError):
+    """A model of a type or shape the importer does not read. The message is one sentence;
+    ``details`` lists every supported model with its conditions and every allowed type."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}. Supported models: {SUPPORTED_SUMMARY}.")
+        self.details = "\n".join(
+            [
+                "Supported models:",
+                *(f"  {m}" for m in SUPPORTED_MODELS),
+                "Types a model file may contain:",
+                *(f"  {t}" for t in sorted(ALLOWED_TYPES)),
+            ]
+        )
+
+
 def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
-    return ModelFormatError(
-        f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}. "
-        f"Supported models: {'; '.join(SUPPORTED_MODELS)}. "
-        f"Allowed types: {', '.join(sorted(ALLOWED_TYPES))}"
+    return UnsupportedModelError(
+        f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}"
     )
 
 
@@ -251,9 +281,7 @@ class _Plan:
 
 def _unsupported_pipeline(where: str, steps: Sequence[Any]) -> ModelFormatError:
     kinds = ", ".join(type(s).__name__ if not isinstance(s, str) else repr(s) for s in steps)
-    return ModelFormatError(
-        f"{where}: unsupported pipeline ({kinds}); supported: {'; '.join(SUPPORTED_MODELS)}"
-    )
+    return UnsupportedModelError(f"{where}: unsupported pipeline ({kinds})")
 
 
 def _split(obj: Any, where: str) -> tuple[Any | None, Any]:

@@ -36,7 +36,9 @@ def command_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """A top-level command such as ``bank`` whose actions (``bank serve``, ...) are added to the result."""
-    return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
+    return sub.add_parser(name, help=help).add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="run 'ACTION --help' for its flags"
+    )
 
 
 def serve_parser(
@@ -79,7 +81,9 @@ def database_help(node: str, files: str) -> str:
 
 def store_flags(sp: argparse.ArgumentParser, node: str, default_dir: str, files: str) -> None:
     """--data-dir and --database of a command that reads a node's stores offline."""
-    sp.add_argument("--data-dir", default=default_dir)
+    sp.add_argument(
+        "--data-dir", default=default_dir, help=f"the {node}'s data directory (default {default_dir})"
+    )
     sp.add_argument("--database", help=database_help(node, files))
 
 
