@@ -31,10 +31,11 @@ per score:
 
 Negative controls, each swapped in through a module-level hook and required to push the
 statistic's smallest p-value below LEAK_P = 1e-12 (observed values in the comments): slot masks
-no wider than the score range; kappa = 0 (the slot masks' statistical margin removed); no slot mask; slot masks with their low 20 bits cleared (the
-motivating bug, as in the per-application path); a fixed point-and-permute bit (every 0-label
-with lsb 0, through ``garble._label_bytes``); and, beyond the issue's list, an OT whose sender
-and receiver drop the hash pads (``ot._hash_rows`` returning zeros).
+no wider than the score range; kappa = 0 (no statistical margin); no slot mask; slot masks with
+their low 20 bits cleared (the motivating bug, as in the per-application path); a fixed
+point-and-permute bit (every 0-label with lsb 0, through ``garble._label_bytes``); and, beyond the
+issue's list, an OT whose sender and receiver drop the hash pads (``ot._hash_rows`` returning
+zeros).
 
 Model: one integer feature x in [0, 2^20 - 1], weight 1, cutoffs 2^16 and 2^20 - 2^16 on the raw
 score, precision 32: scale S = 15, T = 19 (T > 0: the bank compares z truncated by 19 bits),
