@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from phe import paillier as phe_paillier
 
 from blindscore.app import bench
 
@@ -24,11 +26,40 @@ def test_synthetic_workload_is_fixed() -> None:
     assert all(-4.0 <= v <= 4.0 for row in rows for v in row.values())
 
 
-def test_naive_baseline_decrypts_the_exact_score() -> None:
-    result = bench.run_naive(features=4, applications=2)
+def naive_scores(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every score the naive baseline decrypts, recorded at phe's private key."""
+    decrypt = phe_paillier.PaillierPrivateKey.decrypt
+    seen: list[float] = []
+
+    def recording(key: phe_paillier.PaillierPrivateKey, number: phe_paillier.EncryptedNumber) -> float:
+        value = decrypt(key, number)
+        seen.append(value)
+        return value
+
+    monkeypatch.setattr(phe_paillier.PaillierPrivateKey, "decrypt", recording)
+    return seen
+
+
+@pytest.mark.parametrize("pipeline", ["honest", "broken: another model's weights"])
+def test_naive_baseline_decrypts_the_exact_score(pipeline: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scores the baseline decrypts are the plaintext dot products of its rows and weights.
+    Negative control: a baseline scoring with other weights decrypts other scores, which the check
+    must flag."""
+    features, applications = 4, 2
+    weights = bench.synthetic_model(features).coef
+    rows = bench.synthetic_rows(features, applications)
+    expected = [math.fsum(row[f"x{i:03d}"] * w for i, w in enumerate(weights)) for row in rows]
+    if pipeline != "honest":
+        real = bench.synthetic_model
+        monkeypatch.setattr(bench, "synthetic_model", lambda n: real(n, seed=1))
+    seen = naive_scores(monkeypatch)
+    result = bench.run_naive(features=features, applications=applications)
     assert result.applications == 2 and len(result.latencies_ms) == 2
     assert result.p50 > 0 and result.apps_per_s > 0
     assert result.bytes_per_app > 4 * 400  # 4 + 1 ciphertexts of ~512 bytes
+    assert len(seen) == applications
+    exact = all(abs(got - want) <= 1e-9 for got, want in zip(seen, expected, strict=True))
+    assert exact == (pipeline == "honest"), (seen, expected)
 
 
 @pytest.mark.slow

@@ -403,7 +403,7 @@ class Nodes:
     platform_server: grpc.Server | None = None
     platform_addr: str = ""
     channels: list[grpc.Channel] = field(default_factory=list)
-    deliveries: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)  # application ids completed at the bank's store
     dialled: int = 0
 
     @property
@@ -413,13 +413,17 @@ class Nodes:
     def start_bank(self) -> None:
         if self.bank is None:
             self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
-            real = self.bank.deliver_band
+            store = self.bank.store
+            real = store.complete
 
-            def counting(delivery: Any, **kw: Any) -> Any:  # counts the band deliveries reaching the bank
-                self.deliveries.append(delivery.application_id)
-                return real(delivery, **kw)
+            # Counted where the bank stores, for both paths (DeliverBand and PackedFinish end here),
+            # every completion, including one whose band put_many would skip as already stored.
+            def counting(bureau_id: str, completions: Any, limits: RunLimits) -> Any:
+                done = real(bureau_id, completions, limits)
+                self.deliveries += [c.record.application_id for c in completions]
+                return done
 
-            self.bank.deliver_band = counting  # type: ignore[method-assign]
+            store.complete = counting  # type: ignore[method-assign]
         self.bank_server, self.bank_port = start_bank_server(
             self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True
         )
@@ -482,6 +486,14 @@ class Nodes:
     def at_bureau(self, app_id: str) -> StoredApplication | None:
         assert self.bureau is not None
         return self.bureau.applications.get("platform-d", app_id)
+
+    def not_once(self, app_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """The applications not completed exactly once at the bank: (completions counted at its
+        store, deliveries in its own run ledger) for each."""
+        assert self.bank is not None
+        ledger = self.bank.store.deliveries()
+        counts = {a: (self.deliveries.count(a), ledger.get(a, 0)) for a in app_ids}
+        return {a: n for a, n in counts.items() if n != (1, 1)}
 
     def in_outbox(self, app_id: str) -> OutboxEntry | None:
         assert self.platform is not None
@@ -690,6 +702,7 @@ def test_streamed_applications_are_packed_and_scored_exactly_once(nodes: Nodes) 
     one = platform.ScoreApplication(serde.application_to_proto(apps[4]), timeout=30)
     assert one.accepted and not one.pending
     assert nodes.bank.store.count() == stored
+    assert nodes.not_once(ids) == {}  # the replays completed nothing at the bank again
     # Other features under a batched id are refused by the platform, ...
     changed = serde.application_to_proto(german(40, "pack-4", nodes.key.key_id))
     code, text = rpc_code(lambda: platform.ScoreApplication(changed, timeout=30))
@@ -729,6 +742,38 @@ def test_batch_pending_while_the_bank_is_down_then_delivered(nodes: Nodes) -> No
         wait_for(lambda b=batch_id: batch_state(b) == DELIVERED, what=f"batch {batch_id} delivered")
         done = bureau.batches.get("platform-d", batch_id)
         assert done is not None and done.ciphertexts is None  # delivered: no data kept
+    assert nodes.not_once([a.application_id for a in apps]) == {}
+
+
+@pytest.mark.parametrize("path", ["one by one", "packed"])
+@pytest.mark.parametrize("bank", ["honest", "broken: completes every run twice"])
+def test_exactly_once_is_counted_where_the_bank_stores(
+    nodes: Nodes, path: str, bank: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both paths end in the bank's store, where the count is taken. Negative control: a bank whose
+    flow completes every run twice (its store keeps the first band, so the stored bands alone look
+    right) must show two completions per application on either path."""
+    if bank != "honest":
+        real = BankNode._complete
+
+        def twice(self: BankNode, bureau_id: str, completions: Any) -> Any:
+            real(self, bureau_id, completions)
+            return real(self, bureau_id, completions)
+
+        monkeypatch.setattr(BankNode, "_complete", twice)
+    if path == "one by one":
+        ids = ["once-1"]
+        receipt = nodes.stub("bureau").SubmitApplication(encrypted(nodes, 20, "once-1"), timeout=30)
+        assert receipt.accepted and not receipt.pending
+    else:
+        apps = [german(70 + i, f"once-b{i}", nodes.key.key_id) for i in range(4)]
+        ids = [a.application_id for a in apps]
+        assert all(o.accepted and not o.pending for o in stream(nodes, apps))
+        assert batches_of(nodes, ids)  # packed: every one went through a batch
+    for i, app_id in enumerate(ids):
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band((20 if path == "one by one" else 70) + i)
+    assert nodes.not_once(ids) == ({} if bank == "honest" else dict.fromkeys(ids, (2, 2)))
 
 
 def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> None:

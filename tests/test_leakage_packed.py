@@ -31,10 +31,11 @@ per score:
 
 Negative controls, each swapped in through a module-level hook and required to push the
 statistic's smallest p-value below LEAK_P = 1e-12 (observed values in the comments): slot masks
-no wider than the score range; no slot mask; slot masks with their low 20 bits cleared (the
-motivating bug, as in the per-application path); a fixed point-and-permute bit (every 0-label
-with lsb 0, through ``garble._label_bytes``); and, beyond the issue's list, an OT whose sender
-and receiver drop the hash pads (``ot._hash_rows`` returning zeros).
+no wider than the score range; kappa = 0 (no statistical margin); no slot mask; slot masks with
+their low 20 bits cleared (the motivating bug, as in the per-application path); a fixed
+point-and-permute bit (every 0-label with lsb 0, through ``garble._label_bytes``); and, beyond the
+issue's list, an OT whose sender and receiver drop the hash pads (``ot._hash_rows`` returning
+zeros).
 
 Model: one integer feature x in [0, 2^20 - 1], weight 1, cutoffs 2^16 and 2^20 - 2^16 on the raw
 score, precision 32: scale S = 15, T = 19 (T > 0: the bank compares z truncated by 19 bits),
@@ -357,6 +358,16 @@ VARIANTS = [
         packing,
         "_draw_slot_mask",
         lambda bits: secrets.randbits(bits - 1 - DEFAULT_KAPPA),
+    ),
+    # kappa = 0 (which PackedBand refuses as a parameter, so drawn through the hook in the usual
+    # slots): R_a of 36 bits, no statistical margin; z_a mod 2^j for j >= 39 crowds into an eighth
+    # of its range or less (observed: p = 0).
+    Variant(
+        "kappa = 0",
+        "slot residues",
+        packing,
+        "_draw_slot_mask",
+        lambda bits: secrets.randbits(bits - DEFAULT_KAPPA),
     ),
     # z_a = s_a + C, constant (observed: p = 0).
     Variant("no slot mask", "slot residues", packing, "_draw_slot_mask", lambda bits: 0),

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.json_format import MessageToJson
 
 from blindscore.app.client import score_one
 from blindscore.bureau.flow import BureauNode
 from blindscore.crypto.paillier import PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.transport import open_channel
+from blindscore.models.linear import LinearModel
 from blindscore.platform_node.bureau_link import GrpcBureauLink, SubmitResult
 from blindscore.platform_node.flow import PlatformNode, Receipt
 from blindscore.protocol.application import Application
@@ -292,13 +296,35 @@ def test_registration_refusals(net: Net) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-def test_spec_has_no_weights(net: Net) -> None:
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def weights_shown(text: str, model: LinearModel) -> list[float]:
+    """Every weight and intercept of ``model``, float or encoded integer, that appears as a number in
+    ``text``: exactly, or a float to 6 significant digits (a rounded print leaks it too)."""
+    shown = [float(token) for token in NUMBER.findall(text)]
+    exact = {float(w) for w in (*model.encoded_weights, model.encoded_intercept)}
+    rounded = [float(w) for w in (*model.coef, model.intercept) if abs(w) > 1e-3]
+    found = [w for w in exact if w in set(shown)]
+    found += [w for w in rounded if any(abs(t - w) <= 5e-6 * abs(w) for t in shown)]
+    return found
+
+
+@pytest.mark.parametrize("spec", ["honest", "broken: weights to 6 digits in the spec"])
+def test_spec_has_no_weights(net: Net, spec: str) -> None:
+    """Every number of the whole GetModelSpec answer is searched for every weight (124 values for the
+    German model, none of which equals a public number of its spec). Negative control: the same
+    answer with the weights, rounded to 6 digits, added to its feature spec must be flagged."""
     stub: Any = pb_grpc.BureauStub(open_channel(net.bureau))
-    spec = stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID), timeout=10).feature_spec
+    answer = stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID), timeout=10)
     model = default_model()
-    assert "coef" not in spec and "intercept" not in spec and "cutoff" not in spec
-    for w in model.encoded_weights[:5]:
-        assert str(w) not in spec or abs(w) < 1000
+    if spec != "honest":
+        leaky = json.loads(answer.feature_spec) | {"terms": [float(f"{w:.6g}") for w in model.coef]}
+        answer.feature_spec = json.dumps(leaky)
+    text = MessageToJson(answer)
+    assert "coef" not in text and "intercept" not in text and "cutoff" not in text
+    shown = weights_shown(text, model)
+    assert len(shown) == (0 if spec == "honest" else sum(abs(w) > 1e-3 for w in model.coef)), shown
 
 
 def test_bureau_state_survives_restart(net: Net, tmp_path: Path) -> None:

