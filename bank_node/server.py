@@ -15,6 +15,7 @@ import grpc
 from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import BankKey
+from blindscore.bank_node.sessions import StartResult
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import Identity
 from blindscore.infra.metrics import NodeMetrics
@@ -118,10 +119,7 @@ class BankServicer(pb_grpc.BankServicer):
         key = self.node.key(batch.key_id)
         masked = serde.packed_start_from_proto(request, key.paillier.public_key)
         started = self.node.packed_start(BatchStart(batch, bytes(request.ot_session_id), masked))
-        ext = started.request
-        return pb.PackedStartResponse(
-            ticket=started.ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u
-        )
+        return pb.PackedStartResponse(**_started(started))
 
     @grpc_errors
     @timed("bank.packed_finish")
@@ -144,10 +142,7 @@ class BankServicer(pb_grpc.BankServicer):
         key = self.node.key(batch.key_id)
         masked = serde.circuit_start_from_proto(request, key.paillier.public_key)
         started = self.node.circuit_start(CircuitStart(batch, bytes(request.ot_session_id), masked))
-        ext = started.request
-        return pb.CircuitStartResponse(
-            ticket=started.ticket, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u
-        )
+        return pb.CircuitStartResponse(**_started(started))
 
     @grpc_errors
     @timed("bank.circuit_finish")
@@ -160,6 +155,12 @@ class BankServicer(pb_grpc.BankServicer):
             batch, bytes(request.ticket), reply, garbled, request.model_id, tuple(request.band_labels)
         )
         return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
+
+
+def _started(started: StartResult) -> dict[str, Any]:
+    """The fields of a start response: the sealed ticket and the bank's OT-extension request."""
+    ext = started.request
+    return {"ticket": started.ticket, "ot_nonce": ext.nonce, "ot_count": ext.count, "ot_u": ext.u}
 
 
 def _run(request: pb.MaskedRequest | pb.BlindedRequest, context: grpc.ServicerContext) -> Run:

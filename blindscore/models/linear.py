@@ -34,7 +34,6 @@ from blindscore._files import write_json
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _as_real, _check_format, _check_keys, _get_real, _get_str, read_object
 from blindscore.models.contract import AdditiveModel, register_model_type
-from blindscore.models.encoding import fmt_real
 from blindscore.models.features import (
     BinnedFeature,
     CategoricalFeature,
@@ -527,13 +526,7 @@ class LinearModel(AdditiveModel):
             f"  score scale 2^{enc.score_frac_bits}, truncated by {enc.truncate_bits} bits, max error "
             f"{enc.max_abs_error:.3g} (precision {self.precision:g}), comparison bits {enc.comparison_bits}",
         ]
-        labels = self.policy.labels
-        cut = [fmt_real(c) for c in self.policy.cutoffs]
-        banded = "probability" if self.policy.output == "probability" else "score"
-        for i, label in enumerate(labels):
-            lower = f"{cut[i - 1]} <= " if i > 0 else ""
-            upper = f" < {cut[i]}" if i < len(cut) else ""
-            lines.append(f"  band {label}: {lower}{banded}{upper}")
+        lines += self.policy.describe("probability" if self.policy.output == "probability" else "score")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -57,7 +57,6 @@ from blindscore.models._json import (
     _get_str,
 )
 from blindscore.models.contract import PrivateModel, register_model_type
-from blindscore.models.encoding import fmt_real
 from blindscore.models.features import FeatureSpec, NumericFeature
 from blindscore.models.policy import BandPolicy, logit, sigmoid
 from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
@@ -718,11 +717,7 @@ class MLPModel(PrivateModel):
             f"shifts {list(plan.shifts)}",
             f"  max error {self.max_abs_error:.3g} (precision {self.precision:g})",
         ]
-        cut = [fmt_real(c) for c in self.policy.cutoffs]
-        for i, label in enumerate(self.policy.labels):
-            lower = f"{cut[i - 1]} <= " if i > 0 else ""
-            upper = f" < {cut[i]}" if i < len(cut) else ""
-            lines.append(f"  band {label}: {lower}{self.policy.output}{upper}")
+        lines += self.policy.describe(self.policy.output)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _as_real, _check_keys, _get_list, _get_str
+from blindscore.models.encoding import fmt_real
 
 LINKS = ("logit", "identity")
 OUTPUTS = ("probability", "raw")
@@ -91,6 +92,16 @@ class BandPolicy:
     def label_of(self, value: float) -> str:
         """The label of the band of ``value``."""
         return self.labels[self.band_of(value)]
+
+    def describe(self, quantity: str) -> list[str]:
+        """One line per band for model listings: ``band B: 0.2 <= probability < 0.5``."""
+        cut = [fmt_real(c) for c in self.cutoffs]
+        lines = []
+        for i, label in enumerate(self.labels):
+            lower = f"{cut[i - 1]} <= " if i > 0 else ""
+            upper = f" < {cut[i]}" if i < len(cut) else ""
+            lines.append(f"  band {label}: {lower}{quantity}{upper}")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {"cutoffs": list(self.cutoffs), "labels": list(self.labels), "output": self.output}

@@ -73,7 +73,6 @@ from typing import Any, ClassVar, Literal
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError, PreconditionError
 from blindscore.models._json import _as_real, _check_keys, _get_list, _get_str
 from blindscore.models.contract import register_model_type
-from blindscore.models.encoding import fmt_real
 from blindscore.models.features import BinnedFeature, FeatureSpec, GroupedCategoricalFeature
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy, sigmoid
@@ -594,11 +593,7 @@ class Scorecard(LinearModel):
             f"  score scale 2^{enc.score_frac_bits}, truncated by {enc.truncate_bits} bits, max error "
             f"{enc.max_abs_error:.3g} (precision {self.precision:g}), comparison bits {enc.comparison_bits}",
         ]
-        cut = [fmt_real(c) for c in self.policy.cutoffs]
-        for i, label in enumerate(self.policy.labels):
-            lower = f"{cut[i - 1]} <= " if i > 0 else ""
-            upper = f" < {cut[i]}" if i < len(cut) else ""
-            lines.append(f"  band {label}: {lower}{self.bands_on}{upper}")
+        lines += self.policy.describe(self.bands_on)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

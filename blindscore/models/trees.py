@@ -47,7 +47,6 @@ import numpy as np
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _check_format, _check_keys, _get_int, _get_list, _get_real, _get_str
 from blindscore.models.contract import PrivateModel, register_model_type
-from blindscore.models.encoding import fmt_real
 from blindscore.models.families import tree_sum_bits
 from blindscore.models.features import FeatureSpec, FloatKeyFeature
 from blindscore.models.floatkeys import (
@@ -732,11 +731,7 @@ class TreeEnsemble(PrivateModel):
             f"  leaf scale 2^{self.leaf_frac_bits}, max error {self.max_abs_error:.3g} "
             f"(precision {self.precision:g}), margin {self.margin_bits} bits",
         ]
-        cut = [fmt_real(c) for c in self.policy.cutoffs]
-        for i, label in enumerate(self.policy.labels):
-            lower = f"{cut[i - 1]} <= " if i > 0 else ""
-            upper = f" < {cut[i]}" if i < len(cut) else ""
-            lines.append(f"  band {label}: {lower}{self.policy.output}{upper}")
+        lines += self.policy.describe(self.policy.output)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
