@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("blindscore.models",),
     ("blindscore.importers", "blindscore.wire", "blindscore.data"),
     ("blindscore.bureau", "blindscore.bank_node", "blindscore.platform_node"),
-    ("blindscore.app",),
+    ("blindscore.app", "blindscore.testing"),
 )
 #: Top-level import names of this repository (the node folders only ever as blindscore.*).
 OURS = {"blindscore", "bureau", "bank_node", "platform_node", "scripts", "tests"}

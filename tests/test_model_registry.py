@@ -3,69 +3,30 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from blindscore import testing
 from blindscore.bureau.registry import ModelStore, parse_version
-from blindscore.crypto import ot
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import InvalidInputError, ModelFormatError, NotFoundError
-from blindscore.models import families
 from blindscore.models.contract import AdditiveModel, PrivateModel, register_model_type
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy
 from blindscore.models.registry import load_model, model_types
-from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
+from blindscore.testing import sample_rows
 
 TYPES = sorted(model_types())
-
-
-def sample_value(feature: Any, rng: random.Random) -> object:
-    """A valid raw value for any built-in feature kind, edges and extremes included."""
-    kind = feature.kind
-    if kind == "numeric":
-        if rng.random() < 0.2:
-            return rng.choice([feature.lo, feature.hi])
-        x = rng.uniform(feature.lo, feature.hi)
-        return float(round(x)) if feature.integer else x
-    if kind == "categorical":
-        return rng.choice(feature.categories)
-    if kind == "binned":
-        edges = feature.edges
-        choices: list[object] = [0.0, *edges, *(e - 1e-6 for e in edges)]
-        if edges:
-            choices += [edges[0] - 1.0, edges[-1] + 1.0]
-        if feature.missing_bin:
-            choices += [None, math.nan, ""]
-        for group in feature.special:
-            choices.extend(group)
-        return rng.choice(choices)
-    if kind == "float-key":  # tree ensembles: any float, zeros, tiny values and missing ones
-        return rng.choice([None, math.nan, 0.0, -0.0, 1e-36, rng.uniform(-5, 5), rng.uniform(-1e6, 1e6)])
-    if kind == "grouped":  # scorecard category groups
-        values: list[object] = [c for g in feature.groups for c in g]
-        if feature.missing_bin:
-            values += [None, ""]
-        if feature.other_bin:
-            values.append("never-seen-category")
-        return rng.choice(values)
-    raise AssertionError(f"conformance suite cannot sample feature kind {kind!r}; teach sample_value")
-
-
-def sample_rows(model: PrivateModel, n: int, seed: int = 7) -> list[dict[str, object]]:
-    rng = random.Random(seed)
-    return [{f.name: sample_value(f, rng) for f in model.spec.features} for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,18 +48,11 @@ def test_builtin_types_registered() -> None:
 
 
 def test_round_trip_is_lossless(example: PrivateModel) -> None:
-    d = example.to_dict()
-    assert d["kind"] == example.type_name
-    text = json.dumps(d, sort_keys=True, allow_nan=False)  # plain JSON, no NaN
-    again = load_model(json.loads(text))
-    assert type(again) is type(example)
-    assert json.dumps(again.to_dict(), sort_keys=True) == text
+    testing.check_round_trip(example)
 
 
 def test_spec_is_public_only(example: PrivateModel) -> None:
-    spec_text = json.dumps(example.spec.to_dict())
-    for secret in ("coef", "weights", "points", "intercept", "base_points"):
-        assert secret not in spec_text
+    testing.check_spec_is_public(example)
 
 
 ADDITIVE = [name for name in TYPES if issubclass(model_types()[name], AdditiveModel)]
@@ -128,38 +82,32 @@ def test_wrong_ciphertext_count_refused(additive: AdditiveModel, paillier_keypai
 
 
 def test_fixed_point_error_within_bound_and_bands_agree(example: PrivateModel) -> None:
-    cutoffs = example.decision_cutoffs
-    assert cutoffs == sorted(cutoffs) and len(cutoffs) == len(example.policy.cutoffs)
-    for row in sample_rows(example, 300):
-        exact = example.decision_value(row)
-        encoded = example.spec.encode_row(row)
-        assert abs(example.encoded_decision_value(encoded) - exact) <= example.max_abs_error
-        band = example.band(row)
-        assert 0 <= band < example.policy.n_bands
-        if all(abs(exact - c) > example.max_abs_error for c in cutoffs):
-            assert band == example.band_from_encoded(encoded)
-        assert math.isfinite(example.predict(row))
+    testing.check_error_bound(example, sample_rows(example, 300))
 
 
 def test_the_blind_pipeline_gives_the_integer_band(example: PrivateModel, paillier_keypair: KeyPair) -> None:
     """Both parties in one process (the garbled-circuit pipeline every type runs on): the band the
     bank decodes is the model's own band_from_encoded."""
-    pk = paillier_keypair.public_key
-    receiver_setup, offer = ot.ReceiverSetup.start()
-    sender_setup, choice = ot.SenderSetup.start(offer)
-    receiver, reply = receiver_setup.finish(choice)
-    sender = sender_setup.finish(reply)
-    family = families.family(example.circuit_shape().family)
-    for row in sample_rows(example, 3, seed=11):
-        encoded = example.spec.encode_row(row)
-        bureau = CircuitBand(pk, example, family, [pk.encrypt(x) for x in encoded])
-        opened = open_request(paillier_keypair, bureau.request)
-        request = receiver.request(opened.choices)
-        garbled, pairs = bureau.garble()
-        labels = receiver.receive(request.nonce, opened.choices, sender.reply(request, pairs))
-        assert evaluate_band(bureau.request.shape, family, garbled, labels) == example.band_from_encoded(
-            encoded
-        )
+    testing.check_blind_pipeline(example, sample_rows(example, 3, seed=11), paillier_keypair)
+
+
+def test_the_checks_catch_a_broken_type(paillier_keypair: KeyPair) -> None:
+    """Negative controls: a model whose blind band is off by one, and one whose spec leaks its
+    weights, are caught by the importable checks."""
+
+    class OffByOne(LinearModel):
+        def band_from_encoded(self, encoded_row: Sequence[int]) -> int:
+            return super().band_from_encoded(encoded_row) + 1
+
+    model = default_model()
+    broken = OffByOne(model.name, model.spec, model.coef, model.intercept, model.link, model.policy)
+    rows = sample_rows(broken, 3, seed=11)
+    with pytest.raises(AssertionError, match="blind band"):
+        testing.check_blind_pipeline(broken, rows, paillier_keypair)
+
+    leaky = SimpleNamespace(spec=SimpleNamespace(to_dict=lambda: {**model.spec.to_dict(), "coef": [1.0]}))
+    with pytest.raises(AssertionError, match="secret-looking keys"):
+        testing.check_spec_is_public(leaky)  # type: ignore[arg-type]
 
 
 def test_describe_shows_no_weights(example: PrivateModel) -> None:
