@@ -125,6 +125,22 @@ def _spent(stored: StoredBatch) -> PreconditionError:
     )
 
 
+def _garbling_reply(
+    garble: Callable[[], tuple[Any, list[tuple[int, int]]]], timing: dict[str, float]
+) -> Callable[[Any, Any], Any]:
+    """The bureau's answer to the bank's OT request: garble now (fresh labels for this round), send
+    the labels of the bank's inputs through the OT, and time it as ``bureau.garble``."""
+
+    def finish(request: Any, sender: Any) -> Any:
+        t0 = time.perf_counter()
+        garbling, pairs = garble()
+        reply = sender.reply(request, pairs)
+        timing["bureau.garble"] = (time.perf_counter() - t0) * 1e3
+        return reply, garbling
+
+    return finish
+
+
 def _circuit_key(application_id: str) -> str:
     """The ledger key of an application's circuit evaluation round (beside the batches' ids)."""
     return "application/" + application_id
@@ -504,13 +520,7 @@ class BureauNode:
         protocol = packing.PackedBand(job.paillier, model, job.ciphertexts, count, stored.slot_bits)
         t1 = time.perf_counter()
         timing: dict[str, float] = {}
-
-        def finish(request: Any, sender: Any) -> Any:
-            t2 = time.perf_counter()
-            circuit, pairs = protocol.garble()
-            reply = sender.reply(request, pairs)
-            timing["bureau.garble"] = (time.perf_counter() - t2) * 1e3
-            return reply, circuit
+        finish = _garbling_reply(protocol.garble, timing)
 
         def spend() -> None:
             if not self.ledger.spend_batch(stored.platform_id, stored.batch_id):
@@ -540,13 +550,7 @@ class BureauNode:
         )
         t1 = time.perf_counter()
         timing: dict[str, float] = {}
-
-        def finish(request: Any, sender: Any) -> Any:
-            t2 = time.perf_counter()
-            garbled, pairs = protocol.garble()
-            reply = sender.reply(request, pairs)
-            timing["bureau.garble"] = (time.perf_counter() - t2) * 1e3
-            return reply, garbled
+        finish = _garbling_reply(protocol.garble, timing)
 
         def spend() -> None:
             if not self.ledger.spend_batch(platform_id, _circuit_key(application_id)):
