@@ -76,6 +76,16 @@ def test_demo_command(tmp_path: Path) -> None:
     assert "latency per application" in out
 
 
+@pytest.mark.parametrize("family", ["gbdt", "mlp"])
+def test_demo_with_a_tree_ensemble_or_a_network(tmp_path: Path, family: str) -> None:
+    """The shipped XGBoost ensemble and MLP on German credit, scored by the garbled-circuit path
+    through three node processes: every band equals the plaintext model's."""
+    result = run_cli("demo", "--model", family, "--applicants", "12", "--workdir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"model german-credit-{family}" in result.stdout
+    assert "band agreement with plaintext scoring of the same model: 12/12 (100.00%)" in result.stdout
+
+
 def test_demo_refuses_small_keys() -> None:
     result = run_cli("demo", "--applicants", "5", "--key-bits", "1024")
     assert result.returncode == 2

@@ -50,7 +50,9 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(applicants=args.applicants, key_bits=args.key_bits, workdir=args.workdir)
+    return run_demo(
+        applicants=args.applicants, key_bits=args.key_bits, workdir=args.workdir, model=args.model
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -169,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072")
     sp.add_argument("--workdir", help="keep node data and logs here instead of a temporary directory")
+    sp.add_argument(
+        "--model",
+        choices=("linear", "gbdt", "mlp"),
+        default="linear",
+        help="the shipped model to score with: logistic regression (default), gradient-boosted trees "
+        "or a small neural network (both on the numeric columns, scored by the garbled-circuit path)",
+    )
     sp.set_defaults(func=cmd_demo, role="demo")
 
     sp = sub.add_parser(

@@ -15,24 +15,32 @@ from tqdm import tqdm
 from blindscore.app.client import Outcome, score_applications
 from blindscore.app.localnet import LocalNetwork
 from blindscore.bank_node.store import BandRecord, ResultStore
+from blindscore.bureau.registry import ModelStore
 from blindscore.crypto.paillier import check_key_bits
-from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.data.german import DEMO_MODELS, demo_model, load_german_credit
 from blindscore.errors import InvalidInputError
-from blindscore.models.linear import LinearModel
+from blindscore.models.contract import PrivateModel
 from blindscore.protocol.application import Application
 
 
-def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | None = None) -> int:
+def run_demo(
+    *, applicants: int = 1000, key_bits: int = 2048, workdir: str | None = None, model: str = "linear"
+) -> int:
     check_key_bits(key_bits)
     rows, labels = load_german_credit()
     if not 1 <= applicants <= len(rows):
         raise InvalidInputError(f"--applicants must be between 1 and {len(rows)}, not {applicants}")
     rows = rows[:applicants]
     target = [int(t) for t in labels[:applicants]]
-    model = default_model()
+    family = model
+    scoring_model = demo_model(family)
+    model_id = DEMO_MODELS[family][0]
     with tempfile.TemporaryDirectory(prefix="blindscore-demo-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
-        print(f"blindscore demo: {applicants} German credit applicants, {key_bits}-bit Paillier keys")
+        print(
+            f"blindscore demo: {applicants} German credit applicants, model {model_id}, "
+            f"{key_bits}-bit Paillier keys"
+        )
         print(
             "starting bureau, bank and platform as separate processes on 127.0.0.1, mutual TLS ...",
             flush=True,
@@ -44,11 +52,13 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
                 f"  bureau {net.bureau_address}  bank {net.bank_address}  platform {net.platform_address}"
                 f"  (key {net.key_id}, ready in {t1 - t0:.1f} s)"
             )
+            if family != "linear":  # the bureau installs the linear one itself; this one hot-swaps in
+                ModelStore(net.bureau_dir / "models").put(model_id, scoring_model)
             apps = [
                 Application(
                     application_id=f"german-{i + 1:04d}",
                     bank_id=net.bank_id,
-                    model_id=DEFAULT_MODEL_ID,
+                    model_id=model_id,
                     key_id=net.key_id,
                     consent_reference=f"demo-consent-{i + 1:04d}",
                     features=row,
@@ -70,11 +80,11 @@ def run_demo(*, applicants: int = 1000, key_bits: int = 2048, workdir: str | Non
             f"scored {len(outcomes)} applications in {t2 - t1:.1f} s "
             f"({len(outcomes) / (t2 - t1):.1f} per second)"
         )
-        return report(model, apps, rows, target, outcomes, records)
+        return report(scoring_model, apps, rows, target, outcomes, records)
 
 
 def report(
-    model: LinearModel,
+    model: PrivateModel,
     apps: Sequence[Application],
     rows: Sequence[Mapping[str, object]],
     target: Sequence[int],

@@ -22,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from blindscore.errors import ModelFormatError
+from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.models.contract import PrivateModel
 from blindscore.models.features import CategoricalFeature, FeatureSpec, NumericFeature
 from blindscore.models.linear import LinearModel
 from blindscore.models.policy import BandPolicy
+from blindscore.models.registry import load_model_file
 
 __all__ = [
     "CATEGORIES",
     "DEFAULT_MODEL_ID",
+    "DEMO_MODELS",
     "GERMAN_C",
     "GERMAN_MODEL_NAME",
     "GERMAN_PD_CUTOFFS",
@@ -37,6 +40,7 @@ __all__ = [
     "NUMERIC_RANGES",
     "TARGET",
     "default_model",
+    "demo_model",
     "design_matrix",
     "german_feature_spec",
     "load_german_credit",
@@ -48,6 +52,17 @@ GERMAN_MODEL_NAME = "german-credit-lr"
 #: The id under which nodes install the shipped model.
 DEFAULT_MODEL_ID = GERMAN_MODEL_NAME
 GERMAN_MODEL_FILE = "german_credit_lr.json"
+#: The shipped tree ensemble and network (numeric columns only; scripts/train_german_model.py).
+GERMAN_GBDT_NAME = "german-credit-gbdt"
+GERMAN_GBDT_FILE = "german_credit_gbdt.json"
+GERMAN_MLP_NAME = "german-credit-mlp"
+GERMAN_MLP_FILE = "german_credit_mlp.json"
+#: Demo model families: name in the bureau's store and the shipped file.
+DEMO_MODELS = {
+    "linear": (GERMAN_MODEL_NAME, GERMAN_MODEL_FILE),
+    "gbdt": (GERMAN_GBDT_NAME, GERMAN_GBDT_FILE),
+    "mlp": (GERMAN_MLP_NAME, GERMAN_MLP_FILE),
+}
 GERMAN_C = 1.0
 #: Rounded in-sample PD quintiles of the C=1 fit; band A: PD < 0.07, ..., band E: PD >= 0.54.
 GERMAN_PD_CUTOFFS = (0.07, 0.16, 0.32, 0.54)
@@ -247,6 +262,14 @@ def train_german_model(
         precision,
         metadata=metadata,
     )
+
+
+def demo_model(family: str) -> PrivateModel:
+    """The shipped German credit model of ``family`` (linear, gbdt or mlp)."""
+    if family not in DEMO_MODELS:
+        raise InvalidInputError(f"unknown demo model {family!r}; choose one of {', '.join(DEMO_MODELS)}")
+    with resources.as_file(resources.files(__package__).joinpath(DEMO_MODELS[family][1])) as path:
+        return load_model_file(path)
 
 
 def default_model() -> LinearModel:
