@@ -74,3 +74,16 @@ def test_online_json_line_over_three_processes() -> None:
     assert 5 * 512 < line["bytes_per_app"] < 64 * 1024
     assert {"platform.encrypt", "bureau.evaluate", "bank.round2"} <= set(line["stage_ms_p50"])
     assert line["speedup_throughput"] > 0
+
+
+@pytest.mark.parametrize("family", ["trees", "mlp"])
+def test_circuit_workloads_run_over_three_processes(family: str) -> None:
+    """The trees and mlp workloads (here small) through the nodes: every call accepted (the bench
+    refuses to report otherwise), the circuit's public shape and the bank's stages reported."""
+    model = bench.hist_trees(trees=4, depth=3, features=8) if family == "trees" else bench.synthetic_mlp(8, 4)
+    result = bench.run_online(
+        features=8, applications=2, warmup=1, settle_s=0.0, model=model, workload=family
+    )
+    assert result.workload == family and len(result.latencies_ms) == 2
+    assert result.extra["circuit"]["family"] == family
+    assert "bank.circuit_finish" in result.stage_ms and result.bytes_per_app > 0

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,16 @@ import numpy as np
 
 from blindscore.app.client import Outcome, PlatformClient, score_applications
 from blindscore.app.localnet import LocalNetwork
+from blindscore.importers.sklearn_mlp import mlp_from_sklearn
+from blindscore.models.contract import PrivateModel
 from blindscore.models.features import FeatureSpec, NumericFeature
 from blindscore.models.linear import LinearModel
+from blindscore.models.mlp import MLPModel
 from blindscore.models.policy import BandPolicy
+from blindscore.models.trees import Tree, TreeEnsemble
 from blindscore.protocol.application import Application
 
-WORKLOADS = ("online", "batch", "german", "naive")
+WORKLOADS = ("online", "batch", "german", "naive", "trees", "mlp")
 BENCH_MODEL_ID = "bench-linear"
 FEATURE_RANGE = 4.0
 CUTOFFS = (-2.0, -0.5, 0.5, 2.0)
@@ -151,8 +156,11 @@ def run_online(
     warmup: int = 20,
     key_bits: int = 2048,
     settle_s: float = POOL_SETTLE_S,
+    model: PrivateModel | None = None,
+    workload: str = "online",
 ) -> Result:
-    model = synthetic_model(features)
+    """Sequential unary calls; ``model`` defaults to the synthetic linear model of ``features``."""
+    model = model or synthetic_model(features)
     rows = synthetic_rows(features, applications + warmup)
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
@@ -174,11 +182,75 @@ def run_online(
             latencies.append((time.perf_counter() - t) * 1e3)
         wall = time.perf_counter() - t0
     _check(outcomes)
-    result = Result("online", key_bits, features, applications, latencies, wall)
+    result = Result(workload, key_bits, features, applications, latencies, wall)
     result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
     result.stage_ms = _stage_medians(outcomes)
-    result.extra = {"comparison_bits": model.comparison_bits, "precision": model.precision}
+    if isinstance(model, LinearModel):
+        result.extra = {"comparison_bits": model.comparison_bits, "precision": model.precision}
+    else:
+        shape = model.circuit_shape()
+        result.extra = {"circuit": {"family": shape.family, "values": shape.values, **dict(shape.params)}}
     return result
+
+
+def hist_trees(trees: int = 100, depth: int = 4, features: int = 50, seed: int = 2026) -> TreeEnsemble:
+    """The ``trees`` workload's model: an XGBoost-format ensemble (float32, "x < t", NaN to the
+    default side) of complete trees whose thresholds are drawn from 255 quantile bin edges per
+    feature, as XGBoost's ``hist`` method places them; 4 cutoffs on the probability."""
+    rng = np.random.default_rng(seed)
+    sample = np.clip(rng.normal(size=(4096, features)), -FEATURE_RANGE, FEATURE_RANGE)
+    edges = np.quantile(sample, np.linspace(0, 1, 257)[1:-1], axis=0).astype(np.float32)
+    internal, leaves = 2**depth - 1, 2**depth
+    n = internal + leaves
+    out = []
+    for _ in range(trees):
+        feature = [int(rng.integers(features)) for _ in range(internal)] + [-1] * leaves
+        threshold = [float(edges[rng.integers(255), f]) for f in feature[:internal]] + [0.0] * leaves
+        out.append(
+            Tree(
+                feature=tuple(feature),
+                threshold=tuple(threshold),
+                left=tuple([2 * i + 1 for i in range(internal)] + [-1] * leaves),
+                right=tuple([2 * i + 2 for i in range(internal)] + [-1] * leaves),
+                default_left=tuple(bool(rng.integers(2)) for _ in range(n)),
+                missing=tuple(["nan"] * n),
+                value=tuple([0.0] * internal + [float(v) for v in rng.normal(scale=0.1, size=leaves)]),
+            )
+        )
+    return TreeEnsemble(
+        f"bench-trees-{trees}x{depth}",
+        [f"x{i:03d}" for i in range(features)],
+        out,
+        base_score=0.0,
+        link="logit",
+        output="probability",
+        domain="float32",
+        strict=True,
+        policy=BandPolicy((0.1, 0.3, 0.6, 0.85)),
+    )
+
+
+def synthetic_mlp(features: int = 50, hidden: int = 32, seed: int = 2026) -> MLPModel:
+    """The ``mlp`` workload's model: features -> hidden (relu) -> 1 (sigmoid), trained by
+    scikit-learn on synthetic rows, features declared in [-4, 4]."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(seed)
+    x = np.clip(rng.normal(size=(2000, features)), -FEATURE_RANGE, FEATURE_RANGE)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int)
+    with warnings.catch_warnings():  # a benchmark model need not converge, only be a fixed network
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=300, random_state=0).fit(x, y)
+    names = [f"x{i:03d}" for i in range(features)]
+    return mlp_from_sklearn(
+        net,
+        ranges={n: (-FEATURE_RANGE, FEATURE_RANGE) for n in names},
+        policy=BandPolicy((0.1, 0.3, 0.6, 0.85)),
+        feature_names=names,
+        name=f"bench-mlp-{features}x{hidden}",
+        frac_bits=20,
+    )
 
 
 def _run_stream(
@@ -290,6 +362,17 @@ def run(workload: str, *, key_bits: int = 2048, applications: int | None = None)
         result = run_batch(key_bits=key_bits, applications=applications or 2000)
     elif workload == "german":
         result = run_german(key_bits=key_bits)
+    elif workload == "trees":
+        n = applications or 30
+        result = run_online(key_bits=key_bits, applications=n, warmup=3, model=hist_trees(), workload="trees")
+    elif workload == "mlp":
+        result = run_online(
+            key_bits=key_bits,
+            applications=applications or 100,
+            warmup=5,
+            model=synthetic_mlp(),
+            workload="mlp",
+        )
     else:
         result = naive
     return summary(result, naive)
