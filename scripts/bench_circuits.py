@@ -2,12 +2,10 @@
 
     python scripts/bench_circuits.py [--trees 100] [--depth 4] [--features 50] [--applications 5] [--json]
 
-The model is the `trees` workload of issue 13: an XGBoost-format ensemble (float32 keys, "x < t",
-NaN to the default side) of complete trees whose split thresholds are drawn from 255 quantile bin
-edges per feature, as XGBoost's `hist` method places them, over standard-normal features; 4 cutoffs.
-Each application runs every step of docs/circuits.md: platform encryption, the bureau's Paillier
-stage, the bank's decryptions, the IKNP OT of the bank's input labels, garbling and evaluation.
-Transport is not included (no gRPC yet): this measures the computation the nodes will do.
+The model is the `trees` workload's (blindscore.app.bench.hist_trees). Each application runs every
+step of docs/circuits.md in one process: platform encryption, the bureau's Paillier stage, the
+bank's decryptions, the IKNP OT of the bank's input labels, garbling and evaluation, timed apart
+(`python scripts/bench.py trees` measures the same over the three nodes).
 """
 
 from __future__ import annotations
@@ -20,11 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from blindscore.app.bench import hist_trees
 from blindscore.crypto import ot
 from blindscore.crypto.paillier import generate_keypair
 from blindscore.models import families
-from blindscore.models.policy import BandPolicy
-from blindscore.models.trees import Tree, TreeEnsemble
 from blindscore.protocol.circuit_band import CircuitBand, band_circuit, evaluate_band, open_request
 
 STEPS = (
@@ -39,38 +36,8 @@ STEPS = (
 )
 
 
-def hist_ensemble(trees: int, depth: int, features: int, seed: int = 2026) -> TreeEnsemble:
-    """Complete trees of ``depth`` with random features and thresholds on 255 quantile edges."""
-    rng = np.random.default_rng(seed)
-    sample = rng.normal(size=(4096, features))
-    edges = np.quantile(sample, np.linspace(0, 1, 257)[1:-1], axis=0).astype(np.float32)
-    internal, leaves = 2**depth - 1, 2**depth
-    out = []
-    for _ in range(trees):
-        n = internal + leaves
-        feature = [int(rng.integers(features)) for _ in range(internal)] + [-1] * leaves
-        threshold = [float(edges[rng.integers(255), f]) for f in feature[:internal]] + [0.0] * leaves
-        left = [2 * i + 1 for i in range(internal)] + [-1] * leaves
-        right = [2 * i + 2 for i in range(internal)] + [-1] * leaves
-        value = [0.0] * internal + [float(v) for v in rng.normal(scale=0.1, size=leaves)]
-        default_left = [bool(rng.integers(2)) for _ in range(n)]
-        out.append(Tree(tuple(feature), tuple(threshold), tuple(left), tuple(right), tuple(default_left),
-                        tuple(["nan"] * n), tuple(value)))  # fmt: skip
-    return TreeEnsemble(
-        "bench-trees",
-        [f"x{i}" for i in range(features)],
-        out,
-        base_score=0.0,
-        link="logit",
-        output="probability",
-        domain="float32",
-        strict=True,
-        policy=BandPolicy((0.1, 0.3, 0.6, 0.85)),
-    )
-
-
 def run(trees: int, depth: int, features: int, applications: int) -> dict[str, object]:
-    circuit_model = hist_ensemble(trees, depth, features)
+    circuit_model = hist_trees(trees, depth, features)
     family = families.family("trees")
     keypair = generate_keypair(2048)
     pk = keypair.public_key

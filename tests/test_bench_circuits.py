@@ -14,6 +14,6 @@ def test_a_small_trees_workload_runs_and_agrees_with_the_model() -> None:
 
 
 def test_the_synthetic_ensemble_has_the_requested_shape() -> None:
-    model = bench_circuits.hist_ensemble(trees=5, depth=3, features=7)
+    model = bench_circuits.hist_trees(trees=5, depth=3, features=7)
     assert (model.n_trees, model.depth, model.n_features) == (5, 3, 7)
     assert all(t.feature[i] >= 0 for t in model.trees for i in range(7))
