@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from blindscore.app import bench
 from blindscore.app.cli import _apply_config, build_parser, main
 
 
@@ -165,7 +166,8 @@ def test_bench_help_lists_its_workloads(capsys: pytest.CaptureFixture[str]) -> N
         main(["bench", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "{online,batch,german,naive,plots}" in out and "--applications" in out
+    assert "{" + ",".join([*bench.WORKLOADS, "plots"]) + "}" in out and "--applications" in out
+    assert {"trees", "mlp"} <= set(bench.WORKLOADS)
     args = build_parser().parse_args(["bench", "batch", "--json", "--applications", "30"])
     assert (args.workload, args.json, args.applications, args.key_bits) == ("batch", True, 30, 2048)
 
