@@ -32,7 +32,7 @@ from blindscore.models.features import Feature
 from blindscore.models.registry import load_model
 from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
 
-__all__ = ["check_model_type", "sample_rows", "sample_value"]
+__all__ = ["TwoParties", "check_model_type", "sample_rows", "sample_value"]
 
 #: Keys of a serialised spec that would give a secret away.
 SECRET_KEYS = ("coef", "weights", "points", "intercept", "base_points", "threshold", "leaf")
@@ -111,21 +111,34 @@ def check_error_bound(model: PrivateModel, rows: Sequence[dict[str, object]]) ->
         assert math.isfinite(model.predict(row)), "predict() is not finite"
 
 
+class TwoParties:
+    """Bureau and bank in one process, with one real OT session: run the garbled-circuit pipeline
+    of any model on encoded rows and return the band the bank decodes."""
+
+    def __init__(self, keypair: KeyPair) -> None:
+        self.keypair = keypair
+        receiver_setup, offer = ot.ReceiverSetup.start()
+        sender_setup, choice = ot.SenderSetup.start(offer)
+        self._receiver, reply = receiver_setup.finish(choice)
+        self._sender = sender_setup.finish(reply)
+
+    def band(self, model: PrivateModel, encoded_row: Sequence[int]) -> int | None:
+        pk = self.keypair.public_key
+        family = families.family(model.circuit_shape().family)
+        bureau = CircuitBand(pk, model, family, [pk.encrypt(x) for x in encoded_row])
+        opened = open_request(self.keypair, bureau.request)
+        assert not opened.faulted, "a slot of an honest hand-over faulted"
+        request = self._receiver.request(opened.choices)
+        garbled, pairs = bureau.garble()
+        labels = self._receiver.receive(request.nonce, opened.choices, self._sender.reply(request, pairs))
+        return evaluate_band(bureau.request.shape, family, garbled, labels)
+
+
 def check_blind_pipeline(model: PrivateModel, rows: Sequence[dict[str, object]], keypair: KeyPair) -> None:
-    pk = keypair.public_key
-    receiver_setup, offer = ot.ReceiverSetup.start()
-    sender_setup, choice = ot.SenderSetup.start(offer)
-    receiver, reply = receiver_setup.finish(choice)
-    sender = sender_setup.finish(reply)
-    family = families.family(model.circuit_shape().family)
+    parties = TwoParties(keypair)
     for row in rows:
         encoded = model.spec.encode_row(row)
-        bureau = CircuitBand(pk, model, family, [pk.encrypt(x) for x in encoded])
-        opened = open_request(keypair, bureau.request)
-        request = receiver.request(opened.choices)
-        garbled, pairs = bureau.garble()
-        labels = receiver.receive(request.nonce, opened.choices, sender.reply(request, pairs))
-        band = evaluate_band(bureau.request.shape, family, garbled, labels)
+        band = parties.band(model, encoded)
         assert band == model.band_from_encoded(encoded), f"blind band {band} differs from the clear one"
 
 

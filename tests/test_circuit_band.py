@@ -24,6 +24,7 @@ from blindscore.models import families
 from blindscore.models.linear import LinearModel
 from blindscore.protocol import slots
 from blindscore.protocol.circuit_band import CircuitBand, CircuitShape, Family, evaluate_band, open_request
+from blindscore.testing import TwoParties
 
 MODEL = default_model()
 
@@ -42,25 +43,12 @@ def ot_pair() -> OtPair:
     return OtPair(sender_setup.finish(reply), receiver)
 
 
-def run_pipeline(keypair: KeyPair, pair: OtPair, model: LinearModel, row: Mapping[str, object]) -> int | None:
-    """One application end to end: platform encryption, bureau round 1, bank, OT, garbling, band."""
-    pk = keypair.public_key
-    ciphertexts = [pk.encrypt(x) for x in model.spec.encode_row(row)]
-    family = families.family(model.circuit_shape().family)
-    bureau = CircuitBand(pk, model, family, ciphertexts)
-    opened = open_request(keypair, bureau.request)
-    assert not opened.faulted
-    request = pair.receiver.request(opened.choices)
-    garbled, pairs = bureau.garble()
-    labels = pair.receiver.receive(request.nonce, opened.choices, pair.sender.reply(request, pairs))
-    return evaluate_band(bureau.request.shape, family, garbled, labels)
-
-
-def test_german_bands_through_the_circuit_pipeline(paillier_keypair: KeyPair, ot_pair: OtPair) -> None:
+def test_german_bands_through_the_circuit_pipeline(paillier_keypair: KeyPair) -> None:
+    parties = TwoParties(paillier_keypair)
     rows, _ = load_german_credit()
     for row in rows[:40]:
         expected = MODEL.band_from_encoded(MODEL.spec.encode_row(row))
-        assert run_pipeline(paillier_keypair, ot_pair, MODEL, row) == expected
+        assert parties.band(MODEL, MODEL.spec.encode_row(row)) == expected
         assert expected == MODEL.band(row) or _near_cutoff(MODEL, row)
 
 

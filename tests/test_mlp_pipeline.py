@@ -27,7 +27,6 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from blindscore.crypto import ot
 from blindscore.crypto.circuit import to_bits
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import GERMAN_PD_CUTOFFS, NUMERIC_RANGES, load_german_credit
@@ -38,12 +37,10 @@ from blindscore.models.features import CategoricalFeature, FeatureSpec, NumericF
 from blindscore.models.mlp import MLPModel
 from blindscore.models.policy import BandPolicy, logit
 from blindscore.protocol.circuit_band import (
-    CircuitBand,
     band_circuit,
     band_from_outputs,
-    evaluate_band,
-    open_request,
 )
+from blindscore.testing import TwoParties
 
 COLUMNS = tuple(sorted(NUMERIC_RANGES))
 PD = BandPolicy(GERMAN_PD_CUTOFFS)
@@ -88,11 +85,8 @@ def regressor(german: tuple[np.ndarray, np.ndarray]) -> tuple[Any, MLPModel]:
 
 
 @pytest.fixture(scope="module")
-def ot_pair() -> tuple[ot.OtSender, ot.OtReceiver]:
-    receiver_setup, offer = ot.ReceiverSetup.start()
-    sender_setup, choice = ot.SenderSetup.start(offer)
-    receiver, reply = receiver_setup.finish(choice)
-    return sender_setup.finish(reply), receiver
+def parties(paillier_keypair: KeyPair) -> TwoParties:
+    return TwoParties(paillier_keypair)
 
 
 def library_output(est: Any, rows: np.ndarray) -> np.ndarray:
@@ -112,19 +106,9 @@ def corners(rows: int = 2) -> np.ndarray:
     return np.array([lo, hi, *mixed])
 
 
-def blind_band(
-    keypair: KeyPair, pair: tuple[ot.OtSender, ot.OtReceiver], model: MLPModel, row: Sequence[float]
-) -> int | None:
-    pk = keypair.public_key
-    sender, receiver = pair
-    ciphertexts = [pk.encrypt(v) for v in model.encode_row(list(row))]
-    bureau = CircuitBand(pk, model, MLP_FAMILY, ciphertexts)
-    opened = open_request(keypair, bureau.request)
-    assert not opened.faulted
-    request = receiver.request(opened.choices)
-    garbled, pairs = bureau.garble()
-    labels = receiver.receive(request.nonce, opened.choices, sender.reply(request, pairs))
-    return evaluate_band(bureau.request.shape, MLP_FAMILY, garbled, labels)
+def blind_band(parties: TwoParties, model: MLPModel, row: Sequence[float]) -> int | None:
+    """One application through both parties (platform encryption, bureau, bank, OT, garbling)."""
+    return parties.band(model, model.encode_row(list(row)))
 
 
 def circuit_band_in_clear(model: MLPModel, encoded: Sequence[int]) -> int | None:
@@ -140,13 +124,11 @@ def circuit_band_in_clear(model: MLPModel, encoded: Sequence[int]) -> int | None
     return band_from_outputs(band_circuit(shape, MLP_FAMILY).evaluate(garbler, evaluator))
 
 
-def check_blind_rows(
-    keypair: KeyPair, pair: tuple[ot.OtSender, ot.OtReceiver], est: Any, model: MLPModel, rows: np.ndarray
-) -> None:
+def check_blind_rows(parties: TwoParties, est: Any, model: MLPModel, rows: np.ndarray) -> None:
     reference = library_output(est, rows)
     far = 0
     for row, out in zip(rows, reference, strict=True):
-        band = blind_band(keypair, pair, model, row)
+        band = blind_band(parties, model, row)
         assert band == model.band_from_encoded(model.encode_row(list(row)))
         if all(abs(out - c) > model.max_abs_error + 1e-6 for c in model.output_cutoffs):
             far += 1
@@ -158,8 +140,7 @@ def check_blind_rows(
 
 
 def test_classifier_bands_through_the_pipeline(
-    paillier_keypair: KeyPair,
-    ot_pair: tuple[ot.OtSender, ot.OtReceiver],
+    parties: TwoParties,
     german: tuple[np.ndarray, np.ndarray],
     classifier: tuple[Any, MLPModel],
 ) -> None:
@@ -168,18 +149,17 @@ def test_classifier_bands_through_the_pipeline(
     rows = np.vstack([x[:10], corners()])
     bands = {model.band_from_encoded(model.encode_row(list(r))) for r in x[:10]}
     assert len(bands) >= 2  # the rows exercise more than one band
-    check_blind_rows(paillier_keypair, ot_pair, est, model, rows)
+    check_blind_rows(parties, est, model, rows)
 
 
 def test_regressor_bands_through_the_pipeline(
-    paillier_keypair: KeyPair,
-    ot_pair: tuple[ot.OtSender, ot.OtReceiver],
+    parties: TwoParties,
     german: tuple[np.ndarray, np.ndarray],
     regressor: tuple[Any, MLPModel],
 ) -> None:
     est, model = regressor
     x, _ = german
-    check_blind_rows(paillier_keypair, ot_pair, est, model, np.vstack([x[:8], corners()]))
+    check_blind_rows(parties, est, model, np.vstack([x[:8], corners()]))
 
 
 # ---------------------------------------------------------------- the integer path, densely

@@ -19,16 +19,14 @@ import pytest
 import xgboost as xgb
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
 
-from blindscore.crypto import ot
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import NUMERIC_RANGES, load_german_credit
 from blindscore.importers.lightgbm import read_lightgbm
 from blindscore.importers.sklearn_trees import ensemble_from_sklearn
 from blindscore.importers.xgboost import read_xgboost
-from blindscore.models import families
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import TreeEnsemble
-from blindscore.protocol.circuit_band import CircuitBand, evaluate_band, open_request
+from blindscore.testing import TwoParties
 
 PROB = BandPolicy((0.2, 0.5, 0.8))
 RAW = BandPolicy((0.2, 0.5), output="raw")
@@ -36,11 +34,8 @@ COLUMNS = tuple(sorted(NUMERIC_RANGES))
 
 
 @pytest.fixture(scope="module")
-def ot_pair() -> tuple[ot.OtSender, ot.OtReceiver]:
-    receiver_setup, offer = ot.ReceiverSetup.start()
-    sender_setup, choice = ot.SenderSetup.start(offer)
-    receiver, reply = receiver_setup.finish(choice)
-    return sender_setup.finish(reply), receiver
+def parties(paillier_keypair: KeyPair) -> TwoParties:
+    return TwoParties(paillier_keypair)
 
 
 def german(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -53,25 +48,13 @@ def german(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(target[:rows])
 
 
-def blind_band(
-    keypair: KeyPair, pair: tuple[ot.OtSender, ot.OtReceiver], circuit: TreeEnsemble, row: Sequence[float]
-) -> int | None:
-    pk = keypair.public_key
-    sender, receiver = pair
-    ciphertexts = [pk.encrypt(v) for v in circuit.encode_row(list(row))]
-    family = families.family("trees")
-    bureau = CircuitBand(pk, circuit, family, ciphertexts)
-    opened = open_request(keypair, bureau.request)
-    assert not opened.faulted
-    request = receiver.request(opened.choices)
-    garbled, pairs = bureau.garble()
-    labels = receiver.receive(request.nonce, opened.choices, sender.reply(request, pairs))
-    return evaluate_band(bureau.request.shape, family, garbled, labels)
+def blind_band(parties: TwoParties, circuit: TreeEnsemble, row: Sequence[float]) -> int | None:
+    """One application through both parties (platform encryption, bureau, bank, OT, garbling)."""
+    return parties.band(circuit, circuit.encode_row(list(row)))
 
 
 def check_rows(
-    keypair: KeyPair,
-    pair: tuple[ot.OtSender, ot.OtReceiver],
+    parties: TwoParties,
     model: TreeEnsemble,
     x: np.ndarray,
     library_margin: np.ndarray,
@@ -79,7 +62,7 @@ def check_rows(
     circuit = model
     far = 0
     for row, m in zip(x, library_margin, strict=True):
-        band = blind_band(keypair, pair, circuit, row)
+        band = blind_band(parties, circuit, row)
         assert band == circuit.band_from_encoded(circuit.encode_row(list(row)))
         if all(abs(m - c) > model.max_abs_error + 1e-6 * abs(m) for c in model.margin_cutoffs):
             far += 1
@@ -101,9 +84,7 @@ def tie_rows(model: TreeEnsemble, x: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def test_xgboost_bands_through_the_pipeline(
-    tmp_path: Path, paillier_keypair: KeyPair, ot_pair: tuple[ot.OtSender, ot.OtReceiver]
-) -> None:
+def test_xgboost_bands_through_the_pipeline(tmp_path: Path, parties: TwoParties) -> None:
     x, y = german()
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0},
@@ -113,25 +94,21 @@ def test_xgboost_bands_through_the_pipeline(
     booster.save_model(tmp_path / "m.ubj")
     model = read_xgboost(tmp_path / "m.ubj", policy=PROB)
     rows = np.vstack([x[:12], tie_rows(model, x)])
-    check_rows(paillier_keypair, ot_pair, model, rows, booster.predict(xgb.DMatrix(rows), output_margin=True))
+    check_rows(parties, model, rows, booster.predict(xgb.DMatrix(rows), output_margin=True))
 
 
-def test_lightgbm_zero_as_missing_bands_through_the_pipeline(
-    tmp_path: Path, paillier_keypair: KeyPair, ot_pair: tuple[ot.OtSender, ot.OtReceiver]
-) -> None:
+def test_lightgbm_zero_as_missing_bands_through_the_pipeline(tmp_path: Path, parties: TwoParties) -> None:
     x, y = german()
     params = {"objective": "binary", "zero_as_missing": True, "num_leaves": 6, "verbose": -1}
     booster = lgb.train({**params, "min_data_in_leaf": 5, "num_threads": 1}, lgb.Dataset(x, y), 5)
     booster.save_model(tmp_path / "m.txt")
     model = read_lightgbm(tmp_path / "m.txt", policy=PROB)
     rows = np.vstack([x[:12], tie_rows(model, x)])
-    check_rows(paillier_keypair, ot_pair, model, rows, booster.predict(rows, raw_score=True))
+    check_rows(parties, model, rows, booster.predict(rows, raw_score=True))
 
 
 @pytest.mark.parametrize("estimator", [GradientBoostingClassifier, RandomForestRegressor])
-def test_sklearn_bands_through_the_pipeline(
-    paillier_keypair: KeyPair, ot_pair: tuple[ot.OtSender, ot.OtReceiver], estimator: type
-) -> None:
+def test_sklearn_bands_through_the_pipeline(parties: TwoParties, estimator: type) -> None:
     x, y = german()
     filled = np.nan_to_num(x, nan=-1.0)  # these estimators take no missing values
     est = estimator(n_estimators=4, max_depth=3, random_state=0).fit(filled, y)
@@ -139,7 +116,7 @@ def test_sklearn_bands_through_the_pipeline(
     model = ensemble_from_sklearn(est, policy=PROB if classifier else RAW)
     rows = np.vstack([filled[:10], tie_rows(model, filled)[:-2]])
     margin = est.decision_function(rows) if classifier else est.predict(rows)
-    check_rows(paillier_keypair, ot_pair, model, rows, np.asarray(margin))
+    check_rows(parties, model, rows, np.asarray(margin))
 
 
 def test_the_bank_learns_sizes_only(paillier_keypair: KeyPair) -> None:

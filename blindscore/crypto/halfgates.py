@@ -188,7 +188,9 @@ def _random_bytes(size: int) -> bytes:
     return bytes(Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(size)))
 
 
-def _check_garbler_bits(circuit: Circuit, bits: Sequence[int]) -> npt.NDArray[np.uint8]:
+def _check_garbler_bits(
+    circuit: Circuit, bits: Sequence[int] | npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
     n = circuit.garbler_input_bits
     if len(bits) != n:
         raise InvalidInputError(f"garbler input: the circuit takes {n} bits, got {len(bits)}")
@@ -200,7 +202,9 @@ def _check_garbler_bits(circuit: Circuit, bits: Sequence[int]) -> npt.NDArray[np
     return arr.astype(np.uint8)
 
 
-def garble(circuit: Circuit, garbler_bits: Sequence[int]) -> tuple[GarbledCircuit, list[tuple[int, int]]]:
+def garble(
+    circuit: Circuit, garbler_bits: Sequence[int] | npt.NDArray[np.uint8]
+) -> tuple[GarbledCircuit, list[tuple[int, int]]]:
     """Garble ``circuit`` with the garbler's input bits fixed to ``garbler_bits``.
 
     Returns the garbled circuit (for the evaluator) and the (0-label, 1-label) pair of every

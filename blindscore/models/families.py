@@ -37,11 +37,15 @@ def family(name: str) -> Family:
     return found
 
 
-def thermometer(b: CircuitBuilder, score: Bits, cutoffs: list[Bits]) -> list[int]:
-    """[score >= c_k] for every cutoff (unsigned; each cutoff one bit wider than the score so that a
-    cutoff above every score, 2^w, is representable): K comparisons of w + 1 bits."""
-    wide = b.zero_extend(score, len(score) + 1)
-    return [b.not_(b.less_than(wide, c, signed=False)) for c in cutoffs]
+def thermometer(
+    b: CircuitBuilder, score: Bits, cutoffs: list[Bits], *, signed: bool = False, width: int | None = None
+) -> list[int]:
+    """[score >= c_k] for every cutoff, the circuit's only outputs: K comparisons. The score is
+    extended to ``width`` bits (default one more than its own, so that a cutoff above every score
+    is representable), the width the cutoffs are given in."""
+    width = len(score) + 1 if width is None else width
+    wide = b.sign_extend(score, width) if signed else b.zero_extend(score, width)
+    return [b.not_(b.less_than(wide, c, signed=signed)) for c in cutoffs]
 
 
 # linear -------------------------------------------------------------------------------------
@@ -123,8 +127,7 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
             level = [b.mux(go_left[first + j], level[2 * j], level[2 * j + 1]) for j in range(width)]
         totals.append(level[0])
     margin = b.sum(totals, signed=True)
-    wide = b.sign_extend(margin, tree_sum_bits(shape) + 1)
-    return [b.not_(b.less_than(wide, c, signed=True)) for c in secrets[s:]]
+    return thermometer(b, margin, secrets[s:], signed=True, width=tree_sum_bits(shape) + 1)
 
 
 TREES = Family(build=_tree_build, secret_widths=_tree_widths)
@@ -208,8 +211,7 @@ def _mlp_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secre
             acts = [activate(z, shifts[li]) for z in sums]
         else:
             total = sums[0]
-    wide = b.sign_extend(total, acc[-1] + 1)
-    return [b.not_(b.less_than(wide, c, signed=True)) for c in secrets[s:]]
+    return thermometer(b, total, secrets[s:], signed=True, width=acc[-1] + 1)
 
 
 MLP = Family(build=_mlp_build, secret_widths=_mlp_secret_widths)

@@ -37,6 +37,7 @@ complement width; arithmetic is mod 2^width, exact because every value provably 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -565,6 +566,11 @@ class MLPModel(PrivateModel):
         )
 
     def linear_stage(self) -> LinearStage:
+        return self._linear_stage
+
+    @functools.cached_property
+    def _linear_stage(self) -> LinearStage:
+        # Fixed by the model: built once, not for every application.
         """Layer 1 on the encrypted columns, offset by the public 2^(w-1) into [0, 2^w)."""
         plan = self._plan
         offset = 1 << (plan.acc_bits[0] - 1)
@@ -575,6 +581,10 @@ class MLPModel(PrivateModel):
         return LinearStage(outputs, plan.acc_bits[0])
 
     def garbler_inputs(self) -> list[tuple[int, int]]:
+        return list(self._garbler_inputs)
+
+    @functools.cached_property
+    def _garbler_inputs(self) -> tuple[tuple[int, int], ...]:
         """Per layer >= 2 and unit: its weights then its bias; then the K cutoffs (two's complement)."""
         plan = self._plan
         out: list[tuple[int, int]] = []
@@ -587,7 +597,7 @@ class MLPModel(PrivateModel):
         top = 1 << (width - 1)
         # A cutoff beyond every output keeps its meaning when clamped to the representable range.
         out += [(_twos(min(max(c, -top), top - 1), width), width) for c in self.encoded_cutoffs]
-        return out
+        return tuple(out)
 
     # -- persistence and display ------------------------------------------------------------
 

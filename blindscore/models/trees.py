@@ -35,6 +35,7 @@ those (float) leaf values.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -586,6 +587,11 @@ class TreeEnsemble(PrivateModel):
         return self._shape
 
     def linear_stage(self) -> LinearStage:
+        return self._linear_stage
+
+    @functools.cached_property
+    def _linear_stage(self) -> LinearStage:
+        # Fixed by the model: built once, not for every application.
         offset = 1 << (self.key_bits - 1)
         outputs = []
         for p in self._padded:
@@ -595,6 +601,10 @@ class TreeEnsemble(PrivateModel):
         return LinearStage(tuple(outputs), self.key_bits + 2)
 
     def garbler_inputs(self) -> list[tuple[int, int]]:
+        return list(self._garbler_inputs)
+
+    @functools.cached_property
+    def _garbler_inputs(self) -> tuple[tuple[int, int], ...]:
         b = self.key_bits
         offset = 1 << (b - 1)
         leaf_bits = self._shape.param("leaf_bits")
@@ -608,7 +618,7 @@ class TreeEnsemble(PrivateModel):
         width = tree_sum_bits(self._shape) + 1
         top = 1 << (width - 1)
         out += [(min(max(c, -top), top - 1) & ((1 << width) - 1), width) for c in self.encoded_cutoffs]
-        return out
+        return tuple(out)
 
     # -- persistence and display ----------------------------------------------------------
 

@@ -36,11 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from blindscore.crypto import halfgates
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.protocol.comparison import DEFAULT_KAPPA
+from blindscore.protocol.packing import bands_from_bits
 from blindscore.protocol.slots import MaskedSlots, OpenedSlots, SlotLayout, SlotMasks, open_slots
 
 #: The bank's check on a garbled band: its decoded bits were not a thermometer code.
@@ -140,6 +144,14 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     return b.build()
 
 
+def _bits(values: Sequence[tuple[int, int]]) -> npt.NDArray[np.uint8]:
+    """The garbler's input bits: each value's ``width`` bits, least significant first."""
+    if any(v < 0 or v >> w for v, w in values):
+        raise InvalidInputError("a garbler input does not fit its declared width")
+    text = "".join(format(v, f"0{w}b")[::-1] for v, w in values)
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
+
+
 def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> list[Any]:
     """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage.
 
@@ -195,12 +207,8 @@ class CircuitBand:
         widths = family.secret_widths(shape)
         if [w for _, w in secrets_] != widths:
             raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
-        bits: list[int] = []
-        for r in self._masks.low_masks:
-            bits.extend((r >> i) & 1 for i in range(shape.value_bits))
-        for value, width in secrets_:
-            bits.extend((value >> i) & 1 for i in range(width))
-        self._garbler_bits = bits
+        w = shape.value_bits
+        self._garbler_bits = _bits([(r, w) for r in self._masks.low_masks] + secrets_)
 
     def garble(self) -> tuple[halfgates.GarbledCircuit, list[tuple[int, int]]]:
         """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
@@ -235,8 +243,7 @@ def open_request(keypair: KeyPair, request: CircuitRequest) -> OpenedRequest:
 
 def band_from_outputs(bits: Sequence[int]) -> int | None:
     """The band from K thermometer bits (1...1 0...0), or None if the bits are not one."""
-    band = sum(bits)
-    return band if list(bits) == [1] * band + [0] * (len(bits) - band) else None
+    return bands_from_bits([bits])[0]
 
 
 def evaluate_band(
