@@ -193,3 +193,22 @@ def test_the_banks_inputs_look_the_same_for_any_value(
         slots, "_draw_mask", lambda layout: rng.getrandbits(layout.value_bits + layout.kappa) >> bits << bits
     )
     assert biased_bits(low_bit_counts(paillier_keypair, 0, bits, trials), total) == bits
+
+
+def test_each_hand_over_is_re_randomised(paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bank (or anyone) reads c mod n = r^n mod n of a ciphertext without a key: masks add
+    (1 + m n) factors, which leave it unchanged. Honest hand-overs of the same encrypted values are
+    unlinkable that way; without the re-randomisation (negative control) they are linked at once."""
+    pk = paillier_keypair.public_key
+    layout = SlotLayout(3, 8)
+    values = [pk.encrypt(v) for v in (1, 2, 3)]
+    n = int(pk.n)
+
+    def residues() -> list[int]:
+        return [int(SlotMasks(pk, values, layout).request.ciphertexts[0]) % n for _ in range(2)]
+
+    first, second = residues()
+    assert first != second
+    monkeypatch.setattr(type(pk), "rerandomize", lambda self, c: c)
+    first, second = residues()
+    assert first == second
