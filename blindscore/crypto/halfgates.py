@@ -9,6 +9,14 @@ the standard ones:
   the 1-label of a wire is its 0-label XOR Delta, so XOR gates cost nothing. The circuit's
   constant wires get the 0-labels 0 (constant 0) and Delta (constant 1), both with active label
   0, so NOT x = x XOR constant-1 is free too and the evaluator learns only the public constant;
+* free garbler inputs: a garbler input bit g is treated exactly like a constant the evaluator
+  does not know: its wire's 0-label is g Delta, so its active label is 0 whatever g is, and the
+  garbler sends no label for it. The evaluator's view is the same for g = 0 and g = 1: it holds
+  the public label 0, and every table it meets at such a wire is masked by H at the label it does
+  not hold (Delta), which circular correlation-robustness hides, as for the constant wires (the
+  permute bit lsb(g Delta) = g is never seen: the evaluator's row choice is lsb(0) = 0). This is
+  the "hard-wired garbler input" of the literature; it saves 16 bytes per garbler bit (a model's
+  masks, thresholds and leaves) and makes a leak through those labels impossible by construction;
 * point-and-permute: lsb of a label selects the table row; output bit = lsb(active label) XOR
   its decode bit;
 * half gates (Zahur-Rosulek-Evans, "Two halves make a whole", EUROCRYPT 2015): AND gate j with
@@ -36,7 +44,6 @@ the standard ones:
 Layouts (labels, table entries 16 bytes big-endian):
 
 * ``tables``: per AND gate in gate order, T_G then T_E (32 bytes per gate);
-* ``garbler_labels``: the active label of each garbler input bit, in input order;
 * ``decode``: one bit per output, ``numpy.packbits`` order (first output = msb of byte 0),
   zero padding;
 * ``output_tags`` (added to the interface): per output k, the first 8 bytes of H(W_k^0, t_k)
@@ -90,8 +97,6 @@ class GarbledCircuit:
     garbling_id: bytes
     #: 2 x 16 bytes per AND gate, in gate order (T_G, T_E).
     tables: bytes
-    #: Active labels of the garbler's input bits, 16 bytes each, in input order.
-    garbler_labels: bytes
     #: One decode bit per output (numpy.packbits order).
     decode: bytes
     #: 2 x 8 bytes per output: tags of the 0-label and the 1-label (see the module docstring).
@@ -100,7 +105,6 @@ class GarbledCircuit:
     def __repr__(self) -> str:
         return (
             f"GarbledCircuit(tables={len(self.tables)} bytes, "
-            f"garbler_labels={len(self.garbler_labels) // LABEL_BYTES}, "
             f"outputs={len(self.output_tags) // (2 * TAG_BYTES)})"
         )
 
@@ -217,13 +221,14 @@ def garble(
     hash_ = _Hash(aes_key(gid))
 
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
-    rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_g + n_e)))
+    rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_e)))
     delta = rand[0].copy()
     delta.view(np.uint8)[15] |= 1  # lsb(Delta) = 1: point-and-permute
     labels[0] = 0
     labels[1] = delta
+    labels[2 : 2 + n_g] = _mask(gbits) & delta  # free garbler inputs: 0-label g Delta, active label 0
     first = circuit.first_gate_wire
-    labels[2:first] = rand[1:]
+    labels[2 + n_g : first] = rand[1:]
 
     tables = np.empty((circuit.and_gates, 2, 2), dtype=np.uint64)
     ga, gb = circuit.gate_a, circuit.gate_b
@@ -258,7 +263,6 @@ def garble(
     garbled = GarbledCircuit(
         garbling_id=gid,
         tables=tables.tobytes(),
-        garbler_labels=(labels[2 : 2 + n_g] ^ (_mask(gbits) & delta)).tobytes(),
         decode=np.packbits(_lsb(out0)).tobytes(),
         output_tags=np.ascontiguousarray(tag_bytes.transpose(1, 0, 2)).tobytes(),
     )
@@ -281,8 +285,7 @@ def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequen
     hash_ = _Hash(aes_key(garbled.garbling_id))
     first = circuit.first_gate_wire
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
-    labels[0:2] = 0
-    labels[2 : 2 + n_g] = _from_bytes(garbled.garbler_labels)
+    labels[0 : 2 + n_g] = 0  # the constants' and the garbler inputs' active labels (see above)
     labels[2 + n_g : first] = _check_labels(evaluator_labels)
     tables = _from_bytes(garbled.tables).reshape(-1, 2, 2)
     ga, gb = circuit.gate_a, circuit.gate_b
@@ -336,7 +339,6 @@ def _check_garbled(circuit: Circuit, garbled: GarbledCircuit) -> None:
     expected = {
         "garbling_id": GARBLING_ID_BYTES,
         "tables": table_bytes(circuit),
-        "garbler_labels": LABEL_BYTES * circuit.garbler_input_bits,
         "decode": (n_out + 7) // 8,
         "output_tags": 2 * TAG_BYTES * n_out,
     }

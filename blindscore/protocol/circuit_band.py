@@ -8,11 +8,11 @@ One pipeline for every model family (issue 13's design):
    tree ensemble the feature each node tests (with its missing bit), for a network its first layer —
    computed on the ciphertexts, each value shifted by a public offset into [0, 2^w), then masked and
    packed into slots (:mod:`blindscore.protocol.slots`);
-3. **bank**: one decryption per packed ciphertext; the low w bits of every masked value are its
+3. **bank**: one decryption per packed ciphertext; the bits of every masked slot are its
    inputs to the circuit, which it obtains as labels by oblivious transfer (the bureau is the OT
    sender of the label pairs, :mod:`blindscore.crypto.ot`);
 4. **garbled circuit** (the bureau garbles, the bank evaluates, :mod:`blindscore.crypto.halfgates`):
-   v_j = (z_j - r_j) mod 2^w removes the masks, then the model's own circuit — comparisons with secret
+   v_j = ((z_j - r_j) mod 2^(w+1)) >> 1 removes the masks, then the model's own circuit — comparisons with secret
    thresholds, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
    The only outputs are K thermometer bits [score >= c_k]: the bank decodes the band and nothing else.
 
@@ -125,15 +125,16 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     Built once per (shape, family) and kept: it depends on public sizes only, and building a
     100-tree circuit in Python takes most of a second.
 
-    Garbler inputs: the low w bits of every mask r_j (in value order), then the family's secrets.
-    Evaluator inputs: the low w bits of every masked value z_j. Outputs: K thermometer bits.
+    Garbler inputs: the s = w + 1 bits of every mask slot r_j (in value order), then the family's
+    secrets. Evaluator inputs: the s bits of every masked slot z_j. Outputs: K thermometer bits.
+    Unmasking is v_j = ((z_j - r_j) mod 2^s) >> 1 (:mod:`blindscore.protocol.slots`).
     """
     b = CircuitBuilder()
-    w = shape.value_bits
-    masked = [b.evaluator_input(w) for _ in range(shape.values)]
-    masks = [b.garbler_input(w) for _ in range(shape.values)]
+    s = shape.value_bits + 1
+    masked = [b.evaluator_input(s) for _ in range(shape.values)]
+    masks = [b.garbler_input(s) for _ in range(shape.values)]
     secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
-    values = [b.sub(z, r) for z, r in zip(masked, masks, strict=True)]
+    values = [b.sub(z, r)[1:] for z, r in zip(masked, masks, strict=True)]
     outputs = family.build(shape, b, values, secrets_)
     if len(outputs) != shape.cutoffs:
         raise InvalidInputError(
@@ -207,8 +208,8 @@ class CircuitBand:
         widths = family.secret_widths(shape)
         if [w for _, w in secrets_] != widths:
             raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
-        w = shape.value_bits
-        self._garbler_bits = _bits([(r, w) for r in self._masks.low_masks] + secrets_)
+        s = layout.slot_bits
+        self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
 
     def garble(self) -> tuple[halfgates.GarbledCircuit, list[tuple[int, int]]]:
         """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
@@ -231,13 +232,13 @@ class OpenedRequest:
 
 
 def open_request(keypair: KeyPair, request: CircuitRequest) -> OpenedRequest:
-    """Decrypt the masked values; the choices are every value's low w bits, LSB first."""
+    """Decrypt the masked values; the choices are the bits of every value's slot, LSB first."""
     shape = request.shape
     if request.masked.layout.count != shape.values or request.masked.layout.value_bits != shape.value_bits:
         raise InvalidInputError("the masked values do not match the declared circuit shape")
     opened: OpenedSlots = open_slots(keypair, request.masked)
-    w = shape.value_bits
-    choices = tuple((z >> i) & 1 for z in opened.values for i in range(w))
+    s = request.masked.layout.slot_bits
+    choices = tuple((z >> i) & 1 for z in opened.values for i in range(s))
     return OpenedRequest(choices, any(opened.faulted))
 
 
