@@ -160,6 +160,21 @@ def test_the_circuit_recovers_every_value_from_the_slots(
     assert len(bureau.request.ciphertexts) == layout.ciphertexts(paillier_keypair.public_key.bits)
 
 
+def test_plaintext_offsets_are_added_to_their_own_values(paillier_keypair: KeyPair) -> None:
+    """v_j = [x_j] + offset_j: the offsets ride on the mask's plaintext addition, slot by slot."""
+    pk = paillier_keypair.public_key
+    bits = 20
+    xs = [0, 7, 1000, 2**19 - 1] * 20
+    offsets = [(13 * j) % 2**19 for j in range(len(xs))]
+    layout = SlotLayout(len(xs), bits)
+    bureau = SlotMasks(pk, [pk.encrypt(x) for x in xs], layout, offsets)
+    opened = open_slots(paillier_keypair, bureau.request)
+    got = [unmask(z, r, layout) for z, r in zip(opened.values, bureau.mask_slots, strict=True)]
+    assert got == [x + o for x, o in zip(xs, offsets, strict=True)]
+    with pytest.raises(InvalidInputError, match=r"^the layout declares 80 values, got 3 offsets$"):
+        SlotMasks(pk, [pk.encrypt(x) for x in xs], layout, [1, 2, 3])
+
+
 def test_a_value_beyond_its_bound_spoils_only_its_own_plaintext(paillier_keypair: KeyPair) -> None:
     """A deviating bureau's too-wide value spills into the next slot (a wrong input for that value:
     a result it spoils, never a refusal); far enough, the whole plaintext faults. Other plaintexts

@@ -153,25 +153,25 @@ def _bits(values: Sequence[tuple[int, int]]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
-def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> list[Any]:
-    """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage.
+def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """[sum of weight * x_col] for every output of the linear stage, and its public-to-the-bureau
+    offset; v_j = that sum + offset_j, the offset added as plaintext when the values are packed.
 
-    Outputs with the same terms are computed once (every node of a tree ensemble that tests one
-    feature has the same value): each still gets its own mask when packed, and the packed
-    ciphertexts are re-randomised, so sharing the work here shows the bank nothing.
+    Outputs with the same terms share one ciphertext (every node of a tree ensemble that tests one
+    feature has the same terms, whatever its threshold): each value still gets its own slot of a
+    mask, and the packed ciphertexts are re-randomised, so sharing the work shows the bank nothing.
     """
-    done: dict[tuple[tuple[tuple[int, int], ...], int], Any] = {}
+    done: dict[tuple[tuple[int, int], ...], Any] = {}
     out = []
     for o in stage.outputs:
-        key = (o.terms, o.offset)
-        if key not in done:
+        if o.terms not in done:
             if o.terms:
                 cols = [ciphertexts[c] for c, _ in o.terms]
-                done[key] = pk.add_plain(pk.dot(cols, [w for _, w in o.terms]), o.offset)
+                done[o.terms] = pk.dot(cols, [w for _, w in o.terms])
             else:
-                done[key] = pk.encrypt_trivial(o.offset)
-        out.append(done[key])
-    return out
+                done[o.terms] = pk.encrypt_trivial(0)
+        out.append(done[o.terms])
+    return out, [o.offset for o in stage.outputs]
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ class CircuitBand:
         if len(stage.outputs) != shape.values or stage.value_bits != shape.value_bits:
             raise InvalidInputError("the model's linear stage does not match its circuit shape")
         layout = SlotLayout(shape.values, shape.value_bits, kappa)
-        self._masks = SlotMasks(pk, linear_values(pk, stage, ciphertexts), layout)
+        values, offsets = linear_values(pk, stage, ciphertexts)
+        self._masks = SlotMasks(pk, values, layout, offsets)
         self.family = family
         self.request = CircuitRequest(shape, self._masks.request)
         secrets_ = model.garbler_inputs()

@@ -114,9 +114,15 @@ class SlotMasks:
 
     __slots__ = ("_masks", "_sizes", "layout", "request")
 
-    def __init__(self, pk: PublicKey, values: Sequence[Any], layout: SlotLayout) -> None:
+    def __init__(
+        self, pk: PublicKey, values: Sequence[Any], layout: SlotLayout, offsets: Sequence[int] | None = None
+    ) -> None:
+        """Pack ``values`` (ciphertexts), each plus its plaintext offset (0 by default): the offsets
+        are added with the mask, a plaintext addition per ciphertext rather than per value."""
         if len(values) != layout.count:
             raise InvalidInputError(f"the layout declares {layout.count} values, got {len(values)}")
+        if offsets is not None and len(offsets) != layout.count:
+            raise InvalidInputError(f"the layout declares {layout.count} values, got {len(offsets)} offsets")
         s = layout.slot_bits
         self.layout = layout
         chunks = layout.chunks(pk.bits)
@@ -130,7 +136,8 @@ class SlotMasks:
             acc = values[chunk[-1]]
             for j in reversed(chunk[:-1]):
                 acc = pk.add(pk.mul_plain(acc, 1 << s), values[j])
-            packed.append(int(pk.rerandomize(pk.add_plain(pk.add(acc, acc), mask))))
+            shift = 0 if offsets is None else sum(offsets[j] << ((j - chunk[0]) * s) for j in chunk)
+            packed.append(int(pk.rerandomize(pk.add_plain(pk.add(acc, acc), 2 * shift + mask))))
         self.request = MaskedSlots(tuple(packed), layout)
 
     @property
