@@ -12,6 +12,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -382,15 +383,23 @@ def test_prg_fixed_vector_and_definition() -> None:
 
 
 def test_row_hash_fixed_vector_and_definition() -> None:
+    """H(session, nonce, j, row) = TCCR under AES key SHA-256(tag || session || nonce)[:16], checked
+    against the definition written out block by block (sigma, the tweak j, one raw AES call)."""
     rows = np.arange(48, dtype=np.uint8).reshape(3, 16)
     out = ot._hash_rows(SESSION, NONCE, rows)
     assert out.shape == (3, 16)
     assert out.tobytes().hex() == (
-        "309a5ac0f9349d568802fa45575dcaf4b6e13d8ebea12a30cf4a65e046b63eb9665734dda270068a9f093a71db06830a"
+        "93b874bfd38daf6a0c9b7cce1d7e048212e193ce5304e70ed008b8701d11ca24920436182c4339ad7ee6629b6e70dfa5"
     )
+    key = hashlib.sha256(b"blindscore/ot/H/v2" + SESSION + NONCE).digest()[:16]
     for j in range(3):
-        data = b"blindscore/ot/H/v1" + SESSION + NONCE + j.to_bytes(8, "big") + rows[j].tobytes()
-        assert out[j].tobytes() == hashlib.blake2b(data, digest_size=16).digest()
+        x = rows[j].tobytes()
+        sigma = bytes(a ^ b for a, b in zip(x[:8], x[8:], strict=True)) + x[:8]
+        block = bytes(a ^ b for a, b in zip(sigma, j.to_bytes(16, "big"), strict=True))
+        pi = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(block)
+        assert out[j].tobytes() == bytes(a ^ b for a, b in zip(pi, block, strict=True))
+    # The nonce is bound in: another batch of the same session hashes the same rows differently.
+    assert ot._hash_rows(SESSION, bytes(16), rows).tobytes() != out.tobytes()
 
 
 def test_base_kdf_fixed_vector() -> None:

@@ -190,7 +190,9 @@ def test_a_value_beyond_its_bound_spoils_only_its_own_plaintext(paillier_keypair
     huge = [3, 1 << (layout.mask_bits(per) + 1)] + [0] * (per - 2) + [9, 11]
     bureau, opened = hand_over(paillier_keypair, huge, bits)
     assert opened.faulted == (True,) * per + (False, False)
-    assert [unmask(z, r, bureau.layout) for z, r in zip(opened.values[per:], bureau.mask_slots[per:], strict=True)] == [9, 11]
+    assert [
+        unmask(z, r, bureau.layout) for z, r in zip(opened.values[per:], bureau.mask_slots[per:], strict=True)
+    ] == [9, 11]
 
 
 def test_the_bank_refuses_a_request_of_the_wrong_shape(paillier_keypair: KeyPair) -> None:
@@ -241,7 +243,9 @@ def test_the_banks_inputs_look_the_same_for_any_value(
         assert biased_bits(low_bit_counts(paillier_keypair, value, bits, trials), total) == 0
     rng = random.Random(5)
     s = bits + 1
-    monkeypatch.setattr(slots, "_draw_mask", lambda width: rng.getrandbits(width) >> (width - 40) << (width - 40))
+    monkeypatch.setattr(
+        slots, "_draw_mask", lambda width: rng.getrandbits(width) >> (width - 40) << (width - 40)
+    )
     assert biased_bits(low_bit_counts(paillier_keypair, 0, bits, trials), total) == s
 
 

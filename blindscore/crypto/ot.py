@@ -64,8 +64,10 @@ Definitions and layouts:
 * G(seed, nonce, m) = SHAKE128("blindscore/ot/G/v1" || seed (16) || nonce (16) || m (4 bytes, big
   endian)), first ceil(m / 8) bytes. One fresh SHAKE per seed costs about a microsecond, where a
   fresh AES-128-CTR key schedule through pyca/cryptography costs about twelve.
-* H(session, nonce, j, row) = BLAKE2b-128("blindscore/ot/H/v1" || session (16) || nonce (16) ||
-  j (8 bytes, big endian) || row (16)).
+* H(session, nonce, j, row) = TCCR_k(row, j), the tweakable circular correlation-robust hash from
+  fixed-key AES (:mod:`blindscore.crypto.tccr`, the hash EMP's IKNP uses) with the AES key
+  k = SHA-256("blindscore/ot/H/v2" || session (16) || nonce (16))[:16]: fresh per batch, so no
+  (key, tweak) pair repeats within a session. One AES call hashes a whole batch of rows.
 * Bit columns and rows are packed big-endian within each byte (numpy ``packbits``): bit j of a column
   is bit 7 - j % 8 of byte j // 8; bit i of a 128-bit row (the column index) likewise. Padding bits
   of a column past m carry no meaning.
@@ -92,13 +94,14 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import gmpy2
 import numpy as np
 import numpy.typing as npt
 
 from blindscore.crypto._secret import Unexportable
+from blindscore.crypto.tccr import Tccr, as_blocks, tweak_blocks
 from blindscore.errors import CryptoError, InvalidInputError, PreconditionError
 
 KAPPA = 128
@@ -114,7 +117,7 @@ EXPONENT_BITS = 256
 
 _ROW_BYTES = KAPPA // 8
 _PRG_TAG = b"blindscore/ot/G/v1"
-_HASH_TAG = b"blindscore/ot/H/v1"
+_HASH_TAG = b"blindscore/ot/H/v2"
 _KDF_TAG = b"blindscore/ot/base-kdf/v1"
 
 _U8 = npt.NDArray[np.uint8]
@@ -240,18 +243,9 @@ def _columns(seeds: Sequence[bytes], nonce: bytes, count: int) -> _U8:
 def _hash_rows(session_id: bytes, nonce: bytes, rows: _U8) -> _U8:
     """H(session, nonce, j, row_j) for every row j of a count x 16 byte matrix: a count x 16 matrix."""
     count = rows.shape[0]
-    block = np.empty((count, 8 + _ROW_BYTES), dtype=np.uint8)
-    block[:, :8] = np.arange(count, dtype=">u8").view(np.uint8).reshape(count, 8)
-    block[:, 8:] = rows
-    data = memoryview(block.tobytes())
-    width = 8 + _ROW_BYTES
-    prefix = hashlib.blake2b(_HASH_TAG + session_id + nonce, digest_size=_ROW_BYTES)
-    out = []
-    for j in range(count):
-        h = prefix.copy()
-        h.update(data[j * width : (j + 1) * width])
-        out.append(h.digest())
-    return np.frombuffer(b"".join(out), dtype=np.uint8).reshape(count, _ROW_BYTES)
+    key = hashlib.sha256(_HASH_TAG + session_id + nonce).digest()[:16]
+    out = Tccr(key)(as_blocks(rows), tweak_blocks(np.arange(count, dtype=np.uint64)))
+    return out.view(np.uint8).reshape(count, _ROW_BYTES)
 
 
 def _rows(columns: _U8, count: int) -> _U8:
@@ -335,10 +329,50 @@ def _check_seed_ints(values: object, what: str) -> tuple[int, ...]:
     return values
 
 
-def _messages(pairs: Sequence[tuple[int, int]], count: int) -> tuple[_U8, _U8]:
+class LabelPairs:
+    """Correlated message pairs (x0_j, x0_j XOR Delta) as one byte buffer and Delta: what a garbler
+    hands the OT sender for the evaluator's input wires (free XOR). Kept as bytes end to end, since
+    turning tens of thousands of labels into Python ints and back costs more than the OT itself.
+    Indexing gives (x0_j, x1_j) as ints. Holds Delta: never printed, pickled or sent."""
+
+    __slots__ = ("_delta", "_zero")
+
+    def __init__(self, zero: bytes, delta: bytes) -> None:
+        if len(zero) % MESSAGE_BYTES or len(delta) != MESSAGE_BYTES:
+            raise InvalidInputError(
+                f"label pairs are {MESSAGE_BYTES}-byte blocks and one {MESSAGE_BYTES}-byte Delta"
+            )
+        self._zero = zero
+        self._delta = delta
+
+    def __len__(self) -> int:
+        return len(self._zero) // MESSAGE_BYTES
+
+    def __getitem__(self, j: int) -> tuple[int, int]:
+        if not -len(self) <= j < len(self):
+            raise IndexError("label pair index out of range")
+        j %= len(self)
+        x0 = int.from_bytes(self._zero[j * MESSAGE_BYTES : (j + 1) * MESSAGE_BYTES], "big")
+        return x0, x0 ^ int.from_bytes(self._delta, "big")
+
+    def arrays(self) -> tuple[_U8, _U8]:
+        """x0 and x1 of every pair as count x 16 byte matrices."""
+        x0 = np.frombuffer(self._zero, dtype=np.uint8).reshape(-1, MESSAGE_BYTES)
+        return x0, x0 ^ np.frombuffer(self._delta, dtype=np.uint8)
+
+    def __repr__(self) -> str:
+        return f"LabelPairs(count={len(self)}, <secret>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("LabelPairs reveal Delta and cannot be pickled or copied")
+
+
+def _messages(pairs: Sequence[tuple[int, int]] | LabelPairs, count: int) -> tuple[_U8, _U8]:
     """The x0 and x1 of each pair as count x 16 byte matrices (16-byte big-endian), or InvalidInputError."""
     if len(pairs) != count:
         raise InvalidInputError(f"got {len(pairs)} message pairs for a request of {count} OTs")
+    if isinstance(pairs, LabelPairs):
+        return pairs.arrays()
     try:
         x0 = b"".join([a.to_bytes(MESSAGE_BYTES, "big") for a, _ in pairs])
         x1 = b"".join([b.to_bytes(MESSAGE_BYTES, "big") for _, b in pairs])
@@ -388,6 +422,12 @@ class OtReceiver(_SessionSecret):
 
     def receive(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> list[int]:
         """x_{r_j} for each j, from the request's nonce and choices and the bureau's reply."""
+        data = self.receive_bytes(nonce, choices, reply)
+        size = len(data)
+        return [int.from_bytes(data[j : j + MESSAGE_BYTES], "big") for j in range(0, size, MESSAGE_BYTES)]
+
+    def receive_bytes(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> bytes:
+        """:meth:`receive`'s messages as one buffer of 16-byte big-endian blocks (no ints)."""
         r = _choice_bits(choices)
         nonce = _check_nonce(nonce)
         count = r.shape[0]
@@ -399,8 +439,7 @@ class OtReceiver(_SessionSecret):
         y0 = np.frombuffer(reply.y0, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
         y1 = np.frombuffer(reply.y1, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
         x = np.where(r[:, None].astype(bool), y1, y0) ^ _hash_rows(self.session_id, nonce, t)
-        data = x.tobytes()
-        return [int.from_bytes(data[j : j + MESSAGE_BYTES], "big") for j in range(0, size, MESSAGE_BYTES)]
+        return x.tobytes()
 
 
 class OtSender(_SessionSecret):
@@ -417,7 +456,9 @@ class OtSender(_SessionSecret):
         self._s_mask = (np.unpackbits(self._s_row) * np.uint8(0xFF))[:, None]
         self._seeds = tuple(seeds)
 
-    def reply(self, request: ExtensionRequest, pairs: Sequence[tuple[int, int]]) -> ExtensionReply:
+    def reply(
+        self, request: ExtensionRequest, pairs: Sequence[tuple[int, int]] | LabelPairs
+    ) -> ExtensionReply:
         """Answer one batch: y_j^b = x_j^b XOR H(q_j XOR b s) for each pair (x_j^0, x_j^1)."""
         _check_same_session(self.session_id, request.session_id, "OT extension request")
         nonce = _check_nonce(request.nonce)

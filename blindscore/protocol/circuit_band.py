@@ -12,8 +12,8 @@ One pipeline for every model family (issue 13's design):
    inputs to the circuit, which it obtains as labels by oblivious transfer (the bureau is the OT
    sender of the label pairs, :mod:`blindscore.crypto.ot`);
 4. **garbled circuit** (the bureau garbles, the bank evaluates, :mod:`blindscore.crypto.halfgates`):
-   v_j = ((z_j - r_j) mod 2^(w+1)) >> 1 removes the masks, then the model's own circuit — comparisons with secret
-   thresholds, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
+   v_j = ((z_j - r_j) mod 2^(w+1)) >> 1 removes the masks, then the model's own circuit —
+   comparisons, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
    The only outputs are K thermometer bits [score >= c_k]: the bank decodes the band and nothing else.
 
 What each party learns. The bank: the band, and the public :class:`CircuitShape` (the model family
@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from blindscore.crypto import halfgates
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
+from blindscore.crypto.ot import LabelPairs
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.protocol.comparison import DEFAULT_KAPPA
@@ -153,7 +154,9 @@ def _bits(values: Sequence[tuple[int, int]]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
-def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> tuple[list[Any], list[int]]:
+def linear_values(
+    pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]
+) -> tuple[list[Any], list[int]]:
     """[sum of weight * x_col] for every output of the linear stage, and its public-to-the-bureau
     offset; v_j = that sum + offset_j, the offset added as plaintext when the values are packed.
 
@@ -212,7 +215,7 @@ class CircuitBand:
         s = layout.slot_bits
         self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
 
-    def garble(self) -> tuple[halfgates.GarbledCircuit, list[tuple[int, int]]]:
+    def garble(self) -> tuple[halfgates.GarbledCircuit, LabelPairs]:
         """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
         circuit = band_circuit(self.request.shape, self.family)
         return halfgates.garble(circuit, self._garbler_bits)
@@ -249,7 +252,7 @@ def band_from_outputs(bits: Sequence[int]) -> int | None:
 
 
 def evaluate_band(
-    shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int]
+    shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int] | bytes
 ) -> int | None:
     """Round 2 at the bank: evaluate the circuit it rebuilt from the public shape; the band, or
     None for outputs that are not a thermometer code (a deviating garbler: record a fault)."""

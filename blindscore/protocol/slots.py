@@ -145,7 +145,11 @@ class SlotMasks:
         """r_j, the s-bit slot of the mask over value j: the bureau's circuit inputs."""
         s = self.layout.slot_bits
         low = (1 << s) - 1
-        return [(mask >> (a * s)) & low for size, mask in zip(self._sizes, self._masks, strict=True) for a in range(size)]
+        return [
+            (mask >> (a * s)) & low
+            for size, mask in zip(self._sizes, self._masks, strict=True)
+            for a in range(size)
+        ]
 
     def __repr__(self) -> str:
         return f"SlotMasks(count={self.layout.count}, value_bits={self.layout.value_bits}, <masks>)"
