@@ -128,14 +128,12 @@ class SlotMasks:
         chunks = layout.chunks(pk.bits)
         self._sizes = [len(chunk) for chunk in chunks]
         self._masks = [_draw_mask(layout.mask_bits(size)) for size in self._sizes]
+        # Horner per plaintext: value j lands in slot j - start, one s-bit shift (s squarings) per
+        # value, on every core (blindscore.crypto.parallel). The final doubling puts every value
+        # above its slot's spare bit; offsets and mask are one plaintext addition.
+        accs = pk.pack_slots([[values[j] for j in chunk] for chunk in chunks], s)
         packed = []
-        for chunk, mask in zip(chunks, self._masks, strict=True):
-            # Horner: acc = [v_last]; acc = acc^(2^s) * [v_j] down to the chunk's first value, so
-            # value j lands in slot j - start; one s-bit shift (s squarings) per value. The final
-            # doubling puts every value above its slot's spare bit.
-            acc = values[chunk[-1]]
-            for j in reversed(chunk[:-1]):
-                acc = pk.add(pk.mul_plain(acc, 1 << s), values[j])
+        for chunk, mask, acc in zip(chunks, self._masks, accs, strict=True):
             shift = 0 if offsets is None else sum(offsets[j] << ((j - chunk[0]) * s) for j in chunk)
             packed.append(int(pk.rerandomize(pk.add_plain(pk.add(acc, acc), 2 * shift + mask))))
         self.request = MaskedSlots(tuple(packed), layout)
