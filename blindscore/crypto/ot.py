@@ -533,7 +533,8 @@ class OtSender(_SessionSecret):
         width = (m + 7) // 8
         if not isinstance(request.u, bytes) or len(request.u) != KAPPA * width:
             raise InvalidInputError(
-                f"OT extension request u must be {KAPPA} * ceil(({count} + {PAD}) / 8) = {KAPPA * width} bytes"
+                f"OT extension request u must be {KAPPA} * ceil(({count} + {PAD}) / 8) = "
+                f"{KAPPA * width} bytes"
             )
         if not isinstance(request.check, bytes) or len(request.check) != CHECK_BYTES:
             raise InvalidInputError(f"OT extension request check must be {CHECK_BYTES} bytes")
