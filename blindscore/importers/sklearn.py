@@ -301,11 +301,9 @@ def _schema_types(data: bytes, where: str) -> tuple[set[str], set[str]]:
 #: What the importer reads, in one line; :data:`SUPPORTED_MODELS` and :data:`ALLOWED_TYPES` in full
 #: go to :attr:`UnsupportedModelError.details`.
 SUPPORTED_SUMMARY = (
-    "binary classifiers and one-output regressors among the linear models (LogisticRegression, "
-    "LinearRegression, Ridge, Lasso, ElasticNet, SGD, LinearSVC), DecisionTree, RandomForest, "
-    "ExtraTrees, GradientBoosting, HistGradientBoosting and MLP (relu or identity), alone or in a "
-    "Pipeline after SimpleImputer, StandardScaler, MinMaxScaler, OneHotEncoder or a "
-    "ColumnTransformer of those"
+    "binary or one-output linear models (LogisticRegression, Ridge, SGD, LinearSVC, ...), "
+    "DecisionTree, RandomForest, ExtraTrees, (Hist)GradientBoosting and MLP, alone or in a Pipeline "
+    "after SimpleImputer, scalers, OneHotEncoder or a ColumnTransformer of those"
 )
 
 
