@@ -323,7 +323,25 @@ class UnsupportedModelError(ModelFormatError):
         )
 
 
+#: Types that betray a construct the importer refuses, and how to name it; their files are never
+#: loaded, so this is all that can be said of them.
+_REFUSED_CONSTRUCTS = {
+    "sklearn._loss.loss.HalfMultinomialLoss": "a multi-class model (multinomial loss)",
+    "sklearn._loss.loss.ExponentialLoss": "the exponential loss",
+    "sklearn._loss.loss.HalfPoissonLoss": "the poisson loss (a log link)",
+    "sklearn._loss.loss.HalfGammaLoss": "the gamma loss (a log link)",
+    "sklearn.impute._base.MissingIndicator": "a SimpleImputer with add_indicator=True",
+    "sklearn.preprocessing._encoders.OrdinalEncoder": "categorical splits (categorical_features)",
+}
+
+
 def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
+    constructs = [_REFUSED_CONSTRUCTS[t] for t in offending if t in _REFUSED_CONSTRUCTS]
+    if constructs:
+        return UnsupportedModelError(
+            f"{where}: {' and '.join(constructs)} is not supported (the file contains unsupported types: "
+            f"{', '.join(offending)})"
+        )
     return UnsupportedModelError(
         f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}"
     )
