@@ -226,9 +226,12 @@ def test_an_imputer_before_a_linear_model_fills_at_the_platform(
     old = json.loads(json.dumps(spec.to_dict()))
     assert "impute" not in old["features"][0] and old["features"][1]["impute"] == 2.5
     assert FeatureSpec.from_dict(old) == spec
-    with pytest.raises(EncodingError, match="'x'.*missing"):
+    with pytest.raises(EncodingError, match=r"'x'.*missing"):
         spec.encode_row({"x": None, "y": None})
-    with pytest.raises(ModelFormatError, match=r"'x': the fill value 11 of a missing value must be within"):
+    with pytest.raises(
+        ModelFormatError,
+        match=r"'x': the fill value 11 of a missing value must be within the declared range \[0, 10\]",
+    ):
         NumericFeature("x", 0, 10, 4, impute=11)
     with pytest.raises(ModelFormatError, match="must be an integer within"):
         NumericFeature("x", 0, 10, 0, True, impute=2.5)
@@ -268,7 +271,10 @@ def test_multi_class_and_multi_output_are_refused(
             DecisionTreeRegressor(max_depth=2),
             r"DecisionTreeRegressor has several outputs; only single-output",
         ),
-        (MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, random_state=0), r"an MLPRegressor with 2 outputs is not supported"),
+        (
+            MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, random_state=0),
+            r"an MLPRegressor with 2 outputs is not supported",
+        ),
     ]:
         message = refusal(
             estimator,
@@ -349,7 +355,8 @@ def test_ranges_an_mlp_lacks_and_ranges_a_tree_does_not_take(
     mlp = MLPClassifier((3,), max_iter=5, random_state=0)
     message = refusal(mlp, clean, y, tmp_path, feature_ranges=ranges(clean)[:3])
     assert re.search(
-        r"the MLPClassifier needs a declared range for feature 'd' \(and 1 more\): pass --feature-range d=LO:HI",
+        r"the MLPClassifier needs a declared range for feature 'd' \(and 1 more\): "
+        r"pass --feature-range d=LO:HI",
         message,
     )
     message = refusal(DecisionTreeClassifier(max_depth=2), clean, y, tmp_path, feature_ranges=ranges(clean))

@@ -64,7 +64,8 @@ def parse_feature_ranges(items: Sequence[str] | None) -> tuple[tuple[str, float,
             lo = hi = math.nan
         if not (name and eq and colon and math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             raise InvalidInputError(
-                f"--feature-range {item!r}: expected NAME=LO:HI with finite numbers LO <= HI (e.g. age=18:100)"
+                f"--feature-range {item!r}: expected NAME=LO:HI with finite numbers LO <= HI "
+                "(e.g. age=18:100)"
             )
         out.append((name, lo, hi))
     return tuple(out)

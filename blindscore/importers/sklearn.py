@@ -102,7 +102,12 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
-from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor, ExtraTreeClassifier, ExtraTreeRegressor
+from sklearn.tree import (
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+    ExtraTreeClassifier,
+    ExtraTreeRegressor,
+)
 
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.importers.sklearn_mlp import frac_bits_for, mlp_from_sklearn
@@ -232,10 +237,7 @@ _SGD_CLASSIFIER_LOSS_NAMES = ("log_loss", "hinge", "modified_huber", "squared_hi
 #: Every type a supported file may name: the estimators, the preprocessing steps, SGD losses and
 #: the plain containers skops uses.
 ALLOWED_TYPES: frozenset[str] = frozenset(
-    {
-        _qualname(t)
-        for t in (*_ALL_ESTIMATORS, *_PREPROCESSORS, SimpleImputer, Pipeline, FunctionTransformer)
-    }
+    {_qualname(t) for t in (*_ALL_ESTIMATORS, *_PREPROCESSORS, SimpleImputer, Pipeline, FunctionTransformer)}
     | _SGD_CLASSIFIER_LOSSES
     | _MODEL_INTERNALS
     | _NUMPY_INTERNALS
@@ -426,10 +428,8 @@ def _split(obj: Any, where: str) -> tuple[list[Any], Any]:
         steps = _steps(obj)
         if steps and type(steps[-1]) in _ALL_ESTIMATORS:
             pre, kinds = steps[:-1], [type(step) for step in steps[:-1]]
-            if (
-                len(pre) <= 1
-                and all(k in (*_PREPROCESSORS, SimpleImputer) for k in kinds)
-                or (len(pre) == 2 and kinds[0] is SimpleImputer and kinds[1] in _SCALERS)
+            if (len(pre) <= 1 and all(k in (*_PREPROCESSORS, SimpleImputer) for k in kinds)) or (
+                len(pre) == 2 and kinds[0] is SimpleImputer and kinds[1] in _SCALERS
             ):
                 return pre, steps[-1]
         raise _unsupported_pipeline(where, [step for _, step in obj.steps])
@@ -473,7 +473,9 @@ def _imputer_fills(imputer: Any, names: Sequence[str], where: str) -> dict[str, 
             "a numeric SimpleImputer (categories need no imputer: give the missing value its own category)",
         )
     if values.size != len(names):
-        raise ModelFormatError(f"{where}: the SimpleImputer has {values.size} statistics for {len(names)} inputs")
+        raise ModelFormatError(
+            f"{where}: the SimpleImputer has {values.size} statistics for {len(names)} inputs"
+        )
     fills: dict[str, float] = {}
     for name, value in zip(names, values.astype(np.float64).tolist(), strict=True):
         if not math.isfinite(value):
@@ -486,7 +488,9 @@ def _imputer_fills(imputer: Any, names: Sequence[str], where: str) -> dict[str, 
 
 
 def _imputed(inputs: Sequence[_Input], fills: Mapping[str, float]) -> list[_Input]:
-    return [dataclasses.replace(item, impute=fills[item.name]) if item.name in fills else item for item in inputs]
+    return [
+        dataclasses.replace(item, impute=fills[item.name]) if item.name in fills else item for item in inputs
+    ]
 
 
 def _is_passthrough(step: Any) -> bool:
@@ -658,7 +662,8 @@ def _column_transformer_columns(
             nested = _steps(transformer)
             step_types = [type(step) for step in nested]
             if not (
-                step_types in ([SimpleImputer], [SimpleImputer, StandardScaler], [SimpleImputer, MinMaxScaler])
+                step_types
+                in ([SimpleImputer], [SimpleImputer, StandardScaler], [SimpleImputer, MinMaxScaler])
                 or (len(step_types) == 1 and step_types[0] in _SCALERS)
             ):
                 shown = ", ".join(k.__name__ for k in step_types)
@@ -1268,7 +1273,17 @@ def load_sklearn_file(
     if type(estimator) in _ESTIMATORS:
         linear_precision = DEFAULT_PRECISION["linear"] if precision is None else precision
         return _linear(
-            obj, pre, estimator, path, cutoffs, labels, feature_ranges, feature_names, None, linear_precision, name
+            obj,
+            pre,
+            estimator,
+            path,
+            cutoffs,
+            labels,
+            feature_ranges,
+            feature_names,
+            None,
+            linear_precision,
+            name,
         )
     plan = _plan(obj, pre, estimator, feature_names, where)
     policy = _policy(estimator, cutoffs, labels, where)

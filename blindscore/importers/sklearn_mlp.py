@@ -54,7 +54,9 @@ def _fold_columns(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Layer 1 on the raw features from layer 1 on the preprocessed columns (``a x + c`` each)."""
     if len(columns) != w1.shape[0]:
-        raise ModelFormatError(f"the preprocessing yields {len(columns)} columns, the MLP takes {w1.shape[0]}")
+        raise ModelFormatError(
+            f"the preprocessing yields {len(columns)} columns, the MLP takes {w1.shape[0]}"
+        )
     index = {n: k for k, n in enumerate(names)}
     if any(x not in index for x, _, _ in columns):
         raise ModelFormatError("a preprocessed column comes from a feature not in feature_names")
