@@ -25,7 +25,7 @@ parts of the model — weights, thresholds, leaf values, which feature a node te
 the bureau's garbler inputs or its linear stage, never part of the topology.
 
 The bank checks the decoded bits are a thermometer code (1...1 0...0) and records anything else as
-a protocol fault, never a refusal; so do slots whose guard bit is set (see slots). Transport-free:
+a protocol fault, never a refusal; so does a plaintext wider than its mask allows (see slots). Transport-free:
 the node flows map these records to gRPC messages.
 """
 
