@@ -1,4 +1,4 @@
-"""The bank's own systems reading what it learned: one band by application id, and new bands as they arrive."""
+"""The bank's own systems reading its bands: one by application id, or each new one as it arrives."""
 
 from __future__ import annotations
 

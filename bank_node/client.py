@@ -96,4 +96,3 @@ class BankClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -163,17 +163,19 @@ class BankServicer(pb_grpc.BankServicer):
         )
         return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
 
-
     # the bank's own systems ------------------------------------------------------------------
 
     def _require_own_client(self, context: grpc.ServicerContext) -> None:
         """Only the bank's own systems (a bank-client certificate naming this bank) read its bands."""
         identity = require_role(context, "bank-client")
         if identity is not None and identity.serves != self.node.bank_id:
-            log.warning("refused %s from %s: this node is bank %s", identity, context.peer(), self.node.bank_id)
+            log.warning(
+                "refused %s from %s: this node is bank %s", identity, context.peer(), self.node.bank_id
+            )
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"bank-client {identity.party_id!r} serves bank {identity.serves!r}, not {self.node.bank_id!r}",
+                f"bank-client {identity.party_id!r} serves bank {identity.serves!r}, "
+                f"not {self.node.bank_id!r}",
             )
 
     @grpc_errors

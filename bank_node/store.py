@@ -447,8 +447,9 @@ class ResultStore:
 
     def find(self, application_id: str, platform_id: str | None = None) -> list[BandRecord]:
         """Every band stored under ``application_id`` (of one platform, if given), oldest first."""
-        where, params = f"application_id = ?{' AND platform_id = ?' if platform_id is not None else ''}", (
-            (application_id,) if platform_id is None else (application_id, platform_id)
+        where, params = (
+            f"application_id = ?{' AND platform_id = ?' if platform_id is not None else ''}",
+            ((application_id,) if platform_id is None else (application_id, platform_id)),
         )
         rows = self._db.read(
             lambda tx: tx.all(

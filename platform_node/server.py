@@ -108,7 +108,10 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         owner = identity.serves if identity is not None and identity.is_client else None
         if identity is not None and owner is not None and owner != self.node.platform_id:
             log.warning(
-                "refused %s from %s: this node is platform %s", identity, context.peer(), self.node.platform_id
+                "refused %s from %s: this node is platform %s",
+                identity,
+                context.peer(),
+                self.node.platform_id,
             )
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

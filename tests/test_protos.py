@@ -42,5 +42,7 @@ def test_services_are_the_three_parties() -> None:
             "PackedFinish",
             "CircuitStart",
             "CircuitFinish",
+            "GetBand",
+            "WatchBands",
         ],
     }

@@ -1,4 +1,4 @@
-"""Client side of the platform node: stream applications to it and collect the receipts (blindscore.Client)."""
+"""Client side of the platform node: send it applications, collect the receipts (blindscore.Client)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Outcome:
 
     @property
     def status(self) -> str:
-        """"accepted" (the band is at the bank), "pending" (it will be) or "refused" (see ``error``).
+        """ "accepted" (the band is at the bank), "pending" (it will be) or "refused" (see ``error``).
         The platform never learns the band: the bank's own systems read it (BankClient)."""
         if not self.accepted:
             return "refused"
@@ -284,7 +284,7 @@ class Client:
         except grpc.FutureTimeoutError:
             raise UnavailableError(
                 f"the platform at {self.address} did not answer within {self.connect_timeout:g} s "
-                "(is it running, and does it trust this client's CA?)"
+                "(is it running, is it the platform this certificate serves, and does it share its CA?)"
             ) from None
         self._ready = True
 

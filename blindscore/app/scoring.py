@@ -16,6 +16,7 @@ from tqdm import tqdm
 from blindscore._files import write_atomic
 from blindscore.app.client import score_applications
 from blindscore.app.localnet import LocalNetwork
+from blindscore.app.tables import read_rows
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
@@ -34,26 +35,6 @@ def _consent_reference(input_path: Path) -> str:
     """The consent reference of every row: the input file's name, cut to the input limits."""
     name = "".join(c for c in input_path.name if unicodedata.category(c) not in limits.REFUSED_CATEGORIES)
     return f"blindscore-score:{name}"[: limits.MAX_CONSENT_CHARS]
-
-
-def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV with a header; refuses empty files and duplicate column names."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except FileNotFoundError:
-        raise InvalidInputError(f"--input {path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInputError(f"--input {path}: not a readable CSV ({exc})") from None
-    if not header:
-        raise InvalidInputError(f"--input {path}: empty file (a header row is required)")
-    if len(set(header)) != len(header):
-        raise InvalidInputError(f"--input {path}: duplicate column names in the header")
-    if not rows:
-        raise InvalidInputError(f"--input {path}: no data rows")
-    return header, rows
 
 
 def run_encrypted(

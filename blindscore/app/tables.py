@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import numbers
 from collections.abc import Iterable, Mapping
@@ -54,14 +55,32 @@ def _read_path(path: Path, what: str) -> list[dict[str, Any]]:
         except (ImportError, ValueError, OSError) as exc:
             raise InvalidInputError(f"{what} {path}: not a readable Parquet file ({exc})") from None
         return load_rows(frame, what=f"{what} {path}")
-    from blindscore.app.scoring import read_rows
-
     try:
         _, rows = read_rows(path)
     except InvalidInputError as exc:
         raise InvalidInputError(str(exc).replace("--input", what, 1)) from None
     # An empty cell is a missing value, as in a DataFrame read from the same file.
     return [{k: (v if v != "" else None) for k, v in row.items()} for row in rows]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV with a header; refuses empty files and duplicate column names."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except FileNotFoundError:
+        raise InvalidInputError(f"--input {path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInputError(f"--input {path}: not a readable CSV ({exc})") from None
+    if not header:
+        raise InvalidInputError(f"--input {path}: empty file (a header row is required)")
+    if len(set(header)) != len(header):
+        raise InvalidInputError(f"--input {path}: duplicate column names in the header")
+    if not rows:
+        raise InvalidInputError(f"--input {path}: no data rows")
+    return header, rows
 
 
 def _check_columns(columns: list[str], what: str) -> None:

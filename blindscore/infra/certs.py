@@ -232,7 +232,7 @@ def verify_node_cert(cert_pem: bytes, ca_pem: bytes, *, at: dt.datetime | None =
 
 def init_pki(
     directory: Path | str,
-    nodes: Sequence[tuple[str, str]] = DEFAULT_NODES,
+    nodes: Sequence[tuple[str, ...]] = DEFAULT_NODES,
     *,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     days: int = DEFAULT_DAYS,

@@ -315,18 +315,22 @@ def client_security(directory: Path | str, role: str, client_id: str | None = No
         raise InvalidInputError(f"{role!r} is not a client role ({', '.join(CLIENT_ROLES)})")
     if client_id is None:
         found = parties(directory, role)
-        if len(found) != 1:
-            held = ", ".join(i.party_id for i in found) or "none"
+        if not found:
             raise InvalidInputError(
-                f"{directory}: name the {role} certificate to use (the directory holds {held}); "
-                f"make one with 'blindscore certs add {directory} --role {role} --id ID --serves PARTY'"
+                f"{directory} holds no {role} certificate; make one with "
+                f"'blindscore certs add {directory} --role {role} --id ID --serves PARTY'"
             )
+        if len(found) > 1:
+            held = ", ".join(i.party_id for i in found)
+            raise InvalidInputError(f"{directory} holds several {role} certificates ({held}): name one")
         client_id = found[0].party_id
     security = TransportSecurity.from_pki(directory, client_id)
     identity = security.identity
     assert identity is not None
     if identity.role != role:
-        raise InvalidInputError(f"{client_id!r} in {directory} is a {identity.role} certificate, not a {role}")
+        raise InvalidInputError(
+            f"{client_id!r} in {directory} is a {identity.role} certificate, not a {role}"
+        )
     return security.expecting(CLIENT_ROLES[role], identity.serves)
 
 
