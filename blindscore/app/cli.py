@@ -16,6 +16,7 @@ from blindscore import __version__
 from blindscore.app import bench, model_commands
 from blindscore.app.client import Client
 from blindscore.app.demo import run_demo
+from blindscore.app.plugins import import_model_modules
 from blindscore.app.scoring import score_csv
 from blindscore.bank_node.cli import register as register_bank
 from blindscore.bureau.cli import register as register_bureau
@@ -480,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=getattr(logging, args.log_level), format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
+        import_model_modules()  # plug-in model types named in $BLINDSCORE_MODEL_MODULES
         return int(args.func(args))
     except BlindscoreError as exc:
         print(f"blindscore: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from blindscore.app.plugins import with_model_modules
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import init_pki
 from blindscore.infra.transport import INSECURE, TransportSecurity
@@ -60,11 +61,13 @@ class LocalNetwork:
         insecure: bool = False,
         database: str | None = None,
         share_timings: bool = False,
+        model_modules: tuple[str, ...] = (),
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
         starts the bureau and the bank with --share-timings, so receipts carry every node's stage
-        times (benchmarks; never across real trust boundaries)."""
+        times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
+        imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -74,6 +77,7 @@ class LocalNetwork:
         self.insecure = insecure
         self.database = database
         self.share_timings = share_timings
+        self.model_modules = model_modules
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -241,7 +245,7 @@ class LocalNetwork:
             "--ready-file",
             str(ready),
         ]
-        env = dict(os.environ)
+        env = with_model_modules(os.environ, self.model_modules)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_file, "ab") as log:  # a restarted node appends to its log
             proc = subprocess.Popen(
