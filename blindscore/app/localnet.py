@@ -16,7 +16,7 @@ from types import TracebackType
 from blindscore.app.plugins import with_model_modules
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import init_pki
-from blindscore.infra.transport import INSECURE, TransportSecurity
+from blindscore.infra.transport import INSECURE, TransportSecurity, client_security
 from blindscore.models.contract import PrivateModel
 
 READY_TIMEOUT_S = 120.0
@@ -112,10 +112,18 @@ class LocalNetwork:
         return self.workdir / "pki"
 
     @property
+    def client_id(self) -> str:
+        """The party id of the platform-client certificate the local tools submit with."""
+        return f"{self.platform_id}-client"
+
+    @property
     def client_security(self) -> TransportSecurity:
-        """How the platform's operator tools reach the platform node: as the platform itself."""
+        """How the platform's own systems reach the platform node: with a platform-client
+        certificate (a working directory made before client certificates: as the platform itself)."""
         if self.insecure:
             return INSECURE
+        if (self.pki_dir / f"{self.client_id}.pem").exists():
+            return client_security(self.pki_dir, "platform-client", self.client_id)
         return TransportSecurity.from_pki(self.pki_dir, self.platform_id).expecting(
             "platform", self.platform_id
         )
@@ -141,7 +149,12 @@ class LocalNetwork:
         if not self.insecure and not (self.pki_dir / "ca.pem").exists():
             init_pki(
                 self.pki_dir,
-                [("bureau", self.bureau_id), ("bank", self.bank_id), ("platform", self.platform_id)],
+                [
+                    ("bureau", self.bureau_id),
+                    ("bank", self.bank_id),
+                    ("platform", self.platform_id),
+                    ("platform-client", self.client_id, self.platform_id),
+                ],
             )
         bureau = self._spawn(
             "bureau",
