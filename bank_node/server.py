@@ -218,7 +218,13 @@ def band_to_proto(record: BandRecord) -> pb.BandResult:
 def _started(started: StartResult) -> dict[str, Any]:
     """The fields of a start response: the sealed ticket and the bank's OT-extension request."""
     ext = started.request
-    return {"ticket": started.ticket, "ot_nonce": ext.nonce, "ot_count": ext.count, "ot_u": ext.u}
+    return {
+        "ticket": started.ticket,
+        "ot_nonce": ext.nonce,
+        "ot_count": ext.count,
+        "ot_u": ext.u,
+        "ot_check": ext.check,
+    }
 
 
 def _run(request: pb.MaskedRequest | pb.BlindedRequest, context: grpc.ServicerContext) -> Run:

@@ -137,7 +137,7 @@ class PackedSessions:
         }
         return StartResult(self._seal_ticket(state), request)
 
-    def circuit_finish(self, finish: CircuitFinish) -> tuple[circuit_band.CircuitShape, list[int]]:
+    def circuit_finish(self, finish: CircuitFinish) -> tuple[circuit_band.CircuitShape, bytes]:
         """The shape sealed in round 1 and the labels of the bank's input bits from the OT reply."""
         state = self._open_ticket(finish.ticket, "circuit")
         if state["key_id"] != finish.batch.key_id or state.get("members") != finish.batch.digest():
@@ -148,7 +148,7 @@ class PackedSessions:
         )
         choices = _unpack_bits(bytes.fromhex(state["choices"]), int(state["count"]))
         receiver = self._receiver(bytes.fromhex(state["session"]))
-        return shape, receiver.receive(bytes.fromhex(state["nonce"]), choices, finish.reply)
+        return shape, receiver.receive_bytes(bytes.fromhex(state["nonce"]), choices, finish.reply)
 
     def _open_ticket(self, ticket: bytes, kind: str = "packed") -> dict[str, Any]:
         try:

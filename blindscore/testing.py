@@ -130,7 +130,9 @@ class TwoParties:
         assert not opened.faulted, "a slot of an honest hand-over faulted"
         request = self._receiver.request(opened.choices)
         garbled, pairs = bureau.garble()
-        labels = self._receiver.receive(request.nonce, opened.choices, self._sender.reply(request, pairs))
+        labels = self._receiver.receive_bytes(
+            request.nonce, opened.choices, self._sender.reply(request, pairs)
+        )
         return evaluate_band(bureau.request.shape, family, garbled, labels)
 
 

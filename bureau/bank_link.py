@@ -307,9 +307,20 @@ class GrpcBankLink:
                 if not self._sessions.fresh_nonce(self._where, sender, nonce):
                     raise CryptoError("the bank repeated an OT nonce")
                 ext = ot.ExtensionRequest(
-                    session_id=sender.session_id, nonce=nonce, count=resp.ot_count, u=bytes(resp.ot_u)
+                    session_id=sender.session_id,
+                    nonce=nonce,
+                    count=resp.ot_count,
+                    u=bytes(resp.ot_u),
+                    check=bytes(resp.ot_check),
                 )
-                reply, garbling = finish(ext, sender)
+                try:
+                    reply, garbling = finish(ext, sender)
+                except CryptoError as exc:
+                    # A failed consistency check is a deviating bank: nothing was sent, this
+                    # session's s is never used again (the next round sets up a new one), and the
+                    # work waits for the retry worker like any other failure of the bank's.
+                    self._sessions.drop(self._where, sender)
+                    raise UnavailableError(f"the bank's OT request was refused: {exc}") from exc
             except PeerError as exc:
                 if not _forgotten(exc):
                     raise

@@ -126,7 +126,7 @@ def _spent(stored: StoredBatch) -> PreconditionError:
 
 
 def _garbling_reply(
-    garble: Callable[[], tuple[Any, list[tuple[int, int]]]], timing: dict[str, float]
+    garble: Callable[[], tuple[Any, Any]], timing: dict[str, float]
 ) -> Callable[[Any, Any], Any]:
     """The bureau's answer to the bank's OT request: garble now (fresh labels for this round), send
     the labels of the bank's inputs through the OT, and time it as ``bureau.garble``."""

@@ -12,6 +12,7 @@ import grpc
 
 from blindscore.bureau.bank_link import BankChannels
 from blindscore.bureau.flow import BureauNode, ScoreReport
+from blindscore.crypto import parallel
 from blindscore.crypto.paillier import PublicKey
 from blindscore.infra.metrics import NodeMetrics
 from blindscore.infra.status import grpc_errors
@@ -259,4 +260,5 @@ def start_bureau_server(
     )
     retry_channels = BankChannels(security)
     bureau.start_delivery(retry_channels.link, reset=retry_channels.close)
+    parallel.warm()  # the packing workers exist before the first large model's application
     return server, port, channels

@@ -82,7 +82,6 @@ def run(trees: int, depth: int, features: int, applications: int) -> dict[str, o
             + len(bureau.request.masked.ciphertexts) * cipher_bytes
             + len(request.u)
             + len(garbled.tables)
-            + len(garbled.garbler_labels)
             + len(garbled.decode)
             + len(garbled.output_tags)
             + len(answer.y0)

@@ -481,6 +481,7 @@ def packed_score_search(
                 nonce=bytes(start.ot_nonce),
                 count=start.ot_count,
                 u=bytes(start.ot_u),
+                check=bytes(start.ot_check),
             )
             circuit, pairs = garble.garble_comparisons(values, bits + 1)
             reply = sender.reply(request, pairs)
@@ -763,7 +764,9 @@ class DeviatingBank(_BankOt):
         ext = receiver.request(choices)
         with self.lock:
             self._tickets[ext.nonce] = (bytes(request.ot_session_id), choices, shifts)
-        return pb.PackedStartResponse(ticket=ext.nonce, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
+        return pb.PackedStartResponse(
+            ticket=ext.nonce, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u, ot_check=ext.check
+        )
 
     def PackedFinish(
         self, request: pb.PackedFinishRequest, context: grpc.ServicerContext
@@ -870,7 +873,9 @@ class VulnerableBank(_BankOt):
         ext = receiver.request(choices)
         with self.lock:
             self._tickets[ext.nonce] = (bytes(request.ot_session_id), choices)
-        return pb.PackedStartResponse(ticket=ext.nonce, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u)
+        return pb.PackedStartResponse(
+            ticket=ext.nonce, ot_nonce=ext.nonce, ot_count=ext.count, ot_u=ext.u, ot_check=ext.check
+        )
 
     def PackedFinish(
         self, request: pb.PackedFinishRequest, context: grpc.ServicerContext
@@ -987,6 +992,7 @@ class NaiveBureau:
                     nonce=bytes(start.ot_nonce),
                     count=start.ot_count,
                     u=bytes(start.ot_u),
+                    check=bytes(start.ot_check),
                 )
                 circuit, pairs = band.garble()
                 reply = sender.reply(request, pairs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import pickle
 import random
@@ -14,10 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindscore.crypto import halfgates
+from blindscore.crypto import halfgates, tccr
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder, from_bits, to_bits
 from blindscore.crypto.halfgates import (
-    LABEL_BYTES,
     TAG_BYTES,
     GarbledCircuit,
     aes_encrypt_blocks,
@@ -83,8 +83,8 @@ def test_bulk_hash_is_aes_of_sigma() -> None:
     pl, pr = p >> 64, p & MASK64
     x = (pr << 64) | (pl ^ pr)  # sigma(x) = (xL ^ xR) || xL = P
     blocks = halfgates._from_ints([x, x])
-    tweaks = halfgates._tweak_blocks(np.array([0, 5], dtype=np.uint64))
-    out = halfgates._to_ints(halfgates._Hash(bytes(range(16)))(blocks, tweaks))
+    tweaks = tccr.tweak_blocks(np.array([0, 5], dtype=np.uint64))
+    out = halfgates._to_ints(tccr.Tccr(bytes(range(16)))(blocks, tweaks))
     assert out[0] == 0x69C4E0D86A7B0430D8CDB78070B4C55A ^ p
     assert out[1] != out[0]  # the tweak enters the permutation
 
@@ -223,7 +223,8 @@ def test_layout_and_delta(seeded: random.Random) -> None:
     garbled, pairs = garble(circuit, to_bits(1234, 16))
     assert len(garbled.garbling_id) == 16
     assert len(garbled.tables) == table_bytes(circuit) == 32 * circuit.and_gates
-    assert len(garbled.garbler_labels) == LABEL_BYTES * 16
+    # The garbler's 16 input bits are hard-wired: nothing per garbler bit travels.
+    assert [f.name for f in dataclasses.fields(garbled)] == ["garbling_id", "tables", "decode", "output_tags"]
     assert len(garbled.decode) == (circuit.outputs + 7) // 8
     assert len(garbled.output_tags) == 2 * TAG_BYTES * circuit.outputs
     deltas = {x0 ^ x1 for x0, x1 in pairs}
@@ -265,10 +266,10 @@ def test_tables_look_uniform_and_do_not_depend_on_the_garbler_input(seeded: rand
     circuit = builder.build()
     zeros, _ = garble(circuit, [0] * 64)
     ones, _ = garble(circuit, [1] * 64)
-    for field in ("tables", "garbler_labels", "decode", "output_tags"):
+    for field in ("tables", "decode", "output_tags"):
         assert len(getattr(zeros, field)) == len(getattr(ones, field))
     for garbled in (zeros, ones):
-        data = np.frombuffer(garbled.tables + garbled.garbler_labels, dtype=np.uint8)
+        data = np.frombuffer(garbled.tables, dtype=np.uint8)
         bits = np.unpackbits(data)
         n = bits.size
         assert abs(bits.mean() - 0.5) < 5 * 0.5 / np.sqrt(n)
@@ -279,17 +280,24 @@ def test_tables_look_uniform_and_do_not_depend_on_the_garbler_input(seeded: rand
     assert zeros.tables[:32] != ones.tables[:32]
 
 
-def test_garbler_labels_hide_the_garbler_input(seeded: random.Random) -> None:
-    """The active labels' lsbs (what an evaluator could look at) are independent of the bits."""
+def test_garbler_inputs_are_hard_wired(seeded: random.Random) -> None:
+    """A garbler bit g gets the 0-label g Delta, so its active label is 0 for either value: the
+    garbling carries no label for it, yet every gate that reads it evaluates correctly (AND with an
+    evaluator bit, with another garbler bit, XOR, NOT, in both orders)."""
     builder = CircuitBuilder()
-    y = builder.garbler_input(256)
-    builder.output(builder.and_(y[0], builder.evaluator_input(1)[0]))
+    g, e = builder.garbler_input(2), builder.evaluator_input(1)
+    builder.output(builder.and_(g[0], e[0]))
+    builder.output(builder.and_(e[0], g[1]))
+    builder.output(builder.and_(g[0], g[1]))
+    builder.output(builder.xor(g[0], e[0]))
+    builder.output(builder.not_(g[1]))
     circuit = builder.build()
-    for bits in ([0] * 256, [1] * 256):
-        garbled, _ = garble(circuit, bits)
-        labels = np.frombuffer(garbled.garbler_labels, dtype=np.uint8).reshape(-1, LABEL_BYTES)
-        lsb_ones = int((labels[:, 15] & 1).sum())
-        assert 90 < lsb_ones < 166  # binomial(256, 1/2) within 4.7 sigma
+    sizes = set()
+    for g0, g1, x in itertools.product((0, 1), repeat=3):
+        garbled, pairs = garble(circuit, [g0, g1])
+        assert evaluate(circuit, garbled, [pairs[0][x]]) == [g0 & x, x & g1, g0 & g1, g0 ^ x, 1 - g1]
+        sizes.add(len(garbled.tables) + len(garbled.decode) + len(garbled.output_tags))
+    assert sizes == {32 * circuit.and_gates + 1 + 16 * circuit.outputs}
 
 
 # ---------------------------------------------------------------- corruption and refusals
@@ -366,7 +374,6 @@ def test_refusals() -> None:
         garble(circuit, [0.5] * 8)  # type: ignore[list-item]
     for field, value in (
         ("tables", garbled.tables[:-1]),
-        ("garbler_labels", garbled.garbler_labels + bytes(16)),
         ("garbling_id", b"short"),
         ("output_tags", b""),
         ("decode", b""),

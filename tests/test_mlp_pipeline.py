@@ -112,15 +112,16 @@ def blind_band(parties: TwoParties, model: MLPModel, row: Sequence[float]) -> in
 
 
 def circuit_band_in_clear(model: MLPModel, encoded: Sequence[int]) -> int | None:
-    """The band circuit evaluated on plain bits with zero masks: the topology alone, no crypto."""
+    """The band circuit evaluated on plain bits with zero masks: the topology alone, no crypto.
+    A value v sits in its (w + 1)-bit slot as 2 v (blindscore.protocol.slots)."""
     shape = model.circuit_shape()
     stage = model.linear_stage()
     values = [sum(w * encoded[c] for c, w in o.terms) + o.offset for o in stage.outputs]
     assert all(0 <= v < 1 << stage.value_bits for v in values)
-    garbler = [0] * (shape.values * shape.value_bits)
+    garbler = [0] * (shape.values * (shape.value_bits + 1))
     for value, width in model.garbler_inputs():
         garbler += to_bits(value, width)
-    evaluator = [b for v in values for b in to_bits(v, shape.value_bits)]
+    evaluator = [b for v in values for b in to_bits(2 * v, shape.value_bits + 1)]
     return band_from_outputs(band_circuit(shape, MLP_FAMILY).evaluate(garbler, evaluator))
 
 

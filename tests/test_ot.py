@@ -7,11 +7,13 @@ import dataclasses
 import hashlib
 import pickle
 import random
+import secrets
 from typing import Any
 
 import gmpy2
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,9 +103,10 @@ def test_iknp_row_relation(session: tuple[OtReceiver, OtSender]) -> None:
     receiver, sender = session
     choices, _ = _random_batch(random.Random(3), 37)
     request = receiver.request(choices)
-    t = ot._rows(ot._columns(receiver._seeds0, request.nonce, 37), 37)
-    u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, 5)
-    q = ot._rows(ot._columns(sender._seeds, request.nonce, 37) ^ (u & sender._s_mask), 37)
+    m = 37 + ot.PAD
+    t = ot._rows(ot._columns(receiver._seeds0, request.nonce, m), m)
+    u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, (m + 7) // 8)
+    q = ot._rows(ot._columns(sender._seeds, request.nonce, m) ^ (u & sender._s_mask), m)
     for j, r in enumerate(choices):
         assert (q[j] ^ t[j]).tobytes() == (sender._s_row.tobytes() if r else bytes(16))
 
@@ -114,7 +117,9 @@ def test_receive_needs_only_nonce_and_choices(session: tuple[OtReceiver, OtSende
     nonce = bytes(range(100, 116))
     request = receiver.request(choices, nonce=nonce)
     assert request.nonce == nonce
-    assert receiver.request(choices, nonce=nonce) == request  # deterministic given the nonce
+    # Under the same nonce only the random padding rows differ (a nonce is never reused in a session).
+    again = receiver.request(choices, nonce=nonce)
+    assert again.u != request.u and again.nonce == request.nonce
     assert receiver.request(choices).u != request.u  # a fresh nonce by default
     reply = sender.reply(request, pairs)
     assert receiver.receive(nonce, choices, reply) == [p[r] for p, r in zip(pairs, choices, strict=True)]
@@ -161,12 +166,12 @@ def test_property_random_choice_vectors(
 def test_u_is_balanced_whatever_the_choices(session: tuple[OtReceiver, OtSender]) -> None:
     """Smoke check of the sender's view: u looks uniform for all-zero, all-one and mixed choices."""
     receiver, _ = session
-    count = 500
-    bits = KAPPA * count  # 64000 bits; sd = sqrt(bits) / 2 ~ 126.5, bound ~ 8 sd
+    count = 500 - ot.PAD  # with the padding rows, 500 OTs
+    bits = KAPPA * 500  # 64000 bits; sd = sqrt(bits) / 2 ~ 126.5, bound ~ 8 sd
     views = []
     for choices in ([0] * count, [1] * count, [j % 2 for j in range(count)]):
         u = receiver.request(choices).u
-        assert len(u) == KAPPA * ((count + 7) // 8)
+        assert len(u) == KAPPA * ((500 + 7) // 8)
         ones = int(np.unpackbits(np.frombuffer(u, dtype=np.uint8)).sum())
         assert abs(ones - bits / 2) < 1000, ones
         views.append(u)
@@ -202,15 +207,22 @@ def test_reply_refuses_a_wrong_count(session: tuple[OtReceiver, OtSender]) -> No
 
 def test_reply_refuses_a_wrong_u_length(session: tuple[OtReceiver, OtSender]) -> None:
     receiver, sender = session
-    choices, pairs = _random_batch(random.Random(3), 9)  # ceil(9 / 8) = 2 bytes per column
+    choices, pairs = _random_batch(random.Random(3), 9)  # ceil((9 + 128) / 8) = 18 bytes per column
     request = receiver.request(choices)
-    assert len(request.u) == 256
+    assert len(request.u) == 128 * 18
     for u in (request.u[:-1], request.u + b"\0", b""):
-        with pytest.raises(InvalidInputError, match=r"u must be 128 \* ceil\(9 / 8\) = 256 bytes"):
+        with pytest.raises(
+            InvalidInputError, match=r"u must be 128 \* ceil\(\(9 \+ 128\) / 8\) = 2304 bytes"
+        ):
             sender.reply(dataclasses.replace(request, u=u), pairs)
-    # Nine choices need two bytes per column; a request claiming eight needs one.
-    with pytest.raises(InvalidInputError, match="= 128 bytes"):
+    # Nine choices and the padding need 18 bytes per column; a request claiming eight needs 17.
+    with pytest.raises(InvalidInputError, match="= 2176 bytes"):
         sender.reply(dataclasses.replace(request, count=8), pairs[:8])
+    for check in (request.check[:-1], b""):
+        with pytest.raises(
+            InvalidInputError, match=rf"^OT extension request check must be {ot.CHECK_BYTES} bytes$"
+        ):
+            sender.reply(dataclasses.replace(request, check=check), pairs)
 
 
 def test_reply_refuses_a_wrong_nonce(session: tuple[OtReceiver, OtSender]) -> None:
@@ -347,8 +359,9 @@ def test_setup_refusals_of_shape_and_session() -> None:
     assert _transfer(receiver, sender, choices, pairs) == [p[r] for p, r in zip(pairs, choices, strict=True)]
 
 
-def test_a_tampered_seed_breaks_only_the_affected_transfers() -> None:
-    """Flip one bit of every encrypted seed: the bureau's seeds change, so the transfers fail."""
+def test_a_tampered_seed_is_caught_by_the_consistency_check() -> None:
+    """Flip one bit of every encrypted seed: the bureau's seeds no longer match the bank's, and the
+    consistency check refuses the batch before a message is sent."""
     receiver_setup, offer = ReceiverSetup.start()
     sender_setup, choice = SenderSetup.start(offer)
     receiver, reply = receiver_setup.finish(choice)
@@ -357,8 +370,8 @@ def test_a_tampered_seed_breaks_only_the_affected_transfers() -> None:
     )
     sender = sender_setup.finish(tampered)
     choices, pairs = _random_batch(random.Random(9), 50)
-    got = _transfer(receiver, sender, choices, pairs)
-    assert all(x != p[0] and x != p[1] for x, p in zip(got, pairs, strict=True))
+    with pytest.raises(CryptoError, match="consistency check"):
+        _transfer(receiver, sender, choices, pairs)
 
 
 # ---------------------------------------------------------------------- fixed vectors and constants
@@ -382,15 +395,23 @@ def test_prg_fixed_vector_and_definition() -> None:
 
 
 def test_row_hash_fixed_vector_and_definition() -> None:
+    """H(session, nonce, j, row) = TCCR under AES key SHA-256(tag || session || nonce)[:16], checked
+    against the definition written out block by block (sigma, the tweak j, one raw AES call)."""
     rows = np.arange(48, dtype=np.uint8).reshape(3, 16)
     out = ot._hash_rows(SESSION, NONCE, rows)
     assert out.shape == (3, 16)
     assert out.tobytes().hex() == (
-        "309a5ac0f9349d568802fa45575dcaf4b6e13d8ebea12a30cf4a65e046b63eb9665734dda270068a9f093a71db06830a"
+        "93b874bfd38daf6a0c9b7cce1d7e048212e193ce5304e70ed008b8701d11ca24920436182c4339ad7ee6629b6e70dfa5"
     )
+    key = hashlib.sha256(b"blindscore/ot/H/v2" + SESSION + NONCE).digest()[:16]
     for j in range(3):
-        data = b"blindscore/ot/H/v1" + SESSION + NONCE + j.to_bytes(8, "big") + rows[j].tobytes()
-        assert out[j].tobytes() == hashlib.blake2b(data, digest_size=16).digest()
+        x = rows[j].tobytes()
+        sigma = bytes(a ^ b for a, b in zip(x[:8], x[8:], strict=True)) + x[:8]
+        block = bytes(a ^ b for a, b in zip(sigma, j.to_bytes(16, "big"), strict=True))
+        pi = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(block)
+        assert out[j].tobytes() == bytes(a ^ b for a, b in zip(pi, block, strict=True))
+    # The nonce is bound in: another batch of the same session hashes the same rows differently.
+    assert ot._hash_rows(SESSION, bytes(16), rows).tobytes() != out.tobytes()
 
 
 def test_base_kdf_fixed_vector() -> None:
@@ -446,7 +467,8 @@ def test_messages_have_the_documented_shapes(session: tuple[OtReceiver, OtSender
     receiver, sender = session
     request = receiver.request([1, 0, 1])
     assert isinstance(request, ExtensionRequest)
-    assert request.count == 3 and len(request.nonce) == 16 and len(request.u) == 128
+    assert request.count == 3 and len(request.nonce) == 16 and len(request.u) == 128 * 17
+    assert len(request.check) == ot.CHECK_BYTES == 8 + 64 * 16
     reply = sender.reply(request, [(1, 2), (3, 4), (5, 6)])
     assert len(reply.y0) == len(reply.y1) == 48
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -483,3 +505,52 @@ def test_secret_holders_cannot_be_pickled_copied_or_printed() -> None:
         assert text == f"{type(holder).__name__}(session_id={holder.session_id.hex()}, <secret>)"  # type: ignore[attr-defined]
         assert not any(s in text for s in secrets_hex)
         assert not hasattr(holder, "__dict__")
+
+
+# ---------------------------------------------------------------------- a deviating receiver
+
+
+def deviating_request(receiver: OtReceiver, choices: list[int], column: int) -> ExtensionRequest:
+    """A bank whose column ``column`` of u encodes other choice bits (r XOR e, e != 0) than the
+    rest; it computes the consistency check as well as it can, from its real r and t."""
+    count = len(choices)
+    m = count + ot.PAD
+    nonce = secrets.token_bytes(16)
+    r = np.concatenate((np.array(choices, dtype=np.uint8), np.zeros(ot.PAD, dtype=np.uint8)))
+    t = ot._columns(receiver._seeds0, nonce, m)
+    u = t ^ ot._columns(receiver._seeds1, nonce, m) ^ np.packbits(r)
+    e = np.zeros(m, dtype=np.uint8)
+    e[: count // 2] = 1
+    u[column] ^= np.packbits(e)
+    chi = ot._challenges(receiver.session_id, nonce, count, u.tobytes())
+    x = np.packbits((chi & r.astype(bool)).sum(axis=1) & 1)
+    check = x.tobytes() + ot._combine(chi, ot._rows(t, m)).tobytes()
+    return ExtensionRequest(receiver.session_id, nonce, count, u.tobytes(), check)
+
+
+def test_a_receiver_with_inconsistent_columns_is_refused(
+    session: tuple[OtReceiver, OtSender], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inconsistent choice vectors are how a bank would learn s bit by bit, then both messages
+    (Delta, for a garbled circuit). In a column where s_i = 1 the check refuses it before anything
+    is sent; where s_i = 0 the column has no effect on what the bureau sends (what the bank can
+    still learn is that selective-failure bit). Negative control: without the check the deviating
+    request is answered."""
+    receiver, sender = session
+    choices, pairs = _random_batch(random.Random(21), 40)
+    s_bits = np.unpackbits(sender._s_row)
+    one, zero = int(np.flatnonzero(s_bits)[0]), int(np.flatnonzero(s_bits == 0)[0])
+    with pytest.raises(CryptoError, match=r"^the OT extension request failed its consistency check"):
+        sender.reply(deviating_request(receiver, choices, one), pairs)
+    sender.reply(deviating_request(receiver, choices, zero), pairs)
+    monkeypatch.setattr(ot, "_verify", lambda *args: None)
+    reply = sender.reply(deviating_request(receiver, choices, one), pairs)
+    assert len(reply.y0) == 16 * 40
+
+
+def test_the_check_hides_the_choices(session: tuple[OtReceiver, OtSender]) -> None:
+    """The check's parities x_k cover the random padding too: the same choices give other x."""
+    receiver, _ = session
+    choices = [1, 0] * 20
+    xs = {receiver.request(choices).check[:8] for _ in range(20)}
+    assert len(xs) == 20

@@ -131,7 +131,7 @@ def test_batch_messages_stay_within_the_grpc_limit(
     circuit, pairs = band.garble()
     reply = sender.reply(start.request, pairs)
     sent = len(circuit.tables) + len(circuit.garbler_labels) + len(reply.y0) + len(reply.y1)
-    received = len(start.request.u)
+    received = len(start.request.u) + len(start.request.check) - ot.REQUEST_OVERHEAD_BYTES
     estimate = n * packing.round_bytes_per_slot(len(MODEL.encoded_cutoffs), MODEL.comparison_bits)
     assert abs((sent + received) - estimate) <= 128  # u pads each of its 128 columns to whole bytes
     assert packing.max_slots_for(MODEL) == packing.MAX_SLOTS  # German: far below the limit

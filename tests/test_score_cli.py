@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -135,10 +136,16 @@ def test_score_missing_column_named(tmp_path: Path) -> None:
 
 def test_score_refuses_other_model_types(tmp_path: Path) -> None:
     write_input(tmp_path / "in.csv", 3)
-    forest = RandomForestClassifier(n_estimators=2, random_state=0)
-    err = score_refused(tmp_path, forest, tmp_path / "in.csv")
-    assert "RandomForestClassifier" in err
+    err = score_refused(tmp_path, KNeighborsClassifier(n_neighbors=3), tmp_path / "in.csv")
+    assert "KNeighborsClassifier" in err
     assert "LogisticRegression" in err  # the message lists what is supported
+
+
+def test_score_refuses_a_forest_too_deep_for_the_circuit(tmp_path: Path) -> None:
+    write_input(tmp_path / "in.csv", 3)
+    forest = RandomForestClassifier(n_estimators=2, random_state=0)  # unbounded depth
+    err = score_refused(tmp_path, forest, tmp_path / "in.csv")
+    assert "supports depth <= 10: retrain with max_depth <= 10" in err
 
 
 def test_score_bad_value_names_row_and_feature(tmp_path: Path) -> None:

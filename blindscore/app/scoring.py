@@ -99,6 +99,7 @@ def score_csv(
     id_column: str | None,
     key_bits: int = 2048,
     fmt: str = AUTO,
+    feature_ranges: tuple[tuple[str, float, float], ...] | None = None,
 ) -> int:
     check_key_bits(key_bits)
     model_id = _model_id(model_path)
@@ -110,7 +111,8 @@ def score_csv(
             "(e.g. --cutoffs 0.1,0.2,0.4)"
         )
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
-    model = read_model(model_path, ImportOptions(cutoffs or None, labels or None), fmt=fmt, name=model_id)
+    options = ImportOptions(cutoffs or None, labels or None, feature_ranges=feature_ranges)
+    model = read_model(model_path, options, fmt=fmt, name=model_id)
     header, rows = read_rows(input_path)
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:

@@ -9,6 +9,14 @@ the standard ones:
   the 1-label of a wire is its 0-label XOR Delta, so XOR gates cost nothing. The circuit's
   constant wires get the 0-labels 0 (constant 0) and Delta (constant 1), both with active label
   0, so NOT x = x XOR constant-1 is free too and the evaluator learns only the public constant;
+* free garbler inputs: a garbler input bit g is treated exactly like a constant the evaluator
+  does not know: its wire's 0-label is g Delta, so its active label is 0 whatever g is, and the
+  garbler sends no label for it. The evaluator's view is the same for g = 0 and g = 1: it holds
+  the public label 0, and every table it meets at such a wire is masked by H at the label it does
+  not hold (Delta), which circular correlation-robustness hides, as for the constant wires (the
+  permute bit lsb(g Delta) = g is never seen: the evaluator's row choice is lsb(0) = 0). This is
+  the "hard-wired garbler input" of the literature; it saves 16 bytes per garbler bit (a model's
+  masks, thresholds and leaves) and makes a leak through those labels impossible by construction;
 * point-and-permute: lsb of a label selects the table row; output bit = lsb(active label) XOR
   its decode bit;
 * half gates (Zahur-Rosulek-Evans, "Two halves make a whole", EUROCRYPT 2015): AND gate j with
@@ -20,12 +28,8 @@ the standard ones:
       W' = H(X, 2j) ^ lsb(X) T_G ^ H(Y, 2j+1) ^ lsb(Y) (T_E ^ X).
 
 * the hash is the tweakable circular correlation-robust hash from fixed-key AES of Guo, Katz,
-  Wang, Yu, "Efficient and Secure Multiparty Computation from Fixed-Key Block Ciphers", IEEE S&P
-  2020 (the construction EMP uses)::
-
-      H(x, i) = pi(sigma(x) ^ i) ^ sigma(x) ^ i,   sigma(x_L || x_R) = (x_L ^ x_R) || x_L,
-
-  pi = AES-128 under the key SHA-256(DOMAIN || garbling_id)[:16], with DOMAIN =
+  Wang, Yu (:mod:`blindscore.crypto.tccr`), with pi = AES-128 under the key
+  SHA-256(DOMAIN || garbling_id)[:16], DOMAIN =
   ``b"blindscore/halfgates/v1"`` and garbling_id 16 fresh random bytes per garbling (public: the
   model is an ideal permutation with a known key). Labels and tweaks are 128-bit blocks, written
   big-endian (x_L = bytes 0..7); the tweak i is the integer i as a 16-byte big-endian block.
@@ -36,7 +40,6 @@ the standard ones:
 Layouts (labels, table entries 16 bytes big-endian):
 
 * ``tables``: per AND gate in gate order, T_G then T_E (32 bytes per gate);
-* ``garbler_labels``: the active label of each garbler input bit, in input order;
 * ``decode``: one bit per output, ``numpy.packbits`` order (first output = msb of byte 0),
   zero padding;
 * ``output_tags`` (added to the interface): per output k, the first 8 bytes of H(W_k^0, t_k)
@@ -68,6 +71,8 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from blindscore.crypto.circuit import Circuit
+from blindscore.crypto.ot import LabelPairs
+from blindscore.crypto.tccr import Tccr, tweak_blocks
 from blindscore.errors import CryptoError, InvalidInputError
 
 LABEL_BYTES = 16
@@ -90,8 +95,6 @@ class GarbledCircuit:
     garbling_id: bytes
     #: 2 x 16 bytes per AND gate, in gate order (T_G, T_E).
     tables: bytes
-    #: Active labels of the garbler's input bits, 16 bytes each, in input order.
-    garbler_labels: bytes
     #: One decode bit per output (numpy.packbits order).
     decode: bytes
     #: 2 x 8 bytes per output: tags of the 0-label and the 1-label (see the module docstring).
@@ -100,7 +103,6 @@ class GarbledCircuit:
     def __repr__(self) -> str:
         return (
             f"GarbledCircuit(tables={len(self.tables)} bytes, "
-            f"garbler_labels={len(self.garbler_labels) // LABEL_BYTES}, "
             f"outputs={len(self.output_tags) // (2 * TAG_BYTES)})"
         )
 
@@ -118,41 +120,16 @@ def aes_key(garbling_id: bytes) -> bytes:
     return hashlib.sha256(_DOMAIN + garbling_id).digest()[:16]
 
 
-class _Hash:
-    """H(x, i) = pi(sigma(x) ^ i) ^ sigma(x) ^ i over arrays of blocks, one AES call per array."""
-
-    __slots__ = ("_encrypt",)
-
-    def __init__(self, key: bytes) -> None:
-        # ECB is exactly the block permutation applied to each 16-byte block independently;
-        # the encryptor is stateless in ECB mode, so one serves the whole garbling.
-        self._encrypt = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
-
-    def __call__(self, x: _Labels, tweaks: _Labels) -> _Labels:
-        s = np.empty_like(x)
-        s[:, 0] = x[:, 0] ^ x[:, 1]
-        s[:, 1] = x[:, 0]
-        s ^= tweaks
-        out = np.frombuffer(self._encrypt(s.tobytes()), dtype=np.uint64).reshape(-1, 2)
-        return out ^ s
-
-
 def tccr_hash(garbling_id: bytes, label: int, tweak: int) -> int:
     """H(label, tweak) for one block, the reference form of what the garbling does in bulk."""
     x = _from_ints([label])
-    out = _Hash(aes_key(garbling_id))(x, _tweak_blocks(np.array([tweak], dtype=np.uint64)))
+    out = Tccr(aes_key(garbling_id))(x, tweak_blocks(np.array([tweak], dtype=np.uint64)))
     return _to_ints(out)[0]
 
 
 def aes_encrypt_blocks(key: bytes, blocks: bytes) -> bytes:
     """Raw AES-128-ECB through the same ``cryptography`` call path the hash uses (for tests)."""
     return bytes(Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(blocks))
-
-
-def _tweak_blocks(tweaks: npt.NDArray[np.uint64]) -> _Labels:
-    out = np.zeros((len(tweaks), 2), dtype=np.uint64)
-    out[:, 1] = tweaks.astype(">u8").view(np.uint64)
-    return out
 
 
 def _lsb(x: _Labels) -> npt.NDArray[np.uint8]:
@@ -204,26 +181,27 @@ def _check_garbler_bits(
 
 def garble(
     circuit: Circuit, garbler_bits: Sequence[int] | npt.NDArray[np.uint8]
-) -> tuple[GarbledCircuit, list[tuple[int, int]]]:
+) -> tuple[GarbledCircuit, LabelPairs]:
     """Garble ``circuit`` with the garbler's input bits fixed to ``garbler_bits``.
 
     Returns the garbled circuit (for the evaluator) and the (0-label, 1-label) pair of every
-    evaluator input bit in input order, as 128-bit ints. The pairs reveal Delta: pass them only
-    to the OT sender, never anywhere else.
+    evaluator input bit in input order (:class:`~blindscore.crypto.ot.LabelPairs`; indexing gives
+    128-bit ints). The pairs reveal Delta: pass them only to the OT sender, never anywhere else.
     """
     gbits = _check_garbler_bits(circuit, garbler_bits)
     n_g, n_e = circuit.garbler_input_bits, circuit.evaluator_input_bits
     gid = _fresh_bytes(GARBLING_ID_BYTES)
-    hash_ = _Hash(aes_key(gid))
+    hash_ = Tccr(aes_key(gid))
 
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
-    rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_g + n_e)))
+    rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_e)))
     delta = rand[0].copy()
     delta.view(np.uint8)[15] |= 1  # lsb(Delta) = 1: point-and-permute
     labels[0] = 0
     labels[1] = delta
+    labels[2 : 2 + n_g] = _mask(gbits) & delta  # free garbler inputs: 0-label g Delta, active label 0
     first = circuit.first_gate_wire
-    labels[2:first] = rand[1:]
+    labels[2 + n_g : first] = rand[1:]
 
     tables = np.empty((circuit.and_gates, 2, 2), dtype=np.uint64)
     ga, gb = circuit.gate_a, circuit.gate_b
@@ -240,7 +218,7 @@ def garble(
         tw = 2 * np.arange(j0, j0 + m, dtype=np.uint64)
         h = hash_(
             np.concatenate((a0, a0 ^ delta, b0, b0 ^ delta)),
-            _tweak_blocks(np.concatenate((tw, tw, tw + 1, tw + 1))),
+            tweak_blocks(np.concatenate((tw, tw, tw + 1, tw + 1))),
         )
         ha0, ha1, hb0, hb1 = h[:m], h[m : 2 * m], h[2 * m : 3 * m], h[3 * m :]
         pa, pb = _mask(_lsb(a0)), _mask(_lsb(b0))
@@ -253,37 +231,40 @@ def garble(
     out0 = labels[circuit.output_wires]
     n_out = len(out0)
     tw = np.arange(2 * circuit.and_gates, 2 * circuit.and_gates + n_out, dtype=np.uint64)
-    tags = hash_(np.concatenate((out0, out0 ^ delta)), _tweak_blocks(np.concatenate((tw, tw))))
+    tags = hash_(np.concatenate((out0, out0 ^ delta)), tweak_blocks(np.concatenate((tw, tw))))
     tag_bytes = np.ascontiguousarray(tags).view(np.uint8).reshape(2, n_out, LABEL_BYTES)[:, :, :TAG_BYTES]
     garbled = GarbledCircuit(
         garbling_id=gid,
         tables=tables.tobytes(),
-        garbler_labels=(labels[2 : 2 + n_g] ^ (_mask(gbits) & delta)).tobytes(),
         decode=np.packbits(_lsb(out0)).tobytes(),
         output_tags=np.ascontiguousarray(tag_bytes.transpose(1, 0, 2)).tobytes(),
     )
-    pairs0 = _to_ints(labels[2 + n_g : first])
-    d = _to_ints(delta[None, :])[0]
-    return garbled, [(x, x ^ d) for x in pairs0]
+    return garbled, LabelPairs(labels[2 + n_g : first].tobytes(), delta.tobytes())
 
 
-def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequence[int]) -> list[int]:
+def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequence[int] | bytes) -> list[int]:
     """The evaluator's side: the output bits, from the garbled circuit and the labels of its
-    input bits (in input order, as received by OT). Raises :class:`CryptoError` when an output
-    label is not one the garbler made (a corrupted table or label)."""
+    input bits (in input order, as received by OT: 128-bit ints, or one buffer of 16-byte
+    big-endian blocks). Raises :class:`CryptoError` when an output label is not one the garbler
+    made (a corrupted table or label)."""
     _check_garbled(circuit, garbled)
     n_g, n_e = circuit.garbler_input_bits, circuit.evaluator_input_bits
-    if len(evaluator_labels) != n_e:
+    given = (
+        len(evaluator_labels) // LABEL_BYTES if isinstance(evaluator_labels, bytes) else len(evaluator_labels)
+    )
+    if given != n_e or (isinstance(evaluator_labels, bytes) and len(evaluator_labels) % LABEL_BYTES):
         raise InvalidInputError(
-            f"evaluator labels: the circuit has {n_e} evaluator input bits, "
-            f"got {len(evaluator_labels)} labels"
+            f"evaluator labels: the circuit has {n_e} evaluator input bits, got {given} labels"
         )
-    hash_ = _Hash(aes_key(garbled.garbling_id))
+    hash_ = Tccr(aes_key(garbled.garbling_id))
     first = circuit.first_gate_wire
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
-    labels[0:2] = 0
-    labels[2 : 2 + n_g] = _from_bytes(garbled.garbler_labels)
-    labels[2 + n_g : first] = _check_labels(evaluator_labels)
+    labels[0 : 2 + n_g] = 0  # the constants' and the garbler inputs' active labels (see above)
+    labels[2 + n_g : first] = (
+        _from_bytes(evaluator_labels)
+        if isinstance(evaluator_labels, bytes)
+        else _check_labels(evaluator_labels)
+    )
     tables = _from_bytes(garbled.tables).reshape(-1, 2, 2)
     ga, gb = circuit.gate_a, circuit.gate_b
     offsets = iter(circuit.and_offsets)
@@ -296,7 +277,7 @@ def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequen
         m = stop - start
         j0 = next(offsets)
         tw = 2 * np.arange(j0, j0 + m, dtype=np.uint64)
-        h = hash_(np.concatenate((a, b)), _tweak_blocks(np.concatenate((tw, tw + 1))))
+        h = hash_(np.concatenate((a, b)), tweak_blocks(np.concatenate((tw, tw + 1))))
         sa, sb = _mask(_lsb(a)), _mask(_lsb(b))
         tg = tables[j0 : j0 + m, 0]
         te = tables[j0 : j0 + m, 1]
@@ -306,7 +287,7 @@ def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequen
     n_out = len(out)
     bits = _lsb(out) ^ np.unpackbits(np.frombuffer(garbled.decode, dtype=np.uint8))[:n_out]
     tw = np.arange(2 * circuit.and_gates, 2 * circuit.and_gates + n_out, dtype=np.uint64)
-    mine = np.ascontiguousarray(hash_(out, _tweak_blocks(tw))).view(np.uint8).reshape(n_out, LABEL_BYTES)
+    mine = np.ascontiguousarray(hash_(out, tweak_blocks(tw))).view(np.uint8).reshape(n_out, LABEL_BYTES)
     tags = np.frombuffer(garbled.output_tags, dtype=np.uint8).reshape(n_out, 2, TAG_BYTES)
     expected = tags[np.arange(n_out), bits]
     if not np.array_equal(mine[:, :TAG_BYTES], expected):
@@ -336,7 +317,6 @@ def _check_garbled(circuit: Circuit, garbled: GarbledCircuit) -> None:
     expected = {
         "garbling_id": GARBLING_ID_BYTES,
         "tables": table_bytes(circuit),
-        "garbler_labels": LABEL_BYTES * circuit.garbler_input_bits,
         "decode": (n_out + 7) // 8,
         "output_tags": 2 * TAG_BYTES * n_out,
     }

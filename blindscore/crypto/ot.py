@@ -64,14 +64,41 @@ Definitions and layouts:
 * G(seed, nonce, m) = SHAKE128("blindscore/ot/G/v1" || seed (16) || nonce (16) || m (4 bytes, big
   endian)), first ceil(m / 8) bytes. One fresh SHAKE per seed costs about a microsecond, where a
   fresh AES-128-CTR key schedule through pyca/cryptography costs about twelve.
-* H(session, nonce, j, row) = BLAKE2b-128("blindscore/ot/H/v1" || session (16) || nonce (16) ||
-  j (8 bytes, big endian) || row (16)).
+* H(session, nonce, j, row) = TCCR_k(row, j), the tweakable circular correlation-robust hash from
+  fixed-key AES (:mod:`blindscore.crypto.tccr`, the hash EMP's IKNP uses) with the AES key
+  k = SHA-256("blindscore/ot/H/v2" || session (16) || nonce (16))[:16]: fresh per batch, so no
+  (key, tweak) pair repeats within a session. One AES call hashes a whole batch of rows.
 * Bit columns and rows are packed big-endian within each byte (numpy ``packbits``): bit j of a column
   is bit 7 - j % 8 of byte j // 8; bit i of a 128-bit row (the column index) likewise. Padding bits
   of a column past m carry no meaning.
 * ``ExtensionRequest.u`` is the 128 columns u_0 .. u_127 concatenated, ceil(m / 8) bytes each:
   128 * ceil(m / 8) bytes. ``ExtensionReply.y0`` / ``y1`` are the m pads-XOR-messages of 16 bytes
   each, messages as 16-byte big-endian integers.
+
+Consistency check against a deviating receiver (Keller-Orsini-Scholl, CRYPTO 2015, with GF(2)
+challenges). Plain IKNP is secure against a semi-honest bank only: a bank whose columns u_i encode
+*different* choice vectors makes q_j depend on single bits of s, can learn s bit by bit from the
+outcome (a selective-failure attack), and with s both messages of every later OT: for a garbled
+circuit that is Delta, and with it every garbler input (masks, thresholds, leaves). So:
+
+* the bank extends m' = m + :data:`PAD` OTs, the last PAD with fresh random choice bits;
+* challenges chi_k in {0,1}^m', k < :data:`CHECKS`, come from SHAKE128("blindscore/ot/chi/v1" ||
+  session || nonce || m (4 bytes) || u) (Fiat-Shamir: fixed once u is, so a bank that wants a
+  lucky chi must grind about 2^CHECKS hashes);
+* the bank sends x_k = XOR_j chi_kj r_j (one bit each) and t~_k = XOR_j chi_kj t_j (16 bytes each)
+  with u (``ExtensionRequest.check``: the CHECKS bits packed, then the CHECKS rows);
+* the bureau computes q~_k = XOR_j chi_kj q_j and refuses the batch unless q~_k = t~_k XOR x_k s
+  for every k, before it sends anything (:class:`~blindscore.errors.CryptoError`; its link then
+  drops the session, so the next batch starts from a new base OT and a new s).
+
+An honest bank passes always (q_j = t_j XOR r_j s is linear). A column i with s_i = 1 whose choice
+vector differs from the others by e != 0 fails each check with probability 1/2, independently:
+it passes with probability 2^-CHECKS. Columns with s_i = 0 do not influence q at all. What the bank
+can still learn is the selective-failure bit "the check passed, so s_i = 0 wherever I cheated",
+at the price of a detected failure with probability 1/2 per cheated column and a new s after any
+failure. The checks show the bureau CHECKS parities of the choice bits, which the PAD random rows
+make uniform (the chi restricted to them has full rank except with probability about 2^-64); t~
+shows nothing more, since t_j = q_j XOR r_j s.
 
 A nonce must never be reused within a session: a second request under the same nonce with other
 choices shows the bureau r XOR r' (u XOR u'), and under any choices lets the bank XOR two replies to
@@ -92,13 +119,14 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import gmpy2
 import numpy as np
 import numpy.typing as npt
 
 from blindscore.crypto._secret import Unexportable
+from blindscore.crypto.tccr import Tccr, as_blocks, tweak_blocks
 from blindscore.errors import CryptoError, InvalidInputError, PreconditionError
 
 KAPPA = 128
@@ -112,9 +140,19 @@ NONCE_BYTES = 16
 MESSAGE_BYTES = KAPPA // 8
 EXPONENT_BITS = 256
 
+#: Consistency checks per extension batch (statistical security and grinding cost, in bits).
+CHECKS = 64
+#: Extra OTs with random choice bits that hide the checks' parities of the real choices.
+PAD = 128
+#: Length of ``ExtensionRequest.check``: the CHECKS bits x_k, then the CHECKS 16-byte rows t~_k.
+CHECK_BYTES = CHECKS // 8 + CHECKS * (KAPPA // 8)
+#: What a request carries beyond its OTs' own bits: the padding rows' columns and the check.
+REQUEST_OVERHEAD_BYTES = KAPPA * PAD // 8 + CHECK_BYTES
+
 _ROW_BYTES = KAPPA // 8
+_CHI_TAG = b"blindscore/ot/chi/v1"
 _PRG_TAG = b"blindscore/ot/G/v1"
-_HASH_TAG = b"blindscore/ot/H/v1"
+_HASH_TAG = b"blindscore/ot/H/v2"
 _KDF_TAG = b"blindscore/ot/base-kdf/v1"
 
 _U8 = npt.NDArray[np.uint8]
@@ -207,12 +245,14 @@ class SetupReply:
 
 @dataclass(frozen=True)
 class ExtensionRequest:
-    """Bank -> bureau: one extension batch; u is 128 columns of ceil(count / 8) bytes each."""
+    """Bank -> bureau: one extension batch of ``count`` OTs; u is 128 columns of
+    ceil((count + PAD) / 8) bytes each, ``check`` the consistency check (module docstring)."""
 
     session_id: bytes
     nonce: bytes
     count: int
     u: bytes
+    check: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -240,24 +280,28 @@ def _columns(seeds: Sequence[bytes], nonce: bytes, count: int) -> _U8:
 def _hash_rows(session_id: bytes, nonce: bytes, rows: _U8) -> _U8:
     """H(session, nonce, j, row_j) for every row j of a count x 16 byte matrix: a count x 16 matrix."""
     count = rows.shape[0]
-    block = np.empty((count, 8 + _ROW_BYTES), dtype=np.uint8)
-    block[:, :8] = np.arange(count, dtype=">u8").view(np.uint8).reshape(count, 8)
-    block[:, 8:] = rows
-    data = memoryview(block.tobytes())
-    width = 8 + _ROW_BYTES
-    prefix = hashlib.blake2b(_HASH_TAG + session_id + nonce, digest_size=_ROW_BYTES)
-    out = []
-    for j in range(count):
-        h = prefix.copy()
-        h.update(data[j * width : (j + 1) * width])
-        out.append(h.digest())
-    return np.frombuffer(b"".join(out), dtype=np.uint8).reshape(count, _ROW_BYTES)
+    key = hashlib.sha256(_HASH_TAG + session_id + nonce).digest()[:16]
+    out = Tccr(key)(as_blocks(rows), tweak_blocks(np.arange(count, dtype=np.uint64)))
+    return out.view(np.uint8).reshape(count, _ROW_BYTES)
 
 
 def _rows(columns: _U8, count: int) -> _U8:
     """Transpose KAPPA bit columns of length count into count rows of KAPPA bits (count x 16 bytes)."""
     bits = np.unpackbits(columns, axis=1, count=count)
     return np.packbits(bits.T, axis=1)
+
+
+def _challenges(session_id: bytes, nonce: bytes, count: int, u: bytes) -> npt.NDArray[np.bool_]:
+    """chi: CHECKS x (count + PAD) bits from a hash of the request (Fiat-Shamir)."""
+    m = count + PAD
+    digest = hashlib.shake_128(_CHI_TAG + session_id + nonce + count.to_bytes(4, "big") + u)
+    raw = np.frombuffer(digest.digest(CHECKS * ((m + 7) // 8)), dtype=np.uint8).reshape(CHECKS, -1)
+    return np.unpackbits(raw, axis=1, count=m).astype(bool)
+
+
+def _combine(chi: npt.NDArray[np.bool_], rows: _U8) -> _U8:
+    """XOR_j chi_kj row_j for every check k: a CHECKS x 16 byte matrix."""
+    return np.stack([np.bitwise_xor.reduce(rows[sel], axis=0) for sel in chi])
 
 
 def _base_kdf(session_id: bytes, i: int, b: int, pk: Any, gr: Any, shared: Any) -> int:
@@ -335,10 +379,50 @@ def _check_seed_ints(values: object, what: str) -> tuple[int, ...]:
     return values
 
 
-def _messages(pairs: Sequence[tuple[int, int]], count: int) -> tuple[_U8, _U8]:
+class LabelPairs:
+    """Correlated message pairs (x0_j, x0_j XOR Delta) as one byte buffer and Delta: what a garbler
+    hands the OT sender for the evaluator's input wires (free XOR). Kept as bytes end to end, since
+    turning tens of thousands of labels into Python ints and back costs more than the OT itself.
+    Indexing gives (x0_j, x1_j) as ints. Holds Delta: never printed, pickled or sent."""
+
+    __slots__ = ("_delta", "_zero")
+
+    def __init__(self, zero: bytes, delta: bytes) -> None:
+        if len(zero) % MESSAGE_BYTES or len(delta) != MESSAGE_BYTES:
+            raise InvalidInputError(
+                f"label pairs are {MESSAGE_BYTES}-byte blocks and one {MESSAGE_BYTES}-byte Delta"
+            )
+        self._zero = zero
+        self._delta = delta
+
+    def __len__(self) -> int:
+        return len(self._zero) // MESSAGE_BYTES
+
+    def __getitem__(self, j: int) -> tuple[int, int]:
+        if not -len(self) <= j < len(self):
+            raise IndexError("label pair index out of range")
+        j %= len(self)
+        x0 = int.from_bytes(self._zero[j * MESSAGE_BYTES : (j + 1) * MESSAGE_BYTES], "big")
+        return x0, x0 ^ int.from_bytes(self._delta, "big")
+
+    def arrays(self) -> tuple[_U8, _U8]:
+        """x0 and x1 of every pair as count x 16 byte matrices."""
+        x0 = np.frombuffer(self._zero, dtype=np.uint8).reshape(-1, MESSAGE_BYTES)
+        return x0, x0 ^ np.frombuffer(self._delta, dtype=np.uint8)
+
+    def __repr__(self) -> str:
+        return f"LabelPairs(count={len(self)}, <secret>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("LabelPairs reveal Delta and cannot be pickled or copied")
+
+
+def _messages(pairs: Sequence[tuple[int, int]] | LabelPairs, count: int) -> tuple[_U8, _U8]:
     """The x0 and x1 of each pair as count x 16 byte matrices (16-byte big-endian), or InvalidInputError."""
     if len(pairs) != count:
         raise InvalidInputError(f"got {len(pairs)} message pairs for a request of {count} OTs")
+    if isinstance(pairs, LabelPairs):
+        return pairs.arrays()
     try:
         x0 = b"".join([a.to_bytes(MESSAGE_BYTES, "big") for a, _ in pairs])
         x1 = b"".join([b.to_bytes(MESSAGE_BYTES, "big") for _, b in pairs])
@@ -348,6 +432,15 @@ def _messages(pairs: Sequence[tuple[int, int]], count: int) -> tuple[_U8, _U8]:
         np.frombuffer(x0, dtype=np.uint8).reshape(count, MESSAGE_BYTES),
         np.frombuffer(x1, dtype=np.uint8).reshape(count, MESSAGE_BYTES),
     )
+
+
+def _verify(s_row: _U8, chi: npt.NDArray[np.bool_], q: _U8, check: bytes) -> None:
+    """The sender's consistency check: q~_k = t~_k XOR x_k s for every k, or CryptoError."""
+    x = np.unpackbits(np.frombuffer(check[: CHECKS // 8], dtype=np.uint8)).astype(bool)
+    t = np.frombuffer(check[CHECKS // 8 :], dtype=np.uint8).reshape(CHECKS, _ROW_BYTES)
+    expected = t ^ (x[:, None] * s_row)
+    if not np.array_equal(_combine(chi, q), expected):
+        raise CryptoError("the OT extension request failed its consistency check (a deviating receiver)")
 
 
 # ---------------------------------------------------------------------- secret holders
@@ -380,14 +473,27 @@ class OtReceiver(_SessionSecret):
     def request(self, choices: Sequence[int], nonce: bytes | None = None) -> ExtensionRequest:
         """Start a batch of len(choices) OTs. Leave nonce None (a fresh random one); a given nonce must
         never have been used before in this session."""
-        r = _choice_bits(choices)
+        real = _choice_bits(choices)
         nonce = secrets.token_bytes(NONCE_BYTES) if nonce is None else _check_nonce(nonce)
-        count = r.shape[0]
-        u = _columns(self._seeds0, nonce, count) ^ _columns(self._seeds1, nonce, count) ^ np.packbits(r)
-        return ExtensionRequest(session_id=self.session_id, nonce=nonce, count=count, u=u.tobytes())
+        count = real.shape[0]
+        m = count + PAD
+        pad = np.unpackbits(np.frombuffer(secrets.token_bytes(PAD // 8), dtype=np.uint8))
+        r = np.concatenate((real, pad))
+        t = _columns(self._seeds0, nonce, m)
+        u = (t ^ _columns(self._seeds1, nonce, m) ^ np.packbits(r)).tobytes()
+        chi = _challenges(self.session_id, nonce, count, u)
+        x = np.packbits((chi & r.astype(bool)).sum(axis=1) & 1)
+        check = x.tobytes() + _combine(chi, _rows(t, m)).tobytes()
+        return ExtensionRequest(session_id=self.session_id, nonce=nonce, count=count, u=u, check=check)
 
     def receive(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> list[int]:
         """x_{r_j} for each j, from the request's nonce and choices and the bureau's reply."""
+        data = self.receive_bytes(nonce, choices, reply)
+        size = len(data)
+        return [int.from_bytes(data[j : j + MESSAGE_BYTES], "big") for j in range(0, size, MESSAGE_BYTES)]
+
+    def receive_bytes(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> bytes:
+        """:meth:`receive`'s messages as one buffer of 16-byte big-endian blocks (no ints)."""
         r = _choice_bits(choices)
         nonce = _check_nonce(nonce)
         count = r.shape[0]
@@ -395,12 +501,11 @@ class OtReceiver(_SessionSecret):
         for name, y in (("y0", reply.y0), ("y1", reply.y1)):
             if not isinstance(y, bytes) or len(y) != size:
                 raise InvalidInputError(f"OT reply {name} must be {size} bytes for {count} OTs")
-        t = _rows(_columns(self._seeds0, nonce, count), count)
+        t = _rows(_columns(self._seeds0, nonce, count + PAD), count + PAD)[:count]
         y0 = np.frombuffer(reply.y0, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
         y1 = np.frombuffer(reply.y1, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
         x = np.where(r[:, None].astype(bool), y1, y0) ^ _hash_rows(self.session_id, nonce, t)
-        data = x.tobytes()
-        return [int.from_bytes(data[j : j + MESSAGE_BYTES], "big") for j in range(0, size, MESSAGE_BYTES)]
+        return x.tobytes()
 
 
 class OtSender(_SessionSecret):
@@ -417,19 +522,27 @@ class OtSender(_SessionSecret):
         self._s_mask = (np.unpackbits(self._s_row) * np.uint8(0xFF))[:, None]
         self._seeds = tuple(seeds)
 
-    def reply(self, request: ExtensionRequest, pairs: Sequence[tuple[int, int]]) -> ExtensionReply:
+    def reply(
+        self, request: ExtensionRequest, pairs: Sequence[tuple[int, int]] | LabelPairs
+    ) -> ExtensionReply:
         """Answer one batch: y_j^b = x_j^b XOR H(q_j XOR b s) for each pair (x_j^0, x_j^1)."""
         _check_same_session(self.session_id, request.session_id, "OT extension request")
         nonce = _check_nonce(request.nonce)
         count = _check_count(request.count)
-        width = (count + 7) // 8
+        m = count + PAD
+        width = (m + 7) // 8
         if not isinstance(request.u, bytes) or len(request.u) != KAPPA * width:
             raise InvalidInputError(
-                f"OT extension request u must be {KAPPA} * ceil({count} / 8) = {KAPPA * width} bytes"
+                f"OT extension request u must be {KAPPA} * ceil(({count} + {PAD}) / 8) = "
+                f"{KAPPA * width} bytes"
             )
+        if not isinstance(request.check, bytes) or len(request.check) != CHECK_BYTES:
+            raise InvalidInputError(f"OT extension request check must be {CHECK_BYTES} bytes")
         x0, x1 = _messages(pairs, count)
         u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, width)
-        q = _rows(_columns(self._seeds, nonce, count) ^ (u & self._s_mask), count)
+        q = _rows(_columns(self._seeds, nonce, m) ^ (u & self._s_mask), m)
+        _verify(self._s_row, _challenges(self.session_id, nonce, count, request.u), q, request.check)
+        q = q[:count]
         y0 = x0 ^ _hash_rows(self.session_id, nonce, q)
         y1 = x1 ^ _hash_rows(self.session_id, nonce, q ^ self._s_row)
         return ExtensionReply(y0=y0.tobytes(), y1=y1.tobytes())

@@ -23,6 +23,7 @@ from typing import Any
 import gmpy2
 from phe import paillier as _phe
 
+from blindscore.crypto import parallel
 from blindscore.crypto._secret import KeyIdentity, Unexportable, fingerprint
 from blindscore.crypto._wire import pack_fixed, split_fixed
 from blindscore.crypto.keyfile import KeyPairFiles
@@ -253,6 +254,14 @@ class PublicKey(KeyIdentity):
         if neg:
             result = result * gmpy2.invert(_multi_exp(neg, ns), ns) % ns
         return result
+
+    def pack_slots(self, chunks: Sequence[Sequence[Any]], slot_bits: int) -> list[Any]:
+        """For each chunk [m_0], ..., [m_(k-1)]: [sum_j m_j 2^(slot_bits j)], the values shifted into
+        consecutive slots of one plaintext (Horner's rule, on every core for large jobs:
+        :mod:`blindscore.crypto.parallel`). Not re-randomised: the caller adds its mask first."""
+        if slot_bits < 1 or any(not chunk for chunk in chunks):
+            raise InvalidInputError("packing needs a positive slot width and non-empty chunks")
+        return parallel.pack(self.nsquare, slot_bits, chunks)
 
     # wire ---------------------------------------------------------------------------------
     def validate(self, c: int) -> Any:

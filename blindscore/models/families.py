@@ -70,17 +70,20 @@ register_family("linear", LINEAR)
 
 # trees --------------------------------------------------------------------------------------
 # Every tree padded to a complete binary tree of the public depth d, nodes in heap order (children
-# of i at 2i + 1 and 2i + 2), leaves left to right. One value per internal node: the order key of
-# the feature it tests, offset to be unsigned, with two flag bits below it,
-#     value = key << 2 | zero << 1 | missing       (key_bits + 2 bits)
-# so which feature a node tests is in the (secret) linear stage, not in the circuit. The node's
-# secrets: its threshold key (key_bits + 1 bits: "go left iff key < threshold", a library's "<="
-# becomes threshold + 1), the direction a missing value takes, whether the node treats a zero as
-# missing (LightGBM's missing_type Zero) and the direction of such a zero. Then a leaf value per
-# leaf (leaf_bits, two's complement), and the K cutoffs on the summed margin (sum_bits + 1 bits).
+# of i at 2i + 1 and 2i + 2), leaves left to right. One value per internal node: the comparison of
+# the feature it tests with its threshold, done in the (secret) linear stage, with two flag bits,
+#     value = 4 (key - T + 2^b) + 2 zero + missing      (b = key_bits, b + 3 bits)
+# where "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| < 2^b, so bit
+# b + 2 of the value is [key >= T]: go right. Which feature a node tests and its threshold stay in
+# the linear stage; the circuit only reads three bits of each value. The node's secrets: the
+# direction a missing value takes, whether the node treats a zero as missing (LightGBM's
+# missing_type Zero) and the direction of such a zero. Then a leaf value per leaf (leaf_bits, two's
+# complement), and the K cutoffs on the summed margin (sum_bits + 1 bits).
 #
-# AND gates per internal node: key_bits + 2 to unmask, key_bits + 1 to compare, 2 to apply the
-# missing and zero rules, leaf_bits for the mux that picks its subtree's value.
+# AND gates per internal node: b + 3 to unmask its value (the borrow chain up to the top bit),
+# 3 to apply the missing and zero rules, leaf_bits for the mux that picks its subtree's value.
+
+TREE_NODE_SECRETS = 3
 
 
 def tree_sum_bits(shape: CircuitShape) -> int:
@@ -90,9 +93,8 @@ def tree_sum_bits(shape: CircuitShape) -> int:
 
 def _tree_widths(shape: CircuitShape) -> list[int]:
     trees, depth = shape.param("trees"), shape.param("depth")
-    key_bits, leaf_bits = shape.value_bits - 2, shape.param("leaf_bits")
-    per_node = [key_bits + 1, 1, 1, 1]
-    per_tree = per_node * (2**depth - 1) + [leaf_bits] * 2**depth
+    leaf_bits = shape.param("leaf_bits")
+    per_tree = [1] * (TREE_NODE_SECRETS * (2**depth - 1)) + [leaf_bits] * 2**depth
     return per_tree * trees + [tree_sum_bits(shape) + 1] * shape.cutoffs
 
 
@@ -103,21 +105,20 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
         raise ModelFormatError(
             f"{trees} trees of depth {depth} take {trees * internal} values, got {len(values)}"
         )
-    key_bits = shape.value_bits - 2
+    top = shape.value_bits - 1  # bit b + 2: [key >= T]
     totals: list[Bits] = []
     s = 0
     for t in range(trees):
         go_left = []
         for i in range(internal):
             v = values[t * internal + i]
-            threshold, dl_missing, zero_rule, dl_zero = secrets[s : s + 4]
-            s += 4
-            missing, zero, key = v[0], v[1], b.zero_extend(v[2:], key_bits + 1)
-            compare = b.less_than(key, threshold, signed=False)
+            dl_missing, zero_rule, dl_zero = (w[0] for w in secrets[s : s + TREE_NODE_SECRETS])
+            s += TREE_NODE_SECRETS
+            missing, zero, compare = v[0], v[1], b.not_(v[top])
             # a zero the node treats as missing takes dl_zero; a missing value takes dl_missing
-            as_zero = b.and_(zero, zero_rule[0])
-            step = b.xor(compare, b.and_(as_zero, b.xor(compare, dl_zero[0])))
-            go_left.append(b.xor(step, b.and_(missing, b.xor(step, dl_missing[0]))))
+            as_zero = b.and_(zero, zero_rule)
+            step = b.xor(compare, b.and_(as_zero, b.xor(compare, dl_zero)))
+            go_left.append(b.xor(step, b.and_(missing, b.xor(step, dl_missing))))
         subtree: list[Bits] = list(secrets[s : s + leaves])
         s += leaves
         # bottom-up: the value of node i is its left subtree's if it goes left, else its right's

@@ -40,6 +40,11 @@ class NumericFeature:
 
     ``integer=True`` declares an integer-valued feature (counts, months, whole currency units):
     ``frac_bits`` is then 0, non-integers are refused and the encoding adds no error.
+
+    ``impute`` is a public fill value (a scikit-learn ``SimpleImputer`` folded into the encoding):
+    a missing value (None, NaN or a blank string) is read as it, at the platform. Without it a
+    missing value is refused, naming the feature. It must lie in ``[lo, hi]`` (and be an integer
+    for an integer feature).
     """
 
     name: str
@@ -47,6 +52,7 @@ class NumericFeature:
     hi: float
     frac_bits: int = 0
     integer: bool = False
+    impute: float | None = None
     kind: ClassVar[str] = "numeric"
     one_hot: ClassVar[bool] = False
     _codec: FixedPointCodec = field(init=False, repr=False, compare=False)
@@ -56,6 +62,15 @@ class NumericFeature:
         object.__setattr__(self, "lo", codec.lo)
         object.__setattr__(self, "hi", codec.hi)
         object.__setattr__(self, "_codec", codec)
+        if self.impute is not None:
+            fill = _as_real(self.impute, f"feature {self.name!r}: impute")
+            if not codec.lo <= fill <= codec.hi or (self.integer and fill != int(fill)):
+                kind = "an integer " if self.integer else ""
+                raise ModelFormatError(
+                    f"feature {self.name!r}: the fill value {fmt_real(fill)} of a missing value must be "
+                    f"{kind}within the declared range [{fmt_real(codec.lo)}, {fmt_real(codec.hi)}]"
+                )
+            object.__setattr__(self, "impute", fill)
 
     @property
     def codec(self) -> FixedPointCodec:
@@ -78,18 +93,22 @@ class NumericFeature:
         codec = self.codec
         return ((codec.enc_lo, codec.enc_hi),)
 
+    def _filled(self, value: object) -> object:
+        """``value``, or the fill value when it is missing and the feature has one."""
+        return self.impute if self.impute is not None and _is_missing(value) else value
+
     def transform(self, value: object) -> list[float]:
         """Validate ``value`` exactly as :meth:`encode` does and return it unquantised."""
-        x = parse_number(self.name, value)
+        x = parse_number(self.name, self._filled(value))
         self._codec.encode(x)
         return [float(x)]
 
     def encode(self, value: object) -> list[int]:
-        """The fixed-point encoding of ``value``, as a one-element list."""
-        return [self._codec.encode(value)]
+        """The fixed-point encoding of ``value`` (of the fill value if missing), as a one-element list."""
+        return [self._codec.encode(self._filled(value))]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "type": self.kind,
             "name": self.name,
             "lo": self.lo,
@@ -97,10 +116,14 @@ class NumericFeature:
             "frac_bits": self.frac_bits,
             "integer": self.integer,
         }
+        # Written only when set, so a spec without one reads exactly as before it existed.
+        if self.impute is not None:
+            d["impute"] = self.impute
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> NumericFeature:
-        _check_keys(d, where, {"type", "name", "lo", "hi", "frac_bits", "integer"})
+        _check_keys(d, where, {"type", "name", "lo", "hi", "frac_bits", "integer"}, frozenset({"impute"}))
         integer = d["integer"]
         if not isinstance(integer, bool):
             raise ModelFormatError(f"{where}: 'integer' must be true or false")
@@ -110,6 +133,7 @@ class NumericFeature:
             _get_real(d, "hi", where),
             _get_int(d, "frac_bits", where),
             integer,
+            _get_real(d, "impute", where) if "impute" in d else None,
         )
 
 

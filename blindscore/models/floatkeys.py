@@ -116,9 +116,17 @@ def _is_missing(value: object) -> bool:
 
 
 def _as_value(value: object, what: str) -> float:
-    """A feature value as a float; None becomes NaN (missing). Booleans and non-numbers are refused."""
+    """A feature value as a float; None and a blank string (a CSV cell) become NaN (missing), other
+    text is read as the platform's encoding reads it. Booleans and non-numbers are refused."""
     if value is None:
         return math.nan
+    if isinstance(value, str):
+        if not value.strip():
+            return math.nan
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise InvalidInputError(f"{what}: expected a number or a missing value, got {value!r}") from None
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{what}: expected a number or a missing value, got {value!r}")
     return float(value)

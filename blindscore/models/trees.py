@@ -341,7 +341,7 @@ class TreeEnsemble(PrivateModel):
         self._shape = CircuitShape(
             "trees",
             values=self.n_trees * ((1 << self.depth) - 1),
-            value_bits=self.key_bits + 2,
+            value_bits=self.key_bits + 3,
             cutoffs=len(self.encoded_cutoffs),
             params=(("depth", self.depth), ("leaf_bits", self.leaf_bits), ("trees", self.n_trees)),
         )
@@ -574,14 +574,13 @@ class TreeEnsemble(PrivateModel):
         return math.ldexp(self.encoded_margin(encoded_row), -self.leaf_frac_bits)
 
     # -- the garbled-circuit pipeline: the "trees" family of blindscore.models.families --------
-    # One value per internal node of every padded tree, the columns of the feature it tests,
-    #     value = (key + 2^(b-1)) << 2 | zero << 1 | missing      (b = key_bits),
-    # so which feature a node tests stays in the (secret) linear stage. Per node the secrets are
-    # its threshold as "go left iff key + 2^(b-1) < threshold" (this class's "key <= K" is K + 1),
-    # the direction of a missing value ("nan" and "zero" nodes: the default; "none": where the
-    # value 0 goes), whether a zero counts as missing ("zero" nodes) and its direction; then
-    # every leaf's fixed-point value, and the K margin cutoffs. This is :meth:`encoded_leaves`
-    # exactly, which the tests hold the circuit to.
+    # One value per internal node of every padded tree: its comparison, done in the linear stage,
+    #     value = 4 (key - T + 2^b) + 2 zero + missing      (b = key_bits, T = K + 1)
+    # so which feature a node tests and its threshold both stay in the (secret) linear stage: bit
+    # b + 2 is [key > K], go right. Per node the secrets are the direction of a missing value
+    # ("nan" and "zero" nodes: the default; "none": where the value 0 goes), whether a zero counts
+    # as missing ("zero" nodes) and its direction; then every leaf's fixed-point value, and the K
+    # margin cutoffs. This is :meth:`encoded_leaves` exactly, which the tests hold the circuit to.
 
     def circuit_shape(self) -> CircuitShape:
         return self._shape
@@ -591,29 +590,28 @@ class TreeEnsemble(PrivateModel):
 
     @functools.cached_property
     def _linear_stage(self) -> LinearStage:
-        # Fixed by the model: built once, not for every application.
-        offset = 1 << (self.key_bits - 1)
+        # Fixed by the model: built once, not for every application. |key - (K + 1)| < 2^b for
+        # every key in key_bounds and K in [key(-inf) - 1, key(+inf)], so the value is in [0, 2^(b+3)).
+        b = self.key_bits
         outputs = []
         for p in self._padded:
-            for f in p.feature:
+            for f, key in zip(p.feature, p.key, strict=True):
                 col = 3 * f
-                outputs.append(LinearOutput(((col, 4), (col + 1, 1), (col + 2, 2)), offset << 2))
-        return LinearStage(tuple(outputs), self.key_bits + 2)
+                terms = ((col, 4), (col + 1, 1), (col + 2, 2))
+                outputs.append(LinearOutput(terms, 4 * ((1 << b) - (key + 1))))
+        return LinearStage(tuple(outputs), b + 3)
 
     def garbler_inputs(self) -> list[tuple[int, int]]:
         return list(self._garbler_inputs)
 
     @functools.cached_property
     def _garbler_inputs(self) -> tuple[tuple[int, int], ...]:
-        b = self.key_bits
-        offset = 1 << (b - 1)
         leaf_bits = self._shape.param("leaf_bits")
         out: list[tuple[int, int]] = []
         for p in self._padded:
             for key, kind, default in zip(p.key, p.missing, p.default_left, strict=True):
                 missing_left = int(key >= 0) if kind == "none" else int(default)
-                zero_rule = int(kind == "zero")
-                out += [(key + 1 + offset, b + 1), (missing_left, 1), (zero_rule, 1), (int(default), 1)]
+                out += [(missing_left, 1), (int(kind == "zero"), 1), (int(default), 1)]
             out += [(leaf & ((1 << leaf_bits) - 1), leaf_bits) for leaf in p.leaf]
         width = tree_sum_bits(self._shape) + 1
         top = 1 << (width - 1)

@@ -8,12 +8,12 @@ One pipeline for every model family (issue 13's design):
    tree ensemble the feature each node tests (with its missing bit), for a network its first layer —
    computed on the ciphertexts, each value shifted by a public offset into [0, 2^w), then masked and
    packed into slots (:mod:`blindscore.protocol.slots`);
-3. **bank**: one decryption per packed ciphertext; the low w bits of every masked value are its
+3. **bank**: one decryption per packed ciphertext; the bits of every masked slot are its
    inputs to the circuit, which it obtains as labels by oblivious transfer (the bureau is the OT
    sender of the label pairs, :mod:`blindscore.crypto.ot`);
 4. **garbled circuit** (the bureau garbles, the bank evaluates, :mod:`blindscore.crypto.halfgates`):
-   v_j = (z_j - r_j) mod 2^w removes the masks, then the model's own circuit — comparisons with secret
-   thresholds, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
+   v_j = ((z_j - r_j) mod 2^(w+1)) >> 1 removes the masks, then the model's own circuit —
+   comparisons, path evaluation, leaf sums, activations, further layers — ends in the band cutoffs.
    The only outputs are K thermometer bits [score >= c_k]: the bank decodes the band and nothing else.
 
 What each party learns. The bank: the band, and the public :class:`CircuitShape` (the model family
@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from blindscore.crypto import halfgates
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
+from blindscore.crypto.ot import LabelPairs
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.protocol.comparison import DEFAULT_KAPPA
@@ -125,15 +126,16 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     Built once per (shape, family) and kept: it depends on public sizes only, and building a
     100-tree circuit in Python takes most of a second.
 
-    Garbler inputs: the low w bits of every mask r_j (in value order), then the family's secrets.
-    Evaluator inputs: the low w bits of every masked value z_j. Outputs: K thermometer bits.
+    Garbler inputs: the s = w + 1 bits of every mask slot r_j (in value order), then the family's
+    secrets. Evaluator inputs: the s bits of every masked slot z_j. Outputs: K thermometer bits.
+    Unmasking is v_j = ((z_j - r_j) mod 2^s) >> 1 (:mod:`blindscore.protocol.slots`).
     """
     b = CircuitBuilder()
-    w = shape.value_bits
-    masked = [b.evaluator_input(w) for _ in range(shape.values)]
-    masks = [b.garbler_input(w) for _ in range(shape.values)]
+    s = shape.value_bits + 1
+    masked = [b.evaluator_input(s) for _ in range(shape.values)]
+    masks = [b.garbler_input(s) for _ in range(shape.values)]
     secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
-    values = [b.sub(z, r) for z, r in zip(masked, masks, strict=True)]
+    values = [b.sub(z, r)[1:] for z, r in zip(masked, masks, strict=True)]
     outputs = family.build(shape, b, values, secrets_)
     if len(outputs) != shape.cutoffs:
         raise InvalidInputError(
@@ -152,25 +154,27 @@ def _bits(values: Sequence[tuple[int, int]]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
 
 
-def linear_values(pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]) -> list[Any]:
-    """[v_j] = sum of weight * [x_col] + offset for every output of the linear stage.
+def linear_values(
+    pk: PublicKey, stage: LinearStage, ciphertexts: Sequence[Any]
+) -> tuple[list[Any], list[int]]:
+    """[sum of weight * x_col] for every output of the linear stage, and its public-to-the-bureau
+    offset; v_j = that sum + offset_j, the offset added as plaintext when the values are packed.
 
-    Outputs with the same terms are computed once (every node of a tree ensemble that tests one
-    feature has the same value): each still gets its own mask when packed, and the packed
-    ciphertexts are re-randomised, so sharing the work here shows the bank nothing.
+    Outputs with the same terms share one ciphertext (every node of a tree ensemble that tests one
+    feature has the same terms, whatever its threshold): each value still gets its own slot of a
+    mask, and the packed ciphertexts are re-randomised, so sharing the work shows the bank nothing.
     """
-    done: dict[tuple[tuple[tuple[int, int], ...], int], Any] = {}
+    done: dict[tuple[tuple[int, int], ...], Any] = {}
     out = []
     for o in stage.outputs:
-        key = (o.terms, o.offset)
-        if key not in done:
+        if o.terms not in done:
             if o.terms:
                 cols = [ciphertexts[c] for c, _ in o.terms]
-                done[key] = pk.add_plain(pk.dot(cols, [w for _, w in o.terms]), o.offset)
+                done[o.terms] = pk.dot(cols, [w for _, w in o.terms])
             else:
-                done[key] = pk.encrypt_trivial(o.offset)
-        out.append(done[key])
-    return out
+                done[o.terms] = pk.encrypt_trivial(0)
+        out.append(done[o.terms])
+    return out, [o.offset for o in stage.outputs]
 
 
 @dataclass(frozen=True)
@@ -200,17 +204,18 @@ class CircuitBand:
         if len(stage.outputs) != shape.values or stage.value_bits != shape.value_bits:
             raise InvalidInputError("the model's linear stage does not match its circuit shape")
         layout = SlotLayout(shape.values, shape.value_bits, kappa)
-        self._masks = SlotMasks(pk, linear_values(pk, stage, ciphertexts), layout)
+        values, offsets = linear_values(pk, stage, ciphertexts)
+        self._masks = SlotMasks(pk, values, layout, offsets)
         self.family = family
         self.request = CircuitRequest(shape, self._masks.request)
         secrets_ = model.garbler_inputs()
         widths = family.secret_widths(shape)
         if [w for _, w in secrets_] != widths:
             raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
-        w = shape.value_bits
-        self._garbler_bits = _bits([(r, w) for r in self._masks.low_masks] + secrets_)
+        s = layout.slot_bits
+        self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
 
-    def garble(self) -> tuple[halfgates.GarbledCircuit, list[tuple[int, int]]]:
+    def garble(self) -> tuple[halfgates.GarbledCircuit, LabelPairs]:
         """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
         circuit = band_circuit(self.request.shape, self.family)
         return halfgates.garble(circuit, self._garbler_bits)
@@ -231,13 +236,13 @@ class OpenedRequest:
 
 
 def open_request(keypair: KeyPair, request: CircuitRequest) -> OpenedRequest:
-    """Decrypt the masked values; the choices are every value's low w bits, LSB first."""
+    """Decrypt the masked values; the choices are the bits of every value's slot, LSB first."""
     shape = request.shape
     if request.masked.layout.count != shape.values or request.masked.layout.value_bits != shape.value_bits:
         raise InvalidInputError("the masked values do not match the declared circuit shape")
     opened: OpenedSlots = open_slots(keypair, request.masked)
-    w = shape.value_bits
-    choices = tuple((z >> i) & 1 for z in opened.values for i in range(w))
+    s = request.masked.layout.slot_bits
+    choices = tuple((z >> i) & 1 for z in opened.values for i in range(s))
     return OpenedRequest(choices, any(opened.faulted))
 
 
@@ -247,7 +252,7 @@ def band_from_outputs(bits: Sequence[int]) -> int | None:
 
 
 def evaluate_band(
-    shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int]
+    shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int] | bytes
 ) -> int | None:
     """Round 2 at the bank: evaluate the circuit it rebuilt from the public shape; the band, or
     None for outputs that are not a thermometer code (a deviating garbler: record a fault)."""

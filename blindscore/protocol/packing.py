@@ -151,7 +151,9 @@ def slots_per_batch(slot_bits: int, key_bits: int, max_slots: int = MAX_SLOTS) -
 
 def round_bytes_per_slot(cutoffs: int, bits: int) -> int:
     """Bytes one application adds to a batch's bureau -> bank messages: garbled tables, the
-    bureau's input labels, the OT request and reply for its l + 1 bits."""
+    bureau's input labels, the OT request and reply for its l + 1 bits. A batch adds a fixed
+    ``ot.REQUEST_OVERHEAD_BYTES`` (about 3 KB) on top, well inside MAX_ROUND_BYTES's 1 MiB margin
+    to the gRPC message limit."""
     width = bits + 1
     return cutoffs * (garble.table_bytes(1, 1, width) + garble.LABEL_BYTES * width) + 3 * 16 * width
 

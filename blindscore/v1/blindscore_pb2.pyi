@@ -323,18 +323,20 @@ class PackedStartRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., count: _Optional[int] = ..., slot_bits: _Optional[int] = ..., cutoffs: _Optional[int] = ..., bits: _Optional[int] = ..., truncate_bits: _Optional[int] = ..., application_ids: _Optional[_Iterable[str]] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class PackedStartResponse(_message.Message):
-    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")
+    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms", "ot_check")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OT_NONCE_FIELD_NUMBER: _ClassVar[int]
     OT_COUNT_FIELD_NUMBER: _ClassVar[int]
     OT_U_FIELD_NUMBER: _ClassVar[int]
     SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    OT_CHECK_FIELD_NUMBER: _ClassVar[int]
     ticket: bytes
     ot_nonce: bytes
     ot_count: int
     ot_u: bytes
     server_ms: float
-    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
+    ot_check: bytes
+    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ..., ot_check: _Optional[bytes] = ...) -> None: ...
 
 class PackedFinishRequest(_message.Message):
     __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "model_id", "band_labels", "application_ids", "count", "cutoffs", "width", "platform_id")
@@ -498,18 +500,20 @@ class CircuitStartRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., ot_session_id: _Optional[bytes] = ..., shape: _Optional[_Union[CircuitShape, _Mapping]] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., kappa: _Optional[int] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class CircuitStartResponse(_message.Message):
-    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms")
+    __slots__ = ("ticket", "ot_nonce", "ot_count", "ot_u", "server_ms", "ot_check")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OT_NONCE_FIELD_NUMBER: _ClassVar[int]
     OT_COUNT_FIELD_NUMBER: _ClassVar[int]
     OT_U_FIELD_NUMBER: _ClassVar[int]
     SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    OT_CHECK_FIELD_NUMBER: _ClassVar[int]
     ticket: bytes
     ot_nonce: bytes
     ot_count: int
     ot_u: bytes
     server_ms: float
-    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ...) -> None: ...
+    ot_check: bytes
+    def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ..., ot_check: _Optional[bytes] = ...) -> None: ...
 
 class CircuitFinishRequest(_message.Message):
     __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")

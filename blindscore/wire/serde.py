@@ -528,7 +528,6 @@ def circuit_finish_to_proto(
         ot_y1=reply.y1,
         garbling_id=garbled.garbling_id,
         tables=garbled.tables,
-        garbler_labels=garbled.garbler_labels,
         decode=garbled.decode,
         output_tags=garbled.output_tags,
         model_id=model_id,
@@ -542,11 +541,13 @@ def circuit_finish_from_proto(
     msg: pb.CircuitFinishRequest,
 ) -> tuple[ot.ExtensionReply, halfgates.GarbledCircuit]:
     """The OT reply and the garbled circuit (the bank checks them against the circuit it rebuilds)."""
+    if msg.garbler_labels:
+        # The garbler's inputs are hard-wired (blindscore.crypto.halfgates): labels have no place here.
+        raise InvalidInputError("a garbled band circuit carries no garbler labels")
     reply = ot.ExtensionReply(y0=bytes(msg.ot_y0), y1=bytes(msg.ot_y1))
     garbled = halfgates.GarbledCircuit(
         garbling_id=bytes(msg.garbling_id),
         tables=bytes(msg.tables),
-        garbler_labels=bytes(msg.garbler_labels),
         decode=bytes(msg.decode),
         output_tags=bytes(msg.output_tags),
     )

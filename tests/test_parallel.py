@@ -1,0 +1,91 @@
+"""Horner packing on worker processes (blindscore.crypto.parallel) equals packing in process."""
+
+from __future__ import annotations
+
+import random
+
+import gmpy2
+import pytest
+
+from blindscore.crypto import parallel
+from blindscore.crypto.paillier import KeyPair
+from blindscore.errors import InvalidInputError
+
+
+def serial(modulus: int, shift: int, chunks: list[list[int]]) -> list[int]:
+    """The definition: sum of c_j^(2^(shift j)), written as separate powers, no Horner."""
+    out = []
+    for chunk in chunks:
+        acc = gmpy2.mpz(1)
+        for j, c in enumerate(chunk):
+            acc = acc * gmpy2.powmod(c, 1 << (shift * j), modulus) % modulus
+        out.append(int(acc))
+    return out
+
+
+def test_the_workers_pack_what_the_definition_packs(
+    paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of different lengths, repeated ciphertexts (sent once per task), more chunks than
+    tasks: the pool's result equals the definition, in chunk order."""
+    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    monkeypatch.setattr(parallel, "MIN_SQUARINGS", 1)
+    pk = paillier_keypair.public_key
+    rng = random.Random(11)
+    base = [int(pk.encrypt(rng.randrange(1000))) for _ in range(6)]
+    chunks = [[base[rng.randrange(6)] for _ in range(rng.randrange(1, 9))] for _ in range(11)]
+    calls: list[int] = []
+    real = parallel._executor
+
+    def counting() -> object:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(parallel, "_executor", counting)
+    got = parallel.pack(pk.nsquare, 7, chunks)
+    assert calls == [1]  # the pool was asked for, not bypassed
+    assert [int(x) for x in got] == serial(int(pk.nsquare), 7, chunks)
+    decrypted = [paillier_keypair.secret_key.decrypt(c) for c in pk.pack_slots(chunks, 7)]
+    assert decrypted == [
+        sum(paillier_keypair.secret_key.decrypt(c) << (7 * j) for j, c in enumerate(chunk))
+        for chunk in chunks
+    ]
+
+
+def test_small_jobs_and_single_cores_stay_in_process(
+    paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pk = paillier_keypair.public_key
+    chunks = [[int(pk.encrypt(1)), int(pk.encrypt(2))]] * 3
+
+    def refuse() -> None:
+        raise AssertionError("the pool must not be used")
+
+    monkeypatch.setattr(parallel, "_executor", refuse)
+    assert [int(x) for x in parallel.pack(pk.nsquare, 5, chunks)] == serial(int(pk.nsquare), 5, chunks)
+    monkeypatch.undo()
+    monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+    assert parallel._executor() is None
+
+
+@pytest.mark.parametrize(("raw", "count"), [("0", 0), ("3", 3), (" 2 ", 2), ("-4", 0)])
+def test_the_worker_count_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, raw: str, count: int
+) -> None:
+    monkeypatch.setenv(parallel.WORKERS_ENV, raw)
+    assert parallel.worker_count() == count
+
+
+def test_a_malformed_worker_count_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(parallel.WORKERS_ENV, "two")
+    with pytest.raises(
+        InvalidInputError, match=r"^BLINDSCORE_CRYPTO_WORKERS must be a whole number of processes, got 'two'$"
+    ):
+        parallel.worker_count()
+
+
+def test_packing_refuses_empty_chunks(paillier_keypair: KeyPair) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"^packing needs a positive slot width and non-empty chunks$"
+    ):
+        paillier_keypair.public_key.pack_slots([[]], 5)
