@@ -10,6 +10,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from blindscore.bank_node.client import Band, BankClient
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import KEYS_DIR, BankKey, KeyRing
 from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau, start_bank_server
@@ -100,6 +101,61 @@ def cmd_results(args: argparse.Namespace) -> int:
                 r.bureau_id,
             ]
         )
+    return 0
+
+
+_BAND_HEADER = ["platform_id", "application_id", "model_id", "band", "band_label", "received_at", "bureau_id"]
+
+
+def _band_row(b: Band) -> list[object]:
+    return [
+        b.platform_id,
+        b.application_id,
+        b.model_id,
+        b.band,
+        b.band_label,
+        _utc(b.received_at),
+        b.bureau_id,
+    ]
+
+
+def _bank_client(args: argparse.Namespace) -> BankClient:
+    if args.insecure and args.certs:
+        raise command.CliError("give either --certs or --insecure, not both")
+    if not args.insecure and not args.certs:
+        raise command.CliError("--certs DIR is required: the PKI directory holding a bank-client certificate")
+    return BankClient(
+        args.bank,
+        certs=args.certs,
+        client_id=args.client_id,
+        insecure=args.insecure,
+        timeout=args.timeout or 30.0,
+    )
+
+
+def cmd_band(args: argparse.Namespace) -> int:
+    with _bank_client(args) as client:
+        band = client.band(args.id, args.platform_id)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(_BAND_HEADER)
+    out.writerow(_band_row(band))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise command.CliError("--count must be at least 1")
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(_BAND_HEADER)
+    sys.stdout.flush()
+    seen = 0
+    with _bank_client(args) as client:
+        for band in client.watch(args.since, timeout=args.timeout):
+            out.writerow(_band_row(band))
+            sys.stdout.flush()  # a reader downstream sees each band as it arrives
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
     return 0
 
 
@@ -234,6 +290,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = bank.add_parser("results", help="print the bands the bank has learned, as CSV")
     command.store_flags(sp, "bank", DATA_DIR, "results.sqlite3")
     sp.set_defaults(func=cmd_results, role="bank")
+
+    def client_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--bank",
+            default=command.DEFAULT_BANK,
+            metavar="HOST:PORT",
+            help="the running bank node's address",
+        )
+        sp.add_argument("--certs", metavar="DIR", help="PKI directory holding the bank-client certificate")
+        sp.add_argument("--client-id", help="the certificate's id (default: DIR's only bank-client)")
+        sp.add_argument(
+            "--insecure", action="store_true", help="plaintext, to a node started with --insecure"
+        )
+
+    sp = bank.add_parser(
+        "band", help="print the band of one application, asked of the running bank as a bank-client"
+    )
+    client_flags(sp)
+    sp.add_argument("--id", required=True, help="the application id")
+    sp.add_argument("--platform-id", default="", help="the platform it came from (when several used the id)")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
+    sp.set_defaults(func=cmd_band, role="bank")
+    sp = bank.add_parser(
+        "watch", help="print bands as CSV as the running bank learns them (from --since on), until stopped"
+    )
+    client_flags(sp)
+    sp.add_argument(
+        "--since",
+        type=float,
+        default=0.0,
+        help="epoch seconds: start with the bands received from then on (default 0: every band)",
+    )
+    sp.add_argument("--count", type=int, help="stop after this many bands (default: never)")
+    sp.add_argument(
+        "--timeout", type=float, help="stop with an error after this many seconds (default never)"
+    )
+    sp.set_defaults(func=cmd_watch, role="bank")
     sp = bank.add_parser("key-id", help="print the bank's current key id (platforms name it in applications)")
     sp.add_argument("--data-dir", default=DATA_DIR, help=DATA_DIR_HELP)
     sp.add_argument("--all", action="store_true", help="list every key in the ring, marking the current one")

@@ -6,20 +6,22 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 import grpc
 
+from blindscore.bank_node import bands
 from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import BankKey
 from blindscore.bank_node.sessions import StartResult
+from blindscore.bank_node.store import BandRecord
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import Identity
 from blindscore.infra.metrics import NodeMetrics
-from blindscore.infra.status import call, grpc_errors
+from blindscore.infra.status import call, grpc_errors, status_of
 from blindscore.infra.transport import (
     INSECURE,
     MAX_CIRCUIT_MESSAGE_BYTES,
@@ -33,6 +35,10 @@ from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
 log = logging.getLogger(__name__)
+
+#: WatchBands streams a bank serves at once; more are refused with RESOURCE_EXHAUSTED, so watchers
+#: never take every server thread from the band protocol.
+MAX_WATCHERS = 4
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +74,7 @@ class BankServicer(pb_grpc.BankServicer):
         self.node = node
         self.metrics = metrics or NodeMetrics("bank")
         self.share_timings = share_timings
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     @grpc_errors
     @timed("bank.round1")
@@ -155,6 +162,57 @@ class BankServicer(pb_grpc.BankServicer):
             batch, bytes(request.ticket), reply, garbled, request.model_id, tuple(request.band_labels)
         )
         return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
+
+    # the bank's own systems ------------------------------------------------------------------
+
+    def _require_own_client(self, context: grpc.ServicerContext) -> None:
+        """Only the bank's own systems (a bank-client certificate naming this bank) read its bands."""
+        identity = require_role(context, "bank-client")
+        if identity is not None and identity.serves != self.node.bank_id:
+            log.warning(
+                "refused %s from %s: this node is bank %s", identity, context.peer(), self.node.bank_id
+            )
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"bank-client {identity.party_id!r} serves bank {identity.serves!r}, "
+                f"not {self.node.bank_id!r}",
+            )
+
+    @grpc_errors
+    def GetBand(self, request: pb.GetBandRequest, context: grpc.ServicerContext) -> pb.BandResult:
+        self._require_own_client(context)
+        return band_to_proto(bands.band_of(self.node.store, request.application_id, request.platform_id))
+
+    def WatchBands(
+        self, request: pb.WatchBandsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BandResult]:
+        self._require_own_client(context)
+        if not self._watchers.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this bank serves at most {MAX_WATCHERS} WatchBands streams at once; retry later",
+            )
+        try:
+            for record in bands.follow_bands(self.node.store, request.since, active=context.is_active):
+                yield band_to_proto(record)
+        except BlindscoreError as exc:
+            context.abort(*status_of(exc))
+        finally:
+            self._watchers.release()
+
+
+def band_to_proto(record: BandRecord) -> pb.BandResult:
+    """A stored band as the bank's own systems receive it."""
+    return pb.BandResult(
+        application_id=record.application_id,
+        platform_id=record.platform_id,
+        model_id=record.model_id,
+        band=record.band,
+        band_label=record.band_label,
+        received_at=record.received_at,
+        bureau_id=record.bureau_id,
+        key_id=record.key_id,
+    )
 
 
 def _started(started: StartResult) -> dict[str, Any]:

@@ -58,6 +58,8 @@ _SCHEMA = (
         updated_at {real} NOT NULL
     )
     """,
+    # The bank's own systems follow new bands by time (WatchBands).
+    "CREATE INDEX IF NOT EXISTS {bands}_received ON {bands} (received_at)",
     # The fault record: which bureau, which application, which check, when. Never a value.
     """
     CREATE TABLE IF NOT EXISTS {faults} (
@@ -442,6 +444,30 @@ class ResultStore:
             )
         )
         return BandRecord(*row) if row else None
+
+    def find(self, application_id: str, platform_id: str | None = None) -> list[BandRecord]:
+        """Every band stored under ``application_id`` (of one platform, if given), oldest first."""
+        where, params = (
+            f"application_id = ?{' AND platform_id = ?' if platform_id is not None else ''}",
+            ((application_id,) if platform_id is None else (application_id, platform_id)),
+        )
+        rows = self._db.read(
+            lambda tx: tx.all(
+                f"SELECT {_COLUMNS} FROM {{bands}} WHERE {where} ORDER BY received_at, bureau_id", params
+            )
+        )
+        return [BandRecord(*r) for r in rows]
+
+    def received_since(self, since: float, limit: int = 1000) -> list[BandRecord]:
+        """At most ``limit`` bands stored at or after ``since`` (epoch seconds), oldest first."""
+        rows = self._db.read(
+            lambda tx: tx.all(
+                f"SELECT {_COLUMNS} FROM {{bands}} WHERE received_at >= ? "
+                "ORDER BY received_at, bureau_id, platform_id, application_id LIMIT ?",
+                (since, limit),
+            )
+        )
+        return [BandRecord(*r) for r in rows]
 
     def all(self) -> list[BandRecord]:
         rows = self._db.read(

@@ -101,10 +101,24 @@ class PlatformServicer(pb_grpc.PlatformServicer):
         return pb.ScoreReceipt(accepted=True, **asdict(receipt))
 
     def _require_own_platform(self, context: grpc.ServicerContext) -> None:
-        """Only a client holding this platform's own certificate may score through it: another
-        platform's certificate would otherwise submit (and be audited) under this platform's id."""
-        identity = require_role(context, "platform")
-        if identity is not None and identity.party_id != self.node.platform_id:
+        """Only this platform's own certificate, or a platform-client certificate naming this
+        platform, may score through it: another platform's would otherwise submit (and be audited)
+        under this platform's id."""
+        identity = require_role(context, "platform", "platform-client")
+        owner = identity.serves if identity is not None and identity.is_client else None
+        if identity is not None and owner is not None and owner != self.node.platform_id:
+            log.warning(
+                "refused %s from %s: this node is platform %s",
+                identity,
+                context.peer(),
+                self.node.platform_id,
+            )
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"platform-client {identity.party_id!r} serves platform {owner!r}, "
+                f"not {self.node.platform_id!r}",
+            )
+        if identity is not None and owner is None and identity.party_id != self.node.platform_id:
             log.warning(
                 "refused %s from %s: this node is platform %s",
                 identity,

@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from blindscore.crypto import ot
@@ -720,7 +720,7 @@ def test_fuzz_script_prints_a_count_per_test(tmp_path: Path) -> None:
     target = tmp_path / "test_standin.py"
     target.write_text(
         "import os\n"
-        "from hypothesis import given, settings, strategies as st\n"
+        "from hypothesis import assume, given, settings, strategies as st\n"
         "N = int(os.environ['BLINDSCORE_FUZZ_EXAMPLES'])\n"
         "@settings(max_examples=N, database=None)\n"
         "@given(st.integers())\n"
@@ -744,3 +744,25 @@ def test_fuzz_script_prints_a_count_per_test(tmp_path: Path) -> None:
     assert re.search(r"^  test_many: 9 examples \(9 passing, 0 failing, 0 invalid\)", out, re.M), out
     assert re.search(r"^  test_two_values: 2 examples \(2 passing, 0 failing, 0 invalid\)", out, re.M), out
     assert "nothing left to do" in out
+
+
+@fuzz
+@given(app_id=ids, platform_id=ids, since=st.floats())
+def test_fuzz_band_reads(stubs: dict[str, Any], app_id: str, platform_id: str, since: float) -> None:
+    """The bank's own systems' calls: garbage ids get a precise status (NOT_FOUND at most for valid
+    ones), a bad ``since`` INVALID_ARGUMENT, never INTERNAL."""
+    request = pb.GetBandRequest(application_id=app_id, platform_id=platform_id)
+    assert status(stubs["bank"].GetBand, request) in PRECISE - {grpc.StatusCode.OK}
+    if not (since >= 0 and since != float("inf")):
+        watch = stubs["bank"].WatchBands(pb.WatchBandsRequest(since=since), timeout=30)
+        with pytest.raises(grpc.RpcError) as info:
+            next(watch)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@fuzz
+@given(value=hostile_ids(), field=st.sampled_from(["application_id", "platform_id"]))
+def test_fuzz_hostile_band_read(stubs: dict[str, Any], value: str, field: str) -> None:
+    assume(field != "platform_id" or value != "")  # "" names no platform: a valid request
+    request = pb.GetBandRequest(**{"application_id": "app-1", field: value})
+    refused_precisely(stubs["bank"].GetBand, request, value)

@@ -36,6 +36,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 OURS = {"blindscore", "bureau", "bank_node", "platform_node", "scripts", "tests"}
 #: The package's own face: ``blindscore/__init__`` (the base exception) and ``python -m blindscore``.
 ENTRY = {"blindscore": 0, "blindscore.__main__": len(LAYERS)}
+#: The public API ``blindscore/__init__`` re-exports: loaded on first use by name (never imported
+#: at module level; checked by test_import_blindscore_stays_light), named for type checkers only.
+PUBLIC_FACE = {"blindscore.app.api", "blindscore.app.client", "blindscore.bank_node.client"}
 
 
 def unit_of(module: str) -> tuple[int, str] | None:
@@ -111,7 +114,7 @@ def violations() -> list[str]:
     for module, path in MODULES.items():
         here = unit_of(module)
         assert here is not None, f"{module} belongs to no layer: add it to LAYERS"
-        for name, line, _ in imports_of(module, path):
+        for name, line, top in imports_of(module, path):
             where = f"{path.relative_to(REPO)}:{line}"
             if name.split(".")[0] != "blindscore":
                 found.append(f"{where}: imports {name} (outside the installed package)")
@@ -122,6 +125,8 @@ def violations() -> list[str]:
             there = unit_of(target)
             assert there is not None, target
             if there[1] == here[1] or target == "blindscore.errors":
+                continue
+            if module == "blindscore" and target in PUBLIC_FACE and not top:
                 continue
             if there[0] >= here[0]:
                 found.append(f"{where}: {module} (layer {here[1]}) imports {target} (layer {there[1]})")
@@ -203,3 +208,20 @@ def test_harnesses_and_tests_use_the_installed_names(root: str) -> None:
             if name.split(".")[0] in {"bureau", "bank_node", "platform_node"}:
                 bad.append(f"{path.relative_to(REPO)}:{line}: {name}")
     assert bad == []
+
+
+def test_import_blindscore_stays_light() -> None:
+    """``import blindscore`` loads neither gRPC nor the nodes; the public names load on first use.
+    The face's imports of the public API sit under TYPE_CHECKING only (what the walk lets through)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, blindscore; heavy = [m for m in ('grpc', 'blindscore.app', 'blindscore.bank_node') "
+        "if m in sys.modules]; print(heavy); blindscore.Client; print('grpc' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+    face = ast.parse((PACKAGE / "__init__.py").read_text())
+    top_level = [n for n in face.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert all(n.module in ("__future__", "typing", "blindscore.errors") for n in top_level)  # type: ignore[union-attr]

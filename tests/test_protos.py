@@ -42,5 +42,18 @@ def test_services_are_the_three_parties() -> None:
             "PackedFinish",
             "CircuitStart",
             "CircuitFinish",
+            "GetBand",
+            "WatchBands",
         ],
     }
+
+
+def test_the_proto_ships_in_the_package() -> None:
+    """Clients in other languages find the .proto inside the installed package, identical to protos/."""
+    import tomllib
+    from importlib.resources import files
+
+    shipped = files("blindscore.v1") / "blindscore.proto"
+    assert shipped.read_text() == (ROOT / "protos" / "blindscore" / "v1" / "blindscore.proto").read_text()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "*.proto" in package_data["blindscore.v1"]

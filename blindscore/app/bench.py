@@ -35,6 +35,8 @@ import numpy as np
 
 from blindscore.app.client import Outcome, PlatformClient, score_applications
 from blindscore.app.localnet import LocalNetwork
+from blindscore.crypto.paillier import check_key_bits
+from blindscore.errors import InvalidInputError
 from blindscore.importers.sklearn_mlp import mlp_from_sklearn
 from blindscore.models.contract import PrivateModel
 from blindscore.models.features import FeatureSpec, NumericFeature
@@ -353,9 +355,15 @@ def summary(result: Result, naive: Result) -> dict[str, Any]:
 
 
 def run(workload: str, *, key_bits: int = 2048, applications: int | None = None) -> dict[str, Any]:
+    """Run ``workload`` (one of :data:`WORKLOADS`) beside the naive phe baseline; returns the summary
+    (the fields of ``blindscore bench --json``). ``applications`` overrides the workload's count."""
     if workload not in WORKLOADS:
-        raise SystemExit(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
-    naive = run_naive(key_bits=key_bits)
+        raise InvalidInputError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    if applications is not None and (type(applications) is not int or applications < 1):
+        raise InvalidInputError(f"applications must be a positive integer, not {applications!r}")
+    check_key_bits(key_bits)
+    naive_count = applications if workload == "naive" and applications else 10
+    naive = run_naive(key_bits=key_bits, applications=naive_count)
     if workload == "online":
         result = run_online(key_bits=key_bits, applications=applications or 200)
     elif workload == "batch":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
 import sys
@@ -13,13 +14,15 @@ from typing import Any
 
 from blindscore import __version__
 from blindscore.app import bench, model_commands
+from blindscore.app.client import Client
 from blindscore.app.demo import run_demo
+from blindscore.app.plugins import import_model_modules
 from blindscore.app.scoring import score_csv
 from blindscore.bank_node.cli import register as register_bank
 from blindscore.bureau.cli import register as register_bureau
 from blindscore.errors import BlindscoreError
 from blindscore.importers import AUTO, FORMATS
-from blindscore.infra.certs import DEFAULT_HOSTS, init_pki
+from blindscore.infra.certs import CLIENT_ROLES, DEFAULT_HOSTS, ROLES, Identity, init_pki, issue_node_cert
 from blindscore.infra.command import CliError, command_group
 from blindscore.platform_node.cli import register as register_platform
 
@@ -30,10 +33,30 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # ---------------------------------------------------------------------- certificates
 
 
+def _clients(specs: Sequence[str] | None, role: str, owners: Sequence[str]) -> list[tuple[str, ...]]:
+    """``ID`` or ``ID@PARTY`` client specs as (role, id, serves); a bare ID serves the only owner."""
+    out: list[tuple[str, ...]] = []
+    for spec in specs or ():
+        client_id, at, serves = spec.partition("@")
+        if not at:
+            if len(owners) != 1:
+                owner = CLIENT_ROLES[role].upper()
+                raise CliError(f"--{role} {spec}: name the {owner.lower()} it serves, as {spec}@{owner}")
+            serves = owners[0]
+        if serves not in owners:
+            raise CliError(f"--{role} {spec}: {serves!r} is not one of this PKI's ids ({', '.join(owners)})")
+        out.append((role, client_id, serves))
+    return out
+
+
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    nodes = [("bureau", args.bureau_id)]
-    nodes += [("bank", b) for b in (args.bank_id or ["bank-1"])]
-    nodes += [("platform", p) for p in (args.platform_id or ["platform-1"])]
+    banks = args.bank_id or ["bank-1"]
+    platforms = args.platform_id or ["platform-1"]
+    nodes: list[tuple[str, ...]] = [("bureau", args.bureau_id)]
+    nodes += [("bank", b) for b in banks]
+    nodes += [("platform", p) for p in platforms]
+    nodes += _clients(args.platform_client, "platform-client", platforms)
+    nodes += _clients(args.bank_client, "bank-client", banks)
     try:
         files = init_pki(
             Path(args.directory), nodes, hosts=tuple(args.host or DEFAULT_HOSTS), force=args.force
@@ -41,9 +64,72 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     except BlindscoreError as exc:
         raise CliError(str(exc).replace("force=True", "--force")) from None
     for f in files:
-        print(f"{f.identity.role:<9} {f.identity.party_id:<16} {f.cert}")
+        _print_cert(f.identity, f.cert)
     print(f"CA certificate: {Path(args.directory) / 'ca.pem'} (keep ca.key off the nodes)")
     return 0
+
+
+def _print_cert(identity: Identity, cert: Path) -> None:
+    serves = f"(of {identity.serves}) " if identity.serves else ""
+    print(f"{identity.role:<9} {identity.party_id:<16} {serves}{cert}")
+
+
+def cmd_certs_add(args: argparse.Namespace) -> int:
+    role = args.role
+    if role in CLIENT_ROLES and not args.serves:
+        raise CliError(f"a {role} certificate needs --serves: the {CLIENT_ROLES[role]} id it works for")
+    if role not in CLIENT_ROLES and args.serves:
+        raise CliError(f"--serves is for client certificates only ({', '.join(CLIENT_ROLES)})")
+    try:
+        files = issue_node_cert(
+            Path(args.directory),
+            role,
+            args.id,
+            tuple(args.host or DEFAULT_HOSTS),
+            serves=args.serves or "",
+        )
+    except BlindscoreError as exc:
+        raise CliError(str(exc)) from None
+    _print_cert(files.identity, files.cert)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if args.insecure and args.certs:
+        raise CliError("give either --certs or --insecure, not both")
+    if not args.insecure and not args.certs:
+        raise CliError(
+            "--certs DIR is required: the PKI directory holding this client's platform-client certificate"
+        )
+    client = Client(
+        args.platform,
+        bank_id=args.bank_id,
+        key_id=args.key_id,
+        model_id=args.model_id,
+        model_version=args.model_version,
+        certs=args.certs,
+        client_id=args.client_id,
+        insecure=args.insecure,
+        connect_timeout=args.connect_timeout,
+    )
+    with client:
+        outcomes = client.submit(
+            Path(args.input),
+            id_column=args.id_column,
+            consent_column=args.consent_column,
+            consent_reference=args.consent,
+        )
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["application_id", "status", "model_version", "error"])
+    for o in outcomes:
+        out.writerow([o.application_id, o.status, o.model_version, o.error])
+    refused = sum(1 for o in outcomes if o.status == "refused")
+    pending = sum(1 for o in outcomes if o.status == "pending")
+    print(
+        f"{len(outcomes) - refused - pending} accepted, {pending} pending, {refused} refused",
+        file=sys.stderr,
+    )
+    return 1 if refused else 0
 
 
 # ---------------------------------------------------------------------- demo and score
@@ -89,7 +175,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 CONFIG_HELP = (
     "TOML file of flag defaults, one table per command: [bureau], [bank], [platform], [model], "
-    '[score], [demo], [certs], [bench]. Keys are flag names without the dashes (data-dir = "..."), '
+    '[score], [demo], [certs], [bench], [submit]. Keys are flag names without the dashes (data-dir = "..."), '
     "values of the flag's type; a key that another command of the same table takes (e.g. "
     "[bank] bureau, read by 'bank serve' but not by 'bank key-id') is ignored, an unknown key is "
     "refused; flags on the command line win"
@@ -163,8 +249,53 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bank-id", action="append", help="one per bank (default bank-1)")
     sp.add_argument("--platform-id", action="append", help="one per platform (default platform-1)")
     sp.add_argument("--host", action="append", help="host names/IPs in the certificates (default loopback)")
+    sp.add_argument(
+        "--platform-client",
+        action="append",
+        metavar="ID[@PLATFORM]",
+        help="a client certificate for a platform's own systems: may only submit applications to "
+        "that platform's node (blindscore submit, blindscore.Client); @PLATFORM when there are several",
+    )
+    sp.add_argument(
+        "--bank-client",
+        action="append",
+        metavar="ID[@BANK]",
+        help="a client certificate for a bank's own systems: may only read that bank's bands "
+        "(blindscore bank band / watch); @BANK when there are several",
+    )
     sp.add_argument("--force", action="store_true", help="replace an existing CA")
     sp.set_defaults(func=cmd_certs_init, role="certs")
+    sp = certs.add_parser("add", help="add one certificate (a node or a client) to an existing PKI")
+    sp.add_argument("directory", metavar="DIR", help="the PKI directory 'certs init' made (its CA signs)")
+    sp.add_argument("--role", required=True, choices=ROLES, help="the certificate's role")
+    sp.add_argument("--id", required=True, help="its party id (the file name in DIR)")
+    sp.add_argument("--serves", help="for a client role: the platform or bank id it works for")
+    sp.add_argument("--host", action="append", help="host names/IPs of a node (default loopback)")
+    sp.set_defaults(func=cmd_certs_add, role="certs")
+
+    sp = sub.add_parser(
+        "submit",
+        help="send applications to a running platform node and print each outcome (never the band)",
+        description="Send every row of FILE to a running platform node over mutual TLS as a "
+        "platform-client and print application_id,status,model_version,error as CSV (status: "
+        "accepted, pending or refused). Exits 1 if any application was refused.",
+    )
+    sp.add_argument("--platform", required=True, metavar="HOST:PORT", help="the platform node's address")
+    sp.add_argument("--input", required=True, metavar="FILE", help="CSV or Parquet, one applicant per row")
+    sp.add_argument("--certs", metavar="DIR", help="PKI directory holding the platform-client certificate")
+    sp.add_argument("--client-id", help="the certificate's id (default: DIR's only platform-client)")
+    sp.add_argument("--insecure", action="store_true", help="plaintext, to a node started with --insecure")
+    sp.add_argument("--bank-id", required=True, help="the bank the applications are for")
+    sp.add_argument("--key-id", required=True, help="the bank's key id ('blindscore bank key-id' prints it)")
+    sp.add_argument("--model-id", required=True, help="the model at the bureau ('blindscore model list')")
+    sp.add_argument("--model-version", default="", help="a version number (default: the latest)")
+    sp.add_argument("--id-column", default="application_id", help="column of the application ids")
+    sp.add_argument("--consent-column", default="consent_reference", help="column of the consent references")
+    sp.add_argument("--consent", help="one consent reference for every row without a consent column")
+    sp.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to wait for the node (default 10)"
+    )
+    sp.set_defaults(func=cmd_submit, role="submit")
 
     sp = sub.add_parser("demo", help="start the three nodes locally and score the German credit applicants")
     sp.add_argument(
@@ -355,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=getattr(logging, args.log_level), format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
+        import_model_modules()  # plug-in model types named in $BLINDSCORE_MODEL_MODULES
         return int(args.func(args))
     except BlindscoreError as exc:
         print(f"blindscore: error: {exc}", file=sys.stderr)

@@ -1,16 +1,25 @@
-"""Client side of the platform node: stream applications to it and collect the receipts."""
+"""Client side of the platform node: send it applications, collect the receipts (blindscore.Client)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from blindscore.errors import UnavailableError
-from blindscore.infra.transport import INSECURE, TransportSecurity, open_channel, wait_ready
-from blindscore.protocol.application import Application
+from blindscore.app.tables import Data, load_rows
+from blindscore.errors import InvalidInputError, UnavailableError
+from blindscore.infra.status import error_of
+from blindscore.infra.transport import (
+    INSECURE,
+    TransportSecurity,
+    client_credentials,
+    open_channel,
+    wait_ready,
+)
+from blindscore.protocol.application import Application, FeatureValue
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
@@ -29,6 +38,14 @@ class Outcome:
     #: Accepted and stored, but the band is not delivered yet (the bank was unreachable); the
     #: bureau retries until it is.
     pending: bool = False
+
+    @property
+    def status(self) -> str:
+        """ "accepted" (the band is at the bank), "pending" (it will be) or "refused" (see ``error``).
+        The platform never learns the band: the bank's own systems read it (BankClient)."""
+        if not self.accepted:
+            return "refused"
+        return "pending" if self.pending else "accepted"
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -106,3 +123,176 @@ def score_one(
     """Score a single application over a fresh channel; gRPC errors propagate as grpc.RpcError."""
     with PlatformClient(platform_address, security=security) as client:
         return client.score(application)
+
+
+class Client:
+    """Submit applications to a running platform node, as that platform's own systems.
+
+    Connects over mutual TLS with a platform-client certificate (``blindscore certs init
+    --platform-client ID``; it names the platform it serves, and only that platform's node accepts
+    it). ``certs`` is the PKI directory holding it, ``client_id`` its party id (None: the
+    directory's only platform-client certificate); ``insecure=True`` talks to a node started with
+    ``--insecure`` (development only). Every application names the bank, its key id (``blindscore
+    bank key-id``) and the model at the bureau; the platform answers with an acknowledgement only,
+    never the band.
+
+    Example::
+
+        with blindscore.Client("platform.internal:7300", certs="pki", bank_id="bank-1",
+                               key_id="3f9c...", model_id="german-credit-lr") as client:
+            for outcome in client.submit("applicants.csv", consent_reference="consent-2026-01"):
+                print(outcome.application_id, outcome.status, outcome.error)
+    """
+
+    def __init__(
+        self,
+        platform: str,
+        *,
+        bank_id: str,
+        key_id: str,
+        model_id: str,
+        model_version: str = "",
+        certs: Path | str | None = None,
+        client_id: str | None = None,
+        insecure: bool = False,
+        connect_timeout: float = 10.0,
+        timeout: float = 3600.0,
+    ) -> None:
+        security = client_credentials("platform-client", certs, client_id, insecure=insecure)
+        # Checked now, so a typo fails before any row is read.
+        Application("check", bank_id, model_id, key_id, "check", model_version=model_version)
+        self.address = platform
+        self.bank_id, self.key_id, self.model_id = bank_id, key_id, model_id
+        self.model_version = model_version
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self._channel = open_channel(platform, security=security)
+        self._stub: Any = pb_grpc.PlatformStub(self._channel)
+        self._ready = False
+
+    def applications(
+        self,
+        data: Data,
+        *,
+        id_column: str = "application_id",
+        consent_column: str = "consent_reference",
+        consent_reference: str | None = None,
+    ) -> list[Application]:
+        """The applications ``data`` holds (see :meth:`submit`), checked, without sending anything."""
+        rows = load_rows(data)
+        apps: list[Application] = []
+        seen: set[str] = set()
+        for i, row in enumerate(rows):
+            where = f"row {i + 1}"
+            app_id = row.get(id_column)
+            if app_id is None:
+                raise InvalidInputError(f"{where}: no application id (column {id_column!r})")
+            app_id = str(app_id)
+            if app_id in seen:
+                raise InvalidInputError(f"{where}: application id {app_id!r} appears twice")
+            seen.add(app_id)
+            consent = row.get(consent_column) if consent_column in row else consent_reference
+            if consent is None or consent == "":
+                raise InvalidInputError(
+                    f"{where} ({app_id}): no consent reference: give a {consent_column!r} column "
+                    "or consent_reference= (--consent)"
+                )
+            features: dict[str, FeatureValue | None] = {
+                k: v for k, v in row.items() if k not in (id_column, consent_column)
+            }
+            try:
+                apps.append(
+                    Application(
+                        app_id,
+                        self.bank_id,
+                        self.model_id,
+                        self.key_id,
+                        str(consent),
+                        features,  # type: ignore[arg-type]  # None is a missing value on the wire
+                        self.model_version,
+                    )
+                )
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{where}: {exc}") from None
+        return apps
+
+    def submit(
+        self,
+        data: Data,
+        *,
+        id_column: str = "application_id",
+        consent_column: str = "consent_reference",
+        consent_reference: str | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Send every application in ``data`` over one stream; returns their outcomes in input order.
+
+        ``data``: a pandas DataFrame, a CSV or Parquet path, or a list of dicts, one applicant per
+        row: the application id in ``id_column``, the consent reference in ``consent_column`` (or
+        one ``consent_reference`` for every row), the model's features in the other columns.
+        Submitting an id again with the same features returns its stored outcome; with other
+        features it is refused (ALREADY_EXISTS). A refused application is an outcome with status
+        "refused"; an unreachable or refusing node raises (UnavailableError, PermissionDeniedError).
+        """
+        apps = self.applications(
+            data, id_column=id_column, consent_column=consent_column, consent_reference=consent_reference
+        )
+        self._wait_ready()
+        got: dict[str, Outcome] = {}
+        refused: list[Outcome] = []
+        requests = (serde.application_to_proto(a) for a in apps)
+        try:
+            for receipt in self._stub.ScoreApplications(requests, timeout=self.timeout):
+                outcome = _outcome(receipt)
+                if outcome.application_id in got or not outcome.application_id:
+                    refused.append(outcome)  # an id the platform could not echo
+                else:
+                    got[outcome.application_id] = outcome
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        except grpc.RpcError as exc:
+            raise error_of(f"platform at {self.address}", exc) from None
+        ordered = [got[a.application_id] for a in apps if a.application_id in got]
+        return ordered + refused
+
+    def submit_one(
+        self, application_id: str, features: Mapping[str, FeatureValue | None], consent_reference: str
+    ) -> Outcome:
+        """Send one application; returns its outcome, or raises the error of a refusal
+        (InvalidInputError, AlreadyExistsError, ...)."""
+        app = Application(
+            application_id,
+            self.bank_id,
+            self.model_id,
+            self.key_id,
+            consent_reference,
+            dict(features),  # type: ignore[arg-type]
+            self.model_version,
+        )
+        self._wait_ready()
+        try:
+            receipt = self._stub.ScoreApplication(serde.application_to_proto(app), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise error_of(f"platform at {self.address}", exc) from None
+        return _outcome(receipt)
+
+    def _wait_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            wait_ready(self._channel, self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(
+                f"the platform at {self.address} did not answer within {self.connect_timeout:g} s "
+                "(is it running, is it the platform this certificate serves, and does it share its CA?)"
+            ) from None
+        self._ready = True
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

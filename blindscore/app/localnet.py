@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from blindscore.app.plugins import with_model_modules
 from blindscore.errors import BlindscoreError, UnavailableError
 from blindscore.infra.certs import init_pki
-from blindscore.infra.transport import INSECURE, TransportSecurity
+from blindscore.infra.transport import INSECURE, TransportSecurity, client_security
 from blindscore.models.contract import PrivateModel
 
 READY_TIMEOUT_S = 120.0
@@ -60,11 +61,13 @@ class LocalNetwork:
         insecure: bool = False,
         database: str | None = None,
         share_timings: bool = False,
+        model_modules: tuple[str, ...] = (),
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
         starts the bureau and the bank with --share-timings, so receipts carry every node's stage
-        times (benchmarks; never across real trust boundaries)."""
+        times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
+        imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -74,6 +77,7 @@ class LocalNetwork:
         self.insecure = insecure
         self.database = database
         self.share_timings = share_timings
+        self.model_modules = model_modules
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -108,10 +112,18 @@ class LocalNetwork:
         return self.workdir / "pki"
 
     @property
+    def client_id(self) -> str:
+        """The party id of the platform-client certificate the local tools submit with."""
+        return f"{self.platform_id}-client"
+
+    @property
     def client_security(self) -> TransportSecurity:
-        """How the platform's operator tools reach the platform node: as the platform itself."""
+        """How the platform's own systems reach the platform node: with a platform-client
+        certificate (a working directory made before client certificates: as the platform itself)."""
         if self.insecure:
             return INSECURE
+        if (self.pki_dir / f"{self.client_id}.pem").exists():
+            return client_security(self.pki_dir, "platform-client", self.client_id)
         return TransportSecurity.from_pki(self.pki_dir, self.platform_id).expecting(
             "platform", self.platform_id
         )
@@ -137,7 +149,12 @@ class LocalNetwork:
         if not self.insecure and not (self.pki_dir / "ca.pem").exists():
             init_pki(
                 self.pki_dir,
-                [("bureau", self.bureau_id), ("bank", self.bank_id), ("platform", self.platform_id)],
+                [
+                    ("bureau", self.bureau_id),
+                    ("bank", self.bank_id),
+                    ("platform", self.platform_id),
+                    ("platform-client", self.client_id, self.platform_id),
+                ],
             )
         bureau = self._spawn(
             "bureau",
@@ -241,7 +258,7 @@ class LocalNetwork:
             "--ready-file",
             str(ready),
         ]
-        env = dict(os.environ)
+        env = with_model_modules(os.environ, self.model_modules)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_file, "ab") as log:  # a restarted node appends to its log
             proc = subprocess.Popen(

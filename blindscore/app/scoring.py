@@ -16,18 +16,25 @@ from tqdm import tqdm
 from blindscore._files import write_atomic
 from blindscore.app.client import score_applications
 from blindscore.app.localnet import LocalNetwork
+from blindscore.app.plugins import modules_for
+from blindscore.app.tables import read_rows
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
 from blindscore.importers import AUTO, ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
 from blindscore.protocol import limits
-from blindscore.protocol.application import Application, check_id
+from blindscore.protocol.application import Application, FeatureValue, check_id
+
+
+def model_id_of(text: str) -> str:
+    """A model id made from a name or a file stem: the characters ids allow, at most 100."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
+    return stem[:100]
 
 
 def _model_id(path: Path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "model"
-    return stem[:100]
+    return model_id_of(path.stem)
 
 
 def _consent_reference(input_path: Path) -> str:
@@ -36,31 +43,11 @@ def _consent_reference(input_path: Path) -> str:
     return f"blindscore-score:{name}"[: limits.MAX_CONSENT_CHARS]
 
 
-def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV with a header; refuses empty files and duplicate column names."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except FileNotFoundError:
-        raise InvalidInputError(f"--input {path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInputError(f"--input {path}: not a readable CSV ({exc})") from None
-    if not header:
-        raise InvalidInputError(f"--input {path}: empty file (a header row is required)")
-    if len(set(header)) != len(header):
-        raise InvalidInputError(f"--input {path}: duplicate column names in the header")
-    if not rows:
-        raise InvalidInputError(f"--input {path}: no data rows")
-    return header, rows
-
-
 def run_encrypted(
     model: PrivateModel,
     model_id: str,
     ids: Sequence[str],
-    rows: Sequence[Mapping[str, str]],
+    rows: Sequence[Mapping[str, FeatureValue | None]],
     *,
     key_bits: int = 2048,
     consent_reference: str = "blindscore",
@@ -72,7 +59,9 @@ def run_encrypted(
     """
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-score-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={model_id: model}) as net,
+        LocalNetwork(
+            Path(tmp), key_bits=key_bits, models={model_id: model}, model_modules=modules_for(model)
+        ) as net,
     ):
         apps = [
             Application(
@@ -81,7 +70,7 @@ def run_encrypted(
                 model_id=model_id,
                 key_id=net.key_id,
                 consent_reference=consent_reference,
-                features=dict(row),
+                features=dict(row),  # type: ignore[arg-type]  # None: a missing value
             )
             for app_id, row in zip(ids, rows, strict=True)
         ]

@@ -6,7 +6,10 @@ Layout of a PKI directory::
     <party_id>.pem  <party_id>.key  one node (key 0600, certificate 0644)
 
 Every node certificate names its party in the subject CN and its role twice, in forms that are
-checked against each other when the certificate is read (:func:`load_identity`):
+checked against each other when the certificate is read (:func:`load_identity`). A client
+certificate (roles ``platform-client`` and ``bank-client``: the platform's and the bank's own
+systems) also names the one party it serves, in the subject's dnQualifier and its URI SAN
+``blindscore://<role>/<serves>/<party_id>``; it carries no host names and cannot serve TLS.
 
 * subject ``OU=<role>``, ``CN=<party_id>``
 * SAN ``URI:blindscore://<role>/<party_id>``
@@ -52,7 +55,14 @@ from blindscore.errors import (
 
 log = logging.getLogger(__name__)
 
-ROLES: tuple[str, ...] = ("platform", "bureau", "bank")
+#: The three nodes' roles: each runs a gRPC server and calls the others.
+NODE_ROLES: tuple[str, ...] = ("platform", "bureau", "bank")
+#: Client roles, by the node role they serve: a client certificate never serves, and it names the
+#: one party it may call (its ``serves``). ``platform-client``: the platform's own systems, which
+#: submit applications to their platform node; ``bank-client``: the bank's own systems, which read
+#: bands from their bank node. Neither may call anything else.
+CLIENT_ROLES: dict[str, str] = {"platform-client": "platform", "bank-client": "bank"}
+ROLES: tuple[str, ...] = (*NODE_ROLES, *CLIENT_ROLES)
 DEFAULT_NODES: tuple[tuple[str, str], ...] = (
     ("bureau", "bureau-1"),
     ("bank", "bank-1"),
@@ -77,18 +87,36 @@ _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a certificate speaks for: a role (platform, bureau or bank) and a party id."""
+    """Who a certificate speaks for: a role and a party id; for a client role also the party it
+    serves (``serves``: the platform or bank whose node it may call; empty for a node)."""
 
     role: str
     party_id: str
+    serves: str = ""
 
     def __post_init__(self) -> None:
         check_role(self.role)
         check_party_id(self.party_id)
+        if self.role in CLIENT_ROLES:
+            if not self.serves:
+                raise InvalidInputError(
+                    f"a {self.role} certificate must name the {CLIENT_ROLES[self.role]} it serves"
+                )
+            check_party_id(self.serves)
+        elif self.serves:
+            raise InvalidInputError(f"a {self.role} certificate serves no other party (got {self.serves!r})")
+
+    @property
+    def is_client(self) -> bool:
+        """A client certificate: it calls one node and never serves."""
+        return self.role in CLIENT_ROLES
 
     @property
     def uri(self) -> str:
-        """The URI SAN that records this identity in a certificate."""
+        """The URI SAN that records this identity in a certificate
+        (``blindscore://<role>/<party>``, for a client ``blindscore://<role>/<serves>/<party>``)."""
+        if self.serves:
+            return f"{URI_SCHEME}://{self.role}/{self.serves}/{self.party_id}"
         return f"{URI_SCHEME}://{self.role}/{self.party_id}"
 
     @property
@@ -97,6 +125,8 @@ class Identity:
         return f"{self.party_id}.{self.role}.{PEER_NAME_SUFFIX}".lower()
 
     def __str__(self) -> str:
+        if self.serves:
+            return f"{self.role}/{self.party_id} of {self.serves}"
         return f"{self.role}/{self.party_id}"
 
 
@@ -148,6 +178,26 @@ def node_files(directory: Path | str, party_id: str) -> NodeFiles:
     return NodeFiles(identity, cert, directory / f"{party_id}.key", directory / CA_CERT)
 
 
+def parties(directory: Path | str, role: str | None = None) -> list[Identity]:
+    """The identities of the certificates in a PKI directory (of ``role`` only, if given), by party id.
+
+    Reads, does not verify (as :func:`load_identity`); a file that names no identity is skipped.
+    """
+    if role is not None:
+        check_role(role)
+    found = []
+    for cert in sorted(Path(directory).glob("*.pem")):
+        if cert.name == CA_CERT:
+            continue
+        try:
+            identity = load_identity(cert.read_bytes())
+        except InvalidInputError:
+            continue
+        if role is None or identity.role == role:
+            found.append(identity)
+    return found
+
+
 def load_identity(cert_pem: bytes | str) -> Identity:
     """Read the role and party id from a node certificate (PEM).
 
@@ -182,13 +232,14 @@ def verify_node_cert(cert_pem: bytes, ca_pem: bytes, *, at: dt.datetime | None =
 
 def init_pki(
     directory: Path | str,
-    nodes: Sequence[tuple[str, str]] = DEFAULT_NODES,
+    nodes: Sequence[tuple[str, ...]] = DEFAULT_NODES,
     *,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     days: int = DEFAULT_DAYS,
     force: bool = False,
 ) -> list[NodeFiles]:
-    """Create a CA and one certificate per ``(role, party_id)`` in ``directory``.
+    """Create a CA and one certificate per ``(role, party_id)`` in ``directory``; a client
+    certificate is a ``(client role, party_id, serves)`` triple (see :data:`CLIENT_ROLES`).
 
     An existing CA or node file is never replaced unless ``force`` is true; with ``force`` the
     old CA goes away and every certificate it issued stops verifying. Either every file is
@@ -197,7 +248,7 @@ def init_pki(
     directory = Path(directory)
     if isinstance(nodes, str | bytes) or not nodes:
         raise InvalidInputError("nodes must be a non-empty sequence of (role, party_id) pairs")
-    identities = [Identity(*_pair(node)) for node in nodes]
+    identities = [Identity(*_entry(node)) for node in nodes]
     seen: set[str] = set()
     for ident in identities:
         if ident.party_id.lower() in seen:
@@ -248,14 +299,16 @@ def issue_node_cert(
     hosts: Sequence[str] = DEFAULT_HOSTS,
     *,
     days: int = DEFAULT_DAYS,
+    serves: str = "",
 ) -> NodeFiles:
-    """Add a certificate for one more node (say a second bank) to an existing PKI.
+    """Add a certificate for one more node (say a second bank) or client to an existing PKI.
 
-    Refuses an invalid role or party id (InvalidInputError) and a party id that already has a
-    certificate or key, compared without regard to case (AlreadyExistsError).
+    A client role (:data:`CLIENT_ROLES`) names the party it ``serves``. Refuses an invalid role or
+    party id (InvalidInputError) and a party id that already has a certificate or key, compared
+    without regard to case (AlreadyExistsError).
     """
     directory = Path(directory)
-    ident = Identity(role, party_id)
+    ident = Identity(role, party_id, serves)
     host_names = _check_hosts(hosts)
     _check_days(days)
     _refuse_existing(directory, party_id)
@@ -337,19 +390,20 @@ def _make_leaf(
     if not_after > ca_cert.not_valid_after_utc:
         log.warning("certificate for %s ends with the CA on %s", ident, ca_cert.not_valid_after_utc.date())
         not_after = ca_cert.not_valid_after_utc
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "blindscore"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ident.role),
-            x509.NameAttribute(NameOID.COMMON_NAME, ident.party_id),
-        ]
-    )
-    sans: list[x509.GeneralName] = [
-        *hosts,
-        x509.DNSName(role_peer_name(ident.role)),
-        x509.DNSName(ident.peer_name),
-        x509.UniformResourceIdentifier(ident.uri),
+    attributes = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "blindscore"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ident.role),
+        x509.NameAttribute(NameOID.COMMON_NAME, ident.party_id),
     ]
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(ident.uri)]
+    if ident.is_client:
+        # A client certificate names the party it serves and can never act as a server.
+        attributes.append(x509.NameAttribute(NameOID.DN_QUALIFIER, ident.serves))
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    else:
+        sans = [*hosts, x509.DNSName(role_peer_name(ident.role)), x509.DNSName(ident.peer_name), *sans]
+    subject = x509.Name(attributes)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -361,7 +415,7 @@ def _make_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(usages),
             critical=False,
         )
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -383,6 +437,9 @@ def _identity_of(cert: x509.Certificate) -> Identity:
 
     role = single(NameOID.ORGANIZATIONAL_UNIT_NAME, "OU (role)")
     party_id = single(NameOID.COMMON_NAME, "CN (party id)")
+    serves = single(NameOID.DN_QUALIFIER, "dnQualifier (served party)") if role in CLIENT_ROLES else ""
+    if role not in CLIENT_ROLES and cert.subject.get_attributes_for_oid(NameOID.DN_QUALIFIER):
+        raise InvalidInputError("a node certificate's subject holds no dnQualifier")
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -390,7 +447,7 @@ def _identity_of(cert: x509.Certificate) -> Identity:
     prefix = f"{URI_SCHEME}://"
     uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(prefix)]
     try:
-        ident = Identity(role, party_id)
+        ident = Identity(role, party_id, serves)
     except InvalidInputError as exc:
         raise InvalidInputError(f"certificate subject is not a blindscore identity: {exc}") from None
     if uris != [ident.uri]:
@@ -424,10 +481,12 @@ def _check_days(days: int) -> None:
         raise InvalidInputError(f"days must be an integer from 1 to {CA_DAYS}, not {days!r}")
 
 
-def _pair(node: object) -> tuple[str, str]:
-    if not isinstance(node, tuple | list) or len(node) != 2:
-        raise InvalidInputError(f"node {node!r} must be a (role, party_id) pair")
-    return node[0], node[1]
+def _entry(node: object) -> tuple[str, ...]:
+    if not isinstance(node, tuple | list) or len(node) not in (2, 3):
+        raise InvalidInputError(
+            f"node {node!r} must be a (role, party_id) pair or a (client role, party_id, serves) triple"
+        )
+    return tuple(node)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -97,3 +97,26 @@ def call(peer: str, method: Callable[..., Any], request: Any, *, timeout: float)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise UnavailableError(f"{peer} unavailable: {details}") from None
         raise PeerError(peer, code.name, details or code.name) from None
+
+
+_ERRORS: dict[grpc.StatusCode, type[BlindscoreError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+def error_of(peer: str, exc: grpc.RpcError) -> BlindscoreError:
+    """The blindscore error a client raises for a failed call: the class of the status
+    (NOT_FOUND -> NotFoundError, ...; the inverse of :func:`status_of`), else a PeerError."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or code.name
+    cls = _ERRORS.get(code)
+    if cls is None:
+        return PeerError(peer, code.name, details)
+    return cls(f"{peer}: {details}")

@@ -17,11 +17,13 @@ from grpc_reflection.v1alpha import reflection
 
 from blindscore.errors import InvalidInputError, NotFoundError
 from blindscore.infra.certs import (
+    CLIENT_ROLES,
     Identity,
     check_role,
     check_secret_file,
     load_identity,
     node_files,
+    parties,
     role_peer_name,
     verify_node_cert,
 )
@@ -300,3 +302,50 @@ def host_port(address: str, port: int) -> str:
     if host in ("", "0.0.0.0", "[::]"):
         host = "127.0.0.1"
     return f"{host}:{port}"
+
+
+def client_security(directory: Path | str, role: str, client_id: str | None = None) -> TransportSecurity:
+    """Mutual TLS as a client certificate of ``role`` (platform-client or bank-client) from a PKI
+    directory, accepting only the server of the party the certificate serves.
+
+    ``client_id`` None: the directory's only certificate of that role (InvalidInputError when it
+    holds none or several).
+    """
+    if role not in CLIENT_ROLES:
+        raise InvalidInputError(f"{role!r} is not a client role ({', '.join(CLIENT_ROLES)})")
+    if client_id is None:
+        found = parties(directory, role)
+        if not found:
+            raise InvalidInputError(
+                f"{directory} holds no {role} certificate; make one with "
+                f"'blindscore certs add {directory} --role {role} --id ID --serves PARTY'"
+            )
+        if len(found) > 1:
+            held = ", ".join(i.party_id for i in found)
+            raise InvalidInputError(f"{directory} holds several {role} certificates ({held}): name one")
+        client_id = found[0].party_id
+    security = TransportSecurity.from_pki(directory, client_id)
+    identity = security.identity
+    assert identity is not None
+    if identity.role != role:
+        raise InvalidInputError(
+            f"{client_id!r} in {directory} is a {identity.role} certificate, not a {role}"
+        )
+    return security.expecting(CLIENT_ROLES[role], identity.serves)
+
+
+def client_credentials(
+    role: str, certs: Path | str | None, client_id: str | None = None, *, insecure: bool = False
+) -> TransportSecurity:
+    """A client's credentials: its ``role`` certificate from the PKI directory ``certs``
+    (:func:`client_security`), or plaintext when ``insecure`` (a node started with --insecure)."""
+    if insecure:
+        if certs is not None or client_id is not None:
+            raise InvalidInputError("a plaintext (insecure) client takes no certificate directory or id")
+        return INSECURE
+    if certs is None:
+        raise InvalidInputError(
+            f"give the PKI directory holding a {role} certificate, or insecure for a node started "
+            "with --insecure"
+        )
+    return client_security(certs, role, client_id)

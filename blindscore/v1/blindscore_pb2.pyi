@@ -228,6 +228,40 @@ class BatchReceipt(_message.Message):
     wire_bytes: int
     def __init__(self, batch_id: _Optional[str] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
+class GetBandRequest(_message.Message):
+    __slots__ = ("application_id", "platform_id")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    platform_id: str
+    def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
+
+class WatchBandsRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: float
+    def __init__(self, since: _Optional[float] = ...) -> None: ...
+
+class BandResult(_message.Message):
+    __slots__ = ("application_id", "platform_id", "model_id", "band", "band_label", "received_at", "bureau_id", "key_id")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    BAND_LABEL_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    platform_id: str
+    model_id: str
+    band: int
+    band_label: str
+    received_at: float
+    bureau_id: str
+    key_id: str
+    def __init__(self, application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., model_id: _Optional[str] = ..., band: _Optional[int] = ..., band_label: _Optional[str] = ..., received_at: _Optional[float] = ..., bureau_id: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
 class OtSetupStartRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

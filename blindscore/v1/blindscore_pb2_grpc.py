@@ -460,6 +460,16 @@ class BankStub:
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
                 response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
                 _registered_method=True)
+        self.GetBand = channel.unary_unary(
+                '/blindscore.v1.Bank/GetBand',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.GetBandRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.BandResult.FromString,
+                _registered_method=True)
+        self.WatchBands = channel.unary_stream(
+                '/blindscore.v1.Bank/WatchBands',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.WatchBandsRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.BandResult.FromString,
+                _registered_method=True)
 
 
 class BankServicer:
@@ -530,6 +540,24 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBand(self, request, context):
+        """For the bank's own systems only (a bank-client certificate naming this bank; docs/integration.md):
+        the band the bank learned for one application. NOT_FOUND while it has none; FAILED_PRECONDITION
+        when several platforms used the id and the request names none of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBands(self, request, context):
+        """Every band received at or after `since`, oldest first, then each new one as it arrives; the
+        stream stays open until the caller cancels it. At least once: resume with the last
+        `received_at` seen and skip (platform_id, application_id) pairs already handled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -577,6 +605,16 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.CircuitFinish,
                     request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.FromString,
                     response_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.SerializeToString,
+            ),
+            'GetBand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBand,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.GetBandRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.BandResult.SerializeToString,
+            ),
+            'WatchBands': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBands,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.WatchBandsRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.BandResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -824,6 +862,60 @@ class Bank:
             '/blindscore.v1.Bank/CircuitFinish',
             blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
             blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/GetBand',
+            blindscore_dot_v1_dot_blindscore__pb2.GetBandRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.BandResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/blindscore.v1.Bank/WatchBands',
+            blindscore_dot_v1_dot_blindscore__pb2.WatchBandsRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.BandResult.FromString,
             options,
             channel_credentials,
             insecure,
