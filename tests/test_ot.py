@@ -522,9 +522,7 @@ def deviating_request(receiver: OtReceiver, choices: list[int], column: int) -> 
     e = np.zeros(m, dtype=np.uint8)
     e[: count // 2] = 1
     u[column] ^= np.packbits(e)
-    chi = ot._challenges(receiver.session_id, nonce, count, u.tobytes())
-    x = np.packbits((chi & r.astype(bool)).sum(axis=1) & 1)
-    check = x.tobytes() + ot._combine(chi, ot._rows(t, m)).tobytes()
+    check = ot._check_values(ot._challenges(receiver.session_id, nonce, count, u.tobytes()), r, t)
     return ExtensionRequest(receiver.session_id, nonce, count, u.tobytes(), check)
 
 
@@ -554,3 +552,21 @@ def test_the_check_hides_the_choices(session: tuple[OtReceiver, OtSender]) -> No
     choices = [1, 0] * 20
     xs = {receiver.request(choices).check[:8] for _ in range(20)}
     assert len(xs) == 20
+
+
+def test_the_check_values_are_the_documented_sums() -> None:
+    """x_k = XOR_j chi_kj r_j and t~_k = XOR_j chi_kj t_j, computed here row by row from the
+    definition, against the word-parallel column form the parties use."""
+    rng = np.random.default_rng(4)
+    count = 77
+    m = count + ot.PAD
+    r = rng.integers(0, 2, m, dtype=np.uint8)
+    t_columns = np.packbits(rng.integers(0, 2, (KAPPA, m), dtype=np.uint8), axis=1)
+    chi = ot._challenges(SESSION, NONCE, count, b"u")
+    check = ot._check_values(chi, r, t_columns)
+    chi_bits = np.unpackbits(chi.view(np.uint8), axis=1)[:, :m].astype(bool)
+    assert not np.unpackbits(chi.view(np.uint8), axis=1)[:, m:].any()  # no bits past the OTs
+    rows = ot._rows(t_columns, m)
+    x = [int(np.bitwise_xor.reduce(r[sel])) for sel in chi_bits]
+    sums = [np.bitwise_xor.reduce(rows[sel], axis=0).tobytes() for sel in chi_bits]
+    assert check == np.packbits(x).tobytes() + b"".join(sums)

@@ -164,14 +164,15 @@ def test_plaintext_offsets_are_added_to_their_own_values(paillier_keypair: KeyPa
     """v_j = [x_j] + offset_j: the offsets ride on the mask's plaintext addition, slot by slot."""
     pk = paillier_keypair.public_key
     bits = 20
-    xs = [0, 7, 1000, 2**19 - 1] * 20
+    xs = [0, 7, 1000, 2**19 - 1] * 60  # 240 values: several ciphertexts, offsets in each
     offsets = [(13 * j) % 2**19 for j in range(len(xs))]
     layout = SlotLayout(len(xs), bits)
+    assert layout.ciphertexts(pk.bits) >= 3
     bureau = SlotMasks(pk, [pk.encrypt(x) for x in xs], layout, offsets)
     opened = open_slots(paillier_keypair, bureau.request)
     got = [unmask(z, r, layout) for z, r in zip(opened.values, bureau.mask_slots, strict=True)]
     assert got == [x + o for x, o in zip(xs, offsets, strict=True)]
-    with pytest.raises(InvalidInputError, match=r"^the layout declares 80 values, got 3 offsets$"):
+    with pytest.raises(InvalidInputError, match=r"^the layout declares 240 values, got 3 offsets$"):
         SlotMasks(pk, [pk.encrypt(x) for x in xs], layout, [1, 2, 3])
 
 

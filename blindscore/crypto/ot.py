@@ -291,17 +291,41 @@ def _rows(columns: _U8, count: int) -> _U8:
     return np.packbits(bits.T, axis=1)
 
 
-def _challenges(session_id: bytes, nonce: bytes, count: int, u: bytes) -> npt.NDArray[np.bool_]:
-    """chi: CHECKS x (count + PAD) bits from a hash of the request (Fiat-Shamir)."""
+def _words(packed: _U8) -> npt.NDArray[np.uint64]:
+    """Rows of packed bits as uint64 words (zero padding to whole words; only XOR, AND and
+    popcount follow, so the byte order inside a word never matters)."""
+    rows, width = packed.shape
+    out = np.zeros((rows, -(-width // 8) * 8), dtype=np.uint8)
+    out[:, :width] = packed
+    return out.view(np.uint64)
+
+
+def _challenges(session_id: bytes, nonce: bytes, count: int, u: bytes) -> npt.NDArray[np.uint64]:
+    """chi: CHECKS rows of count + PAD bits from a hash of the request (Fiat-Shamir), packed like
+    a column (bits past count + PAD zero), as words."""
     m = count + PAD
+    width = (m + 7) // 8
     digest = hashlib.shake_128(_CHI_TAG + session_id + nonce + count.to_bytes(4, "big") + u)
-    raw = np.frombuffer(digest.digest(CHECKS * ((m + 7) // 8)), dtype=np.uint8).reshape(CHECKS, -1)
-    return np.unpackbits(raw, axis=1, count=m).astype(bool)
+    raw = np.frombuffer(digest.digest(CHECKS * width), dtype=np.uint8).reshape(CHECKS, width).copy()
+    if m % 8:
+        raw[:, -1] &= np.uint8((0xFF << (8 - m % 8)) & 0xFF)
+    return _words(raw)
 
 
-def _combine(chi: npt.NDArray[np.bool_], rows: _U8) -> _U8:
-    """XOR_j chi_kj row_j for every check k: a CHECKS x 16 byte matrix."""
-    return np.stack([np.bitwise_xor.reduce(rows[sel], axis=0) for sel in chi])
+def _parities(chi: npt.NDArray[np.uint64], vectors: npt.NDArray[np.uint64]) -> _U8:
+    """parity(chi_k AND vector_i) for every check k and vector i: a CHECKS x len(vectors) 0/1 matrix.
+    With the 128 columns of T (or Q) as the vectors, row k is XOR_j chi_kj t_j as a bit row."""
+    out = np.empty((len(chi), len(vectors)), dtype=np.uint8)
+    for k, c in enumerate(chi):
+        folded = np.bitwise_xor.reduce(vectors & c, axis=1)
+        out[k] = np.bitwise_count(folded) & 1
+    return out
+
+
+def _check_values(chi: npt.NDArray[np.uint64], r: _U8, t_columns: _U8) -> bytes:
+    """The receiver's check: the bits x_k (packed), then the rows XOR_j chi_kj t_j (16 bytes each)."""
+    x = _parities(chi, _words(np.packbits(r)[None, :]))[:, 0]
+    return np.packbits(x).tobytes() + np.packbits(_parities(chi, _words(t_columns)), axis=1).tobytes()
 
 
 def _base_kdf(session_id: bytes, i: int, b: int, pk: Any, gr: Any, shared: Any) -> int:
@@ -434,12 +458,12 @@ def _messages(pairs: Sequence[tuple[int, int]] | LabelPairs, count: int) -> tupl
     )
 
 
-def _verify(s_row: _U8, chi: npt.NDArray[np.bool_], q: _U8, check: bytes) -> None:
+def _verify(s_row: _U8, chi: npt.NDArray[np.uint64], q_columns: _U8, check: bytes) -> None:
     """The sender's consistency check: q~_k = t~_k XOR x_k s for every k, or CryptoError."""
-    x = np.unpackbits(np.frombuffer(check[: CHECKS // 8], dtype=np.uint8)).astype(bool)
+    x = np.unpackbits(np.frombuffer(check[: CHECKS // 8], dtype=np.uint8)).astype(np.uint8)
     t = np.frombuffer(check[CHECKS // 8 :], dtype=np.uint8).reshape(CHECKS, _ROW_BYTES)
     expected = t ^ (x[:, None] * s_row)
-    if not np.array_equal(_combine(chi, q), expected):
+    if not np.array_equal(np.packbits(_parities(chi, _words(q_columns)), axis=1), expected):
         raise CryptoError("the OT extension request failed its consistency check (a deviating receiver)")
 
 
@@ -481,9 +505,7 @@ class OtReceiver(_SessionSecret):
         r = np.concatenate((real, pad))
         t = _columns(self._seeds0, nonce, m)
         u = (t ^ _columns(self._seeds1, nonce, m) ^ np.packbits(r)).tobytes()
-        chi = _challenges(self.session_id, nonce, count, u)
-        x = np.packbits((chi & r.astype(bool)).sum(axis=1) & 1)
-        check = x.tobytes() + _combine(chi, _rows(t, m)).tobytes()
+        check = _check_values(_challenges(self.session_id, nonce, count, u), r, t)
         return ExtensionRequest(session_id=self.session_id, nonce=nonce, count=count, u=u, check=check)
 
     def receive(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> list[int]:
@@ -540,9 +562,9 @@ class OtSender(_SessionSecret):
             raise InvalidInputError(f"OT extension request check must be {CHECK_BYTES} bytes")
         x0, x1 = _messages(pairs, count)
         u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, width)
-        q = _rows(_columns(self._seeds, nonce, m) ^ (u & self._s_mask), m)
-        _verify(self._s_row, _challenges(self.session_id, nonce, count, request.u), q, request.check)
-        q = q[:count]
+        q_columns = _columns(self._seeds, nonce, m) ^ (u & self._s_mask)
+        _verify(self._s_row, _challenges(self.session_id, nonce, count, request.u), q_columns, request.check)
+        q = _rows(q_columns, m)[:count]
         y0 = x0 ^ _hash_rows(self.session_id, nonce, q)
         y1 = x1 ^ _hash_rows(self.session_id, nonce, q ^ self._s_row)
         return ExtensionReply(y0=y0.tobytes(), y1=y1.tobytes())
