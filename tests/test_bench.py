@@ -87,3 +87,13 @@ def test_circuit_workloads_run_over_three_processes(family: str) -> None:
     assert result.workload == family and len(result.latencies_ms) == 2
     assert result.extra["circuit"]["family"] == family
     assert "bank.circuit_finish" in result.stage_ms and result.bytes_per_app > 0
+
+
+def test_the_trees_batch_workload_streams_a_tree_model() -> None:
+    """trees-batch (here 6 applications of a small ensemble) streams through the platform: every
+    application accepted and scored by the circuit protocol, throughput reported."""
+    model = bench.hist_trees(trees=3, depth=2, features=8)
+    result = bench._run_stream("trees-batch", model, bench.synthetic_rows(8, 6), 2048, 8)
+    assert result.workload == "trees-batch" and len(result.latencies_ms) == 6
+    assert "bank.circuit_start" in result.stage_ms and result.wall_s > 0
+    assert "comparison_bits" not in result.extra  # a linear model's fields only

@@ -46,7 +46,7 @@ from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 from blindscore.protocol.application import Application
 
-WORKLOADS = ("online", "batch", "german", "naive", "trees", "mlp")
+WORKLOADS = ("online", "batch", "german", "naive", "trees", "trees-batch", "mlp")
 BENCH_MODEL_ID = "bench-linear"
 FEATURE_RANGE = 4.0
 CUTOFFS = (-2.0, -0.5, 0.5, 2.0)
@@ -256,7 +256,7 @@ def synthetic_mlp(features: int = 50, hidden: int = 32, seed: int = 2026) -> MLP
 
 
 def _run_stream(
-    workload: str, model: LinearModel, rows: Sequence[dict[str, Any]], key_bits: int, features: int
+    workload: str, model: PrivateModel, rows: Sequence[dict[str, Any]], key_bits: int, features: int
 ) -> Result:
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
@@ -276,12 +276,9 @@ def _run_stream(
     result = Result(workload, key_bits, features, len(rows), [o.total_ms for o in outcomes], wall)
     result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
     result.stage_ms = _stage_medians(outcomes)
-    result.extra = {
-        "comparison_bits": model.comparison_bits,
-        "precision": model.precision,
-        "bureau_rss_kib_before": rss_before,
-        "bureau_rss_kib_after": rss_after,
-    }
+    result.extra = {"bureau_rss_kib_before": rss_before, "bureau_rss_kib_after": rss_after}
+    if isinstance(model, LinearModel):
+        result.extra.update(comparison_bits=model.comparison_bits, precision=model.precision)
     return result
 
 
@@ -373,6 +370,10 @@ def run(workload: str, *, key_bits: int = 2048, applications: int | None = None)
     elif workload == "trees":
         n = applications or 30
         result = run_online(key_bits=key_bits, applications=n, warmup=3, model=hist_trees(), workload="trees")
+    elif workload == "trees-batch":
+        # The trees model, applications streamed: each runs the circuit protocol, many in flight.
+        rows = synthetic_rows(50, applications or 2000)
+        result = _run_stream("trees-batch", hist_trees(), rows, key_bits, 50)
     elif workload == "mlp":
         result = run_online(
             key_bits=key_bits,
@@ -478,7 +479,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "workload",
         choices=[*WORKLOADS, "plots"],
         help="online: one application at a time; batch: 2000 streamed and packed; german: the German "
-        "credit model on 1000 rows; naive: the phe baseline alone; plots: the docs' latency charts",
+        "credit model on 1000 rows; naive: the phe baseline alone; trees / mlp: a 100-tree ensemble "
+        "or a 50-32-1 network, one application at a time; trees-batch: the trees model, 2000 "
+        "streamed; plots: the docs' latency charts",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument(
