@@ -38,8 +38,10 @@ def test_the_workers_pack_what_the_definition_packs(
     real = parallel._executor
 
     def counting() -> object:
+        pool = real()
+        assert pool is not None  # two workers: a real pool, not the in-process fallback
         calls.append(1)
-        return real()
+        return pool
 
     monkeypatch.setattr(parallel, "_executor", counting)
     got = parallel.pack(pk.nsquare, 7, chunks)
@@ -56,7 +58,8 @@ def test_small_jobs_and_single_cores_stay_in_process(
     paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pk = paillier_keypair.public_key
-    chunks = [[int(pk.encrypt(1)), int(pk.encrypt(2))]] * 3
+    c = [int(pk.encrypt(v)) for v in (1, 2, 3, 4)]
+    chunks = [c[:1], c[:3], [c[3], c[1], c[0], c[2]]]  # lengths 1, 3, 4: Horner's order matters
 
     def refuse() -> None:
         raise AssertionError("the pool must not be used")
@@ -89,3 +92,17 @@ def test_packing_refuses_empty_chunks(paillier_keypair: KeyPair) -> None:
         InvalidInputError, match=r"^packing needs a positive slot width and non-empty chunks$"
     ):
         paillier_keypair.public_key.pack_slots([[]], 5)
+
+
+def test_the_pool_never_forks_the_node_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers come from a fork server (a fresh interpreter), never from forking a process that
+    runs gRPC threads; where there is no fork server, from spawn."""
+    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    pool = parallel._executor()
+    assert pool is not None
+    assert pool._mp_context.get_start_method() == "forkserver"  # type: ignore[attr-defined]
+    monkeypatch.setattr(parallel, "_pool", None)
+    monkeypatch.setattr(parallel.multiprocessing, "get_all_start_methods", lambda: ["fork", "spawn"])
+    spawned = parallel._executor()
+    assert spawned is not None and spawned._mp_context.get_start_method() == "spawn"  # type: ignore[attr-defined]
+    spawned.shutdown()
