@@ -522,7 +522,9 @@ def deviating_request(receiver: OtReceiver, choices: list[int], column: int) -> 
     e = np.zeros(m, dtype=np.uint8)
     e[: count // 2] = 1
     u[column] ^= np.packbits(e)
-    check = ot._check_values(ot._challenges(receiver.session_id, nonce, count, u.tobytes()), r, t)
+    check = ot._check_values(
+        ot._challenges(receiver.session_id, nonce, count, u.tobytes()), np.packbits(r), t
+    )
     return ExtensionRequest(receiver.session_id, nonce, count, u.tobytes(), check)
 
 
@@ -563,7 +565,7 @@ def test_the_check_values_are_the_documented_sums() -> None:
     r = rng.integers(0, 2, m, dtype=np.uint8)
     t_columns = np.packbits(rng.integers(0, 2, (KAPPA, m), dtype=np.uint8), axis=1)
     chi = ot._challenges(SESSION, NONCE, count, b"u")
-    check = ot._check_values(chi, r, t_columns)
+    check = ot._check_values(chi, np.packbits(r), t_columns)
     chi_bits = np.unpackbits(chi.view(np.uint8), axis=1)[:, :m].astype(bool)
     assert not np.unpackbits(chi.view(np.uint8), axis=1)[:, m:].any()  # no bits past the OTs
     rows = ot._rows(t_columns, m)

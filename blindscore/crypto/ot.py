@@ -322,9 +322,10 @@ def _parities(chi: npt.NDArray[np.uint64], vectors: npt.NDArray[np.uint64]) -> _
     return out
 
 
-def _check_values(chi: npt.NDArray[np.uint64], r: _U8, t_columns: _U8) -> bytes:
-    """The receiver's check: the bits x_k (packed), then the rows XOR_j chi_kj t_j (16 bytes each)."""
-    x = _parities(chi, _words(np.packbits(r)[None, :]))[:, 0]
+def _check_values(chi: npt.NDArray[np.uint64], r_packed: _U8, t_columns: _U8) -> bytes:
+    """The receiver's check from its packed choice bits and its columns: the bits x_k (packed),
+    then the rows XOR_j chi_kj t_j (16 bytes each)."""
+    x = _parities(chi, _words(r_packed[None, :]))[:, 0]
     return np.packbits(x).tobytes() + np.packbits(_parities(chi, _words(t_columns)), axis=1).tobytes()
 
 
@@ -504,8 +505,9 @@ class OtReceiver(_SessionSecret):
         pad = np.unpackbits(np.frombuffer(secrets.token_bytes(PAD // 8), dtype=np.uint8))
         r = np.concatenate((real, pad))
         t = _columns(self._seeds0, nonce, m)
-        u = (t ^ _columns(self._seeds1, nonce, m) ^ np.packbits(r)).tobytes()
-        check = _check_values(_challenges(self.session_id, nonce, count, u), r, t)
+        r_packed = np.packbits(r)
+        u = (t ^ _columns(self._seeds1, nonce, m) ^ r_packed).tobytes()
+        check = _check_values(_challenges(self.session_id, nonce, count, u), r_packed, t)
         return ExtensionRequest(session_id=self.session_id, nonce=nonce, count=count, u=u, check=check)
 
     def receive(self, nonce: bytes, choices: Sequence[int], reply: ExtensionReply) -> list[int]:
