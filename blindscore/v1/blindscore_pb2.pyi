@@ -516,14 +516,13 @@ class CircuitStartResponse(_message.Message):
     def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ..., ot_check: _Optional[bytes] = ...) -> None: ...
 
 class CircuitFinishRequest(_message.Message):
-    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "garbler_labels", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")
+    __slots__ = ("key_id", "ticket", "ot_y0", "ot_y1", "garbling_id", "tables", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OT_Y0_FIELD_NUMBER: _ClassVar[int]
     OT_Y1_FIELD_NUMBER: _ClassVar[int]
     GARBLING_ID_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
-    GARBLER_LABELS_FIELD_NUMBER: _ClassVar[int]
     DECODE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TAGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -536,14 +535,13 @@ class CircuitFinishRequest(_message.Message):
     ot_y1: bytes
     garbling_id: bytes
     tables: bytes
-    garbler_labels: bytes
     decode: bytes
     output_tags: bytes
     model_id: str
     band_labels: _containers.RepeatedScalarFieldContainer[str]
     application_id: str
     platform_id: str
-    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., garbler_labels: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., output_tags: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_y0: _Optional[bytes] = ..., ot_y1: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., output_tags: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class CircuitFinishResponse(_message.Message):
     __slots__ = ("stored", "server_ms")

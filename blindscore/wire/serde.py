@@ -541,9 +541,6 @@ def circuit_finish_from_proto(
     msg: pb.CircuitFinishRequest,
 ) -> tuple[ot.ExtensionReply, halfgates.GarbledCircuit]:
     """The OT reply and the garbled circuit (the bank checks them against the circuit it rebuilds)."""
-    if msg.garbler_labels:
-        # The garbler's inputs are hard-wired (blindscore.crypto.halfgates): labels have no place here.
-        raise InvalidInputError("a garbled band circuit carries no garbler labels")
     reply = ot.ExtensionReply(y0=bytes(msg.ot_y0), y1=bytes(msg.ot_y1))
     garbled = halfgates.GarbledCircuit(
         garbling_id=bytes(msg.garbling_id),
