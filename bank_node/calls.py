@@ -90,7 +90,7 @@ class CircuitFinish:
 
     batch: Batch
     ticket: bytes
-    reply: ot.ExtensionReply
+    reply: ot.CorrelatedReply
     garbled: halfgates.GarbledCircuit
     model_id: str
     labels: tuple[str, ...]

@@ -148,7 +148,7 @@ class PackedSessions:
         )
         choices = _unpack_bits(bytes.fromhex(state["choices"]), int(state["count"]))
         receiver = self._receiver(bytes.fromhex(state["session"]))
-        return shape, receiver.receive_bytes(bytes.fromhex(state["nonce"]), choices, finish.reply)
+        return shape, receiver.receive_correlated(bytes.fromhex(state["nonce"]), choices, finish.reply)
 
     def _open_ticket(self, ticket: bytes, kind: str = "packed") -> dict[str, Any]:
         try:

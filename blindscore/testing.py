@@ -129,10 +129,8 @@ class TwoParties:
         opened = open_request(self.keypair, bureau.request)
         assert not opened.faulted, "a slot of an honest hand-over faulted"
         request = self._receiver.request(opened.choices)
-        garbled, pairs = bureau.garble()
-        labels = self._receiver.receive_bytes(
-            request.nonce, opened.choices, self._sender.reply(request, pairs)
-        )
+        reply, garbled = bureau.finish(request, self._sender)
+        labels = self._receiver.receive_correlated(request.nonce, opened.choices, reply)
         return evaluate_band(bureau.request.shape, family, garbled, labels)
 
 

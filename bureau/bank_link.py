@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
@@ -86,9 +86,12 @@ class CircuitRound:
     platform_id: str = ""
 
 
+#: The bureau's OT answer: both messages per input (packed batches) or one (correlated, circuits).
+Reply = TypeVar("Reply", ot.ExtensionReply, ot.CorrelatedReply)
+
 #: Given the bank's OT request, the bureau's OT reply and garbled circuit.
 FinishCircuit = Callable[
-    [ot.ExtensionRequest, ot.OtSender], tuple[ot.ExtensionReply, halfgates.GarbledCircuit]
+    [ot.ExtensionRequest, ot.OtSender], tuple[ot.CorrelatedReply, halfgates.GarbledCircuit]
 ]
 
 #: Given the bank's OT request for a batch, the bureau's OT reply and garbled comparisons.
@@ -262,7 +265,7 @@ class GrpcBankLink:
                 self.key, session_id, app.request, app.application_id, app.platform_id
             )
 
-        def done(ticket: bytes, reply: ot.ExtensionReply, garbled: Any) -> Any:
+        def done(ticket: bytes, reply: ot.CorrelatedReply, garbled: Any) -> Any:
             return serde.circuit_finish_to_proto(
                 self.key.key_id,
                 ticket,
@@ -280,8 +283,8 @@ class GrpcBankLink:
         self,
         kind: str,
         start: Callable[[bytes], Any],
-        finish: Callable[[ot.ExtensionRequest, ot.OtSender], tuple[ot.ExtensionReply, Any]],
-        done: Callable[[bytes, ot.ExtensionReply, Any], Any],
+        finish: Callable[[ot.ExtensionRequest, ot.OtSender], tuple[Reply, Any]],
+        done: Callable[[bytes, Reply, Any], Any],
         spend: Callable[[], None],
         what: str,
     ) -> int:

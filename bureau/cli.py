@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from blindscore.bureau.audit import AuditLog
-from blindscore.bureau.flow import BureauNode
+from blindscore.bureau.flow import BAND_PROTOCOLS, BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.infra import command
 from blindscore.infra.transport import host_port
@@ -22,7 +22,7 @@ DATA_DIR = "blindscore-data/bureau"
 def cmd_serve(args: argparse.Namespace) -> int:
     serving = command.ServeCommand(args, "bureau", args.bureau_id)
     metrics = serving.open()
-    bureau = BureauNode.open(Path(args.data_dir), args.database)
+    bureau = BureauNode.open(Path(args.data_dir), args.database, band_protocol=args.band_protocol)
     server, port, channels = start_bureau_server(
         bureau, args.listen, security=serving.security, metrics=metrics, share_timings=args.share_timings
     )
@@ -89,6 +89,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--database", help=command.database_help("bureau", "applications.sqlite3 and audit.sqlite3")
     )
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
+    sp.add_argument(
+        "--band-protocol",
+        choices=BAND_PROTOCOLS,
+        default="circuit",
+        help="how a unary application of a linear model or scorecard gets its band: a garbled cutoff "
+        "circuit (default, as every other model family) or the DGK comparison rounds",
+    )
     command.share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_serve, role="bureau")
     audit = bureau.add_parser("audit", help="the bureau's hash-chained audit trail").add_subparsers(

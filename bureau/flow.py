@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from blindscore.bureau.applications import (
     DELIVERED,
@@ -146,6 +146,11 @@ def _circuit_key(application_id: str) -> str:
     return "application/" + application_id
 
 
+#: How a unary application of an additive model gets its band (see :class:`BureauNode`).
+BandProtocol = Literal["circuit", "dgk"]
+BAND_PROTOCOLS: tuple[BandProtocol, ...] = ("circuit", "dgk")
+
+
 def _spent_application(application_id: str) -> PreconditionError:
     return PreconditionError(
         f"application {application_id[:64]!r}: its evaluation round was sent to the bank before and "
@@ -165,9 +170,21 @@ class BureauNode:
         applications: ApplicationStore | None = None,
         *,
         retry: RetryPolicy | None = None,
+        band_protocol: BandProtocol = "circuit",
     ) -> None:
         """Without ``applications`` the bureau keeps them in memory: exactly-once within this process
-        only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably)."""
+        only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably).
+
+        ``band_protocol`` is how a unary application of a linear model or scorecard gets its band:
+        "circuit" (the default: one masked value and a garbled cutoff circuit, the pipeline every
+        model family shares) or "dgk" (the DGK comparison rounds; a bank lost between its rounds
+        costs a retry, where the circuit path's one evaluation round is spent). Other families
+        always take the circuit; streamed batches are packed either way."""
+        if band_protocol not in BAND_PROTOCOLS:
+            raise InvalidInputError(
+                f"band protocol must be one of {list(BAND_PROTOCOLS)}, got {band_protocol!r}"
+            )
+        self.band_protocol = band_protocol
         self.banks = banks
         self.models = models
         self.audit = audit
@@ -186,7 +203,12 @@ class BureauNode:
 
     @classmethod
     def open(
-        cls, data_dir: Path, database: str | None = None, *, retry: RetryPolicy | None = None
+        cls,
+        data_dir: Path,
+        database: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        band_protocol: BandProtocol = "circuit",
     ) -> BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 
@@ -200,10 +222,19 @@ class BureauNode:
         banks = BankRegistry(data_dir / "banks")
         if database is None:
             applications = ApplicationStore(data_dir / "applications.sqlite3")
-            return cls(banks, models, AuditLog(data_dir / "audit.sqlite3"), applications, retry=retry)
+            return cls(
+                banks,
+                models,
+                AuditLog(data_dir / "audit.sqlite3"),
+                applications,
+                retry=retry,
+                band_protocol=band_protocol,
+            )
         db = Database.open(database, "bureau")
         try:
-            bureau = cls(banks, models, AuditLog(db), ApplicationStore(db), retry=retry)
+            bureau = cls(
+                banks, models, AuditLog(db), ApplicationStore(db), retry=retry, band_protocol=band_protocol
+            )
         except BaseException:
             db.close()
             raise
@@ -550,7 +581,12 @@ class BureauNode:
         )
         t1 = time.perf_counter()
         timing: dict[str, float] = {}
-        finish = _garbling_reply(protocol.garble, timing)
+
+        def finish(request: Any, sender: Any) -> Any:
+            t = time.perf_counter()
+            reply = protocol.finish(request, sender)
+            timing["bureau.garble"] = (time.perf_counter() - t) * 1e3
+            return reply
 
         def spend() -> None:
             if not self.ledger.spend_batch(platform_id, _circuit_key(application_id)):
@@ -642,7 +678,7 @@ class BureauNode:
         exactly-once bookkeeping around it is :meth:`submit`.
         """
         model = job.model.model
-        if not isinstance(model, AdditiveModel):
+        if not isinstance(model, AdditiveModel) or self.band_protocol == "circuit":
             return self._score_circuit(stored, job, link_for)
         paillier = job.paillier
         link = job.link(link_for)

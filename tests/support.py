@@ -14,7 +14,7 @@ import grpc
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import register_with_bureau, start_bank_server
 from blindscore.bank_node.store import ResultStore
-from blindscore.bureau.flow import BureauNode
+from blindscore.bureau.flow import BandProtocol, BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
@@ -99,6 +99,7 @@ def running_nodes(
     database: str | None = None,
     retry: RetryPolicy | None = None,
     metrics: Mapping[str, NodeMetrics] | None = None,
+    band_protocol: BandProtocol = "circuit",
 ) -> Iterator[Nodes]:
     """Start the nodes under ``directory`` and stop them, and close their stores, on exit.
 
@@ -119,7 +120,7 @@ def running_nodes(
             return INSECURE
 
     with ExitStack() as stack:
-        bureau_obj = BureauNode.open(directory / "bureau", database, retry=retry)
+        bureau_obj = BureauNode.open(directory / "bureau", database, retry=retry, band_protocol=band_protocol)
         stack.callback(bureau_obj.close)
         bureau_server, bureau_port, channels = start_bureau_server(
             bureau_obj, "127.0.0.1:0", security=creds(BUREAU_ID), metrics=metrics.get("bureau")

@@ -33,25 +33,29 @@ from typing import Any
 import grpc
 import pytest
 
+from blindscore.app.client import score_one
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import start_bank_server
-from blindscore.bank_node.store import ResultStore
+from blindscore.bank_node.store import ResultStore, RunLimits
+from blindscore.bureau import bank_link
 from blindscore.bureau.applications import DELIVERED, FAILED
 from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
+from blindscore.errors import UnavailableError
 from blindscore.infra.certs import init_pki
 from blindscore.infra.db import RetryPolicy
 from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.protocol import packing
-from blindscore.protocol.application import BatchMember, EncryptedApplication, EncryptedBatch
+from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
 from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
 import attackers
+import waiting
 from attackers import (
     DeliveryOracle,
     DeviatingBank,
@@ -65,6 +69,7 @@ from attackers import (
     serve_bank_servicer,
     wait_for,
 )
+from support import Nodes, NodesFactory
 
 MODEL = default_model()
 GEO = ModelGeometry.of(MODEL)
@@ -458,8 +463,9 @@ class DeviantNet:
 def deviant_net(
     pki: Path, tmp_path: Path, keypair: KeyPair, dgk: DGKKeyPair, error: str = "unavailable"
 ) -> Iterator[DeviantNet]:
-    """A real bureau (its retry worker on) whose bank is a DeviatingBank, both over mutual TLS."""
-    bureau = BureauNode.open(tmp_path / "bureau", retry=FAST_RETRY)
+    """A real bureau (its retry worker on) whose bank is a DeviatingBank, both over mutual TLS. The
+    bureau runs the DGK rounds for unary applications, which is what the DeviatingBank attacks."""
+    bureau = BureauNode.open(tmp_path / "bureau", retry=FAST_RETRY, band_protocol="dgk")
     server, port, channels = start_bureau_server(bureau, "127.0.0.1:0", security=creds(pki, BUREAU))
     bureau_addr = f"127.0.0.1:{port}"
     deviant = DeviatingBank(keypair, dgk, budget=FORCED_RETRY_BUDGET, error=error)
@@ -582,6 +588,84 @@ def test_attack3_packed_deviating_bank_gets_one_evaluation_round(
         assert bank.packed_finishes - bank.finish_repeats == 1  # one evaluation round, ever
         assert bank.starts_after_finish == 0  # never run again with fresh masks
         assert stored is not None and stored.state == FAILED
+
+
+CIRCUIT_FORCED_RETRIES = 6
+
+
+def circuit_retry_forcing_bank(nodes: Nodes, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The real bank over mTLS, deviating in one way: after evaluating a garbled circuit (it has
+    the band, and could have fed shifted inputs to the OT), it answers CircuitFinish with UNAVAILABLE
+    while its budget lasts, to make the bureau garble the application again. Counts its rounds.
+    Being the attacker, it does not hold itself to the honest bank's runs per application."""
+    bank = nodes.bank_node
+    monkeypatch.setattr(bank, "limits", RunLimits(max_runs=1000, max_faults=1000))
+    counts = {"starts": 0, "finishes": 0, "starts_after_finish": 0, "forced": 0}
+    start, finish = bank.circuit_start, bank.circuit_finish
+
+    def counted_start(call: Any) -> Any:
+        counts["starts"] += 1
+        counts["starts_after_finish"] += counts["finishes"] > 0
+        return start(call)
+
+    def forcing_finish(call: Any) -> int:
+        counts["finishes"] += 1
+        stored = finish(call)
+        if counts["forced"] < CIRCUIT_FORCED_RETRIES:
+            counts["forced"] += 1
+            raise UnavailableError("the bank pretends to have lost the reply")
+        return stored
+
+    monkeypatch.setattr(bank, "circuit_start", counted_start)
+    monkeypatch.setattr(bank, "circuit_finish", forcing_finish)
+    return counts
+
+
+def submit_unary(nodes: Nodes, app_id: str, row: int) -> str:
+    """Submit one German applicant through the platform; wait until the bureau has settled it."""
+    app = Application(app_id, "bank-a", DEFAULT_MODEL_ID, nodes.key_id, "consent", ROWS[row])
+    with contextlib.suppress(grpc.RpcError):  # the fixed bureau fails the application at once
+        score_one(nodes.platform, app, security=nodes.creds("platform-a").expecting("platform"))
+
+    def settled() -> str | None:
+        stored = nodes.bureau_obj.applications.get("platform-a", app_id)
+        return stored.state if stored is not None and stored.state in (DELIVERED, FAILED) else None
+
+    return waiting.wait_for(settled, timeout=60, what=f"{app_id} delivered or failed")
+
+
+def test_attack3_unary_circuit_deviating_bank_gets_one_evaluation_round(
+    make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unary circuit path (the default): however often the bank claims to have lost the
+    garbled circuit's reply, the bureau never garbles the application again, so the bank evaluates
+    one circuit on one set of inputs, and learns one band."""
+    nodes = make_nodes("circuit-attack", tls=True, retry=FAST_RETRY)
+    counts = circuit_retry_forcing_bank(nodes, monkeypatch)
+    state = submit_unary(nodes, "circuit-deviant-1", UNARY_TARGET)
+    print(f"\nattack 3 (unary circuit) vs real bureau: {counts}")
+    assert counts["finishes"] == 1  # one evaluation round, ever
+    assert counts["starts_after_finish"] == 0  # never masked again with fresh masks
+    assert state == FAILED  # unconfirmed after its one round: the platform resubmits under a new id
+    stored = nodes.bank_node.store.get("circuit-deviant-1", "platform-a", BUREAU)
+    assert stored is not None and stored.band == band_of(UNARY_TARGET)  # what it learned: the band
+
+
+def test_attack3_unary_circuit_works_against_a_bureau_that_reruns(
+    make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control: a bureau that treats a lost finish as retryable and has its evaluation
+    ledger switched off garbles the application again, and the same bank gets a new circuit (a new
+    band query) for every reply it claims to have lost."""
+    nodes = make_nodes("circuit-rerun", tls=True, retry=FAST_RETRY)
+    counts = circuit_retry_forcing_bank(nodes, monkeypatch)
+    monkeypatch.setattr(bank_link, "PreconditionError", UnavailableError)
+    monkeypatch.setattr(nodes.bureau_obj.ledger, "batch_spent", lambda *a: False)
+    monkeypatch.setattr(nodes.bureau_obj.ledger, "spend_batch", lambda *a: True)
+    state = submit_unary(nodes, "circuit-rerun-1", UNARY_TARGET)
+    assert counts["finishes"] == CIRCUIT_FORCED_RETRIES + 1
+    assert counts["starts_after_finish"] >= CIRCUIT_FORCED_RETRIES
+    assert state == DELIVERED
 
 
 def test_attack3_works_against_a_bureau_that_reruns(

@@ -27,6 +27,7 @@ from blindscore.crypto.halfgates import (
     table_bytes,
     tccr_hash,
 )
+from blindscore.crypto.ot import LabelPairs
 from blindscore.errors import CryptoError, InvalidInputError
 from scripts.bench_garbling import TreeShape, tree_bits, tree_circuit, tree_inputs, tree_reference
 
@@ -408,3 +409,38 @@ def test_bench_script_runs_and_checks_its_band(capsys: pytest.CaptureFixture[str
     assert report["and_gates"] > 0
     assert report["table_bytes"] == 32 * report["and_gates"]
     assert report["evaluator_input_bits"] == 2 * 3 * 34
+
+
+# ---------------------------------------------------------------- labels chosen by a correlated OT
+
+
+def test_garbling_with_labels_a_correlated_ot_chose() -> None:
+    """The OT fixes Delta and the evaluator's 0-labels; the garbling uses exactly those, and the
+    evaluator's labels from the OT evaluate to the plain result."""
+    circuit = comparison_circuit()
+    rng = random.Random(7)
+    for _ in range(20):
+        x, y = rng.getrandbits(16), rng.getrandbits(16)
+        delta = halfgates.fresh_delta()
+        zero = rng.randbytes(16 * circuit.evaluator_input_bits)
+        given = LabelPairs(zero, delta)
+        garbled, pairs = garble(circuit, to_bits(y, 16), given)
+        assert pairs.buffers() == (zero, delta)
+        assert evaluate(circuit, garbled, chosen(pairs, to_bits(x, 16))) == circuit.evaluate(
+            to_bits(y, 16), to_bits(x, 16)
+        )
+
+
+def test_fresh_delta_has_its_permute_bit_set() -> None:
+    assert all(halfgates.fresh_delta()[15] & 1 for _ in range(64))
+    assert len({halfgates.fresh_delta() for _ in range(64)}) == 64
+
+
+def test_given_labels_are_checked() -> None:
+    circuit = comparison_circuit()
+    n = circuit.evaluator_input_bits
+    even = bytes(15) + b"\x02"
+    with pytest.raises(InvalidInputError, match="lowest bit set"):
+        garble(circuit, [0] * 16, LabelPairs(bytes(16 * n), even))
+    with pytest.raises(InvalidInputError, match=f"{n} evaluator input bits, got {n - 1} label pairs"):
+        garble(circuit, [0] * 16, LabelPairs(bytes(16 * (n - 1)), halfgates.fresh_delta()))

@@ -146,13 +146,18 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
     assert value(s, "blindscore_request_seconds_sum", node="bureau", method="SubmitApplication") > 0
     # Each scored application observes each stage once; a refused one observes none. The bank's
     # calls are timed as round trips by the bureau itself: the bank sends no timings of its own.
-    for stage in ("bureau.round1", "bureau.round2", "bureau.finish", "roundtrip.bank.round1",
-                  "roundtrip.bank.round2", "roundtrip.bank.deliver"):  # fmt: skip
+    # Unary applications take the circuit band (the default band protocol).
+    for stage in ("roundtrip.bank.circuit_start", "roundtrip.bank.circuit_finish"):
         assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == UNARY, stage
-    # The batch: its stages once (per batch), the base-OT setup of the bureau-bank session with it.
-    for stage in ("bureau.garble", "roundtrip.bank.packed_start", "roundtrip.bank.packed_finish",
-                  "roundtrip.bank.ot_setup"):  # fmt: skip
+    # The batch: its stages once (per batch); garbling for every unary application and the batch;
+    # one base-OT setup of the bureau-bank session, which both paths share.
+    for stage in ("roundtrip.bank.packed_start", "roundtrip.bank.packed_finish", "roundtrip.bank.ot_setup"):
         assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == 1, stage
+    assert value(s, "blindscore_stage_seconds_count", node="bureau", stage="bureau.garble") == UNARY + 1
+    dgk = {"bureau.round1", "bureau.round2", "bureau.finish", "roundtrip.bank.round1"}
+    assert not dgk & {
+        dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"
+    }
     told = {dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"}
     assert not {t for t in told if t.startswith(("bank.", "transport.bank."))}, told
     assert value(s, "blindscore_stage_seconds_count", node="bureau", stage="bureau.evaluate") == SCORED
@@ -166,21 +171,23 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
 def test_bank_counts_its_own_stages(traffic: Traffic) -> None:
     s = traffic.bank
     req = "blindscore_requests_total"
-    assert value(s, req, node="bank", method="CompareMasked") == UNARY
-    assert value(s, req, node="bank", method="CompareBlinded") == UNARY
-    assert value(s, req, node="bank", method="DeliverBand") == UNARY + 1
+    assert value(s, req, node="bank", method="CircuitStart") == UNARY
+    assert value(s, req, node="bank", method="CircuitFinish") == UNARY
+    assert value(s, req, node="bank", method="DeliverBand") == 1  # the refused one below
+    for method in ("CompareMasked", "CompareBlinded"):
+        assert value(s, req, node="bank", method=method) == 0, method
     for method in ("OtSetupStart", "OtSetupFinish", "PackedStart", "PackedFinish"):
         assert value(s, req, node="bank", method=method) == 1, method
     err = "blindscore_request_errors_total"
     assert value(s, err, node="bank", method="DeliverBand", code="NOT_FOUND") == 1
-    for stage in ("bank.round1", "bank.round2", "bank.deliver"):  # the refused delivery has no timing
+    for stage in ("bank.circuit_start", "bank.circuit_finish"):  # the refused delivery has no timing
         assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == UNARY, stage
     assert value(s, "blindscore_stage_seconds_count", node="bank", stage="bank.ot_setup") == 2
     for stage in ("bank.packed_start", "bank.packed_finish"):
         assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == 1, stage
     stages = {dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"}
     packed = {"bank.ot_setup", "bank.packed_start", "bank.packed_finish"}
-    assert stages == {"bank.round1", "bank.round2", "bank.deliver"} | packed
+    assert stages == {"bank.circuit_start", "bank.circuit_finish"} | packed
 
 
 def test_platform_counts_unary_and_stream_calls(traffic: Traffic) -> None:

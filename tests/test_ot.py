@@ -22,6 +22,8 @@ from blindscore.crypto.ot import (
     GROUP,
     KAPPA,
     MAX_COUNT,
+    MESSAGE_BYTES,
+    CorrelatedReply,
     ExtensionReply,
     ExtensionRequest,
     OtReceiver,
@@ -572,3 +574,81 @@ def test_the_check_values_are_the_documented_sums() -> None:
     x = [int(np.bitwise_xor.reduce(r[sel])) for sel in chi_bits]
     sums = [np.bitwise_xor.reduce(rows[sel], axis=0).tobytes() for sel in chi_bits]
     assert check == np.packbits(x).tobytes() + b"".join(sums)
+
+
+# ---------------------------------------------------------------------- correlated OT
+
+
+def _delta(rng: random.Random) -> bytes:
+    return bytes(rng.randbytes(15)) + bytes([rng.getrandbits(8) | 1])
+
+
+@pytest.mark.parametrize("count", [1, 9, 500])
+def test_correlated_ot_gives_x0_or_x0_xor_delta(session: tuple[OtReceiver, OtSender], count: int) -> None:
+    receiver, sender = session
+    rng = random.Random(count)
+    choices = [rng.getrandbits(1) for _ in range(count)]
+    delta = _delta(rng)
+    request = receiver.request(choices)
+    pairs, reply = sender.correlated(request, delta)
+    assert len(reply.y) == MESSAGE_BYTES * count  # one message per OT, not two
+    got = receiver.receive_correlated(request.nonce, choices, reply)
+    assert [int.from_bytes(got[j * 16 : (j + 1) * 16], "big") for j in range(count)] == [
+        pairs[j][c] for j, c in enumerate(choices)
+    ]
+    assert pairs.buffers()[1] == delta
+    assert all(b ^ a == int.from_bytes(delta, "big") for a, b in (pairs[j] for j in range(count)))
+
+
+def test_correlated_zero_labels_are_fresh_per_batch(session: tuple[OtReceiver, OtSender]) -> None:
+    """x0_j = H(q_j) under a per-batch key: two batches with the same choices get unrelated labels."""
+    receiver, sender = session
+    choices = [0, 1] * 64
+    delta = _delta(random.Random(1))
+    first = sender.correlated(receiver.request(choices), delta)[0].buffers()[0]
+    second = sender.correlated(receiver.request(choices), delta)[0].buffers()[0]
+    assert first != second and len(set(first[i : i + 16] for i in range(0, len(first), 16))) == len(choices)
+
+
+def test_the_receivers_view_of_a_correlated_ot_hides_delta(session: tuple[OtReceiver, OtSender]) -> None:
+    """What the bank holds after a correlated OT (its labels and y) never gives Delta: for a 0
+    choice y XOR label is H(q XOR s) XOR Delta, for a 1 choice it is H(q) XOR ... Negative control:
+    a sender that forgot the second pad (y = H(q) XOR Delta) hands Delta to every 0 choice."""
+    receiver, sender = session
+    choices = [0, 1] * 32
+    delta = _delta(random.Random(2))
+    request = receiver.request(choices)
+    pairs, reply = sender.correlated(request, delta)
+    labels = receiver.receive_correlated(request.nonce, choices, reply)
+
+    def candidates(y: bytes) -> set[bytes]:
+        return {
+            bytes(a ^ b for a, b in zip(y[i : i + 16], labels[i : i + 16], strict=True))
+            for i in range(0, len(y), 16)
+        }
+
+    assert delta not in candidates(reply.y)
+    zero = pairs.buffers()[0]
+    broken = bytes(a ^ b for a, b in zip(zero, delta * len(choices), strict=True))  # H(q) XOR Delta
+    assert delta in candidates(broken)
+
+
+def test_correlated_ot_runs_the_consistency_check(session: tuple[OtReceiver, OtSender]) -> None:
+    """A request whose columns encode different choice vectors is refused before any label exists."""
+    receiver, sender = session
+    request = receiver.request([1, 0, 1] * 50)
+    u = bytearray(request.u)
+    u[0] ^= 0x80  # column 0's first choice bit only
+    with pytest.raises(CryptoError, match="consistency check"):
+        sender.correlated(dataclasses.replace(request, u=bytes(u)), _delta(random.Random(3)))
+
+
+def test_correlated_ot_refusals(session: tuple[OtReceiver, OtSender]) -> None:
+    receiver, sender = session
+    choices = [1, 0, 1]
+    request = receiver.request(choices)
+    with pytest.raises(InvalidInputError, match="Delta must be 16 bytes"):
+        sender.correlated(request, b"\x01" * 15)
+    _, reply = sender.correlated(request, _delta(random.Random(4)))
+    with pytest.raises(InvalidInputError, match="OT reply y must be 48 bytes for 3 OTs"):
+        receiver.receive_correlated(request.nonce, choices, CorrelatedReply(y=reply.y[:-1]))

@@ -128,10 +128,9 @@ def circuit_round(nodes: Nodes, model: TreeEnsemble, app_id: str, family: Family
     ext = ot.ExtensionRequest(
         sender.session_id, bytes(resp.ot_nonce), resp.ot_count, bytes(resp.ot_u), bytes(resp.ot_check)
     )
-    garbled, pairs = bureau.garble()
+    reply, garbled = bureau.finish(ext, sender)
     finish = serde.circuit_finish_to_proto(
-        pk.key_id, bytes(resp.ticket), sender.reply(ext, pairs), garbled, "gbdt", ("A", "B", "C", "D"),
-        app_id, "platform-a",
+        pk.key_id, bytes(resp.ticket), reply, garbled, "gbdt", ("A", "B", "C", "D"), app_id, "platform-a",
     )  # fmt: skip
     return stub, finish, resp
 

@@ -166,14 +166,17 @@ def report(
     return table
 
 
-def bench(workload: str, *, key_bits: int = 2048, applications: int | None = None) -> dict[str, Any]:
+def bench(
+    workload: str, *, key_bits: int = 2048, applications: int | None = None, band_protocol: str = "circuit"
+) -> dict[str, Any]:
     """Run a benchmark workload (``online``, ``batch``, ``german``, ``naive``, ``trees``, ``mlp``:
     see docs/performance.md) over three local node processes beside the naive phe baseline, and
     return its summary: the fields ``blindscore bench --json`` prints (``p50_ms``, ``p99_ms``,
-    ``apps_per_s``, ``bytes_per_app``, ``speedup_p50``, ``stage_ms_p50``, ...)."""
+    ``apps_per_s``, ``bytes_per_app``, ``speedup_p50``, ``stage_ms_p50``, ...). ``band_protocol``:
+    the bureau's for the ``online`` workload's linear model, ``circuit`` (default) or ``dgk``."""
     from blindscore.app import bench as harness
 
-    return harness.run(workload, key_bits=key_bits, applications=applications)
+    return harness.run(workload, key_bits=key_bits, applications=applications, band_protocol=band_protocol)
 
 
 # ---------------------------------------------------------------------- helpers

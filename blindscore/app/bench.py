@@ -160,13 +160,21 @@ def run_online(
     settle_s: float = POOL_SETTLE_S,
     model: PrivateModel | None = None,
     workload: str = "online",
+    band_protocol: str = "circuit",
 ) -> Result:
-    """Sequential unary calls; ``model`` defaults to the synthetic linear model of ``features``."""
+    """Sequential unary calls; ``model`` defaults to the synthetic linear model of ``features``;
+    ``band_protocol`` is the bureau's for a linear model (circuit or dgk)."""
     model = model or synthetic_model(features)
     rows = synthetic_rows(features, applications + warmup)
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
+        LocalNetwork(
+            Path(tmp),
+            key_bits=key_bits,
+            models={BENCH_MODEL_ID: model},
+            share_timings=True,
+            band_protocol=band_protocol,
+        ) as net,
         PlatformClient(net.platform_address, security=net.client_security) as client,
     ):
         apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, "online")
@@ -188,7 +196,11 @@ def run_online(
     result.bytes_per_app = statistics.mean(o.wire_bytes for o in outcomes)
     result.stage_ms = _stage_medians(outcomes)
     if isinstance(model, LinearModel):
-        result.extra = {"comparison_bits": model.comparison_bits, "precision": model.precision}
+        result.extra = {
+            "band_protocol": band_protocol,
+            "comparison_bits": model.comparison_bits,
+            "precision": model.precision,
+        }
     else:
         shape = model.circuit_shape()
         result.extra = {"circuit": {"family": shape.family, "values": shape.values, **dict(shape.params)}}
@@ -321,8 +333,9 @@ def run_naive(*, features: int = 50, applications: int = 10, key_bits: int = 204
 
 
 def _band_stage(name: str) -> bool:
-    """Stages of the band protocol: DGK rounds one by one, or the packed path's OT and garbling."""
-    parts = ("round", "packed_", "garble", "ot_setup")
+    """Stages of the band protocol: DGK rounds one by one, the circuit path's two bank calls and
+    garbling, or the packed path's OT and garbling."""
+    parts = ("round", "packed_", "circuit_", "garble", "ot_setup")
     return any(part in name for part in parts) or name == "bureau.compare"
 
 
@@ -351,7 +364,9 @@ def summary(result: Result, naive: Result) -> dict[str, Any]:
     return out
 
 
-def run(workload: str, *, key_bits: int = 2048, applications: int | None = None) -> dict[str, Any]:
+def run(
+    workload: str, *, key_bits: int = 2048, applications: int | None = None, band_protocol: str = "circuit"
+) -> dict[str, Any]:
     """Run ``workload`` (one of :data:`WORKLOADS`) beside the naive phe baseline; returns the summary
     (the fields of ``blindscore bench --json``). ``applications`` overrides the workload's count."""
     if workload not in WORKLOADS:
@@ -362,7 +377,7 @@ def run(workload: str, *, key_bits: int = 2048, applications: int | None = None)
     naive_count = applications if workload == "naive" and applications else 10
     naive = run_naive(key_bits=key_bits, applications=naive_count)
     if workload == "online":
-        result = run_online(key_bits=key_bits, applications=applications or 200)
+        result = run_online(key_bits=key_bits, applications=applications or 200, band_protocol=band_protocol)
     elif workload == "batch":
         result = run_batch(key_bits=key_bits, applications=applications or 2000)
     elif workload == "german":
@@ -488,6 +503,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--key-bits", type=int, default=2048, help="Paillier key size: 2048 (default) or 3072"
     )
     parser.add_argument("--applications", type=int, help="override the workload's application count")
+    parser.add_argument(
+        "--band-protocol",
+        choices=("circuit", "dgk"),
+        default="circuit",
+        help="online: the bureau's band protocol for the linear model (default circuit)",
+    )
     parser.add_argument("--out", default="docs/img", help="where `plots` writes its PNGs (default docs/img)")
 
 
@@ -496,7 +517,12 @@ def run_command(args: argparse.Namespace) -> int:
     if args.workload == "plots":
         make_plots(Path(args.out))
         return 0
-    s = run(args.workload, key_bits=args.key_bits, applications=args.applications)
+    s = run(
+        args.workload,
+        key_bits=args.key_bits,
+        applications=args.applications,
+        band_protocol=args.band_protocol,
+    )
     if args.json:
         print(json.dumps(s, sort_keys=True))
     else:

@@ -62,12 +62,14 @@ class LocalNetwork:
         database: str | None = None,
         share_timings: bool = False,
         model_modules: tuple[str, ...] = (),
+        band_protocol: str = "circuit",
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
         starts the bureau and the bank with --share-timings, so receipts carry every node's stage
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
-        imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore."""
+        imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
+        ``band_protocol``: the bureau's ``--band-protocol`` (circuit or dgk)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -78,6 +80,7 @@ class LocalNetwork:
         self.database = database
         self.share_timings = share_timings
         self.model_modules = model_modules
+        self.band_protocol = band_protocol
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -160,6 +163,7 @@ class LocalNetwork:
             "bureau",
             [
                 *("bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id),
+                *("--band-protocol", self.band_protocol),
                 *self._database_flags(),
                 *self._timing_flags(),
             ],

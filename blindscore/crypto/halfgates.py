@@ -53,7 +53,9 @@ parameters; only :class:`GarbledCircuit` and the OT messages travel.
 
 Security model: semi-honest garbler and evaluator, as in the rest of the protocol. The label pairs
 that :func:`garble` returns reveal Delta (pair[0] XOR pair[1]): they must only ever feed the OT
-sender (:meth:`blindscore.crypto.ot.OtSender.reply`) and never leave the garbler otherwise. No
+sender (:meth:`blindscore.crypto.ot.OtSender.reply`) and never leave the garbler otherwise. With
+correlated OT the OT picks the evaluator's input 0-labels instead: :func:`fresh_delta`, then
+:meth:`~blindscore.crypto.ot.OtSender.correlated`, then :func:`garble` with those pairs. No
 object here keeps Delta; :class:`GarbledCircuit` is public but still refuses pickling and prints
 only its sizes, so that it travels only through the explicit wire encoding.
 """
@@ -158,6 +160,16 @@ def _to_ints(x: _Labels) -> list[int]:
     return [(h << 64) | low for h, low in zip(hi, lo, strict=True)]
 
 
+def _given_labels(pairs: LabelPairs, count: int) -> _Labels:
+    """Delta then the evaluator's input 0-labels, from correlated-OT pairs (checked)."""
+    if len(pairs) != count:
+        raise InvalidInputError(f"the circuit has {count} evaluator input bits, got {len(pairs)} label pairs")
+    zero, delta = pairs.buffers()
+    if not delta[15] & 1:
+        raise InvalidInputError("Delta must have its lowest bit set (point-and-permute)")
+    return _from_bytes(delta + zero)
+
+
 def _random_bytes(size: int) -> bytes:
     """Fresh random bytes: AES-128-CTR under a fresh 128-bit key from ``secrets`` (a PRG, as in
     EMP), because os.urandom for the megabytes of input labels costs several milliseconds."""
@@ -179,14 +191,25 @@ def _check_garbler_bits(
     return arr.astype(np.uint8)
 
 
+def fresh_delta() -> bytes:
+    """A new free-XOR offset Delta: 16 random bytes with lsb(Delta) = 1 (point-and-permute)."""
+    delta = bytearray(_random_bytes(LABEL_BYTES))
+    delta[15] |= 1
+    return bytes(delta)
+
+
 def garble(
-    circuit: Circuit, garbler_bits: Sequence[int] | npt.NDArray[np.uint8]
+    circuit: Circuit,
+    garbler_bits: Sequence[int] | npt.NDArray[np.uint8],
+    evaluator_pairs: LabelPairs | None = None,
 ) -> tuple[GarbledCircuit, LabelPairs]:
     """Garble ``circuit`` with the garbler's input bits fixed to ``garbler_bits``.
 
     Returns the garbled circuit (for the evaluator) and the (0-label, 1-label) pair of every
     evaluator input bit in input order (:class:`~blindscore.crypto.ot.LabelPairs`; indexing gives
     128-bit ints). The pairs reveal Delta: pass them only to the OT sender, never anywhere else.
+    ``evaluator_pairs`` (from a correlated OT) fixes Delta and the evaluator's input labels instead
+    of drawing them; they are returned unchanged.
     """
     gbits = _check_garbler_bits(circuit, garbler_bits)
     n_g, n_e = circuit.garbler_input_bits, circuit.evaluator_input_bits
@@ -194,9 +217,11 @@ def garble(
     hash_ = Tccr(aes_key(gid))
 
     labels = np.empty((circuit.wires, 2), dtype=np.uint64)
-    rand = _from_bytes(_random_bytes(LABEL_BYTES * (1 + n_e)))
+    if evaluator_pairs is None:
+        rand = _from_bytes(fresh_delta() + _random_bytes(LABEL_BYTES * n_e))
+    else:
+        rand = _given_labels(evaluator_pairs, n_e)
     delta = rand[0].copy()
-    delta.view(np.uint8)[15] |= 1  # lsb(Delta) = 1: point-and-permute
     labels[0] = 0
     labels[1] = delta
     labels[2 : 2 + n_g] = _mask(gbits) & delta  # free garbler inputs: 0-label g Delta, active label 0

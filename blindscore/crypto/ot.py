@@ -75,6 +75,15 @@ Definitions and layouts:
   128 * ceil(m / 8) bytes. ``ExtensionReply.y0`` / ``y1`` are the m pads-XOR-messages of 16 bytes
   each, messages as 16-byte big-endian integers.
 
+Correlated OT (Asharov-Lindell-Schneider-Zohner, CCS 2013, "C-OT"). A garbler's label pairs are
+correlated, x1_j = x0_j XOR Delta, and it does not care what x0_j is, only that it is random. So
+:meth:`OtSender.correlated` lets the OT choose it: x0_j = H(session, nonce, j, q_j), and the one
+message y_j = H(q_j) XOR H(q_j XOR s) XOR Delta (:class:`CorrelatedReply`, 16 bytes per OT instead of
+32). :meth:`OtReceiver.receive_correlated` (bank): H(t_j) XOR r_j * y_j, which is x0_j for r_j = 0
+(t_j = q_j) and H(q_j XOR s) XOR y_j = x0_j XOR Delta for r_j = 1. The unchosen label is still
+H(t_j XOR s) XOR ..., unknown without s; the consistency check below guards s the same way. The
+garbler must take these x0_j as its evaluator-input 0-labels, so it garbles after the request.
+
 Consistency check against a deviating receiver (Keller-Orsini-Scholl, CRYPTO 2015, with GF(2)
 challenges). Plain IKNP is secure against a semi-honest bank only: a bank whose columns u_i encode
 *different* choice vectors makes q_j depend on single bits of s, can learn s bit by bit from the
@@ -263,6 +272,13 @@ class ExtensionReply:
     y1: bytes
 
 
+@dataclass(frozen=True)
+class CorrelatedReply:
+    """Bureau -> bank, correlated OT: y, 16 * count bytes (one 16-byte block per OT)."""
+
+    y: bytes
+
+
 # ---------------------------------------------------------------------- primitives
 
 
@@ -430,6 +446,10 @@ class LabelPairs:
         x0 = int.from_bytes(self._zero[j * MESSAGE_BYTES : (j + 1) * MESSAGE_BYTES], "big")
         return x0, x0 ^ int.from_bytes(self._delta, "big")
 
+    def buffers(self) -> tuple[bytes, bytes]:
+        """Every x0 as one buffer of 16-byte blocks, and Delta (the garbler's, to garble with)."""
+        return self._zero, self._delta
+
     def arrays(self) -> tuple[_U8, _U8]:
         """x0 and x1 of every pair as count x 16 byte matrices."""
         x0 = np.frombuffer(self._zero, dtype=np.uint8).reshape(-1, MESSAGE_BYTES)
@@ -525,11 +545,26 @@ class OtReceiver(_SessionSecret):
         for name, y in (("y0", reply.y0), ("y1", reply.y1)):
             if not isinstance(y, bytes) or len(y) != size:
                 raise InvalidInputError(f"OT reply {name} must be {size} bytes for {count} OTs")
-        t = _rows(_columns(self._seeds0, nonce, count + PAD), count + PAD)[:count]
         y0 = np.frombuffer(reply.y0, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
         y1 = np.frombuffer(reply.y1, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
-        x = np.where(r[:, None].astype(bool), y1, y0) ^ _hash_rows(self.session_id, nonce, t)
+        x = np.where(r[:, None].astype(bool), y1, y0) ^ self._pads(nonce, count)
         return x.tobytes()
+
+    def receive_correlated(self, nonce: bytes, choices: Sequence[int], reply: CorrelatedReply) -> bytes:
+        """Correlated OT: x0_j XOR r_j Delta for each j (16-byte blocks), from the request's nonce and
+        choices and the bureau's :class:`CorrelatedReply`."""
+        r = _choice_bits(choices)
+        nonce = _check_nonce(nonce)
+        count = r.shape[0]
+        if not isinstance(reply.y, bytes) or len(reply.y) != count * MESSAGE_BYTES:
+            raise InvalidInputError(f"OT reply y must be {count * MESSAGE_BYTES} bytes for {count} OTs")
+        y = np.frombuffer(reply.y, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
+        return (self._pads(nonce, count) ^ (y & (r[:, None] * np.uint8(0xFF)))).tobytes()
+
+    def _pads(self, nonce: bytes, count: int) -> _U8:
+        """H(session, nonce, j, t_j) for the first ``count`` rows t_j of T."""
+        t = _rows(_columns(self._seeds0, nonce, count + PAD), count + PAD)[:count]
+        return _hash_rows(self.session_id, nonce, t)
 
 
 class OtSender(_SessionSecret):
@@ -550,6 +585,23 @@ class OtSender(_SessionSecret):
         self, request: ExtensionRequest, pairs: Sequence[tuple[int, int]] | LabelPairs
     ) -> ExtensionReply:
         """Answer one batch: y_j^b = x_j^b XOR H(q_j XOR b s) for each pair (x_j^0, x_j^1)."""
+        x0, x1 = _messages(pairs, _check_count(request.count))
+        h0, h1 = self._pads(request)
+        return ExtensionReply(y0=(x0 ^ h0).tobytes(), y1=(x1 ^ h1).tobytes())
+
+    def correlated(self, request: ExtensionRequest, delta: bytes) -> tuple[LabelPairs, CorrelatedReply]:
+        """Answer one batch by correlated OT: the pairs (x0_j, x0_j XOR Delta) with x0_j = H(q_j)
+        chosen by the OT, for the garbler to use as the evaluator's input labels, and the reply
+        y_j = H(q_j) XOR H(q_j XOR s) XOR Delta."""
+        if not isinstance(delta, bytes) or len(delta) != MESSAGE_BYTES:
+            raise InvalidInputError(f"Delta must be {MESSAGE_BYTES} bytes")
+        h0, h1 = self._pads(request)
+        y = h0 ^ h1 ^ np.frombuffer(delta, dtype=np.uint8)
+        return LabelPairs(h0.tobytes(), delta), CorrelatedReply(y=y.tobytes())
+
+    def _pads(self, request: ExtensionRequest) -> tuple[_U8, _U8]:
+        """H(q_j) and H(q_j XOR s) for every OT of a checked request (count x 16 bytes each); the
+        consistency check runs first, so nothing is derived from a deviating request."""
         _check_same_session(self.session_id, request.session_id, "OT extension request")
         nonce = _check_nonce(request.nonce)
         count = _check_count(request.count)
@@ -562,14 +614,11 @@ class OtSender(_SessionSecret):
             )
         if not isinstance(request.check, bytes) or len(request.check) != CHECK_BYTES:
             raise InvalidInputError(f"OT extension request check must be {CHECK_BYTES} bytes")
-        x0, x1 = _messages(pairs, count)
         u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, width)
         q_columns = _columns(self._seeds, nonce, m) ^ (u & self._s_mask)
         _verify(self._s_row, _challenges(self.session_id, nonce, count, request.u), q_columns, request.check)
         q = _rows(q_columns, m)[:count]
-        y0 = x0 ^ _hash_rows(self.session_id, nonce, q)
-        y1 = x1 ^ _hash_rows(self.session_id, nonce, q ^ self._s_row)
-        return ExtensionReply(y0=y0.tobytes(), y1=y1.tobytes())
+        return _hash_rows(self.session_id, nonce, q), _hash_rows(self.session_id, nonce, q ^ self._s_row)
 
 
 class ReceiverSetup(_SessionSecret):

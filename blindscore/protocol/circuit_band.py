@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from blindscore.crypto import halfgates
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
-from blindscore.crypto.ot import LabelPairs
+from blindscore.crypto.ot import CorrelatedReply, ExtensionRequest, LabelPairs, OtSender
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.protocol.comparison import DEFAULT_KAPPA
@@ -216,9 +216,21 @@ class CircuitBand:
         self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
 
     def garble(self) -> tuple[halfgates.GarbledCircuit, LabelPairs]:
-        """Round 2: the garbled circuit, and the label pairs of the bank's inputs for the OT sender."""
+        """The garbled circuit, and fresh label pairs of the bank's inputs for a plain OT sender."""
         circuit = band_circuit(self.request.shape, self.family)
         return halfgates.garble(circuit, self._garbler_bits)
+
+    def finish(
+        self, request: ExtensionRequest, sender: OtSender
+    ) -> tuple[CorrelatedReply, halfgates.GarbledCircuit]:
+        """Round 2, given the bank's OT request: a correlated OT picks the labels of the bank's
+        input bits (one 16-byte message each, :meth:`OtSender.correlated`), then the circuit is
+        garbled with them. The request's consistency check runs before anything is garbled."""
+        pairs, reply = sender.correlated(request, halfgates.fresh_delta())
+        garbled, _ = halfgates.garble(
+            band_circuit(self.request.shape, self.family), self._garbler_bits, pairs
+        )
+        return reply, garbled
 
     def __repr__(self) -> str:
         return f"CircuitBand({self.request.shape.family}, values={self.request.shape.values}, <secrets>)"

@@ -514,7 +514,7 @@ def circuit_start_from_proto(msg: pb.CircuitStartRequest, key: PublicKey) -> cir
 def circuit_finish_to_proto(
     key_id: str,
     ticket: bytes,
-    reply: ot.ExtensionReply,
+    reply: ot.CorrelatedReply,
     garbled: halfgates.GarbledCircuit,
     model_id: str,
     labels: tuple[str, ...],
@@ -524,8 +524,7 @@ def circuit_finish_to_proto(
     return pb.CircuitFinishRequest(
         key_id=key_id,
         ticket=ticket,
-        ot_y0=reply.y0,
-        ot_y1=reply.y1,
+        ot_correction=reply.y,
         garbling_id=garbled.garbling_id,
         tables=garbled.tables,
         decode=garbled.decode,
@@ -539,9 +538,9 @@ def circuit_finish_to_proto(
 
 def circuit_finish_from_proto(
     msg: pb.CircuitFinishRequest,
-) -> tuple[ot.ExtensionReply, halfgates.GarbledCircuit]:
+) -> tuple[ot.CorrelatedReply, halfgates.GarbledCircuit]:
     """The OT reply and the garbled circuit (the bank checks them against the circuit it rebuilds)."""
-    reply = ot.ExtensionReply(y0=bytes(msg.ot_y0), y1=bytes(msg.ot_y1))
+    reply = ot.CorrelatedReply(y=bytes(msg.ot_correction))
     garbled = halfgates.GarbledCircuit(
         garbling_id=bytes(msg.garbling_id),
         tables=bytes(msg.tables),
