@@ -1,5 +1,9 @@
-"""Exactly-once and recovery on SQLite and PostgreSQL: the stores directly, then real gRPC nodes that
-are stopped and restarted while applications are in flight."""
+"""Exactly-once and recovery on SQLite and PostgreSQL: the stores directly, then real gRPC nodes over
+mutual TLS that are stopped and restarted while applications are in flight.
+
+A restart here is a new node object on the same data directory (or database) and the same port:
+what a restarted process starts from, without its memory (OT sessions, ticket keys, worker
+threads). Killed processes are tests/test_crash.py's."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -19,7 +23,6 @@ import pytest
 from blindscore.app.client import Outcome, score_applications
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.sessions import PackedSessions
 from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore.bureau.applications import (
     DELIVERED,
@@ -37,9 +40,10 @@ from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
+from blindscore.infra.certs import init_pki
 from blindscore.infra.db import Database, RetryPolicy, redact
 from blindscore.infra.status import status_of
-from blindscore.infra.transport import open_channel
+from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
 from blindscore.platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
@@ -52,6 +56,7 @@ from blindscore.wire import serde
 from waiting import wait_for
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
+T = TypeVar("T")
 
 
 @dataclass
@@ -385,13 +390,27 @@ def test_outbox_keeps_the_payload_and_refuses_other_features(backend: Backend) -
 # ----------------------------------------------------------------------------------- real nodes
 
 
+BUREAU = "bureau-d"
+PARTIES = [("bureau", BUREAU), ("bank", "bank-d"), ("platform", "platform-d"), ("platform", "platform-e")]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The certificates of this module's nodes (and of a second platform), made once."""
+    directory = tmp_path_factory.mktemp("durability-pki")
+    init_pki(directory, PARTIES)
+    return directory
+
+
 @dataclass
 class Nodes:
-    """Bank, bureau and platform in-process on loopback, each stoppable and restartable."""
+    """Bank, bureau and platform in-process on loopback over mutual TLS, each stoppable and
+    restartable: a restart opens a new node object on the same data directory (or database)."""
 
     backend: Backend
     paillier: KeyPair
     dgk: DGKKeyPair
+    pki: Path
     bank: BankNode | None = None
     bank_server: grpc.Server | None = None
     bank_port: int = 0
@@ -410,40 +429,66 @@ class Nodes:
     def key(self) -> PublicKey:
         return self.paillier.public_key
 
+    def creds(self, party: str) -> TransportSecurity:
+        return TransportSecurity.from_pki(self.pki, party)
+
     def start_bank(self) -> None:
-        if self.bank is None:
-            self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
-            store = self.bank.store
-            real = store.complete
+        """A new bank node on the bank's result store (its data directory or database), served on
+        the port the bureau has registered (a free one the first time)."""
+        assert self.bank is None, "stop the bank first"
+        self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
+        store = self.bank.store
+        real = store.complete
 
-            # Counted where the bank stores, for both paths (DeliverBand and PackedFinish end here),
-            # every completion, including one whose band put_many would skip as already stored.
-            def counting(bureau_id: str, completions: Any, limits: RunLimits) -> Any:
-                done = real(bureau_id, completions, limits)
-                self.deliveries += [c.record.application_id for c in completions]
-                return done
+        # Counted where the bank stores, for both paths (DeliverBand and PackedFinish end here),
+        # every completion, including one whose band put_many would skip as already stored; over
+        # every bank node of the test, so across restarts.
+        def counting(bureau_id: str, completions: Any, limits: RunLimits) -> Any:
+            done = real(bureau_id, completions, limits)
+            self.deliveries += [c.record.application_id for c in completions]
+            return done
 
-            store.complete = counting  # type: ignore[method-assign]
+        store.complete = counting  # type: ignore[method-assign]
         self.bank_server, self.bank_port = start_bank_server(
-            self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True
+            self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True, security=self.creds("bank-d")
         )
 
     def bank_target(self) -> Path | str:
         return self.backend.url or self.backend.tmp / "bank" / "results.sqlite3"
 
     def stop_bank(self) -> None:
-        assert self.bank_server is not None
+        """Stop serving and close the bank's store; nothing of the node object is used again."""
+        assert self.bank_server is not None and self.bank is not None
         self.bank_server.stop(None).wait()
         self.bank_server = None
+        self.bank.store.close()
+        self.bank = None
+
+    def restart_bank(self) -> None:
+        self.stop_bank()
+        self.start_bank()
+
+    def _bank_store(self, read: Callable[[ResultStore], T]) -> T:
+        """``read`` the bank's results: from the running node's store, or, while the bank is
+        stopped, from its data directory as an operator would."""
+        if self.bank is not None:
+            return read(self.bank.store)
+        store = ResultStore(self.bank_target())
+        try:
+            return read(store)
+        finally:
+            store.close()
 
     def start_bureau(self) -> None:
         self.bureau = BureauNode.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
         self.bureau_server, port, self.bureau_channels = start_bureau_server(
-            self.bureau, "127.0.0.1:0", share_timings=True
+            self.bureau, "127.0.0.1:0", share_timings=True, security=self.creds(BUREAU)
         )
         self.bureau_addr = f"127.0.0.1:{port}"
         assert self.bank is not None
-        register_with_bureau(self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}")
+        register_with_bureau(
+            self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}", security=self.creds("bank-d")
+        )
 
     def stop_bureau(self) -> None:
         assert self.bureau is not None and self.bureau_server is not None and self.bureau_channels
@@ -453,18 +498,21 @@ class Nodes:
         self.bureau_server = None
 
     def start_platform(self) -> None:
-        channel = open_channel(self.bureau_addr)
+        to_bureau = self.creds("platform-d").expecting("bureau", BUREAU)
+        channel = open_channel(self.bureau_addr, security=to_bureau)
         self.channels.append(channel)
         outbox = Outbox.open(self.backend.tmp / "platform", self.backend.url)
         address = self.bureau_addr
 
         def dial() -> tuple[GrpcBureauLink, Callable[[], None]]:
-            fresh = open_channel(address)
+            fresh = open_channel(address, security=to_bureau)
             self.dialled += 1
             return GrpcBureauLink(fresh), fresh.close
 
         self.platform = PlatformNode("platform-d", GrpcBureauLink(channel), outbox, retry=FAST, dial=dial)
-        self.platform_server, port = start_platform_server(self.platform, "127.0.0.1:0")
+        self.platform_server, port = start_platform_server(
+            self.platform, "127.0.0.1:0", security=self.creds("platform-d")
+        )
         self.platform_addr = f"127.0.0.1:{port}"
 
     def stop_platform(self) -> None:
@@ -473,15 +521,15 @@ class Nodes:
         self.platform.close()
         self.platform_server = None
 
-    def stub(self, kind: str) -> Any:
+    def stub(self, kind: str, party: str = "platform-d") -> Any:
+        """A client of the bureau or the platform node, calling with ``party``'s certificate."""
         address = {"bureau": self.bureau_addr, "platform": self.platform_addr}[kind]
-        channel = open_channel(address)
+        channel = open_channel(address, security=self.creds(party).expecting(kind))
         self.channels.append(channel)
         return getattr(pb_grpc, kind.capitalize() + "Stub")(channel)
 
     def bank_has(self, app_id: str) -> BandRecord | None:
-        assert self.bank is not None
-        return self.bank.store.get(app_id)
+        return self._bank_store(lambda store: store.get(app_id))
 
     def at_bureau(self, app_id: str) -> StoredApplication | None:
         assert self.bureau is not None
@@ -490,8 +538,7 @@ class Nodes:
     def not_once(self, app_ids: list[str]) -> dict[str, tuple[int, int]]:
         """The applications not completed exactly once at the bank: (completions counted at its
         store, deliveries in its own run ledger) for each."""
-        assert self.bank is not None
-        ledger = self.bank.store.deliveries()
+        ledger = self._bank_store(ResultStore.deliveries)
         counts = {a: (self.deliveries.count(a), ledger.get(a, 0)) for a in app_ids}
         return {a: n for a, n in counts.items() if n != (1, 1)}
 
@@ -513,8 +560,8 @@ class Nodes:
 
 
 @pytest.fixture
-def nodes(backend: Backend, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Nodes]:
-    net = Nodes(backend, paillier_keypair, dgk_keypair)
+def nodes(backend: Backend, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, pki: Path) -> Iterator[Nodes]:
+    net = Nodes(backend, paillier_keypair, dgk_keypair, pki)
     try:
         net.start_bank()
         net.start_bureau()
@@ -558,6 +605,7 @@ def test_resubmission_returns_the_same_outcome(nodes: Nodes) -> None:
     assert "bureau.evaluate" in first.stage_ms  # this harness runs its nodes with share_timings
     band = nodes.bank_has("same-1")
     assert band is not None and band.band == expected_band(3)
+    assert band.bureau_id == BUREAU  # the bank took it from the bureau's certificate: mutual TLS
     again = bureau.SubmitApplication(msg, timeout=30)
     assert again == first  # the stored receipt, stage times included: nothing was scored twice
     assert nodes.deliveries.count("same-1") == 1
@@ -620,12 +668,12 @@ def test_bureau_restart_resumes_pending_work_exactly_once(nodes: Nodes) -> None:
     for msg in msgs.values():
         receipt = bureau.SubmitApplication(msg, timeout=30)
         assert receipt.accepted and receipt.pending
-    nodes.stop_bureau()  # the bureau goes away with two applications pending
+    nodes.stop_bureau()  # the bureau goes away with two applications pending (its worker joined)
     nodes.start_bank()
-    time.sleep(0.3)
-    assert all(nodes.bank_has(app_id) is None for app_id in msgs)  # nobody delivers while it is down
+    # Nobody is left to deliver them: the stopped bureau's worker has ended and its stores are closed.
+    assert all(nodes.bank_has(app_id) is None for app_id in msgs) and nodes.deliveries == []
 
-    nodes.start_bureau()  # same data directory / database, new process state
+    nodes.start_bureau()  # a new bureau node on the same data directory / database
     for i, app_id in enumerate(msgs):
         record = wait_for(partial(nodes.bank_has, app_id), what=f"{app_id} at the bank")
         assert record.band == expected_band(10 + i)
@@ -669,7 +717,8 @@ def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -
 
 
 def stream(nodes: Nodes, apps: list[Application]) -> list[Outcome]:
-    outcomes = score_applications(nodes.platform_addr, apps)
+    security = nodes.creds("platform-d").expecting("platform")
+    outcomes = score_applications(nodes.platform_addr, apps, security=security)
     assert sorted(o.application_id for o in outcomes) == sorted(a.application_id for a in apps)
     return outcomes
 
@@ -780,7 +829,9 @@ def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> Non
     apps = [german(60 + i, f"ot-{i}", nodes.key.key_id) for i in range(3)]
     assert all(o.accepted and not o.pending for o in stream(nodes, apps[:1]))
     assert nodes.bank is not None
-    nodes.bank.packed = PackedSessions()  # what a restarted bank process starts with
+    before = nodes.bank
+    nodes.restart_bank()  # a new bank node: no OT session, no ticket key of the old one
+    assert nodes.bank is not before and nodes.bank.packed is not before.packed
     outcomes = stream(nodes, apps[1:])
     assert all(o.accepted and not o.pending for o in outcomes), [o.error for o in outcomes]
     for i, app in enumerate(apps):
@@ -795,8 +846,8 @@ def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes)
     rows, _ = load_german_credit()
     bands = [expected_band(i) for i in range(40)]
     i, j = 0, next(k for k in range(40) if bands[k] != bands[0])
-    bureau = nodes.stub("bureau")
     for platform, row in (("platform-d", i), ("platform-e", j)):
+        bureau = nodes.stub("bureau", platform)  # each platform with its own certificate
         ciphertexts = tuple(nodes.key.encrypt(v) for v in default_model().spec.encode_row(rows[row]))
         app = EncryptedApplication(
             "shared-id", platform, "bank-d", DEFAULT_MODEL_ID, nodes.key.key_id, "consent", ciphertexts
