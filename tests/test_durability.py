@@ -45,7 +45,7 @@ from blindscore.infra.db import Database, RetryPolicy, redact
 from blindscore.infra.status import status_of
 from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.flow import PlatformNode, Receipt
 from blindscore.platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
 from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application, EncryptedApplication
@@ -837,6 +837,165 @@ def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> Non
     for i, app in enumerate(apps):
         record = nodes.bank_has(app.application_id)
         assert record is not None and record.band == expected_band(60 + i)
+
+
+def scored(nodes: Nodes, apps: list[Application]) -> list[tuple[str, str, bool]]:
+    """Score ``apps`` as one chunk of a stream (PlatformNode.score_many: the packing of a stream
+    without its timing-dependent chunking) over the real bureau and bank: (application id, status
+    name, pending) for each, in order; the status is OK for an accepted one."""
+    assert nodes.platform is not None
+    results = nodes.platform.score_many(apps)
+    return [
+        (app.application_id, "OK", r.pending)
+        if isinstance(r, Receipt)
+        else (app.application_id, f"{status_of(r)[0].name}: {status_of(r)[1]}", False)
+        for app, r in zip(apps, results, strict=True)
+    ]
+
+
+def audited(nodes: Nodes, app_id: str) -> list[str]:
+    assert nodes.bureau is not None and nodes.bureau.audit is not None
+    return [r.outcome for r in nodes.bureau.audit.records() if r.application_id == app_id]
+
+
+def test_the_same_id_twice_in_one_stream_is_scored_once(nodes: Nodes) -> None:
+    """The second request for an id being packed waits for the batches, then gets its batch's
+    outcome (same features) or ALREADY_EXISTS (other features); never a second run at the bank."""
+    apps = [
+        german(80, "twice-1", nodes.key.key_id),
+        german(81, "twice-2", nodes.key.key_id),
+        german(80, "twice-1", nodes.key.key_id),  # the same application again
+        german(82, "twice-3", nodes.key.key_id),
+        german(83, "twice-3", nodes.key.key_id),  # the same id with other features
+    ]
+    got = scored(nodes, apps)
+    assert [g[:2] for g in got[:4]] == [
+        ("twice-1", "OK"),
+        ("twice-2", "OK"),
+        ("twice-1", "OK"),
+        ("twice-3", "OK"),
+    ]
+    assert not any(pending for _, _, pending in got)
+    assert got[4][1].startswith("ALREADY_EXISTS") and "different features" in got[4][1]
+    for app_id, row in (("twice-1", 80), ("twice-2", 81), ("twice-3", 82)):
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(row)
+    assert len(batches_of(nodes, ["twice-1", "twice-2", "twice-3"])) == 1  # one batch, each id once
+    assert nodes.not_once(["twice-1", "twice-2", "twice-3"]) == {}
+    # Over a real stream too (chunked as the requests arrive): the same outcomes, nothing run again.
+    security = nodes.creds("platform-d").expecting("platform")
+    outcomes = score_applications(nodes.platform_addr, apps, security=security)
+    assert sorted((o.application_id, o.accepted) for o in outcomes) == [
+        ("twice-1", True), ("twice-1", True), ("twice-2", True), ("twice-3", False), ("twice-3", True)
+    ]  # fmt: skip
+    assert nodes.not_once(["twice-1", "twice-2", "twice-3"]) == {}
+
+
+def test_a_batch_refused_with_already_exists_is_sent_again_one_by_one(nodes: Nodes) -> None:
+    """The bureau refuses a whole batch (ALREADY_EXISTS, nothing stored) when one member's id was
+    used before; the platform then sends the members one by one, so only that one is refused."""
+    direct = nodes.stub("bureau").SubmitApplication(encrypted(nodes, 90, "taken-1"), timeout=30)
+    assert direct.accepted and not direct.pending  # the id is the bureau's now, not in the outbox
+    ids = ["free-1", "taken-1", "free-2"]
+    refusals: list[str] = []
+    assert nodes.bureau is not None
+    real = nodes.bureau.submit_batch
+
+    def submit_batch(batch: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(batch, *args, **kwargs)
+        except AlreadyExistsError as exc:
+            refusals.append(str(exc))
+            raise
+
+    nodes.bureau.submit_batch = submit_batch  # type: ignore[method-assign]
+    got = scored(nodes, [german(91 + i, app_id, nodes.key.key_id) for i, app_id in enumerate(ids)])
+    assert len(refusals) == 1 and "'taken-1'" in refusals[0]  # the batch went first and was refused
+    assert [(a, c.split(":")[0], p) for a, c, p in got] == [
+        ("free-1", "OK", False), ("taken-1", "ALREADY_EXISTS", False), ("free-2", "OK", False)
+    ]  # fmt: skip
+    assert all(nodes.bureau.batches.batch_of("platform-d", a) is None for a in ids)  # nothing kept of it
+    for app_id, row in (("free-1", 91), ("free-2", 93), ("taken-1", 90)):  # taken-1: its first band
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(row)
+    assert nodes.not_once(ids) == {}
+    # The trail: the refused batch left a refusal per member, then each member its own records.
+    assert audited(nodes, "free-1") == ["ALREADY_EXISTS", "ACCEPTED", "OK"]
+    assert audited(nodes, "taken-1") == ["ACCEPTED", "OK", "ALREADY_EXISTS", "ALREADY_EXISTS"]
+
+
+def test_a_bank_restarted_between_packed_start_and_finish_gives_no_band_twice(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank is restarted after answering PackedStart and before PackedFinish arrives: the new
+    bank cannot open the ticket. The evaluation round had been sent, so the bureau does not run the
+    batch again (docs/threat-model.md: a second run could tell a deviating bank a second band):
+    its members fail for good with FAILED_PRECONDITION, no band is stored, and a replay changes
+    nothing. The next batch sets up a new OT session and gets exactly one band each."""
+    from blindscore.bureau import flow as bureau_flow
+
+    real = bureau_flow._garbling_reply
+    restarts: list[int] = []
+
+    def restart_then_garble(garble: Any, timing: dict[str, float]) -> Any:
+        finish = real(garble, timing)
+
+        def after_start(request: Any, sender: Any) -> Any:
+            if not restarts:  # PackedStart has been answered; PackedFinish is not sent yet
+                nodes.restart_bank()
+                restarts.append(1)
+            return finish(request, sender)
+
+        return after_start
+
+    monkeypatch.setattr(bureau_flow, "_garbling_reply", restart_then_garble)
+    apps = [german(100 + i, f"mid-{i}", nodes.key.key_id) for i in range(3)]
+    ids = [a.application_id for a in apps]
+    got = scored(nodes, apps)
+    assert restarts == [1]
+    assert [(a, c.split(":")[0]) for a, c, _ in got] == [(a, "FAILED_PRECONDITION") for a in ids]
+    assert all("did not confirm the evaluation round" in c for _, c, _ in got)
+    (batch_id,) = batches_of(nodes, ids)
+    assert nodes.bureau is not None
+    stored = nodes.bureau.batches.get("platform-d", batch_id)
+    assert stored is not None and stored.state == FAILED
+    assert all(nodes.bank_has(a) is None for a in ids) and nodes.deliveries == []
+    # The same applications again: refused, not run a second time. (The platform dropped the
+    # failed batch's payload, so it packs a new batch, which the bureau refuses for the used ids:
+    # ALREADY_EXISTS, the misreport scripts/crash.py tolerates for a spent batch.)
+    again = scored(nodes, apps)
+    assert [c.split(":")[0] for _, c, _ in again] == ["ALREADY_EXISTS"] * 3
+    # In the trail: the one run, then the refused new batch and each member refused alone after it.
+    trail = ["ACCEPTED", "FAILED_PRECONDITION", "ALREADY_EXISTS", "ALREADY_EXISTS"]
+    assert [audited(nodes, a) for a in ids] == [trail] * 3
+    assert all(nodes.bank_has(a) is None for a in ids) and nodes.deliveries == []
+    # New applications after the restart: a new OT session, exactly one band each.
+    fresh = [german(110 + i, f"after-{i}", nodes.key.key_id) for i in range(3)]
+    assert [c for _, c, _ in scored(nodes, fresh)] == ["OK"] * 3
+    for i, app in enumerate(fresh):
+        record = nodes.bank_has(app.application_id)
+        assert record is not None and record.band == expected_band(110 + i)
+    assert nodes.not_once([a.application_id for a in fresh]) == {}
+
+
+def test_slots_too_wide_for_the_key_are_scored_one_by_one(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model version whose packed slot does not fit the bank key's plaintext (here the bureau
+    announces 2048-bit slots for a 2048-bit key; no shipped model comes near: German needs 95) is
+    scored one application at a time, each with its own band, and no batch is made."""
+    from blindscore.protocol import packing
+
+    assert packing.slots_per_batch(nodes.key.bits, nodes.key.bits) == 0
+    monkeypatch.setattr(packing, "slot_bits_for", lambda model, kappa=0: nodes.key.bits)
+    apps = [german(120 + i, f"wide-{i}", nodes.key.key_id) for i in range(3)]
+    assert [(c, p) for _, c, p in scored(nodes, apps)] == [("OK", False)] * 3
+    assert nodes.bureau is not None
+    assert all(nodes.bureau.batches.batch_of("platform-d", a.application_id) is None for a in apps)
+    for i, app in enumerate(apps):
+        record = nodes.bank_has(app.application_id)
+        assert record is not None and record.band == expected_band(120 + i)
+    assert nodes.not_once([a.application_id for a in apps]) == {}
 
 
 def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes) -> None:
