@@ -268,6 +268,13 @@ class WorkStore(Generic[SubmissionT, RowT]):
     def _stored_with(self, tx: Tx, sub: SubmissionT) -> None:
         """What ``accept`` writes besides the row."""
 
+    def check_new(self, sub: SubmissionT) -> None:
+        """Refuse ``sub`` (AlreadyExistsError) when an application id in it was used before, storing
+        nothing. For the bureau to call before it writes a new submission's ACCEPTED records, so a
+        submission refused this way leaves its refusal in the audit trail and no ACCEPTED record;
+        ``accept`` checks again in its own transaction."""
+        self._db.read(lambda tx: self._check_ids(tx, sub))
+
     def accept(self, sub: SubmissionT, *, next_attempt_at: float) -> tuple[RowT, bool]:
         """Store ``sub`` as pending, or return the row already stored under its key.
 

@@ -440,6 +440,8 @@ class BureauNode:
         already: then the row answers and nothing runs, or the payload differs and it is refused).
         """
         if fresh:  # fail closed: its audit records first, or nothing is stored or scored
+            # An id used before refuses it here, before any ACCEPTED record says otherwise.
+            store.check_new(submission)
             self.admit(
                 submission.platform_id,
                 submission.bank_id,

@@ -31,6 +31,7 @@ from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 from support import Nodes as Net
 from support import NodesFactory, german_credit
+from waiting import wait_for
 
 CLIENTS = [
     ("platform-client", "app-1", "platform-a"),
@@ -145,7 +146,8 @@ def test_watch_replays_then_follows_new_bands(net: Net, pki: Path) -> None:
     with client(net, pki) as c:
         assert c.submit(rows(30, 1, "watch"), consent_reference="c")[0].status == "accepted"
         thread.start()  # after the first band: the stream must replay it
-        time.sleep(0.3)
+        # The replayed band has arrived, so the stream is open: the next two are followed live.
+        wait_for(lambda: seen == ["watch-30"], what="the watch stream to replay the first band")
         assert [o.status for o in c.submit(rows(31, 2, "watch"), consent_reference="c")] == ["accepted"] * 2
     assert done.wait(30)
     thread.join(10)

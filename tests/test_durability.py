@@ -1,5 +1,9 @@
-"""Exactly-once and recovery on SQLite and PostgreSQL: the stores directly, then real gRPC nodes that
-are stopped and restarted while applications are in flight."""
+"""Exactly-once and recovery on SQLite and PostgreSQL: the stores directly, then real gRPC nodes over
+mutual TLS that are stopped and restarted while applications are in flight.
+
+A restart here is a new node object on the same data directory (or database) and the same port:
+what a restarted process starts from, without its memory (OT sessions, ticket keys, worker
+threads). Killed processes are tests/test_crash.py's."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -19,7 +23,6 @@ import pytest
 from blindscore.app.client import Outcome, score_applications
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import register_with_bureau, start_bank_server
-from blindscore.bank_node.sessions import PackedSessions
 from blindscore.bank_node.store import BandRecord, Completion, ResultStore, RunLimits
 from blindscore.bureau.applications import (
     DELIVERED,
@@ -37,11 +40,12 @@ from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
+from blindscore.infra.certs import init_pki
 from blindscore.infra.db import Database, RetryPolicy, redact
 from blindscore.infra.status import status_of
-from blindscore.infra.transport import open_channel
+from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
-from blindscore.platform_node.flow import PlatformNode
+from blindscore.platform_node.flow import PlatformNode, Receipt
 from blindscore.platform_node.outbox import ACKNOWLEDGED, REFUSED, SENT, Outbox, OutboxEntry
 from blindscore.platform_node.server import start_platform_server
 from blindscore.protocol.application import Application, EncryptedApplication
@@ -52,6 +56,7 @@ from blindscore.wire import serde
 from waiting import wait_for
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
+T = TypeVar("T")
 
 
 @dataclass
@@ -385,13 +390,27 @@ def test_outbox_keeps_the_payload_and_refuses_other_features(backend: Backend) -
 # ----------------------------------------------------------------------------------- real nodes
 
 
+BUREAU = "bureau-d"
+PARTIES = [("bureau", BUREAU), ("bank", "bank-d"), ("platform", "platform-d"), ("platform", "platform-e")]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The certificates of this module's nodes (and of a second platform), made once."""
+    directory = tmp_path_factory.mktemp("durability-pki")
+    init_pki(directory, PARTIES)
+    return directory
+
+
 @dataclass
 class Nodes:
-    """Bank, bureau and platform in-process on loopback, each stoppable and restartable."""
+    """Bank, bureau and platform in-process on loopback over mutual TLS, each stoppable and
+    restartable: a restart opens a new node object on the same data directory (or database)."""
 
     backend: Backend
     paillier: KeyPair
     dgk: DGKKeyPair
+    pki: Path
     bank: BankNode | None = None
     bank_server: grpc.Server | None = None
     bank_port: int = 0
@@ -410,40 +429,66 @@ class Nodes:
     def key(self) -> PublicKey:
         return self.paillier.public_key
 
+    def creds(self, party: str) -> TransportSecurity:
+        return TransportSecurity.from_pki(self.pki, party)
+
     def start_bank(self) -> None:
-        if self.bank is None:
-            self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
-            store = self.bank.store
-            real = store.complete
+        """A new bank node on the bank's result store (its data directory or database), served on
+        the port the bureau has registered (a free one the first time)."""
+        assert self.bank is None, "stop the bank first"
+        self.bank = BankNode("bank-d", self.paillier, self.dgk, ResultStore(self.bank_target()))
+        store = self.bank.store
+        real = store.complete
 
-            # Counted where the bank stores, for both paths (DeliverBand and PackedFinish end here),
-            # every completion, including one whose band put_many would skip as already stored.
-            def counting(bureau_id: str, completions: Any, limits: RunLimits) -> Any:
-                done = real(bureau_id, completions, limits)
-                self.deliveries += [c.record.application_id for c in completions]
-                return done
+        # Counted where the bank stores, for both paths (DeliverBand and PackedFinish end here),
+        # every completion, including one whose band put_many would skip as already stored; over
+        # every bank node of the test, so across restarts.
+        def counting(bureau_id: str, completions: Any, limits: RunLimits) -> Any:
+            done = real(bureau_id, completions, limits)
+            self.deliveries += [c.record.application_id for c in completions]
+            return done
 
-            store.complete = counting  # type: ignore[method-assign]
+        store.complete = counting  # type: ignore[method-assign]
         self.bank_server, self.bank_port = start_bank_server(
-            self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True
+            self.bank, f"127.0.0.1:{self.bank_port}", share_timings=True, security=self.creds("bank-d")
         )
 
     def bank_target(self) -> Path | str:
         return self.backend.url or self.backend.tmp / "bank" / "results.sqlite3"
 
     def stop_bank(self) -> None:
-        assert self.bank_server is not None
+        """Stop serving and close the bank's store; nothing of the node object is used again."""
+        assert self.bank_server is not None and self.bank is not None
         self.bank_server.stop(None).wait()
         self.bank_server = None
+        self.bank.store.close()
+        self.bank = None
+
+    def restart_bank(self) -> None:
+        self.stop_bank()
+        self.start_bank()
+
+    def _bank_store(self, read: Callable[[ResultStore], T]) -> T:
+        """``read`` the bank's results: from the running node's store, or, while the bank is
+        stopped, from its data directory as an operator would."""
+        if self.bank is not None:
+            return read(self.bank.store)
+        store = ResultStore(self.bank_target())
+        try:
+            return read(store)
+        finally:
+            store.close()
 
     def start_bureau(self) -> None:
         self.bureau = BureauNode.open(self.backend.tmp / "bureau", self.backend.url, retry=FAST)
         self.bureau_server, port, self.bureau_channels = start_bureau_server(
-            self.bureau, "127.0.0.1:0", share_timings=True
+            self.bureau, "127.0.0.1:0", share_timings=True, security=self.creds(BUREAU)
         )
         self.bureau_addr = f"127.0.0.1:{port}"
         assert self.bank is not None
-        register_with_bureau(self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}")
+        register_with_bureau(
+            self.bank, self.bureau_addr, f"127.0.0.1:{self.bank_port}", security=self.creds("bank-d")
+        )
 
     def stop_bureau(self) -> None:
         assert self.bureau is not None and self.bureau_server is not None and self.bureau_channels
@@ -453,18 +498,21 @@ class Nodes:
         self.bureau_server = None
 
     def start_platform(self) -> None:
-        channel = open_channel(self.bureau_addr)
+        to_bureau = self.creds("platform-d").expecting("bureau", BUREAU)
+        channel = open_channel(self.bureau_addr, security=to_bureau)
         self.channels.append(channel)
         outbox = Outbox.open(self.backend.tmp / "platform", self.backend.url)
         address = self.bureau_addr
 
         def dial() -> tuple[GrpcBureauLink, Callable[[], None]]:
-            fresh = open_channel(address)
+            fresh = open_channel(address, security=to_bureau)
             self.dialled += 1
             return GrpcBureauLink(fresh), fresh.close
 
         self.platform = PlatformNode("platform-d", GrpcBureauLink(channel), outbox, retry=FAST, dial=dial)
-        self.platform_server, port = start_platform_server(self.platform, "127.0.0.1:0")
+        self.platform_server, port = start_platform_server(
+            self.platform, "127.0.0.1:0", security=self.creds("platform-d")
+        )
         self.platform_addr = f"127.0.0.1:{port}"
 
     def stop_platform(self) -> None:
@@ -473,15 +521,15 @@ class Nodes:
         self.platform.close()
         self.platform_server = None
 
-    def stub(self, kind: str) -> Any:
+    def stub(self, kind: str, party: str = "platform-d") -> Any:
+        """A client of the bureau or the platform node, calling with ``party``'s certificate."""
         address = {"bureau": self.bureau_addr, "platform": self.platform_addr}[kind]
-        channel = open_channel(address)
+        channel = open_channel(address, security=self.creds(party).expecting(kind))
         self.channels.append(channel)
         return getattr(pb_grpc, kind.capitalize() + "Stub")(channel)
 
     def bank_has(self, app_id: str) -> BandRecord | None:
-        assert self.bank is not None
-        return self.bank.store.get(app_id)
+        return self._bank_store(lambda store: store.get(app_id))
 
     def at_bureau(self, app_id: str) -> StoredApplication | None:
         assert self.bureau is not None
@@ -490,8 +538,7 @@ class Nodes:
     def not_once(self, app_ids: list[str]) -> dict[str, tuple[int, int]]:
         """The applications not completed exactly once at the bank: (completions counted at its
         store, deliveries in its own run ledger) for each."""
-        assert self.bank is not None
-        ledger = self.bank.store.deliveries()
+        ledger = self._bank_store(ResultStore.deliveries)
         counts = {a: (self.deliveries.count(a), ledger.get(a, 0)) for a in app_ids}
         return {a: n for a, n in counts.items() if n != (1, 1)}
 
@@ -513,8 +560,8 @@ class Nodes:
 
 
 @pytest.fixture
-def nodes(backend: Backend, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Iterator[Nodes]:
-    net = Nodes(backend, paillier_keypair, dgk_keypair)
+def nodes(backend: Backend, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, pki: Path) -> Iterator[Nodes]:
+    net = Nodes(backend, paillier_keypair, dgk_keypair, pki)
     try:
         net.start_bank()
         net.start_bureau()
@@ -558,6 +605,7 @@ def test_resubmission_returns_the_same_outcome(nodes: Nodes) -> None:
     assert "bureau.evaluate" in first.stage_ms  # this harness runs its nodes with share_timings
     band = nodes.bank_has("same-1")
     assert band is not None and band.band == expected_band(3)
+    assert band.bureau_id == BUREAU  # the bank took it from the bureau's certificate: mutual TLS
     again = bureau.SubmitApplication(msg, timeout=30)
     assert again == first  # the stored receipt, stage times included: nothing was scored twice
     assert nodes.deliveries.count("same-1") == 1
@@ -620,12 +668,12 @@ def test_bureau_restart_resumes_pending_work_exactly_once(nodes: Nodes) -> None:
     for msg in msgs.values():
         receipt = bureau.SubmitApplication(msg, timeout=30)
         assert receipt.accepted and receipt.pending
-    nodes.stop_bureau()  # the bureau goes away with two applications pending
+    nodes.stop_bureau()  # the bureau goes away with two applications pending (its worker joined)
     nodes.start_bank()
-    time.sleep(0.3)
-    assert all(nodes.bank_has(app_id) is None for app_id in msgs)  # nobody delivers while it is down
+    # Nobody is left to deliver them: the stopped bureau's worker has ended and its stores are closed.
+    assert all(nodes.bank_has(app_id) is None for app_id in msgs) and nodes.deliveries == []
 
-    nodes.start_bureau()  # same data directory / database, new process state
+    nodes.start_bureau()  # a new bureau node on the same data directory / database
     for i, app_id in enumerate(msgs):
         record = wait_for(partial(nodes.bank_has, app_id), what=f"{app_id} at the bank")
         assert record.band == expected_band(10 + i)
@@ -669,7 +717,8 @@ def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -
 
 
 def stream(nodes: Nodes, apps: list[Application]) -> list[Outcome]:
-    outcomes = score_applications(nodes.platform_addr, apps)
+    security = nodes.creds("platform-d").expecting("platform")
+    outcomes = score_applications(nodes.platform_addr, apps, security=security)
     assert sorted(o.application_id for o in outcomes) == sorted(a.application_id for a in apps)
     return outcomes
 
@@ -780,12 +829,173 @@ def test_a_bank_that_forgot_its_ot_sessions_is_set_up_again(nodes: Nodes) -> Non
     apps = [german(60 + i, f"ot-{i}", nodes.key.key_id) for i in range(3)]
     assert all(o.accepted and not o.pending for o in stream(nodes, apps[:1]))
     assert nodes.bank is not None
-    nodes.bank.packed = PackedSessions()  # what a restarted bank process starts with
+    before = nodes.bank
+    nodes.restart_bank()  # a new bank node: no OT session, no ticket key of the old one
+    assert nodes.bank is not before and nodes.bank.packed is not before.packed
     outcomes = stream(nodes, apps[1:])
     assert all(o.accepted and not o.pending for o in outcomes), [o.error for o in outcomes]
     for i, app in enumerate(apps):
         record = nodes.bank_has(app.application_id)
         assert record is not None and record.band == expected_band(60 + i)
+
+
+def scored(nodes: Nodes, apps: list[Application]) -> list[tuple[str, str, bool]]:
+    """Score ``apps`` as one chunk of a stream (PlatformNode.score_many: the packing of a stream
+    without its timing-dependent chunking) over the real bureau and bank: (application id, status
+    name, pending) for each, in order; the status is OK for an accepted one."""
+    assert nodes.platform is not None
+    results = nodes.platform.score_many(apps)
+    return [
+        (app.application_id, "OK", r.pending)
+        if isinstance(r, Receipt)
+        else (app.application_id, f"{status_of(r)[0].name}: {status_of(r)[1]}", False)
+        for app, r in zip(apps, results, strict=True)
+    ]
+
+
+def audited(nodes: Nodes, app_id: str) -> list[str]:
+    assert nodes.bureau is not None and nodes.bureau.audit is not None
+    return [r.outcome for r in nodes.bureau.audit.records() if r.application_id == app_id]
+
+
+def test_the_same_id_twice_in_one_stream_is_scored_once(nodes: Nodes) -> None:
+    """The second request for an id being packed waits for the batches, then gets its batch's
+    outcome (same features) or ALREADY_EXISTS (other features); never a second run at the bank."""
+    apps = [
+        german(80, "twice-1", nodes.key.key_id),
+        german(81, "twice-2", nodes.key.key_id),
+        german(80, "twice-1", nodes.key.key_id),  # the same application again
+        german(82, "twice-3", nodes.key.key_id),
+        german(83, "twice-3", nodes.key.key_id),  # the same id with other features
+    ]
+    got = scored(nodes, apps)
+    assert [g[:2] for g in got[:4]] == [
+        ("twice-1", "OK"),
+        ("twice-2", "OK"),
+        ("twice-1", "OK"),
+        ("twice-3", "OK"),
+    ]
+    assert not any(pending for _, _, pending in got)
+    assert got[4][1].startswith("ALREADY_EXISTS") and "different features" in got[4][1]
+    for app_id, row in (("twice-1", 80), ("twice-2", 81), ("twice-3", 82)):
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(row)
+    assert len(batches_of(nodes, ["twice-1", "twice-2", "twice-3"])) == 1  # one batch, each id once
+    assert nodes.not_once(["twice-1", "twice-2", "twice-3"]) == {}
+    # Over a real stream too (chunked as the requests arrive): the same outcomes, nothing run again.
+    security = nodes.creds("platform-d").expecting("platform")
+    outcomes = score_applications(nodes.platform_addr, apps, security=security)
+    assert sorted((o.application_id, o.accepted) for o in outcomes) == [
+        ("twice-1", True), ("twice-1", True), ("twice-2", True), ("twice-3", False), ("twice-3", True)
+    ]  # fmt: skip
+    assert nodes.not_once(["twice-1", "twice-2", "twice-3"]) == {}
+
+
+def test_a_batch_refused_with_already_exists_is_sent_again_one_by_one(nodes: Nodes) -> None:
+    """The bureau refuses a whole batch (ALREADY_EXISTS, nothing stored) when one member's id was
+    used before; the platform then sends the members one by one, so only that one is refused."""
+    direct = nodes.stub("bureau").SubmitApplication(encrypted(nodes, 90, "taken-1"), timeout=30)
+    assert direct.accepted and not direct.pending  # the id is the bureau's now, not in the outbox
+    ids = ["free-1", "taken-1", "free-2"]
+    refusals: list[str] = []
+    assert nodes.bureau is not None
+    real = nodes.bureau.submit_batch
+
+    def submit_batch(batch: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(batch, *args, **kwargs)
+        except AlreadyExistsError as exc:
+            refusals.append(str(exc))
+            raise
+
+    nodes.bureau.submit_batch = submit_batch  # type: ignore[method-assign]
+    got = scored(nodes, [german(91 + i, app_id, nodes.key.key_id) for i, app_id in enumerate(ids)])
+    assert len(refusals) == 1 and "'taken-1'" in refusals[0]  # the batch went first and was refused
+    assert [(a, c.split(":")[0], p) for a, c, p in got] == [
+        ("free-1", "OK", False), ("taken-1", "ALREADY_EXISTS", False), ("free-2", "OK", False)
+    ]  # fmt: skip
+    assert all(nodes.bureau.batches.batch_of("platform-d", a) is None for a in ids)  # nothing kept of it
+    for app_id, row in (("free-1", 91), ("free-2", 93), ("taken-1", 90)):  # taken-1: its first band
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(row)
+    assert nodes.not_once(ids) == {}
+    # The trail: the refused batch left a refusal per member, then each member its own records.
+    assert audited(nodes, "free-1") == ["ALREADY_EXISTS", "ACCEPTED", "OK"]
+    assert audited(nodes, "taken-1") == ["ACCEPTED", "OK", "ALREADY_EXISTS", "ALREADY_EXISTS"]
+
+
+def test_a_bank_restarted_between_packed_start_and_finish_gives_no_band_twice(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank is restarted after answering PackedStart and before PackedFinish arrives: the new
+    bank cannot open the ticket. The evaluation round had been sent, so the bureau does not run the
+    batch again (docs/threat-model.md: a second run could tell a deviating bank a second band):
+    its members fail for good with FAILED_PRECONDITION, no band is stored, and a replay changes
+    nothing. The next batch sets up a new OT session and gets exactly one band each."""
+    from blindscore.bureau import flow as bureau_flow
+
+    real = bureau_flow._garbling_reply
+    restarts: list[int] = []
+
+    def restart_then_garble(garble: Any, timing: dict[str, float]) -> Any:
+        finish = real(garble, timing)
+
+        def after_start(request: Any, sender: Any) -> Any:
+            if not restarts:  # PackedStart has been answered; PackedFinish is not sent yet
+                nodes.restart_bank()
+                restarts.append(1)
+            return finish(request, sender)
+
+        return after_start
+
+    monkeypatch.setattr(bureau_flow, "_garbling_reply", restart_then_garble)
+    apps = [german(100 + i, f"mid-{i}", nodes.key.key_id) for i in range(3)]
+    ids = [a.application_id for a in apps]
+    got = scored(nodes, apps)
+    assert restarts == [1]
+    assert [(a, c.split(":")[0]) for a, c, _ in got] == [(a, "FAILED_PRECONDITION") for a in ids]
+    assert all("did not confirm the evaluation round" in c for _, c, _ in got)
+    (batch_id,) = batches_of(nodes, ids)
+    assert nodes.bureau is not None
+    stored = nodes.bureau.batches.get("platform-d", batch_id)
+    assert stored is not None and stored.state == FAILED
+    assert all(nodes.bank_has(a) is None for a in ids) and nodes.deliveries == []
+    # The same applications again: refused, not run a second time. (The platform dropped the
+    # failed batch's payload, so it packs a new batch, which the bureau refuses for the used ids:
+    # ALREADY_EXISTS, the misreport scripts/crash.py tolerates for a spent batch.)
+    again = scored(nodes, apps)
+    assert [c.split(":")[0] for _, c, _ in again] == ["ALREADY_EXISTS"] * 3
+    # In the trail: the one run, then the refused new batch and each member refused alone after it.
+    trail = ["ACCEPTED", "FAILED_PRECONDITION", "ALREADY_EXISTS", "ALREADY_EXISTS"]
+    assert [audited(nodes, a) for a in ids] == [trail] * 3
+    assert all(nodes.bank_has(a) is None for a in ids) and nodes.deliveries == []
+    # New applications after the restart: a new OT session, exactly one band each.
+    fresh = [german(110 + i, f"after-{i}", nodes.key.key_id) for i in range(3)]
+    assert [c for _, c, _ in scored(nodes, fresh)] == ["OK"] * 3
+    for i, app in enumerate(fresh):
+        record = nodes.bank_has(app.application_id)
+        assert record is not None and record.band == expected_band(110 + i)
+    assert nodes.not_once([a.application_id for a in fresh]) == {}
+
+
+def test_slots_too_wide_for_the_key_are_scored_one_by_one(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model version whose packed slot does not fit the bank key's plaintext (here the bureau
+    announces 2048-bit slots for a 2048-bit key; no shipped model comes near: German needs 95) is
+    scored one application at a time, each with its own band, and no batch is made."""
+    from blindscore.protocol import packing
+
+    assert packing.slots_per_batch(nodes.key.bits, nodes.key.bits) == 0
+    monkeypatch.setattr(packing, "slot_bits_for", lambda model, kappa=0: nodes.key.bits)
+    apps = [german(120 + i, f"wide-{i}", nodes.key.key_id) for i in range(3)]
+    assert [(c, p) for _, c, p in scored(nodes, apps)] == [("OK", False)] * 3
+    assert nodes.bureau is not None
+    assert all(nodes.bureau.batches.batch_of("platform-d", a.application_id) is None for a in apps)
+    for i, app in enumerate(apps):
+        record = nodes.bank_has(app.application_id)
+        assert record is not None and record.band == expected_band(120 + i)
+    assert nodes.not_once([a.application_id for a in apps]) == {}
 
 
 def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes) -> None:
@@ -795,8 +1005,8 @@ def test_two_platforms_with_one_application_id_keep_separate_bands(nodes: Nodes)
     rows, _ = load_german_credit()
     bands = [expected_band(i) for i in range(40)]
     i, j = 0, next(k for k in range(40) if bands[k] != bands[0])
-    bureau = nodes.stub("bureau")
     for platform, row in (("platform-d", i), ("platform-e", j)):
+        bureau = nodes.stub("bureau", platform)  # each platform with its own certificate
         ciphertexts = tuple(nodes.key.encrypt(v) for v in default_model().spec.encode_row(rows[row]))
         app = EncryptedApplication(
             "shared-id", platform, "bank-d", DEFAULT_MODEL_ID, nodes.key.key_id, "consent", ciphertexts
