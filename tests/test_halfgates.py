@@ -213,7 +213,11 @@ def test_tree_circuit_public_sizes(small_tree_circuit: Circuit) -> None:
     comparisons = shape.trees * internal * shape.value_bits
     muxes = shape.trees * internal * shape.leaf_bits
     assert comparisons + muxes < small_tree_circuit.and_gates < comparisons + muxes + 200
-    assert table_bytes(small_tree_circuit) == 32 * small_tree_circuit.and_gates
+    kinds = np.bincount(small_tree_circuit.and_kinds, minlength=4)
+    assert table_bytes(small_tree_circuit) == 32 * kinds[0] + 16 * (kinds[1] + kinds[2])
+    # The bottom level of every tree's mux chooses between two leaves the garbler knows: those
+    # AND gates are garbler half-gates (one entry each).
+    assert kinds[1] + kinds[2] >= shape.trees * 2 ** (shape.depth - 1) * shape.leaf_bits
 
 
 # ---------------------------------------------------------------- layout and freshness
@@ -223,7 +227,9 @@ def test_layout_and_delta(seeded: random.Random) -> None:
     circuit = comparison_circuit(16)
     garbled, pairs = garble(circuit, to_bits(1234, 16))
     assert len(garbled.garbling_id) == 16
-    assert len(garbled.tables) == table_bytes(circuit) == 32 * circuit.and_gates
+    kinds = np.bincount(circuit.and_kinds, minlength=4)
+    assert len(garbled.tables) == table_bytes(circuit) == 32 * kinds[0] + 16 * (kinds[1] + kinds[2])
+    assert kinds[1] + kinds[2] == 2  # the first carry of the comparison and of the sum: x_0 AND y_0
     # The garbler's 16 input bits are hard-wired: nothing per garbler bit travels.
     assert [f.name for f in dataclasses.fields(garbled)] == ["garbling_id", "tables", "decode", "output_tags"]
     assert len(garbled.decode) == (circuit.outputs + 7) // 8
@@ -298,7 +304,9 @@ def test_garbler_inputs_are_hard_wired(seeded: random.Random) -> None:
         garbled, pairs = garble(circuit, [g0, g1])
         assert evaluate(circuit, garbled, [pairs[0][x]]) == [g0 & x, x & g1, g0 & g1, g0 ^ x, 1 - g1]
         sizes.add(len(garbled.tables) + len(garbled.decode) + len(garbled.output_tags))
-    assert sizes == {32 * circuit.and_gates + 1 + 16 * circuit.outputs}
+    # Two half gates (a garbler bit with an evaluator bit) of one entry each; the AND of two
+    # garbler bits is hard-wired like they are (no entry).
+    assert sizes == {16 * 2 + 1 + 16 * circuit.outputs}
 
 
 # ---------------------------------------------------------------- corruption and refusals
@@ -331,10 +339,12 @@ def test_flipped_table_bits_are_mostly_caught(seeded: random.Random) -> None:
     labels = chosen(pairs, to_bits(555, 24))
     good = evaluate(circuit, garbled, labels)
     caught = 0
+    offsets, kinds = circuit.table_offsets, circuit.and_kinds
     for gate in range(circuit.and_gates):
         tables = bytearray(garbled.tables)
-        tables[32 * gate + 3] ^= 0x10  # T_G
-        tables[32 * gate + 16 + 5] ^= 0x04  # T_E, another bit: both flips must not cancel
+        tables[16 * offsets[gate] + 3] ^= 0x10  # T_G (a half gate's only entry)
+        if kinds[gate] == 0:
+            tables[16 * offsets[gate] + 16 + 5] ^= 0x04  # T_E, another bit: both flips must not cancel
         try:
             out = evaluate(circuit, dataclasses.replace(garbled, tables=bytes(tables)), labels)
         except CryptoError:
@@ -407,7 +417,7 @@ def test_bench_script_runs_and_checks_its_band(capsys: pytest.CaptureFixture[str
     main(["--trees", "2", "--depth", "2", "--repeats", "1"])
     report = json.loads(capsys.readouterr().out)
     assert report["and_gates"] > 0
-    assert report["table_bytes"] == 32 * report["and_gates"]
+    assert 16 * report["and_gates"] <= report["table_bytes"] < 32 * report["and_gates"]
     assert report["evaluator_input_bits"] == 2 * 3 * 34
 
 
@@ -444,3 +454,55 @@ def test_given_labels_are_checked() -> None:
         garble(circuit, [0] * 16, LabelPairs(bytes(16 * n), even))
     with pytest.raises(InvalidInputError, match=f"{n} evaluator input bits, got {n - 1} label pairs"):
         garble(circuit, [0] * 16, LabelPairs(bytes(16 * (n - 1)), halfgates.fresh_delta()))
+
+
+# ---------------------------------------------------------------- what the garbler knows
+
+
+def test_and_gates_cost_by_what_the_garbler_knows() -> None:
+    """An AND of two evaluator wires is two table entries, of an evaluator wire and a wire the
+    garbler knows (its input, a constant, or gates of those) one, of two known wires none; every
+    combination of input bits still evaluates to the plain result."""
+    b = CircuitBuilder()
+    (e0, e1), (g0, g1) = b.evaluator_input(2), b.garbler_input(2)
+    known = b.xor(g0, b.not_(g1))  # still known to the garbler
+    b.output(b.and_(e0, e1))  # kind 0
+    b.output(b.and_(known, e1))  # kind 1: a known
+    b.output(b.and_(e0, g1))  # kind 2: b known
+    both = b.and_(g0, known)  # kind 3, and its output stays known
+    b.output(b.and_(e1, both))  # kind 2 again
+    circuit = b.build()
+    kinds = np.bincount(circuit.and_kinds, minlength=4)
+    assert (kinds[0], kinds[1] + kinds[2], kinds[3]) == (1, 3, 1)
+    assert table_bytes(circuit) == 16 * (2 + 1 + 1 + 1)
+    for ebits in itertools.product((0, 1), repeat=2):
+        for gbits in itertools.product((0, 1), repeat=2):
+            assert run(circuit, gbits, ebits) == circuit.evaluate(gbits, ebits), (gbits, ebits)
+
+
+def test_a_half_gate_entry_is_fresh_whatever_the_known_bit(seeded: random.Random) -> None:
+    """The one entry of a half gate, T = H(X0) ^ H(X1) ^ v Delta, looks the same for v = 0 and
+    v = 1 to an evaluator holding one label of X: every entry is distinct and about half its bits
+    are set, and the evaluator's output label decodes right. Negative control: with the second
+    hash left out (T = H(X0) ^ v Delta), an evaluator holding X0 reads v off T."""
+    b = CircuitBuilder()
+    (x,), (v,) = b.evaluator_input(1), b.garbler_input(1)
+    b.output(b.and_(x, v))
+    circuit = b.build()
+    entries = []
+    for bit in (0, 1) * 200:
+        garbled, pairs = garble(circuit, [bit])
+        assert evaluate(circuit, garbled, [pairs[0][1]]) == [bit]
+        entries.append(int.from_bytes(garbled.tables, "big"))
+    assert len(set(entries)) == len(entries)
+    ones = sum(bin(e).count("1") for e in entries) / len(entries)
+    assert 60 < ones < 68
+    # The evaluator's distinguisher: holding X0 (x = 0) it computes T ^ H(X0, tweak 0), which is
+    # H(X1) ^ v Delta for the real entry, but v Delta (0 for v = 0) without the second hash.
+    for bit in (0, 1):
+        garbled, pairs = garble(circuit, [bit])
+        x0, delta = pairs[0][0], pairs[0][0] ^ pairs[0][1]
+        seen = int.from_bytes(garbled.tables, "big") ^ tccr_hash(garbled.garbling_id, x0, 0)
+        assert seen not in (0, delta)
+        broken = tccr_hash(garbled.garbling_id, x0, 0) ^ (bit * delta)
+        assert (broken ^ tccr_hash(garbled.garbling_id, x0, 0) == 0) == (bit == 0)

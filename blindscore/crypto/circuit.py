@@ -22,6 +22,7 @@ Words are :class:`Bits`, least significant bit first, two's complement where sig
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,44 @@ class Circuit:
             f"evaluator_input_bits={self.evaluator_input_bits}, and_gates={self.and_gates}, "
             f"xor_gates={self.xor_gates}, levels={self.levels}, outputs={self.outputs})"
         )
+
+    @functools.cached_property
+    def garbler_known(self) -> npt.NDArray[np.bool_]:
+        """Per wire: whether the garbler knows its value, i.e. it follows from the constants and
+        the garbler's inputs alone (through any gates). Public: read off the topology."""
+        known = np.zeros(self.wires, dtype=bool)
+        known[: 2 + self.garbler_input_bits] = True
+        base = self.first_gate_wire
+        for _, start, stop in self.batches.tolist():
+            a, b = self.gate_a[start:stop], self.gate_b[start:stop]
+            known[base + start : base + stop] = known[a] & known[b]
+        known.flags.writeable = False
+        return known
+
+    @functools.cached_property
+    def and_kinds(self) -> npt.NDArray[np.int8]:
+        """Per AND gate (AND numbering): 0 if the garbler knows neither input, 1 if it knows input
+        a only, 2 if b only, 3 if both. Garbling costs 2, 1, 1 and 0 table entries respectively
+        (:mod:`blindscore.crypto.halfgates`)."""
+        kinds = np.empty(self.and_gates, dtype=np.int8)
+        known = self.garbler_known
+        offsets = iter(self.and_offsets)
+        for is_and, start, stop in self.batches.tolist():
+            if is_and:
+                j0 = next(offsets)
+                ka = known[self.gate_a[start:stop]].astype(np.int8)
+                kb = known[self.gate_b[start:stop]].astype(np.int8)
+                kinds[j0 : j0 + stop - start] = ka + 2 * kb
+        kinds.flags.writeable = False
+        return kinds
+
+    @functools.cached_property
+    def table_offsets(self) -> npt.NDArray[np.int64]:
+        """Per AND gate, its first 16-byte entry in the garbled tables; then the total."""
+        sizes = np.array([2, 1, 1, 0], dtype=np.int64)[self.and_kinds]
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        offsets.flags.writeable = False
+        return offsets
 
     def evaluate(self, garbler_bits: Sequence[int], evaluator_bits: Sequence[int]) -> list[int]:
         """Plaintext reference evaluation: the output bits, in declaration order."""
