@@ -123,7 +123,9 @@ def score_csv(
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
     options = ImportOptions(cutoffs or None, labels or None, feature_ranges=feature_ranges)
     model = read_model(model_path, options, fmt=fmt, name=model_id)
-    header, rows = read_rows(input_path)
+    header, cells = read_rows(input_path)
+    # An empty cell is a missing value, as in a DataFrame read from the same file (blindscore.score).
+    rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in cells]
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:
         raise InvalidInputError(
@@ -131,7 +133,7 @@ def score_csv(
         )
     if id_column is not None and id_column not in header:
         raise InvalidInputError(f"--id-column {id_column!r} is not a column of {input_path}")
-    ids = [row[id_column] if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
+    ids = [(row[id_column] or "") if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"--id-column {id_column!r} has duplicate values")
     # Check every row before any node starts, so a bad row costs nothing and writes nothing. The
