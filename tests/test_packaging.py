@@ -69,3 +69,29 @@ def test_a_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, t
     with pytest.raises(InvalidInputError, match=r"pip install 'blindscore\[bench\]'"):
         bench.make_plots(tmp_path / "plots")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_serves_without_health_checks_when_their_package_cannot_load(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`pip install optbinning` after blindscore leaves grpcio-health-checking's protobuf 7 gencode on
+    a protobuf 6 runtime: the node starts anyway and says how to mend it."""
+    import grpc
+
+    from blindscore.infra.transport import create_server, open_channel, wait_ready
+
+    monkeypatch.setitem(sys.modules, "grpc_health.v1", None)  # import raises ImportError
+    server, port = create_server("127.0.0.1:0", [])
+    try:
+        assert (
+            "serving without gRPC health checks" in caplog.text
+            and "grpcio-health-checking<1.82" in caplog.text
+        )
+        channel = open_channel(f"127.0.0.1:{port}")
+        wait_ready(channel, 10)
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        channel.close()
+    finally:
+        server.stop(None)
