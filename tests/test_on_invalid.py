@@ -1,4 +1,4 @@
-"""--on-invalid {stop,skip} and --rejects: invalid rows stop a run, or go to a rejects file while the rest is scored."""
+"""--on-invalid {stop,skip} and --rejects: an invalid row stops a run, or goes to a rejects file."""
 
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ def test_score_skip_scores_the_valid_rows_and_rejects_the_others(model_file: Pat
     assert len(bands) + len(rejected) == ROWS and scored_ids.isdisjoint(r["customer"] for r in rejected)
     # The bands are the model's (the protocol ran on the valid rows only).
     model = default_model()
-    plain = [model.policy.labels[model.band({k: v for k, v in row.items() if k != "customer"})] for row in valid]
+    features = [{k: v for k, v in row.items() if k != "customer"} for row in valid]
+    plain = [model.policy.labels[model.band(row)] for row in features]
     assert [b["band_label"] for b in bands] == plain
 
 
@@ -142,7 +143,8 @@ def test_score_skip_with_no_valid_row_writes_both_files_and_exits_1(model_file: 
     assert result.returncode == 1, result.stderr
     assert "no row was valid" in result.stderr
     assert out.read_text() == "application_id,band,band_label\n"
-    assert [r["reason"].split(":")[0] for r in read_csv(rejects)] == ["column 'age_in_years'", "column 'purpose'"]
+    reasons = [r["reason"].split(":")[0] for r in read_csv(rejects)]
+    assert reasons == ["column 'age_in_years'", "column 'purpose'"]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,9 @@ def test_api_score_skip_returns_the_valid_rows(model_file: Path, tmp_path: Path)
 @pytest.fixture(scope="module")
 def net(module_nodes: NodesFactory) -> Net:
     parties = [("platform-client", "app-1", "platform-a")]
-    return module_nodes("rejects", bank_id="bank-a", platform_id="platform-a", tls=True, extra_parties=parties)
+    return module_nodes(
+        "rejects", bank_id="bank-a", platform_id="platform-a", tls=True, extra_parties=parties
+    )
 
 
 def submit_rows(prefix: str) -> list[dict[str, Any]]:
@@ -238,7 +242,8 @@ def test_client_submit_skip_moves_the_platforms_refusals_to_rejects(net: Net, tm
 
 def test_submit_command_stop_and_skip(net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = write_csv(tmp_path / "in.csv", submit_rows("cli"))
-    base = ["submit", "--platform", net.platform, "--input", str(source), "--certs", str(net.directory / "pki"),
+    pki = str(net.directory / "pki")
+    base = ["submit", "--platform", net.platform, "--input", str(source), "--certs", pki,
             "--client-id", "app-1", "--bank-id", "bank-a", "--key-id", net.key_id,
             "--model-id", DEFAULT_MODEL_ID, "--consent", "c-1"]  # fmt: skip
     # stop (the default): the platform refuses each invalid row; they are reported refused, exit 1.
