@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from blindscore.errors import BlindscoreError
 
 if TYPE_CHECKING:
+    __version__: str
     from blindscore.app.api import bench, load_model, report, score, verify
     from blindscore.app.client import Client, Outcome
     from blindscore.bank_node.client import Band, BankClient
@@ -36,8 +37,6 @@ __all__ = [
     "score",
     "verify",
 ]
-__version__ = "0.1.0"
-
 #: Public names and the module each is imported from on first use.
 _LAZY = {
     "score": "blindscore.app.api",
@@ -52,7 +51,20 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml's ``version`` is its only source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("blindscore")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'blindscore' has no attribute {name!r}")

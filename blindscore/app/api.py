@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blindscore.app.model_commands import Verification, compare_bands, fixed_point_check
+from blindscore.app.rejects import Rejected, check_policy, header_of, reason_of, write_rejects
 from blindscore.app.tables import Data, Row, load_rows
 from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import EncodingError, InvalidInputError
@@ -80,6 +81,8 @@ def score(
     key_bits: int = 2048,
     format: str = AUTO,
     as_frame: bool = True,
+    on_invalid: str = "stop",
+    rejects: str | Path | None = None,
 ) -> Any:
     """Score every row of ``data`` through three local node processes over mutual TLS (platform,
     bureau, bank on loopback, stopped afterwards) and return the bands the bank learned.
@@ -89,16 +92,36 @@ def score(
     ``id_column`` names the application ids (default ``row-1``, ``row-2``, ...). Every row is
     checked before any node starts. Returns a DataFrame with columns ``application_id``, ``band``
     and ``band_label`` in input order (a list of dicts with ``as_frame=False``, needing no pandas).
+
+    ``on_invalid="stop"`` (default) raises on the first row the model's public encoding refuses (an
+    empty cell without an imputer, an unseen category, a value outside its range, not a number),
+    naming the row and column, before any node starts. ``on_invalid="skip"`` with ``rejects=PATH``
+    leaves such rows out of the result and writes them to that CSV: their cells and a ``reason``.
     """
     from blindscore.app.scoring import run_encrypted
 
     check_key_bits(key_bits)
+    rejects_path = Path(rejects) if rejects is not None else None
+    others = {"data": Path(data)} if isinstance(data, str | Path) else {}
+    check_policy(on_invalid, rejects_path, flags=("on_invalid", "rejects"), others=others)
     chosen = load_model(model, cutoffs=cutoffs, labels=labels, format=format)
     rows = load_rows(data)
-    ids, features = _prepare(chosen, rows, id_column)
-    records = run_encrypted(
-        chosen, _model_name(chosen.name), ids, features, key_bits=key_bits, consent_reference="blindscore-api"
+    rejected: list[Rejected] = []
+    ids, features = _prepare(chosen, rows, id_column, rejected if on_invalid == "skip" else None)
+    records = (
+        run_encrypted(
+            chosen,
+            _model_name(chosen.name),
+            ids,
+            features,
+            key_bits=key_bits,
+            consent_reference="blindscore-api",
+        )
+        if ids
+        else {}
     )
+    if rejects_path is not None:
+        write_rejects(rejects_path, header_of(rows), rejected)
     out = [{"application_id": i, "band": records[i].band, "band_label": records[i].band_label} for i in ids]
     return _frame(out) if as_frame else out
 
@@ -189,9 +212,10 @@ def _model_name(text: str) -> str:
 
 
 def _prepare(
-    model: PrivateModel, rows: Sequence[Row], id_column: str | None
+    model: PrivateModel, rows: Sequence[Row], id_column: str | None, rejected: list[Rejected] | None = None
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Application ids and the model's features per row, every row checked (ids, encoding)."""
+    """Application ids and the model's features per row, every row checked (ids, encoding). A row that
+    fails its check raises, or with a ``rejected`` list is added there and left out."""
     names = model.spec.input_names
     missing = [n for n in names if n not in rows[0]]
     if missing:
@@ -201,16 +225,22 @@ def _prepare(
     ids = [str(row[id_column]) if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"id_column {id_column!r} has duplicate values")
+    kept: list[str] = []
     features = []
     for i, (app_id, row) in enumerate(zip(ids, rows, strict=True)):
         try:
-            check_id("application id", limits.check_id("application id", app_id))
+            what = f"application id in column {id_column!r}" if id_column else "application id"
+            check_id(what, limits.check_id(what, app_id))
             feats = {k: row.get(k) for k in names}
             model.spec.encode_row(feats)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"data, row {i + 1} ({app_id}): {exc}") from None
+            if rejected is None:
+                raise InvalidInputError(f"data, row {i + 1} ({app_id}): {exc}") from None
+            rejected.append(Rejected(i + 1, row, reason_of(exc)))
+            continue
+        kept.append(app_id)
         features.append(feats)
-    return ids, features
+    return kept, features
 
 
 def _outcomes(values: Sequence[object], column: str, bad: object) -> list[bool]:

@@ -427,10 +427,13 @@ APPS_PER_POINT = 50
 
 def make_plots(out: Path) -> dict[str, Any]:
     """Measure, then write three PNGs and the measurements as JSON into ``out``."""
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidInputError("bench plots needs matplotlib: pip install 'blindscore[bench]'") from None
 
     out.mkdir(parents=True, exist_ok=True)
     by_features = {f: run_online(features=f, applications=APPS_PER_POINT, warmup=10) for f in FEATURE_COUNTS}

@@ -17,6 +17,7 @@ from blindscore.app import bench, model_commands
 from blindscore.app.client import Client
 from blindscore.app.demo import run_demo
 from blindscore.app.plugins import import_model_modules
+from blindscore.app.rejects import check_policy
 from blindscore.app.scoring import score_csv
 from blindscore.bank_node.cli import register as register_bank
 from blindscore.bureau.cli import register as register_bureau
@@ -101,6 +102,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(
             "--certs DIR is required: the PKI directory holding this client's platform-client certificate"
         )
+    rejects = Path(args.rejects) if args.rejects else None
+    check_policy(args.on_invalid, rejects, others={"--input": Path(args.input)})
     client = Client(
         args.platform,
         bank_id=args.bank_id,
@@ -118,6 +121,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             id_column=args.id_column,
             consent_column=args.consent_column,
             consent_reference=args.consent,
+            on_invalid=args.on_invalid,
+            rejects=rejects,
         )
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["application_id", "status", "model_version", "error"])
@@ -125,8 +130,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         out.writerow([o.application_id, o.status, o.model_version, o.error])
     refused = sum(1 for o in outcomes if o.status == "refused")
     pending = sum(1 for o in outcomes if o.status == "pending")
+    skipped = f", {len(client.rejected)} skipped as invalid (in {rejects})" if rejects is not None else ""
     print(
-        f"{len(outcomes) - refused - pending} accepted, {pending} pending, {refused} refused",
+        f"{len(outcomes) - refused - pending} accepted, {pending} pending, {refused} refused{skipped}",
         file=sys.stderr,
     )
     return 1 if refused else 0
@@ -168,7 +174,25 @@ def cmd_score(args: argparse.Namespace) -> int:
         key_bits=args.key_bits,
         fmt=args.format,
         feature_ranges=model_commands.parse_feature_ranges(args.feature_range),
+        on_invalid=args.on_invalid,
+        rejects_path=Path(args.rejects) if args.rejects else None,
     )
+
+
+ON_INVALID_HELP = (
+    "what a row the model's encoding refuses (empty cell without an imputer, unseen category, value "
+    "outside the declared range, not a number) does: stop the run with a message naming the row and "
+    "column, writing nothing (default), or skip it to --rejects FILE and score the others"
+)
+REJECTS_HELP = (
+    "with --on-invalid skip (required then): CSV of the skipped rows, their columns as given and a "
+    "'reason' naming the column and the problem"
+)
+
+
+def _on_invalid_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--on-invalid", choices=("stop", "skip"), default="stop", help=ON_INVALID_HELP)
+    sp.add_argument("--rejects", metavar="FILE", help=REJECTS_HELP)
 
 
 # ---------------------------------------------------------------------- parser
@@ -278,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="send applications to a running platform node and print each outcome (never the band)",
         description="Send every row of FILE to a running platform node over mutual TLS as a "
         "platform-client and print application_id,status,model_version,error as CSV (status: "
-        "accepted, pending or refused). Exits 1 if any application was refused.",
+        "accepted, pending or refused). Exits 1 if any application was refused. The platform checks "
+        "each row against the model's public encoding; with --on-invalid skip, rows it refuses as "
+        "invalid input (and rows without a usable id or consent) go to --rejects instead, and the exit "
+        "status is 0 when every other application was accepted.",
     )
     sp.add_argument("--platform", required=True, metavar="HOST:PORT", help="the platform node's address")
     sp.add_argument("--input", required=True, metavar="FILE", help="CSV or Parquet, one applicant per row")
@@ -295,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--connect-timeout", type=float, default=10.0, help="seconds to wait for the node (default 10)"
     )
+    _on_invalid_flags(sp)
     sp.set_defaults(func=cmd_submit, role="submit")
 
     sp = sub.add_parser("demo", help="start the three nodes locally and score the German credit applicants")
@@ -320,7 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(sp)
     sp.set_defaults(func=cmd_bench, role="bench")
 
-    sp = sub.add_parser("score", help="score every row of a CSV through the three-node protocol")
+    sp = sub.add_parser(
+        "score",
+        help="score every row of a CSV through the three-node protocol",
+        description="Score every row of --input through a platform, a bureau and a bank started "
+        "locally (stopped afterwards) and write application_id,band,band_label to --output. Exit "
+        "status: 0 when every valid row got its band (with --on-invalid skip, invalid rows are in "
+        "--rejects), 1 when --on-invalid skip found no valid row, 2 on a refusal (nothing written).",
+    )
     sp.add_argument(
         "--model",
         required=True,
@@ -351,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2048,
         help="Paillier key size of the local bank: 2048 (default) or 3072",
     )
+    _on_invalid_flags(sp)
     sp.set_defaults(func=cmd_score, role="score")
 
     model_commands.add_parser(sub)

@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 
+from blindscore._files import write_atomic
+from blindscore.app.rejects import Rejected, check_on_invalid, check_policy, header_of, reason_of, rejects_csv
 from blindscore.app.tables import Data, load_rows
 from blindscore.errors import InvalidInputError, UnavailableError
 from blindscore.infra.status import error_of
@@ -96,6 +98,21 @@ def score_applications(
     return outcomes
 
 
+#: How a refusal of the application's own content starts (an outcome's ``error``).
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.name
+
+
+class _Duplicate(InvalidInputError):
+    """An id given twice: which row is meant is unclear, so it stops a run whatever the policy."""
+
+
+def _column_reason(message: str) -> str:
+    """The platform's "feature 'x': ..." as a rejects reason naming the column."""
+    if message.startswith("feature '"):
+        return "column" + message.removeprefix("feature")
+    return message
+
+
 class PlatformClient:
     """A long-lived channel to a platform node for unary calls (one application at a time)."""
 
@@ -169,6 +186,10 @@ class Client:
         self._channel = open_channel(platform, security=security)
         self._stub: Any = pb_grpc.PlatformStub(self._channel)
         self._ready = False
+        #: The rows the last :meth:`submit` with ``on_invalid="skip"`` skipped.
+        self.rejected: list[Rejected] = []
+        self._rows: dict[str, tuple[int, Mapping[str, object]]] = {}
+        self._header: list[str] = []
 
     def applications(
         self,
@@ -177,43 +198,60 @@ class Client:
         id_column: str = "application_id",
         consent_column: str = "consent_reference",
         consent_reference: str | None = None,
+        on_invalid: str = "stop",
     ) -> list[Application]:
-        """The applications ``data`` holds (see :meth:`submit`), checked, without sending anything."""
+        """The applications ``data`` holds (see :meth:`submit`), checked, without sending anything.
+
+        A row without a usable id or consent reference raises, or with ``on_invalid="skip"`` is left
+        out and recorded in :attr:`rejected`. An id given twice always raises."""
+        check_on_invalid(on_invalid)
         rows = load_rows(data)
         apps: list[Application] = []
         seen: set[str] = set()
+        self.rejected = []
+        self._rows = {}
         for i, row in enumerate(rows):
             where = f"row {i + 1}"
             app_id = row.get(id_column)
-            if app_id is None:
-                raise InvalidInputError(f"{where}: no application id (column {id_column!r})")
-            app_id = str(app_id)
-            if app_id in seen:
-                raise InvalidInputError(f"{where}: application id {app_id!r} appears twice")
-            seen.add(app_id)
-            consent = row.get(consent_column) if consent_column in row else consent_reference
-            if consent is None or consent == "":
-                raise InvalidInputError(
-                    f"{where} ({app_id}): no consent reference: give a {consent_column!r} column "
-                    "or consent_reference= (--consent)"
-                )
-            features: dict[str, FeatureValue | None] = {
-                k: v for k, v in row.items() if k not in (id_column, consent_column)
-            }
             try:
-                apps.append(
-                    Application(
-                        app_id,
-                        self.bank_id,
-                        self.model_id,
-                        self.key_id,
-                        str(consent),
-                        features,  # type: ignore[arg-type]  # None is a missing value on the wire
-                        self.model_version,
+                if app_id is None:
+                    raise InvalidInputError(f"{where}: no application id (column {id_column!r})")
+                app_id = str(app_id)
+                if app_id in seen:
+                    raise _Duplicate(f"{where}: application id {app_id!r} appears twice")
+                seen.add(app_id)
+                consent = row.get(consent_column) if consent_column in row else consent_reference
+                if consent is None or consent == "":
+                    raise InvalidInputError(
+                        f"{where} ({app_id}): no consent reference: give a {consent_column!r} column "
+                        "or consent_reference= (--consent)"
                     )
-                )
+                features: dict[str, FeatureValue | None] = {
+                    k: v for k, v in row.items() if k not in (id_column, consent_column)
+                }
+                try:
+                    apps.append(
+                        Application(
+                            app_id,
+                            self.bank_id,
+                            self.model_id,
+                            self.key_id,
+                            str(consent),
+                            features,  # type: ignore[arg-type]  # None is a missing value on the wire
+                            self.model_version,
+                        )
+                    )
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"{where}: {exc}") from None
+            except _Duplicate:
+                raise
             except InvalidInputError as exc:
-                raise InvalidInputError(f"{where}: {exc}") from None
+                if on_invalid == "stop":
+                    raise
+                self.rejected.append(Rejected(i + 1, row, reason_of(exc).removeprefix(f"{where}: ")))
+            else:
+                self._rows[app_id] = (i + 1, row)
+        self._header = header_of(rows)
         return apps
 
     def submit(
@@ -224,6 +262,8 @@ class Client:
         consent_column: str = "consent_reference",
         consent_reference: str | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        on_invalid: str = "stop",
+        rejects: Path | str | None = None,
     ) -> list[Outcome]:
         """Send every application in ``data`` over one stream; returns their outcomes in input order.
 
@@ -233,9 +273,24 @@ class Client:
         Submitting an id again with the same features returns its stored outcome; with other
         features it is refused (ALREADY_EXISTS). A refused application is an outcome with status
         "refused"; an unreachable or refusing node raises (UnavailableError, PermissionDeniedError).
+
+        ``on_invalid="skip"`` with ``rejects=PATH``: a row the platform refuses as invalid input (it
+        checks every row against the model's public encoding: an empty cell without an imputer, an
+        unseen category, a value outside its range, not a number) or a row without a usable id or
+        consent is left out of the returned outcomes and written to the CSV ``rejects`` (its cells
+        and a ``reason``; also in :attr:`rejected`). The default ``"stop"`` raises on a row without
+        a usable id or consent before anything is sent, and returns the platform's refusals as
+        "refused" outcomes.
         """
+        rejects_path = Path(rejects) if rejects is not None else None
+        others = {"data": Path(data)} if isinstance(data, str | Path) else {}
+        check_policy(on_invalid, rejects_path, flags=("on_invalid", "rejects"), others=others)
         apps = self.applications(
-            data, id_column=id_column, consent_column=consent_column, consent_reference=consent_reference
+            data,
+            id_column=id_column,
+            consent_column=consent_column,
+            consent_reference=consent_reference,
+            on_invalid=on_invalid,
         )
         self._wait_ready()
         got: dict[str, Outcome] = {}
@@ -253,6 +308,18 @@ class Client:
         except grpc.RpcError as exc:
             raise error_of(f"platform at {self.address}", exc) from None
         ordered = [got[a.application_id] for a in apps if a.application_id in got]
+        if on_invalid == "skip" and rejects_path is not None:
+            kept = []
+            for outcome in ordered:
+                if outcome.error.startswith(INVALID_ARGUMENT):
+                    number, row = self._rows[outcome.application_id]
+                    reason = outcome.error.removeprefix(INVALID_ARGUMENT).removeprefix(": ")
+                    self.rejected.append(Rejected(number, row, _column_reason(reason)))
+                else:
+                    kept.append(outcome)
+            ordered = kept
+            self.rejected.sort(key=lambda r: r.row)
+            write_atomic(rejects_path, rejects_csv(self._header, self.rejected))
         return ordered + refused
 
     def submit_one(

@@ -156,7 +156,7 @@ def write_png(table: BandTable, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InvalidInputError("writing a PNG needs matplotlib: pip install 'blindscore[bench]'") from None
+        raise InvalidInputError("writing a PNG needs matplotlib: pip install 'blindscore[report]'") from None
     labels = [r.label for r in table.rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     ax.bar(labels, [r.count for r in table.rows], color="#8fb3d9", label="applications")

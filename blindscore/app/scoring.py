@@ -17,10 +17,11 @@ from blindscore._files import write_atomic
 from blindscore.app.client import score_applications
 from blindscore.app.localnet import LocalNetwork
 from blindscore.app.plugins import modules_for
+from blindscore.app.rejects import Rejected, check_policy, reason_of, write_rejects
 from blindscore.app.tables import read_rows
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.crypto.paillier import check_key_bits
-from blindscore.errors import BlindscoreError, EncodingError, InvalidInputError
+from blindscore.errors import BlindscoreError, InvalidInputError
 from blindscore.importers import AUTO, ImportOptions, read_model
 from blindscore.models.contract import PrivateModel
 from blindscore.protocol import limits
@@ -100,8 +101,17 @@ def score_csv(
     key_bits: int = 2048,
     fmt: str = AUTO,
     feature_ranges: tuple[tuple[str, float, float], ...] | None = None,
+    on_invalid: str = "stop",
+    rejects_path: Path | None = None,
 ) -> int:
+    """Score ``input_path`` into ``output_path``; returns the exit status.
+
+    ``on_invalid="stop"``: the first row the model's encoding refuses ends the run, nothing written.
+    ``"skip"``: such rows go to ``rejects_path`` (their cells and a reason) and the others are scored;
+    0 when every valid row got its band, 1 when no row was valid (both files are written then too).
+    """
     check_key_bits(key_bits)
+    check_policy(on_invalid, rejects_path, others={"--input": input_path, "--output": output_path})
     model_id = _model_id(model_path)
     if not cutoffs and (fmt == "skops" or (fmt == AUTO and model_path.suffix.lower() == ".skops")):
         # The importer's fallback (one cutoff at 0.5) is no band policy anyone chose.
@@ -113,7 +123,9 @@ def score_csv(
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
     options = ImportOptions(cutoffs or None, labels or None, feature_ranges=feature_ranges)
     model = read_model(model_path, options, fmt=fmt, name=model_id)
-    header, rows = read_rows(input_path)
+    header, cells = read_rows(input_path)
+    # An empty cell is a missing value, as in a DataFrame read from the same file (blindscore.score).
+    rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in cells]
     missing = [name for name in model.spec.input_names if name not in header]
     if missing:
         raise InvalidInputError(
@@ -121,36 +133,51 @@ def score_csv(
         )
     if id_column is not None and id_column not in header:
         raise InvalidInputError(f"--id-column {id_column!r} is not a column of {input_path}")
-    ids = [row[id_column] if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
+    ids = [(row[id_column] or "") if id_column else f"row-{i + 1}" for i, row in enumerate(rows)]
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"--id-column {id_column!r} has duplicate values")
+    # Check every row before any node starts, so a bad row costs nothing and writes nothing. The
+    # check is the platform's own: the model's public encoding of the row.
+    valid: list[int] = []
+    rejected: list[Rejected] = []
     for i, app_id in enumerate(ids):
-        try:  # the input limits, then the nodes' narrower id rule
-            check_id("application id", limits.check_id(f"application id in column {id_column!r}", app_id))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"--input {input_path}, row {i + 1}: {exc}") from None
-    # Check every row before any node starts, so a bad row costs nothing and writes nothing.
-    for i, row in enumerate(rows):
         try:
-            model.spec.encode_row({k: row[k] for k in model.spec.input_names})
-        except EncodingError as exc:
-            raise InvalidInputError(f"--input {input_path}, row {i + 1} ({ids[i]}): {exc}") from None
-    records = run_encrypted(
-        model,
-        model_id,
-        ids,
-        [{k: row[k] for k in model.spec.input_names} for row in rows],
-        key_bits=key_bits,
-        consent_reference=_consent_reference(input_path),
+            what = f"application id in column {id_column!r}"
+            check_id(what, limits.check_id(what, app_id))  # the input limits, then the nodes' id rule
+            model.spec.encode_row({k: rows[i][k] for k in model.spec.input_names})
+        except InvalidInputError as exc:
+            if on_invalid == "stop":
+                raise InvalidInputError(f"--input {input_path}, row {i + 1} ({app_id}): {exc}") from None
+            rejected.append(Rejected(i + 1, rows[i], reason_of(exc)))
+        else:
+            valid.append(i)
+    records = (
+        run_encrypted(
+            model,
+            model_id,
+            [ids[i] for i in valid],
+            [{k: rows[i][k] for k in model.spec.input_names} for i in valid],
+            key_bits=key_bits,
+            consent_reference=_consent_reference(input_path),
+        )
+        if valid
+        else {}
     )
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["application_id", "band", "band_label"])
-    for app_id in ids:
+    for app_id in (ids[i] for i in valid):
         rec = records.get(app_id)
         if rec is None:
             raise BlindscoreError(f"no band was stored for {app_id}; nothing written")
         out.writerow([app_id, rec.band, rec.band_label])
+    if rejects_path is not None:
+        write_rejects(rejects_path, header, rejected)
     write_atomic(output_path, buf.getvalue().encode())
-    print(f"wrote {len(ids)} bands to {output_path}", file=sys.stderr)
+    print(f"wrote {len(valid)} bands to {output_path}", file=sys.stderr)
+    if rejects_path is not None:
+        print(f"skipped {len(rejected)} invalid rows, written to {rejects_path}", file=sys.stderr)
+    if not valid:
+        print("no row was valid: nothing was scored", file=sys.stderr)
+        return 1
     return 0

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, cast
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf.runtime_version import VersionError
 
 from blindscore.errors import InvalidInputError, NotFoundError
 from blindscore.infra.certs import (
@@ -232,6 +231,34 @@ def _auth_context(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]
     return cast("Mapping[str, Sequence[bytes]]", context.auth_context())
 
 
+def _add_health_and_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """A health service reporting SERVING for ``service_names``, and server reflection.
+
+    Their packages carry their own generated code: after ``pip install`` of a library that moves
+    protobuf below it (optbinning's ortools pins protobuf 6; grpcio-health-checking 1.82 on is
+    protobuf 7 gencode), importing them fails. The node then serves without them and says how to
+    put back versions that fit, instead of not starting at all."""
+    try:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+    except (ImportError, VersionError) as exc:
+        log.warning(
+            "serving without gRPC health checks and reflection: %s (reinstall them to fit the protobuf "
+            "installed: pip install --force-reinstall 'grpcio-health-checking<1.82' 'grpcio-reflection<1.82' "
+            "for protobuf 6)",
+            exc,
+        )
+        return
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Reflection lets grpcurl and similar tools list and call the services without the .proto.
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+
 def create_server(
     address: str,
     register: list[object],
@@ -259,14 +286,7 @@ def create_server(
     )
     for add in register:
         add(server)  # type: ignore[operator]
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *service_names):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    # Reflection lets grpcurl and similar tools list and call the services without the .proto.
-    reflection.enable_server_reflection(
-        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    _add_health_and_reflection(server, service_names)
     creds = security.server_credentials()
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     if port == 0:

@@ -68,7 +68,7 @@ class ScoreReceipt(_message.Message):
     wire_bytes: int
     model_version: str
     pending: bool
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
+    def __init__(self, application_id: _Optional[str] = ..., accepted: bool = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: bool = ...) -> None: ...
 
 class RegisterBankRequest(_message.Message):
     __slots__ = ("bank_id", "address", "paillier_public_key", "dgk_public_key", "active_key_ids")
@@ -173,7 +173,7 @@ class SubmitReceipt(_message.Message):
     wire_bytes: int
     model_version: str
     pending: bool
-    def __init__(self, application_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ...) -> None: ...
+    def __init__(self, application_id: _Optional[str] = ..., accepted: bool = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ..., model_version: _Optional[str] = ..., pending: bool = ...) -> None: ...
 
 class BatchMember(_message.Message):
     __slots__ = ("application_id", "consent_reference")
@@ -226,7 +226,7 @@ class BatchReceipt(_message.Message):
     pending: bool
     stage_ms: _containers.ScalarMap[str, float]
     wire_bytes: int
-    def __init__(self, batch_id: _Optional[str] = ..., model_version: _Optional[str] = ..., pending: _Optional[bool] = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, batch_id: _Optional[str] = ..., model_version: _Optional[str] = ..., pending: bool = ..., stage_ms: _Optional[_Mapping[str, float]] = ..., wire_bytes: _Optional[int] = ...) -> None: ...
 
 class GetBandRequest(_message.Message):
     __slots__ = ("application_id", "platform_id")
@@ -458,7 +458,7 @@ class BandReceipt(_message.Message):
     application_id: str
     stored: bool
     server_ms: float
-    def __init__(self, application_id: _Optional[str] = ..., stored: _Optional[bool] = ..., server_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, application_id: _Optional[str] = ..., stored: bool = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class CircuitShape(_message.Message):
     __slots__ = ("family", "values", "value_bits", "cutoffs", "params")

@@ -5,7 +5,7 @@ import warnings
 
 from blindscore.v1 import blindscore_pb2 as blindscore_dot_v1_dot_blindscore__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.73.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in blindscore/v1/blindscore_pb2_grpc.py depends on'
+        + f' but the generated code in blindscore/v1/blindscore_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class PlatformStub:
+class PlatformStub(object):
     """---------------------------------------------------------------- platform
 
     """
@@ -48,7 +48,7 @@ class PlatformStub:
                 _registered_method=True)
 
 
-class PlatformServicer:
+class PlatformServicer(object):
     """---------------------------------------------------------------- platform
 
     """
@@ -88,7 +88,7 @@ def add_PlatformServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Platform:
+class Platform(object):
     """---------------------------------------------------------------- platform
 
     """
@@ -148,7 +148,7 @@ class Platform:
             _registered_method=True)
 
 
-class BureauStub:
+class BureauStub(object):
     """---------------------------------------------------------------- bureau
 
     """
@@ -186,7 +186,7 @@ class BureauStub:
                 _registered_method=True)
 
 
-class BureauServicer:
+class BureauServicer(object):
     """---------------------------------------------------------------- bureau
 
     """
@@ -263,7 +263,7 @@ def add_BureauServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Bureau:
+class Bureau(object):
     """---------------------------------------------------------------- bureau
 
     """
@@ -404,7 +404,7 @@ class Bureau:
             _registered_method=True)
 
 
-class BankStub:
+class BankStub(object):
     """---------------------------------------------------------------- bank
 
     """
@@ -472,7 +472,7 @@ class BankStub:
                 _registered_method=True)
 
 
-class BankServicer:
+class BankServicer(object):
     """---------------------------------------------------------------- bank
 
     """
@@ -624,7 +624,7 @@ def add_BankServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Bank:
+class Bank(object):
     """---------------------------------------------------------------- bank
 
     """
