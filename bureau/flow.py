@@ -170,15 +170,17 @@ class BureauNode:
         applications: ApplicationStore | None = None,
         *,
         retry: RetryPolicy | None = None,
-        band_protocol: BandProtocol = "circuit",
+        band_protocol: BandProtocol = "dgk",
     ) -> None:
         """Without ``applications`` the bureau keeps them in memory: exactly-once within this process
         only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably).
 
         ``band_protocol`` is how a unary application of a linear model or scorecard gets its band:
-        "circuit" (the default: one masked value and a garbled cutoff circuit, the pipeline every
-        model family shares) or "dgk" (the DGK comparison rounds; a bank lost between its rounds
-        costs a retry, where the circuit path's one evaluation round is spent). Other families
+        "dgk" (the default: the DGK comparison rounds, whose kept [band] ciphertext lets a bank
+        lost between rounds be served again, so a crash never fails an application) or "circuit"
+        (one masked value and a garbled cutoff circuit, the pipeline every model family shares:
+        faster and smaller, but its one evaluation round is spent when the circuit is sent, so a
+        bank lost right then fails the application for good, as on the packed path). Other families
         always take the circuit; streamed batches are packed either way."""
         if band_protocol not in BAND_PROTOCOLS:
             raise InvalidInputError(
@@ -208,7 +210,7 @@ class BureauNode:
         database: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        band_protocol: BandProtocol = "circuit",
+        band_protocol: BandProtocol = "dgk",
     ) -> BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 

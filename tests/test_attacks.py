@@ -464,7 +464,7 @@ def deviant_net(
     pki: Path, tmp_path: Path, keypair: KeyPair, dgk: DGKKeyPair, error: str = "unavailable"
 ) -> Iterator[DeviantNet]:
     """A real bureau (its retry worker on) whose bank is a DeviatingBank, both over mutual TLS. The
-    bureau runs the DGK rounds for unary applications, which is what the DeviatingBank attacks."""
+    bureau runs the DGK rounds for unary applications (its default), which the DeviatingBank attacks."""
     bureau = BureauNode.open(tmp_path / "bureau", retry=FAST_RETRY, band_protocol="dgk")
     server, port, channels = start_bureau_server(bureau, "127.0.0.1:0", security=creds(pki, BUREAU))
     bureau_addr = f"127.0.0.1:{port}"
@@ -637,10 +637,10 @@ def submit_unary(nodes: Nodes, app_id: str, row: int) -> str:
 def test_attack3_unary_circuit_deviating_bank_gets_one_evaluation_round(
     make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The unary circuit path (the default): however often the bank claims to have lost the
+    """The unary circuit path (``--band-protocol circuit``): however often the bank claims to have lost the
     garbled circuit's reply, the bureau never garbles the application again, so the bank evaluates
     one circuit on one set of inputs, and learns one band."""
-    nodes = make_nodes("circuit-attack", tls=True, retry=FAST_RETRY)
+    nodes = make_nodes("circuit-attack", tls=True, retry=FAST_RETRY, band_protocol="circuit")
     counts = circuit_retry_forcing_bank(nodes, monkeypatch)
     state = submit_unary(nodes, "circuit-deviant-1", UNARY_TARGET)
     print(f"\nattack 3 (unary circuit) vs real bureau: {counts}")
@@ -657,7 +657,7 @@ def test_attack3_unary_circuit_works_against_a_bureau_that_reruns(
     """Negative control: a bureau that treats a lost finish as retryable and has its evaluation
     ledger switched off garbles the application again, and the same bank gets a new circuit (a new
     band query) for every reply it claims to have lost."""
-    nodes = make_nodes("circuit-rerun", tls=True, retry=FAST_RETRY)
+    nodes = make_nodes("circuit-rerun", tls=True, retry=FAST_RETRY, band_protocol="circuit")
     counts = circuit_retry_forcing_bank(nodes, monkeypatch)
     monkeypatch.setattr(bank_link, "PreconditionError", UnavailableError)
     monkeypatch.setattr(nodes.bureau_obj.ledger, "batch_spent", lambda *a: False)

@@ -63,16 +63,20 @@ def test_naive_baseline_decrypts_the_exact_score(pipeline: str, monkeypatch: pyt
 
 
 @pytest.mark.slow
-def test_online_json_line_over_three_processes() -> None:
+@pytest.mark.parametrize(
+    ("band_protocol", "stage"), [("circuit", "bank.circuit_finish"), ("dgk", "bank.round2")]
+)
+def test_online_json_line_over_three_processes(band_protocol: str, stage: str) -> None:
     naive = bench.run_naive(features=5, applications=2)
-    result = bench.run_online(features=5, applications=4, warmup=1, settle_s=0)
+    result = bench.run_online(features=5, applications=4, warmup=1, settle_s=0, band_protocol=band_protocol)
     line = json.loads(json.dumps(bench.summary(result, naive)))
     assert set(line) >= REQUIRED
     assert line["workload"] == "online" and line["applications"] == 4 and line["features"] == 5
     assert line["p50_ms"] > 0 and line["p99_ms"] >= line["p50_ms"]
     # 5 feature ciphertexts plus the band protocol, all under 2048-bit keys.
     assert 5 * 512 < line["bytes_per_app"] < 64 * 1024
-    assert {"platform.encrypt", "bureau.evaluate", "bank.round2"} <= set(line["stage_ms_p50"])
+    assert {"platform.encrypt", "bureau.evaluate", stage} <= set(line["stage_ms_p50"])
+    assert line["band_protocol"] == band_protocol and line["band_protocol_ms_p50"] > 0
     assert line["speedup_throughput"] > 0
 
 
