@@ -365,10 +365,13 @@ def check_schedule(circuit: Circuit) -> None:
         covered = stop
         if is_and:
             assert circuit.and_offsets[levels] == ands
+            # One kind per AND batch (what the garbler knows of its inputs), as garbling needs.
+            assert len(set(circuit.and_kinds[ands : ands + stop - start].tolist())) == 1
             levels += 1
             ands += stop - start
     assert covered == len(circuit.gate_a)
-    assert (levels, ands) == (circuit.levels, circuit.and_gates)
+    assert (levels, ands) == (len(circuit.and_offsets), circuit.and_gates)
+    assert circuit.levels <= levels
     assert circuit.xor_gates == len(circuit.gate_a) - ands
     assert written[circuit.output_wires].all()
 

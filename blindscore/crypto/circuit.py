@@ -126,7 +126,8 @@ class Circuit:
     and_gates: int
     xor_gates: int
     levels: int
-    #: Per AND batch, the index of its first AND gate (the table offset, in gates).
+    #: Per AND batch, the index of its first AND gate (the table offset, in gates). The AND gates
+    #: of one batch are of one kind (:attr:`and_kinds`).
     and_offsets: tuple[int, ...] = field(repr=False)
 
     @property
@@ -160,6 +161,19 @@ class Circuit:
             known[base + start : base + stop] = known[a] & known[b]
         known.flags.writeable = False
         return known
+
+    @functools.cached_property
+    def known_gates(self) -> tuple[npt.NDArray[np.intp], ...]:
+        """Per batch, the gates (indices into the gate arrays) of which the garbler knows both
+        inputs: the only ones whose plain values it must compute while garbling."""
+        known = self.garbler_known
+        base = self.first_gate_wire
+        out = []
+        for _, start, stop in self.batches.tolist():
+            idx = np.flatnonzero(known[base + start : base + stop]) + start
+            idx.flags.writeable = False
+            out.append(idx)
+        return tuple(out)
 
     @functools.cached_property
     def and_kinds(self) -> npt.NDArray[np.int8]:
@@ -483,6 +497,13 @@ class CircuitBuilder:
         # already a topological order (a gate's operands exist before it).
         depth = [0] * n
         sub = [0] * n
+        # Whether the garbler knows a wire's value (constants, its inputs, gates of those only).
+        # The AND gates of one depth are batched by which inputs it knows (Circuit.and_kinds), so
+        # each batch is garbled one way over contiguous arrays.
+        known = bytearray(n)
+        known[0] = known[1] = 1
+        for w in self._garbler:
+            known[w] = 1
         keys: list[tuple[int, int, int, int]] = []
         for w in range(2, n):
             k = kind[w]
@@ -490,10 +511,11 @@ class CircuitBuilder:
                 continue
             a, b = ga[w], gb[w]
             da, db = depth[a], depth[b]
+            known[w] = known[a] & known[b]
             if k == _AND:
                 depth[w] = max(da, db) + 1
                 if live[w]:
-                    keys.append((depth[w], 0, 0, w))
+                    keys.append((depth[w], 0, known[a] + 2 * known[b], w))
             else:
                 d = max(da, db)
                 depth[w] = d
@@ -546,7 +568,7 @@ class CircuitBuilder:
             output_wires=outputs,
             and_gates=ands,
             xor_gates=len(order) - ands,
-            levels=len(and_offsets),
+            levels=len({key[0] for key in keys if key[1] == 0}),
             and_offsets=tuple(and_offsets),
         )
 

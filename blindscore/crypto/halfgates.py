@@ -66,7 +66,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -161,43 +161,6 @@ def _to_ints(x: _Labels) -> list[int]:
     return [(h << 64) | low for h, low in zip(hi, lo, strict=True)]
 
 
-def _where_kind(kind: npt.NDArray[np.int8], value: int) -> slice | npt.NDArray[np.intp] | None:
-    """The gates of a batch with ``kind == value``: a slice when that is all of them (no copies on
-    the common path), else their indices, or None when there are none."""
-    hit = kind == value
-    if hit.all():
-        return slice(None)
-    idx = np.flatnonzero(hit)
-    return idx if idx.size else None
-
-
-def _half(kind: npt.NDArray[np.int8]) -> npt.NDArray[np.intp] | None:
-    idx = np.flatnonzero((kind == 1) | (kind == 2))
-    return idx if idx.size else None
-
-
-def _rows_at(x: npt.NDArray[Any], at: slice | npt.NDArray[np.intp]) -> npt.NDArray[Any]:
-    return x[at]
-
-
-def _put(out: _Labels, at: slice | npt.NDArray[np.intp], value: _Labels) -> None:
-    out[at] = value
-
-
-def _secret_and_known(
-    kind: npt.NDArray[np.int8],
-    half: npt.NDArray[np.intp],
-    a0: _Labels,
-    b0: _Labels,
-    va: npt.NDArray[np.uint8],
-    vb: npt.NDArray[np.uint8],
-) -> tuple[_Labels, npt.NDArray[np.uint8]]:
-    """For half gates: the 0-label of the input the garbler does not know, and the value of the
-    one it does (kind 1: a known, so b is the secret input)."""
-    a_known = kind[half] == 1
-    return np.where(a_known[:, None], b0[half], a0[half]), np.where(a_known, va[half], vb[half])
-
-
 def _given_labels(pairs: LabelPairs, count: int) -> _Labels:
     """Delta then the evaluator's input 0-labels, from correlated-OT pairs (checked)."""
     if len(pairs) != count:
@@ -274,51 +237,48 @@ def garble(
     tables = np.empty((int(toff[-1]), 2), dtype=np.uint64)
     ga, gb = circuit.gate_a, circuit.gate_b
     offsets = iter(circuit.and_offsets)
-    for is_and, start, stop in circuit.batches.tolist():
+    known_gates = circuit.known_gates
+    for batch, (is_and, start, stop) in enumerate(circuit.batches.tolist()):
         ia, ib = ga[start:stop], gb[start:stop]
         # np.take along axis 0 copies whole 16-byte rows, several times faster than labels[idx].
         a0 = np.take(labels, ia, axis=0)
         b0 = np.take(labels, ib, axis=0)
         out = labels[first + start : first + stop]
+        kg = known_gates[batch]
+        if kg.size:
+            va, vb = vals[ga[kg]], vals[gb[kg]]
+            vals[first + kg] = (va & vb) if is_and else (va ^ vb)
         if not is_and:
             np.bitwise_xor(a0, b0, out=out)
-            vals[first + start : first + stop] = vals[ia] ^ vals[ib]
             continue
-        vals[first + start : first + stop] = vals[ia] & vals[ib]
+        m = stop - start
         j0 = next(offsets)
-        kind, off = kinds[j0 : j0 + stop - start], toff[j0 : j0 + stop - start]
-        tw = 2 * np.arange(j0, j0 + stop - start, dtype=np.uint64)
-        full = _where_kind(kind, 0)
-        if full is not None:
-            fa, fb, ftw = _rows_at(a0, full), _rows_at(b0, full), _rows_at(tw, full)
-            m = len(ftw)
+        kind, off = int(kinds[j0]), int(toff[j0])  # one kind per batch (CircuitBuilder.build)
+        tw = 2 * np.arange(j0, j0 + m, dtype=np.uint64)
+        if kind == 0:
             h = hash_(
-                np.concatenate((fa, fa ^ delta, fb, fb ^ delta)),
-                tweak_blocks(np.concatenate((ftw, ftw, ftw + 1, ftw + 1))),
+                np.concatenate((a0, a0 ^ delta, b0, b0 ^ delta)),
+                tweak_blocks(np.concatenate((tw, tw, tw + 1, tw + 1))),
             )
             ha0, ha1, hb0, hb1 = h[:m], h[m : 2 * m], h[2 * m : 3 * m], h[3 * m :]
-            pa, pb = _mask(_lsb(fa)), _mask(_lsb(fb))
+            pa, pb = _mask(_lsb(a0)), _mask(_lsb(b0))
             hb = hb0 ^ hb1
             tg = ha0 ^ ha1 ^ (pb & delta)
-            foff = _rows_at(off, full)
-            tables[foff] = tg
-            tables[foff + 1] = hb ^ fa
-            _put(out, full, ha0 ^ (pa & tg) ^ hb0 ^ (pb & hb))
-        half = _half(kind)
-        if half is not None:
+            entries = tables[off : off + 2 * m].reshape(m, 2, 2)
+            entries[:, 0] = tg
+            entries[:, 1] = hb ^ a0
+            out[:] = ha0 ^ (pa & tg) ^ hb0 ^ (pb & hb)
+        elif kind == 3:
+            # Both inputs known: the output is hard-wired like a garbler input (nothing sent).
+            out[:] = _mask(vals[ia] & vals[ib]) & delta
+        else:
             # The garbler half-gate alone (Zahur-Rosulek-Evans): x AND v with v known to the
             # garbler is one entry T = H(X0) ^ H(X1) ^ v Delta, output 0-label H(X0) ^ p_x T.
-            x0, v = _secret_and_known(kind, half, a0, b0, vals[ia], vals[ib])
-            htw = tw[half]
-            m = len(htw)
-            h = hash_(np.concatenate((x0, x0 ^ delta)), tweak_blocks(np.concatenate((htw, htw))))
+            x0, v = (b0, vals[ia]) if kind == 1 else (a0, vals[ib])
+            h = hash_(np.concatenate((x0, x0 ^ delta)), tweak_blocks(np.concatenate((tw, tw))))
             t = h[:m] ^ h[m:] ^ (_mask(v) & delta)
-            tables[off[half]] = t
-            out[half] = h[:m] ^ (_mask(_lsb(x0)) & t)
-        both = np.flatnonzero(kind == 3)
-        if both.size:
-            # Both inputs known: the output is hard-wired like a garbler input (nothing sent).
-            out[both] = _mask(vals[ia[both]] & vals[ib[both]]) & delta
+            tables[off : off + m] = t
+            out[:] = h[:m] ^ (_mask(_lsb(x0)) & t)
 
     out0 = labels[circuit.output_wires]
     n_out = len(out0)
@@ -368,22 +328,20 @@ def evaluate(circuit: Circuit, garbled: GarbledCircuit, evaluator_labels: Sequen
         if not is_and:
             np.bitwise_xor(a, b, out=out)
             continue
+        m = stop - start
         j0 = next(offsets)
-        kind, off = kinds[j0 : j0 + stop - start], toff[j0 : j0 + stop - start]
-        tw = 2 * np.arange(j0, j0 + stop - start, dtype=np.uint64)
-        full = _where_kind(kind, 0)
-        if full is not None:
-            fa, fb, ftw = _rows_at(a, full), _rows_at(b, full), _rows_at(tw, full)
-            m = len(ftw)
-            h = hash_(np.concatenate((fa, fb)), tweak_blocks(np.concatenate((ftw, ftw + 1))))
-            sa, sb = _mask(_lsb(fa)), _mask(_lsb(fb))
-            foff = _rows_at(off, full)
-            _put(out, full, h[:m] ^ (sa & tables[foff]) ^ h[m:] ^ (sb & (tables[foff + 1] ^ fa)))
-        half = _half(kind)
-        if half is not None:
-            x = np.where((kind[half] == 1)[:, None], b[half], a[half])
-            out[half] = hash_(x, tweak_blocks(tw[half])) ^ (_mask(_lsb(x)) & tables[off[half]])
-        out[kind == 3] = 0  # hard-wired by the garbler: the active label is 0
+        kind, off = int(kinds[j0]), int(toff[j0])
+        tw = 2 * np.arange(j0, j0 + m, dtype=np.uint64)
+        if kind == 0:
+            h = hash_(np.concatenate((a, b)), tweak_blocks(np.concatenate((tw, tw + 1))))
+            entries = tables[off : off + 2 * m].reshape(m, 2, 2)
+            sa, sb = _mask(_lsb(a)), _mask(_lsb(b))
+            out[:] = h[:m] ^ (sa & entries[:, 0]) ^ h[m:] ^ (sb & (entries[:, 1] ^ a))
+        elif kind == 3:
+            out[:] = 0  # hard-wired by the garbler: the active label is 0
+        else:
+            x = b if kind == 1 else a
+            out[:] = hash_(x, tweak_blocks(tw)) ^ (_mask(_lsb(x)) & tables[off : off + m])
 
     out = labels[circuit.output_wires]
     n_out = len(out)
