@@ -94,3 +94,13 @@ class CircuitFinish:
     garbled: halfgates.GarbledCircuit
     model_id: str
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CircuitReveal:
+    """Round 3: the pad of one evaluated round (named by its garbling id) of the application the
+    batch names; the bank removes it from the round's kept outcome and stores the band."""
+
+    batch: Batch
+    garbling_id: bytes
+    pad: bytes

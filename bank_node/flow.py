@@ -10,10 +10,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blindscore.bank_node.calls import BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
+from blindscore.bank_node.calls import (
+    BatchFinish,
+    BatchStart,
+    CircuitFinish,
+    CircuitReveal,
+    CircuitStart,
+    Run,
+)
 from blindscore.bank_node.keyring import KEYS_DIR, BankKey, KeyRing, RingState
 from blindscore.bank_node.sessions import PackedSessions, StartResult
-from blindscore.bank_node.store import BandRecord, Completed, Completion, ResultStore, RunLimits
+from blindscore.bank_node.store import BandRecord, Completed, Completion, PendingRound, ResultStore, RunLimits
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.keyfile import Passphrase
 from blindscore.crypto.paillier import KeyPair
@@ -316,9 +323,11 @@ class BankNode:
         return self.packed.circuit_start(start, opened.choices)
 
     def circuit_finish(self, finish: CircuitFinish) -> int:
-        """Round 2: evaluate the circuit the bank rebuilds from the public shape and store the band.
-        Outputs that are not a thermometer code, or a garbled circuit that does not fit the bank's
-        circuit, are recorded as a fault (never a refusal). Returns 1 when the band is new."""
+        """Round 2: evaluate the circuit the bank rebuilds from the public shape and keep the
+        round's padded outcome (uniform bits until the bureau reveals this round's pad) under its
+        garbling id. A garbled circuit that does not fit the bank's circuit is kept as an outcome
+        that no pad turns into a band: the fault is recorded at the reveal, never refused. Returns
+        1 when the round is new (ids alone decide)."""
         self.key(finish.batch.key_id)
         labels = _check_labels(finish.labels, distinct=True)
         shape, own_labels = self.packed.circuit_finish(finish)
@@ -326,17 +335,53 @@ class BankNode:
             raise InvalidInputError(f"{shape.cutoffs} cutoffs need {shape.cutoffs + 1} band labels")
         family = families.family(shape.family)
         try:
-            band = circuit_band.evaluate_band(shape, family, finish.garbled, own_labels)
+            outputs = "".join(
+                map(str, circuit_band.evaluate_outputs(shape, family, finish.garbled, own_labels))
+            )
         except (CryptoError, InvalidInputError):
-            band = None
-        index = 0 if band is None else band
+            outputs = ""  # fits no pad: a fault at the reveal
         batch = finish.batch
-        record = BandRecord(
+        pending = PendingRound(
             batch.application_ids[0],
+            batch.platform_id,
+            finish.garbled.garbling_id.hex(),
+            outputs or "x" * shape.cutoffs,
             finish.model_id,
             batch.key_id,
+            tuple(labels),
+        )
+        return int(self.store.put_round(batch.bureau_id, pending))
+
+    def circuit_reveal(self, reveal: CircuitReveal) -> int:
+        """Round 3: the pad of one kept round; the band is its outcome XOR the pad, stored like any
+        band (a repeat keeps the first). Outputs that are no thermometer code under the pad, or a
+        round whose circuit did not fit, are recorded as a fault, never refused. An unknown round is
+        NOT_FOUND (ids alone decide). Returns 1 when the band is new."""
+        batch = reveal.batch
+        self.key(batch.key_id)
+        batch.check_count(1)
+        app_id = _check_application_id(batch.application_ids[0])
+        pending = self.store.round(batch.bureau_id, batch.platform_id, app_id, reveal.garbling_id.hex())
+        if pending is None or pending.key_id != batch.key_id:
+            raise NotFoundError(
+                f"no evaluated circuit round {reveal.garbling_id.hex()[:32]} of this application"
+            )
+        # The pad's size is checked against the public number of cutoffs before anything else, so
+        # a refusal never depends on whether the round's evaluation worked.
+        cutoffs = len(pending.padded)
+        if len(reveal.pad) != (cutoffs + 7) // 8:
+            raise InvalidInputError(
+                f"the pad of a round with {cutoffs} cutoffs is {(cutoffs + 7) // 8} bytes"
+            )
+        bits = [int(c) for c in pending.padded] if set(pending.padded) <= {"0", "1"} else None
+        band = None if bits is None else circuit_band.unpad(bits, reveal.pad)
+        index = 0 if band is None else band
+        record = BandRecord(
+            app_id,
+            pending.model_id,
+            batch.key_id,
             index,
-            labels[index],
+            pending.labels[index],
             time.time(),
             batch.platform_id,
             batch.bureau_id,

@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 import grpc
 
 from blindscore.bank_node import bands
-from blindscore.bank_node.calls import Batch, BatchFinish, BatchStart, CircuitFinish, CircuitStart, Run
+from blindscore.bank_node.calls import (
+    Batch,
+    BatchFinish,
+    BatchStart,
+    CircuitFinish,
+    CircuitReveal,
+    CircuitStart,
+    Run,
+)
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import BankKey
 from blindscore.bank_node.sessions import StartResult
@@ -163,6 +171,14 @@ class BankServicer(pb_grpc.BankServicer):
         )
         return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
 
+    @grpc_errors
+    @timed("bank.circuit_reveal")
+    def CircuitReveal(
+        self, request: pb.CircuitRevealRequest, context: grpc.ServicerContext
+    ) -> pb.CircuitRevealResponse:
+        reveal = CircuitReveal(_batch(request, context), bytes(request.garbling_id), bytes(request.pad))
+        return pb.CircuitRevealResponse(stored=self.node.circuit_reveal(reveal))
+
     # the bank's own systems ------------------------------------------------------------------
 
     def _require_own_client(self, context: grpc.ServicerContext) -> None:
@@ -237,13 +253,14 @@ def _batch(
     request: pb.PackedStartRequest
     | pb.PackedFinishRequest
     | pb.CircuitStartRequest
-    | pb.CircuitFinishRequest,
+    | pb.CircuitFinishRequest
+    | pb.CircuitRevealRequest,
     context: grpc.ServicerContext,
 ) -> Batch:
     """Who a packed batch (or one application's circuit round) is for: the calling bureau and the
     request's ids."""
     bureau = _party(require_role(context, "bureau"))
-    if isinstance(request, pb.CircuitStartRequest | pb.CircuitFinishRequest):
+    if isinstance(request, pb.CircuitStartRequest | pb.CircuitFinishRequest | pb.CircuitRevealRequest):
         ids: tuple[str, ...] = (request.application_id,)
     else:
         ids = tuple(request.application_ids)

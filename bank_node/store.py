@@ -4,6 +4,7 @@ faults per bureau that bounds what a deviating bureau can try (SQLite or Postgre
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +14,10 @@ from typing import Any
 from blindscore.errors import AlreadyExistsError, InvalidInputError, PermissionDeniedError, PreconditionError
 from blindscore.infra.db import Database, Tx, create_schema
 
-#: 2: bands keyed by (bureau, platform, application id); format 1 keyed them by application id
-#: alone, which let two platforms' applications with one id collide (migrated on open).
-FORMAT_VERSION = 2
+#: 3: the padded outcomes of garbled-circuit rounds waiting for their pad (added on open of a
+#: format-2 store). 2: bands keyed by (bureau, platform, application id); format 1 keyed them by
+#: application id alone, which let two platforms' applications with one id collide (migrated on open).
+FORMAT_VERSION = 3
 
 _BANDS = """
     CREATE TABLE IF NOT EXISTS {%s} (
@@ -60,6 +62,22 @@ _SCHEMA = (
     """,
     # The bank's own systems follow new bands by time (WatchBands).
     "CREATE INDEX IF NOT EXISTS {bands}_received ON {bands} (received_at)",
+    # A garbled-circuit round the bank evaluated: its outputs XOR the bureau's one-time pad (uniform
+    # bits until the bureau reveals the pad of one round of the application), per garbling id.
+    """
+    CREATE TABLE IF NOT EXISTS {circuit_rounds} (
+        bureau_id      TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        garbling_id    TEXT NOT NULL,
+        padded         TEXT NOT NULL,
+        model_id       TEXT NOT NULL,
+        key_id         TEXT NOT NULL,
+        labels         TEXT NOT NULL,
+        at             {real} NOT NULL,
+        PRIMARY KEY (bureau_id, platform_id, application_id, garbling_id)
+    )
+    """,
     # The fault record: which bureau, which application, which check, when. Never a value.
     """
     CREATE TABLE IF NOT EXISTS {faults} (
@@ -112,6 +130,20 @@ class Completed:
     new: int
     kept: list[str]
     held: list[BandRecord | None]
+
+
+@dataclass(frozen=True)
+class PendingRound:
+    """A garbled-circuit round the bank evaluated, waiting for its pad: the K output bits XOR the
+    bureau's pad as a string of 0s and 1s (uniform to the bank), and what the band is stored under."""
+
+    application_id: str
+    platform_id: str
+    garbling_id: str  # hex
+    padded: str
+    model_id: str
+    key_id: str
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -180,6 +212,12 @@ class ResultStore:
         if row is not None and int(row[0]) == 1:
             self._migrate_v1(tx)
         create_schema(self._db, tx, _SCHEMA)
+        if row is not None and int(row[0]) == 2:
+            # Format 3 only adds the circuit_rounds table, which create_schema just made.
+            tx.execute(
+                "UPDATE {schema_versions} SET version = ? WHERE component = ?",
+                (FORMAT_VERSION, "bank.results"),
+            )
         tx.check_version("bank.results", FORMAT_VERSION)
 
     def _migrate_v1(self, tx: Tx) -> None:
@@ -417,6 +455,48 @@ class ResultStore:
             )
         )
         return None if row is None else (int(row[0]), bool(row[1]), str(row[2]))
+
+    def put_round(self, bureau_id: str, pending: PendingRound) -> bool:
+        """Keep a garbled-circuit round's padded outcome until its pad arrives; True when new (a
+        repeat of the same round, by ids, changes nothing). The application must have a run here."""
+        key = (bureau_id, pending.platform_id, pending.application_id)
+
+        def run(tx: Tx) -> bool:
+            if tx.one(f"SELECT 1 FROM {{runs}} WHERE {_KEY}", key) is None:
+                app = pending.application_id[:64]
+                raise PreconditionError(f"application {app!r} has no run of the band protocol at this bank")
+            if tx.one(
+                f"SELECT 1 FROM {{circuit_rounds}} WHERE {_KEY} AND garbling_id = ?",
+                (*key, pending.garbling_id),
+            ):
+                return False
+            tx.execute(
+                "INSERT INTO {circuit_rounds} (bureau_id, platform_id, application_id, garbling_id, padded, "
+                "model_id, key_id, labels, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, pending.garbling_id, pending.padded, pending.model_id, pending.key_id,
+                 json.dumps(list(pending.labels)), time.time()),
+            )  # fmt: skip
+            return True
+
+        return self._db.write(run)
+
+    def round(
+        self, bureau_id: str, platform_id: str, application_id: str, garbling_id: str
+    ) -> PendingRound | None:
+        """A round kept by :meth:`put_round`, or None."""
+        row = self._db.read(
+            lambda tx: tx.one(
+                "SELECT padded, model_id, key_id, labels FROM {circuit_rounds} "
+                f"WHERE {_KEY} AND garbling_id = ?",
+                (bureau_id, platform_id, application_id, garbling_id),
+            )
+        )
+        if row is None:
+            return None
+        return PendingRound(
+            application_id, platform_id, garbling_id, str(row[0]), str(row[1]), str(row[2]),
+            tuple(json.loads(row[3])),
+        )  # fmt: skip
 
     def deliveries(self) -> dict[str, int]:
         """Deliveries received per application id (all bureaus): 1 each when every application was

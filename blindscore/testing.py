@@ -131,7 +131,7 @@ class TwoParties:
         request = self._receiver.request(opened.choices)
         reply, garbled = bureau.finish(request, self._sender)
         labels = self._receiver.receive_correlated(request.nonce, opened.choices, reply)
-        return evaluate_band(bureau.request.shape, family, garbled, labels)
+        return evaluate_band(bureau.request.shape, family, garbled, labels, bureau.pad)
 
 
 def check_blind_pipeline(model: PrivateModel, rows: Sequence[dict[str, object]], keypair: KeyPair) -> None:

@@ -60,6 +60,10 @@ class BankLink(Protocol):
         self, app: CircuitRound, finish: FinishCircuit, *, spend: Callable[[], None]
     ) -> int: ...
 
+    def circuit_reveal(
+        self, application_id: str, platform_id: str, garbling_id: bytes, pad: bytes
+    ) -> int: ...
+
 
 @dataclass(frozen=True)
 class PackedRound:
@@ -257,8 +261,9 @@ class GrpcBankLink:
         return self._two_rounds("packed", start, finish, done, spend, "a batch")
 
     def circuit_round(self, app: CircuitRound, finish: FinishCircuit, *, spend: Callable[[], None]) -> int:
-        """The two calls of one application's garbled-circuit band; returns 1 if the bank stored
-        the band for the first time."""
+        """The first two calls of one application's garbled-circuit band; returns 1 if the bank
+        kept the round's padded outcome for the first time. A failure of the finish leaves the work
+        to a new round (its pad was never revealed); ``spend`` counts and bounds the rounds."""
 
         def start(session_id: bytes) -> Any:
             return serde.circuit_start_to_proto(
@@ -277,7 +282,19 @@ class GrpcBankLink:
                 app.platform_id,
             )
 
-        return self._two_rounds("circuit", start, finish, done, spend, "an application")
+        return self._two_rounds("circuit", start, finish, done, spend, "an application", final=False)
+
+    def circuit_reveal(self, application_id: str, platform_id: str, garbling_id: bytes, pad: bytes) -> int:
+        """The third call: the pad of the application's one revealed round; returns 1 if the bank
+        stored the band for the first time. Safe to repeat (the same round, the same pad)."""
+        request = pb.CircuitRevealRequest(
+            key_id=self.key.key_id,
+            application_id=application_id,
+            platform_id=platform_id,
+            garbling_id=garbling_id,
+            pad=pad,
+        )
+        return int(self._call("circuit_reveal", self._stub.CircuitReveal, request).stored)
 
     def _two_rounds(
         self,
@@ -287,6 +304,8 @@ class GrpcBankLink:
         done: Callable[[bytes, Reply, Any], Any],
         spend: Callable[[], None],
         what: str,
+        *,
+        final: bool = True,
     ) -> int:
         """Start (masked values in, the bank's OT request out), then finish (OT reply and garbling
         in); returns the bank's count of newly stored bands.
@@ -296,8 +315,10 @@ class GrpcBankLink:
         times; then the work is left to the retry worker (UNAVAILABLE). Starting over there is
         safe: the bank decrypts values under fresh masks and has evaluated nothing.
         ``spend()`` runs just before the evaluation round (the finish) is sent and raises if it
-        was sent before: from then on the work is never run again (bureau/ledger.py), so any
-        failure of that call fails it for good.
+        may not be sent (bureau/ledger.py). With ``final`` (packed batches) that round is the last:
+        any failure of the call fails the work for good. Without it (circuits, whose outcome the
+        bank cannot read before a later reveal) a bank that forgot the round's ticket gets a new
+        round, and other failures go to the caller as they are.
         """
         start_stub = getattr(self._stub, f"{kind.capitalize()}Start")
         finish_stub = getattr(self._stub, f"{kind.capitalize()}Finish")
@@ -334,12 +355,25 @@ class GrpcBankLink:
             spend()
             try:
                 return int(self._call(f"{kind}_finish", finish_stub, msg).stored)
+            except PeerError as exc:
+                if final:
+                    raise _unconfirmed(what, exc) from exc
+                if _forgotten(exc):
+                    self._sessions.drop(self._where, sender)
+                    continue
+                raise
             except BlindscoreError as exc:
-                raise PreconditionError(
-                    f"the bank did not confirm the evaluation round of {what} ({exc}); it is not run "
-                    "again, so that no bank learns more than one band per application"
-                ) from exc
+                if not final:
+                    raise
+                raise _unconfirmed(what, exc) from exc
         raise UnavailableError(f"the bank lost its OT session state {ROUND_ATTEMPTS} times in a row")
+
+
+def _unconfirmed(what: str, exc: BlindscoreError) -> PreconditionError:
+    return PreconditionError(
+        f"the bank did not confirm the evaluation round of {what} ({exc}); it is not run "
+        "again, so that no bank learns more than one band per application"
+    )
 
 
 def _forgotten(exc: PeerError) -> bool:

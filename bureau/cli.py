@@ -92,10 +92,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument(
         "--band-protocol",
         choices=BAND_PROTOCOLS,
-        default="dgk",
-        help="how a unary application of a linear model or scorecard gets its band: the DGK comparison "
-        "rounds (default; a bank lost mid-protocol costs a retry) or a garbled cutoff circuit (faster, "
-        "as every other model family; a bank lost after the circuit was sent fails the application)",
+        default="circuit",
+        help="how a unary application of a linear model or scorecard gets its band: a garbled cutoff "
+        "circuit (default, as every other model family) or the DGK comparison rounds",
     )
     command.share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_serve, role="bureau")

@@ -22,7 +22,7 @@ from blindscore.bureau.applications import (
 from blindscore.bureau.audit import ACCEPTED, AuditLog
 from blindscore.bureau.bank_link import BankLink, CircuitRound, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
-from blindscore.bureau.ledger import EvaluationLedger
+from blindscore.bureau.ledger import MAX_CIRCUIT_ROUNDS, EvaluationLedger
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
 from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
@@ -141,22 +141,9 @@ def _garbling_reply(
     return finish
 
 
-def _circuit_key(application_id: str) -> str:
-    """The ledger key of an application's circuit evaluation round (beside the batches' ids)."""
-    return "application/" + application_id
-
-
 #: How a unary application of an additive model gets its band (see :class:`BureauNode`).
 BandProtocol = Literal["circuit", "dgk"]
 BAND_PROTOCOLS: tuple[BandProtocol, ...] = ("circuit", "dgk")
-
-
-def _spent_application(application_id: str) -> PreconditionError:
-    return PreconditionError(
-        f"application {application_id[:64]!r}: its evaluation round was sent to the bank before and "
-        "not confirmed; it is not run again, since a second run could tell a deviating bank more than "
-        "one band (submit it again under a new id if it must be scored)"
-    )
 
 
 class BureauNode:
@@ -170,18 +157,16 @@ class BureauNode:
         applications: ApplicationStore | None = None,
         *,
         retry: RetryPolicy | None = None,
-        band_protocol: BandProtocol = "dgk",
+        band_protocol: BandProtocol = "circuit",
     ) -> None:
         """Without ``applications`` the bureau keeps them in memory: exactly-once within this process
         only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably).
 
         ``band_protocol`` is how a unary application of a linear model or scorecard gets its band:
-        "dgk" (the default: the DGK comparison rounds, whose kept [band] ciphertext lets a bank
-        lost between rounds be served again, so a crash never fails an application) or "circuit"
-        (one masked value and a garbled cutoff circuit, the pipeline every model family shares:
-        faster and smaller, but its one evaluation round is spent when the circuit is sent, so a
-        bank lost right then fails the application for good, as on the packed path). Other families
-        always take the circuit; streamed batches are packed either way."""
+        "circuit" (the default: one masked value and a garbled cutoff circuit, the pipeline every
+        model family shares) or "dgk" (the DGK comparison rounds). Both survive a bank lost
+        mid-protocol (a kept [band] ciphertext; a kept pad of one round). Other families always
+        take the circuit; streamed batches are packed either way."""
         if band_protocol not in BAND_PROTOCOLS:
             raise InvalidInputError(
                 f"band protocol must be one of {list(BAND_PROTOCOLS)}, got {band_protocol!r}"
@@ -210,7 +195,7 @@ class BureauNode:
         database: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        band_protocol: BandProtocol = "dgk",
+        band_protocol: BandProtocol = "circuit",
     ) -> BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 
@@ -571,38 +556,45 @@ class BureauNode:
         return ScoreReport(per_app, link.wire_bytes // count, job.model.version)
 
     def _score_circuit(self, stored: StoredApplication, job: Job, link_for: LinkFor) -> ScoreReport:
-        """The garbled-circuit band (:mod:`blindscore.protocol.circuit_band`) of a model that is not
-        additive (a tree ensemble): the linear stage and masks, then the bank's two calls with the OT
-        reply and the garbled circuit. Its evaluation round is spent once, like a batch's."""
+        """The garbled-circuit band (:mod:`blindscore.protocol.circuit_band`): the linear stage and
+        masks, the bank's two calls with the OT reply and the garbled circuit (its outputs under a
+        fresh one-time pad), then the pad of one round per application, ever (bureau/ledger.py).
+        A round the bank lost or did not confirm is run again with fresh masks and a fresh pad (at
+        most MAX_CIRCUIT_ROUNDS); once a pad is revealed only that pad is ever sent again."""
         model = job.model.model
         platform_id, application_id = stored.key
-        if self.ledger.batch_spent(platform_id, _circuit_key(application_id)):
-            raise _spent_application(application_id)
         link = job.link(link_for)
-        t0 = time.perf_counter()
-        protocol = CircuitBand(
-            job.paillier, model, families.family(model.circuit_shape().family), job.ciphertexts
-        )
-        t1 = time.perf_counter()
-        timing: dict[str, float] = {}
-
-        def finish(request: Any, sender: Any) -> Any:
-            t = time.perf_counter()
-            reply = protocol.finish(request, sender)
-            timing["bureau.garble"] = (time.perf_counter() - t) * 1e3
-            return reply
-
-        def spend() -> None:
-            if not self.ledger.spend_batch(platform_id, _circuit_key(application_id)):
-                raise _spent_application(application_id)
-
         labels = tuple(model.policy.labels)
-        link.circuit_round(
-            CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id),
-            finish,
-            spend=spend,
-        )
-        stages = {"bureau.evaluate": (t1 - t0) * 1e3, **timing, **link.stage_ms}
+        stages: dict[str, float] = {}
+        revealed = self.ledger.revealed_round(platform_id, application_id)
+        if revealed is None:
+            t0 = time.perf_counter()
+            protocol = CircuitBand(
+                job.paillier, model, families.family(model.circuit_shape().family), job.ciphertexts
+            )
+            stages["bureau.evaluate"] = (time.perf_counter() - t0) * 1e3
+            garbling_ids: list[bytes] = []
+
+            def finish(request: Any, sender: Any) -> Any:
+                t = time.perf_counter()
+                reply, garbled = protocol.finish(request, sender)
+                stages["bureau.garble"] = (time.perf_counter() - t) * 1e3
+                garbling_ids.append(garbled.garbling_id)
+                return reply, garbled
+
+            def spend() -> None:
+                if not self.ledger.start_circuit_round(platform_id, application_id):
+                    raise PreconditionError(
+                        f"application {application_id[:64]!r}: the bank did not confirm any of its "
+                        f"{MAX_CIRCUIT_ROUNDS} garbled-circuit rounds; it is not run again (submit it "
+                        "again under a new id if it must be scored)"
+                    )
+
+            round_ = CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id)
+            link.circuit_round(round_, finish, spend=spend)
+            revealed = self.ledger.reveal_round(platform_id, application_id, garbling_ids[-1], protocol.pad)
+        link.circuit_reveal(application_id, platform_id, *revealed)
+        stages.update(link.stage_ms)
         return ScoreReport(stages, link.wire_bytes, job.model.version)
 
     def _claim(self, key: tuple[str, ...]) -> bool:

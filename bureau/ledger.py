@@ -8,7 +8,11 @@ bureau gives a bank the means to decrypt a band once per application:
 - one application: the [band] ciphertext is made once and kept here; a retry delivers the same
   ciphertext again (which tells the bank nothing new) instead of running the protocol afresh;
 - a packed batch: its evaluation round (garbled comparisons and OT reply) is sent once; the batch
-  is marked here first, and a batch marked before is never run again: it fails for good.
+  is marked here first, and a batch marked before is never run again: it fails for good;
+- one application's garbled circuit: its outputs carry a fresh one-time pad per round, so a round
+  the bank evaluated tells it nothing until the bureau reveals that round's pad. Rounds may be
+  run again (up to :data:`MAX_CIRCUIT_ROUNDS`, counted here) until a pad is revealed; the
+  revealed round and its pad are kept here first, and only that pad is ever sent again.
 
 Runs that stop before that point (the masked value, the DGK bits, the blinded groups) may be
 repeated: each draws fresh masks, and what the bank sees of them is statistically independent
@@ -33,6 +37,17 @@ _SCHEMA = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS {circuit_rounds} (
+        platform_id    TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        rounds         INTEGER NOT NULL,
+        garbling_id    {blob},
+        pad            {blob},
+        updated_at     {real} NOT NULL,
+        PRIMARY KEY (platform_id, application_id)
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS {batch_evaluations} (
         platform_id TEXT NOT NULL,
         batch_id    TEXT NOT NULL,
@@ -41,6 +56,11 @@ _SCHEMA = (
     )
     """,
 )
+
+
+#: Garbled-circuit rounds the bureau sends for one application before it gives up (a bank that
+#: keeps losing the round, or claims to: each round costs the bureau a garbling, the bank nothing).
+MAX_CIRCUIT_ROUNDS = 5
 
 
 class EvaluationLedger:
@@ -97,6 +117,65 @@ class EvaluationLedger:
                 (*key, time.time()),
             )
             return True
+
+        return self._db.write(run)
+
+    def start_circuit_round(self, platform_id: str, application_id: str) -> bool:
+        """Count a garbled-circuit round of an application before it is sent; False once
+        :data:`MAX_CIRCUIT_ROUNDS` were sent or a pad was revealed (do not send another)."""
+
+        def run(tx: Tx) -> bool:
+            key = (platform_id, application_id)
+            row = tx.one(
+                "SELECT rounds, garbling_id FROM {circuit_rounds} "
+                "WHERE platform_id = ? AND application_id = ?",
+                key,
+            )
+            if row is not None and (int(row[0]) >= MAX_CIRCUIT_ROUNDS or row[1] is not None):
+                return False
+            tx.execute(
+                "INSERT INTO {circuit_rounds} (platform_id, application_id, rounds, updated_at) "
+                "VALUES (?, ?, 1, ?) ON CONFLICT (platform_id, application_id) DO UPDATE SET "
+                "rounds = {circuit_rounds}.rounds + 1, updated_at = excluded.updated_at",
+                (*key, time.time()),
+            )
+            return True
+
+        return self._db.write(run)
+
+    def revealed_round(self, platform_id: str, application_id: str) -> tuple[bytes, bytes] | None:
+        """(garbling id, pad) of the round whose pad was revealed for the application, if any."""
+        row = self._db.read(
+            lambda tx: tx.one(
+                "SELECT garbling_id, pad FROM {circuit_rounds} WHERE platform_id = ? AND application_id = ? "
+                "AND garbling_id IS NOT NULL",
+                (platform_id, application_id),
+            )
+        )
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def reveal_round(
+        self, platform_id: str, application_id: str, garbling_id: bytes, pad: bytes
+    ) -> tuple[bytes, bytes]:
+        """Record the round whose pad is revealed, before it is sent; returns the one to send (an
+        earlier one, if another attempt got there first): one pad per application, ever."""
+
+        def run(tx: Tx) -> tuple[bytes, bytes]:
+            key = (platform_id, application_id)
+            row = tx.one(
+                "SELECT garbling_id, pad FROM {circuit_rounds} WHERE platform_id = ? AND application_id = ?",
+                key,
+            )
+            if row is not None and row[0] is not None:
+                return bytes(row[0]), bytes(row[1])
+            tx.execute(
+                "INSERT INTO {circuit_rounds} "
+                "(platform_id, application_id, rounds, garbling_id, pad, updated_at) "
+                "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (platform_id, application_id) DO UPDATE SET "
+                "garbling_id = excluded.garbling_id, pad = excluded.pad, updated_at = excluded.updated_at",
+                (*key, garbling_id, pad, time.time()),
+            )
+            return garbling_id, pad
 
         return self._db.write(run)
 

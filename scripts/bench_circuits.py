@@ -69,7 +69,7 @@ def run(trees: int, depth: int, features: int, applications: int) -> dict[str, o
         marks.append(time.perf_counter())
         labels = receiver.receive(request.nonce, opened.choices, answer)
         marks.append(time.perf_counter())
-        band = evaluate_band(bureau.request.shape, family, garbled, labels)
+        band = evaluate_band(bureau.request.shape, family, garbled, labels, bureau.pad)
         marks.append(time.perf_counter())
         if band != circuit_model.band_from_encoded(circuit_model.encode_row(row)):
             raise SystemExit("the pipeline's band differs from the model's integer band")

@@ -99,7 +99,7 @@ def running_nodes(
     database: str | None = None,
     retry: RetryPolicy | None = None,
     metrics: Mapping[str, NodeMetrics] | None = None,
-    band_protocol: BandProtocol = "dgk",
+    band_protocol: BandProtocol = "circuit",
 ) -> Iterator[Nodes]:
     """Start the nodes under ``directory`` and stop them, and close their stores, on exit.
 

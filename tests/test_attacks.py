@@ -23,6 +23,7 @@ The budgets below are ten times that or more.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import secrets
 from collections.abc import Iterator
@@ -37,7 +38,6 @@ from blindscore.app.client import score_one
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.server import start_bank_server
 from blindscore.bank_node.store import ResultStore, RunLimits
-from blindscore.bureau import bank_link
 from blindscore.bureau.applications import DELIVERED, FAILED
 from blindscore.bureau.flow import BureauNode
 from blindscore.bureau.server import start_bureau_server
@@ -590,41 +590,59 @@ def test_attack3_packed_deviating_bank_gets_one_evaluation_round(
         assert stored is not None and stored.state == FAILED
 
 
-CIRCUIT_FORCED_RETRIES = 6
+#: Circuit rounds a deviating bank claims to have lost (below the bureau's MAX_CIRCUIT_ROUNDS),
+#: then reveals it claims to have lost.
+LOST_FINISHES = 3
+LOST_REVEALS = 3
 
 
-def circuit_retry_forcing_bank(nodes: Nodes, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """The real bank over mTLS, deviating in one way: after evaluating a garbled circuit (it has
-    the band, and could have fed shifted inputs to the OT), it answers CircuitFinish with UNAVAILABLE
-    while its budget lasts, to make the bureau garble the application again. Counts its rounds.
-    Being the attacker, it does not hold itself to the honest bank's runs per application."""
+@dataclass
+class CircuitBankView:
+    """What a retry-forcing bank got: rounds it evaluated, and every (round, pad) revealed to it."""
+
+    finishes: int = 0
+    starts_after_finish: int = 0
+    revealed: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
+
+
+def circuit_retry_forcing_bank(nodes: Nodes, monkeypatch: pytest.MonkeyPatch) -> CircuitBankView:
+    """The real bank over mTLS, deviating in one way: after evaluating a garbled circuit it answers
+    CircuitFinish with UNAVAILABLE (to be sent a new round, on which it could feed shifted inputs),
+    and after taking a pad it answers CircuitReveal with UNAVAILABLE (to be sent another round's
+    pad), each while its budget lasts. Being the attacker, it ignores the honest bank's run limits."""
     bank = nodes.bank_node
     monkeypatch.setattr(bank, "limits", RunLimits(max_runs=1000, max_faults=1000))
-    counts = {"starts": 0, "finishes": 0, "starts_after_finish": 0, "forced": 0}
-    start, finish = bank.circuit_start, bank.circuit_finish
+    view = CircuitBankView()
+    start, finish, reveal = bank.circuit_start, bank.circuit_finish, bank.circuit_reveal
 
     def counted_start(call: Any) -> Any:
-        counts["starts"] += 1
-        counts["starts_after_finish"] += counts["finishes"] > 0
+        view.starts_after_finish += view.finishes > 0
         return start(call)
 
-    def forcing_finish(call: Any) -> int:
-        counts["finishes"] += 1
+    def losing_finish(call: Any) -> int:
+        view.finishes += 1
         stored = finish(call)
-        if counts["forced"] < CIRCUIT_FORCED_RETRIES:
-            counts["forced"] += 1
+        if view.finishes <= LOST_FINISHES:
+            raise UnavailableError("the bank pretends to have lost the reply")
+        return stored
+
+    def losing_reveal(call: Any) -> int:
+        view.revealed.append((call.garbling_id, call.pad))
+        stored = reveal(call)
+        if len(view.revealed) <= LOST_REVEALS:
             raise UnavailableError("the bank pretends to have lost the reply")
         return stored
 
     monkeypatch.setattr(bank, "circuit_start", counted_start)
-    monkeypatch.setattr(bank, "circuit_finish", forcing_finish)
-    return counts
+    monkeypatch.setattr(bank, "circuit_finish", losing_finish)
+    monkeypatch.setattr(bank, "circuit_reveal", losing_reveal)
+    return view
 
 
 def submit_unary(nodes: Nodes, app_id: str, row: int) -> str:
     """Submit one German applicant through the platform; wait until the bureau has settled it."""
     app = Application(app_id, "bank-a", DEFAULT_MODEL_ID, nodes.key_id, "consent", ROWS[row])
-    with contextlib.suppress(grpc.RpcError):  # the fixed bureau fails the application at once
+    with contextlib.suppress(grpc.RpcError):  # an application that fails for good is refused
         score_one(nodes.platform, app, security=nodes.creds("platform-a").expecting("platform"))
 
     def settled() -> str | None:
@@ -634,38 +652,41 @@ def submit_unary(nodes: Nodes, app_id: str, row: int) -> str:
     return waiting.wait_for(settled, timeout=60, what=f"{app_id} delivered or failed")
 
 
-def test_attack3_unary_circuit_deviating_bank_gets_one_evaluation_round(
+def test_attack3_unary_circuit_deviating_bank_gets_one_pad(
     make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The unary circuit path (``--band-protocol circuit``): however often the bank claims to have lost the
-    garbled circuit's reply, the bureau never garbles the application again, so the bank evaluates
-    one circuit on one set of inputs, and learns one band."""
+    """The circuit band (``--band-protocol circuit``): a bank that claims to lose rounds is sent new
+    ones (each under a fresh pad, so it costs a retry, not the application), and a bank that claims
+    to lose the pad is sent the same pad of the same round again: it holds several evaluated rounds
+    and can read exactly one of them, so it learns one band."""
     nodes = make_nodes("circuit-attack", tls=True, retry=FAST_RETRY, band_protocol="circuit")
-    counts = circuit_retry_forcing_bank(nodes, monkeypatch)
+    view = circuit_retry_forcing_bank(nodes, monkeypatch)
     state = submit_unary(nodes, "circuit-deviant-1", UNARY_TARGET)
-    print(f"\nattack 3 (unary circuit) vs real bureau: {counts}")
-    assert counts["finishes"] == 1  # one evaluation round, ever
-    assert counts["starts_after_finish"] == 0  # never masked again with fresh masks
-    assert state == FAILED  # unconfirmed after its one round: the platform resubmits under a new id
+    rounds = {garbling_id for garbling_id, _ in view.revealed}
+    print(f"\nattack 3 (unary circuit) vs real bureau: {view.finishes} rounds evaluated, "
+          f"{len(view.revealed)} reveals of {len(rounds)} round(s)")  # fmt: skip
+    assert view.finishes == LOST_FINISHES + 1  # new rounds while no pad was revealed ...
+    assert len(view.revealed) == LOST_REVEALS + 1 and len(rounds) == 1  # ... then one pad, resent
+    assert len({pad for _, pad in view.revealed}) == 1
+    assert state == DELIVERED
     stored = nodes.bank_node.store.get("circuit-deviant-1", "platform-a", BUREAU)
     assert stored is not None and stored.band == band_of(UNARY_TARGET)  # what it learned: the band
 
 
-def test_attack3_unary_circuit_works_against_a_bureau_that_reruns(
+def test_attack3_unary_circuit_works_against_a_bureau_that_forgets_its_pad(
     make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Negative control: a bureau that treats a lost finish as retryable and has its evaluation
-    ledger switched off garbles the application again, and the same bank gets a new circuit (a new
-    band query) for every reply it claims to have lost."""
-    nodes = make_nodes("circuit-rerun", tls=True, retry=FAST_RETRY, band_protocol="circuit")
-    counts = circuit_retry_forcing_bank(nodes, monkeypatch)
-    monkeypatch.setattr(bank_link, "PreconditionError", UnavailableError)
-    monkeypatch.setattr(nodes.bureau_obj.ledger, "batch_spent", lambda *a: False)
-    monkeypatch.setattr(nodes.bureau_obj.ledger, "spend_batch", lambda *a: True)
-    state = submit_unary(nodes, "circuit-rerun-1", UNARY_TARGET)
-    assert counts["finishes"] == CIRCUIT_FORCED_RETRIES + 1
-    assert counts["starts_after_finish"] >= CIRCUIT_FORCED_RETRIES
-    assert state == DELIVERED
+    """Negative control: a bureau whose ledger does not keep the revealed round runs a new round
+    after every reveal the bank claims to have lost, and reveals its pad too: the same bank reads
+    several rounds (several bands, with shifted inputs a binary search)."""
+    nodes = make_nodes("circuit-forget", tls=True, retry=FAST_RETRY, band_protocol="circuit")
+    view = circuit_retry_forcing_bank(nodes, monkeypatch)
+    ledger = nodes.bureau_obj.ledger
+    monkeypatch.setattr(ledger, "revealed_round", lambda *a: None)
+    monkeypatch.setattr(ledger, "reveal_round", lambda platform, app, garbling_id, pad: (garbling_id, pad))
+    monkeypatch.setattr(ledger, "start_circuit_round", lambda *a: True)
+    submit_unary(nodes, "circuit-forget-1", UNARY_TARGET)
+    assert len({garbling_id for garbling_id, _ in view.revealed}) > 1
 
 
 def test_attack3_works_against_a_bureau_that_reruns(

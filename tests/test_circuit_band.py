@@ -177,4 +177,4 @@ def test_a_circuit_that_reveals_a_comparison_is_caught_by_the_bank(
     garbled, pairs = bureau.garble()
     labels = ot_pair.receiver.receive(request.nonce, opened.choices, ot_pair.sender.reply(request, pairs))
     with pytest.raises((CryptoError, InvalidInputError)):
-        evaluate_band(bureau.request.shape, honest_family, garbled, labels)
+        evaluate_band(bureau.request.shape, honest_family, garbled, labels, bureau.pad)

@@ -1060,3 +1060,35 @@ def test_bank_store_format_1_is_migrated(backend: Backend) -> None:
     again = ResultStore(target)  # a second open finds format 2 and changes nothing
     assert len(again.all()) == 2
     again.close()
+
+
+def test_bank_store_format_2_gains_its_circuit_rounds(backend: Backend) -> None:
+    """A result store of format 2 (before garbled-circuit rounds waited for their pad) opens as
+    format 3 with its bands intact, and keeps a round's padded outcome from then on."""
+    from blindscore.bank_node.store import FORMAT_VERSION, PendingRound
+    from blindscore.infra.db import Database
+
+    target = backend.url or backend.tmp / "bank" / "v2.sqlite3"
+    store = ResultStore(target)
+    store.begin_runs("b", ["kept-1"], [""], RunLimits(), platform_id="p")
+    store.complete("b", [Completion(BandRecord("kept-1", "m", "pk-1", 1, "B", 2.0, "p"))], RunLimits())
+    store.close()
+    db = Database.open(target, "bank")
+
+    def back_to_2(tx: Any) -> None:  # what a format-2 bank left behind
+        tx.execute("DROP TABLE {circuit_rounds}")
+        tx.execute("UPDATE {schema_versions} SET version = 2 WHERE component = 'bank.results'")
+
+    db.write(back_to_2)
+    db.close()
+    store = ResultStore(target)
+    try:
+        assert FORMAT_VERSION == 3
+        assert [r.application_id for r in store.all()] == ["kept-1"]
+        store.begin_runs("b", ["new-1"], [""], RunLimits(), platform_id="p")
+        pending = PendingRound("new-1", "p", "ab" * 16, "1100", "m", "pk-1", ("A", "B", "C", "D", "E"))
+        assert store.put_round("b", pending) and not store.put_round("b", pending)
+        assert store.round("b", "p", "new-1", "ab" * 16) == pending
+        assert store.round("b", "p", "new-1", "cd" * 16) is None
+    finally:
+        store.close()

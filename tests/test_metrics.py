@@ -151,7 +151,11 @@ def test_bureau_counts_requests_errors_and_stages(traffic: Traffic) -> None:
     # Each scored application observes each stage once; a refused one observes none. The bank's
     # calls are timed as round trips by the bureau itself: the bank sends no timings of its own.
     # Unary applications take the circuit band (band_protocol="circuit" above).
-    for stage in ("roundtrip.bank.circuit_start", "roundtrip.bank.circuit_finish"):
+    for stage in (
+        "roundtrip.bank.circuit_start",
+        "roundtrip.bank.circuit_finish",
+        "roundtrip.bank.circuit_reveal",
+    ):
         assert value(s, "blindscore_stage_seconds_count", node="bureau", stage=stage) == UNARY, stage
     # The batch: its stages once (per batch); garbling for every unary application and the batch;
     # one base-OT setup of the bureau-bank session, which both paths share.
@@ -177,6 +181,7 @@ def test_bank_counts_its_own_stages(traffic: Traffic) -> None:
     req = "blindscore_requests_total"
     assert value(s, req, node="bank", method="CircuitStart") == UNARY
     assert value(s, req, node="bank", method="CircuitFinish") == UNARY
+    assert value(s, req, node="bank", method="CircuitReveal") == UNARY
     assert value(s, req, node="bank", method="DeliverBand") == 1  # the refused one below
     for method in ("CompareMasked", "CompareBlinded"):
         assert value(s, req, node="bank", method=method) == 0, method
@@ -184,14 +189,14 @@ def test_bank_counts_its_own_stages(traffic: Traffic) -> None:
         assert value(s, req, node="bank", method=method) == 1, method
     err = "blindscore_request_errors_total"
     assert value(s, err, node="bank", method="DeliverBand", code="NOT_FOUND") == 1
-    for stage in ("bank.circuit_start", "bank.circuit_finish"):  # the refused delivery has no timing
+    for stage in ("bank.circuit_start", "bank.circuit_finish", "bank.circuit_reveal"):  # not the refused one
         assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == UNARY, stage
     assert value(s, "blindscore_stage_seconds_count", node="bank", stage="bank.ot_setup") == 2
     for stage in ("bank.packed_start", "bank.packed_finish"):
         assert value(s, "blindscore_stage_seconds_count", node="bank", stage=stage) == 1, stage
     stages = {dict(labels)["stage"] for (name, labels) in s if name == "blindscore_stage_seconds_count"}
     packed = {"bank.ot_setup", "bank.packed_start", "bank.packed_finish"}
-    assert stages == {"bank.circuit_start", "bank.circuit_finish"} | packed
+    assert stages == {"bank.circuit_start", "bank.circuit_finish", "bank.circuit_reveal"} | packed
 
 
 def test_platform_counts_unary_and_stream_calls(traffic: Traffic) -> None:

@@ -121,6 +121,7 @@ def circuit_band_in_clear(model: MLPModel, encoded: Sequence[int]) -> int | None
     garbler = [0] * (shape.values * (shape.value_bits + 1))
     for value, width in model.garbler_inputs():
         garbler += to_bits(value, width)
+    garbler += [0] * shape.cutoffs  # a zero pad: the outputs are the thermometer bits themselves
     evaluator = [b for v in values for b in to_bits(2 * v, shape.value_bits + 1)]
     return band_from_outputs(band_circuit(shape, MLP_FAMILY).evaluate(garbler, evaluator))
 

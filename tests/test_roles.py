@@ -206,6 +206,9 @@ RPCS: dict[str, Rpc] = {
     "Bank.CircuitFinish": Rpc(
         BUREAU_ONLY, lambda net: pb.CircuitFinishRequest(key_id=net.key_id, application_id="roles-1")
     ),
+    "Bank.CircuitReveal": Rpc(
+        BUREAU_ONLY, lambda net: pb.CircuitRevealRequest(key_id=net.key_id, application_id="roles-1")
+    ),
     "Bank.GetBand": Rpc(BANK_CLIENT, lambda net: pb.GetBandRequest(application_id="roles-1"), True),
     "Bank.WatchBands": Rpc(BANK_CLIENT, lambda net: pb.WatchBandsRequest(), True),
 }
@@ -270,7 +273,7 @@ def test_the_table_names_every_rpc_of_the_proto() -> None:
         for method in service.methods
     }
     assert set(RPCS) == in_proto
-    assert len(in_proto) == 18 and {n.split(".")[0] for n in in_proto} == {"Platform", "Bureau", "Bank"}
+    assert len(in_proto) == 19 and {n.split(".")[0] for n in in_proto} == {"Platform", "Bureau", "Bank"}
 
 
 @pytest.mark.parametrize("name", sorted(RPCS))

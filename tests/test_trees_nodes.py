@@ -29,6 +29,7 @@ from blindscore.models import families
 from blindscore.models.trees import TreeEnsemble
 from blindscore.protocol.application import Application
 from blindscore.protocol.circuit_band import CircuitBand, Family
+from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.wire import serde
 
 from attackers import ot_sender
@@ -116,7 +117,7 @@ def test_a_tree_file_without_cutoffs_is_refused(tmp_path: Path) -> None:
 
 def circuit_round(nodes: Nodes, model: TreeEnsemble, app_id: str, family: Family) -> tuple[Any, Any, Any]:
     """Round 1 of an application's circuit band at the real bank, as the bureau (over mTLS); returns
-    the stub, the finish request and the bank's response to round 1."""
+    the stub, the finish request and the reveal request that follows it (the round's pad)."""
     stub = nodes.stub("bank", "bureau-1")
     sender = ot_sender(stub)
     pk = nodes.bank_node.keypair.public_key
@@ -132,7 +133,11 @@ def circuit_round(nodes: Nodes, model: TreeEnsemble, app_id: str, family: Family
     finish = serde.circuit_finish_to_proto(
         pk.key_id, bytes(resp.ticket), reply, garbled, "gbdt", ("A", "B", "C", "D"), app_id, "platform-a",
     )  # fmt: skip
-    return stub, finish, resp
+    reveal = pb.CircuitRevealRequest(
+        key_id=pk.key_id, application_id=app_id, platform_id="platform-a",
+        garbling_id=garbled.garbling_id, pad=bureau.pad,
+    )  # fmt: skip
+    return stub, finish, reveal
 
 
 def small_model(tmp_path: Path) -> TreeEnsemble:
@@ -147,12 +152,37 @@ def small_model(tmp_path: Path) -> TreeEnsemble:
 
 def test_a_finish_is_taken_once(nodes: Nodes, tmp_path: Path) -> None:
     model = small_model(tmp_path)
-    stub, finish, _ = circuit_round(nodes, model, "once-1", families.family("trees"))
+    stub, finish, reveal = circuit_round(nodes, model, "once-1", families.family("trees"))
     assert stub.CircuitFinish(finish, timeout=10).stored == 1
     with pytest.raises(grpc.RpcError) as again:
         stub.CircuitFinish(finish, timeout=10)
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "batch ticket not valid here" in (again.value.details() or "")
+    # Before the pad, the bank holds no band; with it, one; the same reveal again changes nothing.
+    assert nodes.bank_node.store.get("once-1", "platform-a", "bureau-1") is None
+    assert stub.CircuitReveal(reveal, timeout=10).stored == 1
+    assert stub.CircuitReveal(reveal, timeout=10).stored == 0
+    assert nodes.bank_node.store.get("once-1", "platform-a", "bureau-1") is not None
+
+
+def test_a_reveal_of_an_unknown_round_or_a_wrong_size_pad_is_refused_by_ids_and_sizes(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    model = small_model(tmp_path)
+    stub, finish, reveal = circuit_round(nodes, model, "reveal-1", families.family("trees"))
+    stub.CircuitFinish(finish, timeout=10)
+    other = pb.CircuitRevealRequest()
+    other.CopyFrom(reveal)
+    other.garbling_id = b"\x00" * 16
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.CircuitReveal(other, timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    other.CopyFrom(reveal)
+    other.pad = reveal.pad + b"\x00"
+    with pytest.raises(grpc.RpcError) as wide:
+        stub.CircuitReveal(other, timeout=10)
+    assert wide.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert nodes.bank_node.store.get("reveal-1", "platform-a", "bureau-1") is None
 
 
 def test_a_circuit_that_does_not_fit_the_shape_leaves_a_fault_not_a_band(
@@ -169,8 +199,9 @@ def test_a_circuit_that_does_not_fit_the_shape_leaves_a_fault_not_a_band(
         return [b.less_than(values[0], secrets_[0], signed=False), *outputs[1:]]
 
     before = len(nodes.bank_node.store.faults("bureau-1"))
-    stub, finish, _ = circuit_round(nodes, model, "deviate-1", Family(revealing, honest.secret_widths))
+    stub, finish, reveal = circuit_round(nodes, model, "deviate-1", Family(revealing, honest.secret_widths))
     assert stub.CircuitFinish(finish, timeout=10).stored == 1  # the receipt never depends on a fault
+    assert stub.CircuitReveal(reveal, timeout=10).stored == 1  # nor does the reveal's
     record = nodes.bank_node.store.get("deviate-1", "platform-a", "bureau-1")
     assert record is None or record.band == 0
     runs = nodes.bank_node.store.runs("bureau-1", "deviate-1", platform_id="platform-a")

@@ -62,14 +62,14 @@ class LocalNetwork:
         database: str | None = None,
         share_timings: bool = False,
         model_modules: tuple[str, ...] = (),
-        band_protocol: str = "dgk",
+        band_protocol: str = "circuit",
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
         starts the bureau and the bank with --share-timings, so receipts carry every node's stage
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
         imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
-        ``band_protocol``: the bureau's ``--band-protocol`` (dgk, its default, or circuit)."""
+        ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id

@@ -32,6 +32,7 @@ the node flows map these records to gRPC messages.
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -127,23 +128,42 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     100-tree circuit in Python takes most of a second.
 
     Garbler inputs: the s = w + 1 bits of every mask slot r_j (in value order), then the family's
-    secrets. Evaluator inputs: the s bits of every masked slot z_j. Outputs: K thermometer bits.
-    Unmasking is v_j = ((z_j - r_j) mod 2^s) >> 1 (:mod:`blindscore.protocol.slots`).
+    secrets, then the round's K-bit pad. Evaluator inputs: the s bits of every masked slot z_j.
+    Outputs: K thermometer bits XOR the pad (free XORs), so what the bank decodes is uniform until
+    the bureau reveals that round's pad (:func:`unpad`). Unmasking is
+    v_j = ((z_j - r_j) mod 2^s) >> 1 (:mod:`blindscore.protocol.slots`).
     """
     b = CircuitBuilder()
     s = shape.value_bits + 1
     masked = [b.evaluator_input(s) for _ in range(shape.values)]
     masks = [b.garbler_input(s) for _ in range(shape.values)]
     secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
+    pad = b.garbler_input(shape.cutoffs)
     values = [b.sub(z, r)[1:] for z, r in zip(masked, masks, strict=True)]
     outputs = family.build(shape, b, values, secrets_)
     if len(outputs) != shape.cutoffs:
         raise InvalidInputError(
             f"the {shape.family} circuit returned {len(outputs)} outputs for {shape.cutoffs} cutoffs"
         )
-    for wire in outputs:
-        b.output(wire)
+    for wire, p in zip(outputs, pad, strict=True):
+        b.output(b.xor(wire, p))
     return b.build()
+
+
+def pad_bytes(bits: Sequence[int]) -> bytes:
+    """A pad of K bits as it travels (numpy.packbits order)."""
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+
+
+def unpad(padded: Sequence[int], pad: bytes) -> int | None:
+    """The band from a round's padded outputs and its pad: the K bits XOR the pad must be a
+    thermometer code (1...1 0...0); None otherwise (a deviating garbler, or a pad of another
+    round: record a fault)."""
+    k = len(padded)
+    if len(pad) != (k + 7) // 8:
+        raise InvalidInputError(f"a pad for {k} outputs is {(k + 7) // 8} bytes, got {len(pad)}")
+    bits = np.unpackbits(np.frombuffer(pad, dtype=np.uint8))[:k]
+    return band_from_outputs([int(a) ^ int(p) for a, p in zip(padded, bits, strict=True)])
 
 
 def _bits(values: Sequence[tuple[int, int]]) -> npt.NDArray[np.uint8]:
@@ -188,7 +208,7 @@ class CircuitRequest:
 class CircuitBand:
     """The bureau's side of one application: round 1 (masked values), round 2 (the garbled circuit)."""
 
-    __slots__ = ("_garbler_bits", "_masks", "family", "request")
+    __slots__ = ("_garbler_bits", "_masks", "_pad", "family", "request")
 
     def __init__(
         self,
@@ -214,11 +234,27 @@ class CircuitBand:
             raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
         s = layout.slot_bits
         self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
+        self._pad = np.zeros(0, dtype=np.uint8)
+
+    def _round_bits(self) -> npt.NDArray[np.uint8]:
+        """The garbler's inputs of a new round: the masks and secrets, then a fresh pad. Every
+        garbling gets its own pad, so no two rounds a bank evaluates can be XORed together."""
+        k = self.request.shape.cutoffs
+        self._pad = np.frombuffer(secrets.token_bytes(k), dtype=np.uint8) & np.uint8(1)
+        return np.concatenate((self._garbler_bits, self._pad))
+
+    @property
+    def pad(self) -> bytes:
+        """The one-time pad on the outputs of the last round garbled (:func:`pad_bytes`): revealed
+        to the bank for one round per application only (bureau/ledger.py)."""
+        if len(self._pad) != self.request.shape.cutoffs:
+            raise InvalidInputError("no round has been garbled yet")
+        return pad_bytes(self._pad.tolist())
 
     def garble(self) -> tuple[halfgates.GarbledCircuit, LabelPairs]:
         """The garbled circuit, and fresh label pairs of the bank's inputs for a plain OT sender."""
         circuit = band_circuit(self.request.shape, self.family)
-        return halfgates.garble(circuit, self._garbler_bits)
+        return halfgates.garble(circuit, self._round_bits())
 
     def finish(
         self, request: ExtensionRequest, sender: OtSender
@@ -227,9 +263,8 @@ class CircuitBand:
         input bits (one 16-byte message each, :meth:`OtSender.correlated`), then the circuit is
         garbled with them. The request's consistency check runs before anything is garbled."""
         pairs, reply = sender.correlated(request, halfgates.fresh_delta())
-        garbled, _ = halfgates.garble(
-            band_circuit(self.request.shape, self.family), self._garbler_bits, pairs
-        )
+        circuit = band_circuit(self.request.shape, self.family)
+        garbled, _ = halfgates.garble(circuit, self._round_bits(), pairs)
         return reply, garbled
 
     def __repr__(self) -> str:
@@ -263,9 +298,20 @@ def band_from_outputs(bits: Sequence[int]) -> int | None:
     return bands_from_bits([bits])[0]
 
 
-def evaluate_band(
+def evaluate_outputs(
     shape: CircuitShape, family: Family, garbled: halfgates.GarbledCircuit, labels: Sequence[int] | bytes
+) -> tuple[int, ...]:
+    """Round 2 at the bank: evaluate the circuit it rebuilt from the public shape; the K padded
+    output bits (CryptoError when the garbling does not fit the circuit or an output tag fails)."""
+    return tuple(halfgates.evaluate(band_circuit(shape, family), garbled, labels))
+
+
+def evaluate_band(
+    shape: CircuitShape,
+    family: Family,
+    garbled: halfgates.GarbledCircuit,
+    labels: Sequence[int] | bytes,
+    pad: bytes,
 ) -> int | None:
-    """Round 2 at the bank: evaluate the circuit it rebuilt from the public shape; the band, or
-    None for outputs that are not a thermometer code (a deviating garbler: record a fault)."""
-    return band_from_outputs(halfgates.evaluate(band_circuit(shape, family), garbled, labels))
+    """:func:`evaluate_outputs` then :func:`unpad` with the round's pad: the band, or None."""
+    return unpad(evaluate_outputs(shape, family, garbled, labels), pad)

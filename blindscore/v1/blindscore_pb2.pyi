@@ -548,3 +548,25 @@ class CircuitFinishResponse(_message.Message):
     stored: int
     server_ms: float
     def __init__(self, stored: _Optional[int] = ..., server_ms: _Optional[float] = ...) -> None: ...
+
+class CircuitRevealRequest(_message.Message):
+    __slots__ = ("key_id", "application_id", "platform_id", "garbling_id", "pad")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
+    GARBLING_ID_FIELD_NUMBER: _ClassVar[int]
+    PAD_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    application_id: str
+    platform_id: str
+    garbling_id: bytes
+    pad: bytes
+    def __init__(self, key_id: _Optional[str] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ..., garbling_id: _Optional[bytes] = ..., pad: _Optional[bytes] = ...) -> None: ...
+
+class CircuitRevealResponse(_message.Message):
+    __slots__ = ("stored", "server_ms")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    server_ms: float
+    def __init__(self, stored: _Optional[int] = ..., server_ms: _Optional[float] = ...) -> None: ...

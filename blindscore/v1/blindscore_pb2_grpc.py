@@ -460,6 +460,11 @@ class BankStub(object):
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
                 response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
                 _registered_method=True)
+        self.CircuitReveal = channel.unary_unary(
+                '/blindscore.v1.Bank/CircuitReveal',
+                request_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealRequest.SerializeToString,
+                response_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealResponse.FromString,
+                _registered_method=True)
         self.GetBand = channel.unary_unary(
                 '/blindscore.v1.Bank/GetBand',
                 request_serializer=blindscore_dot_v1_dot_blindscore__pb2.GetBandRequest.SerializeToString,
@@ -534,7 +539,17 @@ class BankServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def CircuitFinish(self, request, context):
-        """... the OT reply and the garbled circuit in; the bank stores the band.
+        """... the OT reply and the garbled circuit in; the bank stores the round's padded outcome (the
+        circuit's outputs XOR a one-time pad only the bureau knows), not yet a band ...
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CircuitReveal(self, request, context):
+        """... and the pad of one round per application, ever: the bank removes it and stores the band.
+        A bureau may run an application's circuit again until it reveals a pad (each round has a fresh
+        pad), so a bank lost mid-protocol costs a retry; with one pad revealed the bank learns one band.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -605,6 +620,11 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.CircuitFinish,
                     request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.FromString,
                     response_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.SerializeToString,
+            ),
+            'CircuitReveal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CircuitReveal,
+                    request_deserializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealRequest.FromString,
+                    response_serializer=blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealResponse.SerializeToString,
             ),
             'GetBand': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBand,
@@ -862,6 +882,33 @@ class Bank(object):
             '/blindscore.v1.Bank/CircuitFinish',
             blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishRequest.SerializeToString,
             blindscore_dot_v1_dot_blindscore__pb2.CircuitFinishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CircuitReveal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindscore.v1.Bank/CircuitReveal',
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealRequest.SerializeToString,
+            blindscore_dot_v1_dot_blindscore__pb2.CircuitRevealResponse.FromString,
             options,
             channel_credentials,
             insecure,
