@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -172,10 +172,13 @@ def band_figure(table: BandTable) -> Figure:
     per band labelled with count and share, the bad rate per band on a right axis scaled to the
     data with each point labelled, the portfolio's average bad rate as a dashed line, one legend."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # first the package: a submodule found in sys.modules would hide its absence
     except ImportError:
         raise InvalidInputError("writing a PNG needs matplotlib: pip install 'blindscore[report]'") from None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    del matplotlib
     fig = Figure(figsize=(7, 4.4), dpi=120)
     FigureCanvasAgg(fig)  # a canvas of its own: savefig and tests never touch pyplot's backend
     ax = fig.add_subplot()
@@ -199,7 +202,7 @@ def band_figure(table: BandTable) -> Figure:
                 fontsize=8, color="#c0392b", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
             )  # fmt: skip
     average = 100.0 * table.bads / table.total if table.total else math.nan
-    handles = [bars, line]
+    handles: list[Any] = [bars, line]  # a BarContainer is no Artist, but legend() takes it
     if math.isfinite(average):
         handles.append(
             ax2.axhline(
@@ -214,7 +217,7 @@ def band_figure(table: BandTable) -> Figure:
     ax2.set_ylim(0, _rate_axis_top(rates, average))
     # Below the axes, one row: inside, it would cover a bar or a point whatever the data.
     ax2.legend(
-        handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.18),
+        handles, [str(h.get_label()) for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.18),
         ncols=len(handles), fontsize=8, frameon=False,
     )  # fmt: skip
     ax.set_title(f"{table.model}: KS {table.ks:.3f}, AUC {table.auc:.3f}, Gini {table.gini:.3f}")
