@@ -6,6 +6,7 @@ import builtins
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from blindscore.app.cli import main
 from blindscore.app.model_commands import compare_bands
-from blindscore.app.report import band_table, write_png
+from blindscore.app.report import BandRow, BandTable, band_figure, band_table, write_png
 from blindscore.bureau.flow import BureauNode
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.models.linear import LinearModel
@@ -201,6 +202,93 @@ def test_report_numbers_match_independent_computations(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = table.format()
     assert "KS 0.5" in text and "Gini" in text
+
+
+def chart_table(rows: list[tuple[str, int, int]]) -> BandTable:
+    """A band table by hand: (label, count, bads) per band; the statistics are placeholders."""
+    total, bads = sum(c for _, c, _ in rows), sum(b for _, _, b in rows)
+    return BandTable(
+        model="m",
+        rows=tuple(
+            BandRow(label, c, b, c / total if total else 0.0, b / c if c else math.nan, 0.0, 0.0, 0.0)
+            for label, c, b in rows
+        ),
+        total=total,
+        bads=bads,
+        ks=0.5,
+        band_ks=0.5,
+        auc=0.8,
+        higher_is_bad=True,
+    )
+
+
+def chart_parts(fig: Any) -> tuple[list[str], list[str], list[Any], list[str], tuple[float, float]]:
+    """What a reader sees: bar labels, rate labels, the average line(s), legend entries, right-axis range."""
+    ax, ax2 = fig.axes
+    averages = [line for line in ax2.lines if line.get_label().startswith("portfolio bad rate")]
+    legend = ax2.get_legend()
+    return (
+        [t.get_text() for t in ax.texts],
+        [t.get_text() for t in ax2.texts],
+        averages,
+        [t.get_text() for t in legend.get_texts()],
+        ax2.get_ylim(),
+    )
+
+
+def test_report_chart_labels_bars_and_rates_draws_the_average_and_scales_the_axis() -> None:
+    rows, labels = load_german_credit()
+    table = band_table(default_model(), rows, [y == 1 for y in labels])
+    bar_texts, rate_texts, averages, legend, (bottom, top) = chart_parts(band_figure(table))
+    assert bar_texts == ["195\n19.5%", "204\n20.4%", "202\n20.2%", "197\n19.7%", "202\n20.2%"]
+    assert rate_texts == ["2.6%", "11.3%", "22.8%", "42.6%", "70.3%"]
+    assert len(averages) == 1 and list(averages[0].get_ydata()) == pytest.approx([30.0, 30.0])  # 300/1000
+    assert legend == ["applications", "bad rate", "portfolio bad rate 30.0%"]
+    assert (bottom, top) == (0.0, pytest.approx(1.15 * 100 * 142 / 202))
+
+
+def test_report_chart_axis_fits_low_rates_and_skips_empty_bands() -> None:
+    """Negative control for the old axis: a portfolio whose worst band is 12 % bad gets 0-13.8 %,
+    not 0-100 %. An empty band has no rate point and no label; the average counts only the others."""
+    table = chart_table([("A", 100, 2), ("B", 0, 0), ("C", 50, 6)])
+    bar_texts, rate_texts, averages, legend, ylim = chart_parts(band_figure(table))
+    assert ylim == (0.0, pytest.approx(13.8)) and ylim[1] < 100
+    assert bar_texts == ["100\n66.7%", "0\n0.0%", "50\n33.3%"]
+    assert rate_texts == ["2.0%", "12.0%"]
+    assert list(averages[0].get_ydata()) == pytest.approx([100 * 8 / 150] * 2)
+    assert legend[-1] == "portfolio bad rate 5.3%"
+
+
+def test_report_chart_without_any_rate() -> None:
+    """No band holds an application: no rate labels, no average line, a one-percent axis (not NaN)."""
+    bar_texts, rate_texts, averages, legend, ylim = chart_parts(
+        band_figure(chart_table([("A", 0, 0), ("B", 0, 0)]))
+    )
+    assert (rate_texts, averages, legend, ylim) == ([], [], ["applications", "bad rate"], (0.0, 1.0))
+    assert bar_texts == ["0\n0.0%", "0\n0.0%"]
+    # A portfolio without a single bad: a flat zero line on a one-percent axis.
+    assert chart_parts(band_figure(chart_table([("A", 10, 0), ("B", 5, 0)])))[4] == (0.0, 1.0)
+
+
+def test_report_png_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = chart_table([("A", 10, 1), ("B", 10, 4)])
+    png = tmp_path / "out" / "bands.png"
+    write_png(table, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sorted(p.name for p in png.parent.iterdir()) == [
+        "bands.png"
+    ]
+    before = png.read_bytes()
+    from matplotlib.figure import Figure
+
+    def broken(self: Any, fname: Any, **kwargs: Any) -> None:
+        Path(fname).write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_png(chart_table([("A", 10, 9)]), png)
+    assert png.read_bytes() == before  # the old chart stays whole; no temporary file is left
+    assert sorted(p.name for p in png.parent.iterdir()) == ["bands.png"]
 
 
 def test_report_cli(bureau_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

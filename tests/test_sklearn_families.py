@@ -237,6 +237,43 @@ def test_an_imputer_before_a_linear_model_fills_at_the_platform(
         NumericFeature("x", 0, 10, 0, True, impute=2.5)
 
 
+def test_imputers_inside_a_column_transformer_before_a_linear_model(
+    data: tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """SimpleImputer alone and in a nested pipeline (imputer then scaler) inside a ColumnTransformer,
+    beside a one-hot column: each numeric column gets its own fill value and the model equals
+    scikit-learn's on rows with holes."""
+    _, holes, y, _ = data
+    frame = holes.assign(kind=np.where(np.arange(len(holes)) % 3 == 0, "x", "y").astype(object))
+    ct = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["a", "b", "c"]),
+            ("mm", make_pipeline(SimpleImputer(strategy="constant", fill_value=0.5), MinMaxScaler()), ["d"]),
+            ("fill", SimpleImputer(strategy="mean"), ["e"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["kind"]),
+        ]
+    )
+    pipe = fit(Pipeline([("prep", ct), ("lr", LogisticRegression())]), frame, y)
+    model = read_model(dump(pipe, tmp_path / "ct-lr.skops"), ImportOptions(cutoffs=CUTOFFS))
+    assert isinstance(model, LinearModel)
+    fills = {f.name: f.impute for f in model.spec.features if isinstance(f, NumericFeature)}
+    num = pipe.named_steps["prep"].named_transformers_
+    assert fills == {
+        "a": num["num"][0].statistics_[0],
+        "b": num["num"][0].statistics_[1],
+        "c": num["num"][0].statistics_[2],
+        "d": 0.5,
+        "e": num["fill"].statistics_[0],
+    }
+    assert frame[["a", "b", "c", "d", "e"]].isna().any(axis=1).sum() > 50  # the holes are exercised
+    rows = [{**r, "kind": k} for r, k in zip(records(frame.drop(columns="kind")), frame["kind"], strict=True)]
+    ours = np.array([model.predict(r) for r in rows])  # type: ignore[attr-defined]
+    assert np.max(np.abs(ours - pipe.predict_proba(frame)[:, 1])) <= 1e-9
+    assert [model.band_from_encoded(model.spec.encode_row(r)) for r in rows[:60]] == [
+        model.band(r) for r in rows[:60]
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals: one sentence, naming the construct and what is supported
 

@@ -11,13 +11,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from blindscore.errors import InvalidInputError
 from blindscore.models.contract import PrivateModel
 
-__all__ = ["BandRow", "BandTable", "band_table", "write_png"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["BandRow", "BandTable", "band_figure", "band_table", "write_png"]
 
 
 @dataclass(frozen=True)
@@ -148,32 +152,87 @@ def band_table(
     )
 
 
-def write_png(table: BandTable, path: Path) -> None:
-    """Counts per band as bars and the bad rate as a line, with KS and Gini in the title."""
-    try:
-        import matplotlib
+#: Headroom above the largest bad rate on the right axis, so the top point and its label fit.
+RATE_HEADROOM = 1.15
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _rate_axis_top(rates: Sequence[float], average: float) -> float:
+    """Top of the right axis in percent: the data's largest rate plus headroom, never a fixed 100 %.
+
+    Empty bands (NaN) are ignored; with no rate above zero the axis spans one percent, so a flat
+    zero line still sits on the axis rather than in the middle of an arbitrary range.
+    """
+    finite = [x for x in (*rates, average) if math.isfinite(x)]
+    top = RATE_HEADROOM * max(finite, default=0.0)
+    return top if top > 0 else 1.0
+
+
+def band_figure(table: BandTable) -> Figure:
+    """The band chart as a matplotlib figure (Agg canvas, no pyplot state): bars of applications
+    per band labelled with count and share, the bad rate per band on a right axis scaled to the
+    data with each point labelled, the portfolio's average bad rate as a dashed line, one legend."""
+    try:
+        import matplotlib  # first the package: a submodule found in sys.modules would hide its absence
     except ImportError:
         raise InvalidInputError("writing a PNG needs matplotlib: pip install 'blindscore[report]'") from None
-    labels = [r.label for r in table.rows]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.bar(labels, [r.count for r in table.rows], color="#8fb3d9", label="applications")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    del matplotlib
+    fig = Figure(figsize=(7, 4.4), dpi=120)
+    FigureCanvasAgg(fig)  # a canvas of its own: savefig and tests never touch pyplot's backend
+    ax = fig.add_subplot()
+    x = list(range(len(table.rows)))
+    counts = [r.count for r in table.rows]
+    bars = ax.bar(x, counts, color="#8fb3d9", label="applications")
+    ax.bar_label(
+        bars, labels=[f"{r.count}\n{r.share:.1%}" for r in table.rows], label_type="center", fontsize=8
+    )
+    ax.set_xticks(x, [r.label for r in table.rows])
     ax.set_xlabel("band")
     ax.set_ylabel("applications")
+    ax.set_ylim(0, max(max(counts, default=0), 1) * 1.1)
     ax2 = ax.twinx()
     rates = [r.bad_rate * 100 if r.count else math.nan for r in table.rows]
-    ax2.plot(labels, rates, color="#c0392b", marker="o", label="bad rate")
+    (line,) = ax2.plot(x, rates, color="#c0392b", marker="o", label="bad rate")
+    for xi, rate in enumerate(rates):
+        if math.isfinite(rate):
+            ax2.annotate(
+                f"{rate:.1f}%", (xi, rate), textcoords="offset points", xytext=(0, 6), ha="center",
+                fontsize=8, color="#c0392b", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
+            )  # fmt: skip
+    average = 100.0 * table.bads / table.total if table.total else math.nan
+    handles: list[Any] = [bars, line]  # a BarContainer is no Artist, but legend() takes it
+    if math.isfinite(average):
+        handles.append(
+            ax2.axhline(
+                average,
+                color="#34495e",
+                linestyle="--",
+                linewidth=1,
+                label=f"portfolio bad rate {average:.1f}%",
+            )
+        )
     ax2.set_ylabel("bad rate (%)")
-    ax2.set_ylim(0, max(100.0, *(x for x in rates if not math.isnan(x))))
+    ax2.set_ylim(0, _rate_axis_top(rates, average))
+    # Below the axes, one row: inside, it would cover a bar or a point whatever the data.
+    ax2.legend(
+        handles, [str(h.get_label()) for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.18),
+        ncols=len(handles), fontsize=8, frameon=False,
+    )  # fmt: skip
     ax.set_title(f"{table.model}: KS {table.ks:.3f}, AUC {table.auc:.3f}, Gini {table.gini:.3f}")
     fig.tight_layout()
+    return fig
+
+
+def write_png(table: BandTable, path: Path) -> None:
+    """:func:`band_figure` of ``table`` as a PNG at ``path``, written atomically (a temporary file
+    beside it, then a rename)."""
+    fig = band_figure(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.savefig(tmp)
         tmp.replace(path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
