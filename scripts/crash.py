@@ -28,10 +28,11 @@ At the end the bank's store and run ledger are read:
 * **wrong_band**: a band that differs from the plaintext model's outside its proven error margin;
 * **duplicated**: delivered more than once, i.e. the bank's run ledger
   (``ResultStore.deliveries()``) counts two or more completed deliveries for the application (a
-  DeliverBand, or a PackedFinish naming it, that the bank committed). On the unary path this
-  happens legitimately when a kill of the bureau or the bank lands between the bank's commit and
-  the bureau's record of it: the bureau delivers the same kept [band] ciphertext again and the
-  bank keeps its first band. So a duplicate must belong to an application in flight (or pending at
+  CircuitReveal or DeliverBand, or a PackedFinish naming it, that the bank committed). On the unary
+  path this happens legitimately when a kill of the bureau or the bank lands between the bank's
+  commit and the bureau's record of it: the bureau reveals the same kept pad of the same round (the
+  circuit band, the default) or delivers the same kept [band] ciphertext (DGK) again, and the bank
+  keeps its first band. So a duplicate must belong to an application in flight (or pending at
   the bureau) at a bureau or bank kill (else ``duplicated_unexplained``), and its second band must
   equal the first (else ``duplicated_with_different_band``, read from the bank's log line "kept the
   earlier band"). On the packed path a batch's evaluation round is sent once, so any duplicate
