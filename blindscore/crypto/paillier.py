@@ -17,6 +17,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +41,25 @@ POOL_CAPACITY = 1024
 _TABLE_LOCK = threading.Lock()
 
 
+_DECRYPT_LOCK = threading.Lock()
+_decrypt_executor: ThreadPoolExecutor | None = None
+
+
+def _decrypt_pool() -> ThreadPoolExecutor:
+    """One extra thread for the q-halves of :meth:`SecretKey.decrypt_many` (started on first use)."""
+    global _decrypt_executor
+    if _decrypt_executor is None:
+        _decrypt_executor = ThreadPoolExecutor(1, thread_name_prefix="paillier-decrypt")
+    return _decrypt_executor
+
+
 def _after_fork_in_child() -> None:
-    # Only the forking thread survives a fork: a lock held by another thread would never be freed.
-    global _TABLE_LOCK
+    # Only the forking thread survives a fork: a lock held by another thread would never be freed,
+    # and the decryption thread does not exist in the child.
+    global _TABLE_LOCK, _DECRYPT_LOCK, _decrypt_executor
     _TABLE_LOCK = threading.Lock()
+    _DECRYPT_LOCK = threading.Lock()
+    _decrypt_executor = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -304,6 +320,23 @@ class SecretKey(Unexportable):
     def decrypt(self, c: Any) -> int:
         """Decrypt to the plaintext in [0, n)."""
         return int(self._sk.raw_decrypt(int(c)))
+
+    def decrypt_many(self, ciphertexts: Sequence[Any]) -> list[int]:
+        """Decrypt several ciphertexts to plaintexts in [0, n): CRT decryption with the p-halves and
+        the q-halves as two lists of exponentiations on two threads (gmpy2's list exponentiation
+        releases the GIL, so they run on two cores), then each pair recombined. The secret key
+        never leaves this process. The same results as :meth:`decrypt` one by one."""
+        sk = self._sk
+        cs = [int(c) for c in ciphertexts]
+        if len(cs) < 2:
+            return [self.decrypt(c) for c in cs]
+        with _DECRYPT_LOCK:
+            q_half = _decrypt_pool().submit(gmpy2.powmod_base_list, cs, sk.q - 1, sk.qsquare)
+            p_half = gmpy2.powmod_base_list(cs, sk.p - 1, sk.psquare)
+            xq = q_half.result()
+        mp = [sk.l_function(x, sk.p) * sk.hp % sk.p for x in p_half]
+        mq = [sk.l_function(x, sk.q) * sk.hq % sk.q for x in xq]
+        return [int(sk.crt(a, b)) for a, b in zip(mp, mq, strict=True)]
 
     def decrypt_small(self, c: Any) -> int:
         """Decrypt a plaintext known to lie in [0, p): half of CRT decryption, the p-part only.

@@ -180,8 +180,8 @@ def open_slots(keypair: KeyPair, request: MaskedSlots) -> OpenedSlots:
     slot_mask = (1 << s) - 1
     values: list[int] = []
     faulted: list[bool] = []
-    for chunk, c in zip(chunks, request.ciphertexts, strict=True):
-        plain = keypair.secret_key.decrypt(pk.validate(c))
+    plains = keypair.secret_key.decrypt_many([pk.validate(c) for c in request.ciphertexts])
+    for chunk, plain in zip(chunks, plains, strict=True):
         count = len(chunk)
         bad = plain >> (layout.mask_bits(count) + 1) != 0
         decoys = secrets.randbits(s * count)  # one draw, used or not
