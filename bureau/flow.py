@@ -183,6 +183,7 @@ class BureauNode:
         self.retry = retry or RetryPolicy()
         self._database: Database | None = None
         self._inflight: set[tuple[str, ...]] = set()
+        self._circuit_rounds: dict[tuple[str, str], int] = {}
         self._inflight_lock = threading.Lock()
         self._worker: RetryLoop | None = None
         self._worker_link: LinkFor | None = None
@@ -583,7 +584,7 @@ class BureauNode:
                 return reply, garbled
 
             def spend() -> None:
-                if not self.ledger.start_circuit_round(platform_id, application_id):
+                if not self._count_circuit_round(platform_id, application_id):
                     raise PreconditionError(
                         f"application {application_id[:64]!r}: the bank did not confirm any of its "
                         f"{MAX_CIRCUIT_ROUNDS} garbled-circuit rounds; it is not run again (submit it "
@@ -593,9 +594,22 @@ class BureauNode:
             round_ = CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id)
             link.circuit_round(round_, finish, spend=spend)
             revealed = self.ledger.reveal_round(platform_id, application_id, garbling_ids[-1], protocol.pad)
+            with self._inflight_lock:
+                self._circuit_rounds.pop((platform_id, application_id), None)
         link.circuit_reveal(application_id, platform_id, *revealed)
         stages.update(link.stage_ms)
         return ScoreReport(stages, link.wire_bytes, job.model.version)
+
+    def _count_circuit_round(self, platform_id: str, application_id: str) -> bool:
+        """Count a garbled-circuit round of an application about to be sent; False past
+        MAX_CIRCUIT_ROUNDS (in this process: a bound on work, the privacy bound is the ledger's)."""
+        with self._inflight_lock:
+            key = (platform_id, application_id)
+            count = self._circuit_rounds.get(key, 0)
+            if count >= MAX_CIRCUIT_ROUNDS:
+                return False
+            self._circuit_rounds[key] = count + 1
+            return True
 
     def _claim(self, key: tuple[str, ...]) -> bool:
         with self._inflight_lock:

@@ -11,7 +11,7 @@ bureau gives a bank the means to decrypt a band once per application:
   is marked here first, and a batch marked before is never run again: it fails for good;
 - one application's garbled circuit: its outputs carry a fresh one-time pad per round, so a round
   the bank evaluated tells it nothing until the bureau reveals that round's pad. Rounds may be
-  run again (up to :data:`MAX_CIRCUIT_ROUNDS`, counted here) until a pad is revealed; the
+  run again until a pad is revealed (the bureau bounds them, :data:`MAX_CIRCUIT_ROUNDS`); the
   revealed round and its pad are kept here first, and only that pad is ever sent again.
 
 Runs that stop before that point (the masked value, the DGK bits, the blinded groups) may be
@@ -37,13 +37,12 @@ _SCHEMA = (
     )
     """,
     """
-    CREATE TABLE IF NOT EXISTS {circuit_rounds} (
+    CREATE TABLE IF NOT EXISTS {circuit_reveals} (
         platform_id    TEXT NOT NULL,
         application_id TEXT NOT NULL,
-        rounds         INTEGER NOT NULL,
-        garbling_id    {blob},
-        pad            {blob},
-        updated_at     {real} NOT NULL,
+        garbling_id    {blob} NOT NULL,
+        pad            {blob} NOT NULL,
+        revealed_at    {real} NOT NULL,
         PRIMARY KEY (platform_id, application_id)
     )
     """,
@@ -58,8 +57,9 @@ _SCHEMA = (
 )
 
 
-#: Garbled-circuit rounds the bureau sends for one application before it gives up (a bank that
-#: keeps losing the round, or claims to: each round costs the bureau a garbling, the bank nothing).
+#: Garbled-circuit rounds the bureau sends for one application, per process, before it gives up (a
+#: bank that keeps losing the round, or claims to: each costs the bureau a garbling, the bank
+#: nothing). Not a privacy bound, which is the one revealed pad: a count, kept in memory.
 MAX_CIRCUIT_ROUNDS = 5
 
 
@@ -120,35 +120,11 @@ class EvaluationLedger:
 
         return self._db.write(run)
 
-    def start_circuit_round(self, platform_id: str, application_id: str) -> bool:
-        """Count a garbled-circuit round of an application before it is sent; False once
-        :data:`MAX_CIRCUIT_ROUNDS` were sent or a pad was revealed (do not send another)."""
-
-        def run(tx: Tx) -> bool:
-            key = (platform_id, application_id)
-            row = tx.one(
-                "SELECT rounds, garbling_id FROM {circuit_rounds} "
-                "WHERE platform_id = ? AND application_id = ?",
-                key,
-            )
-            if row is not None and (int(row[0]) >= MAX_CIRCUIT_ROUNDS or row[1] is not None):
-                return False
-            tx.execute(
-                "INSERT INTO {circuit_rounds} (platform_id, application_id, rounds, updated_at) "
-                "VALUES (?, ?, 1, ?) ON CONFLICT (platform_id, application_id) DO UPDATE SET "
-                "rounds = {circuit_rounds}.rounds + 1, updated_at = excluded.updated_at",
-                (*key, time.time()),
-            )
-            return True
-
-        return self._db.write(run)
-
     def revealed_round(self, platform_id: str, application_id: str) -> tuple[bytes, bytes] | None:
         """(garbling id, pad) of the round whose pad was revealed for the application, if any."""
         row = self._db.read(
             lambda tx: tx.one(
-                "SELECT garbling_id, pad FROM {circuit_rounds} WHERE platform_id = ? AND application_id = ? "
-                "AND garbling_id IS NOT NULL",
+                "SELECT garbling_id, pad FROM {circuit_reveals} WHERE platform_id = ? AND application_id = ?",
                 (platform_id, application_id),
             )
         )
@@ -163,16 +139,14 @@ class EvaluationLedger:
         def run(tx: Tx) -> tuple[bytes, bytes]:
             key = (platform_id, application_id)
             row = tx.one(
-                "SELECT garbling_id, pad FROM {circuit_rounds} WHERE platform_id = ? AND application_id = ?",
+                "SELECT garbling_id, pad FROM {circuit_reveals} WHERE platform_id = ? AND application_id = ?",
                 key,
             )
-            if row is not None and row[0] is not None:
+            if row is not None:
                 return bytes(row[0]), bytes(row[1])
             tx.execute(
-                "INSERT INTO {circuit_rounds} "
-                "(platform_id, application_id, rounds, garbling_id, pad, updated_at) "
-                "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (platform_id, application_id) DO UPDATE SET "
-                "garbling_id = excluded.garbling_id, pad = excluded.pad, updated_at = excluded.updated_at",
+                "INSERT INTO {circuit_reveals} (platform_id, application_id, garbling_id, pad, revealed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (*key, garbling_id, pad, time.time()),
             )
             return garbling_id, pad

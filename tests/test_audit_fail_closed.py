@@ -203,20 +203,20 @@ def start_nodes(tmp: Path, database: str | None, paillier: KeyPair, dgk: DGKKeyP
         [],
         [stack.close],
     )
-    # Every band the bank takes in, by either unary path: DeliverBand (the DGK rounds, the
-    # default) or the one application a CircuitFinish names (the circuit band).
-    real, real_circuit = bank.deliver_band, bank.circuit_finish
+    # Every band the bank takes in, by either unary path: the one application a CircuitReveal
+    # names (the circuit band, the default) or DeliverBand (the DGK rounds).
+    real, real_circuit = bank.deliver_band, bank.circuit_reveal
 
     def counting(delivery: Any, **kw: Any) -> Any:
         nodes.delivered.append(delivery.application_id)
         return real(delivery, **kw)
 
-    def counting_circuit(finish: Any, **kw: Any) -> Any:
-        nodes.delivered.extend(finish.batch.application_ids)
-        return real_circuit(finish, **kw)
+    def counting_circuit(reveal: Any, **kw: Any) -> Any:
+        nodes.delivered.extend(reveal.batch.application_ids)
+        return real_circuit(reveal, **kw)
 
     bank.deliver_band = counting  # type: ignore[method-assign]
-    bank.circuit_finish = counting_circuit  # type: ignore[method-assign]
+    bank.circuit_reveal = counting_circuit  # type: ignore[method-assign]
     return nodes
 
 
@@ -380,14 +380,16 @@ def test_a_failed_outcome_record_leaves_the_trail_true(
     nodes = start_nodes(tmp_path, None, paillier_keypair, dgk_keypair)
     try:
         (readonly,) = [f for f in SQLITE_FAILURES if f.name == "sqlite-read-only"]
-        delivering = nodes.bank.deliver_band
+        # The band reaches the bank with the pad of its circuit round (CircuitReveal, the default
+        # band protocol); break the trail right after the bank has stored it.
+        delivering = nodes.bank.circuit_reveal
 
-        def then_break(delivery: Any, **kw: Any) -> Any:
-            result = delivering(delivery, **kw)
+        def then_break(reveal: Any, **kw: Any) -> Any:
+            result = delivering(reveal, **kw)
             readonly.brake(nodes.bureau)
             return result
 
-        nodes.bank.deliver_band = then_break  # type: ignore[method-assign]
+        nodes.bank.circuit_reveal = then_break  # type: ignore[method-assign]
         bureau = nodes.stub("Bureau")
         for attempt in range(3):
             app_id = f"fc-late-{attempt}"
@@ -405,7 +407,7 @@ def test_a_failed_outcome_record_leaves_the_trail_true(
         nodes.assert_truthful()
         # Once writable again, the same submission gets its stored outcome, now on record too.
         readonly.heal(nodes.bureau)
-        nodes.bank.deliver_band = delivering  # type: ignore[method-assign]
+        nodes.bank.circuit_reveal = delivering  # type: ignore[method-assign]
         assert bureau.SubmitApplication(msg, timeout=TIMEOUT) == receipt
         assert nodes.outcomes(app_id) == ["ACCEPTED", "OK"] and nodes.audit.unsettled() == []
         assert nodes.delivered.count(app_id) == 1
