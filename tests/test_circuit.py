@@ -426,3 +426,35 @@ def test_refusals() -> None:
         circuit.evaluate([1], [0, 1, 0, 1])
     with pytest.raises(InvalidInputError, match="0 or 1"):
         circuit.evaluate([], [0, 1, 2, 0])
+
+
+# ---------------------------------------------------------------- log-depth comparison
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5])
+def test_greater_equal_exhaustive(width: int) -> None:
+    builder = CircuitBuilder()
+    a, b = builder.evaluator_input(width), builder.garbler_input(width)
+    builder.output(builder.greater_equal(a, b))
+    circuit = builder.build()
+    for x in range(1 << width):
+        for y in range(1 << width):
+            assert circuit.evaluate(to_bits(y, width), to_bits(x, width)) == [int(x >= y)], (x, y)
+
+
+@given(
+    st.integers(2, 70).flatmap(
+        lambda w: st.tuples(st.just(w), st.integers(0, 2**w - 1), st.integers(0, 2**w - 1))
+    )
+)
+@settings(max_examples=200)
+def test_greater_equal_property_and_depth(case: tuple[int, int, int]) -> None:
+    """[a >= b] on random words, ties included, in AND depth 1 + ceil(log2 width)."""
+    width, x, y = case
+    builder = CircuitBuilder()
+    a, b = builder.evaluator_input(width), builder.garbler_input(width)
+    builder.output(builder.greater_equal(a, b))
+    builder.output(builder.greater_equal(a, a))  # equal words: always 1
+    circuit = builder.build()
+    assert circuit.evaluate(to_bits(y, width), to_bits(x, width)) == [int(x >= y), 1]
+    assert circuit.levels <= 1 + (width - 1).bit_length()

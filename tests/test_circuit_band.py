@@ -19,14 +19,21 @@ from typing import Any
 import pytest
 
 from blindscore.crypto import ot
-from blindscore.crypto.circuit import Bits, CircuitBuilder
+from blindscore.crypto.circuit import Bits, CircuitBuilder, to_bits
 from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import default_model, load_german_credit
 from blindscore.errors import CryptoError, InvalidInputError
 from blindscore.models import families
 from blindscore.models.linear import LinearModel
 from blindscore.protocol import slots
-from blindscore.protocol.circuit_band import CircuitBand, CircuitShape, Family, evaluate_band, open_request
+from blindscore.protocol.circuit_band import (
+    CircuitBand,
+    CircuitShape,
+    Family,
+    band_circuit,
+    evaluate_band,
+    open_request,
+)
 from blindscore.testing import TwoParties
 
 MODEL = default_model()
@@ -178,3 +185,31 @@ def test_a_circuit_that_reveals_a_comparison_is_caught_by_the_bank(
     labels = ot_pair.receiver.receive(request.nonce, opened.choices, ot_pair.sender.reply(request, pairs))
     with pytest.raises((CryptoError, InvalidInputError)):
         evaluate_band(bureau.request.shape, honest_family, garbled, labels, bureau.pad)
+
+
+# ---------------------------------------------------------------------- the linear circuit
+
+
+def test_the_linear_circuit_removes_its_mask_itself_at_every_wrap() -> None:
+    """The linear family's shallow circuit ([z >= A_k] XOR [z >= r] XOR no-wrap, A_k = r + 2 c_k mod
+    2^s, computed by the garbler) gives [v >= c_k] for masks that wrap and masks that do not, a
+    carry bit from below or none, and cutoffs at 0 and at 2^w (always / never), against the plain
+    comparison. The outputs here carry a zero pad."""
+    w, cutoffs = 6, 4
+    s, modulus = w + 1, 1 << (w + 1)
+    shape = CircuitShape("linear", 1, w, cutoffs, ())
+    family = families.family("linear")
+    assert family.masked is not None
+    circuit = band_circuit(shape, family)
+    rng = secrets.SystemRandom()
+    for c in ([0, 1, 33, 64], [5, 5, 20, 63], [0, 0, 64, 64]):
+        for r in [0, 1, modulus - 1, modulus // 2, *(rng.randrange(modulus) for _ in range(4))]:
+            for v in range(1 << w):
+                for carry in (0, 1):
+                    inputs = family.masked.inputs(shape, [r], [(x, s) for x in c])
+                    garbler = [bit for value, width in inputs for bit in to_bits(value, width)] + [
+                        0
+                    ] * cutoffs
+                    z = (2 * v + carry + r) % modulus
+                    out = circuit.evaluate(garbler, to_bits(z, s))
+                    assert out == [int(v >= x) for x in c], (c, r, v, carry)

@@ -413,6 +413,28 @@ class CircuitBuilder:
         """[a <= b] = NOT [b < a] as one wire. w AND gates."""
         return self.not_(self.less_than(b, a, signed=signed))
 
+    def greater_equal(self, a: Bits, b: Bits) -> int:
+        """[a >= b] for unsigned words of one width, in AND depth 1 + ceil(log2 width) instead of
+        the ripple's width: per bit (g, e) = (a AND NOT b, NOT (a XOR b)), then pairs of adjacent
+        parts combined from the top, (G, E) of a high and a low part being
+        (G_h XOR (E_h AND G_l), E_h AND E_l); the result is G XOR E. About 3 AND gates per bit
+        (one of them a garbler half-gate when b is the garbler's). For small circuits, where
+        each AND level costs the garbler and the evaluator a round of array operations."""
+        if len(a) != len(b) or not len(a):
+            raise InvalidInputError("greater_equal takes two words of one non-zero width")
+        level = [(self.and_(x, self.not_(y)), self.not_(self.xor(x, y))) for x, y in zip(a, b, strict=True)]
+        level.reverse()  # most significant first
+        while len(level) > 1:
+            merged = []
+            for i in range(0, len(level) - 1, 2):
+                (gh, eh), (gl, el) = level[i], level[i + 1]
+                merged.append((self.xor(gh, self.and_(eh, gl)), self.and_(eh, el)))
+            if len(level) % 2:
+                merged.append(level[-1])
+            level = merged
+        g, e = level[0]
+        return self.xor(g, e)
+
     def mux(self, select: int, if_one: Bits, if_zero: Bits) -> Bits:
         """``if_one`` where select = 1, else ``if_zero``; operands of equal width w.
         w AND gates: out_i = z_i XOR (s AND (o_i XOR z_i))."""

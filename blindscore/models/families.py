@@ -14,7 +14,7 @@ import threading
 
 from blindscore.crypto.circuit import ZERO, Bits, CircuitBuilder
 from blindscore.errors import ModelFormatError
-from blindscore.protocol.circuit_band import CircuitShape, Family
+from blindscore.protocol.circuit_band import CircuitShape, Family, MaskedBuild
 
 _lock = threading.Lock()
 _families: dict[str, Family] = {}
@@ -64,7 +64,54 @@ def _linear_build(
     return thermometer(b, values[0], secrets)
 
 
-LINEAR = Family(build=_linear_build, secret_widths=_linear_widths)
+# The linear circuit removes its mask itself. With s = w + 1, M = 2^s, the bank's masked slot z and
+# the mask r: v >= c iff (z - r) mod M >= 2c (the slot holds 2v plus a carry bit), and for
+# T = 2c in [0, M], with A = (r + T) mod M, that is [z >= A] XOR [z >= r] XOR [r + T < M] (the
+# interval of z that fails is [r, A), wrapping round when r + T >= M). The garbler computes A_k
+# and the wrap bit from r and the cutoffs, so the circuit is K + 1 comparisons of z with words
+# the garbler knows, in log depth (CircuitBuilder.greater_equal): about 3 (K + 1) s AND gates in
+# depth 1 + log2 s, where the generic unmasking and cutoffs cost (K + 1) s in depth about s. For a
+# one-value circuit each AND level costs more than its gates (a round of array operations at
+# both parties), so the shallow one is the faster.
+
+
+def _linear_round_widths(shape: CircuitShape) -> list[int]:
+    s = shape.value_bits + 1
+    return [s] + [s, 1] * shape.cutoffs
+
+
+def _linear_round_inputs(
+    shape: CircuitShape, masks: list[int], secrets: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    s = shape.value_bits + 1
+    modulus = 1 << s
+    (r,) = masks
+    out = [(r, s)]
+    for c, _ in secrets:
+        total = r + 2 * c
+        out += [(total % modulus, s), (int(total < modulus), 1)]
+    return out
+
+
+def _linear_masked_build(
+    shape: CircuitShape, b: CircuitBuilder, masked: list[Bits], inputs: list[Bits]
+) -> list[int]:
+    if len(masked) != 1:
+        raise ModelFormatError(f"a linear circuit takes one value, the shape declares {len(masked)}")
+    (z,) = masked
+    at_least_r = b.greater_equal(z, inputs[0])
+    out = []
+    for k in range(shape.cutoffs):
+        a, no_wrap = inputs[1 + 2 * k], inputs[2 + 2 * k]
+        out.append(b.xor(b.xor(b.greater_equal(z, a), at_least_r), no_wrap[0]))
+    return out
+
+
+LINEAR = Family(
+    build=_linear_build,
+    secret_widths=_linear_widths,
+    masked=MaskedBuild(_linear_round_widths, _linear_round_inputs, _linear_masked_build),
+)
 register_family("linear", LINEAR)
 
 

@@ -113,11 +113,26 @@ SecretWidths = Callable[[CircuitShape], list[int]]
 
 
 @dataclass(frozen=True)
+class MaskedBuild:
+    """A family that removes the masks itself, for a smaller or shallower circuit than the generic
+    unmasking (a ripple subtraction per value) followed by :attr:`Family.build`.
+
+    ``widths(shape)``: the widths of its garbler inputs for one round; ``inputs(shape, mask slots,
+    model secrets)``: their values, computed by the garbler from the round's masks and the model's
+    secrets; ``build(shape, builder, masked values z_j, those inputs)``: the K outputs."""
+
+    widths: SecretWidths
+    inputs: Callable[[CircuitShape, list[int], list[tuple[int, int]]], list[tuple[int, int]]]
+    build: BuildCircuit
+
+
+@dataclass(frozen=True)
 class Family:
     """A model family's circuit: what the bank needs to rebuild the topology from a shape."""
 
     build: BuildCircuit
     secret_widths: SecretWidths
+    masked: MaskedBuild | None = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -136,11 +151,16 @@ def band_circuit(shape: CircuitShape, family: Family) -> Circuit:
     b = CircuitBuilder()
     s = shape.value_bits + 1
     masked = [b.evaluator_input(s) for _ in range(shape.values)]
-    masks = [b.garbler_input(s) for _ in range(shape.values)]
-    secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
-    pad = b.garbler_input(shape.cutoffs)
-    values = [b.sub(z, r)[1:] for z, r in zip(masked, masks, strict=True)]
-    outputs = family.build(shape, b, values, secrets_)
+    if family.masked is not None:
+        inputs = [b.garbler_input(width) for width in family.masked.widths(shape)]
+        pad = b.garbler_input(shape.cutoffs)
+        outputs = family.masked.build(shape, b, masked, inputs)
+    else:
+        masks = [b.garbler_input(s) for _ in range(shape.values)]
+        secrets_ = [b.garbler_input(width) for width in family.secret_widths(shape)]
+        pad = b.garbler_input(shape.cutoffs)
+        values = [b.sub(z, r)[1:] for z, r in zip(masked, masks, strict=True)]
+        outputs = family.build(shape, b, values, secrets_)
     if len(outputs) != shape.cutoffs:
         raise InvalidInputError(
             f"the {shape.family} circuit returned {len(outputs)} outputs for {shape.cutoffs} cutoffs"
@@ -233,7 +253,13 @@ class CircuitBand:
         if [w for _, w in secrets_] != widths:
             raise InvalidInputError("the model's secret inputs do not match its family's declared widths")
         s = layout.slot_bits
-        self._garbler_bits = _bits([(r, s) for r in self._masks.mask_slots] + secrets_)
+        if family.masked is None:
+            inputs = [(r, s) for r in self._masks.mask_slots] + secrets_
+        else:
+            inputs = family.masked.inputs(shape, self._masks.mask_slots, secrets_)
+            if [w for _, w in inputs] != family.masked.widths(shape):
+                raise InvalidInputError("the family's round inputs do not match its declared widths")
+        self._garbler_bits = _bits(inputs)
         self._pad = np.zeros(0, dtype=np.uint8)
 
     def _round_bits(self) -> npt.NDArray[np.uint8]:
