@@ -93,8 +93,9 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
     assert out.model_version == "1"
     assert band_of(net, "swap-pinned") == v1.policy.labels[v1.band(rows[j])]
 
-    # v3 arrives while an application on v2 is between its protocol rounds: it finishes on v2.
-    original = net.bank_node.compare_masked
+    # v3 arrives while an application on v2 is between its protocol rounds (the circuit band's
+    # first bank call): it finishes on v2.
+    original = net.bank_node.circuit_start
     imported: list[int] = []
 
     def import_mid_flight(*args: Any, **kwargs: Any) -> Any:
@@ -102,7 +103,7 @@ def test_versions_swap_without_restart_and_in_flight_work_keeps_its_version(
             imported.append(ModelStore(net.models_dir).put(DEFAULT_MODEL_ID, variant(V3_CUTOFFS)).version)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(net.bank_node, "compare_masked", import_mid_flight)
+    monkeypatch.setattr(net.bank_node, "circuit_start", import_mid_flight)
     out = score_one(net.platform, app(net, k, "swap-inflight"))
     assert imported == [3]
     assert out.accepted and out.model_version == "2" and band_of(net, "swap-inflight") == "E"

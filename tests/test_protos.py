@@ -113,6 +113,7 @@ def test_services_are_the_three_parties() -> None:
             "PackedFinish",
             "CircuitStart",
             "CircuitFinish",
+            "CircuitReveal",
             "GetBand",
             "WatchBands",
         ],

@@ -228,14 +228,16 @@ def _prepare(
     kept: list[str] = []
     features = []
     for i, (app_id, row) in enumerate(zip(ids, rows, strict=True)):
+        where = f"row {i + 1}"
         try:
             what = f"application id in column {id_column!r}" if id_column else "application id"
             check_id(what, limits.check_id(what, app_id))
+            where = f"row {i + 1} ({app_id})"  # named by its id once the id is known to be sound
             feats = {k: row.get(k) for k in names}
             model.spec.encode_row(feats)
         except InvalidInputError as exc:
             if rejected is None:
-                raise InvalidInputError(f"data, row {i + 1} ({app_id}): {exc}") from None
+                raise InvalidInputError(f"data, {where}: {exc}") from None
             rejected.append(Rejected(i + 1, row, reason_of(exc)))
             continue
         kept.append(app_id)

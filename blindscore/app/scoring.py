@@ -141,13 +141,15 @@ def score_csv(
     valid: list[int] = []
     rejected: list[Rejected] = []
     for i, app_id in enumerate(ids):
+        where = f"row {i + 1}"
         try:
-            what = f"application id in column {id_column!r}"
-            check_id(what, limits.check_id(what, app_id))  # the input limits, then the nodes' id rule
+            # the input limits, then the nodes' narrower id rule
+            check_id("application id", limits.check_id(f"application id in column {id_column!r}", app_id))
+            where = f"row {i + 1} ({app_id})"  # named by its id once the id is known to be sound
             model.spec.encode_row({k: rows[i][k] for k in model.spec.input_names})
         except InvalidInputError as exc:
             if on_invalid == "stop":
-                raise InvalidInputError(f"--input {input_path}, row {i + 1} ({app_id}): {exc}") from None
+                raise InvalidInputError(f"--input {input_path}, {where}: {exc}") from None
             rejected.append(Rejected(i + 1, rows[i], reason_of(exc)))
         else:
             valid.append(i)
