@@ -10,7 +10,8 @@ cover it. The tree is copied to a scratch directory (the worktree is never touch
 there with the covering tests only, and the script prints the number of mutants, how many the
 tests killed, the kill rate, and every surviving mutant with its diff, to be killed by a new test
 or listed with the reason it is equivalent in docs/testing.md. ``--keep`` keeps the scratch
-directory (then ``mutmut browse`` there shows the mutants one by one). Exit status 1 when the kill
+directory (then ``mutmut browse`` there shows the mutants one by one); ``--deselect NODEID`` leaves
+out a test that fails on the unmutated tree for a reason of its own (mutmut refuses to start then). Exit status 1 when the kill
 rate is below ``--target`` (percent, 0 by default).
 """
 
@@ -41,28 +42,29 @@ def mutmut_command() -> list[str]:
     return [found]
 
 
-def setup_cfg(module: str, tests: list[str]) -> str:
+def setup_cfg(module: str, tests: list[str], deselect: list[str] | None = None) -> str:
+    """mutmut's settings. A list setting is one item a line: each pytest argument on its own line
+    (a single line would reach pytest as one argument)."""
     lines = ["[mutmut]", "paths_to_mutate=blindscore/", f"only_mutate={module}"]
     lines.append("tests_dir=" + "\n    ".join(tests))
     lines.append("also_copy=" + "\n    ".join(ALSO_COPY))
-    lines.append("pytest_add_cli_args=-p no:cacheprovider -q")
+    pytest_args = ["-p", "no:cacheprovider", "-q", *(f"--deselect={node}" for node in deselect or ())]
+    lines.append("pytest_add_cli_args=\n    " + "\n    ".join(pytest_args))
     return "\n".join(lines) + "\n"
 
 
-def summarise(work: Path, mutmut: list[str]) -> tuple[dict[str, int], list[str]]:
-    """(mutmut's counts, the names of the surviving mutants)."""
+def summarise(work: Path, mutmut: list[str]) -> tuple[dict[str, int], list[str], list[str]]:
+    """(mutmut's counts, the names of the surviving mutants, those no test reached)."""
     env = {**os.environ, "PYTHONPATH": str(work)}
     subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True, capture_output=True)
     counts = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
     listing = subprocess.run(
         [*mutmut, "results"], cwd=work, env=env, check=True, capture_output=True, text=True
     )
-    survivors = [
-        line.split(":")[0].strip()
-        for line in listing.stdout.splitlines()
-        if line.strip().endswith("survived")
-    ]
-    return counts, survivors
+    rows = [line.rsplit(":", 1) for line in listing.stdout.splitlines() if ":" in line]
+    survivors = [name.strip() for name, status in rows if status.strip() == "survived"]
+    unreached = [name.strip() for name, status in rows if status.strip() == "no tests"]
+    return counts, survivors, unreached
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--target", type=float, default=0.0, help="fail below this kill rate (percent)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--deselect",
+        action="append",
+        default=[],
+        metavar="NODEID",
+        help="leave out a test (pytest node id prefix) that fails on the unmutated tree for reasons "
+        "of its own; repeatable. mutmut stops when a test fails before any mutation.",
+    )
     args = parser.parse_args(argv)
     if not args.module.startswith("blindscore/"):
         parser.error("the module must be a path under blindscore/")
@@ -90,16 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(source, work / name)
         text = (work / "pyproject.toml").read_text()
         assert "[tool.mutmut]" not in text, "the mutmut settings are written to setup.cfg by this script"
-        (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests))
+        (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests, args.deselect))
         env = {**os.environ, "PYTHONPATH": str(work)}
         print(f"mutating {args.module} against {' '.join(args.tests)} in {work}", flush=True)
         subprocess.run([*mutmut, "run", "--max-children", str(args.jobs)], cwd=work, env=env, check=False)
-        counts, survivors = summarise(work, mutmut)
+        counts, survivors, unreached = summarise(work, mutmut)
         total = counts.get("total", 0)
         killed = counts.get("killed", 0)
         rate = 100.0 * killed / total if total else 0.0
         print(f"\n{args.module}: {total} mutants, {killed} killed, kill rate {rate:.1f} %")
         print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for name in unreached:
+            print(f"no test reached: {name}")
         for name in survivors:
             diff = subprocess.run([*mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True)
             print(f"\nsurvived: {name}\n{diff.stdout.strip()}")
