@@ -11,8 +11,8 @@ there with the covering tests only, and the script prints the number of mutants,
 tests killed, the kill rate, and every surviving mutant with its diff, to be killed by a new test
 or listed with the reason it is equivalent in docs/testing.md. ``--keep`` keeps the scratch
 directory (then ``mutmut browse`` there shows the mutants one by one); ``--deselect NODEID`` leaves
-out a test that fails on the unmutated tree for a reason of its own (mutmut refuses to start then). Exit status 1 when the kill
-rate is below ``--target`` (percent, 0 by default).
+out a test that fails on the unmutated tree for a reason of its own (mutmut refuses to start then).
+Exit status 1 when the kill rate is below ``--target`` (percent, 0 by default).
 """
 
 from __future__ import annotations
