@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Copied beside the mutated package: the nodes (symlinked into it), the tests and the harnesses.
+#: Copied beside the mutated package: the nodes (also copied into it), the tests and the harnesses.
 ALSO_COPY = ("tests", "scripts", "bureau", "bank_node", "platform_node", "protos", "pyproject.toml")
 SKIP = shutil.ignore_patterns(".git", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache", "*.egg-info")
 
@@ -67,6 +67,18 @@ def summarise(work: Path, mutmut: list[str]) -> tuple[dict[str, int], list[str],
     return counts, survivors, unreached
 
 
+def check_imports_from(work: Path, env: dict[str, str]) -> None:
+    """Stop unless the package and its node subpackages import from the scratch tree."""
+    names = ("blindscore", "blindscore.bank_node", "blindscore.bureau", "blindscore.platform_node")
+    code = "import importlib, sys\nfor name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
+    found = subprocess.run(
+        [sys.executable, "-c", code, *names], cwd=work, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    outside = [f for f in found if not Path(f).resolve().is_relative_to(work.resolve())]
+    if outside:
+        raise SystemExit(f"the scratch tree imports code from elsewhere: {', '.join(outside)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -91,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="blindscore-mutation-"))
     work = scratch / "tree"
     try:
-        shutil.copytree(ROOT / "blindscore", work / "blindscore", symlinks=True, ignore=SKIP)
+        # The node packages are symlinked into blindscore/; copy them as directories. mutmut walks
+        # the package without following links, so a link would be missing from its mutants/ tree,
+        # and blindscore.bank_node & co. would then be imported from wherever the interpreter's
+        # installed blindscore lives (an editable install of another checkout) instead of this tree.
+        shutil.copytree(ROOT / "blindscore", work / "blindscore", symlinks=False, ignore=SKIP)
         for name in ALSO_COPY:
             source = ROOT / name
             if source.is_dir():
@@ -102,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         assert "[tool.mutmut]" not in text, "the mutmut settings are written to setup.cfg by this script"
         (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests, args.deselect))
         env = {**os.environ, "PYTHONPATH": str(work)}
+        check_imports_from(work, env)
         print(f"mutating {args.module} against {' '.join(args.tests)} in {work}", flush=True)
         subprocess.run([*mutmut, "run", "--max-children", str(args.jobs)], cwd=work, env=env, check=False)
         counts, survivors, unreached = summarise(work, mutmut)
