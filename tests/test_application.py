@@ -1,4 +1,4 @@
-"""The domain records' own checks: id and model-version rules at their bounds, the messages naming the field."""
+"""The domain records' own checks: id and model-version rules at their bounds, messages naming the field."""
 
 from __future__ import annotations
 
@@ -69,9 +69,9 @@ def test_an_application_names_its_bad_field_in_prose(field: str) -> None:
 
 def test_an_application_needs_a_consent_of_at_most_256_characters() -> None:
     assert Application(**IDS, consent_reference="c" * 256).consent_reference == "c" * 256
-    with pytest.raises(InvalidInputError, match="^consent reference longer than 256 characters$"):
+    with pytest.raises(InvalidInputError, match=r"^consent reference longer than 256 characters$"):
         Application(**IDS, consent_reference="c" * 257)
-    with pytest.raises(InvalidInputError, match="^a consent reference is required for every application$"):
+    with pytest.raises(InvalidInputError, match=r"^a consent reference is required for every application$"):
         Application(**IDS, consent_reference="")
 
 
@@ -92,7 +92,7 @@ def test_an_encrypted_application_names_its_bad_field(field: str) -> None:
 
 def test_an_encrypted_application_checks_consent_and_version() -> None:
     good: dict[str, Any] = {**IDS, "platform_id": "plat", "consent_reference": "c", "ciphertexts": (1,)}
-    with pytest.raises(InvalidInputError, match="^a consent reference is required"):
+    with pytest.raises(InvalidInputError, match=r"^a consent reference is required"):
         EncryptedApplication(**{**good, "consent_reference": ""})
     with pytest.raises(InvalidInputError, match="model version 'x' must be"):
         EncryptedApplication(**{**good, "model_version": "x"})
@@ -125,10 +125,10 @@ def test_a_batch_needs_a_resolved_version_in_ascii_digits(version: str) -> None:
 
 
 def test_a_batch_refuses_no_members_a_repeated_member_and_no_columns() -> None:
-    with pytest.raises(InvalidInputError, match="^a packed batch needs at least one application$"):
+    with pytest.raises(InvalidInputError, match=r"^a packed batch needs at least one application$"):
         EncryptedBatch(**{**BATCH, "members": ()})
     twice = (BatchMember("a", "c"), BatchMember("b", "c"), BatchMember("a", "d"))
-    with pytest.raises(InvalidInputError, match="^a packed batch lists an application id twice$"):
+    with pytest.raises(InvalidInputError, match=r"^a packed batch lists an application id twice$"):
         EncryptedBatch(**{**BATCH, "members": twice})
-    with pytest.raises(InvalidInputError, match="^a packed batch needs its encrypted columns$"):
+    with pytest.raises(InvalidInputError, match=r"^a packed batch needs its encrypted columns$"):
         EncryptedBatch(**{**BATCH, "ciphertexts": ()})
