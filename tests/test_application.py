@@ -18,7 +18,7 @@ from blindscore.protocol.application import (
 )
 
 ID_MESSAGE = "is not a valid identifier (1-128 characters: letters, digits, . _ : -)"
-IDS = dict(application_id="app-1", bank_id="bank", model_id="m", key_id="pk-1")
+IDS: dict[str, Any] = dict(application_id="app-1", bank_id="bank", model_id="m", key_id="pk-1")
 
 
 @pytest.mark.parametrize("value", ["a", "Z", "7", "a" * 128, "a.b_c:d-e", "0-._:", "A" + "9" * 127])
