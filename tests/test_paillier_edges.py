@@ -11,7 +11,9 @@ import pickle
 
 import gmpy2
 import pytest
+from phe import paillier as phe_paillier
 
+from blindscore.crypto import paillier
 from blindscore.crypto.paillier import (
     FixedBaseTable,
     KeyPair,
@@ -210,3 +212,32 @@ def test_insecure_sizes_are_admitted_from_512_bits_for_tests_that_say_so() -> No
     assert kp.public_key.bits == 512
     assert kp.secret_key.decrypt_signed(kp.public_key.encrypt(-9)) == -9
     assert isinstance(kp.public_key.hs, type(gmpy2.mpz(1)))
+
+
+def prime_3_mod_4(start: int) -> int:
+    p = gmpy2.next_prime(start)
+    while p % 4 != 3:
+        p = gmpy2.next_prime(p)
+    return int(p)
+
+
+def test_hs_is_the_nth_power_of_minus_a_square(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h = -x^2 (DJN): with p = q = 3 mod 4, -1 is no square mod p, so h is none either.
+
+    phe's primes are fixed here so the property is decided, not left to the primes' residues mod 4;
+    h mod p is recovered from hs = h^n as hs^(n^-1 mod p-1).
+    """
+    p, q = prime_3_mod_4(3 * 2**254), prime_3_mod_4(3 * 2**254 + 2**200)
+    public = phe_paillier.PaillierPublicKey(p * q)
+    monkeypatch.setattr(
+        paillier._phe,
+        "generate_paillier_keypair",
+        lambda n_length: (public, phe_paillier.PaillierPrivateKey(public, p, q)),
+    )
+    kp = generate_keypair(512, allow_insecure_for_tests=True)
+    n, hs = int(kp.public_key.n), int(kp.public_key.hs)
+    assert n == p * q and kp.secret_key.decrypt_signed(kp.public_key.encrypt(-9)) == -9
+    for prime in (p, q):
+        h = pow(hs % prime, pow(n, -1, prime - 1), prime)
+        assert pow(hs, 1, prime) == pow(h, n, prime)
+        assert gmpy2.legendre(h, prime) == -1  # a square's negative: never a square here
