@@ -6,7 +6,10 @@ message naming the wrong field or type (or none) fails, and the limits at their 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
+import pickle
 from typing import Any
 
 import pytest
@@ -129,3 +132,27 @@ def test_masked_request_type_is_named(paillier_keypair: KeyPair, dgk_keypair: DG
     masked = MaskedRequest(ciphertext=1, count=1, bits=1, truncate_bits=0, width_bits="9")  # type: ignore[arg-type]
     message = refusal(InvalidInputError, answer_masked, paillier_keypair, dgk_keypair.public_key, masked)
     assert message == "width_bits must be an integer, not str"
+
+
+def test_a_bureau_side_refuses_pickling_and_copying(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    pk = paillier_keypair.public_key
+    bureau = BandComparison(pk, dgk_keypair.public_key, pk.encrypt(1), [0], -8, 8, 0)
+    for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
+        assert refusal(TypeError, attempt, bureau) == (
+            "a BandComparison holds its masks and signs and cannot be pickled or copied"
+        )
+
+
+def test_the_default_fault_report_is_an_error_log_line(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    pk = paillier_keypair.public_key
+    bureau = BandComparison(pk, dgk_keypair.public_key, pk.encrypt(1), [0], -8, 8, 0)
+    masked = dataclasses.replace(bureau.masked_request(), width_bits=bureau.bits + 1)  # z is far wider
+    with caplog.at_level(logging.ERROR, logger="blindscore.protocol.comparison"):
+        answer_masked(paillier_keypair, dgk_keypair.public_key, masked)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "band protocol fault: masked_range")
+    ]
