@@ -156,3 +156,15 @@ def test_the_default_fault_report_is_an_error_log_line(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.ERROR, "band protocol fault: masked_range")
     ]
+
+
+def test_the_declared_width_covers_the_largest_honest_z_and_no_more(
+    paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """Scores far above 0: [10^6, 10^6 + 100], one cutoff, T = 0, kappa = 40. By hand: H = 100,
+    gamma = 50, l = 6, C = 2^6 - 10^6, m = 7 + 1 + 40 = 48, so the largest z an honest bureau
+    sends is C + s_max + 2^48 - 1 = 2^48 + 163: 49 bits."""
+    pk = paillier_keypair.public_key
+    lo = 10**6
+    bureau = BandComparison(pk, dgk_keypair.public_key, pk.encrypt(lo), [lo + 50], lo, lo + 100, 0)
+    assert (bureau.bits, bureau.width_bits) == (6, 49)
