@@ -1,8 +1,9 @@
 """The band protocol's randomness hooks, drawn directly: signs, units of Z_u, shuffles.
 
 The leakage suites catch broken hooks through the bank's view, slowly; these catch them at the
-source, in milliseconds. Bounds are at least 5 standard deviations wide: a false alarm is below
-one in a million runs.
+source, in milliseconds. Each of the 52 bounds is at least 5 standard deviations wide: all
+together a false alarm comes about once in 100 000 runs (the draws come from the CSPRNG, so no seed
+can pin them).
 """
 
 from __future__ import annotations
