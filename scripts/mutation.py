@@ -10,8 +10,9 @@ cover it. The tree is copied to a scratch directory (the worktree is never touch
 there with the covering tests only, and the script prints the number of mutants, how many the
 tests killed, the kill rate, and every surviving mutant with its diff, to be killed by a new test
 or listed with the reason it is equivalent in docs/testing.md. ``--keep`` keeps the scratch
-directory (then ``mutmut browse`` there shows the mutants one by one). Exit status 1 when the kill
-rate is below ``--target`` (percent, 0 by default).
+directory (then ``mutmut browse`` there shows the mutants one by one); ``--deselect NODEID`` leaves
+out a test that fails on the unmutated tree for a reason of its own (mutmut refuses to start then).
+Exit status 1 when the kill rate is below ``--target`` (percent, 0 by default).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Copied beside the mutated package: the nodes (symlinked into it), the tests and the harnesses.
+#: Copied beside the mutated package: the nodes (also copied into it), the tests and the harnesses.
 ALSO_COPY = ("tests", "scripts", "bureau", "bank_node", "platform_node", "protos", "pyproject.toml")
 SKIP = shutil.ignore_patterns(".git", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache", "*.egg-info")
 
@@ -41,28 +42,41 @@ def mutmut_command() -> list[str]:
     return [found]
 
 
-def setup_cfg(module: str, tests: list[str]) -> str:
+def setup_cfg(module: str, tests: list[str], deselect: list[str] | None = None) -> str:
+    """mutmut's settings. A list setting is one item a line: each pytest argument on its own line
+    (a single line would reach pytest as one argument)."""
     lines = ["[mutmut]", "paths_to_mutate=blindscore/", f"only_mutate={module}"]
     lines.append("tests_dir=" + "\n    ".join(tests))
     lines.append("also_copy=" + "\n    ".join(ALSO_COPY))
-    lines.append("pytest_add_cli_args=-p no:cacheprovider -q")
+    pytest_args = ["-p", "no:cacheprovider", "-q", *(f"--deselect={node}" for node in deselect or ())]
+    lines.append("pytest_add_cli_args=\n    " + "\n    ".join(pytest_args))
     return "\n".join(lines) + "\n"
 
 
-def summarise(work: Path, mutmut: list[str]) -> tuple[dict[str, int], list[str]]:
-    """(mutmut's counts, the names of the surviving mutants)."""
+def summarise(work: Path, mutmut: list[str]) -> tuple[dict[str, int], list[str], list[str]]:
+    """(mutmut's counts, the names of the surviving mutants, those no test reached)."""
     env = {**os.environ, "PYTHONPATH": str(work)}
     subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True, capture_output=True)
     counts = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
     listing = subprocess.run(
         [*mutmut, "results"], cwd=work, env=env, check=True, capture_output=True, text=True
     )
-    survivors = [
-        line.split(":")[0].strip()
-        for line in listing.stdout.splitlines()
-        if line.strip().endswith("survived")
-    ]
-    return counts, survivors
+    rows = [line.rsplit(":", 1) for line in listing.stdout.splitlines() if ":" in line]
+    survivors = [name.strip() for name, status in rows if status.strip() == "survived"]
+    unreached = [name.strip() for name, status in rows if status.strip() == "no tests"]
+    return counts, survivors, unreached
+
+
+def check_imports_from(work: Path, env: dict[str, str]) -> None:
+    """Stop unless the package and its node subpackages import from the scratch tree."""
+    names = ("blindscore", "blindscore.bank_node", "blindscore.bureau", "blindscore.platform_node")
+    code = "import importlib, sys\nfor name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
+    found = subprocess.run(
+        [sys.executable, "-c", code, *names], cwd=work, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    outside = [f for f in found if not Path(f).resolve().is_relative_to(work.resolve())]
+    if outside:
+        raise SystemExit(f"the scratch tree imports code from elsewhere: {', '.join(outside)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--target", type=float, default=0.0, help="fail below this kill rate (percent)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--deselect",
+        action="append",
+        default=[],
+        metavar="NODEID",
+        help="leave out a test (pytest node id prefix) that fails on the unmutated tree for reasons "
+        "of its own; repeatable. mutmut stops when a test fails before any mutation.",
+    )
     args = parser.parse_args(argv)
     if not args.module.startswith("blindscore/"):
         parser.error("the module must be a path under blindscore/")
@@ -81,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="blindscore-mutation-"))
     work = scratch / "tree"
     try:
-        shutil.copytree(ROOT / "blindscore", work / "blindscore", symlinks=True, ignore=SKIP)
+        # The node packages are symlinked into blindscore/; copy them as directories. mutmut walks
+        # the package without following links, so a link would be missing from its mutants/ tree,
+        # and blindscore.bank_node & co. would then be imported from wherever the interpreter's
+        # installed blindscore lives (an editable install of another checkout) instead of this tree.
+        shutil.copytree(ROOT / "blindscore", work / "blindscore", symlinks=False, ignore=SKIP)
         for name in ALSO_COPY:
             source = ROOT / name
             if source.is_dir():
@@ -90,16 +116,19 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(source, work / name)
         text = (work / "pyproject.toml").read_text()
         assert "[tool.mutmut]" not in text, "the mutmut settings are written to setup.cfg by this script"
-        (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests))
+        (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests, args.deselect))
         env = {**os.environ, "PYTHONPATH": str(work)}
+        check_imports_from(work, env)
         print(f"mutating {args.module} against {' '.join(args.tests)} in {work}", flush=True)
         subprocess.run([*mutmut, "run", "--max-children", str(args.jobs)], cwd=work, env=env, check=False)
-        counts, survivors = summarise(work, mutmut)
+        counts, survivors, unreached = summarise(work, mutmut)
         total = counts.get("total", 0)
         killed = counts.get("killed", 0)
         rate = 100.0 * killed / total if total else 0.0
         print(f"\n{args.module}: {total} mutants, {killed} killed, kill rate {rate:.1f} %")
         print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for name in unreached:
+            print(f"no test reached: {name}")
         for name in survivors:
             diff = subprocess.run([*mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True)
             print(f"\nsurvived: {name}\n{diff.stdout.strip()}")

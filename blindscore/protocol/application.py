@@ -9,7 +9,8 @@ from typing import Any
 
 from blindscore.errors import InvalidInputError
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Matched with fullmatch: a "$" with match() would let one trailing newline through.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 FeatureValue = float | str
 
@@ -27,19 +28,19 @@ def _check_consent(reference: str) -> None:
 
 def check_id(kind: str, value: str) -> str:
     """Identifiers are 1-128 printable characters from a small safe set; anything else is refused."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidInputError(
             f"{kind} {value!r} is not a valid identifier (1-128 characters: letters, digits, . _ : -)"
         )
     return value
 
 
-_VERSION = re.compile(r"^(|latest|v?[1-9][0-9]{0,8})$")
+_VERSION = re.compile(r"|latest|v?[1-9][0-9]{0,8}")
 
 
 def check_model_version(value: str) -> str:
     """A model version is "" or "latest" (the newest) or a positive number, optionally "v"-prefixed."""
-    if not isinstance(value, str) or not _VERSION.match(value):
+    if not isinstance(value, str) or not _VERSION.fullmatch(value):
         raise InvalidInputError(f"model version {value!r} must be a positive integer or 'latest'")
     return value
 
