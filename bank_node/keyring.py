@@ -89,7 +89,7 @@ class KeyRing:
 
     # reading (never changes the directory) ------------------------------------------------
     def _key_dir(self, key_id: str) -> Path:
-        if not _KEY_ID.match(key_id):
+        if not _KEY_ID.fullmatch(key_id):
             raise InvalidInputError(f"{key_id!r} is not a bank key id (pk- and 32 hex digits)")
         return self.directory / key_id
 
@@ -104,7 +104,7 @@ class KeyRing:
         found: set[str] = set()
         if self.directory.is_dir():
             for entry in self.directory.iterdir():
-                if _KEY_ID.match(entry.name) and (entry / PUBLIC_FILE).exists():
+                if _KEY_ID.fullmatch(entry.name) and (entry / PUBLIC_FILE).exists():
                     found.add(entry.name)
         legacy = self._legacy_key_id()
         if legacy:
@@ -117,7 +117,7 @@ class KeyRing:
         if path.exists():
             d = read_json(path)
             current = d.get("current") if isinstance(d, dict) and d.get("format") == RING_FORMAT else None
-            if not isinstance(current, str) or not _KEY_ID.match(current):
+            if not isinstance(current, str) or not _KEY_ID.fullmatch(current):
                 raise InvalidInputError(f"{path}: not a blindscore key ring file (format {RING_FORMAT})")
             return current
         legacy = self._legacy_key_id()

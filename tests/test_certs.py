@@ -388,3 +388,15 @@ def test_identity_validation_and_names() -> None:
         Identity("root", "x")
     with pytest.raises(InvalidInputError):
         Identity("bank", "a b")
+
+
+def test_ids_and_host_names_with_a_trailing_newline_are_refused() -> None:
+    """``re.match`` with ``$`` accepts a trailing newline; the checks match the whole string."""
+    from blindscore.infra.certs import _check_hosts, check_party_id
+
+    assert check_party_id("bank-1") == "bank-1"
+    with pytest.raises(InvalidInputError, match="party id 'bank-1\\\\n' is not valid"):
+        check_party_id("bank-1\n")
+    assert len(_check_hosts(["node.internal"])) == 1
+    with pytest.raises(InvalidInputError, match="is neither an IP address nor a DNS name"):
+        _check_hosts(["node.internal\n"])

@@ -706,3 +706,11 @@ def test_cli_encrypt_keys_then_rotate_with_env_passphrase(
     assert code == 0 and rotated.old_id in out
     code, out, _ = run_cli(["bank", "key-id", "--all", "--data-dir", str(data_dir)])
     assert sorted(out.splitlines()) == sorted([rotated.new_id, f"{third}\tcurrent"])
+
+
+def test_a_key_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    ring = KeyRing(tmp_path / KEYS_DIR)
+    good = "pk-" + "0" * 32
+    with pytest.raises(InvalidInputError, match="is not a bank key id"):
+        ring._key_dir(good + "\n")
+    assert ring._key_dir(good).name == good

@@ -154,7 +154,7 @@ def check_role(role: str) -> str:
 
 def check_party_id(party_id: str) -> str:
     """Return ``party_id`` if it can name a node certificate, else raise InvalidInputError."""
-    if not isinstance(party_id, str) or not _PARTY_ID.match(party_id):
+    if not isinstance(party_id, str) or not _PARTY_ID.fullmatch(party_id):
         raise InvalidInputError(
             f"party id {party_id!r} is not valid (1-64 characters: letters, digits, . _ -; "
             "starting with a letter or digit)"
@@ -467,7 +467,7 @@ def _check_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
             continue
         except ValueError:
             pass
-        if not _DNS_NAME.match(host):
+        if not _DNS_NAME.fullmatch(host):
             # Wildcards are refused on purpose: a node certificate names the hosts it runs on.
             raise InvalidInputError(f"host {host!r} is neither an IP address nor a DNS name")
         names.append(x509.DNSName(host))
