@@ -132,13 +132,25 @@ def _garbling_reply(
     the labels of the bank's inputs through the OT, and time it as ``bureau.garble``."""
 
     def finish(request: Any, sender: Any) -> Any:
-        t0 = time.perf_counter()
         garbling, pairs = garble()
-        reply = sender.reply(request, pairs)
-        timing["bureau.garble"] = (time.perf_counter() - t0) * 1e3
-        return reply, garbling
+        return sender.reply(request, pairs), garbling
 
-    return finish
+    return _timed_garbling(finish, timing)
+
+
+def _timed_garbling(
+    finish: Callable[[Any, Any], tuple[Any, Any]], timing: dict[str, float]
+) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """``finish`` (the bank's OT request and the OT sender -> the OT reply and the garbling), timed
+    as ``bureau.garble``."""
+
+    def timed(request: Any, sender: Any) -> tuple[Any, Any]:
+        t0 = time.perf_counter()
+        out = finish(request, sender)
+        timing["bureau.garble"] = (time.perf_counter() - t0) * 1e3
+        return out
+
+    return timed
 
 
 #: How a unary application of an additive model gets its band (see :class:`BureauNode`).
@@ -574,14 +586,6 @@ class BureauNode:
                 job.paillier, model, families.family(model.circuit_shape().family), job.ciphertexts
             )
             stages["bureau.evaluate"] = (time.perf_counter() - t0) * 1e3
-            garbling_ids: list[bytes] = []
-
-            def finish(request: Any, sender: Any) -> Any:
-                t = time.perf_counter()
-                reply, garbled = protocol.finish(request, sender)
-                stages["bureau.garble"] = (time.perf_counter() - t) * 1e3
-                garbling_ids.append(garbled.garbling_id)
-                return reply, garbled
 
             def spend() -> None:
                 if not self._count_circuit_round(platform_id, application_id):
@@ -592,8 +596,8 @@ class BureauNode:
                     )
 
             round_ = CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id)
-            link.circuit_round(round_, finish, spend=spend)
-            revealed = self.ledger.reveal_round(platform_id, application_id, garbling_ids[-1], protocol.pad)
+            link.circuit_round(round_, _timed_garbling(protocol.finish, stages), spend=spend)
+            revealed = self.ledger.reveal_round(platform_id, application_id, *protocol.last_round)
             with self._inflight_lock:
                 self._circuit_rounds.pop((platform_id, application_id), None)
         link.circuit_reveal(application_id, platform_id, *revealed)

@@ -228,7 +228,7 @@ class CircuitRequest:
 class CircuitBand:
     """The bureau's side of one application: round 1 (masked values), round 2 (the garbled circuit)."""
 
-    __slots__ = ("_garbler_bits", "_masks", "_pad", "family", "request")
+    __slots__ = ("_garbler_bits", "_garbling_id", "_masks", "_pad", "family", "request")
 
     def __init__(
         self,
@@ -261,6 +261,7 @@ class CircuitBand:
                 raise InvalidInputError("the family's round inputs do not match its declared widths")
         self._garbler_bits = _bits(inputs)
         self._pad = np.zeros(0, dtype=np.uint8)
+        self._garbling_id = b""
 
     def _round_bits(self) -> npt.NDArray[np.uint8]:
         """The garbler's inputs of a new round: the masks and secrets, then a fresh pad. Every
@@ -291,7 +292,16 @@ class CircuitBand:
         pairs, reply = sender.correlated(request, halfgates.fresh_delta())
         circuit = band_circuit(self.request.shape, self.family)
         garbled, _ = halfgates.garble(circuit, self._round_bits(), pairs)
+        self._garbling_id = garbled.garbling_id
         return reply, garbled
+
+    @property
+    def last_round(self) -> tuple[bytes, bytes]:
+        """(garbling id, pad) of the last round :meth:`finish` garbled: what the bureau records
+        before it reveals the pad (bureau/ledger.py)."""
+        if not self._garbling_id:
+            raise InvalidInputError("no round has been garbled yet")
+        return self._garbling_id, self.pad
 
     def __repr__(self) -> str:
         return f"CircuitBand({self.request.shape.family}, values={self.request.shape.values}, <secrets>)"
