@@ -125,4 +125,5 @@ def test_the_bank_learns_sizes_only(paillier_keypair: KeyPair) -> None:
     circuit = ensemble_from_sklearn(est, policy=PROB)
     shape = circuit.circuit_shape()
     assert shape.family == "trees" and shape.values == 3 * 3 and shape.cutoffs == 3
-    assert {name for name, _ in shape.params} == {"trees", "depth", "leaf_bits"}
+    assert {name for name, _ in shape.params} == {"trees", "depth", "leaf_bits", "zero_bit"}
+    assert shape.param("zero_bit") == 0  # scikit-learn has no zero rule: no zero column in the circuit

@@ -174,6 +174,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         key_bits=args.key_bits,
         fmt=args.format,
         feature_ranges=model_commands.parse_feature_ranges(args.feature_range),
+        feature_grids=model_commands.parse_feature_grids(args.feature_grid),
         on_invalid=args.on_invalid,
         rejects_path=Path(args.rejects) if args.rejects else None,
     )
@@ -379,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
     sp.add_argument(
         "--feature-range", action="append", metavar="NAME=LO:HI", help=model_commands.FEATURE_RANGE_HELP
+    )
+    sp.add_argument(
+        "--feature-grid", action="append", metavar="NAME=LO:STEP:HI", help=model_commands.FEATURE_GRID_HELP
     )
     sp.add_argument(
         "--key-bits",

@@ -101,6 +101,7 @@ def score_csv(
     key_bits: int = 2048,
     fmt: str = AUTO,
     feature_ranges: tuple[tuple[str, float, float], ...] | None = None,
+    feature_grids: tuple[tuple[str, str], ...] | None = None,
     on_invalid: str = "stop",
     rejects_path: Path | None = None,
 ) -> int:
@@ -121,7 +122,9 @@ def score_csv(
             "(e.g. --cutoffs 0.1,0.2,0.4)"
         )
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
-    options = ImportOptions(cutoffs or None, labels or None, feature_ranges=feature_ranges)
+    options = ImportOptions(
+        cutoffs or None, labels or None, feature_ranges=feature_ranges, feature_grids=feature_grids
+    )
     model = read_model(model_path, options, fmt=fmt, name=model_id)
     header, cells = read_rows(input_path)
     # An empty cell is a missing value, as in a DataFrame read from the same file (blindscore.score).

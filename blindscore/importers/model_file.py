@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ImportOptions:
     precision: float | None = None
     #: Declared (lo, hi) per numeric feature of a scikit-learn model (an MLP needs one per input).
     feature_ranges: tuple[tuple[str, float, float], ...] | None = None
+    #: Declared grids (name, "LO:STEP:HI") of a tree ensemble's features: narrower, exact keys.
+    feature_grids: tuple[tuple[str, str], ...] | None = None
 
     @property
     def given(self) -> bool:
@@ -221,6 +223,28 @@ def read_model(
     source = _read(path, fmt)
     if opts.feature_ranges and source.format != "skops":
         raise InvalidInputError("--feature-range applies only to a scikit-learn model (a .skops file)")
+    if opts.feature_grids:
+        model = _read_model(source, path, name, replace(opts, feature_grids=None))
+        return _with_grids(model, opts.feature_grids)
+    return _read_model(source, path, name, opts)
+
+
+def _with_grids(model: PrivateModel, grids: tuple[tuple[str, str], ...]) -> PrivateModel:
+    from blindscore.models.floatkeys import Grid
+    from blindscore.models.trees import TreeEnsemble
+
+    if not isinstance(model, TreeEnsemble):
+        raise InvalidInputError(
+            f"--feature-grid applies to tree ensembles (XGBoost, LightGBM, scikit-learn trees), "
+            f"not to a {model.type_name} model"
+        )
+    parsed = {name: Grid.parse(text) for name, text in grids}
+    if len(parsed) != len(grids):
+        raise InvalidInputError("a feature is given more than one --feature-grid")
+    return model.with_grids(parsed)
+
+
+def _read_model(source: _Source, path: Path, name: str | None, opts: ImportOptions) -> PrivateModel:
     if source.format == "skops":
         return _sklearn(source, name, opts)
     if source.format in ("blindscore", "optbinning"):

@@ -120,15 +120,18 @@ register_family("linear", LINEAR)
 # of i at 2i + 1 and 2i + 2), leaves left to right. One value per internal node: the comparison of
 # the feature it tests with its threshold, done in the (secret) linear stage, with two flag bits,
 #     value = 4 (key - T + 2^b) + 2 zero + missing      (b = key_bits, b + 3 bits)
-# where "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| < 2^b, so bit
-# b + 2 of the value is [key >= T]: go right. Which feature a node tests and its threshold stay in
+# or, when no node applies LightGBM's zero rule (shape parameter zero_bit = 0),
+#     value = 2 (key - T + 2^b) + missing               (b + 2 bits)
+# where "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| <= 2^b, so the
+# top bit of the value is [key >= T]: go right. Which feature a node tests and its threshold stay in
 # the linear stage; the circuit only reads three bits of each value. The node's secrets: the
 # direction a missing value takes, whether the node treats a zero as missing (LightGBM's
 # missing_type Zero) and the direction of such a zero. Then a leaf value per leaf (leaf_bits, two's
 # complement), and the K cutoffs on the summed margin (sum_bits + 1 bits).
 #
-# AND gates per internal node: b + 3 to unmask its value (the borrow chain up to the top bit),
-# 3 to apply the missing and zero rules, leaf_bits for the mux that picks its subtree's value.
+# AND gates per internal node: b + 2 + zero_bit to unmask its value (the borrow chain up to the
+# top bit), 1 or 3 to apply the missing and zero rules, leaf_bits for the mux that picks its
+# subtree's value. zero_bit (0 or 1) says whether the values carry the zero column at bit 1.
 
 TREE_NODE_SECRETS = 3
 
@@ -152,7 +155,10 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
         raise ModelFormatError(
             f"{trees} trees of depth {depth} take {trees * internal} values, got {len(values)}"
         )
-    top = shape.value_bits - 1  # bit b + 2: [key >= T]
+    top = shape.value_bits - 1  # the top bit: [key >= T]
+    zero_bit = shape.param("zero_bit")
+    if zero_bit not in (0, 1):
+        raise ModelFormatError(f"zero_bit is 0 or 1, the shape declares {zero_bit}")
     totals: list[Bits] = []
     s = 0
     for t in range(trees):
@@ -161,7 +167,7 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
             v = values[t * internal + i]
             dl_missing, zero_rule, dl_zero = (w[0] for w in secrets[s : s + TREE_NODE_SECRETS])
             s += TREE_NODE_SECRETS
-            missing, zero, compare = v[0], v[1], b.not_(v[top])
+            missing, zero, compare = v[0], v[1] if zero_bit else ZERO, b.not_(v[top])
             # a zero the node treats as missing takes dl_zero; a missing value takes dl_missing
             as_zero = b.and_(zero, zero_rule)
             step = b.xor(compare, b.and_(as_zero, b.xor(compare, dl_zero)))

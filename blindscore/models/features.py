@@ -148,11 +148,16 @@ class FloatKeyFeature:
     |x| <= 1e-35 as 0.0, as LightGBM does. A missing value (blank, None, NaN) encodes as key 0 with
     both bits set; the zero bit marks LightGBM's zero region [-key(kZero), key(kZero)]. The
     arithmetic is :mod:`blindscore.models.floatkeys`.
+
+    With a declared ``grid`` (:class:`~blindscore.models.floatkeys.Grid`) the key is the value's
+    index on the grid instead, so the tree's comparisons are as narrow as the grid; a value that is
+    not a grid point is refused, naming the feature and the grid.
     """
 
     name: str
     domain: str = "float32"
     snap_zero: bool = False
+    grid: floatkeys.Grid | None = None
     kind: ClassVar[str] = "float-key"
     one_hot: ClassVar[bool] = False
 
@@ -163,6 +168,8 @@ class FloatKeyFeature:
             )
         if not isinstance(self.snap_zero, bool):
             raise ModelFormatError(f"feature {self.name!r}: snap_zero must be true or false")
+        if self.grid is not None and not isinstance(self.grid, floatkeys.Grid):
+            raise ModelFormatError(f"feature {self.name!r}: grid must be a Grid")
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -174,7 +181,7 @@ class FloatKeyFeature:
 
     @property
     def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
-        lo, hi = floatkeys.key_bounds(self.domain)
+        lo, hi = (0, self.grid.count - 1) if self.grid is not None else floatkeys.key_bounds(self.domain)
         return ((lo, hi), (0, 1), (0, 1))
 
     def encode(self, value: object) -> list[int]:
@@ -185,7 +192,16 @@ class FloatKeyFeature:
         x = float(number) if number is not None else float(parse_number(self.name, value))
         key, _ = floatkeys.encode_value(x, self.domain, self.snap_zero)
         zero = floatkeys.threshold_key(floatkeys.KZERO_THRESHOLD, self.domain, strict=False)
-        return [key, 0, int(-zero <= key <= zero)]
+        is_zero = int(-zero <= key <= zero)
+        if self.grid is not None:
+            index = self.grid.index(x)
+            if index is None:
+                raise InvalidInputError(
+                    f"feature {self.name!r}: {x!r} is not on its declared grid "
+                    f"{self.grid} (LO:STEP:HI; values from LO to HI in steps of STEP)"
+                )
+            key = index
+        return [key, 0, is_zero]
 
     def transform(self, value: object) -> list[float]:
         if _is_missing(value):
@@ -195,15 +211,20 @@ class FloatKeyFeature:
         return [x, float(missing), float(zero)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "domain": self.domain, "snap_zero": self.snap_zero}
+        d: dict[str, Any] = {"type": self.kind, "name": self.name, "domain": self.domain}
+        d["snap_zero"] = self.snap_zero
+        if self.grid is not None:
+            d["grid"] = self.grid.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> FloatKeyFeature:
-        _check_keys(d, where, {"type", "name", "domain", "snap_zero"})
+        _check_keys(d, where, {"type", "name", "domain", "snap_zero"}, frozenset({"grid"}))
         snap = d["snap_zero"]
         if not isinstance(snap, bool):
             raise ModelFormatError(f"{where}: 'snap_zero' must be true or false")
-        return cls(_get_str(d, "name", where), _get_str(d, "domain", where), snap)
+        grid = floatkeys.Grid.from_dict(d["grid"], f"{where}: grid") if "grid" in d else None
+        return cls(_get_str(d, "name", where), _get_str(d, "domain", where), snap, grid)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import numbers
 import struct
-from typing import Literal
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
 
 import numpy as np
 
-from blindscore.errors import InvalidInputError
+from blindscore.errors import InvalidInputError, ModelFormatError
 
 Domain = Literal["float32", "float64"]
 DOMAINS: tuple[Domain, ...] = ("float32", "float64")
@@ -149,3 +151,123 @@ def encode_value(value: object, domain: str, snap_zero: bool = False) -> tuple[i
 
 # ---------------------------------------------------------------------------------------------
 # Trees
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared grids: narrower keys for features whose values are known to lie on a lattice
+
+
+#: A grid this coarse or finer than the float keys buys nothing: at most 2^30 points.
+MAX_GRID_BITS = 30
+
+
+def _exact(text: object, what: str) -> Fraction:
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ModelFormatError(f"{what} must be a decimal number written as text, got {text!r}")
+    try:
+        value = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ModelFormatError(f"{what} must be a finite decimal number, got {text!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A public declaration that a feature only takes the values lo, lo + step, ..., hi.
+
+    Tree splits then compare grid indices instead of float keys, so each comparison in the circuit
+    is ``bits`` wide instead of 32 (float32) or 64 (float64) — the dominant cost of blind tree
+    scoring (docs/performance.md). Exactness is kept: grid point k is the double nearest to
+    ``lo + k step`` (computed exactly, rounded once), and the split threshold's grid index is the
+    largest k whose point the library's own rule sends left (:meth:`threshold_index`), found by
+    bisection over the float keys, which are monotone in k. A value that is not a grid point is
+    refused by the platform's encoding, never rounded. The bounds and step are exact decimals,
+    kept as the text the model owner declared.
+    """
+
+    lo: str
+    step: str
+    hi: str
+    _lo: Fraction = field(init=False, repr=False, compare=False)
+    _step: Fraction = field(init=False, repr=False, compare=False)
+    _count: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lo, step, hi = (_exact(getattr(self, n), f"grid {n}") for n in ("lo", "step", "hi"))
+        if step <= 0 or hi <= lo:
+            raise ModelFormatError(f"grid {self}: needs step > 0 and hi > lo")
+        count = (hi - lo) / step + 1
+        if count.denominator != 1:
+            raise ModelFormatError(f"grid {self}: hi - lo is not a whole number of steps")
+        if int(count) > 1 << MAX_GRID_BITS:
+            raise ModelFormatError(f"grid {self}: {int(count)} points; at most 2^{MAX_GRID_BITS} supported")
+        points = (float(lo), float(lo + step), float(hi - step), float(hi))
+        if not all(math.isfinite(v) for v in points) or points[0] == points[1] or points[2] == points[3]:
+            raise ModelFormatError(f"grid {self}: its points must be distinct finite doubles")
+        # Spacing of at least 4 ulps keeps rounding to the nearest index unambiguous (see index).
+        if step < 4 * Fraction(math.ulp(max(abs(float(lo)), abs(float(hi))))):
+            raise ModelFormatError(f"grid {self}: the step is below the doubles' resolution at these bounds")
+        object.__setattr__(self, "_lo", lo)
+        object.__setattr__(self, "_step", step)
+        object.__setattr__(self, "_count", int(count))
+
+    def __str__(self) -> str:
+        return f"{self.lo}:{self.step}:{self.hi}"
+
+    @classmethod
+    def parse(cls, text: str) -> Grid:
+        """``LO:STEP:HI`` as on the command line."""
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ModelFormatError(f"a grid is LO:STEP:HI (e.g. 0:0.01:1000), got {text!r}")
+        return cls(*(p.strip() for p in parts))
+
+    @property
+    def count(self) -> int:
+        """The number of grid points."""
+        return self._count
+
+    @property
+    def bits(self) -> int:
+        """The key width b with 2^b >= count: every index and every threshold index fit."""
+        return max(1, (self.count - 1).bit_length())
+
+    def point(self, k: int) -> float:
+        """Grid point ``k`` as a double (the exact lo + k step, rounded once)."""
+        return float(self._lo + k * self._step)
+
+    def index(self, x: float) -> int | None:
+        """The index of ``x`` if it is a grid point, else None. Points are >= 4 ulps apart, so the
+        nearest index is the only candidate."""
+        if not math.isfinite(x):
+            return None
+        k = round((Fraction(x) - self._lo) / self._step)
+        return k if 0 <= k < self.count and self.point(k) == x else None
+
+    def threshold_index(self, float_threshold_key: int, domain: str, snap_zero: bool = False) -> int:
+        """The largest k whose point's key is <= ``float_threshold_key`` (a :func:`threshold_key`),
+        or -1: then ``index(x) <= K`` iff the library sends grid value x left."""
+        d = _check_domain(domain)
+
+        def key(k: int) -> int:
+            return encode_value(self.point(k), d, snap_zero)[0]
+
+        if key(self.count - 1) <= float_threshold_key:
+            return self.count - 1
+        lo, hi = -1, self.count - 1  # invariant: key(lo) <= K (lo = -1: vacuous), key(hi) > K
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if key(mid) <= float_threshold_key:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lo": self.lo, "step": self.step, "hi": self.hi}
+
+    @classmethod
+    def from_dict(cls, d: object, where: str) -> Grid:
+        if not isinstance(d, dict) or set(d) != {"lo", "step", "hi"}:
+            raise ModelFormatError(f"{where}: a grid is an object with exactly 'lo', 'step' and 'hi'")
+        return cls(d["lo"], d["step"], d["hi"])

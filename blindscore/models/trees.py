@@ -53,6 +53,7 @@ from blindscore.models.features import FeatureSpec, FloatKeyFeature
 from blindscore.models.floatkeys import (
     DOMAINS,
     KZERO_THRESHOLD,
+    Grid,
     _as_value,
     _cast,
     _check_domain,
@@ -230,10 +231,13 @@ class _Padded:
     """
 
     feature: tuple[int, ...]
+    #: The circuit's threshold key K: "go left" is ``key(x) <= K`` (a grid index on a declared grid).
     key: tuple[int, ...]
     default_left: tuple[bool, ...]
     missing: tuple[str, ...]
     leaf: tuple[int, ...]
+    #: Where the value 0.0 goes (LightGBM's "none" rule sends a missing value there).
+    zero_left: tuple[bool, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +276,7 @@ class TreeEnsemble(PrivateModel):
         precision: float = 1e-6,
         snap_zero: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        grids: Mapping[str, Grid] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ModelFormatError("a model needs a non-empty name")
@@ -308,6 +313,13 @@ class TreeEnsemble(PrivateModel):
                 f"the deepest tree has depth {depth}; blind evaluation pads every tree to a complete "
                 f"tree and supports depth <= {MAX_DEPTH}: retrain with max_depth <= {MAX_DEPTH}"
             )
+        grids = dict(grids or {})
+        unknown = sorted(set(grids) - set(names))
+        if unknown:
+            raise ModelFormatError(f"grids name unknown feature(s) {unknown[:5]}")
+        if not all(isinstance(g, Grid) for g in grids.values()):
+            raise ModelFormatError("a feature grid must be a Grid")
+        self.grids: dict[str, Grid] = {n: grids[n] for n in names if n in grids}
         self.name = name
         self.feature_names = names
         self.trees = trees
@@ -336,14 +348,24 @@ class TreeEnsemble(PrivateModel):
         self._zero_key = threshold_key(KZERO_THRESHOLD, self.domain, strict=False)
         #: The public feature spec the platform encodes with: a float-key feature per input.
         self.spec = FeatureSpec(
-            tuple(FloatKeyFeature(n, self.domain, self.snap_zero) for n in self.feature_names)
+            tuple(
+                FloatKeyFeature(n, self.domain, self.snap_zero, self.grids.get(n)) for n in self.feature_names
+            )
         )
+        # The zero column enters the circuit only if some node applies LightGBM's zero rule; the
+        # bank learns that one bit (docs/threat-model.md), and the others save a bit per node.
+        self.zero_bit = int(any(kind == "zero" for t in trees for kind in t.missing))
         self._shape = CircuitShape(
             "trees",
             values=self.n_trees * ((1 << self.depth) - 1),
-            value_bits=self.key_bits + 3,
+            value_bits=self.key_bits + 2 + self.zero_bit,
             cutoffs=len(self.encoded_cutoffs),
-            params=(("depth", self.depth), ("leaf_bits", self.leaf_bits), ("trees", self.n_trees)),
+            params=(
+                ("depth", self.depth),
+                ("leaf_bits", self.leaf_bits),
+                ("trees", self.n_trees),
+                ("zero_bit", self.zero_bit),
+            ),
         )
 
     # -- public encoding and shape ----------------------------------------------------------
@@ -358,8 +380,31 @@ class TreeEnsemble(PrivateModel):
 
     @property
     def key_bits(self) -> int:
-        """Width of a feature key (and of a threshold key) in the circuit."""
+        """Width of a feature key (and of a threshold key) in the circuit: the float keys' (32 or
+        64), or, when every feature has a declared grid, the widest grid's. One width for all
+        nodes, so the width never tells which feature a node tests."""
+        if len(self.grids) == self.n_features:
+            return max(g.bits for g in self.grids.values())
         return key_bits(self.domain)
+
+    def with_grids(self, grids: Mapping[str, Grid]) -> TreeEnsemble:
+        """This model with ``grids`` declared on (some of) its features: same splits and leaves,
+        narrower keys once every feature has one (:class:`~blindscore.models.floatkeys.Grid`)."""
+        return type(self)(
+            self.name,
+            self.feature_names,
+            self.trees,
+            base_score=self.base_score,
+            link=self.link,
+            output=self.output,
+            domain=self.domain,
+            strict=self.strict,
+            policy=self.policy,
+            precision=self.precision,
+            snap_zero=self.snap_zero,
+            metadata=self.metadata,
+            grids={**self.grids, **grids},
+        )
 
     @property
     def encoded_margin_bounds(self) -> tuple[int, int]:
@@ -387,6 +432,7 @@ class TreeEnsemble(PrivateModel):
             "depth": self.depth,
             "n_features": self.n_features,
             "key_bits": self.key_bits,
+            "zero_bit": self.zero_bit,
             "leaf_bits": self.leaf_bits,
             "margin_bits": self.margin_bits,
             "n_bands": self.policy.n_bands,
@@ -470,6 +516,7 @@ class TreeEnsemble(PrivateModel):
         n_inner = (1 << d) - 1
         feature = [0] * n_inner
         key = [0] * n_inner
+        zero_left = [True] * n_inner
         default_left = [True] * n_inner
         missing = ["nan"] * n_inner
         leaf = [0] * (1 << d)
@@ -479,7 +526,12 @@ class TreeEnsemble(PrivateModel):
             slot, i, level = stack.pop()
             if tree.feature[i] >= 0:
                 feature[slot] = tree.feature[i]
-                key[slot] = threshold_key(tree.threshold[i], self.domain, self.strict)
+                float_key = threshold_key(tree.threshold[i], self.domain, self.strict)
+                zero_left[slot] = float_key >= 0  # the key of 0.0 is 0
+                grid = self.grids.get(self.feature_names[tree.feature[i]])
+                if grid is not None:
+                    float_key = grid.threshold_index(float_key, self.domain, self.snap_zero)
+                key[slot] = float_key
                 default_left[slot] = tree.default_left[i]
                 missing[slot] = tree.missing[i]
                 stack += [(2 * slot + 1, tree.left[i], level + 1), (2 * slot + 2, tree.right[i], level + 1)]
@@ -489,7 +541,9 @@ class TreeEnsemble(PrivateModel):
             first_leaf = ((slot + 1) << (d - level)) - 1 - n_inner
             for k in range(first_leaf, first_leaf + (1 << (d - level))):
                 leaf[k] = value
-        return _Padded(tuple(feature), tuple(key), tuple(default_left), tuple(missing), tuple(leaf))
+        return _Padded(
+            tuple(feature), tuple(key), tuple(default_left), tuple(missing), tuple(leaf), tuple(zero_left)
+        )
 
     def padded_trees(self) -> list[dict[str, list[Any]]]:
         """The complete padded trees in heap order, with integer threshold keys and encoded leaves
@@ -501,6 +555,7 @@ class TreeEnsemble(PrivateModel):
                 "default_left": list(p.default_left),
                 "missing": list(p.missing),
                 "leaf": list(p.leaf),
+                "zero_left": list(p.zero_left),
             }
             for p in self._padded
         ]
@@ -510,16 +565,19 @@ class TreeEnsemble(PrivateModel):
         width = 3 * self.n_features
         if isinstance(encoded_row, str | bytes) or len(encoded_row) != width:
             raise InvalidInputError(f"an encoded row has {width} integers (key, missing bit, zero bit)")
-        lo, hi = key_bounds(self.domain)
         z = self._zero_key
         out: list[int] = []
         for j, x in enumerate(encoded_row):
             if isinstance(x, bool) or not isinstance(x, numbers.Integral):
                 raise InvalidInputError(f"encoded column {j}: expected an integer, got {x!r}")
             out.append(int(x))
-        for f in range(self.n_features):
+        for f, feature in enumerate(self.spec.features):
             k, m, zero = out[3 * f : 3 * f + 3]
-            if m not in (0, 1) or not lo <= k <= hi or (m == 1 and k != 0) or zero != int(-z <= k <= z):
+            (lo, hi), _, _ = feature.encoded_bounds
+            grid = self.grids.get(self.feature_names[f])
+            in_range = lo <= k <= hi
+            fk = encode_value(grid.point(k), self.domain, self.snap_zero)[0] if grid and in_range else k
+            if m not in (0, 1) or not in_range or (m == 1 and k != 0) or zero != int(m == 1 or -z <= fk <= z):
                 raise InvalidInputError(
                     f"feature {self.feature_names[f]!r}: invalid (key, missing, zero) triple"
                 )
@@ -576,8 +634,9 @@ class TreeEnsemble(PrivateModel):
     # -- the garbled-circuit pipeline: the "trees" family of blindscore.models.families --------
     # One value per internal node of every padded tree: its comparison, done in the linear stage,
     #     value = 4 (key - T + 2^b) + 2 zero + missing      (b = key_bits, T = K + 1)
-    # so which feature a node tests and its threshold both stay in the (secret) linear stage: bit
-    # b + 2 is [key > K], go right. Per node the secrets are the direction of a missing value
+    # (without the zero term, 2 (key - T + 2^b) + missing, when no node applies the zero rule),
+    # so which feature a node tests and its threshold both stay in the (secret) linear stage: the
+    # top bit is [key > K], go right. Per node the secrets are the direction of a missing value
     # ("nan" and "zero" nodes: the default; "none": where the value 0 goes), whether a zero counts
     # as missing ("zero" nodes) and its direction; then every leaf's fixed-point value, and the K
     # margin cutoffs. This is :meth:`encoded_leaves` exactly, which the tests hold the circuit to.
@@ -590,16 +649,18 @@ class TreeEnsemble(PrivateModel):
 
     @functools.cached_property
     def _linear_stage(self) -> LinearStage:
-        # Fixed by the model: built once, not for every application. |key - (K + 1)| < 2^b for
-        # every key in key_bounds and K in [key(-inf) - 1, key(+inf)], so the value is in [0, 2^(b+3)).
-        b = self.key_bits
+        # Fixed by the model: built once, not for every application. |key - (K + 1)| <= 2^b for
+        # every key in key_bounds (or a grid's [0, count)) and K in [key(-inf) - 1, key(+inf)] (or
+        # [-1, count)), so the value is in [0, 2^(b + 2 + zero_bit)).
+        b, z = self.key_bits, self.zero_bit
+        unit = 2 << z
         outputs = []
         for p in self._padded:
             for f, key in zip(p.feature, p.key, strict=True):
                 col = 3 * f
-                terms = ((col, 4), (col + 1, 1), (col + 2, 2))
-                outputs.append(LinearOutput(terms, 4 * ((1 << b) - (key + 1))))
-        return LinearStage(tuple(outputs), b + 3)
+                terms = ((col, unit), (col + 1, 1), (col + 2, 2)) if z else ((col, unit), (col + 1, 1))
+                outputs.append(LinearOutput(terms, unit * ((1 << b) - (key + 1))))
+        return LinearStage(tuple(outputs), b + 2 + z)
 
     def garbler_inputs(self) -> list[tuple[int, int]]:
         return list(self._garbler_inputs)
@@ -609,8 +670,8 @@ class TreeEnsemble(PrivateModel):
         leaf_bits = self._shape.param("leaf_bits")
         out: list[tuple[int, int]] = []
         for p in self._padded:
-            for key, kind, default in zip(p.key, p.missing, p.default_left, strict=True):
-                missing_left = int(key >= 0) if kind == "none" else int(default)
+            for zero_left, kind, default in zip(p.zero_left, p.missing, p.default_left, strict=True):
+                missing_left = int(zero_left) if kind == "none" else int(default)
                 out += [(missing_left, 1), (int(kind == "zero"), 1), (int(default), 1)]
             out += [(leaf & ((1 << leaf_bits) - 1), leaf_bits) for leaf in p.leaf]
         width = tree_sum_bits(self._shape) + 1
@@ -637,6 +698,7 @@ class TreeEnsemble(PrivateModel):
             "policy": self.policy.to_dict(),
             "metadata": self.metadata,
             "trees": [t.to_dict() for t in self.trees],
+            **({"grids": {n: g.to_dict() for n, g in self.grids.items()}} if self.grids else {}),
             "encoded": {"leaf_frac_bits": self.leaf_frac_bits, "cutoffs": list(self.encoded_cutoffs)},
         }
 
@@ -648,7 +710,7 @@ class TreeEnsemble(PrivateModel):
         keys = {"format", "kind", "name", "features", "domain", "split", "snap_zero", "link", "output"}
         keys |= {"base_score"}
         keys |= {"precision", "policy", "metadata", "trees"}
-        _check_keys(d, where, keys, frozenset({"encoded"}))
+        _check_keys(d, where, keys, frozenset({"encoded", "grids"}))
         _check_format(d, TREE_KIND, where, TREE_FORMAT_VERSION)
         split = _get_str(d, "split", where)
         if split not in ("<", "<="):
@@ -680,6 +742,7 @@ class TreeEnsemble(PrivateModel):
             precision=_get_real(d, "precision", where),
             snap_zero=d["snap_zero"],
             metadata=metadata,
+            grids=_grids_from_dict(d.get("grids", {}), where),
         )
         if "encoded" in d:
             enc = d["encoded"]
@@ -735,7 +798,7 @@ class TreeEnsemble(PrivateModel):
             f"  link {self.link}, output {self.output}, bands on {self.policy.output}",
             f"  trees {self.n_trees}, depth {self.depth} (padded), features {self.n_features}",
             f"  split rule {rule} in {self.domain}{', |x| <= 1e-35 read as 0' if self.snap_zero else ''}, "
-            f"keys {self.key_bits} bits",
+            f"keys {self.key_bits} bits{' (declared grids)' if len(self.grids) == self.n_features else ''}",
             f"  leaf scale 2^{self.leaf_frac_bits}, max error {self.max_abs_error:.3g} "
             f"(precision {self.precision:g}), margin {self.margin_bits} bits",
         ]
@@ -754,6 +817,12 @@ class TreeEnsemble(PrivateModel):
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _grids_from_dict(d: object, where: str) -> dict[str, Grid]:
+    if not isinstance(d, Mapping):
+        raise ModelFormatError(f"{where}: 'grids' must be an object of feature name to grid")
+    return {str(n): Grid.from_dict(g, f"{where}: grids[{n!r}]") for n, g in d.items()}
 
 
 def _signed_bits(lo: int, hi: int) -> int:
