@@ -39,14 +39,24 @@ from blindscore.crypto.paillier import check_key_bits
 from blindscore.errors import InvalidInputError
 from blindscore.importers.sklearn_mlp import mlp_from_sklearn
 from blindscore.models.contract import PrivateModel
-from blindscore.models.features import FeatureSpec, NumericFeature
+from blindscore.models.features import (
+    BinnedFeature,
+    CategoricalFeature,
+    FeatureSpec,
+    FloatKeyFeature,
+    GroupedCategoricalFeature,
+    NumericFeature,
+)
+from blindscore.models.floatkeys import Grid
 from blindscore.models.linear import LinearModel
 from blindscore.models.mlp import MLPModel
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 from blindscore.protocol.application import Application
 
-WORKLOADS = ("online", "batch", "german", "naive", "trees", "trees-batch", "mlp")
+WORKLOADS = ("online", "batch", "german", "naive", "trees", "trees-grid", "trees-batch", "mlp")
+#: The ``trees-grid`` workload's declared grid on every feature: 8001 points, 13-bit keys.
+TREES_GRID = "-4:0.001:4"
 BENCH_MODEL_ID = "bench-linear"
 FEATURE_RANGE = 4.0
 CUTOFFS = (-2.0, -0.5, 0.5, 2.0)
@@ -86,9 +96,10 @@ def synthetic_model(features: int = 50, seed: int = 20261127) -> LinearModel:
     )
 
 
-def synthetic_rows(features: int, count: int, seed: int = 7) -> list[dict[str, float]]:
+def synthetic_rows(features: int, count: int, seed: int = 7, decimals: int = 6) -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
-    values = np.clip(rng.normal(0.0, 1.0, size=(count, features)), -FEATURE_RANGE, FEATURE_RANGE).round(6)
+    values = np.clip(rng.normal(0.0, 1.0, size=(count, features)), -FEATURE_RANGE, FEATURE_RANGE)
+    values = values.round(decimals)
     return [{f"x{i:03d}": float(v) for i, v in enumerate(row)} for row in values]
 
 
@@ -161,11 +172,15 @@ def run_online(
     model: PrivateModel | None = None,
     workload: str = "online",
     band_protocol: str = "circuit",
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> Result:
     """Sequential unary calls; ``model`` defaults to the synthetic linear model of ``features``;
-    ``band_protocol`` is the bureau's for a linear model (circuit or dgk)."""
+    ``band_protocol`` is the bureau's for a linear model (circuit or dgk); ``rows`` (at least
+    ``applications + warmup``) default to synthetic rows of ``features`` features."""
     model = model or synthetic_model(features)
-    rows = synthetic_rows(features, applications + warmup)
+    rows = list(rows) if rows is not None else synthetic_rows(features, applications + warmup)
+    if len(rows) < applications + warmup:
+        raise InvalidInputError(f"{applications + warmup} rows needed, {len(rows)} given")
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
         LocalNetwork(
@@ -207,10 +222,13 @@ def run_online(
     return result
 
 
-def hist_trees(trees: int = 100, depth: int = 4, features: int = 50, seed: int = 2026) -> TreeEnsemble:
+def hist_trees(
+    trees: int = 100, depth: int = 4, features: int = 50, seed: int = 2026, grid: str | None = None
+) -> TreeEnsemble:
     """The ``trees`` workload's model: an XGBoost-format ensemble (float32, "x < t", NaN to the
     default side) of complete trees whose thresholds are drawn from 255 quantile bin edges per
-    feature, as XGBoost's ``hist`` method places them; 4 cutoffs on the probability."""
+    feature, as XGBoost's ``hist`` method places them; 4 cutoffs on the probability. With ``grid``
+    (``trees-grid``) every feature is declared on that grid (LO:STEP:HI): same trees, narrower keys."""
     rng = np.random.default_rng(seed)
     sample = np.clip(rng.normal(size=(4096, features)), -FEATURE_RANGE, FEATURE_RANGE)
     edges = np.quantile(sample, np.linspace(0, 1, 257)[1:-1], axis=0).astype(np.float32)
@@ -231,9 +249,11 @@ def hist_trees(trees: int = 100, depth: int = 4, features: int = 50, seed: int =
                 value=tuple([0.0] * internal + [float(v) for v in rng.normal(scale=0.1, size=leaves)]),
             )
         )
+    names = [f"x{i:03d}" for i in range(features)]
+    grids = {n: Grid.parse(grid) for n in names} if grid else None
     return TreeEnsemble(
         f"bench-trees-{trees}x{depth}",
-        [f"x{i:03d}" for i in range(features)],
+        names,
         out,
         base_score=0.0,
         link="logit",
@@ -241,7 +261,63 @@ def hist_trees(trees: int = 100, depth: int = 4, features: int = 50, seed: int =
         domain="float32",
         strict=True,
         policy=BandPolicy((0.1, 0.3, 0.6, 0.85)),
+        grids=grids,
     )
+
+
+def model_rows(model: PrivateModel, count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Synthetic rows for any model, drawn from what its public feature spec declares: a numeric
+    feature uniformly in its range (integers for an integer feature), a float-key feature (trees)
+    on its grid if it has one, else around the model's own split thresholds for that feature, a
+    categorical or binned feature over its categories or bins; 5 % missing where the spec allows
+    it. Only the benchmark reads thresholds; they never leave this process."""
+    rng = np.random.default_rng(seed)
+    thresholds: dict[int, list[float]] = {}
+    if isinstance(model, TreeEnsemble):
+        for tree in model.trees:
+            for f, t in zip(tree.feature, tree.threshold, strict=True):
+                if f >= 0 and np.isfinite(t):
+                    thresholds.setdefault(f, []).append(t)
+    rows: list[dict[str, Any]] = [{} for _ in range(count)]
+    for j, feature in enumerate(model.spec.features):
+        values: list[Any]
+        missing_ok = False
+        if isinstance(feature, NumericFeature):
+            if feature.integer:
+                values = [float(v) for v in rng.integers(int(feature.lo), int(feature.hi) + 1, size=count)]
+            else:
+                values = [float(v) for v in rng.uniform(feature.lo, feature.hi, size=count).round(6)]
+            missing_ok = feature.impute is not None
+        elif isinstance(feature, FloatKeyFeature):
+            missing_ok = True
+            if feature.grid is not None:
+                values = [feature.grid.point(int(k)) for k in rng.integers(0, feature.grid.count, size=count)]
+            else:
+                ts = thresholds.get(j) or [0.0]
+                lo, hi = min(ts), max(ts)
+                pad = max(1.0, 0.1 * (hi - lo))
+                values = [float(v) for v in rng.uniform(lo - pad, hi + pad, size=count)]
+        elif isinstance(feature, CategoricalFeature):
+            values = [
+                feature.categories[int(k)] for k in rng.integers(0, len(feature.categories), size=count)
+            ]
+        elif isinstance(feature, GroupedCategoricalFeature):
+            cats = [c for g in feature.groups for c in g]
+            values = [cats[int(k)] for k in rng.integers(0, len(cats), size=count)]
+            missing_ok = feature.missing_bin
+        elif isinstance(feature, BinnedFeature):
+            edges = feature.edges
+            lo, hi = (edges[0] - 1.0, edges[-1] + 1.0) if edges else (-1.0, 1.0)
+            values = [float(v) for v in rng.uniform(lo, hi, size=count).round(6)]
+            missing_ok = feature.missing_bin
+        else:
+            raise InvalidInputError(
+                f"bench cannot draw rows for feature {feature.name!r} of kind {feature.kind!r}"
+            )
+        gaps = rng.random(count) < 0.05 if missing_ok else np.zeros(count, dtype=bool)
+        for row, v, gap in zip(rows, values, gaps, strict=True):
+            row[feature.name] = None if gap else v
+    return rows
 
 
 def synthetic_mlp(features: int = 50, hidden: int = 32, seed: int = 2026) -> MLPModel:
@@ -365,18 +441,46 @@ def summary(result: Result, naive: Result) -> dict[str, Any]:
 
 
 def run(
-    workload: str, *, key_bits: int = 2048, applications: int | None = None, band_protocol: str = "circuit"
+    workload: str,
+    *,
+    key_bits: int = 2048,
+    applications: int | None = None,
+    band_protocol: str = "circuit",
+    model: PrivateModel | None = None,
 ) -> dict[str, Any]:
     """Run ``workload`` (one of :data:`WORKLOADS`) beside the naive phe baseline; returns the summary
-    (the fields of ``blindscore bench --json``). ``applications`` overrides the workload's count."""
+    (the fields of ``blindscore bench --json``). ``applications`` overrides the workload's count.
+    With ``model`` (any importable model, ``--model FILE``) the ``online`` workload scores it one
+    application at a time and ``batch`` streams it, on rows drawn by :func:`model_rows`."""
     if workload not in WORKLOADS:
         raise InvalidInputError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
     if applications is not None and (type(applications) is not int or applications < 1):
         raise InvalidInputError(f"applications must be a positive integer, not {applications!r}")
+    if model is not None and workload not in ("online", "batch"):
+        raise InvalidInputError(
+            f"--model runs the online (one at a time) or batch (streamed) workload, not {workload!r}"
+        )
     check_key_bits(key_bits)
     naive_count = applications if workload == "naive" and applications else 10
     naive = run_naive(key_bits=key_bits, applications=naive_count)
-    if workload == "online":
+    if model is not None:
+        n = applications or (30 if workload == "online" else 500)
+        rows = model_rows(model, n + 5)
+        width = len(model.spec.features)
+        if workload == "online":
+            result = run_online(
+                key_bits=key_bits,
+                applications=n,
+                warmup=5,
+                model=model,
+                workload=f"online:{model.name}",
+                band_protocol=band_protocol,
+                rows=rows,
+            )
+        else:
+            result = _run_stream(f"batch:{model.name}", model, rows[:n], key_bits, width)
+        result.features = width
+    elif workload == "online":
         result = run_online(key_bits=key_bits, applications=applications or 200, band_protocol=band_protocol)
     elif workload == "batch":
         result = run_batch(key_bits=key_bits, applications=applications or 2000)
@@ -385,6 +489,13 @@ def run(
     elif workload == "trees":
         n = applications or 30
         result = run_online(key_bits=key_bits, applications=n, warmup=3, model=hist_trees(), workload="trees")
+    elif workload == "trees-grid":
+        n = applications or 30
+        rows = synthetic_rows(50, n + 3, decimals=3)  # on the grid -4:0.001:4
+        model = hist_trees(grid=TREES_GRID)
+        result = run_online(
+            key_bits=key_bits, applications=n, warmup=3, model=model, workload=workload, rows=rows
+        )
     elif workload == "trees-batch":
         # The trees model, applications streamed: each runs the circuit protocol, many in flight.
         rows = synthetic_rows(50, applications or 2000)
@@ -513,6 +624,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="online: the bureau's band protocol for the linear model (default circuit)",
     )
     parser.add_argument("--out", default="docs/img", help="where `plots` writes its PNGs (default docs/img)")
+    parser.add_argument(
+        "--model",
+        metavar="FILE",
+        help="benchmark this model file instead (any format `blindscore model import` reads) with the "
+        "online or batch workload, on synthetic rows drawn from its declared features",
+    )
+    parser.add_argument("--cutoffs", help="with --model: band cutoffs, for a file that carries none")
+    parser.add_argument(
+        "--feature-range", action="append", metavar="NAME=LO:HI", help="with --model: as for `model import`"
+    )
+    parser.add_argument(
+        "--feature-grid",
+        action="append",
+        metavar="NAME=LO:STEP:HI",
+        help="with --model: as for `model import`",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -520,11 +647,26 @@ def run_command(args: argparse.Namespace) -> int:
     if args.workload == "plots":
         make_plots(Path(args.out))
         return 0
+    model = None
+    if args.model:
+        from blindscore.app.model_commands import parse_feature_grids, parse_feature_ranges
+        from blindscore.importers.model_file import ImportOptions, read_model
+
+        cutoffs = tuple(float(c) for c in args.cutoffs.split(",")) if args.cutoffs else None
+        options = ImportOptions(
+            cutoffs=cutoffs,
+            feature_ranges=parse_feature_ranges(args.feature_range),
+            feature_grids=parse_feature_grids(args.feature_grid),
+        )
+        model = read_model(Path(args.model), options)
+    elif args.cutoffs or args.feature_range or args.feature_grid:
+        raise InvalidInputError("--cutoffs, --feature-range and --feature-grid apply with --model only")
     s = run(
         args.workload,
         key_bits=args.key_bits,
         applications=args.applications,
         band_protocol=args.band_protocol,
+        model=model,
     )
     if args.json:
         print(json.dumps(s, sort_keys=True))
