@@ -6,11 +6,12 @@ import ast
 import random
 from pathlib import Path
 
-import independent_comparisons as ref
 import pytest
 
 from blindscore.crypto import garble
 from blindscore.crypto.garble import GarbledComparisons, evaluate_comparisons, garble_comparisons
+
+import independent_comparisons as ref
 
 HERE = Path(__file__).parent
 FIELDS = ("tables", "garbler_labels", "decode")

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import independent_gc as ref
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -21,6 +20,8 @@ from blindscore.crypto.halfgates import GarbledCircuit
 from blindscore.crypto.ot import LabelPairs
 from blindscore.errors import CryptoError
 from scripts.bench_garbling import TreeShape, tree_bits, tree_circuit, tree_inputs
+
+import independent_gc as ref
 
 HERE = Path(__file__).parent
 VECTOR_FILE = HERE / "vectors" / "halfgates_small.json"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import independent_ot as ref
 import pytest
 
 from blindscore.crypto import ot
@@ -35,6 +34,8 @@ from blindscore.crypto.ot import (
     SetupOffer,
     SetupReply,
 )
+
+import independent_ot as ref
 
 HERE = Path(__file__).parent
 VECTOR_FILE = HERE / "vectors" / "ot_small.json"
