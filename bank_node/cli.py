@@ -252,7 +252,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument(
         "--bureau", default=command.DEFAULT_BUREAU, help="bureau address to register with ('' to skip)"
     )
-    sp.add_argument("--advertise", help="address the bureau should call back on (default: the bound one)")
+    sp.add_argument(
+        "--advertise",
+        help="address the bureau should call back on (default: the bound one); a comma-separated list "
+        "names several bank replicas, which the bureau uses one at a time, failing over in order",
+    )
     sp.add_argument(
         "--key-bits", type=int, default=2048, help="Paillier key size for a new key: 2048 or 3072"
     )

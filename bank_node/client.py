@@ -65,7 +65,7 @@ class BankClient:
         security = client_credentials("bank-client", certs, client_id, insecure=insecure)
         self.address = bank
         self.timeout = timeout
-        self._channel = open_channel(bank, security=security)
+        self._channel = open_channel(bank, security=security, retry_unavailable=True)
         self._stub: Any = pb_grpc.BankStub(self._channel)
 
     def band(self, application_id: str, platform_id: str = "") -> Band:

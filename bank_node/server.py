@@ -306,7 +306,9 @@ def register_keys(
     """Publish public keys and the bank's address at the bureau: one RegisterBank call per key,
     each retried while the bureau is unavailable. Returns the key ids the bureau confirmed."""
     registered = []
-    with open_channel(bureau_address, security=security.expecting("bureau")) as channel:
+    with open_channel(
+        bureau_address, security=security.expecting("bureau"), retry_unavailable=True
+    ) as channel:
         stub: Any = pb_grpc.BureauStub(channel)
         for key in keys:
             request = pb.RegisterBankRequest(

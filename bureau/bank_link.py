@@ -404,6 +404,9 @@ class BankChannels:
                     address,
                     security=self.security.expecting("bank", bank_id),
                     max_message_bytes=MAX_CIRCUIT_MESSAGE_BYTES,
+                    # A bank's OT session and circuit tickets live in one replica between calls:
+                    # stay on one replica, move to the next only when it is gone.
+                    balancing="pick_first",
                 )
                 self._channels[(bank_id, address)] = channel
             slots = self._slots.setdefault(bank_id, threading.BoundedSemaphore(MAX_CALLS_PER_BANK))

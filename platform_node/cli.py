@@ -21,11 +21,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serving = command.ServeCommand(args, "platform", args.platform_id)
     metrics = serving.open()
     outbox = Outbox.open(Path(args.data_dir), args.database)
-    channel = open_channel(args.bureau, security=serving.security.expecting("bureau"))
+    # Any bureau replica accepts a submission, and a repeated one gets the first one's outcome.
+    channel = open_channel(args.bureau, security=serving.security.expecting("bureau"), retry_unavailable=True)
 
     # The outbox resender's own channel, redialled after failures.
     def dial() -> tuple[GrpcBureauLink, Callable[[], None]]:
-        fresh = open_channel(args.bureau, security=serving.security.expecting("bureau"))
+        fresh = open_channel(
+            args.bureau, security=serving.security.expecting("bureau"), retry_unavailable=True
+        )
         return GrpcBureauLink(fresh), fresh.close
 
     node = PlatformNode(args.platform_id, GrpcBureauLink(channel), outbox, dial=dial)
@@ -45,7 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``platform serve`` to the top-level subparsers ``sub``."""
     platform = command.command_group(sub, "platform", "the platform node")
     sp = command.serve_parser(platform, "run the platform's gRPC server", command.DEFAULT_PLATFORM)
-    sp.add_argument("--bureau", default=command.DEFAULT_BUREAU, help="bureau address")
+    sp.add_argument(
+        "--bureau",
+        default=command.DEFAULT_BUREAU,
+        help="bureau address: host:port, a comma-separated list of its replicas, or a DNS name whose "
+        "records are the replicas (calls go round-robin, and one refused UNAVAILABLE is retried on another)",
+    )
     sp.add_argument(
         "--platform-id", default="platform-1", help="this platform's party id (its certificate's name)"
     )

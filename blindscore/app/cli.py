@@ -308,7 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         "invalid input (and rows without a usable id or consent) go to --rejects instead, and the exit "
         "status is 0 when every other application was accepted.",
     )
-    sp.add_argument("--platform", required=True, metavar="HOST:PORT", help="the platform node's address")
+    sp.add_argument(
+        "--platform",
+        required=True,
+        metavar="HOST:PORT",
+        help="the platform node's address (or a comma-separated list of its replicas)",
+    )
     sp.add_argument("--input", required=True, metavar="FILE", help="CSV or Parquet, one applicant per row")
     sp.add_argument("--certs", metavar="DIR", help="PKI directory holding the platform-client certificate")
     sp.add_argument("--client-id", help="the certificate's id (default: DIR's only platform-client)")

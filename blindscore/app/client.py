@@ -80,7 +80,7 @@ def score_applications(
 ) -> list[Outcome]:
     """Send every application over one ScoreApplications stream; returns outcomes in completion order."""
     outcomes: list[Outcome] = []
-    with open_channel(platform_address, security=security) as channel:
+    with open_channel(platform_address, security=security, retry_unavailable=True) as channel:
         try:
             wait_ready(channel, 30)
         except grpc.FutureTimeoutError:
@@ -117,7 +117,7 @@ class PlatformClient:
     """A long-lived channel to a platform node for unary calls (one application at a time)."""
 
     def __init__(self, platform_address: str, *, security: TransportSecurity = INSECURE) -> None:
-        self._channel = open_channel(platform_address, security=security)
+        self._channel = open_channel(platform_address, security=security, retry_unavailable=True)
         self._stub: Any = pb_grpc.PlatformStub(self._channel)
 
     def score(self, application: Application, *, timeout: float = 120) -> Outcome:
@@ -183,7 +183,7 @@ class Client:
         self.model_version = model_version
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self._channel = open_channel(platform, security=security)
+        self._channel = open_channel(platform, security=security, retry_unavailable=True)
         self._stub: Any = pb_grpc.PlatformStub(self._channel)
         self._ready = False
         #: The rows the last :meth:`submit` with ``on_invalid="skip"`` skipped.

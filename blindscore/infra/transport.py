@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 from collections.abc import Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import grpc
 from cryptography import x509
@@ -299,16 +301,85 @@ def create_server(
     return server, port
 
 
+#: How a channel spreads calls over a peer's replicas: each call to the next one that is up
+#: (stateless peers), or all calls to the first one that is up, the next only when it is gone (a
+#: bank: its OT sessions and circuit tickets live in the replica's memory between calls).
+Balancing = Literal["round_robin", "pick_first"]
+
+#: gRPC retries a call that failed UNAVAILABLE (a replica down or restarting) on the next replica,
+#: up to 4 attempts in about 2 s; only for peers whose calls are safe to repeat.
+_RETRY_UNAVAILABLE = {
+    "name": [{}],
+    "retryPolicy": {
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    },
+}
+
+
+def channel_target(address: str) -> tuple[str, str]:
+    """The gRPC target and the authority for ``address``: ``host:port``, a comma-separated list of
+    them (the replicas of one peer), or ``dns:///name:port``. A name in a list is resolved here to
+    all its addresses; a single name is resolved by gRPC, every record of it a replica."""
+    parts = [a.strip() for a in address.split(",")] if address else []
+    if not parts or any(not p or ":" not in p for p in parts):
+        raise InvalidInputError(
+            f"node address {address!r} must look like host:port, or a comma-separated list of them"
+        )
+    if len(parts) == 1:
+        return parts[0], ""
+    v4: list[str] = []
+    v6: list[str] = []
+    for part in parts:
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise InvalidInputError(f"node address {part!r} in {address!r} must look like host:port")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise InvalidInputError(f"node address {part!r}: cannot resolve {host!r} ({exc})") from None
+        for family, _, _, _, sockaddr in infos:
+            ip = str(sockaddr[0])
+            if family == socket.AF_INET and f"{ip}:{port}" not in v4:
+                v4.append(f"{ip}:{port}")
+            elif family == socket.AF_INET6 and f"[{ip}]:{port}" not in v6:
+                v6.append(f"[{ip}]:{port}")
+    if v4 and v6:
+        raise InvalidInputError(f"node addresses {address!r} mix IPv4 and IPv6; list one family")
+    target = f"ipv4:{','.join(v4)}" if v4 else f"ipv6:{','.join(v6)}"
+    return target, parts[0]
+
+
 def open_channel(
-    address: str, *, security: TransportSecurity = INSECURE, max_message_bytes: int = MAX_MESSAGE_BYTES
+    address: str,
+    *,
+    security: TransportSecurity = INSECURE,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    balancing: Balancing = "round_robin",
+    retry_unavailable: bool = False,
 ) -> grpc.Channel:
-    """A channel to ``address`` with the project's message limits and credentials."""
-    if not address or ":" not in address:
-        raise InvalidInputError(f"node address {address!r} must look like host:port")
+    """A channel to ``address`` (one node or its replicas, :func:`channel_target`) with the project's
+    message limits and credentials. ``balancing`` spreads the calls over the replicas (see
+    :data:`Balancing`); ``retry_unavailable`` retries a call refused UNAVAILABLE on another replica,
+    for peers whose calls are idempotent."""
+    if balancing not in ("round_robin", "pick_first"):
+        raise InvalidInputError(f"balancing must be round_robin or pick_first, got {balancing!r}")
+    target, authority = channel_target(address)
+    config: dict[str, object] = {"loadBalancingConfig": [{balancing: {}}]}
+    if retry_unavailable:
+        config["methodConfig"] = [_RETRY_UNAVAILABLE]
+    extra: list[tuple[str, object]] = [("grpc.service_config", json.dumps(config))]
+    if authority:
+        extra.append(("grpc.default_authority", authority))
     creds = security.channel_credentials()
     if creds is not None:
-        return grpc.secure_channel(address, creds, options=security.channel_options(max_message_bytes))
-    return grpc.insecure_channel(address, options=_channel_options(max_message_bytes))
+        options = [*security.channel_options(max_message_bytes), *extra]
+        return grpc.secure_channel(target, creds, options=options)
+    return grpc.insecure_channel(target, options=[*_channel_options(max_message_bytes), *extra])
 
 
 def wait_ready(channel: grpc.Channel, timeout: float) -> None:
