@@ -72,7 +72,8 @@ class Replicas:
 
     def sql(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database, autocommit=True) as conn:
-            return [tuple(r) for r in conn.execute(query, params).fetchall()]
+            cursor = conn.execute(query, params)
+            return [] if cursor.description is None else [tuple(r) for r in cursor.fetchall()]
 
     def bureau_rows(self) -> dict[str, tuple[str, str, int]]:
         """application id -> (state, claimed_by, claim) in the shared applications table."""
@@ -157,6 +158,12 @@ def _in_threads(*jobs: tuple[Any, ...]) -> None:
         assert not t.is_alive()
 
 
+def _all_delivered(r: Replicas, ids: set[str]) -> dict[str, tuple[int, int]] | None:
+    """The bank's (runs, deliveries) per application once every one in ``ids`` was delivered."""
+    got = r.bank_runs()
+    return got if set(got) == ids and all(d for _, d in got.values()) else None
+
+
 def _wrong_bands(r: Replicas, bands: dict[str, str]) -> list[str]:
     """Bands that differ from the plaintext model's outside its proven error margin."""
     model = default_model()
@@ -170,7 +177,9 @@ def _wrong_bands(r: Replicas, bands: dict[str, str]) -> list[str]:
     return wrong
 
 
-def test_two_replicas_share_the_load_and_run_each_application_once(pg_schema_url: str, tmp_path: Path) -> None:
+def test_two_replicas_share_the_load_and_run_each_application_once(
+    pg_schema_url: str, tmp_path: Path
+) -> None:
     """(a) Unary and streamed (packed) submissions spread over both replicas: every application
     gets its band, none had its band protocol run twice at the bank, both replicas did work;
     (d) the audit chain both appended to concurrently verifies."""
@@ -185,11 +194,7 @@ def test_two_replicas_share_the_load_and_run_each_application_once(pg_schema_url
         )
         ids = {f"rep-{i}" for i in range(32)}
         assert answers == dict.fromkeys(ids, "accepted")
-        runs = wait_for(
-            lambda: (got := r.bank_runs()) if set(got) == ids and all(d for _, d in got.values()) else None,
-            DEADLINE_S,
-            "every application's band at the bank",
-        )
+        runs = wait_for(lambda: _all_delivered(r, ids), DEADLINE_S, "every application's band at the bank")
         assert {app: n for app, n in runs.items() if n != (1, 1)} == {}  # one run, one delivery each
         bands = r.bands()
         assert set(bands) == ids and _wrong_bands(r, bands) == []
@@ -199,7 +204,7 @@ def test_two_replicas_share_the_load_and_run_each_application_once(pg_schema_url
         assert {unary_by[f"rep-{i}"] for i in range(8)} == {"a"}  # claimed where accepted
         assert {unary_by[f"rep-{i}"] for i in range(8, 16)} == {"b"}
         batches = r.sql("SELECT claimed_by, state FROM bureau_batches")
-        assert sorted(batches) == [("a", "delivered"), ("b", "delivered")]
+        assert {by for by, _ in batches} == {"a", "b"} and {s for _, s in batches} == {"delivered"}
 
         with AuditLog(pg_schema_url) as trail:
             report = trail.verify()
@@ -208,45 +213,46 @@ def test_two_replicas_share_the_load_and_run_each_application_once(pg_schema_url
 
 
 def test_a_killed_replicas_work_is_taken_over_after_its_lease(pg_schema_url: str, tmp_path: Path) -> None:
-    """(b) Replica b accepts (and claims) applications while the bank cannot answer, then dies
-    (kill -9) with them in flight; replica a, under load of its own, takes them over once b's
-    lease expires: 0 lost, 0 duplicated, 0 wrong."""
-    lease_b = 2.0
-    with replicas(tmp_path, pg_schema_url, lease_a=2, lease_b=lease_b) as r:
+    """(b) Replica b accepts (and claims) applications and a packed batch while the bank cannot
+    answer, then dies (kill -9) with them in flight; replica a, under load of its own, takes them
+    over once b's lease expires: 0 lost, 0 duplicated, 0 wrong."""
+    with replicas(tmp_path, pg_schema_url, lease_a=2, lease_b=2) as r:
         answers: dict[str, str] = {}
-        stuck = [r.app(i) for i in range(40, 44)]
-        r.signal(r.net.nodes["bank"], signal.SIGSTOP)
-        submitters = [
-            threading.Thread(target=_submit_unary, args=(r.platform("b"), [app], answers), daemon=True)
-            for app in stuck
-        ]
-        for t in submitters:
-            t.start()
-        wait_for(
-            lambda: all(r.bureau_rows().get(a.application_id, ("", "", 0))[1] == "b" for a in stuck),
-            DEADLINE_S,
-            "replica b's claims",
-        )
+        bank = r.net.nodes["bank"]
+        r.signal(bank, signal.SIGSTOP)
+        b = r.platform("b")
+        for target, args in (
+            (_submit_unary, (b, [r.app(40)], answers)),
+            (_submit_stream, (b, [r.app(i) for i in range(41, 47)], answers)),
+        ):
+            threading.Thread(target=target, args=args, daemon=True).start()
+        claimed = wait_for(lambda: _claimed_by(r, "b", 2), DEADLINE_S, "replica b's claims on both paths")
         r.bureau_b.process.kill()
         r.bureau_b.process.wait()
-        r.signal(r.net.nodes["bank"], signal.SIGCONT)
-        _submit_unary(r.platform("a"), [r.app(i) for i in range(44, 50)], answers)
-        ids = {f"rep-{i}" for i in range(40, 50)}
-        runs = wait_for(
-            lambda: (got := r.bank_runs()) if set(got) == ids and all(d for _, d in got.values()) else None,
-            DEADLINE_S,
-            "every application's band at the bank",
-        )
-        rows = r.bureau_rows()
-        assert {a: s for a, (s, _, _) in rows.items()} == dict.fromkeys(ids, "delivered")  # 0 lost
-        for app in stuck:  # taken over: a new claim (fencing token) by replica a
-            _, by, claim = rows[app.application_id]
-            assert by == "a" and claim >= 2
+        r.signal(bank, signal.SIGCONT)
+        _submit_unary(r.platform("a"), [r.app(i) for i in range(50, 56)], answers)
+        # Every application the bureau accepted (a's, and b's in flight at the kill), by id.
+        ids = {str(a) for (a,) in r.sql("SELECT application_id FROM bureau_applications")}
+        ids |= {str(a) for (a,) in r.sql("SELECT application_id FROM bureau_batch_members")}
+        assert {f"rep-{i}" for i in range(50, 56)} | {"rep-40"} <= ids
+        runs = wait_for(lambda: _all_delivered(r, ids), DEADLINE_S, "every application's band at the bank")
+        for table, key in claimed:  # taken over: a new claim (fencing token) by replica a
+            ((state, by, claim),) = r.sql(f"SELECT state, claimed_by, claim FROM {table} WHERE {key}")
+            assert (state, by) == ("delivered", "a") and claim >= 2
         assert {a: d for a, (_, d) in runs.items() if d != 1} == {}  # 0 duplicated
         bands = r.bands()
-        assert set(bands) == ids and _wrong_bands(r, bands) == []  # 0 wrong
+        assert set(bands) == ids and _wrong_bands(r, bands) == []  # 0 lost, 0 wrong
         with AuditLog(pg_schema_url) as trail:
             assert trail.verify().ok
+
+
+def _claimed_by(r: Replicas, replica: str, tables: int) -> list[tuple[str, str]] | None:
+    """(table, WHERE clause) of the pending rows ``replica`` holds, once ``tables`` tables have one."""
+    found = []
+    for table, column in (("bureau_applications", "application_id"), ("bureau_batches", "batch_id")):
+        rows = r.sql(f"SELECT {column} FROM {table} WHERE claimed_by = %s AND state = 'pending'", (replica,))
+        found += [(table, f"{column} = '{row_id}'") for (row_id,) in rows]
+    return found if len({t for t, _ in found}) >= tables else None
 
 
 @pytest.mark.parametrize("fenced", [True, pytest.param(False, id="negative-control-unfenced")])
@@ -269,7 +275,9 @@ def test_a_replica_whose_lease_was_taken_over_cannot_deliver(
         r.signal(bank, signal.SIGSTOP)
         answers: dict[str, str] = {}
         threading.Thread(target=_submit_unary, args=(r.platform("a"), [app], answers), daemon=True).start()
-        wait_for(lambda: r.bureau_rows().get(app.application_id, ("", "", 0))[1] == "a", DEADLINE_S, "a's claim")
+        wait_for(
+            lambda: r.bureau_rows().get(app.application_id, ("", "", 0))[1] == "a", DEADLINE_S, "a's claim"
+        )
         r.signal(r.bureau_a, signal.SIGSTOP)
         r.sql(
             "UPDATE bureau_applications SET lease_until = 0, next_attempt_at = 0 WHERE application_id = %s",
@@ -284,7 +292,11 @@ def test_a_replica_whose_lease_was_taken_over_cannot_deliver(
         assert r.bank_runs()[app.application_id][1] == 1
         r.signal(r.bureau_a, signal.SIGCONT)
         if fenced:
-            wait_for(lambda: "lost the lease on application 'rep-60'" in r.log(r.bureau_a), DEADLINE_S, "a's refusal")
+            wait_for(
+                lambda: "lost the lease on application 'rep-60'" in r.log(r.bureau_a),
+                DEADLINE_S,
+                "a's refusal",
+            )
             assert r.bank_runs()[app.application_id][1] == 1  # a delivered nothing
         else:
             # Without the fence a delivers again (the pad b revealed, from the ledger): caught.
