@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from waiting import wait_for
 
 from blindscore.app.localnet import LocalNetwork, NodeProcess
 from blindscore.bureau.audit import AuditLog
@@ -27,7 +26,9 @@ from blindscore.infra.transport import open_channel
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
+
 from support import german_credit
+from waiting import wait_for
 
 pytestmark = pytest.mark.postgresql
 
