@@ -59,3 +59,8 @@ class PeerError(BlindscoreError):
         super().__init__(f"{peer}: {message}")
         self.peer = peer
         self.code = code
+
+
+class LeaseLostError(BlindscoreError):
+    """This bureau replica's claim on an application or batch was taken over by another replica
+    (its lease expired): it must stop working on it and write nothing more about it."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from blindscore.bureau.claims import CLAIM_COLUMNS, Fence, add_claim_columns, db_now, lost
 from blindscore.errors import AlreadyExistsError, BlindscoreError, PeerError
 from blindscore.infra.db import Database, Tx, create_schema
 
@@ -32,6 +33,8 @@ ROW_STATE_COLUMNS = (
     ("error_code", "TEXT NOT NULL"),
     ("error_message", "TEXT NOT NULL"),
     ("receipt", "TEXT NOT NULL"),
+    # Who works on a pending row, until when, and the fencing token (bureau/claims.py).
+    *CLAIM_COLUMNS,
 )
 
 
@@ -133,6 +136,11 @@ class StoredRow:
     error_code: str
     error_message: str
     receipt: str
+    #: The replica that holds the row's lease, when it ends (database clock) and the fencing token
+    #: of that claim: a row returned by ``accept`` (created) or ``claim_due`` is this replica's.
+    claimed_by: str = ""
+    lease_until: float = 0.0
+    claim: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -220,10 +228,14 @@ class WorkStore(Generic[SubmissionT, RowT]):
             f"INSERT INTO {{{self._table}}} ({columns}) VALUES ({', '.join('?' * len(self._columns))})"
         )
         try:
-            self._db.setup(self._create, self._what)
+            self._db.setup(self._setup, self._what)
         except BaseException:
             self.close()
             raise
+
+    def _setup(self, tx: Tx) -> None:
+        self._create(tx)  # under create_schema's lock on PostgreSQL, which the ALTERs need too
+        add_claim_columns(tx, self._table)
 
     def _create(self, tx: Tx) -> None:
         raise NotImplementedError
@@ -275,12 +287,15 @@ class WorkStore(Generic[SubmissionT, RowT]):
         ``accept`` checks again in its own transaction."""
         self._db.read(lambda tx: self._check_ids(tx, sub))
 
-    def accept(self, sub: SubmissionT, *, next_attempt_at: float) -> tuple[RowT, bool]:
+    def accept(
+        self, sub: SubmissionT, *, next_attempt_at: float, owner: str = "", lease_s: float = 0.0
+    ) -> tuple[RowT, bool]:
         """Store ``sub`` as pending, or return the row already stored under its key.
 
         Returns (row, created). Raises AlreadyExistsError, storing nothing, when the key is taken by
         a different payload (or an id in it is used already). ``next_attempt_at`` is when the retry
-        worker may first pick it up.
+        worker may first pick it up. A created row is claimed for replica ``owner`` in the same
+        transaction (claim 1, a lease of ``lease_s`` seconds on the database's clock).
         """
         digest = sub.digest
         key = self.key_of(sub)
@@ -301,6 +316,7 @@ class WorkStore(Generic[SubmissionT, RowT]):
                 **{f.name: getattr(sub, f.name) for f in fields(sub)},  # type: ignore[arg-type]
                 digest=digest, state=PENDING, attempts=0, next_attempt_at=next_attempt_at,
                 accepted_at=time.time(), finished_at=None, error_code="", error_message="", receipt="",
+                claimed_by=owner, lease_until=db_now(tx) + lease_s, claim=1,
             )  # fmt: skip
             values = {c: getattr(stored, c) for c in self._columns}
             self._encode(values)
@@ -316,39 +332,115 @@ class WorkStore(Generic[SubmissionT, RowT]):
         )
         return None if row is None else self._row(row)
 
+    # -- claims: which replica works on a pending row (bureau/claims.py) -----------------------
+
+    def fence(self, row: StoredRow) -> Fence:
+        """The claim this replica holds on ``row`` (as ``accept`` or ``claim_due`` returned it)."""
+        return Fence(self._table, self._id_column, row.key[0], row.key[1], row.claim)
+
+    def claim_due(self, owner: str, lease_s: float, now: float, limit: int) -> list[RowT]:
+        """Claim for replica ``owner`` up to ``limit`` pending rows that are due at ``now`` and that
+        no live replica holds (unclaimed, or the lease expired), the longest-waiting first.
+
+        Each claim takes the fencing token up by one and leases the row for ``lease_s`` seconds
+        (its next attempt moves past the lease too, so other replicas' workers do not wake for it).
+        On PostgreSQL rows another replica is claiming at the same moment are skipped, not waited for.
+        """
+        returning = ", ".join(self._columns)
+        sql = (
+            f"UPDATE {{{self._table}}} SET claimed_by = ?, lease_until = {{now}} + ?, "
+            f"claim = claim + 1, next_attempt_at = ? WHERE (platform_id, {self._id_column}) IN ("
+            f"SELECT platform_id, {self._id_column} FROM {{{self._table}}} WHERE state = ? "
+            "AND next_attempt_at <= ? AND lease_until < {now} ORDER BY next_attempt_at LIMIT ? "
+            f"{{skip_locked}}) RETURNING {returning}"
+        )
+
+        def claim(tx: Tx) -> list[tuple[Any, ...]]:
+            return tx.all(sql, (owner, lease_s, now + lease_s, PENDING, now, limit))
+
+        rows = sorted((self._row(r) for r in self._db.write(claim)), key=lambda r: r.next_attempt_at)
+        return rows
+
+    def renew(self, fences: list[Fence], lease_s: float, now: float) -> list[Fence]:
+        """Extend this replica's leases by ``lease_s`` seconds, in one transaction; returns the
+        fences whose rows were taken over or finished meanwhile (their work must stop)."""
+        sql = (
+            f"UPDATE {{{self._table}}} SET lease_until = {{now}} + ?, next_attempt_at = ? "
+            f"WHERE {self._where_key} AND claim = ? AND state = ?"
+        )
+
+        def renew(tx: Tx) -> list[Fence]:
+            return [
+                f
+                for f in fences
+                if int(
+                    tx.execute(
+                        sql, (lease_s, now + lease_s, f.platform_id, f.row_id, f.claim, PENDING)
+                    ).rowcount
+                )
+                == 0
+            ]
+
+        return self._db.write(renew) if fences else []
+
     # -- pending -> delivered | failed ----------------------------------------------------------
 
-    def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...]) -> bool:
+    def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...], claim: int | None) -> bool:
+        """Apply ``sets`` to a pending row; False if it is not pending. With ``claim`` (the fencing
+        token this replica holds), LeaseLostError when another replica's claim replaced it."""
         sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._where_key} AND state = ?"
+        if claim is not None:
+            sql += " AND claim = ?"
 
         def finish(tx: Tx) -> bool:
-            return int(tx.execute(sql, (*params, *key, PENDING)).rowcount) > 0
+            fenced = () if claim is None else (claim,)
+            if int(tx.execute(sql, (*params, *key, PENDING, *fenced)).rowcount) > 0:
+                return True
+            if claim is not None:
+                row = tx.one(f"SELECT claim FROM {{{self._table}}} WHERE {self._where_key}", key)
+                if row is not None and int(row[0]) != claim:
+                    raise lost(Fence(self._table, self._id_column, key[0], key[1], claim))
+            return False
 
         return self._db.write(finish)
 
-    def delivered(self, key: tuple[str, str], receipt: dict[str, Any]) -> bool:
-        """Pending -> delivered; the ciphertexts are dropped, the digest and receipt kept."""
+    def delivered(self, key: tuple[str, str], receipt: dict[str, Any], *, claim: int | None = None) -> bool:
+        """Pending -> delivered; the ciphertexts are dropped, the digest and receipt kept. ``claim``:
+        see ``_finish`` (the same for ``failed`` and ``retry_later``)."""
         return self._finish(
             key,
             "state = ?, ciphertexts = NULL, finished_at = ?, receipt = ?, error_code = '', "
             "error_message = ''",
             (DELIVERED, time.time(), json.dumps(receipt, sort_keys=True)),
+            claim,
         )
 
-    def failed(self, key: tuple[str, str], code: str, message: str) -> bool:
+    def failed(self, key: tuple[str, str], code: str, message: str, *, claim: int | None = None) -> bool:
         """Pending -> failed for good, with the status a resubmission will be answered with."""
         return self._finish(
             key,
             "state = ?, ciphertexts = NULL, finished_at = ?, error_code = ?, error_message = ?",
             (FAILED, time.time(), code, message[:1000]),
+            claim,
         )
 
-    def retry_later(self, key: tuple[str, str], attempts: int, at: float, code: str, message: str) -> bool:
-        """Keep a pending row pending; the worker tries again at ``at``."""
+    def retry_later(
+        self,
+        key: tuple[str, str],
+        attempts: int,
+        at: float,
+        code: str,
+        message: str,
+        *,
+        claim: int | None = None,
+    ) -> bool:
+        """Keep a pending row pending and let go of its lease; a worker tries again at ``at``."""
         return self._finish(
             key,
-            "attempts = ?, next_attempt_at = ?, error_code = ?, error_message = ?",
+            "attempts = ?, next_attempt_at = ?, error_code = ?, error_message = ?, claimed_by = '', "
+            "lease_until = 0",
             (attempts, at, code, message[:1000]),
+            claim,
         )
 
     def due(self, now: float, limit: int) -> list[RowT]:
@@ -368,8 +460,9 @@ class WorkStore(Generic[SubmissionT, RowT]):
         return None if row is None or row[0] is None else float(row[0])
 
     def resume_all(self, at: float) -> int:
-        """Make every pending row due at ``at``: a restarted bureau does not wait out old backoffs."""
-        sql = f"UPDATE {{{self._table}}} SET next_attempt_at = ? WHERE state = ?"
+        """Make every pending row that no live replica holds due at ``at``: a restarted bureau does
+        not wait out old backoffs, nor take work another replica is doing (its lease has not expired)."""
+        sql = f"UPDATE {{{self._table}}} SET next_attempt_at = ? WHERE state = ? AND lease_until < {{now}}"
 
         def resume(tx: Tx) -> int:
             return int(tx.execute(sql, (at, PENDING)).rowcount)

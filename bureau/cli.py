@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
 from blindscore.bureau.audit import AuditLog
+from blindscore.bureau.claims import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
 from blindscore.bureau.flow import BAND_PROTOCOLS, BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.infra import command
@@ -22,12 +25,21 @@ DATA_DIR = "blindscore-data/bureau"
 def cmd_serve(args: argparse.Namespace) -> int:
     serving = command.ServeCommand(args, "bureau", args.bureau_id)
     metrics = serving.open()
-    bureau = BureauNode.open(Path(args.data_dir), args.database, band_protocol=args.band_protocol)
+    replica_id = args.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+    bureau = BureauNode.open(
+        Path(args.data_dir),
+        args.database,
+        band_protocol=args.band_protocol,
+        replica_id=replica_id,
+        lease_s=args.lease_seconds,
+    )
     server, port, channels = start_bureau_server(
         bureau, args.listen, security=serving.security, metrics=metrics, share_timings=args.share_timings
     )
     address = host_port(args.listen, port)
-    log.info("bureau listening on %s (models: %s)", address, ", ".join(bureau.models.ids()))
+    log.info(
+        "bureau replica %s listening on %s (models: %s)", replica_id, address, ", ".join(bureau.models.ids())
+    )
 
     def stop() -> None:
         server.stop(grace=2).wait()
@@ -80,6 +92,16 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lease(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not MIN_LEASE_S <= value <= MAX_LEASE_S:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_LEASE_S} and {MAX_LEASE_S:.0f} seconds")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bureau serve`` and ``bureau audit verify|list`` to the top-level subparsers ``sub``."""
     bureau = command.command_group(sub, "bureau", "the credit bureau node")
@@ -95,6 +117,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="circuit",
         help="how a unary application of a linear model or scorecard gets its band: a garbled cutoff "
         "circuit (default, as every other model family) or the DGK comparison rounds",
+    )
+    sp.add_argument(
+        "--replica-id",
+        default="",
+        help="this process's name among bureau replicas on one PostgreSQL database, recorded with "
+        "each claim (default: host:pid)",
+    )
+    sp.add_argument(
+        "--lease-seconds",
+        type=_lease,
+        default=DEFAULT_LEASE_S,
+        help="how long a replica's claim on an application lasts unless renewed (every third of it); "
+        f"a dead replica's work is taken over after it (default {DEFAULT_LEASE_S:.0f})",
     )
     command.share_timings_flag(sp, "bureau")
     sp.set_defaults(func=cmd_serve, role="bureau")

@@ -22,6 +22,7 @@ from blindscore.bureau.applications import (
 from blindscore.bureau.audit import ACCEPTED, AuditLog
 from blindscore.bureau.bank_link import BankLink, CircuitRound, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
+from blindscore.bureau.claims import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S, Fence, lost
 from blindscore.bureau.ledger import MAX_CIRCUIT_ROUNDS, EvaluationLedger
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
 from blindscore.crypto.dgk import DGKPublicKey
@@ -30,6 +31,7 @@ from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import (
     BlindscoreError,
     InvalidInputError,
+    LeaseLostError,
     NotFoundError,
     PreconditionError,
     UnavailableError,
@@ -49,11 +51,8 @@ log = logging.getLogger(__name__)
 LinkFor = Callable[[str, str, PublicKey, DGKPublicKey], BankLink]
 Stored = StoredApplication | StoredBatch
 
-#: Seconds the request that accepted an application has it to itself before the retry worker may
-#: try too (a restart makes everything pending due at once, so this only matters for a stuck call).
-INLINE_GRACE_S = 120.0
-#: Applications the retry worker takes per round.
-RETRY_BATCH = 32
+#: Rows the retry worker claims per round (few, so that replicas share a backlog).
+RETRY_BATCH = 8
 
 
 def _auditable(value: str, *, consent: bool = False) -> str:
@@ -170,6 +169,8 @@ class BureauNode:
         *,
         retry: RetryPolicy | None = None,
         band_protocol: BandProtocol = "circuit",
+        replica_id: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         """Without ``applications`` the bureau keeps them in memory: exactly-once within this process
         only, and nothing resumes after a restart (tests and tools; ``open`` stores them durably).
@@ -178,12 +179,21 @@ class BureauNode:
         "circuit" (the default: one masked value and a garbled cutoff circuit, the pipeline every
         model family shares) or "dgk" (the DGK comparison rounds). Both survive a bank lost
         mid-protocol (a kept [band] ciphertext; a kept pad of one round). Other families always
-        take the circuit; streamed batches are packed either way."""
+        take the circuit; streamed batches are packed either way.
+
+        ``replica_id`` names this process among bureau replicas sharing one database, and
+        ``lease_s`` is how long its claim on a row lasts unless renewed (bureau/claims.py): the
+        request that accepts an application claims it, the retry worker claims what is due and
+        not held by a live replica, and a claim is renewed every third of ``lease_s`` while it runs."""
         if band_protocol not in BAND_PROTOCOLS:
             raise InvalidInputError(
                 f"band protocol must be one of {list(BAND_PROTOCOLS)}, got {band_protocol!r}"
             )
+        if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
+            raise InvalidInputError(f"lease must be between {MIN_LEASE_S} and {MAX_LEASE_S:.0f} seconds")
         self.band_protocol = band_protocol
+        self.replica_id = replica_id
+        self.lease_s = lease_s
         self.banks = banks
         self.models = models
         self.audit = audit
@@ -200,6 +210,10 @@ class BureauNode:
         self._worker: RetryLoop | None = None
         self._worker_link: LinkFor | None = None
         self._worker_reset: Callable[[], None] | None = None
+        # The claims this replica works on (renewed by the lease keeper) and those it lost.
+        self._leases: dict[Fence, WorkStore[Any, Any]] = {}
+        self._lost: set[Fence] = set()
+        self._keeper: RetryLoop | None = None
 
     @classmethod
     def open(
@@ -209,6 +223,8 @@ class BureauNode:
         *,
         retry: RetryPolicy | None = None,
         band_protocol: BandProtocol = "circuit",
+        replica_id: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 
@@ -229,11 +245,20 @@ class BureauNode:
                 applications,
                 retry=retry,
                 band_protocol=band_protocol,
+                replica_id=replica_id,
+                lease_s=lease_s,
             )
         db = Database.open(database, "bureau")
         try:
             bureau = cls(
-                banks, models, AuditLog(db), ApplicationStore(db), retry=retry, band_protocol=band_protocol
+                banks,
+                models,
+                AuditLog(db),
+                ApplicationStore(db),
+                retry=retry,
+                band_protocol=band_protocol,
+                replica_id=replica_id,
+                lease_s=lease_s,
             )
         except BaseException:
             db.close()
@@ -244,6 +269,9 @@ class BureauNode:
     def close(self) -> None:
         """Stop the retry worker and close the stores. Pending applications stay stored for the next start."""
         self.stop_delivery()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
         self.ledger.close()
         self.batches.close()
         self.applications.close()
@@ -452,7 +480,12 @@ class BureauNode:
         claim = (store.kind, *store.key_of(submission))
         mine = self._claim(claim)
         try:
-            stored, created = store.accept(submission, next_attempt_at=time.time() + INLINE_GRACE_S)
+            stored, created = store.accept(
+                submission,
+                next_attempt_at=time.time() + self.lease_s,
+                owner=self.replica_id,
+                lease_s=self.lease_s,
+            )
             if not created:
                 return self._stored_outcome(stored)
             return self._run(stored, link_for, job)
@@ -497,25 +530,55 @@ class BureauNode:
                 return self.score_batch(stored, resolved, link_for)
             return self.score(stored, resolved, link_for)
 
-        store: WorkStore[Any, Any] = self.batches if isinstance(stored, StoredBatch) else self.applications
-        return self._settle(store, stored, work)
+        store = self._store_of(stored)
+        fence = self._fence_of(stored)
+        if fence is not None:
+            self._hold(fence, store)
+        try:
+            return self._settle(store, stored, work)
+        except LeaseLostError as exc:
+            # Another replica took the row over: it finishes it; nothing more is written or sent here.
+            log.warning("%s", exc)
+            return ScoreReport({}, 0, stored.model_version, pending=True)
+        finally:
+            if fence is not None:
+                self._let_go(fence)
+
+    def _store_of(self, stored: Stored) -> WorkStore[Any, Any]:
+        return self.batches if isinstance(stored, StoredBatch) else self.applications
+
+    def _fence_of(self, stored: Stored) -> Fence | None:
+        """The claim this replica holds on ``stored`` (None for a row read without one)."""
+        return self._store_of(stored).fence(stored) if stored.claim else None
+
+    def _check_lease(self, stored: Stored) -> None:
+        """Before a delivery that no fenced write precedes: LeaseLostError if the claim is gone."""
+        fence = self._fence_of(stored)
+        if fence is not None:
+            if fence in self._lost:
+                raise lost(fence)
+            self.applications.database.write(fence.check)
 
     def _settle(
         self, store: WorkStore[Any, Any], stored: Stored, work: Callable[[], ScoreReport]
     ) -> ScoreReport:
         """Run ``work`` for a stored, pending row and record how it ended: delivered, failed for good
-        (the status a resubmission is answered with), or pending again with backoff."""
+        (the status a resubmission is answered with), or pending again with backoff. Every write is
+        fenced by the row's claim: LeaseLostError (nothing written) when another replica holds it."""
         key = stored.key
+        claim = stored.claim or None
         try:
             report = work()
+        except LeaseLostError:
+            raise
         except BlindscoreError as exc:
             if not retryable(exc):
                 code, message = status_of(exc)
-                store.failed(key, code.name, message)
+                store.failed(key, code.name, message, claim=claim)
                 raise
             attempts = stored.attempts + 1
             delay = self.retry.delay(attempts)
-            store.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc))
+            store.retry_later(key, attempts, time.time() + delay, error_code(exc), str(exc), claim=claim)
             log.warning(
                 "%s of %s is pending (attempt %d: %s); retrying in %.1f s",
                 stored.what, stored.platform_id, attempts, exc, delay,
@@ -527,7 +590,12 @@ class BureauNode:
             # Not the bank's answer but our own trouble (a bug, the database): stays pending.
             attempts = stored.attempts + 1
             store.retry_later(
-                key, attempts, time.time() + self.retry.delay(attempts), "INTERNAL", type(exc).__name__
+                key,
+                attempts,
+                time.time() + self.retry.delay(attempts),
+                "INTERNAL",
+                type(exc).__name__,
+                claim=claim,
             )
             raise
         receipt = {
@@ -535,7 +603,7 @@ class BureauNode:
             "wire_bytes": report.wire_bytes,
             "model_version": str(report.model_version),
         }
-        store.delivered(key, receipt)
+        store.delivered(key, receipt, claim=claim)
         return report
 
     # ------------------------------------------------------------------ packed batches
@@ -556,7 +624,7 @@ class BureauNode:
         finish = _garbling_reply(protocol.garble, timing)
 
         def spend() -> None:
-            if not self.ledger.spend_batch(stored.platform_id, stored.batch_id):
+            if not self.ledger.spend_batch(stored.platform_id, stored.batch_id, fence=self._fence_of(stored)):
                 raise _spent(stored)
 
         labels = tuple(model.policy.labels)
@@ -597,9 +665,13 @@ class BureauNode:
 
             round_ = CircuitRound(protocol.request, stored.model_id, labels, application_id, platform_id)
             link.circuit_round(round_, _timed_garbling(protocol.finish, stages), spend=spend)
-            revealed = self.ledger.reveal_round(platform_id, application_id, *protocol.last_round)
+            revealed = self.ledger.reveal_round(
+                platform_id, application_id, *protocol.last_round, fence=self._fence_of(stored)
+            )
             with self._inflight_lock:
                 self._circuit_rounds.pop((platform_id, application_id), None)
+        else:
+            self._check_lease(stored)
         link.circuit_reveal(application_id, platform_id, *revealed)
         stages.update(link.stage_ms)
         return ScoreReport(stages, link.wire_bytes, job.model.version)
@@ -626,6 +698,37 @@ class BureauNode:
         with self._inflight_lock:
             self._inflight.discard(key)
 
+    # ------------------------------------------------------------------ leases
+    def _hold(self, fence: Fence, store: WorkStore[Any, Any]) -> None:
+        """Keep renewing ``fence``'s lease until :meth:`_let_go`; starts the lease keeper."""
+        with self._inflight_lock:
+            self._leases[fence] = store
+            if self._keeper is None:
+                self._keeper = RetryLoop("bureau-leases", self._renew_leases, idle_s=self.lease_s / 3)
+                self._keeper.start()
+
+    def _let_go(self, *fences: Fence) -> None:
+        with self._inflight_lock:
+            for fence in fences:
+                self._leases.pop(fence, None)
+                self._lost.discard(fence)
+
+    def _renew_leases(self) -> float:
+        """One round of the lease keeper: renew every claim held; note those lost (taken over)."""
+        with self._inflight_lock:
+            held = list(self._leases.items())
+        for store in {id(s): s for _, s in held}.values():
+            fences = [f for f, s in held if s is store]
+            gone = store.renew(fences, self.lease_s, time.time())
+            if gone:
+                log.warning(
+                    "lost the lease on %d %s(s) (first %s): taken over by another replica",
+                    len(gone), store.kind, gone[0].what,
+                )  # fmt: skip
+                with self._inflight_lock:
+                    self._lost.update(f for f in gone if f in self._leases)
+        return self.lease_s / 3
+
     # ------------------------------------------------------------------ retry worker
     def start_delivery(self, link_for: LinkFor, *, reset: Callable[[], None] | None = None) -> None:
         """Start the worker that delivers pending applications, every one stored so far first.
@@ -640,7 +743,9 @@ class BureauNode:
         if resumed:
             log.warning("resuming %d pending application(s)", resumed)
         self._worker_link, self._worker_reset = link_for, reset
-        self._worker = RetryLoop("bureau-delivery", self._deliver_due)
+        # Also wake for work a dead replica leaves behind: it is due when its lease expires.
+        idle = min(30.0, max(0.2, self.lease_s / 2))
+        self._worker = RetryLoop("bureau-delivery", self._deliver_due, idle_s=idle)
         self._worker.start()
 
     def stop_delivery(self) -> None:
@@ -656,14 +761,23 @@ class BureauNode:
         if link_for is None:
             return None
         now = time.time()
-        rows: list[Stored] = [*self.applications.due(now, RETRY_BATCH), *self.batches.due(now, RETRY_BATCH)]
+        rows: list[Stored] = []
+        for store in (self.applications, self.batches):
+            claimed = store.claim_due(self.replica_id, self.lease_s, now, RETRY_BATCH)
+            for row in claimed:  # renewed while they wait for their turn too
+                self._hold(store.fence(row), store)
+            rows += claimed
         unreachable = False
         for row in rows:
             if self._worker is None:
+                self._let_go(*(self._store_of(r).fence(r) for r in rows))
                 return None
             claim, what = (row.kind, *row.key), f"{row.what} of {row.platform_id}"
             if not self._claim(claim):
-                continue  # the request that accepted it is still working on it
+                # This process runs it already, under an older claim that will be fenced off: let
+                # the new claim expire and the row be taken again then.
+                self._let_go(self._store_of(row).fence(row))
+                continue
             try:
                 if self._run(row, link_for).pending:
                     unreachable = True
@@ -723,11 +837,15 @@ class BureauNode:
             t5 = time.perf_counter()
             band = protocol.band_ciphertext(final)
             t6 = time.perf_counter()
-            kept = self.ledger.keep_band_ciphertext(platform_id, application_id, paillier.pack([band]))
+            kept = self.ledger.keep_band_ciphertext(
+                platform_id, application_id, paillier.pack([band]), fence=self._fence_of(stored)
+            )
             stages["bureau.evaluate"] = (t1 - t0) * 1e3
             stages["bureau.round1"] = (t2 - t1) * 1e3
             stages["bureau.round2"] = (t4 - t3) * 1e3
             stages["bureau.finish"] = (t6 - t5) * 1e3
+        else:
+            self._check_lease(stored)
         (band_ciphertext,) = paillier.unpack(kept, 1)
         link.deliver_band(
             BandDelivery(

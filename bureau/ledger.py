@@ -14,6 +14,11 @@ bureau gives a bank the means to decrypt a band once per application:
   run again until a pad is revealed (the bureau bounds them, :data:`MAX_CIRCUIT_ROUNDS`); the
   revealed round and its pad are kept here first, and only that pad is ever sent again.
 
+With bureau replicas on one database (bureau/claims.py) each of these writes takes a ``fence``,
+the claim the writing replica holds on the row: it is checked, the row locked, in the write's own
+transaction, so a replica whose lease was taken over spends nothing (LeaseLostError) and the one
+that took over finds what was kept before (the same [band], the same revealed pad) or spends it.
+
 Runs that stop before that point (the masked value, the DGK bits, the blinded groups) may be
 repeated: each draws fresh masks, and what the bank sees of them is statistically independent
 of the score.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from blindscore.bureau.claims import Fence
 from blindscore.infra.db import Database, Tx, create_schema
 
 _SCHEMA = (
@@ -85,11 +91,15 @@ class EvaluationLedger:
         )
         return None if row is None else bytes(row[0])
 
-    def keep_band_ciphertext(self, platform_id: str, application_id: str, ciphertext: bytes) -> bytes:
+    def keep_band_ciphertext(
+        self, platform_id: str, application_id: str, ciphertext: bytes, *, fence: Fence | None = None
+    ) -> bytes:
         """Record the application's [band] before it is delivered; returns the one to deliver (an
-        earlier one, if another run got there first)."""
+        earlier one, if another run got there first). ``fence``: see the module docstring."""
 
         def run(tx: Tx) -> bytes:
+            if fence is not None:
+                fence.check(tx)
             row = tx.one(
                 "SELECT ciphertext FROM {band_ciphertexts} WHERE platform_id = ? AND application_id = ?",
                 (platform_id, application_id),
@@ -105,10 +115,12 @@ class EvaluationLedger:
 
         return self._db.write(run)
 
-    def spend_batch(self, platform_id: str, batch_id: str) -> bool:
+    def spend_batch(self, platform_id: str, batch_id: str, *, fence: Fence | None = None) -> bool:
         """Mark a batch's evaluation round as sent; False if it was marked before (do not send)."""
 
         def run(tx: Tx) -> bool:
+            if fence is not None:
+                fence.check(tx)
             key = (platform_id, batch_id)
             if tx.one("SELECT 1 FROM {batch_evaluations} WHERE platform_id = ? AND batch_id = ?", key):
                 return False
@@ -131,12 +143,20 @@ class EvaluationLedger:
         return None if row is None else (bytes(row[0]), bytes(row[1]))
 
     def reveal_round(
-        self, platform_id: str, application_id: str, garbling_id: bytes, pad: bytes
+        self,
+        platform_id: str,
+        application_id: str,
+        garbling_id: bytes,
+        pad: bytes,
+        *,
+        fence: Fence | None = None,
     ) -> tuple[bytes, bytes]:
         """Record the round whose pad is revealed, before it is sent; returns the one to send (an
         earlier one, if another attempt got there first): one pad per application, ever."""
 
         def run(tx: Tx) -> tuple[bytes, bytes]:
+            if fence is not None:
+                fence.check(tx)
             key = (platform_id, application_id)
             row = tx.one(
                 "SELECT garbling_id, pad FROM {circuit_reveals} WHERE platform_id = ? AND application_id = ?",

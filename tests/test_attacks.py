@@ -683,7 +683,9 @@ def test_attack3_unary_circuit_works_against_a_bureau_that_forgets_its_pad(
     view = circuit_retry_forcing_bank(nodes, monkeypatch)
     ledger = nodes.bureau_obj.ledger
     monkeypatch.setattr(ledger, "revealed_round", lambda *a: None)
-    monkeypatch.setattr(ledger, "reveal_round", lambda platform, app, garbling_id, pad: (garbling_id, pad))
+    monkeypatch.setattr(
+        ledger, "reveal_round", lambda platform, app, garbling_id, pad, **_: (garbling_id, pad)
+    )
     monkeypatch.setattr(nodes.bureau_obj, "_count_circuit_round", lambda *a: True)
     submit_unary(nodes, "circuit-forget-1", UNARY_TARGET)
     assert len({garbling_id for garbling_id, _ in view.revealed}) > 1

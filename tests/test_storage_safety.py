@@ -236,31 +236,55 @@ def test_second_serve_on_the_same_data_dir_is_refused(
     assert third.stop() == 0
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def test_second_bureau_on_the_same_database_is_refused(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path, spawn: Callable[..., Node]
+def test_second_bureau_on_the_same_sqlite_database_is_refused(
+    tmp_path: Path, spawn: Callable[..., Node]
 ) -> None:
-    """Two bureaus with their own data directories but one database: the second is refused."""
-    if backend == "postgresql":
-        database = with_password(request.getfixturevalue("pg_schema_url"))
-        held = "another bureau process holds the bureau tables of database 'blindscore_test'"
-    else:
-        database = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        held = f"another bureau process (pid {{pid}}) holds the database {tmp_path / 'shared.sqlite3'}"
+    """Two bureaus with their own data directories but one SQLite file: the second is refused,
+    and told that replicas need PostgreSQL."""
+    database = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     first = spawn("bureau", "serve", "--data-dir", str(tmp_path / "a"), "--database", database)
     first.wait_ready()
 
     second = spawn("bureau", "serve", "--data-dir", str(tmp_path / "b"), "--database", database)
     assert second.wait_exit() != 0
-    assert held.format(pid=first.process.pid) in second.text()
-    assert SECRET not in second.text()
-    if backend == "postgresql":
-        assert "postgres:***@" in second.text()  # named, redacted
+    held = (
+        f"another bureau process (pid {first.process.pid}) holds the database {tmp_path / 'shared.sqlite3'}"
+    )
+    assert held in second.text() and "bureau replicas need PostgreSQL" in second.text()
 
     first.kill()
     third = spawn("bureau", "serve", "--data-dir", str(tmp_path / "b"), "--database", database)
-    third.wait_ready()  # the crashed bureau's session ended and took the advisory lock with it
+    third.wait_ready()
     assert third.stop() == 0
+
+
+@pytest.mark.postgresql
+def test_bureau_replicas_share_a_postgresql_database_and_other_roles_do_not(
+    request: pytest.FixtureRequest, tmp_path: Path, spawn: Callable[..., Node]
+) -> None:
+    """Two bureaus on one PostgreSQL database both serve (replicas: bureau/claims.py); a second
+    bank on one database is still refused, and so is a bureau on SQLite in a replica's data
+    directory (it would want the directory alone)."""
+    database = with_password(request.getfixturevalue("pg_schema_url"))
+    first = spawn("bureau", "serve", "--data-dir", str(tmp_path / "a"), "--database", database)
+    first.wait_ready()
+    second = spawn("bureau", "serve", "--data-dir", str(tmp_path / "a"), "--database", database)
+    second.wait_ready()
+    assert first.process.poll() is None and second.process.poll() is None
+
+    alone = spawn("bureau", "serve", "--data-dir", str(tmp_path / "a"))
+    assert alone.wait_exit() != 0
+    assert f"another bureau process holds the data directory {tmp_path / 'a'}" in alone.text()
+
+    bank = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank1"), "--database", database)
+    bank.wait_ready()
+    bank2 = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank2"), "--database", database)
+    assert bank2.wait_exit() != 0
+    assert (
+        "another bank process holds or shares the bank tables of database 'blindscore_test'" in bank2.text()
+    )
+    assert SECRET not in bank2.text() and "postgres:***@" in bank2.text()
+    assert bank.stop() == 0 and first.stop() == 0 and second.stop() == 0
 
 
 # ---------------------------------------------------------------------------- file modes

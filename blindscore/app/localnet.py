@@ -63,13 +63,15 @@ class LocalNetwork:
         share_timings: bool = False,
         model_modules: tuple[str, ...] = (),
         band_protocol: str = "circuit",
+        bureau_args: tuple[str, ...] = (),
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
         starts the bureau and the bank with --share-timings, so receipts carry every node's stage
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
         imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
-        ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk)."""
+        ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk).
+        ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -81,6 +83,7 @@ class LocalNetwork:
         self.share_timings = share_timings
         self.model_modules = model_modules
         self.band_protocol = band_protocol
+        self.bureau_args = bureau_args
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -166,6 +169,7 @@ class LocalNetwork:
                 *("--band-protocol", self.band_protocol),
                 *self._database_flags(),
                 *self._timing_flags(),
+                *self.bureau_args,
             ],
         )
         self._wait(bureau)
@@ -243,8 +247,17 @@ class LocalNetwork:
         node = self._spawn(role, old.args, listen=old.address)
         self._wait(node)
 
+    def add_node(self, name: str, args: list[str], *, env: Mapping[str, str] | None = None) -> NodeProcess:
+        """Start one more node process under ``name`` (e.g. a second bureau replica: "bureau2") with
+        ``args`` (``blindscore`` arguments before the security and listen flags); wait until ready."""
+        node = self._spawn(name, args, env=env)
+        self._wait(node)
+        return node
+
     # ------------------------------------------------------------------ internals
-    def _spawn(self, role: str, args: list[str], *, listen: str = "127.0.0.1:0") -> NodeProcess:
+    def _spawn(
+        self, role: str, args: list[str], *, listen: str = "127.0.0.1:0", env: Mapping[str, str] | None = None
+    ) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ready = self.workdir / f"{role}.ready.json"
         ready.unlink(missing_ok=True)
@@ -262,7 +275,7 @@ class LocalNetwork:
             "--ready-file",
             str(ready),
         ]
-        env = with_model_modules(os.environ, self.model_modules)
+        env = with_model_modules(os.environ if env is None else env, self.model_modules)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log_file, "ab") as log:  # a restarted node appends to its log
             proc = subprocess.Popen(

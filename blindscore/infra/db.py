@@ -33,9 +33,26 @@ T = TypeVar("T")
 Backend = Literal["sqlite", "postgresql"]
 
 #: Column types that differ between the backends; SQL templates name them as {blob}, {real}, {bigint}.
+#: Also the database's clock in seconds since the epoch ({now}: leases are measured on it, so replicas
+#: on machines with skewed clocks agree on them), and row locks SQLite does without (its writers
+#: are serialised whole): {for_update} and {skip_locked}.
 _TYPES: dict[str, dict[str, str]] = {
-    "sqlite": {"blob": "BLOB", "real": "REAL", "bigint": "INTEGER"},
-    "postgresql": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "bigint": "BIGINT"},
+    "sqlite": {
+        "blob": "BLOB",
+        "real": "REAL",
+        "bigint": "INTEGER",
+        "now": "((julianday('now') - 2440587.5) * 86400.0)",
+        "for_update": "",
+        "skip_locked": "",
+    },
+    "postgresql": {
+        "blob": "BYTEA",
+        "real": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+        "now": "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)",
+        "for_update": "FOR UPDATE",
+        "skip_locked": "FOR UPDATE SKIP LOCKED",
+    },
 }
 _NAMESPACE = re.compile(r"[a-z][a-z0-9]{0,30}")
 _SQLITE_PREFIX = "sqlite://"

@@ -10,8 +10,12 @@ when the process ends, however it ends (kill -9 included):
 * on PostgreSQL, a session-level advisory lock on the role's tables (namespace and schema), held
   on a connection of its own for the life of the process.
 
-This module is the one place that decides "one process per store"; several processes sharing one
-store (replicas) would replace :func:`hold_store`, nothing else.
+This module is the one place that decides "one process per store". A role in
+:data:`SHARING_ROLES` (the bureau: its replicas claim rows with leases, bureau/claims.py) shares
+its store when it is on PostgreSQL: its processes take the same locks in *shared* mode (``flock``
+LOCK_SH, ``pg_try_advisory_lock_shared``), so any number of its replicas run together while a
+process that wants the store alone (an older version, or one on SQLite in the same data
+directory) is still refused, and refuses them. On SQLite every role keeps one process per store.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ _PG_LOCK_CLASS = zlib.crc32(b"blindscore.serve") - 2**31
 #: a busy lock is tried again for this long before the start is refused.
 PG_LOCK_WAIT_S = 3.0
 
+#: Roles whose processes may share one PostgreSQL store (replicas). The bank and the platform keep
+#: one process per store until their protocol state and outbox take claims too (issue 16).
+SHARING_ROLES: frozenset[str] = frozenset({"bureau"})
+
 #: Locks this process holds; kept here so that they live as long as the process.
 _HELD: list[StoreLock] = []
 
@@ -71,25 +79,34 @@ class StoreLock:
         with contextlib.suppress(ValueError):
             _HELD.remove(self)
 
-    def _lock_file(self, path: Path, what: str) -> None:
+    def _lock_file(self, path: Path, what: str, *, shared: bool = False) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
+            holder = "" if shared else _read_pid(fd)
             os.close(fd)
             raise PreconditionError(
-                f"another {self.role} process{holder} holds {what}: one {self.role} per store; "
-                f"stop it first, or give this one another --data-dir / --database"
+                f"another {self.role} process{holder} holds {what}: {self._one_per_store()}"
             ) from None
         except OSError:
             os.close(fd)
             raise
         self._files.append(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not shared:  # the pid of the one holder, for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
-    def _lock_postgresql(self, url: str) -> None:
+    def _one_per_store(self) -> str:
+        text = f"one {self.role} per store; stop it first, or give this one another --data-dir / --database"
+        if self.role in SHARING_ROLES:
+            text += (
+                f" ({self.role} replicas need PostgreSQL: run every one of them with the same "
+                "--database postgresql://...)"
+            )
+        return text
+
+    def _lock_postgresql(self, url: str, *, shared: bool = False) -> None:
         shown = redact(url)
         conn = _pg_connect(url, shown, application_name=f"blindscore {self.role} lock")
         try:
@@ -97,14 +114,15 @@ class StoreLock:
             database, schema = str(row[0]), str(row[1])
             key = zlib.crc32(f"{schema}.{self.role}".encode()) - 2**31
             deadline = time.monotonic() + PG_LOCK_WAIT_S
-            while not conn.execute(
-                "SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (_PG_LOCK_CLASS, key)
-            ).fetchone()[0]:
+            take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+            while not conn.execute(f"SELECT {take}(%s::int4, %s::int4)", (_PG_LOCK_CLASS, key)).fetchone()[0]:
                 if time.monotonic() >= deadline:
+                    alone = "holds" if shared else "holds or shares"
                     raise PreconditionError(
-                        f"another {self.role} process holds the {self.role} tables of database "
-                        f"{database!r} (schema {schema!r}) at {shown}: one {self.role} per database; "
-                        "stop it first"
+                        f"another {self.role} process {alone} the {self.role} tables of database "
+                        f"{database!r} (schema {schema!r}) at {shown}: one {self.role} per database"
+                        + (" unless all are replicas of this version" if shared else "")
+                        + "; stop it first"
                     )
                 time.sleep(0.1)
         except BaseException:
@@ -113,22 +131,27 @@ class StoreLock:
         self._pg = conn
 
 
-def hold_store(role: str, data_dir: Path, database: str | None = None) -> StoreLock:
+def hold_store(
+    role: str, data_dir: Path, database: str | None = None, *, shared: bool | None = None
+) -> StoreLock:
     """Lock ``role``'s stores for this process, or refuse with PreconditionError naming the store.
 
     Call it before the node opens its stores. ``database`` is checked first (a libpq string is
     refused before anything is created); then the data directory is made (0700) and locked, the
     node's files in it that group or others could read are tightened (with a warning), and a
-    SQLite file or PostgreSQL tables named by ``database`` are locked too.
+    SQLite file or PostgreSQL tables named by ``database`` are locked too. ``shared`` (default:
+    whether ``role`` is in SHARING_ROLES) takes the locks in shared mode when ``database`` is
+    PostgreSQL, for replicas; on SQLite it has no effect.
     """
     backend, url, sqlite_path = parse_target(database) if database else ("sqlite", "", None)
+    sharing = (role in SHARING_ROLES if shared is None else shared) and backend == "postgresql"
     held = StoreLock(role)
     try:
         private_dir(data_dir)
-        held._lock_file(data_dir / f"{role}.lock", f"the data directory {data_dir}")
+        held._lock_file(data_dir / f"{role}.lock", f"the data directory {data_dir}", shared=sharing)
         tighten(data_dir, role)
         if backend == "postgresql":
-            held._lock_postgresql(url)
+            held._lock_postgresql(url, shared=sharing)
         elif sqlite_path is not None:
             private_dir(sqlite_path.parent)
             lock_path = sqlite_path.with_name(f"{sqlite_path.name}.{role}.lock")
