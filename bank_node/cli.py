@@ -19,6 +19,7 @@ from blindscore.crypto.keyfile import Passphrase, passphrase_from
 from blindscore.errors import InvalidInputError
 from blindscore.infra import command
 from blindscore.infra.transport import host_port
+from blindscore.infra.workers import run_workers
 
 log = logging.getLogger("blindscore")
 
@@ -31,6 +32,8 @@ PASSPHRASE_HELP = (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        return run_workers(args, "bank")
     serving = command.ServeCommand(args, "bank", args.bank_id)
     passphrase = passphrase_from(args.passphrase_file)
     try:  # before open(), so a refused limit leaves no data directory behind

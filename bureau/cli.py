@@ -16,6 +16,7 @@ from blindscore.bureau.flow import BAND_PROTOCOLS, BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.infra import command
 from blindscore.infra.transport import host_port
+from blindscore.infra.workers import run_workers
 
 log = logging.getLogger("blindscore")
 
@@ -23,6 +24,8 @@ DATA_DIR = "blindscore-data/bureau"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        return run_workers(args, "bureau")
     serving = command.ServeCommand(args, "bureau", args.bureau_id)
     metrics = serving.open()
     replica_id = args.replica_id or f"{socket.gethostname()}:{os.getpid()}"

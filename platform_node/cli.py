@@ -9,6 +9,7 @@ from pathlib import Path
 
 from blindscore.infra import command
 from blindscore.infra.transport import host_port, open_channel
+from blindscore.infra.workers import run_workers
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
 from blindscore.platform_node.outbox import Outbox
@@ -18,6 +19,8 @@ log = logging.getLogger("blindscore")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        return run_workers(args, "platform")
     serving = command.ServeCommand(args, "platform", args.platform_id)
     metrics = serving.open()
     outbox = Outbox.open(Path(args.data_dir), args.database)

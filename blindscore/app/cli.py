@@ -528,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: Any = None
     try:
         args = _apply_config(parser, argv)
+        args.argv = argv  # a `serve --workers N` supervisor starts its workers with the same line
         logging.basicConfig(
             level=getattr(logging, args.log_level), format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )

@@ -16,7 +16,7 @@ from blindscore._files import write_json
 from blindscore.errors import BlindscoreError
 from blindscore.infra.lock import hold_store
 from blindscore.infra.metrics import MetricsServer, NodeMetrics, serve_node_metrics
-from blindscore.infra.transport import INSECURE, TransportSecurity
+from blindscore.infra.transport import INSECURE, TransportSecurity, share_listen_port
 
 log = logging.getLogger("blindscore")
 
@@ -60,6 +60,15 @@ def serve_parser(
     sp.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)"
     )
+    sp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N processes of this node on one port (SO_REUSEPORT) and one PostgreSQL database, "
+        "so that it uses N cores; a supervisor restarts any that dies (default 1; roles with replicas)",
+    )
+    # Set by the --workers supervisor on each worker: bind the port shared with the other workers.
+    sp.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return sp
 
 
@@ -144,6 +153,8 @@ class ServeCommand:
 
     def __init__(self, args: argparse.Namespace, role: str, party_id: str) -> None:
         _serving_process()
+        if getattr(args, "reuse_port", False):
+            share_listen_port()
         self.args = args
         self.role = role
         self.security = transport_security(args, party_id)

@@ -46,11 +46,23 @@ MAX_CIRCUIT_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_QUEUED_PER_WORKER = 8
 
 
+#: Whether this process's servers share their port with other processes (``serve --workers``).
+#: Off by default, so a second node started on a taken port is refused instead of splitting it.
+_REUSE_PORT = False
+
+
+def share_listen_port() -> None:
+    """Let this process's servers bind a port other processes of the same node listen on
+    (``SO_REUSEPORT``: the kernel spreads connections over them). Only ``--workers`` workers."""
+    global _REUSE_PORT
+    _REUSE_PORT = True
+
+
 def _options(max_message_bytes: int) -> list[tuple[str, object]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(_REUSE_PORT)),
     ]
 
 

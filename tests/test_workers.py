@@ -1,0 +1,168 @@
+"""``serve --workers N``: N bureau processes on one port and one PostgreSQL, supervised.
+
+The supervisor and its workers are real processes; connections are spread by the kernel
+(SO_REUSEPORT), which the test sees in each worker's own metrics endpoint. A worker killed with
+SIGKILL is started again; SIGTERM to the supervisor stops every worker. Roles and stores that
+cannot be shared are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from blindscore.infra.transport import open_channel
+from blindscore.infra.workers import WorkersError, check_workers
+from blindscore.v1 import blindscore_pb2 as pb
+from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
+
+from waiting import wait_for
+
+
+def _args(**over: object) -> argparse.Namespace:
+    base: dict[str, object] = {"workers": 2, "database": "postgresql://u@h/db", "listen": "127.0.0.1:5000"}
+    return argparse.Namespace(**{**base, **over})
+
+
+@pytest.mark.parametrize(
+    ("role", "over", "match"),
+    [
+        ("platform", {}, "the platform's processes cannot share one store yet"),
+        ("bureau", {"database": None}, "give --database postgresql://"),
+        ("bureau", {"database": "sqlite:///x.sqlite3"}, "give --database postgresql://"),
+        ("bureau", {"listen": "127.0.0.1:0"}, "needs a fixed port"),
+        ("bureau", {"workers": 0}, r"--workers must be 1\.\.64"),
+        ("bureau", {"workers": 65}, r"--workers must be 1\.\.64"),
+    ],
+)
+def test_workers_are_refused_where_processes_cannot_share(
+    role: str, over: dict[str, object], match: str
+) -> None:
+    with pytest.raises(WorkersError, match=match):
+        check_workers(_args(**over), role)
+
+
+def test_one_worker_needs_nothing_shared() -> None:
+    check_workers(_args(workers=1, database=None, listen="127.0.0.1:0"), "platform")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.update(int(x) for x in text)
+    return out
+
+
+def _calls(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("blindscore_requests_total{") and 'method="GetModelSpec"' in line
+    )
+
+
+Supervisor = tuple[subprocess.Popen[bytes], int, list[int]]
+
+
+def _adjacent_free_ports() -> int:
+    """A port P with P + 1 free as well (the two workers' metrics endpoints)."""
+    for _ in range(50):
+        (p,) = _free_ports(1)
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports")
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path, pg_schema_url: str) -> Iterator[Supervisor]:
+    (port,) = _free_ports(1)
+    metrics = _adjacent_free_ports()
+    metrics_ports = [metrics, metrics + 1]
+    ready = tmp_path / "ready.json"
+    cmd = [
+        *(sys.executable, "-m", "blindscore", "--log-level", "WARNING", "bureau", "serve", "--insecure"),
+        *("--data-dir", str(tmp_path / "bureau"), "--database", pg_schema_url),
+        *("--listen", f"127.0.0.1:{port}", "--workers", "2", "--ready-file", str(ready)),
+        *("--metrics-port", str(metrics)),
+    ]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=120, what="the workers to serve")
+        assert proc.poll() is None, "the supervisor exited"
+        info = json.loads(ready.read_text())
+        assert info["role"] == "bureau" and len(info["workers"]) == 2
+        yield proc, port, metrics_ports
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+@pytest.mark.postgresql
+def test_two_workers_share_the_port_and_are_kept_running(supervisor: Supervisor) -> None:
+    proc, port, metrics_ports = supervisor
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    codes = []
+    for _ in range(24):  # a fresh connection each time: the kernel picks a worker per connection
+        with open_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                pb_grpc.BureauStub(channel).GetModelSpec(pb.GetModelSpecRequest(model_id="nope"), timeout=10)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+    assert codes == [grpc.StatusCode.NOT_FOUND] * 24
+    wait_for(lambda: sum(_calls(m) for m in metrics_ports) == 24, what="24 calls counted")
+    assert all(_calls(m) > 0 for m in metrics_ports), "one worker took every connection"
+
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(
+        lambda: victim not in _children(proc.pid) and len(_children(proc.pid)) == 2,
+        timeout=60,
+        what="the supervisor to start a new worker",
+    )
+    with open_channel(f"127.0.0.1:{port}", retry_unavailable=True) as channel:
+        wait_for(lambda: _answers(channel), timeout=60, what="the bureau to answer again")
+
+    current = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    left = [w for w in current if Path(f"/proc/{w}").exists()]
+    assert not left, f"workers still running after the supervisor stopped: {left}"
+
+
+def _answers(channel: grpc.Channel) -> bool:
+    try:
+        pb_grpc.BureauStub(channel).GetModelSpec(pb.GetModelSpecRequest(model_id="nope"), timeout=5)
+    except grpc.RpcError as exc:
+        return exc.code() == grpc.StatusCode.NOT_FOUND
+    return False
