@@ -95,6 +95,8 @@ class Submission:
     #: The version the features were encoded for (a receipt's version when the bureau names none).
     model_version: str
     batch: bool
+    #: Sent before (a resubmission or a resend): another copy may be at the bureau at the same time.
+    replay: bool
 
 
 class _Group(NamedTuple):
@@ -261,7 +263,7 @@ class PlatformNode:
         )
         if entry.payload != payload:
             return self._stored(entry)
-        return Submission(entry, payload, (app.application_id,), version, batch=False)
+        return Submission(entry, payload, (app.application_id,), version, batch=False, replay=False)
 
     def _stored(self, entry: OutboxEntry) -> Submission:
         """What an outbox entry sends: its own payload, or the whole packed batch it was stored in.
@@ -269,10 +271,12 @@ class PlatformNode:
         batch_payload = self.outbox.batch_payload(entry)
         if batch_payload is None:
             version = pb.EncryptedApplication.FromString(entry.payload).model_version
-            return Submission(entry, entry.payload, (entry.application_id,), version, batch=False)
+            return Submission(
+                entry, entry.payload, (entry.application_id,), version, batch=False, replay=True
+            )
         batch = pb.EncryptedBatch.FromString(batch_payload)
         ids = tuple(m.application_id for m in batch.members)
-        return Submission(entry, batch_payload, ids, batch.model_version, batch=True)
+        return Submission(entry, batch_payload, ids, batch.model_version, batch=True, replay=True)
 
     def _send(self, submission: Submission, link: BureauLink | None = None) -> SubmitResult:
         """Send a stored payload as it is; record the bureau's answer for every application it
@@ -282,10 +286,7 @@ class PlatformNode:
         with self._lock:
             self._sending.update(ids)
         try:
-            if submission.batch:
-                result = link.submit_batch(submission.payload, len(ids))
-            else:
-                result = link.submit(submission.payload)
+            result = self._submit(submission, link)
         except BlindscoreError as exc:
             if retryable(exc):
                 attempts = entry.attempts + 1
@@ -304,6 +305,32 @@ class PlatformNode:
                 self._sending.difference_update(ids)
         self.outbox.acknowledged(ids)
         return result
+
+    @staticmethod
+    def _submit(submission: Submission, link: BureauLink) -> SubmitResult:
+        """One submission to the bureau; a replayed batch refused with ALREADY_EXISTS is sent once more.
+
+        Two copies of one stored batch can be at the bureau at once: the resender's and a
+        client's resubmission, or one still in the bureau's hands from before this platform
+        restarted. If the first copy is stored while the second is between reading "no such
+        batch" and checking its member ids, the bureau finds those ids taken (by the batch
+        itself) and refuses the second copy with ALREADY_EXISTS. The ids and the batch are stored
+        in one transaction, so the batch is at the bureau by then and the same payload again is
+        answered with its stored outcome, as any resubmission is. An id really taken elsewhere
+        is refused again.
+        """
+        count = len(submission.application_ids)
+        if not submission.batch:
+            return link.submit(submission.payload)
+        try:
+            return link.submit_batch(submission.payload, count)
+        except PeerError as exc:
+            if not submission.replay or exc.code != "ALREADY_EXISTS":
+                raise
+            log.info(
+                "batch of %s refused as already submitted; asking once more", submission.entry.application_id
+            )
+            return link.submit_batch(submission.payload, count)
 
     # ------------------------------------------------------------------ packed batches
     def score_many(self, apps: Sequence[Application]) -> list[Receipt | BlindscoreError]:
@@ -437,7 +464,7 @@ class PlatformNode:
             return [self._score_or_error(m.app) for m in members]
         ids = tuple(m.app.application_id for m in members)
         try:
-            result = self._send(Submission(entry, payload, ids, group.version, batch=True))
+            result = self._send(Submission(entry, payload, ids, group.version, batch=True, replay=False))
         except PeerError as exc:
             if exc.code != "ALREADY_EXISTS" or len(members) == 1:
                 raise

@@ -7,6 +7,7 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,33 @@ def platform_net(make_nodes: NodesFactory, monkeypatch: pytest.MonkeyPatch) -> A
     created: list[Any] = []
 
     class Capturing(platform_server.PlatformServicer):
+        """The servicer, keeping the order in which stream handlers opened and closed and unary
+        calls were handled (each holds a server thread while it runs)."""
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self.open_streams = 0
+            #: ("unary", streams open then) per unary call handled, and what a test notes.
+            self.events: list[tuple[str, int]] = []
+            self._count = threading.Lock()
             created.append(self)
+
+        def note(self, what: str) -> None:
+            with self._count:
+                self.events.append((what, self.open_streams))
+
+        def ScoreApplication(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> Any:
+            self.note("unary")
+            return super().ScoreApplication(request, context)
+
+        def ScoreApplications(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+            with self._count:
+                self.open_streams += 1
+            try:
+                yield from super().ScoreApplications(request_iterator, context)
+            finally:
+                with self._count:
+                    self.open_streams -= 1
 
     monkeypatch.setattr(platform_server, "PlatformServicer", Capturing)
     net = make_nodes("streams", bank_id="bank-s", platform_id="platform-s")
@@ -148,37 +173,92 @@ def _request(key_id: str, i: int, **overrides: Any) -> pb.ScoreRequest:
     return serde.application_to_proto(Application(**fields))
 
 
-def test_idle_streams_are_capped_and_ended_and_do_not_stall_unary_calls(platform_net: Any) -> None:
-    """20 idle streams used to freeze a platform node (16 threads, no stream limit, no deadline):
-    now at most 4 are served, the rest are refused at once, idle ones end after their deadline,
-    and unary calls go on meanwhile."""
+def _idle(stop: threading.Event) -> Iterator[pb.ScoreRequest]:
+    """A client stream that sends nothing until ``stop``, then ends."""
+    while not stop.is_set():
+        stop.wait(0.05)
+    yield from ()
+
+
+def _codes(calls: list[Any]) -> list[tuple[Any, str]]:
+    """How each stream call ended: (status code, details), OK for one that ended normally."""
+    out: list[tuple[Any, str]] = []
+    for call in calls:
+        try:
+            list(call)
+            out.append((grpc.StatusCode.OK, ""))
+        except grpc.RpcError as exc:
+            out.append((exc.code(), exc.details() or ""))
+    return out
+
+
+@pytest.mark.parametrize("limited", [True, False], ids=["at most 4 streams", "control: no stream limit"])
+def test_idle_streams_are_capped_and_do_not_stall_unary_calls(
+    platform_net: Any, monkeypatch: pytest.MonkeyPatch, limited: bool
+) -> None:
+    """20 idle streams used to freeze a platform node (16 server threads, no stream limit): now at
+    most 4 are served and the rest are refused at once, and a unary call is handled while those
+    4 are still open. The streams cannot end on their own here (no idle deadline within the
+    test), only when the test lets them go, so the order of events says whether the unary call
+    had to wait for them; no clock is read. Control: without the limit, 16 streams hold every
+    server thread, and the unary call is handled only after the test lets them go."""
+    from blindscore.platform_node import server as platform_server
+
+    monkeypatch.setattr(platform_server, "STREAM_IDLE_S", 3600.0)
+    servicer = platform_net["servicer"]
+    if not limited:
+        servicer._streams = threading.BoundedSemaphore(20)  # the bulkhead taken away
     stub: Any = pb_grpc.PlatformStub(open_channel(platform_net["address"]))
     stop = threading.Event()
-
-    def idle() -> Any:
-        while not stop.is_set():
-            stop.wait(0.05)
-            if False:  # pragma: no cover - the generator never yields: an idle client
-                yield pb.ScoreRequest()
-
-    calls = [stub.ScoreApplications(idle(), timeout=30) for _ in range(20)]
+    calls = [stub.ScoreApplications(_idle(stop), timeout=120) for _ in range(20)]
+    request = _request(platform_net["key_id"], 1)
     try:
-        codes: list[Any] = []
-        t0 = time.perf_counter()
-        outcome = stub.ScoreApplication(_request(platform_net["key_id"], 1), timeout=30)
-        unary_s = time.perf_counter() - t0
+        if limited:
+            # The refused 16 end at once; the 4 served hold their server threads.
+            wait_for(lambda: sum(c.done() for c in calls) == 16, what="16 streams refused")
+            wait_for(lambda: servicer.open_streams == 4, what="4 streams served")
+            outcome = stub.ScoreApplication(request, timeout=60)
+            assert sum(c.done() for c in calls) == 16  # the 4 served are still open
+        else:
+            wait_for(lambda: servicer.open_streams == 16, what="16 streams holding every server thread")
+            future = stub.ScoreApplication.future(request, timeout=60)
+            # Nothing can answer it while the streams hold the threads: waiting longer would only
+            # make this control stronger, never make it fail.
+            with pytest.raises(grpc.FutureTimeoutError):
+                future.result(timeout=1.0)
+        servicer.note("streams let go")
+        stop.set()
+        if not limited:
+            outcome = future.result(timeout=60)
         assert outcome.accepted, outcome.error_message
-        assert unary_s < 5.0, unary_s
-        for call in calls:
-            try:
-                list(call)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
+        codes = _codes(calls)
     finally:
         stop.set()
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 16, codes
-    assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 4, codes
+    unary = [i for i, (what, _) in enumerate(servicer.events) if what == "unary"]
+    released = servicer.events.index(("streams let go", 4 if limited else 16))
+    assert len(unary) == 1, servicer.events
+    if limited:
+        # Handled while the 4 streams were open, before the test let any of them go.
+        assert unary[0] < released and servicer.events[unary[0]] == ("unary", 4), servicer.events
+        assert [c for c, _ in codes].count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 16, codes
+        assert [c for c, _ in codes].count(grpc.StatusCode.OK) == 4, codes
+    else:
+        assert unary[0] > released, servicer.events  # it had to wait for the streams
+        assert [c for c, _ in codes] == [grpc.StatusCode.OK] * 20, codes
+
+
+def test_an_idle_stream_is_ended_after_its_deadline(platform_net: Any) -> None:
+    """A stream with nothing in flight that sends nothing for STREAM_IDLE_S (1 s here) is ended by
+    the platform with DEADLINE_EXCEEDED, well before the client's own deadline, and frees its slot."""
+    stub: Any = pb_grpc.PlatformStub(open_channel(platform_net["address"]))
+    stop = threading.Event()
+    calls = [stub.ScoreApplications(_idle(stop), timeout=120) for _ in range(4)]
+    try:
+        codes = _codes(calls)
+    finally:
+        stop.set()
+    assert all(c == grpc.StatusCode.DEADLINE_EXCEEDED and "sent nothing" in d for c, d in codes), codes
+    wait_for(lambda: platform_net["servicer"].open_streams == 0, what="the stream slots freed")
 
 
 def test_a_stream_holds_a_bounded_number_of_bytes(platform_net: Any) -> None:

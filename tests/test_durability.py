@@ -39,7 +39,7 @@ from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
-from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError
+from blindscore.errors import AlreadyExistsError, InvalidInputError, PreconditionError, UnavailableError
 from blindscore.infra.certs import init_pki
 from blindscore.infra.db import Database, RetryPolicy, redact
 from blindscore.infra.status import status_of
@@ -53,7 +53,7 @@ from blindscore.v1 import blindscore_pb2 as pb
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
-from waiting import wait_for
+from waiting import WAIT_S, wait_for
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.3, jitter=0.2)
 T = TypeVar("T")
@@ -922,6 +922,139 @@ def test_a_batch_refused_with_already_exists_is_sent_again_one_by_one(nodes: Nod
     # The trail: the refused batch left a refusal per member, then each member its own records.
     assert audited(nodes, "free-1") == ["ALREADY_EXISTS", "ACCEPTED", "OK"]
     assert audited(nodes, "taken-1") == ["ACCEPTED", "OK", "ALREADY_EXISTS", "ALREADY_EXISTS"]
+
+
+def test_a_batch_resent_by_two_senders_at_once_is_answered_once_accepted(nodes: Nodes) -> None:
+    """Issue 14 item 9, the crash run's 2 delivered applications answered ALREADY_EXISTS, with the
+    kill timing replaced by events. A packed batch is in the outbox and not at the bureau (the
+    bureau was unreachable when it was first sent); the resender sends it again, and so does the
+    client's resubmission of its members. At the bureau the resender's copy is stored between the
+    client copy's reading "no such batch" and its check of the member ids, which then finds the ids
+    taken (by the very same batch) and refuses it with ALREADY_EXISTS. The client must get the
+    batch's outcome (accepted), as for any resubmission of the same payload; each band reaches the
+    bank once and the outbox keeps the batch as acknowledged."""
+    platform, bureau = nodes.platform, nodes.bureau
+    assert platform is not None and bureau is not None
+    apps = [german(130 + i, f"twin-{i}", nodes.key.key_id) for i in range(2)]
+    ids = [a.application_id for a in apps]
+    link: Any = platform.bureau
+    real_submit_batch = link.submit_batch
+    faults: list[int] = []
+
+    def unreachable_once(payload: bytes, count: int) -> Any:
+        if not faults:
+            faults.append(count)
+            raise UnavailableError("bureau: unreachable (injected: the first send is lost)")
+        return real_submit_batch(payload, count)
+
+    link.submit_batch = unreachable_once
+    store: Any = bureau.batches
+    real_get, real_check_new, real_accept = store.get, store.check_new, store.accept
+    first_storing = threading.Event()  # the first copy has passed its checks, about to be stored
+    second_read = threading.Event()  # the second copy read the store and found no batch
+    first_stored = threading.Event()  # the first copy is committed
+    accepts: list[bool] = []
+
+    def get(platform_id: str, batch_id: str) -> Any:
+        found = real_get(platform_id, batch_id)
+        if found is None and first_storing.is_set() and not first_stored.is_set():
+            second_read.set()
+        return found
+
+    def check_new(sub: Any) -> None:
+        if first_storing.is_set():  # the second copy: its ids are checked after the first is stored
+            assert first_stored.wait(WAIT_S), "the first copy of the batch was never stored"
+        real_check_new(sub)
+
+    def accept(sub: Any, **kwargs: Any) -> Any:
+        first = not first_storing.is_set()
+        if first:
+            first_storing.set()
+            assert second_read.wait(WAIT_S), "no second copy of the batch arrived"
+        stored, created = real_accept(sub, **kwargs)
+        accepts.append(created)
+        if first:
+            first_stored.set()
+        return stored, created
+
+    store.get, store.check_new, store.accept = get, check_new, accept
+
+    # The first send is lost: the client is told UNAVAILABLE, the batch waits in the outbox.
+    lost = scored(nodes, apps)
+    assert faults == [2] and [c.split(":")[0] for _, c, _ in lost] == ["UNAVAILABLE"] * 2
+    assert [getattr(nodes.in_outbox(a), "state", None) for a in ids] == [SENT, SENT]
+    assert bureau.batches.batch_of("platform-d", ids[0]) is None
+    # The resender sends it again (over its own link) and is held just before the bureau stores it;
+    # meanwhile the client resubmits the same applications.
+    assert first_storing.wait(WAIT_S), "the resender never resent the batch"
+    again = scored(nodes, apps)
+    assert second_read.is_set() and first_stored.is_set()  # the interleaving did happen
+    assert [(a, c) for a, c, _ in again] == [(a, "OK") for a in ids], again
+    assert accepts[0] is True  # the resender's copy was stored; the client's was answered from it
+    for app_id in ids:
+        wait_for(partial(is_state, nodes.in_outbox, app_id, ACKNOWLEDGED), what=f"{app_id} acknowledged")
+    for i, app_id in enumerate(ids):
+        record = wait_for(partial(nodes.bank_has, app_id), what=f"{app_id} at the bank")
+        assert record is not None and record.band == expected_band(130 + i)
+    # Once more, after the resender's copy has run: delivered, and nothing is run a second time.
+    (batch_id,) = batches_of(nodes, ids)
+
+    def delivered() -> bool:
+        stored = real_get("platform-d", batch_id)
+        return stored is not None and stored.state == DELIVERED
+
+    wait_for(delivered, what="the batch delivered")
+    assert scored(nodes, apps) == [(a, "OK", False) for a in ids]
+    assert nodes.not_once(ids) == {}
+
+
+def test_a_replayed_batch_with_an_id_taken_elsewhere_is_still_refused(nodes: Nodes) -> None:
+    """The control of the test above: a replayed batch refused with ALREADY_EXISTS is asked about
+    once more, and when an id of it is really taken (here submitted alone, straight to the bureau,
+    while the batch waited in the outbox) the bureau refuses it again and so does the platform;
+    a batch's first send is never repeated."""
+    platform, bureau = nodes.platform, nodes.bureau
+    assert platform is not None and bureau is not None
+    apps = [german(140 + i, f"held-{i}", nodes.key.key_id) for i in range(2)]
+    ids = [a.application_id for a in apps]
+    link: Any = platform.bureau
+    real_submit_batch = link.submit_batch
+    faults: list[int] = []
+
+    def taken_while_lost(payload: bytes, count: int) -> Any:
+        if not faults:
+            faults.append(count)
+            direct = nodes.stub("bureau").SubmitApplication(encrypted(nodes, 141, "held-1"), timeout=30)
+            assert direct.accepted
+            raise UnavailableError("bureau: unreachable (injected: the first send is lost)")
+        return real_submit_batch(payload, count)
+
+    link.submit_batch = taken_while_lost
+    refusals: list[str] = []
+    real = bureau.submit_batch
+
+    def submit_batch(batch: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(batch, *args, **kwargs)
+        except AlreadyExistsError as exc:
+            refusals.append(str(exc))
+            raise
+
+    bureau.submit_batch = submit_batch  # type: ignore[method-assign]
+    lost = scored(nodes, apps)
+    assert faults == [2] and [c.split(":")[0] for _, c, _ in lost] == ["UNAVAILABLE"] * 2
+    # The resender replays the batch: refused, asked once more, refused again, and given up.
+    for app_id in ids:
+        wait_for(partial(is_state, nodes.in_outbox, app_id, REFUSED), what=f"{app_id} refused")
+    assert len(refusals) == 2 and all("'held-1'" in r for r in refusals)
+    # The client again: a new batch (its first send, refused once), then one by one.
+    again = scored(nodes, apps)
+    assert [(a, c.split(":")[0]) for a, c, _ in again] == [("held-0", "OK"), ("held-1", "ALREADY_EXISTS")]
+    assert len(refusals) == 3
+    for app_id, row in (("held-0", 140), ("held-1", 141)):  # held-1: the band of its own submission
+        record = nodes.bank_has(app_id)
+        assert record is not None and record.band == expected_band(row)
+    assert nodes.not_once(ids) == {}
 
 
 def test_a_bank_restarted_between_packed_start_and_finish_gives_no_band_twice(
