@@ -29,6 +29,7 @@ from blindscore.crypto.dgk import DGKPublicKey
 from blindscore.crypto.paillier import PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model
 from blindscore.errors import (
+    AlreadyExistsError,
     BlindscoreError,
     InvalidInputError,
     LeaseLostError,
@@ -467,9 +468,17 @@ class BureauNode:
         ``job`` is what the entry resolved and validated on arrival (None when the key was stored
         already: then the row answers and nothing runs, or the payload differs and it is refused).
         """
+        if fresh:
+            # An id used before refuses it here, before any ACCEPTED record says otherwise; unless
+            # the id is taken by this very submission, which a twin copy (a resend racing a
+            # resubmission, another replica) stored since it was looked up: answer it as a replay.
+            try:
+                store.check_new(submission)
+            except AlreadyExistsError:
+                if store.get(*store.key_of(submission)) is None:
+                    raise
+                fresh = False
         if fresh:  # fail closed: its audit records first, or nothing is stored or scored
-            # An id used before refuses it here, before any ACCEPTED record says otherwise.
-            store.check_new(submission)
             self.admit(
                 submission.platform_id,
                 submission.bank_id,
