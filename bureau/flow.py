@@ -358,7 +358,7 @@ class BureauNode:
             raise UnavailableError("the audit trail cannot be written; nothing was scored") from None
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
-        return self.banks.get(bank_id).key(key_id)[0]
+        return self.banks.get(bank_id, key_id).key(key_id)[0]
 
     def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
         """The public part of a model version: what the platform needs to encode features, and how
@@ -385,7 +385,7 @@ class BureauNode:
         report says so; the retry worker delivers it later. ``packed``: the ciphertexts as they
         arrived (the fixed-width encoding ``app.ciphertexts`` were unpacked from), kept as they are.
         """
-        bank = self.banks.get(app.bank_id)
+        bank = self.banks.get(app.bank_id, app.key_id)
         paillier, dgk = bank.key(app.key_id)
         stored = self.applications.get(app.platform_id, app.application_id)
         wanted = parse_version(app.model_version)
@@ -417,7 +417,7 @@ class BureauNode:
         application id used before, is refused with nothing stored. Stage times and bytes in the
         report are per application (the batch's divided by k).
         """
-        bank = self.banks.get(batch.bank_id)
+        bank = self.banks.get(batch.bank_id, batch.key_id)
         paillier, dgk = bank.key(batch.key_id)
         stored = self.batches.get(batch.platform_id, batch.batch_id)
         job = None
@@ -520,7 +520,7 @@ class BureauNode:
         unpacked (and validated) from the store."""
         if stored.ciphertexts is None:
             raise InvalidInputError(f"{stored.kind} {stored.key[1]!r} has no stored ciphertexts")
-        bank = self.banks.get(stored.bank_id)
+        bank = self.banks.get(stored.bank_id, stored.key_id)
         paillier, dgk = bank.key(stored.key_id)
         ciphertexts = tuple(paillier.unpack(stored.ciphertexts, stored.width))
         entry = self.models.resolve(stored.model_id, stored.model_version)

@@ -67,6 +67,10 @@ def check_id_quiet(value: str) -> bool:
     return True
 
 
+#: Longest bank address (a list of a bank's replicas included) the bureau stores.
+MAX_ADDRESS_CHARS = 1024
+
+
 class BankRegistry:
     """Banks by id, persisted one JSON file per bank so registrations survive restarts."""
 
@@ -90,8 +94,13 @@ class BankRegistry:
         """Add (or refresh) a bank's key and address. A non-empty ``active`` lists every key id the
         bank still answers for; its other keys are dropped (retired at the bank)."""
         check_id("bank id", bank_id)
-        if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", address):
-            raise InvalidInputError(f"bank address {address!r} must look like host:port")
+        if len(address) > MAX_ADDRESS_CHARS or not all(
+            re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", part) for part in address.split(",")
+        ):
+            raise InvalidInputError(
+                f"bank address {address[:80]!r} must look like host:port, or a comma-separated list of "
+                "the bank's replicas"
+            )
         if len(active) > MAX_ACTIVE_KEYS:
             raise InvalidInputError(f"a bank may list at most {MAX_ACTIVE_KEYS} active keys")
         for kid in active:
@@ -111,12 +120,20 @@ class BankRegistry:
         log.info("bank %s registered key %s at %s", bank_id, paillier.key_id, address)
         return paillier.key_id
 
-    def get(self, bank_id: str) -> BankRecord:
+    def get(self, bank_id: str, key_id: str | None = None) -> BankRecord:
+        """The bank ``bank_id`` (holding ``key_id``, if given). A miss re-reads the bank's file: with
+        several bureau processes on one data directory (replicas, ``--workers``) a bank may have
+        registered, or registered a new key, with another one."""
         with self._lock:
-            try:
-                return self._banks[bank_id]
-            except KeyError:
-                raise NotFoundError(f"no bank registered under id {bank_id!r}") from None
+            record = self._banks.get(bank_id)
+            if record is None or (key_id is not None and key_id not in record.keys):
+                path = self.directory / f"{bank_id}.json"
+                if check_id_quiet(bank_id) and path.is_file():
+                    record = BankRecord.from_dict(read_json(path))
+                    self._banks[bank_id] = record
+            if record is None:
+                raise NotFoundError(f"no bank registered under id {bank_id!r}")
+            return record
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ class BureauServicer(pb_grpc.BureauServicer):
         together with the bytes they came in (stored as they are)."""
         self._require_platform(context, request.platform_id)
         check(request)
-        key, _ = self.bureau.banks.get(request.bank_id).key(request.key_id)
+        key, _ = self.bureau.banks.get(request.bank_id, request.key_id).key(request.key_id)
         report: ScoreReport = submit(from_proto(request, key), self.channels.link, packed=request.ciphertexts)
         if not report.replayed:
             self.metrics.observe_stages(report.stage_ms)

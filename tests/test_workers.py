@@ -22,6 +22,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from blindscore.bureau.registry import BankRegistry
+from blindscore.crypto.dgk import DGKKeyPair
+from blindscore.crypto.paillier import KeyPair
+from blindscore.errors import InvalidInputError, NotFoundError
 from blindscore.infra.transport import open_channel
 from blindscore.infra.workers import WorkersError, check_workers
 from blindscore.v1 import blindscore_pb2 as pb
@@ -166,3 +170,27 @@ def _answers(channel: grpc.Channel) -> bool:
     except grpc.RpcError as exc:
         return exc.code() == grpc.StatusCode.NOT_FOUND
     return False
+
+
+def test_processes_on_one_data_directory_see_each_others_bank_registrations(
+    tmp_path: Path, paillier_keypair: KeyPair, second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """A bank registers with one bureau process; another on the same data directory (a replica, a
+    worker) finds it, and its next key, on first use instead of answering "no bank"."""
+    a, b = BankRegistry(tmp_path / "banks"), BankRegistry(tmp_path / "banks")
+    with pytest.raises(NotFoundError, match="no bank registered under id 'bank-a'"):
+        b.get("bank-a")
+    first = a.register(
+        "bank-a", "127.0.0.1:6001,127.0.0.1:6002", paillier_keypair.public_key, dgk_keypair.public_key
+    )
+    assert b.get("bank-a", first).key(first)[0] == paillier_keypair.public_key
+    assert b.get("bank-a").address == "127.0.0.1:6001,127.0.0.1:6002"
+    second = a.register(
+        "bank-a", "127.0.0.1:6001", second_paillier_keypair.public_key, dgk_keypair.public_key
+    )
+    assert b.get("bank-a", second).key(second)[0] == second_paillier_keypair.public_key
+    with pytest.raises(NotFoundError, match="has no registered key 'nope'"):
+        b.get("bank-a", "nope").key("nope")
+    for bad in ("127.0.0.1:6001,", "127.0.0.1:6001,no-port", "x" * 2000 + ":1"):
+        with pytest.raises(InvalidInputError, match="must look like host:port, or a comma-separated list"):
+            a.register("bank-b", bad, paillier_keypair.public_key, dgk)
