@@ -178,6 +178,7 @@ def test_processes_on_one_data_directory_see_each_others_bank_registrations(
     """A bank registers with one bureau process; another on the same data directory (a replica, a
     worker) finds it, and its next key, on first use instead of answering "no bank"."""
     a, b = BankRegistry(tmp_path / "banks"), BankRegistry(tmp_path / "banks")
+    dgk = dgk_keypair.public_key
     with pytest.raises(NotFoundError, match="no bank registered under id 'bank-a'"):
         b.get("bank-a")
     first = a.register(
