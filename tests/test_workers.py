@@ -195,3 +195,19 @@ def test_processes_on_one_data_directory_see_each_others_bank_registrations(
     for bad in ("127.0.0.1:6001,", "127.0.0.1:6001,no-port", "x" * 2000 + ":1"):
         with pytest.raises(InvalidInputError, match="must look like host:port, or a comma-separated list"):
             a.register("bank-b", bad, paillier_keypair.public_key, dgk)
+
+
+@pytest.mark.postgresql
+def test_workers_end_with_a_killed_supervisor(supervisor: Supervisor) -> None:
+    """kill -9 of the supervisor: its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and
+    stop, so a restarted supervisor never shares the port with orphans."""
+    proc, port, _ = supervisor
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(10)
+    wait_for(
+        lambda: not any(Path(f"/proc/{w}").exists() for w in workers), timeout=30, what="the workers to end"
+    )
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class LocalNetwork:
         model_modules: tuple[str, ...] = (),
         band_protocol: str = "circuit",
         bureau_args: tuple[str, ...] = (),
+        workers: int = 1,
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
@@ -71,7 +73,9 @@ class LocalNetwork:
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
         imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
         ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk).
-        ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``)."""
+        ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``).
+        ``workers``: ``serve --workers`` for every role whose processes can share a store
+        (:data:`blindscore.infra.lock.SHARING_ROLES`; needs ``database``), each on a fixed free port."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -84,6 +88,7 @@ class LocalNetwork:
         self.model_modules = model_modules
         self.band_protocol = band_protocol
         self.bureau_args = bureau_args
+        self.workers = workers
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -143,6 +148,18 @@ class LocalNetwork:
     def _timing_flags(self) -> list[str]:
         return ["--share-timings"] if self.share_timings else []
 
+    def _worker_flags(self, role: str) -> tuple[list[str], str]:
+        """``--workers`` for ``role`` if it runs several, and the address it listens on (a fixed
+        free port then: the workers share it)."""
+        from blindscore.infra.lock import SHARING_ROLES
+
+        if self.workers <= 1 or role not in SHARING_ROLES:
+            return [], "127.0.0.1:0"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return ["--workers", str(self.workers)], f"127.0.0.1:{port}"
+
     def start(self) -> None:
         if self.models:
             from blindscore.bureau.registry import (
@@ -162,6 +179,7 @@ class LocalNetwork:
                     ("platform-client", self.client_id, self.platform_id),
                 ],
             )
+        flags, listen = self._worker_flags("bureau")
         bureau = self._spawn(
             "bureau",
             [
@@ -170,9 +188,12 @@ class LocalNetwork:
                 *self._database_flags(),
                 *self._timing_flags(),
                 *self.bureau_args,
+                *flags,
             ],
+            listen=listen,
         )
         self._wait(bureau)
+        bank_flags, bank_listen = self._worker_flags("bank")
         bank = self._spawn(
             "bank",
             [
@@ -188,14 +209,18 @@ class LocalNetwork:
                 str(self.key_bits),
                 *self._database_flags(),
                 *self._timing_flags(),
+                *bank_flags,
             ],
+            listen=bank_listen,
         )
+        flags, listen = self._worker_flags("platform")
         platform = self._spawn(
             "platform",
             [
                 *("platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id),
-                *("--data-dir", str(self.platform_dir), *self._database_flags()),
+                *("--data-dir", str(self.platform_dir), *self._database_flags(), *flags),
             ],
+            listen=listen,
         )
         self._wait(bank)
         self._wait(platform)

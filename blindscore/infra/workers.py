@@ -13,6 +13,7 @@ so a worker that cannot start does not spin), and on SIGTERM or SIGINT stops the
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import signal
@@ -37,6 +38,8 @@ START_TIMEOUT_S = 120.0
 RESTART_DELAY_S = 1.0
 #: How long a worker has to stop after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 class WorkersError(BlindscoreError):
@@ -86,7 +89,8 @@ def run_workers(args: argparse.Namespace, role: str) -> int:
             extra = ["--workers", "1", "--reuse-port", "--ready-file", str(ready)]
             if args.metrics_port:  # one metrics endpoint per worker: PORT, PORT + 1, ...
                 extra += ["--metrics-port", str(args.metrics_port + k)]
-            return subprocess.Popen([sys.executable, "-m", "blindscore", *argv, *extra])
+            cmd = [sys.executable, "-m", "blindscore", *argv, *extra]
+            return subprocess.Popen(cmd, preexec_fn=_die_with_parent)
 
         procs = [start(k) for k in range(args.workers)]
         try:
@@ -111,6 +115,14 @@ def run_workers(args: argparse.Namespace, role: str) -> int:
             return 0
         finally:
             _stop_all(procs)
+
+
+def _die_with_parent() -> None:
+    """In a new worker, before it runs: SIGTERM when the supervisor dies, however it dies (kill -9
+    included), so no orphaned worker keeps serving the port beside a restarted supervisor's."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_ready(
