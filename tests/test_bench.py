@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from phe import paillier as phe_paillier
@@ -101,3 +102,55 @@ def test_the_trees_batch_workload_streams_a_tree_model() -> None:
     assert result.workload == "trees-batch" and len(result.latencies_ms) == 6
     assert "bank.circuit_start" in result.stage_ms and result.wall_s > 0
     assert "comparison_bits" not in result.extra  # a linear model's fields only
+
+
+@pytest.mark.parametrize("family", ["linear", "gbdt", "mlp"])
+def test_model_rows_are_rows_the_model_accepts(family: str) -> None:
+    """--model FILE benchmarks any model on rows drawn from its declared features: the German credit
+    models (categorical and binned features, integer grids, declared ranges) accept every row,
+    missing values only where the spec allows them."""
+    from blindscore.data.german import demo_model
+
+    model = demo_model(family)
+    rows = bench.model_rows(model, 200, seed=3)
+    assert len(rows) == 200 and set(rows[0]) == set(model.spec.input_names)
+    for row in rows:
+        model.spec.encode_row(row)  # raises on a value the platform would refuse
+    if family == "gbdt":  # float-key features with grids: some missing values, all on the grid
+        assert any(v is None for row in rows for v in row.values())
+    assert bench.model_rows(model, 200, seed=3) == rows  # a fixed workload for a fixed seed
+    assert bench.model_rows(model, 200, seed=4) != rows
+
+
+def test_trees_grid_rows_lie_on_the_grid_and_narrow_the_circuit() -> None:
+    model = bench.hist_trees(trees=3, depth=2, features=8, grid=bench.TREES_GRID)
+    plain = bench.hist_trees(trees=3, depth=2, features=8)
+    assert model.circuit_shape().value_bits == 15 and plain.circuit_shape().value_bits == 34
+    for row in bench.synthetic_rows(8, 50, decimals=3):
+        assert model.band_from_encoded(model.encode_row(row)) == plain.band_from_encoded(
+            plain.encode_row(row)
+        )
+
+
+def test_bench_model_flag_online_over_three_processes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`blindscore bench online --model FILE`: the shipped gbdt model, through the nodes."""
+    from blindscore.app.cli import main
+    from blindscore.data.german import demo_model
+
+    path = tmp_path / "gbdt.json"
+    path.write_text(json.dumps(demo_model("gbdt").to_dict()))
+    assert main(["bench", "online", "--model", str(path), "--applications", "3", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["workload"] == "online:german-credit-gbdt" and line["applications"] == 3
+    assert line["features"] == 7 and line["circuit"]["family"] == "trees" and line["bytes_per_app"] > 0
+
+
+def test_bench_refuses_workers_without_a_database(capsys: pytest.CaptureFixture[str]) -> None:
+    from blindscore.app.cli import main
+
+    assert main(["bench", "batch", "--workers", "2"]) == 2
+    assert "--workers needs --database postgresql://" in capsys.readouterr().err
+    assert main(["bench", "trees", "--model", "x.json"]) == 2
+    assert "--model runs the online (one at a time) or batch (streamed) workload" in capsys.readouterr().err

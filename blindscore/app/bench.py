@@ -76,6 +76,29 @@ def cpu_description() -> str:
     return f"{os.cpu_count()} x {model or 'unknown CPU'}"
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """How the benchmark's nodes run: their database (None: SQLite files) and ``serve --workers``
+    for the roles that can share a store (PostgreSQL only)."""
+
+    database: str | None = None
+    workers: int = 1
+
+    def network(self, tmp: Path, key_bits: int, model: PrivateModel, **more: Any) -> LocalNetwork:
+        return LocalNetwork(
+            tmp,
+            key_bits=key_bits,
+            models={BENCH_MODEL_ID: model},
+            share_timings=True,
+            database=self.database,
+            workers=self.workers,
+            **more,
+        )
+
+
+LOCAL = Deployment()
+
+
 def synthetic_model(features: int = 50, seed: int = 20261127) -> LinearModel:
     """The benchmark model: weights uniform in [-1, 1], features declared in [-4, 4]."""
     rng = np.random.default_rng(seed)
@@ -173,6 +196,7 @@ def run_online(
     workload: str = "online",
     band_protocol: str = "circuit",
     rows: Sequence[dict[str, Any]] | None = None,
+    deployment: Deployment = LOCAL,
 ) -> Result:
     """Sequential unary calls; ``model`` defaults to the synthetic linear model of ``features``;
     ``band_protocol`` is the bureau's for a linear model (circuit or dgk); ``rows`` (at least
@@ -183,13 +207,7 @@ def run_online(
         raise InvalidInputError(f"{applications + warmup} rows needed, {len(rows)} given")
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
-        LocalNetwork(
-            Path(tmp),
-            key_bits=key_bits,
-            models={BENCH_MODEL_ID: model},
-            share_timings=True,
-            band_protocol=band_protocol,
-        ) as net,
+        deployment.network(Path(tmp), key_bits, model, band_protocol=band_protocol) as net,
         PlatformClient(net.platform_address, security=net.client_security) as client,
     ):
         apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, "online")
@@ -344,11 +362,16 @@ def synthetic_mlp(features: int = 50, hidden: int = 32, seed: int = 2026) -> MLP
 
 
 def _run_stream(
-    workload: str, model: PrivateModel, rows: Sequence[dict[str, Any]], key_bits: int, features: int
+    workload: str,
+    model: PrivateModel,
+    rows: Sequence[dict[str, Any]],
+    key_bits: int,
+    features: int,
+    deployment: Deployment = LOCAL,
 ) -> Result:
     with (
         tempfile.TemporaryDirectory(prefix="blindscore-bench-") as tmp,
-        LocalNetwork(Path(tmp), key_bits=key_bits, models={BENCH_MODEL_ID: model}, share_timings=True) as net,
+        deployment.network(Path(tmp), key_bits, model) as net,
     ):
         apps = _apps(rows, net.key_id, net.bank_id, BENCH_MODEL_ID, workload)
         with PlatformClient(net.platform_address, security=net.client_security) as client:
@@ -370,10 +393,11 @@ def _run_stream(
     return result
 
 
-def run_batch(*, features: int = 50, applications: int = 2000, key_bits: int = 2048) -> Result:
-    return _run_stream(
-        "batch", synthetic_model(features), synthetic_rows(features, applications), key_bits, features
-    )
+def run_batch(
+    *, features: int = 50, applications: int = 2000, key_bits: int = 2048, deployment: Deployment = LOCAL
+) -> Result:
+    model, rows = synthetic_model(features), synthetic_rows(features, applications)
+    return _run_stream("batch", model, rows, key_bits, features, deployment)
 
 
 def run_german(*, key_bits: int = 2048) -> Result:
@@ -447,11 +471,13 @@ def run(
     applications: int | None = None,
     band_protocol: str = "circuit",
     model: PrivateModel | None = None,
+    deployment: Deployment = LOCAL,
 ) -> dict[str, Any]:
     """Run ``workload`` (one of :data:`WORKLOADS`) beside the naive phe baseline; returns the summary
     (the fields of ``blindscore bench --json``). ``applications`` overrides the workload's count.
     With ``model`` (any importable model, ``--model FILE``) the ``online`` workload scores it one
-    application at a time and ``batch`` streams it, on rows drawn by :func:`model_rows`."""
+    application at a time and ``batch`` streams it, on rows drawn by :func:`model_rows`.
+    ``deployment``: the nodes' database and worker processes (default: SQLite, one process each)."""
     if workload not in WORKLOADS:
         raise InvalidInputError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
     if applications is not None and (type(applications) is not int or applications < 1):
@@ -476,14 +502,20 @@ def run(
                 workload=f"online:{model.name}",
                 band_protocol=band_protocol,
                 rows=rows,
+                deployment=deployment,
             )
         else:
-            result = _run_stream(f"batch:{model.name}", model, rows[:n], key_bits, width)
+            result = _run_stream(f"batch:{model.name}", model, rows[:n], key_bits, width, deployment)
         result.features = width
     elif workload == "online":
-        result = run_online(key_bits=key_bits, applications=applications or 200, band_protocol=band_protocol)
+        result = run_online(
+            key_bits=key_bits,
+            applications=applications or 200,
+            band_protocol=band_protocol,
+            deployment=deployment,
+        )
     elif workload == "batch":
-        result = run_batch(key_bits=key_bits, applications=applications or 2000)
+        result = run_batch(key_bits=key_bits, applications=applications or 2000, deployment=deployment)
     elif workload == "german":
         result = run_german(key_bits=key_bits)
     elif workload == "trees":
@@ -510,7 +542,11 @@ def run(
         )
     else:
         result = naive
-    return summary(result, naive)
+    out = summary(result, naive)
+    if deployment != LOCAL:
+        out["database"] = "postgresql" if deployment.database else "sqlite"
+        out["workers"] = deployment.workers
+    return out
 
 
 def print_human(s: dict[str, Any]) -> None:
@@ -630,6 +666,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmark this model file instead (any format `blindscore model import` reads) with the "
         "online or batch workload, on synthetic rows drawn from its declared features",
     )
+    parser.add_argument(
+        "--database",
+        help="postgresql:// URL the nodes keep their state in (default: SQLite files, temporary)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="online / batch: `serve --workers N` for every node that can run several processes "
+        "(needs --database)",
+    )
     parser.add_argument("--cutoffs", help="with --model: band cutoffs, for a file that carries none")
     parser.add_argument(
         "--feature-range", action="append", metavar="NAME=LO:HI", help="with --model: as for `model import`"
@@ -648,6 +695,10 @@ def run_command(args: argparse.Namespace) -> int:
         make_plots(Path(args.out))
         return 0
     model = None
+    if args.model and args.workload not in ("online", "batch"):
+        raise InvalidInputError(
+            f"--model runs the online (one at a time) or batch (streamed) workload, not {args.workload!r}"
+        )
     if args.model:
         from blindscore.app.model_commands import parse_feature_grids, parse_feature_ranges
         from blindscore.importers.model_file import ImportOptions, read_model
@@ -661,12 +712,17 @@ def run_command(args: argparse.Namespace) -> int:
         model = read_model(Path(args.model), options)
     elif args.cutoffs or args.feature_range or args.feature_grid:
         raise InvalidInputError("--cutoffs, --feature-range and --feature-grid apply with --model only")
+    if args.workers != 1 and not args.database:
+        raise InvalidInputError("--workers needs --database postgresql://... (worker processes share it)")
+    if (args.workers != 1 or args.database) and args.workload not in ("online", "batch"):
+        raise InvalidInputError("--database and --workers apply to the online and batch workloads")
     s = run(
         args.workload,
         key_bits=args.key_bits,
         applications=args.applications,
         band_protocol=args.band_protocol,
         model=model,
+        deployment=Deployment(args.database, args.workers),
     )
     if args.json:
         print(json.dumps(s, sort_keys=True))
