@@ -15,12 +15,26 @@ from pathlib import Path
 from types import TracebackType
 
 from blindscore.app.plugins import with_model_modules
-from blindscore.errors import BlindscoreError, UnavailableError
+from blindscore.errors import BlindscoreError, InvalidInputError, UnavailableError
 from blindscore.infra.certs import init_pki
 from blindscore.infra.transport import INSECURE, TransportSecurity, client_security
 from blindscore.models.contract import PrivateModel
 
 READY_TIMEOUT_S = 120.0
+
+
+ROLES = ("bureau", "bank", "platform")
+
+
+def replica_name(role: str, k: int) -> str:
+    """The node name of ``role``'s replica ``k``: "bureau", then "bureau-2", "bureau-3", ..."""
+    return role if k == 0 else f"{role}-{k + 1}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -66,6 +80,7 @@ class LocalNetwork:
         band_protocol: str = "circuit",
         bureau_args: tuple[str, ...] = (),
         workers: int = 1,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
@@ -75,7 +90,9 @@ class LocalNetwork:
         ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk).
         ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``).
         ``workers``: ``serve --workers`` for every role whose processes can share a store
-        (:data:`blindscore.infra.lock.SHARING_ROLES`; needs ``database``), each on a fixed free port."""
+        (:data:`blindscore.infra.lock.SHARING_ROLES`; needs ``database``), each on a fixed free port.
+        ``replicas``: how many processes of each role (default one), each its own port; peers
+        name them as a list (a cluster: replicas need ``database``)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -89,6 +106,10 @@ class LocalNetwork:
         self.band_protocol = band_protocol
         self.bureau_args = bureau_args
         self.workers = workers
+        self.replicas = dict(replicas or {})
+        bad = {r: n for r, n in self.replicas.items() if r not in ROLES or not 1 <= n <= 16}
+        if bad:
+            raise InvalidInputError(f"replicas: expected 1..16 per role of {', '.join(ROLES)}, got {bad}")
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -148,17 +169,14 @@ class LocalNetwork:
     def _timing_flags(self) -> list[str]:
         return ["--share-timings"] if self.share_timings else []
 
-    def _worker_flags(self, role: str) -> tuple[list[str], str]:
-        """``--workers`` for ``role`` if it runs several, and the address it listens on (a fixed
-        free port then: the workers share it)."""
+    def _worker_flags(self, role: str) -> list[str]:
+        """``--workers`` for ``role`` if it runs several worker processes (roles that can share
+        a store: :data:`blindscore.infra.lock.SHARING_ROLES`)."""
         from blindscore.infra.lock import SHARING_ROLES
 
         if self.workers <= 1 or role not in SHARING_ROLES:
-            return [], "127.0.0.1:0"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return ["--workers", str(self.workers)], f"127.0.0.1:{port}"
+            return []
+        return ["--workers", str(self.workers)]
 
     def start(self) -> None:
         if self.models:
@@ -179,51 +197,69 @@ class LocalNetwork:
                     ("platform-client", self.client_id, self.platform_id),
                 ],
             )
-        flags, listen = self._worker_flags("bureau")
-        bureau = self._spawn(
-            "bureau",
-            [
-                *("bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id),
-                *("--band-protocol", self.band_protocol),
-                *self._database_flags(),
-                *self._timing_flags(),
-                *self.bureau_args,
-                *flags,
-            ],
-            listen=listen,
-        )
-        self._wait(bureau)
-        bank_flags, bank_listen = self._worker_flags("bank")
-        bank = self._spawn(
-            "bank",
-            [
-                "bank",
-                "serve",
-                "--data-dir",
-                str(self.bank_dir),
-                "--bank-id",
-                self.bank_id,
-                "--bureau",
-                bureau.address,
-                "--key-bits",
-                str(self.key_bits),
-                *self._database_flags(),
-                *self._timing_flags(),
-                *bank_flags,
-            ],
-            listen=bank_listen,
-        )
-        flags, listen = self._worker_flags("platform")
-        platform = self._spawn(
-            "platform",
-            [
-                *("platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id),
-                *("--data-dir", str(self.platform_dir), *self._database_flags(), *flags),
-            ],
-            listen=listen,
-        )
-        self._wait(bank)
-        self._wait(platform)
+        listen = {role: self._listen_addresses(role) for role in ROLES}
+        for k, address in enumerate(listen["bureau"]):
+            name = replica_name("bureau", k)
+            replica = ["--replica-id", name] if len(listen["bureau"]) > 1 else []
+            bureau = self._spawn(
+                name,
+                [
+                    *("bureau", "serve", "--data-dir", str(self.bureau_dir), "--bureau-id", self.bureau_id),
+                    *("--band-protocol", self.band_protocol),
+                    *self._database_flags(),
+                    *self._timing_flags(),
+                    *self.bureau_args,
+                    *replica,
+                    *self._worker_flags("bureau"),
+                ],
+                listen=address,
+            )
+            self._wait(bureau)
+        bureaus = self.addresses("bureau")
+        banks = ",".join(listen["bank"])
+        for k, address in enumerate(listen["bank"]):
+            # The first bank makes the key ring; the others (replicas) open the same one.
+            bank = self._spawn(
+                replica_name("bank", k),
+                [
+                    *("bank", "serve", "--data-dir", str(self.bank_dir), "--bank-id", self.bank_id),
+                    *("--bureau", bureaus, "--key-bits", str(self.key_bits)),
+                    *(["--advertise", banks] if len(listen["bank"]) > 1 else []),
+                    *self._database_flags(),
+                    *self._timing_flags(),
+                    *self._worker_flags("bank"),
+                ],
+                listen=address,
+            )
+            if k == 0 or k == len(listen["bank"]) - 1:
+                self._wait(bank)
+        platforms = []
+        for k, address in enumerate(listen["platform"]):
+            name = replica_name("platform", k)
+            replica = ["--replica-id", name] if len(listen["platform"]) > 1 else []
+            platforms.append(
+                self._spawn(
+                    name,
+                    [
+                        *("platform", "serve", "--bureau", bureaus, "--platform-id", self.platform_id),
+                        *("--data-dir", str(self.platform_dir), *self._database_flags()),
+                        *replica,
+                        *self._worker_flags("platform"),
+                    ],
+                    listen=address,
+                )
+            )
+        for node in self.nodes.values():
+            self._wait(node)
+
+    def _listen_addresses(self, role: str) -> list[str]:
+        """Where each of ``role``'s processes listens: port 0 for a single process, fixed free
+        ports for replicas (their peers list them before they start) and for workers (they
+        share it)."""
+        count = self.replicas.get(role, 1)
+        if count == 1 and not self._worker_flags(role):
+            return ["127.0.0.1:0"]
+        return [f"127.0.0.1:{_free_port()}" for _ in range(count)]
 
     def stop(self) -> None:
         for node in reversed(list(self.nodes.values())):
@@ -237,17 +273,22 @@ class LocalNetwork:
                 node.process.wait()
 
     # ------------------------------------------------------------------ accessors
+    def addresses(self, role: str) -> str:
+        """The address of ``role``'s node, or the comma-separated list of its replicas."""
+        count = self.replicas.get(role, 1)
+        return ",".join(self.nodes[replica_name(role, k)].address for k in range(count))
+
     @property
     def platform_address(self) -> str:
-        return self.nodes["platform"].address
+        return self.addresses("platform")
 
     @property
     def bureau_address(self) -> str:
-        return self.nodes["bureau"].address
+        return self.addresses("bureau")
 
     @property
     def bank_address(self) -> str:
-        return self.nodes["bank"].address
+        return self.addresses("bank")
 
     @property
     def key_id(self) -> str:
