@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,10 @@ log = logging.getLogger(__name__)
 
 KEYS_DIR = "keys"
 RING_FILE = "ring.json"
+#: Taken (flock, exclusive) by whoever changes the ring: bank replicas sharing the directory, and
+#: the key commands run beside them, change it one at a time. Readers take no lock: every change
+#: appears with one rename.
+LOCK_FILE = ".lock"
 RING_FORMAT = 1
 DGK_KEY_BITS = 2048
 _KEY_ID = re.compile(r"^pk-[0-9a-f]{32}$")
@@ -78,11 +85,39 @@ class KeyRing:
 
     New applications use the current key; older keys stay until retired, so applications made
     under them still finish. With a passphrase, secret files are sealed (see blindscore.crypto.keyfile).
+
+    Several processes may use one ring (bank replicas on one host, ``bank rotate-key`` beside
+    them): changes hold ``keys/.lock`` and appear with one rename each, so a reader sees a key
+    whole or not at all, and two replicas starting on an empty ring make one key, not two.
     """
 
     def __init__(self, directory: Path, *, passphrase: Passphrase | None = None) -> None:
         self.directory = Path(directory)
         self._passphrase = passphrase
+        self._mutex = threading.RLock()
+        self._held = 0
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the ring's change lock (reentrant within this object); blocks while another
+        process changes the ring (a key being generated takes seconds)."""
+        with self._mutex:
+            fd = -1
+            if not self._held:
+                private_dir(self.directory)
+                fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+                if fd >= 0:
+                    os.close(fd)  # drops the flock
 
     def __repr__(self) -> str:
         return f"KeyRing({str(self.directory)!r}, passphrase={'given' if self._passphrase else 'none'})"
@@ -162,7 +197,14 @@ class KeyRing:
         """Every key of the ring and the current key id; keys in ``known`` are reused, not re-read."""
         known = known or {}
         current = self.current_id()
-        keys = {kid: known.get(kid) or self.load_key(kid) for kid in self.ids()}
+        keys: dict[str, BankKey] = {}
+        for kid in self.ids():
+            try:
+                keys[kid] = known.get(kid) or self.load_key(kid)
+            except NotFoundError:
+                if kid == current:
+                    raise
+                # Retired by another process between the listing and the read: not in the ring.
         if current is None or current not in keys:
             raise PreconditionError(
                 f"{self.directory}: the current key {current} is not in the ring; "
@@ -177,7 +219,13 @@ class KeyRing:
         Each file moves with one rename and the key id comes from the Paillier public file, which
         moves last: an interrupted migration resumes on the next start.
         """
-        key_id = self._legacy_key_id()
+        if self._legacy_key_id() is None:
+            return None
+        with self._changing():
+            return self._migrate_legacy()
+
+    def _migrate_legacy(self) -> str | None:
+        key_id = self._legacy_key_id()  # again under the lock: another process may have moved it
         if key_id is None:
             return None
         target = self.directory / key_id
@@ -204,6 +252,10 @@ class KeyRing:
 
     def add(self, key: BankKey, *, make_current: bool = True) -> None:
         """Write a key pair into the ring (all files appear at once), optionally as the current key."""
+        with self._changing():
+            self._add(key, make_current=make_current)
+
+    def _add(self, key: BankKey, *, make_current: bool) -> None:
         self.migrate_legacy()
         sealed = self._sealed_files()
         if any(sealed) and self._passphrase is None:
@@ -240,13 +292,21 @@ class KeyRing:
         leaving a ring that no single passphrase opens.
         """
         check_key_bits(bits)
-        self.migrate_legacy()
-        if self.ids():
-            self.load()
-        return self.generate(bits)
+        with self._changing():
+            self.migrate_legacy()
+            if self.ids():
+                self.load()
+            return self.generate(bits)
 
     def ensure(self, bits: int = 2048) -> bool:
-        """Migrate an old layout and make the first key if there is none. Returns True if it made one."""
+        """Migrate an old layout and make the first key if there is none. Returns True if it made one.
+
+        Under the ring's lock: of two replicas starting on an empty ring, one makes the key and
+        the other finds it."""
+        with self._changing():
+            return self._ensure(bits)
+
+    def _ensure(self, bits: int) -> bool:
         self.migrate_legacy()
         if not self.ids():
             self.generate(bits)
@@ -262,6 +322,10 @@ class KeyRing:
 
     def retire(self, key_id: str) -> None:
         """Delete a key that is no longer current: applications still under it will be refused."""
+        with self._changing():
+            self._retire(key_id)
+
+    def _retire(self, key_id: str) -> None:
         self.migrate_legacy()
         directory = self._key_dir(key_id)
         if not directory.is_dir():
@@ -282,13 +346,14 @@ class KeyRing:
         """
         if self._passphrase is None:
             raise PreconditionError(f"encrypting the keys needs a passphrase; {MISSING_PASSPHRASE_HINT}")
-        self.migrate_legacy()
-        converted: list[Path] = []
-        for kid in self.ids():
-            directory = self.directory / kid
-            converted += self._seal(directory, KEY_FILES, key_id=kid)
-            converted += self._seal(directory, DGK_KEY_FILES)
-        return converted
+        with self._changing():
+            self.migrate_legacy()
+            converted: list[Path] = []
+            for kid in self.ids():
+                directory = self.directory / kid
+                converted += self._seal(directory, KEY_FILES, key_id=kid)
+                converted += self._seal(directory, DGK_KEY_FILES)
+            return converted
 
     def _seal(
         self, directory: Path, files: KeyPairFiles[Any, Any], *, key_id: str | None = None

@@ -91,6 +91,9 @@ _SCHEMA = (
 )
 _COLUMNS = "application_id, model_id, key_id, band, band_label, received_at, platform_id, bureau_id"
 _KEY = "bureau_id = ? AND platform_id = ? AND application_id = ?"
+#: One band per application, decided by the primary key in the insert itself: bank replicas
+#: storing the same application's band at once cannot both insert (never a read, then a write).
+_ONCE = "ON CONFLICT (bureau_id, platform_id, application_id) DO NOTHING"
 
 
 #: Runs of the band protocol the bank answers for one (bureau, application id) by default.
@@ -265,15 +268,18 @@ class ResultStore:
             new = 0
             kept: list[str] = []
             for record in records:
-                row = tx.one(f"SELECT model_id, band FROM {{bands}} WHERE {_KEY}", record.key)
-                if row is not None:
-                    if (row[0], row[1]) != (record.model_id, record.band):
-                        kept.append(record.application_id)
-                    continue
-                tx.execute(
-                    f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _values(record)
+                # The insert decides (the primary key), not a read before it: of two replicas
+                # storing one application's band at once, one inserts and the other finds its row.
+                cur = tx.execute(
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_ONCE}",
+                    _values(record),
                 )
-                new += 1
+                if cur.rowcount == 1:
+                    new += 1
+                    continue
+                row = tx.one(f"SELECT model_id, band FROM {{bands}} WHERE {_KEY}", record.key)
+                if row is not None and (row[0], row[1]) != (record.model_id, record.band):
+                    kept.append(record.application_id)
             return new, kept
 
         return self._db.write(put)
@@ -363,10 +369,20 @@ class ResultStore:
                 record = dataclasses.replace(
                     c.record, bureau_id=bureau_id, received_at=c.record.received_at or now
                 )
-                tx.execute(
-                    f"INSERT INTO {{bands}} ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? = 1",
+                cur = tx.execute(
+                    f"INSERT INTO {{bands}} ({_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? = 1 {_ONCE}",
                     (*_values(record), int(keep)),
                 )
+                if keep and cur.rowcount != 1:
+                    # Another replica stored this application's band since the read above (only
+                    # where the isolation level lets that happen): its band is the one kept.
+                    found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
+                    stored, keep = (BandRecord(*found) if found else None), False
+                    if stored is not None and (stored.model_id, stored.band) != (
+                        c.record.model_id,
+                        c.record.band,
+                    ):
+                        kept.append(app_id)
                 tx.execute(
                     "UPDATE {runs} SET faulted = ?, outcome = ?, deliveries = deliveries + 1, updated_at = ? "
                     f"WHERE {_KEY}",
@@ -465,18 +481,14 @@ class ResultStore:
             if tx.one(f"SELECT 1 FROM {{runs}} WHERE {_KEY}", key) is None:
                 app = pending.application_id[:64]
                 raise PreconditionError(f"application {app!r} has no run of the band protocol at this bank")
-            if tx.one(
-                f"SELECT 1 FROM {{circuit_rounds}} WHERE {_KEY} AND garbling_id = ?",
-                (*key, pending.garbling_id),
-            ):
-                return False
-            tx.execute(
+            cur = tx.execute(
                 "INSERT INTO {circuit_rounds} (bureau_id, platform_id, application_id, garbling_id, padded, "
-                "model_id, key_id, labels, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model_id, key_id, labels, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (bureau_id, platform_id, application_id, garbling_id) DO NOTHING",
                 (*key, pending.garbling_id, pending.padded, pending.model_id, pending.key_id,
                  json.dumps(list(pending.labels)), time.time()),
             )  # fmt: skip
-            return True
+            return cur.rowcount == 1  # a repeat of the round (by ids) keeps the first one
 
         return self._db.write(run)
 

@@ -94,13 +94,7 @@ class BankRegistry:
         """Add (or refresh) a bank's key and address. A non-empty ``active`` lists every key id the
         bank still answers for; its other keys are dropped (retired at the bank)."""
         check_id("bank id", bank_id)
-        if len(address) > MAX_ADDRESS_CHARS or not all(
-            re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", part) for part in address.split(",")
-        ):
-            raise InvalidInputError(
-                f"bank address {address[:80]!r} must look like host:port, or a comma-separated list of "
-                "the bank's replicas"
-            )
+        address = _bank_address(address)
         if len(active) > MAX_ACTIVE_KEYS:
             raise InvalidInputError(f"a bank may list at most {MAX_ACTIVE_KEYS} active keys")
         for kid in active:
@@ -295,3 +289,21 @@ class ModelStore:
     def version(self, name: str, version: str | int | None = None) -> str:
         """The audit label of a version: its number and content digest (SHA-256 of canonical JSON)."""
         return self.resolve(name, version).label
+
+
+_HOST_PORT = re.compile(r"^(dns:///)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+def _bank_address(address: str) -> str:
+    """A bank's address as registered: ``host:port``, ``dns:///name:port``, or a comma-separated
+    list of ``host:port`` (the bank's replicas, which the bureau uses pick-first in that order)."""
+    parts = [p.strip() for p in address.split(",")]
+    if (
+        len(address) > MAX_ADDRESS_CHARS
+        or not all(_HOST_PORT.match(p) for p in parts)
+        or (len(parts) > 1 and any("/" in p for p in parts))
+    ):
+        raise InvalidInputError(
+            f"bank address {address[:80]!r} must look like host:port, or a comma-separated list of them"
+        )
+    return ",".join(parts)

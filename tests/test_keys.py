@@ -24,7 +24,7 @@ from blindscore.app.cli import main
 from blindscore.app.client import score_one
 from blindscore.bank_node.calls import Run
 from blindscore.bank_node.flow import BankNode
-from blindscore.bank_node.keyring import KEYS_DIR, RING_FILE, BankKey, KeyRing
+from blindscore.bank_node.keyring import KEYS_DIR, LOCK_FILE, RING_FILE, BankKey, KeyRing
 from blindscore.bank_node.server import KeyWatcher, register_keys, register_with_bureau
 from blindscore.crypto.dgk import (
     DGK_PUBLIC_FILE,
@@ -371,7 +371,7 @@ def test_migration_from_single_key_layout(
     node = BankNode.open("bank-m", tmp_path)
     assert node.key_id == key_id and [k.key_id for k in node.all_keys()] == [key_id]
     assert node.dgk.public_key == dgk_keypair.public_key
-    assert sorted(p.name for p in keys.iterdir()) == [key_id, RING_FILE]
+    assert sorted(p.name for p in keys.iterdir()) == [LOCK_FILE, key_id, RING_FILE]  # .lock: changes
     assert sorted(p.name for p in (keys / key_id).iterdir()) == sorted(
         [SECRET_FILE, PUBLIC_FILE, DGK_SECRET_FILE, DGK_PUBLIC_FILE]
     )
@@ -437,7 +437,8 @@ def test_cli_rotate_key_and_key_id(rotated: Rotated) -> None:
     assert rotated.new_id.startswith("pk-") and rotated.new_id != rotated.old_id
     assert "now the current key" in rotated.stderr and "1 older key(s) kept" in rotated.stderr
     # The old single-key layout was migrated first and kept.
-    assert sorted(p.name for p in keys.iterdir()) == sorted([rotated.old_id, rotated.new_id, RING_FILE])
+    expected = [LOCK_FILE, rotated.old_id, rotated.new_id, RING_FILE]
+    assert sorted(p.name for p in keys.iterdir()) == sorted(expected)
     assert mode(keys / rotated.new_id) == 0o700
     assert all(mode(keys / rotated.new_id / name) == 0o600 for name in SECRET_FILES)
     code, out, err = run_cli(["bank", "key-id", "--data-dir", str(rotated.data_dir)])

@@ -259,12 +259,13 @@ def test_second_bureau_on_the_same_sqlite_database_is_refused(
 
 
 @pytest.mark.postgresql
-def test_bureau_replicas_share_a_postgresql_database_and_other_roles_do_not(
+def test_bureau_and_bank_replicas_share_a_postgresql_database_and_the_platform_does_not(
     request: pytest.FixtureRequest, tmp_path: Path, spawn: Callable[..., Node]
 ) -> None:
-    """Two bureaus on one PostgreSQL database both serve (replicas: bureau/claims.py); a second
-    bank on one database is still refused, and so is a bureau on SQLite in a replica's data
-    directory (it would want the directory alone)."""
+    """Two bureaus, and two banks, on one PostgreSQL database (and each pair on one data
+    directory) all serve (replicas: bureau/claims.py, docs/deployment.md); a second platform on one
+    database is still refused, and so is a bureau or a bank on SQLite in a replica's data directory
+    (it would want the directory alone)."""
     database = with_password(request.getfixturevalue("pg_schema_url"))
     first = spawn("bureau", "serve", "--data-dir", str(tmp_path / "a"), "--database", database)
     first.wait_ready()
@@ -278,13 +279,25 @@ def test_bureau_replicas_share_a_postgresql_database_and_other_roles_do_not(
 
     bank = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank1"), "--database", database)
     bank.wait_ready()
-    bank2 = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank2"), "--database", database)
-    assert bank2.wait_exit() != 0
+    bank2 = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank1"), "--database", database)
+    bank2.wait_ready()
+    assert bank.process.poll() is None and bank2.process.poll() is None
+    assert json.loads(bank.ready.read_text())["key_id"] == json.loads(bank2.ready.read_text())["key_id"]
+    bank_alone = spawn(*SERVE["bank"], "--data-dir", str(tmp_path / "bank1"))
+    assert bank_alone.wait_exit() != 0
+    assert "bank replicas need PostgreSQL" in bank_alone.text()
+
+    platform = spawn(*SERVE["platform"], "--data-dir", str(tmp_path / "p1"), "--database", database)
+    platform.wait_ready()
+    platform2 = spawn(*SERVE["platform"], "--data-dir", str(tmp_path / "p2"), "--database", database)
+    assert platform2.wait_exit() != 0
     assert (
-        "another bank process holds or shares the bank tables of database 'blindscore_test'" in bank2.text()
+        "another platform process holds or shares the platform tables of database 'blindscore_test'"
+        in platform2.text()
     )
-    assert SECRET not in bank2.text() and "postgres:***@" in bank2.text()
-    assert bank.stop() == 0 and first.stop() == 0 and second.stop() == 0
+    assert SECRET not in platform2.text() and "postgres:***@" in platform2.text()
+    for node in (platform, bank2, bank, first, second):
+        assert node.stop() == 0
 
 
 # ---------------------------------------------------------------------------- file modes

@@ -313,10 +313,19 @@ class LocalNetwork:
         node = self._spawn(role, old.args, listen=old.address)
         self._wait(node)
 
-    def add_node(self, name: str, args: list[str], *, env: Mapping[str, str] | None = None) -> NodeProcess:
+    def add_node(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
+    ) -> NodeProcess:
         """Start one more node process under ``name`` (e.g. a second bureau replica: "bureau2") with
-        ``args`` (``blindscore`` arguments before the security and listen flags); wait until ready."""
-        node = self._spawn(name, args, env=env)
+        ``args`` (``blindscore`` arguments before the security and listen flags) on ``listen`` (a
+        fixed port when its address must be known first, e.g. in a bank replica's --advertise
+        list); wait until ready."""
+        node = self._spawn(name, args, env=env, listen=listen)
         self._wait(node)
         return node
 

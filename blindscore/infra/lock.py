@@ -11,7 +11,8 @@ when the process ends, however it ends (kill -9 included):
   on a connection of its own for the life of the process.
 
 This module is the one place that decides "one process per store". A role in
-:data:`SHARING_ROLES` (the bureau: its replicas claim rows with leases, bureau/claims.py) shares
+:data:`SHARING_ROLES` (the bureau: its replicas claim rows with leases, bureau/claims.py; the bank:
+its store writes are idempotent per application and its protocol state stays in one replica) shares
 its store when it is on PostgreSQL: its processes take the same locks in *shared* mode (``flock``
 LOCK_SH, ``pg_try_advisory_lock_shared``), so any number of its replicas run together while a
 process that wants the store alone (an older version, or one on SQLite in the same data
@@ -51,9 +52,12 @@ _PG_LOCK_CLASS = zlib.crc32(b"blindscore.serve") - 2**31
 #: a busy lock is tried again for this long before the start is refused.
 PG_LOCK_WAIT_S = 3.0
 
-#: Roles whose processes may share one PostgreSQL store (replicas). The bank and the platform keep
-#: one process per store until their protocol state and outbox take claims too (issue 16).
-SHARING_ROLES: frozenset[str] = frozenset({"bureau"})
+#: Roles whose processes may share one PostgreSQL store (replicas). The bureau's replicas claim
+#: rows with leases (bureau/claims.py); the bank's share its key ring and result store, every
+#: write of which is idempotent per application (bank_node/store.py), while OT sessions and
+#: tickets stay in the replica that issued them (docs/deployment.md). The platform keeps one
+#: process per store until its outbox takes claims too (issue 16).
+SHARING_ROLES: frozenset[str] = frozenset({"bureau", "bank"})
 
 #: Locks this process holds; kept here so that they live as long as the process.
 _HELD: list[StoreLock] = []
