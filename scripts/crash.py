@@ -61,7 +61,7 @@ from typing import Any
 
 import grpc
 
-from blindscore.app.localnet import LocalNetwork
+from blindscore.app.localnet import LocalNetwork, replica_name
 from blindscore.bank_node.store import BandRecord, ResultStore
 from blindscore.bureau.applications import FAILED
 from blindscore.bureau.audit import AuditLog
@@ -95,7 +95,9 @@ SPENT_MARKER = "evaluation round"
 TOLERATE_ALREADY_EXISTS_FOR_SPENT = True
 #: The bank's log line when a repeated delivery carried a band other than the one it kept.
 KEPT_EARLIER = "kept the earlier band"
-PATHS = ("unary", "stream")
+PATHS = ("unary", "stream", "mixed")
+#: Applications per run at most: ids crash-0 ... crash-N-1 over German credit's rows, cycled.
+MAX_APPLICATIONS = 10_000
 NODES = ("bureau", "bank", "platform")
 #: One application keeps being resubmitted this long at most before it counts as an error.
 PER_APPLICATION_TIMEOUT_S = 180.0
@@ -123,6 +125,8 @@ class CrashReport:
     path: str = "unary"
     clients: int = 0
     seed: int | None = None
+    #: Processes per role (a cluster of replicas; one each by default).
+    replicas: dict[str, int] = field(default_factory=dict)
     #: Final answers the clients saw: accepted (delivered), refused with an allowed status, errors.
     accepted: int = 0
     pending_at_acceptance: int = 0
@@ -152,6 +156,8 @@ class CrashReport:
     duplicated: list[str] = field(default_factory=list)
     duplicated_with_different_band: list[str] = field(default_factory=list)
     duplicated_unexplained: list[str] = field(default_factory=list)
+    #: Delivered more than once and scored in a packed batch: never allowed (one evaluation round).
+    duplicated_packed: list[str] = field(default_factory=list)
     protocol_faults: int = 0
     audit_ok: bool = False
     audit_records: int = 0
@@ -170,23 +176,24 @@ class CrashReport:
             and not self.duplicated_with_different_band
             and not self.duplicated_unexplained
             and not (self.path == "stream" and self.duplicated)
+            and not self.duplicated_packed
             and self.protocol_faults == 0
             and self.audit_ok
         )
 
     def format(self) -> str:
-        how = (
-            "ScoreApplications streams (packed batches)"
-            if self.path == "stream"
-            else "unary ScoreApplication calls"
-        )
+        how = {
+            "stream": "ScoreApplications streams (packed batches)",
+            "mixed": "unary calls and streams (half the clients each)",
+        }.get(self.path, "unary ScoreApplication calls")
+        cluster = {r: n for r, n in self.replicas.items() if n > 1}
         kills = ", ".join(
             f"{n} ({k} in flight)" for n, k in zip(self.kills, self.in_flight_at_kill, strict=True)
         )
         refused = sum(self.refused.values())
         lines = [
             f"{self.applications} applications over {how} on {self.database}; {self.clients} clients, "
-            f"seed {self.seed}",
+            f"seed {self.seed}" + (f"; replicas {cluster}" if cluster else ""),
             f"killed (-9) and restarted: {kills or 'none'}",
             f"answers: accepted {self.accepted} ({self.pending_at_acceptance} pending at first answer), "
             f"refused {refused}{' ' + str(self.refused) if self.refused else ''}, "
@@ -211,7 +218,8 @@ class CrashReport:
             f"deliveries: {self.deliveries} {self.deliveries_per_application} (count: applications); "
             f"delivered more than once {_few(self.duplicated)} "
             f"(with a different band {_few(self.duplicated_with_different_band)}, "
-            f"not explained by a bureau or bank kill {_few(self.duplicated_unexplained)}); "
+            f"not explained by a bureau or bank kill {_few(self.duplicated_unexplained)}, "
+            f"packed {_few(self.duplicated_packed)}); "
             f"protocol faults {self.protocol_faults}",
             f"audit chain: {'verified' if self.audit_ok else 'BROKEN'} ({self.audit_records} records)"
             + (f" {self.audit_reason}" if self.audit_reason else ""),
@@ -326,10 +334,17 @@ def run_crash(
     workdir: Path | None = None,
     path: str = "unary",
     window: int = DEFAULT_WINDOW,
+    replicas: Mapping[str, int] | None = None,
 ) -> CrashReport:
-    """One crash run; see the module docstring."""
-    if not 1 <= applications <= 1000:
-        raise InvalidInputError("--applications must be between 1 and 1000 (the German credit rows)")
+    """One crash run; see the module docstring. ``replicas``: processes per role (a cluster on
+    ``database``, PostgreSQL); each kill then hits one replica of the role, drawn from the seed."""
+    replicas = {role: int((replicas or {}).get(role, 1)) for role in NODES}
+    if not 1 <= applications <= MAX_APPLICATIONS:
+        raise InvalidInputError(f"--applications must be between 1 and {MAX_APPLICATIONS}")
+    if any(n > 1 for n in replicas.values()) and not database:
+        raise InvalidInputError(
+            "replicas share their state through PostgreSQL: give --database postgresql://..."
+        )
     if not 1 <= clients <= 32:
         raise InvalidInputError("--clients must be between 1 and 32")
     if path not in PATHS:
@@ -340,7 +355,8 @@ def run_crash(
     if unknown:
         raise InvalidInputError(f"--kill: unknown node(s) {', '.join(unknown)}")
     stream = path == "stream"
-    window = window if stream else 1
+    mixed = path == "mixed"
+    window = window if stream or mixed else 1
     rng = random.Random(seed)
     rows, _ = load_german_credit()
     report = CrashReport(
@@ -349,14 +365,15 @@ def run_crash(
         path=path,
         clients=clients,
         seed=seed,
+        replicas=replicas,
     )
     # Unary: each client has one request in flight, so two per client keeps every client busy at
     # a kill. Stream: a full round per client.
-    margin = clients * window if stream else 2 * clients
+    margin = clients * window if stream or mixed else 2 * clients
     points, limits = _schedule(rng, applications, len(kill_order), margin)
     t_start = time.monotonic()
     with TemporaryDirectory(prefix="blindscore-crash-") as tmp:
-        net = LocalNetwork(workdir or Path(tmp), key_bits=key_bits, database=database)
+        net = LocalNetwork(workdir or Path(tmp), key_bits=key_bits, database=database, replicas=replicas)
         with net:
             key_id, platform_address = net.key_id, net.platform_address  # stable across restarts
             apps = [
@@ -366,7 +383,7 @@ def run_crash(
                     model_id=DEFAULT_MODEL_ID,
                     key_id=key_id,
                     consent_reference="crash-test",
-                    features=rows[i],
+                    features=rows[i % len(rows)],
                     model_version="1",
                 )
                 for i in range(applications)
@@ -374,10 +391,12 @@ def run_crash(
             state = _Run(applications, limits[0] if limits else applications)
             make_submitter = _stream_submitter if stream else _unary_submitter
 
-            def client() -> None:
-                submit, close = make_submitter(platform_address, net.client_security)
+            def client(k: int) -> None:
+                streams = stream or (mixed and k % 2 == 1)
+                maker = _stream_submitter if streams else _unary_submitter
+                submit, close = maker(platform_address, net.client_security)
                 try:
-                    _client_loop(state, apps, submit, window, report)
+                    _client_loop(state, apps, submit, window if streams else 1, report)
                 except Exception as exc:  # its applications stay unanswered and count as errors
                     with state.cond:
                         report.errors[f"client failed: {type(exc).__name__}"] = 1
@@ -407,10 +426,11 @@ def run_crash(
                             # A delivery this kill cuts short may be made again: these may show up
                             # as delivered twice.
                             state.suspects |= state.outstanding | state.pending
-                    net.kill(role)
-                    report.kills.append(role)
+                    name = replica_name(role, rng.randrange(replicas[role]))
+                    net.kill(name)
+                    report.kills.append(name)
                     time.sleep(rng.uniform(*DOWN_TIME_S))
-                    net.restart(role)
+                    net.restart(name)
                     with state.cond:
                         following = limits[k + 1] if k + 1 < len(limits) else applications
                         state.limit = max(state.limit, following)
@@ -431,7 +451,7 @@ def run_crash(
 
             kill_thread = threading.Thread(target=killer, daemon=True)
             kill_thread.start()
-            workers = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+            workers = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
             for w in workers:
                 w.start()
             for w in workers:
@@ -454,16 +474,15 @@ def run_crash(
                 report.protocol_faults = len(store.faults())
             finally:
                 store.close()
-        bank_log = net.workdir / "bank.log"
-        redelivered_other_band = _kept_earlier(
-            bank_log.read_text(errors="replace") if bank_log.exists() else ""
-        )
+        bank_logs = sorted(net.workdir.glob("bank*.log"))  # one per bank replica
+        redelivered_other_band = _kept_earlier("".join(f.read_text(errors="replace") for f in bank_logs))
         batches = BatchStore(database or net.bureau_dir / "applications.sqlite3")
         spent: set[str] = set()  # members of batches the bureau failed for good, as spent
         try:
             report.batches = {k: v for k, v in batches.counts().items() if v}
             batch_ids = {a.application_id: batches.batch_of(net.platform_id, a.application_id) for a in apps}
             report.packed_applications = sum(b is not None for b in batch_ids.values())
+            packed_ids = {a for a, b in batch_ids.items() if b is not None}
             for batch_id in {b for b in batch_ids.values() if b is not None}:
                 stored_batch = batches.get(net.platform_id, batch_id)
                 if (
@@ -481,6 +500,7 @@ def run_crash(
             audit.close()
 
     _judge(report, state.final, records, deliveries, redelivered_other_band, state.suspects, spent)
+    report.duplicated_packed = sorted(set(report.duplicated) & packed_ids)
     report.audit_ok, report.audit_records, report.audit_reason = (
         verified.ok,
         verified.records,
@@ -505,7 +525,7 @@ def _judge(
     the bureau failed for good because their evaluation round was spent."""
     rows, _ = load_german_credit()
     model = default_model()
-    if report.path == "stream" and TOLERATE_ALREADY_EXISTS_FOR_SPENT:
+    if report.path in ("stream", "mixed") and TOLERATE_ALREADY_EXISTS_FOR_SPENT:
         final = dict(final)
         for i, a in final.items():
             if a.kind == "error" and a.code == "ALREADY_EXISTS" and f"crash-{i}" in spent:
@@ -533,8 +553,9 @@ def _judge(
     by_id = {f"crash-{i}": i for i in range(report.applications)}
     for r in records:
         row = by_id.get(r.application_id)
-        if row is not None and r.band_label != model.policy.labels[model.band(rows[row])]:
-            s = model.linear_score(rows[row])
+        features = rows[row % len(rows)] if row is not None else None
+        if features is not None and r.band_label != model.policy.labels[model.band(features)]:
+            s = model.linear_score(features)
             if all(abs(s - c) > model.max_abs_error for c in model.score_cutoffs):
                 report.wrong_band.append(r.application_id)
     report.deliveries = sum(deliveries.values())
@@ -684,11 +705,15 @@ def main(argv: list[str] | None = None) -> int:
         "--path",
         choices=PATHS,
         default="unary",
-        help="unary ScoreApplication calls, or ScoreApplications streams (packed batches)",
+        help="unary ScoreApplication calls, ScoreApplications streams (packed batches), or both "
+        "(mixed: half the clients each)",
     )
     p.add_argument(
         "--window", type=int, default=DEFAULT_WINDOW, help="applications per stream round (--path stream)"
     )
+    p.add_argument("--bureaus", type=int, default=1, help="bureau replicas (more than one: --database)")
+    p.add_argument("--banks", type=int, default=1, help="bank replicas (more than one: --database)")
+    p.add_argument("--platforms", type=int, default=1, help="platform replicas (more than one: --database)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -701,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             key_bits=args.key_bits,
             path=args.path,
             window=args.window,
+            replicas={"bureau": args.bureaus, "bank": args.banks, "platform": args.platforms},
         )
     except InvalidInputError as exc:
         print(f"crash: error: {exc}", file=sys.stderr)

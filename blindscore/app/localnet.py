@@ -45,6 +45,8 @@ class NodeProcess:
     log_file: Path
     info: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
+    #: The --listen it was started with (port 0: any).
+    listen: str = "127.0.0.1:0"
 
     @property
     def address(self) -> str:
@@ -276,7 +278,8 @@ class LocalNetwork:
     def addresses(self, role: str) -> str:
         """The address of ``role``'s node, or the comma-separated list of its replicas."""
         count = self.replicas.get(role, 1)
-        return ",".join(self.nodes[replica_name(role, k)].address for k in range(count))
+        nodes = [self.nodes[replica_name(role, k)] for k in range(count)]
+        return ",".join(n.listen if not n.listen.endswith(":0") else n.address for n in nodes)
 
     @property
     def platform_address(self) -> str:
@@ -310,7 +313,10 @@ class LocalNetwork:
         old = self.nodes[role]
         if old.process.poll() is None:
             raise BlindscoreError(f"the {role} node is still running; kill or stop it first")
-        node = self._spawn(role, old.args, listen=old.address)
+        # Its own port: the one it was given, or the one it bound (the ready file's address may
+        # be an advertised list, for a bank replica).
+        listen = old.listen if not old.listen.endswith(":0") else old.address
+        node = self._spawn(role, old.args, listen=listen)
         self._wait(node)
 
     def add_node(
@@ -356,7 +362,7 @@ class LocalNetwork:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
-        node = NodeProcess(role, proc, ready, log_file, args=list(args))
+        node = NodeProcess(role, proc, ready, log_file, args=list(args), listen=listen)
         self.nodes[role] = node
         return node
 
