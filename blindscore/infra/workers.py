@@ -100,9 +100,8 @@ def run_workers(args: argparse.Namespace, role: str) -> int:
             pids = [p.pid for p in procs]
             log.info("%s: %d workers serving on %s (pids %s)", role, len(procs), args.listen, pids)
             if args.ready_file:
-                write_json(
-                    Path(args.ready_file), {"role": role, "address": ready[0]["address"], "workers": pids}
-                )
+                # The first worker's facts (address, the bank's key id ...) and every worker's pid.
+                write_json(Path(args.ready_file), {**ready[0], "role": role, "workers": pids})
             while not stop.wait(0.5):
                 for k, p in enumerate(procs):
                     if p.poll() is not None and not stop.is_set():
