@@ -51,9 +51,9 @@ _PG_LOCK_CLASS = zlib.crc32(b"blindscore.serve") - 2**31
 #: a busy lock is tried again for this long before the start is refused.
 PG_LOCK_WAIT_S = 3.0
 
-#: Roles whose processes may share one PostgreSQL store (replicas). The bank and the platform keep
-#: one process per store until their protocol state and outbox take claims too (issue 16).
-SHARING_ROLES: frozenset[str] = frozenset({"bureau"})
+#: Roles whose processes may share one PostgreSQL store (replicas): the bureau (bureau/claims.py)
+#: and the platform (its outbox entries are claimed: platform_node/outbox.py).
+SHARING_ROLES: frozenset[str] = frozenset({"bureau", "platform"})
 
 #: Locks this process holds; kept here so that they live as long as the process.
 _HELD: list[StoreLock] = []
