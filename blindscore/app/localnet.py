@@ -64,6 +64,7 @@ class LocalNetwork:
         model_modules: tuple[str, ...] = (),
         band_protocol: str = "circuit",
         bureau_args: tuple[str, ...] = (),
+        platform_args: tuple[str, ...] = (),
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
@@ -71,7 +72,8 @@ class LocalNetwork:
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
         imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
         ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk).
-        ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``)."""
+        ``bureau_args``, ``platform_args``: more ``bureau serve`` / ``platform serve`` flags (e.g.
+        ``--replica-id``, ``--lease-seconds``)."""
         self.workdir = workdir
         self.key_bits = key_bits
         self.bank_id = bank_id
@@ -84,6 +86,7 @@ class LocalNetwork:
         self.model_modules = model_modules
         self.band_protocol = band_protocol
         self.bureau_args = bureau_args
+        self.platform_args = platform_args
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -195,6 +198,7 @@ class LocalNetwork:
             [
                 *("platform", "serve", "--bureau", bureau.address, "--platform-id", self.platform_id),
                 *("--data-dir", str(self.platform_dir), *self._database_flags()),
+                *self.platform_args,
             ],
         )
         self._wait(bank)
