@@ -212,11 +212,18 @@ def plugins_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
 
 
+def _name(code: object) -> str:
+    """A receipt's error code (a status number in a stream's receipts) as its status name."""
+    if isinstance(code, int):
+        return next(s.name for s in grpc.StatusCode if s.value[0] == code)
+    return str(code)
+
+
 def _unary(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
     for app in apps:
         try:
             receipt = stub.ScoreApplication(serde.application_to_proto(app), timeout=60)
-            answers[app.application_id] = "accepted" if receipt.accepted else receipt.error_code
+            answers[app.application_id] = "accepted" if receipt.accepted else _name(receipt.error_code)
         except grpc.RpcError as exc:
             answers[app.application_id] = exc.code().name
 
@@ -224,7 +231,7 @@ def _unary(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
 def _stream(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
     requests = [serde.application_to_proto(a) for a in apps]
     for receipt in stub.ScoreApplications(iter(requests), timeout=60):
-        answers[receipt.application_id] = "accepted" if receipt.accepted else receipt.error_code
+        answers[receipt.application_id] = "accepted" if receipt.accepted else _name(receipt.error_code)
 
 
 def _in_threads(*jobs: tuple[Any, ...]) -> None:
@@ -239,6 +246,11 @@ def _in_threads(*jobs: tuple[Any, ...]) -> None:
 def _delivered(c: Cluster, ids: set[str]) -> dict[str, int] | None:
     got = c.deliveries()
     return got if ids <= set(got) and all(got[i] for i in ids) else None
+
+
+def _answered(c: Cluster, ids: set[str]) -> dict[str, tuple[str, str, int, bool]] | None:
+    rows = c.outbox()
+    return rows if all(rows[i][0] == ACKNOWLEDGED for i in ids) else None
 
 
 @pytest.mark.postgresql
@@ -278,11 +290,7 @@ def test_a_killed_platform_replicas_entries_are_resent_once_by_the_survivor(
         c.net.restart("bureau")
         runs = wait_for(lambda: _delivered(c, ids), DEADLINE_S, "every application at the bank")
         assert {i: n for i, n in runs.items() if n != 1} == {}  # exactly once each
-        rows = wait_for(
-            lambda: (r := c.outbox()) if all(r[i][0] == ACKNOWLEDGED for i in ids) else None,
-            DEADLINE_S,
-            "every outbox entry answered",
-        )
+        rows = wait_for(lambda: _answered(c, ids), DEADLINE_S, "every outbox entry answered")
         assert {i: rows[i][1] for i in leaders} == dict.fromkeys(leaders, "a")  # the survivor resent
         assert {f"prep-{i}" for i in range(26, 30)} <= leaders  # b's own entries among them
         assert c.bureau_submissions() == len(leaders)  # each unanswered entry resent once
