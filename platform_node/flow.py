@@ -315,13 +315,20 @@ class PlatformNode:
         try:
             result = self._submit(submission, link)
         except BlindscoreError as exc:
+            self._let_go(fence)
             self._record_failure(submission, exc)
             raise
-        finally:
-            if fence is not None:
-                self._leases.let_go(fence)
+        except BaseException:
+            self._let_go(fence)
+            raise
+        self._let_go(fence)
         self._record(lambda: self.outbox.acknowledged(submission.application_ids, fence=fence))
         return result
+
+    def _let_go(self, fence: OutboxFence | None) -> None:
+        """Stop renewing ``fence`` before its outcome is recorded (the write is fenced anyway)."""
+        if fence is not None:
+            self._leases.let_go(fence)
 
     def _record_failure(self, submission: Submission, exc: BlindscoreError) -> None:
         entry, ids, fence = submission.entry, submission.application_ids, submission.fence

@@ -406,10 +406,11 @@ class Outbox:
 
     def renew(self, fences: Sequence[OutboxFence], lease_s: float, now: float) -> list[OutboxFence]:
         """Extend this replica's leases by ``lease_s`` seconds, in one transaction; returns the
-        fences whose entries were taken over or answered meanwhile."""
+        fences whose entries were taken over, answered or let go meanwhile (a lease let go by
+        ``retry_later`` is never renewed back: a renewal racing it must not hold the entry)."""
         sql = (
             "UPDATE {outbox} SET lease_until = {now} + ?, next_attempt_at = ? "
-            "WHERE application_id = ? AND claim = ? AND state = ?"
+            "WHERE application_id = ? AND claim = ? AND state = ? AND lease_until > 0"
         )
 
         def renew(tx: Tx) -> list[OutboxFence]:

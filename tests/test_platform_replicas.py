@@ -346,7 +346,9 @@ def test_a_replica_whose_claim_was_taken_over_records_nothing(
         c.net.restart("bureau")
         bureau = c.net.nodes["bureau"]
         os.kill(bureau.process.pid, signal.SIGSTOP)
-        c.sql("UPDATE platform_outbox SET lease_until = 0, next_attempt_at = 0 WHERE application_id = 'gate-1'")
+        c.sql(
+            "UPDATE platform_outbox SET lease_until = 0, next_attempt_at = 0 WHERE application_id = 'gate-1'"
+        )
         wait_for(lambda: c.outbox()["gate-1"][1:3] == ("b", 2), DEADLINE_S, "b's claim")
 
         os.kill(c.a.process.pid, signal.SIGCONT)
