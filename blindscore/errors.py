@@ -62,5 +62,6 @@ class PeerError(BlindscoreError):
 
 
 class LeaseLostError(BlindscoreError):
-    """This bureau replica's claim on an application or batch was taken over by another replica
-    (its lease expired): it must stop working on it and write nothing more about it."""
+    """This replica's claim on a row (a bureau's application or batch, a platform's outbox entry) was
+    taken over by another replica (its lease expired): it must stop working on it and write nothing
+    more about it."""

@@ -34,10 +34,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return GrpcBureauLink(fresh), fresh.close
 
-    node = PlatformNode(args.platform_id, GrpcBureauLink(channel), outbox, dial=dial)
+    replica_id = command.replica_id(args)
+    node = PlatformNode(
+        args.platform_id,
+        GrpcBureauLink(channel),
+        outbox,
+        dial=dial,
+        replica_id=replica_id,
+        lease_s=args.lease_seconds,
+    )
     server, port = start_platform_server(node, args.listen, security=serving.security, metrics=metrics)
     address = host_port(args.listen, port)
-    log.info("platform %s listening on %s, bureau at %s", node.platform_id, address, args.bureau)
+    log.info(
+        "platform %s replica %s listening on %s, bureau at %s",
+        node.platform_id,
+        replica_id,
+        address,
+        args.bureau,
+    )
 
     def stop() -> None:
         server.stop(grace=2).wait()
@@ -62,4 +76,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sp.add_argument("--data-dir", default="blindscore-data/platform", help="the outbox and its HMAC secret")
     sp.add_argument("--database", help=command.database_help("platform", "outbox.sqlite3"))
+    command.replica_flags(sp, "platform", "an unanswered outbox entry")
     sp.set_defaults(func=cmd_serve, role="platform")

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from blindscore.crypto.paillier import PublicKey
-from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, PeerError
+from blindscore.errors import BlindscoreError, CryptoError, InvalidInputError, LeaseLostError, PeerError
 from blindscore.infra.db import RetryLoop, RetryPolicy, retryable
+from blindscore.infra.leases import DEFAULT_LEASE_S, LeaseKeeper, check_lease_s
 from blindscore.models.features import FeatureSpec
 from blindscore.platform_node.bureau_link import BureauLink, SubmitResult
-from blindscore.platform_node.outbox import Outbox, OutboxEntry
+from blindscore.platform_node.outbox import Outbox, OutboxEntry, OutboxFence
 from blindscore.protocol import limits, packing
 from blindscore.protocol.application import (
     Application,
@@ -33,10 +34,8 @@ log = logging.getLogger(__name__)
 PLATFORM_POOL_CAPACITY = 16384
 #: Seconds a platform trusts its answer to "which version of model M is the latest?".
 LATEST_TTL_S = 2.0
-#: Seconds the request that stored an outbox entry has it to itself before the resender may send it.
-INLINE_GRACE_S = 120.0
-#: Outbox entries the resender takes per round.
-RESEND_BATCH = 32
+#: Outbox entries the resender claims per round (few, so that replicas share a backlog).
+RESEND_BATCH = 16
 
 #: Opens a fresh link to the bureau for the resender: (link, close).
 Dial = Callable[[], tuple[BureauLink, Callable[[], None]]]
@@ -97,6 +96,9 @@ class Submission:
     batch: bool
     #: Sent before (a resubmission or a resend): another copy may be at the bureau at the same time.
     replay: bool
+    #: The claim this replica sends it under (stored it just now, or its resender claimed it); None
+    #: for a resubmission's replay, which records only the bureau's answer, never a retry.
+    fence: OutboxFence | None = None
 
 
 class _Group(NamedTuple):
@@ -142,11 +144,20 @@ class PlatformNode:
         *,
         retry: RetryPolicy | None = None,
         dial: Dial | None = None,
+        replica_id: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         """Without ``outbox`` resubmissions are recognised only while this process lives. With
         ``dial`` the resender sends over links of its own and redials after a round in which the
-        bureau was unreachable, instead of waiting out gRPC's reconnect backoff on ``bureau``."""
+        bureau was unreachable, instead of waiting out gRPC's reconnect backoff on ``bureau``.
+
+        ``replica_id`` names this process among platform replicas sharing one outbox, and
+        ``lease_s`` is how long its claim on an entry lasts unless renewed (blindscore.infra.leases):
+        the request that stores an entry claims it, the resender claims what is due and not held
+        by a live replica, and a claim is renewed every third of ``lease_s`` while it is sent."""
         self.platform_id = check_id("platform id", platform_id)
+        self.replica_id = replica_id
+        self.lease_s = check_lease_s(lease_s)
         self.bureau = bureau
         self.outbox = outbox if outbox is not None else Outbox.in_memory()
         self.retry = retry or RetryPolicy()
@@ -156,7 +167,11 @@ class PlatformNode:
         self._slot_bits: dict[tuple[str, str], tuple[int, int] | None] = {}
         self._latest: dict[str, tuple[float, str]] = {}
         self._keys: dict[tuple[str, str], PublicKey] = {}
-        self._sending: set[str] = set()
+        self._leases: LeaseKeeper[OutboxFence] = LeaseKeeper(
+            "platform-leases",
+            self.lease_s,
+            lambda fences: self.outbox.renew(fences, self.lease_s, time.time()),
+        )
         self._resender: RetryLoop | None = None
         self._dial = dial
         self._resend_link: tuple[BureauLink, Callable[[], None]] | None = None
@@ -259,52 +274,88 @@ class PlatformNode:
             app.bank_id,
             app.key_id,
             payload,
-            due_at=time.time() + INLINE_GRACE_S,
+            due_at=time.time() + self.lease_s,
+            owner=self.replica_id,
+            lease_s=self.lease_s,
         )
         if entry.payload != payload:
             return self._stored(entry)
-        return Submission(entry, payload, (app.application_id,), version, batch=False, replay=False)
+        ids = (app.application_id,)
+        return Submission(entry, payload, ids, version, batch=False, replay=False, fence=entry.fence)
 
-    def _stored(self, entry: OutboxEntry) -> Submission:
+    def _stored(self, entry: OutboxEntry, fence: OutboxFence | None = None) -> Submission:
         """What an outbox entry sends: its own payload, or the whole packed batch it was stored in.
-        Only the message's header is read; its ciphertexts go out as they were stored."""
+        Only the message's header is read; its ciphertexts go out as they were stored. ``fence``:
+        the claim the resender holds on it (None: a resubmission's replay)."""
         batch_payload = self.outbox.batch_payload(entry)
         if batch_payload is None:
             version = pb.EncryptedApplication.FromString(entry.payload).model_version
-            return Submission(
-                entry, entry.payload, (entry.application_id,), version, batch=False, replay=True
-            )
+            ids: tuple[str, ...] = (entry.application_id,)
+            return Submission(entry, entry.payload, ids, version, batch=False, replay=True, fence=fence)
         batch = pb.EncryptedBatch.FromString(batch_payload)
         ids = tuple(m.application_id for m in batch.members)
-        return Submission(entry, batch_payload, ids, batch.model_version, batch=True, replay=True)
+        return Submission(
+            entry, batch_payload, ids, batch.model_version, batch=True, replay=True, fence=fence
+        )
 
     def _send(self, submission: Submission, link: BureauLink | None = None) -> SubmitResult:
         """Send a stored payload as it is; record the bureau's answer for every application it
-        speaks for (a batch the bureau already has is answered with its stored outcome)."""
+        speaks for (a batch the bureau already has is answered with its stored outcome).
+
+        A claimed submission's lease is renewed while it is out, and its outcome is recorded only
+        under its claim: if another replica took the entry over meanwhile (this one was paused
+        longer than the lease), nothing is recorded here ("lost the lease" in the log) and the
+        bureau's answer, which that replica gets too, still goes back to the caller. A replay
+        without a claim records the bureau's answer but never a retry: the entry's holder, or a
+        resender, sends it again."""
         link = link or self.bureau
-        entry, ids = submission.entry, submission.application_ids
-        with self._lock:
-            self._sending.update(ids)
+        fence = submission.fence
+        if fence is not None:
+            self._leases.hold(fence)
         try:
             result = self._submit(submission, link)
         except BlindscoreError as exc:
-            if retryable(exc):
-                attempts = entry.attempts + 1
-                delay = self.retry.delay(attempts)
-                self.outbox.retry_later(ids, attempts, time.time() + delay, str(exc))
-                log.warning(
-                    "bureau did not answer for %s (%s); resending in %.1f s", entry.application_id, exc, delay
-                )
-                if self._resender is not None:
-                    self._resender.wake()
-            else:
-                self.outbox.refused(ids, str(exc))
+            self._let_go(fence)
+            self._record_failure(submission, exc)
             raise
-        finally:
-            with self._lock:
-                self._sending.difference_update(ids)
-        self.outbox.acknowledged(ids)
+        except BaseException:
+            self._let_go(fence)
+            raise
+        self._let_go(fence)
+        self._record(lambda: self.outbox.acknowledged(submission.application_ids, fence=fence))
         return result
+
+    def _let_go(self, fence: OutboxFence | None) -> None:
+        """Stop renewing ``fence`` before its outcome is recorded (the write is fenced anyway)."""
+        if fence is not None:
+            self._leases.let_go(fence)
+
+    def _record_failure(self, submission: Submission, exc: BlindscoreError) -> None:
+        entry, ids, fence = submission.entry, submission.application_ids, submission.fence
+        if not retryable(exc):
+            self._record(lambda: self.outbox.refused(ids, str(exc), fence=fence))
+            return
+        if fence is None:
+            return
+        attempts = entry.attempts + 1
+        delay = self.retry.delay(attempts)
+        if self._record(
+            lambda: self.outbox.retry_later(ids, attempts, time.time() + delay, str(exc), fence=fence)
+        ):
+            log.warning(
+                "bureau did not answer for %s (%s); resending in %.1f s", entry.application_id, exc, delay
+            )
+            if self._resender is not None:
+                self._resender.wake()
+
+    @staticmethod
+    def _record(write: Callable[[], bool]) -> bool:
+        """Record an outcome in the outbox; False (logged) when this replica's claim was lost."""
+        try:
+            return write()
+        except LeaseLostError as exc:
+            log.warning("%s", exc)
+            return False
 
     @staticmethod
     def _submit(submission: Submission, link: BureauLink) -> SubmitResult:
@@ -456,7 +507,9 @@ class PlatformNode:
             group.bank_id,
             group.key_id,
             payload,
-            due_at=time.time() + INLINE_GRACE_S,
+            due_at=time.time() + self.lease_s,
+            owner=self.replica_id,
+            lease_s=self.lease_s,
         )
         if entry is None:
             # Another request stored one of these ids meanwhile: fall back to one by one, which
@@ -464,7 +517,10 @@ class PlatformNode:
             return [self._score_or_error(m.app) for m in members]
         ids = tuple(m.app.application_id for m in members)
         try:
-            result = self._send(Submission(entry, payload, ids, group.version, batch=True, replay=False))
+            submission = Submission(
+                entry, payload, ids, group.version, batch=True, replay=False, fence=entry.fence
+            )
+            result = self._send(submission)
         except PeerError as exc:
             if exc.code != "ALREADY_EXISTS" or len(members) == 1:
                 raise
@@ -479,20 +535,25 @@ class PlatformNode:
     # ------------------------------------------------------------------ resending
     def start_resending(self) -> None:
         """Start the worker that resends every outbox entry the bureau has not answered, those left
-        by an earlier run first, with exponential backoff while the bureau is unreachable."""
+        by an earlier run first, with exponential backoff while the bureau is unreachable. Among
+        replicas sharing the outbox each unanswered entry is resent by one at a time (claims)."""
         if self._resender is not None:
             return
         left = self.outbox.resume_all(time.time())
         if left:
             log.warning("resending %d application(s) the bureau never answered", left)
-        self._resender = RetryLoop("platform-resend", self._resend_due)
+        # Also wake for entries a dead replica leaves behind: they are due when its lease expires.
+        idle = min(30.0, max(0.2, self.lease_s / 2))
+        self._resender = RetryLoop("platform-resend", self._resend_due, idle_s=idle)
         self._resender.start()
 
     def close(self) -> None:
-        """Stop the resender and close the outbox; unanswered entries stay for the next start."""
+        """Stop the resender and close the outbox; unanswered entries stay for the next start (or
+        for another replica once this one's leases expire)."""
         resender, self._resender = self._resender, None
         if resender is not None:
             resender.stop()
+        self._leases.stop()
         self._hang_up()
         self.outbox.close()
 
@@ -502,21 +563,25 @@ class PlatformNode:
             opened[1]()
 
     def _resend_due(self) -> float | None:
+        """One round of the resender: claim the due entries no live replica holds and resend them."""
         unreachable = False
-        covered: set[str] = set()  # every member of a batch is due; the batch goes once a round
-        for entry in self.outbox.due(time.time(), RESEND_BATCH):
+        claimed = self.outbox.claim_due(self.replica_id, self.lease_s, time.time(), RESEND_BATCH)
+        for entry in claimed:  # renewed while they wait for their turn too
+            self._leases.hold(entry.fence)
+        for k, entry in enumerate(claimed):
+            fence = entry.fence
             if self._resender is None:
+                self._leases.let_go(*(e.fence for e in claimed[k:]))
                 return None
-            with self._lock:
-                busy = entry.application_id in self._sending
-            if busy or entry.application_id in covered:
+            if self._leases.is_lost(fence):
+                self._leases.let_go(fence)
                 continue
             try:
-                submission = self._stored(entry)
+                submission = self._stored(entry, fence)
             except BlindscoreError as exc:
+                self._leases.let_go(fence)
                 log.warning("resending %s: %s", entry.application_id, exc)
                 continue
-            covered.update(submission.application_ids)
             if self._resend_link is None and self._dial is not None:
                 self._resend_link = self._dial()
             try:

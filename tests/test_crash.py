@@ -33,8 +33,8 @@ from scripts.crash import (
 )
 
 KILLS = ["bureau", "bank", "platform"]
-#: The CI-sized cluster: the issue's 3 bureaus and 2 banks, and the platform's replicas.
-CLUSTER = {"bureau": 3, "bank": 2, "platform": 1}
+#: The CI-sized cluster: the issue's 3 bureau, 2 bank and 2 platform processes.
+CLUSTER = {"bureau": 3, "bank": 2, "platform": 2}
 CLIENTS = 3
 UNARY_APPLICATIONS = 40
 # Enough for several packed batches in flight at each kill: 3 clients x 21-application rounds.

@@ -83,6 +83,7 @@ class LocalNetwork:
         bureau_args: tuple[str, ...] = (),
         workers: int = 1,
         replicas: Mapping[str, int] | None = None,
+        platform_args: tuple[str, ...] = (),
     ) -> None:
         """``database``: a postgresql:// URL all three nodes keep their state in (each under its own
         table prefix); by default each keeps SQLite files in its data directory. ``share_timings``
@@ -90,7 +91,8 @@ class LocalNetwork:
         times (benchmarks; never across real trust boundaries). ``model_modules``: modules every node
         imports first (``$BLINDSCORE_MODEL_MODULES``), for model types defined outside blindscore.
         ``band_protocol``: the bureau's ``--band-protocol`` (circuit, its default, or dgk).
-        ``bureau_args``: more ``bureau serve`` flags (e.g. ``--replica-id``, ``--lease-seconds``).
+        ``bureau_args``, ``platform_args``: more ``bureau serve`` / ``platform serve`` flags (e.g.
+        ``--replica-id``, ``--lease-seconds``).
         ``workers``: ``serve --workers`` for every role whose processes can share a store
         (:data:`blindscore.infra.lock.SHARING_ROLES`; needs ``database``), each on a fixed free port.
         ``replicas``: how many processes of each role (default one), each its own port; peers
@@ -112,6 +114,7 @@ class LocalNetwork:
         bad = {r: n for r, n in self.replicas.items() if r not in ROLES or not 1 <= n <= 16}
         if bad:
             raise InvalidInputError(f"replicas: expected 1..16 per role of {', '.join(ROLES)}, got {bad}")
+        self.platform_args = platform_args
         self.bureau_id = "bureau-1"
         self.nodes: dict[str, NodeProcess] = {}
 
@@ -245,6 +248,7 @@ class LocalNetwork:
                     [
                         *("platform", "serve", "--bureau", bureaus, "--platform-id", self.platform_id),
                         *("--data-dir", str(self.platform_dir), *self._database_flags()),
+                        *self.platform_args,
                         *replica,
                         *self._worker_flags("platform"),
                     ],

@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from blindscore._files import write_json
 from blindscore.errors import BlindscoreError
+from blindscore.infra.leases import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
 from blindscore.infra.lock import hold_store
 from blindscore.infra.metrics import MetricsServer, NodeMetrics, serve_node_metrics
 from blindscore.infra.transport import INSECURE, TransportSecurity, share_listen_port
@@ -79,6 +81,39 @@ def share_timings_flag(sp: argparse.ArgumentParser, node: str) -> None:
         help=f"send the {node}'s own stage timings to its peers (local benchmarks only: a stage time "
         "can track secrets of the party that measured it; default: timings stay in this node's metrics)",
     )
+
+
+def lease_seconds(text: str) -> float:
+    """argparse type of ``--lease-seconds``: a number of seconds within the lease bounds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not MIN_LEASE_S <= value <= MAX_LEASE_S:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_LEASE_S} and {MAX_LEASE_S:.0f} seconds")
+    return value
+
+
+def replica_flags(sp: argparse.ArgumentParser, node: str, work: str) -> None:
+    """``--replica-id`` and ``--lease-seconds`` of a node whose replicas share one database."""
+    sp.add_argument(
+        "--replica-id",
+        default="",
+        help=f"this process's name among {node} replicas on one PostgreSQL database, recorded with "
+        "each claim (default: host:pid)",
+    )
+    sp.add_argument(
+        "--lease-seconds",
+        type=lease_seconds,
+        default=DEFAULT_LEASE_S,
+        help=f"how long a replica's claim on {work} lasts unless renewed (every third of it); "
+        f"a dead replica's work is taken over after it (default {DEFAULT_LEASE_S:.0f})",
+    )
+
+
+def replica_id(args: argparse.Namespace) -> str:
+    """``--replica-id``, or host:pid."""
+    return str(args.replica_id) or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def database_help(node: str, files: str) -> str:

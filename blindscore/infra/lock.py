@@ -55,9 +55,9 @@ PG_LOCK_WAIT_S = 3.0
 #: Roles whose processes may share one PostgreSQL store (replicas). The bureau's replicas claim
 #: rows with leases (bureau/claims.py); the bank's share its key ring and result store, every
 #: write of which is idempotent per application (bank_node/store.py), while OT sessions and
-#: tickets stay in the replica that issued them (docs/deployment.md). The platform keeps one
-#: process per store until its outbox takes claims too (issue 16).
-SHARING_ROLES: frozenset[str] = frozenset({"bureau", "bank"})
+#: tickets stay in the replica that issued them (docs/deployment.md); the platform's claim their
+#: outbox entries (platform_node/outbox.py).
+SHARING_ROLES: frozenset[str] = frozenset({"bureau", "bank", "platform"})
 
 #: Locks this process holds; kept here so that they live as long as the process.
 _HELD: list[StoreLock] = []
