@@ -19,38 +19,29 @@ from dataclasses import dataclass
 from blindscore.errors import LeaseLostError
 from blindscore.infra.db import Tx
 
-#: Columns the claims add to both work tables (applications, batches); see ``add_claim_columns``.
-CLAIM_COLUMNS = (
-    ("claimed_by", "TEXT NOT NULL DEFAULT ''"),
-    ("lease_until", "{real} NOT NULL DEFAULT 0"),
-    ("claim", "{bigint} NOT NULL DEFAULT 0"),
+# The lease columns, bounds and the database clock are every node's (blindscore/infra/leases.py).
+from blindscore.infra.leases import (
+    CLAIM_COLUMNS,
+    DEFAULT_LEASE_S,
+    MAX_LEASE_S,
+    MIN_LEASE_S,
+    add_claim_columns,
+    db_now,
 )
-#: Seconds a claim lasts unless renewed (``blindscore bureau serve --lease-seconds``).
-DEFAULT_LEASE_S = 30.0
-#: Bounds of --lease-seconds: short leases make a paused replica lose its work sooner but cost
-#: renewals (every third of a lease); a long one delays the takeover of a dead replica's work.
-MIN_LEASE_S = 0.5
-MAX_LEASE_S = 3600.0
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "DEFAULT_LEASE_S",
+    "MAX_LEASE_S",
+    "MIN_LEASE_S",
+    "PENDING",
+    "Fence",
+    "add_claim_columns",
+    "db_now",
+    "lost",
+]
+
 PENDING = "pending"
-
-
-def db_now(tx: Tx) -> float:
-    """The database's clock, in seconds since the epoch: what leases are measured on."""
-    row = tx.one("SELECT {now}")
-    assert row is not None
-    return float(row[0])
-
-
-def add_claim_columns(tx: Tx, table: str) -> None:
-    """Add the claim columns to ``table`` if it lacks them (a store made before replicas)."""
-    if tx.backend == "postgresql":
-        for name, kind in CLAIM_COLUMNS:
-            tx.execute(f"ALTER TABLE {{{table}}} ADD COLUMN IF NOT EXISTS {name} {kind}")
-        return
-    have = {str(r[1]) for r in tx.all(f"PRAGMA table_info({{{table}}})")}
-    for name, kind in CLAIM_COLUMNS:
-        if name not in have:
-            tx.execute(f"ALTER TABLE {{{table}}} ADD COLUMN {name} {kind}")
 
 
 @dataclass(frozen=True)
