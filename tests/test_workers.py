@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -218,3 +219,58 @@ def test_workers_end_with_a_killed_supervisor(supervisor: Supervisor) -> None:
     )
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.postgresql
+def test_stores_set_up_at_once_on_a_fresh_database(pg_url: str) -> None:
+    """N workers of every role open their stores at the same moment on an empty database: the
+    schema (its version table included) is created once, under one advisory lock, never racing in
+    PostgreSQL's catalog ("duplicate key value violates unique constraint pg_type_typname...")."""
+    import uuid
+
+    import psycopg
+
+    from blindscore.bank_node.store import ResultStore
+    from blindscore.bureau.applications import ApplicationStore
+    from blindscore.bureau.audit import AuditLog
+    from blindscore.bureau.batches import BatchStore
+    from blindscore.platform_node.outbox import Outbox
+
+    def outbox(url: str) -> Outbox:
+        return Outbox(url, b"\x07" * 32)
+
+    openers: list[Callable[[str], Any]] = [ResultStore.open, ApplicationStore, BatchStore, AuditLog, outbox]
+    for opener in openers:
+        schema = f"race_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"{pg_url}?options=-csearch_path%3D{schema}"
+        errors = _open_at_once(opener, url, 6)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        assert errors == [], errors
+
+
+def _open_at_once(opener: Callable[[str], Any], url: str, n: int) -> list[Exception]:
+    """Open ``n`` stores on ``url`` from ``n`` threads released together; the errors they raised."""
+    import threading
+
+    start = threading.Barrier(n)
+    errors: list[Exception] = []
+    stores: list[Any] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            stores.append(opener(url))
+        except Exception as exc:  # collected: the caller's assertion names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        store.close()
+    return errors

@@ -269,8 +269,17 @@ class Database:
         """Create ``what``'s tables with ``fn`` in a write transaction; a database that cannot hold
         them (a foreign file, missing privileges) raises PreconditionError naming it. Only at start,
         for the operator: the message may name the (redacted) database."""
+
+        def locked(tx: Tx) -> None:
+            # Processes starting together on an empty database (replicas, workers) would race
+            # through CREATE TABLE IF NOT EXISTS in PostgreSQL's catalog: one at a time per
+            # namespace (create_schema takes the same lock again, which a session may).
+            if self.backend == "postgresql":
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(self.namespace.encode()),))
+            fn(tx)
+
         try:
-            self._write(fn)
+            self._write(locked)
         except sqlite3.DatabaseError as exc:
             raise PreconditionError(f"cannot open {what} in {self.path or self.url}: {exc}") from None
         except UnavailableError:
