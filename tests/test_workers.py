@@ -274,3 +274,40 @@ def _open_at_once(opener: Callable[[str], Any], url: str, n: int) -> list[Except
     for store in stores:
         store.close()
     return errors
+
+
+@pytest.mark.slow
+@pytest.mark.postgresql
+def test_every_node_as_two_workers_scores_unary_and_streamed(tmp_path: Path, pg_schema_url: str) -> None:
+    """Bureau, bank and platform each as `serve --workers 2` on one PostgreSQL (six worker
+    processes): unary calls and a stream are all accepted, with bands equal to the plaintext model's
+    at the bank, each delivered once."""
+    from blindscore.app.bench import BENCH_MODEL_ID, synthetic_model, synthetic_rows
+    from blindscore.app.client import PlatformClient, score_applications
+    from blindscore.app.localnet import LocalNetwork
+    from blindscore.bank_node.store import ResultStore
+    from blindscore.protocol.application import Application
+
+    model = synthetic_model(6)
+    rows = synthetic_rows(6, 30)
+    with LocalNetwork(tmp_path, models={BENCH_MODEL_ID: model}, database=pg_schema_url, workers=2) as net:
+        for role in ("bureau", "bank", "platform"):
+            assert len(net.nodes[role].info["workers"]) == 2, role
+        apps = [
+            Application(f"w-{i}", net.bank_id, BENCH_MODEL_ID, net.key_id, "consent", row)
+            for i, row in enumerate(rows)
+        ]
+        with PlatformClient(net.platform_address, security=net.client_security) as client:
+            unary = [client.score(a) for a in apps[:10]]
+        streamed = score_applications(net.platform_address, apps[10:], security=net.client_security)
+        assert all(o.accepted for o in [*unary, *streamed]), [o.error for o in [*unary, *streamed]]
+        store = ResultStore.open(pg_schema_url)
+        try:
+            wait_for(lambda: len(store.all()) == 30, timeout=60, what="30 bands at the bank")
+            bands = {r.application_id: r.band_label for r in store.all()}
+            deliveries = store.deliveries()
+        finally:
+            store.close()
+    expected = {f"w-{i}": model.policy.labels[model.band(row)] for i, row in enumerate(rows)}
+    assert bands == expected
+    assert set(deliveries.values()) == {1}
