@@ -280,3 +280,53 @@ def test_grids_are_refused_for_models_that_are_not_trees(tmp_path: Path) -> None
     options = ImportOptions(feature_grids=(("age_in_years", "18:1:120"),))
     with pytest.raises(InvalidInputError, match="--feature-grid applies to tree ensembles"):
         read_model(path, options)
+
+
+# --- what the bank sees, with narrow keys -------------------------------------------------------------
+# Narrower values leave the mask as wide as before (kappa bits over the packed values), so the bank's
+# decrypted slots stay uniform. Two applicants of one band: the bank's OT choices (the bits of its
+# masked values) for every node have one distribution; with the mask removed they differ at once.
+
+LEAK_RUNS = 40
+
+
+def _node_choices(keypair: KeyPair, model: TreeEnsemble, ciphertexts: list[object], node: int) -> int:
+    from blindscore.models import families
+    from blindscore.protocol.circuit_band import CircuitBand, open_request
+
+    bureau = CircuitBand(keypair.public_key, model, families.family("trees"), ciphertexts)
+    opened = open_request(keypair, bureau.request)
+    w = model.circuit_shape().value_bits
+    bits = opened.choices[node * w : (node + 1) * w]
+    return sum(bit << i for i, bit in enumerate(bits))
+
+
+def _p_same(keypair: KeyPair, model: TreeEnsemble, rows: list[list[float]]) -> float:
+    from scipy.stats import ks_2samp
+
+    pk = keypair.public_key
+    a, b = ([pk.encrypt(x) for x in model.encode_row(row)] for row in rows)
+    xs = [_node_choices(keypair, model, a, 0) for _ in range(LEAK_RUNS)]
+    ys = [_node_choices(keypair, model, b, 0) for _ in range(LEAK_RUNS)]
+    return float(ks_2samp(xs, ys).pvalue)
+
+
+def test_the_banks_view_of_a_gridded_ensemble_is_the_same_for_two_applicants_of_one_band(
+    paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blindscore.app.bench import hist_trees
+    from blindscore.protocol import slots
+
+    model = hist_trees(trees=2, depth=2, features=4, grid="-4:0.001:4")
+    # two rows in one band whose value at the first node differs (its feature far apart)
+    f0 = model.trees[0].feature[0]
+    low, high = [0.0] * 4, [0.0] * 4
+    low[f0], high[f0] = -3.9, 3.9
+    band = model.band_from_encoded(model.encode_row(low))
+    rows = [low, high] if model.band_from_encoded(model.encode_row(high)) == band else [low, low[:]]
+    if rows[1] == rows[0]:  # this model separates them: take the nearest row of the same band instead
+        rows[1][f0] = -3.8
+    assert model.band_from_encoded(model.encode_row(rows[1])) == band and rows[0] != rows[1]
+    assert _p_same(paillier_keypair, model, rows) > 1e-3, "honest run flagged"
+    monkeypatch.setattr(slots, "_draw_mask", lambda bits: 0)  # the broken bureau: no mask
+    assert _p_same(paillier_keypair, model, rows) < 1e-6, "an unmasked slot went undetected"
