@@ -316,11 +316,13 @@ def test_the_setup_leaves_each_side_with_the_decoded_seeds(library: LibraryRun, 
     assert receiver.receive(sec.nonce, sec.choices, library.ext_reply) == library.received
 
 
-def test_a_second_batch_size_matches(library: LibraryRun) -> None:
-    """Another count (13 + PAD bits per column: a partial last byte) on the same session."""
+@pytest.mark.parametrize("count", [13, 8])
+def test_another_batch_size_matches(library: LibraryRun, count: int) -> None:
+    """Other counts on the same session: 13 + PAD bits per column (a partial last byte) and 8 + PAD
+    (whole bytes: the challenges' last byte is not masked)."""
     sec, setup = SECRETS, library.setup
-    rng = random.Random(11)
-    choices = [rng.getrandbits(1) for _ in range(13)]
+    rng = random.Random(11 * count)
+    choices = [rng.getrandbits(1) for _ in range(count)]
     pad = [rng.getrandbits(1) for _ in range(ref.PAD)]
     pairs = [(rng.getrandbits(128), rng.getrandbits(128)) for _ in choices]
     nonce = rng.randbytes(16)

@@ -1,0 +1,85 @@
+"""The circuit builder at its edges: what mutation testing found untested (docs/testing.md).
+
+Bits' equality, hash and repr, greater_equal's refusal of unequal widths, the AND-gate count
+before pruning, and each refusal's whole text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from blindscore.crypto.circuit import Bits, CircuitBuilder, to_bits
+from blindscore.errors import InvalidInputError
+
+
+def exactly(text: str) -> str:
+    """A ``pytest.raises(match=...)`` pattern for this whole message and nothing else."""
+    return f"^{re.escape(text)}$"
+
+
+def test_bits_equality_hash_and_repr() -> None:
+    assert Bits([2, 3]) == Bits([2, 3])
+    assert Bits([2, 3]) != Bits([2, 4])
+    assert Bits([2, 3]) != (2, 3)
+    assert hash(Bits([2, 3])) == hash((2, 3))
+    assert hash(Bits([2, 3])) != hash(Bits([3, 2]))
+    assert repr(Bits([2, 3])) == "Bits([2, 3])"
+    with pytest.raises(AttributeError, match=exactly("Bits is immutable")):
+        Bits([2]).x = 1
+
+
+def test_greater_equal_refuses_unequal_or_empty_words() -> None:
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(3), builder.garbler_input(4)
+    message = exactly("greater_equal takes two words of one non-zero width")
+    for a, b in ((x, y), (y, x), (Bits(), Bits())):
+        with pytest.raises(InvalidInputError, match=message):
+            builder.greater_equal(a, b)
+
+
+def test_count_and_gates_counts_each_and_gate_once() -> None:
+    builder = CircuitBuilder()
+    (a, b, c), (g,) = builder.evaluator_input(3), builder.garbler_input(1)
+    assert builder.count_and_gates() == 0
+    builder.xor(a, b)
+    builder.not_(c)
+    assert builder.count_and_gates() == 0
+    builder.and_(a, b)
+    builder.and_(b, a)  # the same gate (structural hashing)
+    builder.and_(c, g)
+    assert builder.count_and_gates() == 2
+
+
+def test_refusals_have_their_whole_text() -> None:
+    builder = CircuitBuilder()
+    with pytest.raises(InvalidInputError, match=exactly("width must be >= 0, got -1")):
+        to_bits(1, -1)
+    with pytest.raises(InvalidInputError, match=exactly("width must be at least 1, got 0")):
+        builder.garbler_input(0)
+    with pytest.raises(InvalidInputError, match=exactly("a circuit needs at least one output")):
+        builder.build()
+    x = builder.evaluator_input(4)
+    with pytest.raises(InvalidInputError, match=exactly("unknown wire 10000")):
+        builder.xor(x[0], 10_000)
+    with pytest.raises(InvalidInputError, match=exactly("cannot sign-extend an empty word")):
+        builder.sign_extend(Bits(), 3)
+    with pytest.raises(InvalidInputError, match=exactly("cannot extend a 4-bit word to 2 bits")):
+        builder.zero_extend(x, 2)
+    with pytest.raises(InvalidInputError, match=exactly("operands must have at least one bit")):
+        builder.add(x, Bits())
+    with pytest.raises(InvalidInputError, match=exactly("operands must have at least one bit")):
+        builder.mul(Bits(), x)
+    with pytest.raises(InvalidInputError, match=exactly("mux operands differ in width: 4 and 2")):
+        builder.mux(x[0], x, x[:2])
+    with pytest.raises(InvalidInputError, match=exactly("sum of no values")):
+        builder.sum([], signed=False)
+    builder.output(x)
+    circuit = builder.build()
+    with pytest.raises(InvalidInputError, match=exactly("evaluator input: expected 4 bits, got 3")):
+        circuit.evaluate([], [0, 1, 0])
+    with pytest.raises(InvalidInputError, match=exactly("garbler input: expected 0 bits, got 1")):
+        circuit.evaluate([1], [0, 1, 0, 1])
+    with pytest.raises(InvalidInputError, match=exactly("evaluator input: every bit must be 0 or 1")):
+        circuit.evaluate([], [0, 1, 2, 0])
