@@ -236,10 +236,12 @@ def test_the_bureau_refuses_a_model_that_does_not_match_its_shape_or_family(
 
 
 def test_no_pad_and_no_round_before_a_garbling_and_no_copies(paillier_keypair: KeyPair) -> None:
+    one_cutoff = bureau_for(paillier_keypair, (1, 1), Toy(cutoffs=(21,)))  # K = 1: a 1-bit pad
     bureau = bureau_for(paillier_keypair, (1, 1))
-    for attribute in ("pad", "last_round"):
-        with pytest.raises(InvalidInputError, match=r"^no round has been garbled yet$"):
-            getattr(bureau, attribute)
+    for b in (one_cutoff, bureau):
+        for attribute in ("pad", "last_round"):
+            with pytest.raises(InvalidInputError, match=r"^no round has been garbled yet$"):
+                getattr(b, attribute)
     bureau.garble()
     assert len(bureau.pad) == 1
     with pytest.raises(InvalidInputError, match=r"^no round has been garbled yet$"):
