@@ -135,6 +135,7 @@ def test_the_bank_checks_each_parameter_at_its_edge(paillier_keypair: KeyPair) -
     # Accepted at each edge.
     assert opened(1, 258, 1, 256, 0).values == (0,)
     assert opened(2, 40, 64, 8, 30).values == (0, 0)  # 40 = l + T + 2
+    assert opened(2, 40, 3, 1, 0).values == (0, 0)  # l = 1
     k = packing.slots_per_batch(40, pk.n.bit_length())
     assert len(opened(k, 40, 3, 8, 0).values) == k
     for args, message in (
@@ -228,3 +229,33 @@ def test_the_bureau_refuses_what_it_cannot_pack_with_the_reason(paillier_keypair
     for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
         with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
             attempt(band)
+
+
+def test_the_bureau_keeps_a_batch_within_the_models_message_limit(paillier_keypair: KeyPair) -> None:
+    """A model with many cutoffs and long comparisons gets fewer slots than the key holds."""
+    pk = paillier_keypair.public_key
+    big = Linear(encoded_score_bounds=(0, 1000), encoded_cutoffs=list(range(1, 65)), comparison_bits=256)
+    slot_bits = packing.slot_bits_for(big)
+    assert slot_bits is not None
+    assert packing.max_slots_for(big) == 3 < packing.slots_per_batch(slot_bits, pk.n.bit_length())
+    cts = packing.encrypt_packed(pk, big.spec, slot_bits, [[0, 0]] * 3)
+    assert packing.PackedBand(pk, big, cts, 3, slot_bits).count == 3
+    with raises("a packed batch holds 1..3 applications, got 4"):
+        packing.PackedBand(pk, big, cts, 4, slot_bits)
+
+
+def test_garbler_values_are_each_masks_truncation_plus_each_threshold_mod_2_to_the_l_plus_1(
+    paillier_keypair: KeyPair,
+) -> None:
+    pk = paillier_keypair.public_key
+    slot_bits = packing.slot_bits_for(MODEL)
+    assert slot_bits is not None
+    cts = packing.encrypt_packed(pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(r) for r in ROWS[:8]])
+    band = packing.PackedBand(pk, MODEL, cts, 8, slot_bits)
+    plan = _plan(*MODEL.encoded_score_bounds, MODEL.encoded_cutoffs, MODEL.truncate_bits)
+    modulus = 1 << (plan.bits + 1)
+    expected = [
+        [((r >> plan.truncate_bits) + g) % modulus for g in sorted(plan.thresholds)] for r in band._masks
+    ]
+    assert band.garbler_values() == expected
+    assert {v % 2 for row in expected for v in row} == {0, 1}
