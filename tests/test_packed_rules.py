@@ -81,6 +81,7 @@ def test_slots_per_batch_at_its_limits() -> None:
     assert packing.slots_per_batch(683, 2048) == 2
     assert packing.slots_per_batch(100, 2048, 5) == 5
     assert packing.slots_per_batch(100, 2048, 21) == 20
+    assert packing.slots_per_batch(1, 2048, 100) == 64  # never above MAX_SLOTS, whatever is asked
     for bad in (0, -1):
         with raises(f"slot_bits must be positive, got {bad}"):
             packing.slots_per_batch(bad, 2048)
@@ -170,18 +171,22 @@ def test_the_bank_takes_the_bits_above_the_truncation_and_decoys_at_their_own_sl
         last.append(batch.values[3])
     # The faulted slot's input is uniform over its l + 1 bits: its own 9 bits of the draw.
     assert len(set(last)) > 40 and max(last) >= 256 and max(last) <= low
-    # A plaintext wider than its slots faults every slot; the decoys are independent (no bit shared).
+    # A plaintext wider than its slots faults every slot; the decoys are independent: no bit of one
+    # slot's decoy is tied to a bit of the next one's (as overlapping strides of the draw would be).
     over = packing.PackedMasked(int(pk.encrypt(1 << (4 * w))), 4, w, 3, bits, t)
-    shared = set()
+    draws = []
     for _ in range(60):
         batch = packing.open_packed(paillier_keypair, over)
         assert batch.faulted == (True, True, True, True)
-        shared.add(
-            tuple(
-                ((v >> bits) & 1) == (u & 1) for v, u in zip(batch.values[:-1], batch.values[1:], strict=True)
-            )
-        )
-    assert len(shared) > 1
+        draws.append(batch.values)
+    for a in range(3):
+        for i in range(bits + 1):
+            for j in range(bits + 1):
+                assert len({((v[a] >> i) ^ (v[a + 1] >> j)) & 1 for v in draws}) == 2, (a, i, j)
+    # Without truncation the bank takes the slot's lowest l + 1 bits, bit 0 included.
+    zs = [0b11_0000_0001, 0b1_1111_1111, 0b10_1010_1011]
+    req = packing.PackedMasked(int(pk.encrypt(sum(z << (a * w) for a, z in enumerate(zs)))), 3, w, 3, bits, 0)
+    assert packing.open_packed(paillier_keypair, req).values == (0b1_0000_0001, 0b1_1111_1111, 0b0_1010_1011)
 
 
 def test_choice_bits_are_lsb_first_slot_after_slot() -> None:
