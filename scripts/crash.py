@@ -254,7 +254,10 @@ def _answer_for(code: grpc.StatusCode | None, message: str, *, packed: bool) -> 
 Submit = Callable[[Sequence[Application]], dict[str, _Answer]]
 
 
-def _unary_submitter(address: str, security: Any) -> tuple[Submit, Callable[[], None]]:
+def _unary_submitter(address: str, security: Any, packed: bool = False) -> tuple[Submit, Callable[[], None]]:
+    """Unary calls. ``packed``: the application may have gone in a packed batch (a mixed run: a
+    stream stored it, a unary resubmission asks about it), so the batch's refusal for its spent
+    evaluation round is an allowed answer here too (the judge checks that it was such a batch)."""
     channel = open_channel(address, security=security)
     stub: Any = pb_grpc.PlatformStub(channel)
 
@@ -264,9 +267,9 @@ def _unary_submitter(address: str, security: Any) -> tuple[Submit, Callable[[], 
             try:
                 r = stub.ScoreApplication(serde.application_to_proto(app), timeout=CALL_TIMEOUT_S)
             except grpc.RpcError as exc:
-                out[app.application_id] = _answer_for(exc.code(), exc.details() or "", packed=False)
+                out[app.application_id] = _answer_for(exc.code(), exc.details() or "", packed=packed)
                 continue
-            out[app.application_id] = _receipt_answer(r, packed=False)
+            out[app.application_id] = _receipt_answer(r, packed=packed)
         return out
 
     return submit, channel.close
@@ -389,11 +392,11 @@ def run_crash(
                 for i in range(applications)
             ]
             state = _Run(applications, limits[0] if limits else applications)
-            make_submitter = _stream_submitter if stream else _unary_submitter
+            make_submitter = _stream_submitter if stream else partial(_unary_submitter, packed=mixed)
 
             def client(k: int) -> None:
                 streams = stream or (mixed and k % 2 == 1)
-                maker = _stream_submitter if streams else _unary_submitter
+                maker = _stream_submitter if streams else partial(_unary_submitter, packed=mixed)
                 submit, close = maker(platform_address, net.client_security)
                 try:
                     _client_loop(state, apps, submit, window if streams else 1, report)
@@ -501,6 +504,12 @@ def run_crash(
 
     _judge(report, state.final, records, deliveries, redelivered_other_band, state.suspects, spent)
     report.duplicated_packed = sorted(set(report.duplicated) & packed_ids)
+    if mixed:  # a refusal is allowed only for a member of a batch the bureau failed as spent
+        wrongly = sorted(
+            f"crash-{i}" for i, a in state.final.items() if a.kind == "refused" and f"crash-{i}" not in spent
+        )
+        if wrongly:
+            report.errors["refused outside a spent batch"] = len(wrongly)
     report.audit_ok, report.audit_records, report.audit_reason = (
         verified.ok,
         verified.records,

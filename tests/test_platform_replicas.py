@@ -295,9 +295,14 @@ def test_a_killed_platform_replicas_entries_are_resent_once_by_the_survivor(
         assert {f"prep-{i}" for i in range(26, 30)} <= leaders  # b's own entries among them
         assert c.bureau_submissions() == len(leaders)  # each unanswered entry resent once
 
-        # Resubmissions to the other replica are recognised from the shared outbox.
-        _unary(c.stub(c.a), [c.app(i) for i in range(26, 30)], answers)
-        _stream(c.stub(c.a), [c.app(12)], answers)
+        # Resubmissions to the other replica are recognised from the shared outbox. A client asks
+        # again on UNAVAILABLE (a's channel to the restarted bureau may still be reconnecting).
+        def resubmitted() -> bool:
+            _unary(c.stub(c.a), [c.app(i) for i in range(26, 30)], answers)
+            _stream(c.stub(c.a), [c.app(12)], answers)
+            return "UNAVAILABLE" not in {answers[f"prep-{i}"] for i in (12, 26, 27, 28, 29)}
+
+        wait_for(resubmitted, DEADLINE_S, "the resubmissions answered")
         assert {answers[f"prep-{i}"] for i in (12, 26, 27, 28, 29)} == {"accepted"}
         other = replace(c.app(26), features=c.rows[31])
         refused: dict[str, str] = {}
