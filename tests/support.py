@@ -18,7 +18,7 @@ from blindscore.bureau.flow import BandProtocol, BureauNode
 from blindscore.bureau.server import start_bureau_server
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
-from blindscore.data.german import default_model, load_german_credit
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.infra.certs import init_pki
 from blindscore.infra.db import RetryPolicy
 from blindscore.infra.metrics import NodeMetrics
@@ -27,6 +27,7 @@ from blindscore.models.linear import LinearModel
 from blindscore.platform_node.bureau_link import GrpcBureauLink
 from blindscore.platform_node.flow import PlatformNode
 from blindscore.platform_node.server import start_platform_server
+from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 
 GermanRows = list[dict[str, int | str]]
@@ -191,3 +192,38 @@ class NodesFactory:
 
     def close(self) -> None:
         self._stack.close()
+
+
+# ---------------------------------------------------------------------- replica clusters
+
+
+def pg_rows(database: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` on a PostgreSQL URL (the replica tests read the shared tables directly)."""
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return [] if cursor.description is None else [tuple(r) for r in cursor.fetchall()]
+
+
+def german_application(
+    net: Any, rows: Sequence[Mapping[str, Any]], i: int, prefix: str, consent: str
+) -> Application:
+    """German credit row ``i`` as application ``PREFIX-i`` to ``net``'s bank under the default model."""
+    return Application(
+        application_id=f"{prefix}-{i}",
+        bank_id=net.bank_id,
+        model_id=DEFAULT_MODEL_ID,
+        key_id=net.key_id,
+        consent_reference=consent,
+        features=rows[i],
+        model_version="1",
+    )
+
+
+def status_name(code: object) -> str:
+    """A receipt's error code (the gRPC status number) by name, as an RpcError's is:
+    FAILED_PRECONDITION, not 9."""
+    if isinstance(code, int):
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+    return str(code)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import psycopg
 import pytest
 
 from blindscore.app.localnet import LocalNetwork, NodeProcess
@@ -33,14 +32,14 @@ from blindscore.bank_node.store import BandRecord, PendingRound, ResultStore, Ru
 from blindscore.bureau.registry import BankRegistry
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair
-from blindscore.data.german import DEFAULT_MODEL_ID, default_model
+from blindscore.data.german import default_model
 from blindscore.errors import InvalidInputError
 from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.protocol.application import Application, BandDelivery
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
-from support import german_credit
+from support import german_application, german_credit, pg_rows, status_name
 from waiting import wait_for
 
 T = TypeVar("T")
@@ -233,20 +232,10 @@ class BankReplicas:
         return pb_grpc.PlatformStub(channel)
 
     def app(self, i: int) -> Application:
-        return Application(
-            application_id=f"bank-{i}",
-            bank_id=self.net.bank_id,
-            model_id=DEFAULT_MODEL_ID,
-            key_id=self.net.key_id,
-            consent_reference="bank-replica-test",
-            features=self.rows[i],
-            model_version="1",
-        )
+        return german_application(self.net, self.rows, i, "bank", "bank-replica-test")
 
     def sql(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database, autocommit=True) as conn:
-            cursor = conn.execute(query, params)
-            return [] if cursor.description is None else [tuple(r) for r in cursor.fetchall()]
+        return pg_rows(self.database, query, params)
 
     def deliveries(self) -> dict[str, int]:
         return {str(a): int(d) for a, d in self.sql("SELECT application_id, deliveries FROM bank_runs")}
@@ -325,17 +314,11 @@ def exactly_once(
     return {k: v for k, v in problems.items() if v}
 
 
-def _code_name(code: int) -> str:
-    """A receipt's error code (the gRPC status number) by name, as an RpcError's is:
-    FAILED_PRECONDITION, not 9."""
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
-
-
 def _submit_unary(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
     for app in apps:
         try:
             receipt = stub.ScoreApplication(serde.application_to_proto(app), timeout=60)
-            answers[app.application_id] = "accepted" if receipt.accepted else _code_name(receipt.error_code)
+            answers[app.application_id] = "accepted" if receipt.accepted else status_name(receipt.error_code)
         except grpc.RpcError as exc:
             answers[app.application_id] = exc.code().name
 
@@ -345,7 +328,7 @@ def _submit_stream(stub: Any, apps: list[Application], answers: dict[str, str]) 
     try:
         for receipt in stub.ScoreApplications(iter(requests), timeout=60):
             answers[receipt.application_id] = (
-                "accepted" if receipt.accepted else _code_name(receipt.error_code)
+                "accepted" if receipt.accepted else status_name(receipt.error_code)
             )
     except grpc.RpcError as exc:
         for app in apps:

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 
 from blindscore.app.localnet import LocalNetwork, NodeProcess
-from blindscore.data.german import DEFAULT_MODEL_ID
 from blindscore.errors import LeaseLostError, PreconditionError
 from blindscore.infra.lock import hold_store
 from blindscore.infra.transport import open_channel
@@ -33,7 +31,7 @@ from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
-from support import german_credit
+from support import german_application, german_credit, pg_rows, status_name
 from waiting import wait_for
 
 TESTS = Path(__file__).resolve().parent
@@ -136,20 +134,10 @@ class Cluster:
         return pb_grpc.PlatformStub(channel)
 
     def app(self, i: int, prefix: str = "prep") -> Application:
-        return Application(
-            application_id=f"{prefix}-{i}",
-            bank_id=self.net.bank_id,
-            model_id=DEFAULT_MODEL_ID,
-            key_id=self.net.key_id,
-            consent_reference="platform-replica-test",
-            features=self.rows[i],
-            model_version="1",
-        )
+        return german_application(self.net, self.rows, i, prefix, "platform-replica-test")
 
     def sql(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database, autocommit=True) as conn:
-            cursor = conn.execute(query, params)
-            return [] if cursor.description is None else [tuple(r) for r in cursor.fetchall()]
+        return pg_rows(self.database, query, params)
 
     def outbox(self) -> dict[str, tuple[str, str, int, bool]]:
         """application id -> (state, claimed_by, claim, holds its payload) in the shared outbox."""
@@ -212,18 +200,11 @@ def plugins_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
 
 
-def _name(code: object) -> str:
-    """A receipt's error code (a status number in a stream's receipts) as its status name."""
-    if isinstance(code, int):
-        return next(s.name for s in grpc.StatusCode if s.value[0] == code)
-    return str(code)
-
-
 def _unary(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
     for app in apps:
         try:
             receipt = stub.ScoreApplication(serde.application_to_proto(app), timeout=60)
-            answers[app.application_id] = "accepted" if receipt.accepted else _name(receipt.error_code)
+            answers[app.application_id] = "accepted" if receipt.accepted else status_name(receipt.error_code)
         except grpc.RpcError as exc:
             answers[app.application_id] = exc.code().name
 
@@ -231,7 +212,7 @@ def _unary(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
 def _stream(stub: Any, apps: list[Application], answers: dict[str, str]) -> None:
     requests = [serde.application_to_proto(a) for a in apps]
     for receipt in stub.ScoreApplications(iter(requests), timeout=60):
-        answers[receipt.application_id] = "accepted" if receipt.accepted else _name(receipt.error_code)
+        answers[receipt.application_id] = "accepted" if receipt.accepted else status_name(receipt.error_code)
 
 
 def _in_threads(*jobs: tuple[Any, ...]) -> None:

@@ -16,18 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 
 from blindscore.app.localnet import LocalNetwork, NodeProcess
 from blindscore.bureau.audit import AuditLog
-from blindscore.data.german import DEFAULT_MODEL_ID, default_model
+from blindscore.data.german import default_model
 from blindscore.infra.transport import open_channel
 from blindscore.protocol.application import Application
 from blindscore.v1 import blindscore_pb2_grpc as pb_grpc
 from blindscore.wire import serde
 
-from support import german_credit
+from support import german_application, german_credit, pg_rows
 from waiting import wait_for
 
 pytestmark = pytest.mark.postgresql
@@ -61,20 +60,10 @@ class Replicas:
         return pb_grpc.PlatformStub(channel)
 
     def app(self, i: int) -> Application:
-        return Application(
-            application_id=f"rep-{i}",
-            bank_id=self.net.bank_id,
-            model_id=DEFAULT_MODEL_ID,
-            key_id=self.net.key_id,
-            consent_reference="replica-test",
-            features=self.rows[i],
-            model_version="1",
-        )
+        return german_application(self.net, self.rows, i, "rep", "replica-test")
 
     def sql(self, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database, autocommit=True) as conn:
-            cursor = conn.execute(query, params)
-            return [] if cursor.description is None else [tuple(r) for r in cursor.fetchall()]
+        return pg_rows(self.database, query, params)
 
     def bureau_rows(self) -> dict[str, tuple[str, str, int]]:
         """application id -> (state, claimed_by, claim) in the shared applications table."""
