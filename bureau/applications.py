@@ -216,6 +216,9 @@ class WorkStore(Generic[SubmissionT, RowT]):
     _id_column: str
     _row_type: type[RowT]
     _what: str
+    #: Whether ``delivered`` may commit without waiting for the disk (Database.write's ``sync``):
+    #: only where a lost DELIVERED is repaired by the retry worker with the same outcome.
+    _lazy_delivery: bool = False
 
     def __init__(self, target: Path | str | Database) -> None:
         """Open the store in a SQLite file (a Path), a database URL, or an open bureau Database."""
@@ -385,7 +388,15 @@ class WorkStore(Generic[SubmissionT, RowT]):
 
     # -- pending -> delivered | failed ----------------------------------------------------------
 
-    def _finish(self, key: tuple[str, str], sets: str, params: tuple[object, ...], claim: int | None) -> bool:
+    def _finish(
+        self,
+        key: tuple[str, str],
+        sets: str,
+        params: tuple[object, ...],
+        claim: int | None,
+        *,
+        sync: bool = True,
+    ) -> bool:
         """Apply ``sets`` to a pending row; False if it is not pending. With ``claim`` (the fencing
         token this replica holds), LeaseLostError when another replica's claim replaced it."""
         sql = f"UPDATE {{{self._table}}} SET {sets} WHERE {self._where_key} AND state = ?"
@@ -402,7 +413,7 @@ class WorkStore(Generic[SubmissionT, RowT]):
                     raise lost(Fence(self._table, self._id_column, key[0], key[1], claim))
             return False
 
-        return self._db.write(finish)
+        return self._db.write(finish, sync=sync)
 
     def delivered(self, key: tuple[str, str], receipt: dict[str, Any], *, claim: int | None = None) -> bool:
         """Pending -> delivered; the ciphertexts are dropped, the digest and receipt kept. ``claim``:
@@ -413,6 +424,7 @@ class WorkStore(Generic[SubmissionT, RowT]):
             "error_message = ''",
             (DELIVERED, time.time(), json.dumps(receipt, sort_keys=True)),
             claim,
+            sync=not self._lazy_delivery,
         )
 
     def failed(self, key: tuple[str, str], code: str, message: str, *, claim: int | None = None) -> bool:
@@ -497,6 +509,11 @@ class ApplicationStore(WorkStore[Submission, StoredApplication]):
     _id_column = "application_id"
     _row_type = StoredApplication
     _what = "the application store"
+    # A unary application's band is already the bank's when this is written: its revealed pad or
+    # its [band] ciphertext is in the ledger (synced). If DELIVERED is lost with the machine, the
+    # row is pending again and the retry worker sends the same pad or ciphertext, which the bank
+    # answers as a repeat. (Not a packed batch: its spent round would fail the retry.)
+    _lazy_delivery = True
 
     def _create(self, tx: Tx) -> None:
         create_schema(self._db, tx, _SCHEMA)

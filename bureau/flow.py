@@ -289,9 +289,17 @@ class BureauNode:
         """
         self.record_many([request], outcome, duration_ms)
 
-    def record_many(self, requests: Sequence[Mapping[str, str]], outcome: str, duration_ms: float) -> None:
+    def record_many(
+        self,
+        requests: Sequence[Mapping[str, str]],
+        outcome: str,
+        duration_ms: float,
+        *,
+        sync: bool = True,
+    ) -> None:
         """The audit records of several applications that ended together (a packed batch), in one
-        transaction; ``duration_ms`` each."""
+        transaction; ``duration_ms`` each. ``sync=False`` for a call's outcome records, not
+        ACCEPTED: see AuditLog.append_many."""
         if self.audit is None or not requests:
             return
         entries = []
@@ -319,7 +327,7 @@ class BureauNode:
                     "duration_ms": duration_ms,
                 }
             )
-        self.audit.append_many(entries)
+        self.audit.append_many(entries, sync=sync)
 
     def admit(
         self,

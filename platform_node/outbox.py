@@ -329,7 +329,13 @@ class Outbox:
     # -- outcomes: sent -> acknowledged | refused, or sent again later ------------------------------
 
     def _finish(
-        self, ids: Sequence[str], sets: str, params: tuple[object, ...], fence: OutboxFence | None
+        self,
+        ids: Sequence[str],
+        sets: str,
+        params: tuple[object, ...],
+        fence: OutboxFence | None,
+        *,
+        sync: bool = True,
     ) -> bool:
         """Apply ``sets`` to the entries ``ids`` of one submission (the first holds its payload)
         while they are unanswered; False if they were answered already. With ``fence`` (the claim
@@ -349,7 +355,7 @@ class Outbox:
                 tx.execute(sql, (*params, app_id, SENT))
             return True
 
-        return self._db.write(finish)
+        return self._db.write(finish, sync=sync)
 
     @staticmethod
     def _ids(application_ids: str | Sequence[str]) -> list[str]:
@@ -357,9 +363,14 @@ class Outbox:
 
     def acknowledged(self, application_ids: str | Sequence[str], *, fence: OutboxFence | None = None) -> bool:
         """The bureau has the application(s) (it answered with a receipt). A fact whoever learnt it:
-        without ``fence`` (a resubmission's replay) it is recorded too."""
+        without ``fence`` (a resubmission's replay) it is recorded too.
+
+        Committed without waiting for the disk (Database.write's ``sync``): lost with the machine,
+        the entry is unanswered again and a resender sends its stored payload once more, which the
+        bureau answers with the same receipt."""
         sets = "state = ?, answered_at = ?, last_error = ''"
-        return self._finish(self._ids(application_ids), sets, (ACKNOWLEDGED, time.time()), fence)
+        ids = self._ids(application_ids)
+        return self._finish(ids, sets, (ACKNOWLEDGED, time.time()), fence, sync=False)
 
     def refused(
         self, application_ids: str | Sequence[str], error: str, *, fence: OutboxFence | None = None

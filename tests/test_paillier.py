@@ -233,14 +233,16 @@ def test_randomness_pool_drains_and_refills(paillier_keypair: KeyPair) -> None:
     assert clone == pk and clone._pool is None
 
 
-def test_decrypt_many_matches_decrypt_one_by_one(paillier_keypair: KeyPair) -> None:
-    """The two-thread CRT decryption gives each plaintext in [0, n), including both ends and a
-    value above p (so both halves matter), for lists of every length the code branches on."""
+def test_decrypt_many_matches_phe_one_by_one(paillier_keypair: KeyPair) -> None:
+    """The two-thread CRT decryption (also behind ``decrypt``) gives each plaintext in [0, n), as
+    phe's own decryption does, including both ends and a value above p (so both halves matter),
+    for lists of every length the code branches on."""
     pk, sk = paillier_keypair.public_key, paillier_keypair.secret_key
     n = int(pk.n)
     rng = random.Random(11)
     plain = [0, 1, n - 1, n // 2, *(rng.randrange(n) for _ in range(9))]
     cts = [pk.encrypt(m - n if m > n // 2 else m) for m in plain]  # signed: m - n is m mod n
-    assert sk.decrypt_many(cts) == [sk.decrypt(c) for c in cts] == plain
+    assert sk.decrypt_many(cts) == [sk._sk.raw_decrypt(int(c)) for c in cts] == plain
+    assert [sk.decrypt(c) for c in cts] == plain
     assert sk.decrypt_many(cts[:1]) == plain[:1]
     assert sk.decrypt_many([]) == []

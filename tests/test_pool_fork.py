@@ -407,3 +407,18 @@ def test_negative_control_without_both_guards_the_child_reuses_parent_randomness
     for c1, c2 in zip(parent["paillier_m"], answer["paillier_m"], strict=True):
         ratio = gmpy2.mpz(c1) * gmpy2.invert(c2, ns) % ns
         assert (ratio - 1) % n == 0 and (ratio - 1) // n == (PARENT_M - CHILD_M) % n
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs Linux scheduling policies")
+def test_the_filling_thread_runs_at_idle_priority() -> None:
+    """The filler is SCHED_IDLE (so a core running it still counts as idle when a woken thread is
+    placed: the two-thread decryption needs that); the request thread keeps its own policy."""
+    made: list[int] = []
+    pool = RandomnessPool(lambda: made.append(1) or len(made), 4, name="idle-priority-test")
+    before = os.sched_getscheduler(threading.get_native_id())
+    pool.take()
+    wait_for(lambda: len(pool) >= 4, what="the pool to fill")
+    (filler,) = [t for t in threading.enumerate() if t.name == "idle-priority-test"]
+    assert filler.native_id is not None
+    assert os.sched_getscheduler(filler.native_id) == os.SCHED_IDLE
+    assert os.sched_getscheduler(threading.get_native_id()) == before != os.SCHED_IDLE

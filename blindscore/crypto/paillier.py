@@ -318,18 +318,23 @@ class SecretKey(Unexportable):
         self._sk = _phe.PaillierPrivateKey(_phe.PaillierPublicKey(int(public_key.n)), int(p), int(q))
 
     def decrypt(self, c: Any) -> int:
-        """Decrypt to the plaintext in [0, n)."""
-        return int(self._sk.raw_decrypt(int(c)))
+        """Decrypt to the plaintext in [0, n) (its two CRT halves on two cores: :meth:`decrypt_many`)."""
+        (m,) = self.decrypt_many([c])
+        return m
 
     def decrypt_many(self, ciphertexts: Sequence[Any]) -> list[int]:
         """Decrypt several ciphertexts to plaintexts in [0, n): CRT decryption with the p-halves and
         the q-halves as two lists of exponentiations on two threads (gmpy2's list exponentiation
         releases the GIL, so they run on two cores), then each pair recombined. The secret key
-        never leaves this process. The same results as :meth:`decrypt` one by one."""
+        never leaves this process. The same results as phe's decryption one by one.
+
+        Also for a single ciphertext: a half is one 1024-bit exponentiation modulo a 2048-bit
+        square (1.2 ms on the machine of docs/performance.md), the hand-over to the second thread
+        ~0.1 ms, so one decryption takes 1.3 ms instead of 2.4."""
         sk = self._sk
         cs = [int(c) for c in ciphertexts]
-        if len(cs) < 2:
-            return [self.decrypt(c) for c in cs]
+        if not cs:
+            return []
         with _DECRYPT_LOCK:
             q_half = _decrypt_pool().submit(gmpy2.powmod_base_list, cs, sk.q - 1, sk.qsquare)
             p_half = gmpy2.powmod_base_list(cs, sk.p - 1, sk.psquare)

@@ -127,10 +127,26 @@ class RandomnessPool:
                 self._thread.start()
 
 
+def _lowest_priority() -> None:
+    """Make the calling thread run only on a core nothing else wants (Linux threads have their own
+    scheduling policy and nice value).
+
+    SCHED_IDLE, not only nice 19: the kernel counts a core that runs nothing but SCHED_IDLE
+    threads as idle when it places a woken thread, while a nice-19 thread makes the core look busy.
+    With nice 19 the second thread of a two-thread decryption (SecretKey.decrypt_many) was woken
+    onto its waker's core behind it: one decryption took 2.2 ms at the median instead of 1.3 while
+    another node's pool was filling (docs/performance.md). Nice 19 where SCHED_IDLE is missing.
+    """
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+
+
 def _fill(ref: weakref.ref[RandomnessPool]) -> None:
-    # Linux threads have their own nice value: let other processes' requests go first.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    _lowest_priority()
     while (pool := ref()) is not None:
         if len(pool._values) >= pool.capacity:
             pause = 0.05

@@ -252,13 +252,42 @@ class Database:
         return cached
 
     # ------------------------------------------------------------------ transactions
-    def write(self, fn: Callable[[Tx], T]) -> T:
+    def write(self, fn: Callable[[Tx], T], *, sync: bool = True) -> T:
         """Run ``fn`` in one serialisable write transaction and return what it returned.
 
         A storage fault (disk full, I/O error, a database locked too long, read-only, the server
         gone) raises UnavailableError with a message that names no URL, path or password; the
-        detail goes to this node's log."""
-        return self._guarded(self._write, fn)
+        detail goes to this node's log.
+
+        ``sync=False`` commits without waiting for the disk (SQLite: ``synchronous=NORMAL`` for
+        this transaction; PostgreSQL: ``synchronous_commit`` off, which also skips the wait for a
+        synchronous standby). The transaction is committed, visible to every reader and survives
+        a crash of this process; a crash of the machine or a power cut may lose it, together with
+        every later unsynced commit of this database, never an earlier one, and never one that a
+        later synced commit of this database has flushed (both journals are written in commit
+        order). For writes whose loss a retry repairs with the same outcome, each caller says why.
+        """
+        if sync:
+            return self._guarded(self._write, fn)
+        return self._guarded(self._write_unsynced, fn)
+
+    def _write_unsynced(self, fn: Callable[[Tx], T]) -> T:
+        if self.backend != "sqlite":
+
+            def unsynced(tx: Tx) -> T:
+                tx.execute("SET LOCAL synchronous_commit TO OFF")
+                return fn(tx)
+
+            return self._pg(unsynced, write=True)
+        with self._lock:
+            conn = self._live()
+            # The setting is the connection's, read at COMMIT: set outside the transaction, and
+            # always set back, so no other write of this connection goes unsynced.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._write(fn)
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` outside a write transaction (each statement sees the latest committed state).
