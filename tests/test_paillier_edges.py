@@ -11,6 +11,8 @@ import pickle
 
 import gmpy2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from phe import paillier as phe_paillier
 
 from blindscore.crypto import paillier
@@ -241,3 +243,24 @@ def test_hs_is_the_nth_power_of_minus_a_square(monkeypatch: pytest.MonkeyPatch) 
         h = pow(hs % prime, pow(n, -1, prime - 1), prime)
         assert pow(hs, 1, prime) == pow(h, n, prime)
         assert gmpy2.legendre(h, prime) == -1  # a square's negative: never a square here
+
+
+def test_multi_exp_fixed_vector() -> None:
+    """2^10 * 3^5 * 5^0 * 7^3 * 11^1 mod 1000003 = 840322: one full group of four, one left over,
+    a zero exponent."""
+    terms = [(2, 10), (3, 5), (5, 0), (7, 3), (11, 1)]
+    assert paillier._multi_exp(terms, gmpy2.mpz(1000003)) == 840322
+    assert paillier._multi_exp([], gmpy2.mpz(1000003)) == 1
+    assert paillier._multi_exp([(5, 0), (9, 0)], gmpy2.mpz(1000003)) == 1
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2**128), st.integers(0, 2**40)), max_size=13),
+    st.integers(3, 2**130).filter(lambda m: m % 2 == 1),
+)
+def test_multi_exp_is_the_product_of_powers(terms: list[tuple[int, int]], modulus: int) -> None:
+    """Every group size the grouping can leave (lengths 0 to 13), bases above the modulus too."""
+    expected = 1
+    for base, exponent in terms:
+        expected = expected * pow(base, exponent, modulus) % modulus
+    assert paillier._multi_exp(terms, gmpy2.mpz(modulus)) == expected

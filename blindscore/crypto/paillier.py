@@ -419,17 +419,43 @@ load_keypair = KEY_FILES.load
 load_or_generate_keypair = KEY_FILES.load_or_generate
 
 
+#: Bases per group in :func:`_multi_exp` (see there for why four).
+_GROUP = 4
+
+
 def _multi_exp(terms: Sequence[tuple[Any, int]], modulus: Any) -> Any:
-    """prod c^e mod m for non-negative e, sharing the squarings (Straus, window of one bit)."""
+    """prod c^e mod m for non-negative e: Straus' shared squarings with Shamir's trick on groups of
+    four bases (hand-written: neither phe nor gmpy2 has a multi-exponentiation).
+
+    For each group the products of every subset of two or more of its bases are made first (11
+    multiplications); then each bit of the exponents costs one squaring for all terms and, per
+    group, one multiplication by the subset whose exponents have that bit set (none if empty). For
+    k terms of b-bit exponents that is about b + k/4 (11 + 15b/16) multiplications instead of
+    b + kb/2 one base at a time. Measured on 25 terms of 26 bits (one sign of the online
+    workload's dot product): 1.52 ms one base at a time, 1.39 in pairs, 1.23 in threes, 1.20 in
+    fours.
+    """
     if not terms:
         return gmpy2.mpz(1)
     top = max(e.bit_length() for _, e in terms)
+    groups: list[tuple[list[Any], list[int]]] = []
+    for start in range(0, len(terms), _GROUP):
+        group = terms[start : start + _GROUP]
+        # subsets[i] = product of the bases whose position is a set bit of i (i = 1 .. 2^g - 1).
+        subsets = [gmpy2.mpz(1)]
+        for base, _ in group:
+            subsets += [base, *(x * base % modulus for x in subsets[1:])]
+        digits = [
+            sum(((e >> bit) & 1) << j for j, (_, e) in enumerate(group)) for bit in range(top - 1, -1, -1)
+        ]
+        groups.append((subsets, digits))
     acc = gmpy2.mpz(1)
-    for bit in range(top - 1, -1, -1):
+    for step in range(top):
         acc = acc * acc % modulus
-        for c, e in terms:
-            if (e >> bit) & 1:
-                acc = acc * c % modulus
+        for subsets, digits in groups:
+            d = digits[step]
+            if d:
+                acc = acc * subsets[d] % modulus
     return acc
 
 
