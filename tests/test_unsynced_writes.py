@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from blindscore.app.client import PlatformClient
+from blindscore.bank_node.store import ResultStore, RunLimits
 from blindscore.bureau.applications import ApplicationStore, Submission
 from blindscore.bureau.batches import BatchStore, BatchSubmission
 from blindscore.data.german import load_german_credit
 from blindscore.infra.db import Database, Tx
+from blindscore.protocol.packing import FAULT_SLOT_GUARD
 
 from support import german_application
 
@@ -98,9 +100,10 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     make_nodes: Any, write_log: list[tuple[str, str, str]]
 ) -> None:
     """One unary application through platform, bureau and bank: the bureau's DELIVERED and outcome
-    audit record and the platform's acknowledgement go unsynced; the ACCEPTED record, the stored
-    application, the ledger's revealed pad, the platform's outbox entry and all of the bank's
-    writes are synced, each before the step that depends on it."""
+    audit record, the platform's acknowledgement and the bank's count of a run without a fault go
+    unsynced; the ACCEPTED record, the stored application, the ledger's revealed pad, the
+    platform's outbox entry and the bank's kept round and band are synced, each before the step
+    that depends on it."""
     nodes = make_nodes("unsynced", platform=True)
     rows, _ = load_german_credit()
     net = type("Net", (), {"bank_id": "bank-a", "key_id": nodes.key_id})()
@@ -110,6 +113,7 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     assert outcome.accepted and not outcome.pending
     unsynced = sorted({(ns, fn) for ns, fn, how in write_log if how == UNSYNCED})
     assert unsynced == [
+        ("bank", "ResultStore.begin_runs.<locals>.run"),  # the run counted at round 1, no fault
         ("bureau", "AuditLog._chain.<locals>.chain"),  # the call's outcome record
         ("bureau", "WorkStore._finish.<locals>.finish"),  # DELIVERED
         ("platform", "Outbox._finish.<locals>.finish"),  # ACKNOWLEDGED
@@ -120,8 +124,20 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     assert bureau[:2] == ["AuditLog._chain.<locals>.chain", "WorkStore.accept.<locals>.accept"]
     assert any("reveal_round" in fn for fn in bureau[2:])
     assert [fn for ns, fn in synced if ns == "platform"][:1] == ["Outbox.add.<locals>.add"]
-    assert not [w for w in write_log if w[0] == "bank" and w[2] == UNSYNCED]
-    assert [w for w in write_log if w[0] == "bank"]  # the bank did write (synced)
+    # The bank: the run it counts at round 1 unsynced (no fault), the kept round and the band synced.
+    bank = [(fn.split(".")[1], how) for ns, fn, how in write_log if ns == "bank"]
+    assert bank == [("begin_runs", UNSYNCED), ("put_round", SYNCED), ("complete", SYNCED)]
+
+
+def test_a_run_with_a_fault_is_counted_synced(tmp_path: Path, write_log: list[tuple[str, str, str]]) -> None:
+    """The fault record detects the bureau: a run that carries one is synced at once."""
+    store = ResultStore(tmp_path / "results.sqlite3")
+    try:
+        store.begin_runs("bureau-1", ["a", "b"], ["", ""], RunLimits())
+        store.begin_runs("bureau-1", ["c", "d"], ["", FAULT_SLOT_GUARD], RunLimits())
+        assert [how for _, _, how in write_log] == [UNSYNCED, SYNCED]
+    finally:
+        store.close()
 
 
 def test_a_packed_batchs_delivery_stays_synced(tmp_path: Path, write_log: list[tuple[str, str, str]]) -> None:
