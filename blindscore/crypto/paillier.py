@@ -419,7 +419,7 @@ load_keypair = KEY_FILES.load
 load_or_generate_keypair = KEY_FILES.load_or_generate
 
 
-#: Bases per group in :func:`_multi_exp` (see there for why four).
+#: Bases per group in :func:`_multi_exp` (see there for why four; its digit code is written for four).
 _GROUP = 4
 
 
@@ -445,8 +445,12 @@ def _multi_exp(terms: Sequence[tuple[Any, int]], modulus: Any) -> Any:
         subsets = [gmpy2.mpz(1)]
         for base, _ in group:
             subsets += [base, *(x * base % modulus for x in subsets[1:])]
+        # The subset index of each bit, most significant first (the group padded with zero
+        # exponents; written out for four, as a generator per bit cost ~0.4 ms of the 2.4).
+        e0, e1, e2, e3 = [e for _, e in group] + [0] * (_GROUP - len(group))
         digits = [
-            sum(((e >> bit) & 1) << j for j, (_, e) in enumerate(group)) for bit in range(top - 1, -1, -1)
+            ((e0 >> b) & 1) | (((e1 >> b) & 1) << 1) | (((e2 >> b) & 1) << 2) | (((e3 >> b) & 1) << 3)
+            for b in range(top - 1, -1, -1)
         ]
         groups.append((subsets, digits))
     acc = gmpy2.mpz(1)
