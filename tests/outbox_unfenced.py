@@ -11,8 +11,8 @@ from blindscore.platform_node.outbox import Outbox
 _finish = Outbox._finish
 
 
-def _unfenced_finish(self: Outbox, ids: Any, sets: str, params: Any, fence: Any) -> bool:
-    return _finish(self, ids, sets, params, None)
+def _unfenced_finish(self: Outbox, ids: Any, sets: str, params: Any, fence: Any, **options: Any) -> bool:
+    return _finish(self, ids, sets, params, None, **options)
 
 
 Outbox._finish = _unfenced_finish  # type: ignore[method-assign]

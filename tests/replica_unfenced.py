@@ -10,8 +10,8 @@ from blindscore.bureau import applications, claims
 _finish = applications.WorkStore._finish
 
 
-def _unfenced_finish(self: Any, key: Any, sets: str, params: Any, claim: int | None) -> bool:
-    return _finish(self, key, sets, params, None)
+def _unfenced_finish(self: Any, key: Any, sets: str, params: Any, claim: int | None, **options: Any) -> bool:
+    return _finish(self, key, sets, params, None, **options)
 
 
 claims.Fence.check = lambda self, tx: None  # type: ignore[method-assign]
