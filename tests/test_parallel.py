@@ -119,14 +119,19 @@ def test_a_task_packs_chunks_given_as_indices_into_its_bases() -> None:
     assert got == serial(modulus, 6, [[bases[i] for i in chunk] for chunk in chunks])
 
 
-def test_warm_starts_every_worker_before_the_first_job(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_starts_the_workers_before_the_first_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``warm`` the pool exists and has live worker processes. (From a fork server the
+    executor spawns a worker per submitted job while none is idle, so warm's two short jobs
+    normally start both; one may finish before the second is submitted, hence not ``== 2``.)"""
     monkeypatch.setenv(parallel.WORKERS_ENV, "2")
     monkeypatch.setattr(parallel, "_pool", None)
     parallel.warm()
     pool = parallel._pool
     assert pool is not None
     try:
-        assert len(pool._processes) == 2  # type: ignore[attr-defined]
+        workers = list(pool._processes.values())  # type: ignore[attr-defined]
+        assert 1 <= len(workers) <= 2
+        assert all(p.is_alive() for p in workers)
     finally:
         pool.shutdown()
 
