@@ -1,0 +1,42 @@
+"""DGK key generation (blindscore.crypto.dgk): the structure of generated keys, read from the secret key."""
+
+from __future__ import annotations
+
+import gmpy2
+import pytest
+
+from blindscore.crypto.dgk import DEFAULT_U, DGKKeyPair, generate_dgk_keypair
+
+
+def check_structure(pair: DGKKeyPair, bits: int, t: int) -> None:
+    """Everything the module docstring promises of a key: n = p q of ``bits`` bits, p - 1 = 2 u v_p r_p
+    with the top two bits of p set, t-bit primes v_p != v_q, r_p coprime to u v_p v_q, g of order
+    u v_p mod p and h of order v_p mod p (the same for q)."""
+    pk = pair.public_key
+    secret = pair.secret_key._export()
+    p, q, vp, vq = (gmpy2.mpz(int(secret[k], 16)) for k in ("p", "q", "vp", "vq"))
+    u = pk.u
+    assert u == DEFAULT_U == 65537
+    assert (pk.bits, pk.t) == (bits, t)
+    assert p * q == pk.n and pk.n.bit_length() == bits
+    assert vp != vq
+    for prime, v, size in ((p, vp, bits // 2), (q, vq, bits - bits // 2)):
+        assert gmpy2.is_prime(prime) and gmpy2.is_prime(v)
+        assert v.bit_length() == t
+        assert prime.bit_length() == size and prime >> (size - 2) == 3
+        assert (prime - 1) % (2 * u * v) == 0
+        assert gmpy2.gcd((prime - 1) // (2 * u * v), u * vp * vq) == 1
+        g, h = pk.g % prime, pk.h % prime
+        assert gmpy2.powmod(g, u * v, prime) == 1
+        assert gmpy2.powmod(g, u, prime) != 1 and gmpy2.powmod(g, v, prime) != 1
+        assert gmpy2.powmod(h, v, prime) == 1 and h != 1
+
+
+def test_the_session_key_has_the_documented_structure(dgk_keypair: DGKKeyPair) -> None:
+    check_structure(dgk_keypair, 2048, 224)
+
+
+@pytest.mark.parametrize(("bits", "t"), [(256, 16), (257, 16), (300, 24), (384, 40)])
+def test_small_keys_have_the_documented_structure(bits: int, t: int) -> None:
+    for _ in range(3):
+        check_structure(generate_dgk_keypair(bits, t_bits=t, allow_insecure_for_tests=True), bits, t)
