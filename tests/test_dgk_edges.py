@@ -1,10 +1,13 @@
-"""DGK key generation (blindscore.crypto.dgk): the structure of generated keys, read from the secret key."""
+"""DGK (blindscore.crypto.dgk) at its edges: generated keys' structure, plaintext addition, the fork hook."""
 
 from __future__ import annotations
+
+import threading
 
 import gmpy2
 import pytest
 
+from blindscore.crypto import dgk
 from blindscore.crypto.dgk import DEFAULT_U, DGKKeyPair, generate_dgk_keypair
 
 
@@ -40,3 +43,28 @@ def test_the_session_key_has_the_documented_structure(dgk_keypair: DGKKeyPair) -
 def test_small_keys_have_the_documented_structure(bits: int, t: int) -> None:
     for _ in range(3):
         check_structure(generate_dgk_keypair(bits, t_bits=t, allow_insecure_for_tests=True), bits, t)
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "total"), [(5, 7, 12), (300, -45, 255), (0, 65536, 65536), (2, -3, 65536)]
+)
+def test_adding_a_plaintext_adds_modulo_u(dgk_keypair: DGKKeyPair, m: int, k: int, total: int) -> None:
+    pk, sk = dgk_keypair.public_key, dgk_keypair.secret_key
+    c = pk.add_plain(pk.encrypt(m), k)
+    assert isinstance(c, type(gmpy2.mpz(0))) and 0 < c < pk.n
+    assert sk.decrypt(c) == total
+
+
+def test_the_fork_hook_gives_the_child_a_free_lock_and_no_zero_test_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the at-fork hook does in a child, run here: a lock some other thread held at the fork
+    (no such thread in the child) is replaced, and the zero tests start a pool of their own."""
+    held = threading.Lock()
+    held.acquire()
+    monkeypatch.setattr(dgk, "_LOCK", held)
+    monkeypatch.setattr(dgk, "_ZERO_POOL", object())
+    dgk._after_fork_in_child()
+    assert dgk._ZERO_POOL is None
+    assert dgk._LOCK is not held and dgk._LOCK.acquire(blocking=False)
+    dgk._LOCK.release()
