@@ -9,6 +9,7 @@ import pytest
 
 from blindscore.crypto import dgk
 from blindscore.crypto.dgk import DEFAULT_U, DGKKeyPair, generate_dgk_keypair
+from blindscore.errors import KeySizeError
 
 
 def check_structure(pair: DGKKeyPair, bits: int, t: int) -> None:
@@ -68,3 +69,43 @@ def test_the_fork_hook_gives_the_child_a_free_lock_and_no_zero_test_threads(
     assert dgk._ZERO_POOL is None
     assert dgk._LOCK is not held and dgk._LOCK.acquire(blocking=False)
     dgk._LOCK.release()
+
+
+def test_random_primes_have_the_bits_asked_for_and_both_residues_mod_4() -> None:
+    """v_p and v_q are drawn uniformly from the t-bit primes: each has exactly t bits, and primes
+    1 and 3 mod 4 both come up (a fixed low bit would halve the choice; 64 draws miss one residue
+    with probability 2^-63)."""
+    primes = [dgk._random_prime(24) for _ in range(64)]
+    assert all(gmpy2.is_prime(v) and v.bit_length() == 24 for v in primes)
+    assert {int(v) % 4 for v in primes} == {1, 3}
+
+
+def test_the_dgk_randomness_filler_is_named_for_thread_listings(dgk_keypair: DGKKeyPair) -> None:
+    pool = dgk_keypair.public_key._rand().pool
+    assert pool.name == "dgk-randomness"
+
+
+def test_structured_primes_have_the_documented_form() -> None:
+    """p = 2 u v r + 1 prime, of exactly the bits asked for with the top two set, r coprime to
+    ``avoid``; and r is drawn, not built: r = 0 and r != 0 mod 3 both come up (with u = 65537 and
+    v = 65521, p is prime only for r = 0 or 1 mod 3, about half each; 40 draws miss one with
+    probability about 2^-39)."""
+    u, v, other = 65537, 65521, 65519
+    avoid = u * v * other
+    cofactors = []
+    for _ in range(40):
+        p = dgk._structured_prime(64, u, v, avoid)
+        assert gmpy2.is_prime(p) and p.bit_length() == 64 and p >> 62 == 3
+        assert (p - 1) % (2 * u * v) == 0
+        r = (p - 1) // (2 * u * v)
+        assert gmpy2.gcd(r, avoid) == 1
+        cofactors.append(int(r))
+    assert {r % 3 == 0 for r in cofactors} == {True, False}
+
+
+def test_a_size_without_room_for_the_top_two_bits_is_refused() -> None:
+    """26 bits, u = 65537, v = 313: 2 u v + 1 = 41026163 is prime but below 3 * 2^24, and 2 u v 2 + 1
+    is above 2^26, so no r gives a 26-bit prime with its top two bits set."""
+    with pytest.raises(KeySizeError) as caught:
+        dgk._structured_prime(26, 65537, 313, 65537 * 313)
+    assert str(caught.value) == "no room for a 26-bit DGK prime with these subgroup sizes"
