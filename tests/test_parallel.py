@@ -106,3 +106,48 @@ def test_the_pool_never_forks_the_node_process(monkeypatch: pytest.MonkeyPatch) 
     spawned = parallel._executor()
     assert spawned is not None and spawned._mp_context.get_start_method() == "spawn"  # type: ignore[attr-defined]
     spawned.shutdown()
+
+
+def test_a_task_packs_chunks_given_as_indices_into_its_bases() -> None:
+    """The worker's side, run here: each chunk names its ciphertexts by index into ``bases`` (a
+    base used twice, a chunk of one), and the packed values come back as ints in chunk order."""
+    modulus = (1 << 127) - 1
+    bases = [3, 5, 1 << 100, modulus - 2]
+    chunks = [[0, 1, 0], [2], [3, 3, 1, 2]]
+    got = parallel._pack_task(modulus, 6, bases, chunks)
+    assert all(type(x) is int for x in got)
+    assert got == serial(modulus, 6, [[bases[i] for i in chunk] for chunk in chunks])
+
+
+def test_warm_starts_the_workers_before_the_first_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``warm`` the pool exists and has live worker processes. (From a fork server the
+    executor spawns a worker per submitted job while none is idle, so warm's two short jobs
+    normally start both; one may finish before the second is submitted, hence not ``== 2``.)"""
+    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    monkeypatch.setattr(parallel, "_pool", None)
+    parallel.warm()
+    pool = parallel._pool
+    assert pool is not None
+    try:
+        workers = list(pool._processes.values())  # type: ignore[attr-defined]
+        assert 1 <= len(workers) <= 2
+        assert all(p.is_alive() for p in workers)
+    finally:
+        pool.shutdown()
+
+
+def test_at_exit_the_pool_is_let_go_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_shutdown`` (registered with atexit) does not wait for running jobs, cancels queued ones
+    and forgets the pool, so that a later job would start a new one."""
+    calls: list[dict[str, object]] = []
+
+    class Pool:
+        def shutdown(self, **kwargs: object) -> None:
+            calls.append(kwargs)
+
+    monkeypatch.setattr(parallel, "_pool", Pool())
+    parallel._shutdown()
+    assert calls == [{"wait": False, "cancel_futures": True}]
+    assert parallel._pool is None
+    parallel._shutdown()  # nothing left to shut down
+    assert calls == [{"wait": False, "cancel_futures": True}]
