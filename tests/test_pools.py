@@ -21,15 +21,17 @@ from blindscore.crypto.pools import RandomnessPool, request_scope, waiting_on_pe
 
 
 class Maker:
-    """A pool's ``make``: numbered values, and the thread and CPU priority each was made with."""
+    """A pool's ``make``: numbered values, and the thread, scheduling policy and nice value each
+    was made with."""
 
     def __init__(self) -> None:
         self.count = itertools.count(100)
-        self.seen: list[tuple[str, int]] = []
+        self.seen: list[tuple[str, int, int]] = []
 
     def __call__(self) -> int:
-        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        self.seen.append((threading.current_thread().name, priority))
+        tid = threading.get_native_id()
+        policy = os.sched_getscheduler(tid)
+        self.seen.append((threading.current_thread().name, policy, os.getpriority(os.PRIO_PROCESS, tid)))
         return next(self.count)
 
 
@@ -90,7 +92,7 @@ def test_an_idle_filler_makes_a_value_at_the_lowest_priority_and_goes_on_at_once
     assert pools._inflight == 0
     done = first_round(monkeypatch, new_pool(make))
     assert done.thread.daemon is True  # never keeps the process alive
-    assert make.seen == [("pool-under-test", 19)]
+    assert make.seen == [("pool-under-test", os.SCHED_IDLE, 0)]  # SCHED_IDLE, not only nice 19
     assert done.values == [100]
     assert done.pauses == [0.0]  # no wait between values while nothing else runs
 
@@ -111,7 +113,10 @@ def test_a_filler_waits_while_a_request_is_in_flight(monkeypatch: pytest.MonkeyP
 
 
 class _OsRefusingPriorities:
-    """The os module where setting a thread's priority is refused (a sandbox)."""
+    """The os module where setting a thread's policy or priority is refused (a sandbox)."""
+
+    def sched_setscheduler(self, pid: int, policy: int, param: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
 
     def setpriority(self, which: int, who: int, priority: int) -> None:
         raise PermissionError(1, "Operation not permitted")
@@ -121,12 +126,29 @@ class _OsRefusingPriorities:
 
 
 class _OsWithoutPriorities:
-    """The os module of a platform without thread priorities."""
+    """The os module of a platform without thread policies or priorities."""
 
     def __getattr__(self, name: str) -> Any:
-        if name == "setpriority":
+        if name in ("sched_setscheduler", "SCHED_IDLE", "setpriority"):
             raise AttributeError(name)
         return getattr(os, name)
+
+
+class _OsRefusingIdle:
+    """The os module where SCHED_IDLE is refused but a nice value may be set."""
+
+    def sched_setscheduler(self, pid: int, policy: int, param: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_a_filler_refused_sched_idle_runs_at_nice_19(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pools, "os", _OsRefusingIdle())
+    make = Maker()
+    done = first_round(monkeypatch, new_pool(make))
+    assert make.seen == [("pool-under-test", os.SCHED_OTHER, 19)] and done.values == [100]
 
 
 @pytest.mark.parametrize(
