@@ -332,12 +332,14 @@ class ResultStore:
                 self._record_fault(tx, bureau_id, platform_id, app_id, fault, now)
             self._count_faults(tx, bureau_id, sum(1 for f in faults if f), limits, now)
 
-        # Without a fault, committed without waiting for the disk (Database.write's ``sync``): a
-        # run only goes on in this process (its OT session and ticket key die with it), and the
-        # round or band that ends it is a synced write that flushes this one. Lost with the
-        # machine, a run that could never finish is not counted. A fault is synced at once: its
-        # record is what detects the bureau.
-        self._db.write(run, sync=any(faults))
+        # Committed without waiting for the disk (Database.write's ``sync``): a run only goes on
+        # in this process (its OT session and ticket key die with it), and the round or band
+        # that ends it is a synced write that flushes this one; lost with the machine, a run that
+        # could never finish is not counted. The same with a fault: a fault is found in values
+        # decrypted under this bank's key, and a fsync only for faulted runs would tell the
+        # bureau, by the time round 1 takes, whether its masked values overflowed. Its record is
+        # flushed by this bank's next synced commit (the round's own, when the bureau goes on).
+        self._db.write(run, sync=False)
 
     def complete(self, bureau_id: str, completions: Sequence[Completion], limits: RunLimits) -> Completed:
         """End a run for each application in one transaction: store its band, or record it as

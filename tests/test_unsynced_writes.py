@@ -100,7 +100,7 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     make_nodes: Any, write_log: list[tuple[str, str, str]]
 ) -> None:
     """One unary application through platform, bureau and bank: the bureau's DELIVERED and outcome
-    audit record, the platform's acknowledgement and the bank's count of a run without a fault go
+    audit record, the platform's acknowledgement and the bank's count of a run go
     unsynced; the ACCEPTED record, the stored application, the ledger's revealed pad, the
     platform's outbox entry and the bank's kept round and band are synced, each before the step
     that depends on it."""
@@ -129,13 +129,17 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     assert bank == [("begin_runs", UNSYNCED), ("put_round", SYNCED), ("complete", SYNCED)]
 
 
-def test_a_run_with_a_fault_is_counted_synced(tmp_path: Path, write_log: list[tuple[str, str, str]]) -> None:
-    """The fault record detects the bureau: a run that carries one is synced at once."""
+def test_a_run_is_counted_the_same_way_with_or_without_a_fault(
+    tmp_path: Path, write_log: list[tuple[str, str, str]]
+) -> None:
+    """A fault is found in values the bank decrypted: whether its run is synced (a fsync the bureau
+    could time) must not depend on it. Both runs unsynced; the fault's record is there."""
     store = ResultStore(tmp_path / "results.sqlite3")
     try:
         store.begin_runs("bureau-1", ["a", "b"], ["", ""], RunLimits())
         store.begin_runs("bureau-1", ["c", "d"], ["", FAULT_SLOT_GUARD], RunLimits())
-        assert [how for _, _, how in write_log] == [UNSYNCED, SYNCED]
+        assert [how for _, _, how in write_log] == [UNSYNCED, UNSYNCED]
+        assert [f.application_id for f in store.faults("bureau-1")] == ["d"]
     finally:
         store.close()
 
