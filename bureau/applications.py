@@ -364,12 +364,17 @@ class WorkStore(Generic[SubmissionT, RowT]):
         rows = sorted((self._row(r) for r in self._db.write(claim)), key=lambda r: r.next_attempt_at)
         return rows
 
+    def mine(self, fences: list[Fence]) -> list[Fence]:
+        """Those of ``fences`` that are claims on this store's rows."""
+        return [f for f in fences if f.table == self._table]
+
     def renew(self, fences: list[Fence], lease_s: float, now: float) -> list[Fence]:
         """Extend this replica's leases by ``lease_s`` seconds, in one transaction; returns the
-        fences whose rows were taken over or finished meanwhile (their work must stop)."""
+        fences whose rows were taken over, finished or let go meanwhile (their work must stop; a
+        lease let go by ``retry_later`` or ``release`` is never renewed back by a racing renewal)."""
         sql = (
             f"UPDATE {{{self._table}}} SET lease_until = {{now}} + ?, next_attempt_at = ? "
-            f"WHERE {self._where_key} AND claim = ? AND state = ?"
+            f"WHERE {self._where_key} AND claim = ? AND state = ? AND lease_until > 0"
         )
 
         def renew(tx: Tx) -> list[Fence]:
@@ -385,6 +390,24 @@ class WorkStore(Generic[SubmissionT, RowT]):
             ]
 
         return self._db.write(renew) if fences else []
+
+    def release(self, fences: list[Fence], at: float) -> None:
+        """Let go of claims this replica will not work on (it is stopping): each row still pending
+        under its fence's claim is unclaimed and due at ``at``, so another replica, or this one
+        restarted, takes it at once instead of waiting out the lease. A row claimed again or
+        finished meanwhile is left alone; its claim number stays, so a late write under the
+        released claim is still fenced off once a new claim takes it."""
+        sql = (
+            f"UPDATE {{{self._table}}} SET claimed_by = '', lease_until = 0, next_attempt_at = ? "
+            f"WHERE {self._where_key} AND claim = ? AND state = ?"
+        )
+
+        def release(tx: Tx) -> None:
+            for f in fences:
+                tx.execute(sql, (at, f.platform_id, f.row_id, f.claim, PENDING))
+
+        if fences:
+            self._db.write(release)
 
     # -- pending -> delivered | failed ----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from blindscore.bureau.applications import (
 from blindscore.bureau.audit import ACCEPTED, AuditLog
 from blindscore.bureau.bank_link import BankLink, CircuitRound, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
-from blindscore.bureau.claims import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S, Fence, lost
+from blindscore.bureau.claims import DEFAULT_LEASE_S, Fence, lost
 from blindscore.bureau.ledger import MAX_CIRCUIT_ROUNDS, EvaluationLedger
 from blindscore.bureau.registry import BankRecord, BankRegistry, ModelStore, ModelVersion, parse_version
 from blindscore.crypto.dgk import DGKPublicKey
@@ -38,6 +38,7 @@ from blindscore.errors import (
     UnavailableError,
 )
 from blindscore.infra.db import Database, RetryLoop, RetryPolicy, error_code, retryable
+from blindscore.infra.leases import LeaseKeeper, check_lease_s
 from blindscore.infra.status import status_of
 from blindscore.models import families
 from blindscore.models.contract import AdditiveModel
@@ -190,11 +191,9 @@ class BureauNode:
             raise InvalidInputError(
                 f"band protocol must be one of {list(BAND_PROTOCOLS)}, got {band_protocol!r}"
             )
-        if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
-            raise InvalidInputError(f"lease must be between {MIN_LEASE_S} and {MAX_LEASE_S:.0f} seconds")
         self.band_protocol = band_protocol
         self.replica_id = replica_id
-        self.lease_s = lease_s
+        self.lease_s = check_lease_s(lease_s)
         self.banks = banks
         self.models = models
         self.audit = audit
@@ -211,10 +210,10 @@ class BureauNode:
         self._worker: RetryLoop | None = None
         self._worker_link: LinkFor | None = None
         self._worker_reset: Callable[[], None] | None = None
-        # The claims this replica works on (renewed by the lease keeper) and those it lost.
-        self._leases: dict[Fence, WorkStore[Any, Any]] = {}
-        self._lost: set[Fence] = set()
-        self._keeper: RetryLoop | None = None
+        # The claims this replica works on, renewed until let go, and those it lost.
+        self._leases: LeaseKeeper[Fence] = LeaseKeeper(
+            "bureau-leases", self.lease_s, self._renew_leases, self._release_leases
+        )
 
     @classmethod
     def open(
@@ -270,9 +269,7 @@ class BureauNode:
     def close(self) -> None:
         """Stop the retry worker and close the stores. Pending applications stay stored for the next start."""
         self.stop_delivery()
-        keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.stop()
+        self._leases.stop()
         self.ledger.close()
         self.batches.close()
         self.applications.close()
@@ -550,7 +547,7 @@ class BureauNode:
         store = self._store_of(stored)
         fence = self._fence_of(stored)
         if fence is not None:
-            self._hold(fence, store)
+            self._leases.hold(fence)
         try:
             return self._settle(store, stored, work)
         except LeaseLostError as exc:
@@ -559,7 +556,7 @@ class BureauNode:
             return ScoreReport({}, 0, stored.model_version, pending=True)
         finally:
             if fence is not None:
-                self._let_go(fence)
+                self._leases.let_go(fence)
 
     def _store_of(self, stored: Stored) -> WorkStore[Any, Any]:
         return self.batches if isinstance(stored, StoredBatch) else self.applications
@@ -572,7 +569,7 @@ class BureauNode:
         """Before a delivery that no fenced write precedes: LeaseLostError if the claim is gone."""
         fence = self._fence_of(stored)
         if fence is not None:
-            if fence in self._lost:
+            if self._leases.is_lost(fence):
                 raise lost(fence)
             self.applications.database.write(fence.check)
 
@@ -716,35 +713,15 @@ class BureauNode:
             self._inflight.discard(key)
 
     # ------------------------------------------------------------------ leases
-    def _hold(self, fence: Fence, store: WorkStore[Any, Any]) -> None:
-        """Keep renewing ``fence``'s lease until :meth:`_let_go`; starts the lease keeper."""
-        with self._inflight_lock:
-            self._leases[fence] = store
-            if self._keeper is None:
-                self._keeper = RetryLoop("bureau-leases", self._renew_leases, idle_s=self.lease_s / 3)
-                self._keeper.start()
+    def _renew_leases(self, fences: list[Fence]) -> list[Fence]:
+        """Renew the claims held, each in its store; returns those lost (taken over or finished)."""
+        now, stores = time.time(), (self.applications, self.batches)
+        return [g for s in stores for g in s.renew(s.mine(fences), self.lease_s, now)]
 
-    def _let_go(self, *fences: Fence) -> None:
-        with self._inflight_lock:
-            for fence in fences:
-                self._leases.pop(fence, None)
-                self._lost.discard(fence)
-
-    def _renew_leases(self) -> float:
-        """One round of the lease keeper: renew every claim held; note those lost (taken over)."""
-        with self._inflight_lock:
-            held = list(self._leases.items())
-        for store in {id(s): s for _, s in held}.values():
-            fences = [f for f, s in held if s is store]
-            gone = store.renew(fences, self.lease_s, time.time())
-            if gone:
-                log.warning(
-                    "lost the lease on %d %s(s) (first %s): taken over by another replica",
-                    len(gone), store.kind, gone[0].what,
-                )  # fmt: skip
-                with self._inflight_lock:
-                    self._lost.update(f for f in gone if f in self._leases)
-        return self.lease_s / 3
+    def _release_leases(self, fences: list[Fence]) -> None:
+        now = time.time()
+        for store in (self.applications, self.batches):
+            store.release(store.mine(fences), now)
 
     # ------------------------------------------------------------------ retry worker
     def start_delivery(self, link_for: LinkFor, *, reset: Callable[[], None] | None = None) -> None:
@@ -782,18 +759,18 @@ class BureauNode:
         for store in (self.applications, self.batches):
             claimed = store.claim_due(self.replica_id, self.lease_s, now, RETRY_BATCH)
             for row in claimed:  # renewed while they wait for their turn too
-                self._hold(store.fence(row), store)
+                self._leases.hold(store.fence(row))
             rows += claimed
         unreachable = False
-        for row in rows:
-            if self._worker is None:
-                self._let_go(*(self._store_of(r).fence(r) for r in rows))
+        for i, row in enumerate(rows):
+            if self._worker is None:  # stopping: the rows not yet run go back at once
+                self._leases.hand_back(*(self._store_of(r).fence(r) for r in rows[i:]))
                 return None
             claim, what = (row.kind, *row.key), f"{row.what} of {row.platform_id}"
             if not self._claim(claim):
                 # This process runs it already, under an older claim that will be fenced off: let
                 # the new claim expire and the row be taken again then.
-                self._let_go(self._store_of(row).fence(row))
+                self._leases.let_go(self._store_of(row).fence(row))
                 continue
             try:
                 if self._run(row, link_for).pending:

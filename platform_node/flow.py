@@ -171,6 +171,7 @@ class PlatformNode:
             "platform-leases",
             self.lease_s,
             lambda fences: self.outbox.renew(fences, self.lease_s, time.time()),
+            lambda fences: self.outbox.release(fences, time.time()),
         )
         self._resender: RetryLoop | None = None
         self._dial = dial
@@ -547,12 +548,17 @@ class PlatformNode:
         self._resender = RetryLoop("platform-resend", self._resend_due, idle_s=idle)
         self._resender.start()
 
-    def close(self) -> None:
-        """Stop the resender and close the outbox; unanswered entries stay for the next start (or
-        for another replica once this one's leases expire)."""
+    def stop_resending(self) -> None:
+        """Stop the resender after the entry it is sending; the entries it claimed and did not
+        send yet are handed back at once."""
         resender, self._resender = self._resender, None
         if resender is not None:
             resender.stop()
+
+    def close(self) -> None:
+        """Stop the resender and close the outbox; unanswered entries stay for the next start or
+        another replica (the claims this one still holds are handed back)."""
+        self.stop_resending()
         self._leases.stop()
         self._hang_up()
         self.outbox.close()
@@ -570,8 +576,8 @@ class PlatformNode:
             self._leases.hold(entry.fence)
         for k, entry in enumerate(claimed):
             fence = entry.fence
-            if self._resender is None:
-                self._leases.let_go(*(e.fence for e in claimed[k:]))
+            if self._resender is None:  # stopping: the entries not yet sent go back at once
+                self._leases.hand_back(*(e.fence for e in claimed[k:]))
                 return None
             if self._leases.is_lost(fence):
                 self._leases.let_go(fence)

@@ -436,6 +436,23 @@ class Outbox:
 
         return self._db.write(renew) if fences else []
 
+    def release(self, fences: Sequence[OutboxFence], at: float) -> None:
+        """Let go of claims this replica will not work on (it is stopping): each entry still
+        unanswered under its fence's claim is unclaimed and due at ``at``, so another replica, or
+        this one restarted, resends it at once instead of waiting out the lease. The claim number
+        stays, so a late write under the released claim is fenced off once a new claim takes it."""
+        sql = (
+            "UPDATE {outbox} SET claimed_by = '', lease_until = 0, next_attempt_at = ? "
+            "WHERE application_id = ? AND claim = ? AND state = ?"
+        )
+
+        def release(tx: Tx) -> None:
+            for f in fences:
+                tx.execute(sql, (at, f.application_id, f.claim, SENT))
+
+        if fences:
+            self._db.write(release)
+
     def get(self, application_id: str) -> OutboxEntry | None:
         row = self._db.read(lambda tx: tx.one(_SELECT_ID, (application_id,)))
         return None if row is None else _entry(row)

@@ -685,6 +685,44 @@ def test_bureau_restart_resumes_pending_work_exactly_once(nodes: Nodes) -> None:
     assert nodes.deliveries.count("resume-0") == 1
 
 
+def test_a_stopping_bureau_hands_back_the_rows_it_claimed_and_did_not_run(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry worker claims a round of due rows, then runs them one at a time. Stopped between
+    two, it hands the rest back at once, so a bureau restarted on the same data takes them without
+    waiting out the 30 s lease (the deadline below is shorter)."""
+    nodes.stop_bank()
+    bureau = nodes.stub("bureau")
+    msgs = {f"handback-{i}": encrypted(nodes, 20 + i, f"handback-{i}") for i in range(3)}
+    for msg in msgs.values():
+        assert bureau.SubmitApplication(msg, timeout=30).pending
+    node = nodes.bureau
+    assert node is not None
+    node.stop_delivery()  # all three pending and due, none claimed
+    claims = {a: cast(StoredApplication, nodes.at_bureau(a)).claim for a in msgs}
+    real_run = node._run
+
+    def paused(row: Any, link_for: Any) -> Any:  # the round's first row runs once the stop began
+        wait_for(lambda: node._worker is None, what="the bureau to stop its worker")
+        return real_run(row, link_for)
+
+    monkeypatch.setattr(node, "_run", paused)
+    channels = BankChannels(nodes.creds(BUREAU))
+    node.start_delivery(channels.link, reset=channels.close)
+
+    def claimed_all() -> bool:  # one round claimed the three rows
+        return all(cast(StoredApplication, nodes.at_bureau(a)).claim == n + 1 for a, n in claims.items())
+
+    wait_for(claimed_all, what="the worker to claim the three rows")
+    nodes.stop_bureau()  # the first row runs (the bank is down), the other two are handed back
+    nodes.start_bank()
+    nodes.start_bureau()
+    for i, app_id in enumerate(msgs):
+        record = wait_for(partial(nodes.bank_has, app_id), timeout=15, what=f"{app_id} at the bank")
+        assert record.band == expected_band(20 + i)
+    assert nodes.not_once(list(msgs)) == {}
+
+
 def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -> None:
     platform = nodes.stub("platform")
     # Encrypting needs the model spec and the bank key from the bureau: the platform caches both
@@ -711,6 +749,47 @@ def test_platform_restart_resends_what_the_bureau_never_answered(nodes: Nodes) -
     receipt = nodes.stub("platform").ScoreApplication(request, timeout=30)
     assert receipt.accepted and not receipt.pending
     assert nodes.deliveries.count("lost-1") == 1
+
+
+def test_a_stopping_platform_hands_back_the_entries_it_claimed_and_did_not_send(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resender claims a round of due entries, then sends them one at a time. Stopped between
+    two, it hands the rest back at once, so a platform restarted on the same outbox resends them
+    without waiting out the 30 s lease (the deadline below is shorter)."""
+    platform = nodes.stub("platform")
+    warm = serde.application_to_proto(german(1, "warm-2", nodes.key.key_id, "1"))
+    assert platform.ScoreApplication(warm, timeout=30).accepted  # caches the spec and the bank key
+    nodes.stop_bureau()
+    ids = [f"handback-p{i}" for i in range(3)]
+    for i, app_id in enumerate(ids):
+        request = serde.application_to_proto(german(30 + i, app_id, nodes.key.key_id, "1"))
+        code, _ = rpc_code(partial(platform.ScoreApplication, request, timeout=30))
+        assert code == grpc.StatusCode.UNAVAILABLE
+    node = nodes.platform
+    assert node is not None
+    node.stop_resending()  # all three unanswered, none claimed
+    claims = {a: cast(OutboxEntry, nodes.in_outbox(a)).claim for a in ids}
+    real_send = node._send
+
+    def paused(submission: Any, link: Any = None) -> Any:  # the first entry goes once the stop began
+        wait_for(lambda: node._resender is None, what="the platform to stop its resender")
+        return real_send(submission, link)
+
+    monkeypatch.setattr(node, "_send", paused)
+    node.start_resending()
+
+    def claimed_all() -> bool:  # one round claimed the three entries
+        return all(cast(OutboxEntry, nodes.in_outbox(a)).claim == n + 1 for a, n in claims.items())
+
+    wait_for(claimed_all, what="the resender to claim the three entries")
+    nodes.stop_platform()  # the first is sent (the bureau is down), the other two handed back
+    nodes.start_bureau()
+    nodes.start_platform()
+    for i, app_id in enumerate(ids):
+        record = wait_for(partial(nodes.bank_has, app_id), timeout=15, what=f"{app_id} at the bank")
+        assert record.band == expected_band(30 + i)
+    assert nodes.not_once(ids) == {}
 
 
 # ---------------------------------------------------------------- packed batches

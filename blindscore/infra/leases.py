@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from blindscore.errors import InvalidInputError
+from blindscore.errors import BlindscoreError, InvalidInputError
 from blindscore.infra.db import RetryLoop, Tx
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,21 @@ class LeaseKeeper(Generic[F]):
     """Renews the claims this process holds every third of a lease, and remembers those it lost.
 
     ``renew`` extends the leases of the fences it is given in one transaction and returns those
-    whose rows were taken over (or finished) meanwhile. The keeper's thread starts on the first
-    :meth:`hold`.
+    whose rows were taken over (or finished) meanwhile. ``release`` gives rows back to every
+    replica at once (:meth:`hand_back`). The keeper's thread starts on the first :meth:`hold`.
     """
 
-    def __init__(self, name: str, lease_s: float, renew: Callable[[list[F]], list[F]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        lease_s: float,
+        renew: Callable[[list[F]], list[F]],
+        release: Callable[[list[F]], None],
+    ) -> None:
         self.name = name
         self.lease_s = check_lease_s(lease_s)
         self._renew = renew
+        self._release = release
         self._lock = threading.Lock()
         self._held: set[F] = set()
         self._lost: set[F] = set()
@@ -94,6 +101,20 @@ class LeaseKeeper(Generic[F]):
                 self._held.discard(fence)
                 self._lost.discard(fence)
 
+    def hand_back(self, *fences: F) -> None:
+        """Let go of claims this process will not work on (it is stopping) and release their rows,
+        so another replica, or this one restarted, takes them at once instead of waiting out the
+        lease. If the database cannot be reached, the leases simply expire."""
+        self.let_go(*fences)
+        if not fences:
+            return
+        try:
+            self._release(list(fences))
+        except BlindscoreError as exc:
+            log.warning(
+                "%s: could not hand back %d row(s): %s; their leases expire", self.name, len(fences), exc
+            )
+
     def is_lost(self, fence: F) -> bool:
         """Whether a renewal found ``fence``'s row taken over (or finished) by someone else."""
         with self._lock:
@@ -104,10 +125,14 @@ class LeaseKeeper(Generic[F]):
             return list(self._held)
 
     def stop(self) -> None:
+        """Stop renewing, and hand back every claim still held (the process is going away)."""
         with self._lock:
             loop, self._loop, self._stopped = self._loop, None, True
         if loop is not None:
             loop.stop()
+        with self._lock:
+            held = list(self._held - self._lost)
+        self.hand_back(*held)
 
     def _round(self) -> float:
         with self._lock:
