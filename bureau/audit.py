@@ -111,6 +111,11 @@ _TABLE = """
     )
     """
 
+#: Where the bureau keeps its applications (and, since 2026-12, its audit trail) in SQLite.
+APPLICATIONS_FILE = "applications.sqlite3"
+#: The audit trail's own SQLite file, as versions before 2026-12 made it: used where it exists.
+LEGACY_FILE = "audit.sqlite3"
+
 _SCHEMA = (
     _TABLE.replace("<table>", "audit").replace("<int>", "INTEGER"),
     # Defence in depth against accidents through SQL; someone with the file can drop these, which is
@@ -287,8 +292,8 @@ class AuditLog:
     any number of bureaus on one PostgreSQL database)."""
 
     def __init__(self, target: Path | str | Database) -> None:
-        """Open the trail in a SQLite file (a Path), a database URL, or an open bureau Database
-        (which then stays the caller's to close)."""
+        """Open the trail in a SQLite file of its own (a Path), a database URL, or an open bureau
+        Database it shares with the bureau's other stores (which then stays the caller's to close)."""
         self._owns = not isinstance(target, Database)
         db = Database.open(target, "bureau") if not isinstance(target, Database) else target
         self._db = db
@@ -299,12 +304,46 @@ class AuditLog:
             self._close_db()
             raise
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> AuditLog:
+        """The trail of a bureau that keeps its state in SQLite files under ``data_dir`` (for tools:
+        the node opens it with its applications store, ``BureauNode.open``): its own
+        ``audit.sqlite3`` where an earlier version made one, else the applications file.
+        PreconditionError when there is neither."""
+        own = data_dir / LEGACY_FILE
+        if own.exists():
+            return cls(own)
+        shared = data_dir / APPLICATIONS_FILE
+        if not shared.exists():
+            raise PreconditionError(
+                f"no audit trail in {data_dir} (no {APPLICATIONS_FILE} or {LEGACY_FILE}): is it the "
+                "bureau's data directory?"
+            )
+        db = Database.open(shared, "bureau")
+        try:
+            trail = cls(db)
+        except BaseException:
+            db.close()
+            raise
+        trail._owns = True
+        return trail
+
     def _create(self, tx: Tx) -> None:
         if tx.backend == "postgresql":
             create_schema(self._db, tx, _PG_SCHEMA)
             tx.check_version("bureau.audit", FORMAT_VERSION)
             return
-        # SQLite keeps the version in the file header, as audit files always have.
+        if not self._owns:
+            # A file shared with the applications store: the version where the other stores keep theirs.
+            tx.check_version("bureau.audit", FORMAT_VERSION)
+            for statement in _SCHEMA:
+                tx.execute(statement)
+            return
+        # A file of its own keeps the version in the file header, as audit files always have.
         version = tx.one("PRAGMA user_version")[0]  # type: ignore[index]
         if version not in (0, FORMAT_VERSION):
             raise PreconditionError(

@@ -14,6 +14,7 @@ from blindscore.bureau.audit import AuditLog
 from blindscore.bureau.claims import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
 from blindscore.bureau.flow import BAND_PROTOCOLS, BureauNode
 from blindscore.bureau.server import start_bureau_server
+from blindscore.errors import PreconditionError
 from blindscore.infra import command
 from blindscore.infra.transport import host_port
 from blindscore.infra.workers import run_workers
@@ -55,10 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _audit_log(data_dir: str, database: str | None = None) -> AuditLog:
     if database:
         return AuditLog(database)
-    path = Path(data_dir) / "audit.sqlite3"
-    if not path.exists():
-        raise command.CliError(f"no audit trail at {path}: is --data-dir the bureau's data directory?")
-    return AuditLog(path)
+    try:
+        return AuditLog.in_data_dir(Path(data_dir))
+    except PreconditionError as exc:
+        raise command.CliError(str(exc)) from None
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -110,9 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bureau = command.command_group(sub, "bureau", "the credit bureau node")
     sp = command.serve_parser(bureau, "run the bureau's gRPC server", command.DEFAULT_BUREAU)
     sp.add_argument("--data-dir", default=DATA_DIR, help="models and bank registrations")
-    sp.add_argument(
-        "--database", help=command.database_help("bureau", "applications.sqlite3 and audit.sqlite3")
-    )
+    sp.add_argument("--database", help=command.database_help("bureau", "applications.sqlite3"))
     sp.add_argument("--bureau-id", default="bureau-1", help="this bureau's party id (its certificate's name)")
     sp.add_argument(
         "--band-protocol",
@@ -140,9 +139,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="audit_action", required=True, metavar="ACTION", help="verify or list"
     )
     sp = audit.add_parser("verify", help="check the hash chain: exit 0 if intact, 1 if not")
-    command.store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
+    command.store_flags(sp, "bureau", DATA_DIR, "applications.sqlite3 (or audit.sqlite3 from before 2026-12)")
     sp.add_argument("--expected-head", help="SEQ:HASH published earlier, to detect truncation")
     sp.set_defaults(func=cmd_audit_verify, role="bureau")
     sp = audit.add_parser("list", help="print the audit records as CSV")
-    command.store_flags(sp, "bureau", DATA_DIR, "audit.sqlite3")
+    command.store_flags(sp, "bureau", DATA_DIR, "applications.sqlite3 (or audit.sqlite3 from before 2026-12)")
     sp.set_defaults(func=cmd_audit_list, role="bureau")

@@ -19,7 +19,7 @@ from blindscore.bureau.applications import (
     SubmissionT,
     WorkStore,
 )
-from blindscore.bureau.audit import ACCEPTED, AuditLog
+from blindscore.bureau.audit import ACCEPTED, APPLICATIONS_FILE, LEGACY_FILE, AuditLog
 from blindscore.bureau.bank_link import BankLink, CircuitRound, PackedRound
 from blindscore.bureau.batches import BatchStore, BatchSubmission, StoredBatch
 from blindscore.bureau.claims import DEFAULT_LEASE_S, Fence, lost
@@ -229,19 +229,27 @@ class BureauNode:
         """Open the bureau's stores; the default German credit model is installed on first start.
 
         Models and bank registrations live under ``data_dir``. Applications and the audit trail go to
-        ``database`` (a ``postgresql://`` or ``sqlite:///`` URL) when given, else to SQLite files in
-        ``data_dir`` (applications.sqlite3, audit.sqlite3).
+        ``database`` (a ``postgresql://`` or ``sqlite:///`` URL) when given, else to one SQLite file
+        in ``data_dir``, applications.sqlite3 (the trail stays in an audit.sqlite3 an earlier
+        version made). One database for both lets an ACCEPTED record ride on the flush of the
+        application it admits (:meth:`admit`).
         """
         models = ModelStore(data_dir / "models")
         if DEFAULT_MODEL_ID not in models.names():
             models.put(DEFAULT_MODEL_ID, default_model())
         banks = BankRegistry(data_dir / "banks")
         if database is None:
-            applications = ApplicationStore(data_dir / "applications.sqlite3")
+            applications = ApplicationStore(data_dir / APPLICATIONS_FILE)
+            try:
+                own = data_dir / LEGACY_FILE
+                audit = AuditLog(own) if own.exists() else AuditLog(applications.database)
+            except BaseException:
+                applications.close()
+                raise
             return cls(
                 banks,
                 models,
-                AuditLog(data_dir / "audit.sqlite3"),
+                audit,
                 applications,
                 retry=retry,
                 band_protocol=band_protocol,
@@ -341,6 +349,11 @@ class BureauNode:
         ACCEPTED says the application passed every check and the band protocol may run from here;
         the outcome of the call follows in a record of its own. If that one cannot be written, the
         trail still says only what is true: accepted, outcome not recorded.
+
+        Where the trail shares the applications' database the records commit without waiting for
+        the disk: the application is stored next, synced, in the same database, which flushes
+        them with it (commit order), and nothing is scored before that. Where it has a file of its
+        own they are synced themselves.
         """
         requests = [
             {
@@ -354,7 +367,8 @@ class BureauNode:
             for application_id, consent_reference in members
         ]
         try:
-            self.record_many(requests, ACCEPTED, 0.0)
+            shared = self.audit is not None and self.audit.database is self.applications.database
+            self.record_many(requests, ACCEPTED, 0.0, sync=not shared)
         except Exception:
             log.exception(
                 "cannot append the audit record of %d application(s) of %s (first %s); refused",

@@ -496,7 +496,7 @@ def run_crash(
                     spent.update(stored_batch.application_ids)
         finally:
             batches.close()
-        audit = AuditLog(database or net.bureau_dir / "audit.sqlite3")
+        audit = AuditLog(database) if database else AuditLog.in_data_dir(net.bureau_dir)
         try:
             verified = audit.verify()
         finally:

@@ -4,7 +4,8 @@ bank, and the trail stays truthful. Real gRPC nodes, on SQLite and on PostgreSQL
 
 How each failure is made, without root or mocks of our own code:
 
-* SQLite, disk full: ``PRAGMA max_page_count`` caps the audit file at its current size and records
+* SQLite, disk full: ``PRAGMA max_page_count`` caps the audit file (by default the applications
+  file it shares, so both are full, as on a full disk) at its current size and records
   are appended until SQLite answers SQLITE_FULL ("database or disk is full"), the very error a full
   disk (ENOSPC) gives; the filler records stand for earlier traffic.
 * SQLite, read-only: ``PRAGMA query_only`` on the bureau's audit connection, which makes SQLite
@@ -184,7 +185,14 @@ class Nodes:
             close()
 
 
-def start_nodes(tmp: Path, database: str | None, paillier: KeyPair, dgk: DGKKeyPair) -> Nodes:
+def start_nodes(
+    tmp: Path, database: str | None, paillier: KeyPair, dgk: DGKKeyPair, *, own_trail: bool = False
+) -> Nodes:
+    """``own_trail``: the bureau's SQLite trail in an audit.sqlite3 of its own (as data directories
+    made before 2026-12 have it), so that it can fail while the applications' file works."""
+    if own_trail:
+        (tmp / "bureau").mkdir(parents=True)
+        AuditLog(tmp / "bureau" / "audit.sqlite3").close()
     stack = ExitStack()
     net = stack.enter_context(
         running_nodes(tmp, paillier, dgk, bank_id=BANK, platform_id=PLATFORM, database=database, retry=FAST)
@@ -376,8 +384,9 @@ def test_a_failed_outcome_record_leaves_the_trail_true(
 ) -> None:
     """The ACCEPTED record was written, the band delivered, then the trail became read-only: the
     answer stands (the band is at the bank) and the trail says only "accepted", never an outcome
-    that did not happen; AuditLog.unsettled() names the application."""
-    nodes = start_nodes(tmp_path, None, paillier_keypair, dgk_keypair)
+    that did not happen; AuditLog.unsettled() names the application. The trail is in a file of its
+    own, the one SQLite layout where it can fail while the applications' file goes on."""
+    nodes = start_nodes(tmp_path, None, paillier_keypair, dgk_keypair, own_trail=True)
     try:
         (readonly,) = [f for f in SQLITE_FAILURES if f.name == "sqlite-read-only"]
         # The band reaches the bank with the pad of its circuit round (CircuitReveal, the default

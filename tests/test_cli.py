@@ -134,7 +134,9 @@ def test_audit_commands_refuse_a_bad_head_and_a_missing_trail(
     assert main(["bureau", "audit", "verify", "--data-dir", str(tmp_path), "--expected-head", "7:abc"]) == 2
     assert "SEQ:HASH" in capsys.readouterr().err
     assert main(["bureau", "audit", "list", "--data-dir", str(tmp_path)]) == 2
-    assert f"no audit trail at {tmp_path / 'audit.sqlite3'}" in capsys.readouterr().err
+    assert (
+        f"no audit trail in {tmp_path} (no applications.sqlite3 or audit.sqlite3)" in capsys.readouterr().err
+    )
 
 
 # ---------------------------------------------------------------------- every command's --help

@@ -387,12 +387,14 @@ def test_audit_cli_verifies_and_detects_tampering(net: Net, tmp_path: Path) -> N
     from blindscore.app.cli import main
 
     data = net.bureau_obj.banks.directory.parent
+    net.bureau_obj.record({"platform_id": "platform-a", "application_id": "cli-1"}, "OK", 1.0)  # seq >= 1
     assert main(["bureau", "audit", "verify", "--data-dir", str(data)]) == 0
     copy = tmp_path / "bureau"
     copy.mkdir()
-    with sqlite3.connect(data / "audit.sqlite3") as src, sqlite3.connect(copy / "audit.sqlite3") as dst:
+    trail = "applications.sqlite3"  # the bureau's trail shares its applications file
+    with sqlite3.connect(data / trail) as src, sqlite3.connect(copy / trail) as dst:
         src.backup(dst)
-    with sqlite3.connect(copy / "audit.sqlite3") as db:
+    with sqlite3.connect(copy / trail) as db:
         db.execute("DROP TRIGGER IF EXISTS audit_no_update")
         names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")]
         for name in names:

@@ -323,7 +323,8 @@ def test_in_process_nodes_create_owner_only_files(
         bureau.close()
 
     names = {Path(p).name for p in found}
-    assert {"v1.json", "bank-s.json", "applications.sqlite3", "audit.sqlite3", "outbox.sqlite3"} <= names
+    assert {"v1.json", "bank-s.json", "applications.sqlite3", "outbox.sqlite3"} <= names
+    assert "audit.sqlite3" not in names  # the trail lives in applications.sqlite3
     assert {"outbox.secret.json", "applications.sqlite3-wal", "outbox.sqlite3-shm"} <= names
     assert loose(found) == {}
 
@@ -352,7 +353,7 @@ def test_serve_processes_create_owner_only_files_and_tighten_loose_ones(
     found = modes(tmp_path / "bureau", tmp_path / "bank", tmp_path / "platform")
     assert found.pop(str(bureau_dir / "notes.txt")) == 0o644  # not the node's: left alone
     names = {Path(p).name for p in found}
-    assert {"v1.json", "bank-1.json", "audit.sqlite3", "paillier_secret.json", "ring.json"} <= names
+    assert {"v1.json", "bank-1.json", "applications.sqlite3", "paillier_secret.json", "ring.json"} <= names
     assert {"results.sqlite3", "outbox.secret.json", "bureau.lock", "bank.lock", "platform.lock"} <= names
     assert loose(found) == {}
     assert {stat.S_IMODE(n.ready.stat().st_mode) for n in (bureau, bank, platform)} == {0o600}
@@ -372,7 +373,8 @@ def test_sqlite_fault_answers_unavailable_without_a_path(
         msg = encrypted_application(paillier_keypair, "app-1")
         code, details = rpc_error(lambda: stub.SubmitApplication(msg, timeout=TIMEOUT_S))
         assert code == grpc.StatusCode.UNAVAILABLE
-        assert details == "the bureau's database is unavailable; see its log"
+        # The ACCEPTED record, the first write, shares the locked file: refused, and nothing stored.
+        assert details == "the audit trail cannot be written; nothing was scored"
         assert bureau.applications.get("platform-s", "app-1") is None
         other.execute("ROLLBACK")
         other.close()

@@ -12,7 +12,9 @@ import pytest
 from blindscore.app.client import PlatformClient
 from blindscore.bank_node.store import ResultStore, RunLimits
 from blindscore.bureau.applications import ApplicationStore, Submission
+from blindscore.bureau.audit import ACCEPTED, AuditLog
 from blindscore.bureau.batches import BatchStore, BatchSubmission
+from blindscore.bureau.flow import BureauNode
 from blindscore.data.german import load_german_credit
 from blindscore.infra.db import Database, Tx
 from blindscore.protocol.packing import FAULT_SLOT_GUARD
@@ -100,10 +102,10 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
     make_nodes: Any, write_log: list[tuple[str, str, str]]
 ) -> None:
     """One unary application through platform, bureau and bank: the bureau's DELIVERED and outcome
-    audit record, the platform's acknowledgement and the bank's count of a run go
-    unsynced; the ACCEPTED record, the stored application, the ledger's revealed pad, the
-    platform's outbox entry and the bank's kept round and band are synced, each before the step
-    that depends on it."""
+    audit record, the platform's acknowledgement and the bank's count of a run go unsynced; so does
+    the ACCEPTED record, flushed by the stored application's commit right after it. The stored
+    application, the ledger's revealed pad, the platform's outbox entry and the bank's kept round
+    and band are synced, each before the step that depends on it."""
     nodes = make_nodes("unsynced", platform=True)
     rows, _ = load_german_credit()
     net = type("Net", (), {"bank_id": "bank-a", "key_id": nodes.key_id})()
@@ -118,11 +120,18 @@ def test_only_writes_a_retry_repairs_go_unsynced_when_an_application_is_scored(
         ("bureau", "WorkStore._finish.<locals>.finish"),  # DELIVERED
         ("platform", "Outbox._finish.<locals>.finish"),  # ACKNOWLEDGED
     ]
+    # ACCEPTED shares the applications' database (one SQLite file here): it commits unsynced and
+    # the stored application, synced next in that database, flushes it before anything is scored.
+    node = nodes.bureau_obj
+    assert node.audit is not None and node.audit.database is node.applications.database
+    bureau = [(fn, how) for ns, fn, how in write_log if ns == "bureau"]
+    assert bureau[:2] == [
+        ("AuditLog._chain.<locals>.chain", UNSYNCED),
+        ("WorkStore.accept.<locals>.accept", SYNCED),
+    ]
     synced = [(ns, fn) for ns, fn, how in write_log if how == SYNCED]
-    # In this order: ACCEPTED before the row is stored, the revealed pad before it is sent.
-    bureau = [fn for ns, fn in synced if ns == "bureau"]
-    assert bureau[:2] == ["AuditLog._chain.<locals>.chain", "WorkStore.accept.<locals>.accept"]
-    assert any("reveal_round" in fn for fn in bureau[2:])
+    # The revealed pad before it is sent.
+    assert any("reveal_round" in fn for ns, fn in synced if ns == "bureau")
     assert [fn for ns, fn in synced if ns == "platform"][:1] == ["Outbox.add.<locals>.add"]
     # The bank: the run it counts at round 1 unsynced (no fault), the kept round and the band synced.
     bank = [(fn.split(".")[1], how) for ns, fn, how in write_log if ns == "bank"]
@@ -165,3 +174,43 @@ def test_a_packed_batchs_delivery_stays_synced(tmp_path: Path, write_log: list[t
     finally:
         batches.close()
         apps.close()
+
+
+def test_an_accepted_record_in_a_trail_file_of_its_own_stays_synced(
+    tmp_path: Path, write_log: list[tuple[str, str, str]]
+) -> None:
+    """A bureau whose trail is the audit.sqlite3 an earlier version made keeps it there, and its
+    ACCEPTED records are synced: no later commit of the applications' file would flush them."""
+    data = tmp_path / "bureau"
+    data.mkdir()
+    AuditLog(data / "audit.sqlite3").close()  # a trail of its own, made before
+    node = BureauNode.open(data)
+    try:
+        assert node.audit is not None and node.audit.database is not node.applications.database
+        write_log.clear()
+        node.admit("platform-s", "bank-s", "m", 1, [("a-1", "consent-1")])
+        assert write_log == [("bureau", "AuditLog._chain.<locals>.chain", SYNCED)]
+    finally:
+        node.close()
+    with AuditLog.in_data_dir(data) as trail:  # the offline tools read the same file
+        assert trail.path == data / "audit.sqlite3"
+        assert [(r.application_id, r.outcome) for r in trail.records()] == [("a-1", ACCEPTED)]
+    assert not any("audit" in name for (name,) in _tables(data / "applications.sqlite3"))
+
+
+def test_a_new_bureau_keeps_its_trail_in_the_applications_file(tmp_path: Path) -> None:
+    data = tmp_path / "bureau"
+    node = BureauNode.open(data)
+    try:
+        node.admit("platform-s", "bank-s", "m", 1, [("a-1", "consent-1")])
+    finally:
+        node.close()
+    assert not (data / "audit.sqlite3").exists()
+    assert ("audit",) in _tables(data / "applications.sqlite3")
+    with AuditLog.in_data_dir(data) as trail:
+        assert [r.application_id for r in trail.records()] == ["a-1"] and trail.verify().ok
+
+
+def _tables(path: Path) -> list[tuple[str]]:
+    with sqlite3.connect(path) as db:
+        return list(db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
