@@ -46,7 +46,7 @@ from blindscore.crypto.paillier import KeyPair
 from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import UnavailableError
 from blindscore.infra.certs import init_pki
-from blindscore.infra.db import RetryPolicy
+from blindscore.infra.db import Database, RetryPolicy
 from blindscore.infra.transport import TransportSecurity, open_channel
 from blindscore.protocol import packing
 from blindscore.protocol.application import Application, BatchMember, EncryptedApplication, EncryptedBatch
@@ -273,6 +273,53 @@ def test_attack1_answers_do_not_depend_on_the_decrypted_value(
     assert all(f"range-{i}" in text for i in (1, 2, 3))
     assert str(p)[:12] not in text and str(p + 5)[-12:] not in text and str(1 << 1100)[:12] not in text
     assert code_of(bank.stub.CompareMasked, masked_probe(pk, 7, "range-4", width)) == "PERMISSION_DENIED"
+
+
+def flushes_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broken variant: a bank that flushes its disk once more for a faulted run (as one did
+    before 35b919b), which a bureau could time."""
+    real = ResultStore.begin_runs
+
+    def leaky(self: ResultStore, bureau_id: str, ids: Any, faults: Any, limits: RunLimits, **kw: Any) -> None:
+        real(self, bureau_id, ids, faults, limits, **kw)
+        if any(faults):
+            self._db.write(lambda tx: None)
+
+    monkeypatch.setattr(ResultStore, "begin_runs", leaky)
+
+
+@pytest.mark.parametrize("variant", ["real", "flushes-a-fault"])
+def test_attack1_the_banks_disk_writes_do_not_depend_on_the_decrypted_value(
+    variant: str,
+    bank: RealBank,
+    paillier_keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a bureau could time besides the answer: the bank's writes, a synced one costing a disk
+    flush. Per probe, in the declared range or not, the same writes, each synced or not alike; the
+    broken variant, which flushes once more for a fault, is caught by the same comparison."""
+    if variant != "real":
+        flushes_a_fault(monkeypatch)
+    writes: list[tuple[str, bool]] = []
+    real_write = Database.write
+
+    def spy(self: Database, fn: Any, *, sync: bool = True) -> Any:
+        if self.namespace == "bank":
+            writes.append((fn.__qualname__, sync))
+        return real_write(self, fn, sync=sync)
+
+    monkeypatch.setattr(Database, "write", spy)
+    pk, p = paillier_keypair.public_key, secret_prime(paillier_keypair)
+    width = half_window(paillier_keypair)
+    patterns = []
+    for i, m in enumerate([7, p + 5, 1 << 1100, 11]):  # in range, two faults, in range
+        writes.clear()
+        bank.stub.CompareMasked(masked_probe(pk, m, f"writes-{i}", width), timeout=30)
+        patterns.append(list(writes))
+    assert patterns[0], "the bank writes nothing for a run: nothing to compare"
+    assert [f.application_id for f in bank.node.store.faults(BUREAU)] == ["writes-1", "writes-2"]
+    alike = all(pattern == patterns[0] for pattern in patterns)
+    assert alike == (variant == "real"), patterns
 
 
 def test_attack1_prime_recovery_by_deliver_band_is_cut_off(
