@@ -24,7 +24,7 @@ from blindscore.bank_node.calls import (
 )
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.keyring import KEYS_DIR, RING_FILE, BankKey, KeyRing
-from blindscore.bank_node.store import BandRecord, ResultStore, RunLimits
+from blindscore.bank_node.store import BandRecord, PendingRound, ResultStore, RunLimits
 from blindscore.crypto import ot
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.keyfile import Passphrase
@@ -110,13 +110,16 @@ def delivery(
     return BandDelivery(app_id, bank.key_id, "model-1", labels, ciphertext, platform)
 
 
-def band_run(bank: BankNode, app_id: str, score: int, *, bureau: str = BUREAU) -> BandRecord | None:
+def band_run(
+    bank: BankNode, app_id: str, score: int, *, bureau: str = BUREAU, platform: str = PLATFORM
+) -> BandRecord | None:
     """Both rounds and the delivery of an honest bureau for ``score``."""
     side = comparison_for(bank, score)
-    run = run_of(bank, app_id, bureau)
+    run = run_of(bank, app_id, bureau, platform)
     bits = bank.compare_masked(run, side.masked_request())
     final = bank.compare_blinded(run, side.blinded_request(bits))
-    return bank.deliver_band(delivery(bank, app_id, side.band_ciphertext(final)), bureau_id=bureau)
+    ciphertext = side.band_ciphertext(final)
+    return bank.deliver_band(delivery(bank, app_id, ciphertext, platform=platform), bureau_id=bureau)
 
 
 def blinded_with_zeros(bank: BankNode, run: Run, score: int) -> None:
@@ -144,6 +147,9 @@ def test_an_honest_comparison_run_stores_the_band_under_its_ids(node: BankNode) 
     assert node.store.get("app-1", PLATFORM, BUREAU) == record
     assert node.store.runs(BUREAU, "app-1", PLATFORM) == (1, False, "band")
     assert node.store.faults() == []
+    # The platform may be unnamed.
+    unnamed = band_run(node, "app-1", 820, platform="")
+    assert unnamed is not None and (unnamed.band, unnamed.platform_id) == (4, "")
 
 
 def test_bands_at_the_ends_of_the_label_range(node: BankNode) -> None:
@@ -274,9 +280,11 @@ def test_faults_are_reported_once_per_application_off_the_answering_thread(
     caplog.set_level(logging.ERROR, LOG)
     store = ResultStore(tmp_path / "r.sqlite3")
     bank = BankNode(BANK, paillier_keypair, dgk_keypair, store, on_fault=hook)
-    long_bureau = "b" * 100
+    long_bureau, after = "b" * 100, "a" * 100  # logged by their first 64 characters
     pk = paillier_keypair.public_key
-    for app_id in ("boom", "after"):
+    honest = comparison_for(bank, 1)
+    bank.compare_masked(Run(bank.key_id, "honest", long_bureau), honest.masked_request())
+    for app_id in ("boom", after):
         side = comparison_for(bank, 1)
         masked = side.masked_request()
         wide = dataclasses.replace(masked, ciphertext=int(pk.encrypt(1 << masked.width_bits)))
@@ -284,7 +292,7 @@ def test_faults_are_reported_once_per_application_off_the_answering_thread(
     eventually(lambda: len(seen) == 2)
     assert [s[:3] for s in seen] == [
         (long_bureau, "boom", "masked_range"),
-        (long_bureau, "after", "masked_range"),
+        (long_bureau, after, "masked_range"),
     ]
     assert {s[3] for s in seen} == {"bank-fault-reports"}
     reporters = [t for t in threading.enumerate() if t.name == "bank-fault-reports" and t.is_alive()]
@@ -293,7 +301,14 @@ def test_faults_are_reported_once_per_application_off_the_answering_thread(
     assert errors[:3] == [
         f"protocol fault (masked_range) by bureau {'b' * 64!r} on 1 application(s): ['boom']",
         "fault hook failed",
-        f"protocol fault (masked_range) by bureau {'b' * 64!r} on 1 application(s): ['after']",
+        f"protocol fault (masked_range) by bureau {'b' * 64!r} on 1 application(s): ['{'a' * 64}']",
+    ]
+    # A fault found at the delivery (a completion) is reported the same way; an honest run never.
+    bank.deliver_band(delivery(bank, "honest", pk.encrypt(len(LABELS)), platform=""), bureau_id=long_bureau)
+    eventually(lambda: len(seen) == 3)
+    assert seen[2][:3] == (long_bureau, "honest", flow.FAULT_BAND_RANGE)
+    assert messages(caplog, logging.ERROR)[3:] == [
+        f"protocol fault (band_range) by bureau {'b' * 64!r} on 1 application(s): ['honest']"
     ]
     failed = next(r for r in caplog.records if r.getMessage() == "fault hook failed")
     assert failed.exc_info is not None and str(failed.exc_info[1]) == "hook broke"
@@ -673,9 +688,13 @@ def test_the_ring_is_reread_when_it_changes(
     caplog.set_level(logging.INFO, LOG)
     first = paillier_keypair.public_key.key_id
     bank = BankNode.open(BANK, ring_dir)
+    in_use = bank.current
     ring = KeyRing(ring_dir / KEYS_DIR)
     ring.add(second_key)
+    # A known key is answered without rereading the ring.
+    assert bank.key(first) is in_use and bank.key_id == first
     added = bank.refresh_keys()
+    assert bank.key(first) is in_use  # reused, not read again
     assert [k.key_id for k in added] == [second_key.key_id]
     assert bank.key_id == second_key.key_id
     assert [k.key_id for k in bank.all_keys()] == sorted([first, second_key.key_id])
@@ -722,3 +741,63 @@ def test_a_broken_ring_is_raised_once_per_change(ring_dir: Path) -> None:
         bank.refresh_keys()
     assert bank.refresh_keys() == []
     bank.store.close()
+
+
+@pytest.mark.parametrize("cutoffs", [1, 8, 9])
+def test_a_reveal_takes_a_pad_of_whole_bytes_for_any_number_of_cutoffs(node: BankNode, cutoffs: int) -> None:
+    """Rounds kept in the store by hand (the German model has 4 cutoffs): the pad is (K + 7) // 8
+    bytes, the band is the padded outputs XOR the pad."""
+    labels = tuple(f"L{i}" for i in range(cutoffs + 1))
+    band = (cutoffs + 1) // 2
+    pad_bits = [i % 2 for i in range(cutoffs)]
+    padded = "".join(str(int(i < band) ^ p) for i, p in enumerate(pad_bits))
+    app_id = f"r{cutoffs}"
+    node.compare_masked(run_of(node, app_id), comparison_for(node, 0).masked_request())
+    garbling_id = bytes([cutoffs]) * 16
+    node.store.put_round(
+        BUREAU, PendingRound(app_id, PLATFORM, garbling_id.hex(), padded, "model-r", node.key_id, labels)
+    )
+    batch = Batch(node.key_id, (app_id,), BUREAU, PLATFORM)
+    pad = circuit_band.pad_bytes(pad_bits)
+    size = (cutoffs + 7) // 8
+    assert len(pad) == size
+    rule = f"^the pad of a round with {cutoffs} cutoffs is {size} bytes$"
+    for wrong in (pad + b"\x00", pad[:-1]):
+        with pytest.raises(InvalidInputError, match=rule):
+            node.circuit_reveal(CircuitReveal(batch, garbling_id, wrong))
+    assert node.circuit_reveal(CircuitReveal(batch, garbling_id, pad)) == 1
+    record = node.store.get(app_id, PLATFORM, BUREAU)
+    assert record is not None
+    assert (record.band, record.band_label, record.model_id) == (band, labels[band], "model-r")
+    assert node.store.faults() == []
+
+
+def test_a_batch_delivered_again_keeps_the_first_bands_and_names_five(
+    node: BankNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    by_band: dict[int, list[int]] = {}
+    for i, row in enumerate(ROWS[:200]):
+        by_band.setdefault(MODEL.band(row), []).append(i)
+    low, high = sorted(b for b, rows in by_band.items() if len(rows) >= 6)[:2]
+    ids = tuple(f"k{i}" for i in range(6))
+    caplog.set_level(logging.WARNING, LOG)
+    for band in (low, high):
+        sender, session_id = ot_session(node)
+        pk = node.keypair.public_key
+        slot_bits = packing.slot_bits_for(MODEL)
+        assert slot_bits is not None
+        rows = [MODEL.spec.encode_row(ROWS[i]) for i in by_band[band][:6]]
+        packed = packing.PackedBand(
+            pk, MODEL, packing.encrypt_packed(pk, MODEL.spec, slot_bits, rows), 6, slot_bits
+        )
+        batch = Batch(node.key_id, ids, BUREAU, PLATFORM)
+        start = node.packed_start(BatchStart(batch, session_id, packed.masked()))
+        circuit, pairs = packed.garble()
+        finish = BatchFinish(
+            batch, start.ticket, sender.reply(start.request, pairs), circuit, "m", MODEL.policy.labels
+        )
+        node.packed_finish(finish)
+    assert [r.band for r in node.store.all()] == [low] * 6
+    assert messages(caplog, logging.WARNING) == [
+        f"kept the earlier band of 6 application(s) delivered again: {list(ids[:5])}"
+    ]
