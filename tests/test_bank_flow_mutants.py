@@ -282,6 +282,7 @@ def test_faults_are_reported_once_per_application_off_the_answering_thread(
     bank = BankNode(BANK, paillier_keypair, dgk_keypair, store, on_fault=hook)
     long_bureau, after = "b" * 100, "a" * 100  # logged by their first 64 characters
     pk = paillier_keypair.public_key
+    assert band_run(bank, "clean", 520, bureau=long_bureau) is not None  # nothing to report
     honest = comparison_for(bank, 1)
     bank.compare_masked(Run(bank.key_id, "honest", long_bureau), honest.masked_request())
     for app_id in ("boom", after):
@@ -542,6 +543,25 @@ def test_a_pad_that_leaves_no_thermometer_code_is_a_fault(node: BankNode) -> Non
     assert node.circuit_reveal(CircuitReveal(rnd.batch, garbling_id, bytes(flipped))) == 1
     assert node.store.get("c-pad") is None
     assert [f.reason for f in node.store.faults()] == [circuit_band.FAULT_CIRCUIT_OUTPUT]
+
+
+def test_a_circuit_slot_that_overflows_is_a_fault_not_a_refusal(node: BankNode) -> None:
+    _, session_id = ot_session(node)
+    pk = node.keypair.public_key
+    side = CircuitBand(
+        pk, MODEL, families.family("linear"), [pk.encrypt(v) for v in MODEL.spec.encode_row(ROWS[0])]
+    )
+    masked = side.request.masked
+    wide = dataclasses.replace(
+        masked, ciphertexts=(int(pk.encrypt(1 << (pk.bits - 8))),) * len(masked.ciphertexts)
+    )
+    request = dataclasses.replace(side.request, masked=wide)
+    start = node.circuit_start(
+        CircuitStart(Batch(node.key_id, ("wide",), BUREAU, PLATFORM), session_id, request)
+    )
+    assert start.ticket and start.request.count > 0
+    assert node.store.runs(BUREAU, "wide", PLATFORM) == (1, True, "")
+    assert [(f.application_id, f.reason) for f in node.store.faults()] == [("wide", packing.FAULT_SLOT_GUARD)]
 
 
 def test_circuit_calls_refuse_by_ids_counts_sizes_and_labels(node: BankNode) -> None:
