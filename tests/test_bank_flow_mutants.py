@@ -69,7 +69,7 @@ def second_key(second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair) -> Ban
     return BankKey(second_paillier_keypair, dgk_keypair)
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait for the fault-report thread: ``condition`` must hold within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
