@@ -152,6 +152,17 @@ def test_an_honest_comparison_run_stores_the_band_under_its_ids(node: BankNode) 
     assert unnamed is not None and (unnamed.band, unnamed.platform_id) == (4, "")
 
 
+def test_a_delivery_without_a_bureau_is_the_unnamed_bureaus(node: BankNode) -> None:
+    """A run and a delivery that name no bureau (the in-process callers) meet in one ledger row."""
+    side = comparison_for(node, 520)
+    run = Run(node.key_id, "anon", "", PLATFORM)
+    bits = node.compare_masked(run, side.masked_request())
+    final = node.compare_blinded(run, side.blinded_request(bits))
+    record = node.deliver_band(delivery(node, "anon", side.band_ciphertext(final)))
+    assert record is not None and (record.band, record.bureau_id) == (2, "")
+    assert node.store.runs("", "anon", PLATFORM) == (1, False, "band")
+
+
 def test_bands_at_the_ends_of_the_label_range(node: BankNode) -> None:
     side = comparison_for(node, 0)
     node.compare_masked(run_of(node, "low"), side.masked_request())
@@ -436,6 +447,27 @@ def test_packed_start_refuses_by_ids_counts_and_sessions(node: BankNode) -> None
         with pytest.raises(error, match=message):
             node.packed_start(BatchStart(batch, session, masked))
     assert node.store.runs(BUREAU, "a", PLATFORM) is None
+
+
+def test_a_packed_batchs_labels_are_checked_for_repeats_against_its_cutoffs(node: BankNode) -> None:
+    """Repeated labels of a packed batch are refused with its cutoffs, once the ticket is open."""
+    sender, session_id = ot_session(node)
+    pk = node.keypair.public_key
+    slot_bits = packing.slot_bits_for(MODEL)
+    assert slot_bits is not None
+    cts = packing.encrypt_packed(pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(ROWS[0])])
+    band = packing.PackedBand(pk, MODEL, cts, 1, slot_bits)
+    batch = Batch(node.key_id, ("d0",), BUREAU, PLATFORM)
+    start = node.packed_start(BatchStart(batch, session_id, band.masked()))
+    circuit, pairs = band.garble()
+    reply = sender.reply(start.request, pairs)
+    cutoffs = len(MODEL.encoded_cutoffs)
+    repeated = ("A",) * (cutoffs + 1)
+    with pytest.raises(
+        InvalidInputError, match=f"^{cutoffs} cutoffs need {cutoffs + 1} distinct band labels$"
+    ):
+        node.packed_finish(BatchFinish(batch, start.ticket, reply, circuit, "m", repeated))
+    assert node.store.get("d0") is None
 
 
 def test_packed_finish_checks_the_key_and_the_labels_before_the_ticket(node: BankNode) -> None:
