@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from blindscore.crypto.circuit import Bits, CircuitBuilder, to_bits
+from blindscore.crypto.circuit import Bits, CircuitBuilder, from_bits, to_bits
 from blindscore.errors import InvalidInputError
 
 
@@ -83,3 +83,38 @@ def test_refusals_have_their_whole_text() -> None:
         circuit.evaluate([1], [0, 1, 0, 1])
     with pytest.raises(InvalidInputError, match=exactly("evaluator input: every bit must be 0 or 1")):
         circuit.evaluate([], [0, 1, 2, 0])
+
+
+def test_a_word_of_width_zero_is_empty() -> None:
+    """Width 0 is the one width ``to_bits`` takes that ``CircuitBuilder`` refuses: no bits."""
+    assert to_bits(5, 0) == []
+    assert to_bits(-1, 0) == []
+    assert from_bits([], signed=True) == 0
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_adders_create_no_carry_they_do_not_use(width: int) -> None:
+    """Before pruning: add and sub create w - 1 AND gates (no top carry), add_wide w."""
+    for gadget, ands in (
+        (CircuitBuilder.add, width - 1),
+        (CircuitBuilder.sub, width - 1),
+        (CircuitBuilder.add_wide, width),
+    ):
+        builder = CircuitBuilder()
+        x, y = builder.evaluator_input(width), builder.garbler_input(width)
+        gadget(builder, x, y)
+        assert builder.count_and_gates() == ands, gadget.__name__
+
+
+def test_default_signedness() -> None:
+    """add, add_wide and sub are unsigned by default, mul is signed: a 2-bit x = 0b11 is 3 to the
+    first three (zero-extended to y's 4 bits) and -1 to mul."""
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(2), builder.garbler_input(4)
+    for word in (builder.add(x, y), builder.add_wide(x, y), builder.sub(x, y), builder.mul(x, y)):
+        builder.output(word)
+    out = builder.build().evaluate(to_bits(5, 4), to_bits(3, 2))
+    assert from_bits(out[0:4], signed=False) == 8  # 3 + 5
+    assert from_bits(out[4:9], signed=False) == 8
+    assert from_bits(out[9:13], signed=True) == -2  # 3 - 5
+    assert from_bits(out[13:19], signed=True) == -5  # -1 * 5
