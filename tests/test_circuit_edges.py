@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from blindscore.crypto.circuit import Bits, CircuitBuilder, from_bits, to_bits
+from blindscore.crypto.circuit import ONE, ZERO, Bits, CircuitBuilder, from_bits, to_bits
 from blindscore.errors import InvalidInputError
 
 
@@ -118,3 +118,24 @@ def test_default_signedness() -> None:
     assert from_bits(out[4:9], signed=False) == 8
     assert from_bits(out[9:13], signed=True) == -2  # 3 - 5
     assert from_bits(out[13:19], signed=True) == -5  # -1 * 5
+
+
+def test_not_of_a_constant_is_the_other_constant() -> None:
+    """No gate for NOT 0 or NOT 1, and the right constant: a comparison with a public constant
+    negates constant wires."""
+    builder = CircuitBuilder()
+    assert (builder.not_(ONE), builder.not_(ZERO)) == (ZERO, ONE)
+    y = builder.evaluator_input(4)
+    assert builder.not_(ONE) == ZERO  # also once an input wire 2 exists
+    builder.output(builder.less_than(y, builder.constant(6, 4), signed=False))
+    builder.output(builder.less_than(builder.constant(6, 4), y, signed=False))
+    circuit = builder.build()
+    for v in range(16):
+        assert circuit.evaluate([], to_bits(v, 4)) == [int(v < 6), int(v > 6)]
+
+
+def test_xor_gates_are_shared_like_and_gates() -> None:
+    builder = CircuitBuilder()
+    a, b = builder.evaluator_input(1)[0], builder.garbler_input(1)[0]
+    assert builder.xor(a, b) == builder.xor(b, a) == builder.xor(a, b)
+    assert builder.and_(a, b) == builder.and_(b, a)
