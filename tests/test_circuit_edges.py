@@ -139,3 +139,21 @@ def test_xor_gates_are_shared_like_and_gates() -> None:
     a, b = builder.evaluator_input(1)[0], builder.garbler_input(1)[0]
     assert builder.xor(a, b) == builder.xor(b, a) == builder.xor(a, b)
     assert builder.and_(a, b) == builder.and_(b, a)
+
+
+def test_independent_xor_gates_of_one_and_depth_share_a_batch() -> None:
+    """A XOR's sub-level counts only XOR operands of its own AND depth: z1 and z2 (each an AND of
+    depth 1 XORed with a XOR of depth 0, one as operand a, one as b) run in one batch."""
+    builder = CircuitBuilder()
+    p, q, r, t, u, v = builder.evaluator_input(6)
+    x1 = builder.xor(p, q)
+    y1, y2 = builder.and_(r, t), builder.and_(u, v)
+    x2 = builder.xor(r, u)  # a wire id above y2's
+    builder.output(builder.xor(x1, y1))
+    builder.output(builder.xor(y2, x2))
+    circuit = builder.build()
+    assert circuit.batches.tolist() == [[0, 0, 2], [1, 2, 4], [0, 4, 6]]
+    assert (circuit.levels, circuit.and_gates, circuit.xor_gates) == (1, 2, 4)
+    for bits in ([1, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 1, 0]):
+        pv, qv, rv, tv, uv, vv = bits
+        assert circuit.evaluate([], bits) == [pv ^ qv ^ (rv & tv), (uv & vv) ^ rv ^ uv]
