@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from blindscore.crypto import circuit as circuit_module
 from blindscore.crypto.circuit import ONE, ZERO, Bits, CircuitBuilder, from_bits, to_bits
 from blindscore.errors import InvalidInputError
 
@@ -157,3 +158,14 @@ def test_independent_xor_gates_of_one_and_depth_share_a_batch() -> None:
     for bits in ([1, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 1, 0]):
         pv, qv, rv, tv, uv, vv = bits
         assert circuit.evaluate([], bits) == [pv ^ qv ^ (rv & tv), (uv & vv) ^ rv ^ uv]
+
+
+def test_the_wire_limit_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_WIRES wires (constants included) are allowed, one more is refused (the real limit,
+    2^28, lowered to 8 here)."""
+    monkeypatch.setattr(circuit_module, "MAX_WIRES", 8)
+    builder = CircuitBuilder()
+    builder.garbler_input(5)
+    builder.evaluator_input(1)  # wire 7, the 8th
+    with pytest.raises(InvalidInputError, match=exactly("circuit too large: more than 8 wires")):
+        builder.evaluator_input(1)
