@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from blindscore.crypto import circuit as circuit_module
@@ -169,3 +170,20 @@ def test_the_wire_limit_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     builder.evaluator_input(1)  # wire 7, the 8th
     with pytest.raises(InvalidInputError, match=exactly("circuit too large: more than 8 wires")):
         builder.evaluator_input(1)
+
+
+def test_circuit_arrays_are_read_only_with_their_documented_dtypes() -> None:
+    builder = CircuitBuilder()
+    x, y = builder.evaluator_input(3), builder.garbler_input(3)
+    builder.output(builder.add(x, y))
+    circuit = builder.build()
+    arrays = {
+        "gate_a": (circuit.gate_a, np.int32),
+        "gate_b": (circuit.gate_b, np.int32),
+        "output_wires": (circuit.output_wires, np.int32),
+        "batches": (circuit.batches, np.int64),
+    }
+    for name, (array, dtype) in arrays.items():
+        assert array.dtype == dtype, name
+        with pytest.raises(ValueError, match=exactly("assignment destination is read-only")):
+            array[0] = 0
