@@ -187,3 +187,12 @@ def test_circuit_arrays_are_read_only_with_their_documented_dtypes() -> None:
         assert array.dtype == dtype, name
         with pytest.raises(ValueError, match=exactly("assignment destination is read-only")):
             array[0] = 0
+
+
+def test_the_next_wire_id_and_negative_ids_are_unknown() -> None:
+    builder = CircuitBuilder()
+    x = builder.evaluator_input(4)  # wires 2..5
+    for wire in (6, -1):
+        with pytest.raises(InvalidInputError, match=exactly(f"unknown wire {wire}")):
+            builder.and_(x[0], wire)
+    assert builder.and_(x[3], ZERO) == ZERO  # 0 and the last wire are known
