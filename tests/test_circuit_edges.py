@@ -1,7 +1,10 @@
 """The circuit builder at its edges: what mutation testing found untested (docs/testing.md).
 
 Bits' equality, hash and repr, greater_equal's refusal of unequal widths, the AND-gate count
-before pruning, and each refusal's whole text.
+before pruning, and each refusal's whole text; then, from the full run: words of width 0, the
+wire ids and the wire limit at their edges, NOT of a constant and XOR sharing, the carries the
+adders make, the gadgets' default signedness, XOR batches of one AND depth, and a circuit's
+read-only arrays.
 """
 
 from __future__ import annotations
