@@ -18,13 +18,14 @@ if TYPE_CHECKING:  # support imports all three nodes: only the tests that start 
 
     from support import GermanRows, NodesFactory
 
-#: The profile every run uses unless $BLINDSCORE_HYPOTHESIS_PROFILE names another.
+#: Names the Hypothesis profile to load; unset, the suite runs "ci".
 HYPOTHESIS_PROFILE_ENV = "BLINDSCORE_HYPOTHESIS_PROFILE"
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 # For mutation runs only (scripts/mutation.py --hypothesis-profile mutation): the same examples as
 # "ci", but a failing one is reported as found, not shrunk. A mutant that breaks a builder makes
 # every random circuit fail, and shrinking those costs a mutant seconds to minutes (or a time-out);
-# the verdict, killed or not, is the same.
+# a failing example fails the test either way. (No test calls hypothesis.target, so leaving out
+# the target phase draws no other examples.)
 settings.register_profile(
     "mutation", parent=settings.get_profile("ci"), phases=[Phase.explicit, Phase.reuse, Phase.generate]
 )
