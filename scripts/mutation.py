@@ -12,6 +12,10 @@ tests killed, the kill rate, and every surviving mutant with its diff, to be kil
 or listed with the reason it is equivalent in docs/testing.md. ``--keep`` keeps the scratch
 directory (then ``mutmut browse`` there shows the mutants one by one); ``--deselect NODEID`` leaves
 out a test that fails on the unmutated tree for a reason of its own (mutmut refuses to start then).
+``--hypothesis-profile NAME`` runs the tests under that Hypothesis profile of tests/conftest.py
+(through $BLINDSCORE_HYPOTHESIS_PROFILE; the normal suite's is "ci"): "mutation" draws the same
+examples but does not shrink a failing one, for modules whose mutants make property tests fail
+slowly (crypto/circuit.py: every mutant of the builder fails the random circuits).
 Exit status 1 when the kill rate is below ``--target`` (percent, 0 by default).
 """
 
@@ -29,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: Copied beside the mutated package: the nodes (also copied into it), the tests and the harnesses.
 ALSO_COPY = ("tests", "scripts", "bureau", "bank_node", "platform_node", "protos", "pyproject.toml")
+#: Names the Hypothesis profile tests/conftest.py loads (--hypothesis-profile).
+HYPOTHESIS_PROFILE_ENV = "BLINDSCORE_HYPOTHESIS_PROFILE"
 SKIP = shutil.ignore_patterns(".git", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache", "*.egg-info")
 
 
@@ -96,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         help="leave out a test (pytest node id prefix) that fails on the unmutated tree for reasons "
         "of its own; repeatable. mutmut stops when a test fails before any mutation.",
     )
+    parser.add_argument(
+        "--hypothesis-profile",
+        metavar="NAME",
+        help="the Hypothesis profile of tests/conftest.py to run the tests under (default: the "
+        "suite's own, ci); 'mutation' does not shrink failing examples",
+    )
     args = parser.parse_args(argv)
     if not args.module.startswith("blindscore/"):
         parser.error("the module must be a path under blindscore/")
@@ -118,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         assert "[tool.mutmut]" not in text, "the mutmut settings are written to setup.cfg by this script"
         (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests, args.deselect))
         env = {**os.environ, "PYTHONPATH": str(work)}
+        if args.hypothesis_profile:
+            env[HYPOTHESIS_PROFILE_ENV] = args.hypothesis_profile
         check_imports_from(work, env)
         print(f"mutating {args.module} against {' '.join(args.tests)} in {work}", flush=True)
         subprocess.run([*mutmut, "run", "--max-children", str(args.jobs)], cwd=work, env=env, check=False)

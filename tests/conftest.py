@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from blindscore.crypto.dgk import DGKKeyPair, generate_dgk_keypair
 from blindscore.crypto.paillier import KeyPair, generate_keypair
@@ -18,8 +18,18 @@ if TYPE_CHECKING:  # support imports all three nodes: only the tests that start 
 
     from support import GermanRows, NodesFactory
 
+#: Names the Hypothesis profile to load; unset, the suite runs "ci".
+HYPOTHESIS_PROFILE_ENV = "BLINDSCORE_HYPOTHESIS_PROFILE"
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci")
+# For mutation runs only (scripts/mutation.py --hypothesis-profile mutation): the same examples as
+# "ci", but a failing one is reported as found, not shrunk. A mutant that breaks a builder makes
+# every random circuit fail, and shrinking those costs a mutant seconds to minutes (or a time-out);
+# a failing example fails the test either way. (No test calls hypothesis.target, so leaving out
+# the target phase draws no other examples.)
+settings.register_profile(
+    "mutation", parent=settings.get_profile("ci"), phases=[Phase.explicit, Phase.reuse, Phase.generate]
+)
+settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_ENV, "ci"))
 
 
 @pytest.fixture(autouse=True)
