@@ -16,6 +16,8 @@ out a test that fails on the unmutated tree for a reason of its own (mutmut refu
 (through $BLINDSCORE_HYPOTHESIS_PROFILE; the normal suite's is "ci"): "mutation" draws the same
 examples but does not shrink a failing one, for modules whose mutants make property tests fail
 slowly (crypto/circuit.py: every mutant of the builder fails the random circuits).
+``$BLINDSCORE_CRYPTO_WORKERS`` is 1 unless set: a worker pool cannot start inside mutmut's forked
+child, and a test failing for that reason would count as a kill (docs/testing.md, bank_node/flow.py).
 Exit status 1 when the kill rate is below ``--target`` (percent, 0 by default).
 """
 
@@ -33,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: Copied beside the mutated package: the nodes (also copied into it), the tests and the harnesses.
 ALSO_COPY = ("tests", "scripts", "bureau", "bank_node", "platform_node", "protos", "pyproject.toml")
+#: blindscore.crypto.parallel's worker count, 1 for mutation runs unless set (see main).
+WORKERS_ENV = "BLINDSCORE_CRYPTO_WORKERS"
 #: Names the Hypothesis profile tests/conftest.py loads (--hypothesis-profile).
 HYPOTHESIS_PROFILE_ENV = "BLINDSCORE_HYPOTHESIS_PROFILE"
 SKIP = shutil.ignore_patterns(".git", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache", "*.egg-info")
@@ -130,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         assert "[tool.mutmut]" not in text, "the mutmut settings are written to setup.cfg by this script"
         (work / "setup.cfg").write_text(setup_cfg(args.module, args.tests, args.deselect))
         env = {**os.environ, "PYTHONPATH": str(work)}
+        # Paillier work in the calling process: a worker pool started inside mutmut's forked child
+        # fails (ChildProcessError), which would count every mutant a node test reaches as killed.
+        env.setdefault(WORKERS_ENV, "1")
         if args.hypothesis_profile:
             env[HYPOTHESIS_PROFILE_ENV] = args.hypothesis_profile
         check_imports_from(work, env)
