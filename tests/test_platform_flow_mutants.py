@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from blindscore.bureau.flow import BureauNode
-from blindscore.bureau.registry import BankRecord
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.data.german import DEFAULT_MODEL_ID, load_german_credit
@@ -75,19 +74,21 @@ class InProcessBureau:
             raise UnavailableError("bureau unavailable: connection refused")
         try:
             return work()
+        except PeerError:
+            raise
         except BlindscoreError as exc:
             code, message = status_of(exc)
             raise PeerError("bureau", code.name, message) from None
 
     def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
-        return self._call("model_spec", lambda: self.bureau.model_spec(model_id, version))  # type: ignore[no-any-return]
+        return self._call("model_spec", lambda: self.bureau.model_spec(model_id, version))
 
     def bank_key(self, bank_id: str, key_id: str) -> PublicKey:
         key = self._call("bank_key", lambda: self.bureau.bank_key(bank_id, key_id))
         return serde.paillier_key_from_json(serde.paillier_key_to_json(key))
 
     def _result(self, report: Any, count: int) -> SubmitResult:
-        return SubmitResult({"bureau.t": 1.0}, 100 * count, str(report.model_version), report.pending)
+        return SubmitResult({"bureau.t": 1.0}, 100, str(report.model_version), report.pending)
 
     def _refusal(self) -> None:
         if self.refusals:
@@ -104,7 +105,7 @@ class InProcessBureau:
             report = self.bureau.submit(app, unreachable_bank, packed=request.ciphertexts)
             return self._result(report, 1)
 
-        return self._call("submit", work)  # type: ignore[no-any-return]
+        return self._call("submit", work)
 
     def submit_batch(self, payload: bytes, count: int) -> SubmitResult:
         self.sent.append(payload)
@@ -118,7 +119,7 @@ class InProcessBureau:
             report = self.bureau.submit_batch(batch, unreachable_bank, packed=request.ciphertexts)
             return self._result(report, count)
 
-        return self._call("submit_batch", work)  # type: ignore[no-any-return]
+        return self._call("submit_batch", work)
 
 
 @pytest.fixture
@@ -147,18 +148,29 @@ def platform(link: InProcessBureau) -> Iterator[PlatformNode]:
     node.close()
 
 
-def app(key_id: str, i: int, *, prefix: str = "a", version: str = "1", **changes: Any) -> Application:
+def app(kid: str, i: int, *, prefix: str = "a", version: str = "1", **changes: Any) -> Application:
     fields: dict[str, Any] = {
         "application_id": f"{prefix}-{i}",
         "bank_id": BANK,
         "model_id": DEFAULT_MODEL_ID,
-        "key_id": key_id,
+        "key_id": kid,
         "consent_reference": CONSENT,
         "features": ROWS[i],
         "model_version": version,
     }
     fields.update(changes)
     return Application(**fields)
+
+
+def prefetch(node: PlatformNode, key_id: str) -> None:
+    """Ask the bureau for the model's spec and the bank's key while it is up."""
+    node.feature_spec(DEFAULT_MODEL_ID, "1")
+    node.bank_key(BANK, key_id)
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the platform's flow logged (not the bureau's, nor the lease keeper's)."""
+    return [r.getMessage() for r in caplog.records if r.name == LOG]
 
 
 def receipt(result: Receipt | BlindscoreError) -> Receipt:
@@ -338,3 +350,454 @@ def test_the_bank_key_is_fetched_once_and_kept_with_its_pool(platform: PlatformN
     assert key.matches_key_id(key_id)
     # The precomputed randomness the platform reserved for a burst of applications.
     assert key._randomness().capacity == flow.PLATFORM_POOL_CAPACITY
+
+
+def test_an_unreachable_bureau_leaves_the_entry_to_be_resent(
+    platform: PlatformNode, link: InProcessBureau, key_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefetch(platform, key_id)
+    link.down = True
+    caplog.set_level(logging.WARNING, LOG)
+    before = time.time()
+    with pytest.raises(UnavailableError, match=r"^bureau unavailable: connection refused$"):
+        platform.score(app(key_id, 9))
+    entry = platform.outbox.get("a-9")
+    assert entry is not None and entry.state == "sent" and entry.attempts == 1
+    assert entry.last_error == "bureau unavailable: connection refused" and entry.lease_until == 0
+    # FAST has no jitter: the first retry is 0.05 s away.
+    assert before + 0.05 <= entry.next_attempt_at <= time.time() + 0.05
+    assert messages(caplog) == [
+        "bureau did not answer for a-9 (bureau unavailable: connection refused); resending in 0.1 s"
+    ]
+    # Its second failure doubles the wait (attempts counted from the entry it was stored as).
+    with pytest.raises(UnavailableError, match=r"^bureau unavailable: connection refused$"):
+        platform.score(app(key_id, 9))
+    again = platform.outbox.get("a-9")
+    assert again is not None and again.attempts == 1  # a replay without a claim records no retry
+    link.down = False
+    assert platform.score(app(key_id, 9)).pending
+    done = platform.outbox.get("a-9")
+    assert done is not None and done.state == "acknowledged" and done.last_error == ""
+
+
+def test_a_refusal_is_recorded_for_good(platform: PlatformNode, link: InProcessBureau, key_id: str) -> None:
+    link.refusals.append(PeerError("bureau", "INVALID_ARGUMENT", "no such thing"))
+    with pytest.raises(PeerError, match=r"^bureau: no such thing$"):
+        platform.score(app(key_id, 10))
+    entry = platform.outbox.get("a-10")
+    assert entry is not None and entry.state == "refused" and entry.last_error == "bureau: no such thing"
+    assert entry.attempts == 0
+    # Refused, the id is free again: the same application goes anew.
+    assert platform.score(app(key_id, 10)).pending
+    assert len(link.sent) == 2
+
+
+def test_a_refused_replay_is_recorded_without_a_claim(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    prefetch(platform, key_id)
+    link.down = True
+    with pytest.raises(UnavailableError):
+        platform.score(app(key_id, 11))
+    link.down = False
+    link.refusals.append(PeerError("bureau", "FAILED_PRECONDITION", "not now"))
+    with pytest.raises(PeerError, match=r"^bureau: not now$"):
+        platform.score(app(key_id, 11))
+    entry = platform.outbox.get("a-11")
+    assert entry is not None and entry.state == "refused" and entry.last_error == "bureau: not now"
+
+
+def test_an_outcome_after_a_lost_lease_is_not_recorded(
+    platform: PlatformNode, key_id: str, bureau: BureauNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    class TakenOver(InProcessBureau):
+        """Another replica takes the entry over while this one is sending it."""
+
+        def submit(self, payload: bytes) -> SubmitResult:
+            outbox = platform.outbox
+            outbox.retry_later("a-12", 0, time.time(), "paused")
+            [taken] = outbox.claim_due("r2", 6.0, time.time() + 1, 16)
+            assert taken.application_id == "a-12"
+            return super().submit(payload)
+
+    platform.bureau = TakenOver(bureau)
+    caplog.set_level(logging.WARNING, LOG)
+    got = platform.score(app(key_id, 12))
+    assert got.application_id == "a-12" and got.pending
+    entry = platform.outbox.get("a-12")
+    assert entry is not None and entry.state == "sent" and entry.claimed_by == "r2" and entry.claim == 2
+    assert messages(caplog) == [
+        "lost the lease on outbox entry 'a-12' (claim 1): another platform replica took it over or it "
+        "was answered; this one records nothing about it"
+    ]
+
+
+def test_a_retry_after_a_lost_lease_is_not_recorded(
+    platform: PlatformNode, key_id: str, bureau: BureauNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    class TakenOverDown(InProcessBureau):
+        def submit(self, payload: bytes) -> SubmitResult:
+            platform.outbox.retry_later("a-13", 0, time.time(), "paused")
+            platform.outbox.claim_due("r2", 6.0, time.time() + 1, 16)
+            raise UnavailableError("bureau unavailable: reset")
+
+    platform.bureau = TakenOverDown(bureau)
+    caplog.set_level(logging.WARNING, LOG)
+    with pytest.raises(UnavailableError, match=r"^bureau unavailable: reset$"):
+        platform.score(app(key_id, 13))
+    entry = platform.outbox.get("a-13")
+    assert entry is not None and entry.attempts == 0 and entry.last_error == "paused"
+    assert messages(caplog) == [
+        "lost the lease on outbox entry 'a-13' (claim 1): another platform replica took it over or it "
+        "was answered; this one records nothing about it"
+    ]
+
+
+def test_an_interrupted_send_lets_go_of_its_lease(
+    platform: PlatformNode, key_id: str, bureau: BureauNode
+) -> None:
+    class Interrupted(InProcessBureau):
+        def submit(self, payload: bytes) -> SubmitResult:
+            raise KeyboardInterrupt
+
+    platform.bureau = Interrupted(bureau)
+    with pytest.raises(KeyboardInterrupt):
+        platform.score(app(key_id, 14))
+    assert platform._leases.held() == []
+    entry = platform.outbox.get("a-14")
+    assert entry is not None and entry.state == "sent" and entry.attempts == 0
+
+
+# ---------------------------------------------------------------------- packed batches
+
+
+def test_score_many_packs_a_group_into_one_batch(
+    platform: PlatformNode, link: InProcessBureau, bureau: BureauNode, key_id: str
+) -> None:
+    apps = [app(key_id, i, prefix="p") for i in (20, 21, 22)]
+    results = [receipt(r) for r in platform.score_many(apps)]
+    [payload] = link.sent
+    batch = pb.EncryptedBatch.FromString(payload)
+    assert [m.application_id for m in batch.members] == ["p-20", "p-21", "p-22"]
+    assert [m.consent_reference for m in batch.members] == [CONSENT] * 3
+    assert (batch.platform_id, batch.bank_id, batch.model_id, batch.key_id, batch.model_version) == (
+        PLATFORM,
+        BANK,
+        DEFAULT_MODEL_ID,
+        key_id,
+        "1",
+    )
+    assert batch.slot_bits == 95 and re.fullmatch(r"b-[0-9a-f]{32}", batch.batch_id)
+    assert [r.application_id for r in results] == ["p-20", "p-21", "p-22"]
+    for r in results:
+        assert r.pending and r.model_version == "1" and r.wire_bytes == 100
+        assert list(r.stage_ms) == ["platform.encrypt", "bureau.t"]
+        assert 0 < r.encrypt_ms == r.stage_ms["platform.encrypt"] < r.total_ms
+    # The encryption time is shared by the batch's members.
+    assert results[0].encrypt_ms * 3 < results[0].total_ms
+    entries = [platform.outbox.get(f"p-{i}") for i in (20, 21, 22)]
+    assert all(e is not None and e.state == "acknowledged" for e in entries)
+    lead = entries[0]
+    assert lead is not None and platform.outbox.batch_payload(lead) == payload and lead.claimed_by == "r1"
+    assert bureau.batches.get(PLATFORM, batch.batch_id) is not None
+
+
+def test_resubmitted_members_resend_their_batch_once(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    first = [app(key_id, i, prefix="q") for i in (23, 24, 25)]
+    platform.score_many(first)
+    again = [first[2], app(key_id, 26, prefix="q"), first[0], first[2]]
+    results = platform.score_many(again)
+    assert len(link.sent) == 3
+    assert [m.application_id for m in pb.EncryptedBatch.FromString(link.sent[1]).members] == ["q-26"]
+    assert link.sent[2] == link.sent[0]  # the stored batch, once
+    got = [receipt(r) for r in results]
+    assert [r.application_id for r in got] == ["q-25", "q-26", "q-23", "q-25"]
+    for r in (got[0], got[2], got[3]):
+        assert r.encrypt_ms == 0.0 and "platform.encrypt" not in r.stage_ms and r.model_version == "1"
+        assert r.pending and r.total_ms > 0 and r.wire_bytes == 100
+    assert "platform.encrypt" in got[1].stage_ms
+
+
+def test_an_id_twice_in_one_call_goes_after_its_batch(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    apps = [app(key_id, 27, prefix="d"), app(key_id, 28, prefix="d"), app(key_id, 27, prefix="d")]
+    results = [receipt(r) for r in platform.score_many(apps)]
+    assert [r.application_id for r in results] == ["d-27", "d-28", "d-27"]
+    assert len(link.sent) == 2 and link.sent[1] == link.sent[0]
+    other = app(key_id, 29, prefix="d", application_id="d-27")
+    [refused] = platform.score_many([app(key_id, 30, prefix="d"), other])[1:]
+    assert isinstance(refused, AlreadyExistsError)
+
+
+def test_a_group_larger_than_a_batch_is_split(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    apps = [app(key_id, i, prefix="s") for i in range(40, 63)]  # 23: a batch holds 21
+    results = [receipt(r) for r in platform.score_many(apps)]
+    assert [r.application_id for r in results] == [a.application_id for a in apps]
+    sizes = [len(pb.EncryptedBatch.FromString(p).members) for p in link.sent]
+    assert sizes == [21, 2]
+
+
+def test_groups_follow_the_bank_key_and_the_model_version(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    apps = [
+        app(key_id, 64, prefix="g"),
+        app(key_id, 65, prefix="g", version="latest"),
+        app(key_id, 66, prefix="g"),
+    ]
+    [receipt(r) for r in platform.score_many(apps)]
+    assert [[m.application_id for m in pb.EncryptedBatch.FromString(p).members] for p in link.sent] == [
+        ["g-64", "g-65", "g-66"]
+    ]
+
+
+def test_errors_come_back_in_place(platform: PlatformNode, link: InProcessBureau, key_id: str) -> None:
+    apps = [
+        app(key_id, 67, prefix="e"),
+        app(key_id, 68, prefix="e", model_id="nope"),
+        app(key_id, 69, prefix="e", key_id="pk-" + "0" * 32),
+        app(key_id, 70, prefix="e"),
+    ]
+    results = platform.score_many(apps)
+    assert isinstance(results[1], PeerError) and results[1].code == "NOT_FOUND"
+    assert isinstance(results[2], PeerError) and results[2].code == "NOT_FOUND"
+    assert str(results[2]).startswith("bureau: ") and "pk-000" in str(results[2])
+    assert [receipt(results[i]).application_id for i in (0, 3)] == ["e-67", "e-70"]
+    assert len(link.sent) == 1
+
+
+def test_an_unreachable_bureau_fails_the_whole_batch(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    platform.feature_spec(DEFAULT_MODEL_ID, "1")
+    link.calls.clear()
+    link.down = True
+    results = platform.score_many([app(key_id, 71, prefix="u"), app(key_id, 72, prefix="u")])
+    assert all(isinstance(r, UnavailableError) for r in results)
+    assert str(results[0]) == "bureau unavailable: connection refused"
+    assert platform.outbox.get("u-71") is None
+    link.down = False
+    key = platform.bank_key(BANK, key_id)
+    link.down = True
+    results = platform.score_many([app(key_id, 71, prefix="u"), app(key_id, 72, prefix="u")])
+    assert all(isinstance(r, UnavailableError) for r in results)
+    entry = platform.outbox.get("u-71")
+    assert entry is not None and entry.attempts == 1 and entry.state == "sent"
+    assert key is platform.bank_key(BANK, key_id)
+    link.down = False
+    resent = [receipt(r) for r in platform.score_many([app(key_id, 72, prefix="u")])]
+    assert resent[0].encrypt_ms == 0.0
+
+
+def test_a_model_without_a_packed_form_goes_one_by_one(bureau: BureauNode, key_id: str) -> None:
+    class Unpacked(InProcessBureau):
+        slot_bits = 0
+        max_slots = 0
+
+        def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
+            spec = super().model_spec(model_id, version)
+            return ModelSpec(spec.model_id, spec.version, spec.feature_spec, self.slot_bits, self.max_slots)
+
+    for slot_bits, max_slots in ((0, 64), (95, 0), (4096, 64)):
+        link = Unpacked(bureau)
+        link.slot_bits, link.max_slots = slot_bits, max_slots
+        node = PlatformNode(PLATFORM, link)
+        try:
+            prefix = f"o{slot_bits}-{max_slots}"
+            results = [
+                receipt(r)
+                for r in node.score_many([app(key_id, 73, prefix=prefix), app(key_id, 74, prefix=prefix)])
+            ]
+            assert [r.application_id for r in results] == [f"{prefix}-73", f"{prefix}-74"]
+            assert link.calls.count("submit") == 2 and "submit_batch" not in link.calls
+            assert all("platform.encrypt" in r.stage_ms for r in results)
+        finally:
+            node.close()
+
+
+def test_a_batch_refused_for_an_id_the_bureau_has_goes_one_by_one(
+    bureau: BureauNode, key_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    elsewhere = PlatformNode(PLATFORM, InProcessBureau(bureau))
+    link = InProcessBureau(bureau)
+    node = PlatformNode(PLATFORM, link)
+    try:
+        elsewhere.score(app(key_id, 75, prefix="r"))
+        caplog.set_level(logging.WARNING, LOG)
+        results = node.score_many([app(key_id, 75, prefix="r"), app(key_id, 76, prefix="r")])
+        assert isinstance(results[0], PeerError) and results[0].code == "ALREADY_EXISTS"
+        assert receipt(results[1]).application_id == "r-76"
+        assert link.calls == ["model_spec", "bank_key", "submit_batch", "submit", "submit"]
+        assert messages(caplog)[0].startswith("batch refused (bureau: ")
+        assert messages(caplog)[0].endswith("); sending its 2 applications one by one")
+        # A batch of one refused so is refused, not sent again alone.
+        link.calls.clear()
+        [alone] = node.score_many([app(key_id, 75, prefix="r", application_id="r-77")])
+        assert receipt(alone).application_id == "r-77"
+        elsewhere.score(app(key_id, 78, prefix="r"))
+        link.calls.clear()
+        [refused] = node.score_many([app(key_id, 78, prefix="r")])
+        assert isinstance(refused, PeerError) and refused.code == "ALREADY_EXISTS"
+        assert link.calls == ["submit_batch"]
+    finally:
+        node.close()
+        elsewhere.close()
+
+
+def test_a_batch_refused_otherwise_is_refused_whole(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    link.refusals.append(PeerError("bureau", "INVALID_ARGUMENT", "bad batch"))
+    results = platform.score_many([app(key_id, 79, prefix="w"), app(key_id, 80, prefix="w")])
+    assert [str(r) for r in results] == ["bureau: bad batch"] * 2
+    assert link.calls.count("submit_batch") == 1 and "submit" not in link.calls
+
+
+def test_a_replayed_batch_refused_as_already_there_is_asked_once_more(
+    platform: PlatformNode, link: InProcessBureau, key_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    apps = [app(key_id, 81, prefix="k"), app(key_id, 82, prefix="k")]
+    platform.score_many(apps)
+    caplog.set_level(logging.INFO, LOG)
+    link.refusals.append(PeerError("bureau", "ALREADY_EXISTS", "taken"))
+    results = [receipt(r) for r in platform.score_many(apps)]
+    assert [r.application_id for r in results] == ["k-81", "k-82"]
+    assert len(link.sent) == 3 and link.sent[2] == link.sent[0]
+    assert messages(caplog) == ["batch of k-81 refused as already submitted; asking once more"]
+    link.refusals.extend([PeerError("bureau", "ALREADY_EXISTS", "taken")] * 2)
+    results2 = platform.score_many(apps)
+    assert [str(r) for r in results2] == ["bureau: taken"] * 2
+    link.refusals.clear()
+    link.refusals.append(PeerError("bureau", "NOT_FOUND", "gone"))
+    assert [str(r) for r in platform.score_many(apps)] == ["bureau: gone"] * 2
+
+
+def test_a_fresh_batch_refused_as_already_there_is_not_asked_again(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    link.refusals.append(PeerError("bureau", "ALREADY_EXISTS", "taken"))
+    [result] = platform.score_many([app(key_id, 83, prefix="f")])
+    assert str(result) == "bureau: taken"
+    assert link.calls.count("submit_batch") == 1
+
+
+def test_a_batch_an_id_of_which_was_stored_meanwhile_goes_one_by_one(
+    tmp_path: Path, bureau: BureauNode, key_id: str
+) -> None:
+    class Racing(Outbox):
+        """Another request stores the first member alone just before the batch is stored."""
+
+        def add_batch(self, members: Any, *args: Any, **kwargs: Any) -> Any:
+            if not hasattr(self, "raced"):
+                self.raced = True
+                other.score(app(key_id, 84, prefix="m"))
+            return super().add_batch(members, *args, **kwargs)
+
+    outbox = Racing(tmp_path / "outbox.sqlite3", b"s" * 32)
+    link = InProcessBureau(bureau)
+    node = PlatformNode(PLATFORM, link, outbox)
+    other = PlatformNode(PLATFORM, InProcessBureau(bureau), outbox)
+    try:
+        results = [
+            receipt(r) for r in node.score_many([app(key_id, 84, prefix="m"), app(key_id, 85, prefix="m")])
+        ]
+        assert [r.application_id for r in results] == ["m-84", "m-85"]
+        assert link.calls.count("submit_batch") == 0 and link.calls.count("submit") == 2
+    finally:
+        node.close()
+
+
+# ---------------------------------------------------------------------- the resender
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the resender did not get there"
+        time.sleep(0.01)
+
+
+def test_the_resender_sends_what_the_bureau_never_answered(
+    tmp_path: Path, bureau: BureauNode, key_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox"
+    link = InProcessBureau(bureau)
+    first = PlatformNode(PLATFORM, link, Outbox.open(path), retry=FAST)
+    prefetch(first, key_id)
+    link.down = True
+    with pytest.raises(UnavailableError):
+        first.score(app(key_id, 86, prefix="z"))
+    first.score_many([app(key_id, 87, prefix="z"), app(key_id, 88, prefix="z")])
+    first.close()
+    dials: list[InProcessBureau] = []
+    hung_up: list[int] = []
+
+    def dial() -> tuple[InProcessBureau, Callable[[], None]]:
+        fresh = InProcessBureau(bureau)
+        fresh.down = len(dials) == 0  # the first link finds the bureau down
+        dials.append(fresh)
+        return fresh, lambda: hung_up.append(len(dials))
+
+    main = InProcessBureau(bureau)
+    node = PlatformNode(PLATFORM, main, Outbox.open(path), retry=FAST, dial=dial, lease_s=3.0)
+    caplog.set_level(logging.INFO, LOG)
+    caplog.clear()
+    try:
+        node.start_resending()
+        node.start_resending()  # once is enough
+        eventually(lambda: node.outbox.counts()["acknowledged"] == 3)
+        assert main.sent == [] and len(dials) >= 2 and hung_up[0] == 1
+        logged = messages(caplog)
+        assert logged[0] == "resending 3 application(s) the bureau never answered"
+        assert "resent z-86 to the bureau" in logged and "resent z-87 to the bureau" in logged
+        assert any(m.startswith("resending z-86: bureau unavailable") for m in logged)
+    finally:
+        node.close()
+    assert hung_up[-1] == len(dials)
+
+
+def test_a_round_returns_when_the_next_entry_is_due(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    prefetch(platform, key_id)
+    link.down = True
+    with pytest.raises(UnavailableError):
+        platform.score(app(key_id, 89, prefix="n"))
+    platform._resender = flow.RetryLoop("test", lambda: None)  # a round, not its thread
+    entry = platform.outbox.get("n-89")
+    assert entry is not None
+    wait = platform._resend_due()  # not due yet
+    assert wait is not None and 0.05 <= wait <= entry.next_attempt_at - time.time() + 0.05
+    time.sleep(0.06)
+    wait = platform._resend_due()  # due: sent, the bureau still down
+    assert wait is not None and 0.05 <= wait <= 0.2 and link.calls.count("submit") == 2
+    retried = platform.outbox.get("n-89")
+    assert retried is not None and retried.attempts == 2
+    link.down = False
+    time.sleep(max(0.0, retried.next_attempt_at - time.time()) + 0.01)
+    assert platform._resend_due() is None  # nothing left
+    platform._resender = None
+
+
+def test_a_stopping_resender_hands_back_what_it_claimed(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    prefetch(platform, key_id)
+    link.down = True
+    for i in (90, 91):
+        with pytest.raises(UnavailableError):
+            platform.score(app(key_id, i, prefix="h"))
+    time.sleep(0.06)
+    link.down = False
+    assert platform._resend_due() is None  # no resender: hands back at once
+    assert link.calls.count("submit") == 2
+    for i in (90, 91):
+        entry = platform.outbox.get(f"h-{i}")
+        assert (
+            entry is not None and entry.state == "sent" and entry.claimed_by == "" and entry.lease_until == 0
+        )
