@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +68,10 @@ class InProcessBureau:
         self.calls: list[str] = []
         self.down = False
         self.refusals: list[BlindscoreError] = []
+        #: False: answer as a bureau that names no model version in its receipts.
+        self.names_version = True
+        #: Seconds each submission takes.
+        self.delay_s = 0.0
 
     def _call(self, name: str, work: Callable[[], Any]) -> Any:
         self.calls.append(name)
@@ -74,8 +79,8 @@ class InProcessBureau:
             raise UnavailableError("bureau unavailable: connection refused")
         try:
             return work()
-        except PeerError:
-            raise
+        except (PeerError, UnavailableError):
+            raise  # injected, as the call would raise them
         except BlindscoreError as exc:
             code, message = status_of(exc)
             raise PeerError("bureau", code.name, message) from None
@@ -88,7 +93,9 @@ class InProcessBureau:
         return serde.paillier_key_from_json(serde.paillier_key_to_json(key))
 
     def _result(self, report: Any, count: int) -> SubmitResult:
-        return SubmitResult({"bureau.t": 1.0}, 100, str(report.model_version), report.pending)
+        time.sleep(self.delay_s)
+        version = str(report.model_version) if self.names_version else ""
+        return SubmitResult({"bureau.t": 1.0}, 100, version, report.pending)
 
     def _refusal(self) -> None:
         if self.refusals:
@@ -801,3 +808,135 @@ def test_a_stopping_resender_hands_back_what_it_claimed(
         assert (
             entry is not None and entry.state == "sent" and entry.claimed_by == "" and entry.lease_until == 0
         )
+
+
+def test_a_receipt_names_the_stored_version_when_the_bureau_names_none(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    link.names_version = False
+    single, pair = app(key_id, 92, prefix="v"), [app(key_id, 93, prefix="v"), app(key_id, 94, prefix="v")]
+    for _ in range(2):  # fresh, then resubmitted
+        assert platform.score(single).model_version == "1"
+        assert [receipt(r).model_version for r in platform.score_many(pair)] == ["1", "1"]
+        assert receipt(platform.score_many([single])[0]).model_version == "1"
+
+
+def test_a_resent_batch_is_timed_from_its_resending(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    pair = [app(key_id, 95, prefix="t"), app(key_id, 96, prefix="t")]
+    platform.score_many(pair)
+    link.delay_s = 0.05
+    t0 = time.perf_counter()
+    results = [receipt(r) for r in platform.score_many(pair)]
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    assert all(50.0 <= r.total_ms <= elapsed_ms for r in results)
+
+
+def test_a_refusal_after_a_lost_lease_is_not_recorded(
+    platform: PlatformNode, key_id: str, bureau: BureauNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    class TakenOverRefused(InProcessBureau):
+        def submit(self, payload: bytes) -> SubmitResult:
+            platform.outbox.retry_later("a-97", 0, time.time(), "paused")
+            platform.outbox.claim_due("r2", 6.0, time.time() + 1, 16)
+            raise PeerError("bureau", "INVALID_ARGUMENT", "no")
+
+    platform.bureau = TakenOverRefused(bureau)
+    caplog.set_level(logging.WARNING, LOG)
+    with pytest.raises(PeerError, match=r"^bureau: no$"):
+        platform.score(app(key_id, 97))
+    entry = platform.outbox.get("a-97")
+    assert entry is not None and entry.state == "sent" and entry.claimed_by == "r2"
+    assert messages(caplog) == [
+        "lost the lease on outbox entry 'a-97' (claim 1): another platform replica took it over or it "
+        "was answered; this one records nothing about it"
+    ]
+
+
+def unanswered(node: PlatformNode, link: InProcessBureau, key_id: str, ids: range) -> None:
+    """Store applications ``ids`` while the bureau is down, then wait until they are due."""
+    prefetch(node, key_id)
+    link.down = True
+    for i in ids:
+        with pytest.raises(UnavailableError):
+            node.score(app(key_id, i, prefix="l"))
+    link.down = False
+    time.sleep(0.06)
+
+
+def test_a_round_skips_an_entry_taken_over_while_it_waited(
+    platform: PlatformNode, link: InProcessBureau, key_id: str, bureau: BureauNode
+) -> None:
+    unanswered(platform, link, key_id, range(100, 103))
+
+    class TakeOverNext(InProcessBureau):
+        def submit(self, payload: bytes) -> SubmitResult:
+            if pb.EncryptedApplication.FromString(payload).application_id == "l-100":
+                platform.outbox.retry_later("l-101", 1, time.time(), "paused")
+                platform.outbox.claim_due("r2", 6.0, time.time() + 1, 1)
+                platform._leases._round()  # the renewal that finds it taken over
+            return super().submit(payload)
+
+    resend = TakeOverNext(bureau)
+    platform.bureau = resend
+    platform._resender = flow.RetryLoop("test", lambda: None)  # a round, not its thread
+    try:
+        platform._resend_due()
+    finally:
+        platform._resender = None
+    sent = [pb.EncryptedApplication.FromString(p).application_id for p in resend.sent]
+    assert sent == ["l-100", "l-102"]
+    assert platform._leases.held() == []
+    taken = platform.outbox.get("l-101")
+    assert taken is not None and taken.claimed_by == "r2" and taken.state == "sent"
+
+
+def test_a_round_hangs_up_only_after_the_bureau_was_unreachable(
+    platform: PlatformNode, link: InProcessBureau, key_id: str, bureau: BureauNode
+) -> None:
+    unanswered(platform, link, key_id, range(103, 106))
+    dialed: list[InProcessBureau] = []
+    hung_up: list[int] = []
+
+    def dial() -> tuple[InProcessBureau, Callable[[], None]]:
+        dialed.append(InProcessBureau(bureau))
+        if len(dialed) == 1:  # unreachable for one, refused for the next, answered for the last
+            dialed[0].refusals = [
+                UnavailableError("bureau unavailable: reset"),
+                PeerError("bureau", "INVALID_ARGUMENT", "no"),
+            ]
+        return dialed[-1], lambda: hung_up.append(len(dialed))
+
+    platform._dial = dial
+    platform.retry = RetryPolicy(base_s=5.0, jitter=0.0)  # l-103 is not due again during the test
+    platform._resender = flow.RetryLoop("test", lambda: None)  # rounds, not their thread
+    try:
+        platform._resend_due()
+        assert dialed[0].calls == ["submit"] * 3 and hung_up == [1]
+        refused = platform.outbox.get("l-104")
+        assert refused is not None and refused.state == "refused"
+        # Rounds in which the bureau answered keep their link for the next round.
+        platform.retry = FAST
+        unanswered(platform, link, key_id, range(106, 107))
+        platform._resend_due()
+        unanswered(platform, link, key_id, range(107, 108))
+        platform._resend_due()
+        assert len(dialed) == 2 and hung_up == [1] and dialed[1].calls == ["submit", "submit"]
+    finally:
+        platform._resender = None
+
+
+@pytest.mark.parametrize(("lease_s", "idle_s"), [(6.0, 3.0), (0.5, 0.25), (3600.0, 30.0)])
+def test_the_resender_wakes_for_entries_a_dead_replica_leaves(
+    link: InProcessBureau, lease_s: float, idle_s: float
+) -> None:
+    node = PlatformNode(PLATFORM, link, lease_s=lease_s)
+    try:
+        node.start_resending()
+        loop = node._resender
+        assert loop is not None and loop._idle_s == idle_s and loop.running
+        assert "platform-resend" in [t.name for t in threading.enumerate()]
+    finally:
+        node.close()
+    assert node._resender is None and not loop.running
