@@ -211,6 +211,7 @@ def test_a_refused_consent_is_neither_encrypted_stored_nor_sent(
 def test_score_stores_sends_and_answers_one_application(
     platform: PlatformNode, link: InProcessBureau, bureau: BureauNode, key_id: str
 ) -> None:
+    platform._leases.stop()  # no renewal: the lease below is the one the entry was stored with
     before = time.time()
     got = platform.score(app(key_id, 1))
     assert got.application_id == "a-1" and got.pending is True
@@ -234,6 +235,7 @@ def test_score_stores_sends_and_answers_one_application(
     assert entry.claimed_by == "r1"
     # Stored due a lease from now (what a resender would wait before sending it again).
     assert before + 6.0 <= entry.next_attempt_at <= time.time() + 6.0
+    assert before + 6.0 <= entry.lease_until <= time.time() + 6.0
     stored = bureau.applications.get(PLATFORM, "a-1")
     assert stored is not None and stored.model_version == 1
 
@@ -479,10 +481,24 @@ def test_an_interrupted_send_lets_go_of_its_lease(
 
 
 def test_score_many_packs_a_group_into_one_batch(
-    platform: PlatformNode, link: InProcessBureau, bureau: BureauNode, key_id: str
+    platform: PlatformNode,
+    link: InProcessBureau,
+    bureau: BureauNode,
+    key_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    encrypt_packed = flow.packing.encrypt_packed
+
+    def slow(*args: Any) -> Any:  # 30 ms of encryption at least, whatever the pool holds
+        time.sleep(0.03)
+        return encrypt_packed(*args)
+
+    monkeypatch.setattr(flow.packing, "encrypt_packed", slow)
     apps = [app(key_id, i, prefix="p") for i in (20, 21, 22)]
+    platform._leases.stop()  # no renewal: the lease below is the one the batch was stored with
+    before, t0 = time.time(), time.perf_counter()
     results = [receipt(r) for r in platform.score_many(apps)]
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
     [payload] = link.sent
     batch = pb.EncryptedBatch.FromString(payload)
     assert [m.application_id for m in batch.members] == ["p-20", "p-21", "p-22"]
@@ -499,13 +515,16 @@ def test_score_many_packs_a_group_into_one_batch(
     for r in results:
         assert r.pending and r.model_version == "1" and r.wire_bytes == 100
         assert list(r.stage_ms) == ["platform.encrypt", "bureau.t"]
-        assert 0 < r.encrypt_ms == r.stage_ms["platform.encrypt"] < r.total_ms
+        assert 10.0 <= r.encrypt_ms == r.stage_ms["platform.encrypt"] < r.total_ms <= elapsed_ms
     # The encryption time is shared by the batch's members.
     assert results[0].encrypt_ms * 3 < results[0].total_ms
     entries = [platform.outbox.get(f"p-{i}") for i in (20, 21, 22)]
     assert all(e is not None and e.state == "acknowledged" for e in entries)
     lead = entries[0]
     assert lead is not None and platform.outbox.batch_payload(lead) == payload and lead.claimed_by == "r1"
+    # Stored due, and held, a lease from now.
+    assert before + 6.0 <= lead.next_attempt_at <= time.time() + 6.0
+    assert before + 6.0 <= lead.lease_until <= time.time() + 6.0
     assert bureau.batches.get(PLATFORM, batch.batch_id) is not None
 
 
