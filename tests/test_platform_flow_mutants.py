@@ -549,10 +549,11 @@ def test_resubmitted_members_resend_their_batch_once(
 def test_an_id_twice_in_one_call_goes_after_its_batch(
     platform: PlatformNode, link: InProcessBureau, key_id: str
 ) -> None:
-    apps = [app(key_id, 27, prefix="d"), app(key_id, 28, prefix="d"), app(key_id, 27, prefix="d")]
+    apps = [app(key_id, i, prefix="d") for i in (27, 28, 27, 31)]
     results = [receipt(r) for r in platform.score_many(apps)]
-    assert [r.application_id for r in results] == ["d-27", "d-28", "d-27"]
+    assert [r.application_id for r in results] == ["d-27", "d-28", "d-27", "d-31"]
     assert len(link.sent) == 2 and link.sent[1] == link.sent[0]
+    assert len(pb.EncryptedBatch.FromString(link.sent[0]).members) == 3
     other = app(key_id, 29, prefix="d", application_id="d-27")
     [refused] = platform.score_many([app(key_id, 30, prefix="d"), other])[1:]
     assert isinstance(refused, AlreadyExistsError)
@@ -959,3 +960,27 @@ def test_the_resender_wakes_for_entries_a_dead_replica_leaves(
     finally:
         node.close()
     assert node._resender is None and not loop.running
+
+
+def test_resubmissions_of_two_batches_and_a_single_go_each_their_way(
+    platform: PlatformNode, link: InProcessBureau, key_id: str
+) -> None:
+    single = app(key_id, 110, prefix="y")
+    first, second = (
+        [app(key_id, 111, prefix="y"), app(key_id, 112, prefix="y")],
+        [app(key_id, 113, prefix="y")],
+    )
+    platform.score(single)
+    platform.score_many(first)
+    platform.score_many(second)
+    link.sent.clear()
+    results = [receipt(r) for r in platform.score_many([first[1], second[0], single])]
+    assert [r.application_id for r in results] == ["y-112", "y-113", "y-110"]
+    # The single one is sent while the requests are sorted, the batches after, each once.
+    assert len(link.sent) == 3
+    assert pb.EncryptedApplication.FromString(link.sent[0]).application_id == "y-110"
+    batches = [[m.application_id for m in pb.EncryptedBatch.FromString(p).members] for p in link.sent[1:]]
+    assert batches == [["y-111", "y-112"], ["y-113"]]
+    # A single application resubmitted goes through score: its receipt has an encryption stage.
+    assert "platform.encrypt" in results[2].stage_ms
+    assert "platform.encrypt" not in results[0].stage_ms
