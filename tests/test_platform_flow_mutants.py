@@ -984,3 +984,27 @@ def test_resubmissions_of_two_batches_and_a_single_go_each_their_way(
     # A single application resubmitted goes through score: its receipt has an encryption stage.
     assert "platform.encrypt" in results[2].stage_ms
     assert "platform.encrypt" not in results[0].stage_ms
+
+
+def test_an_application_stored_meanwhile_by_another_request_sends_that_one(
+    tmp_path: Path, bureau: BureauNode, key_id: str
+) -> None:
+    class Racing(Outbox):
+        """Another request stores the same application just before this one does."""
+
+        def add(self, *args: Any, **kwargs: Any) -> Any:
+            if not hasattr(self, "raced"):
+                self.raced = True
+                other.score(app(key_id, 114, prefix="c"))
+            return super().add(*args, **kwargs)
+
+    outbox = Racing(tmp_path / "outbox.sqlite3", b"s" * 32)
+    link, other_link = InProcessBureau(bureau), InProcessBureau(bureau)
+    node = PlatformNode(PLATFORM, link, outbox)
+    other = PlatformNode(PLATFORM, other_link, outbox)
+    try:
+        got = node.score(app(key_id, 114, prefix="c"))
+        assert got.application_id == "c-114" and got.model_version == "1" and got.pending
+        assert link.sent == other_link.sent  # the payload the other request stored, not a new one
+    finally:
+        node.close()
