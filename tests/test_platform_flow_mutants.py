@@ -212,8 +212,10 @@ def test_score_stores_sends_and_answers_one_application(
     platform: PlatformNode, link: InProcessBureau, bureau: BureauNode, key_id: str
 ) -> None:
     platform._leases.stop()  # no renewal: the lease below is the one the entry was stored with
-    before = time.time()
+    before, t0 = time.time(), time.perf_counter()
     got = platform.score(app(key_id, 1))
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    assert got.total_ms <= elapsed_ms
     assert got.application_id == "a-1" and got.pending is True
     assert got.model_version == "1" and got.wire_bytes == 100
     assert list(got.stage_ms) == ["platform.encrypt", "bureau.t"]
@@ -1006,5 +1008,19 @@ def test_an_application_stored_meanwhile_by_another_request_sends_that_one(
         got = node.score(app(key_id, 114, prefix="c"))
         assert got.application_id == "c-114" and got.model_version == "1" and got.pending
         assert link.sent == other_link.sent  # the payload the other request stored, not a new one
+    finally:
+        node.close()
+
+
+def test_a_resubmission_after_a_restart_only_resends(tmp_path: Path, bureau: BureauNode, key_id: str) -> None:
+    path = tmp_path / "outbox"
+    first = PlatformNode(PLATFORM, InProcessBureau(bureau), Outbox.open(path))
+    first.score(app(key_id, 115, prefix="b"))
+    first.close()
+    link = InProcessBureau(bureau)
+    node = PlatformNode(PLATFORM, link, Outbox.open(path))
+    try:
+        assert node.score(app(key_id, 115, prefix="b")).model_version == "1"
+        assert link.calls == ["submit"]  # neither the model's spec nor the key: the stored payload
     finally:
         node.close()
