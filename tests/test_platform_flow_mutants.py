@@ -237,6 +237,7 @@ def test_score_stores_sends_and_answers_one_application(
     entry = platform.outbox.get("a-1")
     assert entry is not None and entry.payload == payload
     assert entry.state == "acknowledged" and entry.last_error == "" and entry.attempts == 0
+    assert platform._leases.held() == []  # answered: its lease is no longer renewed
     assert entry.claimed_by == "r1"
     # Stored due a lease from now (what a resender would wait before sending it again).
     assert before + 6.0 <= entry.next_attempt_at <= time.time() + 6.0
@@ -377,6 +378,7 @@ def test_an_unreachable_bureau_leaves_the_entry_to_be_resent(
         platform.score(app(key_id, 9))
     entry = platform.outbox.get("a-9")
     assert entry is not None and entry.state == "sent" and entry.attempts == 1
+    assert platform._leases.held() == []  # let go: a resender claims it when it is due
     assert entry.last_error == "bureau unavailable: connection refused" and entry.lease_until == 0
     # FAST has no jitter: the first retry is 0.05 s away.
     assert before + 0.05 <= entry.next_attempt_at <= time.time() + 0.05
