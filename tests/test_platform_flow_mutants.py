@@ -1029,3 +1029,26 @@ def test_a_resubmission_after_a_restart_only_resends(tmp_path: Path, bureau: Bur
         assert link.calls == ["submit"]  # neither the model's spec nor the key: the stored payload
     finally:
         node.close()
+
+
+@pytest.mark.parametrize(("max_slots", "sizes"), [(1, [1, 1, 1]), (2, [2, 1])])
+def test_a_batch_holds_at_most_the_models_slots(
+    bureau: BureauNode, key_id: str, max_slots: int, sizes: list[int]
+) -> None:
+    class FewSlots(InProcessBureau):
+        """The model's spec allowing fewer applications a batch than the key would hold."""
+
+        def model_spec(self, model_id: str, version: str = "") -> ModelSpec:
+            spec = super().model_spec(model_id, version)
+            return ModelSpec(spec.model_id, spec.version, spec.feature_spec, spec.slot_bits, max_slots)
+
+    link = FewSlots(bureau)
+    node = PlatformNode(PLATFORM, link)
+    try:
+        prefix = f"fs{max_slots}"
+        results = node.score_many([app(key_id, i, prefix=prefix) for i in (116, 117, 118)])
+        assert [receipt(r).application_id for r in results] == [f"{prefix}-{i}" for i in (116, 117, 118)]
+        assert "submit" not in link.calls
+        assert [len(pb.EncryptedBatch.FromString(p).members) for p in link.sent] == sizes
+    finally:
+        node.close()
