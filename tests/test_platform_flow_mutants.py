@@ -15,7 +15,7 @@ import pytest
 from blindscore.bureau.flow import BureauNode
 from blindscore.crypto.dgk import DGKKeyPair
 from blindscore.crypto.paillier import KeyPair, PublicKey
-from blindscore.data.german import DEFAULT_MODEL_ID, load_german_credit
+from blindscore.data.german import DEFAULT_MODEL_ID, default_model, load_german_credit
 from blindscore.errors import (
     AlreadyExistsError,
     BlindscoreError,
@@ -26,6 +26,7 @@ from blindscore.errors import (
 )
 from blindscore.infra.db import RetryPolicy
 from blindscore.infra.status import status_of
+from blindscore.models.registry import load_model
 from blindscore.platform_node import flow
 from blindscore.platform_node.bureau_link import SubmitResult
 from blindscore.platform_node.flow import PlatformNode, Receipt
@@ -1052,3 +1053,18 @@ def test_a_batch_holds_at_most_the_models_slots(
         assert [len(pb.EncryptedBatch.FromString(p).members) for p in link.sent] == sizes
     finally:
         node.close()
+
+
+def test_a_numbered_version_is_asked_for_as_it_is(
+    platform: PlatformNode, link: InProcessBureau, bureau: BureauNode
+) -> None:
+    document = default_model().to_dict()
+    document["metadata"] = {**document["metadata"], "note": "version 2"}
+    assert bureau.models.put(DEFAULT_MODEL_ID, load_model(document)).version == 2  # now the latest
+    assert platform.feature_spec(DEFAULT_MODEL_ID, "v1")[0] == "1"
+    assert platform.feature_spec(DEFAULT_MODEL_ID)[0] == "2"
+    with pytest.raises(
+        PeerError, match=r"^bureau: model version 'X1' must be a positive integer or 'latest'$"
+    ) as refused:
+        platform.feature_spec(DEFAULT_MODEL_ID, "X1")  # only a leading v is dropped
+    assert refused.value.code == "INVALID_ARGUMENT"
