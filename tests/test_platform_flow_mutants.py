@@ -1022,6 +1022,8 @@ def test_a_resubmission_after_a_restart_only_resends(tmp_path: Path, bureau: Bur
     path = tmp_path / "outbox"
     first = PlatformNode(PLATFORM, InProcessBureau(bureau), Outbox.open(path))
     first.score(app(key_id, 115, prefix="b"))
+    stored = first.outbox.get("b-115")
+    assert stored is not None and stored.claimed_by == ""  # a platform with no replica id
     first.close()
     link = InProcessBureau(bureau)
     node = PlatformNode(PLATFORM, link, Outbox.open(path))
