@@ -1070,3 +1070,14 @@ def test_a_numbered_version_is_asked_for_as_it_is(
     ) as refused:
         platform.feature_spec(DEFAULT_MODEL_ID, "X1")  # only a leading v is dropped
     assert refused.value.code == "INVALID_ARGUMENT"
+
+
+def test_a_platform_id_and_a_lease_are_checked(link: InProcessBureau) -> None:
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^platform id 'bad id' is not a valid identifier "
+        r"\(1-128 characters: letters, digits, \. _ : -\)$",
+    ):
+        PlatformNode("bad id", link)
+    with pytest.raises(InvalidInputError, match=r"^lease must be between 0\.5 and 3600 seconds$"):
+        PlatformNode(PLATFORM, link, lease_s=0.4)
