@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 import time
+from typing import Any
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -449,18 +450,23 @@ def test_packed_start_refuses_by_ids_counts_and_sessions(node: BankNode) -> None
     assert node.store.runs(BUREAU, "a", PLATFORM) is None
 
 
-def test_a_packed_batchs_labels_are_checked_for_repeats_against_its_cutoffs(node: BankNode) -> None:
-    """Repeated labels of a packed batch are refused with its cutoffs, once the ticket is open."""
+def packed_round(node: BankNode, app_id: str) -> tuple[Batch, Any, Any, Any]:
+    """A packed batch of one German row, started at ``node``: (batch, start, OT reply, circuit)."""
     sender, session_id = ot_session(node)
     pk = node.keypair.public_key
     slot_bits = packing.slot_bits_for(MODEL)
     assert slot_bits is not None
     cts = packing.encrypt_packed(pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(ROWS[0])])
     band = packing.PackedBand(pk, MODEL, cts, 1, slot_bits)
-    batch = Batch(node.key_id, ("d0",), BUREAU, PLATFORM)
+    batch = Batch(node.key_id, (app_id,), BUREAU, PLATFORM)
     start = node.packed_start(BatchStart(batch, session_id, band.masked()))
     circuit, pairs = band.garble()
-    reply = sender.reply(start.request, pairs)
+    return batch, start, sender.reply(start.request, pairs), circuit
+
+
+def test_a_packed_batchs_labels_are_checked_for_repeats_against_its_cutoffs(node: BankNode) -> None:
+    """Repeated labels of a packed batch are refused with its cutoffs, once the ticket is open."""
+    batch, start, reply, circuit = packed_round(node, "d0")
     cutoffs = len(MODEL.encoded_cutoffs)
     repeated = ("A",) * (cutoffs + 1)
     with pytest.raises(
@@ -471,16 +477,7 @@ def test_a_packed_batchs_labels_are_checked_for_repeats_against_its_cutoffs(node
 
 
 def test_packed_finish_checks_the_key_and_the_labels_before_the_ticket(node: BankNode) -> None:
-    sender, session_id = ot_session(node)
-    pk = node.keypair.public_key
-    slot_bits = packing.slot_bits_for(MODEL)
-    assert slot_bits is not None
-    cts = packing.encrypt_packed(pk, MODEL.spec, slot_bits, [MODEL.spec.encode_row(ROWS[0])])
-    band = packing.PackedBand(pk, MODEL, cts, 1, slot_bits)
-    batch = Batch(node.key_id, ("f0",), BUREAU, PLATFORM)
-    start = node.packed_start(BatchStart(batch, session_id, band.masked()))
-    circuit, pairs = band.garble()
-    reply = sender.reply(start.request, pairs)
+    batch, start, reply, circuit = packed_round(node, "f0")
     labels = MODEL.policy.labels
     with pytest.raises(InvalidInputError, match=f"^{LABEL_RULE}$"):
         node.packed_finish(BatchFinish(batch, start.ticket, reply, circuit, "m", ("A",)))
