@@ -7,9 +7,9 @@ import logging
 import re
 import threading
 import time
-from typing import Any
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
