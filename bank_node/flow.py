@@ -38,6 +38,10 @@ FAULT_BAND_RANGE = "band_range"
 #: Round-2 faults waiting for the delivery of their application; the oldest are dropped beyond this
 #: (a bureau that never delivers loses only the detection of a fault that leaked nothing).
 MAX_PENDING_FAULTS = 4096
+#: Told of each protocol fault: (bureau_id, application_id, check).
+FaultHook = Callable[[str, str, str], None]
+#: A fault report: bureau, applications, check, and the hook set when the fault was found.
+_Report = tuple[str, list[str], str, FaultHook | None]
 
 
 class BankNode:
@@ -52,7 +56,7 @@ class BankNode:
         *,
         ring: KeyRing | None = None,
         limits: RunLimits | None = None,
-        on_fault: Callable[[str, str, str], None] | None = None,
+        on_fault: FaultHook | None = None,
     ) -> None:
         """``keypair`` and ``dgk`` form the current key; with ``ring`` the node also answers every key
         of the ring and picks up keys added or retired there (:meth:`refresh_keys`). ``limits``
@@ -74,7 +78,8 @@ class BankNode:
         # Round-2 faults by (bureau, application), recorded with the delivery of the band.
         self._pending_faults: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._faults_lock = threading.Lock()
-        self._fault_reports: queue.SimpleQueue[tuple[str, list[str], str]] = queue.SimpleQueue()
+        # Each report carries the hook set when the fault happened (watch_faults counts from then on).
+        self._fault_reports: queue.SimpleQueue[_Report] = queue.SimpleQueue()
         self._fault_reporter: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -190,7 +195,7 @@ class BankNode:
     def _fault(self, bureau_id: str, application_ids: Sequence[str], check: str) -> None:
         # The fault is already in the store (same statements either way); the log line and the
         # metric are handed to a thread so the answer's timing does not carry them either.
-        self._fault_reports.put((bureau_id, list(application_ids), check))
+        self._fault_reports.put((bureau_id, list(application_ids), check, self._on_fault))
         with self._faults_lock:
             if self._fault_reporter is None:
                 self._fault_reporter = threading.Thread(
@@ -199,7 +204,8 @@ class BankNode:
                 self._fault_reporter.start()
 
     def watch_faults(self, metrics: NodeMetrics) -> None:
-        """Count every protocol fault in ``metrics`` and keep its suspended-bureau gauge current."""
+        """Count every protocol fault from now on in ``metrics`` (a fault found earlier is not
+        counted, however late its report runs) and keep its suspended-bureau gauge current."""
         gauge = metrics.suspended_peers.labels(node=metrics.node)
         gauge.set(sum(1 for b in self.store.standing() if b.suspended))
 
@@ -211,15 +217,15 @@ class BankNode:
 
     def _report_faults(self) -> None:
         while True:
-            bureau_id, application_ids, check = self._fault_reports.get()
+            bureau_id, application_ids, check, hook = self._fault_reports.get()
             log.error(
                 "protocol fault (%s) by bureau %r on %d application(s): %s",
                 check, bureau_id[:64], len(application_ids), [a[:64] for a in application_ids[:8]],
             )  # fmt: skip
-            if self._on_fault is not None:
+            if hook is not None:
                 for app_id in application_ids:
                     try:
-                        self._on_fault(bureau_id, app_id, check)
+                        hook(bureau_id, app_id, check)
                     except Exception:
                         log.exception("fault hook failed")
 

@@ -127,8 +127,9 @@ class Completion:
 @dataclass(frozen=True)
 class Completed:
     """What :meth:`ResultStore.complete` did: how many applications were completed for the first
-    time, the ids whose earlier, different band was kept, and per completion the band the bank
-    holds afterwards (None when it holds none: the run faulted)."""
+    time, the ids whose earlier band was kept over a different one (a faulted completion has no
+    band and is never among them), and per completion the band the bank holds afterwards (None
+    when it holds none: the run faulted)."""
 
     new: int
     kept: list[str]
@@ -368,7 +369,9 @@ class ResultStore:
                 found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
                 stored = BandRecord(*found) if found else None
                 keep = stored is None and not faulted
-                if stored is not None and (stored.model_id, stored.band) != (
+                # A faulted completion carries no band (its record's band is a placeholder), so
+                # only a band that differs from the stored one is logged as kept over it.
+                if stored is not None and not c.fault and (stored.model_id, stored.band) != (
                     c.record.model_id,
                     c.record.band,
                 ):
@@ -385,7 +388,7 @@ class ResultStore:
                     # where the isolation level lets that happen): its band is the one kept.
                     found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
                     stored, keep = (BandRecord(*found) if found else None), False
-                    if stored is not None and (stored.model_id, stored.band) != (
+                    if stored is not None and not c.fault and (stored.model_id, stored.band) != (
                         c.record.model_id,
                         c.record.band,
                     ):
