@@ -14,6 +14,7 @@ import random
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 
 from blindscore.crypto import ot
@@ -183,3 +184,23 @@ def test_a_reply_from_label_pairs_equals_one_from_int_pairs() -> None:
     assert x0.shape == x1.shape == (count, 16)
     assert x0.tobytes() == zero
     assert x1.tobytes() == b"".join(p[1].to_bytes(16, "big") for p in as_ints)
+
+
+@pytest.mark.parametrize(("words", "vectors"), [(1, 1), (3, 128), (63, 2), (64, 128), (65, 3), (200, 1)])
+def test_check_parities_equal_a_bit_by_bit_reference_on_either_loop(words: int, vectors: int) -> None:
+    """``_parities`` loops over words when there are fewer than the checks, else over the checks:
+    both must give parity(chi_k AND v_i) bit by bit, at the edge (63, 64, 65 words) and away."""
+    rng = random.Random(words * 1000 + vectors)
+    checks = 64
+    chi_ints = [[rng.getrandbits(64) for _ in range(words)] for _ in range(checks)]
+    vec_ints = [[rng.getrandbits(64) for _ in range(words)] for _ in range(vectors)]
+    expected = [
+        [sum(bin(c & v).count("1") for c, v in zip(chi, vec, strict=True)) & 1 for vec in vec_ints]
+        for chi in chi_ints
+    ]
+    got = ot._parities(
+        np.array(chi_ints, dtype=np.uint64).reshape(checks, words),
+        np.array(vec_ints, dtype=np.uint64).reshape(vectors, words),
+    )
+    assert got.dtype == np.uint8 and got.shape == (checks, vectors)
+    assert got.tolist() == expected

@@ -330,11 +330,20 @@ def _challenges(session_id: bytes, nonce: bytes, count: int, u: bytes) -> npt.ND
 
 def _parities(chi: npt.NDArray[np.uint64], vectors: npt.NDArray[np.uint64]) -> _U8:
     """parity(chi_k AND vector_i) for every check k and vector i: a CHECKS x len(vectors) 0/1 matrix.
-    With the 128 columns of T (or Q) as the vectors, row k is XOR_j chi_kj t_j as a bit row."""
+    With the 128 columns of T (or Q) as the vectors, row k is XOR_j chi_kj t_j as a bit row.
+
+    The parity of a row of words is the parity of their XOR, so the loop runs over the shorter
+    axis: over the words when they are fewer than the checks (an online application's few hundred
+    OTs: 3 words, 0.05 instead of 0.4 ms), else over the checks (a tree ensemble's 54,000 OTs).
+    """
+    if vectors.shape[1] < len(chi):
+        folded = np.zeros((len(chi), len(vectors)), dtype=np.uint64)
+        for w in range(vectors.shape[1]):
+            folded ^= np.bitwise_and.outer(chi[:, w], vectors[:, w])
+        return (np.bitwise_count(folded) & 1).astype(np.uint8)
     out = np.empty((len(chi), len(vectors)), dtype=np.uint8)
     for k, c in enumerate(chi):
-        folded = np.bitwise_xor.reduce(vectors & c, axis=1)
-        out[k] = np.bitwise_count(folded) & 1
+        out[k] = np.bitwise_count(np.bitwise_xor.reduce(vectors & c, axis=1)) & 1
     return out
 
 
