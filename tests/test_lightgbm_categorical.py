@@ -153,7 +153,7 @@ def test_margins_leaves_and_bands_match_lightgbm(boosters: dict[str, lgb.Booster
     assert any(s[-1] >= 32 for s in sets[0])
     assert model.n_categories == {NAMES[f]: 1 + max(s[-1] for s in sets[f]) for f in CATEGORICAL}
     rows = _rows()
-    raw = booster.predict(rows, raw_score=True)
+    raw = np.asarray(booster.predict(rows, raw_score=True), dtype=float)
     ours = np.array([model.margin(list(r)) for r in rows])
     np.testing.assert_allclose(ours, raw, rtol=1e-12, atol=1e-15)
     first_leaf = np.array([t.leaves()[0] for t in model.trees])

@@ -24,6 +24,12 @@ double threshold, the key K of the largest domain value that goes left, so every
 the exact integer test ``key(x) <= K`` - no fixed-point error. A missing value is encoded as key 0
 plus a missing bit (LightGBM's None rule, NaN -> 0.0, then needs no special case).
 
+Categorical splits (LightGBM). A node may instead send x left iff its category code is in the
+node's set; the code is LightGBM's ``static_cast<int>(x)`` (truncation toward zero; NaN, +-inf and
+values outside the int range give INT_MIN), and a negative code goes right. The platform one-hot
+encodes the code over the feature's C codes (:class:`~blindscore.models.features.CategoryCodeFeature`,
+all zero for a value no node sends left), and the node's test is the sum of its set's columns.
+
 Fixed point. Leaf values are encoded as ``L = round(v 2^S)`` (S = :attr:`TreeEnsemble.leaf_frac_bits`),
 with the base score folded into the first tree's leaves before rounding (exactly, as rationals).
 The encoded margin is the sum of one encoded leaf per tree, so, each rounding being at most half a
@@ -788,6 +794,8 @@ class TreeEnsemble(PrivateModel):
     # ("nan" and "zero" nodes: the default; "none": where the value 0 goes), whether a zero counts
     # as missing ("zero" nodes) and its direction; then every leaf's fixed-point value, and the K
     # margin cutoffs. This is :meth:`encoded_leaves` exactly, which the tests hold the circuit to.
+    # A categorical node's value is unit (2^b - sum of its set's one-hot columns), no missing or zero
+    # term (key - T is -1 or 0), kind "none" with both directions right: same width, same circuit.
 
     def circuit_shape(self) -> CircuitShape:
         return self._shape
