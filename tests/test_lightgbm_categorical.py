@@ -84,7 +84,7 @@ def _data(n: int = 1500, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return data, score
 
 
-def _train(objective: str, rounds: int = 20, depth: int = 4) -> lgb.Booster:
+def _train(objective: str, rounds: int = 20, depth: int = 4, **extra: object) -> lgb.Booster:
     data, score = _data()
     label = (score > np.median(score)).astype(float) if objective == "binary" else score / 2
     params = {
@@ -99,6 +99,7 @@ def _train(objective: str, rounds: int = 20, depth: int = 4) -> lgb.Booster:
         "deterministic": True,
         "seed": 0,
         "verbose": -1,
+        **extra,
     }
     ds = lgb.Dataset(data, label, feature_name=NAMES, categorical_feature=CATEGORICAL)
     return lgb.train(params, ds, rounds)
@@ -106,11 +107,16 @@ def _train(objective: str, rounds: int = 20, depth: int = 4) -> lgb.Booster:
 
 @pytest.fixture(scope="module")
 def boosters() -> dict[str, lgb.Booster]:
-    return {"binary": _train("binary"), "regression": _train("regression")}
+    return {
+        "binary": _train("binary"),
+        "regression": _train("regression"),
+        # numeric nodes with missing_type Zero next to categorical ones (which ignore it)
+        "zero-as-missing": _train("binary", zero_as_missing=True),
+    }
 
 
 def _model(booster: lgb.Booster, objective: str) -> TreeEnsemble:
-    policy = PROB if objective == "binary" else RAW
+    policy = RAW if objective == "regression" else PROB
     return ensemble_from_lightgbm_text(booster.model_to_string(), policy=policy)
 
 
@@ -141,7 +147,7 @@ def _sets(model: TreeEnsemble) -> dict[int, list[tuple[int, ...]]]:
     return out
 
 
-@pytest.mark.parametrize("objective", ["binary", "regression"])
+@pytest.mark.parametrize("objective", ["binary", "regression", "zero-as-missing"])
 def test_margins_leaves_and_bands_match_lightgbm(boosters: dict[str, lgb.Booster], objective: str) -> None:
     booster = boosters[objective]
     model = _model(booster, objective)
@@ -152,6 +158,7 @@ def test_margins_leaves_and_bands_match_lightgbm(boosters: dict[str, lgb.Booster
     assert any(0 in s for f in CATEGORICAL for s in sets[f])
     assert any(s[-1] >= 32 for s in sets[0])
     assert model.n_categories == {NAMES[f]: 1 + max(s[-1] for s in sets[f]) for f in CATEGORICAL}
+    assert model.zero_bit == (objective == "zero-as-missing")
     rows = _rows()
     raw = np.asarray(booster.predict(rows, raw_score=True), dtype=float)
     ours = np.array([model.margin(list(r)) for r in rows])
