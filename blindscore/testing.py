@@ -60,6 +60,9 @@ def sample_value(feature: Feature, rng: random.Random) -> object:
         return rng.choice(choices)
     if kind == "float-key":  # tree ensembles: any float, zeros, tiny values and missing ones
         return rng.choice([None, math.nan, 0.0, -0.0, 1e-36, rng.uniform(-5, 5), rng.uniform(-1e6, 1e6)])
+    if kind == "category-code":  # LightGBM categories: codes, fractions, out of range, missing
+        n = feature.n_categories  # type: ignore[union-attr]
+        return rng.choice([None, math.nan, -0.5, -1.0, 0.9, float(rng.randrange(n)), float(n), 2.7])
     if kind == "grouped":  # scorecard category groups
         values: list[object] = [c for g in feature.groups for c in g]  # type: ignore[union-attr]
         if feature.missing_bin:  # type: ignore[union-attr]

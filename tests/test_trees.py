@@ -533,14 +533,7 @@ def test_lightgbm_refusals() -> None:
     three = (np.nan_to_num(x[:, 0]) * 2).astype(int) % 3
     assert "multi-class" in _lgb_refusal({"objective": "multiclass", "num_class": 3}, three)
     assert "poisson" in _lgb_refusal({"objective": "poisson"})
-    on_d = (np.abs(np.nan_to_num(x[:, 3])) == 1).astype(int)
-    msg = _lgb_refusal(
-        {"objective": "binary", "cat_smooth": 1, "min_data_per_group": 1},
-        on_d,
-        feature_name=["a", "b", "c", "d"],
-        categorical_feature=["d"],
-    )
-    assert "categorical split on feature 'd'" in msg
+    # Categorical splits are supported: tests/test_lightgbm_categorical.py, refusals included.
     assert "linear" in _lgb_refusal({"objective": "regression", "linear_tree": True})
     assert "sigmoid" in _lgb_refusal({"objective": "binary", "sigmoid": 2.0})
     with pytest.raises(ModelFormatError, match="version"):

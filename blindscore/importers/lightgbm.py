@@ -5,9 +5,9 @@ whose prediction is the raw score (``regression``, ``regression_l1``, ``huber``,
 ``quantile``, ``mape``; link identity), numeric splits, ``gbdt``/``goss`` boosting and random
 forest mode (``average_output``: the raw score is the mean of the trees, represented by dividing
 every leaf value by the number of trees; LightGBM's ``predict(raw_score=True)`` then returns the
-sum, n_trees times our margin, and ``predict()`` the transformed mean). Refused, each with one
-sentence: multi-class models, other objectives or a sigmoid other than 1, ``reg_sqrt``,
-categorical splits (naming the feature), linear trees.
+sum, n_trees times our margin, and ``predict()`` the transformed mean), and categorical splits
+(below). Refused, each with one sentence: multi-class models, other objectives or a sigmoid other
+than 1, ``reg_sqrt``, linear trees, a category code of 65536 or more (naming the feature).
 
 Semantics reproduced (``predict(raw_score=True)`` on a float64 array): a value with
 ``abs(x) <= kZeroThreshold`` (1e-35f) is read as 0.0 (LightGBM leaves it out of the sparse row it
@@ -16,15 +16,26 @@ None: NaN becomes 0.0; Zero: NaN becomes 0.0 and a zero goes the ``default_left`
 NaN: NaN goes the ``default_left`` way; otherwise left iff ``x <= threshold`` in double.
 Thresholds and leaf values are written with 17 significant digits, so they read back exactly.
 Node ids: internal node i is node i, leaf j is node ``num_leaves - 1 + j``.
+
+Categorical splits (decision_type bit 0): ``threshold`` is an index into ``cat_boundaries``, which
+delimits the node's bitset of 32-bit words in ``cat_threshold``; a value goes left iff
+``int(x)`` (C truncation toward zero) is >= 0 and its bit is set. On LightGBM's x86-64 build the
+cast of NaN, +-inf or a value outside the int range is INT_MIN, so these go right whatever the
+node's missing type; -0.5 and 0.9 are code 0 (checked against ``Booster.predict`` in
+tests/test_lightgbm_categorical.py). Such a feature becomes a
+:class:`~blindscore.models.features.CategoryCodeFeature` of C = 1 + the largest code any node sends
+left: the platform one-hot encodes the code over C columns, and learns C.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 from blindscore.errors import ModelFormatError
 from blindscore.importers._common import read_bytes
+from blindscore.models.features import MAX_CATEGORY_CODES
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 
@@ -88,15 +99,8 @@ def _tree(block: dict[str, str], k: int, names: list[str], divisor: int) -> Tree
     n_inner = n_leaves - 1
     split = _numbers(block, "split_feature", where, n_inner, int)
     dtype = _numbers(block, "decision_type", where, n_inner, int)
-    for i, d in enumerate(dtype):
-        if d & 1:
-            f = split[i]
-            fname = names[f] if 0 <= f < len(names) else str(f)
-            raise ModelFormatError(
-                f"LightGBM model: {where} has a categorical split on feature {fname!r}, which is not "
-                "supported; encode it numerically or drop it from categorical_feature"
-            )
     thresholds = _numbers(block, "threshold", where, n_inner)
+    categories = _categories(block, where, split, dtype, thresholds, names)
     left = _numbers(block, "left_child", where, n_inner, int)
     right = _numbers(block, "right_child", where, n_inner, int)
     leaf_values = _numbers(block, "leaf_value", where, n_leaves)
@@ -117,9 +121,62 @@ def _tree(block: dict[str, str], k: int, names: list[str], divisor: int) -> Tree
             default_left=tuple(bool(d & 2) for d in dtype) + (False,) * n_leaves,
             missing=tuple(_MISSING.get((d >> 2) & 3, "nan") for d in dtype) + ("nan",) * n_leaves,
             value=(0.0,) * n_inner + tuple(leaf_values),
+            categories=tuple(categories) + (None,) * n_leaves if any(categories) else (),
         )
     except ModelFormatError as exc:
         raise ModelFormatError(f"LightGBM model: {where}: {exc}") from None
+
+
+def _categories(
+    block: dict[str, str],
+    where: str,
+    split: list[int],
+    dtype: list[int],
+    thresholds: list[float],
+    names: list[str],
+) -> list[tuple[int, ...] | None]:
+    """Per internal node, the category codes a categorical node sends left, else None."""
+    nodes = [i for i, d in enumerate(dtype) if d & 1]
+    if not nodes:
+        return [None] * len(dtype)
+    try:
+        n_cat = int(block.get("num_cat", "0"))
+    except ValueError:
+        raise ModelFormatError(f"LightGBM model: {where} has an invalid num_cat") from None
+    bounds = _numbers(block, "cat_boundaries", where, n_cat + 1, int) if n_cat > 0 else []
+    if not bounds or bounds[0] != 0 or any(b < a for a, b in itertools.pairwise(bounds)):
+        raise ModelFormatError(
+            f"LightGBM model: {where} has categorical splits but malformed cat_boundaries "
+            "(num_cat + 1 non-decreasing offsets from 0 are expected)"
+        )
+    words = _numbers(block, "cat_threshold", where, bounds[-1], int)
+    if any(not 0 <= w < 1 << 32 for w in words):
+        raise ModelFormatError(f"LightGBM model: {where} cat_threshold holds a value that is no 32-bit word")
+    out: list[tuple[int, ...] | None] = [None] * len(dtype)
+    for i in nodes:
+        f = split[i]
+        fname = names[f] if 0 <= f < len(names) else str(f)
+        idx = thresholds[i]
+        if not (math.isfinite(idx) and idx == int(idx) and 0 <= idx < n_cat):
+            raise ModelFormatError(
+                f"LightGBM model: {where} node {i} on feature {fname!r} names category set {idx!r}, "
+                f"outside the {n_cat} in cat_boundaries"
+            )
+        lo, hi = bounds[int(idx)], bounds[int(idx) + 1]
+        codes = tuple(32 * k + b for k, w in enumerate(words[lo:hi]) for b in range(32) if w >> b & 1)
+        if not codes:
+            raise ModelFormatError(
+                f"LightGBM model: {where} node {i} on feature {fname!r} sends no category left; "
+                "the model file is malformed"
+            )
+        if codes[-1] >= MAX_CATEGORY_CODES:
+            raise ModelFormatError(
+                f"LightGBM model: {where} splits feature {fname!r} on category code {codes[-1]}; codes "
+                f"up to {MAX_CATEGORY_CODES - 1} are supported (one encrypted column per code): "
+                "re-code the categories as small integers"
+            )
+        out[i] = codes
+    return out
 
 
 def ensemble_from_lightgbm_text(

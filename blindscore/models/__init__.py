@@ -9,6 +9,7 @@ from blindscore.models.contract import ENTRY_POINT_GROUP, AdditiveModel, Private
 from blindscore.models.features import (
     BinnedFeature,
     CategoricalFeature,
+    CategoryCodeFeature,
     Feature,
     FeatureSpec,
     FloatKeyFeature,
@@ -28,6 +29,7 @@ __all__ = [
     "BandPolicy",
     "BinnedFeature",
     "CategoricalFeature",
+    "CategoryCodeFeature",
     "Feature",
     "FeatureSpec",
     "FloatKeyFeature",

@@ -227,6 +227,85 @@ class FloatKeyFeature:
         return cls(_get_str(d, "name", where), _get_str(d, "domain", where), snap, grid)
 
 
+#: The widest one-hot a category code may take (columns, hence ciphertexts, per application).
+MAX_CATEGORY_CODES = 1 << 16
+
+
+@dataclass(frozen=True)
+class CategoryCodeFeature:
+    """A LightGBM categorical feature: an integer category code, one-hot encoded over codes
+    0 .. n_categories - 1 as LightGBM reads it (``n_categories`` columns, at most one of them 1).
+
+    LightGBM's ``CategoricalDecision`` truncates the value toward zero to a C ``int`` and sends it
+    right at every node when that int is negative, when the value is NaN (the cast gives INT_MIN)
+    or when the code has no bit in the node's set. So a value x with ``-1 < x < n_categories``
+    sets column ``trunc(x)`` (-0.5 and 0.9 are code 0, 2.7 is code 2); NaN, a missing value, -1 and
+    below, ``n_categories`` and above and +-inf set no column: no node sends them left.
+    ``n_categories`` (1 + the largest code any node of the model sends left) is public; the
+    platform learns it. Text is parsed strictly, booleans and other types are refused, naming
+    the feature.
+    """
+
+    name: str
+    n_categories: int
+    kind: ClassVar[str] = "category-code"
+    one_hot: ClassVar[bool] = False  # at most one 1: a value no node sends left sets none
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        n = self.n_categories
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CATEGORY_CODES:
+            raise ModelFormatError(
+                f"feature {self.name!r}: n_categories must be an integer in [1, {MAX_CATEGORY_CODES}], "
+                f"got {n!r}"
+            )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}={c}" for c in range(self.n_categories))
+
+    @property
+    def column_frac_bits(self) -> int:
+        return 0
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * self.n_categories
+
+    def code(self, value: object) -> int | None:
+        """The column ``value`` sets, or None when it sets none (LightGBM sends it right everywhere)."""
+        if _is_missing(value):
+            return None
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | numbers.Integral):
+            x: float | int = float(value)
+        else:
+            x = parse_number(self.name, value)  # strict: refuses booleans, text that is no number
+        if isinstance(x, int):
+            return x if 0 <= x < self.n_categories else None
+        if not -1.0 < x < self.n_categories:  # NaN, +-inf, -1 and below, beyond the codes
+            return None
+        return math.trunc(x)
+
+    def encode(self, value: object) -> list[int]:
+        """0/1 indicators: a 1 at the code of ``value`` if it has one (see the class docstring)."""
+        out = [0] * self.n_categories
+        c = self.code(value)
+        if c is not None:
+            out[c] = 1
+        return out
+
+    def transform(self, value: object) -> list[float]:
+        return [float(x) for x in self.encode(value)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "name": self.name, "n_categories": self.n_categories}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> CategoryCodeFeature:
+        _check_keys(d, where, {"type", "name", "n_categories"})
+        return cls(_get_str(d, "name", where), _get_int(d, "n_categories", where))
+
+
 @dataclass(frozen=True)
 class CategoricalFeature:
     """A string-valued feature, one-hot encoded over a public, fixed list of categories."""
@@ -550,7 +629,12 @@ class GroupedCategoricalFeature(_BinIndicators):
 
 
 Feature: TypeAlias = (
-    NumericFeature | CategoricalFeature | BinnedFeature | GroupedCategoricalFeature | FloatKeyFeature
+    NumericFeature
+    | CategoricalFeature
+    | BinnedFeature
+    | GroupedCategoricalFeature
+    | FloatKeyFeature
+    | CategoryCodeFeature
 )
 _FEATURE_TYPES: dict[
     str,
@@ -558,10 +642,12 @@ _FEATURE_TYPES: dict[
     | type[CategoricalFeature]
     | type[BinnedFeature]
     | type[GroupedCategoricalFeature]
-    | type[FloatKeyFeature],
+    | type[FloatKeyFeature]
+    | type[CategoryCodeFeature],
 ] = {
     "numeric": NumericFeature,
     "float-key": FloatKeyFeature,
+    "category-code": CategoryCodeFeature,
     "categorical": CategoricalFeature,
     "binned": BinnedFeature,
     "grouped": GroupedCategoricalFeature,
@@ -691,6 +777,8 @@ class FeatureSpec:
         for f, cols in self.feature_slices():
             if f.one_hot and sum(out[cols]) != 1:
                 raise InvalidInputError(f"feature {f.name!r}: one-hot columns must hold exactly one 1")
+            if isinstance(f, CategoryCodeFeature) and sum(out[cols]) > 1:
+                raise InvalidInputError(f"feature {f.name!r}: category-code columns hold at most one 1")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from blindscore.models.contract import AdditiveModel, register_model_type
 from blindscore.models.features import (
     BinnedFeature,
     CategoricalFeature,
+    CategoryCodeFeature,
     FeatureSpec,
     FloatKeyFeature,
     NumericFeature,
@@ -109,11 +110,11 @@ class LinearModel(AdditiveModel):
             raise ModelFormatError("a model name must be a non-empty string")
         if not isinstance(spec, FeatureSpec):
             raise ModelFormatError("spec must be a FeatureSpec")
-        keyed = [f.name for f in spec.features if isinstance(f, FloatKeyFeature)]
+        keyed = [f for f in spec.features if isinstance(f, FloatKeyFeature | CategoryCodeFeature)]
         if keyed:
             raise ModelFormatError(
-                f"feature {keyed[0]!r} is a float-key feature, which tree ensembles use; a linear model "
-                "needs numeric features with declared ranges or categorical ones"
+                f"feature {keyed[0].name!r} is a {keyed[0].kind} feature, which tree ensembles use; a "
+                "linear model needs numeric features with declared ranges or categorical ones"
             )
         if not isinstance(policy, BandPolicy):
             raise ModelFormatError("policy must be a BandPolicy")

@@ -24,6 +24,12 @@ double threshold, the key K of the largest domain value that goes left, so every
 the exact integer test ``key(x) <= K`` - no fixed-point error. A missing value is encoded as key 0
 plus a missing bit (LightGBM's None rule, NaN -> 0.0, then needs no special case).
 
+Categorical splits (LightGBM). A node may instead send x left iff its category code is in the
+node's set; the code is LightGBM's ``static_cast<int>(x)`` (truncation toward zero; NaN, +-inf and
+values outside the int range give INT_MIN), and a negative code goes right. The platform one-hot
+encodes the code over the feature's C codes (:class:`~blindscore.models.features.CategoryCodeFeature`,
+all zero for a value no node sends left), and the node's test is the sum of its set's columns.
+
 Fixed point. Leaf values are encoded as ``L = round(v 2^S)`` (S = :attr:`TreeEnsemble.leaf_frac_bits`),
 with the base score folded into the first tree's leaves before rounding (exactly, as rationals).
 The encoded margin is the sum of one encoded leaf per tree, so, each rounding being at most half a
@@ -49,7 +55,13 @@ from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.models._json import _check_format, _check_keys, _get_int, _get_list, _get_real, _get_str
 from blindscore.models.contract import PrivateModel, register_model_type
 from blindscore.models.families import tree_sum_bits
-from blindscore.models.features import FeatureSpec, FloatKeyFeature
+from blindscore.models.features import (
+    MAX_CATEGORY_CODES,
+    CategoryCodeFeature,
+    Feature,
+    FeatureSpec,
+    FloatKeyFeature,
+)
 from blindscore.models.floatkeys import (
     DOMAINS,
     KZERO_THRESHOLD,
@@ -100,6 +112,11 @@ class Tree:
     children ``left[i]`` / ``right[i]``, ``default_left[i]`` (where a missing value goes) and
     ``missing[i]`` ("nan", "zero" or "none", see the module docstring). A leaf has
     ``feature[i] == -1``, children -1 and its value in ``value[i]`` (``value`` is 0 elsewhere).
+
+    ``categories`` (LightGBM categorical splits) is empty when no node is categorical, else one
+    entry per node: None for a numeric node or a leaf, or the sorted, non-empty tuple of category
+    codes the node sends left (:class:`~blindscore.models.features.CategoryCodeFeature` gives the
+    rule; its threshold, default direction and missing kind are then unused).
     """
 
     feature: tuple[int, ...]
@@ -109,6 +126,7 @@ class Tree:
     default_left: tuple[bool, ...]
     missing: tuple[str, ...]
     value: tuple[float, ...]
+    categories: tuple[tuple[int, ...] | None, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.feature)
@@ -117,6 +135,7 @@ class Tree:
             raise ModelFormatError("a tree needs at least one node and node arrays of equal length")
         for name in ("feature", "threshold", "left", "right", "default_left", "missing", "value"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "categories", _check_categories(self.categories, self.feature))
         seen = [False] * n
         stack = [0]
         while stack:
@@ -162,8 +181,12 @@ class Tree:
     def leaves(self) -> list[int]:
         return [i for i, f in enumerate(self.feature) if f < 0]
 
+    def category_set(self, i: int) -> tuple[int, ...] | None:
+        """The codes node ``i`` sends left if it is a categorical node, else None."""
+        return self.categories[i] if self.categories else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "feature": list(self.feature),
             "threshold": [_num_out(t) for t in self.threshold],
             "left": list(self.left),
@@ -172,11 +195,22 @@ class Tree:
             "missing": list(self.missing),
             "value": list(self.value),
         }
+        # Written only when some node is categorical, so older files and models read as before.
+        if self.categories:
+            d["categories"] = [None if c is None else list(c) for c in self.categories]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> Tree:
         fields = {"feature", "threshold", "left", "right", "default_left", "missing", "value"}
-        _check_keys(d, where, fields)
+        _check_keys(d, where, fields, frozenset({"categories"}))
+        cats: list[tuple[int, ...] | None] = []
+        for c in _get_list(d, "categories", where) if "categories" in d else []:
+            if c is not None and not (
+                isinstance(c, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in c)
+            ):
+                raise ModelFormatError(f"{where}: 'categories' entries must be null or lists of integers")
+            cats.append(None if c is None else tuple(c))
         ints = {k: _int_list(d, k, where) for k in ("feature", "left", "right")}
         flags = _get_list(d, "default_left", where)
         if not all(isinstance(b, bool) for b in flags):
@@ -195,9 +229,44 @@ class Tree:
                 tuple(flags),
                 tuple(kinds),
                 tuple(values),
+                tuple(cats),
             )
         except ModelFormatError as exc:
             raise ModelFormatError(f"{where}: {exc}") from None
+
+
+def _check_categories(
+    categories: Sequence[Sequence[int] | None], feature: Sequence[int]
+) -> tuple[tuple[int, ...] | None, ...]:
+    """Per node None or the sorted codes it sends left; () when no node is categorical."""
+    if isinstance(categories, str) or not isinstance(categories, Sequence):
+        raise ModelFormatError("tree categories must be a sequence with one entry per node")
+    if not categories or all(c is None for c in categories):
+        return ()
+    if len(categories) != len(feature):
+        raise ModelFormatError(
+            f"tree categories have {len(categories)} entries for {len(feature)} nodes; one per node"
+        )
+    out: list[tuple[int, ...] | None] = []
+    for i, c in enumerate(categories):
+        if c is None:
+            out.append(None)
+            continue
+        if feature[i] < 0:
+            raise ModelFormatError(f"tree leaf {i} has a category set; only internal nodes split")
+        codes = tuple(c)
+        if (
+            not codes
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in codes)
+            or not all(0 <= x < MAX_CATEGORY_CODES for x in codes)
+            or len(set(codes)) != len(codes)
+        ):
+            raise ModelFormatError(
+                f"tree node {i}: a category set is a non-empty list of distinct codes in "
+                f"[0, {MAX_CATEGORY_CODES}), got {list(codes)[:8]!r}"
+            )
+        out.append(tuple(sorted(codes)))
+    return tuple(out)
 
 
 def _num_out(x: float) -> float | str:
@@ -238,6 +307,8 @@ class _Padded:
     leaf: tuple[int, ...]
     #: Where the value 0.0 goes (LightGBM's "none" rule sends a missing value there).
     zero_left: tuple[bool, ...]
+    #: Per node, the codes a categorical node sends left, else None (a numeric node).
+    cats: tuple[tuple[int, ...] | None, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,10 +384,34 @@ class TreeEnsemble(PrivateModel):
                 f"the deepest tree has depth {depth}; blind evaluation pads every tree to a complete "
                 f"tree and supports depth <= {MAX_DEPTH}: retrain with max_depth <= {MAX_DEPTH}"
             )
+        # LightGBM categorical features: C = 1 + the largest code any node sends left (public).
+        n_cats: dict[int, int] = {}
+        numeric: set[int] = set()
+        for t in trees:
+            for i, f in enumerate(t.feature):
+                codes = t.category_set(i)
+                if f < 0:
+                    continue
+                if codes is None:
+                    numeric.add(f)
+                else:
+                    n_cats[f] = max(n_cats.get(f, 0), codes[-1] + 1)
+        mixed = sorted(numeric & set(n_cats))
+        if mixed:
+            raise ModelFormatError(
+                f"feature {names[mixed[0]]!r} is split both as a category code and as a number; "
+                "a feature is one or the other"
+            )
         grids = dict(grids or {})
         unknown = sorted(set(grids) - set(names))
         if unknown:
             raise ModelFormatError(f"grids name unknown feature(s) {unknown[:5]}")
+        on_cats = [n for n in names if n in grids and names.index(n) in n_cats]
+        if on_cats:
+            raise ModelFormatError(
+                f"feature {on_cats[0]!r} is categorical (LightGBM category codes); a grid declares the "
+                "values of a numeric feature and cannot apply to it"
+            )
         if not all(isinstance(g, Grid) for g in grids.values()):
             raise ModelFormatError("a feature grid must be a Grid")
         self.grids: dict[str, Grid] = {n: grids[n] for n in names if n in grids}
@@ -332,6 +427,8 @@ class TreeEnsemble(PrivateModel):
         self.policy = policy
         self.precision = float(precision)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        #: Categorical feature name -> C, its number of one-hot columns (public: the platform's).
+        self.n_categories: dict[str, int] = {names[f]: c for f, c in sorted(n_cats.items())}
         self.depth = depth
         s = 0
         while math.ldexp(len(trees), -(s + 1)) > self.precision:
@@ -344,17 +441,28 @@ class TreeEnsemble(PrivateModel):
         scale = Fraction(2) ** s
         # ceil(c 2^S), exactly: m_enc >= this iff m_enc 2^-S >= c.
         self.encoded_cutoffs = tuple(math.ceil(Fraction(c) * scale) for c in self.margin_cutoffs)
-        self._padded = tuple(self._pad(t, k == 0) for k, t in enumerate(trees))
         self._zero_key = threshold_key(KZERO_THRESHOLD, self.domain, strict=False)
-        #: The public feature spec the platform encodes with: a float-key feature per input.
-        self.spec = FeatureSpec(
-            tuple(
-                FloatKeyFeature(n, self.domain, self.snap_zero, self.grids.get(n)) for n in self.feature_names
-            )
-        )
+        #: The public feature spec the platform encodes with: a float-key feature per input, or a
+        #: category-code feature (C one-hot columns) for a LightGBM categorical feature.
+        features: list[Feature] = [
+            CategoryCodeFeature(n, self.n_categories[n])
+            if n in self.n_categories
+            else FloatKeyFeature(n, self.domain, self.snap_zero, self.grids.get(n))
+            for n in self.feature_names
+        ]
+        self.spec = FeatureSpec(tuple(features))
+        #: Per feature, the index of its first encoded column.
+        self._columns = tuple(cols.start for _, cols in self.spec.feature_slices())
+        self._padded = tuple(self._pad(t, k == 0) for k, t in enumerate(trees))
         # The zero column enters the circuit only if some node applies LightGBM's zero rule; the
         # bank learns that one bit (docs/threat-model.md), and the others save a bit per node.
-        self.zero_bit = int(any(kind == "zero" for t in trees for kind in t.missing))
+        self.zero_bit = int(
+            any(
+                kind == "zero" and t.category_set(i) is None
+                for t in trees
+                for i, kind in enumerate(t.missing)
+            )
+        )
         self._shape = CircuitShape(
             "trees",
             values=self.n_trees * ((1 << self.depth) - 1),
@@ -381,11 +489,17 @@ class TreeEnsemble(PrivateModel):
     @property
     def key_bits(self) -> int:
         """Width of a feature key (and of a threshold key) in the circuit: the float keys' (32 or
-        64), or, when every feature has a declared grid, the widest grid's. One width for all
-        nodes, so the width never tells which feature a node tests."""
-        if len(self.grids) == self.n_features:
+        64), or, when every numeric feature has a declared grid, the widest grid's. One width for
+        all nodes, so the width never tells which feature a node tests (a categorical node's value
+        fits every width)."""
+        if self._all_grids:
             return max(g.bits for g in self.grids.values())
         return key_bits(self.domain)
+
+    @property
+    def _all_grids(self) -> bool:
+        numeric = [n for n in self.feature_names if n not in self.n_categories]
+        return bool(numeric) and all(n in self.grids for n in numeric)
 
     def with_grids(self, grids: Mapping[str, Grid]) -> TreeEnsemble:
         """This model with ``grids`` declared on (some of) its features: same splits and leaves,
@@ -439,9 +553,10 @@ class TreeEnsemble(PrivateModel):
         }
 
     def encode_row(self, row: Mapping[str, object] | Sequence[object]) -> list[int]:
-        """The public encoding of a raw row (platform side): per feature its key, missing bit and
-        zero bit (:class:`~blindscore.models.features.FloatKeyFeature`); a sequence is read in
-        feature order."""
+        """The public encoding of a raw row (platform side): per numeric feature its key, missing
+        bit and zero bit (:class:`~blindscore.models.features.FloatKeyFeature`), per categorical one
+        its C one-hot columns (:class:`~blindscore.models.features.CategoryCodeFeature`); a
+        sequence is read in feature order."""
         values = self._values(row)
         return [x for f, v in zip(self.spec.features, values, strict=True) for x in f.encode(v)]
 
@@ -464,6 +579,10 @@ class TreeEnsemble(PrivateModel):
     def _goes_left(self, tree: Tree, i: int, x: float) -> bool:
         if self.snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
             x = 0.0  # LightGBM drops such values from a dense row: the predictor reads them as 0.0
+        codes = tree.category_set(i)
+        if codes is not None:
+            code = _lightgbm_int(x)
+            return code >= 0 and code in codes  # a negative int (NaN included) goes right
         kind = tree.missing[i]
         if kind != "nan" and math.isnan(x):
             x = 0.0  # LightGBM: NaN is zero unless the node's missing type is NaN
@@ -519,6 +638,9 @@ class TreeEnsemble(PrivateModel):
         zero_left = [True] * n_inner
         default_left = [True] * n_inner
         missing = ["nan"] * n_inner
+        # A padding node on a categorical feature 0 is a categorical node sending nothing left.
+        pad_cats: tuple[int, ...] | None = () if self.feature_names[0] in self.n_categories else None
+        cats: list[tuple[int, ...] | None] = [pad_cats] * n_inner
         leaf = [0] * (1 << d)
         # (heap slot, tree node, level); a leaf met above the last level fills its whole subtree.
         stack = [(0, 0, 0)]
@@ -526,14 +648,21 @@ class TreeEnsemble(PrivateModel):
             slot, i, level = stack.pop()
             if tree.feature[i] >= 0:
                 feature[slot] = tree.feature[i]
-                float_key = threshold_key(tree.threshold[i], self.domain, self.strict)
-                zero_left[slot] = float_key >= 0  # the key of 0.0 is 0
-                grid = self.grids.get(self.feature_names[tree.feature[i]])
-                if grid is not None:
-                    float_key = grid.threshold_index(float_key, self.domain, self.snap_zero)
-                key[slot] = float_key
-                default_left[slot] = tree.default_left[i]
-                missing[slot] = tree.missing[i]
+                codes = tree.category_set(i)
+                cats[slot] = codes
+                if codes is not None:
+                    # Compared in the linear stage from the one-hot columns; no missing or zero rule.
+                    zero_left[slot] = default_left[slot] = False
+                    missing[slot] = "none"
+                else:
+                    float_key = threshold_key(tree.threshold[i], self.domain, self.strict)
+                    zero_left[slot] = float_key >= 0  # the key of 0.0 is 0
+                    grid = self.grids.get(self.feature_names[tree.feature[i]])
+                    if grid is not None:
+                        float_key = grid.threshold_index(float_key, self.domain, self.snap_zero)
+                    key[slot] = float_key
+                    default_left[slot] = tree.default_left[i]
+                    missing[slot] = tree.missing[i]
                 stack += [(2 * slot + 1, tree.left[i], level + 1), (2 * slot + 2, tree.right[i], level + 1)]
                 continue
             # round() on a Fraction rounds half to even: |L - v 2^S| <= 1/2, the bound's premise.
@@ -542,7 +671,13 @@ class TreeEnsemble(PrivateModel):
             for k in range(first_leaf, first_leaf + (1 << (d - level))):
                 leaf[k] = value
         return _Padded(
-            tuple(feature), tuple(key), tuple(default_left), tuple(missing), tuple(leaf), tuple(zero_left)
+            tuple(feature),
+            tuple(key),
+            tuple(default_left),
+            tuple(missing),
+            tuple(leaf),
+            tuple(zero_left),
+            tuple(cats),
         )
 
     def padded_trees(self) -> list[dict[str, list[Any]]]:
@@ -556,15 +691,19 @@ class TreeEnsemble(PrivateModel):
                 "missing": list(p.missing),
                 "leaf": list(p.leaf),
                 "zero_left": list(p.zero_left),
+                "categories": [None if c is None else list(c) for c in p.cats],
             }
             for p in self._padded
         ]
 
     def check_encoded_row(self, encoded_row: Sequence[int]) -> list[int]:
         """``encoded_row`` as ints if :meth:`encode_row` could have produced it, else raise."""
-        width = 3 * self.n_features
+        width = self.spec.encoded_width
         if isinstance(encoded_row, str | bytes) or len(encoded_row) != width:
-            raise InvalidInputError(f"an encoded row has {width} integers (key, missing bit, zero bit)")
+            raise InvalidInputError(
+                f"an encoded row has {width} integers (key, missing bit, zero bit per numeric feature, "
+                "C indicators per categorical one)"
+            )
         z = self._zero_key
         out: list[int] = []
         for j, x in enumerate(encoded_row):
@@ -572,7 +711,15 @@ class TreeEnsemble(PrivateModel):
                 raise InvalidInputError(f"encoded column {j}: expected an integer, got {x!r}")
             out.append(int(x))
         for f, feature in enumerate(self.spec.features):
-            k, m, zero = out[3 * f : 3 * f + 3]
+            col = self._columns[f]
+            if isinstance(feature, CategoryCodeFeature):
+                bits = out[col : col + feature.n_categories]
+                if any(b not in (0, 1) for b in bits) or sum(bits) > 1:
+                    raise InvalidInputError(
+                        f"feature {self.feature_names[f]!r}: category-code columns are 0/1 with at most one 1"
+                    )
+                continue
+            k, m, zero = out[col : col + 3]
             (lo, hi), _, _ = feature.encoded_bounds
             grid = self.grids.get(self.feature_names[f])
             in_range = lo <= k <= hi
@@ -590,7 +737,14 @@ class TreeEnsemble(PrivateModel):
         for p in self._padded:
             j = 0
             for _ in range(self.depth):
-                k, m, zero = xs[3 * p.feature[j] : 3 * p.feature[j] + 3]
+                col = self._columns[p.feature[j]]
+                codes = p.cats[j]
+                if codes is not None:
+                    # The linear stage's value is unit (2^b - s): its top bit is [s == 0], go right.
+                    s = sum(xs[col + c] for c in codes)
+                    j = 2 * j + (1 if s >= 1 else 2)
+                    continue
+                k, m, zero = xs[col : col + 3]
                 kind = p.missing[j]
                 default = (kind == "nan" and m == 1) or (kind == "zero" and zero == 1)
                 left = p.default_left[j] if default else k <= p.key[j]
@@ -640,6 +794,8 @@ class TreeEnsemble(PrivateModel):
     # ("nan" and "zero" nodes: the default; "none": where the value 0 goes), whether a zero counts
     # as missing ("zero" nodes) and its direction; then every leaf's fixed-point value, and the K
     # margin cutoffs. This is :meth:`encoded_leaves` exactly, which the tests hold the circuit to.
+    # A categorical node's value is unit (2^b - sum of its set's one-hot columns), no missing or zero
+    # term (key - T is -1 or 0), kind "none" with both directions right: same width, same circuit.
 
     def circuit_shape(self) -> CircuitShape:
         return self._shape
@@ -654,10 +810,16 @@ class TreeEnsemble(PrivateModel):
         # [-1, count)), so the value is in [0, 2^(b + 2 + zero_bit)).
         b, z = self.key_bits, self.zero_bit
         unit = 2 << z
+        # A categorical node (LightGBM) is unit (2^b - sum of its codes' one-hot columns), at most
+        # one of which is 1: key - (K + 1) is -1 (in the set: left) or 0 (right), no missing or
+        # zero term, so its value is in [unit (2^b - 1), unit 2^b], inside the same range.
         outputs = []
         for p in self._padded:
-            for f, key in zip(p.feature, p.key, strict=True):
-                col = 3 * f
+            for f, key, codes in zip(p.feature, p.key, p.cats, strict=True):
+                col = self._columns[f]
+                if codes is not None:
+                    outputs.append(LinearOutput(tuple((col + c, -unit) for c in codes), unit << b))
+                    continue
                 terms = ((col, unit), (col + 1, 1), (col + 2, 2)) if z else ((col, unit), (col + 1, 1))
                 outputs.append(LinearOutput(terms, unit * ((1 << b) - (key + 1))))
         return LinearStage(tuple(outputs), b + 2 + z)
@@ -798,10 +960,12 @@ class TreeEnsemble(PrivateModel):
             f"  link {self.link}, output {self.output}, bands on {self.policy.output}",
             f"  trees {self.n_trees}, depth {self.depth} (padded), features {self.n_features}",
             f"  split rule {rule} in {self.domain}{', |x| <= 1e-35 read as 0' if self.snap_zero else ''}, "
-            f"keys {self.key_bits} bits{' (declared grids)' if len(self.grids) == self.n_features else ''}",
+            f"keys {self.key_bits} bits{' (declared grids)' if self._all_grids else ''}",
             f"  leaf scale 2^{self.leaf_frac_bits}, max error {self.max_abs_error:.3g} "
             f"(precision {self.precision:g}), margin {self.margin_bits} bits",
         ]
+        if self.n_categories:
+            lines.append(f"  categorical features {len(self.n_categories)} (LightGBM category codes)")
         lines += self.policy.describe(self.policy.output)
         return "\n".join(lines)
 
@@ -817,6 +981,14 @@ class TreeEnsemble(PrivateModel):
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _lightgbm_int(x: float) -> int:
+    """``static_cast<int>(x)`` as LightGBM's x86-64 build computes it (cvttsd2si): truncation
+    toward zero, and INT_MIN for NaN, +-inf and anything outside the int range."""
+    if math.isnan(x) or not -(2.0**31) < x < 2.0**31:
+        return -(2**31)
+    return math.trunc(x)
 
 
 def _grids_from_dict(d: object, where: str) -> dict[str, Grid]:
