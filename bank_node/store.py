@@ -371,9 +371,14 @@ class ResultStore:
                 keep = stored is None and not faulted
                 # A faulted completion carries no band (its record's band is a placeholder), so
                 # only a band that differs from the stored one is logged as kept over it.
-                if stored is not None and not c.fault and (stored.model_id, stored.band) != (
-                    c.record.model_id,
-                    c.record.band,
+                if (
+                    stored is not None
+                    and not c.fault
+                    and (stored.model_id, stored.band)
+                    != (
+                        c.record.model_id,
+                        c.record.band,
+                    )
                 ):
                     kept.append(app_id)
                 record = dataclasses.replace(
@@ -388,9 +393,14 @@ class ResultStore:
                     # where the isolation level lets that happen): its band is the one kept.
                     found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
                     stored, keep = (BandRecord(*found) if found else None), False
-                    if stored is not None and not c.fault and (stored.model_id, stored.band) != (
-                        c.record.model_id,
-                        c.record.band,
+                    if (
+                        stored is not None
+                        and not c.fault
+                        and (stored.model_id, stored.band)
+                        != (
+                            c.record.model_id,
+                            c.record.band,
+                        )
                     ):
                         kept.append(app_id)
                 tx.execute(
