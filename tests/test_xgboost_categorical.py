@@ -5,6 +5,7 @@ values (NaN, negatives, fractions, float32 rounding, codes beyond every set, hug
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -450,41 +451,11 @@ def test_refusals(boosters: dict[str, xgb.Booster]) -> None:
     with pytest.raises(
         ModelFormatError, match=r"^tree category_rule must be one of \['lightgbm', 'xgboost'\], got 'sklearn'"
     ):
-        Tree(
-            *[
-                getattr(split, n)
-                for n in (
-                    "feature",
-                    "threshold",
-                    "left",
-                    "right",
-                    "default_left",
-                    "missing",
-                    "value",
-                    "categories",
-                )
-            ],
-            "sklearn",
-        )
+        dataclasses.replace(split, category_rule="sklearn")
     with pytest.raises(
         ModelFormatError, match=r"^tree node 0: an XGBoost categorical node has missing kind 'nan'"
     ):
-        Tree(
-            *[
-                getattr(lgb_split, n)
-                for n in (
-                    "feature",
-                    "threshold",
-                    "left",
-                    "right",
-                    "default_left",
-                    "missing",
-                    "value",
-                    "categories",
-                )
-            ],
-            "xgboost",
-        )
+        dataclasses.replace(lgb_split, category_rule="xgboost")
     common: dict[str, Any] = dict(
         base_score=0.0, link="logit", output="probability", domain="float32", strict=True, policy=PROB
     )
@@ -512,7 +483,7 @@ def test_refusals(boosters: dict[str, xgb.Booster]) -> None:
     assert Tree.from_dict(split.to_dict(), "t") == split
 
 
-def test_negative_control_polarity_and_invalid_codes(boosters: dict[str, xgb.Booster]) -> None:
+def test_negative_control_negative_values_are_not_code_zero(boosters: dict[str, xgb.Booster]) -> None:
     """-0.5 and -0.999 are invalid (left at every node), not code 0, and NaN takes the default
     direction: the encoded margin equals XGBoost's, and differs from code 0's for some feature
     (this test fails if XGBoostCategoryFeature truncates -0.5 to code 0)."""
