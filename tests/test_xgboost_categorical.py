@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from blindscore.app.bench import model_rows
 from blindscore.crypto.paillier import KeyPair
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.importers.xgboost import ensemble_from_xgboost, read_xgboost
@@ -24,7 +25,13 @@ from blindscore.models.features import CategoryCodeFeature, XGBoostCategoryFeatu
 from blindscore.models.floatkeys import Grid
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
-from blindscore.testing import TwoParties, check_round_trip, check_spec_is_public
+from blindscore.testing import (
+    TwoParties,
+    check_error_bound,
+    check_round_trip,
+    check_spec_is_public,
+    sample_rows,
+)
 
 PROB = BandPolicy((0.2, 0.5, 0.8))
 RAW = BandPolicy((-0.3, 0.3), output="raw")
@@ -294,6 +301,8 @@ def test_round_trip_public_spec_shape_and_ubjson(boosters: dict[str, xgb.Booster
     model = _model(booster, "binary:logistic")
     check_round_trip(model)
     check_spec_is_public(model)
+    check_error_bound(model, sample_rows(model, 100))  # the conformance sampler's values
+    check_error_bound(model, model_rows(model, 50))  # the benchmark's rows
     d = model.to_dict()
     assert {t.get("category_rule") for t in d["trees"] if "categories" in t} == {"xgboost"}
     again = TreeEnsemble.from_dict(json.loads(json.dumps(d)))
