@@ -63,6 +63,9 @@ def sample_value(feature: Feature, rng: random.Random) -> object:
     if kind == "category-code":  # LightGBM categories: codes, fractions, out of range, missing
         n = feature.n_categories  # type: ignore[union-attr]
         return rng.choice([None, math.nan, -0.5, -1.0, 0.9, float(rng.randrange(n)), float(n), 2.7])
+    if kind == "xgboost-category-code":  # XGBoost categories: as LightGBM's, and float32 rounding
+        n = feature.n_categories  # type: ignore[union-attr]
+        return rng.choice([None, math.nan, -0.5, -0.0, 0.9, float(rng.randrange(n)), float(n), 2.9999999999])
     if kind == "grouped":  # scorecard category groups
         values: list[object] = [c for g in feature.groups for c in g]  # type: ignore[union-attr]
         if feature.missing_bin:  # type: ignore[union-attr]

@@ -288,7 +288,7 @@ def model_rows(model: PrivateModel, count: int, seed: int = 7) -> list[dict[str,
     """Synthetic rows for any model, drawn from what its public feature spec declares: a numeric
     feature uniformly in its range (integers for an integer feature), a float-key feature (trees)
     on its grid if it has one, else around the model's own split thresholds for that feature, a
-    category-code feature (LightGBM) over its codes and two beyond them, a categorical or binned
+    category-code feature (LightGBM or XGBoost) over its codes and two beyond them, a categorical or binned
     feature over its categories or bins; 5 % missing where the spec allows
     it. Only the benchmark reads thresholds; they never leave this process."""
     rng = np.random.default_rng(seed)
@@ -318,7 +318,7 @@ def model_rows(model: PrivateModel, count: int, seed: int = 7) -> list[dict[str,
                 pad = max(1.0, 0.1 * (hi - lo))
                 values = [float(v) for v in rng.uniform(lo - pad, hi + pad, size=count)]
         elif isinstance(feature, CategoryCodeFeature):
-            # LightGBM category codes: mostly codes a node may send left, some beyond them.
+            # LightGBM or XGBoost category codes: mostly codes a node lists, some beyond them.
             missing_ok = True
             values = [float(v) for v in rng.integers(0, feature.n_categories + 2, size=count)]
         elif isinstance(feature, CategoricalFeature):

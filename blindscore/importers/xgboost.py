@@ -2,9 +2,11 @@
 
 Supported: ``gbtree`` boosters with objective ``binary:logistic`` (link logit, bands on the
 probability or the margin) or ``reg:squarederror`` (link identity), numeric splits, any number
-of trees (``num_parallel_tree`` included: every tree adds to the margin). Refused, each with one
-sentence: multi-class and multi-target models, other objectives, categorical splits, ``gblinear``
-and ``dart`` boosters.
+of trees (``num_parallel_tree`` included: every tree adds to the margin), categorical splits on
+integer category codes (below). Refused, each with one sentence: multi-class and multi-target
+models, other objectives, ``gblinear`` and ``dart`` boosters, a feature trained from a pandas or
+arrow categorical column whose categories the model stores (``cats``, XGBoost >= 3.1: it re-codes
+the data at prediction), a category code of 65536 or more (naming the feature).
 
 Semantics reproduced (XGBoost's ``predict(output_margin=True)``): a feature value is cast to
 float32 and goes left iff ``x < t``; a missing value (NaN) goes the node's default direction.
@@ -15,6 +17,17 @@ so that they read back to the same float32) and are cast to float32 here. The ba
 float32 like XGBoost's ``ProbToMargin``. XGBoost >= 3 writes it as a one-element list ``"[5E-1]"``.
 The DMatrix ``missing`` value is a caller's setting, not part of the model: rows must carry NaN
 (or None) for missing values.
+
+Categorical splits (``split_type`` 1; ``categories_nodes``, ``categories_segments``,
+``categories_sizes`` and ``categories`` give each such node's listed codes). XGBoost's
+``common::Decision``, checked against ``Booster.predict`` in tests/test_xgboost_categorical.py: a
+missing value (NaN) takes the node's default direction; otherwise the float32 value goes left if it
+is negative (-0.5 and -1 too; -0.0 is code 0) or at or beyond the largest category, else its code
+``(int) x`` (truncation: 2.7 is code 2) goes right iff the node lists it, left otherwise (a code
+beyond the node's bitfield too). The listed set is the one sent right, whether the split is a
+partition or one-hot (``max_cat_to_onehot``). Such a feature becomes an
+:class:`~blindscore.models.features.XGBoostCategoryFeature` of C = 1 + the largest code any node
+lists: the platform one-hot encodes the code over C columns plus a missing column, and learns C.
 """
 
 from __future__ import annotations
@@ -24,12 +37,13 @@ import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from blindscore.errors import ModelFormatError
 from blindscore.importers._common import read_bytes
+from blindscore.models.features import MAX_CATEGORY_CODES
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 
@@ -216,37 +230,106 @@ def _param_number(text: object, what: str) -> float:
         raise ModelFormatError(f"XGBoost model: {what} {text!r} is not a number") from None
 
 
-def _tree(t: object, k: int) -> Tree:
+def _ints(t: Mapping[str, Any], key: str, where: str) -> list[int]:
+    """An optional list of integers (absent: empty), refused with one sentence if malformed."""
+    items = t.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        raise ModelFormatError(f"XGBoost model: {where} has a malformed {key!r} (a list of integers)")
+    return items
+
+
+def _categories(
+    t: Mapping[str, Any], where: str, n: int, leaf: list[bool], feat: list[Any], names: list[str]
+) -> list[tuple[int, ...] | None]:
+    """Per node, the category codes a categorical node lists (sends right), else None."""
+    split_type = _ints(t, "split_type", where)
+    nodes = _ints(t, "categories_nodes", where)
+    segments = _ints(t, "categories_segments", where)
+    sizes = _ints(t, "categories_sizes", where)
+    codes = _ints(t, "categories", where)
+    if (split_type and len(split_type) != n) or any(s not in (0, 1) for s in split_type):
+        raise ModelFormatError(f"XGBoost model: {where} has a malformed 'split_type' (0 or 1 per node)")
+    categorical = [i for i, s in enumerate(split_type) if s == 1 and not leaf[i]]
+    if (
+        sorted(nodes) != categorical
+        or len(segments) != len(nodes)
+        or len(sizes) != len(nodes)
+        or any(not (a >= 0 and z >= 0 and a + z <= len(codes)) for a, z in zip(segments, sizes, strict=True))
+        or any(c < 0 for c in codes)
+    ):
+        raise ModelFormatError(
+            f"XGBoost model: {where} has malformed categorical fields (categories_nodes must list the "
+            "split_type 1 nodes, with a segment of non-negative codes each)"
+        )
+    out: list[tuple[int, ...] | None] = [None] * n
+    for i, a, z in zip(nodes, segments, sizes, strict=True):
+        f = int(feat[i])
+        fname = names[f] if 0 <= f < len(names) else str(f)
+        listed = tuple(sorted(set(codes[a : a + z])))
+        if not listed:
+            raise ModelFormatError(
+                f"XGBoost model: {where} node {i} on feature {fname!r} lists no category; "
+                "the model file is malformed"
+            )
+        if listed[-1] >= MAX_CATEGORY_CODES:
+            raise ModelFormatError(
+                f"XGBoost model: {where} splits feature {fname!r} on category code {listed[-1]}; codes "
+                f"up to {MAX_CATEGORY_CODES - 1} are supported (one encrypted column per code): "
+                "re-code the categories as small integers"
+            )
+        out[i] = listed
+    return out
+
+
+def _tree(t: object, k: int, names: list[str]) -> Tree:
     where = f"tree {k}"
     left = _get(t, "left_children", where)
     right = _get(t, "right_children", where)
     feat = _get(t, "split_indices", where)
     cond = _get(t, "split_conditions", where)
     dflt = _get(t, "default_left", where)
-    split_type = t.get("split_type", []) if isinstance(t, Mapping) else []
-    cats = t.get("categories_nodes", []) if isinstance(t, Mapping) else []
-    if any(int(s) != 0 for s in split_type) or len(cats):
-        raise ModelFormatError(
-            f"XGBoost model: tree {k} has a categorical split, which blind scoring does not support; "
-            "retrain with numeric features only (enable_categorical=False)"
-        )
     lists = (left, right, feat, cond, dflt)
     if not all(isinstance(a, list) for a in lists) or len({len(a) for a in lists}) != 1:
         raise ModelFormatError(f"XGBoost model: {where} has malformed node arrays")
     n = len(left)
     leaf = [int(c) == -1 for c in left]
+    cats = _categories(cast(Mapping[str, Any], t), where, n, leaf, feat, names)
     try:
         return Tree(
             feature=tuple(-1 if leaf[i] else int(feat[i]) for i in range(n)),
-            threshold=tuple(0.0 if leaf[i] else _f32(cond[i], f"{where} threshold") for i in range(n)),
+            threshold=tuple(
+                0.0 if leaf[i] or cats[i] is not None else _f32(cond[i], f"{where} threshold")
+                for i in range(n)
+            ),
             left=tuple(int(c) for c in left),
             right=tuple(-1 if leaf[i] else int(right[i]) for i in range(n)),
             default_left=tuple(bool(dflt[i]) and not leaf[i] for i in range(n)),
             missing=("nan",) * n,
             value=tuple(_f32(cond[i], f"{where} leaf") if leaf[i] else 0.0 for i in range(n)),
+            categories=tuple(cats) if any(c is not None for c in cats) else (),
+            category_rule="xgboost",
         )
     except ModelFormatError as exc:
         raise ModelFormatError(f"XGBoost model: {where}: {exc}") from None
+
+
+def _check_no_category_mapping(model: Mapping[str, Any], names: list[str]) -> None:
+    """XGBoost >= 3.1 stores the categories of pandas/arrow categorical columns (``cats``) and
+    re-codes the data with them at prediction; only plain integer codes are supported."""
+    cats = model.get("cats")
+    if cats is None:
+        return
+    enc = cats.get("enc", []) if isinstance(cats, Mapping) else None
+    if not isinstance(enc, list) or not all(isinstance(e, Mapping) for e in enc):
+        raise ModelFormatError("XGBoost model: the 'cats' category mapping is malformed")
+    for f, e in enumerate(enc):
+        if e.get("values"):
+            fname = names[f] if f < len(names) else str(f)
+            raise ModelFormatError(
+                f"XGBoost model: feature {fname!r} was trained from a categorical column whose "
+                "categories the model stores and re-codes; only integer category codes are "
+                "supported (train on numbers with feature_types 'c')"
+            )
 
 
 def ensemble_from_xgboost(
@@ -299,11 +382,12 @@ def ensemble_from_xgboost(
     trees_doc = _get(model, "trees", "model")
     if not isinstance(trees_doc, list) or not trees_doc:
         raise ModelFormatError("XGBoost model: no trees")
-    trees = [_tree(t, k) for k, t in enumerate(trees_doc)]
     n_feat = int(_param_number(_get(params, "num_feature", "learner_model_param"), "num_feature"))
     names = feature_names or list(learner.get("feature_names") or []) or [f"f{i}" for i in range(n_feat)]
     if len(names) != n_feat:
         raise ModelFormatError(f"XGBoost model: {len(names)} feature names for {n_feat} features")
+    _check_no_category_mapping(model, names)
+    trees = [_tree(t, k, names) for k, t in enumerate(trees_doc)]
     if not math.isfinite(margin0):
         raise ModelFormatError(f"XGBoost model: base_score {base} gives a non-finite margin")
     return TreeEnsemble(

@@ -15,6 +15,7 @@ from blindscore.models.features import (
     FloatKeyFeature,
     GroupedCategoricalFeature,
     NumericFeature,
+    XGBoostCategoryFeature,
 )
 from blindscore.models.linear import LinearModel
 from blindscore.models.mlp import MLPModel
@@ -40,6 +41,7 @@ __all__ = [
     "PrivateModel",
     "Scorecard",
     "TreeEnsemble",
+    "XGBoostCategoryFeature",
     "load_model",
     "load_model_file",
     "model_type",

@@ -307,6 +307,70 @@ class CategoryCodeFeature:
 
 
 @dataclass(frozen=True)
+class XGBoostCategoryFeature(CategoryCodeFeature):
+    """An XGBoost categorical feature: an integer category code read as XGBoost reads it, one-hot
+    encoded over codes 0 .. n_categories - 1, plus a missing column (``n_categories + 1`` columns,
+    at most one of them 1).
+
+    XGBoost casts the value to float32; NaN (a missing value) takes the node's default direction;
+    a negative float32 or one at or beyond its largest category is invalid and goes left; otherwise
+    the code is ``(int) x`` (truncation toward zero) and goes right iff the node lists it. So a
+    float32 value x with ``0 <= x < n_categories`` sets column ``trunc(x)`` (-0.0 and 0.9 are code 0,
+    2.7 is code 2, but -0.5 is invalid, and 2.9999999999 rounds to the float32 3.0, code 3); a
+    missing value (None, NaN, blank text) sets the missing column; anything else (negative,
+    ``n_categories`` and above, +-inf) sets none: no node sends it right. ``n_categories`` (1 + the
+    largest code any node of the model lists) is public; the platform learns it. Text is parsed
+    strictly, booleans and other types are refused, naming the feature.
+    """
+
+    kind: ClassVar[str] = "xgboost-category-code"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*super().columns, f"{self.name}#missing")
+
+    @property
+    def encoded_bounds(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 1),) * (self.n_categories + 1)
+
+    def code(self, value: object) -> int | None:
+        """The code column ``value`` sets, or None when it sets none (missing, or a value XGBoost
+        finds invalid or beyond every listed code: it goes left at every node)."""
+        if _is_missing(value):
+            return None
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | numbers.Integral):
+            x: float | int = float(value)
+        else:
+            x = parse_number(self.name, value)  # strict: refuses booleans, text that is no number
+        if isinstance(x, int):
+            return x if 0 <= x < self.n_categories else None
+        x = floatkeys._cast(x, "float32")  # XGBoost's DMatrix holds float32 (beyond its range: +-inf)
+        if not 0.0 <= x < self.n_categories:  # negative, +-inf, beyond the codes (-0.0 is code 0)
+            return None
+        return math.trunc(x)
+
+    def encode(self, value: object) -> list[int]:
+        """0/1 indicators: a 1 at the code of ``value`` if it has one, or in the missing column
+        (the last) if the value is missing (see the class docstring)."""
+        out = [0] * (self.n_categories + 1)
+        if _is_missing(value):
+            out[-1] = 1
+            return out
+        c = self.code(value)
+        if c is not None:
+            out[c] = 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "name": self.name, "n_categories": self.n_categories}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> XGBoostCategoryFeature:
+        _check_keys(d, where, {"type", "name", "n_categories"})
+        return cls(_get_str(d, "name", where), _get_int(d, "n_categories", where))
+
+
+@dataclass(frozen=True)
 class CategoricalFeature:
     """A string-valued feature, one-hot encoded over a public, fixed list of categories."""
 
@@ -635,6 +699,7 @@ Feature: TypeAlias = (
     | GroupedCategoricalFeature
     | FloatKeyFeature
     | CategoryCodeFeature
+    | XGBoostCategoryFeature
 )
 _FEATURE_TYPES: dict[
     str,
@@ -643,11 +708,13 @@ _FEATURE_TYPES: dict[
     | type[BinnedFeature]
     | type[GroupedCategoricalFeature]
     | type[FloatKeyFeature]
-    | type[CategoryCodeFeature],
+    | type[CategoryCodeFeature]
+    | type[XGBoostCategoryFeature],
 ] = {
     "numeric": NumericFeature,
     "float-key": FloatKeyFeature,
     "category-code": CategoryCodeFeature,
+    "xgboost-category-code": XGBoostCategoryFeature,
     "categorical": CategoricalFeature,
     "binned": BinnedFeature,
     "grouped": GroupedCategoricalFeature,

@@ -30,6 +30,13 @@ values outside the int range give INT_MIN), and a negative code goes right. The 
 encodes the code over the feature's C codes (:class:`~blindscore.models.features.CategoryCodeFeature`,
 all zero for a value no node sends left), and the node's test is the sum of its set's columns.
 
+Categorical splits (XGBoost, ``Tree.category_rule == "xgboost"``). A node lists the codes it sends
+right: NaN takes the node's default direction; x is cast to float32, a negative value or one at or
+beyond the largest category goes left, else the code ``(int) x`` (truncation) goes right iff the
+node lists it. The platform one-hot encodes the code over the feature's C codes plus a missing
+column (:class:`~blindscore.models.features.XGBoostCategoryFeature`), and the node's test is the sum
+of its listed codes' columns, with the missing column as a numeric node's missing bit.
+
 Fixed point. Leaf values are encoded as ``L = round(v 2^S)`` (S = :attr:`TreeEnsemble.leaf_frac_bits`),
 with the base score folded into the first tree's leaves before rounding (exactly, as rationals).
 The encoded margin is the sum of one encoded leaf per tree, so, each rounding being at most half a
@@ -61,6 +68,7 @@ from blindscore.models.features import (
     Feature,
     FeatureSpec,
     FloatKeyFeature,
+    XGBoostCategoryFeature,
 )
 from blindscore.models.floatkeys import (
     DOMAINS,
@@ -79,6 +87,7 @@ from blindscore.models.policy import BandPolicy, logit, sigmoid
 from blindscore.protocol.circuit_band import CircuitShape, LinearOutput, LinearStage
 
 __all__ = [
+    "CATEGORY_RULES",
     "DOMAINS",
     "KZERO_THRESHOLD",
     "MAX_DEPTH",
@@ -96,6 +105,8 @@ __all__ = [
 
 MissingKind = Literal["nan", "zero", "none"]
 MISSING_KINDS: tuple[MissingKind, ...] = ("nan", "zero", "none")
+#: What a categorical node's listed codes mean: sent left (LightGBM) or sent right (XGBoost).
+CATEGORY_RULES = ("lightgbm", "xgboost")
 TREE_KIND = "blindscore-tree-ensemble"
 TREE_FORMAT_VERSION = 1
 #: The circuit evaluates 2^depth leaves per tree; beyond this the garbled circuit is too large.
@@ -113,10 +124,15 @@ class Tree:
     ``missing[i]`` ("nan", "zero" or "none", see the module docstring). A leaf has
     ``feature[i] == -1``, children -1 and its value in ``value[i]`` (``value`` is 0 elsewhere).
 
-    ``categories`` (LightGBM categorical splits) is empty when no node is categorical, else one
-    entry per node: None for a numeric node or a leaf, or the sorted, non-empty tuple of category
-    codes the node sends left (:class:`~blindscore.models.features.CategoryCodeFeature` gives the
-    rule; its threshold, default direction and missing kind are then unused).
+    ``categories`` (categorical splits) is empty when no node is categorical, else one entry per
+    node: None for a numeric node or a leaf, or the sorted, non-empty tuple of category codes the
+    node lists. ``category_rule`` says what the list means: "lightgbm" (the default, and what a
+    file without the key means) lists the codes the node sends left
+    (:class:`~blindscore.models.features.CategoryCodeFeature` gives the rule; the node's threshold,
+    default direction and missing kind are unused); "xgboost" lists the codes it sends right, a
+    missing value takes ``default_left`` (missing kind "nan") and every other value goes left
+    (:class:`~blindscore.models.features.XGBoostCategoryFeature`). A tree without categorical nodes
+    has rule "lightgbm".
     """
 
     feature: tuple[int, ...]
@@ -127,6 +143,7 @@ class Tree:
     missing: tuple[str, ...]
     value: tuple[float, ...]
     categories: tuple[tuple[int, ...] | None, ...] = ()
+    category_rule: str = "lightgbm"
 
     def __post_init__(self) -> None:
         n = len(self.feature)
@@ -136,6 +153,19 @@ class Tree:
         for name in ("feature", "threshold", "left", "right", "default_left", "missing", "value"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "categories", _check_categories(self.categories, self.feature))
+        if self.category_rule not in CATEGORY_RULES:
+            raise ModelFormatError(
+                f"tree category_rule must be one of {list(CATEGORY_RULES)}, got {self.category_rule!r}"
+            )
+        if not self.categories:
+            object.__setattr__(self, "category_rule", "lightgbm")
+        elif self.category_rule == "xgboost":
+            bad = [i for i, c in enumerate(self.categories) if c is not None and self.missing[i] != "nan"]
+            if bad:
+                raise ModelFormatError(
+                    f"tree node {bad[0]}: an XGBoost categorical node has missing kind 'nan' (NaN takes "
+                    "the default direction)"
+                )
         seen = [False] * n
         stack = [0]
         while stack:
@@ -182,7 +212,8 @@ class Tree:
         return [i for i, f in enumerate(self.feature) if f < 0]
 
     def category_set(self, i: int) -> tuple[int, ...] | None:
-        """The codes node ``i`` sends left if it is a categorical node, else None."""
+        """The codes node ``i`` lists if it is a categorical node, else None: the codes it sends
+        left under rule "lightgbm", right under rule "xgboost" (:attr:`category_rule`)."""
         return self.categories[i] if self.categories else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,12 +229,19 @@ class Tree:
         # Written only when some node is categorical, so older files and models read as before.
         if self.categories:
             d["categories"] = [None if c is None else list(c) for c in self.categories]
+            if self.category_rule != "lightgbm":
+                d["category_rule"] = self.category_rule
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> Tree:
         fields = {"feature", "threshold", "left", "right", "default_left", "missing", "value"}
-        _check_keys(d, where, fields, frozenset({"categories"}))
+        _check_keys(d, where, fields, frozenset({"categories", "category_rule"}))
+        rule = d.get("category_rule", "lightgbm")
+        if rule not in CATEGORY_RULES or ("category_rule" in d and "categories" not in d):
+            raise ModelFormatError(
+                f"{where}: 'category_rule' is one of {list(CATEGORY_RULES)}, given with 'categories'"
+            )
         cats: list[tuple[int, ...] | None] = []
         for c in _get_list(d, "categories", where) if "categories" in d else []:
             if c is not None and not (
@@ -230,6 +268,7 @@ class Tree:
                 tuple(kinds),
                 tuple(values),
                 tuple(cats),
+                rule,
             )
         except ModelFormatError as exc:
             raise ModelFormatError(f"{where}: {exc}") from None
@@ -384,8 +423,9 @@ class TreeEnsemble(PrivateModel):
                 f"the deepest tree has depth {depth}; blind evaluation pads every tree to a complete "
                 f"tree and supports depth <= {MAX_DEPTH}: retrain with max_depth <= {MAX_DEPTH}"
             )
-        # LightGBM categorical features: C = 1 + the largest code any node sends left (public).
+        # Categorical features: C = 1 + the largest code any node lists (public), and the rule.
         n_cats: dict[int, int] = {}
+        rules: dict[int, str] = {}
         numeric: set[int] = set()
         for t in trees:
             for i, f in enumerate(t.feature):
@@ -396,6 +436,11 @@ class TreeEnsemble(PrivateModel):
                     numeric.add(f)
                 else:
                     n_cats[f] = max(n_cats.get(f, 0), codes[-1] + 1)
+                    if rules.setdefault(f, t.category_rule) != t.category_rule:
+                        raise ModelFormatError(
+                            f"feature {names[f]!r} is split under both the LightGBM and the XGBoost "
+                            "category rule; a model's categorical feature follows one library"
+                        )
         mixed = sorted(numeric & set(n_cats))
         if mixed:
             raise ModelFormatError(
@@ -408,8 +453,9 @@ class TreeEnsemble(PrivateModel):
             raise ModelFormatError(f"grids name unknown feature(s) {unknown[:5]}")
         on_cats = [n for n in names if n in grids and names.index(n) in n_cats]
         if on_cats:
+            lib = "XGBoost" if rules[names.index(on_cats[0])] == "xgboost" else "LightGBM"
             raise ModelFormatError(
-                f"feature {on_cats[0]!r} is categorical (LightGBM category codes); a grid declares the "
+                f"feature {on_cats[0]!r} is categorical ({lib} category codes); a grid declares the "
                 "values of a numeric feature and cannot apply to it"
             )
         if not all(isinstance(g, Grid) for g in grids.values()):
@@ -427,8 +473,10 @@ class TreeEnsemble(PrivateModel):
         self.policy = policy
         self.precision = float(precision)
         self.metadata: dict[str, Any] = dict(metadata or {})
-        #: Categorical feature name -> C, its number of one-hot columns (public: the platform's).
+        #: Categorical feature name -> C, its number of code columns (public: the platform's).
         self.n_categories: dict[str, int] = {names[f]: c for f, c in sorted(n_cats.items())}
+        #: Categorical feature name -> its rule, "lightgbm" or "xgboost" (:attr:`Tree.category_rule`).
+        self.category_rules: dict[str, str] = {names[f]: r for f, r in sorted(rules.items())}
         self.depth = depth
         s = 0
         while math.ldexp(len(trees), -(s + 1)) > self.precision:
@@ -443,9 +491,12 @@ class TreeEnsemble(PrivateModel):
         self.encoded_cutoffs = tuple(math.ceil(Fraction(c) * scale) for c in self.margin_cutoffs)
         self._zero_key = threshold_key(KZERO_THRESHOLD, self.domain, strict=False)
         #: The public feature spec the platform encodes with: a float-key feature per input, or a
-        #: category-code feature (C one-hot columns) for a LightGBM categorical feature.
+        #: category-code feature (C one-hot columns) for a LightGBM categorical feature, or an
+        #: XGBoost one (C one-hot columns and a missing column).
         features: list[Feature] = [
-            CategoryCodeFeature(n, self.n_categories[n])
+            (XGBoostCategoryFeature if self.category_rules[n] == "xgboost" else CategoryCodeFeature)(
+                n, self.n_categories[n]
+            )
             if n in self.n_categories
             else FloatKeyFeature(n, self.domain, self.snap_zero, self.grids.get(n))
             for n in self.feature_names
@@ -453,6 +504,10 @@ class TreeEnsemble(PrivateModel):
         self.spec = FeatureSpec(tuple(features))
         #: Per feature, the index of its first encoded column.
         self._columns = tuple(cols.start for _, cols in self.spec.feature_slices())
+        #: Per feature, the offset of its missing column if it is an XGBoost categorical one, else 0.
+        self._xgb_cat = tuple(
+            f.n_categories if isinstance(f, XGBoostCategoryFeature) else 0 for f in self.spec.features
+        )
         self._padded = tuple(self._pad(t, k == 0) for k, t in enumerate(trees))
         # The zero column enters the circuit only if some node applies LightGBM's zero rule; the
         # bank learns that one bit (docs/threat-model.md), and the others save a bit per node.
@@ -580,6 +635,12 @@ class TreeEnsemble(PrivateModel):
         if self.snap_zero and -KZERO_THRESHOLD <= x <= KZERO_THRESHOLD:
             x = 0.0  # LightGBM drops such values from a dense row: the predictor reads them as 0.0
         codes = tree.category_set(i)
+        if codes is not None and tree.category_rule == "xgboost":
+            if math.isnan(x):
+                return tree.default_left[i]
+            x32 = _cast(x, "float32")
+            # common/categorical.h Decision: a negative or too large float32 is invalid, goes left
+            return not 0.0 <= x32 < 2.0**31 or math.trunc(x32) not in codes
         if codes is not None:
             code = _lightgbm_int(x)
             return code >= 0 and code in codes  # a negative int (NaN included) goes right
@@ -650,7 +711,11 @@ class TreeEnsemble(PrivateModel):
                 feature[slot] = tree.feature[i]
                 codes = tree.category_set(i)
                 cats[slot] = codes
-                if codes is not None:
+                if codes is not None and tree.category_rule == "xgboost":
+                    # Compared in the linear stage from the one-hot columns; missing as for "nan".
+                    zero_left[slot] = False
+                    default_left[slot] = tree.default_left[i]
+                elif codes is not None:
                     # Compared in the linear stage from the one-hot columns; no missing or zero rule.
                     zero_left[slot] = default_left[slot] = False
                     missing[slot] = "none"
@@ -713,7 +778,7 @@ class TreeEnsemble(PrivateModel):
         for f, feature in enumerate(self.spec.features):
             col = self._columns[f]
             if isinstance(feature, CategoryCodeFeature):
-                bits = out[col : col + feature.n_categories]
+                bits = out[col : col + len(feature.columns)]  # C codes, then XGBoost's missing column
                 if any(b not in (0, 1) for b in bits) or sum(bits) > 1:
                     raise InvalidInputError(
                         f"feature {self.feature_names[f]!r}: category-code columns are 0/1 with at most one 1"
@@ -739,6 +804,13 @@ class TreeEnsemble(PrivateModel):
             for _ in range(self.depth):
                 col = self._columns[p.feature[j]]
                 codes = p.cats[j]
+                if codes is not None and self._xgb_cat[p.feature[j]]:
+                    # unit (2^b - 1 + s) + missing: the top bit is [s == 1], go right; missing: default.
+                    s = sum(xs[col + c] for c in codes)
+                    m = xs[col + self._xgb_cat[p.feature[j]]]
+                    left = p.default_left[j] if m == 1 else s == 0
+                    j = 2 * j + (1 if left else 2)
+                    continue
                 if codes is not None:
                     # The linear stage's value is unit (2^b - s): its top bit is [s == 0], go right.
                     s = sum(xs[col + c] for c in codes)
@@ -796,6 +868,9 @@ class TreeEnsemble(PrivateModel):
     # margin cutoffs. This is :meth:`encoded_leaves` exactly, which the tests hold the circuit to.
     # A categorical node's value is unit (2^b - sum of its set's one-hot columns), no missing or zero
     # term (key - T is -1 or 0), kind "none" with both directions right: same width, same circuit.
+    # An XGBoost categorical node's is unit (2^b - 1 + sum of its listed codes' columns) + missing
+    # (key - T is -1 or 0, the missing column as a numeric node's missing bit), kind "nan" with the
+    # node's default direction: same width, same circuit.
 
     def circuit_shape(self) -> CircuitShape:
         return self._shape
@@ -812,11 +887,18 @@ class TreeEnsemble(PrivateModel):
         unit = 2 << z
         # A categorical node (LightGBM) is unit (2^b - sum of its codes' one-hot columns), at most
         # one of which is 1: key - (K + 1) is -1 (in the set: left) or 0 (right), no missing or
-        # zero term, so its value is in [unit (2^b - 1), unit 2^b], inside the same range.
+        # zero term, so its value is in [unit (2^b - 1), unit 2^b], inside the same range. An XGBoost
+        # one is unit (2^b - 1 + sum of its listed codes' columns) + missing, at most one of these
+        # columns 1: key - (K + 1) is -1 (not listed: left) or 0 (listed: right), the missing bit as
+        # for a numeric "nan" node, so its value is in [unit (2^b - 1), unit 2^b], the same range.
         outputs = []
         for p in self._padded:
             for f, key, codes in zip(p.feature, p.key, p.cats, strict=True):
                 col = self._columns[f]
+                if codes is not None and self._xgb_cat[f]:
+                    terms = (*((col + c, unit) for c in codes), (col + self._xgb_cat[f], 1))
+                    outputs.append(LinearOutput(terms, unit * ((1 << b) - 1)))
+                    continue
                 if codes is not None:
                     outputs.append(LinearOutput(tuple((col + c, -unit) for c in codes), unit << b))
                     continue
@@ -965,7 +1047,12 @@ class TreeEnsemble(PrivateModel):
             f"(precision {self.precision:g}), margin {self.margin_bits} bits",
         ]
         if self.n_categories:
-            lines.append(f"  categorical features {len(self.n_categories)} (LightGBM category codes)")
+            libs = " and ".join(
+                {"lightgbm": "LightGBM", "xgboost": "XGBoost"}[r]
+                for r in CATEGORY_RULES
+                if r in self.category_rules.values()
+            )
+            lines.append(f"  categorical features {len(self.n_categories)} ({libs} category codes)")
         lines += self.policy.describe(self.policy.output)
         return "\n".join(lines)
 
