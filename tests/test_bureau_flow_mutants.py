@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from blindscore.bank_node.calls import (
 from blindscore.bank_node.flow import BankNode
 from blindscore.bank_node.store import ResultStore, RunLimits
 from blindscore.bureau import flow
-from blindscore.bureau.applications import DELIVERED, FAILED, PENDING, StoredFailure
+from blindscore.bureau.applications import DELIVERED, FAILED, PENDING, StoredFailure, Submission
 from blindscore.bureau.audit import ACCEPTED, APPLICATIONS_FILE, LEGACY_FILE, AuditLog
 from blindscore.bureau.bank_link import CircuitRound, PackedRound
 from blindscore.bureau.flow import BureauNode, Job, ScoreReport
@@ -59,7 +60,7 @@ LOG = "blindscore.bureau.flow"
 #: Backoff without jitter: 10 s after the first failure, 20 s after the second.
 STEADY = RetryPolicy(base_s=10.0, cap_s=1000.0, jitter=0.0)
 #: What the in-process link reports per call, so that the report's sums can be checked.
-CALL_BYTES = 100
+CALL_BYTES = 101
 
 
 class LocalLink:
@@ -221,9 +222,20 @@ def batch_of(keys: KeyPair, batch_id: str, ids: tuple[str, ...], **changes: Any)
     return dataclasses.replace(batch, **changes)
 
 
-def band_at_bank(bank: BankNode, app_id: str) -> tuple[int, str] | None:
+def band_at_bank(bank: BankNode, app_id: str, model_id: str = DEFAULT_MODEL_ID) -> tuple[int, str] | None:
+    """The band the bank stored for ``app_id`` (checked to be stored under ``model_id``)."""
     record = bank.store.get(app_id, PLATFORM, BUREAU)
-    return None if record is None else (record.band, record.band_label)
+    if record is None:
+        return None
+    assert record.model_id == model_id
+    return record.band, record.band_label
+
+
+def check_stages(report: ScoreReport, started: float, *names: str) -> None:
+    """The bureau's own stages of ``report``: each measured, in milliseconds, within the call."""
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    for name in names:
+        assert 0.01 < report.stage_ms[name] < elapsed_ms, (name, report.stage_ms[name], elapsed_ms)
 
 
 def expected(row: int) -> tuple[int, str]:
@@ -360,13 +372,14 @@ def test_records_name_the_model_version_and_blank_what_would_be_refused(bureau: 
     bureau.record_many(
         [
             {"platform_id": PLATFORM, "bank_id": BANK, "application_id": "a-1",
-             "consent_reference": "c-1", "model_id": DEFAULT_MODEL_ID, "model_version": "1"},
+             "consent_reference": "consent 1 (signed)", "model_id": DEFAULT_MODEL_ID, "model_version": "1"},
             {"platform_id": "bad id", "bank_id": "b\x00", "application_id": "", "consent_reference": "c\x07",
              "model_id": DEFAULT_MODEL_ID, "model_version": "x"},
             {"platform_id": PLATFORM, "model_id": "no-such-model"},
             {"platform_id": PLATFORM, "model_id": "bad model"},
             {"platform_id": PLATFORM, "model_id": DEFAULT_MODEL_ID, "model_version": "1"},
             {"platform_id": PLATFORM, "model_id": DEFAULT_MODEL_ID},
+            {},
         ],
         "INVALID_ARGUMENT",
         12.5,
@@ -374,19 +387,20 @@ def test_records_name_the_model_version_and_blank_what_would_be_refused(bureau: 
     label = v1(bureau)
     assert label.startswith("v1 sha256:")
     assert audit_rows(bureau) == [
-        (PLATFORM, BANK, "a-1", "c-1", DEFAULT_MODEL_ID, label, "INVALID_ARGUMENT"),
+        (PLATFORM, BANK, "a-1", "consent 1 (signed)", DEFAULT_MODEL_ID, label, "INVALID_ARGUMENT"),
         ("", "", "", "", DEFAULT_MODEL_ID, "", "INVALID_ARGUMENT"),
         (PLATFORM, "", "", "", "no-such-model", "", "INVALID_ARGUMENT"),
         (PLATFORM, "", "", "", "", "", "INVALID_ARGUMENT"),
         (PLATFORM, "", "", "", DEFAULT_MODEL_ID, label, "INVALID_ARGUMENT"),
         (PLATFORM, "", "", "", DEFAULT_MODEL_ID, label, "INVALID_ARGUMENT"),
+        ("", "", "", "", "", "", "INVALID_ARGUMENT"),
     ]
     assert bureau.audit is not None
     assert {r.duration_us for r in bureau.audit.records()} == {12500}
     # One record through `record`, none for an empty list.
     bureau.record({"platform_id": PLATFORM, "application_id": "a-2"}, "OK", 2.0)
     bureau.record_many([], "OK", 1.0)
-    assert audit_rows(bureau)[6:] == [(PLATFORM, "", "a-2", "", "", "", "OK")]
+    assert audit_rows(bureau)[7:] == [(PLATFORM, "", "a-2", "", "", "", "OK")]
 
 
 def test_audit_writes_sync_unless_accepted_into_a_shared_database(
@@ -405,6 +419,8 @@ def test_audit_writes_sync_unless_accepted_into_a_shared_database(
     bureau.record_many([{"platform_id": PLATFORM}], "OK", 1.0, sync=False)
     bureau.admit(PLATFORM, BANK, DEFAULT_MODEL_ID, 1, [("a-1", "c-1"), ("a-2", "c-2")])
     assert syncs == [True, False, False]
+    assert bureau.audit is not None
+    assert [r.duration_us for r in bureau.audit.records()] == [1000, 1000, 0, 0]
     assert audit_rows(bureau)[2:] == [
         (PLATFORM, BANK, "a-1", "c-1", DEFAULT_MODEL_ID, v1(bureau), ACCEPTED),
         (PLATFORM, BANK, "a-2", "c-2", DEFAULT_MODEL_ID, v1(bureau), ACCEPTED),
@@ -481,7 +497,11 @@ def test_an_application_is_scored_by_circuit_and_its_band_reaches_the_bank(
 ) -> None:
     links = Links(bank)
     app = application(paillier_keypair, "app-1", 1)
+    started = time.perf_counter()
     report = bureau.submit(app, links)
+    check_stages(report, started, "bureau.evaluate", "bureau.garble")
+    assert "bureau-leases" in {t.name for t in threading.enumerate()}
+    assert bureau._leases.held() == [] and bureau._inflight == set()
     assert band_at_bank(bank, "app-1") == expected(1)
     assert links.made == [(BANK, ADDRESS, paillier_keypair.public_key, dgk_keypair.public_key)]
     assert links.calls == ["circuit", "reveal"]
@@ -489,7 +509,6 @@ def test_an_application_is_scored_by_circuit_and_its_band_reaches_the_bank(
     assert report.wire_bytes == 2 * CALL_BYTES
     assert set(report.stage_ms) == {"bureau.evaluate", "bureau.garble", "bank.circuit", "bank.reveal"}
     assert report.stage_ms["bank.circuit"] == report.stage_ms["bank.reveal"] == 1.0
-    assert report.stage_ms["bureau.evaluate"] > 0 and report.stage_ms["bureau.garble"] > 0
     stored = bureau.applications.get(PLATFORM, "app-1")
     assert stored is not None
     assert (stored.state, stored.model_version, stored.ciphertexts, stored.width) == (
@@ -589,8 +608,11 @@ def test_an_application_is_scored_by_the_dgk_rounds(
     dgk_bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
 ) -> None:
     links = Links(bank)
+    started = time.perf_counter()
     report = dgk_bureau.submit(application(paillier_keypair, "dgk-1", 4), links)
+    check_stages(report, started, "bureau.evaluate", "bureau.round1", "bureau.round2", "bureau.finish")
     assert band_at_bank(bank, "dgk-1") == expected(4)
+    assert bank.store.runs(BUREAU, "dgk-1", PLATFORM) == (1, False, "band")
     assert links.calls == ["round1", "round2", "deliver"]
     (delivery,) = links.links[0].deliveries
     assert (delivery.application_id, delivery.key_id, delivery.model_id, delivery.platform_id) == (
@@ -601,8 +623,6 @@ def test_an_application_is_scored_by_the_dgk_rounds(
         "bureau.evaluate", "bureau.round1", "bureau.round2", "bureau.finish",
         "bank.round1", "bank.round2", "bank.deliver",
     }  # fmt: skip
-    assert all(report.stage_ms[s] > 0 for s in ("bureau.evaluate", "bureau.round1", "bureau.round2"))
-    assert report.stage_ms["bureau.finish"] > 0
     assert (report.wire_bytes, report.model_version) == (3 * CALL_BYTES, 1)
     kept = dgk_bureau.ledger.band_ciphertext(PLATFORM, "dgk-1")
     assert kept is not None
@@ -660,7 +680,7 @@ def test_other_families_take_the_circuit_even_under_dgk(
     report = dgk_bureau.submit(app, links)
     assert links.calls == ["circuit", "reveal"]
     band = trees.band(ROWS[row])
-    assert band_at_bank(bank, "tree-1") == (band, trees.policy.labels[band])
+    assert band_at_bank(bank, "tree-1", "gbdt") == (band, trees.policy.labels[band])
     assert report.model_version == 1
 
 
@@ -718,16 +738,47 @@ def test_our_own_failure_stays_pending_and_is_raised(
 
 
 def test_a_lost_lease_stops_the_work_quietly(
-    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    bank: BankNode,
+    paillier_keypair: KeyPair,
+    dgk_keypair: DGKKeyPair,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, LOG)
-    lost = LeaseLostError("lost the lease on application 'x'")
-    links = Links(bank, {"circuit": [lost]})
-    assert bureau.submit(application(paillier_keypair, "taken"), links) == ScoreReport({}, 0, 1, pending=True)
-    stored = bureau.applications.get(PLATFORM, "taken")
-    assert stored is not None and (stored.state, stored.attempts, stored.error_code) == (PENDING, 0, "")
-    assert messages(caplog, logging.WARNING) == ["lost the lease on application 'x'"]
-    assert bureau._leases.held() == []
+    node = open_bureau(tmp_path / "r9", (paillier_keypair, dgk_keypair), replica_id="r-9", lease_s=5.0)
+    try:
+        lost = LeaseLostError("lost the lease on application 'x'")
+        links = Links(bank, {"circuit": [lost]})
+        before = time.time()
+        report = node.submit(application(paillier_keypair, "taken"), links)
+        assert report == ScoreReport({}, 0, 1, pending=True)
+        stored = node.applications.get(PLATFORM, "taken")
+        assert stored is not None and (stored.state, stored.attempts, stored.error_code) == (PENDING, 0, "")
+        # As accepted: claimed by this replica for one lease, first due when that lease ends.
+        assert (stored.claimed_by, stored.claim) == ("r-9", 1)
+        assert before + 5.0 <= stored.next_attempt_at <= time.time() + 5.0
+        assert before + 4.0 <= stored.lease_until <= time.time() + 6.0
+        assert messages(caplog, logging.WARNING) == ["lost the lease on application 'x'"]
+        assert node._leases.held() == []
+    finally:
+        node.close()
+
+
+def test_a_stale_claim_writes_nothing(bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair) -> None:
+    """Work that ends (pending again, or failed) under a claim another replica has replaced."""
+    for app_id, error in (
+        ("stale-1", UnavailableError("again")),
+        ("stale-2", PeerError("bank", "INVALID_ARGUMENT", "no")),
+    ):
+        links = Links(bank, {"circuit": [UnavailableError("away"), error]})
+        assert bureau.submit(application(paillier_keypair, app_id), links).pending
+        (row,) = bureau.applications.claim_due("other", 60.0, time.time() + 100.0, 8)
+        assert bureau._run(dataclasses.replace(row, claim=1), links) == ScoreReport({}, 0, 1, pending=True)
+        after = bureau.applications.get(PLATFORM, app_id)
+        assert after is not None
+        assert (after.state, after.attempts, after.error_message, after.claimed_by, after.claim) == (
+            PENDING, 1, "away", "other", 2
+        )  # fmt: skip
 
 
 def test_a_revealed_round_is_revealed_again_not_run_again(
@@ -778,22 +829,23 @@ def test_at_most_max_circuit_rounds_are_sent_for_one_application(
     bank = BankNode(BANK, paillier_keypair, dgk_keypair, store, limits=RunLimits(max_runs=10))
     unconfirmed = [UnavailableError(f"no answer {i}") for i in range(MAX_CIRCUIT_ROUNDS)]
     links = Links(bank, {"circuit": unconfirmed})
-    assert bureau.submit(application(paillier_keypair, "rounds"), links).pending
+    app_id = "rounds-" + "r" * 100  # named by its first 64 characters
+    assert bureau.submit(application(paillier_keypair, app_id), links).pending
     for _ in range(MAX_CIRCUIT_ROUNDS - 1):
-        stored = bureau.applications.get(PLATFORM, "rounds")
+        stored = bureau.applications.get(PLATFORM, app_id)
         assert stored is not None
         assert bureau._run(stored, links).pending
     assert links.calls == ["circuit"] * MAX_CIRCUIT_ROUNDS
-    stored = bureau.applications.get(PLATFORM, "rounds")
+    stored = bureau.applications.get(PLATFORM, app_id)
     assert stored is not None
     message = (
-        f"application 'rounds': the bank did not confirm any of its {MAX_CIRCUIT_ROUNDS} garbled-circuit "
-        "rounds; it is not run again (submit it again under a new id if it must be scored)"
+        f"application {app_id[:64]!r}: the bank did not confirm any of its {MAX_CIRCUIT_ROUNDS} "
+        "garbled-circuit rounds; it is not run again (submit it again under a new id if it must be scored)"
     )
     with pytest.raises(PreconditionError, match=f"^{re.escape(message)}$"):
         bureau._run(stored, links)
     assert links.calls == ["circuit"] * MAX_CIRCUIT_ROUNDS
-    failed = bureau.applications.get(PLATFORM, "rounds")
+    failed = bureau.applications.get(PLATFORM, app_id)
     assert failed is not None and (failed.state, failed.error_code, failed.error_message) == (
         FAILED, "FAILED_PRECONDITION", message
     )  # fmt: skip
@@ -845,7 +897,9 @@ def test_a_packed_batch_scores_every_member(
     ids = ("m0", "m1", "m2", "m3")
     links = Links(bank)
     batch = batch_of(paillier_keypair, "batch-1", ids)
+    started = time.perf_counter()
     report = bureau.submit_batch(batch, links)
+    check_stages(report, started, "bureau.evaluate", "bureau.garble")
     assert [band_at_bank(bank, a) for a in ids] == [expected(i) for i in range(4)]
     assert links.calls == ["packed"]
     assert (report.model_version, report.pending, report.replayed) == (1, False, False)
@@ -886,18 +940,19 @@ def test_a_batch_keeps_its_columns_as_they_arrived(
 def test_a_spent_batch_is_not_run_again(
     bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
 ) -> None:
-    batch = batch_of(paillier_keypair, "spent", ("s0",))
-    assert bureau.ledger.spend_batch(PLATFORM, "spent")
+    batch_id = "spent-" + "s" * 100  # named by its first 64 characters
+    batch = batch_of(paillier_keypair, batch_id, ("s0",))
+    assert bureau.ledger.spend_batch(PLATFORM, batch_id)
     message = (
-        "batch 'spent': its evaluation round was sent to the bank before and not confirmed; it is not "
-        "run again, since a second run could tell a deviating bank more than one band per application "
-        "(submit the applications again under new ids if they must be scored)"
+        f"batch {batch_id[:64]!r}: its evaluation round was sent to the bank before and not confirmed; "
+        "it is not run again, since a second run could tell a deviating bank more than one band per "
+        "application (submit the applications again under new ids if they must be scored)"
     )
     links = Links(bank)
     with pytest.raises(PreconditionError, match=f"^{re.escape(message)}$"):
         bureau.submit_batch(batch, links)
     assert links.made == []
-    stored = bureau.batches.get(PLATFORM, "spent")
+    stored = bureau.batches.get(PLATFORM, batch_id)
     assert stored is not None and (stored.state, stored.error_code) == (FAILED, "FAILED_PRECONDITION")
 
 
@@ -1050,7 +1105,9 @@ def test_the_worker_delivers_what_is_pending(
             )
         )
         assert band_at_bank(bank, "w-1") == expected(5)
-        eventually(lambda: (node.applications.get(PLATFORM, "w-1") or Any).state == DELIVERED)
+        eventually(lambda: node.applications.counts()[DELIVERED] == 1)
+        # The batch was spent before its failed call: the worker fails it for good.
+        eventually(lambda: node.batches.counts()[FAILED] == 1)
         assert messages(caplog, logging.WARNING).count("resuming 2 pending application(s)") == 1
         assert resets == []
         node.stop_delivery()
@@ -1059,13 +1116,18 @@ def test_the_worker_delivers_what_is_pending(
         assert resets == [1, 1]
     finally:
         node.close()
-    # The batch was spent before its failed call: the worker fails it for good.
-    batch = BureauNode.open(tmp_path / "w")
+
+
+@pytest.mark.parametrize(("lease_s", "idle_s"), [(0.5, 0.25), (1.0, 0.5), (3600.0, 30.0)])
+def test_the_worker_wakes_at_least_every_half_lease(tmp_path: Path, lease_s: float, idle_s: float) -> None:
+    """Work a dead replica leaves is due when its lease ends: the worker looks again by then."""
+    node = open_bureau(tmp_path / "idle", lease_s=lease_s)
     try:
-        stored = batch.batches.get(PLATFORM, "wb")
-        assert stored is not None and stored.state == FAILED
+        node.start_delivery(Links(None))  # type: ignore[arg-type]
+        assert node._worker is not None and node._worker._idle_s == idle_s
+        assert "bureau-delivery" in {t.name for t in threading.enumerate()}
     finally:
-        batch.close()
+        node.close()
 
 
 def test_the_worker_resets_the_links_after_an_unreachable_bank(
@@ -1098,12 +1160,11 @@ def test_the_worker_logs_failures_and_skips_rows_in_flight(
         ).pending
     future = time.time() + 100.0
     links = Links(bank, {"circuit": [PeerError("bank", "INVALID_ARGUMENT", "no"), RuntimeError("oops")]})
-    bureau._worker_link = links
+    resets: list[int] = []
+    bureau._worker_link, bureau._worker_reset = links, lambda: resets.append(1)
     bureau._worker = flow.RetryLoop("test", lambda: None)  # never started: the round runs here
-    # f-3 is being run by another thread of this process.
-    bureau._inflight.add(("application", PLATFORM, "f-3"))
-    rows = {r.application_id for r in bureau.applications.due(future, 10)}
-    assert rows == {"f-1", "f-2", "f-3"}
+    # f-1, the first due, is being run by another thread of this process: skipped, the rest run.
+    bureau._inflight.add(("application", PLATFORM, "f-1"))
     real_claim = bureau.applications.claim_due
 
     def claim_all(owner: str, lease_s: float, now: float, limit: int) -> Any:
@@ -1111,19 +1172,52 @@ def test_the_worker_logs_failures_and_skips_rows_in_flight(
         return real_claim(owner, lease_s, future, limit)
 
     bureau.applications.claim_due = claim_all  # type: ignore[method-assign]
-    wait = bureau._deliver_due()
-    warnings = messages(caplog, logging.WARNING)
-    assert f"application f-1 of {PLATFORM} failed: bank: no" in warnings
-    errors = messages(caplog, logging.ERROR)
-    assert errors == [f"retrying application f-2 of {PLATFORM} failed unexpectedly"]
-    f3 = bureau.applications.get(PLATFORM, "f-3")
-    assert f3 is not None and f3.state == PENDING and f3.attempts == 1
-    assert ("application", PLATFORM, "f-3") in bureau._inflight
-    assert ("application", PLATFORM, "f-1") not in bureau._inflight
-    assert ("application", PLATFORM, "f-2") not in bureau._inflight
-    # f-2 is due again in 20 s, f-3 (left alone) when its claim lapses: a wait of at least 0.05 s.
-    assert wait is not None and wait >= 0.05
-    bureau._worker = None
+    try:
+        bureau._deliver_due()
+    finally:
+        bureau._worker = None
+    assert links.calls == ["circuit", "circuit"]
+    assert f"application f-2 of {PLATFORM} failed: bank: no" in messages(caplog, logging.WARNING)
+    assert messages(caplog, logging.ERROR) == [f"retrying application f-3 of {PLATFORM} failed unexpectedly"]
+    states = [bureau.applications.get(PLATFORM, a) for a in ("f-1", "f-2", "f-3")]
+    assert [(r.state, r.attempts) for r in states if r] == [(PENDING, 1), (FAILED, 1), (PENDING, 2)]
+    assert bureau._inflight == {("application", PLATFORM, "f-1")}
+    assert bureau._leases.held() == []
+    assert resets == []  # no bank was unreachable
+
+
+def test_a_round_claims_a_few_rows_and_resets_the_links_after_an_unreachable_bank(
+    bureau: BureauNode, paillier_keypair: KeyPair
+) -> None:
+    app = application(paillier_keypair, "proto")
+    packed = paillier_keypair.public_key.pack(app.ciphertexts)
+    now = time.time()
+    for i in range(flow.RETRY_BATCH + 1):
+        sub = Submission(
+            application_id=f"q-{i}", platform_id=PLATFORM, bank_id=BANK, model_id=DEFAULT_MODEL_ID,
+            model_version=1, key_id=app.key_id, consent_reference="c", width=len(app.ciphertexts),
+            ciphertexts=packed,
+        )  # fmt: skip
+        bureau.applications.accept(sub, next_attempt_at=now - 100.0 + i, lease_s=-1.0)
+    made: list[str] = []
+
+    def down(bank_id: str, *rest: Any) -> Any:
+        made.append(bank_id)
+        raise UnavailableError("bank down")
+
+    resets: list[int] = []
+    bureau._worker_link, bureau._worker_reset = down, lambda: resets.append(1)
+    bureau._worker = flow.RetryLoop("test", lambda: None)
+    try:
+        wait = bureau._deliver_due()
+    finally:
+        bureau._worker = None
+    assert made == [BANK] * flow.RETRY_BATCH and resets == [1]
+    rows = [bureau.applications.get(PLATFORM, f"q-{i}") for i in range(flow.RETRY_BATCH + 1)]
+    assert [r.attempts for r in rows if r] == [1] * flow.RETRY_BATCH + [0]
+    assert bureau._leases.held() == []
+    # The last row was not claimed in this round and is overdue: the next round follows at once.
+    assert wait == 0.05
 
 
 def test_a_round_without_a_link_or_work_waits(
