@@ -822,6 +822,37 @@ def test_a_claim_taken_over_stops_a_delivery_of_kept_work(
         assert node._fence_of(dataclasses.replace(row, claim=0)) is None
 
 
+def refused_link(*args: Any) -> Any:
+    raise UnavailableError("no channel")
+
+
+@pytest.mark.parametrize("kind", ["circuit", "dgk", "batch"])
+def test_a_stale_claim_sends_nothing_to_the_bank(
+    tmp_path: Path, bank: BankNode, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, kind: str
+) -> None:
+    """A row another replica took over: its ledger write (the round spent, the pad or the [band]
+    kept) is fenced, so nothing that would need it reaches the bank."""
+    protocol = "dgk" if kind == "dgk" else "circuit"
+    node = open_bureau(tmp_path / kind, (paillier_keypair, dgk_keypair), band_protocol=protocol)
+    try:
+        if kind == "batch":
+            assert node.submit_batch(batch_of(paillier_keypair, "sb", ("sb0",)), refused_link).pending
+            store, row_id, app_id = node.batches, "sb", "sb0"
+        else:
+            assert node.submit(application(paillier_keypair, "sa"), refused_link).pending
+            store, row_id, app_id = node.applications, "sa", "sa"
+        (row,) = store.claim_due("other", 60.0, time.time() + 100.0, 8)
+        links = Links(bank)
+        assert node._run(dataclasses.replace(row, claim=1), links) == ScoreReport({}, 0, 1, pending=True)
+        assert band_at_bank(bank, app_id) is None
+        assert "deliver" not in links.calls and "reveal" not in links.calls and "packed" not in links.calls
+        assert node.ledger.revealed_round(PLATFORM, app_id) is None
+        assert node.ledger.band_ciphertext(PLATFORM, app_id) is None
+        assert not node.ledger.batch_spent(PLATFORM, row_id)
+    finally:
+        node.close()
+
+
 def test_at_most_max_circuit_rounds_are_sent_for_one_application(
     bureau: BureauNode, tmp_path: Path, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
@@ -871,15 +902,19 @@ def test_a_claim_in_flight_is_held_once(bureau: BureauNode) -> None:
 
 
 def test_a_stored_row_without_ciphertexts_has_no_job(
-    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
     assert bureau.submit(
         application(paillier_keypair, "gone"), Links(bank, {"circuit": [UnavailableError("x")]})
-    )
+    ).pending
     stored = bureau.applications.get(PLATFORM, "gone")
     assert stored is not None
+    # A newer version imported since: the row keeps the version it was accepted with.
+    document = {k: v for k, v in MODEL.to_dict().items() if k != "encoded"}
+    bureau.models.put(DEFAULT_MODEL_ID, LinearModel.from_dict({**document, "intercept": 0.5}))
     job = bureau._job_of(stored)
     assert job.bank.bank_id == BANK and job.paillier == paillier_keypair.public_key
+    assert job.dgk == dgk_keypair.public_key
     assert job.model.version == 1 and job.model.name == DEFAULT_MODEL_ID
     assert [int(c) for c in job.ciphertexts] == [
         int(c) for c in paillier_keypair.public_key.unpack(stored.ciphertexts or b"", stored.width)
@@ -1224,6 +1259,18 @@ def test_a_round_without_a_link_or_work_waits(
     bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
 ) -> None:
     assert bureau._deliver_due() is None
+    # Without a link (delivery not started) a due row is left alone.
+    app = application(paillier_keypair, "idle")
+    sub = Submission(
+        application_id="idle", platform_id=PLATFORM, bank_id=BANK, model_id=DEFAULT_MODEL_ID,
+        model_version=1, key_id=app.key_id, consent_reference="c", width=len(app.ciphertexts),
+        ciphertexts=paillier_keypair.public_key.pack(app.ciphertexts),
+    )  # fmt: skip
+    bureau.applications.accept(sub, next_attempt_at=time.time() - 100.0, lease_s=-1.0)
+    assert bureau._deliver_due() is None
+    idle = bureau.applications.get(PLATFORM, "idle")
+    assert idle is not None and (idle.state, idle.attempts, idle.claim) == (PENDING, 0, 1)
+    bureau.applications.delivered(("platform-t", "idle"), {})
     bureau._worker_link = Links(bank)
     assert bureau._deliver_due() is None
     assert bureau.submit(
