@@ -67,9 +67,10 @@ class LocalLink:
     """A BankLink that calls a BankNode in this process: the bureau's flows against the real bank,
     without gRPC. ``fail`` maps a call ("round1", "round2", "deliver", "packed", "circuit",
     "reveal") to the errors its next calls raise, one each, before the bank is reached (or, for
-    "packed" and "circuit", after ``spend``)."""
+    "packed" and "circuit", after ``spend``); a callable in that list is called instead, and the
+    call goes on."""
 
-    def __init__(self, bank: BankNode, fail: dict[str, list[BaseException]] | None = None) -> None:
+    def __init__(self, bank: BankNode, fail: dict[str, list[Any]] | None = None) -> None:
         self.bank = bank
         self.fail = fail or {}
         self.stage_ms: dict[str, float] = {}
@@ -83,7 +84,10 @@ class LocalLink:
         self.wire_bytes += CALL_BYTES
         errors = self.fail.get(name)
         if errors:
-            raise errors.pop(0)
+            error = errors.pop(0)
+            if isinstance(error, BaseException):
+                raise error
+            error()
 
     def _batch(self, ids: tuple[str, ...], platform_id: str) -> Batch:
         return Batch(self.bank.key_id, ids, BUREAU, platform_id)
@@ -141,7 +145,7 @@ class LocalLink:
 class Links:
     """``link_for``: one LocalLink per job, each remembered with the arguments it was made for."""
 
-    def __init__(self, bank: BankNode, fail: dict[str, list[BaseException]] | None = None) -> None:
+    def __init__(self, bank: BankNode, fail: dict[str, list[Any]] | None = None) -> None:
         self.bank = bank
         self.fail = fail if fail is not None else {}
         self.made: list[tuple[str, str, Any, Any]] = []
@@ -769,6 +773,7 @@ def test_a_stale_claim_writes_nothing(bureau: BureauNode, bank: BankNode, pailli
     for app_id, error in (
         ("stale-1", UnavailableError("again")),
         ("stale-2", PeerError("bank", "INVALID_ARGUMENT", "no")),
+        ("stale-3", RuntimeError("bug")),
     ):
         links = Links(bank, {"circuit": [UnavailableError("away"), error]})
         assert bureau.submit(application(paillier_keypair, app_id), links).pending
@@ -820,6 +825,28 @@ def test_a_claim_taken_over_stops_a_delivery_of_kept_work(
         # A row read without a claim is not checked at all.
         node._check_lease(dataclasses.replace(row, claim=0))
         assert node._fence_of(dataclasses.replace(row, claim=0)) is None
+
+
+def test_a_takeover_during_the_last_call_leaves_the_row_to_the_new_owner(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
+) -> None:
+    def takeover() -> None:  # this replica's lease lapses and another one claims the row
+        row = bureau.applications.get(PLATFORM, "late-1")
+        assert row is not None
+        bureau.applications.release([bureau.applications.fence(row)], time.time())
+        assert len(bureau.applications.claim_due("other", 60.0, time.time() + 100.0, 8)) == 1
+
+    links = Links(bank, {"reveal": [takeover]})
+    report = bureau.submit(application(paillier_keypair, "late-1", 6), links)
+    assert report == ScoreReport({}, 0, 1, pending=True)
+    assert band_at_bank(bank, "late-1") == expected(6)  # the reveal went through; the new owner repeats it
+    row = bureau.applications.get(PLATFORM, "late-1")
+    assert row is not None and (row.state, row.claimed_by, row.claim, row.attempts) == (
+        PENDING,
+        "other",
+        2,
+        0,
+    )
 
 
 def refused_link(*args: Any) -> Any:
