@@ -267,6 +267,11 @@ def v1(node: BureauNode) -> str:
     return node.models.version(DEFAULT_MODEL_ID, 1)
 
 
+def refused_link(*args: Any) -> Any:
+    """``link_for`` when no channel to the bank can be had: the work stays pending."""
+    raise UnavailableError("no channel")
+
+
 def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOG and r.levelno == level]
 
@@ -488,6 +493,10 @@ def test_bank_key_and_model_spec(bureau: BureauNode, paillier_keypair: KeyPair, 
     assert spec.feature_spec == MODEL.spec.to_dict()
     assert (spec.slot_bits, spec.max_slots) == (packing.slot_bits_for(MODEL), packing.max_slots_for(MODEL))
     assert bureau.model_spec(DEFAULT_MODEL_ID, "1") == spec
+    document = {k: v for k, v in MODEL.to_dict().items() if k != "encoded"}
+    bureau.models.put(DEFAULT_MODEL_ID, LinearModel.from_dict({**document, "intercept": 0.5}))
+    assert bureau.model_spec(DEFAULT_MODEL_ID, "1") == spec
+    assert bureau.model_spec(DEFAULT_MODEL_ID).version == "2"
     bureau.models.put("gbdt", demo_model("gbdt"))
     trees = bureau.model_spec("gbdt", "latest")
     assert (trees.model_id, trees.version, trees.slot_bits, trees.max_slots) == ("gbdt", "1", 0, 0)
@@ -547,7 +556,10 @@ def test_a_submission_keeps_the_ciphertexts_as_they_arrived(
 ) -> None:
     pk = paillier_keypair.public_key
     app = application(paillier_keypair, "held")
-    packed = pk.pack(app.ciphertexts)
+    # Stored (and digested) as given, never re-encoded: here the bytes of another encryption of
+    # the same row, which no re-encoding of ``app.ciphertexts`` gives.
+    packed = pk.pack(application(paillier_keypair, "held").ciphertexts)
+    assert packed != pk.pack(app.ciphertexts)
     links = Links(bank, {"circuit": [UnavailableError("bank away")]})
     report = bureau.submit(app, links, packed=packed)
     assert report == ScoreReport({}, 0, 1, pending=True)
@@ -849,10 +861,6 @@ def test_a_takeover_during_the_last_call_leaves_the_row_to_the_new_owner(
     )
 
 
-def refused_link(*args: Any) -> Any:
-    raise UnavailableError("no channel")
-
-
 @pytest.mark.parametrize("kind", ["circuit", "dgk", "batch"])
 def test_a_stale_claim_sends_nothing_to_the_bank(
     tmp_path: Path, bank: BankNode, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair, kind: str
@@ -987,7 +995,8 @@ def test_a_batch_keeps_its_columns_as_they_arrived(
 ) -> None:
     pk = paillier_keypair.public_key
     batch = batch_of(paillier_keypair, "held-batch", ("h0", "h1"))
-    packed = pk.pack(batch.ciphertexts)
+    packed = pk.pack(batch_of(paillier_keypair, "held-batch", ("h0", "h1")).ciphertexts)  # as given
+    assert packed != pk.pack(batch.ciphertexts)
     links = Links(bank, {"packed": [UnavailableError("away")]})
     assert bureau.submit_batch(batch, links, packed=packed) == ScoreReport({}, 0, 1, pending=True)
     stored = bureau.batches.get(PLATFORM, "held-batch")
@@ -1016,6 +1025,67 @@ def test_a_spent_batch_is_not_run_again(
     assert links.made == []
     stored = bureau.batches.get(PLATFORM, batch_id)
     assert stored is not None and (stored.state, stored.error_code) == (FAILED, "FAILED_PRECONDITION")
+
+
+def test_a_batch_spent_meanwhile_is_not_sent(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spent by another replica between the check and the send: the spend itself refuses."""
+    assert bureau.ledger.spend_batch(PLATFORM, "raced")
+    monkeypatch.setattr(bureau.ledger, "batch_spent", lambda platform_id, batch_id: False)
+    links = Links(bank)
+    with pytest.raises(PreconditionError, match=r"^batch 'raced': its evaluation round was sent to the bank"):
+        bureau.submit_batch(batch_of(paillier_keypair, "raced", ("r0",)), links)
+    assert "packed" not in links.calls and band_at_bank(bank, "r0") is None
+    stored = bureau.batches.get(PLATFORM, "raced")
+    assert stored is not None and (stored.state, stored.error_code) == (FAILED, "FAILED_PRECONDITION")
+
+
+def test_a_stored_batch_is_not_checked_again(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """A batch id stored before answers with its outcome, or refuses another payload as such."""
+    # A newer model version imported meanwhile: a batch for v1 is scored with v1.
+    document = {k: v for k, v in MODEL.to_dict().items() if k != "encoded"}
+    bureau.models.put(DEFAULT_MODEL_ID, LinearModel.from_dict({**document, "intercept": 0.5}))
+    links = Links(bank)
+    batch = batch_of(paillier_keypair, "once", ("o0", "o1"))
+    report = bureau.submit_batch(batch, links)
+    assert report.model_version == 1
+    assert [band_at_bank(bank, a) for a in ("o0", "o1")] == [expected(0), expected(1)]
+    assert links.made == [(BANK, ADDRESS, paillier_keypair.public_key, dgk_keypair.public_key)]
+    with pytest.raises(
+        AlreadyExistsError,
+        match=r"^batch 'once' of platform 'platform-t' was already submitted with a different payload",
+    ):
+        bureau.submit_batch(dataclasses.replace(batch, slot_bits=batch.slot_bits + 1), links)
+
+
+def test_a_key_registered_by_another_process_is_found(
+    bureau: BureauNode, second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """Another bureau process on the same data directory registered the bank's new key."""
+    second = second_paillier_keypair.public_key
+    BankRegistry(bureau.banks.directory).register(BANK, ADDRESS, second, dgk_keypair.public_key)
+    assert bureau.bank_key(BANK, second.key_id) == second
+    app = application(second_paillier_keypair, "k2")
+    assert bureau.submit(app, refused_link).pending
+    batch = batch_of(second_paillier_keypair, "k2-batch", ("k2-0",))
+    assert bureau.submit_batch(batch, refused_link).pending
+    stored_app, stored_batch = (
+        bureau.applications.get(PLATFORM, "k2"),
+        bureau.batches.get(PLATFORM, "k2-batch"),
+    )
+    assert stored_app is not None and stored_batch is not None
+    assert (stored_app.key_id, stored_batch.key_id) == (second.key_id, second.key_id)
+
+
+def test_a_receipt_without_figures_replays_as_none(bureau: BureauNode, paillier_keypair: KeyPair) -> None:
+    """A row delivered without stage times or bytes in its receipt (``delivered(key, {})``)."""
+    app = application(paillier_keypair, "bare")
+    assert bureau.submit(app, refused_link).pending
+    assert bureau.applications.delivered((PLATFORM, "bare"), {})
+    assert bureau.submit(app, refused_link) == ScoreReport({}, 0, 1, replayed=True)
 
 
 def test_a_batch_is_checked_before_it_is_stored(
