@@ -1080,6 +1080,24 @@ def test_a_key_registered_by_another_process_is_found(
     assert (stored_app.key_id, stored_batch.key_id) == (second.key_id, second.key_id)
 
 
+def test_a_replica_resolves_a_row_under_a_key_it_has_not_seen(
+    bureau: BureauNode, second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """Another replica on the same data directory registered the key and accepted the row; this
+    one's retry worker takes the row up."""
+    other = BureauNode.open(bureau.banks.directory.parent)
+    try:
+        second = second_paillier_keypair.public_key
+        other.banks.register(BANK, ADDRESS, second, dgk_keypair.public_key)
+        assert other.submit(application(second_paillier_keypair, "seen-there"), refused_link).pending
+    finally:
+        other.close()
+    stored = bureau.applications.get(PLATFORM, "seen-there")
+    assert stored is not None
+    job = bureau._job_of(stored)
+    assert (job.bank.bank_id, job.paillier, job.model.version) == (BANK, second, 1)
+
+
 def test_a_receipt_without_figures_replays_as_none(bureau: BureauNode, paillier_keypair: KeyPair) -> None:
     """A row delivered without stage times or bytes in its receipt (``delivered(key, {})``)."""
     app = application(paillier_keypair, "bare")
