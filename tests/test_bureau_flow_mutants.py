@@ -1064,12 +1064,17 @@ def test_a_stored_batch_is_not_checked_again(
 def test_a_key_registered_by_another_process_is_found(
     bureau: BureauNode, second_paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
 ) -> None:
-    """Another bureau process on the same data directory registered the bank's new key."""
+    """Another bureau process on the same data directory registered the bank's new key; each call
+    below starts from a registry read before that (a lookup that finds the key caches it)."""
     second = second_paillier_keypair.public_key
-    BankRegistry(bureau.banks.directory).register(BANK, ADDRESS, second, dgk_keypair.public_key)
+    directory = bureau.banks.directory
+    stale = [BankRegistry(directory), BankRegistry(directory)]
+    BankRegistry(directory).register(BANK, ADDRESS, second, dgk_keypair.public_key)
     assert bureau.bank_key(BANK, second.key_id) == second
+    bureau.banks = stale[0]
     app = application(second_paillier_keypair, "k2")
     assert bureau.submit(app, refused_link).pending
+    bureau.banks = stale[1]
     batch = batch_of(second_paillier_keypair, "k2-batch", ("k2-0",))
     assert bureau.submit_batch(batch, refused_link).pending
     stored_app, stored_batch = (
