@@ -124,6 +124,16 @@ class Completion:
     fault: str = ""  # the failed check; empty when the band is good
 
 
+def _kept_over(stored: BandRecord | None, c: Completion) -> bool:
+    """Whether the stored band is kept over a different one this completion brings. A faulted
+    completion carries no band (its record's band is a placeholder), so it never differs."""
+    return (
+        stored is not None
+        and not c.fault
+        and (stored.model_id, stored.band) != (c.record.model_id, c.record.band)
+    )
+
+
 @dataclass(frozen=True)
 class Completed:
     """What :meth:`ResultStore.complete` did: how many applications were completed for the first
@@ -369,17 +379,7 @@ class ResultStore:
                 found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
                 stored = BandRecord(*found) if found else None
                 keep = stored is None and not faulted
-                # A faulted completion carries no band (its record's band is a placeholder), so
-                # only a band that differs from the stored one is logged as kept over it.
-                if (
-                    stored is not None
-                    and not c.fault
-                    and (stored.model_id, stored.band)
-                    != (
-                        c.record.model_id,
-                        c.record.band,
-                    )
-                ):
+                if _kept_over(stored, c):
                     kept.append(app_id)
                 record = dataclasses.replace(
                     c.record, bureau_id=bureau_id, received_at=c.record.received_at or now
@@ -393,15 +393,7 @@ class ResultStore:
                     # where the isolation level lets that happen): its band is the one kept.
                     found = tx.one(f"SELECT {_COLUMNS} FROM {{bands}} WHERE {_KEY}", key)
                     stored, keep = (BandRecord(*found) if found else None), False
-                    if (
-                        stored is not None
-                        and not c.fault
-                        and (stored.model_id, stored.band)
-                        != (
-                            c.record.model_id,
-                            c.record.band,
-                        )
-                    ):
+                    if _kept_over(stored, c):
                         kept.append(app_id)
                 tx.execute(
                     "UPDATE {runs} SET faulted = ?, outcome = ?, deliveries = deliveries + 1, updated_at = ? "
