@@ -14,7 +14,7 @@ import numbers
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 from blindscore.errors import EncodingError, InvalidInputError, ModelFormatError
 from blindscore.models import floatkeys
@@ -301,7 +301,7 @@ class CategoryCodeFeature:
         return {"type": self.kind, "name": self.name, "n_categories": self.n_categories}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> CategoryCodeFeature:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> Self:
         _check_keys(d, where, {"type", "name", "n_categories"})
         return cls(_get_str(d, "name", where), _get_int(d, "n_categories", where))
 
@@ -360,14 +360,6 @@ class XGBoostCategoryFeature(CategoryCodeFeature):
         if c is not None:
             out[c] = 1
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "name": self.name, "n_categories": self.n_categories}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "feature") -> XGBoostCategoryFeature:
-        _check_keys(d, where, {"type", "name", "n_categories"})
-        return cls(_get_str(d, "name", where), _get_int(d, "n_categories", where))
 
 
 @dataclass(frozen=True)
