@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.models.features import MAX_CATEGORY_CODES
 from blindscore.models.scorecard import DEFAULT_PRECISION, PdoScaling, Scorecard, ScorecardFeature
 
 #: A model file is small; this only stops a hostile file from exhausting memory.
@@ -134,3 +135,19 @@ class CardBands:
             precision=self.precision,
             metadata=metadata,
         )
+
+
+def category_codes(
+    library: str, where: str, fname: str, codes: tuple[int, ...], none: str
+) -> tuple[int, ...]:
+    """A categorical node's sorted codes, or ModelFormatError: ``none`` completes the sentence for
+    a node with no code; a code past MAX_CATEGORY_CODES (one encrypted column each) is refused."""
+    if not codes:
+        raise ModelFormatError(f"{library} model: {where} {none}; the model file is malformed")
+    if codes[-1] >= MAX_CATEGORY_CODES:
+        raise ModelFormatError(
+            f"{library} model: {where} splits feature {fname!r} on category code {codes[-1]}; codes "
+            f"up to {MAX_CATEGORY_CODES - 1} are supported (one encrypted column per code): "
+            "re-code the categories as small integers"
+        )
+    return codes

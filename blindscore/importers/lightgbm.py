@@ -34,8 +34,7 @@ import math
 from pathlib import Path
 
 from blindscore.errors import ModelFormatError
-from blindscore.importers._common import read_bytes
-from blindscore.models.features import MAX_CATEGORY_CODES
+from blindscore.importers._common import category_codes, read_bytes
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 
@@ -164,18 +163,9 @@ def _categories(
             )
         lo, hi = bounds[int(idx)], bounds[int(idx) + 1]
         codes = tuple(32 * k + b for k, w in enumerate(words[lo:hi]) for b in range(32) if w >> b & 1)
-        if not codes:
-            raise ModelFormatError(
-                f"LightGBM model: {where} node {i} on feature {fname!r} sends no category left; "
-                "the model file is malformed"
-            )
-        if codes[-1] >= MAX_CATEGORY_CODES:
-            raise ModelFormatError(
-                f"LightGBM model: {where} splits feature {fname!r} on category code {codes[-1]}; codes "
-                f"up to {MAX_CATEGORY_CODES - 1} are supported (one encrypted column per code): "
-                "re-code the categories as small integers"
-            )
-        out[i] = codes
+        out[i] = category_codes(
+            "LightGBM", where, fname, codes, f"node {i} on feature {fname!r} sends no category left"
+        )
     return out
 
 

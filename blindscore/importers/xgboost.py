@@ -42,8 +42,7 @@ from typing import Any, cast
 import numpy as np
 
 from blindscore.errors import ModelFormatError
-from blindscore.importers._common import read_bytes
-from blindscore.models.features import MAX_CATEGORY_CODES
+from blindscore.importers._common import category_codes, read_bytes
 from blindscore.models.policy import BandPolicy
 from blindscore.models.trees import Tree, TreeEnsemble
 
@@ -266,18 +265,8 @@ def _categories(
         f = int(feat[i])
         fname = names[f] if 0 <= f < len(names) else str(f)
         listed = tuple(sorted(set(codes[a : a + z])))
-        if not listed:
-            raise ModelFormatError(
-                f"XGBoost model: {where} node {i} on feature {fname!r} lists no category; "
-                "the model file is malformed"
-            )
-        if listed[-1] >= MAX_CATEGORY_CODES:
-            raise ModelFormatError(
-                f"XGBoost model: {where} splits feature {fname!r} on category code {listed[-1]}; codes "
-                f"up to {MAX_CATEGORY_CODES - 1} are supported (one encrypted column per code): "
-                "re-code the categories as small integers"
-            )
-        out[i] = listed
+        none = f"node {i} on feature {fname!r} lists no category"
+        out[i] = category_codes("XGBoost", where, fname, listed, none)
     return out
 
 
