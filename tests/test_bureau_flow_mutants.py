@@ -77,6 +77,8 @@ class LocalLink:
         self.wire_bytes = 0
         self.calls: list[str] = []
         self.deliveries: list[BandDelivery] = []
+        #: The platform each DGK round named to the bank (it files the round's faults under it).
+        self.platforms: list[tuple[str, str]] = []
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -101,12 +103,14 @@ class LocalLink:
         self, application_id: str, request: comparison.MaskedRequest, *, platform_id: str = ""
     ) -> comparison.BitsResponse:
         self._call("round1")
+        self.platforms.append(("round1", platform_id))
         return self.bank.compare_masked(Run(self.bank.key_id, application_id, BUREAU, platform_id), request)
 
     def compare_blinded(
         self, application_id: str, request: comparison.BlindedRequest, *, platform_id: str = ""
     ) -> comparison.FinalResponse:
         self._call("round2")
+        self.platforms.append(("round2", platform_id))
         return self.bank.compare_blinded(Run(self.bank.key_id, application_id, BUREAU, platform_id), request)
 
     def deliver_band(self, delivery: BandDelivery) -> None:
@@ -325,6 +329,8 @@ def test_open_installs_the_default_model_once_and_shares_one_file(tmp_path: Path
         assert [v.version for v in node.models.versions(DEFAULT_MODEL_ID)] == [1]
         assert (node.retry, node.band_protocol, node.replica_id, node.lease_s) == (policy, "dgk", "r-1", 3.0)
         assert node.applications.url.endswith(str(data / APPLICATIONS_FILE))
+        # Where `blindscore model import` puts models and the start-up lock guards both.
+        assert (node.models.directory, node.banks.directory) == (data / "models", data / "banks")
         assert node.audit is not None and node.audit.database is node.applications.database
         assert node._database is None
     finally:
@@ -359,6 +365,8 @@ def test_open_with_a_database_url_puts_everything_in_it(tmp_path: Path) -> None:
     try:
         assert node._database is not None
         assert node.applications.database is node._database
+        data = tmp_path / "b"
+        assert (node.models.directory, node.banks.directory) == (data / "models", data / "banks")
         assert node.audit is not None and node.audit.database is node._database
         assert (node.retry, node.band_protocol, node.replica_id, node.lease_s) == (policy, "dgk", "r-3", 4.0)
         assert [v.version for v in node.models.versions(DEFAULT_MODEL_ID)] == [1]
@@ -630,6 +638,7 @@ def test_an_application_is_scored_by_the_dgk_rounds(
     assert band_at_bank(bank, "dgk-1") == expected(4)
     assert bank.store.runs(BUREAU, "dgk-1", PLATFORM) == (1, False, "band")
     assert links.calls == ["round1", "round2", "deliver"]
+    assert links.links[0].platforms == [("round1", PLATFORM), ("round2", PLATFORM)]
     (delivery,) = links.links[0].deliveries
     assert (delivery.application_id, delivery.key_id, delivery.model_id, delivery.platform_id) == (
         "dgk-1", paillier_keypair.public_key.key_id, DEFAULT_MODEL_ID, PLATFORM
@@ -869,6 +878,7 @@ def test_a_stale_claim_sends_nothing_to_the_bank(
     kept) is fenced, so nothing that would need it reaches the bank."""
     protocol = "dgk" if kind == "dgk" else "circuit"
     node = open_bureau(tmp_path / kind, (paillier_keypair, dgk_keypair), band_protocol=protocol)
+    store: Any
     try:
         if kind == "batch":
             assert node.submit_batch(batch_of(paillier_keypair, "sb", ("sb0",)), refused_link).pending
@@ -1052,6 +1062,8 @@ def test_a_stored_batch_is_not_checked_again(
     batch = batch_of(paillier_keypair, "once", ("o0", "o1"))
     report = bureau.submit_batch(batch, links)
     assert report.model_version == 1
+    # Its ACCEPTED records name the version admitted, not the latest.
+    assert {row[5] for row in audit_rows(bureau)} == {v1(bureau)} != {bureau.models.version(DEFAULT_MODEL_ID)}
     assert [band_at_bank(bank, a) for a in ("o0", "o1")] == [expected(0), expected(1)]
     assert links.made == [(BANK, ADDRESS, paillier_keypair.public_key, dgk_keypair.public_key)]
     with pytest.raises(
@@ -1449,3 +1461,150 @@ def test_leases_are_renewed_and_released_in_their_own_store(
     released = bureau.applications.get(PLATFORM, "l-1")
     assert released is not None and (released.claimed_by, released.lease_until) == ("", 0.0)
     assert before <= released.next_attempt_at <= time.time()
+
+
+# ---------------------------------------------------------------------- what the mutation run left
+
+
+class SteppedClock:
+    """``flow.time`` with a ``perf_counter`` that moves 0.5 s a call (exact in binary): every stage
+    the bureau times is two consecutive calls apart, exactly 500 ms. The rest (``time.time``) is
+    the real module's; nothing outside bureau/flow.py sees this clock."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        return 0.5 * self.calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_the_bureau_reports_its_stages_in_milliseconds(
+    bureau: BureauNode, dgk_bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(flow, "time", SteppedClock())
+
+    def own(report: ScoreReport) -> dict[str, float]:
+        return {k: v for k, v in report.stage_ms.items() if k.startswith("bureau.")}
+
+    circuit = bureau.submit(application(paillier_keypair, "ms-circuit"), Links(bank))
+    assert own(circuit) == {"bureau.evaluate": 500.0, "bureau.garble": 500.0}
+    dgk = dgk_bureau.submit(application(paillier_keypair, "ms-dgk"), Links(bank))
+    assert own(dgk) == {
+        "bureau.evaluate": 500.0, "bureau.round1": 500.0, "bureau.round2": 500.0, "bureau.finish": 500.0
+    }  # fmt: skip
+    # A batch's stages are per application: 500 ms over its two members.
+    batch = bureau.submit_batch(batch_of(paillier_keypair, "ms-batch", ("ms-0", "ms-1")), Links(bank))
+    assert own(batch) == {"bureau.evaluate": 250.0, "bureau.garble": 250.0}
+
+
+def test_the_lease_keeper_renews_a_claim_while_its_work_runs(
+    tmp_path: Path, bank: BankNode, paillier_keypair: KeyPair, dgk_keypair: DGKKeyPair
+) -> None:
+    """The keeper's own rounds (every third of a lease), not a call of ``_renew_leases`` by hand:
+    the bank's call waits until the row's lease has moved on by more than the keeper's period."""
+    node = open_bureau(tmp_path / "keeper", (paillier_keypair, dgk_keypair), replica_id="r-k", lease_s=1.5)
+
+    def lease_until() -> float:
+        row = node.applications.get(PLATFORM, "kept")
+        assert row is not None and row.claimed_by == "r-k"
+        return row.lease_until
+
+    def wait_for_a_renewal() -> None:
+        accepted = lease_until()
+        eventually(lambda: lease_until() > accepted + 0.6, timeout=15.0)
+
+    try:
+        links = Links(bank, {"circuit": [wait_for_a_renewal]})
+        report = node.submit(application(paillier_keypair, "kept"), links)
+        assert not report.pending and band_at_bank(bank, "kept") == expected(0)
+    finally:
+        node.close()
+
+
+def test_an_accepted_row_is_claimed_for_one_lease_and_due_when_it_ends(
+    tmp_path: Path,
+    bank: BankNode,
+    paillier_keypair: KeyPair,
+    dgk_keypair: DGKKeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The row as ``_accept`` stored it, read while its work runs, with the keeper's renewals held
+    off (they would rewrite both columns): no other replica may take it up during one lease."""
+    node = open_bureau(tmp_path / "fresh", (paillier_keypair, dgk_keypair), replica_id="r-a", lease_s=60.0)
+    monkeypatch.setattr(node._leases, "hold", lambda fence: None)
+    seen: list[Any] = []
+    try:
+        before = time.time()
+        links = Links(bank, {"circuit": [lambda: seen.append(node.applications.get(PLATFORM, "fresh"))]})
+        assert not node.submit(application(paillier_keypair, "fresh"), links).pending
+        after = time.time()
+        (row,) = seen
+        assert (row.state, row.claimed_by, row.claim) == (PENDING, "r-a", 1)
+        assert before + 59.0 <= row.lease_until <= after + 61.0
+        assert before + 60.0 <= row.next_attempt_at <= after + 60.0
+        assert node.applications.claim_due("r-b", 60.0, after + 1.0, 8) == []
+    finally:
+        node.close()
+
+
+def test_an_accepted_submission_runs_on_what_was_checked_on_arrival(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job resolved on arrival (bank, keys, model version, ciphertexts) runs inline; only the
+    retry worker resolves a job from the stored row (and unpacks its ciphertexts again)."""
+    resolved: list[tuple[str, str]] = []
+    job_of = bureau._job_of
+
+    def spy(stored: Any) -> Job:
+        resolved.append(stored.key)
+        return job_of(stored)
+
+    monkeypatch.setattr(bureau, "_job_of", spy)
+    assert not bureau.submit(application(paillier_keypair, "inline"), Links(bank)).pending
+    assert not bureau.submit_batch(batch_of(paillier_keypair, "inline-b", ("ib-0",)), Links(bank)).pending
+    assert resolved == []
+    assert [band_at_bank(bank, a) for a in ("inline", "ib-0")] == [expected(0), expected(0)]
+    assert bureau.submit(application(paillier_keypair, "later", 2), refused_link).pending
+    (row,) = bureau.applications.claim_due("", 60.0, time.time() + 100.0, 8)
+    assert not bureau._run(row, Links(bank)).pending
+    assert resolved == [(PLATFORM, "later")] and band_at_bank(bank, "later") == expected(2)
+
+
+def test_a_batch_of_many_labels_looks_each_version_up_once(
+    bureau: BureauNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[tuple[str, Any]] = []
+    version = bureau.models.version
+
+    def spy(name: str, wanted: Any = None) -> str:
+        lookups.append((name, wanted))
+        return version(name, wanted)
+
+    monkeypatch.setattr(bureau.models, "version", spy)
+    pinned = [{"platform_id": PLATFORM, "model_id": DEFAULT_MODEL_ID, "model_version": "1"}] * 5
+    latest = [{"platform_id": PLATFORM, "model_id": DEFAULT_MODEL_ID}] * 3
+    bureau.record_many([*pinned, *latest], "OK", 1.0)
+    assert lookups == [(DEFAULT_MODEL_ID, "1"), (DEFAULT_MODEL_ID, None)]
+    assert [row[5] for row in audit_rows(bureau)] == [v1(bureau)] * 8
+
+
+def test_a_batch_is_bounded_by_the_model_as_well_as_by_the_key(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_slots_for`` caps a batch whose garbled comparisons would outgrow one message (about 60
+    cutoffs of long comparisons). No model the checks accept reaches that below a 2048-bit key's
+    21 slots, so the model's bound is set here: 3."""
+    monkeypatch.setattr(packing, "max_slots_for", lambda model: 3)
+    links = Links(bank)
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^a packed batch for this model and key holds at most 3 applications, got 4$",
+    ):
+        bureau.submit_batch(batch_of(paillier_keypair, "four", ("f0", "f1", "f2", "f3")), links)
+    assert links.made == [] and bureau.batches.get(PLATFORM, "four") is None
+    assert not bureau.submit_batch(batch_of(paillier_keypair, "three", ("t0", "t1", "t2")), links).pending
