@@ -178,7 +178,7 @@ def score(nodes: Nodes, model_id: str, app_id: str, record: dict[str, float | No
         model_id,
         nodes.key_id,
         "consent-c",
-        record,  # type: ignore[arg-type]  # None is a missing value on the wire
+        record,
     )
     outcome = score_one(nodes.platform, app, security=nodes.creds("platform-a").expecting("platform"))
     assert outcome.accepted and not outcome.pending, outcome.error

@@ -237,7 +237,7 @@ class Client:
                             self.model_id,
                             self.key_id,
                             str(consent),
-                            features,  # type: ignore[arg-type]  # None is a missing value on the wire
+                            features,
                             self.model_version,
                         )
                     )
@@ -333,7 +333,7 @@ class Client:
             self.model_id,
             self.key_id,
             consent_reference,
-            dict(features),  # type: ignore[arg-type]
+            dict(features),
             self.model_version,
         )
         self._wait_ready()

@@ -71,7 +71,7 @@ def run_encrypted(
                 model_id=model_id,
                 key_id=net.key_id,
                 consent_reference=consent_reference,
-                features=dict(row),  # type: ignore[arg-type]  # None: a missing value
+                features=dict(row),
             )
             for app_id, row in zip(ids, rows, strict=True)
         ]

@@ -54,7 +54,8 @@ class Application:
     model_id: str
     key_id: str
     consent_reference: str
-    features: Mapping[str, FeatureValue] = field(default_factory=dict)
+    #: None is a missing value (sent unset; the platform reads it as NaN, as it does an unset value).
+    features: Mapping[str, FeatureValue | None] = field(default_factory=dict)
     #: "" or "latest" for the newest version at the bureau, or a version number.
     model_version: str = ""
 
