@@ -1436,6 +1436,46 @@ def test_a_stopping_worker_hands_its_rows_back(
     assert bureau._leases.held() == []
 
 
+def pending_batch(bureau: BureauNode, bank: BankNode, keys: KeyPair, batch_id: str) -> None:
+    """A batch stored pending (its bank unreachable at the packed call), due at once for the worker."""
+    links = Links(bank, {"packed": [UnavailableError("x")]})
+    assert bureau.submit_batch(batch_of(keys, batch_id, (f"{batch_id}-0",)), links).pending
+    real_claim = bureau.batches.claim_due
+    future = time.time() + 100.0
+    bureau.batches.claim_due = (  # type: ignore[method-assign]
+        lambda owner, lease_s, now, limit: real_claim(owner, lease_s, future, limit)
+    )
+
+
+def test_a_stopping_worker_hands_a_batch_back_in_its_own_store(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
+) -> None:
+    pending_batch(bureau, bank, paillier_keypair, "hb")
+    bureau._worker_link, bureau._worker = Links(bank), None
+    assert bureau._deliver_due() is None
+    row = bureau.batches.get(PLATFORM, "hb")
+    assert row is not None and (row.state, row.lease_until, row.claim) == (PENDING, 0.0, 2)
+    assert bureau._leases.held() == []
+
+
+def test_a_batch_in_flight_is_let_go_in_its_own_store(
+    bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
+) -> None:
+    """Run by another thread of this process under an older claim: the new claim is not held (nor
+    renewed), so it expires and the row is taken up again then."""
+    pending_batch(bureau, bank, paillier_keypair, "fb")
+    bureau._inflight.add(("batch", PLATFORM, "fb"))
+    links = Links(bank)
+    bureau._worker_link, bureau._worker = links, flow.RetryLoop("test", lambda: None)
+    try:
+        bureau._deliver_due()
+    finally:
+        bureau._worker = None
+    assert links.made == [] and bureau._leases.held() == []
+    row = bureau.batches.get(PLATFORM, "fb")
+    assert row is not None and (row.state, row.claim) == (PENDING, 2) and row.lease_until > time.time()
+
+
 def test_leases_are_renewed_and_released_in_their_own_store(
     bureau: BureauNode, bank: BankNode, paillier_keypair: KeyPair
 ) -> None:
