@@ -43,6 +43,33 @@ The encoded margin is the sum of one encoded leaf per tree, so, each rounding be
 unit of 2^-S, ``|encoded_margin 2^-S - exact margin| <= n_trees 2^-(S+1)``. Forests average: their
 leaf values are divided by the number of trees in the float domain, and the same bound holds for
 those (float) leaf values.
+
+Proven margin (:attr:`TreeEnsemble.max_abs_error`). Bands are promised equal to the library's own
+band for every row farther than this margin from a cutoff, so it also bounds the library's own
+rounding (:attr:`TreeEnsemble.library_error`), which :meth:`TreeEnsemble.margin` (the exact sum,
+correctly rounded) does not have. Let T = |base| + sum over trees of the tree's largest |leaf|, a
+bound on every partial sum of every row.
+
+* XGBoost (the float32 ``x < t`` rule) sums in float32: ``predict(output_margin=True)`` starts at
+  the base margin (a float32) and adds each tree's float32 leaf in tree order, rounding each sum
+  to nearest (checked bit for bit in tests/test_xgboost_margin.py). With M_k = |base| + the
+  largest |leaf| of trees 1..k and e_k a bound on the error after k trees (e_0 = 0), the exact
+  result of the k-th addition is at most M_k + e_(k-1) in magnitude, so its rounding error is at
+  most half the float32 spacing there: ``e_k = e_(k-1) + ulp32(M_k + e_(k-1)) / 2``, which is
+  at most ``2^-24 (M_k + e_(k-1))``. So ``e_n <= 2^-24 (1 + 2^-24)^n sum_k M_k
+  <= n 2^-24 T (1 + 2^-24)^n``; the prefix recursion is computed exactly (rationals). A
+  100-tree model's is about 2e-5 to 1e-4, where the fixed-point term alone is 7.5e-7, and XGBoost's
+  float32 margin was measured up to several 1e-6 from the exact sum.
+* LightGBM and scikit-learn sum in float64 (sequentially or, for a forest, any order, then divide
+  by the number of trees, whose per-leaf quotient blindscore stores rounded): at most n + 2
+  roundings, each relative to a partial sum bounded by T (1 + gamma), so the error is at most
+  ``gamma_(n+2) T``, ``gamma_k = k 2^-53 / (1 - k 2^-53)`` (Higham, Accuracy and Stability of
+  Numerical Algorithms, section 4.2): about 1e-13 for 100 trees, far below the fixed-point term.
+
+Then, for a row whose exact margin m is farther than ``max_abs_error = n 2^-(S+1) + T 2^-53 +
+library_error`` from a cutoff c, the encrypted margin (within n 2^-(S+1) + T 2^-53 of the rounded
+m) and the library's (within ``library_error``) are both on m's side of c, and a row whose library
+margin is that far from c has its exact margin farther than the fixed-point error from c.
 """
 
 from __future__ import annotations
@@ -365,8 +392,9 @@ class TreeEnsemble(PrivateModel):
     needs ``output="probability"``; its cutoffs are mapped to the margin by the link.
 
     ``domain`` and ``strict`` give the split rule: x cast to ``domain`` goes left iff ``x < t``
-    (``strict``) or ``x <= t``. ``precision`` bounds the fixed-point error of the integer path
-    (:attr:`max_abs_error`); the leaf scale S is the smallest with ``n_trees 2^-(S+1) <= precision``.
+    (``strict``) or ``x <= t``. ``precision`` bounds the fixed-point error of the integer path (part
+    of :attr:`max_abs_error`, which adds the library's own rounding, :attr:`library_error`); the
+    leaf scale S is the smallest with ``n_trees 2^-(S+1) <= precision``.
     """
 
     type_name = TREE_KIND
@@ -835,15 +863,37 @@ class TreeEnsemble(PrivateModel):
 
     @property
     def max_abs_error(self) -> float:
-        """Bound on |encoded_margin 2^-S - margin(row)| over all rows.
+        """Bound on |encoded_margin 2^-S - margin(row)| plus the library's own rounding, over all rows.
 
-        n_trees 2^-(S+1) for the leaf rounding (one rounding of at most half a unit per tree, the
-        base score folded in exactly), plus half an ulp of the largest possible |margin| for the
-        correct rounding of :meth:`margin`. The encrypted band equals :meth:`band` whenever the
-        margin is farther than this from every margin cutoff.
+        Three terms (derivation in the module docstring, "Proven margin"):
+
+        * n_trees 2^-(S+1) for the leaf rounding (one rounding of at most half a unit per tree, the
+          base score folded in exactly);
+        * half an ulp of the largest possible |margin|, ``T 2^-53``, for the correct rounding of
+          :meth:`margin` (T = |base_score| + the sum over trees of the largest |leaf|);
+        * :attr:`library_error`: how far the library's own floating-point margin (XGBoost's
+          float32 sum, the other libraries' float64 ones) can be from the exact sum.
+
+        The encrypted band equals :meth:`band` whenever the margin is farther than this from every
+        margin cutoff, and so does the band of the library's own margin, whether the distance is
+        taken from the exact margin or from the library's.
         """
         top = math.fsum([abs(self.base_score), *(max(abs(v) for v in t.value) for t in self.trees)])
-        return math.ldexp(self.n_trees, -(self.leaf_frac_bits + 1)) + math.ldexp(top, -53)
+        fixed = math.ldexp(self.n_trees, -(self.leaf_frac_bits + 1)) + math.ldexp(top, -53)
+        return _round_up(fixed + self.library_error, 2)
+
+    @functools.cached_property
+    def library_error(self) -> float:
+        """A proven bound on |the library's own margin - the exact margin| over all rows.
+
+        For the XGBoost split rule (float32, ``x < t``) XGBoost's float32 accumulation, bounded
+        prefix by prefix (:func:`_float32_sum_error`); for every other rule the float64 sums of
+        LightGBM and scikit-learn, ``gamma_(n_trees+2) T`` with unit roundoff 2^-53
+        (:func:`_float64_sum_error`). See the module docstring, "Proven margin".
+        """
+        if self.domain == "float32" and self.strict:
+            return _float32_sum_error(self.base_score, [t.value for t in self.trees])
+        return _float64_sum_error(self.base_score, [t.value for t in self.trees])
 
     # -- the decision value (what the cutoffs compare) -----------------------------------------
 
@@ -1087,3 +1137,71 @@ def _grids_from_dict(d: object, where: str) -> dict[str, Grid]:
 def _signed_bits(lo: int, hi: int) -> int:
     """The smallest two's-complement width holding every integer in [lo, hi]."""
     return max((~lo).bit_length() if lo < 0 else 0, hi.bit_length() if hi > 0 else 0) + 1
+
+
+def _round_up(x: float, steps: int = 1) -> float:
+    """``x`` moved ``steps`` doubles toward +inf: an upper bound on a value that a few correctly
+    rounded float operations on non-negative terms computed as ``x``."""
+    for _ in range(steps):
+        x = math.nextafter(x, math.inf)
+    return x
+
+
+def _upper_float(q: Fraction) -> float:
+    """The smallest double >= the non-negative rational ``q`` (inf beyond the double range)."""
+    try:
+        x = float(q)
+    except OverflowError:
+        return math.inf
+    return x if Fraction(x) >= q else math.nextafter(x, math.inf)
+
+
+def _half_ulp32(bound: Fraction) -> Fraction:
+    """Half the float32 spacing at ``bound`` (> 0): the largest rounding error of a float32
+    addition whose exact result has magnitude at most ``bound`` (the spacing never decreases with
+    the magnitude). Below 2^-126 it overstates the error: such sums are exact."""
+    e = bound.numerator.bit_length() - bound.denominator.bit_length()
+    if Fraction(2) ** e > bound:
+        e -= 1  # now 2^e <= bound < 2^(e+1): float32 spacing 2^(e-23) there
+    return Fraction(2) ** (e - 24)
+
+
+def _float32_sum_error(base_score: float, leaves: Sequence[Sequence[float]]) -> float:
+    """A bound on |XGBoost's float32 margin - the exact sum| for every row (module docstring).
+
+    XGBoost starts a row's margin at the base margin and adds each tree's leaf in tree order, in
+    float32 (``predict(output_margin=True)``, bit for bit). With ``M_k = |b| + sum_(t<=k) max|leaf_t|``
+    and ``e_k`` the bound after k trees, the exact sum of the k-th addition is at most
+    ``M_k + e_(k-1)`` in magnitude, so it rounds by at most half a float32 ulp there:
+    ``e_k = e_(k-1) + ulp32(M_k + e_(k-1)) / 2``. A base or leaf that is not a float32 (never
+    from the importer, which casts them) adds its own conversion error |v - f32(v)|.
+    """
+    f32 = np.float32
+    total = Fraction(0)
+    base32 = Fraction(float(f32(base_score)))
+    total += abs(Fraction(base_score) - base32)
+    m = abs(base32)
+    for values in leaves:
+        total += max(abs(Fraction(v) - Fraction(float(f32(v)))) for v in values)
+        m += max(abs(Fraction(float(f32(v)))) for v in values)
+    if m >= Fraction(2) ** 128:
+        return math.inf  # a float32 sum could overflow
+    e = Fraction(0)
+    m = abs(base32)
+    for values in leaves:
+        m += max(abs(Fraction(float(f32(v)))) for v in values)
+        if m + e > 0:
+            e += _half_ulp32(m + e)
+    return _upper_float(total + e)
+
+
+def _float64_sum_error(base_score: float, leaves: Sequence[Sequence[float]]) -> float:
+    """A bound on |a float64 library's margin - the exact sum| for every row (module docstring):
+    ``gamma_(n+2) T``, ``gamma_k = k u / (1 - k u)``, u = 2^-53, n trees,
+    T = |base| + sum over trees of the largest |leaf|."""
+    n = len(leaves) + 2
+    u = Fraction(1, 2**53)
+    top = abs(Fraction(base_score))
+    for values in leaves:
+        top += max(abs(Fraction(v)) for v in values)
+    return _upper_float(n * u / (1 - n * u) * top)
