@@ -15,7 +15,7 @@ from blindscore.importers.scorecardpy import from_rows, rows_from_csv
 from blindscore.importers.toad import TOAD_BUNDLE_KIND, from_bundle
 from blindscore.importers.xgboost import ensemble_from_xgboost, load_ubjson
 from blindscore.models.contract import PrivateModel
-from blindscore.models.policy import BandPolicy
+from blindscore.models.policy import BandPolicy, default_bands_on
 from blindscore.models.registry import load_model, model_types
 from blindscore.models.scorecard import DEFAULT_PRECISION, SCORECARD_KIND, PdoScaling, Scorecard
 
@@ -148,7 +148,7 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
     ranges = {feature: (lo, hi) for feature, lo, hi in opts.feature_ranges or ()}
     if len(ranges) != len(opts.feature_ranges or ()):
         raise InvalidInputError("a feature is given more than one --feature-range")
-    return load_sklearn_file(
+    model = load_sklearn_file(
         source.path,
         cutoffs=opts.cutoffs,
         labels=opts.labels,
@@ -156,6 +156,13 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
         name=name,
         precision=opts.precision,
     )
+    if opts.bands_on is not None and opts.bands_on != model.policy.output:
+        # A scikit-learn model's bands are on what it predicts: --bands-on may confirm it, not change it.
+        raise InvalidInputError(
+            f"{source.path}: this scikit-learn model is banded on its {model.policy.output} output, "
+            f"not on {opts.bands_on!r}; drop --bands-on"
+        )
+    return model
 
 
 def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
@@ -167,7 +174,19 @@ def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateMod
         raise InvalidInputError(
             f"for {library} model only --cutoffs, --labels, --precision and --bands-on probability|raw apply"
         )
-    policy = BandPolicy(opts.cutoffs, opts.labels or (), "raw" if opts.bands_on == "raw" else "probability")
+    cutoffs, labels, on = opts.cutoffs, opts.labels or (), opts.bands_on
+
+    def policy(link: str) -> BandPolicy:
+        """Bands on what ``bands_on`` says, else on the probability (logit) or the prediction (identity)."""
+        if on == "probability" and link == "identity":
+            raise InvalidInputError(
+                f"{library} regression model predicts a raw value, not a probability: band it with "
+                "--bands-on raw (its default)"
+            )
+        return BandPolicy(
+            cutoffs, labels, "raw" if (on or default_bands_on(link)) == "raw" else "probability"
+        )
+
     precision = TREE_PRECISION if opts.precision is None else opts.precision
     label = name or source.path.stem
     if source.format == "lightgbm":
