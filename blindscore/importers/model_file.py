@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from blindscore.errors import InvalidInputError, ModelFormatError
-from blindscore.importers._common import CardBands, read_bytes
+from blindscore.importers._common import CardBands, read_bytes, refuse_pickle
 from blindscore.importers.lightgbm import ensemble_from_lightgbm_text
 from blindscore.importers.scorecardpy import from_rows, rows_from_csv
 from blindscore.importers.toad import TOAD_BUNDLE_KIND, from_bundle
@@ -98,7 +98,11 @@ def _is_lightgbm_text(data: bytes) -> bool:
 
 
 def detect_format(path: Path, document: object = None) -> str:
-    """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``."""
+    """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``.
+
+    A pickle (``.pkl``, ``.pickle``, ``.joblib``) is refused by name: it is never read as a model.
+    """
+    refuse_pickle(path)
     by_suffix = _BY_SUFFIX.get(path.suffix.lower())
     if by_suffix is not None:
         return by_suffix
@@ -119,11 +123,13 @@ def detect_format(path: Path, document: object = None) -> str:
 
 def _read(path: Path, fmt: str) -> _Source:
     """Read the file once and settle its format (``fmt``, or detected when :data:`AUTO`)."""
+    refuse_pickle(path)  # whatever the format, by its name; then by its first bytes below
     if fmt == AUTO:
         fmt = _BY_SUFFIX.get(path.suffix.lower(), AUTO)
     if fmt == "skops":
         return _Source(path, fmt)  # the skops loader vets and loads the bytes it reads itself
     data = read_bytes(path)
+    refuse_pickle(path, data[:2])
     if fmt in ("scorecardpy", "lightgbm") or (fmt == AUTO and _is_lightgbm_text(data)):
         return _Source(path, "lightgbm" if fmt == AUTO else fmt, data=data)
     if fmt == "xgboost" and not data.lstrip().startswith(b'{"'):
