@@ -203,9 +203,10 @@ def report(
 def bench(
     workload: str, *, key_bits: int = 2048, applications: int | None = None, band_protocol: str = "circuit"
 ) -> dict[str, Any]:
-    """Run a benchmark workload (``online``, ``batch``, ``german``, ``naive``, ``trees``, ``mlp``:
-    see docs/performance.md) over three local node processes beside the naive phe baseline, and
-    return its summary: the fields ``blindscore bench --json`` prints (``p50_ms``, ``p99_ms``,
+    """Run a benchmark workload (one of ``blindscore.app.bench.WORKLOADS``: ``online``, ``batch``,
+    ``german``, ``naive``, ``trees``, ``trees-grid``, ``trees-batch``, ``mlp``; see
+    docs/performance.md) over three local node processes beside the naive phe baseline, and return
+    its summary: the fields ``blindscore bench --json`` prints (``p50_ms``, ``p99_ms``,
     ``apps_per_s``, ``bytes_per_app``, ``speedup_p50``, ``stage_ms_p50``, ...). ``band_protocol``:
     the bureau's for the ``online`` workload's linear model, ``circuit`` (default) or ``dgk``."""
     from blindscore.app import bench as harness

@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser(
         "bench",
-        help="run a benchmark workload (online, batch, german, naive, plots)",
+        help=f"run a benchmark workload ({', '.join(bench.COMMANDS)})",
         description=bench.DESCRIPTION,
     )
     bench.add_arguments(sp)

