@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -215,3 +217,30 @@ def test_sklearn_bands_on_may_confirm_the_output_but_not_change_it(files: dict[s
         InvalidInputError, match="banded on its raw output, not on 'probability'; drop --bands-on"
     ):
         read_model(files["ridge.skops"], ImportOptions(cutoffs=(0.3,), bands_on="probability"))
+
+
+@pytest.mark.slow
+def test_score_cli_bands_a_regression_tree_through_the_three_nodes(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same through the encrypted path: raw-prediction cutoffs on the margin, no stub."""
+    out = tmp_path / "out.csv"
+    argv = ["--model", str(files["xgb_reg.json"]), "--cutoffs=-2,0,2", "--input", str(files["input.csv"])]
+    result = subprocess.run(
+        [sys.executable, "-m", "blindscore", "score", *argv, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out, newline="") as fh:
+        got = np.array([int(g["band"]) for g in csv.DictReader(fh)])
+    x, _ = _data()
+    pred = xgb.Booster(model_file=str(files["xgb_reg.json"])).predict(
+        xgb.DMatrix(x[:40], feature_names=NAMES)
+    )
+    want = (pred[:, None] >= np.asarray(CUTOFFS)[None, :]).sum(axis=1)
+    far = np.min(np.abs(pred[:, None] - np.asarray(CUTOFFS)[None, :]), axis=1) > 1e-4
+    assert far.sum() >= 38 and (got[far] == want[far]).all()
+    assert len(set(got.tolist())) >= 3
