@@ -1,4 +1,4 @@
-"""Run a blindscore benchmark workload: python scripts/bench.py {online,batch,german,naive,plots} [--json]."""
+"""Run a blindscore benchmark workload: python scripts/bench.py WORKLOAD [--json] (--help lists them all)."""
 
 from __future__ import annotations
 

@@ -295,8 +295,11 @@ def test_hostile_schema_is_refused_before_loading(
 
 def test_not_a_skops_file(tmp_path: Path) -> None:
     path = tmp_path / "junk.skops"
-    path.write_bytes(b"\x80\x04definitely not a zip")
+    path.write_bytes(b"definitely not a zip")
     with pytest.raises(ModelFormatError, match="not a skops file"):
+        load_sklearn_model(path, PD_CUTOFFS)
+    path.write_bytes(b"\x80\x04a pickle's header")  # refused by name before the zip reader
+    with pytest.raises(ModelFormatError, match="is a pickle file; blindscore never loads pickles"):
         load_sklearn_model(path, PD_CUTOFFS)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

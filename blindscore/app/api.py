@@ -29,6 +29,7 @@ def load_model(
     labels: Sequence[str] | None = None,
     format: str = AUTO,
     name: str | None = None,
+    bands_on: str | None = None,
 ) -> PrivateModel:
     """``model`` as a blindscore model.
 
@@ -37,15 +38,21 @@ def load_model(
     fitted scikit-learn estimator or Pipeline goes through the same vetted skops reader as a
     ``.skops`` file; it carries no bands, so ``cutoffs`` (on ``predict_proba[:, 1]`` for a
     classifier, ``predict`` for a regressor) are required, as they are for a skops file.
+    ``bands_on`` ("probability" or "raw", as ``--bands-on``) says what the cutoffs apply to; by
+    default a classifier's probability and a regression model's raw prediction.
     """
     if isinstance(model, PrivateModel):
-        if cutoffs is not None or labels is not None:
+        if cutoffs is not None or labels is not None or bands_on is not None:
             raise InvalidInputError(
-                f"model {model.name!r} carries its own band policy; cutoffs and labels apply to model "
-                "files and estimators only"
+                f"model {model.name!r} carries its own band policy; cutoffs, labels and bands_on apply to "
+                "model files and estimators only"
             )
         return model
-    options = ImportOptions(tuple(cutoffs) if cutoffs else None, tuple(labels) if labels else None)
+    if bands_on not in (None, "probability", "raw"):
+        raise InvalidInputError(f"bands_on must be 'probability' or 'raw', not {bands_on!r}")
+    options = ImportOptions(
+        tuple(cutoffs) if cutoffs else None, tuple(labels) if labels else None, bands_on=bands_on
+    )
     if isinstance(model, str | Path):
         path = Path(model)
         if not cutoffs and (format == "skops" or (format == AUTO and path.suffix.lower() == ".skops")):
@@ -77,6 +84,7 @@ def score(
     *,
     cutoffs: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
+    bands_on: str | None = None,
     id_column: str | None = None,
     key_bits: int = 2048,
     format: str = AUTO,
@@ -88,7 +96,8 @@ def score(
     bureau, bank on loopback, stopped afterwards) and return the bands the bank learned.
 
     ``data``: a pandas DataFrame, a CSV or Parquet path, or a list of dicts; the model's features
-    are matched by column name, other columns are ignored. ``model``: see :func:`load_model`.
+    are matched by column name, other columns are ignored. ``model``, ``cutoffs``, ``labels`` and
+    ``bands_on``: see :func:`load_model`.
     ``id_column`` names the application ids (default ``row-1``, ``row-2``, ...). Every row is
     checked before any node starts. Returns a DataFrame with columns ``application_id``, ``band``
     and ``band_label`` in input order (a list of dicts with ``as_frame=False``, needing no pandas).
@@ -104,7 +113,7 @@ def score(
     rejects_path = Path(rejects) if rejects is not None else None
     others = {"data": Path(data)} if isinstance(data, str | Path) else {}
     check_policy(on_invalid, rejects_path, flags=("on_invalid", "rejects"), others=others)
-    chosen = load_model(model, cutoffs=cutoffs, labels=labels, format=format)
+    chosen = load_model(model, cutoffs=cutoffs, labels=labels, bands_on=bands_on, format=format)
     rows = load_rows(data)
     rejected: list[Rejected] = []
     ids, features = _prepare(chosen, rows, id_column, rejected if on_invalid == "skip" else None)
@@ -132,6 +141,7 @@ def verify(
     *,
     cutoffs: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
+    bands_on: str | None = None,
     key_bits: int = 2048,
     format: str = AUTO,
     limit: int | None = None,
@@ -142,7 +152,7 @@ def verify(
     from blindscore.app.scoring import run_encrypted
 
     check_key_bits(key_bits)
-    chosen = load_model(model, cutoffs=cutoffs, labels=labels, format=format)
+    chosen = load_model(model, cutoffs=cutoffs, labels=labels, bands_on=bands_on, format=format)
     rows = load_rows(data)
     if limit is not None:
         if type(limit) is not int or limit < 1:
@@ -164,6 +174,7 @@ def report(
     bad: object = None,
     cutoffs: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
+    bands_on: str | None = None,
     format: str = AUTO,
     png: str | Path | None = None,
 ) -> Any:
@@ -174,7 +185,7 @@ def report(
     prints it)."""
     from blindscore.app.report import band_table, write_png
 
-    chosen = load_model(model, cutoffs=cutoffs, labels=labels, format=format)
+    chosen = load_model(model, cutoffs=cutoffs, labels=labels, bands_on=bands_on, format=format)
     rows = load_rows(data)
     if any(target not in row for row in rows):
         raise InvalidInputError(f"target {target!r} is not a column of the data")
@@ -192,9 +203,10 @@ def report(
 def bench(
     workload: str, *, key_bits: int = 2048, applications: int | None = None, band_protocol: str = "circuit"
 ) -> dict[str, Any]:
-    """Run a benchmark workload (``online``, ``batch``, ``german``, ``naive``, ``trees``, ``mlp``:
-    see docs/performance.md) over three local node processes beside the naive phe baseline, and
-    return its summary: the fields ``blindscore bench --json`` prints (``p50_ms``, ``p99_ms``,
+    """Run a benchmark workload (one of ``blindscore.app.bench.WORKLOADS``: ``online``, ``batch``,
+    ``german``, ``naive``, ``trees``, ``trees-grid``, ``trees-batch``, ``mlp``; see
+    docs/performance.md) over three local node processes beside the naive phe baseline, and return
+    its summary: the fields ``blindscore bench --json`` prints (``p50_ms``, ``p99_ms``,
     ``apps_per_s``, ``bytes_per_app``, ``speedup_p50``, ``stage_ms_p50``, ...). ``band_protocol``:
     the bureau's for the ``online`` workload's linear model, ``circuit`` (default) or ``dgk``."""
     from blindscore.app import bench as harness

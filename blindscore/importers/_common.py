@@ -41,6 +41,27 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+#: Suffixes of files that hold a pickle (joblib's too): refused by name, never opened as a model.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+def is_pickle(path: Path, head: bytes = b"") -> bool:
+    """Whether ``path`` is a pickle: by its suffix, or by ``head`` (its first bytes) starting with
+    the PROTO opcode 0x80 and a protocol of 2 to 5. Nothing is unpickled."""
+    return path.suffix.lower() in PICKLE_SUFFIXES or (
+        len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    )
+
+
+def refuse_pickle(path: Path, head: bytes = b"") -> None:
+    """Refuse a pickle file (:func:`is_pickle`) by name, in one sentence that says what to do instead."""
+    if is_pickle(path, head):
+        raise ModelFormatError(
+            f"{path} is a pickle file; blindscore never loads pickles (they can run code): save the model "
+            "with skops.io.dump(model, 'model.skops')"
+        )
+
+
 def real(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ModelFormatError(f"{what} must be a number, got {value!r}")

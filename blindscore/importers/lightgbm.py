@@ -35,7 +35,7 @@ from pathlib import Path
 
 from blindscore.errors import ModelFormatError
 from blindscore.importers._common import category_codes, read_bytes
-from blindscore.models.policy import BandPolicy
+from blindscore.models.policy import BandPolicy, PolicyFor, policy_for_link
 from blindscore.models.trees import Tree, TreeEnsemble
 
 __all__ = ["REGRESSION_OBJECTIVES", "ensemble_from_lightgbm_text", "read_lightgbm"]
@@ -170,9 +170,12 @@ def _categories(
 
 
 def ensemble_from_lightgbm_text(
-    text: str, *, policy: BandPolicy, name: str = "lightgbm-model", precision: float = 1e-6
+    text: str, *, policy: BandPolicy | PolicyFor, name: str = "lightgbm-model", precision: float = 1e-6
 ) -> TreeEnsemble:
-    """The TreeEnsemble of the text that ``Booster.save_model`` / ``model_to_string`` writes."""
+    """The TreeEnsemble of the text that ``Booster.save_model`` / ``model_to_string`` writes.
+
+    ``policy``: a band policy, or a function of the model's link ("logit" or "identity") giving one.
+    """
     header, blocks = _blocks(text)
     n_class = int(header.get("num_class", "1"))
     if n_class > 1 or int(header.get("num_tree_per_iteration", "1")) > 1:
@@ -219,7 +222,7 @@ def ensemble_from_lightgbm_text(
         output="probability" if output == "probability" else "raw",
         domain="float64",
         strict=False,
-        policy=policy,
+        policy=policy_for_link(policy, link),
         precision=precision,
         snap_zero=True,
         metadata={"source": "lightgbm", "objective": " ".join(objective), "version": header["version"]},
@@ -227,7 +230,7 @@ def ensemble_from_lightgbm_text(
 
 
 def read_lightgbm(
-    source: str | Path, *, policy: BandPolicy, name: str | None = None, precision: float = 1e-6
+    source: str | Path, *, policy: BandPolicy | PolicyFor, name: str | None = None, precision: float = 1e-6
 ) -> TreeEnsemble:
     """Read a LightGBM text model file."""
     path = Path(source)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from blindscore.errors import InvalidInputError, ModelFormatError
-from blindscore.importers._common import CardBands, read_bytes
+from blindscore.importers._common import CardBands, read_bytes, refuse_pickle
 from blindscore.importers.lightgbm import ensemble_from_lightgbm_text
 from blindscore.importers.scorecardpy import from_rows, rows_from_csv
 from blindscore.importers.toad import TOAD_BUNDLE_KIND, from_bundle
 from blindscore.importers.xgboost import ensemble_from_xgboost, load_ubjson
 from blindscore.models.contract import PrivateModel
-from blindscore.models.policy import BandPolicy
+from blindscore.models.policy import BandPolicy, default_bands_on
 from blindscore.models.registry import load_model, model_types
 from blindscore.models.scorecard import DEFAULT_PRECISION, SCORECARD_KIND, PdoScaling, Scorecard
 
@@ -98,7 +98,11 @@ def _is_lightgbm_text(data: bytes) -> bool:
 
 
 def detect_format(path: Path, document: object = None) -> str:
-    """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``."""
+    """The format of a model file: by suffix, else by the ``kind`` of its JSON ``document``.
+
+    A pickle (``.pkl``, ``.pickle``, ``.joblib``) is refused by name: it is never read as a model.
+    """
+    refuse_pickle(path)
     by_suffix = _BY_SUFFIX.get(path.suffix.lower())
     if by_suffix is not None:
         return by_suffix
@@ -119,11 +123,13 @@ def detect_format(path: Path, document: object = None) -> str:
 
 def _read(path: Path, fmt: str) -> _Source:
     """Read the file once and settle its format (``fmt``, or detected when :data:`AUTO`)."""
+    refuse_pickle(path)  # whatever the format, by its name; then by its first bytes below
     if fmt == AUTO:
         fmt = _BY_SUFFIX.get(path.suffix.lower(), AUTO)
     if fmt == "skops":
         return _Source(path, fmt)  # the skops loader vets and loads the bytes it reads itself
     data = read_bytes(path)
+    refuse_pickle(path, data[:2])
     if fmt in ("scorecardpy", "lightgbm") or (fmt == AUTO and _is_lightgbm_text(data)):
         return _Source(path, "lightgbm" if fmt == AUTO else fmt, data=data)
     if fmt == "xgboost" and not data.lstrip().startswith(b'{"'):
@@ -148,7 +154,7 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
     ranges = {feature: (lo, hi) for feature, lo, hi in opts.feature_ranges or ()}
     if len(ranges) != len(opts.feature_ranges or ()):
         raise InvalidInputError("a feature is given more than one --feature-range")
-    return load_sklearn_file(
+    model = load_sklearn_file(
         source.path,
         cutoffs=opts.cutoffs,
         labels=opts.labels,
@@ -156,6 +162,13 @@ def _sklearn(source: _Source, name: str | None, opts: ImportOptions) -> PrivateM
         name=name,
         precision=opts.precision,
     )
+    if opts.bands_on is not None and opts.bands_on != model.policy.output:
+        # A scikit-learn model's bands are on what it predicts: --bands-on may confirm it, not change it.
+        raise InvalidInputError(
+            f"{source.path}: this scikit-learn model is banded on its {model.policy.output} output, "
+            f"not on {opts.bands_on!r}; drop --bands-on"
+        )
+    return model
 
 
 def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateModel:
@@ -167,7 +180,19 @@ def _trees(source: _Source, name: str | None, opts: ImportOptions) -> PrivateMod
         raise InvalidInputError(
             f"for {library} model only --cutoffs, --labels, --precision and --bands-on probability|raw apply"
         )
-    policy = BandPolicy(opts.cutoffs, opts.labels or (), "raw" if opts.bands_on == "raw" else "probability")
+    cutoffs, labels, on = opts.cutoffs, opts.labels or (), opts.bands_on
+
+    def policy(link: str) -> BandPolicy:
+        """Bands on what ``bands_on`` says, else on the probability (logit) or the prediction (identity)."""
+        if on == "probability" and link == "identity":
+            raise InvalidInputError(
+                f"{library} regression model predicts a raw value, not a probability: band it with "
+                "--bands-on raw (its default)"
+            )
+        return BandPolicy(
+            cutoffs, labels, "raw" if (on or default_bands_on(link)) == "raw" else "probability"
+        )
+
     precision = TREE_PRECISION if opts.precision is None else opts.precision
     label = name or source.path.stem
     if source.format == "lightgbm":

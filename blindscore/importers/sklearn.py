@@ -110,6 +110,7 @@ from sklearn.tree import (
 )
 
 from blindscore.errors import InvalidInputError, ModelFormatError
+from blindscore.importers._common import refuse_pickle
 from blindscore.importers.sklearn_mlp import frac_bits_for, mlp_from_sklearn
 from blindscore.importers.sklearn_trees import ensemble_from_sklearn
 from blindscore.models.contract import PrivateModel
@@ -351,8 +352,10 @@ def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
 
 def _load_vetted(path: Path) -> Any:
     where = str(path)
+    refuse_pickle(path)
     with open(path, "rb") as fh:
         data = fh.read(MAX_FILE_BYTES + 1)
+    refuse_pickle(path, data[:2])  # before the zip reader calls it "not a skops file"
     if len(data) > MAX_FILE_BYTES:
         raise ModelFormatError(f"{where}: larger than {MAX_FILE_BYTES} bytes; not a linear model")
     # One read: the bytes vetted are the bytes loaded.

@@ -43,7 +43,7 @@ import numpy as np
 
 from blindscore.errors import ModelFormatError
 from blindscore.importers._common import category_codes, read_bytes
-from blindscore.models.policy import BandPolicy
+from blindscore.models.policy import BandPolicy, PolicyFor, policy_for_link
 from blindscore.models.trees import Tree, TreeEnsemble
 
 __all__ = ["SUPPORTED_OBJECTIVES", "ensemble_from_xgboost", "load_ubjson", "read_xgboost"]
@@ -324,12 +324,15 @@ def _check_no_category_mapping(model: Mapping[str, Any], names: list[str]) -> No
 def ensemble_from_xgboost(
     document: Mapping[str, Any],
     *,
-    policy: BandPolicy,
+    policy: BandPolicy | PolicyFor,
     name: str = "xgboost-model",
     precision: float = 1e-6,
     feature_names: list[str] | None = None,
 ) -> TreeEnsemble:
-    """The TreeEnsemble of a decoded ``save_model`` document (JSON or UBJSON alike)."""
+    """The TreeEnsemble of a decoded ``save_model`` document (JSON or UBJSON alike).
+
+    ``policy``: a band policy, or a function of the model's link ("logit" or "identity") giving one.
+    """
     learner = _get(document, "learner", "the document")
     booster = _get(learner, "gradient_booster", "learner")
     kind = _get(booster, "name", "gradient_booster")
@@ -388,7 +391,7 @@ def ensemble_from_xgboost(
         output="probability" if output == "probability" else "raw",
         domain="float32",
         strict=True,
-        policy=policy,
+        policy=policy_for_link(policy, link),
         precision=precision,
         metadata={"source": "xgboost", "objective": objective, "version": document.get("version")},
     )
@@ -397,7 +400,7 @@ def ensemble_from_xgboost(
 def read_xgboost(
     source: str | Path | bytes,
     *,
-    policy: BandPolicy,
+    policy: BandPolicy | PolicyFor,
     name: str | None = None,
     precision: float = 1e-6,
     feature_names: list[str] | None = None,

@@ -6,7 +6,7 @@ import bisect
 import itertools
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +16,14 @@ from blindscore.models.encoding import fmt_real
 
 LINKS = ("logit", "identity")
 OUTPUTS = ("probability", "raw")
+
+
+def default_bands_on(link: str) -> Literal["probability", "raw"]:
+    """What a model's cutoffs apply to when the caller does not say: the probability for a logit
+    link (a binary classifier), the raw prediction for an identity link (a regression model)."""
+    if link not in LINKS:
+        raise ModelFormatError(f"link must be one of {list(LINKS)}, got {link!r}")
+    return "probability" if link == "logit" else "raw"
 
 
 def sigmoid(z: float) -> float:
@@ -120,3 +128,12 @@ class BandPolicy:
             tuple(labels),
             "probability" if output == "probability" else "raw",
         )
+
+
+#: A band policy given by the model's link, known once its file is parsed (see :func:`default_bands_on`).
+PolicyFor = Callable[[str], BandPolicy]
+
+
+def policy_for_link(policy: BandPolicy | PolicyFor, link: str) -> BandPolicy:
+    """``policy`` itself, or the policy it gives for ``link``."""
+    return policy if isinstance(policy, BandPolicy) else policy(link)
