@@ -15,6 +15,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -384,3 +385,28 @@ def test_bound_covers_each_rounding_at_the_corners() -> None:
             assert error <= model.max_abs_error
             closest = max(closest, error / model.max_abs_error)
     assert closest > 0.25
+
+
+def test_a_file_that_cannot_be_converted_is_refused_before_ranges_are_asked_for(
+    german: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """A tanh or multi-class network imported without --feature-range: the refusal names what is
+    not supported, not the ranges a supported network would need."""
+    import pandas as pd
+    import skops.io as sio
+
+    from blindscore.importers.sklearn import load_sklearn_file
+
+    x, y = german
+    frame = pd.DataFrame(x[:200], columns=list(COLUMNS))
+    cases = [
+        (MLPClassifier(hidden_layer_sizes=(3,), activation="tanh", max_iter=20, random_state=0), y[:200],
+         r"hidden activation 'tanh' is not supported; supported: relu, identity$"),
+        (MLPClassifier(hidden_layer_sizes=(3,), max_iter=20, random_state=0), np.arange(200) % 3,
+         r"an MLPClassifier with 3 classes and 3 outputs \(multi-class or multi-label\) is not supported"),
+    ]  # fmt: skip
+    for i, (mlp, target, message) in enumerate(cases):
+        path = tmp_path / f"m{i}.skops"
+        sio.dump(fit(mlp, frame, target), path)
+        with pytest.raises(ModelFormatError, match=f"^{path}: {message}"):
+            load_sklearn_file(path, cutoffs=GERMAN_PD_CUTOFFS)

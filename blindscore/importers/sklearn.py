@@ -111,7 +111,7 @@ from sklearn.tree import (
 
 from blindscore.errors import InvalidInputError, ModelFormatError
 from blindscore.importers._common import refuse_pickle
-from blindscore.importers.sklearn_mlp import frac_bits_for, mlp_from_sklearn
+from blindscore.importers.sklearn_mlp import check_mlp, frac_bits_for, mlp_from_sklearn
 from blindscore.importers.sklearn_trees import ensemble_from_sklearn
 from blindscore.models.contract import PrivateModel
 from blindscore.models.features import CategoricalFeature, Feature, FeatureSpec, NumericFeature
@@ -1220,6 +1220,10 @@ def _mlp_model(
             f"{where}: a OneHotEncoder before an {kind} is not supported",
             "SimpleImputer, StandardScaler, MinMaxScaler, 'passthrough' and 'drop' before an MLP",
         )
+    try:
+        check_mlp(estimator)  # what cannot be converted is refused before ranges are asked for
+    except ModelFormatError as exc:
+        raise UnsupportedModelError(f"{where}: {exc}", None) from None
     ranges = _mlp_ranges(plan, feature_ranges, kind, where)
     columns = [(c.feature, c.a, c.c) for c in plan.columns]
     names = [item.name for item in plan.inputs]

@@ -86,6 +86,36 @@ def frac_bits_for(
     return max(DEFAULT_FRAC_BITS, math.ceil(math.log2(4 * k / precision)) - 1)
 
 
+def check_mlp(mlp: Any) -> None:
+    """Refuse, with one sentence, a network this module cannot convert (its kind, activation, outputs),
+    before anything else is asked of the user (declared ranges, say)."""
+    if not isinstance(mlp, MLPClassifier | MLPRegressor):
+        raise ModelFormatError(f"{type(mlp).__name__} is not supported; supported: {SUPPORTED}")
+    kind = type(mlp).__name__
+    if not hasattr(mlp, "coefs_"):
+        raise ModelFormatError(f"the {kind} is not fitted; fit it before converting")
+    if mlp.activation not in ACTIVATIONS:
+        raise ModelFormatError(
+            f"hidden activation {mlp.activation!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
+        )
+    if isinstance(mlp, MLPClassifier):
+        classes = len(mlp.classes_)
+        if classes != 2 or mlp.n_outputs_ != 1 or mlp.out_activation_ != "logistic":
+            raise ModelFormatError(
+                f"an MLPClassifier with {classes} classes and {mlp.n_outputs_} outputs (multi-class or "
+                f"multi-label) is not supported; supported: {SUPPORTED}"
+            )
+    elif mlp.n_outputs_ != 1:
+        raise ModelFormatError(
+            f"an MLPRegressor with {mlp.n_outputs_} outputs is not supported; supported: {SUPPORTED}"
+        )
+    elif mlp.out_activation_ != "identity":
+        raise ModelFormatError(
+            f"an MLPRegressor with output activation {mlp.out_activation_!r} (loss {mlp.loss!r}) is not "
+            f"supported; supported: {SUPPORTED} and the squared_error loss"
+        )
+
+
 def mlp_from_sklearn(
     estimator: Any,
     *,
@@ -112,31 +142,8 @@ def mlp_from_sklearn(
     if columns is not None and feature_names is None:
         raise ModelFormatError("columns need the feature_names of the features they are made of")
     scaler, mlp = _split(estimator) if columns is None else (None, estimator)
-    if not isinstance(mlp, MLPClassifier | MLPRegressor):
-        raise ModelFormatError(f"{type(mlp).__name__} is not supported; supported: {SUPPORTED}")
+    check_mlp(mlp)
     kind = type(mlp).__name__
-    if not hasattr(mlp, "coefs_"):
-        raise ModelFormatError(f"the {kind} is not fitted; fit it before converting")
-    if mlp.activation not in ACTIVATIONS:
-        raise ModelFormatError(
-            f"hidden activation {mlp.activation!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
-        )
-    if isinstance(mlp, MLPClassifier):
-        classes = len(mlp.classes_)
-        if classes != 2 or mlp.n_outputs_ != 1 or mlp.out_activation_ != "logistic":
-            raise ModelFormatError(
-                f"an MLPClassifier with {classes} classes and {mlp.n_outputs_} outputs (multi-class or "
-                f"multi-label) is not supported; supported: {SUPPORTED}"
-            )
-    elif mlp.n_outputs_ != 1:
-        raise ModelFormatError(
-            f"an MLPRegressor with {mlp.n_outputs_} outputs is not supported; supported: {SUPPORTED}"
-        )
-    elif mlp.out_activation_ != "identity":
-        raise ModelFormatError(
-            f"an MLPRegressor with output activation {mlp.out_activation_!r} (loss {mlp.loss!r}) is not "
-            f"supported; supported: {SUPPORTED} and the squared_error loss"
-        )
     names = list(feature_names) if feature_names is not None else None
     if names is None:
         source = estimator if hasattr(estimator, "feature_names_in_") else mlp
