@@ -343,7 +343,10 @@ def test_a_categorical_split_is_refused_naming_the_feature(
     x = clean.assign(e=(clean["e"] > 0).astype(int))
     hgb = HistGradientBoostingClassifier(max_iter=3, categorical_features=["e"], random_state=0)
     message = refusal(hgb, x, y, tmp_path)
-    assert re.search(r"categorical splits \(categorical_features\) is not supported \(the file", message)
+    assert re.search(
+        r"^[^ ]+: a model with categorical splits \(categorical_features\) is not supported; supported: ",
+        message,
+    )
 
 
 def test_unknown_steps_and_misplaced_preprocessing_are_refused(
@@ -374,15 +377,13 @@ def test_unknown_steps_and_misplaced_preprocessing_are_refused(
         r"a OneHotEncoder before an MLPClassifier is not supported; supported: SimpleImputer", message
     )
     message = refusal(make_pipeline(SimpleImputer(add_indicator=True), tree), clean, y, tmp_path)
-    assert re.search(
-        r"a SimpleImputer with add_indicator=True is not supported \(.*MissingIndicator", message
-    )
+    assert re.search(r"a SimpleImputer with add_indicator=True is not supported; supported: ", message)
     message = refusal(make_pipeline(SimpleImputer(missing_values=-1.0), tree), clean, y, tmp_path)
     assert re.search(
         r"a SimpleImputer with missing_values=-1\.0 is not supported; supported: a numeric", message
     )
     message = refusal(GradientBoostingClassifier(n_estimators=2, loss="exponential"), clean, y, tmp_path)
-    assert re.search(r"the exponential loss is not supported \(.*ExponentialLoss\); supported: ", message)
+    assert re.search(r": the exponential loss is not supported; supported: ", message)
 
 
 def test_ranges_an_mlp_lacks_and_ranges_a_tree_does_not_take(

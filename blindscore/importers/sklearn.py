@@ -334,17 +334,17 @@ _REFUSED_CONSTRUCTS = {
     "sklearn._loss.loss.HalfPoissonLoss": "the poisson loss (a log link)",
     "sklearn._loss.loss.HalfGammaLoss": "the gamma loss (a log link)",
     "sklearn.impute._base.MissingIndicator": "a SimpleImputer with add_indicator=True",
-    "sklearn.preprocessing._encoders.OrdinalEncoder": "categorical splits (categorical_features)",
+    "sklearn.preprocessing._encoders.OrdinalEncoder": (
+        "a model with categorical splits (categorical_features)"
+    ),
 }
 
 
 def _refusal(where: str, offending: Sequence[str]) -> ModelFormatError:
     constructs = [_REFUSED_CONSTRUCTS[t] for t in offending if t in _REFUSED_CONSTRUCTS]
     if constructs:
-        return UnsupportedModelError(
-            f"{where}: {' and '.join(constructs)} is not supported (the file contains unsupported types: "
-            f"{', '.join(offending)})"
-        )
+        # The construct is named; the internal types that betray it would only lengthen the sentence.
+        return UnsupportedModelError(f"{where}: {' and '.join(constructs)} is not supported")
     return UnsupportedModelError(
         f"{where}: refusing to load a model that contains unsupported types: {', '.join(offending)}"
     )
