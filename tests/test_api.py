@@ -76,7 +76,9 @@ def test_refusals_before_any_node_starts(german_frame: tuple[Any, np.ndarray], e
         blindscore.load_model(blindscore.load_model(estimator, cutoffs=CUTOFFS), cutoffs=CUTOFFS)
     with pytest.raises(InvalidInputError, match="not dict"):
         blindscore.load_model({"coef": [1]})
-    with pytest.raises(KeySizeError):
+    with pytest.raises(
+        KeySizeError, match=r"^1024-bit Paillier keys are refused: at least 2048 bits are required$"
+    ):
         blindscore.score(frame, estimator, cutoffs=CUTOFFS, key_bits=1024)
 
 

@@ -127,7 +127,10 @@ def test_append_many_chains_in_one_transaction_and_validates_first(log: AuditLog
     assert [r.seq for r in batch] == [2, 3, 4]
     assert batch[0].prev_hash == first.hash and batch[2].prev_hash == batch[1].hash
     assert [r.application_id for r in batch] == ["app-0002", "app-0003", "app-0004"]
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^audit outcome 'NOT-A-STATUS' is not a gRPC status name \(e\.g\. 'OK'\) or ACCEPTED$",
+    ):
         log.append_many([fields(5), {**fields(6), "outcome": "NOT-A-STATUS"}])
     assert log.head() == (4, batch[2].hash)  # nothing of the refused batch was written
     assert log.append_many([]) == []
@@ -152,10 +155,14 @@ def test_canonical_encoding_regression_vector(log: AuditLog) -> None:
 def test_canonical_bytes_needs_exactly_the_hashed_columns() -> None:
     values: dict[str, str | int] = {c: 0 for c in COLUMNS if c != "hash"}
     canonical_bytes(values)  # the right key set encodes
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError, match=r"^canonical encoding needs exactly the hashed audit columns$"
+    ):
         canonical_bytes({**values, "score": 700})
     del values["outcome"]
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError, match=r"^canonical encoding needs exactly the hashed audit columns$"
+    ):
         canonical_bytes(values)
 
 
@@ -183,9 +190,9 @@ def test_records_listing(log: AuditLog, five: list[AuditRecord]) -> None:
     assert list(log.records(after=3)) == five[3:]
     assert list(log.records(limit=1, after=4)) == five[4:]
     for bad in (-1, 1.5, True, "2"):
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(InvalidInputError, match=r"^limit must be None or a non-negative int$"):
             log.records(limit=bad)  # type: ignore[arg-type]
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(InvalidInputError, match=r"^after must be a non-negative int$"):
             log.records(after=bad)  # type: ignore[arg-type]
 
 
@@ -211,7 +218,7 @@ def test_reopen_continues_the_chain(tmp_path: Path) -> None:
 def test_refuses_foreign_files(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(PreconditionError):
+    with pytest.raises(PreconditionError, match=r"^cannot open database .*junk\.db: file is not a database$"):
         AuditLog(junk)
     future = tmp_path / "future.db"
     db = sqlite3.connect(future)
@@ -415,7 +422,10 @@ def test_wrongly_typed_column_is_reported_not_crashed(
 
 def test_bad_anchor_is_refused(log: AuditLog, five: list[AuditRecord]) -> None:
     for bad in [(5,), (5, "abc"), (-1, GENESIS_HASH), (True, five[0].hash), (0, "1" * 64), [5, five[4].hash]]:
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(
+            InvalidInputError,
+            match=r"^expected_head (must be a \(seq, hash\) tuple|seq must|hash must|\(0, \.\.\.\) must)",
+        ):
             log.verify(expected_head=bad)  # type: ignore[arg-type]
 
 
@@ -499,7 +509,7 @@ def test_two_processes_keep_one_chain(tmp_path: Path) -> None:
 
 def refused(log: AuditLog, **overrides: Any) -> None:
     before = log.head()
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^audit (duration_ms|field|outcome|time) "):
         log.append(**fields(1, **overrides))
     assert log.head() == before  # nothing was written
 
@@ -590,11 +600,15 @@ def test_str_subclasses_are_stored_as_plain_str(log: AuditLog) -> None:
 
 
 def test_extra_fields_are_impossible(log: AuditLog) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^AuditLog\.append\(\) got an unexpected keyword argument 'score'$"):
         log.append(**fields(1), score=700)  # type: ignore[call-arg]
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        TypeError, match=r"^AuditLog\.append\(\) got an unexpected keyword argument 'features'$"
+    ):
         log.append(**fields(1), features={"age": 30})  # type: ignore[call-arg]
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        TypeError, match=r"^AuditLog\.append\(\) takes 1 positional argument but 3 were given$"
+    ):
         log.append("platform-a", "bank-1")  # type: ignore[call-arg]
     assert log.head() == (0, GENESIS_HASH)
     params = inspect.signature(AuditLog.append).parameters
@@ -691,7 +705,11 @@ def test_random_chains_verify_and_any_flip_is_detected(
 def test_any_refused_character_anywhere_is_refused(field: str, prefix: str, bad: str, suffix: str) -> None:
     tmp, audit = fresh_log()
     try:
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(
+            InvalidInputError,
+            match=rf"^audit field {field} contains control character U\+{ord(bad):04X}; newlines, control "
+            "and format characters are refused$",
+        ):
             audit.append(**fields(1, **{field: prefix + bad + suffix}))
         assert audit.head() == (0, GENESIS_HASH)
     finally:

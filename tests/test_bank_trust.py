@@ -97,9 +97,13 @@ def test_completion_answers_depend_on_ids_not_on_faults(store: ResultStore) -> N
 
 def test_run_limits_are_validated() -> None:
     for bad in (0, -1, 1001, 2.5, True):
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(
+            InvalidInputError, match=rf"^max_runs must be an integer in 1\.\.1000, got {bad}$"
+        ):
             RunLimits(max_runs=bad)  # type: ignore[arg-type]
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(
+            InvalidInputError, match=rf"^max_faults must be an integer in 1\.\.1000, got {bad}$"
+        ):
             RunLimits(max_faults=bad)  # type: ignore[arg-type]
 
 

@@ -598,7 +598,7 @@ def test_a_submission_is_checked_before_it_is_stored(
         bureau.submit(application(paillier_keypair, "who", bank_id="bank-u"), links)
     with pytest.raises(NotFoundError, match=f"^bank {BANK!r} has no registered key 'pk-nope'$"):
         bureau.submit(application(paillier_keypair, "which", key_id="pk-nope"), links)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^model 'german-credit-lr' has no version 9 \(versions: 1\)$"):
         bureau.submit(application(paillier_keypair, "v9", version="9"), links)
     assert bureau.applications.counts() == {PENDING: 0, DELIVERED: 0, FAILED: 0}
     assert links.made == [] and audit_rows(bureau) == []
@@ -1189,7 +1189,10 @@ def test_an_id_used_before_refuses_the_batch_before_any_accepted_record(
 ) -> None:
     links = Links(bank)
     bureau.submit(application(paillier_keypair, "used"), links)
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(
+        AlreadyExistsError,
+        match=r"^application 'used' of platform 'platform-t' was already submitted; a new application needs",
+    ):
         bureau.submit_batch(batch_of(paillier_keypair, "b-used", ("fresh", "used")), links)
     assert [r[2] for r in audit_rows(bureau)] == ["used"]
     assert bureau.batches.get(PLATFORM, "b-used") is None
@@ -1482,7 +1485,7 @@ def test_leases_are_renewed_and_released_in_their_own_store(
     assert bureau.submit(
         application(paillier_keypair, "l-1"), Links(bank, {"circuit": [UnavailableError("x")]})
     ).pending
-    with pytest.raises(PreconditionError):
+    with pytest.raises(PreconditionError, match=r"^x$"):
         bureau.submit_batch(
             batch_of(paillier_keypair, "lb", ("lb0",)), Links(bank, {"packed": [PreconditionError("x")]})
         )

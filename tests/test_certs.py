@@ -93,7 +93,7 @@ def test_returned_node_files(pki: Path, tmp_path: Path) -> None:
     assert nodes[0].key == tmp_path / "bank-9.key"
     assert nodes[0].ca == tmp_path / "ca.pem"
     assert node_files(pki, "bank-1").identity == Identity("bank", "bank-1")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^.*/bank-7\.pem: no certificate for party 'bank-7' in "):
         node_files(pki, "bank-7")
 
 
@@ -163,7 +163,7 @@ def test_node_certificates_verify_against_ca(pki: Path, party_id: str) -> None:
     verifier = (
         x509.verification.PolicyBuilder().store(store).build_server_verifier(x509.DNSName("example.org"))
     )
-    with pytest.raises(x509.verification.VerificationError):
+    with pytest.raises(x509.verification.VerificationError, match="no matching subjectAltName"):
         verifier.verify(cert, [])
 
 
@@ -177,7 +177,10 @@ def test_certificate_from_foreign_ca_does_not_verify(pki: Path, foreign_pki: Pat
 
 def test_expired_certificate_does_not_verify(pki: Path) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=900)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^certificate for CN=bank-1,OU=bank,O=blindscore not valid: validation failed: ",
+    ):
         verify_node_cert((pki / "bank-1.pem").read_bytes(), (pki / "ca.pem").read_bytes(), at=later)
 
 
@@ -185,14 +188,17 @@ def test_existing_ca_is_never_overwritten(pki: Path) -> None:
     before = _snapshot(pki)
     with pytest.raises(AlreadyExistsError, match="force=True"):
         init_pki(pki)
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(AlreadyExistsError, match=r"already holds a CA; pass force=True to replace it"):
         init_pki(pki, [("bank", "someone-new")])
     assert _snapshot(pki) == before
 
 
 def test_existing_node_files_refused_without_ca(tmp_path: Path) -> None:
     (tmp_path / "bank-1.key").write_bytes(b"precious")
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(
+        AlreadyExistsError,
+        match=r"bank-1\.key: party 'bank-1' already has a certificate or key; choose another",
+    ):
         init_pki(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"bank-1.key"}
     assert (tmp_path / "bank-1.key").read_bytes() == b"precious"
@@ -209,7 +215,10 @@ def test_force_replaces_ca_and_warns_about_stale_certificates(
     new_ca = (tmp_path / "ca.pem").read_bytes()
     assert new_ca != old_ca
     assert verify_node_cert((tmp_path / "bank-1.pem").read_bytes(), new_ca) == Identity("bank", "bank-1")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^certificate for CN=bank-2,OU=bank,O=blindscore not valid: validation failed: ",
+    ):
         verify_node_cert((tmp_path / "bank-2.pem").read_bytes(), new_ca)
     assert "bank-2.pem was issued by the replaced CA" in caplog.text
 
@@ -265,7 +274,10 @@ def test_refuses_bad_hosts(tmp_path: Path, hosts: object) -> None:
 
 @pytest.mark.parametrize("nodes", [[], [("bank", "a"), ("bureau", "A")], [("bank",)], "bank"])
 def test_refuses_bad_nodes(tmp_path: Path, nodes: object) -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^(nodes must be a non-empty|node \('bank',\) must be a|party id 'A' appears twice)",
+    ):
         init_pki(tmp_path, nodes)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
@@ -384,9 +396,15 @@ def test_identity_validation_and_names() -> None:
     assert ident.uri == "blindscore://bank/Bank_2"
     assert ident.peer_name == "bank_2.bank.blindscore.internal"
     assert str(ident) == "bank/Bank_2"
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^role 'root' is not one of platform, bureau, bank, platform-client, bank-client$",
+    ):
         Identity("root", "x")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^party id 'a b' is not valid \(1-64 characters: letters, digits, \. _ -; starting with a",
+    ):
         Identity("bank", "a b")
 
 

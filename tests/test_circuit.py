@@ -61,7 +61,7 @@ def test_bits_is_an_immutable_sequence() -> None:
     assert isinstance(bits[1:], Bits)
     assert bits + Bits([8]) == Bits([5, 6, 7, 8])
     assert list(bits) == [5, 6, 7]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^Bits is immutable$"):
         bits._wires = ()  # type: ignore[misc]
     assert hash(bits) == hash(Bits([5, 6, 7]))
 

@@ -147,7 +147,7 @@ def test_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert "printer" in capsys.readouterr().err
     assert main(["--path", "stream", "--window", "0"]) == 2
     assert "--window" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match=r"^2$"):
         main(["--path", "carrier-pigeon"])
 
 

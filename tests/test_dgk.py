@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import select
 import signal
 import stat
@@ -84,9 +85,11 @@ def test_toy_vector_pins_ciphertexts() -> None:
 
 def test_toy_secret_key_rejects_wrong_factors() -> None:
     pk = toy_key().public_key
-    with pytest.raises(CryptoError):
+    with pytest.raises(CryptoError, match=r"^DGK secret key does not match the public key$"):
         DGKSecretKey(pk, TOY_P, TOY_Q + 2, TOY_VP, TOY_VQ)
-    with pytest.raises(CryptoError):
+    with pytest.raises(
+        CryptoError, match=r"^DGK secret key: u v_p does not divide p - 1 \(or u v_q, q - 1\)$"
+    ):
         DGKSecretKey(pk, TOY_P, TOY_Q, TOY_VQ, TOY_VP)  # subgroup primes swapped
 
 
@@ -114,12 +117,20 @@ def test_generated_key_sizes(dgk_keypair: DGKKeyPair) -> None:
 
 @pytest.mark.parametrize("bits", [512, 1024, 2047, 2560])
 def test_small_or_odd_sizes_refused(bits: int) -> None:
-    with pytest.raises(KeySizeError):
+    expected = (
+        f"DGK key size must be one of (2048, 3072, 4096), not {bits}"
+        if bits > 2048
+        else f"{bits}-bit DGK keys are refused: at least 2048 bits are required"
+    )
+    with pytest.raises(KeySizeError, match=f"^{re.escape(expected)}$"):
         generate_dgk_keypair(bits)
 
 
 def test_short_subgroup_refused() -> None:
-    with pytest.raises(KeySizeError):
+    with pytest.raises(
+        KeySizeError,
+        match=r"^DGK subgroup order of t=128 bits is refused: at least t=224 bits are required \(a t-bit",
+    ):
         generate_dgk_keypair(2048, t_bits=128)
 
 
@@ -127,7 +138,7 @@ def test_insecure_sizes_need_the_explicit_flag() -> None:
     kp = generate_dgk_keypair(1024, allow_insecure_for_tests=True)
     assert kp.public_key.bits == 1024
     assert kp.secret_key.decrypt(kp.public_key.encrypt(7)) == 7
-    with pytest.raises(KeySizeError):
+    with pytest.raises(KeySizeError, match=r"^DGK modulus has 1024 bits; at least 2048 required$"):
         DGKPublicKey.from_dict(kp.public_key.to_dict())  # loading enforces the floor again
 
 
@@ -164,7 +175,7 @@ def test_encrypt_bit(dgk_keypair: DGKKeyPair, b: int) -> None:
 
 
 def test_encrypt_bit_refuses_non_bits(dgk_keypair: DGKKeyPair) -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^encrypt_bit takes 0 or 1, not 2$"):
         dgk_keypair.public_key.encrypt_bit(2)
 
 
@@ -248,12 +259,21 @@ def test_public_key_dict_round_trip(dgk_keypair: DGKKeyPair) -> None:
 
 
 @pytest.mark.parametrize(
-    "change",
-    [{"format": 2}, {"kind": "paillier-public"}, {"n": "zz"}, {"u": "65537"}, {"g": "0x0"}, {"u": 65539 * 3}],
+    ("change", "message"),
+    [
+        ({"format": 2}, "not a blindscore DGK public key (format 1)"),
+        ({"kind": "paillier-public"}, "not a blindscore DGK public key (format 1)"),
+        ({"n": "zz"}, "DGK public key: malformed field (invalid literal for int() with base 16: 'zz')"),
+        ({"u": "65537"}, "DGK public key: u and t must be integers"),
+        ({"g": "0x0"}, "DGK public key: g is not a unit modulo n"),
+        ({"u": 65539 * 3}, "DGK plaintext modulus u=196617 is not a prime below 2^32"),
+    ],
 )
-def test_public_key_from_dict_refusals(dgk_keypair: DGKKeyPair, change: dict[str, object]) -> None:
+def test_public_key_from_dict_refusals(
+    dgk_keypair: DGKKeyPair, change: dict[str, object], message: str
+) -> None:
     d = {**dgk_keypair.public_key.to_dict(), **change}
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(message)}$"):
         DGKPublicKey.from_dict(d)
 
 
@@ -474,7 +494,9 @@ def test_tampered_secret_file_refused(tmp_path: Path, dgk_keypair: DGKKeyPair) -
     d = json.loads(path.read_text())
     d["vp"] = hex(int(d["vp"], 16) + 2)
     path.write_text(json.dumps(d))
-    with pytest.raises(CryptoError):
+    with pytest.raises(
+        CryptoError, match=r"^DGK secret key: u v_p does not divide p - 1 \(or u v_q, q - 1\)$"
+    ):
         load_dgk_keypair(tmp_path)
     d["kind"] = "paillier-secret"
     path.write_text(json.dumps(d))

@@ -157,7 +157,10 @@ def test_application_store_accepts_exactly_once(backend: Backend) -> None:
         with pytest.raises(AlreadyExistsError, match="different payload"):
             store.accept(submission(payload=b"\x02" * 64), next_attempt_at=0.0)
         for changed in ({"consent_reference": "other"}, {"model_version": 2}, {"bank_id": "bank-x"}):
-            with pytest.raises(AlreadyExistsError):
+            with pytest.raises(
+                AlreadyExistsError,
+                match=r"^application 'app-1' of platform 'platform-d' was already submitted with a",
+            ):
                 store.accept(submission(**changed), next_attempt_at=0.0)
         stored = store.get("platform-d", "app-1")
         assert stored is not None and stored.digest == first.digest and stored.ciphertexts == b"\x01" * 64
@@ -360,7 +363,10 @@ def test_outbox_keeps_the_payload_and_refuses_other_features(backend: Backend) -
         assert outbox.add("o-1", fp, "bank-d", "pk-1", b"payload-2", due_at=0) == entry  # first one kept
         with pytest.raises(AlreadyExistsError, match="different features"):
             outbox.find("o-1", outbox.fingerprint(other))
-        with pytest.raises(AlreadyExistsError):
+        with pytest.raises(
+            AlreadyExistsError,
+            match=r"^application 'o-1' was already submitted with different features; a new application",
+        ):
             outbox.add("o-1", outbox.fingerprint(other), "bank-d", "pk-1", b"x", due_at=0)
         assert [e.application_id for e in outbox.due(10.0, 5)] == ["o-1"] and outbox.due(9.0, 5) == []
     finally:

@@ -256,7 +256,10 @@ def test_output_decodes_only_through_decode(seeded: random.Random) -> None:
         # The output is always 1 (5 < 200); its decode bit must carry all of it.
         assert evaluate(circuit, garbled, chosen(pairs, to_bits(5, 8))) == [1]
         flipped = dataclasses.replace(garbled, decode=bytes([garbled.decode[0] ^ 0x80]))
-        with pytest.raises(CryptoError):
+        with pytest.raises(
+            CryptoError,
+            match=r"^garbled circuit: an output label does not match its tag \(corrupted garbling\)$",
+        ):
             evaluate(circuit, flipped, chosen(pairs, to_bits(5, 8)))
         lsbs.append(garbled.decode[0] >> 7 ^ 1)  # lsb of the active output label
     ones = sum(lsbs)
@@ -359,7 +362,9 @@ def test_wrong_evaluator_label_is_detected(seeded: random.Random) -> None:
     garbled, pairs = garble(circuit, to_bits(9, 16))
     labels = chosen(pairs, to_bits(3, 16))
     labels[4] ^= 1 << 100  # neither the 0-label nor the 1-label
-    with pytest.raises(CryptoError):
+    with pytest.raises(
+        CryptoError, match=r"^garbled circuit: an output label does not match its tag \(corrupted garbling\)$"
+    ):
         evaluate(circuit, garbled, labels)
 
 
@@ -394,7 +399,7 @@ def test_refusals() -> None:
     with pytest.raises(InvalidInputError, match="padding"):
         evaluate(circuit, dataclasses.replace(garbled, decode=garbled.decode[:-1] + b"\x01"), labels)
     other = comparison_circuit(9)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^tables: expected 512 bytes for this circuit, got 448$"):
         evaluate(other, garbled, [*labels, 0])
 
 

@@ -276,7 +276,9 @@ def test_passphrase_file(tmp_path: Path, paillier_keypair: KeyPair) -> None:
     from_file = read_passphrase_file(passphrase_file(tmp_path / "pw"))
     assert load_keypair(tmp_path, passphrase=from_file).public_key == paillier_keypair.public_key
     # Two are: the second newline belongs to it.
-    with pytest.raises(CryptoError):
+    with pytest.raises(
+        CryptoError, match=r"^cannot decrypt key file .*: wrong passphrase, or the file was modified$"
+    ):
         load_keypair(
             tmp_path, passphrase=read_passphrase_file(passphrase_file(tmp_path / "pw2", PASSWORD + "\n\n"))
         )
@@ -301,7 +303,9 @@ def test_passphrase_sources(tmp_path: Path) -> None:
         passphrase_from(None, {PASSPHRASE_ENV: ""})
     # The file wins over the environment.
     path = passphrase_file(tmp_path / "pw", file_mode=0o644)
-    with pytest.raises(PreconditionError):
+    with pytest.raises(
+        PreconditionError, match=r"pw is accessible by other users \(mode 0644\); run: chmod 600 "
+    ):
         passphrase_from(path, {PASSPHRASE_ENV: PASSWORD})
 
 
@@ -505,7 +509,7 @@ def test_running_node_picks_up_rotation_and_retirement(
     watcher = KeyWatcher(node)
     assert watcher.poll() == [] and node.refresh_keys() == []
     ring = KeyRing(tmp_path / KEYS_DIR)
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(AlreadyExistsError, match=rf"^key {node.current.key_id} is already in "):
         ring.add(node.current)
     # 'rotate-key' in another process: the running node finds the new key on first use of its id.
     ring.add(new_key)
@@ -515,7 +519,7 @@ def test_running_node_picks_up_rotation_and_retirement(
     assert band_round_trip(node, old_id, node.key(old_id), 100, "app-1") == 0
     with pytest.raises(PreconditionError, match="is the current key"):
         ring.retire(new_key.key_id)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"^no key pk-2{32} in "):
         ring.retire("pk-" + "2" * 32)
     with pytest.raises(InvalidInputError, match="not a bank key id"):
         ring.retire("../etc")
@@ -547,7 +551,7 @@ def test_node_without_passphrase_reports_sealed_new_key_once(
     assert len(errors) == 1 and "is encrypted" in errors[0].getMessage()
     # The node goes on with the keys it has.
     assert node.key_id == old_id and node.key(old_id).key_id == old_id
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=rf"^bank 'bank-p' has no key '{new_key.key_id}'$"):
         node.key(new_key.key_id)
     node.store.close()
 

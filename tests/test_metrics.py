@@ -422,7 +422,7 @@ def test_metrics_server_port_zero_busy_port_and_close() -> None:
     labels = frozenset({"node": "platform", "method": "ScoreApplication", "code": "INVALID_ARGUMENT"}.items())
     assert samples[("blindscore_request_errors_total", labels)] == 1
     exporter.close()
-    with pytest.raises(urllib.error.URLError):
+    with pytest.raises(urllib.error.URLError, match=r"^<urlopen error \[Errno 111\] Connection refused>$"):
         urllib.request.urlopen(exporter.url, timeout=2)
     sock, busy = _free_port_in_use()
     try:
@@ -467,7 +467,9 @@ def test_bureau_serve_exposes_metrics(tmp_path: Path) -> None:
         with open_channel(info["address"]) as channel:
             stub: Any = pb_grpc.BureauStub(channel)
             stub.GetModelSpec(pb.GetModelSpecRequest(model_id=DEFAULT_MODEL_ID), timeout=10)
-            with pytest.raises(grpc.RpcError):
+            with pytest.raises(
+                grpc.RpcError, match=r"unknown model 'missing' \(installed: german-credit-lr\)"
+            ):
                 stub.GetModelSpec(pb.GetModelSpecRequest(model_id="missing"), timeout=10)
         samples = scrape(f"http://127.0.0.1:{info['metrics_port']}/metrics")
         assert value(samples, "blindscore_requests_total", node="bureau", method="GetModelSpec") == 2

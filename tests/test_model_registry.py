@@ -133,7 +133,7 @@ def test_registry_refuses_a_second_type_under_a_taken_name() -> None:
 
 
 def test_registry_refuses_non_models_and_unknown_kinds() -> None:
-    with pytest.raises(ModelFormatError):
+    with pytest.raises(ModelFormatError, match=r"^<class 'dict'> is not a PrivateModel subclass$"):
         register_model_type(dict)  # type: ignore[type-var]
     with pytest.raises(ModelFormatError, match="unknown model type 'no-such-type'"):
         load_model({"kind": "no-such-type"})
@@ -238,11 +238,19 @@ def test_lookups_refuse_unknown_names_and_versions(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no version 3"):
         store.resolve("m", 3)
     for bad in ("0", "-1", "1.5", "newest", "v"):
-        with pytest.raises(InvalidInputError):
+        with pytest.raises(
+            InvalidInputError, match=rf"^model version '{bad}' must be a positive integer or 'latest'$"
+        ):
             parse_version(bad)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^model id '\.\./etc' is not a valid identifier \(1-128 characters: letters, digits, \. _ :",
+    ):
         store.resolve("../etc")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^model name 'bad name' is not a valid identifier \(1-128 characters: letters, digits, \. _",
+    ):
         store.put("bad name", default_model())
 
 

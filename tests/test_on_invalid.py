@@ -166,7 +166,7 @@ def test_score_policy_flags_that_cannot_work_are_refused(
     assert main([*argv, *(names.get(f, f) for f in flags)]) == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"] and source.read_text() == before
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match=r"^2$"):
         main([*argv, "--on-invalid", "drop"])
     assert "invalid choice: 'drop'" in capsys.readouterr().err
 

@@ -473,7 +473,7 @@ def test_messages_have_the_documented_shapes(session: tuple[OtReceiver, OtSender
     assert len(request.check) == ot.CHECK_BYTES == 8 + 64 * 16
     reply = sender.reply(request, [(1, 2), (3, 4), (5, 6)])
     assert len(reply.y0) == len(reply.y1) == 48
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"^cannot assign to field 'count'$"):
         request.count = 4  # type: ignore[misc]
 
 

@@ -180,7 +180,7 @@ def test_request_scopes_count_the_requests_in_flight() -> None:
             with waiting_on_peer():
                 assert pools._inflight == base + 1
             assert pools._inflight == base + 2
-        with pytest.raises(KeyError), request_scope():
+        with pytest.raises(KeyError, match=r"^'a failing request still leaves the count'$"), request_scope():
             raise KeyError("a failing request still leaves the count")
         assert pools._inflight == base + 1
     assert pools._inflight == base

@@ -273,9 +273,12 @@ def test_ca_signed_certificate_without_identity_unauthenticated(
 
 
 def test_require_role_rejects_unknown_roles() -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^role 'admin' is not one of platform, bureau, bank, platform-client, bank-client$",
+    ):
         require_role(None, "admin")  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^require_role needs at least one role$"):
         require_role(None)  # type: ignore[arg-type]
 
 
@@ -329,7 +332,10 @@ def test_security_object(pki: Path) -> None:
     assert all(k != "grpc.ssl_target_name_override" for k, _ in security.channel_options())
     assert INSECURE.expecting("bureau") is INSECURE
     assert INSECURE.server_credentials() is None and INSECURE.channel_credentials() is None
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^role 'admin' is not one of platform, bureau, bank, platform-client, bank-client$",
+    ):
         security.expecting("admin")
 
 
@@ -347,9 +353,9 @@ def test_private_key_not_in_repr_and_not_pickled(pki: Path) -> None:
 
 def test_mutual_tls_refuses_bad_material(pki: Path, foreign_pki: Path, tmp_path: Path) -> None:
     ca, cert, key = pki / "ca.pem", pki / "bank-1.pem", pki / "bank-1.key"
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"/missing\.key: TLS file not found$"):
         TransportSecurity.mutual_tls(ca, cert, tmp_path / "missing.key")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError, match=r"/bank-7\.pem: no certificate for party 'bank-7' in "):
         TransportSecurity.from_pki(pki, "bank-7")
     with pytest.raises(InvalidInputError, match="not the private key"):
         TransportSecurity.mutual_tls(ca, cert, pki / "bureau-1.key")
@@ -360,9 +366,12 @@ def test_mutual_tls_refuses_bad_material(pki: Path, foreign_pki: Path, tmp_path:
     loose.chmod(0o644)
     with pytest.raises(PreconditionError, match="chmod 600"):
         TransportSecurity.mutual_tls(ca, cert, loose)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^mutual TLS needs a CA, a certificate and a key: use TransportSecurity\.from_pki\(\)$",
+    ):
         TransportSecurity(insecure=False)
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^a plaintext TransportSecurity cannot carry TLS material$"):
         TransportSecurity(insecure=True, server_name="bureau.blindscore.internal")
 
 

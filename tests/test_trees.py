@@ -153,9 +153,11 @@ def test_float_key_vectors() -> None:
     assert key_bits("float32") == 32 and key_bits("float64") == 64
     lo, hi = key_bounds("float64")
     assert lo - 1 >= -(2**63) and hi < 2**63
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^NaN has no key; encode it as a missing value$"):
         float_key(math.nan, "float64")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError, match=r"^domain must be one of \['float32', 'float64'\], got 'float16'$"
+    ):
         float_key(1.0, "float16")
     assert encode_value(None, "float64") == (0, 1)
     assert encode_value(math.nan, "float32") == (0, 1)
@@ -174,7 +176,7 @@ def test_threshold_key_vectors() -> None:
     assert threshold_key(-math.inf, "float64", strict=True) == key_bounds("float64")[0] - 1
     assert threshold_key(math.inf, "float64", strict=False) == key_bounds("float64")[1]
     assert threshold_key(1e300, "float32", strict=False) == float_key(3.4028234663852886e38, "float32")
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"^a threshold cannot be NaN$"):
         threshold_key(math.nan, "float64", strict=False)
 
 
@@ -338,8 +340,12 @@ def test_round_trip_and_strict_load() -> None:
     )
     d2 = json.loads(json.dumps(inf_model.to_dict(), allow_nan=False))
     assert TreeEnsemble.from_dict(d2) == inf_model
-    for edit in ({"extra": 1}, {"format": 2}, {"split": "<<"}):
-        with pytest.raises(ModelFormatError):
+    for edit, message in (
+        ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
+        ({"format": 2}, "unsupported format 2; this version reads format 1"),
+        ({"split": "<<"}, "split must be '<' or '<=', got '<<'"),
+    ):
+        with pytest.raises(ModelFormatError, match=f"^tree model: {message}$"):
             TreeEnsemble.from_dict({**d, **edit})
     bad = json.loads(json.dumps(d))
     bad["encoded"]["cutoffs"][0] += 1
@@ -367,11 +373,19 @@ def fmt(v: float) -> str:
 
 def test_encoded_rows_are_checked() -> None:
     m = TreeEnsemble.example()
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^an encoded row has 9 integers \(key, missing bit, zero bit per numeric feature, C",
+    ):
         m.encoded_margin([0, 0, 0, 0])
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^an encoded row has 9 integers \(key, missing bit, zero bit per numeric feature, C",
+    ):
         m.encoded_margin([5, 1, 0, 0, 0, 0])  # missing with a nonzero key
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(
+        InvalidInputError, match=r"^feature 'age': expected a number or a missing value, got True$"
+    ):
         m.margin({"income": 1.0, "age": True, "has_default": 0.0})
 
 
@@ -436,7 +450,10 @@ def test_xgboost_json_and_ubjson_decode_to_the_same_model(tmp_path: Path) -> Non
         b"[$d#L\xff\xff\xff\xff\xff\xff\xff\xff",
         b"{}}",
     ):
-        with pytest.raises(ModelFormatError):
+        with pytest.raises(
+            ModelFormatError,
+            match=r"^UBJSON: (impossible length -?\d+|trailing bytes after the document|truncated document)$",
+        ):
             load_ubjson(bad)
     assert load_ubjson(b"[$i#U\x03\x01\x02\xff]"[:-1]) == [1, 2, -1]
     assert load_ubjson(b"{U\x01aSU\x02hi}") == {"a": "hi"}

@@ -329,7 +329,9 @@ def test_a_broken_library_fails_the_cross_check(break_: str, monkeypatch: pytest
     assert halfgates.evaluate(circuit, garbled, labels) == circuit.evaluate(gbits, ebits)
     pc = plain(circuit)
     assert mismatches(garbled, ref.garble(pc, gbits, delta, zero, gid)) != []
-    with pytest.raises(ref.TagMismatch):
+    with pytest.raises(
+        ref.TagMismatch, match=r"^output \d+: the label does not hash to the tag of bit [01]$"
+    ):
         ref.evaluate(pc, as_transcript(garbled), labels)
 
 
