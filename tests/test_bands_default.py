@@ -186,7 +186,7 @@ def test_score_cli_bands_on_probability_is_refused_for_a_regression_tree(
 def test_score_help_has_the_bands_on_flag_of_model_import(capsys: pytest.CaptureFixture[str]) -> None:
     from blindscore.app.model_commands import BANDS_ON_HELP
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match=r"^0$"):
         main(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--bands-on {probability,raw}" in text
