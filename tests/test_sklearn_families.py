@@ -358,10 +358,12 @@ def test_unknown_steps_and_misplaced_preprocessing_are_refused(
     assert re.search(
         r"unsupported types: sklearn\.decomposition\._pca\.PCA; supported: .*DecisionTree", message
     )
-    message = refusal(make_pipeline(StandardScaler(), tree), clean, y, tmp_path)
+    weighted = ColumnTransformer([("s", StandardScaler(), ["a", "b"])], transformer_weights={"s": 2.0})
+    message = refusal(Pipeline([("ct", weighted), ("m", tree)]), clean, y, tmp_path)
     assert re.search(
-        r"a DecisionTreeClassifier after a scaler, a OneHotEncoder or a weighted transformer is not "
-        r"supported; supported: SimpleImputer, 'passthrough' and 'drop' before a tree model",
+        r"a DecisionTreeClassifier after a OneHotEncoder or a weighted transformer is not supported; "
+        r"supported: SimpleImputer, StandardScaler, MinMaxScaler, 'passthrough' and 'drop' before a tree "
+        r"model",
         message,
     )
     cats = clean.assign(e=np.where(clean["e"] > 0, "hi", "lo"))

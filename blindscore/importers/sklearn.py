@@ -11,8 +11,9 @@ most_frequent or constant, no indicator) at the front of the pipeline, before a 
 public encoding: a linear model's or an MLP's :class:`NumericFeature` carries the fill value
 (``impute``), which the platform puts in for a missing value; a tree model's is folded into its
 trees (a missing value goes where the fill value goes, the float key's missing bit says so) and
-stays secret. Before trees only imputers, ``"passthrough"`` and ``"drop"`` are allowed; before an
-MLP no ``OneHotEncoder``.
+stays secret. Before trees imputers, ``StandardScaler`` / ``MinMaxScaler`` (folded into the
+thresholds exactly, :mod:`blindscore.importers.sklearn_trees`), ``"passthrough"`` and ``"drop"``
+are allowed, unweighted; before an MLP no ``OneHotEncoder``.
 
 Linear models (:data:`SUPPORTED_MODELS`): the estimators binary ``LogisticRegression``,
 ``LinearRegression``, ``Ridge``, ``Lasso``, ``ElasticNet``, ``SGDRegressor``, binary
@@ -70,8 +71,8 @@ import json
 import math
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,8 +155,8 @@ SUPPORTED_MODELS = (
     "MLPClassifier (binary) or MLPRegressor (one output), hidden activation relu or identity; every "
     "input needs a declared range (feature_ranges, --feature-range NAME=LO:HI)",
     "Pipeline(SimpleImputer, [StandardScaler or MinMaxScaler,] a linear model or an MLP)",
-    "Pipeline(SimpleImputer, a tree model), or a ColumnTransformer of SimpleImputer, 'passthrough' "
-    "and 'drop' before it",
+    "Pipeline([SimpleImputer,] [StandardScaler or MinMaxScaler,] a tree model), or an unweighted "
+    "ColumnTransformer of SimpleImputer, those scalers, 'passthrough' and 'drop' before it",
     "SimpleImputer: numeric, missing_values=nan, strategy mean, median, most_frequent or constant, "
     "no add_indicator; also inside a ColumnTransformer, alone or in a Pipeline before a scaler",
 )
@@ -401,6 +402,9 @@ class _Column:
     a: float
     c: float = 0.0
     category: str | None = None
+    #: Behind an unweighted scaler: the scaler's own map of this column, ``a * x + c`` exactly as
+    #: scikit-learn computes it in float64 (clipping included), elementwise on an array.
+    transform: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -560,10 +564,30 @@ def _scaler_columns(
                 for name, low, high in zip(names, lo, hi, strict=True)
             ]
     columns = [
-        _Column(name, float(ai) * weight, float(ci) * weight)
-        for name, ai, ci in zip(names, a, c, strict=True)
+        _Column(
+            name,
+            float(ai) * weight,
+            float(ci) * weight,
+            transform=_column_map(scaler, i) if weight == 1.0 else None,
+        )
+        for i, (name, ai, ci) in enumerate(zip(names, a, c, strict=True))
     ]
     return inputs, columns
+
+
+def _column_map(scaler: Any, i: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Column ``i`` of the fitted scaler's own ``transform``, elementwise on finite float64 values
+    (the other columns are zeros; the library's arithmetic, whatever its operation order)."""
+    n = int(scaler.n_features_in_)
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        m = np.zeros((x.size, n), dtype=np.float64)
+        m[:, i] = x.reshape(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fitted with feature names, given an array; overflow
+            return np.asarray(scaler.transform(m), dtype=np.float64)[:, i]
+
+    return transform
 
 
 def _encoder_columns(
@@ -1146,11 +1170,19 @@ def _tree_model(
             f"{where}: a {kind} takes no declared feature ranges, since its features are encoded exactly "
             "whatever their value; drop them"
         )
-    if any(c.category is not None or c.a != 1.0 or c.c != 0.0 for c in plan.columns):
+    if any(
+        c.category is not None or (c.transform is None and (c.a != 1.0 or c.c != 0.0)) for c in plan.columns
+    ):
         raise UnsupportedModelError(
-            f"{where}: a {kind} after a scaler, a OneHotEncoder or a weighted transformer is not supported",
-            "SimpleImputer, 'passthrough' and 'drop' before a tree model (trees need no scaling)",
+            f"{where}: a {kind} after a OneHotEncoder or a weighted transformer is not supported",
+            "SimpleImputer, StandardScaler, MinMaxScaler, 'passthrough' and 'drop' before a tree model",
         )
+    if any(c.transform is not None and not c.a >= 0.0 for c in plan.columns):
+        raise UnsupportedModelError(
+            f"{where}: a scaler with a negative scale (a decreasing map) before a {kind} is not supported",
+            "StandardScaler and MinMaxScaler as scikit-learn fits them, with a positive scale",
+        )
+    transforms = {j: c.transform for j, c in enumerate(plan.columns) if c.transform is not None}
     by_name = {item.name: item for item in plan.inputs}
     fill = {
         j: float(by_name[c.feature].impute or 0.0)
@@ -1165,6 +1197,7 @@ def _tree_model(
             precision=precision,
             feature_names=[c.feature for c in plan.columns],
             fill=fill,
+            transforms=transforms,
         )
     except ModelFormatError as exc:
         raise UnsupportedModelError(f"{where}: {exc}", None) from None

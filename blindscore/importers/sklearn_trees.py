@@ -27,6 +27,17 @@ trees, exactly: after imputation a missing value is the fill value v, which goes
 iff v (cast to the comparison domain) goes left, so every node testing that feature sends a
 missing value the way v goes. The platform still encodes "missing" as the float key's missing
 bit, and the fill values stay as secret as the thresholds.
+
+A ``StandardScaler`` or ``MinMaxScaler`` before the trees (``transforms``: feature index -> the
+scaler's own float64 map of that column) is folded into the thresholds, exactly. The map is
+monotone non-decreasing (IEEE rounding is monotone; the scale is positive; clipping is monotone),
+and so is the cast to float32, so the raw values a node sends left, ``cast(transform(x)) <= t``,
+are the finite doubles up to some x*: the largest is found by bisection over the float64 keys
+(:func:`_raw_thresholds`), and the node becomes ``x <= x*`` on the raw value in float64. Such a
+model compares float64 keys at every node (one key width for all nodes; a column without a scaler
+gets its x* from the identity map). If every finite value goes left, x* is +inf; if none does, x*
+is -inf: an infinite value, which scikit-learn refuses, has no library output to match. A fill
+value is a raw value (the imputer comes first), so it is folded after the rewrite.
 """
 
 from __future__ import annotations
@@ -133,6 +144,74 @@ def _filled(tree: Tree, fill: Mapping[int, float], float32: bool) -> Tree:
     return dataclasses.replace(tree, default_left=tuple(default_left))
 
 
+_SIGN = np.uint64(1 << 63)
+#: Offset keys (float64 key + 2^63, as uint64) of the largest negative and positive finite doubles.
+_U_MIN = np.uint64((1 << 63) - 0x7FEFFFFFFFFFFFFF)
+_U_MAX = np.uint64((1 << 63) + 0x7FEFFFFFFFFFFFFF)
+
+
+def _doubles(u: np.ndarray) -> np.ndarray:
+    """The doubles whose order-preserving keys (:func:`~blindscore.models.floatkeys.float_key`)
+    are ``u - 2^63`` (uint64 offset keys, so that differences never overflow)."""
+    k = (u ^ _SIGN).view(np.int64)
+    bits = np.where(k >= 0, k.view(np.uint64), (-k).view(np.uint64) | _SIGN)
+    return bits.view(np.float64)
+
+
+def _raw_thresholds(
+    thresholds: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None, float32: bool
+) -> np.ndarray:
+    """Per threshold t, the largest finite double x with ``cast(transform(x)) <= t`` (cast: float32
+    or none), +inf if every finite double qualifies, -inf if none does; ``transform`` (None: the
+    identity) maps a float64 array elementwise and must be monotone non-decreasing."""
+    t = np.asarray(thresholds, dtype=np.float64)
+
+    def left(u: np.ndarray) -> np.ndarray:
+        x = _doubles(u)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.asarray(transform(x), dtype=np.float64) if transform is not None else x
+            if np.isnan(z).any():
+                raise ModelFormatError("a scaler maps a finite value to NaN")
+            zc = z.astype(np.float32) if float32 else z
+        return np.asarray(zc <= t)
+
+    lo = np.full(t.shape, _U_MIN, dtype=np.uint64)
+    hi = np.full(t.shape, _U_MAX, dtype=np.uint64)
+    all_left, none_left = left(hi), ~left(lo)
+    # Invariant (where neither holds): lo goes left, hi goes right; halve the key interval.
+    one = np.uint64(1)
+    while True:
+        open_ = (hi - lo > one) & ~all_left & ~none_left
+        if not open_.any():
+            break
+        mid = lo + (hi - lo) // np.uint64(2)
+        go = left(mid)
+        lo = np.where(open_ & go, mid, lo)
+        hi = np.where(open_ & ~go, mid, hi)
+    out = _doubles(lo)
+    out[all_left] = np.inf
+    out[none_left] = -np.inf
+    return out
+
+
+def _unscaled(
+    trees: Sequence[Tree], transforms: Mapping[int, Callable[[np.ndarray], np.ndarray]], float32: bool
+) -> list[Tree]:
+    """``trees`` with each node's threshold moved to the raw feature: ``x <= x*`` in float64 (one
+    bisection per feature over all its nodes)."""
+    thresholds = [list(t.threshold) for t in trees]
+    nodes: dict[int, list[tuple[int, int]]] = {}
+    for k, t in enumerate(trees):
+        for i, f in enumerate(t.feature):
+            if f >= 0:
+                nodes.setdefault(f, []).append((k, i))
+    for f, where in sorted(nodes.items()):
+        given = np.array([trees[k].threshold[i] for k, i in where])
+        for (k, i), x in zip(where, _raw_thresholds(given, transforms.get(f), float32).tolist(), strict=True):
+            thresholds[k][i] = x
+    return [dataclasses.replace(t, threshold=tuple(th)) for t, th in zip(trees, thresholds, strict=True)]
+
+
 def _hgb_tree(predictor: Any, names: Sequence[str]) -> Tree:
     nodes = predictor.nodes
     leaf = nodes["is_leaf"].astype(bool).tolist()
@@ -163,9 +242,12 @@ def ensemble_from_sklearn(
     precision: float = 1e-6,
     feature_names: Sequence[str] | None = None,
     fill: Mapping[int, float] | None = None,
+    transforms: Mapping[int, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> TreeEnsemble:
     """The TreeEnsemble of a fitted estimator of :data:`SUPPORTED_ESTIMATORS`; ``fill`` maps an
-    input column to the fill value a ``SimpleImputer`` before the trees puts in for a missing value."""
+    input column to the fill value a ``SimpleImputer`` before the trees puts in for a missing value,
+    ``transforms`` an input column to the monotone non-decreasing float64 map a scaler applies to
+    it (elementwise on an array, exactly as the scaler computes it); see the module docstring."""
     kind = type(estimator).__name__
     n_feat = getattr(estimator, "n_features_in_", None)
     if n_feat is None:
@@ -242,6 +324,16 @@ def ensemble_from_sklearn(
     else:
         raise _refuse(f"{kind} is not supported; supported: {', '.join(SUPPORTED_ESTIMATORS)}")
     metadata: dict[str, Any] = {"source": "scikit-learn", "estimator": kind}
+    if transforms:
+        if not all(0 <= f < n_feat for f in transforms):
+            raise _refuse("a scaled column names no input column")
+        trees = _unscaled(trees, transforms, float32)
+        float32 = False
+        metadata["scaled"] = (
+            "scaler folded into the thresholds: each node compares the raw value in float64 ("
+            + ", ".join(names[f] for f in sorted(transforms))
+            + ")"
+        )
     if fill:
         if not all(0 <= f < n_feat and math.isfinite(v) for f, v in fill.items()):
             raise _refuse("a fill value is not finite or names no input column")
