@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clocks import SteppedClock
 
 from blindscore.bank_node.calls import (
     Batch,
@@ -1507,22 +1508,6 @@ def test_leases_are_renewed_and_released_in_their_own_store(
 
 
 # ---------------------------------------------------------------------- what the mutation run left
-
-
-class SteppedClock:
-    """``flow.time`` with a ``perf_counter`` that moves 0.5 s a call (exact in binary): every stage
-    the bureau times is two consecutive calls apart, exactly 500 ms. The rest (``time.time``) is
-    the real module's; nothing outside bureau/flow.py sees this clock."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def perf_counter(self) -> float:
-        self.calls += 1
-        return 0.5 * self.calls
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 def test_the_bureau_reports_its_stages_in_milliseconds(

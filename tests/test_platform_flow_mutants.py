@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clocks import SteppedClock
 
 from blindscore.bureau.flow import BureauNode
 from blindscore.crypto.dgk import DGKKeyPair
@@ -1100,21 +1101,6 @@ def test_a_platform_id_and_a_lease_are_checked(link: InProcessBureau) -> None:
         PlatformNode("bad id", link)
     with pytest.raises(InvalidInputError, match=r"^lease must be between 0\.5 and 3600 seconds$"):
         PlatformNode(PLATFORM, link, lease_s=0.4)
-
-
-class SteppedClock:
-    """``flow.time`` with a ``perf_counter`` that moves 0.5 s a call (exact in binary), so every
-    time a receipt reports is an exact multiple of 500 ms; the rest of the module is the real one."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def perf_counter(self) -> float:
-        self.calls += 1
-        return 0.5 * self.calls
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
 
 
 def test_receipts_report_milliseconds(
