@@ -85,12 +85,12 @@ class CircuitStart:
 
 @dataclass(frozen=True)
 class CircuitFinish:
-    """Round 2: the ticket from round 1, the OT reply carrying the bank's labels, the garbled
-    circuit, and the model and band labels the band is stored under."""
+    """Round 2: the ticket from round 1, the garbled circuit (the bank's input labels came from its
+    own OT request: correlated OT sends nothing back), and the model and band labels the band is
+    stored under."""
 
     batch: Batch
     ticket: bytes
-    reply: ot.CorrelatedReply
     garbled: halfgates.GarbledCircuit
     model_id: str
     labels: tuple[str, ...]

@@ -165,9 +165,9 @@ class BankServicer(pb_grpc.BankServicer):
         self, request: pb.CircuitFinishRequest, context: grpc.ServicerContext
     ) -> pb.CircuitFinishResponse:
         batch = _batch(request, context)
-        reply, garbled = serde.circuit_finish_from_proto(request)
+        garbled = serde.circuit_finish_from_proto(request)
         finish = CircuitFinish(
-            batch, bytes(request.ticket), reply, garbled, request.model_id, tuple(request.band_labels)
+            batch, bytes(request.ticket), garbled, request.model_id, tuple(request.band_labels)
         )
         return pb.CircuitFinishResponse(stored=self.node.circuit_finish(finish))
 

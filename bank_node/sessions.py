@@ -120,7 +120,8 @@ class PackedSessions:
 
     def circuit_start(self, start: CircuitStart, choices: Sequence[int]) -> StartResult:
         """Answer an opened circuit request with the OT request for the bank's input bits and a
-        ticket (sealed for this bank alone) holding the shape and the choices."""
+        ticket (sealed for this bank alone) holding the shape and the OT batch (its labels need
+        the nonce and count only, not the choices)."""
         receiver = self._receiver(start.session_id)
         request = receiver.request(choices)
         shape = start.request.shape
@@ -130,7 +131,6 @@ class PackedSessions:
             "session": start.session_id.hex(),
             "nonce": request.nonce.hex(),
             "count": len(choices),
-            "choices": bytes(_pack_bits(choices)).hex(),
             "members": start.batch.digest(),
             "shape": [shape.family, shape.values, shape.value_bits, shape.cutoffs, list(shape.params)],
             "expires": time.time() + TICKET_TTL_S,
@@ -138,7 +138,8 @@ class PackedSessions:
         return StartResult(self._seal_ticket(state), request)
 
     def circuit_finish(self, finish: CircuitFinish) -> tuple[circuit_band.CircuitShape, bytes]:
-        """The shape sealed in round 1 and the labels of the bank's input bits from the OT reply."""
+        """The shape sealed in round 1 and the labels of the bank's input bits (correlated OT: the
+        rows t_j of its own request, :meth:`~blindscore.crypto.ot.OtReceiver.receive_correlated`)."""
         state = self._open_ticket(finish.ticket, "circuit")
         if state["key_id"] != finish.batch.key_id or state.get("members") != finish.batch.digest():
             raise InvalidInputError("the circuit ticket was issued for another key, application or bureau")
@@ -146,9 +147,8 @@ class PackedSessions:
         shape = circuit_band.CircuitShape(
             family, values, value_bits, cutoffs, tuple((str(k), int(v)) for k, v in params)
         )
-        choices = _unpack_bits(bytes.fromhex(state["choices"]), int(state["count"]))
         receiver = self._receiver(bytes.fromhex(state["session"]))
-        return shape, receiver.receive_correlated(bytes.fromhex(state["nonce"]), choices, finish.reply)
+        return shape, receiver.receive_correlated(bytes.fromhex(state["nonce"]), int(state["count"]))
 
     def _open_ticket(self, ticket: bytes, kind: str = "packed") -> dict[str, Any]:
         try:

@@ -90,13 +90,12 @@ class CircuitRound:
     platform_id: str = ""
 
 
-#: The bureau's OT answer: both messages per input (packed batches) or one (correlated, circuits).
-Reply = TypeVar("Reply", ot.ExtensionReply, ot.CorrelatedReply)
+#: The bureau's answer to the bank's OT request: the OT reply and garbled comparisons (packed
+#: batches) or the garbled circuit alone (circuits: the correlated OT sends nothing back).
+Answer = TypeVar("Answer", tuple[ot.ExtensionReply, garble.GarbledComparisons], halfgates.GarbledCircuit)
 
-#: Given the bank's OT request, the bureau's OT reply and garbled circuit.
-FinishCircuit = Callable[
-    [ot.ExtensionRequest, ot.OtSender], tuple[ot.CorrelatedReply, halfgates.GarbledCircuit]
-]
+#: Given the bank's OT request, the bureau's garbled circuit (its labels from the correlated OT).
+FinishCircuit = Callable[[ot.ExtensionRequest, ot.OtSender], halfgates.GarbledCircuit]
 
 #: Given the bank's OT request for a batch, the bureau's OT reply and garbled comparisons.
 FinishBatch = Callable[
@@ -246,7 +245,8 @@ class GrpcBankLink:
                 self.key, session_id, batch.masked, batch.application_ids, batch.platform_id
             )
 
-        def done(ticket: bytes, reply: ot.ExtensionReply, circuit: Any) -> Any:
+        def done(ticket: bytes, answer: tuple[ot.ExtensionReply, garble.GarbledComparisons]) -> Any:
+            reply, circuit = answer
             return serde.packed_finish_to_proto(
                 self.key.key_id,
                 ticket,
@@ -270,11 +270,10 @@ class GrpcBankLink:
                 self.key, session_id, app.request, app.application_id, app.platform_id
             )
 
-        def done(ticket: bytes, reply: ot.CorrelatedReply, garbled: Any) -> Any:
+        def done(ticket: bytes, garbled: halfgates.GarbledCircuit) -> Any:
             return serde.circuit_finish_to_proto(
                 self.key.key_id,
                 ticket,
-                reply,
                 garbled,
                 app.model_id,
                 app.labels,
@@ -300,8 +299,8 @@ class GrpcBankLink:
         self,
         kind: str,
         start: Callable[[bytes], Any],
-        finish: Callable[[ot.ExtensionRequest, ot.OtSender], tuple[Reply, Any]],
-        done: Callable[[bytes, Reply, Any], Any],
+        finish: Callable[[ot.ExtensionRequest, ot.OtSender], Answer],
+        done: Callable[[bytes, Answer], Any],
         spend: Callable[[], None],
         what: str,
         *,
@@ -338,7 +337,7 @@ class GrpcBankLink:
                     check=bytes(resp.ot_check),
                 )
                 try:
-                    reply, garbling = finish(ext, sender)
+                    answer = finish(ext, sender)
                 except CryptoError as exc:
                     # A failed consistency check is a deviating bank: nothing was sent, this
                     # session's s is never used again (the next round sets up a new one), and the
@@ -351,7 +350,7 @@ class GrpcBankLink:
                 if sender is not None:
                     self._sessions.drop(self._where, sender)
                 continue
-            msg = done(bytes(resp.ticket), reply, garbling)
+            msg = done(bytes(resp.ticket), answer)
             spend()
             try:
                 return int(self._call(f"{kind}_finish", finish_stub, msg).stored)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from blindscore.bureau.applications import (
     DELIVERED,
@@ -126,6 +126,10 @@ def _spent(stored: StoredBatch) -> PreconditionError:
     )
 
 
+#: What the bureau answers the bank's OT request with (bank_link.Answer).
+T = TypeVar("T")
+
+
 def _garbling_reply(
     garble: Callable[[], tuple[Any, Any]], timing: dict[str, float]
 ) -> Callable[[Any, Any], Any]:
@@ -139,13 +143,11 @@ def _garbling_reply(
     return _timed_garbling(finish, timing)
 
 
-def _timed_garbling(
-    finish: Callable[[Any, Any], tuple[Any, Any]], timing: dict[str, float]
-) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """``finish`` (the bank's OT request and the OT sender -> the OT reply and the garbling), timed
-    as ``bureau.garble``."""
+def _timed_garbling(finish: Callable[[Any, Any], T], timing: dict[str, float]) -> Callable[[Any, Any], T]:
+    """``finish`` (the bank's OT request and the OT sender -> the bureau's answer: the OT reply and
+    the garbling, or the garbled circuit alone), timed as ``bureau.garble``."""
 
-    def timed(request: Any, sender: Any) -> tuple[Any, Any]:
+    def timed(request: Any, sender: Any) -> T:
         t0 = time.perf_counter()
         out = finish(request, sender)
         timing["bureau.garble"] = (time.perf_counter() - t0) * 1e3

@@ -1,13 +1,12 @@
 """An independent decoder of blindscore's base-OT and IKNP transcripts, from the protocols' definitions.
 
 Sources: Naor-Pinkas / Bellare-Micali base OT in RFC 3526 group 14 (the random-oracle variant with one
-sender exponent r), Ishai-Kilian-Nissim-Petrank (CRYPTO 2003) OT extension, the correlated OT of
-Asharov-Lindell-Schneider-Zohner (CCS 2013), the Keller-Orsini-Scholl (CRYPTO 2015) consistency
-check, and the definitions and byte layouts in the docstring of ``blindscore/crypto/ot.py``. Nothing
-here imports blindscore (``tests/test_vectors_ot.py`` checks that): bit columns and rows are Python
-ints handled bit by bit, where the library packs and transposes numpy matrices; the group arithmetic
-is gmpy2's ``powmod`` and ``invert`` one element at a time (Python's ``pow`` gives the same results,
-seven times slower).
+sender exponent r), Ishai-Kilian-Nissim-Petrank (CRYPTO 2003) OT extension, the correlated OT with Delta
+= s of Keller-Orsini-Scholl (CRYPTO 2015, COTe) and their consistency check, and the definitions and
+byte layouts in the docstring of ``blindscore/crypto/ot.py``. Nothing here imports blindscore
+(``tests/test_vectors_ot.py`` checks that): bit columns and rows are Python ints handled bit by bit,
+where the library packs and transposes numpy matrices; the group arithmetic is gmpy2's ``powmod`` and
+``invert`` one element at a time (Python's ``pow`` gives the same results, seven times slower).
 
 Given a party's secrets and the messages it received, each function returns what that party must
 send or output; the test compares those with what the library sent and output.
@@ -209,7 +208,13 @@ def receiver_request(
     return Request(u=u, check=pack(x) + b"".join(_sums(chi, [column_int(ti) for ti in t])))
 
 
-def sender_pads(
+def bureau_s(drawn: bytes) -> bytes:
+    """The bureau's s: its 16 drawn bytes with the low bit of byte 15 set (s is also the garbling's
+    Delta, whose lsb is the point-and-permute bit)."""
+    return drawn[:15] + bytes([drawn[15] | 1])
+
+
+def sender_rows(
     session: bytes,
     s: bytes,
     seeds: Sequence[int],
@@ -217,9 +222,9 @@ def sender_pads(
     count: int,
     request: Request,
     variant: Variant = CORRECT,
-) -> tuple[list[bytes], list[bytes]]:
+) -> list[bytes]:
     """q_i = G(k_i^{s_i}) ^ s_i u_i; the check q~_k = t~_k ^ x_k s (ValueError if it fails); then
-    H(q_j) and H(q_j ^ s) for the first ``count`` rows."""
+    the first ``count`` rows q_j."""
     m = count + PAD
     width = (m + 7) // 8
     q = []
@@ -232,7 +237,13 @@ def sender_pads(
         t_tilde = request.check[CHECKS // 8 + 16 * k : CHECKS // 8 + 16 * (k + 1)]
         if q_tilde != (_xor(t_tilde, s) if x[k] else t_tilde):
             raise ValueError(f"consistency check {k} fails")
-    q_rows = rows(q, count, variant)
+    return rows(q, count, variant)
+
+
+def sender_pads(
+    session: bytes, s: bytes, q_rows: Sequence[bytes], nonce: bytes, variant: Variant = CORRECT
+) -> tuple[list[bytes], list[bytes]]:
+    """H(q_j) and H(q_j ^ s) for the checked rows q_j."""
     h0 = [row_hash(session, nonce, j, row, variant) for j, row in enumerate(q_rows)]
     h1 = [row_hash(session, nonce, j, _xor(row, s), variant) for j, row in enumerate(q_rows)]
     return h0, h1
@@ -247,17 +258,21 @@ def sender_reply(
     return y0, y1
 
 
-def correlated_reply(h0: Sequence[bytes], h1: Sequence[bytes], delta: bytes) -> tuple[bytes, bytes]:
-    """The correlated OT: the 0-labels x0_j = H(q_j) and y_j = H(q_j) ^ H(q_j ^ s) ^ Delta."""
-    return b"".join(h0), b"".join(_xor(a, b, delta) for a, b in zip(h0, h1, strict=True))
+def correlated_zero_labels(q_rows: Sequence[bytes]) -> bytes:
+    """The correlated OT with Delta = s: the garbler's 0-labels are the rows q_j themselves."""
+    return b"".join(q_rows)
+
+
+def receiver_rows(seeds0: Sequence[int], nonce: bytes, count: int, variant: Variant = CORRECT) -> list[bytes]:
+    """The first ``count`` rows t_j of T (columns t_i = G(k_i^0))."""
+    return rows([prg(k, nonce, count + PAD) for k in seeds0], count, variant)
 
 
 def receiver_pads(
-    session: bytes, seeds0: Sequence[int], nonce: bytes, count: int, variant: Variant = CORRECT
+    session: bytes, t_rows: Sequence[bytes], nonce: bytes, variant: Variant = CORRECT
 ) -> list[bytes]:
-    """H(t_j) for the first ``count`` rows of T (columns t_i = G(k_i^0))."""
-    t = rows([prg(k, nonce, count + PAD) for k in seeds0], count, variant)
-    return [row_hash(session, nonce, j, row, variant) for j, row in enumerate(t)]
+    """H(t_j) for the rows t_j."""
+    return [row_hash(session, nonce, j, row, variant) for j, row in enumerate(t_rows)]
 
 
 def receiver_output(pads: Sequence[bytes], choices: Sequence[int], y0: bytes, y1: bytes) -> list[int]:
@@ -269,9 +284,6 @@ def receiver_output(pads: Sequence[bytes], choices: Sequence[int], y0: bytes, y1
     return out
 
 
-def receiver_correlated(pads: Sequence[bytes], choices: Sequence[int], y: bytes) -> bytes:
-    """H(t_j) ^ r_j y_j: x0_j, or x0_j ^ Delta where r_j = 1."""
-    return b"".join(
-        _xor(pad, y[16 * j : 16 * (j + 1)]) if r else pad
-        for j, (pad, r) in enumerate(zip(pads, choices, strict=True))
-    )
+def receiver_correlated(t_rows: Sequence[bytes]) -> bytes:
+    """The correlated OT's labels at the receiver: t_j = q_j ^ r_j s, i.e. x0_j or x0_j ^ Delta."""
+    return b"".join(t_rows)

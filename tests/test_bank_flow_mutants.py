@@ -535,8 +535,8 @@ def circuit_round(
     )
     batch = Batch(bank.key_id, (app_id,), BUREAU, platform)
     start = bank.circuit_start(CircuitStart(batch, session_id, side.request))
-    reply, garbled = side.finish(start.request, sender)
-    finish = CircuitFinish(batch, start.ticket, reply, garbled, "model-c", labels or MODEL.policy.labels)
+    garbled = side.finish(start.request, sender)
+    finish = CircuitFinish(batch, start.ticket, garbled, "model-c", labels or MODEL.policy.labels)
     return CircuitRound(batch, side, finish)
 
 

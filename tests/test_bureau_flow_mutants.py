@@ -134,12 +134,10 @@ class LocalLink:
         sender, session_id = self._sender()
         who = self._batch((app.application_id,), app.platform_id)
         start = self.bank.circuit_start(CircuitStart(who, session_id, app.request))
-        reply, garbled = finish(start.request, sender)
+        garbled = finish(start.request, sender)
         spend()
         self._call("circuit")
-        return self.bank.circuit_finish(
-            CircuitFinish(who, start.ticket, reply, garbled, app.model_id, app.labels)
-        )
+        return self.bank.circuit_finish(CircuitFinish(who, start.ticket, garbled, app.model_id, app.labels))
 
     def circuit_reveal(self, application_id: str, platform_id: str, garbling_id: bytes, pad: bytes) -> int:
         self._call("reveal")

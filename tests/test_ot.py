@@ -22,8 +22,6 @@ from blindscore.crypto.ot import (
     GROUP,
     KAPPA,
     MAX_COUNT,
-    MESSAGE_BYTES,
-    CorrelatedReply,
     ExtensionReply,
     ExtensionRequest,
     OtReceiver,
@@ -579,76 +577,152 @@ def test_the_check_values_are_the_documented_sums() -> None:
 # ---------------------------------------------------------------------- correlated OT
 
 
-def _delta(rng: random.Random) -> bytes:
-    return bytes(rng.randbytes(15)) + bytes([rng.getrandbits(8) | 1])
-
-
 @pytest.mark.parametrize("count", [1, 9, 500])
 def test_correlated_ot_gives_x0_or_x0_xor_delta(session: tuple[OtReceiver, OtSender], count: int) -> None:
+    """Delta = s: the receiver's labels are the pairs' chosen halves, with nothing sent back."""
     receiver, sender = session
     rng = random.Random(count)
     choices = [rng.getrandbits(1) for _ in range(count)]
-    delta = _delta(rng)
     request = receiver.request(choices)
-    pairs, reply = sender.correlated(request, delta)
-    assert len(reply.y) == MESSAGE_BYTES * count  # one message per OT, not two
-    got = receiver.receive_correlated(request.nonce, choices, reply)
+    pairs = sender.correlated(request)
+    got = receiver.receive_correlated(request.nonce, count)
     assert [int.from_bytes(got[j * 16 : (j + 1) * 16], "big") for j in range(count)] == [
         pairs[j][c] for j, c in enumerate(choices)
     ]
-    assert pairs.buffers()[1] == delta
+    delta = pairs.buffers()[1]
+    assert delta[15] & 1  # the point-and-permute bit
     assert all(b ^ a == int.from_bytes(delta, "big") for a, b in (pairs[j] for j in range(count)))
 
 
-def test_correlated_zero_labels_are_fresh_per_batch(session: tuple[OtReceiver, OtSender]) -> None:
-    """x0_j = H(q_j) under a per-batch key: two batches with the same choices get unrelated labels."""
+def test_correlated_delta_is_the_sessions_and_labels_are_fresh_per_batch(
+    session: tuple[OtReceiver, OtSender],
+) -> None:
+    """One Delta for every batch of a session (its s); 0-labels q_j differ batch to batch and row
+    to row, even for the same choices."""
     receiver, sender = session
     choices = [0, 1] * 64
-    delta = _delta(random.Random(1))
-    first = sender.correlated(receiver.request(choices), delta)[0].buffers()[0]
-    second = sender.correlated(receiver.request(choices), delta)[0].buffers()[0]
+    first, delta1 = sender.correlated(receiver.request(choices)).buffers()
+    second, delta2 = sender.correlated(receiver.request(choices)).buffers()
+    assert delta1 == delta2
     assert first != second and len(set(first[i : i + 16] for i in range(0, len(first), 16))) == len(choices)
 
 
-def test_the_receivers_view_of_a_correlated_ot_hides_delta(session: tuple[OtReceiver, OtSender]) -> None:
-    """What the bank holds after a correlated OT (its labels and y) never gives Delta: for a 0
-    choice y XOR label is H(q XOR s) XOR Delta, for a 1 choice it is H(q) XOR ... Negative control:
-    a sender that forgot the second pad (y = H(q) XOR Delta) hands Delta to every 0 choice."""
-    receiver, sender = session
+def test_a_setup_always_gives_s_its_lowest_bit() -> None:
+    """s is the garbling's Delta, so SenderSetup sets lsb(s) whatever it drew (drawn 0x00 here)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ot.secrets, "token_bytes", lambda n: bytes(n))
+        receiver_setup, offer = ReceiverSetup.start()
+        sender_setup, choice = SenderSetup.start(offer)
+    receiver, reply = receiver_setup.finish(choice)
+    sender = sender_setup.finish(reply)
+    pairs = sender.correlated(receiver.request([1, 0]))
+    assert pairs.buffers()[1] == bytes(15) + b"\x01"
+
+
+def test_a_session_whose_s_has_lsb_0_is_not_a_delta() -> None:
+    """An OtSender built with lsb(s) = 0 (not through SenderSetup) refuses to hand it out as Delta."""
+    s = bytes(range(1, 16)) + b"\x02"
+    sender = OtSender(bytes(16), s, [bytes([i]) * 16 for i in range(128)])
+    receiver = OtReceiver(
+        bytes(16), [bytes([i]) * 16 for i in range(128)], [bytes([i]) * 16 for i in range(128)]
+    )
+    with pytest.raises(
+        PreconditionError, match=r"^this OT session's s has lsb 0 and cannot be a garbling's Delta$"
+    ):
+        sender.correlated(receiver.request([1]))
+
+
+def test_the_receivers_view_of_a_correlated_ot_hides_delta() -> None:
+    """What the bank holds after a correlated OT is its labels t_j, which are all it gets: they
+    are computed from its own seeds and nonce, so two bureaus with different s (Delta) over the
+    same base-OT seeds give the bank the very same view, while each bureau's pairs hold that view
+    as the chosen halves. No XOR of two of the bank's labels is Delta. Negative control: one
+    0-label and one 1-label of a wire (what a bank must never hold) XOR to Delta."""
+    rng = random.Random(5)
+    seeds0 = [rng.randbytes(16) for _ in range(128)]
+    seeds1 = [rng.randbytes(16) for _ in range(128)]
+    receiver = OtReceiver(bytes(16), seeds0, seeds1)
     choices = [0, 1] * 32
-    delta = _delta(random.Random(2))
     request = receiver.request(choices)
-    pairs, reply = sender.correlated(request, delta)
-    labels = receiver.receive_correlated(request.nonce, choices, reply)
-
-    def candidates(y: bytes) -> set[bytes]:
-        return {
-            bytes(a ^ b for a, b in zip(y[i : i + 16], labels[i : i + 16], strict=True))
-            for i in range(0, len(y), 16)
-        }
-
-    assert delta not in candidates(reply.y)
-    zero = pairs.buffers()[0]
-    broken = bytes(a ^ b for a, b in zip(zero, delta * len(choices), strict=True))  # H(q) XOR Delta
-    assert delta in candidates(broken)
+    labels = receiver.receive_correlated(request.nonce, len(choices))
+    blocks = [labels[i : i + 16] for i in range(0, len(labels), 16)]
+    deltas = set()
+    for s in (rng.randbytes(15) + b"\x01", rng.randbytes(15) + b"\x81"):
+        bits = np.unpackbits(np.frombuffer(s, dtype=np.uint8)).tolist()
+        sender = OtSender(
+            bytes(16), s, [k1 if b else k0 for k0, k1, b in zip(seeds0, seeds1, bits, strict=True)]
+        )
+        pairs = sender.correlated(request)
+        assert [pairs[j][c].to_bytes(16, "big") for j, c in enumerate(choices)] == blocks
+        delta = pairs.buffers()[1]
+        deltas.add(delta)
+        xors = {bytes(a ^ b for a, b in zip(x, y, strict=True)) for x in blocks for y in blocks}
+        assert delta not in xors
+        zero, one = pairs.arrays()
+        assert bytes(zero[0] ^ one[0]) == delta  # the negative control
+    assert len(deltas) == 2
 
 
 def test_correlated_ot_runs_the_consistency_check(session: tuple[OtReceiver, OtSender]) -> None:
-    """A request whose columns encode different choice vectors is refused before any label exists."""
+    """A request whose columns encode different choice vectors is refused before any label exists:
+    with Delta = s and unhashed labels, the check is what keeps s, so Delta, from a deviating bank."""
     receiver, sender = session
     request = receiver.request([1, 0, 1] * 50)
     u = bytearray(request.u)
     u[0] ^= 0x80  # column 0's first choice bit only
     with pytest.raises(CryptoError, match="consistency check"):
-        sender.correlated(dataclasses.replace(request, u=bytes(u)), _delta(random.Random(3)))
+        sender.correlated(dataclasses.replace(request, u=bytes(u)))
 
 
 def test_correlated_ot_refusals(session: tuple[OtReceiver, OtSender]) -> None:
+    receiver, _ = session
+    request = receiver.request([1, 0, 1])
+    with pytest.raises(InvalidInputError, match=r"^the extension nonce must be 16 bytes$"):
+        receiver.receive_correlated(request.nonce[:-1], 3)
+    with pytest.raises(
+        InvalidInputError, match=r"^the OT count must be an integer from 1 to 1000000, got 0$"
+    ):
+        receiver.receive_correlated(request.nonce, 0)
+
+
+def test_a_deviating_bank_learns_delta_bits_only_without_the_check(
+    session: tuple[OtReceiver, OtSender], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack the check stops, played to the end now that Delta = s. The bank flips the first
+    OT's choice bit in column i only; its label for that wire is then valid exactly when s_i = 0,
+    so whether the garbled circuit evaluates (its output tags) tells it bit i of Delta. With the
+    check, a column with s_i = 1 is refused before any label pair exists (and the link drops the
+    session: a new s), so all the bank keeps is KOS's selective-failure bit "s_i = 0" of the
+    columns that passed. Without the check (the broken variant) it reads the 1 bits too, with the
+    session going on: all of Delta, one column at a time."""
+    from blindscore.crypto import halfgates
+    from blindscore.crypto.circuit import CircuitBuilder
+
     receiver, sender = session
-    choices = [1, 0, 1]
-    request = receiver.request(choices)
-    with pytest.raises(InvalidInputError, match="Delta must be 16 bytes"):
-        sender.correlated(request, b"\x01" * 15)
-    _, reply = sender.correlated(request, _delta(random.Random(4)))
-    with pytest.raises(InvalidInputError, match="OT reply y must be 48 bytes for 3 OTs"):
-        receiver.receive_correlated(request.nonce, choices, CorrelatedReply(y=reply.y[:-1]))
+    b = CircuitBuilder()
+    x = b.evaluator_input(2)
+    b.output(b.and_(x[0], x[1]))
+    circuit = b.build()
+    choices = [1, 1]
+    columns = list(range(0, KAPPA, 9))
+    s_bits = np.unpackbits(sender._s_row)
+
+    def read_bit(column: int) -> int:
+        request = deviating_request(receiver, choices, column)
+        garbled, _ = halfgates.garble(circuit, [], sender.correlated(request))
+        labels = receiver.receive_correlated(request.nonce, len(choices))
+        try:
+            assert halfgates.evaluate(circuit, garbled, labels) == [1]
+        except CryptoError:
+            return 1
+        return 0
+
+    for column in columns:
+        if s_bits[column]:
+            with pytest.raises(CryptoError, match=r"^the OT extension request failed its consistency check"):
+                sender.correlated(deviating_request(receiver, choices, column))
+        else:
+            assert read_bit(column) == 0
+    monkeypatch.setattr(ot, "_verify", lambda *args: None)
+    learnt = [read_bit(column) for column in columns]
+    assert learnt == [int(s_bits[c]) for c in columns] and 0 < sum(learnt) < len(columns)

@@ -129,9 +129,9 @@ def circuit_round(nodes: Nodes, model: TreeEnsemble, app_id: str, family: Family
     ext = ot.ExtensionRequest(
         sender.session_id, bytes(resp.ot_nonce), resp.ot_count, bytes(resp.ot_u), bytes(resp.ot_check)
     )
-    reply, garbled = bureau.finish(ext, sender)
+    garbled = bureau.finish(ext, sender)
     finish = serde.circuit_finish_to_proto(
-        pk.key_id, bytes(resp.ticket), reply, garbled, "gbdt", ("A", "B", "C", "D"), app_id, "platform-a",
+        pk.key_id, bytes(resp.ticket), garbled, "gbdt", ("A", "B", "C", "D"), app_id, "platform-a",
     )  # fmt: skip
     reveal = pb.CircuitRevealRequest(
         key_id=pk.key_id, application_id=app_id, platform_id="platform-a",

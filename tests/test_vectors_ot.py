@@ -23,7 +23,6 @@ import pytest
 
 from blindscore.crypto import ot
 from blindscore.crypto.ot import (
-    CorrelatedReply,
     ExtensionReply,
     ExtensionRequest,
     OtReceiver,
@@ -82,14 +81,18 @@ class Secrets:
     choices: list[int]
     pad_bits: list[int]
     pairs: list[tuple[int, int]]
-    delta: bytes
+
+    @property
+    def bureau_s(self) -> bytes:
+        """The s the bureau uses: the drawn one with its lowest bit set (it is also Delta)."""
+        return ref.bureau_s(self.s)
 
     @property
     def sender_seeds(self) -> list[int]:
         """k_i^{s_i}: the seeds the bureau must end the base OT with."""
         return [
             k1 if bit else k0
-            for k0, k1, bit in zip(self.seeds0, self.seeds1, ref.bits_of(self.s), strict=True)
+            for k0, k1, bit in zip(self.seeds0, self.seeds1, ref.bits_of(self.bureau_s), strict=True)
         ]
 
 
@@ -111,7 +114,6 @@ def make_secrets(label: str, count: int) -> Secrets:
         choices=[rng.getrandbits(1) for _ in range(count)],
         pad_bits=[rng.getrandbits(1) for _ in range(ref.PAD)],
         pairs=[(rng.getrandbits(128), rng.getrandbits(128)) for _ in range(count)],
-        delta=bytes([*rng.randbytes(15), rng.getrandbits(8) | 1]),
     )
 
 
@@ -135,7 +137,7 @@ class LibraryRun:
     ext_reply: ExtensionReply
     received: list[int]
     zero_labels: bytes
-    correlated: CorrelatedReply
+    delta: bytes
     received_correlated: bytes
 
 
@@ -161,7 +163,7 @@ def run_batch(sec: Secrets, setup: LibrarySetup) -> LibraryRun:
         request = setup.receiver.request(sec.choices, sec.nonce)
     assert fake.spent()
     ext_reply = setup.sender.reply(request, sec.pairs)
-    pairs, correlated = setup.sender.correlated(request, sec.delta)
+    pairs = setup.sender.correlated(request)
     receiver = setup.receiver
     return LibraryRun(
         setup=setup,
@@ -169,8 +171,8 @@ def run_batch(sec: Secrets, setup: LibrarySetup) -> LibraryRun:
         ext_reply=ext_reply,
         received=receiver.receive(sec.nonce, sec.choices, ext_reply),
         zero_labels=pairs.buffers()[0],
-        correlated=correlated,
-        received_correlated=receiver.receive_correlated(sec.nonce, sec.choices, correlated),
+        delta=pairs.buffers()[1],
+        received_correlated=receiver.receive_correlated(sec.nonce, len(sec.choices)),
     )
 
 
@@ -196,35 +198,37 @@ class Decoded:
     y1: bytes
     received: list[int]
     zero_labels: bytes
-    y: bytes
+    delta: bytes
     received_correlated: bytes
 
 
 def decode_setup(sec: Secrets) -> DecodedSetup:
     """Each base-OT message recomputed from its sender's secrets and what it received."""
     c = ref.bank_offer(sec.c)
-    pk0 = ref.bureau_choice(c, sec.s, sec.a)
+    pk0 = ref.bureau_choice(c, sec.bureau_s, sec.a)
     gr, e0, e1 = ref.bank_reply(sec.session, c, pk0, sec.r, sec.seeds0, sec.seeds1)
-    return DecodedSetup(c, pk0, gr, e0, e1, ref.bureau_seeds(sec.session, sec.s, sec.a, gr, e0, e1))
+    return DecodedSetup(c, pk0, gr, e0, e1, ref.bureau_seeds(sec.session, sec.bureau_s, sec.a, gr, e0, e1))
 
 
 def decode(sec: Secrets, setup: DecodedSetup, variant: ref.Variant = ref.CORRECT) -> Decoded:
     """The batch's messages and outputs, from the secrets and the decoded setup."""
     count = len(sec.choices)
     request = ref.receiver_request(sec.session, sec.seeds0, sec.seeds1, sec.nonce, sec.choices, sec.pad_bits)
-    h0, h1 = ref.sender_pads(sec.session, sec.s, setup.bureau_seeds, sec.nonce, count, request, variant)
+    s = sec.bureau_s
+    q = ref.sender_rows(sec.session, s, setup.bureau_seeds, sec.nonce, count, request, variant)
+    h0, h1 = ref.sender_pads(sec.session, s, q, sec.nonce, variant)
     y0, y1 = ref.sender_reply(h0, h1, sec.pairs)
-    zero, y = ref.correlated_reply(h0, h1, sec.delta)
-    pads = ref.receiver_pads(sec.session, sec.seeds0, sec.nonce, count, variant)
+    t = ref.receiver_rows(sec.seeds0, sec.nonce, count, variant)
+    pads = ref.receiver_pads(sec.session, t, sec.nonce, variant)
     return Decoded(
         setup=setup,
         request=request,
         y0=y0,
         y1=y1,
         received=ref.receiver_output(pads, sec.choices, y0, y1),
-        zero_labels=zero,
-        y=y,
-        received_correlated=ref.receiver_correlated(pads, sec.choices, y),
+        zero_labels=ref.correlated_zero_labels(q),
+        delta=s,
+        received_correlated=ref.receiver_correlated(t),
     )
 
 
@@ -243,7 +247,7 @@ def mismatches(lib: LibraryRun, dec: Decoded) -> list[str]:
         "y1": (lib.ext_reply.y1, dec.y1),
         "received": (lib.received, dec.received),
         "zero_labels": (lib.zero_labels, dec.zero_labels),
-        "y": (lib.correlated.y, dec.y),
+        "delta": (lib.delta, dec.delta),
         "received_correlated": (lib.received_correlated, dec.received_correlated),
     }
     return [name for name, (a, b) in pairs.items() if a != b]
@@ -285,10 +289,11 @@ def test_the_decoder_imports_nothing_from_blindscore() -> None:
 
 def test_the_decoder_is_a_working_ot(decoded: Decoded) -> None:
     """Sanity of the decoder alone: the bureau ends with k_i^{s_i}, the receiver learns x_{r_j},
-    and the correlated labels are x0_j or x0_j ^ Delta."""
+    and the correlated labels are x0_j or x0_j ^ Delta, Delta = s with its lowest bit set."""
     assert decoded.setup.bureau_seeds == SECRETS.sender_seeds
     assert decoded.received == chosen_messages(SECRETS)
-    delta = int.from_bytes(SECRETS.delta, "big")
+    assert decoded.delta == SECRETS.bureau_s and decoded.delta[15] & 1
+    delta = int.from_bytes(decoded.delta, "big")
     count = len(SECRETS.choices)
     zero = [int.from_bytes(decoded.zero_labels[16 * j : 16 * j + 16], "big") for j in range(count)]
     got = [int.from_bytes(decoded.received_correlated[16 * j : 16 * j + 16], "big") for j in range(count)]
@@ -308,7 +313,7 @@ def test_the_setup_leaves_each_side_with_the_decoded_seeds(library: LibraryRun, 
     decoder's seeds through the public constructors (same request, same reply bytes)."""
     sec = SECRETS
     bureau_seeds = decoded.setup.bureau_seeds
-    sender = OtSender(sec.session, sec.s, [k.to_bytes(16, "big") for k in bureau_seeds])
+    sender = OtSender(sec.session, sec.bureau_s, [k.to_bytes(16, "big") for k in bureau_seeds])
     receiver = OtReceiver(
         sec.session, [k.to_bytes(16, "big") for k in sec.seeds0], [k.to_bytes(16, "big") for k in sec.seeds1]
     )
@@ -331,10 +336,14 @@ def test_another_batch_size_matches(library: LibraryRun, count: int) -> None:
         request = setup.receiver.request(choices, nonce)
     expected = ref.receiver_request(sec.session, sec.seeds0, sec.seeds1, nonce, choices, pad)
     assert (request.u, request.check) == (expected.u, expected.check)
-    h0, h1 = ref.sender_pads(sec.session, sec.s, sec.sender_seeds, nonce, len(choices), expected)
+    q = ref.sender_rows(sec.session, sec.bureau_s, sec.sender_seeds, nonce, len(choices), expected)
+    h0, h1 = ref.sender_pads(sec.session, sec.bureau_s, q, nonce)
     reply = setup.sender.reply(request, pairs)
     assert (reply.y0, reply.y1) == ref.sender_reply(h0, h1, pairs)
-    pads = ref.receiver_pads(sec.session, sec.seeds0, nonce, len(choices))
+    t = ref.receiver_rows(sec.seeds0, nonce, len(choices))
+    assert setup.sender.correlated(request).buffers() == (ref.correlated_zero_labels(q), sec.bureau_s)
+    assert setup.receiver.receive_correlated(nonce, len(choices)) == ref.receiver_correlated(t)
+    pads = ref.receiver_pads(sec.session, t, nonce)
     received = setup.receiver.receive(nonce, choices, reply)
     assert received == ref.receiver_output(pads, choices, reply.y0, reply.y1)
     assert received == [pair[r] for pair, r in zip(pairs, choices, strict=True)]
@@ -342,15 +351,16 @@ def test_another_batch_size_matches(library: LibraryRun, count: int) -> None:
 
 # ---------------------------------------------------------------------- negative controls
 
-BATCH = ["y0", "y1", "received", "zero_labels", "y", "received_correlated"]
+BATCH = ["y0", "y1", "received", "zero_labels", "received_correlated"]
 
 
 @pytest.mark.parametrize(
     ("variant", "fields"),
     [
         (ref.Variant(little_endian_rows=True), BATCH),
-        # Consistent with itself: its receiver still unmasks its own sender's y0 / y1.
-        (ref.Variant(tweak_shift=1), ["y0", "y1", "zero_labels", "y", "received_correlated"]),
+        # Consistent with itself: its receiver still unmasks its own sender's y0 / y1. The
+        # correlated OT hashes nothing, so its labels stay right.
+        (ref.Variant(tweak_shift=1), ["y0", "y1"]),
     ],
     ids=["little-endian-transpose", "wrong-tweak"],
 )
@@ -364,12 +374,8 @@ def test_a_broken_decoder_fails_the_cross_check(
 @pytest.mark.parametrize(
     ("name", "value", "fields"),
     [
-        ("_HASH_TAG", b"blindscore/ot/H/v1", ["y0", "y1", "zero_labels", "y", "received_correlated"]),
-        (
-            "_PRG_TAG",
-            b"blindscore/ot/G/v0",
-            ["u", "check", "y0", "y1", "zero_labels", "y", "received_correlated"],
-        ),
+        ("_HASH_TAG", b"blindscore/ot/H/v1", ["y0", "y1"]),
+        ("_PRG_TAG", b"blindscore/ot/G/v0", ["u", "check", "y0", "y1", "zero_labels", "received_correlated"]),
         ("_KDF_TAG", b"blindscore/ot/base-kdf/v0", ["e0", "e1"]),
     ],
     ids=["row-hash-domain", "prg-domain", "base-kdf-domain"],
@@ -403,8 +409,8 @@ def vector_of(sec: Secrets, dec: Decoded) -> dict[str, Any]:
     ds = dec.setup
     return {
         "description": "blindscore OT (ot.py): one base-OT setup and one IKNP batch of 5 OTs (plain and "
-        "correlated) from the given secrets; ints as big-endian hex, pk0 as SHA-256 of its 128 "
-        "256-byte big-endian elements",
+        "correlated with Delta = s) from the given secrets; s as drawn (the bureau sets its lowest bit); "
+        "ints as big-endian hex, pk0 as SHA-256 of its 128 256-byte big-endian elements",
         "secrets": {
             "session_id": sec.session.hex(),
             "c": f"{sec.c:064x}",
@@ -417,7 +423,6 @@ def vector_of(sec: Secrets, dec: Decoded) -> dict[str, Any]:
             "choices": sec.choices,
             "pad_choices": ref.pack(sec.pad_bits).hex(),
             "pairs": [_hex_ints(list(p), 16) for p in sec.pairs],
-            "delta": sec.delta.hex(),
         },
         "transcript": {
             "C": f"{ds.c:0512x}",
@@ -430,7 +435,7 @@ def vector_of(sec: Secrets, dec: Decoded) -> dict[str, Any]:
             "y0": dec.y0.hex(),
             "y1": dec.y1.hex(),
             "correlated_zero_labels": dec.zero_labels.hex(),
-            "correlated_y": dec.y.hex(),
+            "correlated_delta": dec.delta.hex(),
         },
         "outputs": {
             "received": _hex_ints(dec.received, 16),
@@ -454,7 +459,6 @@ def secrets_from_vector(data: dict[str, Any]) -> Secrets:
         choices=s["choices"],
         pad_bits=ref.bits_of(pad),
         pairs=[(int(x0, 16), int(x1, 16)) for x0, x1 in s["pairs"]],
-        delta=bytes.fromhex(s["delta"]),
     )
 
 
@@ -478,7 +482,7 @@ def test_the_pinned_vector(library: LibraryRun, decoded: Decoded) -> None:
     assert lib.ext_reply.y0.hex() == t["y0"]
     assert lib.ext_reply.y1.hex() == t["y1"]
     assert lib.zero_labels.hex() == t["correlated_zero_labels"]
-    assert lib.correlated.y.hex() == t["correlated_y"]
+    assert lib.delta.hex() == t["correlated_delta"]
     assert _hex_ints(lib.received, 16) == out["received"]
     assert lib.received_correlated.hex() == out["received_correlated"]
     assert vector_of(SECRETS, decoded) == data

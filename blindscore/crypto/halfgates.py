@@ -54,8 +54,8 @@ parameters; only :class:`GarbledCircuit` and the OT messages travel.
 Security model: semi-honest garbler and evaluator, as in the rest of the protocol. The label pairs
 that :func:`garble` returns reveal Delta (pair[0] XOR pair[1]): they must only ever feed the OT
 sender (:meth:`blindscore.crypto.ot.OtSender.reply`) and never leave the garbler otherwise. With
-correlated OT the OT picks the evaluator's input 0-labels instead: :func:`fresh_delta`, then
-:meth:`~blindscore.crypto.ot.OtSender.correlated`, then :func:`garble` with those pairs. No
+correlated OT the OT picks Delta (the session's IKNP secret s) and the evaluator's input 0-labels
+instead: :meth:`~blindscore.crypto.ot.OtSender.correlated`, then :func:`garble` with those pairs. No
 object here keeps Delta; :class:`GarbledCircuit` is public but still refuses pickling and prints
 only its sizes, so that it travels only through the explicit wire encoding.
 """

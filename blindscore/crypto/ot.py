@@ -75,14 +75,22 @@ Definitions and layouts:
   128 * ceil(m / 8) bytes. ``ExtensionReply.y0`` / ``y1`` are the m pads-XOR-messages of 16 bytes
   each, messages as 16-byte big-endian integers.
 
-Correlated OT (Asharov-Lindell-Schneider-Zohner, CCS 2013, "C-OT"). A garbler's label pairs are
-correlated, x1_j = x0_j XOR Delta, and it does not care what x0_j is, only that it is random. So
-:meth:`OtSender.correlated` lets the OT choose it: x0_j = H(session, nonce, j, q_j), and the one
-message y_j = H(q_j) XOR H(q_j XOR s) XOR Delta (:class:`CorrelatedReply`, 16 bytes per OT instead of
-32). :meth:`OtReceiver.receive_correlated` (bank): H(t_j) XOR r_j * y_j, which is x0_j for r_j = 0
-(t_j = q_j) and H(q_j XOR s) XOR y_j = x0_j XOR Delta for r_j = 1. The unchosen label is still
-H(t_j XOR s) XOR ..., unknown without s; the consistency check below guards s the same way. The
-garbler must take these x0_j as its evaluator-input 0-labels, so it garbles after the request.
+Correlated OT with Delta = s (the correlation IKNP already computes: Keller-Orsini-Scholl's COTe,
+as EMP's garbler uses it). A garbler's label pairs are correlated, x1_j = x0_j XOR Delta, and it does
+not care what x0_j is, only that it is random. The rows themselves are such pairs: q_j and
+q_j XOR s, of which the bank holds t_j = q_j XOR r_j s. So :meth:`OtSender.correlated` hands the
+garbler the pairs (q_j, q_j XOR s) with Delta = s, and :meth:`OtReceiver.receive_correlated` gives
+the bank t_j: no message at all after the request. The garbler garbles with s as its free-XOR
+offset for every circuit of the session; :class:`SenderSetup` draws s with lsb(s) = 1 (the low bit
+of byte 15, column 127) for point-and-permute, so s has 127 random bits. The unchosen label is
+t_j XOR s, unknown without s, which is exactly what protected the earlier hashed form
+(x0_j = H(q_j), one 16-byte correction per OT, Asharov-Lindell-Schneider-Zohner's C-OT): learning s
+gave Delta there as well. What the check below lets a deviating bank learn about s (a selective-
+failure bit per cheated column, each paid with a detected failure with probability 1/2 and a new s
+after any failure) is now learnt about Delta, which KOS's COTe allows for and which costs the
+garbling that many of Delta's 127 bits. The hashes of the garbling (:mod:`blindscore.crypto.halfgates`)
+are keyed per garbling, the OT's per batch, so a session's many garblings under one Delta never
+query one (key, tweak) pair twice.
 
 Consistency check against a deviating receiver (Keller-Orsini-Scholl, CRYPTO 2015, with GF(2)
 challenges). Plain IKNP is secure against a semi-honest bank only: a bank whose columns u_i encode
@@ -270,13 +278,6 @@ class ExtensionReply:
 
     y0: bytes
     y1: bytes
-
-
-@dataclass(frozen=True)
-class CorrelatedReply:
-    """Bureau -> bank, correlated OT: y, 16 * count bytes (one 16-byte block per OT)."""
-
-    y: bytes
 
 
 # ---------------------------------------------------------------------- primitives
@@ -559,21 +560,21 @@ class OtReceiver(_SessionSecret):
         x = np.where(r[:, None].astype(bool), y1, y0) ^ self._pads(nonce, count)
         return x.tobytes()
 
-    def receive_correlated(self, nonce: bytes, choices: Sequence[int], reply: CorrelatedReply) -> bytes:
-        """Correlated OT: x0_j XOR r_j Delta for each j (16-byte blocks), from the request's nonce and
-        choices and the bureau's :class:`CorrelatedReply`."""
-        r = _choice_bits(choices)
+    def receive_correlated(self, nonce: bytes, count: int) -> bytes:
+        """Correlated OT (:meth:`OtSender.correlated`): the bank's labels t_j = q_j XOR r_j s of the
+        first ``count`` OTs of the batch under ``nonce`` (16-byte blocks); nothing from the bureau
+        is needed beyond the request the bank sent itself."""
         nonce = _check_nonce(nonce)
-        count = r.shape[0]
-        if not isinstance(reply.y, bytes) or len(reply.y) != count * MESSAGE_BYTES:
-            raise InvalidInputError(f"OT reply y must be {count * MESSAGE_BYTES} bytes for {count} OTs")
-        y = np.frombuffer(reply.y, dtype=np.uint8).reshape(count, MESSAGE_BYTES)
-        return (self._pads(nonce, count) ^ (y & (r[:, None] * np.uint8(0xFF)))).tobytes()
+        count = _check_count(count)
+        return self._t_rows(nonce, count).tobytes()
 
     def _pads(self, nonce: bytes, count: int) -> _U8:
         """H(session, nonce, j, t_j) for the first ``count`` rows t_j of T."""
-        t = _rows(_columns(self._seeds0, nonce, count + PAD), count + PAD)[:count]
-        return _hash_rows(self.session_id, nonce, t)
+        return _hash_rows(self.session_id, nonce, self._t_rows(nonce, count))
+
+    def _t_rows(self, nonce: bytes, count: int) -> _U8:
+        """The first ``count`` rows t_j of T (count x 16 bytes)."""
+        return _rows(_columns(self._seeds0, nonce, count + PAD), count + PAD)[:count]
 
 
 class OtSender(_SessionSecret):
@@ -598,19 +599,23 @@ class OtSender(_SessionSecret):
         h0, h1 = self._pads(request)
         return ExtensionReply(y0=(x0 ^ h0).tobytes(), y1=(x1 ^ h1).tobytes())
 
-    def correlated(self, request: ExtensionRequest, delta: bytes) -> tuple[LabelPairs, CorrelatedReply]:
-        """Answer one batch by correlated OT: the pairs (x0_j, x0_j XOR Delta) with x0_j = H(q_j)
-        chosen by the OT, for the garbler to use as the evaluator's input labels, and the reply
-        y_j = H(q_j) XOR H(q_j XOR s) XOR Delta."""
-        if not isinstance(delta, bytes) or len(delta) != MESSAGE_BYTES:
-            raise InvalidInputError(f"Delta must be {MESSAGE_BYTES} bytes")
-        h0, h1 = self._pads(request)
-        y = h0 ^ h1 ^ np.frombuffer(delta, dtype=np.uint8)
-        return LabelPairs(h0.tobytes(), delta), CorrelatedReply(y=y.tobytes())
+    def correlated(self, request: ExtensionRequest) -> LabelPairs:
+        """Answer one batch by correlated OT with Delta = s: the pairs (q_j, q_j XOR s) for the garbler
+        to use as the evaluator's input labels, with s its free-XOR offset. Nothing goes back to
+        the bank (it holds t_j = q_j XOR r_j s already). The consistency check runs first."""
+        if not self._s_row[-1] & 1:
+            raise PreconditionError("this OT session's s has lsb 0 and cannot be a garbling's Delta")
+        return LabelPairs(self._q_rows(request).tobytes(), self._s_row.tobytes())
 
     def _pads(self, request: ExtensionRequest) -> tuple[_U8, _U8]:
-        """H(q_j) and H(q_j XOR s) for every OT of a checked request (count x 16 bytes each); the
-        consistency check runs first, so nothing is derived from a deviating request."""
+        """H(q_j) and H(q_j XOR s) for every OT of a checked request (count x 16 bytes each)."""
+        q = self._q_rows(request)
+        nonce = request.nonce
+        return _hash_rows(self.session_id, nonce, q), _hash_rows(self.session_id, nonce, q ^ self._s_row)
+
+    def _q_rows(self, request: ExtensionRequest) -> _U8:
+        """The rows q_j of a checked request (count x 16 bytes); the consistency check runs first,
+        so nothing is derived from a deviating request."""
         _check_same_session(self.session_id, request.session_id, "OT extension request")
         nonce = _check_nonce(request.nonce)
         count = _check_count(request.count)
@@ -626,8 +631,7 @@ class OtSender(_SessionSecret):
         u = np.frombuffer(request.u, dtype=np.uint8).reshape(KAPPA, width)
         q_columns = _columns(self._seeds, nonce, m) ^ (u & self._s_mask)
         _verify(self._s_row, _challenges(self.session_id, nonce, count, request.u), q_columns, request.check)
-        q = _rows(q_columns, m)[:count]
-        return _hash_rows(self.session_id, nonce, q), _hash_rows(self.session_id, nonce, q ^ self._s_row)
+        return _rows(q_columns, m)[:count]
 
 
 class ReceiverSetup(_SessionSecret):
@@ -692,7 +696,9 @@ class SenderSetup(_SessionSecret):
         """Pick s, and for each i publish PK_{i,0} with the discrete log of PK_{i,s_i} known."""
         session_id = _check_session_id(offer.session_id, "OT setup offer")
         c = GROUP.check_element(offer.c, "OT setup offer C")
-        s = secrets.token_bytes(KAPPA // 8)
+        # lsb(s) = 1: s is the free-XOR Delta of the session's garblings (correlated OT above).
+        drawn = secrets.token_bytes(KAPPA // 8)
+        s = drawn[:-1] + bytes([drawn[-1] | 1])
         bits = np.unpackbits(np.frombuffer(s, dtype=np.uint8)).tolist()
         exponents = [_exponent() for _ in range(KAPPA)]
         chosen = _powmod_exp_list(_G, exponents)

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from blindscore.crypto import halfgates
 from blindscore.crypto.circuit import Bits, Circuit, CircuitBuilder
-from blindscore.crypto.ot import CorrelatedReply, ExtensionRequest, LabelPairs, OtSender
+from blindscore.crypto.ot import ExtensionRequest, LabelPairs, OtSender
 from blindscore.crypto.paillier import KeyPair, PublicKey
 from blindscore.errors import InvalidInputError
 from blindscore.protocol.comparison import DEFAULT_KAPPA
@@ -283,17 +283,16 @@ class CircuitBand:
         circuit = band_circuit(self.request.shape, self.family)
         return halfgates.garble(circuit, self._round_bits())
 
-    def finish(
-        self, request: ExtensionRequest, sender: OtSender
-    ) -> tuple[CorrelatedReply, halfgates.GarbledCircuit]:
-        """Round 2, given the bank's OT request: a correlated OT picks the labels of the bank's
-        input bits (one 16-byte message each, :meth:`OtSender.correlated`), then the circuit is
-        garbled with them. The request's consistency check runs before anything is garbled."""
-        pairs, reply = sender.correlated(request, halfgates.fresh_delta())
+    def finish(self, request: ExtensionRequest, sender: OtSender) -> halfgates.GarbledCircuit:
+        """Round 2, given the bank's OT request: the correlated OT gives the labels of the bank's
+        input bits and Delta (the session's s, :meth:`OtSender.correlated`; nothing is sent back for
+        them), then the circuit is garbled with them. The request's consistency check runs before
+        anything is garbled."""
+        pairs = sender.correlated(request)
         circuit = band_circuit(self.request.shape, self.family)
         garbled, _ = halfgates.garble(circuit, self._round_bits(), pairs)
         self._garbling_id = garbled.garbling_id
-        return reply, garbled
+        return garbled
 
     @property
     def last_round(self) -> tuple[bytes, bytes]:

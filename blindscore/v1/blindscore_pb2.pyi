@@ -516,10 +516,9 @@ class CircuitStartResponse(_message.Message):
     def __init__(self, ticket: _Optional[bytes] = ..., ot_nonce: _Optional[bytes] = ..., ot_count: _Optional[int] = ..., ot_u: _Optional[bytes] = ..., server_ms: _Optional[float] = ..., ot_check: _Optional[bytes] = ...) -> None: ...
 
 class CircuitFinishRequest(_message.Message):
-    __slots__ = ("key_id", "ticket", "ot_correction", "garbling_id", "tables", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")
+    __slots__ = ("key_id", "ticket", "garbling_id", "tables", "decode", "output_tags", "model_id", "band_labels", "application_id", "platform_id")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
-    OT_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     GARBLING_ID_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     DECODE_FIELD_NUMBER: _ClassVar[int]
@@ -530,7 +529,6 @@ class CircuitFinishRequest(_message.Message):
     PLATFORM_ID_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     ticket: bytes
-    ot_correction: bytes
     garbling_id: bytes
     tables: bytes
     decode: bytes
@@ -539,7 +537,7 @@ class CircuitFinishRequest(_message.Message):
     band_labels: _containers.RepeatedScalarFieldContainer[str]
     application_id: str
     platform_id: str
-    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., ot_correction: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., output_tags: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[str] = ..., ticket: _Optional[bytes] = ..., garbling_id: _Optional[bytes] = ..., tables: _Optional[bytes] = ..., decode: _Optional[bytes] = ..., output_tags: _Optional[bytes] = ..., model_id: _Optional[str] = ..., band_labels: _Optional[_Iterable[str]] = ..., application_id: _Optional[str] = ..., platform_id: _Optional[str] = ...) -> None: ...
 
 class CircuitFinishResponse(_message.Message):
     __slots__ = ("stored", "server_ms")

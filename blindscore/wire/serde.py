@@ -514,7 +514,6 @@ def circuit_start_from_proto(msg: pb.CircuitStartRequest, key: PublicKey) -> cir
 def circuit_finish_to_proto(
     key_id: str,
     ticket: bytes,
-    reply: ot.CorrelatedReply,
     garbled: halfgates.GarbledCircuit,
     model_id: str,
     labels: tuple[str, ...],
@@ -524,7 +523,6 @@ def circuit_finish_to_proto(
     return pb.CircuitFinishRequest(
         key_id=key_id,
         ticket=ticket,
-        ot_correction=reply.y,
         garbling_id=garbled.garbling_id,
         tables=garbled.tables,
         decode=garbled.decode,
@@ -536,15 +534,11 @@ def circuit_finish_to_proto(
     )
 
 
-def circuit_finish_from_proto(
-    msg: pb.CircuitFinishRequest,
-) -> tuple[ot.CorrelatedReply, halfgates.GarbledCircuit]:
-    """The OT reply and the garbled circuit (the bank checks them against the circuit it rebuilds)."""
-    reply = ot.CorrelatedReply(y=bytes(msg.ot_correction))
-    garbled = halfgates.GarbledCircuit(
+def circuit_finish_from_proto(msg: pb.CircuitFinishRequest) -> halfgates.GarbledCircuit:
+    """The garbled circuit (the bank checks it against the circuit it rebuilds)."""
+    return halfgates.GarbledCircuit(
         garbling_id=bytes(msg.garbling_id),
         tables=bytes(msg.tables),
         decode=bytes(msg.decode),
         output_tags=bytes(msg.output_tags),
     )
-    return reply, garbled
