@@ -125,7 +125,7 @@ def test_model_rows_are_rows_the_model_accepts(family: str) -> None:
 def test_trees_grid_rows_lie_on_the_grid_and_narrow_the_circuit() -> None:
     model = bench.hist_trees(trees=3, depth=2, features=8, grid=bench.TREES_GRID)
     plain = bench.hist_trees(trees=3, depth=2, features=8)
-    assert model.circuit_shape().value_bits == 15 and plain.circuit_shape().value_bits == 34
+    assert model.circuit_shape().value_bits == 14 and plain.circuit_shape().value_bits == 33
     for row in bench.synthetic_rows(8, 50, decimals=3):
         assert model.band_from_encoded(model.encode_row(row)) == plain.band_from_encoded(
             plain.encode_row(row)

@@ -214,7 +214,10 @@ def test_tree_circuit_public_sizes(small_tree_circuit: Circuit) -> None:
     muxes = shape.trees * internal * shape.leaf_bits
     assert comparisons + muxes < small_tree_circuit.and_gates < comparisons + muxes + 200
     kinds = np.bincount(small_tree_circuit.and_kinds, minlength=4)
-    assert table_bytes(small_tree_circuit) == 32 * kinds[0] + 16 * (kinds[1] + kinds[2])
+    assert (
+        table_bytes(small_tree_circuit)
+        == 24 * kinds[0] + 16 * (kinds[1] + kinds[2]) + (5 * kinds[0] + 7) // 8
+    )
     # The bottom level of every tree's mux chooses between two leaves the garbler knows: those
     # AND gates are garbler half-gates (one entry each).
     assert kinds[1] + kinds[2] >= shape.trees * 2 ** (shape.depth - 1) * shape.leaf_bits
@@ -228,7 +231,7 @@ def test_layout_and_delta(seeded: random.Random) -> None:
     garbled, pairs = garble(circuit, to_bits(1234, 16))
     assert len(garbled.garbling_id) == 16
     kinds = np.bincount(circuit.and_kinds, minlength=4)
-    assert len(garbled.tables) == table_bytes(circuit) == 32 * kinds[0] + 16 * (kinds[1] + kinds[2])
+    assert len(garbled.tables) == table_bytes(circuit) == 24 * kinds[0] + 16 * (kinds[1] + kinds[2]) + 19
     assert kinds[1] + kinds[2] == 2  # the first carry of the comparison and of the sum: x_0 AND y_0
     # The garbler's 16 input bits are hard-wired: nothing per garbler bit travels.
     assert [f.name for f in dataclasses.fields(garbled)] == ["garbling_id", "tables", "decode", "output_tags"]
@@ -334,9 +337,10 @@ def test_flipped_table_bit_is_detected(seeded: random.Random) -> None:
 
 
 def test_flipped_table_bits_are_mostly_caught(seeded: random.Random) -> None:
-    """The evaluator reads T_G of a gate when lsb(A) = 1 and T_E when lsb(B) = 1, so flipping both
-    halves of a gate corrupts its output label in about 3 gates out of 4. Every corrupted label
-    reaches an output through the AND chains and fails its tag; the others leave the result intact."""
+    """The evaluator reads G0 of a three-halves gate when lsb(A) = 1 and G1 when lsb(B) = 1, so
+    flipping a bit of each corrupts its output label in about 3 gates out of 4 (a half gate's entry
+    when lsb(X) = 1: 1 in 2). Every corrupted label reaches an output through the AND chains and
+    fails its tag; the others leave the result intact."""
     circuit = comparison_circuit(24)
     garbled, pairs = garble(circuit, to_bits(777, 24))
     labels = chosen(pairs, to_bits(555, 24))
@@ -345,9 +349,9 @@ def test_flipped_table_bits_are_mostly_caught(seeded: random.Random) -> None:
     offsets, kinds = circuit.table_offsets, circuit.and_kinds
     for gate in range(circuit.and_gates):
         tables = bytearray(garbled.tables)
-        tables[16 * offsets[gate] + 3] ^= 0x10  # T_G (a half gate's only entry)
+        tables[8 * offsets[gate] + 3] ^= 0x10  # G0 (a half gate's only entry)
         if kinds[gate] == 0:
-            tables[16 * offsets[gate] + 16 + 5] ^= 0x04  # T_E, another bit: both flips must not cancel
+            tables[8 * offsets[gate] + 8 + 5] ^= 0x04  # G1, another bit: both flips must not cancel
         try:
             out = evaluate(circuit, dataclasses.replace(garbled, tables=bytes(tables)), labels)
         except CryptoError:
@@ -399,7 +403,7 @@ def test_refusals() -> None:
     with pytest.raises(InvalidInputError, match="padding"):
         evaluate(circuit, dataclasses.replace(garbled, decode=garbled.decode[:-1] + b"\x01"), labels)
     other = comparison_circuit(9)
-    with pytest.raises(InvalidInputError, match=r"^tables: expected 512 bytes for this circuit, got 448$"):
+    with pytest.raises(InvalidInputError, match=r"^tables: expected 402 bytes for this circuit, got 353$"):
         evaluate(other, garbled, [*labels, 0])
 
 
@@ -422,7 +426,7 @@ def test_bench_script_runs_and_checks_its_band(capsys: pytest.CaptureFixture[str
     main(["--trees", "2", "--depth", "2", "--repeats", "1"])
     report = json.loads(capsys.readouterr().out)
     assert report["and_gates"] > 0
-    assert 16 * report["and_gates"] <= report["table_bytes"] < 32 * report["and_gates"]
+    assert 16 * report["and_gates"] <= report["table_bytes"] < 25 * report["and_gates"]
     assert report["evaluator_input_bits"] == 2 * 3 * 34
 
 
@@ -465,9 +469,9 @@ def test_given_labels_are_checked() -> None:
 
 
 def test_and_gates_cost_by_what_the_garbler_knows() -> None:
-    """An AND of two evaluator wires is two table entries, of an evaluator wire and a wire the
-    garbler knows (its input, a constant, or gates of those) one, of two known wires none; every
-    combination of input bits still evaluates to the plain result."""
+    """An AND of two evaluator wires is three 8-byte halves and 5 control bits, of an evaluator
+    wire and a wire the garbler knows (its input, a constant, or gates of those) one 16-byte entry,
+    of two known wires nothing; every combination of input bits still evaluates to the plain result."""
     b = CircuitBuilder()
     (e0, e1), (g0, g1) = b.evaluator_input(2), b.garbler_input(2)
     known = b.xor(g0, b.not_(g1))  # still known to the garbler
@@ -479,7 +483,7 @@ def test_and_gates_cost_by_what_the_garbler_knows() -> None:
     circuit = b.build()
     kinds = np.bincount(circuit.and_kinds, minlength=4)
     assert (kinds[0], kinds[1] + kinds[2], kinds[3]) == (1, 3, 1)
-    assert table_bytes(circuit) == 16 * (2 + 1 + 1 + 1)
+    assert table_bytes(circuit) == 24 + 16 * (1 + 1 + 1) + 1
     for ebits in itertools.product((0, 1), repeat=2):
         for gbits in itertools.product((0, 1), repeat=2):
             assert run(circuit, gbits, ebits) == circuit.evaluate(gbits, ebits), (gbits, ebits)

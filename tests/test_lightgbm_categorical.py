@@ -254,7 +254,7 @@ def test_round_trip_public_spec_and_shape(boosters: dict[str, lgb.Booster]) -> N
     # The circuit is the numeric one: one value per padded node, value_bits from the key width.
     shape = model.circuit_shape()
     assert shape.values == model.n_trees * (2**model.depth - 1)
-    assert shape.value_bits == model.key_bits + 2 + model.zero_bit
+    assert shape.value_bits == model.key_bits + (3 if model.zero_bit else 1)
     stage = model.linear_stage()
     assert stage.value_bits == shape.value_bits
     # Every value of the linear stage lies in [0, 2^value_bits) for edge rows of every kind.

@@ -155,7 +155,7 @@ def test_a_full_grid_narrows_the_keys_and_keeps_every_split(tmp_path: Path) -> N
     _, model = _xgb(tmp_path)
     gridded = model.with_grids(INTEGER_GRIDS)
     assert model.key_bits == 32 and gridded.key_bits == 20  # credit_amount: 0..1,000,000
-    assert gridded.circuit_shape().value_bits == 22 and model.circuit_shape().value_bits == 34
+    assert gridded.circuit_shape().value_bits == 21 and model.circuit_shape().value_bits == 33
     # a partial grid buys nothing: one width for every node, or the width would name the feature
     partial = model.with_grids({COLUMNS[0]: INTEGER_GRIDS[COLUMNS[0]]})
     assert partial.key_bits == 32

@@ -178,7 +178,8 @@ class Circuit:
     @functools.cached_property
     def and_kinds(self) -> npt.NDArray[np.int8]:
         """Per AND gate (AND numbering): 0 if the garbler knows neither input, 1 if it knows input
-        a only, 2 if b only, 3 if both. Garbling costs 2, 1, 1 and 0 table entries respectively
+        a only, 2 if b only, 3 if both. Garbling costs three 8-byte halves and 5 control bits
+        (three halves), one 16-byte entry, one, and nothing respectively
         (:mod:`blindscore.crypto.halfgates`)."""
         kinds = np.empty(self.and_gates, dtype=np.int8)
         known = self.garbler_known
@@ -194,9 +195,19 @@ class Circuit:
 
     @functools.cached_property
     def table_offsets(self) -> npt.NDArray[np.int64]:
-        """Per AND gate, its first 16-byte entry in the garbled tables; then the total."""
-        sizes = np.array([2, 1, 1, 0], dtype=np.int64)[self.and_kinds]
+        """Per AND gate, its first 8-byte word in the garbled tables (3 for a gate of two secret
+        inputs, 2 for one the garbler knows one input of, none for both); then the total."""
+        sizes = np.array([3, 2, 2, 0], dtype=np.int64)[self.and_kinds]
         offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        offsets.flags.writeable = False
+        return offsets
+
+    @functools.cached_property
+    def control_offsets(self) -> npt.NDArray[np.int64]:
+        """Per AND gate, how many gates of two secret inputs come before it (the index of its
+        control bits, when it is one); then their total."""
+        full = (self.and_kinds == 0).astype(np.int64)
+        offsets = np.concatenate(([0], np.cumsum(full))).astype(np.int64)
         offsets.flags.writeable = False
         return offsets
 

@@ -118,20 +118,24 @@ register_family("linear", LINEAR)
 # trees --------------------------------------------------------------------------------------
 # Every tree padded to a complete binary tree of the public depth d, nodes in heap order (children
 # of i at 2i + 1 and 2i + 2), leaves left to right. One value per internal node: the comparison of
-# the feature it tests with its threshold, done in the (secret) linear stage, with two flag bits,
+# the feature it tests with its threshold, done in the (secret) linear stage. When some node applies
+# LightGBM's zero rule (shape parameter zero_bit = 1) the value carries two flag bits,
 #     value = 4 (key - T + 2^b) + 2 zero + missing      (b = key_bits, b + 3 bits)
-# or, when no node applies LightGBM's zero rule (shape parameter zero_bit = 0),
-#     value = 2 (key - T + 2^b) + missing               (b + 2 bits)
-# where "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| <= 2^b, so the
-# top bit of the value is [key >= T]: go right. Which feature a node tests and its threshold stay in
-# the linear stage; the circuit only reads three bits of each value. The node's secrets: the
-# direction a missing value takes, whether the node treats a zero as missing (LightGBM's
-# missing_type Zero) and the direction of such a zero. Then a leaf value per leaf (leaf_bits, two's
+# and the circuit applies the node's rules to them: its secrets are the direction a missing value
+# takes, whether the node treats a zero as missing (missing_type Zero) and the direction of such a
+# zero. Otherwise (zero_bit = 0) the missing rule is folded into the linear stage,
+#     value = key - T + 2^b + missing delta              (b + 1 bits)
+# with the node's secret delta = T - 1 for "missing goes left", T for "right", so that a missing
+# value (key 0) lands on 2^b - 1 or 2^b, and the node has no secrets in the circuit. Either way
+# "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| < 2^b, so the top bit
+# of the value is [key >= T], or the missing value's direction: go right. Which feature a node
+# tests, its threshold and its missing direction stay in the linear stage; the circuit reads one
+# bit of each value (three with the zero rule). Then a leaf value per leaf (leaf_bits, two's
 # complement), and the K cutoffs on the summed margin (sum_bits + 1 bits).
 #
-# AND gates per internal node: b + 2 + zero_bit to unmask its value (the borrow chain up to the
-# top bit), 1 or 3 to apply the missing and zero rules, leaf_bits for the mux that picks its
-# subtree's value. zero_bit (0 or 1) says whether the values carry the zero column at bit 1.
+# AND gates per internal node: the borrow chain up to the top bit to unmask its value (b + 1 or
+# b + 3), 3 to apply the missing and zero rules when zero_bit = 1, leaf_bits for the mux that
+# picks its subtree's value.
 
 TREE_NODE_SECRETS = 3
 
@@ -141,10 +145,15 @@ def tree_sum_bits(shape: CircuitShape) -> int:
     return shape.param("leaf_bits") + max(1, (shape.param("trees") - 1).bit_length())
 
 
+def tree_node_secrets(shape: CircuitShape) -> int:
+    """Secret garbler bits per internal node: the missing and zero rules, or none when folded."""
+    return TREE_NODE_SECRETS if shape.param("zero_bit") else 0
+
+
 def _tree_widths(shape: CircuitShape) -> list[int]:
     trees, depth = shape.param("trees"), shape.param("depth")
     leaf_bits = shape.param("leaf_bits")
-    per_tree = [1] * (TREE_NODE_SECRETS * (2**depth - 1)) + [leaf_bits] * 2**depth
+    per_tree = [1] * (tree_node_secrets(shape) * (2**depth - 1)) + [leaf_bits] * 2**depth
     return per_tree * trees + [tree_sum_bits(shape) + 1] * shape.cutoffs
 
 
@@ -165,9 +174,13 @@ def _tree_build(shape: CircuitShape, b: CircuitBuilder, values: list[Bits], secr
         go_left = []
         for i in range(internal):
             v = values[t * internal + i]
+            compare = b.not_(v[top])
+            if not zero_bit:
+                go_left.append(compare)  # the missing rule is in the value already
+                continue
             dl_missing, zero_rule, dl_zero = (w[0] for w in secrets[s : s + TREE_NODE_SECRETS])
             s += TREE_NODE_SECRETS
-            missing, zero, compare = v[0], v[1] if zero_bit else ZERO, b.not_(v[top])
+            missing, zero = v[0], v[1]
             # a zero the node treats as missing takes dl_zero; a missing value takes dl_missing
             as_zero = b.and_(zero, zero_rule)
             step = b.xor(compare, b.and_(as_zero, b.xor(compare, dl_zero)))

@@ -549,7 +549,9 @@ class TreeEnsemble(PrivateModel):
         self._shape = CircuitShape(
             "trees",
             values=self.n_trees * ((1 << self.depth) - 1),
-            value_bits=self.key_bits + 2 + self.zero_bit,
+            # With the zero rule the values carry a missing and a zero bit; without it the missing
+            # rule is folded into the value (models/families.py, trees).
+            value_bits=self.key_bits + (3 if self.zero_bit else 1),
             cutoffs=len(self.encoded_cutoffs),
             params=(
                 ("depth", self.depth),
@@ -930,9 +932,38 @@ class TreeEnsemble(PrivateModel):
 
     @functools.cached_property
     def _linear_stage(self) -> LinearStage:
-        # Fixed by the model: built once, not for every application. |key - (K + 1)| <= 2^b for
+        # Fixed by the model: built once, not for every application. |key - (K + 1)| < 2^b for
         # every key in key_bounds (or a grid's [0, count)) and K in [key(-inf) - 1, key(+inf)] (or
-        # [-1, count)), so the value is in [0, 2^(b + 2 + zero_bit)).
+        # [-1, count)), so key - (K + 1) + 2^b is in [0, 2^(b + 1)).
+        if self.zero_bit:
+            return self._flagged_stage()
+        # Folded (models/families.py): key - (K + 1) + 2^b + missing delta, delta = K + 1 - left
+        # for a missing value that goes left (left = 1) or right, so that it lands on 2^b - left
+        # (its key is 0); categorical nodes likewise land on 2^b - 1 (left) or 2^b (right).
+        b = self.key_bits
+        outputs = []
+        for p in self._padded:
+            for f, key, codes, kind, default, zero_left in zip(
+                p.feature, p.key, p.cats, p.missing, p.default_left, p.zero_left, strict=True
+            ):
+                col = self._columns[f]
+                if codes is not None and self._xgb_cat[f]:
+                    # 2^b - 1 + the listed codes' column (at most one is 1) + missing (1 - left)
+                    terms = (*((col + c, 1) for c in codes), (col + self._xgb_cat[f], 1 - int(default)))
+                    outputs.append(LinearOutput(tuple(t for t in terms if t[1]), (1 << b) - 1))
+                    continue
+                if codes is not None:
+                    # LightGBM: 2^b - its codes' columns: 2^b - 1 in the set (left), 2^b out of it
+                    outputs.append(LinearOutput(tuple((col + c, -1) for c in codes), 1 << b))
+                    continue
+                left = int(zero_left) if kind == "none" else int(default)
+                delta = key + 1 - left
+                terms = ((col, 1), (col + 1, delta)) if delta else ((col, 1),)
+                outputs.append(LinearOutput(terms, (1 << b) - (key + 1)))
+        return LinearStage(tuple(outputs), b + 1)
+
+    def _flagged_stage(self) -> LinearStage:
+        """The linear stage with the missing and zero bits in each value (the zero rule's layout)."""
         b, z = self.key_bits, self.zero_bit
         unit = 2 << z
         # A categorical node (LightGBM) is unit (2^b - sum of its codes' one-hot columns), at most
@@ -964,9 +995,10 @@ class TreeEnsemble(PrivateModel):
         leaf_bits = self._shape.param("leaf_bits")
         out: list[tuple[int, int]] = []
         for p in self._padded:
-            for zero_left, kind, default in zip(p.zero_left, p.missing, p.default_left, strict=True):
-                missing_left = int(zero_left) if kind == "none" else int(default)
-                out += [(missing_left, 1), (int(kind == "zero"), 1), (int(default), 1)]
+            if self.zero_bit:  # the node rules as circuit inputs; folded into the values otherwise
+                for zero_left, kind, default in zip(p.zero_left, p.missing, p.default_left, strict=True):
+                    missing_left = int(zero_left) if kind == "none" else int(default)
+                    out += [(missing_left, 1), (int(kind == "zero"), 1), (int(default), 1)]
             out += [(leaf & ((1 << leaf_bits) - 1), leaf_bits) for leaf in p.leaf]
         width = tree_sum_bits(self._shape) + 1
         top = 1 << (width - 1)
