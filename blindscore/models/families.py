@@ -125,8 +125,9 @@ register_family("linear", LINEAR)
 # takes, whether the node treats a zero as missing (missing_type Zero) and the direction of such a
 # zero. Otherwise (zero_bit = 0) the missing rule is folded into the linear stage,
 #     value = key - T + 2^b + missing delta              (b + 1 bits)
-# with the node's secret delta = T - 1 for "missing goes left", T for "right", so that a missing
-# value (key 0) lands on 2^b - 1 or 2^b, and the node has no secrets in the circuit. Either way
+# with the node's secret delta: a missing value has key 0 and lands on 2^b - T + delta, so
+# delta in {0, -2^b} sends it left and {2^b, 0} right (by the sign of T; keys are signed); the
+# node has no secrets in the circuit. Either way
 # "go left iff key < T" (a library's "key <= K" is T = K + 1) and |key - T| < 2^b, so the top bit
 # of the value is [key >= T], or the missing value's direction: go right. Which feature a node
 # tests, its threshold and its missing direction stay in the linear stage; the circuit reads one

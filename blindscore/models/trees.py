@@ -937,9 +937,12 @@ class TreeEnsemble(PrivateModel):
         # [-1, count)), so key - (K + 1) + 2^b is in [0, 2^(b + 1)).
         if self.zero_bit:
             return self._flagged_stage()
-        # Folded (models/families.py): key - (K + 1) + 2^b + missing delta, delta = K + 1 - left
-        # for a missing value that goes left (left = 1) or right, so that it lands on 2^b - left
-        # (its key is 0); categorical nodes likewise land on 2^b - 1 (left) or 2^b (right).
+        # Folded (models/families.py): key - T + 2^b + missing delta with T = K + 1 (keys are
+        # signed, |T| <= 2^b). A missing value has key 0, so it lands on 2^b - T + delta: to go
+        # left (below 2^b), delta = 0 if T > 0, else -2^b (landing on -T); to go right, delta = 0
+        # if T <= 0, else 2^b (landing on 2^(b+1) - T). Three weights at most per feature, so its
+        # nodes share few dot products (linear_values). Categorical nodes land on 2^b - 1 (left)
+        # or 2^b (right).
         b = self.key_bits
         outputs = []
         for p in self._padded:
@@ -956,10 +959,11 @@ class TreeEnsemble(PrivateModel):
                     # LightGBM: 2^b - its codes' columns: 2^b - 1 in the set (left), 2^b out of it
                     outputs.append(LinearOutput(tuple((col + c, -1) for c in codes), 1 << b))
                     continue
-                left = int(zero_left) if kind == "none" else int(default)
-                delta = key + 1 - left
+                left = zero_left if kind == "none" else default
+                t = key + 1
+                delta = (0 if t > 0 else -(1 << b)) if left else (1 << b if t > 0 else 0)
                 terms = ((col, 1), (col + 1, delta)) if delta else ((col, 1),)
-                outputs.append(LinearOutput(terms, (1 << b) - (key + 1)))
+                outputs.append(LinearOutput(terms, (1 << b) - t))
         return LinearStage(tuple(outputs), b + 1)
 
     def _flagged_stage(self) -> LinearStage:
