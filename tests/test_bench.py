@@ -154,3 +154,64 @@ def test_bench_refuses_workers_without_a_database(capsys: pytest.CaptureFixture[
     assert "--workers needs --database postgresql://" in capsys.readouterr().err
     assert main(["bench", "trees", "--model", "x.json"]) == 2
     assert "--model runs the online (one at a time) or batch (streamed) workload" in capsys.readouterr().err
+
+
+def _xgboost_file(tmp_path: Path, objective: str) -> Path:
+    xgb = pytest.importorskip("xgboost")
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(float)
+    booster = xgb.train(
+        {"objective": objective, "max_depth": 2, "nthread": 1, "seed": 1}, xgb.DMatrix(x, label=y), 3
+    )
+    path = tmp_path / f"{objective.replace(':', '-')}.json"
+    booster.save_model(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("objective", "cutoffs", "flags", "output"),
+    [
+        ("binary:logistic", "0.3,0.7", [], "probability"),
+        ("binary:logistic", "-0.5,0.5", ["--bands-on", "raw"], "raw"),
+        ("reg:squarederror", "0.2,0.8", [], "raw"),
+    ],
+    ids=["classifier", "classifier-on-raw", "regression"],
+)
+def test_bench_model_takes_bands_on_as_score_does(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    objective: str,
+    cutoffs: str,
+    flags: list[str],
+    output: str,
+) -> None:
+    """`bench --model FILE --bands-on raw` bands a classifier on its margin, and a regression model
+    bands on its raw prediction by default; the model handed to the workload says so."""
+    from blindscore.app.cli import main
+
+    seen = []
+
+    def fake_run(workload: str, **kwargs: object) -> dict[str, object]:
+        seen.append(kwargs["model"])
+        return {}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "print_human", lambda s: None)
+    path = _xgboost_file(tmp_path, objective)
+    assert main(["bench", "online", "--model", str(path), f"--cutoffs={cutoffs}", *flags]) == 0
+    (model,) = seen
+    assert model.policy.output == output  # type: ignore[attr-defined]
+    assert list(model.policy.cutoffs) == [float(c) for c in cutoffs.split(",")]  # type: ignore[attr-defined]
+
+
+def test_bench_bands_on_needs_a_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from blindscore.app.cli import main
+
+    assert main(["bench", "online", "--bands-on", "raw"]) == 2
+    assert (
+        "--cutoffs, --feature-range, --feature-grid and --bands-on apply with --model only"
+        in capsys.readouterr().err
+    )

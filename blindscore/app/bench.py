@@ -699,6 +699,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cutoffs", help="with --model: band cutoffs, for a file that carries none")
     parser.add_argument(
+        "--bands-on",
+        choices=("probability", "raw"),
+        help="with --model: what the cutoffs apply to, as for `blindscore score --bands-on` (default: "
+        "the probability of a classifier, the raw prediction of a regression model)",
+    )
+    parser.add_argument(
         "--feature-range", action="append", metavar="NAME=LO:HI", help="with --model: as for `model import`"
     )
     parser.add_argument(
@@ -728,10 +734,13 @@ def run_command(args: argparse.Namespace) -> int:
             cutoffs=cutoffs,
             feature_ranges=parse_feature_ranges(args.feature_range),
             feature_grids=parse_feature_grids(args.feature_grid),
+            bands_on=args.bands_on,
         )
         model = read_model(Path(args.model), options)
-    elif args.cutoffs or args.feature_range or args.feature_grid:
-        raise InvalidInputError("--cutoffs, --feature-range and --feature-grid apply with --model only")
+    elif args.cutoffs or args.feature_range or args.feature_grid or args.bands_on:
+        raise InvalidInputError(
+            "--cutoffs, --feature-range, --feature-grid and --bands-on apply with --model only"
+        )
     if args.workers != 1 and not args.database:
         raise InvalidInputError("--workers needs --database postgresql://... (worker processes share it)")
     if (args.workers != 1 or args.database) and args.workload not in ("online", "batch"):
